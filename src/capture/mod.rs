@@ -1,0 +1,1 @@
+//! Capture I/O: pcapng writer and pcap/pcapng reader.

@@ -1,0 +1,15 @@
+//! rdprobe: takes an RDP connection apart stage by stage.
+//!
+//! See ARCHITECTURE.md for the code map. The shape mirrors DESIGN.md:
+//! `probe` and `capture::reader` produce a [`trace::Trace`]; [`decode`] turns it into a
+//! [`report::ConnectionReport`]; `capture::writer` writes it as pcapng; `lab` serves scenarios.
+
+pub mod capture;
+pub mod decode;
+pub mod diagnose;
+pub mod lab;
+pub mod probe;
+pub mod report;
+pub mod scenario;
+pub mod stage;
+pub mod trace;

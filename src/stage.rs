@@ -1,0 +1,233 @@
+//! The shared vocabulary: ordered connection stages and the verdict each one ends in.
+//!
+//! Every part of rdprobe (live probe, capture analyzer, replayer, fuzzer, diagnosis) speaks in these
+//! types; see DESIGN.md "Stages". Field names are part of the stable JSON schema (README).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One stage of the RDP connection sequence, in wire order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// TCP connect.
+    Tcp,
+    /// X.224 Connection Request / Confirm with RDP_NEG_REQ / RDP_NEG_RSP / RDP_NEG_FAILURE (MS-RDPBCGR 2.2.1.1-2.2.1.2).
+    X224,
+    /// TLS handshake (MS-RDPBCGR 5.4.5).
+    Tls,
+    /// CredSSP / NLA TSRequest exchange (MS-CSSP).
+    Credssp,
+    /// MCS Connect Initial / Response with GCC data blocks (MS-RDPBCGR 2.2.1.3-2.2.1.4).
+    Mcs,
+    /// Erect domain, attach user, channel joins (MS-RDPBCGR 2.2.1.5-2.2.1.8).
+    Channels,
+    /// Security exchange and Client Info PDU (MS-RDPBCGR 2.2.1.10-2.2.1.11).
+    Security,
+    /// Licensing (MS-RDPBCGR 2.2.1.12).
+    Licensing,
+    /// Demand active / confirm active and finalization (MS-RDPBCGR 2.2.1.13-2.2.1.22).
+    Capabilities,
+    /// Session established.
+    Connected,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 10] = [
+        Stage::Tcp,
+        Stage::X224,
+        Stage::Tls,
+        Stage::Credssp,
+        Stage::Mcs,
+        Stage::Channels,
+        Stage::Security,
+        Stage::Licensing,
+        Stage::Capabilities,
+        Stage::Connected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Tcp => "tcp",
+            Stage::X224 => "x224",
+            Stage::Tls => "tls",
+            Stage::Credssp => "credssp",
+            Stage::Mcs => "mcs",
+            Stage::Channels => "channels",
+            Stage::Security => "security",
+            Stage::Licensing => "licensing",
+            Stage::Capabilities => "capabilities",
+            Stage::Connected => "connected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Stage> {
+        Stage::ALL.iter().copied().find(|st| st.as_str() == s.to_ascii_lowercase())
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which end of the TCP conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Client,
+    Server,
+    /// Neither end: a middlebox, the network, or the capture itself.
+    Network,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+            Side::Network => Side::Network,
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Server => "server",
+            Side::Network => "network",
+        })
+    }
+}
+
+/// How a stage failed. Serialized as `{"kind": "...", ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FailureKind {
+    /// TCP connection refused (RST to SYN).
+    Refused,
+    /// No route / host unreachable / DNS failure.
+    Unreachable { detail: String },
+    /// The named side went silent past the deadline.
+    TimedOut { waiting_for: Side, after_ms: u64 },
+    /// The named side sent a TCP RST.
+    Reset,
+    /// The named side closed (FIN), without a protocol-level refusal.
+    Closed { tls_close_notify: bool },
+    /// RDP_NEG_FAILURE (MS-RDPBCGR 2.2.1.2.2).
+    NegotiationFailure { code: u32, name: String },
+    /// The server selected a protocol the client did not offer or cannot use.
+    ProtocolMismatch { requested: String, selected: String },
+    /// A TLS alert was received or sent.
+    TlsAlert { level: String, description: String, code: u8 },
+    /// TLS handshake failure without an alert (e.g. no common version / cipher).
+    TlsFailure { detail: String },
+    /// Authentication rejected (CredSSP errorCode NTSTATUS, or a close right after the AUTHENTICATE).
+    AuthFailure {
+        ntstatus: Option<u32>,
+        name: Option<String>,
+        detail: String,
+    },
+    /// The server denied the connection (MCS disconnect provider ultimatum, access denied, set error info).
+    Denied { detail: String },
+    /// Malformed data: what was wrong and at which byte offset of that side's stream.
+    ProtocolError { what: String, offset: Option<u64> },
+    /// The probe stopped by request (`--stop-after`), not a failure of the peer.
+    Stopped,
+    /// The capture ended before the connection did (analyze only).
+    CaptureEnded,
+}
+
+impl FailureKind {
+    /// Short stable name, as in the table and in `kind` of the JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::Unreachable { .. } => "unreachable",
+            FailureKind::TimedOut { .. } => "timed_out",
+            FailureKind::Reset => "reset",
+            FailureKind::Closed { .. } => "closed",
+            FailureKind::NegotiationFailure { .. } => "negotiation_failure",
+            FailureKind::ProtocolMismatch { .. } => "protocol_mismatch",
+            FailureKind::TlsAlert { .. } => "tls_alert",
+            FailureKind::TlsFailure { .. } => "tls_failure",
+            FailureKind::AuthFailure { .. } => "auth_failure",
+            FailureKind::Denied { .. } => "denied",
+            FailureKind::ProtocolError { .. } => "protocol_error",
+            FailureKind::Stopped => "stopped",
+            FailureKind::CaptureEnded => "capture_ended",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureKind::Refused => write!(f, "connection refused"),
+            FailureKind::Unreachable { detail } => write!(f, "unreachable: {detail}"),
+            FailureKind::TimedOut { waiting_for, after_ms } => {
+                write!(f, "timed out waiting for the {waiting_for} after {after_ms} ms")
+            }
+            FailureKind::Reset => write!(f, "reset by peer"),
+            FailureKind::Closed { tls_close_notify: true } => write!(f, "closed by peer (TLS close_notify)"),
+            FailureKind::Closed { tls_close_notify: false } => write!(f, "closed by peer"),
+            FailureKind::NegotiationFailure { code, name } => {
+                write!(f, "negotiation failure {name} (0x{code:08x})")
+            }
+            FailureKind::ProtocolMismatch { requested, selected } => {
+                write!(f, "protocol mismatch: requested {requested}, server selected {selected}")
+            }
+            FailureKind::TlsAlert { level, description, code } => {
+                write!(f, "TLS alert {level} {description} ({code})")
+            }
+            FailureKind::TlsFailure { detail } => write!(f, "TLS failure: {detail}"),
+            FailureKind::AuthFailure { ntstatus, name, detail } => match (ntstatus, name) {
+                (Some(code), Some(name)) => write!(f, "authentication failure {name} (0x{code:08X}): {detail}"),
+                (Some(code), None) => write!(f, "authentication failure 0x{code:08X}: {detail}"),
+                _ => write!(f, "authentication failure: {detail}"),
+            },
+            FailureKind::Denied { detail } => write!(f, "denied: {detail}"),
+            FailureKind::ProtocolError { what, offset: Some(o) } => write!(f, "protocol error at byte {o}: {what}"),
+            FailureKind::ProtocolError { what, offset: None } => write!(f, "protocol error: {what}"),
+            FailureKind::Stopped => write!(f, "stopped by request"),
+            FailureKind::CaptureEnded => write!(f, "capture ended"),
+        }
+    }
+}
+
+/// The verdict a stage ends in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Failed {
+        #[serde(flatten)]
+        kind: FailureKind,
+        /// Which side ended it (sent the RST/FIN/refusal, or went silent).
+        by: Side,
+    },
+}
+
+impl Verdict {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Verdict::Ok)
+    }
+
+    pub fn failure(&self) -> Option<&FailureKind> {
+        match self {
+            Verdict::Ok => None,
+            Verdict::Failed { kind, .. } => Some(kind),
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Ok => f.write_str("ok"),
+            Verdict::Failed { kind, by } => write!(f, "{kind} [{by}]"),
+        }
+    }
+}
