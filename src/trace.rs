@@ -90,6 +90,8 @@ pub enum EventKind {
     ConnectFailed(ConnectFailure),
     /// Bytes sent in one direction on one layer.
     Data { dir: Dir, layer: Layer, bytes: Bytes },
+    /// Bytes that crossed but were not retained (bounded memory for long sessions): counted, not kept.
+    Elided { dir: Dir, layer: Layer, len: u64 },
     /// Bytes missing from a direction's stream (capture loss); `len` bytes were skipped.
     Gap { dir: Dir, len: u64 },
     /// A FIN from the sender of `dir`.
