@@ -1,1 +1,1276 @@
-//! (in progress)
+//! Scenarios: a small declarative description of an RDP server's behaviour per stage, written in TOML.
+//!
+//! A scenario says which identities the server knows, which security protocols it supports and selects
+//! (or which RDP_NEG_FAILURE it answers, MS-RDPBCGR 2.2.1.2.2), which certificate and TLS versions it
+//! presents (MS-RDPBCGR 5.4.5), how CredSSP answers (MS-CSSP 2.2.1 `errorCode`), how slow the link is,
+//! and which faults to inject at named points of the connection sequence. The lab server
+//! ([`crate::lab`]) plays it; the replayer writes one from a capture; the fuzzer writes one per finding.
+//!
+//! This module does no I/O. Parsing never panics; every error names the key or value at fault and,
+//! where it can be found, the line (see [`ScenarioError`]).
+//!
+//! A complete, commented example is `fixtures/scenarios/example.toml`; each built-in scenario is a
+//! file in `fixtures/scenarios/` (see [`builtin_names`]).
+//!
+//! ```toml
+//! name = "wrong-password"
+//! description = "NLA server that rejects every logon with STATUS_LOGON_FAILURE"
+//!
+//! [[identity.users]]           # default: one user "user" / "pass"
+//! name = "user"
+//! password = "pass"
+//!
+//! [security]
+//! supported = ["ssl", "hybrid", "hybrid_ex"]   # rdp | ssl | hybrid | hybrid_ex
+//! # select = "rdp"                              # force a selection
+//! # negotiation_failure = "HYBRID_REQUIRED_BY_SERVER"   # or a number
+//!
+//! [tls]
+//! certificate = "self-signed"  # self-signed | expired | not-yet-valid | wrong-name | weak-key | none
+//! versions = ["1.2", "1.3"]    # 1.0 | 1.1 | 1.2 | 1.3
+//!
+//! [credssp]
+//! reject = "STATUS_LOGON_FAILURE"   # NTSTATUS by name or number
+//!
+//! [link]
+//! write_delay_ms = 0
+//!
+//! [[faults]]
+//! at = "tls.client_hello"
+//! action = "reset"
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Maximum length of a scenario file in bytes (a scenario is a few hundred bytes; this bounds hostile input).
+pub const MAX_SCENARIO_LEN: usize = 1 << 20;
+
+/// A server behaviour, stage by stage. See the module documentation for the TOML form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (`healthy-nla`).
+    pub name: String,
+    /// One sentence: what this scenario models.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub identity: Identity,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub credssp: Credssp,
+    #[serde(default)]
+    pub link: Link,
+    /// Faults, each at a named point; several may share a point and run in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
+}
+
+/// Who the server knows (MS-CSSP / MS-NLMP server side; Client Info PDU MS-RDPBCGR 2.2.1.11).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// Accepted users. NLA checks the NTLM response against these; an unknown user or a wrong password
+    /// gets STATUS_LOGON_FAILURE.
+    pub users: Vec<User>,
+    /// NetBIOS computer name the server announces (NTLM CHALLENGE target info).
+    pub server_name: String,
+    /// With TLS or standard RDP security, check the Client Info PDU credentials against `users` and deny
+    /// the connection (Set Error Info + close) on a mismatch. Windows shows a logon screen instead: off by default.
+    pub check_client_info: bool,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            users: vec![User::default()],
+            server_name: "RDPROBE-LAB".to_owned(),
+            check_client_info: false,
+        }
+    }
+}
+
+/// One account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    /// NetBIOS domain; `None` accepts any domain the client names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+impl Default for User {
+    fn default() -> Self {
+        User {
+            name: "user".to_owned(),
+            password: "pass".to_owned(),
+            domain: None,
+        }
+    }
+}
+
+/// A security protocol of RDP_NEG_REQ / RDP_NEG_RSP (MS-RDPBCGR 2.2.1.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Protocol {
+    /// PROTOCOL_RDP (0): standard RDP security.
+    Rdp,
+    /// PROTOCOL_SSL (1): TLS.
+    Ssl,
+    /// PROTOCOL_HYBRID (2): CredSSP (NLA).
+    Hybrid,
+    /// PROTOCOL_HYBRID_EX (8): CredSSP with the Early User Authorization Result PDU.
+    HybridEx,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [Protocol::Rdp, Protocol::Ssl, Protocol::Hybrid, Protocol::HybridEx];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rdp => "rdp",
+            Protocol::Ssl => "ssl",
+            Protocol::Hybrid => "hybrid",
+            Protocol::HybridEx => "hybrid_ex",
+        }
+    }
+
+    /// The RDP_NEG_REQ/RSP flag value (0 for PROTOCOL_RDP).
+    pub fn flag(self) -> u32 {
+        match self {
+            Protocol::Rdp => 0,
+            Protocol::Ssl => 1,
+            Protocol::Hybrid => 2,
+            Protocol::HybridEx => 8,
+        }
+    }
+
+    /// TLS is used (everything but standard RDP security).
+    pub fn uses_tls(self) -> bool {
+        self != Protocol::Rdp
+    }
+
+    /// CredSSP is used.
+    pub fn uses_credssp(self) -> bool {
+        matches!(self, Protocol::Hybrid | Protocol::HybridEx)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Protocol {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let l = s.to_ascii_lowercase().replace('-', "_");
+        let l = l.strip_prefix("protocol_").unwrap_or(&l);
+        match l {
+            "rdp" => Ok(Protocol::Rdp),
+            "ssl" | "tls" => Ok(Protocol::Ssl),
+            "hybrid" | "nla" | "credssp" => Ok(Protocol::Hybrid),
+            "hybrid_ex" => Ok(Protocol::HybridEx),
+            _ => Err(format!("unknown protocol `{s}`, expected one of rdp, ssl, hybrid, hybrid_ex")),
+        }
+    }
+}
+
+impl From<Protocol> for String {
+    fn from(p: Protocol) -> String {
+        p.as_str().to_owned()
+    }
+}
+
+/// RDP_NEG_FAILURE failureCode (MS-RDPBCGR 2.2.1.2.2), by name or number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "CodeRepr", into = "CodeRepr")]
+pub struct NegFailureCode(pub u32);
+
+/// Known RDP_NEG_FAILURE codes (MS-RDPBCGR 2.2.1.2.2).
+pub const NEG_FAILURE_CODES: &[(&str, u32)] = &[
+    ("SSL_REQUIRED_BY_SERVER", 1),
+    ("SSL_NOT_ALLOWED_BY_SERVER", 2),
+    ("SSL_CERT_NOT_ON_SERVER", 3),
+    ("INCONSISTENT_FLAGS", 4),
+    ("HYBRID_REQUIRED_BY_SERVER", 5),
+    ("SSL_WITH_USER_AUTH_REQUIRED_BY_SERVER", 6),
+    ("ENTRA_AUTH_REQUIRED_BY_SERVER", 7),
+];
+
+impl NegFailureCode {
+    pub const SSL_REQUIRED_BY_SERVER: NegFailureCode = NegFailureCode(1);
+    pub const HYBRID_REQUIRED_BY_SERVER: NegFailureCode = NegFailureCode(5);
+
+    pub fn name(self) -> Option<&'static str> {
+        NEG_FAILURE_CODES.iter().find(|(_, c)| *c == self.0).map(|(n, _)| *n)
+    }
+}
+
+impl fmt::Display for NegFailureCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => write!(f, "{n} ({})", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// NTSTATUS codes a CredSSP server sends in TSRequest.errorCode (MS-CSSP 2.2.1, MS-ERREF 2.3.1).
+pub const NTSTATUS_CODES: &[(&str, u32)] = &[
+    ("STATUS_LOGON_FAILURE", 0xC000_006D),
+    ("STATUS_ACCOUNT_LOCKED_OUT", 0xC000_0234),
+    ("STATUS_ACCOUNT_EXPIRED", 0xC000_0193),
+    ("STATUS_PASSWORD_MUST_CHANGE", 0xC000_0224),
+    ("STATUS_PASSWORD_EXPIRED", 0xC000_0071),
+    ("STATUS_ACCOUNT_DISABLED", 0xC000_0072),
+    ("STATUS_ACCOUNT_RESTRICTION", 0xC000_006E),
+    ("STATUS_INVALID_LOGON_HOURS", 0xC000_006F),
+    ("STATUS_INVALID_WORKSTATION", 0xC000_0070),
+    ("STATUS_WRONG_PASSWORD", 0xC000_006A),
+    ("STATUS_NO_SUCH_USER", 0xC000_0064),
+    ("STATUS_LOGON_TYPE_NOT_GRANTED", 0xC000_015B),
+    ("STATUS_ACCESS_DENIED", 0xC000_0022),
+    ("STATUS_TIME_DIFFERENCE_AT_DC", 0xC000_0133),
+    ("STATUS_NO_LOGON_SERVERS", 0xC000_005E),
+];
+
+/// An NTSTATUS, by name (`STATUS_LOGON_FAILURE`) or number (`0xC000006D`, `3221225581`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "CodeRepr", into = "CodeRepr")]
+pub struct NtStatus(pub u32);
+
+impl NtStatus {
+    pub const LOGON_FAILURE: NtStatus = NtStatus(0xC000_006D);
+
+    pub fn name(self) -> Option<&'static str> {
+        NTSTATUS_CODES.iter().find(|(_, c)| *c == self.0).map(|(n, _)| *n)
+    }
+}
+
+impl fmt::Display for NtStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => write!(f, "{n} (0x{:08X})", self.0),
+            None => write!(f, "0x{:08X}", self.0),
+        }
+    }
+}
+
+/// A code written as a name or a number in TOML.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum CodeRepr {
+    Num(i64),
+    Name(String),
+}
+
+fn parse_number(s: &str) -> Option<u32> {
+    let t = s.trim();
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u32::from_str_radix(&hex.replace('_', ""), 16).ok()
+    } else {
+        t.parse::<u32>().ok()
+    }
+}
+
+fn code_from_repr(r: CodeRepr, table: &[(&str, u32)], what: &str) -> Result<u32, String> {
+    match r {
+        CodeRepr::Num(n) => u32::try_from(n).map_err(|_| format!("{what} {n} does not fit in 32 bits")),
+        CodeRepr::Name(s) => {
+            if let Some(n) = parse_number(&s) {
+                return Ok(n);
+            }
+            let up = s.trim().to_ascii_uppercase();
+            table
+                .iter()
+                .find(|(name, _)| *name == up || name.strip_prefix("STATUS_") == Some(up.as_str()))
+                .map(|(_, c)| *c)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+                    format!("unknown {what} `{s}`, expected a number or one of {}", names.join(", "))
+                })
+        }
+    }
+}
+
+impl TryFrom<CodeRepr> for NegFailureCode {
+    type Error = String;
+    fn try_from(r: CodeRepr) -> Result<Self, String> {
+        code_from_repr(r, NEG_FAILURE_CODES, "negotiation failure code").map(NegFailureCode)
+    }
+}
+
+impl From<NegFailureCode> for CodeRepr {
+    fn from(c: NegFailureCode) -> CodeRepr {
+        match c.name() {
+            Some(n) => CodeRepr::Name(n.to_owned()),
+            None => CodeRepr::Num(i64::from(c.0)),
+        }
+    }
+}
+
+impl TryFrom<CodeRepr> for NtStatus {
+    type Error = String;
+    fn try_from(r: CodeRepr) -> Result<Self, String> {
+        code_from_repr(r, NTSTATUS_CODES, "NTSTATUS").map(NtStatus)
+    }
+}
+
+impl From<NtStatus> for CodeRepr {
+    fn from(c: NtStatus) -> CodeRepr {
+        match c.name() {
+            Some(n) => CodeRepr::Name(n.to_owned()),
+            None => CodeRepr::Name(format!("0x{:08X}", c.0)),
+        }
+    }
+}
+
+/// X.224 negotiation (MS-RDPBCGR 2.2.1.1-2.2.1.2, 3.3.5.3.1).
+///
+/// Selection: among the protocols the client offers and the server supports, the server picks
+/// hybrid_ex, then hybrid, then ssl, then rdp. If nothing is common it answers RDP_NEG_FAILURE:
+/// HYBRID_REQUIRED_BY_SERVER when it supports only CredSSP-based protocols, else SSL_REQUIRED_BY_SERVER.
+/// `rdp` in `supported` means the server falls back to standard RDP security whatever the client asked
+/// (as xrdp in RDP mode does).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    pub supported: Vec<Protocol>,
+    /// Force this selection whatever the client offered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub select: Option<Protocol>,
+    /// Always answer RDP_NEG_FAILURE with this code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negotiation_failure: Option<NegFailureCode>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            supported: vec![Protocol::Ssl, Protocol::Hybrid, Protocol::HybridEx],
+            select: None,
+            negotiation_failure: None,
+        }
+    }
+}
+
+/// Outcome of X.224 negotiation, as decided by [`Security::negotiate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Negotiation {
+    Select(Protocol),
+    Fail(NegFailureCode),
+}
+
+impl Security {
+    /// Decides the server's answer to a client's requestedProtocols (MS-RDPBCGR 2.2.1.1.1).
+    pub fn negotiate(&self, requested: u32) -> Negotiation {
+        if let Some(code) = self.negotiation_failure {
+            return Negotiation::Fail(code);
+        }
+        if let Some(p) = self.select {
+            return Negotiation::Select(p);
+        }
+        for p in [Protocol::HybridEx, Protocol::Hybrid, Protocol::Ssl] {
+            if requested & p.flag() != 0 && self.supported.contains(&p) {
+                return Negotiation::Select(p);
+            }
+        }
+        if self.supported.contains(&Protocol::Rdp) {
+            return Negotiation::Select(Protocol::Rdp);
+        }
+        if self.supported.contains(&Protocol::Ssl) {
+            Negotiation::Fail(NegFailureCode::SSL_REQUIRED_BY_SERVER)
+        } else {
+            Negotiation::Fail(NegFailureCode::HYBRID_REQUIRED_BY_SERVER)
+        }
+    }
+}
+
+/// Which certificate the server presents (MS-RDPBCGR 5.4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CertificateKind {
+    /// RSA 2048, valid now, names localhost / 127.0.0.1 / ::1 plus `tls.subject`.
+    SelfSigned,
+    /// Valid from 2020-01-01 to 2021-01-01.
+    Expired,
+    /// Valid from ten years from now.
+    NotYetValid,
+    /// Names only `wrong-host.invalid`.
+    WrongName,
+    /// RSA 1024 (served through OpenSSL at security level 0: rustls/ring refuse keys under 2048 bits).
+    WeakKey,
+    /// The server cannot produce a certificate: it answers the ClientHello with a fatal
+    /// handshake_failure alert, as Windows does when MachineKeys permissions are broken.
+    None,
+}
+
+impl CertificateKind {
+    pub const ALL: [CertificateKind; 6] = [
+        CertificateKind::SelfSigned,
+        CertificateKind::Expired,
+        CertificateKind::NotYetValid,
+        CertificateKind::WrongName,
+        CertificateKind::WeakKey,
+        CertificateKind::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateKind::SelfSigned => "self-signed",
+            CertificateKind::Expired => "expired",
+            CertificateKind::NotYetValid => "not-yet-valid",
+            CertificateKind::WrongName => "wrong-name",
+            CertificateKind::WeakKey => "weak-key",
+            CertificateKind::None => "none",
+        }
+    }
+}
+
+impl TryFrom<String> for CertificateKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let l = s.to_ascii_lowercase().replace('_', "-");
+        CertificateKind::ALL.iter().copied().find(|k| k.as_str() == l).ok_or_else(|| {
+            let names: Vec<&str> = CertificateKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown certificate `{s}`, expected one of {}", names.join(", "))
+        })
+    }
+}
+
+impl From<CertificateKind> for String {
+    fn from(k: CertificateKind) -> String {
+        k.as_str().to_owned()
+    }
+}
+
+/// A TLS protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum TlsVersion {
+    Tls10,
+    Tls11,
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls10 => "1.0",
+            TlsVersion::Tls11 => "1.1",
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+impl TryFrom<String> for TlsVersion {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let l = s.to_ascii_lowercase();
+        let l = l.trim_start_matches("tls").trim_start_matches('v').trim();
+        match l {
+            "1.0" | "1" | "10" => Ok(TlsVersion::Tls10),
+            "1.1" | "11" => Ok(TlsVersion::Tls11),
+            "1.2" | "12" => Ok(TlsVersion::Tls12),
+            "1.3" | "13" => Ok(TlsVersion::Tls13),
+            _ => Err(format!("unknown TLS version `{s}`, expected one of 1.0, 1.1, 1.2, 1.3")),
+        }
+    }
+}
+
+impl From<TlsVersion> for String {
+    fn from(v: TlsVersion) -> String {
+        v.as_str().to_owned()
+    }
+}
+
+/// TLS settings (MS-RDPBCGR 5.4.5.1). TLS 1.2/1.3 only with a normal key go through rustls; TLS 1.0/1.1
+/// or a weak key go through OpenSSL at security level 0 (what legacy servers speak).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub certificate: CertificateKind,
+    pub versions: Vec<TlsVersion>,
+    /// Subject common name of the generated certificate (ignored by `wrong-name`).
+    pub subject: String,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            certificate: CertificateKind::SelfSigned,
+            versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            subject: "rdprobe-lab".to_owned(),
+        }
+    }
+}
+
+/// How a CredSSP errorCode is encoded (MS-CSSP 2.2.1: `errorCode [4] INTEGER OPTIONAL`, version >= 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCodeEncoding {
+    /// A 4-byte INTEGER, as Windows and FreeRDP 3 send it (0xC000006D as `02 04 C0 00 00 6D`).
+    Int4,
+    /// Strictly DER: the positive value, 5 bytes with a leading zero (`02 05 00 C0 00 00 6D`).
+    Der,
+    /// No errorCode at all: the server closes after the AUTHENTICATE (Windows up to 2012, FreeRDP 2).
+    None,
+}
+
+/// How a connection ends after a rejection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndKind {
+    /// TCP FIN, without TLS close_notify.
+    Close,
+    /// TLS close_notify, then FIN.
+    CloseNotify,
+    /// TCP RST.
+    Reset,
+    /// Keep the connection open and say nothing (until the client leaves or `link.hold_ms`).
+    Silence,
+}
+
+/// CredSSP server behaviour (MS-CSSP 3.1.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credssp {
+    /// Reject every logon with this NTSTATUS once the NTLM AUTHENTICATE arrives, whatever the password.
+    /// Without it the server checks the client's NTLM response against `identity.users`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject: Option<NtStatus>,
+    pub error_code: ErrorCodeEncoding,
+    /// How the connection ends after the rejection.
+    pub after_reject: EndKind,
+    /// HYBRID_EX: send Early User Authorization Result ACCESS_DENIED instead of SUCCESS after a good logon
+    /// (MS-RDPBCGR 2.2.10.2): the user authenticated but may not log on remotely.
+    pub early_user_auth_denied: bool,
+}
+
+impl Default for Credssp {
+    fn default() -> Self {
+        Credssp {
+            reject: None,
+            error_code: ErrorCodeEncoding::Int4,
+            after_reject: EndKind::Close,
+            early_user_auth_denied: false,
+        }
+    }
+}
+
+/// Link and timing behaviour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Link {
+    /// Delay before every write the server makes to the socket (slow link).
+    pub write_delay_ms: u64,
+    /// Longest wait for the client's next bytes before the server gives up and closes.
+    pub read_timeout_ms: u64,
+    /// How long a "silence" (or the connected state) holds the connection before closing it.
+    pub hold_ms: u64,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            write_delay_ms: 0,
+            read_timeout_ms: 30_000,
+            hold_ms: 60_000,
+        }
+    }
+}
+
+/// A named boundary of the connection sequence where a fault can be injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum FaultPoint {
+    /// The X.224 Connection Request was read; nothing answered yet.
+    X224Request,
+    /// The X.224 Connection Confirm (or RDP_NEG_FAILURE) was sent.
+    X224Confirm,
+    /// The first TLS record (the ClientHello) was read; no ServerHello yet.
+    TlsClientHello,
+    /// The TLS handshake completed.
+    TlsDone,
+    /// The first TSRequest (NTLM NEGOTIATE) was read; no CHALLENGE yet.
+    CredsspNegotiate,
+    /// The TSRequest with the NTLM CHALLENGE was sent.
+    CredsspChallenge,
+    /// The TSRequest with the NTLM AUTHENTICATE (and pubKeyAuth) was read; no answer yet.
+    CredsspAuthenticate,
+    /// MCS Connect Initial was read; no response yet.
+    McsConnectInitial,
+    /// MCS Connect Response was sent.
+    McsConnectResponse,
+    /// Channel connection finished (erect domain, attach user, joins confirmed).
+    Channels,
+    /// The licensing PDU was sent.
+    Licensing,
+    /// The Demand Active PDU was sent.
+    Capabilities,
+    /// Finalization completed: the session is connected.
+    Connected,
+}
+
+impl FaultPoint {
+    pub const ALL: [FaultPoint; 13] = [
+        FaultPoint::X224Request,
+        FaultPoint::X224Confirm,
+        FaultPoint::TlsClientHello,
+        FaultPoint::TlsDone,
+        FaultPoint::CredsspNegotiate,
+        FaultPoint::CredsspChallenge,
+        FaultPoint::CredsspAuthenticate,
+        FaultPoint::McsConnectInitial,
+        FaultPoint::McsConnectResponse,
+        FaultPoint::Channels,
+        FaultPoint::Licensing,
+        FaultPoint::Capabilities,
+        FaultPoint::Connected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultPoint::X224Request => "x224.request",
+            FaultPoint::X224Confirm => "x224.confirm",
+            FaultPoint::TlsClientHello => "tls.client_hello",
+            FaultPoint::TlsDone => "tls.done",
+            FaultPoint::CredsspNegotiate => "credssp.negotiate",
+            FaultPoint::CredsspChallenge => "credssp.challenge",
+            FaultPoint::CredsspAuthenticate => "credssp.authenticate",
+            FaultPoint::McsConnectInitial => "mcs.connect_initial",
+            FaultPoint::McsConnectResponse => "mcs.connect_response",
+            FaultPoint::Channels => "channels",
+            FaultPoint::Licensing => "licensing",
+            FaultPoint::Capabilities => "capabilities",
+            FaultPoint::Connected => "connected",
+        }
+    }
+
+    /// The rdprobe stage this point belongs to.
+    pub fn stage(self) -> crate::stage::Stage {
+        use crate::stage::Stage;
+        match self {
+            FaultPoint::X224Request | FaultPoint::X224Confirm => Stage::X224,
+            FaultPoint::TlsClientHello | FaultPoint::TlsDone => Stage::Tls,
+            FaultPoint::CredsspNegotiate | FaultPoint::CredsspChallenge | FaultPoint::CredsspAuthenticate => {
+                Stage::Credssp
+            }
+            FaultPoint::McsConnectInitial | FaultPoint::McsConnectResponse => Stage::Mcs,
+            FaultPoint::Channels => Stage::Channels,
+            FaultPoint::Licensing => Stage::Licensing,
+            FaultPoint::Capabilities => Stage::Capabilities,
+            FaultPoint::Connected => Stage::Connected,
+        }
+    }
+}
+
+impl fmt::Display for FaultPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for FaultPoint {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let l = s.to_ascii_lowercase();
+        FaultPoint::ALL.iter().copied().find(|p| p.as_str() == l).ok_or_else(|| {
+            let names: Vec<&str> = FaultPoint::ALL.iter().map(|p| p.as_str()).collect();
+            format!("unknown fault point `{s}`, expected one of {}", names.join(", "))
+        })
+    }
+}
+
+impl From<FaultPoint> for String {
+    fn from(p: FaultPoint) -> String {
+        p.as_str().to_owned()
+    }
+}
+
+/// What to do at a fault point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// TCP RST (SO_LINGER 0, then close).
+    Reset,
+    /// TCP FIN, without TLS close_notify.
+    Close,
+    /// TLS close_notify, then FIN (before TLS: same as `close`).
+    CloseNotify,
+    /// Say nothing more; hold the connection until the client leaves or `link.hold_ms`.
+    Silence,
+    /// Wait this long, then carry on.
+    Delay { ms: u64 },
+    /// Send only the first `bytes` bytes of the server's next write, then `then`.
+    Truncate { bytes: usize, then: EndKind },
+    /// Send these bytes (on the current layer: inside TLS once TLS is up), then `then`.
+    Malformed { bytes: Vec<u8>, then: EndKind },
+    /// Deny the connection: Set Error Info (access denied) when the client supports it and MCS is up,
+    /// then MCS Disconnect Provider Ultimatum (MS-RDPBCGR 2.2.2.3), then close.
+    Disconnect,
+}
+
+impl FaultAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultAction::Reset => "reset",
+            FaultAction::Close => "close",
+            FaultAction::CloseNotify => "close_notify",
+            FaultAction::Silence => "silence",
+            FaultAction::Delay { .. } => "delay",
+            FaultAction::Truncate { .. } => "truncate",
+            FaultAction::Malformed { .. } => "malformed",
+            FaultAction::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// A fault: an action at a point, optionally only for some connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawFault", into = "RawFault")]
+pub struct Fault {
+    pub at: FaultPoint,
+    pub action: FaultAction,
+    /// 1-based connection numbers this fault applies to; empty = every connection.
+    pub connections: Vec<u64>,
+}
+
+impl Fault {
+    pub fn new(at: FaultPoint, action: FaultAction) -> Fault {
+        Fault {
+            at,
+            action,
+            connections: Vec::new(),
+        }
+    }
+
+    /// Whether this fault applies to the `n`-th (1-based) connection.
+    pub fn applies_to(&self, n: u64) -> bool {
+        self.connections.is_empty() || self.connections.contains(&n)
+    }
+}
+
+/// The TOML form of a fault: `{ at = "...", action = "...", ms = .., bytes = .., hex = "..", then = "..", connections = [..] }`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: FaultPoint,
+    action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    then: Option<EndKind>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    connections: Vec<u64>,
+}
+
+/// Longest delay a fault or the link may ask for (10 minutes), so a typo cannot pin a connection for days.
+pub const MAX_DELAY_MS: u64 = 600_000;
+/// Most bytes a `malformed` fault may send.
+pub const MAX_MALFORMED_LEN: usize = 65_536;
+
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b':' && *b != b'_')
+        .collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("hex `{s}` has an odd number of digits"));
+    }
+    if digits.len() / 2 > MAX_MALFORMED_LEN {
+        return Err(format!("hex is longer than {MAX_MALFORMED_LEN} bytes"));
+    }
+    let val = |b: u8| -> Result<u8, String> {
+        (b as char)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+            .ok_or_else(|| format!("hex `{s}` has a non-hex character `{}`", b as char))
+    };
+    digits.chunks(2).map(|p| Ok(val(p[0])? << 4 | val(p[1])?)).collect()
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl TryFrom<RawFault> for Fault {
+    type Error = String;
+    fn try_from(r: RawFault) -> Result<Self, String> {
+        let unexpected = |key: &str, present: bool| -> Result<(), String> {
+            if present {
+                Err(format!("key `{key}` does not apply to action `{}`", r.action))
+            } else {
+                Ok(())
+            }
+        };
+        let action = match r.action.to_ascii_lowercase().as_str() {
+            "reset" | "rst" => FaultAction::Reset,
+            "close" | "fin" => FaultAction::Close,
+            "close_notify" | "close-notify" => FaultAction::CloseNotify,
+            "silence" | "drop" => FaultAction::Silence,
+            "disconnect" | "deny" => FaultAction::Disconnect,
+            "delay" => {
+                let ms = r.ms.ok_or("action `delay` needs `ms`")?;
+                if ms > MAX_DELAY_MS {
+                    return Err(format!("delay ms = {ms} is over the maximum of {MAX_DELAY_MS}"));
+                }
+                unexpected("bytes", r.bytes.is_some())?;
+                unexpected("hex", r.hex.is_some())?;
+                unexpected("then", r.then.is_some())?;
+                return Ok(Fault {
+                    at: r.at,
+                    action: FaultAction::Delay { ms },
+                    connections: r.connections,
+                });
+            }
+            "truncate" => {
+                let bytes = r.bytes.ok_or("action `truncate` needs `bytes`")?;
+                let bytes = usize::try_from(bytes).map_err(|_| "truncate bytes is too large".to_owned())?;
+                unexpected("ms", r.ms.is_some())?;
+                unexpected("hex", r.hex.is_some())?;
+                return Ok(Fault {
+                    at: r.at,
+                    action: FaultAction::Truncate {
+                        bytes,
+                        then: r.then.unwrap_or(EndKind::Silence),
+                    },
+                    connections: r.connections,
+                });
+            }
+            "malformed" => {
+                let hex = r.hex.as_deref().ok_or("action `malformed` needs `hex`")?;
+                let bytes = parse_hex(hex)?;
+                unexpected("ms", r.ms.is_some())?;
+                unexpected("bytes", r.bytes.is_some())?;
+                return Ok(Fault {
+                    at: r.at,
+                    action: FaultAction::Malformed {
+                        bytes,
+                        then: r.then.unwrap_or(EndKind::Silence),
+                    },
+                    connections: r.connections,
+                });
+            }
+            other => {
+                return Err(format!(
+                    "unknown action `{other}`, expected one of reset, close, close_notify, silence, delay, \
+                     truncate, malformed, disconnect"
+                ))
+            }
+        };
+        unexpected("ms", r.ms.is_some())?;
+        unexpected("bytes", r.bytes.is_some())?;
+        unexpected("hex", r.hex.is_some())?;
+        unexpected("then", r.then.is_some())?;
+        Ok(Fault {
+            at: r.at,
+            action,
+            connections: r.connections,
+        })
+    }
+}
+
+impl From<Fault> for RawFault {
+    fn from(f: Fault) -> RawFault {
+        let mut r = RawFault {
+            at: f.at,
+            action: f.action.name().to_owned(),
+            ms: None,
+            bytes: None,
+            hex: None,
+            then: None,
+            connections: f.connections,
+        };
+        match f.action {
+            FaultAction::Delay { ms } => r.ms = Some(ms),
+            FaultAction::Truncate { bytes, then } => {
+                r.bytes = Some(bytes as u64);
+                r.then = Some(then);
+            }
+            FaultAction::Malformed { bytes, then } => {
+                r.hex = Some(to_hex(&bytes));
+                r.then = Some(then);
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+/// Why a scenario could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScenarioError {
+    /// TOML syntax error, an unknown key, or a bad value.
+    #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Invalid { line: Option<usize>, message: String },
+    #[error("scenario is {0} bytes, over the limit of {MAX_SCENARIO_LEN}")]
+    TooLarge(usize),
+}
+
+impl ScenarioError {
+    /// 1-based line of the error, when known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ScenarioError::Invalid { line, .. } => *line,
+            ScenarioError::TooLarge(_) => None,
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// First line whose text starts with `key` followed by `=` or whitespace (best effort, for semantic errors).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let t = l.trim_start();
+        t.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('=') || rest.is_empty())
+    })
+    .map(|i| i + 1)
+}
+
+impl Scenario {
+    /// Parses and validates a scenario. Errors name the key or value at fault and the line.
+    pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
+        if text.len() > MAX_SCENARIO_LEN {
+            return Err(ScenarioError::TooLarge(text.len()));
+        }
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Invalid {
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().trim().to_owned(),
+        })?;
+        scenario.validate().map_err(|(key, message)| ScenarioError::Invalid {
+            line: line_of_key(text, key),
+            message,
+        })?;
+        Ok(scenario)
+    }
+
+    /// Checks rules that span several keys. On error: the key to point at, and the message.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.name.trim().is_empty() {
+            return Err(("name", "name must not be empty".to_owned()));
+        }
+        if self.security.supported.is_empty()
+            && self.security.select.is_none()
+            && self.security.negotiation_failure.is_none()
+        {
+            return Err((
+                "supported",
+                "security.supported is empty: name at least one of rdp, ssl, hybrid, hybrid_ex".to_owned(),
+            ));
+        }
+        if self.tls.versions.is_empty() {
+            return Err(("versions", "tls.versions is empty: name at least one TLS version".to_owned()));
+        }
+        let credssp_possible = self.security.negotiation_failure.is_none()
+            && (self.security.select.is_some_and(Protocol::uses_credssp)
+                || self.security.supported.iter().any(|p| p.uses_credssp()));
+        if credssp_possible && self.identity.users.is_empty() && self.credssp.reject.is_none() {
+            return Err((
+                "users",
+                "identity.users is empty but the server may select hybrid: add a user or set credssp.reject".to_owned(),
+            ));
+        }
+        for u in &self.identity.users {
+            if u.name.is_empty() {
+                return Err(("name", "identity.users: a user has an empty name".to_owned()));
+            }
+        }
+        for key in [
+            ("write_delay_ms", self.link.write_delay_ms),
+            ("read_timeout_ms", self.link.read_timeout_ms),
+            ("hold_ms", self.link.hold_ms),
+        ] {
+            if key.1 > MAX_DELAY_MS {
+                return Err((key.0, format!("link.{} = {} is over the maximum of {MAX_DELAY_MS}", key.0, key.1)));
+            }
+        }
+        if self.link.read_timeout_ms == 0 {
+            return Err(("read_timeout_ms", "link.read_timeout_ms must be above 0".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The scenario as TOML; [`Scenario::from_toml`] reads it back to an equal value.
+    pub fn to_toml(&self) -> String {
+        // INVARIANT: every field serializes (no maps with non-string keys, no bare enums with data),
+        // so toml serialization cannot fail.
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot serialize scenario: {e}\n"))
+    }
+
+    /// Faults at `point` that apply to the `n`-th connection, in file order.
+    pub fn faults_at(&self, point: FaultPoint, n: u64) -> impl Iterator<Item = &Fault> {
+        self.faults.iter().filter(move |f| f.at == point && f.applies_to(n))
+    }
+
+    /// The user list as a list of `(name, password, domain)`.
+    pub fn find_user(&self, name: &str, domain: Option<&str>) -> Option<&User> {
+        self.identity.users.iter().find(|u| {
+            u.name.eq_ignore_ascii_case(name)
+                && match (&u.domain, domain) {
+                    (Some(d), Some(cd)) => d.eq_ignore_ascii_case(cd),
+                    (Some(d), None) => d.is_empty(),
+                    (None, _) => true,
+                }
+        })
+    }
+}
+
+/// The built-in scenarios: name, one sentence, TOML text.
+const BUILTINS: &[(&str, &str, &str)] = &[
+    (
+        "healthy-nla",
+        "a healthy server that offers TLS and NLA (CredSSP) and accepts user/pass",
+        include_str!("../fixtures/scenarios/healthy-nla.toml"),
+    ),
+    (
+        "healthy-tls",
+        "a healthy server with TLS security only (no NLA), as with security layer SSL and NLA off",
+        include_str!("../fixtures/scenarios/healthy-tls.toml"),
+    ),
+    (
+        "rdp-security-only",
+        "a server set to standard RDP security: it selects PROTOCOL_RDP whatever the client asks for \
+         (NLA mismatch); the lab can only offer encryption level NONE",
+        include_str!("../fixtures/scenarios/rdp-security-only.toml"),
+    ),
+    (
+        "nla-required",
+        "a server that requires NLA: a client offering TLS only gets RDP_NEG_FAILURE HYBRID_REQUIRED_BY_SERVER",
+        include_str!("../fixtures/scenarios/nla-required.toml"),
+    ),
+    (
+        "ssl-required",
+        "a server with TLS security only that answers SSL_REQUIRED_BY_SERVER to a client offering RDP security \
+         or NLA alone",
+        include_str!("../fixtures/scenarios/ssl-required.toml"),
+    ),
+    (
+        "tls-reset-at-client-hello",
+        "endpoint security kills the socket the moment the TLS ClientHello arrives: a TCP RST, no alert \
+         (mstsc 0x904 / 0x7)",
+        include_str!("../fixtures/scenarios/tls-reset-at-client-hello.toml"),
+    ),
+    (
+        "firewall-drop-after-x224",
+        "a firewall lets the X.224 exchange through, then silently drops everything (the TLS handshake times out)",
+        include_str!("../fixtures/scenarios/firewall-drop-after-x224.toml"),
+    ),
+    (
+        "x224-silent",
+        "the server accepts TCP but never answers the X.224 Connection Request",
+        include_str!("../fixtures/scenarios/x224-silent.toml"),
+    ),
+    (
+        "expired-certificate",
+        "the server presents a certificate that expired on 2021-01-01",
+        include_str!("../fixtures/scenarios/expired-certificate.toml"),
+    ),
+    (
+        "no-certificate",
+        "the server cannot produce a certificate (broken MachineKeys): a fatal handshake_failure alert \
+         answers the ClientHello",
+        include_str!("../fixtures/scenarios/no-certificate.toml"),
+    ),
+    (
+        "wrong-password",
+        "an NLA server that rejects the logon with STATUS_LOGON_FAILURE in the CredSSP errorCode",
+        include_str!("../fixtures/scenarios/wrong-password.toml"),
+    ),
+    (
+        "account-locked",
+        "an NLA server that rejects the logon with STATUS_ACCOUNT_LOCKED_OUT",
+        include_str!("../fixtures/scenarios/account-locked.toml"),
+    ),
+    (
+        "account-expired",
+        "an NLA server that rejects the logon with STATUS_ACCOUNT_EXPIRED",
+        include_str!("../fixtures/scenarios/account-expired.toml"),
+    ),
+    (
+        "password-must-change",
+        "an NLA server that rejects the logon with STATUS_PASSWORD_MUST_CHANGE",
+        include_str!("../fixtures/scenarios/password-must-change.toml"),
+    ),
+    (
+        "denied-after-mcs",
+        "the server completes NLA and MCS Connect, then denies the connection with an MCS Disconnect Provider \
+         Ultimatum",
+        include_str!("../fixtures/scenarios/denied-after-mcs.toml"),
+    ),
+    (
+        "slow-link",
+        "a healthy NLA server behind a slow link: 400 ms before every server write",
+        include_str!("../fixtures/scenarios/slow-link.toml"),
+    ),
+    (
+        "reset-in-credssp",
+        "the connection is reset in the middle of CredSSP, right after the client's NTLM AUTHENTICATE",
+        include_str!("../fixtures/scenarios/reset-in-credssp.toml"),
+    ),
+];
+
+/// A built-in scenario by name.
+pub fn builtin(name: &str) -> Option<Scenario> {
+    BUILTINS.iter().find(|(n, _, _)| *n == name).map(|(n, d, text)| {
+        // INVARIANT: every built-in file parses (held by the `builtins_parse` test).
+        let mut s = Scenario::from_toml(text).unwrap_or_else(|e| {
+            let mut s = healthy_fallback();
+            s.description = format!("built-in scenario does not parse: {e}");
+            s
+        });
+        s.name = (*n).to_owned();
+        if s.description.is_empty() {
+            s.description = (*d).to_owned();
+        }
+        s
+    })
+}
+
+fn healthy_fallback() -> Scenario {
+    Scenario {
+        name: "healthy-nla".to_owned(),
+        description: String::new(),
+        identity: Identity::default(),
+        security: Security::default(),
+        tls: Tls::default(),
+        credssp: Credssp::default(),
+        link: Link::default(),
+        faults: Vec::new(),
+    }
+}
+
+/// Names of the built-in scenarios with one sentence each, in a stable order.
+pub fn builtin_names() -> Vec<(&'static str, &'static str)> {
+    BUILTINS.iter().map(|(n, d, _)| (*n, *d)).collect()
+}
+
+/// Reads a scenario by built-in name or as a TOML file path.
+pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioLoadError> {
+    if let Some(s) = builtin(name_or_path) {
+        return Ok(s);
+    }
+    let path = std::path::Path::new(name_or_path);
+    if !path.exists() {
+        return Err(ScenarioLoadError::NotFound(name_or_path.to_owned()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioLoadError::Io(name_or_path.to_owned(), e))?;
+    Scenario::from_toml(&text).map_err(|e| ScenarioLoadError::Invalid(name_or_path.to_owned(), e))
+}
+
+fn builtin_list() -> String {
+    builtin_names().iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// Why [`load`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioLoadError {
+    #[error("no built-in scenario or file named `{0}` (built-ins: {list})", list = builtin_list())]
+    NotFound(String),
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Invalid(String, ScenarioError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse() {
+        for (name, sentence, text) in BUILTINS {
+            let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&s.name, name, "file name field");
+            assert!(!sentence.is_empty());
+            let back = Scenario::from_toml(&s.to_toml()).unwrap_or_else(|e| panic!("{name} round trip: {e}"));
+            assert_eq!(back, s, "{name} round trip");
+        }
+        assert_eq!(builtin_names().len(), 17);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let s = Scenario::from_toml(include_str!("../fixtures/scenarios/example.toml")).expect("example");
+        assert!(!s.faults.is_empty());
+    }
+
+    #[test]
+    fn negotiation_rules() {
+        let nla = builtin("nla-required").expect("builtin");
+        assert_eq!(nla.security.negotiate(1), Negotiation::Fail(NegFailureCode::HYBRID_REQUIRED_BY_SERVER));
+        assert_eq!(nla.security.negotiate(3), Negotiation::Select(Protocol::Hybrid));
+        assert_eq!(nla.security.negotiate(11), Negotiation::Select(Protocol::HybridEx));
+        let ssl = builtin("ssl-required").expect("builtin");
+        assert_eq!(ssl.security.negotiate(0), Negotiation::Fail(NegFailureCode::SSL_REQUIRED_BY_SERVER));
+        assert_eq!(ssl.security.negotiate(2), Negotiation::Fail(NegFailureCode::SSL_REQUIRED_BY_SERVER));
+        assert_eq!(ssl.security.negotiate(3), Negotiation::Select(Protocol::Ssl));
+        let rdp = builtin("rdp-security-only").expect("builtin");
+        assert_eq!(rdp.security.negotiate(11), Negotiation::Select(Protocol::Rdp));
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = Scenario::from_toml("name = \"x\"\n[security]\nsuported = [\"ssl\"]\n").unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(e.to_string().contains("suported"), "{e}");
+
+        let e = Scenario::from_toml("name = \"x\"\n\n[[faults]]\nat = \"x224.bogus\"\naction = \"reset\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("x224.bogus"), "{e}");
+        assert!(e.line().is_some_and(|l| (3..=4).contains(&l)), "{e}");
+
+        let e = Scenario::from_toml("name = \"x\"\n[[faults]]\nat = \"connected\"\naction = \"delay\"\n").unwrap_err();
+        assert!(e.to_string().contains("needs `ms`"), "{e}");
+
+        let e = Scenario::from_toml("name = \"x\"\n[security]\nnegotiation_failure = \"NOPE\"\n").unwrap_err();
+        assert!(e.to_string().contains("NOPE") && e.line() == Some(3), "{e}");
+
+        let e = Scenario::from_toml("name = \"x\"\n[tls]\ncertificate = \"expird\"\n").unwrap_err();
+        assert!(e.to_string().contains("expird") && e.line() == Some(3), "{e}");
+
+        let e = Scenario::from_toml("name = \"x\"\n[security]\nsupported = []\n").unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(e.to_string().contains("security.supported"), "{e}");
+
+        let e = Scenario::from_toml("name = \"x\"\n[[faults]]\nat = \"connected\"\naction = \"malformed\"\nhex = \"0g\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("non-hex"), "{e}");
+    }
+
+    #[test]
+    fn codes_by_name_or_number() {
+        let s = Scenario::from_toml("name = \"x\"\n[security]\nnegotiation_failure = 5\n[credssp]\nreject = \"0xC0000234\"\n")
+            .expect("parse");
+        assert_eq!(s.security.negotiation_failure, Some(NegFailureCode(5)));
+        assert_eq!(s.credssp.reject.map(|c| c.0), Some(0xC000_0234));
+        assert_eq!(s.credssp.reject.and_then(NtStatus::name), Some("STATUS_ACCOUNT_LOCKED_OUT"));
+        let s = Scenario::from_toml("name = \"x\"\n[credssp]\nreject = \"LOGON_FAILURE\"\n").expect("parse");
+        assert_eq!(s.credssp.reject, Some(NtStatus::LOGON_FAILURE));
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        for text in ["", "[", "name = 1", "faults = 3", "name=\"a\"\n[[faults]]\nat=1", "\u{0}\u{ffff}", "name=\"a\"\n[link]\nhold_ms=-1"] {
+            let _ = Scenario::from_toml(text);
+        }
+    }
+}

@@ -1,1 +1,267 @@
-//! The embedded lab server.
+//! The embedded lab server: an RDP server on `ironrdp-acceptor` that plays a [`Scenario`].
+//!
+//! It is rdprobe's embedded default: `rdprobe demo`, the tests and the replayer all probe it, so no
+//! external server is needed to see rdprobe work. [`spawn_lab`] binds a socket and serves every
+//! connection in a thread of its own (a current-thread tokio runtime with a `LocalSet`, because the
+//! acceptor's futures are `!Send`). Each connection is independent; a fault, a hostile client or a
+//! panic inside a dependency ends only that connection, and every read has a deadline
+//! (`link.read_timeout_ms`), so idle clients cannot pin the lab.
+//!
+//! Layout: `driver` steps the acceptor and injects faults; `credssp` is the multi-user CredSSP
+//! server; `tls` makes certificates and TLS acceptors; `io` frames PDUs and shapes the server's writes.
+//!
+//! Known limit: standard RDP security (PROTOCOL_RDP) is offered at encryption level NONE only, as
+//! ironrdp-acceptor does (no RC4, no proprietary certificate); real servers in that mode demand
+//! encryption.
+
+mod credssp;
+mod driver;
+mod io;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+use crate::scenario::{FaultPoint, Protocol, Scenario};
+
+/// Why the lab could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("tls configuration: {0}")]
+    Tls(String),
+    #[error("cannot start the lab thread: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot wait for a signal: {0}")]
+    Signal(std::io::Error),
+}
+
+/// How one connection went, as the lab saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionOutcome {
+    /// 1-based connection number.
+    pub n: u64,
+    pub peer: SocketAddr,
+    /// The protocol the lab selected, if negotiation got that far.
+    pub selected: Option<Protocol>,
+    /// The last fault point the connection passed.
+    pub last_point: Option<FaultPoint>,
+    /// The user who authenticated (CredSSP) or whose Client Info was accepted.
+    pub user: Option<String>,
+    /// "connected", or how the connection ended ("fault at tls.client_hello: reset", "rejected the logon
+    /// with STATUS_LOGON_FAILURE (0xC000006D)", "timed out waiting for the client's ...").
+    pub result: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    accepted: AtomicU64,
+    outcomes: Mutex<Vec<ConnectionOutcome>>,
+}
+
+/// Most outcomes a lab keeps (the oldest are dropped first).
+const MAX_OUTCOMES: usize = 10_000;
+
+/// A running lab. Dropping it stops it too.
+pub struct LabHandle {
+    /// The address the lab listens on (with the real port when port 0 was asked).
+    pub addr: SocketAddr,
+    scenario_name: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl LabHandle {
+    /// Stops accepting, drops every open connection and joins the lab thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Connections accepted so far (each is served, whatever the scenario does with it).
+    pub fn connections_served(&self) -> u64 {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Outcomes of the connections that have ended, in the order they ended.
+    pub fn outcomes(&self) -> Vec<ConnectionOutcome> {
+        self.shared.outcomes.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Name of the scenario being served.
+    pub fn scenario_name(&self) -> &str {
+        &self.scenario_name
+    }
+}
+
+impl Drop for LabHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds `addr` (port 0 = pick a free one) and serves `scenario` to every connection, in its own
+/// thread with a current-thread tokio runtime and a `LocalSet`. Each connection is independent.
+///
+/// Certificates are generated here (once per process and kind), so certificate and TLS errors are
+/// reported before anything listens.
+pub fn spawn_lab(addr: SocketAddr, scenario: Scenario) -> Result<LabHandle, LabError> {
+    let (tls, public_key) = if scenario.security.supported.iter().any(|p| p.uses_tls())
+        || scenario.security.select.is_some_and(|p| p.uses_tls())
+    {
+        match tls::certificate(scenario.tls.certificate, &scenario.tls.subject)? {
+            Some(m) => (
+                Some(tls::TlsServer::build(&m, &scenario.tls.versions)?),
+                m.public_key.clone(),
+            ),
+            None => (None, Vec::new()),
+        }
+    } else {
+        (None, Vec::new())
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| LabError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| LabError::Bind { addr, source })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LabError::Runtime)?;
+    let shared = Arc::new(Shared::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let scenario_name = scenario.name.clone();
+    tracing::info!(addr = %local, scenario = %scenario.name, tls = tls.as_ref().map(|t| t.engine()), "lab listening");
+    let ctx = driver::LabCtx {
+        scenario,
+        tls,
+        public_key,
+    };
+    let thread_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("rdprobe-lab-{}", local.port()))
+        .spawn(move || {
+            let ctx = Rc::new(ctx);
+            let local_set = tokio::task::LocalSet::new();
+            local_set.block_on(&runtime, accept_loop(listener, ctx, thread_shared, stop_rx));
+        })
+        .map_err(LabError::Runtime)?;
+    Ok(LabHandle {
+        addr: local,
+        scenario_name,
+        stop: Some(stop_tx),
+        thread: Some(thread),
+        shared,
+    })
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    ctx: Rc<driver::LabCtx>,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "lab cannot register its listener");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let n = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                    let ctx = ctx.clone();
+                    let shared = shared.clone();
+                    tokio::task::spawn_local(async move {
+                        let outcome = driver::serve(tcp, peer, ctx, n).await;
+                        if let Ok(mut o) = shared.outcomes.lock() {
+                            if o.len() >= MAX_OUTCOMES {
+                                o.remove(0);
+                            }
+                            o.push(outcome);
+                        }
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "lab accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves `scenario` on `addr` until ctrl-c or SIGTERM, then stops the lab and returns the number of
+/// connections served. `on_ready` runs once the lab listens (e.g. to print its address). Works from
+/// any tokio runtime: the lab itself runs on its own thread.
+pub async fn run_lab_until_signal(
+    addr: SocketAddr,
+    scenario: Scenario,
+    on_ready: impl FnOnce(&LabHandle),
+) -> Result<u64, LabError> {
+    let lab = spawn_lab(addr, scenario)?;
+    on_ready(&lab);
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(LabError::Signal)?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(LabError::Signal)?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.map_err(LabError::Signal)?;
+    let served = lab.connections_served();
+    let _ = tokio::task::spawn_blocking(move || lab.stop()).await;
+    Ok(served)
+}
+
+/// The scenarios `rdprobe demo` plays, in order: healthy-nla, nla-required, tls-reset-at-client-hello,
+/// expired-certificate, wrong-password, x224-silent.
+pub fn demo_scenarios() -> Vec<Scenario> {
+    [
+        "healthy-nla",
+        "nla-required",
+        "tls-reset-at-client-hello",
+        "expired-certificate",
+        "wrong-password",
+        "x224-silent",
+    ]
+    .iter()
+    .filter_map(|n| crate::scenario::builtin(n))
+    .collect()
+}
+
+/// The credentials a client should present to `scenario` (its first user), for the demo and tests.
+/// Scenarios that reject every logon still name a user: the rejection is the point.
+pub fn demo_credentials(scenario: &Scenario) -> Option<(String, String)> {
+    scenario
+        .identity
+        .users
+        .first()
+        .map(|u| (u.name.clone(), u.password.clone()))
+}

@@ -1,0 +1,162 @@
+//! Server side of CredSSP for the lab (MS-CSSP 3.1.5), on sspi's `CredSspServer` with NTLM.
+//!
+//! ironrdp-acceptor's `CredsspSequence` knows a single identity; the lab checks several users, so it
+//! supplies its own `CredentialsProxy`. Rejections are encoded by hand: TSRequest.errorCode as a 4-byte
+//! INTEGER like Windows, or strictly DER, or not at all (see [`crate::scenario::ErrorCodeEncoding`]).
+
+use sspi::credssp::{CredSspServer, CredentialsProxy, ServerError, ServerState, TsRequest};
+use sspi::generator::GeneratorState;
+use sspi::{AuthIdentity, Username};
+
+use crate::scenario::{ErrorCodeEncoding, NtStatus, User};
+
+/// The users a lab scenario accepts.
+#[derive(Debug)]
+pub(crate) struct LabCredentials {
+    users: Vec<User>,
+}
+
+impl LabCredentials {
+    pub(crate) fn new(users: Vec<User>) -> Self {
+        LabCredentials { users }
+    }
+
+    fn identity(u: &User, as_named: &Username) -> std::io::Result<AuthIdentity> {
+        Ok(AuthIdentity {
+            username: as_named.clone(),
+            password: u.password.clone().into(),
+        })
+    }
+}
+
+impl CredentialsProxy for LabCredentials {
+    type AuthenticationData = AuthIdentity;
+
+    fn auth_data_by_user(&mut self, username: &Username) -> std::io::Result<AuthIdentity> {
+        let account = username.account_name();
+        let domain = match username.parts() {
+            sspi::UsernameParts::DownLevelLogonName(p) => p.netbios_domain(),
+            sspi::UsernameParts::UserPrincipalName(_) => None,
+        };
+        let user = self.users.iter().find(|u| {
+            u.name.eq_ignore_ascii_case(account)
+                && match (&u.domain, domain) {
+                    (Some(d), Some(cd)) => d.eq_ignore_ascii_case(cd),
+                    (Some(d), None) => d.is_empty(),
+                    (None, _) => true,
+                }
+        });
+        match user {
+            Some(u) => Self::identity(u, username),
+            None => Err(std::io::Error::other("unknown user")),
+        }
+    }
+
+    fn auth_data(&mut self) -> std::io::Result<Vec<AuthIdentity>> {
+        Ok(self
+            .users
+            .iter()
+            .filter_map(|u| {
+                let name = Username::new(&u.name, u.domain.as_deref()).ok()?;
+                Self::identity(u, &name).ok()
+            })
+            .collect())
+    }
+}
+
+/// Which NTLM message a negoToken carries (MS-NLMP 2.2.1): 1 NEGOTIATE, 2 CHALLENGE, 3 AUTHENTICATE.
+pub(crate) fn ntlm_message_type(token: &[u8]) -> Option<u32> {
+    const SIG: &[u8] = b"NTLMSSP\0";
+    let at = token.windows(SIG.len()).position(|w| w == SIG)?;
+    let t = token.get(at + 8..at + 12)?;
+    Some(u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+}
+
+/// Runs one `process` call of the CredSSP server to completion. NTLM needs no network; a network
+/// request (Kerberos) is answered with an error.
+pub(crate) fn process(
+    server: &mut CredSspServer<LabCredentials>,
+    request: TsRequest,
+) -> Result<ServerState, ServerError> {
+    let mut generator = server.process(request);
+    let mut state = generator.start();
+    // INVARIANT: bounded — each resume answers one network request with an error; NTLM makes none.
+    for _ in 0..8 {
+        match state {
+            GeneratorState::Completed(result) => return result,
+            GeneratorState::Suspended(_) => {
+                state = generator.resume(Err(sspi::Error::new(
+                    sspi::ErrorKind::NoAuthenticatingAuthority,
+                    "the lab has no network for authentication",
+                )));
+            }
+        }
+    }
+    match state {
+        GeneratorState::Completed(result) => result,
+        GeneratorState::Suspended(_) => Err(ServerError {
+            ts_request: None,
+            error: sspi::Error::new(sspi::ErrorKind::InternalError, "too many network requests"),
+        }),
+    }
+}
+
+/// Encodes a TSRequest `{ version, errorCode }` (MS-CSSP 2.2.1). `None` for [`ErrorCodeEncoding::None`].
+pub(crate) fn encode_error_ts_request(version: u32, status: NtStatus, encoding: ErrorCodeEncoding) -> Option<Vec<u8>> {
+    let code: Vec<u8> = match encoding {
+        ErrorCodeEncoding::None => return None,
+        ErrorCodeEncoding::Int4 => status.0.to_be_bytes().to_vec(),
+        ErrorCodeEncoding::Der => der_unsigned(status.0),
+    };
+    let ver = der_unsigned(version);
+    // [0] { INTEGER version }, [4] { INTEGER errorCode }; all lengths are < 128.
+    let mut body = Vec::with_capacity(16);
+    body.extend_from_slice(&[0xa0, (ver.len() + 2) as u8, 0x02, ver.len() as u8]);
+    body.extend_from_slice(&ver);
+    body.extend_from_slice(&[0xa4, (code.len() + 2) as u8, 0x02, code.len() as u8]);
+    body.extend_from_slice(&code);
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
+/// Minimal DER INTEGER contents of a non-negative value.
+fn der_unsigned(v: u32) -> Vec<u8> {
+    let b = v.to_be_bytes();
+    let first = b.iter().position(|&x| x != 0).unwrap_or(3);
+    let mut out = b[first..].to_vec();
+    if out[0] & 0x80 != 0 {
+        out.insert(0, 0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_ts_request_encodings() {
+        let w = encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::Int4).expect("some");
+        assert_eq!(
+            w,
+            [0x30, 0x0d, 0xa0, 0x03, 0x02, 0x01, 0x06, 0xa4, 0x06, 0x02, 0x04, 0xc0, 0x00, 0x00, 0x6d]
+        );
+        let d = encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::Der).expect("some");
+        assert_eq!(&d[7..], [0xa4, 0x07, 0x02, 0x05, 0x00, 0xc0, 0x00, 0x00, 0x6d]);
+        assert_eq!(d[1] as usize, d.len() - 2);
+        assert!(encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::None).is_none());
+        // sspi reads the Windows form back.
+        let ts = TsRequest::from_buffer(&w).expect("sspi decodes a 4-byte errorCode");
+        assert_eq!(ts.error_code.map(|c| c.0), Some(0xC000_006D));
+    }
+
+    #[test]
+    fn ntlm_types() {
+        let mut t = b"\x60\x10junkNTLMSSP\0".to_vec();
+        t.extend_from_slice(&3u32.to_le_bytes());
+        assert_eq!(ntlm_message_type(&t), Some(3));
+        assert_eq!(ntlm_message_type(b"NTLMSSP\0\x01"), None);
+        assert_eq!(ntlm_message_type(b""), None);
+    }
+}

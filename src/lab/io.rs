@@ -1,0 +1,205 @@
+//! Socket plumbing for the lab: a TCP stream whose writes can be delayed (slow link) or cut short
+//! (truncate fault), a stream that replays bytes already read before the rest of the socket (for the
+//! TLS upgrade), and PDU framing with a deadline on every read.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// Shared, per-connection state of the server's writes.
+#[derive(Debug, Default)]
+pub(crate) struct WireState {
+    /// Delay before every write call (slow link).
+    pub delay: Duration,
+    /// Bytes still allowed through before the truncation point; `None` = no truncation armed.
+    pub truncate_left: Option<usize>,
+    /// The truncation point was reached: further writes and reads fail so the driver notices.
+    pub truncated: bool,
+    /// Bytes the server wrote to TCP.
+    pub bytes_out: u64,
+}
+
+/// The server's TCP stream, as seen by every layer above it (plain X.224, TLS).
+pub(crate) struct LabTcp {
+    inner: TcpStream,
+    state: Rc<RefCell<WireState>>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    slept: bool,
+}
+
+impl LabTcp {
+    pub(crate) fn new(inner: TcpStream, state: Rc<RefCell<WireState>>) -> Self {
+        LabTcp {
+            inner,
+            state,
+            sleep: None,
+            slept: false,
+        }
+    }
+}
+
+fn truncated_error() -> io::Error {
+    io::Error::other("stream truncated by the scenario")
+}
+
+impl AsyncRead for LabTcp {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.state.borrow().truncated {
+            return Poll::Ready(Err(truncated_error()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LabTcp {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let (delay, truncated, left) = {
+            let s = self.state.borrow();
+            (s.delay, s.truncated, s.truncate_left)
+        };
+        if truncated {
+            return Poll::Ready(Err(truncated_error()));
+        }
+        if !delay.is_zero() && !self.slept {
+            let this = &mut *self;
+            let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            ready!(sleep.as_mut().poll(cx));
+            this.sleep = None;
+            this.slept = true;
+        }
+        let allowed = match left {
+            Some(0) => {
+                self.state.borrow_mut().truncated = true;
+                return Poll::Ready(Err(truncated_error()));
+            }
+            Some(n) => n.min(buf.len()),
+            None => buf.len(),
+        };
+        let res = ready!(Pin::new(&mut self.inner).poll_write(cx, &buf[..allowed]));
+        self.slept = false;
+        if let Ok(n) = res {
+            let mut s = self.state.borrow_mut();
+            s.bytes_out += n as u64;
+            if let Some(left) = s.truncate_left.as_mut() {
+                *left = left.saturating_sub(n);
+                if *left == 0 {
+                    s.truncated = true;
+                }
+            }
+        }
+        Poll::Ready(res)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A stream that first yields `prefix` (bytes already read from the socket), then the socket.
+pub(crate) struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed { prefix, pos: 0, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = (self.prefix.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            if self.pos == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Any byte stream the driver talks through.
+pub(crate) trait AsyncIo: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncIo for T {}
+
+/// Largest PDU the lab accepts from a client (bytes). MCS Connect Initial is a few hundred bytes, a
+/// TSRequest a few KB; this bounds what a hostile client can make the lab buffer.
+pub(crate) const MAX_PDU_LEN: usize = 256 * 1024;
+
+/// Frames a DER SEQUENCE (a TSRequest, MS-CSSP 2.2.1) from its tag and length octets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DerSequenceHint;
+
+impl ironrdp_pdu::PduHint for DerSequenceHint {
+    fn find_size(&self, bytes: &[u8]) -> ironrdp_core::DecodeResult<Option<(bool, usize)>> {
+        Ok(der_sequence_len(bytes).ok().flatten().map(|n| (true, n)))
+    }
+}
+
+/// Total length (header + content) of the DER SEQUENCE at the start of `b`: `Ok(None)` if more bytes are
+/// needed, `Err` if it is not a SEQUENCE or its length is not representable.
+pub(crate) fn der_sequence_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
+    let Some(&tag) = b.first() else { return Ok(None) };
+    if tag != 0x30 {
+        return Err("not a DER SEQUENCE");
+    }
+    let Some(&l0) = b.get(1) else { return Ok(None) };
+    if l0 < 0x80 {
+        return Ok(Some(2 + usize::from(l0)));
+    }
+    let n = usize::from(l0 & 0x7f);
+    if n == 0 || n > 4 {
+        return Err("unsupported DER length form");
+    }
+    let Some(len_bytes) = b.get(2..2 + n) else { return Ok(None) };
+    let len = len_bytes.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+    Ok(Some(2 + n + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_lengths() {
+        assert_eq!(der_sequence_len(&[]), Ok(None));
+        assert_eq!(der_sequence_len(&[0x30]), Ok(None));
+        assert_eq!(der_sequence_len(&[0x30, 0x05]), Ok(Some(7)));
+        assert_eq!(der_sequence_len(&[0x30, 0x82, 0x01]), Ok(None));
+        assert_eq!(der_sequence_len(&[0x30, 0x82, 0x01, 0x00]), Ok(Some(260)));
+        assert!(der_sequence_len(&[0x16, 0x03]).is_err());
+        assert!(der_sequence_len(&[0x30, 0x80]).is_err());
+        assert!(der_sequence_len(&[0x30, 0x89, 1, 2, 3, 4, 5, 6, 7, 8, 9]).is_err());
+    }
+}
