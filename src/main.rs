@@ -1,1 +1,625 @@
-fn main() {}
+//! rdprobe command line: a thin layer over the library (`rdprobe::…`).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use rdprobe::probe::{self, Credentials, ProbeOptions, Protocol, TlsEngine};
+use rdprobe::report::{self, exit, ConnectionReport};
+use rdprobe::stage::Stage;
+
+const LONG_ABOUT: &str = "\
+rdprobe takes an RDP connection apart stage by stage and tells you where it dies and whose fault it is.
+
+Stages, in order: tcp, x224, tls, credssp, mcs, channels, security, licensing, capabilities, connected.
+
+Exit codes: 0 success (connected, or stopped by request), 1 internal error, 2 usage error,
+3 network failure (refused, unreachable, timeout, reset, closed), 4 server refused (negotiation failure,
+protocol mismatch, denied), 5 TLS failure, 6 authentication failure, 7 protocol error,
+8 capture ended mid-connection (analyze), 130 interrupted.";
+
+#[derive(Parser)]
+#[command(name = "rdprobe", version, about = "RDP connection probe, capture analyzer and lab server", long_about = LONG_ABOUT)]
+struct Cli {
+    /// Log protocol details to stderr (repeat for more: -v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Probe a live RDP server stage by stage.
+    ///
+    /// Without --user it goes as deep as it can without credentials (through the NTLM CHALLENGE on
+    /// NLA servers, to `connected` on TLS-only and RDP-security servers). The password comes from
+    /// RDPROBE_PASSWORD or an interactive prompt, never from the command line.
+    ///
+    /// Examples:
+    ///   rdprobe probe rdp01.corp.example
+    ///   rdprobe probe 10.0.0.5:3390 --user alice --domain CORP
+    ///   rdprobe probe host --pcap out.pcapng --keylog out.keys --json
+    ///   rdprobe probe host --security hybrid,ssl --stop-after tls --timeout 5s
+    #[command(verbatim_doc_comment)]
+    Probe(ProbeArgs),
+    /// Decode the RDP connections in a pcap/pcapng file with the same stage verdicts as `probe`.
+    ///
+    /// Examples:
+    ///   rdprobe analyze customer.pcapng
+    ///   rdprobe analyze span.pcap --stages
+    ///   rdprobe analyze big.pcap --json > verdicts.jsonl
+    ///   rdprobe analyze capture.pcapng --keylog keys.txt
+    #[command(verbatim_doc_comment)]
+    Analyze(AnalyzeArgs),
+    /// Run the embedded lab server with a scenario (built-in name or TOML file).
+    ///
+    /// Example: rdprobe lab --listen 127.0.0.1:3389 --scenario tls-reset-at-client-hello
+    #[command(verbatim_doc_comment)]
+    Lab(LabArgs),
+    /// Start the lab with a few fault scenarios in-process and probe each: see rdprobe work in one command.
+    Demo(DemoArgs),
+    /// List the built-in lab scenarios.
+    Scenarios,
+    /// Explain an mstsc disconnect code, an RDP_NEG_FAILURE code, an NTSTATUS or a Set Error Info code.
+    ///
+    /// Example: rdprobe explain 0x904 --ext 0x7
+    #[command(verbatim_doc_comment)]
+    Explain {
+        /// The code: hex (0x904), decimal (2308) or a name (STATUS_LOGON_FAILURE)
+        code: String,
+        /// The extended error code shown with it
+        #[arg(long)]
+        ext: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// Target: HOST, HOST:PORT, [IPv6]:PORT (default port 3389)
+    target: String,
+    /// User name for NLA / logon (the password comes from RDPROBE_PASSWORD or a prompt)
+    #[arg(long)]
+    user: Option<String>,
+    /// Domain for the user
+    #[arg(long)]
+    domain: Option<String>,
+    /// Security protocols to offer, comma separated: rdp, ssl, hybrid, hybrid_ex [default: ssl,hybrid,hybrid_ex]
+    #[arg(long, value_delimiter = ',')]
+    security: Vec<String>,
+    /// Stop after this stage (tcp, x224, tls, credssp, mcs, channels, security, licensing, capabilities)
+    #[arg(long)]
+    stop_after: Option<String>,
+    /// Deadline for each wait on the server (e.g. 5s, 500ms)
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    /// Deadline for the whole probe
+    #[arg(long, default_value = "60s")]
+    deadline: String,
+    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded)
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Write the TLS secrets as an SSLKEYLOGFILE
+    #[arg(long)]
+    keylog: Option<PathBuf>,
+    /// Print one JSON document instead of the table
+    #[arg(long)]
+    json: bool,
+    /// TLS engine: auto (rustls, then OpenSSL for legacy-only servers), rustls, legacy
+    #[arg(long, default_value = "auto")]
+    tls_engine: String,
+    /// Restrict rustls to one TLS version: 1.2 or 1.3
+    #[arg(long)]
+    tls_version: Option<String>,
+    /// X.224 cookie (mstshash=...) to send; defaults to the user name
+    #[arg(long)]
+    cookie: Option<String>,
+    /// Also print the diagnosis (fault class, likely causes, remedies)
+    #[arg(long)]
+    diagnose: bool,
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// pcap or pcapng file ('-' for standard input)
+    file: PathBuf,
+    /// SSLKEYLOGFILE with TLS secrets (secrets embedded in a pcapng are used automatically)
+    #[arg(long)]
+    keylog: Option<PathBuf>,
+    /// Print every stage of every connection, with frame numbers
+    #[arg(long)]
+    stages: bool,
+    /// Print one JSON object per connection (JSON lines), streamed
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct LabArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:3389")]
+    listen: SocketAddr,
+    /// Built-in scenario name (see `rdprobe scenarios`) or a TOML scenario file
+    #[arg(long, default_value = "healthy-nla")]
+    scenario: String,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Directory for the captures the demo writes
+    #[arg(long, default_value = "rdprobe-demo")]
+    out: PathBuf,
+    /// Print JSON instead of tables
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    init_tracing(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::INTERNAL as u8);
+        }
+    };
+    let res = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Probe(a) => cmd_probe(a).await,
+            Cmd::Analyze(a) => cmd_analyze(a),
+            Cmd::Lab(a) => cmd_lab(a).await,
+            Cmd::Demo(a) => cmd_demo(a).await,
+            Cmd::Scenarios => cmd_scenarios(),
+            Cmd::Explain { code, ext } => cmd_explain(&code, ext.as_deref()),
+        }
+    });
+    match res {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            let usage = e.downcast_ref::<UsageError>().is_some();
+            eprintln!("error: {e:#}");
+            ExitCode::from(if usage { exit::USAGE } else { exit::INTERNAL } as u8)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RDPROBE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rdprobe={level},ironrdp=error,sspi=error")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Parses "5s", "500ms", "2m", "1.5s" or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| usage(format!("invalid duration `{s}` (examples: 5s, 500ms, 2m)")))?;
+    if !(v > 0.0) || !v.is_finite() || v * mul > 86_400.0 {
+        return Err(usage(format!("duration `{s}` out of range (0 < d <= 24h)")));
+    }
+    Ok(Duration::from_secs_f64(v * mul))
+}
+
+/// Splits HOST, HOST:PORT, [V6]:PORT, bare V6.
+fn parse_target(t: &str) -> Result<(String, u16)> {
+    if let Ok(sa) = t.parse::<SocketAddr>() {
+        return Ok((sa.ip().to_string(), sa.port()));
+    }
+    if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+        return Ok((ip.to_string(), 3389));
+    }
+    if let Some(rest) = t.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| usage(format!("invalid target `{t}`")))?;
+        let port = match p.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| usage(format!("invalid port in `{t}`")))?,
+            None => 3389,
+        };
+        return Ok((h.to_owned(), port));
+    }
+    match t.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => {
+            let port: u16 = p.parse().map_err(|_| usage(format!("invalid port `{p}` in `{t}`")))?;
+            Ok((h.to_owned(), port))
+        }
+        _ if !t.is_empty() => Ok((t.to_owned(), 3389)),
+        _ => Err(usage("empty target")),
+    }
+}
+
+fn read_password(user: &str) -> Result<String> {
+    if let Ok(p) = std::env::var("RDPROBE_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let p = rpassword::prompt_password(format!("password for {user}: ")).context("reading the password")?;
+        return Ok(p);
+    }
+    Err(usage(
+        "--user given but no password: set RDPROBE_PASSWORD (the password is never taken from the command line)",
+    ))
+}
+
+fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
+    let (host, port) = parse_target(&a.target)?;
+    let mut o = ProbeOptions::new(host, port);
+    for s in &a.security {
+        o.protocols.push(
+            Protocol::parse(s)
+                .ok_or_else(|| usage(format!("unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)")))?,
+        );
+    }
+    if o.protocols.contains(&Protocol::Rdp) && o.protocols.len() > 1 {
+        return Err(usage(
+            "`rdp` (standard RDP security) is requested by offering no other protocol: use --security rdp alone",
+        ));
+    }
+    if let Some(s) = &a.stop_after {
+        let st = Stage::parse(s).ok_or_else(|| usage(format!("unknown stage `{s}`")))?;
+        o.stop_after = Some(st);
+    }
+    o.stage_timeout = parse_duration(&a.timeout)?;
+    o.deadline = parse_duration(&a.deadline)?;
+    o.tls_engine = match a.tls_engine.as_str() {
+        "auto" => TlsEngine::Auto,
+        "rustls" => TlsEngine::Rustls,
+        "legacy" | "openssl" => TlsEngine::Legacy,
+        other => return Err(usage(format!("unknown TLS engine `{other}` (auto, rustls, legacy)"))),
+    };
+    o.tls_versions = match a.tls_version.as_deref() {
+        None => probe::tls::TlsVersions::Both,
+        Some("1.2") => probe::tls::TlsVersions::Only12,
+        Some("1.3") => probe::tls::TlsVersions::Only13,
+        Some(v) => return Err(usage(format!("--tls-version takes 1.2 or 1.3, not `{v}`"))),
+    };
+    o.cookie = a.cookie.clone();
+    if let Some(user) = &a.user {
+        let password = read_password(user)?;
+        o.credentials = Some(Credentials {
+            user: user.clone(),
+            domain: a.domain.clone(),
+            password,
+        });
+        if o.cookie.is_none() {
+            o.cookie = Some(user.clone());
+        }
+    }
+    Ok(o)
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
+    let opts = probe_options(&a)?;
+    let shared = probe::tap::SharedTrace::new(rdprobe::trace::Trace::new(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+    ));
+    let mut was_interrupted = false;
+    tokio::select! {
+        _ = probe::run_into(&opts, &shared) => {}
+        _ = interrupted() => {
+            was_interrupted = true;
+            shared.push(rdprobe::trace::EventKind::Note("interrupted by signal".into()));
+        }
+    }
+    let result = probe::finish(&shared);
+    write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+    print_report(&result.report, a.json, a.diagnose)?;
+    if was_interrupted {
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(report::exit_code(&result.report))
+}
+
+fn write_artifacts(result: &probe::ProbeResult, pcap: Option<&PathBuf>, keylog: Option<&PathBuf>) -> Result<()> {
+    if let Some(p) = pcap {
+        let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        let w = std::io::BufWriter::new(f);
+        shim::write_pcapng(&result.trace, &result.labels, w)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(k) = keylog {
+        let f = std::fs::File::create(k).with_context(|| format!("creating {}", k.display()))?;
+        shim::write_keylog(&result.trace, std::io::BufWriter::new(f))
+            .with_context(|| format!("writing {}", k.display()))?;
+    }
+    Ok(())
+}
+
+fn print_report(r: &ConnectionReport, json: bool, diagnose: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("exit_code".into(), serde_json::json!(report::exit_code(r)));
+            m.insert("diagnosis".into(), serde_json::to_value(rdprobe::diagnose::diagnose(r))?);
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        write!(out, "{}", report::render_text(r))?;
+        if diagnose && !r.verdict.is_ok() {
+            write!(out, "{}", rdprobe::diagnose::render_diagnosis(&rdprobe::diagnose::diagnose(r)))?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
+    use shim::{read_conversations, KeyLog, ReaderOptions};
+    let keylog = match &a.keylog {
+        Some(p) => Some(KeyLog::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?,
+        ))
+    };
+    let opts = ReaderOptions {
+        keylog,
+        ..ReaderOptions::default()
+    };
+    let conversations = read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
+    let mut out = std::io::stdout().lock();
+    let mut worst = exit::SUCCESS;
+    let mut n = 0usize;
+    let mut damaged = None;
+    if !a.json && !a.stages {
+        writeln!(out, "{:>4} {:<24} {:<24} {:<13} {:<28} summary", "#", "client", "server", "last stage", "verdict")?;
+    }
+    for conv in conversations {
+        let trace = match conv {
+            Ok(t) => t,
+            Err(e) => {
+                damaged = Some(e.to_string());
+                break;
+            }
+        };
+        n += 1;
+        let d = rdprobe::decode::decode(&trace);
+        let r = &d.report;
+        let code = report::exit_code(r);
+        if code != exit::SUCCESS && (worst == exit::SUCCESS || code < worst) {
+            worst = code;
+        }
+        if a.json {
+            let mut v = serde_json::to_value(r)?;
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("connection".into(), serde_json::json!(n));
+                m.insert("diagnosis".into(), serde_json::to_value(rdprobe::diagnose::diagnose(r))?);
+            }
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        } else if a.stages {
+            writeln!(out, "connection #{n}")?;
+            write!(out, "{}", report::render_text(r))?;
+            for s in &r.stages {
+                if !s.frames.is_empty() {
+                    let frames: Vec<String> = s.frames.iter().take(20).map(|f| f.to_string()).collect();
+                    writeln!(
+                        out,
+                        "  {:<12} frames {}{}",
+                        s.stage.as_str(),
+                        frames.join(","),
+                        if s.frames.len() > 20 { ",…" } else { "" }
+                    )?;
+                }
+            }
+            writeln!(out)?;
+        } else {
+            let verdict = match &r.verdict {
+                rdprobe::stage::Verdict::Ok => "ok".to_owned(),
+                rdprobe::stage::Verdict::Failed { kind, by } => format!("{} ({by})", kind.name()),
+            };
+            writeln!(
+                out,
+                "{:>4} {:<24} {:<24} {:<13} {:<28} {}",
+                n,
+                r.client,
+                r.server,
+                r.last_stage.as_str(),
+                verdict,
+                r.summary
+            )?;
+        }
+        out.flush()?;
+    }
+    if n == 0 && damaged.is_none() {
+        eprintln!("no RDP connection found in {}", a.file.display());
+    }
+    if let Some(e) = damaged {
+        eprintln!("error: {e} (the {n} connection(s) before the damage are reported above)");
+        return Ok(exit::PROTOCOL);
+    }
+    Ok(worst)
+}
+
+fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
+    if let Some(sc) = rdprobe::scenario::builtin(s) {
+        return Ok(sc);
+    }
+    let path = std::path::Path::new(s);
+    if path.exists() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {s}"))?;
+        return rdprobe::scenario::Scenario::from_toml(&text).map_err(|e| usage(format!("{s}: {e}")));
+    }
+    let names: Vec<&str> = rdprobe::scenario::builtin_names().iter().map(|(n, _)| *n).collect();
+    bail!(usage(format!(
+        "no built-in scenario or file named `{s}` (built-ins: {})",
+        names.join(", ")
+    )))
+}
+
+async fn cmd_lab(a: LabArgs) -> Result<i32> {
+    let sc = load_scenario(&a.scenario)?;
+    let handle = rdprobe::lab::spawn_lab(a.listen, sc.clone()).with_context(|| format!("starting the lab on {}", a.listen))?;
+    eprintln!(
+        "lab listening on {} with scenario `{}`: {}\n(stop with Ctrl-C)",
+        handle.addr, sc.name, sc.description
+    );
+    interrupted().await;
+    eprintln!("served {} connection(s)", handle.connections_served());
+    handle.stop();
+    Ok(exit::SUCCESS)
+}
+
+async fn cmd_demo(a: DemoArgs) -> Result<i32> {
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut out = std::io::stdout().lock();
+    for sc in rdprobe::lab::demo_scenarios() {
+        let handle = rdprobe::lab::spawn_lab(SocketAddr::from(([127, 0, 0, 1], 0)), sc.clone())
+            .with_context(|| format!("starting the lab for {}", sc.name))?;
+        let mut o = ProbeOptions::new(handle.addr.ip().to_string(), handle.addr.port());
+        o.stage_timeout = Duration::from_secs(2);
+        o.deadline = Duration::from_secs(15);
+        if let Some((user, password)) = rdprobe::lab::demo_credentials(&sc) {
+            o.credentials = Some(Credentials {
+                user: user.clone(),
+                domain: None,
+                password,
+            });
+            o.cookie = Some(user);
+        }
+        let result = probe::probe(&o).await;
+        handle.stop();
+        let pcap = a.out.join(format!("{}.pcapng", sc.name));
+        write_artifacts(&result, Some(&pcap), None)?;
+        if a.json {
+            let mut v = serde_json::to_value(&result.report)?;
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("scenario".into(), serde_json::json!(sc.name));
+                m.insert("capture".into(), serde_json::json!(pcap.display().to_string()));
+            }
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        } else {
+            writeln!(out, "=== scenario {}: {}", sc.name, sc.description)?;
+            write!(out, "{}", report::render_text(&result.report))?;
+            if !result.report.verdict.is_ok() {
+                write!(
+                    out,
+                    "{}",
+                    rdprobe::diagnose::render_diagnosis(&rdprobe::diagnose::diagnose(&result.report))
+                )?;
+            }
+            writeln!(out, "capture: {}\n", pcap.display())?;
+        }
+        out.flush()?;
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn cmd_scenarios() -> Result<i32> {
+    for (name, desc) in rdprobe::scenario::builtin_names() {
+        println!("{name:<28} {desc}");
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn cmd_explain(code: &str, ext: Option<&str>) -> Result<i32> {
+    let ex = rdprobe::diagnose::explain_str(code, ext).map_err(|e| usage(e.to_string()))?;
+    if ex.is_empty() {
+        println!("no known meaning for {code}");
+        return Ok(exit::USAGE);
+    }
+    print!("{}", rdprobe::diagnose::render_explanations(&ex));
+    Ok(exit::SUCCESS)
+}
+
+/// Temporary stand-ins while the capture modules land.
+mod shim {
+    use anyhow::{bail, Result};
+    pub fn write_pcapng<W>(_t: &rdprobe::trace::Trace, _l: &[String], _w: W) -> Result<()> {
+        bail!("pcapng writer not built yet")
+    }
+    pub fn write_keylog<W>(_t: &rdprobe::trace::Trace, _w: W) -> Result<()> {
+        bail!("keylog writer not built yet")
+    }
+    pub struct KeyLog;
+    impl KeyLog {
+        pub fn parse(_s: &str) -> KeyLog {
+            KeyLog
+        }
+    }
+    #[derive(Default)]
+    pub struct ReaderOptions {
+        pub keylog: Option<KeyLog>,
+    }
+    pub fn read_conversations<R>(
+        _r: R,
+        _o: ReaderOptions,
+    ) -> Result<std::vec::IntoIter<Result<rdprobe::trace::Trace>>> {
+        bail!("capture reader not built yet")
+    }
+}

@@ -59,3 +59,156 @@ impl ConnectionReport {
         self.stage(stage).and_then(|s| s.facts.get(key))
     }
 }
+
+/// Human-readable one-line rendering of a fact value.
+fn fact_str(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(a) => a.iter().map(fact_str).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// The facts worth a column in the table, per stage, in display order.
+fn shown_facts(stage: Stage) -> &'static [&'static str] {
+    match stage {
+        Stage::Tcp => &["server"],
+        Stage::X224 => &[
+            "requested_protocols",
+            "cookie",
+            "selected_protocol",
+            "response_flags",
+            "failure_name",
+        ],
+        Stage::Tls => &[
+            "version",
+            "cipher_suite",
+            "legacy_only",
+            "cert_subject",
+            "cert_issuer",
+            "cert_not_before",
+            "cert_not_after",
+            "cert_expired",
+            "cert_not_yet_valid",
+            "cert_self_signed",
+            "cert_key",
+            "alert",
+            "client_tls_error",
+            "encrypted",
+        ],
+        Stage::Credssp => &[
+            "version",
+            "ntlm_nb_computer_name",
+            "ntlm_nb_domain_name",
+            "ntlm_dns_computer_name",
+            "ntlm_dns_domain_name",
+            "ntlm_dns_tree_name",
+            "ntlm_os_version",
+            "ntlm_server_time",
+            "early_user_auth",
+            "error_code",
+            "error_name",
+            "contains_ntlm_response",
+            "encrypted_records",
+        ],
+        Stage::Mcs => &[
+            "server_rdp_version",
+            "client_requested_protocols_echo",
+            "encryption_method",
+            "encryption_level",
+            "server_random_present",
+            "server_certificate_type",
+            "server_key_bits",
+            "result",
+        ],
+        Stage::Channels => &["attach_user", "channel_join"],
+        Stage::Licensing => &["license_error_code", "license_state_transition"],
+        Stage::Security | Stage::Capabilities | Stage::Connected => &["set_error_info"],
+    }
+}
+
+/// Renders the per-stage table and the summary line, as `rdprobe probe` prints it.
+pub fn render_text(r: &ConnectionReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} -> {}", r.client, r.server);
+    let _ = writeln!(
+        out,
+        "{:<13} {:<34} {:>9} {:>8} {:>8}  facts",
+        "STAGE", "VERDICT", "MS", "C->S", "S->C"
+    );
+    for s in &r.stages {
+        let verdict = match &s.verdict {
+            Verdict::Ok => "ok".to_owned(),
+            Verdict::Failed { kind, by } => format!("FAILED {} ({by})", kind.name()),
+        };
+        let mut facts = Vec::new();
+        for key in shown_facts(s.stage) {
+            if let Some(v) = s.facts.get(*key) {
+                if matches!(v, serde_json::Value::Bool(false)) {
+                    continue;
+                }
+                facts.push(format!("{}={}", key, fact_str(v)));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{:<13} {:<34} {:>9.1} {:>8} {:>8}  {}",
+            s.stage.as_str(),
+            verdict,
+            s.duration_ms,
+            s.bytes_c2s,
+            s.bytes_s2c,
+            facts.join(" ")
+        );
+        if let Verdict::Failed { kind, .. } = &s.verdict {
+            let _ = writeln!(out, "{:<13} -> {kind}", "");
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    let _ = writeln!(out, "summary: {}", r.summary);
+    out
+}
+
+/// Documented exit codes (README "Exit codes").
+pub mod exit {
+    /// Connected, or stopped by request with every stage passed.
+    pub const SUCCESS: i32 = 0;
+    /// rdprobe itself failed (I/O error writing a file, internal error).
+    pub const INTERNAL: i32 = 1;
+    /// Bad command line.
+    pub const USAGE: i32 = 2;
+    /// Network-level failure: refused, unreachable, timed out, reset or closed without a protocol answer.
+    pub const NETWORK: i32 = 3;
+    /// The server refused: negotiation failure, protocol mismatch, denied.
+    pub const REFUSED: i32 = 4;
+    /// TLS failure: alert, no common version or cipher.
+    pub const TLS: i32 = 5;
+    /// Authentication failure (CredSSP errorCode, or a close right after the AUTHENTICATE).
+    pub const AUTH: i32 = 6;
+    /// Protocol error: malformed data from the peer.
+    pub const PROTOCOL: i32 = 7;
+    /// The capture ended before the connection did (analyze).
+    pub const INCOMPLETE: i32 = 8;
+    /// Interrupted by SIGINT / SIGTERM (results so far were still written).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// The exit code for a report's verdict.
+pub fn exit_code(r: &ConnectionReport) -> i32 {
+    use crate::stage::FailureKind as K;
+    match &r.verdict {
+        Verdict::Ok => exit::SUCCESS,
+        Verdict::Failed { kind, .. } => match kind {
+            K::Stopped => exit::SUCCESS,
+            K::Refused | K::Unreachable { .. } | K::TimedOut { .. } | K::Reset | K::Closed { .. } => exit::NETWORK,
+            K::NegotiationFailure { .. } | K::ProtocolMismatch { .. } | K::Denied { .. } => exit::REFUSED,
+            K::TlsAlert { .. } | K::TlsFailure { .. } => exit::TLS,
+            K::AuthFailure { .. } => exit::AUTH,
+            K::ProtocolError { .. } => exit::PROTOCOL,
+            K::CaptureEnded => exit::INCOMPLETE,
+        },
+    }
+}

@@ -5,3 +5,22 @@
 pub mod credssp;
 pub mod mcs;
 pub mod tls;
+pub mod x224;
+
+use crate::report::ConnectionReport;
+use crate::trace::Trace;
+
+/// A decoded Trace: the report and a label per trace event (for capture comments).
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    pub report: ConnectionReport,
+    /// `labels[i]` names the PDUs in `trace.events[i]` ("x224: connection request"), or is empty.
+    pub labels: Vec<String>,
+}
+
+/// Decodes one conversation.
+pub fn decode(trace: &Trace) -> Decoded {
+    machine::run(trace)
+}
+
+mod machine;

@@ -1,1 +1,813 @@
-//! The live probe.
+//! The live probe: drives IronRDP's `ClientConnector` one PDU at a time over a tapped socket, with a
+//! deadline on every wait, and hands the resulting Trace to `decode`.
+//!
+//! The probe itself decides nothing about verdicts: it records what happened (bytes, FIN/RST,
+//! timeouts, its own TLS session facts) and `decode` judges. That is what keeps a live verdict equal
+//! to `analyze` of the capture the probe wrote.
+
+pub mod tap;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ironrdp_connector::credssp::CredsspSequence;
+use ironrdp_connector::sspi::credssp::ClientState;
+use ironrdp_connector::sspi::generator::GeneratorState;
+use ironrdp_connector::{ClientConnector, ClientConnectorState, Sequence as _};
+use ironrdp_core::WriteBuf;
+use ironrdp_pdu::nego::SecurityProtocol;
+use ironrdp_pdu::PduHint;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::report::ConnectionReport;
+use crate::stage::Stage;
+use crate::trace::{ConnectFailure, Dir, EventKind, Layer, TlsSessionInfo, Trace};
+use tap::{SharedTrace, Tap};
+
+/// Largest PDU the probe accepts from a server, in bytes (TPKT caps at 65535; TSRequests are small).
+pub const MAX_PDU_LEN: usize = 1024 * 1024;
+
+/// Security protocols the client may offer in RDP_NEG_REQ (MS-RDPBCGR 2.2.1.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Rdp,
+    Ssl,
+    Hybrid,
+    HybridEx,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rdp" | "standard" => Some(Protocol::Rdp),
+            "ssl" | "tls" => Some(Protocol::Ssl),
+            "hybrid" | "nla" | "credssp" => Some(Protocol::Hybrid),
+            "hybrid_ex" | "hybrid-ex" | "hybridex" => Some(Protocol::HybridEx),
+            _ => None,
+        }
+    }
+}
+
+/// Which TLS engine to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsEngine {
+    /// rustls; if the server speaks only legacy TLS, reconnect with OpenSSL.
+    Auto,
+    Rustls,
+    Legacy,
+}
+
+/// Credentials for CredSSP / the Client Info PDU. The password never leaves this struct except into
+/// the authentication exchange.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub domain: Option<String>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("domain", &self.domain)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub host: String,
+    pub port: u16,
+    /// Protocols offered; empty means the default (SSL | HYBRID | HYBRID_EX).
+    pub protocols: Vec<Protocol>,
+    pub stop_after: Option<Stage>,
+    /// Deadline for each wait on the server (connect, each PDU, the TLS handshake).
+    pub stage_timeout: Duration,
+    /// Deadline for the whole probe.
+    pub deadline: Duration,
+    pub credentials: Option<Credentials>,
+    pub tls_engine: TlsEngine,
+    pub tls_versions: tls::TlsVersions,
+    /// X.224 cookie (mstshash); defaults to the user name.
+    pub cookie: Option<String>,
+}
+
+impl ProbeOptions {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        ProbeOptions {
+            host: host.into(),
+            port,
+            protocols: Vec::new(),
+            stop_after: None,
+            stage_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(60),
+            credentials: None,
+            tls_engine: TlsEngine::Auto,
+            tls_versions: tls::TlsVersions::Both,
+            cookie: None,
+        }
+    }
+
+    fn security_protocol(&self) -> SecurityProtocol {
+        if self.protocols.is_empty() {
+            return SecurityProtocol::SSL | SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX;
+        }
+        let mut p = SecurityProtocol::empty();
+        for proto in &self.protocols {
+            match proto {
+                Protocol::Rdp => {}
+                Protocol::Ssl => p |= SecurityProtocol::SSL,
+                Protocol::Hybrid => p |= SecurityProtocol::HYBRID,
+                Protocol::HybridEx => p |= SecurityProtocol::HYBRID_EX,
+            }
+        }
+        p
+    }
+}
+
+/// The outcome of a probe: the Trace (what happened) and its decoded report (what it means).
+#[derive(Debug)]
+pub struct ProbeResult {
+    pub trace: Trace,
+    pub report: ConnectionReport,
+    /// Per-event labels for the capture writer (`labels[i]` names `trace.events[i]`).
+    pub labels: Vec<String>,
+}
+
+/// Runs a probe to completion (or to its deadline) and decodes the result.
+pub async fn probe(opts: &ProbeOptions) -> ProbeResult {
+    let shared = SharedTrace::new(Trace::new(unspecified(), unspecified()));
+    run_into(opts, &shared).await;
+    finish(&shared)
+}
+
+/// Decodes whatever the shared trace holds now (also used after an interruption).
+pub fn finish(shared: &SharedTrace) -> ProbeResult {
+    let trace = shared.snapshot();
+    let decoded = crate::decode::decode(&trace);
+    ProbeResult {
+        trace,
+        report: decoded.report,
+        labels: decoded.labels,
+    }
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// Runs the probe, recording into `shared`. Never panics on server behaviour; every wait is bounded
+/// by the stage timeout and the whole run by the deadline.
+pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
+    let deadline = opts.deadline;
+    match tokio::time::timeout(deadline, run_inner(opts, shared, opts.tls_engine)).await {
+        Ok(Retry::No) => {}
+        Ok(Retry::Legacy(reason)) => {
+            // The server speaks no TLS version / cipher rustls offers: reconnect with the legacy
+            // engine. The report keeps the second conversation; the first is described in a note.
+            let first = shared.snapshot();
+            let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
+            let _ = tokio::time::timeout(deadline, run_inner(opts, &fresh, TlsEngine::Legacy)).await;
+            let mut second = fresh.snapshot();
+            second.events.insert(
+                0,
+                crate::trace::Event {
+                    t_us: second.events.first().map(|e| e.t_us).unwrap_or_else(crate::trace::now_us),
+                    frame: None,
+                    kind: EventKind::Note(format!(
+                        "modern TLS (1.2/1.3) was refused ({reason}) on a first connection from port {}; \
+                         reconnected with the legacy TLS engine",
+                        first.client.port()
+                    )),
+                },
+            );
+            shared.replace(second);
+        }
+        Err(_) => {
+            shared.push(EventKind::Note(format!(
+                "overall deadline of {} ms reached",
+                deadline.as_millis()
+            )));
+            if !shared.fin_seen(Dir::C2S) {
+                shared.push(EventKind::Timeout {
+                    waiting_for: Dir::S2C,
+                    after_ms: deadline.as_millis() as u64,
+                });
+            }
+        }
+    }
+}
+
+enum Retry {
+    No,
+    Legacy(String),
+}
+
+/// What went wrong while waiting for a server PDU.
+#[derive(Debug)]
+enum ReadFail {
+    Timeout(Duration),
+    Closed,
+    Io(std::io::Error),
+    Malformed(String),
+}
+
+/// Reads one PDU the hint can size, with a deadline. Bytes the hint does not match are skipped
+/// (they are in the Trace through the tap, so nothing is hidden).
+async fn read_pdu<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    hint: &dyn PduHint,
+    timeout: Duration,
+) -> Result<BytesMut, ReadFail> {
+    let start = Instant::now();
+    loop {
+        match hint.find_size(buf) {
+            Ok(Some((matched, len))) => {
+                if len == 0 || len > MAX_PDU_LEN {
+                    return Err(ReadFail::Malformed(format!("PDU length {len} out of range")));
+                }
+                if buf.len() >= len {
+                    let pdu = buf.split_to(len);
+                    if matched {
+                        return Ok(pdu);
+                    }
+                    continue;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ReadFail::Malformed(format!("{e}"))),
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(ReadFail::Timeout(start.elapsed()));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Err(_) => return Err(ReadFail::Timeout(start.elapsed())),
+            Ok(Ok(0)) => return Err(ReadFail::Closed),
+            Ok(Ok(n)) => {
+                if buf.len() + n > MAX_PDU_LEN {
+                    return Err(ReadFail::Malformed(format!(
+                        "server sent more than {MAX_PDU_LEN} bytes without a complete PDU"
+                    )));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Ok(Err(e)) => return Err(ReadFail::Io(e)),
+        }
+    }
+}
+
+/// Maps IronRDP's connector state to rdprobe's stage.
+pub fn stage_of_state(state: &ClientConnectorState) -> Stage {
+    match state {
+        ClientConnectorState::Consumed
+        | ClientConnectorState::ConnectionInitiationSendRequest
+        | ClientConnectorState::ConnectionInitiationWaitConfirm { .. } => Stage::X224,
+        ClientConnectorState::EnhancedSecurityUpgrade { .. } => Stage::Tls,
+        ClientConnectorState::Credssp { .. } => Stage::Credssp,
+        ClientConnectorState::BasicSettingsExchangeSendInitial { .. }
+        | ClientConnectorState::BasicSettingsExchangeWaitResponse { .. } => Stage::Mcs,
+        ClientConnectorState::ChannelConnection { .. } => Stage::Channels,
+        ClientConnectorState::SecureSettingsExchange { .. } => Stage::Security,
+        ClientConnectorState::CapabilitiesExchange { .. } | ClientConnectorState::ConnectionFinalization { .. } => {
+            Stage::Capabilities
+        }
+        ClientConnectorState::Connected { .. } | ClientConnectorState::Redirected { .. } => Stage::Connected,
+        _ => Stage::Licensing,
+    }
+}
+
+fn connector_config(opts: &ProbeOptions, requested: SecurityProtocol) -> ironrdp_connector::Config {
+    use ironrdp_connector::{BitmapConfig, Config, Credentials as IrCreds, DesktopSize};
+    use ironrdp_pdu::gcc::KeyboardType;
+    use ironrdp_pdu::rdp::capability_sets::MajorPlatformType;
+    let (username, password, domain) = match &opts.credentials {
+        Some(c) => (c.user.clone(), c.password.clone(), c.domain.clone()),
+        None => (String::new(), String::new(), None),
+    };
+    let _ = BitmapConfig::clone;
+    Config {
+        desktop_size: DesktopSize {
+            width: 1024,
+            height: 768,
+        },
+        monitor_layout: None,
+        desktop_scale_factor: 0,
+        desktop_physical_size: None,
+        desktop_orientation: None,
+        device_scale_factor: None,
+        monitor_extended_layout: None,
+        relative_mouse_input: false,
+        enable_tls: requested.contains(SecurityProtocol::SSL),
+        enable_credssp: requested.intersects(SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX),
+        enable_standard_rdp_security: requested.is_empty(),
+        credentials: IrCreds::UsernamePassword { username, password },
+        domain,
+        client_build: 0,
+        client_name: "rdprobe".to_owned(),
+        keyboard_type: KeyboardType::IBM_ENHANCED,
+        keyboard_subtype: 0,
+        keyboard_functional_keys_count: 12,
+        keyboard_layout: 0x409,
+        connection_type: ironrdp_pdu::gcc::ConnectionType::Lan,
+        ime_file_name: String::new(),
+        bitmap: None,
+        dig_product_id: String::new(),
+        client_dir: "C:\\Windows\\System32\\mstscax.dll".to_owned(),
+        alternate_shell: String::new(),
+        work_dir: String::new(),
+        remote_application_mode: false,
+        rail_support_level: ironrdp_pdu::rdp::capability_sets::RailSupportLevel::empty(),
+        platform: MajorPlatformType::UNIX,
+        hardware_id: None,
+        request_data: opts
+            .cookie
+            .clone()
+            .map(ironrdp_pdu::nego::NegoRequestData::cookie),
+        autologon: false,
+        enable_audio_playback: false,
+        enable_audio_capture: false,
+        performance_flags: Default::default(),
+        license_cache: None,
+        timezone_info: Default::default(),
+        compression_type: None,
+        enable_server_pointer: false,
+        pointer_software_rendering: true,
+        multitransport_flags: None,
+        support_dyn_vc_gfx_protocol: false,
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8], shared: &SharedTrace) -> bool {
+    match s.write_all(bytes).await {
+        Ok(()) => s.flush().await.is_ok(),
+        Err(e) => {
+            shared.push(EventKind::Note(format!("write failed: {e}")));
+            false
+        }
+    }
+}
+
+/// Records a read failure in the trace (the tap already recorded FIN/RST).
+fn record_read_fail(shared: &SharedTrace, f: &ReadFail) {
+    match f {
+        ReadFail::Timeout(d) => shared.push(EventKind::Timeout {
+            waiting_for: Dir::S2C,
+            after_ms: d.as_millis() as u64,
+        }),
+        ReadFail::Closed => {}
+        ReadFail::Io(e) => {
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ) {
+                shared.push(EventKind::Note(format!("read failed: {e}")));
+            }
+        }
+        ReadFail::Malformed(what) => shared.push(EventKind::Note(format!("client gave up: {what}"))),
+    }
+}
+
+async fn close<S: AsyncWrite + Unpin>(s: &mut S) {
+    let _ = tokio::time::timeout(Duration::from_millis(500), s.shutdown()).await;
+}
+
+async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine) -> Retry {
+    // --- tcp ---
+    let addr = match resolve(&opts.host, opts.port, opts.stage_timeout).await {
+        Ok(a) => a,
+        Err(detail) => {
+            shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable { detail }));
+            return Retry::No;
+        }
+    };
+    shared.set_addrs(unspecified_for(addr), addr);
+    let start = Instant::now();
+    let tcp = match tokio::time::timeout(opts.stage_timeout, TcpStream::connect(addr)).await {
+        Err(_) => {
+            shared.push(EventKind::ConnectFailed(ConnectFailure::TimedOut {
+                after_ms: start.elapsed().as_millis() as u64,
+            }));
+            return Retry::No;
+        }
+        Ok(Err(e)) => {
+            let f = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+                _ => ConnectFailure::Unreachable { detail: e.to_string() },
+            };
+            shared.push(EventKind::ConnectFailed(f));
+            return Retry::No;
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().unwrap_or_else(|_| unspecified_for(addr));
+    shared.set_addrs(local, addr);
+    shared.push(EventKind::Connected);
+    if opts.stop_after == Some(Stage::Tcp) {
+        shared.push(EventKind::StoppedAfter(Stage::Tcp));
+        let mut t = Tap::new(tcp, shared.clone(), Layer::Wire);
+        close(&mut t).await;
+        return Retry::No;
+    }
+    let mut wire = Tap::new(tcp, shared.clone(), Layer::Wire);
+
+    // --- x224 ---
+    let requested = opts.security_protocol();
+    let mut connector = ClientConnector::new(connector_config(opts, requested), local);
+    let mut out = WriteBuf::new();
+    if let Err(e) = connector.initiate_with_security_protocol(requested, &mut out) {
+        shared.push(EventKind::Note(format!("client error: {e}")));
+        close(&mut wire).await;
+        return Retry::No;
+    }
+    if !write_all(&mut wire, out.filled(), shared).await {
+        return Retry::No;
+    }
+    let mut buf = BytesMut::new();
+    let Some(hint) = connector.next_pdu_hint() else {
+        return Retry::No;
+    };
+    let pdu = match read_pdu(&mut wire, &mut buf, hint, opts.stage_timeout).await {
+        Ok(p) => p,
+        Err(f) => {
+            record_read_fail(shared, &f);
+            close(&mut wire).await;
+            return Retry::No;
+        }
+    };
+    out.clear();
+    if let Err(e) = connector.step(&pdu, None, &mut out) {
+        // Negotiation failure or a protocol the client did not offer: decode sees it in the bytes.
+        shared.push(EventKind::Note(format!("client stopped: {e}")));
+        close(&mut wire).await;
+        return Retry::No;
+    }
+    let selected = match &connector.state {
+        ClientConnectorState::EnhancedSecurityUpgrade { selected_protocol } => *selected_protocol,
+        _ => SecurityProtocol::empty(),
+    };
+    if opts.stop_after == Some(Stage::X224) {
+        shared.push(EventKind::StoppedAfter(Stage::X224));
+        close(&mut wire).await;
+        return Retry::No;
+    }
+
+    // --- tls ---
+    let mut stream: Box<dyn Stream> = if selected.is_standard_rdp_security() {
+        connector.mark_security_upgrade_as_done();
+        Box::new(wire)
+    } else {
+        if !buf.is_empty() {
+            shared.push(EventKind::Note(format!(
+                "server sent {} bytes after the X.224 confirm before the TLS handshake",
+                buf.len()
+            )));
+        }
+        let tls_start = Instant::now();
+        let (tls_stream, info) = match engine {
+            TlsEngine::Legacy => match legacy_handshake(wire, shared, opts.stage_timeout).await {
+                Ok(v) => v,
+                Err(()) => return Retry::No,
+            },
+            TlsEngine::Auto | TlsEngine::Rustls => {
+                let (config, verifier) = tls::rustls_config(shared.clone(), opts.tls_versions);
+                let conn = tokio_rustls::TlsConnector::from(config);
+                let name = rustls::pki_types::ServerName::try_from("rdp-server")
+                    .expect("static name is valid")
+                    .to_owned();
+                match tokio::time::timeout(opts.stage_timeout, conn.connect(name, wire)).await {
+                    Err(_) => {
+                        shared.push(EventKind::Timeout {
+                            waiting_for: Dir::S2C,
+                            after_ms: tls_start.elapsed().as_millis() as u64,
+                        });
+                        return Retry::No;
+                    }
+                    Ok(Err(e)) => {
+                        let msg = e.to_string();
+                        shared.push(EventKind::TlsError { message: msg.clone() });
+                        if engine == TlsEngine::Auto && is_version_refusal(&e) {
+                            return Retry::Legacy(msg);
+                        }
+                        return Retry::No;
+                    }
+                    Ok(Ok(s)) => {
+                        let (_, conn) = s.get_ref();
+                        let info = TlsSessionInfo {
+                            version: conn.protocol_version().map(tls::rustls_version_name).unwrap_or_default(),
+                            cipher_suite: conn
+                                .negotiated_cipher_suite()
+                                .map(|c| format!("{:?}", c.suite()))
+                                .unwrap_or_default(),
+                            certificates: verifier.chain.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                            engine: "rustls".into(),
+                        };
+                        (Box::new(s) as Box<dyn Stream>, info)
+                    }
+                }
+            }
+        };
+        let leaf = info.certificates.first().cloned();
+        shared.push(EventKind::TlsSession(info));
+        connector.mark_security_upgrade_as_done();
+        let mut inner: Box<dyn Stream> = Box::new(Tap::new(tls_stream, shared.clone(), Layer::Inner));
+        if opts.stop_after == Some(Stage::Tls) {
+            shared.push(EventKind::StoppedAfter(Stage::Tls));
+            close(&mut inner).await;
+            return Retry::No;
+        }
+        // --- credssp ---
+        if connector.should_perform_credssp() {
+            let Some(leaf) = leaf else {
+                shared.push(EventKind::Note("server presented no certificate".into()));
+                close(&mut inner).await;
+                return Retry::No;
+            };
+            match credssp(opts, &mut connector, &mut inner, &mut buf, shared, selected, &leaf).await {
+                CredsspOutcome::Done => connector.mark_credssp_as_done(),
+                CredsspOutcome::Stop => {
+                    close(&mut inner).await;
+                    return Retry::No;
+                }
+            }
+            if opts.stop_after == Some(Stage::Credssp) {
+                shared.push(EventKind::StoppedAfter(Stage::Credssp));
+                close(&mut inner).await;
+                return Retry::No;
+            }
+        }
+        inner
+    };
+
+    // --- mcs .. connected ---
+    loop {
+        if connector.should_perform_multitransport() {
+            out.clear();
+            if let Ok(w) = connector.skip_multitransport(&mut out) {
+                if w.size().is_some() && !write_all(&mut stream, out.filled(), shared).await {
+                    return Retry::No;
+                }
+            }
+            continue;
+        }
+        let stage = stage_of_state(&connector.state);
+        if let Some(stop) = opts.stop_after {
+            if stage > stop {
+                shared.push(EventKind::StoppedAfter(stop));
+                close(&mut stream).await;
+                return Retry::No;
+            }
+        }
+        if matches!(
+            connector.state,
+            ClientConnectorState::Connected { .. } | ClientConnectorState::Redirected { .. }
+        ) {
+            if matches!(connector.state, ClientConnectorState::Redirected { .. }) {
+                shared.push(EventKind::Note("server sent a Server Redirection PDU".into()));
+            }
+            shared.push(EventKind::StoppedAfter(Stage::Connected));
+            close(&mut stream).await;
+            return Retry::No;
+        }
+        out.clear();
+        let res = match connector.next_pdu_hint() {
+            Some(hint) => match read_pdu(&mut stream, &mut buf, hint, opts.stage_timeout).await {
+                Ok(pdu) => connector.step(&pdu, None, &mut out),
+                Err(f) => {
+                    record_read_fail(shared, &f);
+                    close(&mut stream).await;
+                    return Retry::No;
+                }
+            },
+            None => connector.step_no_input(&mut out),
+        };
+        match res {
+            Ok(w) => {
+                if w.size().is_some() && !write_all(&mut stream, out.filled(), shared).await {
+                    return Retry::No;
+                }
+            }
+            Err(e) => {
+                shared.push(EventKind::Note(format!("client stopped at {stage}: {e}")));
+                close(&mut stream).await;
+                return Retry::No;
+            }
+        }
+    }
+}
+
+fn is_version_refusal(e: &std::io::Error) -> bool {
+    let Some(inner) = e.get_ref() else { return false };
+    let Some(re) = inner.downcast_ref::<rustls::Error>() else {
+        return false;
+    };
+    matches!(
+        re,
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::ProtocolVersion
+                | rustls::AlertDescription::HandshakeFailure
+                | rustls::AlertDescription::InsufficientSecurity
+        ) | rustls::Error::PeerIncompatible(_)
+    )
+}
+
+async fn legacy_handshake(
+    wire: Tap<TcpStream>,
+    shared: &SharedTrace,
+    timeout: Duration,
+) -> Result<(Box<dyn Stream>, TlsSessionInfo), ()> {
+    let ssl = match tls::openssl_legacy(shared.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            shared.push(EventKind::TlsError {
+                message: format!("openssl setup: {e}"),
+            });
+            return Err(());
+        }
+    };
+    let mut s = match tokio_openssl::SslStream::new(ssl, wire) {
+        Ok(s) => s,
+        Err(e) => {
+            shared.push(EventKind::TlsError { message: e.to_string() });
+            return Err(());
+        }
+    };
+    let start = Instant::now();
+    match tokio::time::timeout(timeout, std::pin::Pin::new(&mut s).connect()).await {
+        Err(_) => {
+            shared.push(EventKind::Timeout {
+                waiting_for: Dir::S2C,
+                after_ms: start.elapsed().as_millis() as u64,
+            });
+            Err(())
+        }
+        Ok(Err(e)) => {
+            shared.push(EventKind::TlsError { message: e.to_string() });
+            Err(())
+        }
+        Ok(Ok(())) => {
+            let ssl = s.ssl();
+            let certificates = ssl
+                .peer_cert_chain()
+                .map(|c| c.iter().filter_map(|x| x.to_der().ok()).collect())
+                .unwrap_or_default();
+            let info = TlsSessionInfo {
+                version: ssl.version_str().replace("TLSv1", "TLSv1.0").replace("TLSv1.0.", "TLSv1."),
+                cipher_suite: ssl
+                    .current_cipher()
+                    .map(|c| c.standard_name().unwrap_or(c.name()).to_owned())
+                    .unwrap_or_default(),
+                certificates,
+                engine: "openssl-legacy".into(),
+            };
+            Ok((Box::new(s), info))
+        }
+    }
+}
+
+enum CredsspOutcome {
+    Done,
+    Stop,
+}
+
+/// The subjectPublicKey bits of a certificate (what CredSSP binds to, not the whole SPKI).
+pub fn subject_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    cert.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .as_bytes()
+        .map(|b| b.to_vec())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn credssp(
+    opts: &ProbeOptions,
+    connector: &mut ClientConnector,
+    stream: &mut Box<dyn Stream>,
+    buf: &mut BytesMut,
+    shared: &SharedTrace,
+    selected: SecurityProtocol,
+    leaf: &[u8],
+) -> CredsspOutcome {
+    let Some(public_key) = subject_public_key(leaf) else {
+        shared.push(EventKind::Note("server certificate has no readable public key".into()));
+        return CredsspOutcome::Stop;
+    };
+    // Without credentials, authenticate as a placeholder user only far enough to read the server's
+    // NTLM CHALLENGE (target info), then stop: the deepest stage reachable without credentials.
+    let have_creds = opts.credentials.is_some();
+    let creds = match &opts.credentials {
+        Some(_) => connector.config.credentials.clone(),
+        None => ironrdp_connector::Credentials::UsernamePassword {
+            username: "rdprobe".into(),
+            password: String::new(),
+        },
+    };
+    let (mut seq, mut ts_request) = match CredsspSequence::init(
+        creds,
+        connector.config.domain.as_deref(),
+        selected,
+        ironrdp_connector::ServerName::new(opts.host.clone()),
+        public_key,
+        None,
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            shared.push(EventKind::Note(format!("client stopped at credssp: {e}")));
+            return CredsspOutcome::Stop;
+        }
+    };
+    let mut out = WriteBuf::new();
+    let mut rounds = 0u32;
+    loop {
+        let state = {
+            let mut generator = seq.process_ts_request(ts_request);
+            match generator.start() {
+                GeneratorState::Completed(r) => r,
+                GeneratorState::Suspended(_) => {
+                    shared.push(EventKind::Note(
+                        "client stopped at credssp: network request (Kerberos) not supported".into(),
+                    ));
+                    return CredsspOutcome::Stop;
+                }
+            }
+        };
+        let state: ClientState = match state {
+            Ok(s) => s,
+            Err(e) => {
+                shared.push(EventKind::Note(format!("client stopped at credssp: {e}")));
+                return CredsspOutcome::Stop;
+            }
+        };
+        if !have_creds && rounds == 1 {
+            // The CHALLENGE has arrived (round 0 sent NEGOTIATE): stop before AUTHENTICATE.
+            shared.push(EventKind::Note(
+                "no credentials given: stopped after the server's NTLM CHALLENGE".into(),
+            ));
+            shared.push(EventKind::StoppedAfter(Stage::Credssp));
+            return CredsspOutcome::Stop;
+        }
+        out.clear();
+        match seq.handle_process_result(state, &mut out) {
+            Ok(w) => {
+                if w.size().is_some() && !write_all(stream, out.filled(), shared).await {
+                    return CredsspOutcome::Stop;
+                }
+            }
+            Err(e) => {
+                shared.push(EventKind::Note(format!("client stopped at credssp: {e}")));
+                return CredsspOutcome::Stop;
+            }
+        }
+        let Some(hint) = seq.next_pdu_hint() else {
+            return CredsspOutcome::Done;
+        };
+        let pdu = match read_pdu(stream, buf, hint, opts.stage_timeout).await {
+            Ok(p) => p,
+            Err(f) => {
+                record_read_fail(shared, &f);
+                return CredsspOutcome::Stop;
+            }
+        };
+        rounds += 1;
+        match seq.decode_server_message(&pdu) {
+            Ok(Some(next)) => ts_request = next,
+            Ok(None) => return CredsspOutcome::Done,
+            Err(e) => {
+                shared.push(EventKind::Note(format!("client stopped at credssp: {e}")));
+                return CredsspOutcome::Stop;
+            }
+        }
+    }
+}
+
+fn unspecified_for(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+    }
+}
+
+async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Err(_) => Err(format!("name resolution of {host} timed out")),
+        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
+        Ok(Ok(mut it)) => it.next().ok_or_else(|| format!("{host} has no address")),
+    }
+}

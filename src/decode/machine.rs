@@ -1,0 +1,1312 @@
+//! The stage state machine: walks a Trace's events in time order, frames each direction's stream
+//! into PDUs (TPKT / fast-path before and outside TLS, TLS records on the wire after the upgrade,
+//! TSRequests then TPKT in the inner stream), assigns every PDU to a stage and finds the event that
+//! ended the connection.
+//!
+//! INVARIANT: the result depends only on the Trace's bytes and connection events (plus the observer's
+//! own TlsSession / Timeout / StoppedAfter records), never on who produced the Trace.
+
+use serde_json::json;
+
+use super::credssp::{self, NtlmMessageType};
+use super::{mcs, tls, x224, Decoded};
+use crate::report::{ConnectionReport, Facts, StageReport};
+use crate::stage::{FailureKind, Side, Stage, Verdict};
+use crate::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
+
+/// Bytes buffered per direction while waiting for a complete PDU before we call the stream malformed.
+const MAX_PENDING: usize = 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// TPKT / fast-path PDUs.
+    Rdp,
+    /// TLS records (wire, after the X.224 exchange selected an enhanced protocol).
+    Tls,
+    /// TSRequests (inner, HYBRID / HYBRID_EX) until the first TPKT.
+    Credssp,
+    /// Stream is unusable from here (malformed or gap): ignore further bytes.
+    Dead,
+}
+
+struct StreamParser {
+    mode: Mode,
+    buf: Vec<u8>,
+    /// Stream offset of buf[0].
+    base: u64,
+    /// Trace event index and time of the event that delivered the newest bytes.
+    ccs_seen: bool,
+    /// The first byte of buf arrived in this event (for labels).
+    first_event: usize,
+}
+
+impl StreamParser {
+    fn new(mode: Mode) -> Self {
+        StreamParser {
+            mode,
+            buf: Vec::new(),
+            base: 0,
+            ccs_seen: false,
+            first_event: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct StageAcc {
+    start_us: u64,
+    end_us: u64,
+    bytes_c2s: u64,
+    bytes_s2c: u64,
+    frames: Vec<u64>,
+    facts: Facts,
+    pdus: Vec<String>,
+}
+
+struct Failure {
+    stage: Stage,
+    kind: FailureKind,
+    by: Side,
+}
+
+struct Machine<'a> {
+    trace: &'a Trace,
+    labels: Vec<Vec<String>>,
+    stages: Vec<(Stage, StageAcc)>,
+    failure: Option<Failure>,
+    stopped: Option<Stage>,
+    ended_by: Option<Side>,
+    notes: Vec<String>,
+    wire: [StreamParser; 2],
+    inner: [StreamParser; 2],
+    has_inner: bool,
+    requested: Option<u32>,
+    selected: Option<u32>,
+    pending_mismatch: Option<(String, String)>,
+    /// Time and direction of the last PDU seen (for "who was waiting").
+    last_pdu: Option<(Dir, u64)>,
+    /// The client sent an NTLM AUTHENTICATE that the server has not answered.
+    authenticate_pending: bool,
+    close_notify_from_server: bool,
+    tls_done: bool,
+    app_data_seen: bool,
+    connected: bool,
+    now: u64,
+    event_idx: usize,
+    frame: Option<u64>,
+    certificate_seen: bool,
+    tls13: bool,
+    client_finished: bool,
+}
+
+fn di(dir: Dir) -> usize {
+    match dir {
+        Dir::C2S => 0,
+        Dir::S2C => 1,
+    }
+}
+
+pub(super) fn run(trace: &Trace) -> Decoded {
+    let mut m = Machine {
+        trace,
+        labels: vec![Vec::new(); trace.events.len()],
+        stages: Vec::new(),
+        failure: None,
+        stopped: None,
+        ended_by: None,
+        notes: Vec::new(),
+        wire: [StreamParser::new(Mode::Rdp), StreamParser::new(Mode::Rdp)],
+        inner: [StreamParser::new(Mode::Rdp), StreamParser::new(Mode::Rdp)],
+        has_inner: trace.has_inner(),
+        requested: None,
+        selected: None,
+        pending_mismatch: None,
+        last_pdu: None,
+        authenticate_pending: false,
+        close_notify_from_server: false,
+        tls_done: false,
+        app_data_seen: false,
+        connected: false,
+        now: trace.start_us(),
+        event_idx: 0,
+        frame: None,
+        certificate_seen: false,
+        tls13: false,
+        client_finished: false,
+    };
+    for (i, ev) in trace.events.iter().enumerate() {
+        m.event_idx = i;
+        m.now = ev.t_us;
+        m.frame = ev.frame;
+        m.event(&ev.kind);
+    }
+    m.finish()
+}
+
+impl Machine<'_> {
+    fn cur(&self) -> Stage {
+        self.stages.last().map(|s| s.0).unwrap_or(Stage::Tcp)
+    }
+
+    fn acc(&mut self) -> &mut StageAcc {
+        if self.stages.is_empty() {
+            self.enter(Stage::Tcp);
+        }
+        &mut self.stages.last_mut().expect("non-empty").1
+    }
+
+    /// Moves to `stage` if it is later than the current one.
+    fn enter(&mut self, stage: Stage) {
+        if self.stages.last().is_some_and(|s| s.0 >= stage) {
+            return;
+        }
+        if self.stages.is_empty() && stage != Stage::Tcp {
+            // A capture that starts mid-connection: no tcp row.
+            self.notes.push("capture starts after the TCP handshake".into());
+        }
+        self.pending_mismatch = None;
+        let acc = StageAcc {
+            start_us: self.now,
+            end_us: self.now,
+            ..Default::default()
+        };
+        self.stages.push((stage, acc));
+    }
+
+    fn fail(&mut self, kind: FailureKind, by: Side) {
+        if self.failure.is_none() && self.stopped.is_none() && !self.connected {
+            let stage = self.cur();
+            self.failure = Some(Failure { stage, kind, by });
+            if self.ended_by.is_none() {
+                self.ended_by = Some(by);
+            }
+        }
+    }
+
+    fn fact(&mut self, key: &str, v: serde_json::Value) {
+        self.acc().facts.insert(key.to_owned(), v);
+    }
+
+    fn label(&mut self, idx: usize, text: String) {
+        if let Some(l) = self.labels.get_mut(idx) {
+            if !l.contains(&text) {
+                l.push(text);
+            }
+        }
+    }
+
+    /// Label for a PDU found in the inner stream: goes on the wire event that carried it.
+    fn inner_label(&mut self, dir: Dir, idx: usize, text: String) {
+        let evs = &self.trace.events;
+        let is_wire = |k: &EventKind| matches!(k, EventKind::Data { dir: d, layer: Layer::Wire, .. } if *d == dir);
+        let target = match dir {
+            Dir::C2S => (idx..evs.len()).find(|&j| is_wire(&evs[j].kind)),
+            Dir::S2C => (0..=idx.min(evs.len().saturating_sub(1))).rev().find(|&j| is_wire(&evs[j].kind)),
+        };
+        if let Some(t) = target {
+            self.label(t, text);
+        }
+    }
+
+    /// Accounts a PDU to a stage (entering it) and records its name.
+    fn pdu(&mut self, stage: Stage, dir: Dir, len: usize, name: String, label_idx: usize, inner: bool) {
+        self.enter(stage);
+        let now = self.now;
+        let frame = self.frame;
+        let acc = self.acc();
+        acc.end_us = now;
+        match dir {
+            Dir::C2S => acc.bytes_c2s += len as u64,
+            Dir::S2C => acc.bytes_s2c += len as u64,
+        }
+        if let Some(f) = frame {
+            if acc.frames.last() != Some(&f) {
+                acc.frames.push(f);
+            }
+        }
+        let who = if dir == Dir::C2S { "client" } else { "server" };
+        acc.pdus.push(format!("{who}: {name}"));
+        let text = format!("{}: {name}", self.cur());
+        if inner {
+            self.inner_label(dir, label_idx, text);
+        } else {
+            self.label(label_idx, text);
+        }
+        self.last_pdu = Some((dir, now));
+    }
+
+    fn event(&mut self, kind: &EventKind) {
+        match kind {
+            EventKind::Connected => {
+                self.enter(Stage::Tcp);
+                self.acc().end_us = self.now;
+                let (c, s) = (self.trace.client.to_string(), self.trace.server.to_string());
+                self.fact("client", json!(c));
+                self.fact("server", json!(s));
+                self.label(self.event_idx, "tcp: connected".into());
+            }
+            EventKind::ConnectFailed(f) => {
+                self.enter(Stage::Tcp);
+                self.fact("server", json!(self.trace.server.to_string()));
+                let kind = match f {
+                    ConnectFailure::Refused => FailureKind::Refused,
+                    ConnectFailure::TimedOut { after_ms } => FailureKind::TimedOut {
+                        waiting_for: Side::Server,
+                        after_ms: *after_ms,
+                    },
+                    ConnectFailure::Unreachable { detail } => FailureKind::Unreachable { detail: detail.clone() },
+                };
+                let by = match f {
+                    ConnectFailure::Refused => Side::Server,
+                    _ => Side::Network,
+                };
+                self.fail(kind, by);
+                self.label(self.event_idx, "tcp: connect failed".into());
+            }
+            EventKind::Data { dir, layer, bytes } => self.data(*dir, *layer, bytes),
+            EventKind::Elided { dir, layer, len } => {
+                if *layer == Layer::Wire || !self.has_inner {
+                    let acc = self.acc();
+                    match dir {
+                        Dir::C2S => acc.bytes_c2s += len,
+                        Dir::S2C => acc.bytes_s2c += len,
+                    }
+                }
+                // Parsing cannot continue across bytes we did not keep.
+                let p = match layer {
+                    Layer::Wire => &mut self.wire[di(*dir)],
+                    Layer::Inner => &mut self.inner[di(*dir)],
+                };
+                p.mode = Mode::Dead;
+                p.buf.clear();
+            }
+            EventKind::Gap { dir, len } => {
+                self.notes.push(format!(
+                    "{} bytes missing from the {}'s stream (capture loss)",
+                    len,
+                    dir.sender()
+                ));
+                let p = &mut self.wire[di(*dir)];
+                p.mode = Mode::Dead;
+                p.buf.clear();
+            }
+            EventKind::Fin { dir } => self.fin(*dir),
+            EventKind::Rst { dir } => {
+                let by = dir.sender();
+                self.label(self.event_idx, format!("{}: reset by {by}", self.cur()));
+                if self.connected {
+                    self.notes.push(format!("{by} reset the connection after it was established"));
+                }
+                if self.pending_mismatch.is_some() && by == Side::Client {
+                    self.fail_mismatch();
+                }
+                self.fail(FailureKind::Reset, by);
+                self.ended_by.get_or_insert(by);
+            }
+            EventKind::Timeout { waiting_for, after_ms } => {
+                self.fail(
+                    FailureKind::TimedOut {
+                        waiting_for: waiting_for.sender(),
+                        after_ms: *after_ms,
+                    },
+                    waiting_for.sender(),
+                );
+            }
+            EventKind::TlsSession(info) => {
+                self.enter(Stage::Tls);
+                self.tls_done = true;
+                if info.version == "TLSv1.3" {
+                    self.tls13 = true;
+                }
+                self.fact("version", json!(info.version));
+                self.fact("cipher_suite", json!(info.cipher_suite));
+                if !info.engine.is_empty() {
+                    self.fact("engine", json!(info.engine));
+                }
+                if matches!(info.version.as_str(), "TLSv1.0" | "TLSv1.1" | "SSLv3") {
+                    self.fact("legacy_only", json!(true));
+                    self.notes.push(format!(
+                        "server speaks only {} (legacy TLS): modern clients with TLS 1.0/1.1 disabled cannot connect",
+                        info.version
+                    ));
+                }
+                if let Some(leaf) = info.certificates.first() {
+                    if !self.certificate_seen {
+                        self.cert_facts(leaf, info.certificates.len());
+                    }
+                }
+            }
+            EventKind::TlsError { message } => {
+                if self.cur() >= Stage::Tls || self.selected.is_some() {
+                    self.enter(Stage::Tls);
+                }
+                self.fact("client_tls_error", json!(message));
+            }
+            EventKind::StoppedAfter(stage) => {
+                if self.failure.is_none() && !self.connected {
+                    if *stage == Stage::Connected {
+                        // The probe closes once connected: not a stop.
+                    } else {
+                        self.stopped = Some(*stage);
+                        self.ended_by.get_or_insert(Side::Client);
+                    }
+                }
+            }
+            EventKind::Note(n) => {
+                if n.starts_with("tls alert from server") && n.contains("close_notify") {
+                    self.close_notify_from_server = true;
+                } else if !self.notes.contains(n) {
+                    self.notes.push(n.clone());
+                }
+            }
+            EventKind::CaptureEnd => {
+                if self.failure.is_none() && self.stopped.is_none() && !self.connected {
+                    self.fail(FailureKind::CaptureEnded, Side::Network);
+                    self.ended_by = None;
+                }
+            }
+        }
+    }
+
+    fn fail_mismatch(&mut self) {
+        if let Some((requested, selected)) = self.pending_mismatch.take() {
+            // The server chose; the client (which cannot use the choice) closes.
+            self.ended_by = Some(Side::Client);
+            self.fail(FailureKind::ProtocolMismatch { requested, selected }, Side::Server);
+        }
+    }
+
+    fn fin(&mut self, dir: Dir) {
+        let by = dir.sender();
+        self.label(self.event_idx, format!("{}: fin from {by}", self.cur()));
+        if self.connected || self.failure.is_some() || self.stopped.is_some() {
+            self.ended_by.get_or_insert(by);
+            return;
+        }
+        match by {
+            Side::Server => {
+                if self.cur() == Stage::Credssp && self.authenticate_pending {
+                    self.fail(
+                        FailureKind::AuthFailure {
+                            ntstatus: None,
+                            name: None,
+                            detail: format!(
+                                "server closed the connection{} right after the NTLM AUTHENTICATE without a \
+                                 TSRequest errorCode: the credentials were most likely rejected (servers that send \
+                                 no errorCode, e.g. FreeRDP 2 or Windows up to 2012, answer a wrong password this way)",
+                                if self.close_notify_from_server {
+                                    " (TLS close_notify)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        },
+                        Side::Server,
+                    );
+                } else {
+                    self.fail(
+                        FailureKind::Closed {
+                            tls_close_notify: self.close_notify_from_server,
+                        },
+                        Side::Server,
+                    );
+                }
+            }
+            _ => {
+                if self.pending_mismatch.is_some() {
+                    self.fail_mismatch();
+                    return;
+                }
+                match self.last_pdu {
+                    Some((Dir::C2S, t)) => {
+                        let after_ms = self.now.saturating_sub(t) / 1000;
+                        self.fail(
+                            FailureKind::TimedOut {
+                                waiting_for: Side::Server,
+                                after_ms,
+                            },
+                            Side::Server,
+                        );
+                        self.ended_by = Some(Side::Client);
+                    }
+                    _ => {
+                        self.stopped = Some(self.cur());
+                        self.ended_by = Some(Side::Client);
+                    }
+                }
+            }
+        }
+    }
+
+    fn data(&mut self, dir: Dir, layer: Layer, bytes: &[u8]) {
+        let idx = self.event_idx;
+        let p = match layer {
+            Layer::Wire => &mut self.wire[di(dir)],
+            Layer::Inner => &mut self.inner[di(dir)],
+        };
+        if p.mode == Mode::Dead {
+            return;
+        }
+        if p.buf.is_empty() {
+            p.first_event = idx;
+        }
+        p.buf.extend_from_slice(bytes);
+        self.drain(dir, layer);
+        let p = match layer {
+            Layer::Wire => &mut self.wire[di(dir)],
+            Layer::Inner => &mut self.inner[di(dir)],
+        };
+        if p.buf.len() > MAX_PENDING {
+            let base = p.base;
+            p.mode = Mode::Dead;
+            p.buf.clear();
+            self.malformed(dir, "more than 1 MiB without a complete PDU".into(), base);
+        }
+    }
+
+    fn malformed(&mut self, dir: Dir, what: String, offset: u64) {
+        let who = dir.sender();
+        self.notes
+            .push(format!("malformed data from the {who} at byte {offset} of its stream: {what}"));
+        self.fail(
+            FailureKind::ProtocolError {
+                what,
+                offset: Some(offset),
+            },
+            who,
+        );
+    }
+
+    /// Frames and handles every complete PDU buffered for this direction and layer.
+    fn drain(&mut self, dir: Dir, layer: Layer) {
+        loop {
+            let (mode, first_event) = {
+                let p = self.parser(dir, layer);
+                if p.buf.is_empty() || p.mode == Mode::Dead {
+                    return;
+                }
+                (p.mode, p.first_event)
+            };
+            let n = match mode {
+                Mode::Rdp => self.rdp_pdu(dir, layer, first_event),
+                Mode::Tls => self.tls_record(dir, first_event),
+                Mode::Credssp => self.credssp_pdu(dir, first_event),
+                Mode::Dead => None,
+            };
+            let Some(n) = n else { return };
+            let idx = self.event_idx;
+            let p = self.parser(dir, layer);
+            let n = n.min(p.buf.len());
+            p.buf.drain(..n);
+            p.base += n as u64;
+            p.first_event = idx;
+        }
+    }
+
+    fn parser(&mut self, dir: Dir, layer: Layer) -> &mut StreamParser {
+        match layer {
+            Layer::Wire => &mut self.wire[di(dir)],
+            Layer::Inner => &mut self.inner[di(dir)],
+        }
+    }
+
+    fn kill(&mut self, dir: Dir, layer: Layer) {
+        let p = self.parser(dir, layer);
+        p.mode = Mode::Dead;
+        p.buf.clear();
+    }
+
+    /// One TPKT / fast-path PDU; returns its length when consumed.
+    fn rdp_pdu(&mut self, dir: Dir, layer: Layer, first_event: usize) -> Option<usize> {
+        let inner = layer == Layer::Inner;
+        let (buf, base) = {
+            let p = self.parser(dir, layer);
+            (p.buf.clone(), p.base)
+        };
+        // A TLS record where RDP was expected (e.g. a capture missing the X.224 exchange).
+        if !inner && buf.first() == Some(&0x16) && buf.get(1) == Some(&0x03) && self.selected.is_none() {
+            self.parser(dir, layer).mode = Mode::Tls;
+            return Some(0);
+        }
+        let len = match x224::frame(&buf) {
+            x224::Frame::Incomplete => return None,
+            x224::Frame::Invalid(what) => {
+                self.kill(dir, layer);
+                self.malformed(dir, what, base);
+                return None;
+            }
+            x224::Frame::FastPath(len) => {
+                let stage = if self.connected { Stage::Connected } else { self.cur().max(Stage::Capabilities) };
+                self.pdu(stage, dir, len, "fast-path update".into(), first_event, inner);
+                return Some(len);
+            }
+            x224::Frame::Tpkt(len) => len,
+        };
+        let pdu = &buf[..len];
+        match x224::decode_tpkt(pdu) {
+            x224::X224::ConnectionRequest(facts) => {
+                self.requested = facts.get("requested_protocols_value").and_then(|v| v.as_u64()).map(|v| v as u32);
+                self.pdu(Stage::X224, dir, len, "connection request".into(), first_event, inner);
+                for (k, v) in facts {
+                    self.fact(&k, v);
+                }
+            }
+            x224::X224::ConnectionConfirm { selected, facts, .. } => {
+                self.pdu(Stage::X224, dir, len, "connection confirm".into(), first_event, inner);
+                for (k, v) in facts {
+                    self.fact(&k, v);
+                }
+                self.selected = Some(selected);
+                let requested = self.requested.unwrap_or(selected);
+                let ok = if selected == 0 {
+                    requested == 0
+                } else {
+                    selected & requested != 0
+                };
+                if !ok {
+                    let r = x224::protocol_names(requested).join("|");
+                    let s = x224::protocol_names(selected).join("|");
+                    self.fact("mismatch", json!(true));
+                    self.pending_mismatch = Some((r, s));
+                }
+                if selected != 0 && !inner {
+                    // Everything after the confirm is TLS on the wire, both ways.
+                    self.wire[0].mode = Mode::Tls;
+                    self.wire[1].mode = Mode::Tls;
+                    let m = if selected & (x224::PROTOCOL_HYBRID | x224::PROTOCOL_HYBRID_EX) != 0 {
+                        Mode::Credssp
+                    } else {
+                        Mode::Rdp
+                    };
+                    self.inner[0].mode = m;
+                    self.inner[1].mode = m;
+                }
+            }
+            x224::X224::NegotiationFailure { code } => {
+                self.pdu(Stage::X224, dir, len, "negotiation failure".into(), first_event, inner);
+                let name = x224::failure_code_name(code);
+                self.fact("failure_code", json!(code));
+                self.fact("failure_name", json!(name));
+                self.fail(
+                    FailureKind::NegotiationFailure {
+                        code,
+                        name: name.to_owned(),
+                    },
+                    Side::Server,
+                );
+            }
+            x224::X224::DisconnectRequest => {
+                let stage = self.cur();
+                self.pdu(stage, dir, len, "x.224 disconnect request".into(), first_event, inner);
+                self.fail(
+                    FailureKind::Denied {
+                        detail: "X.224 disconnect request".into(),
+                    },
+                    dir.sender(),
+                );
+            }
+            x224::X224::Data { user_data_offset } => {
+                let ud = &pdu[user_data_offset.min(pdu.len())..];
+                self.mcs_pdu(dir, len, ud, first_event, inner);
+            }
+            x224::X224::Malformed { what, offset } => {
+                let stage = if self.cur() < Stage::X224 { Stage::X224 } else { self.cur() };
+                self.pdu(stage, dir, len, "malformed x.224".into(), first_event, inner);
+                self.kill(dir, if inner { Layer::Inner } else { Layer::Wire });
+                self.malformed(dir, what, base + offset as u64);
+                return None;
+            }
+        }
+        Some(len)
+    }
+
+    /// An X.224 Data TPDU: MCS connect PDUs, domain PDUs and what they carry.
+    fn mcs_pdu(&mut self, dir: Dir, len: usize, ud: &[u8], first_event: usize, inner: bool) {
+        // BER application tags 101 (Connect-Initial) / 102 (Connect-Response): 0x7f 0x65 / 0x7f 0x66.
+        if ud.starts_with(&[0x7f, 0x65]) {
+            self.pdu(Stage::Mcs, dir, len, "mcs connect initial".into(), first_event, inner);
+            match mcs::connect_initial_facts(ud) {
+                Ok(f) => {
+                    for (k, v) in f {
+                        self.fact(&k, v);
+                    }
+                }
+                Err(e) => self.fact("connect_initial_error", json!(e)),
+            }
+            return;
+        }
+        if ud.starts_with(&[0x7f, 0x66]) {
+            self.pdu(Stage::Mcs, dir, len, "mcs connect response".into(), first_event, inner);
+            match mcs::connect_response_facts(ud) {
+                Ok(f) => {
+                    let result = f.get("result").and_then(|v| v.as_str()).map(str::to_owned);
+                    for (k, v) in f {
+                        self.fact(&k, v);
+                    }
+                    if let Some(r) = result {
+                        if r != "rt-successful" && r != "rt_successful" && r != "0" {
+                            self.fail(
+                                FailureKind::Denied {
+                                    detail: format!("MCS connect response result {r}"),
+                                },
+                                Side::Server,
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.fact("connect_response_error", json!(e.clone()));
+                }
+            }
+            return;
+        }
+        let has_sec = self.selected == Some(0);
+        match mcs::classify_domain_pdu(ud) {
+            Some((name, facts)) => {
+                let stage = match name {
+                    "erect domain request" | "attach user request" | "attach user confirm"
+                    | "channel join request" | "channel join confirm" => Stage::Channels,
+                    "disconnect provider ultimatum" => self.cur(),
+                    _ => Stage::Channels,
+                };
+                if name.starts_with("send data") {
+                    let payload = facts
+                        .get("payload_offset")
+                        .and_then(|v| v.as_u64())
+                        .map(|o| &ud[(o as usize).min(ud.len())..])
+                        .unwrap_or(&[]);
+                    self.share_pdu(dir, len, payload, has_sec, first_event, inner, name);
+                    return;
+                }
+                self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
+                if name == "disconnect provider ultimatum" {
+                    let reason = facts
+                        .get("reason")
+                        .map(|v| v.to_string().trim_matches('"').to_owned())
+                        .unwrap_or_default();
+                    self.fail(
+                        FailureKind::Denied {
+                            detail: format!("MCS disconnect provider ultimatum {reason}").trim().to_owned(),
+                        },
+                        dir.sender(),
+                    );
+                }
+                if name == "attach user confirm" || name == "channel join confirm" {
+                    let key = if name == "attach user confirm" { "attach_user" } else { "channel_join" };
+                    let mut entries = self
+                        .acc()
+                        .facts
+                        .get(key)
+                        .and_then(|v| v.as_array().cloned())
+                        .unwrap_or_default();
+                    entries.push(serde_json::Value::Object(facts.into_iter().collect()));
+                    self.fact(key, json!(entries));
+                }
+            }
+            None => {
+                let stage = self.cur().max(Stage::Mcs);
+                self.pdu(stage, dir, len, "unrecognized mcs pdu".into(), first_event, inner);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn share_pdu(
+        &mut self,
+        dir: Dir,
+        len: usize,
+        payload: &[u8],
+        has_sec: bool,
+        first_event: usize,
+        inner: bool,
+        carrier: &str,
+    ) {
+        let _ = carrier;
+        match mcs::classify_share_pdu(payload, has_sec) {
+            Some((name, facts)) => {
+                let stage = share_stage(name, self.cur(), self.connected);
+                self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
+                if name.contains("set error info") {
+                    if let Some(code) = facts.get("error_info") {
+                        self.fact("set_error_info", code.clone());
+                    }
+                }
+                if name.contains("license error") {
+                    for (k, v) in &facts {
+                        self.fact(&format!("license_{k}"), v.clone());
+                    }
+                }
+                if name.contains("font map") && dir == Dir::S2C {
+                    self.enter(Stage::Connected);
+                    self.connected = true;
+                    self.ended_by = None;
+                }
+            }
+            None => {
+                let stage = if self.connected { Stage::Connected } else { self.cur().max(Stage::Security) };
+                self.pdu(stage, dir, len, "unrecognized data pdu".into(), first_event, inner);
+            }
+        }
+    }
+
+    /// One TLS record on the wire.
+    fn tls_record(&mut self, dir: Dir, first_event: usize) -> Option<usize> {
+        let (buf, base, ccs) = {
+            let p = &self.wire[di(dir)];
+            (p.buf.clone(), p.base, p.ccs_seen)
+        };
+        if buf.len() < tls::RECORD_HEADER_LEN {
+            return None;
+        }
+        let ct = buf[0];
+        let ver = u16::from_be_bytes([buf[1], buf[2]]);
+        let flen = u16::from_be_bytes([buf[3], buf[4]]) as usize;
+        if !(20..=24).contains(&ct) || buf[1] != 3 || flen > (1 << 14) + 2048 {
+            self.kill(dir, Layer::Wire);
+            let what = if self.cur() <= Stage::X224 && dir == Dir::S2C {
+                format!("expected a TLS record after the X.224 confirm, got bytes {:02x?}", &buf[..5])
+            } else {
+                format!(
+                    "invalid TLS record header (type {ct}, version 0x{ver:04x}, length {flen})"
+                )
+            };
+            if self.cur() < Stage::Tls {
+                self.enter(Stage::Tls);
+            }
+            self.malformed(dir, what, base);
+            return None;
+        }
+        let total = tls::RECORD_HEADER_LEN + flen;
+        if buf.len() < total {
+            return None;
+        }
+        let frag = &buf[tls::RECORD_HEADER_LEN..total];
+        match ct {
+            tls::CT_HANDSHAKE if !ccs => {
+                let (msgs, err) = tls::parse_handshakes(frag);
+                let mut names = Vec::new();
+                for m in &msgs {
+                    names.push(self.handshake_fact(m, dir));
+                }
+                if names.is_empty() {
+                    names.push("handshake".into());
+                }
+                self.pdu(Stage::Tls, dir, total, names.join(", "), first_event, false);
+                if let Some((off, what)) = err {
+                    self.fact(
+                        &format!("{}_handshake_error", if dir == Dir::C2S { "client" } else { "server" }),
+                        json!(format!("{what} at byte {}", base + 5 + off as u64)),
+                    );
+                }
+            }
+            tls::CT_HANDSHAKE => {
+                self.pdu(Stage::Tls, dir, total, "encrypted handshake (finished)".into(), first_event, false);
+            }
+            tls::CT_CHANGE_CIPHER_SPEC => {
+                self.wire[di(dir)].ccs_seen = true;
+                self.pdu(Stage::Tls, dir, total, "change cipher spec".into(), first_event, false);
+            }
+            tls::CT_ALERT => {
+                let stage = self.cur().max(Stage::Tls);
+                let plain = if ccs { None } else { tls::parse_alert(frag) };
+                match plain {
+                    Some((level, desc, code)) => {
+                        self.pdu(stage, dir, total, format!("alert {level} {desc}"), first_event, false);
+                        self.fact("alert", json!(format!("{level} {desc} ({code}) from {}", dir.sender())));
+                        if desc == "close_notify" {
+                            if dir == Dir::S2C {
+                                self.close_notify_from_server = true;
+                            }
+                        } else if level == "fatal" || self.cur() == Stage::Tls {
+                            self.fail(
+                                FailureKind::TlsAlert {
+                                    level,
+                                    description: desc,
+                                    code,
+                                },
+                                dir.sender(),
+                            );
+                        }
+                    }
+                    None => {
+                        self.pdu(stage, dir, total, "encrypted alert".into(), first_event, false);
+                        if dir == Dir::S2C {
+                            // After the handshake an encrypted alert is almost always close_notify.
+                            self.close_notify_from_server = true;
+                        }
+                    }
+                }
+            }
+            tls::CT_APPLICATION_DATA if self.tls13 && !self.client_finished && self.cur() <= Stage::Tls => {
+                // TLS 1.3: the server's encrypted flight (EncryptedExtensions .. Finished) and the
+                // client's Finished travel as application data records but belong to the handshake.
+                if dir == Dir::C2S {
+                    self.client_finished = true;
+                    self.tls_done = true;
+                }
+                let name = if dir == Dir::C2S { "encrypted handshake (finished)" } else { "encrypted handshake" };
+                self.pdu(Stage::Tls, dir, total, name.into(), first_event, false);
+            }
+            tls::CT_APPLICATION_DATA => {
+                if !self.has_inner {
+                    // No secrets: name the encrypted stage from the handshake structure.
+                    let hybrid = self
+                        .selected
+                        .is_some_and(|s| s & (x224::PROTOCOL_HYBRID | x224::PROTOCOL_HYBRID_EX) != 0);
+                    let stage = if self.cur() <= Stage::Tls && self.tls_handshake_done(dir) {
+                        if hybrid {
+                            Stage::Credssp
+                        } else {
+                            Stage::Mcs
+                        }
+                    } else {
+                        self.cur().max(Stage::Tls)
+                    };
+                    if stage > Stage::Tls && !self.app_data_seen {
+                        self.app_data_seen = true;
+                        self.enter(stage);
+                        self.fact("encrypted", json!(true));
+                    }
+                    self.pdu(stage, dir, total, "application data (encrypted)".into(), first_event, false);
+                    let n = self.acc().pdus.len();
+                    self.fact("encrypted_records", json!(n));
+                } else if self.cur() == Stage::Tls {
+                    // The TLS 1.3 encrypted handshake flights and the first records: keep in tls until
+                    // the inner stream shows the next stage.
+                    let acc = self.acc();
+                    match dir {
+                        Dir::C2S => acc.bytes_c2s += total as u64,
+                        Dir::S2C => acc.bytes_s2c += total as u64,
+                    }
+                    let text = "tls: application data".to_owned();
+                    self.label(first_event, text);
+                    self.last_pdu = Some((dir, self.now));
+                } else {
+                    let text = format!("{}: application data", self.cur());
+                    self.label(first_event, text);
+                    self.last_pdu = Some((dir, self.now));
+                }
+            }
+            _ => {
+                self.pdu(Stage::Tls, dir, total, format!("record type {ct}"), first_event, false);
+            }
+        }
+        Some(total)
+    }
+
+    /// Whether the TLS handshake looks complete as seen so far (server CCS or app data both ways).
+    fn tls_handshake_done(&self, _dir: Dir) -> bool {
+        self.tls_done
+            || self.wire[1].ccs_seen
+            || self.stages.iter().any(|(s, a)| {
+                *s == Stage::Tls && a.pdus.iter().any(|p| p.contains("server hello"))
+            })
+    }
+
+    fn handshake_fact(&mut self, m: &tls::Handshake, dir: Dir) -> String {
+        match m {
+            tls::Handshake::ClientHello {
+                version,
+                supported_versions,
+                cipher_suites,
+                sni,
+            } => {
+                let mut offered: Vec<String> = supported_versions.iter().map(|v| tls::version_name(*v)).collect();
+                if offered.is_empty() {
+                    offered.push(tls::version_name(*version));
+                }
+                self.fact("client_versions", json!(offered));
+                self.fact("client_cipher_suites", json!(cipher_suites.len()));
+                if let Some(s) = sni {
+                    self.fact("sni", json!(s));
+                }
+                "client hello".into()
+            }
+            tls::Handshake::ServerHello {
+                version,
+                selected_version,
+                cipher_suite,
+            } => {
+                let v = tls::version_name(selected_version.unwrap_or(*version));
+                if selected_version == &Some(0x0304) {
+                    self.tls13 = true;
+                }
+                let legacy = matches!(v.as_str(), "TLSv1.0" | "TLSv1.1" | "SSLv3");
+                self.fact("version", json!(v));
+                self.fact("cipher_suite", json!(tls::cipher_suite_name(*cipher_suite)));
+                if legacy {
+                    self.fact("legacy_only", json!(true));
+                }
+                "server hello".into()
+            }
+            tls::Handshake::Certificate { chain } => {
+                if let Some(leaf) = chain.first() {
+                    let n = chain.len();
+                    let leaf = leaf.clone();
+                    self.cert_facts(&leaf, n);
+                }
+                "certificate".into()
+            }
+            tls::Handshake::ServerHelloDone => "server hello done".into(),
+            tls::Handshake::ClientKeyExchange => "client key exchange".into(),
+            tls::Handshake::Finished => "finished".into(),
+            tls::Handshake::Other { msg_type } => {
+                let _ = dir;
+                match msg_type {
+                    12 => "server key exchange".into(),
+                    13 => "certificate request".into(),
+                    4 => "new session ticket".into(),
+                    t => format!("handshake type {t}"),
+                }
+            }
+        }
+    }
+
+    fn cert_facts(&mut self, der: &[u8], chain_len: usize) {
+        self.certificate_seen = true;
+        let now = (self.now / 1_000_000) as i64;
+        self.fact("cert_chain_len", json!(chain_len));
+        match tls::cert_facts(der, now) {
+            Ok(c) => {
+                self.fact("cert_subject", json!(c.subject));
+                self.fact("cert_issuer", json!(c.issuer));
+                self.fact("cert_not_before", json!(c.not_before));
+                self.fact("cert_not_after", json!(c.not_after));
+                self.fact("cert_expired", json!(c.expired));
+                self.fact("cert_not_yet_valid", json!(c.not_yet_valid));
+                self.fact("cert_self_signed", json!(c.self_signed));
+                self.fact("cert_key", json!(format!("{} {}", c.key_type, c.key_bits)));
+                self.fact("cert_signature_algorithm", json!(c.signature_algorithm));
+                self.fact("cert_days_left", json!(c.days_left));
+                self.fact("cert_sha256", json!(c.sha256));
+            }
+            Err(e) => self.fact("cert_error", json!(e)),
+        }
+    }
+
+    /// One CredSSP message in the inner stream (TSRequest, or the 4-byte Early User Authorization Result).
+    fn credssp_pdu(&mut self, dir: Dir, first_event: usize) -> Option<usize> {
+        let (buf, base) = {
+            let p = &self.inner[di(dir)];
+            (p.buf.clone(), p.base)
+        };
+        let first = *buf.first()?;
+        if first == 0x03 {
+            // TPKT: CredSSP is over, MCS begins.
+            self.inner[di(dir)].mode = Mode::Rdp;
+            return Some(0);
+        }
+        if first != 0x30 {
+            if dir == Dir::S2C && self.selected.is_some_and(|s| s & x224::PROTOCOL_HYBRID_EX != 0) {
+                if buf.len() < 4 {
+                    return None;
+                }
+                let v = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                self.pdu(
+                    Stage::Credssp,
+                    dir,
+                    4,
+                    format!("early user authorization result {}", if v == 0 { "SUCCESS" } else { "ACCESS_DENIED" }),
+                    first_event,
+                    true,
+                );
+                self.fact("early_user_auth", json!(if v == 0 { "success" } else { "access_denied" }));
+                if v != 0 {
+                    self.fail(
+                        FailureKind::Denied {
+                            detail: format!(
+                                "Early User Authorization Result ACCESS_DENIED (0x{v:08x}): the user may not log on remotely"
+                            ),
+                        },
+                        Side::Server,
+                    );
+                }
+                self.authenticate_pending = false;
+                self.inner[di(dir)].mode = Mode::Rdp;
+                return Some(4);
+            }
+            self.kill(dir, Layer::Inner);
+            self.enter(Stage::Credssp);
+            self.malformed(dir, format!("expected a TSRequest (0x30), got 0x{first:02x}"), base);
+            return None;
+        }
+        let len = match credssp::der_frame_len(&buf) {
+            Some(l) if l <= buf.len() => l,
+            Some(l) if l > MAX_PENDING => {
+                self.kill(dir, Layer::Inner);
+                self.enter(Stage::Credssp);
+                self.malformed(dir, format!("TSRequest length {l} too large"), base);
+                return None;
+            }
+            _ => {
+                // Incomplete (or an unreadable header: then the MAX_PENDING bound ends it).
+                if buf.len() >= 6 && credssp::der_frame_len(&buf).is_none() && buf[1] > 0x84 {
+                    self.kill(dir, Layer::Inner);
+                    self.enter(Stage::Credssp);
+                    self.malformed(dir, "invalid DER length in TSRequest".into(), base + 1);
+                }
+                return None;
+            }
+        };
+        let msg = &buf[..len];
+        match credssp::parse_ts_request(msg) {
+            Ok(ts) => {
+                let mut parts = Vec::new();
+                let ntlm = ts.nego_token.as_deref().and_then(credssp::parse_ntlm);
+                if let Some(n) = &ntlm {
+                    match n.message_type {
+                        Some(NtlmMessageType::Negotiate) => parts.push("ntlm negotiate"),
+                        Some(NtlmMessageType::Challenge) => parts.push("ntlm challenge"),
+                        Some(NtlmMessageType::Authenticate) => parts.push("ntlm authenticate"),
+                        None => parts.push("negotiation token"),
+                    }
+                } else if ts.nego_token.is_some() {
+                    parts.push("negotiation token");
+                }
+                if ts.has_pub_key_auth {
+                    parts.push("pubKeyAuth");
+                }
+                if ts.has_auth_info {
+                    parts.push("authInfo (credentials)");
+                }
+                if ts.error_code.is_some() {
+                    parts.push("errorCode");
+                }
+                if parts.is_empty() {
+                    parts.push("ts request");
+                }
+                self.pdu(Stage::Credssp, dir, len, parts.join(" + "), first_event, true);
+                let who = if dir == Dir::C2S { "client" } else { "server" };
+                self.fact(&format!("{who}_version"), json!(ts.version));
+                if dir == Dir::S2C {
+                    self.authenticate_pending = false;
+                    self.fact("version", json!(ts.version));
+                }
+                if let Some(n) = ntlm {
+                    if dir == Dir::S2C && n.message_type == Some(NtlmMessageType::Challenge) {
+                        for (k, v) in [
+                            ("ntlm_nb_computer_name", &n.nb_computer_name),
+                            ("ntlm_nb_domain_name", &n.nb_domain_name),
+                            ("ntlm_dns_computer_name", &n.dns_computer_name),
+                            ("ntlm_dns_domain_name", &n.dns_domain_name),
+                            ("ntlm_dns_tree_name", &n.dns_tree_name),
+                            ("ntlm_os_version", &n.os_version),
+                            ("ntlm_server_time", &n.server_time),
+                        ] {
+                            if let Some(v) = v {
+                                self.fact(k, json!(v));
+                            }
+                        }
+                    }
+                    if dir == Dir::C2S && n.message_type == Some(NtlmMessageType::Authenticate) {
+                        self.authenticate_pending = true;
+                        if let Some(u) = &n.user {
+                            self.fact("ntlm_user", json!(u));
+                        }
+                        if n.has_nt_response {
+                            self.fact("contains_ntlm_response", json!(true));
+                        }
+                    }
+                }
+                if dir == Dir::C2S && ts.has_auth_info {
+                    self.authenticate_pending = true;
+                }
+                if let Some(code) = ts.error_code {
+                    let name = credssp::ntstatus_name(code).map(str::to_owned);
+                    self.fact("error_code", json!(format!("0x{code:08X}")));
+                    if let Some(n) = &name {
+                        self.fact("error_name", json!(n));
+                    }
+                    self.fail(
+                        FailureKind::AuthFailure {
+                            ntstatus: Some(code),
+                            name,
+                            detail: "server answered with a TSRequest errorCode".into(),
+                        },
+                        dir.sender(),
+                    );
+                }
+            }
+            Err((what, off)) => {
+                self.pdu(Stage::Credssp, dir, len, "malformed ts request".into(), first_event, true);
+                self.kill(dir, Layer::Inner);
+                self.malformed(dir, format!("TSRequest: {what}"), base + off as u64);
+                return None;
+            }
+        }
+        Some(len)
+    }
+
+    fn finish(mut self) -> Decoded {
+        // Leftover partial PDUs at the end.
+        for (i, dir) in [(0, Dir::C2S), (1, Dir::S2C)] {
+            let left = self.wire[i].buf.len() + self.inner[i].buf.len();
+            if left > 0 && self.wire[i].mode != Mode::Dead {
+                self.notes.push(format!(
+                    "{} incomplete bytes from the {} at the end",
+                    left,
+                    dir.sender()
+                ));
+                if dir == Dir::S2C && self.failure.is_none() && !self.connected {
+                    if let Some(f) = &self.failure {
+                        let _ = f;
+                    }
+                    // A TPKT length the server never delivered: name it.
+                    let what = format!(
+                        "server sent {} bytes of a PDU it never completed",
+                        self.wire[i].buf.len().max(self.inner[i].buf.len())
+                    );
+                    self.notes.push(what);
+                }
+            }
+        }
+        if self.pending_mismatch.is_some() && self.failure.is_none() {
+            self.fail_mismatch();
+        }
+        if self.stages.is_empty() {
+            self.enter(Stage::Tcp);
+        }
+        let mut stages: Vec<StageReport> = Vec::new();
+        let n = self.stages.len();
+        let failure_stage = self.failure.as_ref().map(|f| f.stage);
+        for (i, (stage, acc)) in self.stages.drain(..).enumerate() {
+            let verdict = match (&self.failure, failure_stage) {
+                (Some(f), Some(fs)) if fs == stage => Verdict::Failed {
+                    kind: f.kind.clone(),
+                    by: f.by,
+                },
+                _ => Verdict::Ok,
+            };
+            let _ = (i, n);
+            let mut facts = acc.facts;
+            if !acc.pdus.is_empty() {
+                facts.insert("pdus".into(), json!(acc.pdus));
+            }
+            stages.push(StageReport {
+                stage,
+                verdict,
+                start_us: acc.start_us,
+                duration_ms: (acc.end_us.saturating_sub(acc.start_us)) as f64 / 1000.0,
+                bytes_c2s: acc.bytes_c2s,
+                bytes_s2c: acc.bytes_s2c,
+                frames: acc.frames,
+                facts,
+            });
+        }
+        let last = stages.last().map(|s| s.stage).unwrap_or(Stage::Tcp);
+        let (last_stage, verdict) = match &self.failure {
+            Some(f) => (
+                f.stage,
+                Verdict::Failed {
+                    kind: f.kind.clone(),
+                    by: f.by,
+                },
+            ),
+            None if self.connected => (Stage::Connected, Verdict::Ok),
+            None => match self.stopped {
+                Some(s) => (
+                    last.min(s.max(last)),
+                    Verdict::Failed {
+                        kind: FailureKind::Stopped,
+                        by: Side::Client,
+                    },
+                ),
+                None => (
+                    last,
+                    Verdict::Failed {
+                        kind: FailureKind::CaptureEnded,
+                        by: Side::Network,
+                    },
+                ),
+            },
+        };
+        let total_ms = stages
+            .last()
+            .map(|s| (s.start_us + (s.duration_ms * 1000.0) as u64).saturating_sub(self.trace.start_us()) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        let summary = summarize(&stages, last_stage, &verdict, self.ended_by, total_ms);
+        let labels = self.labels.into_iter().map(|l| l.join("; ")).collect();
+        Decoded {
+            report: ConnectionReport {
+                client: self.trace.client.to_string(),
+                server: self.trace.server.to_string(),
+                stages,
+                last_stage,
+                verdict,
+                ended_by: self.ended_by,
+                summary,
+                notes: self.notes,
+            },
+            labels,
+        }
+    }
+}
+
+/// The stage a share / security-layer PDU belongs to.
+fn share_stage(name: &str, cur: Stage, connected: bool) -> Stage {
+    if connected {
+        return Stage::Connected;
+    }
+    let n = name.to_ascii_lowercase();
+    if n.contains("security exchange") || n.contains("client info") {
+        Stage::Security
+    } else if n.contains("licens") || n.contains("auto-detect") || n.contains("autodetect") || n.contains("multitransport") {
+        Stage::Licensing
+    } else if n.contains("demand active")
+        || n.contains("confirm active")
+        || n.contains("synchronize")
+        || n.contains("control")
+        || n.contains("font")
+        || n.contains("monitor layout")
+        || n.contains("deactivate")
+    {
+        Stage::Capabilities
+    } else if n.contains("set error info") || n.contains("save session info") {
+        cur
+    } else {
+        cur.max(Stage::Security)
+    }
+}
+
+fn summarize(stages: &[StageReport], last: Stage, verdict: &Verdict, ended_by: Option<Side>, total_ms: f64) -> String {
+    let sel = stages
+        .iter()
+        .find(|s| s.stage == Stage::X224)
+        .and_then(|s| s.facts.get("selected_protocol"))
+        .and_then(|v| v.as_str())
+        .map(|s| format!(" with {s}"))
+        .unwrap_or_default();
+    match verdict {
+        Verdict::Ok => format!("connected{sel} in {total_ms:.0} ms: every stage passed"),
+        Verdict::Failed {
+            kind: FailureKind::Stopped,
+            ..
+        } => format!("stopped after {last} as requested{sel}: every stage up to it passed ({total_ms:.0} ms)"),
+        Verdict::Failed { kind, by } => {
+            let who = match (kind, by) {
+                (FailureKind::CaptureEnded, _) => "the capture ended before the connection did".to_owned(),
+                (FailureKind::Refused, _) => {
+                    "the server host (or a firewall in front of it) refused the TCP connection".to_owned()
+                }
+                (FailureKind::ProtocolMismatch { .. }, _) => {
+                    "the server selected a security protocol the client did not offer".to_owned()
+                }
+                (FailureKind::NegotiationFailure { .. }, _) => {
+                    "the server refused every security protocol the client offered".to_owned()
+                }
+                (FailureKind::TimedOut { .. }, Side::Server) => {
+                    "the server (or the network in front of it) went silent".to_owned()
+                }
+                (FailureKind::Unreachable { .. }, _) => "the network could not reach the server".to_owned(),
+                (_, Side::Server) => "the server most likely ended the connection".to_owned(),
+                (_, Side::Client) => "the client ended the connection".to_owned(),
+                (_, Side::Network) => "the network ended the connection".to_owned(),
+            };
+            let closer = match ended_by {
+                Some(s) if s != *by && !matches!(kind, FailureKind::CaptureEnded) => format!("; the {s} closed the socket"),
+                _ => String::new(),
+            };
+            format!("failed at {last}: {kind} — {who}{closer}")
+        }
+    }
+}

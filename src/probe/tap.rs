@@ -1,0 +1,222 @@
+//! A stream wrapper that records every byte read and written into the shared Trace.
+//!
+//! One tap sits on the TCP socket (wire layer); after a TLS upgrade a second tap sits above TLS
+//! (inner layer). Reading through a tap never hides bytes: the Trace sees exactly what the socket
+//! delivered, whatever the framing code above does with it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::trace::{Dir, EventKind, Layer, Trace};
+
+/// Bytes of data retained per direction and layer before further data is only counted (Elided).
+pub const MAX_RETAINED_PER_STREAM: usize = 16 * 1024 * 1024;
+
+/// The Trace shared by the taps and the probe driver.
+#[derive(Clone)]
+pub struct SharedTrace {
+    inner: Arc<Mutex<TraceState>>,
+}
+
+struct TraceState {
+    trace: Trace,
+    retained: [usize; 4],
+    fin_seen: [bool; 2],
+}
+
+fn slot(dir: Dir, layer: Layer) -> usize {
+    (match dir {
+        Dir::C2S => 0,
+        Dir::S2C => 1,
+    }) + (match layer {
+        Layer::Wire => 0,
+        Layer::Inner => 2,
+    })
+}
+
+impl SharedTrace {
+    pub fn new(trace: Trace) -> Self {
+        SharedTrace {
+            inner: Arc::new(Mutex::new(TraceState {
+                trace,
+                retained: [0; 4],
+                fin_seen: [false; 2],
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TraceState> {
+        // A poisoned lock only means another task panicked mid-push; the trace is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn push(&self, kind: EventKind) {
+        self.lock().trace.push_now(kind);
+    }
+
+    pub fn data(&self, dir: Dir, layer: Layer, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        let s = slot(dir, layer);
+        if st.retained[s] + bytes.len() <= MAX_RETAINED_PER_STREAM {
+            st.retained[s] += bytes.len();
+            st.trace.push_now(EventKind::Data {
+                dir,
+                layer,
+                bytes: Bytes::copy_from_slice(bytes),
+            });
+        } else {
+            st.trace.push_now(EventKind::Elided {
+                dir,
+                layer,
+                len: bytes.len() as u64,
+            });
+        }
+    }
+
+    /// Records a FIN from the sender of `dir`, once.
+    pub fn fin(&self, dir: Dir) {
+        let mut st = self.lock();
+        let i = if dir == Dir::C2S { 0 } else { 1 };
+        if !st.fin_seen[i] {
+            st.fin_seen[i] = true;
+            st.trace.push_now(EventKind::Fin { dir });
+        }
+    }
+
+    pub fn fin_seen(&self, dir: Dir) -> bool {
+        self.lock().fin_seen[if dir == Dir::C2S { 0 } else { 1 }]
+    }
+
+    pub fn add_keylog(&self, line: String) {
+        let mut st = self.lock();
+        if !st.trace.keylog.contains(&line) {
+            st.trace.keylog.push(line);
+        }
+    }
+
+    pub fn set_addrs(&self, client: std::net::SocketAddr, server: std::net::SocketAddr) {
+        let mut st = self.lock();
+        st.trace.client = client;
+        st.trace.server = server;
+    }
+
+    /// Replaces the recorded trace (used when a probe reconnects with another TLS engine).
+    pub fn replace(&self, trace: Trace) {
+        let mut st = self.lock();
+        st.trace = trace;
+        st.retained = [0; 4];
+        st.fin_seen = [false; 2];
+    }
+
+    pub fn snapshot(&self) -> Trace {
+        self.lock().trace.clone()
+    }
+
+    pub fn has_event(&self, f: impl Fn(&EventKind) -> bool) -> bool {
+        self.lock().trace.events.iter().any(|e| f(&e.kind))
+    }
+}
+
+/// Records what passes through `S` into the shared trace at `layer`.
+pub struct Tap<S> {
+    inner: S,
+    trace: SharedTrace,
+    layer: Layer,
+}
+
+impl<S> Tap<S> {
+    pub fn new(inner: S, trace: SharedTrace, layer: Layer) -> Self {
+        Tap { inner, trace, layer }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn record_io_error(trace: &SharedTrace, layer: Layer, e: &io::Error) {
+    if layer != Layer::Wire {
+        return;
+    }
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+            if !trace.has_event(|k| matches!(k, EventKind::Rst { dir: Dir::S2C })) {
+                trace.push(EventKind::Rst { dir: Dir::S2C });
+            }
+        }
+        _ => {}
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match &res {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
+                    match this.layer {
+                        Layer::Wire => this.trace.fin(Dir::S2C),
+                        Layer::Inner => {
+                            if !this.trace.fin_seen(Dir::S2C) {
+                                this.trace
+                                    .push(EventKind::Note("tls alert from server: warning close_notify".into()));
+                            }
+                        }
+                    }
+                } else {
+                    this.trace.data(Dir::S2C, this.layer, new);
+                }
+            }
+            Poll::Ready(Err(e)) => record_io_error(&this.trace, this.layer, e),
+            Poll::Pending => {}
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        match &res {
+            Poll::Ready(Ok(n)) => this.trace.data(Dir::C2S, this.layer, &buf[..*n]),
+            Poll::Ready(Err(e)) => record_io_error(&this.trace, this.layer, e),
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_shutdown(cx);
+        if let Poll::Ready(Ok(())) = res {
+            if this.layer == Layer::Wire {
+                this.trace.fin(Dir::C2S);
+            }
+        }
+        res
+    }
+}
