@@ -167,6 +167,28 @@ pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
     let deadline = opts.deadline;
     match tokio::time::timeout(deadline, run_inner(opts, shared, opts.tls_engine)).await {
         Ok(Retry::No) => {}
+        Ok(Retry::StandardRdp) => {
+            // Like mstsc, accept the server's choice of standard RDP security: reconnect offering it.
+            let first = shared.snapshot();
+            let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
+            let mut rdp_opts = opts.clone();
+            rdp_opts.protocols = vec![Protocol::Rdp];
+            let _ = tokio::time::timeout(deadline, run_inner(&rdp_opts, &fresh, opts.tls_engine)).await;
+            let mut second = fresh.snapshot();
+            second.events.insert(
+                0,
+                crate::trace::Event {
+                    t_us: second.events.first().map(|e| e.t_us).unwrap_or_else(crate::trace::now_us),
+                    frame: None,
+                    kind: EventKind::Note(format!(
+                        "the server selected standard RDP security (PROTOCOL_RDP) when offered TLS/NLA on a first \
+                         connection from port {}: reconnected offering PROTOCOL_RDP",
+                        first.client.port()
+                    )),
+                },
+            );
+            shared.replace(second);
+        }
         Ok(Retry::Legacy(reason)) => {
             // The server speaks no TLS version / cipher rustls offers: reconnect with the legacy
             // engine. The report keeps the second conversation; the first is described in a note.
@@ -206,6 +228,8 @@ pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
 enum Retry {
     No,
     Legacy(String),
+    /// The server selected standard RDP security although the client offered only enhanced ones.
+    StandardRdp,
 }
 
 /// What went wrong while waiting for a server PDU.
@@ -451,6 +475,13 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         // Negotiation failure or a protocol the client did not offer: decode sees it in the bytes.
         shared.push(EventKind::Note(format!("client stopped: {e}")));
         close(&mut wire).await;
+        let downgraded = matches!(
+            crate::decode::x224::decode_tpkt(&pdu),
+            crate::decode::x224::X224::ConnectionConfirm { selected: 0, .. }
+        );
+        if downgraded && opts.protocols.is_empty() {
+            return Retry::StandardRdp;
+        }
         return Retry::No;
     }
     let selected = match &connector.state {
@@ -599,7 +630,17 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
                 }
             }
             Err(e) => {
-                shared.push(EventKind::Note(format!("client stopped at {stage}: {e}")));
+                let msg = e.to_string();
+                if msg.contains("can't satisfy server security settings") {
+                    shared.push(EventKind::Note(
+                        "the server requires standard RDP security with encryption (RC4/FIPS security exchange), \
+                         which rdprobe does not implement yet: stopped after mcs"
+                            .into(),
+                    ));
+                    shared.push(EventKind::StoppedAfter(Stage::Mcs));
+                } else {
+                    shared.push(EventKind::Note(format!("client stopped at {stage}: {msg}")));
+                }
                 close(&mut stream).await;
                 return Retry::No;
             }
