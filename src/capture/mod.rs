@@ -1,1 +1,2 @@
 //! Capture I/O: pcapng writer and pcap/pcapng reader.
+pub mod writer;
