@@ -1,0 +1,707 @@
+//! Streaming pcap / pcapng record reader: yields packet records and Decryption Secrets Blocks.
+//!
+//! Formats: libpcap (both byte orders, microsecond and nanosecond magic; <https://www.ietf.org/archive/id/draft-ietf-opsawg-pcap-04.html>)
+//! and pcapng (several sections and interfaces, per-interface `if_tsresol` / `if_tsoffset`,
+//! Enhanced / Simple / obsolete Packet Blocks, Decryption Secrets Blocks;
+//! <https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-02.html>).
+//!
+//! INVARIANT: no allocation is sized from a length read from the file unless that length was first
+//! checked against [`MAX_BLOCK_LEN`] / [`MAX_FRAME_LEN`]; buffers grow only as bytes actually arrive.
+
+use std::io::{self, Read};
+
+use super::CaptureError;
+
+/// Largest packet record accepted (captured bytes), as Wireshark's `WTAP_MAX_PACKET_SIZE_STANDARD`.
+pub const MAX_FRAME_LEN: u32 = 262_144;
+/// Largest pcapng block accepted (bytes, including header and trailer): a packet plus generous
+/// options, or a large Decryption Secrets Block.
+pub const MAX_BLOCK_LEN: u32 = 16 * 1024 * 1024;
+/// Most interfaces accepted in one pcapng section.
+pub const MAX_INTERFACES: usize = 4096;
+
+/// pcapng block types (pcapng draft section 10.1).
+const BT_SHB: u32 = 0x0A0D_0D0A;
+const BT_IDB: u32 = 0x0000_0001;
+const BT_OPB: u32 = 0x0000_0002;
+const BT_SPB: u32 = 0x0000_0003;
+const BT_EPB: u32 = 0x0000_0006;
+const BT_DSB: u32 = 0x0000_000A;
+/// Decryption Secrets Block secrets type "TLSK": an SSLKEYLOGFILE text.
+pub const SECRETS_TLS_KEYLOG: u32 = 0x544c_534b;
+
+/// One packet record.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    /// 1-based frame number (counts packet records only, like Wireshark).
+    pub frame: u64,
+    /// Byte offset of the record in the file.
+    pub offset: u64,
+    /// Microseconds since the Unix epoch.
+    pub t_us: u64,
+    /// LINKTYPE_* of the record's interface.
+    pub linktype: u32,
+    /// Captured bytes.
+    pub data: &'a [u8],
+    /// Original length on the wire.
+    pub orig_len: u32,
+}
+
+/// What the reader found next.
+#[derive(Debug)]
+pub enum Record<'a> {
+    Packet(Packet<'a>),
+    /// A Decryption Secrets Block: (secrets type, data).
+    Secrets(u32, &'a [u8]),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Interface {
+    linktype: u32,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    /// if_tsoffset, seconds.
+    offset_sec: i64,
+}
+
+enum Format {
+    Pcap {
+        big_endian: bool,
+        nanos: bool,
+        linktype: u32,
+    },
+    PcapNg {
+        big_endian: bool,
+        interfaces: Vec<Interface>,
+    },
+}
+
+/// Streaming record reader over any `Read`.
+pub struct RecordReader<R: Read> {
+    input: R,
+    format: Format,
+    /// Byte offset of the next unread byte.
+    offset: u64,
+    frame: u64,
+    buf: Vec<u8>,
+    done: bool,
+    last_t_us: u64,
+}
+
+fn u16_at(b: &[u8], at: usize, be: bool) -> u16 {
+    let a = [b[at], b[at + 1]];
+    if be {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
+    }
+}
+
+fn u32_at(b: &[u8], at: usize, be: bool) -> u32 {
+    let a = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+    if be {
+        u32::from_be_bytes(a)
+    } else {
+        u32::from_le_bytes(a)
+    }
+}
+
+/// Reads up to `n` bytes into `buf` (cleared first); returns how many arrived.
+fn read_up_to<R: Read>(input: &mut R, buf: &mut Vec<u8>, n: u64) -> io::Result<usize> {
+    buf.clear();
+    input.by_ref().take(n).read_to_end(buf)
+}
+
+fn describe_magic(m: &[u8]) -> String {
+    if m.starts_with(&[0x89, b'P', b'N', b'G']) {
+        return "a png image".into();
+    }
+    if m.starts_with(b"%PDF") {
+        return "a pdf document".into();
+    }
+    if m.starts_with(&[0x1f, 0x8b]) {
+        return "gzip data (decompress it first)".into();
+    }
+    if m.starts_with(b"PK") {
+        return "a zip archive".into();
+    }
+    let hex: Vec<String> = m.iter().map(|b| format!("{b:02x}")).collect();
+    format!("unknown magic {}", hex.join(" "))
+}
+
+impl<R: Read> RecordReader<R> {
+    /// Reads the file header (pcap global header or the first pcapng Section Header Block).
+    pub fn new(mut input: R) -> Result<Self, CaptureError> {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let got = read_up_to(&mut input, &mut buf, 4).map_err(|e| CaptureError::Io {
+            offset: 0,
+            source: e,
+        })?;
+        if got < 4 {
+            return Err(CaptureError::Truncated {
+                offset: 0,
+                frame: None,
+                what: "file header",
+                need: 4,
+                have: got as u64,
+            });
+        }
+        let magic = [buf[0], buf[1], buf[2], buf[3]];
+        let mut r = RecordReader {
+            input,
+            format: Format::PcapNg {
+                big_endian: false,
+                interfaces: Vec::new(),
+            },
+            offset: 0,
+            frame: 0,
+            buf,
+            done: false,
+            last_t_us: 0,
+        };
+        match magic {
+            [0xa1, 0xb2, 0xc3, 0xd4]
+            | [0xd4, 0xc3, 0xb2, 0xa1]
+            | [0xa1, 0xb2, 0x3c, 0x4d]
+            | [0x4d, 0x3c, 0xb2, 0xa1] => {
+                let big_endian = magic[0] == 0xa1;
+                let nanos = magic == [0xa1, 0xb2, 0x3c, 0x4d] || magic == [0x4d, 0x3c, 0xb2, 0xa1];
+                let got =
+                    read_up_to(&mut r.input, &mut r.buf, 20).map_err(|e| CaptureError::Io {
+                        offset: 4,
+                        source: e,
+                    })?;
+                if got < 20 {
+                    return Err(CaptureError::Truncated {
+                        offset: 0,
+                        frame: None,
+                        what: "pcap global header",
+                        need: 24,
+                        have: 4 + got as u64,
+                    });
+                }
+                // version(2+2) thiszone(4) sigfigs(4) snaplen(4) network(4); the upper bits of
+                // `network` may carry FCS information (pcap draft 4): keep the low 16 bits.
+                let linktype = u32_at(&r.buf, 16, big_endian) & 0xFFFF;
+                r.format = Format::Pcap {
+                    big_endian,
+                    nanos,
+                    linktype,
+                };
+                r.offset = 24;
+                Ok(r)
+            }
+            [0x0a, 0x0d, 0x0d, 0x0a] => {
+                r.read_shb_after_type(0, None)?;
+                Ok(r)
+            }
+            _ => Err(CaptureError::NotACapture {
+                what: describe_magic(&magic),
+            }),
+        }
+    }
+
+    /// Byte offset of the next unread byte.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Frames read so far.
+    pub fn frames(&self) -> u64 {
+        self.frame
+    }
+
+    /// Reads a Section Header Block starting at `start` whose 4-byte type was already consumed
+    /// (and, when `len_bytes` is given, its length field too, byte order still unknown).
+    fn read_shb_after_type(
+        &mut self,
+        start: u64,
+        len_bytes: Option<[u8; 4]>,
+    ) -> Result<(), CaptureError> {
+        let need = if len_bytes.is_some() { 4 } else { 8 };
+        let got =
+            read_up_to(&mut self.input, &mut self.buf, need).map_err(|e| CaptureError::Io {
+                offset: start + 12 - need,
+                source: e,
+            })?;
+        if (got as u64) < need {
+            return Err(CaptureError::Truncated {
+                offset: start,
+                frame: self.frame_hint(),
+                what: "pcapng section header block",
+                need: 12,
+                have: 12 - need + got as u64,
+            });
+        }
+        let (len, bom) = match len_bytes {
+            Some(l) => (l, [self.buf[0], self.buf[1], self.buf[2], self.buf[3]]),
+            None => (
+                [self.buf[0], self.buf[1], self.buf[2], self.buf[3]],
+                [self.buf[4], self.buf[5], self.buf[6], self.buf[7]],
+            ),
+        };
+        let big_endian = match bom {
+            [0x1a, 0x2b, 0x3c, 0x4d] => true,
+            [0x4d, 0x3c, 0x2b, 0x1a] => false,
+            _ => {
+                return Err(CaptureError::Malformed {
+                    offset: start + 8,
+                    frame: self.frame_hint(),
+                    what: "pcapng section header block",
+                    detail: format!(
+                        "bad byte-order magic {:02x}{:02x}{:02x}{:02x}",
+                        bom[0], bom[1], bom[2], bom[3]
+                    ),
+                })
+            }
+        };
+        let total = u32_at(&len, 0, big_endian);
+        self.check_block_len(start, total, 28)?;
+        // Skip the rest of the block (version, section length, options, trailer).
+        let rest = u64::from(total) - 12;
+        let got =
+            read_up_to(&mut self.input, &mut self.buf, rest).map_err(|e| CaptureError::Io {
+                offset: start + 12,
+                source: e,
+            })?;
+        if (got as u64) < rest {
+            return Err(CaptureError::Truncated {
+                offset: start,
+                frame: self.frame_hint(),
+                what: "pcapng section header block",
+                need: u64::from(total),
+                have: 12 + got as u64,
+            });
+        }
+        self.format = Format::PcapNg {
+            big_endian,
+            interfaces: Vec::new(),
+        };
+        self.offset = start + u64::from(total);
+        Ok(())
+    }
+
+    fn frame_hint(&self) -> Option<u64> {
+        if self.frame == 0 {
+            None
+        } else {
+            Some(self.frame)
+        }
+    }
+
+    fn check_block_len(&self, offset: u64, total: u32, min: u32) -> Result<(), CaptureError> {
+        if total < min || total % 4 != 0 || total > MAX_BLOCK_LEN {
+            return Err(CaptureError::Malformed {
+                offset,
+                frame: self.frame_hint(),
+                what: "pcapng block",
+                detail: format!(
+                    "block length {total} is invalid (must be a multiple of 4 between {min} and {MAX_BLOCK_LEN})"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The next record, `Ok(None)` at a clean end of file.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
+        if self.done {
+            return Ok(None);
+        }
+        let res = match self.format {
+            Format::Pcap { .. } => self.next_pcap(),
+            Format::PcapNg { .. } => self.next_pcapng(),
+        };
+        match res {
+            Ok(Some(kind)) => Ok(Some(self.materialize(kind))),
+            Ok(None) => {
+                self.done = true;
+                Ok(None)
+            }
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn materialize(&self, k: RecKind) -> Record<'_> {
+        match k {
+            RecKind::Packet {
+                offset,
+                t_us,
+                linktype,
+                data_at,
+                data_len,
+                orig_len,
+            } => Record::Packet(Packet {
+                frame: self.frame,
+                offset,
+                t_us,
+                linktype,
+                data: &self.buf[data_at..data_at + data_len],
+                orig_len,
+            }),
+            RecKind::Secrets {
+                stype,
+                data_at,
+                data_len,
+            } => Record::Secrets(stype, &self.buf[data_at..data_at + data_len]),
+        }
+    }
+
+    fn next_pcap(&mut self) -> Result<Option<RecKind>, CaptureError> {
+        let Format::Pcap {
+            big_endian,
+            nanos,
+            linktype,
+        } = self.format
+        else {
+            return Ok(None);
+        };
+        let start = self.offset;
+        let got = read_up_to(&mut self.input, &mut self.buf, 16).map_err(|e| CaptureError::Io {
+            offset: start,
+            source: e,
+        })?;
+        if got == 0 {
+            return Ok(None);
+        }
+        let frame = self.frame + 1;
+        if got < 16 {
+            return Err(CaptureError::Truncated {
+                offset: start,
+                frame: Some(frame),
+                what: "pcap record header",
+                need: 16,
+                have: got as u64,
+            });
+        }
+        let sec = u32_at(&self.buf, 0, big_endian);
+        let frac = u32_at(&self.buf, 4, big_endian);
+        let incl = u32_at(&self.buf, 8, big_endian);
+        let orig = u32_at(&self.buf, 12, big_endian);
+        if incl > MAX_FRAME_LEN {
+            return Err(CaptureError::Malformed {
+                offset: start,
+                frame: Some(frame),
+                what: "pcap record header",
+                detail: format!("captured length {incl} exceeds the limit of {MAX_FRAME_LEN}"),
+            });
+        }
+        let got = read_up_to(&mut self.input, &mut self.buf, u64::from(incl)).map_err(|e| {
+            CaptureError::Io {
+                offset: start + 16,
+                source: e,
+            }
+        })?;
+        if got < incl as usize {
+            return Err(CaptureError::Truncated {
+                offset: start,
+                frame: Some(frame),
+                what: "pcap record",
+                need: 16 + u64::from(incl),
+                have: 16 + got as u64,
+            });
+        }
+        self.frame = frame;
+        self.offset = start + 16 + u64::from(incl);
+        let frac_us = if nanos {
+            u64::from(frac) / 1000
+        } else {
+            u64::from(frac)
+        };
+        let t_us = u64::from(sec) * 1_000_000 + frac_us;
+        self.last_t_us = t_us;
+        Ok(Some(RecKind::Packet {
+            offset: start,
+            t_us,
+            linktype,
+            data_at: 0,
+            data_len: incl as usize,
+            orig_len: orig.max(incl),
+        }))
+    }
+
+    fn next_pcapng(&mut self) -> Result<Option<RecKind>, CaptureError> {
+        loop {
+            let big_endian = match &self.format {
+                Format::PcapNg { big_endian, .. } => *big_endian,
+                Format::Pcap { .. } => return Ok(None),
+            };
+            let start = self.offset;
+            let got =
+                read_up_to(&mut self.input, &mut self.buf, 8).map_err(|e| CaptureError::Io {
+                    offset: start,
+                    source: e,
+                })?;
+            if got == 0 {
+                return Ok(None);
+            }
+            if got == 8 && u32_at(&self.buf, 0, false) == BT_SHB {
+                // A new section: its byte order may differ from the previous one.
+                let len = [self.buf[4], self.buf[5], self.buf[6], self.buf[7]];
+                self.read_shb_after_type(start, Some(len))?;
+                continue;
+            }
+            if got < 8 {
+                return Err(CaptureError::Truncated {
+                    offset: start,
+                    frame: self.frame_hint(),
+                    what: "pcapng block header",
+                    need: 8,
+                    have: got as u64,
+                });
+            }
+            let btype = u32_at(&self.buf, 0, big_endian);
+            let total = u32_at(&self.buf, 4, big_endian);
+            self.check_block_len(start, total, 12)?;
+            // Read body + trailing length.
+            let rest = u64::from(total) - 8;
+            let got =
+                read_up_to(&mut self.input, &mut self.buf, rest).map_err(|e| CaptureError::Io {
+                    offset: start + 8,
+                    source: e,
+                })?;
+            if (got as u64) < rest {
+                return Err(CaptureError::Truncated {
+                    offset: start,
+                    frame: if btype == BT_EPB || btype == BT_SPB || btype == BT_OPB {
+                        Some(self.frame + 1)
+                    } else {
+                        self.frame_hint()
+                    },
+                    what: "pcapng block",
+                    need: u64::from(total),
+                    have: 8 + got as u64,
+                });
+            }
+            let body_len = rest as usize - 4;
+            let trailer = u32_at(&self.buf, body_len, big_endian);
+            if trailer != total {
+                return Err(CaptureError::Malformed {
+                    offset: start,
+                    frame: self.frame_hint(),
+                    what: "pcapng block",
+                    detail: format!(
+                        "trailing block length {trailer} does not match leading length {total}"
+                    ),
+                });
+            }
+            self.offset = start + u64::from(total);
+            match btype {
+                BT_IDB => self.read_idb(start, body_len, big_endian)?,
+                BT_EPB | BT_OPB => {
+                    let (hdr, ifid) = if btype == BT_EPB {
+                        if body_len < 20 {
+                            return Err(self.short_block(start, "enhanced packet block"));
+                        }
+                        (20usize, u32_at(&self.buf, 0, big_endian))
+                    } else {
+                        if body_len < 20 {
+                            return Err(self.short_block(start, "packet block"));
+                        }
+                        (20usize, u32::from(u16_at(&self.buf, 0, big_endian)))
+                    };
+                    let ts_hi = u32_at(&self.buf, 4, big_endian);
+                    let ts_lo = u32_at(&self.buf, 8, big_endian);
+                    let cap = u32_at(&self.buf, 12, big_endian);
+                    let orig = u32_at(&self.buf, 16, big_endian);
+                    let frame = self.frame + 1;
+                    if cap as usize > body_len - hdr || cap > MAX_FRAME_LEN {
+                        return Err(CaptureError::Malformed {
+                            offset: start,
+                            frame: Some(frame),
+                            what: "enhanced packet block",
+                            detail: format!(
+                                "captured length {cap} exceeds the block body ({} bytes)",
+                                body_len - hdr
+                            ),
+                        });
+                    }
+                    let iface = self.interface(start, frame, ifid)?;
+                    let ts = (u64::from(ts_hi) << 32) | u64::from(ts_lo);
+                    let t_us = ts_to_us(ts, iface);
+                    self.frame = frame;
+                    self.last_t_us = t_us;
+                    return Ok(Some(RecKind::Packet {
+                        offset: start,
+                        t_us,
+                        linktype: iface.linktype,
+                        data_at: hdr,
+                        data_len: cap as usize,
+                        orig_len: orig.max(cap),
+                    }));
+                }
+                BT_SPB => {
+                    if body_len < 4 {
+                        return Err(self.short_block(start, "simple packet block"));
+                    }
+                    let frame = self.frame + 1;
+                    let orig = u32_at(&self.buf, 0, big_endian);
+                    let iface = self.interface(start, frame, 0)?;
+                    let cap = (body_len - 4)
+                        .min(orig as usize)
+                        .min(MAX_FRAME_LEN as usize);
+                    self.frame = frame;
+                    return Ok(Some(RecKind::Packet {
+                        offset: start,
+                        t_us: self.last_t_us,
+                        linktype: iface.linktype,
+                        data_at: 4,
+                        data_len: cap,
+                        orig_len: orig.max(cap as u32),
+                    }));
+                }
+                BT_DSB => {
+                    if body_len < 8 {
+                        return Err(self.short_block(start, "decryption secrets block"));
+                    }
+                    let stype = u32_at(&self.buf, 0, big_endian);
+                    let slen = u32_at(&self.buf, 4, big_endian) as usize;
+                    if slen > body_len - 8 {
+                        return Err(CaptureError::Malformed {
+                            offset: start,
+                            frame: self.frame_hint(),
+                            what: "decryption secrets block",
+                            detail: format!(
+                                "secrets length {slen} exceeds the block body ({} bytes)",
+                                body_len - 8
+                            ),
+                        });
+                    }
+                    return Ok(Some(RecKind::Secrets {
+                        stype,
+                        data_at: 8,
+                        data_len: slen,
+                    }));
+                }
+                // Name resolution, interface statistics, custom and unknown blocks: skipped.
+                _ => {}
+            }
+        }
+    }
+
+    fn short_block(&self, offset: u64, what: &'static str) -> CaptureError {
+        CaptureError::Malformed {
+            offset,
+            frame: self.frame_hint(),
+            what,
+            detail: "block body too short".into(),
+        }
+    }
+
+    fn interface(&self, offset: u64, frame: u64, id: u32) -> Result<Interface, CaptureError> {
+        let Format::PcapNg { interfaces, .. } = &self.format else {
+            return Err(CaptureError::Malformed {
+                offset,
+                frame: Some(frame),
+                what: "packet block",
+                detail: "not in a pcapng section".into(),
+            });
+        };
+        interfaces
+            .get(id as usize)
+            .copied()
+            .ok_or_else(|| CaptureError::Malformed {
+                offset,
+                frame: Some(frame),
+                what: "packet block",
+                detail: format!(
+                    "interface id {id} is not defined (section has {} interfaces)",
+                    interfaces.len()
+                ),
+            })
+    }
+
+    fn read_idb(&mut self, start: u64, body_len: usize, be: bool) -> Result<(), CaptureError> {
+        if body_len < 8 {
+            return Err(self.short_block(start, "interface description block"));
+        }
+        let linktype = u32::from(u16_at(&self.buf, 0, be));
+        let mut iface = Interface {
+            linktype,
+            units_per_sec: 1_000_000,
+            offset_sec: 0,
+        };
+        // Options: code(2) len(2) value padded to 4.
+        let mut at = 8usize;
+        while at + 4 <= body_len {
+            let code = u16_at(&self.buf, at, be);
+            let len = usize::from(u16_at(&self.buf, at + 2, be));
+            let v = at + 4;
+            if code == 0 || v + len > body_len {
+                break;
+            }
+            match (code, len) {
+                (9, 1) => {
+                    let r = self.buf[v];
+                    let exp = u32::from(r & 0x7F);
+                    iface.units_per_sec = if r & 0x80 != 0 {
+                        if exp >= 64 {
+                            0
+                        } else {
+                            1u64 << exp
+                        }
+                    } else {
+                        10u64.checked_pow(exp).unwrap_or(0)
+                    };
+                }
+                (14, 8) => {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&self.buf[v..v + 8]);
+                    iface.offset_sec = if be {
+                        i64::from_be_bytes(a)
+                    } else {
+                        i64::from_le_bytes(a)
+                    };
+                }
+                _ => {}
+            }
+            at = v + len.div_ceil(4) * 4;
+        }
+        if iface.units_per_sec == 0 {
+            return Err(CaptureError::Malformed {
+                offset: start,
+                frame: self.frame_hint(),
+                what: "interface description block",
+                detail: "if_tsresol is out of range".into(),
+            });
+        }
+        if let Format::PcapNg { interfaces, .. } = &mut self.format {
+            if interfaces.len() >= MAX_INTERFACES {
+                return Err(CaptureError::Malformed {
+                    offset: start,
+                    frame: self.frame_hint(),
+                    what: "interface description block",
+                    detail: format!("more than {MAX_INTERFACES} interfaces in one section"),
+                });
+            }
+            interfaces.push(iface);
+        }
+        Ok(())
+    }
+}
+
+/// Converts a pcapng timestamp in interface units to microseconds since the epoch.
+fn ts_to_us(ts: u64, iface: Interface) -> u64 {
+    let us = (u128::from(ts) * 1_000_000) / u128::from(iface.units_per_sec.max(1));
+    let us = i128::try_from(us).unwrap_or(i128::MAX) + i128::from(iface.offset_sec) * 1_000_000;
+    us.clamp(0, i128::from(u64::MAX)) as u64
+}
+
+enum RecKind {
+    Packet {
+        offset: u64,
+        t_us: u64,
+        linktype: u32,
+        data_at: usize,
+        data_len: usize,
+        orig_len: u32,
+    },
+    Secrets {
+        stype: u32,
+        data_at: usize,
+        data_len: usize,
+    },
+}

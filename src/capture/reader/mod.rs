@@ -1,0 +1,1044 @@
+//! Capture reader: pcap / pcapng in, one [`Trace`] per RDP conversation out.
+//!
+//! Streaming: records are read one at a time, TCP is reassembled per direction
+//! ([`crate::capture::reassembly`]), RDP is recognized by content (TPKT + X.224 Connection Request,
+//! MS-RDPBCGR 2.2.1.1, on any port), TLS after the X.224 exchange is decrypted when secrets are known
+//! ([`crate::capture::tlsdecrypt`]), and each conversation is yielded when it closes (FIN both ways,
+//! RST) or at the end of the capture.
+//!
+//! INVARIANT: memory is bounded by the live conversations: each keeps at most
+//! `max_retained_per_direction` bytes of data per direction and layer (the rest is counted in
+//! `Elided` events), the out-of-order buffers are capped, and so is the number of conversations.
+
+pub mod file;
+pub mod packet;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::capture::reassembly::{Output, Reassembler};
+pub use crate::capture::tlsdecrypt::KeyLog;
+use crate::capture::tlsdecrypt::{TlsDecryptor, TlsOutput};
+use crate::trace::{ConnectFailure, Dir, Event, EventKind, Layer, Trace};
+use file::{Record, RecordReader, SECRETS_TLS_KEYLOG};
+
+/// Most conversations tracked at once (RDP, undecided and ignored ones); the least recently active
+/// eighth is dropped when the table is full.
+pub const MAX_CONVERSATIONS: usize = 65_536;
+/// Bytes of each direction examined to recognize RDP (a tunnel preamble must fit in it).
+const CLASSIFY_PREFIX: usize = 4096;
+/// Most buffered items of a conversation not yet recognized.
+const MAX_PENDING_ITEMS: usize = 256;
+/// The well-known RDP port (used only for conversations whose start was not captured).
+const RDP_PORT: u16 = 3389;
+
+/// What is wrong with a capture file, and where.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("read error at byte offset {offset}: {source}")]
+    Io {
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("not a pcap or pcapng file: {what} at byte offset 0")]
+    NotACapture { what: String },
+    #[error("truncated {what} at byte offset {offset}{}: need {need} bytes, the file has {have}", frame_suffix(*.frame))]
+    Truncated {
+        offset: u64,
+        frame: Option<u64>,
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
+    #[error("malformed {what} at byte offset {offset}{}: {detail}", frame_suffix(*.frame))]
+    Malformed {
+        offset: u64,
+        frame: Option<u64>,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+fn frame_suffix(frame: Option<u64>) -> String {
+    frame.map(|f| format!(" (frame {f})")).unwrap_or_default()
+}
+
+impl CaptureError {
+    /// Byte offset in the file where the problem is.
+    pub fn offset(&self) -> u64 {
+        match self {
+            CaptureError::Io { offset, .. }
+            | CaptureError::Truncated { offset, .. }
+            | CaptureError::Malformed { offset, .. } => *offset,
+            CaptureError::NotACapture { .. } => 0,
+        }
+    }
+
+    /// The frame the problem is in (or after), when known.
+    pub fn frame(&self) -> Option<u64> {
+        match self {
+            CaptureError::Truncated { frame, .. } | CaptureError::Malformed { frame, .. } => *frame,
+            _ => None,
+        }
+    }
+}
+
+/// How to read a capture.
+#[derive(Clone, Debug)]
+pub struct ReaderOptions {
+    /// TLS secrets (merged with the capture's own Decryption Secrets Blocks).
+    pub keylog: Option<KeyLog>,
+    /// Data bytes kept per direction and layer; beyond this, `Elided` events count them.
+    pub max_retained_per_direction: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            keylog: None,
+            max_retained_per_direction: 1024 * 1024,
+        }
+    }
+}
+
+/// Streams the RDP conversations of a capture. See the module documentation.
+///
+/// Fails at once only when the file header is unreadable; damage later in the file ends the
+/// iterator with one `Err` after the conversations found before it.
+pub fn read_conversations<R: Read>(
+    input: R,
+    opts: ReaderOptions,
+) -> Result<Conversations<R>, CaptureError> {
+    let reader = RecordReader::new(input)?;
+    Ok(Conversations {
+        reader,
+        engine: Engine {
+            keylog: opts.keylog.clone().unwrap_or_default(),
+            opts,
+            table: HashMap::new(),
+            queue: VecDeque::new(),
+            next_id: 0,
+            last_t_us: 0,
+            last_frame: 0,
+            stats: ReaderStats::default(),
+        },
+        finished: false,
+    })
+}
+
+/// Counters about what was read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Packet records read.
+    pub frames: u64,
+    /// Frames that carried a TCP segment.
+    pub tcp_segments: u64,
+    /// TCP conversations tracked (RDP or not).
+    pub conversations_seen: u64,
+    /// RDP conversations yielded.
+    pub rdp_conversations: u64,
+    /// Conversations dropped because the table was full.
+    pub evicted: u64,
+    /// Decryption Secrets Blocks with TLS key logs.
+    pub secrets_blocks: u64,
+}
+
+/// Iterator over the RDP conversations of a capture (see [`read_conversations`]).
+pub struct Conversations<R: Read> {
+    reader: RecordReader<R>,
+    engine: Engine,
+    finished: bool,
+}
+
+struct Engine {
+    opts: ReaderOptions,
+    keylog: KeyLog,
+    table: HashMap<ConnKey, Conn>,
+    queue: VecDeque<Result<Trace, CaptureError>>,
+    next_id: u64,
+    last_t_us: u64,
+    last_frame: u64,
+    stats: ReaderStats,
+}
+
+impl<R: Read> Conversations<R> {
+    /// Counters so far.
+    pub fn stats(&self) -> &ReaderStats {
+        &self.engine.stats
+    }
+
+    /// Bytes of the file consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.reader.offset()
+    }
+
+    /// The key log: the caller's plus every Decryption Secrets Block read so far.
+    pub fn keylog(&self) -> &KeyLog {
+        &self.engine.keylog
+    }
+
+    fn step(&mut self) {
+        match self.reader.next_record() {
+            Ok(Some(Record::Secrets(stype, data))) => {
+                if stype == SECRETS_TLS_KEYLOG {
+                    self.engine.stats.secrets_blocks += 1;
+                    let k = KeyLog::parse(&String::from_utf8_lossy(data));
+                    self.engine.keylog.merge(k);
+                }
+            }
+            Ok(Some(Record::Packet(p))) => {
+                let e = &mut self.engine;
+                e.stats.frames = p.frame;
+                e.last_frame = p.frame;
+                e.last_t_us = e.last_t_us.max(p.t_us);
+                if let Some(seg) = packet::tcp_segment(p.linktype, p.data) {
+                    e.stats.tcp_segments += 1;
+                    e.segment(&seg, p.frame, p.t_us);
+                }
+            }
+            Ok(None) => {
+                self.finished = true;
+                self.engine.finish(None);
+            }
+            Err(err) => {
+                self.finished = true;
+                self.engine.finish(Some(err));
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for Conversations<R> {
+    type Item = Result<Trace, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(x) = self.engine.queue.pop_front() {
+                return Some(x);
+            }
+            if self.finished {
+                return None;
+            }
+            self.step();
+        }
+    }
+}
+
+impl Engine {
+    fn segment(&mut self, seg: &packet::Segment<'_>, frame: u64, t_us: u64) {
+        let key = ConnKey::of(seg.src, seg.dst);
+        let f = seg.flags;
+        // A new SYN on the ports of a conversation that already started another: port reuse.
+        if f.syn && !f.ack {
+            let reuse = self.table.get(&key).is_some_and(|c| {
+                c.client_isn.is_some_and(|isn| isn != seg.seq)
+                    || (c.client_isn.is_none() && c.any_data)
+            });
+            if reuse {
+                if let Some(mut c) = self.table.remove(&key) {
+                    c.end_note = Some(format!(
+                        "a new syn at frame {frame} reused this conversation's ports"
+                    ));
+                    self.emit(c, End::Evicted, t_us);
+                }
+            }
+        }
+        if !self.table.contains_key(&key) {
+            let has_payload = !seg.payload.is_empty() || seg.missing > 0;
+            let (client, server, known) = if f.syn && !f.ack {
+                (seg.src, seg.dst, true)
+            } else if f.syn && f.ack {
+                (seg.dst, seg.src, true)
+            } else if has_payload && !f.rst {
+                // Mid-connection: guess from ports until the content says otherwise.
+                if seg.dst.port() == RDP_PORT
+                    || (seg.src.port() != RDP_PORT && seg.dst.port() < seg.src.port())
+                {
+                    (seg.src, seg.dst, false)
+                } else {
+                    (seg.dst, seg.src, false)
+                }
+            } else {
+                return;
+            };
+            if self.table.len() >= MAX_CONVERSATIONS {
+                self.evict(t_us);
+            }
+            let mut c = Conn::new(self.next_id, client, server, known);
+            c.mid_start = !f.syn;
+            self.next_id += 1;
+            self.stats.conversations_seen += 1;
+            self.table.insert(key, c);
+        }
+        let Some(c) = self.table.get_mut(&key) else {
+            return;
+        };
+        c.last_t = t_us;
+        c.last_frame = frame;
+        if c.class == Class::NotRdp {
+            if f.rst || (f.fin && c.fin[usize::from(seg.src != c.client)]) {
+                self.table.remove(&key);
+            } else if f.fin {
+                c.fin[usize::from(seg.src != c.client)] = true;
+            }
+            return;
+        }
+        // SYN-ACK seen first (no SYN): the SYN-ACK sender is the server.
+        if f.syn && f.ack && !c.client_known && c.class == Class::Pending {
+            if seg.src == c.client {
+                c.flip();
+            }
+            c.client_known = true;
+        }
+        let dir = if seg.src == c.client {
+            Dir::C2S
+        } else {
+            Dir::S2C
+        };
+        let mut outs: Vec<Output> = Vec::new();
+        if f.syn {
+            if dir == Dir::C2S && !f.ack {
+                c.syns += 1;
+                if c.syns == 1 {
+                    c.first_syn_t = t_us;
+                }
+                c.client_isn.get_or_insert(seg.seq);
+                c.c2s.set_isn(seg.seq);
+            } else if dir == Dir::S2C && f.ack {
+                c.s2c.set_isn(seg.seq);
+                c.c2s.set_isn(seg.ack.wrapping_sub(1));
+                if !c.connected {
+                    c.connected = true;
+                    c.event(t_us, Some(frame), EventKind::Connected);
+                }
+            }
+        }
+        if f.rst {
+            let refused = dir == Dir::S2C && !c.connected && c.syns > 0 && !c.any_data;
+            if refused {
+                c.event(
+                    t_us,
+                    Some(frame),
+                    EventKind::ConnectFailed(ConnectFailure::Refused),
+                );
+            } else {
+                for d in [Dir::C2S, Dir::S2C] {
+                    c.reasm(d).flush(frame, t_us, &mut outs);
+                    c.outputs(d, &mut outs, &self.keylog, &self.opts);
+                }
+                c.event(t_us, Some(frame), EventKind::Rst { dir });
+            }
+            if let Some(c) = self.table.remove(&key) {
+                self.emit(c, End::Closed, t_us);
+            }
+            return;
+        }
+        if f.ack {
+            c.reasm(dir.reverse())
+                .peer_ack(seg.ack, frame, t_us, &mut outs);
+            c.outputs(dir.reverse(), &mut outs, &self.keylog, &self.opts);
+        }
+        if !seg.payload.is_empty() || seg.missing > 0 || f.fin {
+            let seq = if f.syn {
+                seg.seq.wrapping_add(1)
+            } else {
+                seg.seq
+            };
+            c.reasm(dir)
+                .segment(seq, seg.payload, seg.missing, f.fin, frame, t_us, &mut outs);
+            c.outputs(dir, &mut outs, &self.keylog, &self.opts);
+        }
+        if c.fin[0] && c.fin[1] {
+            if let Some(c) = self.table.remove(&key) {
+                self.emit(c, End::Closed, t_us);
+            }
+        }
+    }
+
+    /// Drops the least recently active eighth of the table.
+    fn evict(&mut self, t_us: u64) {
+        let mut ages: Vec<(u64, ConnKey)> =
+            self.table.iter().map(|(k, c)| (c.last_t, *k)).collect();
+        ages.sort_unstable_by_key(|a| a.0);
+        for (_, k) in ages.into_iter().take(MAX_CONVERSATIONS / 8) {
+            if let Some(mut c) = self.table.remove(&k) {
+                self.stats.evicted += 1;
+                c.end_note = Some(format!(
+                    "stopped following this conversation: more than {MAX_CONVERSATIONS} live conversations"
+                ));
+                self.emit(c, End::Evicted, t_us);
+            }
+        }
+    }
+
+    fn emit(&mut self, c: Conn, end: End, t_us: u64) {
+        if let Some(t) = c.finalize(end, t_us, &self.keylog, &self.opts) {
+            self.stats.rdp_conversations += 1;
+            self.queue.push_back(Ok(t));
+        }
+    }
+
+    /// End of input (clean or damaged): flush every live conversation, then the error.
+    fn finish(&mut self, err: Option<CaptureError>) {
+        let mut conns: Vec<Conn> = self.table.drain().map(|(_, c)| c).collect();
+        conns.sort_by_key(|c| c.id);
+        let end_t = self.last_t_us;
+        let note = err.as_ref().map(|e| format!("capture damaged: {e}"));
+        for mut c in conns {
+            c.end_note = note.clone();
+            self.emit(c, End::CaptureEnd, end_t);
+        }
+        if let Some(e) = err {
+            self.queue.push_back(Err(e));
+        }
+    }
+}
+
+/// Conversation key: the two endpoints, lower first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ConnKey(SocketAddr, SocketAddr);
+
+impl ConnKey {
+    fn of(a: SocketAddr, b: SocketAddr) -> ConnKey {
+        if a <= b {
+            ConnKey(a, b)
+        } else {
+            ConnKey(b, a)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Pending,
+    Rdp,
+    NotRdp,
+}
+
+/// Byte-level state of one direction's wire stream, for finding where TLS starts.
+#[derive(Debug)]
+enum Wire {
+    /// Reading the first TPKT (X.224 CR / CC): header bytes so far, then bytes left in it.
+    Tpkt {
+        hdr: Vec<u8>,
+        left: usize,
+    },
+    /// Just after the first TPKT: the next byte tells TLS (0x16) from cleartext RDP.
+    After,
+    Tls,
+    Plain,
+}
+
+enum PendingItem {
+    Data {
+        dir: Dir,
+        bytes: Vec<u8>,
+        frame: u64,
+        t_us: u64,
+    },
+    Event(Event),
+}
+
+enum End {
+    Closed,
+    CaptureEnd,
+    Evicted,
+}
+
+struct Conn {
+    id: u64,
+    client: SocketAddr,
+    server: SocketAddr,
+    /// The client is known (from a SYN, SYN-ACK or an X.224 Connection Request).
+    client_known: bool,
+    class: Class,
+    c2s: Reassembler,
+    s2c: Reassembler,
+    client_isn: Option<u32>,
+    syns: u32,
+    first_syn_t: u64,
+    connected: bool,
+    fin: [bool; 2],
+    any_data: bool,
+    last_t: u64,
+    last_frame: u64,
+    pending: Vec<PendingItem>,
+    prefix: [Vec<u8>; 2],
+    events: Vec<Event>,
+    retained: [usize; 4],
+    wire: [Wire; 2],
+    tls: Option<Box<TlsDecryptor>>,
+    keylog_lines: Vec<String>,
+    mid_start: bool,
+    end_note: Option<String>,
+}
+
+fn di(dir: Dir) -> usize {
+    match dir {
+        Dir::C2S => 0,
+        Dir::S2C => 1,
+    }
+}
+
+/// TPKT (RFC 1006) + X.224 Connection Request (X.224 13.3, MS-RDPBCGR 2.2.1.1) at the start of `b`.
+fn is_connection_request(b: &[u8]) -> bool {
+    if b.len() < 11 || b[0] != 3 || b[1] != 0 {
+        return false;
+    }
+    let len = usize::from(u16::from_be_bytes([b[2], b[3]]));
+    (11..=4096).contains(&len)
+        && usize::from(b[4]) == len - 5
+        && b[5] & 0xF0 == 0xE0
+        && b[6] == 0
+        && b[7] == 0
+}
+
+fn looks_tpkt(b: &[u8]) -> bool {
+    b.len() >= 5 && b[0] == 3 && b[1] == 0 && u16::from_be_bytes([b[2], b[3]]) >= 7
+}
+
+fn looks_tls(b: &[u8]) -> bool {
+    b.len() >= 5
+        && (20..=23).contains(&b[0])
+        && b[1] == 3
+        && b[2] <= 4
+        && u16::from_be_bytes([b[3], b[4]]) as usize <= crate::capture::tlsdecrypt::MAX_RECORD_LEN
+}
+
+impl Conn {
+    fn new(id: u64, client: SocketAddr, server: SocketAddr, client_known: bool) -> Conn {
+        Conn {
+            id,
+            client,
+            server,
+            client_known,
+            class: Class::Pending,
+            c2s: Reassembler::new(),
+            s2c: Reassembler::new(),
+            client_isn: None,
+            syns: 0,
+            first_syn_t: 0,
+            connected: false,
+            fin: [false; 2],
+            any_data: false,
+            last_t: 0,
+            last_frame: 0,
+            pending: Vec::new(),
+            prefix: [Vec::new(), Vec::new()],
+            events: Vec::new(),
+            retained: [0; 4],
+            wire: [
+                Wire::Tpkt {
+                    hdr: Vec::new(),
+                    left: 0,
+                },
+                Wire::Tpkt {
+                    hdr: Vec::new(),
+                    left: 0,
+                },
+            ],
+            tls: None,
+            keylog_lines: Vec::new(),
+            mid_start: false,
+            end_note: None,
+        }
+    }
+
+    fn reasm(&mut self, dir: Dir) -> &mut Reassembler {
+        match dir {
+            Dir::C2S => &mut self.c2s,
+            Dir::S2C => &mut self.s2c,
+        }
+    }
+
+    /// Records a non-data event (buffered while the conversation is not yet recognized).
+    fn event(&mut self, t_us: u64, frame: Option<u64>, kind: EventKind) {
+        match self.class {
+            Class::NotRdp => {}
+            Class::Pending => self
+                .pending
+                .push(PendingItem::Event(Event { t_us, frame, kind })),
+            Class::Rdp => push_event(&mut self.events, t_us, frame, kind),
+        }
+    }
+
+    /// Swaps client and server (only while nothing has been emitted).
+    fn flip(&mut self) {
+        std::mem::swap(&mut self.client, &mut self.server);
+        std::mem::swap(&mut self.c2s, &mut self.s2c);
+        self.prefix.swap(0, 1);
+        for item in &mut self.pending {
+            match item {
+                PendingItem::Data { dir, .. } => *dir = dir.reverse(),
+                PendingItem::Event(e) => flip_event(&mut e.kind),
+            }
+        }
+    }
+
+    /// Decides whether this is RDP. `last`: no more data will come.
+    fn classify(&mut self, last: bool) -> Class {
+        if self.class != Class::Pending {
+            return self.class;
+        }
+        let (c, s) = (&self.prefix[0], &self.prefix[1]);
+        if is_connection_request(c) {
+            return Class::Rdp;
+        }
+        if !self.client_known && is_connection_request(s) {
+            self.flip();
+            self.client_known = true;
+            return Class::Rdp;
+        }
+        // A tunnel preamble (e.g. SOCKS5) before the Connection Request.
+        if let Some(at) = (1..c.len().saturating_sub(10)).find(|&i| is_connection_request(&c[i..]))
+        {
+            self.trim_preamble(at);
+            return Class::Rdp;
+        }
+        let on_rdp_port = self.server.port() == RDP_PORT
+            || (!self.client_known && self.client.port() == RDP_PORT);
+        if on_rdp_port && (looks_tpkt(c) || looks_tls(c) || looks_tpkt(s) || looks_tls(s)) {
+            if !self.client_known
+                && self.client.port() == RDP_PORT
+                && self.server.port() != RDP_PORT
+            {
+                self.flip();
+            }
+            return Class::Rdp;
+        }
+        let full = c.len() >= CLASSIFY_PREFIX
+            || s.len() >= CLASSIFY_PREFIX
+            || self.pending.len() >= MAX_PENDING_ITEMS;
+        if !last && !full {
+            return Class::Pending;
+        }
+        // A connection attempt to the RDP port that never carried data: a tcp-stage failure.
+        if on_rdp_port && !self.any_data && self.syns > 0 {
+            return Class::Rdp;
+        }
+        Class::NotRdp
+    }
+
+    /// Drops the client bytes before offset `at` and the server bytes sent before them.
+    fn trim_preamble(&mut self, at: usize) {
+        let mut skip = at;
+        let mut server_dropped = 0usize;
+        let mut client_dropped = 0usize;
+        let mut reached = false;
+        let mut kept = Vec::with_capacity(self.pending.len());
+        let mut note_at = None;
+        for item in std::mem::take(&mut self.pending) {
+            match item {
+                PendingItem::Data {
+                    dir: Dir::C2S,
+                    bytes,
+                    frame,
+                    t_us,
+                } if skip > 0 => {
+                    if bytes.len() <= skip {
+                        skip -= bytes.len();
+                        client_dropped += bytes.len();
+                    } else {
+                        client_dropped += skip;
+                        let rest = bytes[skip..].to_vec();
+                        skip = 0;
+                        reached = true;
+                        note_at = Some((t_us, frame));
+                        kept.push(PendingItem::Data {
+                            dir: Dir::C2S,
+                            bytes: rest,
+                            frame,
+                            t_us,
+                        });
+                    }
+                    if skip == 0 && !reached {
+                        reached = true;
+                    }
+                }
+                PendingItem::Data {
+                    dir: Dir::S2C,
+                    bytes,
+                    ..
+                } if !reached => server_dropped += bytes.len(),
+                other => kept.push(other),
+            }
+        }
+        self.pending = kept;
+        let (t, f) = note_at.unwrap_or((0, 0));
+        let pos = self
+            .pending
+            .iter()
+            .position(|i| matches!(i, PendingItem::Data { dir: Dir::C2S, .. }))
+            .unwrap_or(0);
+        self.pending.insert(
+            pos,
+            PendingItem::Event(Event {
+                t_us: t,
+                frame: Some(f).filter(|f| *f > 0),
+                kind: EventKind::Note(format!(
+                    "rdp starts after a non-rdp preamble: skipped {client_dropped} client and {server_dropped} server bytes (tunnel or proxy handshake)"
+                )),
+            }),
+        );
+        self.prefix = [Vec::new(), Vec::new()];
+    }
+
+    /// Data delivered by reassembly.
+    fn data(
+        &mut self,
+        dir: Dir,
+        bytes: Vec<u8>,
+        frame: u64,
+        t_us: u64,
+        keylog: &KeyLog,
+        opts: &ReaderOptions,
+    ) {
+        self.any_data = true;
+        match self.class {
+            Class::NotRdp => {}
+            Class::Pending => {
+                let p = &mut self.prefix[di(dir)];
+                let room = CLASSIFY_PREFIX.saturating_sub(p.len());
+                p.extend_from_slice(&bytes[..room.min(bytes.len())]);
+                self.pending.push(PendingItem::Data {
+                    dir,
+                    bytes,
+                    frame,
+                    t_us,
+                });
+                self.try_classify(false, keylog, opts);
+            }
+            Class::Rdp => self.rdp_data(dir, bytes, frame, t_us, keylog, opts),
+        }
+    }
+
+    fn try_classify(&mut self, last: bool, keylog: &KeyLog, opts: &ReaderOptions) {
+        match self.classify(last) {
+            Class::Pending => {}
+            Class::NotRdp => {
+                self.class = Class::NotRdp;
+                self.pending = Vec::new();
+                self.prefix = [Vec::new(), Vec::new()];
+            }
+            Class::Rdp => {
+                self.class = Class::Rdp;
+                self.prefix = [Vec::new(), Vec::new()];
+                if self.mid_start {
+                    let t0 = self.pending_first_t();
+                    push_event(
+                        &mut self.events,
+                        t0,
+                        None,
+                        EventKind::Note(
+                            "capture starts mid-connection: tcp handshake not seen".into(),
+                        ),
+                    );
+                }
+                for item in std::mem::take(&mut self.pending) {
+                    match item {
+                        PendingItem::Data {
+                            dir,
+                            bytes,
+                            frame,
+                            t_us,
+                        } => self.rdp_data(dir, bytes, frame, t_us, keylog, opts),
+                        PendingItem::Event(e) => {
+                            if let EventKind::Gap { dir, .. } = e.kind {
+                                self.wire_gap(dir);
+                            }
+                            push_event(&mut self.events, e.t_us, e.frame, e.kind);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn pending_first_t(&self) -> u64 {
+        match self.pending.first() {
+            Some(PendingItem::Data { t_us, .. }) => *t_us,
+            Some(PendingItem::Event(e)) => e.t_us,
+            None => self.last_t,
+        }
+    }
+
+    fn rdp_data(
+        &mut self,
+        dir: Dir,
+        bytes: Vec<u8>,
+        frame: u64,
+        t_us: u64,
+        keylog: &KeyLog,
+        opts: &ReaderOptions,
+    ) {
+        // Find where TLS starts in this direction (after the first TPKT, or at once when the capture
+        // starts inside TLS).
+        let mut rest: &[u8] = &bytes;
+        let mut tls_input: Option<(Vec<u8>, usize)> = None;
+        loop {
+            match &mut self.wire[di(dir)] {
+                Wire::Tpkt { hdr, left } => {
+                    if hdr.len() < 4 {
+                        let take = (4 - hdr.len()).min(rest.len());
+                        hdr.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                        if hdr.len() < 4 {
+                            break;
+                        }
+                        if hdr[0] != 3 {
+                            let h = std::mem::take(hdr);
+                            let mut probe = h.clone();
+                            probe.extend_from_slice(&rest[..rest.len().min(1)]);
+                            if looks_tls(&probe) {
+                                self.wire[di(dir)] = Wire::Tls;
+                                tls_input = Some((h, bytes.len() - rest.len()));
+                            } else {
+                                self.wire[di(dir)] = Wire::Plain;
+                            }
+                            break;
+                        }
+                        *left = usize::from(u16::from_be_bytes([hdr[2], hdr[3]])).saturating_sub(4);
+                    }
+                    let take = (*left).min(rest.len());
+                    *left -= take;
+                    rest = &rest[take..];
+                    if *left == 0 {
+                        self.wire[di(dir)] = Wire::After;
+                        continue;
+                    }
+                    break;
+                }
+                Wire::After => {
+                    let Some(&b0) = rest.first() else { break };
+                    self.wire[di(dir)] = if b0 == 0x16 { Wire::Tls } else { Wire::Plain };
+                }
+                Wire::Tls => {
+                    tls_input = Some((Vec::new(), bytes.len() - rest.len()));
+                    break;
+                }
+                Wire::Plain => break,
+            }
+        }
+        let bytes = Bytes::from(bytes);
+        push_data(
+            &mut self.events,
+            &mut self.retained[di(dir) * 2],
+            opts.max_retained_per_direction,
+            dir,
+            Layer::Wire,
+            &bytes,
+            frame,
+            t_us,
+        );
+        if let Some((head, from)) = tls_input {
+            let tls = self
+                .tls
+                .get_or_insert_with(|| Box::new(TlsDecryptor::new()));
+            let mut out = Vec::new();
+            if !head.is_empty() {
+                tls.feed(dir, &head, frame, t_us, keylog, &mut out);
+            }
+            if from < bytes.len() {
+                tls.feed(dir, &bytes[from..], frame, t_us, keylog, &mut out);
+            }
+            self.tls_outputs(out, opts);
+        }
+    }
+
+    fn tls_outputs(&mut self, out: Vec<TlsOutput>, opts: &ReaderOptions) {
+        for o in out {
+            match o {
+                TlsOutput::Inner {
+                    dir,
+                    bytes,
+                    frame,
+                    t_us,
+                } => push_data(
+                    &mut self.events,
+                    &mut self.retained[di(dir) * 2 + 1],
+                    opts.max_retained_per_direction,
+                    dir,
+                    Layer::Inner,
+                    &Bytes::from(bytes),
+                    frame,
+                    t_us,
+                ),
+                TlsOutput::Session { info, frame, t_us } => push_event(
+                    &mut self.events,
+                    t_us,
+                    Some(frame),
+                    EventKind::TlsSession(info),
+                ),
+                TlsOutput::Note { text, frame, t_us } => {
+                    push_event(&mut self.events, t_us, Some(frame), EventKind::Note(text))
+                }
+                TlsOutput::Keylog(lines) => self.keylog_lines = lines,
+            }
+        }
+    }
+
+    fn wire_gap(&mut self, dir: Dir) {
+        match &self.wire[di(dir)] {
+            Wire::Tls => {
+                if let Some(t) = self.tls.as_mut() {
+                    t.gap(dir);
+                }
+            }
+            _ => self.wire[di(dir)] = Wire::Plain,
+        }
+    }
+
+    /// Turns reassembly outputs of `dir` into events.
+    fn outputs(&mut self, dir: Dir, outs: &mut Vec<Output>, keylog: &KeyLog, opts: &ReaderOptions) {
+        for o in outs.drain(..) {
+            match o {
+                Output::Data { bytes, frame, t_us } => {
+                    self.data(dir, bytes, frame, t_us, keylog, opts)
+                }
+                Output::Gap { len, frame, t_us } => {
+                    if self.class == Class::Rdp {
+                        self.wire_gap(dir);
+                    }
+                    self.event(t_us, Some(frame), EventKind::Gap { dir, len });
+                }
+                Output::Fin { frame, t_us } => {
+                    self.fin[di(dir)] = true;
+                    self.event(t_us, Some(frame), EventKind::Fin { dir });
+                }
+            }
+        }
+    }
+
+    /// Delivers everything still held by reassembly (holes become gaps).
+    fn flush_all(&mut self, keylog: &KeyLog, opts: &ReaderOptions) {
+        let mut outs = Vec::new();
+        for d in [Dir::C2S, Dir::S2C] {
+            let (f, t) = (self.last_frame, self.last_t);
+            self.reasm(d).flush(f, t, &mut outs);
+            self.outputs(d, &mut outs, keylog, opts);
+        }
+    }
+
+    /// Ends the conversation: the Trace if it is RDP.
+    fn finalize(
+        mut self,
+        end: End,
+        t_us: u64,
+        keylog: &KeyLog,
+        opts: &ReaderOptions,
+    ) -> Option<Trace> {
+        self.flush_all(keylog, opts);
+        if let Some(note) = self.end_note.take() {
+            self.event(t_us, None, EventKind::Note(note));
+        }
+        if self.class == Class::Pending {
+            self.try_classify(true, keylog, opts);
+        }
+        if self.class != Class::Rdp {
+            return None;
+        }
+        let ended = self
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Rst { .. } | EventKind::ConnectFailed(_)))
+            || (self.fin[0] && self.fin[1]);
+        if matches!(end, End::CaptureEnd) && !ended {
+            if self.syns > 0 && !self.connected && !self.any_data {
+                let after_ms = t_us.saturating_sub(self.first_syn_t) / 1000;
+                push_event(
+                    &mut self.events,
+                    t_us,
+                    Some(self.last_frame),
+                    EventKind::ConnectFailed(ConnectFailure::TimedOut { after_ms }),
+                );
+            }
+            push_event(&mut self.events, t_us, None, EventKind::CaptureEnd);
+        }
+        let mut trace = Trace::new(self.client, self.server);
+        trace.events = self.events;
+        trace.keylog = self.keylog_lines;
+        Some(trace)
+    }
+}
+
+fn flip_event(kind: &mut EventKind) {
+    match kind {
+        EventKind::Data { dir, .. }
+        | EventKind::Elided { dir, .. }
+        | EventKind::Gap { dir, .. }
+        | EventKind::Fin { dir }
+        | EventKind::Rst { dir } => *dir = dir.reverse(),
+        _ => {}
+    }
+}
+
+fn push_event(events: &mut Vec<Event>, t_us: u64, frame: Option<u64>, kind: EventKind) {
+    let t = t_us.max(events.last().map(|e| e.t_us).unwrap_or(0));
+    events.push(Event {
+        t_us: t,
+        frame,
+        kind,
+    });
+}
+
+/// Appends data, keeping at most `limit` bytes per direction and layer; the rest is counted.
+#[allow(clippy::too_many_arguments)]
+fn push_data(
+    events: &mut Vec<Event>,
+    retained: &mut usize,
+    limit: usize,
+    dir: Dir,
+    layer: Layer,
+    bytes: &Bytes,
+    frame: u64,
+    t_us: u64,
+) {
+    let room = limit.saturating_sub(*retained);
+    let keep = room.min(bytes.len());
+    if keep > 0 {
+        *retained += keep;
+        push_event(
+            events,
+            t_us,
+            Some(frame),
+            EventKind::Data {
+                dir,
+                layer,
+                bytes: bytes.slice(..keep),
+            },
+        );
+    }
+    let elided = (bytes.len() - keep) as u64;
+    if elided == 0 {
+        return;
+    }
+    // Merge with a recent Elided of the same direction and layer to keep the timeline small.
+    let n = events.len();
+    for e in events.iter_mut().skip(n.saturating_sub(4)).rev() {
+        if let EventKind::Elided {
+            dir: d,
+            layer: l,
+            len,
+        } = &mut e.kind
+        {
+            if *d == dir && *l == layer {
+                *len += elided;
+                return;
+            }
+        }
+    }
+    push_event(
+        events,
+        t_us,
+        Some(frame),
+        EventKind::Elided {
+            dir,
+            layer,
+            len: elided,
+        },
+    );
+}

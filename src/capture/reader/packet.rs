@@ -1,0 +1,114 @@
+//! Link layer → IPv4/IPv6 → TCP: finds the TCP segment in one captured frame.
+//!
+//! Link types (<https://www.tcpdump.org/linktypes.html>): NULL/LOOP (0, 108), Ethernet (1, with
+//! 802.1Q / 802.1ad tags), raw IP (12, 14, 101), Linux cooked SLL (113) and SLL2 (276), IPv4 (228),
+//! IPv6 (229). Header parsing is etherparse's lax slicer, which tolerates snaplen-cut payloads.
+
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, LenSource, TcpHeaderSlice};
+
+/// TCP flags rdprobe cares about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// One TCP segment found in a frame.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: Flags,
+    /// Captured payload bytes.
+    pub payload: &'a [u8],
+    /// Payload bytes the IP header claims beyond what was captured (snaplen truncation).
+    pub missing: u32,
+}
+
+/// Finds the TCP segment of a frame; `None` for anything else (other protocols, fragments,
+/// frames too damaged to carry a TCP header).
+pub fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
+    let sliced = match linktype {
+        // LINKTYPE_NULL / LINKTYPE_LOOP: 4-byte address family (host / network order), then IP.
+        0 | 108 => LaxSlicedPacket::from_ip(data.get(4..)?).ok()?,
+        1 => LaxSlicedPacket::from_ethernet(data).ok()?,
+        // Raw IP: 101 (LINKTYPE_RAW), and DLT_RAW values 12 / 14 used by some systems.
+        12 | 14 | 101 | 228 | 229 => LaxSlicedPacket::from_ip(data).ok()?,
+        // Linux cooked capture v1: 16-byte header, protocol type at offset 14.
+        113 => {
+            let proto = u16::from_be_bytes([*data.get(14)?, *data.get(15)?]);
+            LaxSlicedPacket::from_ether_type(EtherType(proto), data.get(16..)?)
+        }
+        // Linux cooked capture v2: 20-byte header, protocol type at offset 0.
+        276 => {
+            let proto = u16::from_be_bytes([*data.first()?, *data.get(1)?]);
+            LaxSlicedPacket::from_ether_type(EtherType(proto), data.get(20..)?)
+        }
+        _ => return None,
+    };
+    let net = sliced.net?;
+    let (src_ip, dst_ip, payload) = match &net {
+        LaxNetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                v4.payload(),
+            )
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            let h = v6.header();
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                v6.payload(),
+            )
+        }
+    };
+    if payload.ip_number != etherparse::IpNumber::TCP || payload.fragmented {
+        return None;
+    }
+    // Claimed IP payload length, from the header that gave it.
+    let claimed_ip_payload: usize = if payload.incomplete {
+        match (&net, payload.len_source) {
+            (LaxNetSlice::Ipv4(v4), LenSource::Ipv4HeaderTotalLen) => {
+                let h = v4.header();
+                usize::from(h.total_len()).saturating_sub(
+                    h.slice().len() + v4.extensions().auth.map(|a| a.slice().len()).unwrap_or(0),
+                )
+            }
+            (LaxNetSlice::Ipv6(v6), LenSource::Ipv6HeaderPayloadLen) => {
+                usize::from(v6.header().payload_length())
+                    .saturating_sub(v6.extensions().slice().len())
+            }
+            _ => payload.payload.len(),
+        }
+    } else {
+        payload.payload.len()
+    };
+    let tcp = TcpHeaderSlice::from_slice(payload.payload).ok()?;
+    let hlen = tcp.slice().len();
+    let body = &payload.payload[hlen..];
+    let claimed = claimed_ip_payload.saturating_sub(hlen).max(body.len());
+    let missing = u32::try_from(claimed - body.len()).unwrap_or(u32::MAX);
+    Some(Segment {
+        src: SocketAddr::new(src_ip, tcp.source_port()),
+        dst: SocketAddr::new(dst_ip, tcp.destination_port()),
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        flags: Flags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+        },
+        payload: body,
+        missing,
+    })
+}

@@ -1,0 +1,1282 @@
+//! TLS record decryption for captured RDP conversations (offline, from logged secrets).
+//!
+//! Secrets come from an SSLKEYLOGFILE text or a pcapng Decryption Secrets Block ([`KeyLog`]).
+//! TLS 1.0–1.2 (RFC 2246, 4346, 5246): `CLIENT_RANDOM` master secret, key expansion with the TLS 1.0
+//! PRF (MD5 ⊕ SHA-1) or the TLS 1.2 PRF (SHA-256 / SHA-384); AES-128/256-GCM (RFC 5288),
+//! ChaCha20-Poly1305 (RFC 7905), AES-CBC with HMAC-SHA1/SHA256/SHA384 (implicit IV chaining in
+//! TLS 1.0, explicit IV from 1.1; encrypt-then-MAC, RFC 7366). TLS 1.3 (RFC 8446 section 7):
+//! handshake and application traffic secrets, HKDF-Expand-Label, AES-GCM, ChaCha20-Poly1305,
+//! KeyUpdate. Handshake messages are parsed only for what rdprobe reports (randoms, version, cipher
+//! suite, certificate chain). MS-RDPBCGR 5.4.5 describes TLS inside RDP.
+//!
+//! Everything here is pure: bytes in, [`TlsOutput`]s out; nothing panics on any input.
+//!
+//! INVARIANT: after a gap or a decryption failure in a direction, that direction is never decrypted
+//! again (record boundaries and sequence numbers are lost), so no plaintext is ever guessed.
+
+use std::collections::HashMap;
+
+use aes::cipher::{generic_array::GenericArray, BlockDecrypt, KeyInit as _};
+use aes_gcm::aead::{Aead, Payload};
+use hmac::{Hmac, Mac};
+
+use crate::trace::{Dir, TlsSessionInfo};
+
+/// Largest TLS record fragment accepted (RFC 5246 6.2.3: 2^14 + 2048).
+pub const MAX_RECORD_LEN: usize = 16_384 + 2048;
+/// Largest handshake message buffered for parsing (certificate chains), bytes.
+const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
+/// The ServerHello random of a TLS 1.3 HelloRetryRequest (RFC 8446 4.1.3).
+const HRR_RANDOM: [u8; 32] = [
+    0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
+    0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
+];
+
+const CT_CCS: u8 = 20;
+const CT_ALERT: u8 = 21;
+const CT_HANDSHAKE: u8 = 22;
+const CT_APPDATA: u8 = 23;
+
+// ------------------------------------------------------------------------------------------------
+// Key log
+
+/// TLS secrets by ClientHello random, parsed from SSLKEYLOGFILE text (NSS key log format) or from
+/// pcapng Decryption Secrets Blocks.
+#[derive(Clone, Debug, Default)]
+pub struct KeyLog {
+    entries: HashMap<[u8; 32], Vec<(String, Vec<u8>)>>,
+}
+
+/// Labels rdprobe uses (others are kept and passed on, not used).
+const LABELS: &[&str] = &[
+    "CLIENT_RANDOM",
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+    "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+    "CLIENT_TRAFFIC_SECRET_0",
+    "SERVER_TRAFFIC_SECRET_0",
+    "EXPORTER_SECRET",
+    "CLIENT_EARLY_TRAFFIC_SECRET",
+    "EARLY_EXPORTER_SECRET",
+];
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 256 {
+        return None;
+    }
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| {
+            let h = (p[0] as char).to_digit(16)?;
+            let l = (p[1] as char).to_digit(16)?;
+            Some((h * 16 + l) as u8)
+        })
+        .collect()
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl KeyLog {
+    /// Parses NSS key log text; comment and malformed lines are skipped.
+    pub fn parse(text: &str) -> KeyLog {
+        let mut k = KeyLog::default();
+        for line in text.lines() {
+            let mut f = line.split_ascii_whitespace();
+            let (Some(label), Some(cr), Some(secret)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if label.starts_with('#') || !LABELS.contains(&label) {
+                continue;
+            }
+            let (Some(cr), Some(secret)) = (decode_hex(cr), decode_hex(secret)) else {
+                continue;
+            };
+            let Ok(cr) = <[u8; 32]>::try_from(cr.as_slice()) else {
+                continue;
+            };
+            k.insert(cr, label, secret);
+        }
+        k
+    }
+
+    fn insert(&mut self, cr: [u8; 32], label: &str, secret: Vec<u8>) {
+        let v = self.entries.entry(cr).or_default();
+        if let Some(e) = v.iter_mut().find(|(l, _)| l == label) {
+            e.1 = secret;
+        } else {
+            v.push((label.to_string(), secret));
+        }
+    }
+
+    /// Adds every secret of `other` (its entries win on conflict).
+    pub fn merge(&mut self, other: KeyLog) {
+        for (cr, v) in other.entries {
+            for (label, secret) in v {
+                self.insert(cr, &label, secret);
+            }
+        }
+    }
+
+    /// Number of ClientHello randoms with secrets.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The secret logged under `label` for `client_random`.
+    pub fn secret(&self, client_random: &[u8; 32], label: &str) -> Option<&[u8]> {
+        self.entries
+            .get(client_random)?
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, s)| s.as_slice())
+    }
+
+    /// The key log lines of one session (for `Trace::keylog`).
+    pub fn lines_for(&self, client_random: &[u8; 32]) -> Vec<String> {
+        self.entries
+            .get(client_random)
+            .map(|v| {
+                v.iter()
+                    .map(|(l, s)| format!("{l} {} {}", hex(client_random), hex(s)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Primitives
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hash {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha384,
+}
+
+impl Hash {
+    fn len(self) -> usize {
+        match self {
+            Hash::Md5 => 16,
+            Hash::Sha1 => 20,
+            Hash::Sha256 => 32,
+            Hash::Sha384 => 48,
+        }
+    }
+
+    fn hmac(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        macro_rules! run {
+            ($d:ty) => {{
+                // INVARIANT: HMAC accepts keys of any length, so new_from_slice cannot fail.
+                let Ok(mut m) = <Hmac<$d> as Mac>::new_from_slice(key) else {
+                    return Vec::new();
+                };
+                for p in parts {
+                    m.update(p);
+                }
+                m.finalize().into_bytes().to_vec()
+            }};
+        }
+        match self {
+            Hash::Md5 => run!(md5::Md5),
+            Hash::Sha1 => run!(sha1::Sha1),
+            Hash::Sha256 => run!(sha2::Sha256),
+            Hash::Sha384 => run!(sha2::Sha384),
+        }
+    }
+
+    /// P_hash (RFC 5246 section 5).
+    fn p_hash(self, secret: &[u8], label_seed: &[u8], len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 48);
+        let mut a = self.hmac(secret, &[label_seed]);
+        while out.len() < len {
+            out.extend_from_slice(&self.hmac(secret, &[&a, label_seed]));
+            a = self.hmac(secret, &[&a]);
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// The TLS PRF: `None` hash means TLS 1.0/1.1 (MD5 ⊕ SHA-1, RFC 2246 section 5).
+fn prf(hash: Option<Hash>, secret: &[u8], label: &[u8], seed: &[u8], len: usize) -> Vec<u8> {
+    let ls = [label, seed].concat();
+    match hash {
+        Some(h) => h.p_hash(secret, &ls, len),
+        None => {
+            let half = secret.len().div_ceil(2);
+            let s1 = &secret[..half];
+            let s2 = &secret[secret.len() - half..];
+            let a = Hash::Md5.p_hash(s1, &ls, len);
+            let b = Hash::Sha1.p_hash(s2, &ls, len);
+            a.iter().zip(b.iter()).map(|(x, y)| x ^ y).collect()
+        }
+    }
+}
+
+/// HKDF-Expand-Label (RFC 8446 section 7.1) with an empty context.
+fn hkdf_expand_label(hash: Hash, secret: &[u8], label: &str, len: usize) -> Option<Vec<u8>> {
+    let full = format!("tls13 {label}");
+    let mut info = Vec::with_capacity(4 + full.len());
+    info.extend_from_slice(&(len as u16).to_be_bytes());
+    info.push(full.len() as u8);
+    info.extend_from_slice(full.as_bytes());
+    info.push(0);
+    let mut okm = vec![0u8; len];
+    match hash {
+        Hash::Sha256 => hkdf::Hkdf::<sha2::Sha256>::from_prk(secret)
+            .ok()?
+            .expand(&info, &mut okm)
+            .ok()?,
+        Hash::Sha384 => hkdf::Hkdf::<sha2::Sha384>::from_prk(secret)
+            .ok()?
+            .expand(&info, &mut okm)
+            .ok()?,
+        _ => return None,
+    }
+    Some(okm)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Cipher suites
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bulk {
+    Aes128Gcm,
+    Aes256Gcm,
+    ChaCha,
+    Aes128Cbc(Hash),
+    Aes256Cbc(Hash),
+}
+
+impl Bulk {
+    fn key_len(self) -> usize {
+        match self {
+            Bulk::Aes128Gcm | Bulk::Aes128Cbc(_) => 16,
+            Bulk::Aes256Gcm | Bulk::Aes256Cbc(_) | Bulk::ChaCha => 32,
+        }
+    }
+    fn mac(self) -> Option<Hash> {
+        match self {
+            Bulk::Aes128Cbc(h) | Bulk::Aes256Cbc(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+/// (IANA name, bulk cipher, TLS 1.2 PRF hash) of the suites rdprobe can decrypt.
+fn suite_info(id: u16) -> Option<(&'static str, Bulk, Hash)> {
+    use Bulk::*;
+    use Hash::*;
+    Some(match id {
+        0x1301 => ("TLS13_AES_128_GCM_SHA256", Aes128Gcm, Sha256),
+        0x1302 => ("TLS13_AES_256_GCM_SHA384", Aes256Gcm, Sha384),
+        0x1303 => ("TLS13_CHACHA20_POLY1305_SHA256", ChaCha, Sha256),
+        0x009c => ("TLS_RSA_WITH_AES_128_GCM_SHA256", Aes128Gcm, Sha256),
+        0x009d => ("TLS_RSA_WITH_AES_256_GCM_SHA384", Aes256Gcm, Sha384),
+        0x009e => ("TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", Aes128Gcm, Sha256),
+        0x009f => ("TLS_DHE_RSA_WITH_AES_256_GCM_SHA384", Aes256Gcm, Sha384),
+        0xc02b => ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", Aes128Gcm, Sha256),
+        0xc02c => ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", Aes256Gcm, Sha384),
+        0xc02f => ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", Aes128Gcm, Sha256),
+        0xc030 => ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", Aes256Gcm, Sha384),
+        0xcca8 => (
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            ChaCha,
+            Sha256,
+        ),
+        0xcca9 => (
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ChaCha,
+            Sha256,
+        ),
+        0xccaa => ("TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256", ChaCha, Sha256),
+        0x002f => ("TLS_RSA_WITH_AES_128_CBC_SHA", Aes128Cbc(Sha1), Sha256),
+        0x0035 => ("TLS_RSA_WITH_AES_256_CBC_SHA", Aes256Cbc(Sha1), Sha256),
+        0x003c => ("TLS_RSA_WITH_AES_128_CBC_SHA256", Aes128Cbc(Sha256), Sha256),
+        0x003d => ("TLS_RSA_WITH_AES_256_CBC_SHA256", Aes256Cbc(Sha256), Sha256),
+        0x0033 => ("TLS_DHE_RSA_WITH_AES_128_CBC_SHA", Aes128Cbc(Sha1), Sha256),
+        0x0039 => ("TLS_DHE_RSA_WITH_AES_256_CBC_SHA", Aes256Cbc(Sha1), Sha256),
+        0x0067 => (
+            "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
+            Aes128Cbc(Sha256),
+            Sha256,
+        ),
+        0x006b => (
+            "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+            Aes256Cbc(Sha256),
+            Sha256,
+        ),
+        0xc009 => (
+            "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+            Aes128Cbc(Sha1),
+            Sha256,
+        ),
+        0xc00a => (
+            "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+            Aes256Cbc(Sha1),
+            Sha256,
+        ),
+        0xc013 => (
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+            Aes128Cbc(Sha1),
+            Sha256,
+        ),
+        0xc014 => (
+            "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+            Aes256Cbc(Sha1),
+            Sha256,
+        ),
+        0xc023 => (
+            "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+            Aes128Cbc(Sha256),
+            Sha256,
+        ),
+        0xc024 => (
+            "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
+            Aes256Cbc(Sha384),
+            Sha384,
+        ),
+        0xc027 => (
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+            Aes128Cbc(Sha256),
+            Sha256,
+        ),
+        0xc028 => (
+            "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+            Aes256Cbc(Sha384),
+            Sha384,
+        ),
+        _ => return None,
+    })
+}
+
+/// IANA name of a cipher suite (a few undecryptable legacy suites named too).
+pub fn suite_name(id: u16) -> String {
+    if let Some((n, _, _)) = suite_info(id) {
+        return n.to_string();
+    }
+    match id {
+        0x000a => "TLS_RSA_WITH_3DES_EDE_CBC_SHA".into(),
+        0x0004 => "TLS_RSA_WITH_RC4_128_MD5".into(),
+        0x0005 => "TLS_RSA_WITH_RC4_128_SHA".into(),
+        0xc012 => "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA".into(),
+        _ => format!("0x{id:04x}"),
+    }
+}
+
+/// "TLSv1.2" etc.
+pub fn version_name(v: u16) -> String {
+    match v {
+        0x0300 => "SSLv3".into(),
+        0x0301 => "TLSv1.0".into(),
+        0x0302 => "TLSv1.1".into(),
+        0x0303 => "TLSv1.2".into(),
+        0x0304 => "TLSv1.3".into(),
+        _ => format!("0x{v:04x}"),
+    }
+}
+
+/// TLS alert description names (RFC 8446 section 6).
+pub fn alert_name(code: u8) -> String {
+    match code {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        21 => "decryption_failed",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        _ => return format!("alert {code}"),
+    }
+    .to_string()
+}
+
+// ------------------------------------------------------------------------------------------------
+// Per-direction record protection
+
+#[derive(Clone)]
+struct Keys {
+    bulk: Bulk,
+    key: Vec<u8>,
+    /// GCM: 4-byte salt; ChaCha / TLS 1.3: 12-byte IV; CBC TLS 1.0: 16-byte running IV.
+    iv: Vec<u8>,
+    mac_key: Vec<u8>,
+    /// TLS 1.3 traffic secret (for KeyUpdate).
+    secret: Vec<u8>,
+    seq: u64,
+}
+
+fn aead_open(bulk: Bulk, key: &[u8], nonce: &[u8; 12], aad: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
+    let payload = Payload { msg: ct, aad };
+    match bulk {
+        Bulk::Aes128Gcm => aes_gcm::Aes128Gcm::new_from_slice(key)
+            .ok()?
+            .decrypt(nonce.into(), payload)
+            .ok(),
+        Bulk::Aes256Gcm => aes_gcm::Aes256Gcm::new_from_slice(key)
+            .ok()?
+            .decrypt(nonce.into(), payload)
+            .ok(),
+        Bulk::ChaCha => chacha20poly1305::ChaCha20Poly1305::new_from_slice(key)
+            .ok()?
+            .decrypt(nonce.into(), payload)
+            .ok(),
+        _ => None,
+    }
+}
+
+fn cbc_decrypt(bulk: Bulk, key: &[u8], iv: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
+    if ct.is_empty() || ct.len() % 16 != 0 || iv.len() != 16 {
+        return None;
+    }
+    let mut out = ct.to_vec();
+    let mut prev = [0u8; 16];
+    prev.copy_from_slice(iv);
+    macro_rules! run {
+        ($c:ty) => {{
+            let c = <$c>::new_from_slice(key).ok()?;
+            for block in out.chunks_exact_mut(16) {
+                let mut cur = [0u8; 16];
+                cur.copy_from_slice(block);
+                c.decrypt_block(GenericArray::from_mut_slice(block));
+                for (b, p) in block.iter_mut().zip(prev.iter()) {
+                    *b ^= p;
+                }
+                prev = cur;
+            }
+        }};
+    }
+    match bulk {
+        Bulk::Aes128Cbc(_) => run!(aes::Aes128),
+        Bulk::Aes256Cbc(_) => run!(aes::Aes256),
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// Why a record could not be decrypted.
+#[derive(Debug)]
+enum OpenError {
+    Auth,
+    Malformed(&'static str),
+}
+
+impl Keys {
+    fn nonce_xor(&self) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n.copy_from_slice(&self.iv[..12]);
+        for (i, b) in self.seq.to_be_bytes().iter().enumerate() {
+            n[4 + i] ^= b;
+        }
+        n
+    }
+
+    /// TLS 1.0–1.2 record (RFC 5246 6.2.3).
+    fn open12(
+        &mut self,
+        ctype: u8,
+        version: u16,
+        frag: &[u8],
+        etm: bool,
+    ) -> Result<Vec<u8>, OpenError> {
+        let seq = self.seq.to_be_bytes();
+        let out = match self.bulk {
+            Bulk::Aes128Gcm | Bulk::Aes256Gcm => {
+                if frag.len() < 8 + 16 {
+                    return Err(OpenError::Malformed("record too short for aes-gcm"));
+                }
+                let mut nonce = [0u8; 12];
+                nonce[..4].copy_from_slice(&self.iv[..4]);
+                nonce[4..].copy_from_slice(&frag[..8]);
+                let plen = (frag.len() - 24) as u16;
+                let aad = [
+                    &seq[..],
+                    &[ctype],
+                    &version.to_be_bytes(),
+                    &plen.to_be_bytes(),
+                ]
+                .concat();
+                aead_open(self.bulk, &self.key, &nonce, &aad, &frag[8..]).ok_or(OpenError::Auth)?
+            }
+            Bulk::ChaCha => {
+                if frag.len() < 16 {
+                    return Err(OpenError::Malformed(
+                        "record too short for chacha20-poly1305",
+                    ));
+                }
+                let nonce = self.nonce_xor();
+                let plen = (frag.len() - 16) as u16;
+                let aad = [
+                    &seq[..],
+                    &[ctype],
+                    &version.to_be_bytes(),
+                    &plen.to_be_bytes(),
+                ]
+                .concat();
+                aead_open(self.bulk, &self.key, &nonce, &aad, frag).ok_or(OpenError::Auth)?
+            }
+            Bulk::Aes128Cbc(mac) | Bulk::Aes256Cbc(mac) => {
+                let mac_len = mac.len();
+                let explicit_iv = version >= 0x0302;
+                let mac_hdr = |len: usize| {
+                    [
+                        &seq[..],
+                        &[ctype],
+                        &version.to_be_bytes(),
+                        &(len as u16).to_be_bytes(),
+                    ]
+                    .concat()
+                };
+                let (ct, tag) = if etm {
+                    if frag.len() < mac_len {
+                        return Err(OpenError::Malformed("record too short for its mac"));
+                    }
+                    let (ct, tag) = frag.split_at(frag.len() - mac_len);
+                    let want = mac.hmac(&self.mac_key, &[&mac_hdr(ct.len()), ct]);
+                    if want != tag {
+                        return Err(OpenError::Auth);
+                    }
+                    (ct, Some(()))
+                } else {
+                    (frag, None)
+                };
+                let (iv, body) = if explicit_iv {
+                    if ct.len() < 16 {
+                        return Err(OpenError::Malformed("record too short for its iv"));
+                    }
+                    (ct[..16].to_vec(), &ct[16..])
+                } else {
+                    (self.iv.clone(), ct)
+                };
+                let mut pt = cbc_decrypt(self.bulk, &self.key, &iv, body).ok_or(
+                    OpenError::Malformed("cbc record is not a whole number of blocks"),
+                )?;
+                if !explicit_iv {
+                    // TLS 1.0: the next record's IV is this record's last ciphertext block.
+                    self.iv = body[body.len() - 16..].to_vec();
+                }
+                let pad = usize::from(*pt.last().ok_or(OpenError::Malformed("empty cbc record"))?);
+                if pad + 1 > pt.len()
+                    || pt[pt.len() - 1 - pad..]
+                        .iter()
+                        .any(|&b| usize::from(b) != pad)
+                {
+                    return Err(OpenError::Auth);
+                }
+                pt.truncate(pt.len() - 1 - pad);
+                if tag.is_none() {
+                    if pt.len() < mac_len {
+                        return Err(OpenError::Auth);
+                    }
+                    let (data, tag) = pt.split_at(pt.len() - mac_len);
+                    let want = mac.hmac(&self.mac_key, &[&mac_hdr(data.len()), data]);
+                    if want != tag {
+                        return Err(OpenError::Auth);
+                    }
+                    pt.truncate(pt.len() - mac_len);
+                }
+                pt
+            }
+        };
+        self.seq = self.seq.wrapping_add(1);
+        Ok(out)
+    }
+
+    /// TLS 1.3 record (RFC 8446 5.2): returns (content type, content).
+    fn open13(&mut self, header: &[u8], frag: &[u8]) -> Result<(u8, Vec<u8>), OpenError> {
+        if frag.len() < 17 {
+            return Err(OpenError::Malformed("record too short"));
+        }
+        let nonce = self.nonce_xor();
+        let mut pt =
+            aead_open(self.bulk, &self.key, &nonce, header, frag).ok_or(OpenError::Auth)?;
+        self.seq = self.seq.wrapping_add(1);
+        while pt.last() == Some(&0) {
+            pt.pop();
+        }
+        let ctype = pt
+            .pop()
+            .ok_or(OpenError::Malformed("no content type in inner plaintext"))?;
+        Ok((ctype, pt))
+    }
+
+    fn tls13(bulk: Bulk, hash: Hash, secret: &[u8]) -> Option<Keys> {
+        Some(Keys {
+            bulk,
+            key: hkdf_expand_label(hash, secret, "key", bulk.key_len())?,
+            iv: hkdf_expand_label(hash, secret, "iv", 12)?,
+            mac_key: Vec::new(),
+            secret: secret.to_vec(),
+            seq: 0,
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Session state machine
+
+/// What the decryptor produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsOutput {
+    /// Decrypted application data of one record.
+    Inner {
+        dir: Dir,
+        bytes: Vec<u8>,
+        frame: u64,
+        t_us: u64,
+    },
+    /// The handshake completed: what was negotiated.
+    Session {
+        info: TlsSessionInfo,
+        frame: u64,
+        t_us: u64,
+    },
+    /// Something worth telling the user (decrypted alert, decryption failure).
+    Note { text: String, frame: u64, t_us: u64 },
+    /// The key log lines of this session (for `Trace::keylog`).
+    Keylog(Vec<String>),
+}
+
+#[derive(Default)]
+struct DirState {
+    rec_buf: Vec<u8>,
+    hs_buf: Vec<u8>,
+    hs_dead: bool,
+    /// 1.2: a ChangeCipherSpec was sent; 1.3: handshake encryption is on.
+    encrypting: bool,
+    /// Records sent since encryption started (1.2: Finished is the first).
+    encrypted_records: u64,
+    keys: Option<Keys>,
+    /// 1.3: the Finished of this direction was seen (application keys in use).
+    finished: bool,
+    /// No more decryption in this direction (gap, failure, or not TLS).
+    dead: bool,
+    /// Not TLS at all: stop parsing.
+    not_tls: bool,
+}
+
+/// Decrypts one conversation's TLS streams. Feed each direction's wire bytes (after the X.224
+/// exchange) in stream order.
+#[derive(Default)]
+pub struct TlsDecryptor {
+    c2s: DirState,
+    s2c: DirState,
+    client_random: Option<[u8; 32]>,
+    server_random: Option<[u8; 32]>,
+    version: Option<u16>,
+    suite: Option<u16>,
+    etm: bool,
+    certificates: Vec<Vec<u8>>,
+    session_emitted: bool,
+    keys_tried: bool,
+    keylog_emitted: bool,
+    warned_no_keys: bool,
+}
+
+impl TlsDecryptor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn dir_mut(&mut self, dir: Dir) -> &mut DirState {
+        match dir {
+            Dir::C2S => &mut self.c2s,
+            Dir::S2C => &mut self.s2c,
+        }
+    }
+
+    /// The stream of `dir` lost bytes: its record boundaries are gone.
+    pub fn gap(&mut self, dir: Dir) {
+        let d = self.dir_mut(dir);
+        d.dead = true;
+        d.not_tls = true;
+        d.rec_buf = Vec::new();
+        d.hs_buf = Vec::new();
+    }
+
+    /// Feeds wire bytes of one direction.
+    pub fn feed(
+        &mut self,
+        dir: Dir,
+        bytes: &[u8],
+        frame: u64,
+        t_us: u64,
+        keylog: &KeyLog,
+        out: &mut Vec<TlsOutput>,
+    ) {
+        if self.dir_mut(dir).not_tls {
+            return;
+        }
+        let mut input = bytes;
+        loop {
+            // Assemble one record: take what is buffered plus the input.
+            let d = self.dir_mut(dir);
+            let have_hdr = if d.rec_buf.len() >= 5 {
+                true
+            } else {
+                let take = (5 - d.rec_buf.len()).min(input.len());
+                d.rec_buf.extend_from_slice(&input[..take]);
+                input = &input[take..];
+                d.rec_buf.len() >= 5
+            };
+            if !have_hdr {
+                return;
+            }
+            let h = &d.rec_buf[..5];
+            let ctype = h[0];
+            let version = u16::from_be_bytes([h[1], h[2]]);
+            let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+            if !(CT_CCS..=CT_APPDATA).contains(&ctype) || h[1] != 3 || len > MAX_RECORD_LEN {
+                d.not_tls = true;
+                d.dead = true;
+                let text = format!(
+                    "{} stream is not tls after {} (record header {:02x} {:02x} {:02x} {:02x} {:02x})",
+                    dir_name(dir),
+                    if d.encrypted_records > 0 || d.encrypting { "encryption started" } else { "the x224 exchange" },
+                    h[0], h[1], h[2], h[3], h[4]
+                );
+                d.rec_buf = Vec::new();
+                out.push(TlsOutput::Note { text, frame, t_us });
+                return;
+            }
+            let need = 5 + len - d.rec_buf.len();
+            let take = need.min(input.len());
+            d.rec_buf.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if d.rec_buf.len() < 5 + len {
+                return;
+            }
+            let rec = std::mem::take(&mut self.dir_mut(dir).rec_buf);
+            self.record(dir, ctype, version, &rec, frame, t_us, keylog, out);
+            if self.dir_mut(dir).not_tls {
+                return;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        dir: Dir,
+        ctype: u8,
+        version: u16,
+        rec: &[u8],
+        frame: u64,
+        t_us: u64,
+        keylog: &KeyLog,
+        out: &mut Vec<TlsOutput>,
+    ) {
+        let frag = &rec[5..];
+        let is13 = self.version == Some(0x0304);
+        match ctype {
+            CT_CCS => {
+                if !is13 {
+                    let d = self.dir_mut(dir);
+                    d.encrypting = true;
+                    if let Some(k) = d.keys.as_mut() {
+                        k.seq = 0;
+                    }
+                }
+                // TLS 1.3 middlebox-compatibility CCS: ignored.
+                return;
+            }
+            CT_HANDSHAKE if !self.dir_mut(dir).encrypting => {
+                self.handshake_bytes(dir, frag, frame, t_us, keylog, out);
+                return;
+            }
+            CT_ALERT if !self.dir_mut(dir).encrypting => return, // cleartext alert: visible on the wire
+            _ => {}
+        }
+        if is13 && ctype == CT_APPDATA && !self.dir_mut(dir).encrypting {
+            // 0-RTT data before the ServerHello, or records of a session we did not see start.
+            return;
+        }
+        if !self.dir_mut(dir).encrypting {
+            return;
+        }
+        // An encrypted record.
+        self.dir_mut(dir).encrypted_records += 1;
+        self.ensure_keys(keylog, frame, t_us, out);
+        let etm = self.etm;
+        let mut plain: Option<(u8, Vec<u8>)> = None;
+        {
+            let d = self.dir_mut(dir);
+            if !d.dead {
+                if let Some(k) = d.keys.as_mut() {
+                    let r = if is13 {
+                        k.open13(&rec[..5], frag)
+                    } else {
+                        k.open12(ctype, version, frag, etm).map(|p| (ctype, p))
+                    };
+                    match r {
+                        Ok(p) => plain = Some(p),
+                        Err(e) => {
+                            d.dead = true;
+                            let why = match e {
+                                OpenError::Auth => {
+                                    "authentication failed (wrong or stale secrets?)".to_string()
+                                }
+                                OpenError::Malformed(m) => m.to_string(),
+                            };
+                            out.push(TlsOutput::Note {
+                                text: format!(
+                                    "tls decryption stopped in {} at frame {frame}: {why}",
+                                    dir_name(dir)
+                                ),
+                                frame,
+                                t_us,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        match plain {
+            Some((CT_APPDATA, data)) => {
+                if !data.is_empty() {
+                    out.push(TlsOutput::Inner {
+                        dir,
+                        bytes: data,
+                        frame,
+                        t_us,
+                    });
+                }
+            }
+            Some((CT_ALERT, data)) => {
+                let text = match data.as_slice() {
+                    [level, desc, ..] => format!(
+                        "tls alert: {} {} from {}",
+                        if *level == 2 { "fatal" } else { "warning" },
+                        alert_name(*desc),
+                        dir.sender()
+                    ),
+                    _ => format!(
+                        "tls alert: malformed ({} bytes) from {}",
+                        data.len(),
+                        dir.sender()
+                    ),
+                };
+                out.push(TlsOutput::Note { text, frame, t_us });
+            }
+            Some((CT_HANDSHAKE, data)) => {
+                if is13 || !self.dir_mut(dir).finished {
+                    self.handshake_bytes(dir, &data, frame, t_us, keylog, out);
+                }
+                if !is13 {
+                    self.dir_mut(dir).finished = true;
+                }
+            }
+            Some(_) => {}
+            None => {
+                // Not decrypted: follow the handshake structure from record positions alone.
+                if !is13 {
+                    self.dir_mut(dir).finished = true;
+                } else if dir == Dir::C2S && ctype == CT_APPDATA && self.dir_mut(dir).keys.is_none()
+                {
+                    // Without keys: the client's first encrypted record in TLS 1.3 is its Finished.
+                    self.dir_mut(dir).finished = true;
+                }
+            }
+        }
+        self.maybe_emit_session(frame, t_us, out);
+    }
+
+    fn maybe_emit_session(&mut self, frame: u64, t_us: u64, out: &mut Vec<TlsOutput>) {
+        if self.session_emitted {
+            return;
+        }
+        let done = match self.version {
+            Some(0x0304) => self.c2s.finished,
+            Some(_) => self.c2s.finished && self.s2c.finished,
+            None => false,
+        };
+        if !done {
+            return;
+        }
+        self.session_emitted = true;
+        let (Some(v), Some(s)) = (self.version, self.suite) else {
+            return;
+        };
+        out.push(TlsOutput::Session {
+            info: TlsSessionInfo {
+                version: version_name(v),
+                cipher_suite: suite_name(s),
+                certificates: std::mem::take(&mut self.certificates),
+                engine: "capture".into(),
+            },
+            frame,
+            t_us,
+        });
+    }
+
+    fn ensure_keys(&mut self, keylog: &KeyLog, frame: u64, t_us: u64, out: &mut Vec<TlsOutput>) {
+        if self.keys_tried {
+            return;
+        }
+        let (Some(cr), Some(v), Some(suite)) = (self.client_random, self.version, self.suite)
+        else {
+            return;
+        };
+        self.keys_tried = true;
+        if !self.keylog_emitted {
+            let lines = keylog.lines_for(&cr);
+            if !lines.is_empty() {
+                self.keylog_emitted = true;
+                out.push(TlsOutput::Keylog(lines));
+            }
+        }
+        let Some((_, bulk, prf_hash)) = suite_info(suite) else {
+            if !keylog.is_empty() {
+                out.push(TlsOutput::Note {
+                    text: format!(
+                        "tls cipher suite {} cannot be decrypted by rdprobe",
+                        suite_name(suite)
+                    ),
+                    frame,
+                    t_us,
+                });
+            }
+            return;
+        };
+        if v == 0x0304 {
+            let c = keylog.secret(&cr, "CLIENT_HANDSHAKE_TRAFFIC_SECRET");
+            let s = keylog.secret(&cr, "SERVER_HANDSHAKE_TRAFFIC_SECRET");
+            if let Some(c) = c {
+                self.c2s.keys = Keys::tls13(bulk, prf_hash, c);
+            }
+            if let Some(s) = s {
+                self.s2c.keys = Keys::tls13(bulk, prf_hash, s);
+            }
+            // Without handshake secrets the application secrets are still usable once the handshake ends.
+            if c.is_none() && s.is_none() {
+                self.no_keys_note(&cr, keylog, frame, t_us, out);
+            }
+            return;
+        }
+        let Some(sr) = self.server_random else { return };
+        let Some(master) = keylog.secret(&cr, "CLIENT_RANDOM") else {
+            self.no_keys_note(&cr, keylog, frame, t_us, out);
+            return;
+        };
+        let mac_len = bulk.mac().map(|h| h.len()).unwrap_or(0);
+        let key_len = bulk.key_len();
+        let iv_len = match bulk {
+            Bulk::Aes128Gcm | Bulk::Aes256Gcm => 4,
+            Bulk::ChaCha => 12,
+            _ => 16,
+        };
+        let seed = [&sr[..], &cr[..]].concat();
+        let hash = if v >= 0x0303 { Some(prf_hash) } else { None };
+        let kb = prf(
+            hash,
+            master,
+            b"key expansion",
+            &seed,
+            2 * (mac_len + key_len + iv_len),
+        );
+        let (cm, r) = kb.split_at(mac_len);
+        let (sm, r) = r.split_at(mac_len);
+        let (ck, r) = r.split_at(key_len);
+        let (sk, r) = r.split_at(key_len);
+        let (civ, siv) = r.split_at(iv_len);
+        let mk = |key: &[u8], iv: &[u8], mac: &[u8]| Keys {
+            bulk,
+            key: key.to_vec(),
+            iv: iv.to_vec(),
+            mac_key: mac.to_vec(),
+            secret: Vec::new(),
+            seq: 0,
+        };
+        self.c2s.keys = Some(mk(ck, civ, cm));
+        self.s2c.keys = Some(mk(sk, siv, sm));
+        // A direction already past its CCS keeps counting from the records it sent so far.
+        for d in [&mut self.c2s, &mut self.s2c] {
+            if d.encrypting {
+                if let Some(k) = d.keys.as_mut() {
+                    k.seq = d.encrypted_records.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    fn no_keys_note(
+        &mut self,
+        cr: &[u8; 32],
+        keylog: &KeyLog,
+        frame: u64,
+        t_us: u64,
+        out: &mut Vec<TlsOutput>,
+    ) {
+        if !keylog.is_empty() && !self.warned_no_keys {
+            self.warned_no_keys = true;
+            out.push(TlsOutput::Note {
+                text: format!(
+                    "no tls secrets for client random {}: inner stream not decrypted",
+                    hex(cr)
+                ),
+                frame,
+                t_us,
+            });
+        }
+    }
+
+    /// Handshake-layer bytes (cleartext, or decrypted in TLS 1.3 / Finished in 1.2).
+    #[allow(clippy::too_many_arguments)]
+    fn handshake_bytes(
+        &mut self,
+        dir: Dir,
+        bytes: &[u8],
+        frame: u64,
+        t_us: u64,
+        keylog: &KeyLog,
+        out: &mut Vec<TlsOutput>,
+    ) {
+        {
+            let d = self.dir_mut(dir);
+            if d.hs_dead {
+                return;
+            }
+            if d.hs_buf.len() + bytes.len() > MAX_HANDSHAKE_BUF {
+                d.hs_dead = true;
+                d.hs_buf = Vec::new();
+                return;
+            }
+            d.hs_buf.extend_from_slice(bytes);
+        }
+        loop {
+            let d = self.dir_mut(dir);
+            if d.hs_buf.len() < 4 {
+                return;
+            }
+            let mlen = (usize::from(d.hs_buf[1]) << 16)
+                | (usize::from(d.hs_buf[2]) << 8)
+                | usize::from(d.hs_buf[3]);
+            if mlen > MAX_HANDSHAKE_BUF {
+                d.hs_dead = true;
+                d.hs_buf = Vec::new();
+                return;
+            }
+            if d.hs_buf.len() < 4 + mlen {
+                return;
+            }
+            let msg: Vec<u8> = d.hs_buf.drain(..4 + mlen).collect();
+            self.handshake_msg(dir, msg[0], &msg[4..], frame, t_us, keylog, out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handshake_msg(
+        &mut self,
+        dir: Dir,
+        mtype: u8,
+        body: &[u8],
+        frame: u64,
+        t_us: u64,
+        keylog: &KeyLog,
+        out: &mut Vec<TlsOutput>,
+    ) {
+        match (dir, mtype) {
+            (Dir::C2S, 1) => {
+                if let Some(r) = body.get(2..34) {
+                    let mut cr = [0u8; 32];
+                    cr.copy_from_slice(r);
+                    self.client_random = Some(cr);
+                }
+            }
+            (Dir::S2C, 2) => self.server_hello(body),
+            (Dir::S2C, 11) => {
+                let is13 = self.version == Some(0x0304);
+                self.certificates = parse_certificates(body, is13);
+            }
+            (_, 20) if self.version == Some(0x0304) => {
+                // Finished: switch this direction to its application traffic secret.
+                let label = if dir == Dir::C2S {
+                    "CLIENT_TRAFFIC_SECRET_0"
+                } else {
+                    "SERVER_TRAFFIC_SECRET_0"
+                };
+                let (bulk_hash, cr) = (self.suite.and_then(suite_info), self.client_random);
+                let d = self.dir_mut(dir);
+                d.finished = true;
+                if let (Some((_, bulk, hash)), Some(cr)) = (bulk_hash, cr) {
+                    match keylog.secret(&cr, label) {
+                        Some(s) => d.keys = Keys::tls13(bulk, hash, s),
+                        None => {
+                            if d.keys.is_some() {
+                                d.keys = None;
+                                d.dead = true;
+                                out.push(TlsOutput::Note {
+                                    text: format!("no {label} in the key log: {} application data not decrypted", dir_name(dir)),
+                                    frame,
+                                    t_us,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            (_, 24) if self.version == Some(0x0304) => {
+                // KeyUpdate (RFC 8446 4.6.3 / 7.2): next secret from the current one.
+                let hb = self.suite.and_then(suite_info);
+                let d = self.dir_mut(dir);
+                if let (Some((_, bulk, hash)), Some(k)) = (hb, d.keys.as_ref()) {
+                    let next = hkdf_expand_label(hash, &k.secret, "traffic upd", hash.len());
+                    d.keys = next.and_then(|s| Keys::tls13(bulk, hash, &s));
+                    if d.keys.is_none() {
+                        d.dead = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn server_hello(&mut self, body: &[u8]) {
+        let Some(v) = body.get(0..2) else { return };
+        let legacy = u16::from_be_bytes([v[0], v[1]]);
+        let Some(rnd) = body.get(2..34) else { return };
+        if rnd == HRR_RANDOM {
+            return; // HelloRetryRequest: the real ServerHello follows.
+        }
+        let Some(&sid_len) = body.get(34) else { return };
+        let at = 35 + usize::from(sid_len);
+        let Some(cs) = body.get(at..at + 2) else {
+            return;
+        };
+        let suite = u16::from_be_bytes([cs[0], cs[1]]);
+        let mut version = legacy;
+        let mut etm = false;
+        // compression (1), then extensions.
+        let mut p = at + 3;
+        if let Some(el) = body.get(p..p + 2) {
+            let end = (p + 2 + usize::from(u16::from_be_bytes([el[0], el[1]]))).min(body.len());
+            p += 2;
+            while p + 4 <= end {
+                let et = u16::from_be_bytes([body[p], body[p + 1]]);
+                let elen = usize::from(u16::from_be_bytes([body[p + 2], body[p + 3]]));
+                let val = body.get(p + 4..(p + 4 + elen).min(end)).unwrap_or(&[]);
+                match et {
+                    0x002b if val.len() == 2 => version = u16::from_be_bytes([val[0], val[1]]),
+                    0x0016 => etm = true,
+                    _ => {}
+                }
+                p += 4 + elen;
+            }
+        }
+        let mut sr = [0u8; 32];
+        sr.copy_from_slice(rnd);
+        self.server_random = Some(sr);
+        self.version = Some(version);
+        self.suite = Some(suite);
+        self.etm = etm && suite_info(suite).and_then(|(_, b, _)| b.mac()).is_some();
+        if version == 0x0304 {
+            // From here on both directions are protected by the handshake traffic keys.
+            self.s2c.encrypting = true;
+            self.c2s.encrypting = true;
+        }
+    }
+}
+
+fn dir_name(dir: Dir) -> &'static str {
+    match dir {
+        Dir::C2S => "client-to-server",
+        Dir::S2C => "server-to-client",
+    }
+}
+
+fn u24(b: &[u8], at: usize) -> Option<usize> {
+    let s = b.get(at..at + 3)?;
+    Some((usize::from(s[0]) << 16) | (usize::from(s[1]) << 8) | usize::from(s[2]))
+}
+
+/// Certificate message body (RFC 5246 7.4.2 / RFC 8446 4.4.2) → DER certificates, leaf first.
+fn parse_certificates(body: &[u8], tls13: bool) -> Vec<Vec<u8>> {
+    let mut p = 0usize;
+    if tls13 {
+        let Some(&ctx) = body.first() else {
+            return Vec::new();
+        };
+        p = 1 + usize::from(ctx);
+    }
+    let Some(total) = u24(body, p) else {
+        return Vec::new();
+    };
+    p += 3;
+    let end = (p + total).min(body.len());
+    let mut certs = Vec::new();
+    while p + 3 <= end {
+        let Some(l) = u24(body, p) else { break };
+        p += 3;
+        let Some(der) = body.get(p..p + l) else { break };
+        certs.push(der.to_vec());
+        p += l;
+        if tls13 {
+            let Some(el) = body.get(p..p + 2) else { break };
+            p += 2 + usize::from(u16::from_be_bytes([el[0], el[1]]));
+        }
+        if certs.len() >= 16 {
+            break;
+        }
+    }
+    certs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls12_prf_vector() {
+        // Known-answer test for the TLS 1.2 PRF with SHA-256 (widely used vector from
+        // https://mailarchive.ietf.org/arch/msg/tls/fzVCzk-z3FShgGJ6DOXqM1ydxms/).
+        let secret = decode_hex("9bbe436ba940f017b17652849a71db35").unwrap();
+        let seed = decode_hex("a0ba9f936cda311827a6f796ffd5198c").unwrap();
+        let out = prf(Some(Hash::Sha256), &secret, b"test label", &seed, 100);
+        assert_eq!(hex(&out[..16]), "e3f229ba727be17b8d122620557cd453");
+    }
+
+    #[test]
+    fn keylog_parse_and_lines() {
+        let cr = "ab".repeat(32);
+        let text = format!(
+            "# comment\nCLIENT_RANDOM {cr} {}\nBOGUS x y\nCLIENT_RANDOM zz 00\n",
+            "11".repeat(48)
+        );
+        let k = KeyLog::parse(&text);
+        assert_eq!(k.len(), 1);
+        let crb = [0xab; 32];
+        assert_eq!(k.secret(&crb, "CLIENT_RANDOM").map(|s| s.len()), Some(48));
+        assert_eq!(
+            k.lines_for(&crb),
+            vec![format!("CLIENT_RANDOM {cr} {}", "11".repeat(48))]
+        );
+    }
+}
