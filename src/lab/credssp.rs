@@ -102,7 +102,11 @@ pub(crate) fn process(
 }
 
 /// Encodes a TSRequest `{ version, errorCode }` (MS-CSSP 2.2.1). `None` for [`ErrorCodeEncoding::None`].
-pub(crate) fn encode_error_ts_request(version: u32, status: NtStatus, encoding: ErrorCodeEncoding) -> Option<Vec<u8>> {
+pub(crate) fn encode_error_ts_request(
+    version: u32,
+    status: NtStatus,
+    encoding: ErrorCodeEncoding,
+) -> Option<Vec<u8>> {
     let code: Vec<u8> = match encoding {
         ErrorCodeEncoding::None => return None,
         ErrorCodeEncoding::Int4 => status.0.to_be_bytes().to_vec(),
@@ -137,15 +141,25 @@ mod tests {
 
     #[test]
     fn error_ts_request_encodings() {
-        let w = encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::Int4).expect("some");
+        let w = encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::Int4)
+            .expect("some");
         assert_eq!(
             w,
-            [0x30, 0x0d, 0xa0, 0x03, 0x02, 0x01, 0x06, 0xa4, 0x06, 0x02, 0x04, 0xc0, 0x00, 0x00, 0x6d]
+            [
+                0x30, 0x0d, 0xa0, 0x03, 0x02, 0x01, 0x06, 0xa4, 0x06, 0x02, 0x04, 0xc0, 0x00, 0x00,
+                0x6d
+            ]
         );
-        let d = encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::Der).expect("some");
-        assert_eq!(&d[7..], [0xa4, 0x07, 0x02, 0x05, 0x00, 0xc0, 0x00, 0x00, 0x6d]);
+        let d = encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::Der)
+            .expect("some");
+        assert_eq!(
+            &d[7..],
+            [0xa4, 0x07, 0x02, 0x05, 0x00, 0xc0, 0x00, 0x00, 0x6d]
+        );
         assert_eq!(d[1] as usize, d.len() - 2);
-        assert!(encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::None).is_none());
+        assert!(
+            encode_error_ts_request(6, NtStatus::LOGON_FAILURE, ErrorCodeEncoding::None).is_none()
+        );
         // sspi reads the Windows form back.
         let ts = TsRequest::from_buffer(&w).expect("sspi decodes a 4-byte errorCode");
         assert_eq!(ts.error_code.map(|c| c.0), Some(0xC000_006D));

@@ -26,7 +26,9 @@ use super::credssp::{self, LabCredentials};
 use super::io::{AsyncIo, DerSequenceHint, LabTcp, Prefixed, WireState, MAX_PDU_LEN};
 use super::tls::{handshake_failure_alert, TlsServer};
 use super::ConnectionOutcome;
-use crate::scenario::{EndKind, FaultAction, FaultPoint, Negotiation, NtStatus, Protocol, Scenario};
+use crate::scenario::{
+    EndKind, FaultAction, FaultPoint, Negotiation, NtStatus, Protocol, Scenario,
+};
 
 /// What every connection of one lab shares.
 pub(crate) struct LabCtx {
@@ -89,7 +91,12 @@ struct Conn<'a> {
 }
 
 /// Serves one connection to the end. Never panics on client input; every read has a deadline.
-pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Rc<LabCtx>, n: u64) -> ConnectionOutcome {
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Rc<LabCtx>,
+    n: u64,
+) -> ConnectionOutcome {
     let started = Instant::now();
     let mut outcome = ConnectionOutcome {
         n,
@@ -158,7 +165,9 @@ impl Conn<'_> {
     /// Reads more bytes into `rbuf`, within the read deadline.
     async fn read_more(&mut self, what: &'static str) -> Result<(), End> {
         if self.rbuf.len() > MAX_PDU_LEN {
-            return Err(End::Protocol(format!("{what} is longer than {MAX_PDU_LEN} bytes")));
+            return Err(End::Protocol(format!(
+                "{what} is longer than {MAX_PDU_LEN} bytes"
+            )));
         }
         let timeout = self.read_timeout;
         let mut chunk = [0u8; 8192];
@@ -167,7 +176,9 @@ impl Conn<'_> {
         };
         match tokio::time::timeout(timeout, io.read(&mut chunk)).await {
             Err(_) => Err(End::Timeout(what)),
-            Ok(Ok(0)) => Err(End::ClientGone(format!("closed while the lab waited for the {what}"))),
+            Ok(Ok(0)) => Err(End::ClientGone(format!(
+                "closed while the lab waited for the {what}"
+            ))),
             Ok(Ok(k)) => {
                 self.rbuf.extend_from_slice(&chunk[..k]);
                 Ok(())
@@ -176,7 +187,9 @@ impl Conn<'_> {
                 if self.wire.borrow().truncated {
                     Err(self.end_truncated().await)
                 } else {
-                    Err(End::ClientGone(format!("{e} while the lab waited for the {what}")))
+                    Err(End::ClientGone(format!(
+                        "{e} while the lab waited for the {what}"
+                    )))
                 }
             }
         }
@@ -188,7 +201,9 @@ impl Conn<'_> {
             match hint.find_size(&self.rbuf) {
                 Ok(Some((matched, len))) => {
                     if len == 0 || len > MAX_PDU_LEN {
-                        return Err(End::Protocol(format!("{what}: implausible PDU length {len}")));
+                        return Err(End::Protocol(format!(
+                            "{what}: implausible PDU length {len}"
+                        )));
                     }
                     if self.rbuf.len() >= len {
                         let frame: Vec<u8> = self.rbuf.drain(..len).collect();
@@ -230,7 +245,10 @@ impl Conn<'_> {
     async fn end_truncated(&mut self) -> End {
         let then = self.after_truncate;
         self.end(then).await;
-        End::Scenario(format!("truncated the server's data, then {}", end_name(then)))
+        End::Scenario(format!(
+            "truncated the server's data, then {}",
+            end_name(then)
+        ))
     }
 
     /// Ends the connection the given way. Afterwards the connection is gone.
@@ -250,7 +268,8 @@ impl Conn<'_> {
             }
             EndKind::CloseNotify => {
                 if let Some(io) = self.io() {
-                    let _ = tokio::time::timeout(Duration::from_millis(DRAIN_MS), io.shutdown()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(DRAIN_MS), io.shutdown()).await;
                 }
             }
             EndKind::Close => {}
@@ -316,11 +335,28 @@ impl Conn<'_> {
                 FaultAction::Malformed { bytes, then } => {
                     self.write(&bytes).await?;
                     self.end(then).await;
-                    return Err(done(&format!("sent {} malformed bytes, then {}", bytes.len(), end_name(then))));
+                    return Err(done(&format!(
+                        "sent {} malformed bytes, then {}",
+                        bytes.len(),
+                        end_name(then)
+                    )));
                 }
                 FaultAction::Disconnect => {
                     let mut buf = WriteBuf::new();
-                    if let Some(a) = acceptor {
+                    // Set Error Info travels on the user's channel: only once channels are joined.
+                    let joined = !matches!(
+                        point,
+                        FaultPoint::X224Request
+                            | FaultPoint::X224Confirm
+                            | FaultPoint::TlsClientHello
+                            | FaultPoint::TlsDone
+                            | FaultPoint::CredsspNegotiate
+                            | FaultPoint::CredsspChallenge
+                            | FaultPoint::CredsspAuthenticate
+                            | FaultPoint::McsConnectInitial
+                            | FaultPoint::McsConnectResponse
+                    );
+                    if let Some(a) = acceptor.filter(|_| joined) {
                         if let Ok(k) = a.encode_access_denied(&mut buf) {
                             if k > 0 {
                                 let denied = buf[..k].to_vec();
@@ -344,7 +380,9 @@ impl Conn<'_> {
 
     async fn run(&mut self) -> Result<(), End> {
         // X.224 Connection Request (MS-RDPBCGR 2.2.1.1).
-        let request = self.read_frame(&ironrdp_pdu::X224_HINT, "X.224 Connection Request").await?;
+        let request = self
+            .read_frame(&ironrdp_pdu::X224_HINT, "X.224 Connection Request")
+            .await?;
         self.fault(FaultPoint::X224Request, None).await?;
         let cr = decode::<X224<nego::ConnectionRequest>>(&request)
             .map_err(|e| End::Protocol(format!("X.224 Connection Request: {e}")))?
@@ -405,7 +443,9 @@ impl Conn<'_> {
         if selected.uses_credssp() {
             self.credssp(selected == Protocol::HybridEx).await?;
             if !acceptor.should_perform_credssp() {
-                return Err(End::Protocol("acceptor not in the CredSSP state".to_owned()));
+                return Err(End::Protocol(
+                    "acceptor not in the CredSSP state".to_owned(),
+                ));
             }
             acceptor.mark_credssp_as_done();
         }
@@ -439,7 +479,9 @@ impl Conn<'_> {
             let alert = handshake_failure_alert([self.rbuf[1], self.rbuf[2]]);
             self.write(&alert).await?;
             self.end(EndKind::Close).await;
-            return Err(End::Scenario("no certificate: sent TLS alert handshake_failure".to_owned()));
+            return Err(End::Scenario(
+                "no certificate: sent TLS alert handshake_failure".to_owned(),
+            ));
         };
         let Layer::Plain(tcp) = std::mem::replace(&mut self.layer, Layer::Gone) else {
             return Err(End::Protocol("TLS upgrade twice".to_owned()));
@@ -447,14 +489,18 @@ impl Conn<'_> {
         let stream = Prefixed::new(std::mem::take(&mut self.rbuf), tcp);
         let timeout = self.read_timeout;
         let upgraded: Result<Box<dyn AsyncIo>, String> = match tls {
-            TlsServer::Rustls(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => Ok(Box::new(s)),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_owned()),
-            },
+            TlsServer::Rustls(acceptor) => {
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => Ok(Box::new(s)),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            }
             TlsServer::OpenSsl(acceptor) => {
-                let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(|e| End::Protocol(e.to_string()))?;
-                let mut s = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| End::Protocol(e.to_string()))?;
+                let ssl = openssl::ssl::Ssl::new(acceptor.context())
+                    .map_err(|e| End::Protocol(e.to_string()))?;
+                let mut s = tokio_openssl::SslStream::new(ssl, stream)
+                    .map_err(|e| End::Protocol(e.to_string()))?;
                 match tokio::time::timeout(timeout, std::pin::Pin::new(&mut s).accept()).await {
                     Ok(Ok(())) => Ok(Box::new(s)),
                     Ok(Err(e)) => Err(e.to_string()),
@@ -487,17 +533,24 @@ impl Conn<'_> {
         let mut server = sspi::credssp::CredSspServer::new(
             self.ctx.public_key.clone(),
             LabCredentials::new(scenario.identity.users.clone()),
-            sspi::credssp::ServerMode::Ntlm(sspi::ntlm::NtlmConfig::new(scenario.identity.server_name.clone())),
+            sspi::credssp::ServerMode::Ntlm(sspi::ntlm::NtlmConfig::new(
+                scenario.identity.server_name.clone(),
+            )),
         )
         .map_err(|e| End::Protocol(format!("CredSSP server: {e}")))?;
         let mut count = 0u32;
         loop {
-            let frame = self.read_frame(&DerSequenceHint, "CredSSP TSRequest").await?;
+            let frame = self
+                .read_frame(&DerSequenceHint, "CredSSP TSRequest")
+                .await?;
             count += 1;
             let request = sspi::credssp::TsRequest::from_buffer(&frame)
                 .map_err(|e| End::Protocol(format!("TSRequest {count}: {e}")))?;
             let client_version = request.version;
-            let ntlm = request.nego_tokens.as_deref().and_then(credssp::ntlm_message_type);
+            let ntlm = request
+                .nego_tokens
+                .as_deref()
+                .and_then(credssp::ntlm_message_type);
             let is_authenticate =
                 ntlm == Some(3) || (ntlm.is_none() && count == 2 && request.pub_key_auth.is_some());
             let is_negotiate = ntlm == Some(1) || (ntlm.is_none() && count == 1);
@@ -586,7 +639,8 @@ impl Conn<'_> {
                     idle_steps = 0;
                     let frame = self.read_frame(hint, pdu_name(before)).await?;
                     if before == "BasicSettingsWaitInitial" {
-                        self.fault(FaultPoint::McsConnectInitial, Some(acceptor)).await?;
+                        self.fault(FaultPoint::McsConnectInitial, Some(acceptor))
+                            .await?;
                     }
                     if before == "SecureSettingsExchange" && check_client_info {
                         self.check_client_info(&frame, acceptor).await?;
@@ -619,12 +673,19 @@ impl Conn<'_> {
             }
             let after = acceptor.state().name();
             match (before, after) {
-                ("BasicSettingsSendResponse", _) => self.fault(FaultPoint::McsConnectResponse, Some(acceptor)).await?,
+                ("BasicSettingsSendResponse", _) => {
+                    self.fault(FaultPoint::McsConnectResponse, Some(acceptor))
+                        .await?
+                }
                 ("ChannelConnection", "RdpSecurityCommencement") => {
                     self.fault(FaultPoint::Channels, Some(acceptor)).await?
                 }
-                ("LicensingExchange", _) => self.fault(FaultPoint::Licensing, Some(acceptor)).await?,
-                ("CapabilitiesSendServer", _) => self.fault(FaultPoint::Capabilities, Some(acceptor)).await?,
+                ("LicensingExchange", _) => {
+                    self.fault(FaultPoint::Licensing, Some(acceptor)).await?
+                }
+                ("CapabilitiesSendServer", _) => {
+                    self.fault(FaultPoint::Capabilities, Some(acceptor)).await?
+                }
                 _ => {}
             }
         }
@@ -656,7 +717,10 @@ impl Conn<'_> {
             }
         }
         self.end(EndKind::Close).await;
-        Err(End::Scenario(format!("denied Client Info credentials of `{}`", c.username)))
+        Err(End::Scenario(format!(
+            "denied Client Info credentials of `{}`",
+            c.username
+        )))
     }
 
     /// Keeps a connected session open (discarding input) until the client leaves or `hold` passes.
@@ -730,7 +794,8 @@ fn server_capabilities() -> Vec<CapabilitySet> {
             drawing_flags: caps::BitmapDrawingFlags::empty(),
         }),
         CapabilitySet::Order(caps::Order::new(
-            caps::OrderFlags::NEGOTIATE_ORDER_SUPPORT | caps::OrderFlags::ZERO_BOUNDS_DELTAS_SUPPORT,
+            caps::OrderFlags::NEGOTIATE_ORDER_SUPPORT
+                | caps::OrderFlags::ZERO_BOUNDS_DELTAS_SUPPORT,
             caps::OrderSupportExFlags::empty(),
             0,
             0,

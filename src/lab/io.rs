@@ -51,7 +51,11 @@ fn truncated_error() -> io::Error {
 }
 
 impl AsyncRead for LabTcp {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.state.borrow().truncated {
             return Poll::Ready(Err(truncated_error()));
         }
@@ -60,7 +64,11 @@ impl AsyncRead for LabTcp {
 }
 
 impl AsyncWrite for LabTcp {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let (delay, truncated, left) = {
             let s = self.state.borrow();
             (s.delay, s.truncated, s.truncate_left)
@@ -70,7 +78,9 @@ impl AsyncWrite for LabTcp {
         }
         if !delay.is_zero() && !self.slept {
             let this = &mut *self;
-            let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
             ready!(sleep.as_mut().poll(cx));
             this.sleep = None;
             this.slept = true;
@@ -116,12 +126,20 @@ pub(crate) struct Prefixed<S> {
 
 impl<S> Prefixed<S> {
     pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Prefixed { prefix, pos: 0, inner }
+        Prefixed {
+            prefix,
+            pos: 0,
+            inner,
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.pos < self.prefix.len() {
             let n = (self.prefix.len() - self.pos).min(buf.remaining());
             let start = self.pos;
@@ -138,7 +156,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -170,7 +192,9 @@ impl ironrdp_pdu::PduHint for DerSequenceHint {
 /// Total length (header + content) of the DER SEQUENCE at the start of `b`: `Ok(None)` if more bytes are
 /// needed, `Err` if it is not a SEQUENCE or its length is not representable.
 pub(crate) fn der_sequence_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
-    let Some(&tag) = b.first() else { return Ok(None) };
+    let Some(&tag) = b.first() else {
+        return Ok(None);
+    };
     if tag != 0x30 {
         return Err("not a DER SEQUENCE");
     }
@@ -182,8 +206,12 @@ pub(crate) fn der_sequence_len(b: &[u8]) -> Result<Option<usize>, &'static str> 
     if n == 0 || n > 4 {
         return Err("unsupported DER length form");
     }
-    let Some(len_bytes) = b.get(2..2 + n) else { return Ok(None) };
-    let len = len_bytes.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+    let Some(len_bytes) = b.get(2..2 + n) else {
+        return Ok(None);
+    };
+    let len = len_bytes
+        .iter()
+        .fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
     Ok(Some(2 + n + len))
 }
 

@@ -33,7 +33,10 @@ use crate::scenario::{FaultPoint, Protocol, Scenario};
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("certificate: {0}")]
     Certificate(String),
     #[error("tls configuration: {0}")]
@@ -103,7 +106,11 @@ impl LabHandle {
 
     /// Outcomes of the connections that have ended, in the order they ended.
     pub fn outcomes(&self) -> Vec<ConnectionOutcome> {
-        self.shared.outcomes.lock().map(|o| o.clone()).unwrap_or_default()
+        self.shared
+            .outcomes
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default()
     }
 
     /// Name of the scenario being served.
@@ -137,8 +144,11 @@ pub fn spawn_lab(addr: SocketAddr, scenario: Scenario) -> Result<LabHandle, LabE
     } else {
         (None, Vec::new())
     };
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| LabError::Bind { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| LabError::Bind { addr, source })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| LabError::Bind { addr, source })?;

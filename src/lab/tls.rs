@@ -15,7 +15,9 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
-use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+};
 use openssl::x509::{X509Builder, X509NameBuilder};
 use x509_cert::der::Decode as _;
 
@@ -58,7 +60,10 @@ fn cert_err(e: impl std::fmt::Display) -> LabError {
 }
 
 /// The certificate for `kind` (cached per process). `None` for [`CertificateKind::None`].
-pub fn certificate(kind: CertificateKind, subject: &str) -> Result<Option<Arc<CertMaterial>>, LabError> {
+pub fn certificate(
+    kind: CertificateKind,
+    subject: &str,
+) -> Result<Option<Arc<CertMaterial>>, LabError> {
     if kind == CertificateKind::None {
         return Ok(None);
     }
@@ -70,12 +75,19 @@ pub fn certificate(kind: CertificateKind, subject: &str) -> Result<Option<Arc<Ce
         return Ok(Some(m.clone()));
     }
     let m = Arc::new(generate(kind, subject)?);
-    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, m.clone());
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, m.clone());
     Ok(Some(m))
 }
 
 fn generate(kind: CertificateKind, subject: &str) -> Result<CertMaterial, LabError> {
-    let bits = if kind == CertificateKind::WeakKey { 1024 } else { 2048 };
+    let bits = if kind == CertificateKind::WeakKey {
+        1024
+    } else {
+        2048
+    };
     let key = rsa_key(bits)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -128,8 +140,13 @@ fn generate(kind: CertificateKind, subject: &str) -> Result<CertMaterial, LabErr
             .map_err(cert_err)?,
     )
     .map_err(cert_err)?;
-    b.append_extension(ExtendedKeyUsage::new().server_auth().build().map_err(cert_err)?)
-        .map_err(cert_err)?;
+    b.append_extension(
+        ExtendedKeyUsage::new()
+            .server_auth()
+            .build()
+            .map_err(cert_err)?,
+    )
+    .map_err(cert_err)?;
     b.sign(&key, MessageDigest::sha256()).map_err(cert_err)?;
     let cert_der = b.build().to_der().map_err(cert_err)?;
     let key_pkcs8_der = key.private_key_to_pkcs8().map_err(cert_err)?;
@@ -161,15 +178,23 @@ pub(crate) enum TlsServer {
 }
 
 impl TlsServer {
-    pub(crate) fn build(material: &CertMaterial, versions: &[TlsVersion]) -> Result<TlsServer, LabError> {
-        let legacy = versions.iter().any(|v| matches!(v, TlsVersion::Tls10 | TlsVersion::Tls11));
+    pub(crate) fn build(
+        material: &CertMaterial,
+        versions: &[TlsVersion],
+    ) -> Result<TlsServer, LabError> {
+        let legacy = versions
+            .iter()
+            .any(|v| matches!(v, TlsVersion::Tls10 | TlsVersion::Tls11));
         if !legacy && material.key_bits >= 2048 {
             return Self::build_rustls(material, versions);
         }
         Self::build_openssl(material, versions)
     }
 
-    fn build_rustls(material: &CertMaterial, versions: &[TlsVersion]) -> Result<TlsServer, LabError> {
+    fn build_rustls(
+        material: &CertMaterial,
+        versions: &[TlsVersion],
+    ) -> Result<TlsServer, LabError> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
         let mut vs: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
         if versions.contains(&TlsVersion::Tls13) {
@@ -179,19 +204,26 @@ impl TlsServer {
             vs.push(&rustls::version::TLS12);
         }
         let tls_err = |e: rustls::Error| LabError::Tls(e.to_string());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&vs)
-            .map_err(tls_err)?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(material.cert_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(material.key_pkcs8_der.clone())),
-            )
-            .map_err(tls_err)?;
-        Ok(TlsServer::Rustls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&vs)
+        .map_err(tls_err)?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(material.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(material.key_pkcs8_der.clone())),
+        )
+        .map_err(tls_err)?;
+        Ok(TlsServer::Rustls(tokio_rustls::TlsAcceptor::from(
+            Arc::new(config),
+        )))
     }
 
-    fn build_openssl(material: &CertMaterial, versions: &[TlsVersion]) -> Result<TlsServer, LabError> {
+    fn build_openssl(
+        material: &CertMaterial,
+        versions: &[TlsVersion],
+    ) -> Result<TlsServer, LabError> {
         let e = |e: openssl::error::ErrorStack| LabError::Tls(e.to_string());
         let to_ssl = |v: TlsVersion| match v {
             TlsVersion::Tls10 => SslVersion::TLS1,
@@ -224,5 +256,13 @@ impl TlsServer {
 
 /// A fatal TLS alert record: handshake_failure (40), RFC 8446 6.2 / RFC 5246 7.2.
 pub(crate) fn handshake_failure_alert(record_version: [u8; 2]) -> [u8; 7] {
-    [0x15, record_version[0], record_version[1], 0x00, 0x02, 0x02, 40]
+    [
+        0x15,
+        record_version[0],
+        record_version[1],
+        0x00,
+        0x02,
+        0x02,
+        40,
+    ]
 }
