@@ -62,7 +62,10 @@ impl Stage {
     }
 
     pub fn parse(s: &str) -> Option<Stage> {
-        Stage::ALL.iter().copied().find(|st| st.as_str() == s.to_ascii_lowercase())
+        Stage::ALL
+            .iter()
+            .copied()
+            .find(|st| st.as_str() == s.to_ascii_lowercase())
     }
 }
 
@@ -121,7 +124,11 @@ pub enum FailureKind {
     /// The server selected a protocol the client did not offer or cannot use.
     ProtocolMismatch { requested: String, selected: String },
     /// A TLS alert was received or sent.
-    TlsAlert { level: String, description: String, code: u8 },
+    TlsAlert {
+        level: String,
+        description: String,
+        code: u8,
+    },
     /// TLS handshake failure without an alert (e.g. no common version / cipher).
     TlsFailure { detail: String },
     /// Authentication rejected (CredSSP errorCode NTSTATUS, or a close right after the AUTHENTICATE).
@@ -167,31 +174,62 @@ impl fmt::Display for FailureKind {
         match self {
             FailureKind::Refused => write!(f, "connection refused"),
             FailureKind::Unreachable { detail } => write!(f, "unreachable: {detail}"),
-            FailureKind::TimedOut { waiting_for, after_ms } => {
-                write!(f, "timed out waiting for the {waiting_for} after {after_ms} ms")
+            FailureKind::TimedOut {
+                waiting_for,
+                after_ms,
+            } => {
+                write!(
+                    f,
+                    "timed out waiting for the {waiting_for} after {after_ms} ms"
+                )
             }
             FailureKind::Reset => write!(f, "reset by peer"),
-            FailureKind::Closed { tls_close_notify: true } => write!(f, "closed by peer (TLS close_notify)"),
-            FailureKind::Closed { tls_close_notify: false } => write!(f, "closed by peer"),
+            FailureKind::Closed {
+                tls_close_notify: true,
+            } => write!(f, "closed by peer (TLS close_notify)"),
+            FailureKind::Closed {
+                tls_close_notify: false,
+            } => write!(f, "closed by peer"),
             FailureKind::NegotiationFailure { code, name } => {
                 write!(f, "negotiation failure {name} (0x{code:08x})")
             }
-            FailureKind::ProtocolMismatch { requested, selected } => {
-                write!(f, "protocol mismatch: requested {requested}, server selected {selected}")
+            FailureKind::ProtocolMismatch {
+                requested,
+                selected,
+            } => {
+                write!(
+                    f,
+                    "protocol mismatch: requested {requested}, server selected {selected}"
+                )
             }
-            FailureKind::TlsAlert { level, description, code } => {
+            FailureKind::TlsAlert {
+                level,
+                description,
+                code,
+            } => {
                 write!(f, "TLS alert {level} {description} ({code})")
             }
             FailureKind::TlsFailure { detail } => write!(f, "TLS failure: {detail}"),
-            FailureKind::AuthFailure { ntstatus, name, detail } => match (ntstatus, name) {
-                (Some(code), Some(name)) => write!(f, "authentication failure {name} (0x{code:08X}): {detail}"),
+            FailureKind::AuthFailure {
+                ntstatus,
+                name,
+                detail,
+            } => match (ntstatus, name) {
+                (Some(code), Some(name)) => {
+                    write!(f, "authentication failure {name} (0x{code:08X}): {detail}")
+                }
                 (Some(code), None) => write!(f, "authentication failure 0x{code:08X}: {detail}"),
                 _ => write!(f, "authentication failure: {detail}"),
             },
             FailureKind::Denied { detail } => write!(f, "denied: {detail}"),
-            FailureKind::ProtocolError { what, offset: Some(o) } => write!(f, "protocol error at byte {o}: {what}"),
-            FailureKind::ProtocolError { what, offset: None } => write!(f, "protocol error: {what}"),
-            FailureKind::Stopped => write!(f, "stopped by request"),
+            FailureKind::ProtocolError {
+                what,
+                offset: Some(o),
+            } => write!(f, "protocol error at byte {o}: {what}"),
+            FailureKind::ProtocolError { what, offset: None } => {
+                write!(f, "protocol error: {what}")
+            }
+            FailureKind::Stopped => write!(f, "stopped by the client"),
             FailureKind::CaptureEnded => write!(f, "capture ended"),
         }
     }

@@ -162,7 +162,8 @@ impl Machine<'_> {
         }
         if self.stages.is_empty() && stage != Stage::Tcp {
             // A capture that starts mid-connection: no tcp row.
-            self.notes.push("capture starts after the TCP handshake".into());
+            self.notes
+                .push("capture starts after the TCP handshake".into());
         }
         self.pending_mismatch = None;
         let acc = StageAcc {
@@ -201,7 +202,9 @@ impl Machine<'_> {
         let is_wire = |k: &EventKind| matches!(k, EventKind::Data { dir: d, layer: Layer::Wire, .. } if *d == dir);
         let target = match dir {
             Dir::C2S => (idx..evs.len()).find(|&j| is_wire(&evs[j].kind)),
-            Dir::S2C => (0..=idx.min(evs.len().saturating_sub(1))).rev().find(|&j| is_wire(&evs[j].kind)),
+            Dir::S2C => (0..=idx.min(evs.len().saturating_sub(1)))
+                .rev()
+                .find(|&j| is_wire(&evs[j].kind)),
         };
         if let Some(t) = target {
             self.label(t, text);
@@ -209,7 +212,15 @@ impl Machine<'_> {
     }
 
     /// Accounts a PDU to a stage (entering it) and records its name.
-    fn pdu(&mut self, stage: Stage, dir: Dir, len: usize, name: String, label_idx: usize, inner: bool) {
+    fn pdu(
+        &mut self,
+        stage: Stage,
+        dir: Dir,
+        len: usize,
+        name: String,
+        label_idx: usize,
+        inner: bool,
+    ) {
         self.enter(stage);
         let now = self.now;
         let frame = self.frame;
@@ -254,7 +265,9 @@ impl Machine<'_> {
                         waiting_for: Side::Server,
                         after_ms: *after_ms,
                     },
-                    ConnectFailure::Unreachable { detail } => FailureKind::Unreachable { detail: detail.clone() },
+                    ConnectFailure::Unreachable { detail } => FailureKind::Unreachable {
+                        detail: detail.clone(),
+                    },
                 };
                 let by = match f {
                     ConnectFailure::Refused => Side::Server,
@@ -295,7 +308,9 @@ impl Machine<'_> {
                 let by = dir.sender();
                 self.label(self.event_idx, format!("{}: reset by {by}", self.cur()));
                 if self.connected {
-                    self.notes.push(format!("{by} reset the connection after it was established"));
+                    self.notes.push(format!(
+                        "{by} reset the connection after it was established"
+                    ));
                 }
                 if self.pending_mismatch.is_some() && by == Side::Client {
                     self.fail_mismatch();
@@ -303,7 +318,10 @@ impl Machine<'_> {
                 self.fail(FailureKind::Reset, by);
                 self.ended_by.get_or_insert(by);
             }
-            EventKind::Timeout { waiting_for, after_ms } => {
+            EventKind::Timeout {
+                waiting_for,
+                after_ms,
+            } => {
                 self.fail(
                     FailureKind::TimedOut {
                         waiting_for: waiting_for.sender(),
@@ -345,7 +363,12 @@ impl Machine<'_> {
             EventKind::StoppedAfter(stage) => {
                 if self.failure.is_none() && !self.connected {
                     if *stage == Stage::Connected {
-                        // The probe closes once connected: not a stop.
+                        // The observer's connector reached the connected state (normally the server's
+                        // Font Map already told us); it then closes: not a stop.
+                        if !self.connected {
+                            self.enter(Stage::Connected);
+                            self.connected = true;
+                        }
                     } else {
                         self.stopped = Some(*stage);
                         self.ended_by.get_or_insert(Side::Client);
@@ -372,7 +395,13 @@ impl Machine<'_> {
         if let Some((requested, selected)) = self.pending_mismatch.take() {
             // The server chose; the client (which cannot use the choice) closes.
             self.ended_by = Some(Side::Client);
-            self.fail(FailureKind::ProtocolMismatch { requested, selected }, Side::Server);
+            self.fail(
+                FailureKind::ProtocolMismatch {
+                    requested,
+                    selected,
+                },
+                Side::Server,
+            );
         }
     }
 
@@ -466,8 +495,9 @@ impl Machine<'_> {
 
     fn malformed(&mut self, dir: Dir, what: String, offset: u64) {
         let who = dir.sender();
-        self.notes
-            .push(format!("malformed data from the {who} at byte {offset} of its stream: {what}"));
+        self.notes.push(format!(
+            "malformed data from the {who} at byte {offset} of its stream: {what}"
+        ));
         self.fail(
             FailureKind::ProtocolError {
                 what,
@@ -524,7 +554,11 @@ impl Machine<'_> {
             (p.buf.clone(), p.base)
         };
         // A TLS record where RDP was expected (e.g. a capture missing the X.224 exchange).
-        if !inner && buf.first() == Some(&0x16) && buf.get(1) == Some(&0x03) && self.selected.is_none() {
+        if !inner
+            && buf.first() == Some(&0x16)
+            && buf.get(1) == Some(&0x03)
+            && self.selected.is_none()
+        {
             self.parser(dir, layer).mode = Mode::Tls;
             return Some(0);
         }
@@ -536,8 +570,19 @@ impl Machine<'_> {
                 return None;
             }
             x224::Frame::FastPath(len) => {
-                let stage = if self.connected { Stage::Connected } else { self.cur().max(Stage::Capabilities) };
-                self.pdu(stage, dir, len, "fast-path update".into(), first_event, inner);
+                let stage = if self.connected {
+                    Stage::Connected
+                } else {
+                    self.cur().max(Stage::Capabilities)
+                };
+                self.pdu(
+                    stage,
+                    dir,
+                    len,
+                    "fast-path update".into(),
+                    first_event,
+                    inner,
+                );
                 return Some(len);
             }
             x224::Frame::Tpkt(len) => len,
@@ -545,14 +590,33 @@ impl Machine<'_> {
         let pdu = &buf[..len];
         match x224::decode_tpkt(pdu) {
             x224::X224::ConnectionRequest(facts) => {
-                self.requested = facts.get("requested_protocols_value").and_then(|v| v.as_u64()).map(|v| v as u32);
-                self.pdu(Stage::X224, dir, len, "connection request".into(), first_event, inner);
+                self.requested = facts
+                    .get("requested_protocols_value")
+                    .and_then(|v| v.as_u64())
+                    .map(|v| v as u32);
+                self.pdu(
+                    Stage::X224,
+                    dir,
+                    len,
+                    "connection request".into(),
+                    first_event,
+                    inner,
+                );
                 for (k, v) in facts {
                     self.fact(&k, v);
                 }
             }
-            x224::X224::ConnectionConfirm { selected, facts, .. } => {
-                self.pdu(Stage::X224, dir, len, "connection confirm".into(), first_event, inner);
+            x224::X224::ConnectionConfirm {
+                selected, facts, ..
+            } => {
+                self.pdu(
+                    Stage::X224,
+                    dir,
+                    len,
+                    "connection confirm".into(),
+                    first_event,
+                    inner,
+                );
                 for (k, v) in facts {
                     self.fact(&k, v);
                 }
@@ -583,7 +647,14 @@ impl Machine<'_> {
                 }
             }
             x224::X224::NegotiationFailure { code } => {
-                self.pdu(Stage::X224, dir, len, "negotiation failure".into(), first_event, inner);
+                self.pdu(
+                    Stage::X224,
+                    dir,
+                    len,
+                    "negotiation failure".into(),
+                    first_event,
+                    inner,
+                );
                 let name = x224::failure_code_name(code);
                 self.fact("failure_code", json!(code));
                 self.fact("failure_name", json!(name));
@@ -597,7 +668,14 @@ impl Machine<'_> {
             }
             x224::X224::DisconnectRequest => {
                 let stage = self.cur();
-                self.pdu(stage, dir, len, "x.224 disconnect request".into(), first_event, inner);
+                self.pdu(
+                    stage,
+                    dir,
+                    len,
+                    "x.224 disconnect request".into(),
+                    first_event,
+                    inner,
+                );
                 self.fail(
                     FailureKind::Denied {
                         detail: "X.224 disconnect request".into(),
@@ -610,8 +688,19 @@ impl Machine<'_> {
                 self.mcs_pdu(dir, len, ud, first_event, inner);
             }
             x224::X224::Malformed { what, offset } => {
-                let stage = if self.cur() < Stage::X224 { Stage::X224 } else { self.cur() };
-                self.pdu(stage, dir, len, "malformed x.224".into(), first_event, inner);
+                let stage = if self.cur() < Stage::X224 {
+                    Stage::X224
+                } else {
+                    self.cur()
+                };
+                self.pdu(
+                    stage,
+                    dir,
+                    len,
+                    "malformed x.224".into(),
+                    first_event,
+                    inner,
+                );
                 self.kill(dir, if inner { Layer::Inner } else { Layer::Wire });
                 self.malformed(dir, what, base + offset as u64);
                 return None;
@@ -624,7 +713,14 @@ impl Machine<'_> {
     fn mcs_pdu(&mut self, dir: Dir, len: usize, ud: &[u8], first_event: usize, inner: bool) {
         // BER application tags 101 (Connect-Initial) / 102 (Connect-Response): 0x7f 0x65 / 0x7f 0x66.
         if ud.starts_with(&[0x7f, 0x65]) {
-            self.pdu(Stage::Mcs, dir, len, "mcs connect initial".into(), first_event, inner);
+            self.pdu(
+                Stage::Mcs,
+                dir,
+                len,
+                "mcs connect initial".into(),
+                first_event,
+                inner,
+            );
             match mcs::connect_initial_facts(ud) {
                 Ok(f) => {
                     for (k, v) in f {
@@ -636,7 +732,14 @@ impl Machine<'_> {
             return;
         }
         if ud.starts_with(&[0x7f, 0x66]) {
-            self.pdu(Stage::Mcs, dir, len, "mcs connect response".into(), first_event, inner);
+            self.pdu(
+                Stage::Mcs,
+                dir,
+                len,
+                "mcs connect response".into(),
+                first_event,
+                inner,
+            );
             match mcs::connect_response_facts(ud) {
                 Ok(f) => {
                     let result = f.get("result").and_then(|v| v.as_str()).map(str::to_owned);
@@ -664,8 +767,11 @@ impl Machine<'_> {
         match mcs::classify_domain_pdu(ud) {
             Some((name, facts)) => {
                 let stage = match name {
-                    "erect domain request" | "attach user request" | "attach user confirm"
-                    | "channel join request" | "channel join confirm" => Stage::Channels,
+                    "erect domain request"
+                    | "attach user request"
+                    | "attach user confirm"
+                    | "channel join request"
+                    | "channel join confirm" => Stage::Channels,
                     "disconnect provider ultimatum" => self.cur(),
                     _ => Stage::Channels,
                 };
@@ -686,13 +792,19 @@ impl Machine<'_> {
                         .unwrap_or_default();
                     self.fail(
                         FailureKind::Denied {
-                            detail: format!("MCS disconnect provider ultimatum {reason}").trim().to_owned(),
+                            detail: format!("MCS disconnect provider ultimatum {reason}")
+                                .trim()
+                                .to_owned(),
                         },
                         dir.sender(),
                     );
                 }
                 if name == "attach user confirm" || name == "channel join confirm" {
-                    let key = if name == "attach user confirm" { "attach_user" } else { "channel_join" };
+                    let key = if name == "attach user confirm" {
+                        "attach_user"
+                    } else {
+                        "channel_join"
+                    };
                     let mut entries = self
                         .acc()
                         .facts
@@ -705,7 +817,14 @@ impl Machine<'_> {
             }
             None => {
                 let stage = self.cur().max(Stage::Mcs);
-                self.pdu(stage, dir, len, "unrecognized mcs pdu".into(), first_event, inner);
+                self.pdu(
+                    stage,
+                    dir,
+                    len,
+                    "unrecognized mcs pdu".into(),
+                    first_event,
+                    inner,
+                );
             }
         }
     }
@@ -743,8 +862,19 @@ impl Machine<'_> {
                 }
             }
             None => {
-                let stage = if self.connected { Stage::Connected } else { self.cur().max(Stage::Security) };
-                self.pdu(stage, dir, len, "unrecognized data pdu".into(), first_event, inner);
+                let stage = if self.connected {
+                    Stage::Connected
+                } else {
+                    self.cur().max(Stage::Security)
+                };
+                self.pdu(
+                    stage,
+                    dir,
+                    len,
+                    "unrecognized data pdu".into(),
+                    first_event,
+                    inner,
+                );
             }
         }
     }
@@ -764,11 +894,12 @@ impl Machine<'_> {
         if !(20..=24).contains(&ct) || buf[1] != 3 || flen > (1 << 14) + 2048 {
             self.kill(dir, Layer::Wire);
             let what = if self.cur() <= Stage::X224 && dir == Dir::S2C {
-                format!("expected a TLS record after the X.224 confirm, got bytes {:02x?}", &buf[..5])
-            } else {
                 format!(
-                    "invalid TLS record header (type {ct}, version 0x{ver:04x}, length {flen})"
+                    "expected a TLS record after the X.224 confirm, got bytes {:02x?}",
+                    &buf[..5]
                 )
+            } else {
+                format!("invalid TLS record header (type {ct}, version 0x{ver:04x}, length {flen})")
             };
             if self.cur() < Stage::Tls {
                 self.enter(Stage::Tls);
@@ -794,25 +925,52 @@ impl Machine<'_> {
                 self.pdu(Stage::Tls, dir, total, names.join(", "), first_event, false);
                 if let Some((off, what)) = err {
                     self.fact(
-                        &format!("{}_handshake_error", if dir == Dir::C2S { "client" } else { "server" }),
+                        &format!(
+                            "{}_handshake_error",
+                            if dir == Dir::C2S { "client" } else { "server" }
+                        ),
                         json!(format!("{what} at byte {}", base + 5 + off as u64)),
                     );
                 }
             }
             tls::CT_HANDSHAKE => {
-                self.pdu(Stage::Tls, dir, total, "encrypted handshake (finished)".into(), first_event, false);
+                self.pdu(
+                    Stage::Tls,
+                    dir,
+                    total,
+                    "encrypted handshake (finished)".into(),
+                    first_event,
+                    false,
+                );
             }
             tls::CT_CHANGE_CIPHER_SPEC => {
                 self.wire[di(dir)].ccs_seen = true;
-                self.pdu(Stage::Tls, dir, total, "change cipher spec".into(), first_event, false);
+                self.pdu(
+                    Stage::Tls,
+                    dir,
+                    total,
+                    "change cipher spec".into(),
+                    first_event,
+                    false,
+                );
             }
             tls::CT_ALERT => {
                 let stage = self.cur().max(Stage::Tls);
                 let plain = if ccs { None } else { tls::parse_alert(frag) };
                 match plain {
                     Some((level, desc, code)) => {
-                        self.pdu(stage, dir, total, format!("alert {level} {desc}"), first_event, false);
-                        self.fact("alert", json!(format!("{level} {desc} ({code}) from {}", dir.sender())));
+                        self.pdu(
+                            stage,
+                            dir,
+                            total,
+                            format!("alert {level} {desc}"),
+                            first_event,
+                            false,
+                        );
+                        self.fact(
+                            "alert",
+                            json!(format!("{level} {desc} ({code}) from {}", dir.sender())),
+                        );
                         if desc == "close_notify" {
                             if dir == Dir::S2C {
                                 self.close_notify_from_server = true;
@@ -829,7 +987,14 @@ impl Machine<'_> {
                         }
                     }
                     None => {
-                        self.pdu(stage, dir, total, "encrypted alert".into(), first_event, false);
+                        self.pdu(
+                            stage,
+                            dir,
+                            total,
+                            "encrypted alert".into(),
+                            first_event,
+                            false,
+                        );
                         if dir == Dir::S2C {
                             // After the handshake an encrypted alert is almost always close_notify.
                             self.close_notify_from_server = true;
@@ -837,22 +1002,28 @@ impl Machine<'_> {
                     }
                 }
             }
-            tls::CT_APPLICATION_DATA if self.tls13 && !self.client_finished && self.cur() <= Stage::Tls => {
+            tls::CT_APPLICATION_DATA
+                if self.tls13 && !self.client_finished && self.cur() <= Stage::Tls =>
+            {
                 // TLS 1.3: the server's encrypted flight (EncryptedExtensions .. Finished) and the
                 // client's Finished travel as application data records but belong to the handshake.
                 if dir == Dir::C2S {
                     self.client_finished = true;
                     self.tls_done = true;
                 }
-                let name = if dir == Dir::C2S { "encrypted handshake (finished)" } else { "encrypted handshake" };
+                let name = if dir == Dir::C2S {
+                    "encrypted handshake (finished)"
+                } else {
+                    "encrypted handshake"
+                };
                 self.pdu(Stage::Tls, dir, total, name.into(), first_event, false);
             }
             tls::CT_APPLICATION_DATA => {
                 if !self.has_inner {
                     // No secrets: name the encrypted stage from the handshake structure.
-                    let hybrid = self
-                        .selected
-                        .is_some_and(|s| s & (x224::PROTOCOL_HYBRID | x224::PROTOCOL_HYBRID_EX) != 0);
+                    let hybrid = self.selected.is_some_and(|s| {
+                        s & (x224::PROTOCOL_HYBRID | x224::PROTOCOL_HYBRID_EX) != 0
+                    });
                     let stage = if self.cur() <= Stage::Tls && self.tls_handshake_done(dir) {
                         if hybrid {
                             Stage::Credssp
@@ -867,7 +1038,14 @@ impl Machine<'_> {
                         self.enter(stage);
                         self.fact("encrypted", json!(true));
                     }
-                    self.pdu(stage, dir, total, "application data (encrypted)".into(), first_event, false);
+                    self.pdu(
+                        stage,
+                        dir,
+                        total,
+                        "application data (encrypted)".into(),
+                        first_event,
+                        false,
+                    );
                     let n = self.acc().pdus.len();
                     self.fact("encrypted_records", json!(n));
                 } else if self.cur() == Stage::Tls {
@@ -888,7 +1066,14 @@ impl Machine<'_> {
                 }
             }
             _ => {
-                self.pdu(Stage::Tls, dir, total, format!("record type {ct}"), first_event, false);
+                self.pdu(
+                    Stage::Tls,
+                    dir,
+                    total,
+                    format!("record type {ct}"),
+                    first_event,
+                    false,
+                );
             }
         }
         Some(total)
@@ -898,9 +1083,10 @@ impl Machine<'_> {
     fn tls_handshake_done(&self, _dir: Dir) -> bool {
         self.tls_done
             || self.wire[1].ccs_seen
-            || self.stages.iter().any(|(s, a)| {
-                *s == Stage::Tls && a.pdus.iter().any(|p| p.contains("server hello"))
-            })
+            || self
+                .stages
+                .iter()
+                .any(|(s, a)| *s == Stage::Tls && a.pdus.iter().any(|p| p.contains("server hello")))
     }
 
     fn handshake_fact(&mut self, m: &tls::Handshake, dir: Dir) -> String {
@@ -911,7 +1097,10 @@ impl Machine<'_> {
                 cipher_suites,
                 sni,
             } => {
-                let mut offered: Vec<String> = supported_versions.iter().map(|v| tls::version_name(*v)).collect();
+                let mut offered: Vec<String> = supported_versions
+                    .iter()
+                    .map(|v| tls::version_name(*v))
+                    .collect();
                 if offered.is_empty() {
                     offered.push(tls::version_name(*version));
                 }
@@ -997,7 +1186,11 @@ impl Machine<'_> {
             return Some(0);
         }
         if first != 0x30 {
-            if dir == Dir::S2C && self.selected.is_some_and(|s| s & x224::PROTOCOL_HYBRID_EX != 0) {
+            if dir == Dir::S2C
+                && self
+                    .selected
+                    .is_some_and(|s| s & x224::PROTOCOL_HYBRID_EX != 0)
+            {
                 if buf.len() < 4 {
                     return None;
                 }
@@ -1006,11 +1199,17 @@ impl Machine<'_> {
                     Stage::Credssp,
                     dir,
                     4,
-                    format!("early user authorization result {}", if v == 0 { "SUCCESS" } else { "ACCESS_DENIED" }),
+                    format!(
+                        "early user authorization result {}",
+                        if v == 0 { "SUCCESS" } else { "ACCESS_DENIED" }
+                    ),
                     first_event,
                     true,
                 );
-                self.fact("early_user_auth", json!(if v == 0 { "success" } else { "access_denied" }));
+                self.fact(
+                    "early_user_auth",
+                    json!(if v == 0 { "success" } else { "access_denied" }),
+                );
                 if v != 0 {
                     self.fail(
                         FailureKind::Denied {
@@ -1027,7 +1226,11 @@ impl Machine<'_> {
             }
             self.kill(dir, Layer::Inner);
             self.enter(Stage::Credssp);
-            self.malformed(dir, format!("expected a TSRequest (0x30), got 0x{first:02x}"), base);
+            self.malformed(
+                dir,
+                format!("expected a TSRequest (0x30), got 0x{first:02x}"),
+                base,
+            );
             return None;
         }
         let len = match credssp::der_frame_len(&buf) {
@@ -1075,7 +1278,14 @@ impl Machine<'_> {
                 if parts.is_empty() {
                     parts.push("ts request");
                 }
-                self.pdu(Stage::Credssp, dir, len, parts.join(" + "), first_event, true);
+                self.pdu(
+                    Stage::Credssp,
+                    dir,
+                    len,
+                    parts.join(" + "),
+                    first_event,
+                    true,
+                );
                 let who = if dir == Dir::C2S { "client" } else { "server" };
                 self.fact(&format!("{who}_version"), json!(ts.version));
                 if dir == Dir::S2C {
@@ -1128,7 +1338,14 @@ impl Machine<'_> {
                 }
             }
             Err((what, off)) => {
-                self.pdu(Stage::Credssp, dir, len, "malformed ts request".into(), first_event, true);
+                self.pdu(
+                    Stage::Credssp,
+                    dir,
+                    len,
+                    "malformed ts request".into(),
+                    first_event,
+                    true,
+                );
                 self.kill(dir, Layer::Inner);
                 self.malformed(dir, format!("TSRequest: {what}"), base + off as u64);
                 return None;
@@ -1222,7 +1439,11 @@ impl Machine<'_> {
         };
         let total_ms = stages
             .last()
-            .map(|s| (s.start_us + (s.duration_ms * 1000.0) as u64).saturating_sub(self.trace.start_us()) as f64 / 1000.0)
+            .map(|s| {
+                (s.start_us + (s.duration_ms * 1000.0) as u64).saturating_sub(self.trace.start_us())
+                    as f64
+                    / 1000.0
+            })
             .unwrap_or(0.0);
         let summary = summarize(&stages, last_stage, &verdict, self.ended_by, total_ms);
         let labels = self.labels.into_iter().map(|l| l.join("; ")).collect();
@@ -1250,7 +1471,11 @@ fn share_stage(name: &str, cur: Stage, connected: bool) -> Stage {
     let n = name.to_ascii_lowercase();
     if n.contains("security exchange") || n.contains("client info") {
         Stage::Security
-    } else if n.contains("licens") || n.contains("auto-detect") || n.contains("autodetect") || n.contains("multitransport") {
+    } else if n.contains("licens")
+        || n.contains("auto-detect")
+        || n.contains("autodetect")
+        || n.contains("multitransport")
+    {
         Stage::Licensing
     } else if n.contains("demand active")
         || n.contains("confirm active")
@@ -1268,7 +1493,13 @@ fn share_stage(name: &str, cur: Stage, connected: bool) -> Stage {
     }
 }
 
-fn summarize(stages: &[StageReport], last: Stage, verdict: &Verdict, ended_by: Option<Side>, total_ms: f64) -> String {
+fn summarize(
+    stages: &[StageReport],
+    last: Stage,
+    verdict: &Verdict,
+    ended_by: Option<Side>,
+    total_ms: f64,
+) -> String {
     let sel = stages
         .iter()
         .find(|s| s.stage == Stage::X224)
@@ -1281,7 +1512,7 @@ fn summarize(stages: &[StageReport], last: Stage, verdict: &Verdict, ended_by: O
         Verdict::Failed {
             kind: FailureKind::Stopped,
             ..
-        } => format!("stopped after {last} as requested{sel}: every stage up to it passed ({total_ms:.0} ms)"),
+        } => format!("stopped after {last}{sel} by the client: every stage up to it passed ({total_ms:.0} ms)"),
         Verdict::Failed { kind, by } => {
             let who = match (kind, by) {
                 (FailureKind::CaptureEnded, _) => "the capture ended before the connection did".to_owned(),
