@@ -168,7 +168,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -216,8 +219,9 @@ fn init_tracing(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RDPROBE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rdprobe={level},ironrdp=error,sspi=error")));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RDPROBE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("rdprobe={level},ironrdp=error,sspi=error"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -259,14 +263,18 @@ fn parse_target(t: &str) -> Result<(String, u16)> {
             .split_once(']')
             .ok_or_else(|| usage(format!("invalid target `{t}`")))?;
         let port = match p.strip_prefix(':') {
-            Some(p) => p.parse().map_err(|_| usage(format!("invalid port in `{t}`")))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| usage(format!("invalid port in `{t}`")))?,
             None => 3389,
         };
         return Ok((h.to_owned(), port));
     }
     match t.rsplit_once(':') {
         Some((h, p)) if !h.is_empty() => {
-            let port: u16 = p.parse().map_err(|_| usage(format!("invalid port `{p}` in `{t}`")))?;
+            let port: u16 = p
+                .parse()
+                .map_err(|_| usage(format!("invalid port `{p}` in `{t}`")))?;
             Ok((h.to_owned(), port))
         }
         _ if !t.is_empty() => Ok((t.to_owned(), 3389)),
@@ -279,7 +287,8 @@ fn read_password(user: &str) -> Result<String> {
         return Ok(p);
     }
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        let p = rpassword::prompt_password(format!("password for {user}: ")).context("reading the password")?;
+        let p = rpassword::prompt_password(format!("password for {user}: "))
+            .context("reading the password")?;
         return Ok(p);
     }
     Err(usage(
@@ -291,10 +300,11 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     let (host, port) = parse_target(&a.target)?;
     let mut o = ProbeOptions::new(host, port);
     for s in &a.security {
-        o.protocols.push(
-            Protocol::parse(s)
-                .ok_or_else(|| usage(format!("unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)")))?,
-        );
+        o.protocols.push(Protocol::parse(s).ok_or_else(|| {
+            usage(format!(
+                "unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)"
+            ))
+        })?);
     }
     if o.protocols.contains(&Protocol::Rdp) && o.protocols.len() > 1 {
         return Err(usage(
@@ -311,7 +321,11 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
         "auto" => TlsEngine::Auto,
         "rustls" => TlsEngine::Rustls,
         "legacy" | "openssl" => TlsEngine::Legacy,
-        other => return Err(usage(format!("unknown TLS engine `{other}` (auto, rustls, legacy)"))),
+        other => {
+            return Err(usage(format!(
+                "unknown TLS engine `{other}` (auto, rustls, legacy)"
+            )))
+        }
     };
     o.tls_versions = match a.tls_version.as_deref() {
         None => probe::tls::TlsVersions::Both,
@@ -338,13 +352,14 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
 async fn interrupted() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -379,16 +394,20 @@ async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
     Ok(report::exit_code(&result.report))
 }
 
-fn write_artifacts(result: &probe::ProbeResult, pcap: Option<&PathBuf>, keylog: Option<&PathBuf>) -> Result<()> {
+fn write_artifacts(
+    result: &probe::ProbeResult,
+    pcap: Option<&PathBuf>,
+    keylog: Option<&PathBuf>,
+) -> Result<()> {
     if let Some(p) = pcap {
         let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
         let w = std::io::BufWriter::new(f);
-        shim::write_pcapng(&result.trace, &result.labels, w)
+        rdprobe::capture::writer::write_pcapng(&result.trace, &result.labels, w)
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(k) = keylog {
         let f = std::fs::File::create(k).with_context(|| format!("creating {}", k.display()))?;
-        shim::write_keylog(&result.trace, std::io::BufWriter::new(f))
+        rdprobe::capture::writer::write_keylog(&result.trace, std::io::BufWriter::new(f))
             .with_context(|| format!("writing {}", k.display()))?;
     }
     Ok(())
@@ -400,20 +419,27 @@ fn print_report(r: &ConnectionReport, json: bool, diagnose: bool) -> Result<()> 
         let mut v = serde_json::to_value(r)?;
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("exit_code".into(), serde_json::json!(report::exit_code(r)));
-            m.insert("diagnosis".into(), serde_json::to_value(rdprobe::diagnose::diagnose(r))?);
+            m.insert(
+                "diagnosis".into(),
+                serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
+            );
         }
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         write!(out, "{}", report::render_text(r))?;
         if diagnose && !r.verdict.is_ok() {
-            write!(out, "{}", rdprobe::diagnose::render_diagnosis(&rdprobe::diagnose::diagnose(r)))?;
+            write!(
+                out,
+                "{}",
+                rdprobe::diagnose::render_diagnosis(&rdprobe::diagnose::diagnose(r))
+            )?;
         }
     }
     Ok(())
 }
 
 fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
-    use shim::{read_conversations, KeyLog, ReaderOptions};
+    use rdprobe::capture::reader::{read_conversations, KeyLog, ReaderOptions};
     let keylog = match &a.keylog {
         Some(p) => Some(KeyLog::parse(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -425,20 +451,26 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     } else {
         Box::new(std::io::BufReader::with_capacity(
             1 << 20,
-            std::fs::File::open(&a.file).with_context(|| format!("opening {}", a.file.display()))?,
+            std::fs::File::open(&a.file)
+                .with_context(|| format!("opening {}", a.file.display()))?,
         ))
     };
     let opts = ReaderOptions {
         keylog,
         ..ReaderOptions::default()
     };
-    let conversations = read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
+    let conversations =
+        read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
     let mut out = std::io::stdout().lock();
     let mut worst = exit::SUCCESS;
     let mut n = 0usize;
     let mut damaged = None;
     if !a.json && !a.stages {
-        writeln!(out, "{:>4} {:<24} {:<24} {:<13} {:<28} summary", "#", "client", "server", "last stage", "verdict")?;
+        writeln!(
+            out,
+            "{:>4} {:<24} {:<24} {:<13} {:<28} summary",
+            "#", "client", "server", "last stage", "verdict"
+        )?;
     }
     for conv in conversations {
         let trace = match conv {
@@ -459,7 +491,10 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             let mut v = serde_json::to_value(r)?;
             if let serde_json::Value::Object(m) = &mut v {
                 m.insert("connection".into(), serde_json::json!(n));
-                m.insert("diagnosis".into(), serde_json::to_value(rdprobe::diagnose::diagnose(r))?);
+                m.insert(
+                    "diagnosis".into(),
+                    serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
+                );
             }
             writeln!(out, "{}", serde_json::to_string(&v)?)?;
         } else if a.stages {
@@ -467,7 +502,8 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             write!(out, "{}", report::render_text(r))?;
             for s in &r.stages {
                 if !s.frames.is_empty() {
-                    let frames: Vec<String> = s.frames.iter().take(20).map(|f| f.to_string()).collect();
+                    let frames: Vec<String> =
+                        s.frames.iter().take(20).map(|f| f.to_string()).collect();
                     writeln!(
                         out,
                         "  {:<12} frames {}{}",
@@ -513,9 +549,13 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
     let path = std::path::Path::new(s);
     if path.exists() {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {s}"))?;
-        return rdprobe::scenario::Scenario::from_toml(&text).map_err(|e| usage(format!("{s}: {e}")));
+        return rdprobe::scenario::Scenario::from_toml(&text)
+            .map_err(|e| usage(format!("{s}: {e}")));
     }
-    let names: Vec<&str> = rdprobe::scenario::builtin_names().iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = rdprobe::scenario::builtin_names()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     bail!(usage(format!(
         "no built-in scenario or file named `{s}` (built-ins: {})",
         names.join(", ")
@@ -524,7 +564,8 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
 
 async fn cmd_lab(a: LabArgs) -> Result<i32> {
     let sc = load_scenario(&a.scenario)?;
-    let handle = rdprobe::lab::spawn_lab(a.listen, sc.clone()).with_context(|| format!("starting the lab on {}", a.listen))?;
+    let handle = rdprobe::lab::spawn_lab(a.listen, sc.clone())
+        .with_context(|| format!("starting the lab on {}", a.listen))?;
     eprintln!(
         "lab listening on {} with scenario `{}`: {}\n(stop with Ctrl-C)",
         handle.addr, sc.name, sc.description
@@ -552,6 +593,10 @@ async fn cmd_demo(a: DemoArgs) -> Result<i32> {
             });
             o.cookie = Some(user);
         }
+        // A client offering TLS only is what meets an NLA-required server in the field.
+        if sc.name == "nla-required" {
+            o.protocols = vec![Protocol::Ssl];
+        }
         let result = probe::probe(&o).await;
         handle.stop();
         let pcap = a.out.join(format!("{}.pcapng", sc.name));
@@ -560,7 +605,10 @@ async fn cmd_demo(a: DemoArgs) -> Result<i32> {
             let mut v = serde_json::to_value(&result.report)?;
             if let serde_json::Value::Object(m) = &mut v {
                 m.insert("scenario".into(), serde_json::json!(sc.name));
-                m.insert("capture".into(), serde_json::json!(pcap.display().to_string()));
+                m.insert(
+                    "capture".into(),
+                    serde_json::json!(pcap.display().to_string()),
+                );
             }
             writeln!(out, "{}", serde_json::to_string(&v)?)?;
         } else {
@@ -570,7 +618,9 @@ async fn cmd_demo(a: DemoArgs) -> Result<i32> {
                 write!(
                     out,
                     "{}",
-                    rdprobe::diagnose::render_diagnosis(&rdprobe::diagnose::diagnose(&result.report))
+                    rdprobe::diagnose::render_diagnosis(&rdprobe::diagnose::diagnose(
+                        &result.report
+                    ))
                 )?;
             }
             writeln!(out, "capture: {}\n", pcap.display())?;
@@ -597,29 +647,3 @@ fn cmd_explain(code: &str, ext: Option<&str>) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-/// Temporary stand-ins while the capture modules land.
-mod shim {
-    use anyhow::{bail, Result};
-    pub fn write_pcapng<W>(_t: &rdprobe::trace::Trace, _l: &[String], _w: W) -> Result<()> {
-        bail!("pcapng writer not built yet")
-    }
-    pub fn write_keylog<W>(_t: &rdprobe::trace::Trace, _w: W) -> Result<()> {
-        bail!("keylog writer not built yet")
-    }
-    pub struct KeyLog;
-    impl KeyLog {
-        pub fn parse(_s: &str) -> KeyLog {
-            KeyLog
-        }
-    }
-    #[derive(Default)]
-    pub struct ReaderOptions {
-        pub keylog: Option<KeyLog>,
-    }
-    pub fn read_conversations<R>(
-        _r: R,
-        _o: ReaderOptions,
-    ) -> Result<std::vec::IntoIter<Result<rdprobe::trace::Trace>>> {
-        bail!("capture reader not built yet")
-    }
-}

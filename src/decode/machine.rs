@@ -97,6 +97,8 @@ struct Machine<'a> {
     certificate_seen: bool,
     tls13: bool,
     client_finished: bool,
+    /// A server FIN whose meaning depends on cleartext that may be recorded after it.
+    server_fin: bool,
 }
 
 fn di(dir: Dir) -> usize {
@@ -133,6 +135,7 @@ pub(super) fn run(trace: &Trace) -> Decoded {
         certificate_seen: false,
         tls13: false,
         client_finished: false,
+        server_fin: false,
     };
     for (i, ev) in trace.events.iter().enumerate() {
         m.event_idx = i;
@@ -247,6 +250,13 @@ impl Machine<'_> {
     }
 
     fn event(&mut self, kind: &EventKind) {
+        let inner_data = matches!(
+            kind,
+            EventKind::Data { layer: Layer::Inner, .. } | EventKind::Note(_) | EventKind::TlsError { .. }
+        );
+        if !inner_data {
+            self.resolve_server_fin();
+        }
         match kind {
             EventKind::Connected => {
                 self.enter(Stage::Tcp);
@@ -414,6 +424,48 @@ impl Machine<'_> {
         }
         match by {
             Side::Server => {
+                // A TLS stack reads to EOF before handing over the last records' cleartext, so the
+                // wire FIN can precede the inner data it ends (e.g. a TSRequest errorCode): decide
+                // when the next non-inner event arrives, or at the end.
+                self.server_fin = true;
+                self.ended_by.get_or_insert(Side::Server);
+            }
+            _ => {
+                if self.pending_mismatch.is_some() {
+                    self.fail_mismatch();
+                    return;
+                }
+                match self.last_pdu {
+                    Some((Dir::C2S, t)) => {
+                        let after_ms = self.now.saturating_sub(t) / 1000;
+                        self.fail(
+                            FailureKind::TimedOut {
+                                waiting_for: Side::Server,
+                                after_ms,
+                            },
+                            Side::Server,
+                        );
+                        self.ended_by = Some(Side::Client);
+                    }
+                    _ => {
+                        self.stopped = Some(self.cur());
+                        self.ended_by = Some(Side::Client);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Resolves a deferred server FIN into the verdict it implies.
+    fn resolve_server_fin(&mut self) {
+        if !std::mem::take(&mut self.server_fin) {
+            return;
+        }
+        if self.connected || self.failure.is_some() || self.stopped.is_some() {
+            return;
+        }
+        {
+            {
                 if self.cur() == Stage::Credssp && self.authenticate_pending {
                     self.fail(
                         FailureKind::AuthFailure {
@@ -439,29 +491,6 @@ impl Machine<'_> {
                         },
                         Side::Server,
                     );
-                }
-            }
-            _ => {
-                if self.pending_mismatch.is_some() {
-                    self.fail_mismatch();
-                    return;
-                }
-                match self.last_pdu {
-                    Some((Dir::C2S, t)) => {
-                        let after_ms = self.now.saturating_sub(t) / 1000;
-                        self.fail(
-                            FailureKind::TimedOut {
-                                waiting_for: Side::Server,
-                                after_ms,
-                            },
-                            Side::Server,
-                        );
-                        self.ended_by = Some(Side::Client);
-                    }
-                    _ => {
-                        self.stopped = Some(self.cur());
-                        self.ended_by = Some(Side::Client);
-                    }
                 }
             }
         }
@@ -1355,6 +1384,7 @@ impl Machine<'_> {
     }
 
     fn finish(mut self) -> Decoded {
+        self.resolve_server_fin();
         // Leftover partial PDUs at the end.
         for (i, dir) in [(0, Dir::C2S), (1, Dir::S2C)] {
             let left = self.wire[i].buf.len() + self.inner[i].buf.len();
