@@ -1,6 +1,9 @@
 //! CredSSP TSRequest (MS-CSSP 2.2.1) and NTLM (MS-NLMP 2.2.1) decoding for the `credssp` stage:
 //! pure, no I/O, never panics. Written by hand because sspi's decoder rejects strictly-DER
 //! errorCode encodings and does not expose partial results on malformed input.
+//!
+//! INVARIANT: every length read from the input is checked against the bytes present before it is
+//! used to slice or to allocate.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,17 +21,288 @@ pub struct TsRequestFacts {
     pub has_client_nonce: bool,
 }
 
+/// Largest DER length accepted by [`der_frame_len`]: 4 length bytes (MS-CSSP messages are far
+/// smaller; the caller bounds what it buffers).
+pub const MAX_DER_LENGTH_BYTES: usize = 4;
+
+/// Parses a DER identifier + definite length at the start of `buf`: (tag, header length, content
+/// length). None when the header is incomplete or not a supported DER header (multi-byte tag,
+/// indefinite length, more than 4 length bytes).
+fn der_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let tag = *buf.first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let l0 = *buf.get(1)?;
+    if l0 < 0x80 {
+        return Some((tag, 2, usize::from(l0)));
+    }
+    let n = usize::from(l0 & 0x7f);
+    if n == 0 || n > MAX_DER_LENGTH_BYTES {
+        return None;
+    }
+    let bytes = buf.get(2..2 + n)?;
+    let len = bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+    let len = usize::try_from(len).ok()?;
+    Some((tag, 2 + n, len))
+}
+
 /// Length of a complete DER TLV at the start of `buf` (header + content), or None if incomplete
 /// or not a valid DER header. Used to frame TSRequests in the inner stream.
+///
+/// Returns the total as soon as the header is readable, even when the content is not all there
+/// yet (compare with `buf.len()`). Definite lengths of up to 4 bytes are accepted; BER's
+/// non-minimal length encodings are accepted too (some stacks emit `0x82 0x00 0x7f`).
 pub fn der_frame_len(buf: &[u8]) -> Option<usize> {
-    let _ = buf;
-    None
+    let (_, h, len) = der_header(buf)?;
+    h.checked_add(len)
+}
+
+/// One TLV inside a parent, with absolute offsets for error reports.
+struct Tlv<'a> {
+    tag: u8,
+    /// Absolute offset of the tag byte.
+    offset: usize,
+    /// Absolute offset of the first content byte.
+    content_offset: usize,
+    content: &'a [u8],
+}
+
+/// Reads consecutive TLVs from `buf` (whose first byte is at absolute offset `base`).
+struct TlvIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+impl<'a> TlvIter<'a> {
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        TlvIter { buf, pos: 0, base }
+    }
+
+    fn next_tlv(&mut self) -> Option<Result<Tlv<'a>, (String, usize)>> {
+        let rest = self.buf.get(self.pos..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let offset = self.base + self.pos;
+        let Some((tag, h, len)) = der_header(rest) else {
+            return Some(Err((
+                format!("invalid DER header (tag 0x{:02x})", rest[0]),
+                offset,
+            )));
+        };
+        let Some(content) = h.checked_add(len).and_then(|end| rest.get(h..end)) else {
+            return Some(Err((
+                format!(
+                    "DER length {len} of tag 0x{tag:02x} exceeds the {} bytes available",
+                    rest.len() - h.min(rest.len())
+                ),
+                offset,
+            )));
+        };
+        self.pos += h + len;
+        Some(Ok(Tlv {
+            tag,
+            offset,
+            content_offset: offset + h,
+            content,
+        }))
+    }
+}
+
+/// The single TLV inside an explicit context tag, checked to have tag `want`.
+fn inner<'a>(outer: &Tlv<'a>, want: u8, what: &str) -> Result<Tlv<'a>, (String, usize)> {
+    let mut it = TlvIter::new(outer.content, outer.content_offset);
+    match it.next_tlv() {
+        Some(Ok(t)) if t.tag == want => Ok(t),
+        Some(Ok(t)) => Err((
+            format!("{what}: expected tag 0x{want:02x}, got 0x{:02x}", t.tag),
+            t.offset,
+        )),
+        Some(Err(e)) => Err(e),
+        None => Err((format!("{what}: empty"), outer.content_offset)),
+    }
+}
+
+/// An unsigned 32-bit value from an INTEGER's content. Accepts the strictly-DER 5-byte encoding
+/// of values >= 2^31 (leading 0x00) and the 4-byte encoding Windows uses for NTSTATUS (which DER
+/// would read as negative): both give the same u32. Shorter negative encodings are sign-extended.
+fn integer_u32(content: &[u8], offset: usize, what: &str) -> Result<u32, (String, usize)> {
+    match content.len() {
+        0 => Err((format!("{what}: empty INTEGER"), offset)),
+        1..=4 => {
+            let neg = content[0] & 0x80 != 0;
+            let mut v: u32 = if neg { u32::MAX } else { 0 };
+            for &b in content {
+                v = (v << 8) | u32::from(b);
+            }
+            Ok(v)
+        }
+        5 if content[0] == 0 => Ok(u32::from_be_bytes([
+            content[1], content[2], content[3], content[4],
+        ])),
+        n => Err((
+            format!("{what}: INTEGER of {n} bytes does not fit 32 bits"),
+            offset,
+        )),
+    }
 }
 
 /// Decodes one TSRequest. On error: description and byte offset within `buf`.
+///
+/// MS-CSSP 2.2.1: `TSRequest ::= SEQUENCE { version [0] INTEGER, negoTokens [1] NegoData OPTIONAL,
+/// authInfo [2] OCTET STRING OPTIONAL, pubKeyAuth [3] OCTET STRING OPTIONAL, errorCode [4] INTEGER
+/// OPTIONAL, clientNonce [5] OCTET STRING OPTIONAL }`, `NegoData ::= SEQUENCE OF SEQUENCE {
+/// negoToken [0] OCTET STRING }`. Fields are accepted in any order; unknown context tags are
+/// skipped (forward compatibility). Bytes after the SEQUENCE are an error.
 pub fn parse_ts_request(buf: &[u8]) -> Result<TsRequestFacts, (String, usize)> {
-    let _ = buf;
-    Err(("not implemented".to_owned(), 0))
+    let mut top = TlvIter::new(buf, 0);
+    let seq = match top.next_tlv() {
+        Some(Ok(t)) if t.tag == 0x30 => t,
+        Some(Ok(t)) => {
+            return Err((
+                format!("expected a TSRequest SEQUENCE (0x30), got 0x{:02x}", t.tag),
+                0,
+            ))
+        }
+        Some(Err(e)) => return Err(e),
+        None => return Err(("empty TSRequest".to_owned(), 0)),
+    };
+    if top.pos < buf.len() {
+        return Err((
+            format!("{} trailing bytes after the TSRequest", buf.len() - top.pos),
+            top.pos,
+        ));
+    }
+    let mut facts = TsRequestFacts::default();
+    let mut have_version = false;
+    let mut fields = TlvIter::new(seq.content, seq.content_offset);
+    while let Some(f) = fields.next_tlv() {
+        let f = f?;
+        match f.tag {
+            0xa0 => {
+                let i = inner(&f, 0x02, "version")?;
+                facts.version = integer_u32(i.content, i.offset, "version")?;
+                have_version = true;
+            }
+            0xa1 => {
+                let list = inner(&f, 0x30, "negoTokens")?;
+                let mut items = TlvIter::new(list.content, list.content_offset);
+                while let Some(item) = items.next_tlv() {
+                    let item = item?;
+                    if item.tag != 0x30 {
+                        return Err((
+                            format!("negoTokens: expected SEQUENCE, got 0x{:02x}", item.tag),
+                            item.offset,
+                        ));
+                    }
+                    let mut tok = TlvIter::new(item.content, item.content_offset);
+                    while let Some(t) = tok.next_tlv() {
+                        let t = t?;
+                        if t.tag == 0xa0 {
+                            let os = inner(&t, 0x04, "negoToken")?;
+                            if facts.nego_token.is_none() {
+                                facts.nego_token = Some(os.content.to_vec());
+                            }
+                        }
+                    }
+                }
+            }
+            0xa2 => {
+                inner(&f, 0x04, "authInfo")?;
+                facts.has_auth_info = true;
+            }
+            0xa3 => {
+                inner(&f, 0x04, "pubKeyAuth")?;
+                facts.has_pub_key_auth = true;
+            }
+            0xa4 => {
+                let i = inner(&f, 0x02, "errorCode")?;
+                facts.error_code = Some(integer_u32(i.content, i.offset, "errorCode")?);
+            }
+            0xa5 => {
+                inner(&f, 0x04, "clientNonce")?;
+                facts.has_client_nonce = true;
+            }
+            t if t & 0xe0 == 0xa0 => {}
+            t => return Err((format!("unexpected tag 0x{t:02x} in TSRequest"), f.offset)),
+        }
+    }
+    if !have_version {
+        return Err(("TSRequest without version".to_owned(), seq.content_offset));
+    }
+    Ok(facts)
+}
+
+/// DER definite length bytes for `len`.
+fn der_len(len: usize, out: &mut Vec<u8>) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = (len as u64).to_be_bytes();
+        let skip = bytes.iter().take_while(|&&b| b == 0).count();
+        out.push(0x80 | (8 - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+}
+
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(content.len() + 6);
+    v.push(tag);
+    der_len(content.len(), &mut v);
+    v.extend_from_slice(content);
+    v
+}
+
+/// Minimal DER INTEGER content of a non-negative value.
+fn der_uint(v: u32) -> Vec<u8> {
+    let b = v.to_be_bytes();
+    let skip = b.iter().take_while(|&&x| x == 0).count().min(3);
+    let mut out = Vec::with_capacity(5);
+    if b[skip] & 0x80 != 0 {
+        out.push(0);
+    }
+    out.extend_from_slice(&b[skip..]);
+    out
+}
+
+/// Encoding of the errorCode INTEGER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCodeEncoding {
+    /// What Windows and FreeRDP 3 send: the 4 bytes of the NTSTATUS (0xC000006D → `02 04 C0 00 00 6D`).
+    Windows4Byte,
+    /// Strict DER of the unsigned value (0xC000006D → `02 05 00 C0 00 00 6D`).
+    StrictDer,
+}
+
+/// A TSRequest carrying only version and errorCode (MS-CSSP 2.2.1, 3.1.5.2: what a server sends
+/// when authentication fails), with the errorCode INTEGER as Windows encodes it (4 bytes).
+pub fn encode_ts_request_error(version: u32, ntstatus: u32) -> Vec<u8> {
+    encode_ts_request_error_with(version, ntstatus, ErrorCodeEncoding::Windows4Byte)
+}
+
+/// [`encode_ts_request_error`] with a chosen errorCode encoding.
+pub fn encode_ts_request_error_with(
+    version: u32,
+    ntstatus: u32,
+    enc: ErrorCodeEncoding,
+) -> Vec<u8> {
+    let code = match enc {
+        ErrorCodeEncoding::Windows4Byte => ntstatus.to_be_bytes().to_vec(),
+        ErrorCodeEncoding::StrictDer => der_uint(ntstatus),
+    };
+    let mut body = der_tlv(0xa0, &der_tlv(0x02, &der_uint(version)));
+    body.extend(der_tlv(0xa4, &der_tlv(0x02, &code)));
+    der_tlv(0x30, &body)
+}
+
+/// A TSRequest carrying version and one negoToken (MS-CSSP 2.2.1.1).
+pub fn encode_ts_request_nego(version: u32, token: &[u8]) -> Vec<u8> {
+    let item = der_tlv(0x30, &der_tlv(0xa0, &der_tlv(0x04, token)));
+    let mut body = der_tlv(0xa0, &der_tlv(0x02, &der_uint(version)));
+    body.extend(der_tlv(0xa1, &der_tlv(0x30, &item)));
+    der_tlv(0x30, &body)
 }
 
 /// NTLM message types (MS-NLMP 2.2.1).
@@ -60,16 +334,355 @@ pub struct NtlmFacts {
     pub domain: Option<String>,
     /// AUTHENTICATE carries an NTLMv2 response (the capture then holds a crackable hash).
     pub has_nt_response: bool,
+    /// AUTHENTICATE: the client's workstation name.
+    #[serde(default)]
+    pub workstation: Option<String>,
+    /// CHALLENGE: TargetName (the server's domain or computer name).
+    #[serde(default)]
+    pub target_name: Option<String>,
+    /// Set when the message was cut short or a field pointed outside it: what could not be read.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The NTLMSSP signature (MS-NLMP 2.2.1.1).
+pub const NTLMSSP_SIGNATURE: &[u8; 8] = b"NTLMSSP\0";
+/// NTLMSSP_NEGOTIATE_UNICODE (MS-NLMP 2.2.2.5 flag A).
+pub const NTLMSSP_NEGOTIATE_UNICODE: u32 = 0x0000_0001;
+/// NTLMSSP_NEGOTIATE_VERSION (flag T).
+pub const NTLMSSP_NEGOTIATE_VERSION: u32 = 0x0200_0000;
+
+/// AV pair ids (MS-NLMP 2.2.2.1).
+const MSV_AV_EOL: u16 = 0;
+const MSV_AV_NB_COMPUTER_NAME: u16 = 1;
+const MSV_AV_NB_DOMAIN_NAME: u16 = 2;
+const MSV_AV_DNS_COMPUTER_NAME: u16 = 3;
+const MSV_AV_DNS_DOMAIN_NAME: u16 = 4;
+const MSV_AV_DNS_TREE_NAME: u16 = 5;
+const MSV_AV_TIMESTAMP: u16 = 7;
+
+/// Seconds between 1601-01-01 (FILETIME epoch) and 1970-01-01.
+const FILETIME_UNIX_OFFSET_SECS: i64 = 11_644_473_600;
+
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn utf16le(b: &[u8]) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// OEM strings: decoded as Latin-1 (the OEM code page is not known to an observer).
+fn oem(b: &[u8]) -> String {
+    b.iter().map(|&c| char::from(c)).collect()
+}
+
+/// The payload a security-buffer field (len u16, maxlen u16, offset u32; MS-NLMP 2.2.1) points at.
+/// Err(()) when it points outside the message.
+fn field<'a>(msg: &'a [u8], at: usize) -> Result<Option<&'a [u8]>, ()> {
+    let (Some(len), Some(off)) = (le16(msg, at), le32(msg, at + 4)) else {
+        return Err(());
+    };
+    if len == 0 {
+        return Ok(None);
+    }
+    let start = usize::try_from(off).map_err(|_| ())?;
+    let end = start.checked_add(usize::from(len)).ok_or(())?;
+    msg.get(start..end).map(Some).ok_or(())
+}
+
+/// "major.minor.build" from an 8-byte VERSION structure (MS-NLMP 2.2.2.10).
+fn version_string(msg: &[u8], at: usize) -> Option<String> {
+    let v = msg.get(at..at + 8)?;
+    if v.iter().all(|&b| b == 0) {
+        return None;
+    }
+    Some(format!(
+        "{}.{}.{}",
+        v[0],
+        v[1],
+        u16::from_le_bytes([v[2], v[3]])
+    ))
+}
+
+/// Whether the VERSION field at `at` exists: the flag is set and no payload starts before its end.
+fn has_version(msg: &[u8], flags: u32, at: usize, payload_fields: &[usize]) -> bool {
+    if flags & NTLMSSP_NEGOTIATE_VERSION == 0 || msg.len() < at + 8 {
+        return false;
+    }
+    payload_fields
+        .iter()
+        .all(|&f| match (le16(msg, f), le32(msg, f + 4)) {
+            (Some(0), _) => true,
+            (Some(_), Some(off)) => off as usize >= at + 8,
+            _ => false,
+        })
 }
 
 /// Finds and decodes the NTLM message inside a negoToken.
+///
+/// Returns None when the token holds no "NTLMSSP\0" signature (e.g. Kerberos). When the message is
+/// truncated or a field points outside it, returns what could be read with `error` set.
 pub fn parse_ntlm(token: &[u8]) -> Option<NtlmFacts> {
-    let _ = token;
-    None
+    let start = token
+        .windows(NTLMSSP_SIGNATURE.len())
+        .position(|w| w == NTLMSSP_SIGNATURE)?;
+    let msg = &token[start..];
+    let mut f = NtlmFacts::default();
+    let Some(ty) = le32(msg, 8) else {
+        f.error = Some("ntlm message truncated before MessageType".to_owned());
+        return Some(f);
+    };
+    match ty {
+        1 => parse_negotiate(msg, &mut f),
+        2 => parse_challenge(msg, &mut f),
+        3 => parse_authenticate(msg, &mut f),
+        t => f.error = Some(format!("unknown ntlm MessageType {t}")),
+    }
+    Some(f)
 }
 
+/// NEGOTIATE_MESSAGE (MS-NLMP 2.2.1.1).
+fn parse_negotiate(msg: &[u8], f: &mut NtlmFacts) {
+    f.message_type = Some(NtlmMessageType::Negotiate);
+    let Some(flags) = le32(msg, 12) else {
+        f.error = Some("ntlm negotiate truncated before NegotiateFlags".to_owned());
+        return;
+    };
+    f.negotiate_flags = flags;
+    if has_version(msg, flags, 32, &[16, 24]) {
+        f.os_version = version_string(msg, 32);
+    }
+}
+
+/// CHALLENGE_MESSAGE (MS-NLMP 2.2.1.2) with its target info AV pairs (2.2.2.1).
+fn parse_challenge(msg: &[u8], f: &mut NtlmFacts) {
+    f.message_type = Some(NtlmMessageType::Challenge);
+    let Some(flags) = le32(msg, 20) else {
+        f.error = Some("ntlm challenge truncated before NegotiateFlags".to_owned());
+        return;
+    };
+    f.negotiate_flags = flags;
+    let unicode = flags & NTLMSSP_NEGOTIATE_UNICODE != 0;
+    match field(msg, 12) {
+        Ok(Some(t)) => f.target_name = Some(if unicode { utf16le(t) } else { oem(t) }),
+        Ok(None) => {}
+        Err(()) => {
+            f.error = Some("ntlm challenge TargetName points outside the message".to_owned())
+        }
+    }
+    if msg.len() < 48 {
+        f.error = Some("ntlm challenge truncated before TargetInfoFields".to_owned());
+        return;
+    }
+    if has_version(msg, flags, 48, &[12, 40]) {
+        f.os_version = version_string(msg, 48);
+    }
+    let info = match field(msg, 40) {
+        Ok(Some(i)) => i,
+        Ok(None) => return,
+        Err(()) => {
+            f.error = Some("ntlm challenge TargetInfo points outside the message".to_owned());
+            return;
+        }
+    };
+    let mut pos = 0usize;
+    loop {
+        let (Some(id), Some(len)) = (le16(info, pos), le16(info, pos + 2)) else {
+            f.error = Some("ntlm target info truncated (no MsvAvEOL)".to_owned());
+            return;
+        };
+        if id == MSV_AV_EOL {
+            return;
+        }
+        let Some(v) = info.get(pos + 4..pos + 4 + usize::from(len)) else {
+            f.error = Some(format!(
+                "ntlm target info AV pair {id} exceeds the target info"
+            ));
+            return;
+        };
+        match id {
+            MSV_AV_NB_COMPUTER_NAME => f.nb_computer_name = Some(utf16le(v)),
+            MSV_AV_NB_DOMAIN_NAME => f.nb_domain_name = Some(utf16le(v)),
+            MSV_AV_DNS_COMPUTER_NAME => f.dns_computer_name = Some(utf16le(v)),
+            MSV_AV_DNS_DOMAIN_NAME => f.dns_domain_name = Some(utf16le(v)),
+            MSV_AV_DNS_TREE_NAME => f.dns_tree_name = Some(utf16le(v)),
+            MSV_AV_TIMESTAMP => {
+                if let Some(b) = v.first_chunk::<8>() {
+                    f.server_time = Some(filetime_rfc3339(u64::from_le_bytes(*b)));
+                }
+            }
+            _ => {}
+        }
+        pos += 4 + usize::from(len);
+    }
+}
+
+/// RFC 3339 of a FILETIME (100 ns intervals since 1601-01-01 UTC).
+pub fn filetime_rfc3339(ft: u64) -> String {
+    let secs = (ft / 10_000_000) as i64 - FILETIME_UNIX_OFFSET_SECS;
+    super::tls::rfc3339(secs)
+}
+
+/// AUTHENTICATE_MESSAGE (MS-NLMP 2.2.1.3). The responses themselves are never reported.
+fn parse_authenticate(msg: &[u8], f: &mut NtlmFacts) {
+    f.message_type = Some(NtlmMessageType::Authenticate);
+    let Some(flags) = le32(msg, 60) else {
+        f.error = Some("ntlm authenticate truncated before NegotiateFlags".to_owned());
+        return;
+    };
+    f.negotiate_flags = flags;
+    let unicode = flags & NTLMSSP_NEGOTIATE_UNICODE != 0;
+    let text = |b: &[u8]| if unicode { utf16le(b) } else { oem(b) };
+    let mut bad = Vec::new();
+    match field(msg, 20) {
+        // An NTLMv2 response is longer than the 24 bytes of an NTLMv1 one (MS-NLMP 2.2.2.8).
+        Ok(Some(nt)) => f.has_nt_response = nt.len() > 24,
+        Ok(None) => {}
+        Err(()) => bad.push("NtChallengeResponse"),
+    }
+    match field(msg, 28) {
+        Ok(d) => f.domain = d.map(text),
+        Err(()) => bad.push("DomainName"),
+    }
+    match field(msg, 36) {
+        Ok(u) => f.user = u.map(text),
+        Err(()) => bad.push("UserName"),
+    }
+    match field(msg, 44) {
+        Ok(w) => f.workstation = w.map(text),
+        Err(()) => bad.push("Workstation"),
+    }
+    if has_version(msg, flags, 64, &[12, 20, 28, 36, 44, 52]) {
+        f.os_version = version_string(msg, 64);
+    }
+    if !bad.is_empty() {
+        f.error = Some(format!(
+            "ntlm authenticate {} points outside the message",
+            bad.join(", ")
+        ));
+    }
+}
+
+/// NTSTATUS and SSPI HRESULT codes seen in TSRequest.errorCode and logon failures, by name
+/// (MS-ERREF 2.3.1 and 2.1; the set FreeRDP's nla.c maps to client errors, plus what Windows
+/// servers send for policy and time problems).
+const STATUS_NAMES: &[(u32, &str)] = &[
+    (0x0000_0000, "STATUS_SUCCESS"),
+    (0x0009_0312, "SEC_I_CONTINUE_NEEDED"),
+    (0x0009_0313, "SEC_I_COMPLETE_NEEDED"),
+    (0x0009_0314, "SEC_I_COMPLETE_AND_CONTINUE"),
+    (0x8009_0300, "SEC_E_INSUFFICIENT_MEMORY"),
+    (0x8009_0301, "SEC_E_INVALID_HANDLE"),
+    (0x8009_0302, "SEC_E_UNSUPPORTED_FUNCTION"),
+    (0x8009_0303, "SEC_E_TARGET_UNKNOWN"),
+    (0x8009_0304, "SEC_E_INTERNAL_ERROR"),
+    (0x8009_0305, "SEC_E_SECPKG_NOT_FOUND"),
+    (0x8009_0306, "SEC_E_NOT_OWNER"),
+    (0x8009_0308, "SEC_E_INVALID_TOKEN"),
+    (0x8009_030a, "SEC_E_QOP_NOT_SUPPORTED"),
+    (0x8009_030b, "SEC_E_NO_IMPERSONATION"),
+    (0x8009_030c, "SEC_E_LOGON_DENIED"),
+    (0x8009_030d, "SEC_E_UNKNOWN_CREDENTIALS"),
+    (0x8009_030e, "SEC_E_NO_CREDENTIALS"),
+    (0x8009_030f, "SEC_E_MESSAGE_ALTERED"),
+    (0x8009_0310, "SEC_E_OUT_OF_SEQUENCE"),
+    (0x8009_0311, "SEC_E_NO_AUTHENTICATING_AUTHORITY"),
+    (0x8009_0316, "SEC_E_BAD_PKGID"),
+    (0x8009_0317, "SEC_E_CONTEXT_EXPIRED"),
+    (0x8009_0318, "SEC_E_INCOMPLETE_MESSAGE"),
+    (0x8009_0320, "SEC_E_INCOMPLETE_CREDENTIALS"),
+    (0x8009_0321, "SEC_E_BUFFER_TOO_SMALL"),
+    (0x8009_0322, "SEC_E_WRONG_PRINCIPAL"),
+    (0x8009_0324, "SEC_E_TIME_SKEW"),
+    (0x8009_0325, "SEC_E_UNTRUSTED_ROOT"),
+    (0x8009_0326, "SEC_E_ILLEGAL_MESSAGE"),
+    (0x8009_0327, "SEC_E_CERT_UNKNOWN"),
+    (0x8009_0328, "SEC_E_CERT_EXPIRED"),
+    (0x8009_0329, "SEC_E_ENCRYPT_FAILURE"),
+    (0x8009_0330, "SEC_E_DECRYPT_FAILURE"),
+    (0x8009_0331, "SEC_E_ALGORITHM_MISMATCH"),
+    (0x8009_0332, "SEC_E_SECURITY_QOS_FAILED"),
+    (0x8009_0333, "SEC_E_UNFINISHED_CONTEXT_DELETED"),
+    (0x8009_0334, "SEC_E_NO_TGT_REPLY"),
+    (0x8009_0335, "SEC_E_NO_IP_ADDRESSES"),
+    (0x8009_0336, "SEC_E_WRONG_CREDENTIAL_HANDLE"),
+    (0x8009_0337, "SEC_E_CRYPTO_SYSTEM_INVALID"),
+    (0x8009_0338, "SEC_E_MAX_REFERRALS_EXCEEDED"),
+    (0x8009_0339, "SEC_E_MUST_BE_KDC"),
+    (0x8009_033a, "SEC_E_STRONG_CRYPTO_NOT_SUPPORTED"),
+    (0x8009_033b, "SEC_E_TOO_MANY_PRINCIPALS"),
+    (0x8009_033c, "SEC_E_NO_PA_DATA"),
+    (0x8009_033d, "SEC_E_PKINIT_NAME_MISMATCH"),
+    (0x8009_033e, "SEC_E_SMARTCARD_LOGON_REQUIRED"),
+    (0x8009_033f, "SEC_E_SHUTDOWN_IN_PROGRESS"),
+    (0x8009_0340, "SEC_E_KDC_INVALID_REQUEST"),
+    (0x8009_0341, "SEC_E_KDC_UNABLE_TO_REFER"),
+    (0x8009_0342, "SEC_E_KDC_UNKNOWN_ETYPE"),
+    (0x8009_0343, "SEC_E_UNSUPPORTED_PREAUTH"),
+    (0x8009_0345, "SEC_E_DELEGATION_REQUIRED"),
+    (0x8009_0346, "SEC_E_BAD_BINDINGS"),
+    (0x8009_0347, "SEC_E_MULTIPLE_ACCOUNTS"),
+    (0x8009_0348, "SEC_E_NO_KERB_KEY"),
+    (0x8009_0349, "SEC_E_CERT_WRONG_USAGE"),
+    (0x8009_0350, "SEC_E_DOWNGRADE_DETECTED"),
+    (0x8009_0351, "SEC_E_SMARTCARD_CERT_REVOKED"),
+    (0x8009_0352, "SEC_E_ISSUING_CA_UNTRUSTED"),
+    (0x8009_0353, "SEC_E_REVOCATION_OFFLINE_C"),
+    (0x8009_0354, "SEC_E_PKINIT_CLIENT_FAILURE"),
+    (0x8009_0355, "SEC_E_SMARTCARD_CERT_EXPIRED"),
+    (0x8009_0357, "SEC_E_NO_CONTEXT"),
+    (0xc000_0001, "STATUS_UNSUCCESSFUL"),
+    (0xc000_000d, "STATUS_INVALID_PARAMETER"),
+    (0xc000_0016, "STATUS_MORE_PROCESSING_REQUIRED"),
+    (0xc000_0022, "STATUS_ACCESS_DENIED"),
+    (0xc000_005e, "STATUS_NO_LOGON_SERVERS"),
+    (0xc000_005f, "STATUS_NO_SUCH_LOGON_SESSION"),
+    (0xc000_0064, "STATUS_NO_SUCH_USER"),
+    (0xc000_006a, "STATUS_WRONG_PASSWORD"),
+    (0xc000_006c, "STATUS_PASSWORD_RESTRICTION"),
+    (0xc000_006d, "STATUS_LOGON_FAILURE"),
+    (0xc000_006e, "STATUS_ACCOUNT_RESTRICTION"),
+    (0xc000_006f, "STATUS_INVALID_LOGON_HOURS"),
+    (0xc000_0070, "STATUS_INVALID_WORKSTATION"),
+    (0xc000_0071, "STATUS_PASSWORD_EXPIRED"),
+    (0xc000_0072, "STATUS_ACCOUNT_DISABLED"),
+    (0xc000_009a, "STATUS_INSUFFICIENT_RESOURCES"),
+    (0xc000_00bb, "STATUS_NOT_SUPPORTED"),
+    (0xc000_00df, "STATUS_NO_SUCH_DOMAIN"),
+    (0xc000_00e5, "STATUS_INTERNAL_ERROR"),
+    (0xc000_0133, "STATUS_TIME_DIFFERENCE_AT_DC"),
+    (0xc000_015b, "STATUS_LOGON_TYPE_NOT_GRANTED"),
+    (0xc000_018c, "STATUS_TRUSTED_DOMAIN_FAILURE"),
+    (0xc000_018d, "STATUS_TRUSTED_RELATIONSHIP_FAILURE"),
+    (0xc000_0192, "STATUS_NETLOGON_NOT_STARTED"),
+    (0xc000_0193, "STATUS_ACCOUNT_EXPIRED"),
+    (0xc000_0203, "STATUS_USER_SESSION_DELETED"),
+    (0xc000_0224, "STATUS_PASSWORD_MUST_CHANGE"),
+    (0xc000_0233, "STATUS_DOMAIN_CONTROLLER_NOT_FOUND"),
+    (0xc000_0234, "STATUS_ACCOUNT_LOCKED_OUT"),
+    (0xc000_02fa, "STATUS_SMARTCARD_LOGON_REQUIRED"),
+    (0xc000_0320, "STATUS_PKINIT_FAILURE"),
+    (0xc000_0388, "STATUS_DOWNGRADE_DETECTED"),
+    (0xc000_040e, "STATUS_KDC_CERT_EXPIRED"),
+    (0xc000_0413, "STATUS_AUTHENTICATION_FIREWALL_FAILED"),
+    (0xc000_0418, "STATUS_NTLM_BLOCKED"),
+];
+
 /// Name of an NTSTATUS code seen in CredSSP errorCode, e.g. 0xC000006D -> "STATUS_LOGON_FAILURE".
+/// Also names the SSPI HRESULTs (SEC_E_*) some servers put there.
 pub fn ntstatus_name(code: u32) -> Option<&'static str> {
-    let _ = code;
-    None
+    STATUS_NAMES
+        .binary_search_by_key(&code, |(k, _)| *k)
+        .ok()
+        .map(|i| STATUS_NAMES[i].1)
 }

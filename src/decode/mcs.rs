@@ -1,18 +1,1270 @@
 //! MCS / GCC decoding for the `mcs` and `channels` stages (MS-RDPBCGR 2.2.1.3-2.2.1.8), using
 //! ironrdp-pdu's types where they decode the PDU. Pure, no I/O, never panics.
+//!
+//! The connect PDUs go through `ironrdp_pdu::mcs::ConnectInitial` / `ConnectResponse` first. When
+//! ironrdp-pdu rejects them, a hand-written walk of the GCC user data blocks takes over, because
+//! real servers send data it refuses: ironrdp-pdu caps the server certificate in the server security
+//! block at 1024 bytes (an X.509 chain of a Windows server in standard RDP security mode is larger),
+//! requires serverRandomLen == 32, and rejects unknown encryption method bits. The MCS result of a
+//! Connect Response is always read by hand: ironrdp-pdu reads and drops it.
+//!
+//! The domain PDUs (erect domain, attach user, channel join, send data, disconnect provider
+//! ultimatum) are read by hand (ALIGNED PER, T.125 7): ironrdp-pdu's decoders need the TPKT/X.224
+//! framing, and a diagnostics tool wants the fields it could read even when the rest is malformed.
+//!
+//! INVARIANT: every length read from the input is checked against the bytes present before it is
+//! used to slice or to allocate.
 
+use ironrdp_pdu::gcc;
+use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse};
+use serde_json::json;
+
+use super::x224::protocol_names;
 use crate::report::Facts;
 
+// ---------------------------------------------------------------------------------------------
+// Small readers
+
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at.checked_add(2)?)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at.checked_add(4)?)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    b.get(at..at.checked_add(2)?)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// A UTF-16LE string up to the first NUL.
+fn utf16z(b: &[u8]) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// An 8-bit string up to the first NUL (channel names are ANSI).
+fn ansiz(b: &[u8]) -> String {
+    b.iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| char::from(c))
+        .collect()
+}
+
+/// One BER TLV (T.125 uses BER for the connect PDUs): (tag bytes, content, total length).
+/// Tags of one byte, or the two-byte application tags 0x7f 0x65 / 0x7f 0x66.
+fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
+    let tag_len = if buf.first()? & 0x1f == 0x1f { 2 } else { 1 };
+    let tag = buf.get(..tag_len)?;
+    let l0 = *buf.get(tag_len)?;
+    let (len, hl) = if l0 < 0x80 {
+        (usize::from(l0), tag_len + 1)
+    } else {
+        let n = usize::from(l0 & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = buf.get(tag_len + 1..tag_len + 1 + n)?;
+        (
+            bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)),
+            tag_len + 1 + n,
+        )
+    };
+    let content = buf.get(hl..hl.checked_add(len)?)?;
+    Some((tag, content, hl + len))
+}
+
+/// An ALIGNED PER length determinant (X.691 10.9): one byte, or two with the top bits 10.
+/// Returns (length, bytes used). Fragmented lengths (11xxxxxx) are not used by RDP.
+fn per_length(b: &[u8], at: usize) -> Option<(usize, usize)> {
+    let l0 = *b.get(at)?;
+    if l0 & 0x80 == 0 {
+        Some((usize::from(l0), 1))
+    } else if l0 & 0xc0 == 0x80 {
+        let l1 = *b.get(at + 1)?;
+        Some(((usize::from(l0 & 0x3f) << 8) | usize::from(l1), 2))
+    } else {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/// "RDP 10.7" for a client/server core data version (MS-RDPBCGR 2.2.1.3.2), hex when unknown.
+pub fn rdp_version_name(v: u32) -> String {
+    match v {
+        0x0008_0001 => "RDP 4.0".to_owned(),
+        0x0008_0004 => "RDP 5.0+".to_owned(),
+        0x0008_0005..=0x0008_0011 => format!("RDP 10.{}", v - 0x0008_0005),
+        _ => format!("0x{v:08x}"),
+    }
+}
+
+/// Names of encryption method bits (MS-RDPBCGR 2.2.1.3.3): "40bit", "56bit", "128bit", "fips".
+/// Zero is "none"; unknown bits are listed in hex.
+pub fn encryption_method_names(m: u32) -> Vec<String> {
+    if m == 0 {
+        return vec!["none".to_owned()];
+    }
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (0x1, "40bit"),
+        (0x8, "56bit"),
+        (0x2, "128bit"),
+        (0x10, "fips"),
+    ] {
+        if m & bit != 0 {
+            v.push(name.to_owned());
+        }
+    }
+    if m & !0x1b != 0 {
+        v.push(format!("0x{:x}", m & !0x1b));
+    }
+    v
+}
+
+/// Name of the server's encryption level (MS-RDPBCGR 2.2.1.4.3).
+pub fn encryption_level_name(l: u32) -> String {
+    match l {
+        0 => "none".to_owned(),
+        1 => "low".to_owned(),
+        2 => "client_compatible".to_owned(),
+        3 => "high".to_owned(),
+        4 => "fips".to_owned(),
+        l => format!("0x{l:x}"),
+    }
+}
+
+/// T.125 Result (MCS connect response, attach user confirm, channel join confirm).
+pub fn mcs_result_name(r: u8) -> String {
+    const NAMES: [&str; 16] = [
+        "rt-successful",
+        "rt-domain-merging",
+        "rt-domain-not-hierarchical",
+        "rt-no-such-channel",
+        "rt-no-such-domain",
+        "rt-no-such-user",
+        "rt-not-admitted",
+        "rt-other-user-id",
+        "rt-parameters-unacceptable",
+        "rt-token-not-available",
+        "rt-token-not-possessed",
+        "rt-too-many-channels",
+        "rt-too-many-tokens",
+        "rt-too-many-users",
+        "rt-unspecified-failure",
+        "rt-user-rejected",
+    ];
+    NAMES
+        .get(usize::from(r))
+        .map_or_else(|| format!("rt-{r}"), |s| (*s).to_owned())
+}
+
+/// T.125 Reason of a disconnect provider ultimatum.
+pub fn disconnect_reason_name(r: u8) -> String {
+    match r {
+        0 => "rn-domain-disconnected".to_owned(),
+        1 => "rn-provider-initiated".to_owned(),
+        2 => "rn-token-purged".to_owned(),
+        3 => "rn-user-requested".to_owned(),
+        4 => "rn-channel-purged".to_owned(),
+        r => format!("rn-{r}"),
+    }
+}
+
+/// Server early capability flags (MS-RDPBCGR 2.2.1.4.2).
+fn server_early_caps_names(f: u32) -> Vec<String> {
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (0x1, "RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V1"),
+        (0x2, "RNS_UD_SC_DYNAMIC_DST_SUPPORTED"),
+        (0x4, "RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V2"),
+        (0x8, "RNS_UD_SC_SKIP_CHANNELJOIN_SUPPORTED"),
+    ] {
+        if f & bit != 0 {
+            v.push(name.to_owned());
+        }
+    }
+    if f & !0xf != 0 {
+        v.push(format!("0x{:x}", f & !0xf));
+    }
+    v
+}
+
+/// errorInfo of a Set Error Info PDU (MS-RDPBCGR 2.2.5.1.1), the codes servers commonly send.
+pub fn error_info_name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        0x0000 => "ERRINFO_NONE",
+        0x0001 => "ERRINFO_RPC_INITIATED_DISCONNECT",
+        0x0002 => "ERRINFO_RPC_INITIATED_LOGOFF",
+        0x0003 => "ERRINFO_IDLE_TIMEOUT",
+        0x0004 => "ERRINFO_LOGON_TIMEOUT",
+        0x0005 => "ERRINFO_DISCONNECTED_BY_OTHERCONNECTION",
+        0x0006 => "ERRINFO_OUT_OF_MEMORY",
+        0x0007 => "ERRINFO_SERVER_DENIED_CONNECTION",
+        0x0009 => "ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES",
+        0x000a => "ERRINFO_SERVER_FRESH_CREDENTIALS_REQUIRED",
+        0x000b => "ERRINFO_RPC_INITIATED_DISCONNECT_BYUSER",
+        0x000c => "ERRINFO_LOGOFF_BY_USER",
+        0x000f => "ERRINFO_CLOSE_STACK_ON_DRIVER_NOT_READY",
+        0x0010 => "ERRINFO_SERVER_DWM_CRASH",
+        0x0011 => "ERRINFO_CLOSE_STACK_ON_DRIVER_FAILURE",
+        0x0012 => "ERRINFO_CLOSE_STACK_ON_DRIVER_IFACE_FAILURE",
+        0x0100 => "ERRINFO_LICENSE_INTERNAL",
+        0x0101 => "ERRINFO_LICENSE_NO_LICENSE_SERVER",
+        0x0102 => "ERRINFO_LICENSE_NO_LICENSE",
+        0x0103 => "ERRINFO_LICENSE_BAD_CLIENT_MSG",
+        0x0104 => "ERRINFO_LICENSE_HWID_DOESNT_MATCH_LICENSE",
+        0x0105 => "ERRINFO_LICENSE_BAD_CLIENT_LICENSE",
+        0x0106 => "ERRINFO_LICENSE_CANT_FINISH_PROTOCOL",
+        0x0107 => "ERRINFO_LICENSE_CLIENT_ENDED_PROTOCOL",
+        0x0108 => "ERRINFO_LICENSE_BAD_CLIENT_ENCRYPTION",
+        0x0109 => "ERRINFO_LICENSE_CANT_UPGRADE_LICENSE",
+        0x010a => "ERRINFO_LICENSE_NO_REMOTE_CONNECTIONS",
+        0x0400 => "ERRINFO_CB_DESTINATION_NOT_FOUND",
+        0x0402 => "ERRINFO_CB_LOADING_DESTINATION",
+        0x0404 => "ERRINFO_CB_REDIRECTING_TO_DESTINATION",
+        0x0405 => "ERRINFO_CB_SESSION_ONLINE_VM_WAKE",
+        0x0406 => "ERRINFO_CB_SESSION_ONLINE_VM_BOOT",
+        0x0407 => "ERRINFO_CB_SESSION_ONLINE_VM_NO_DNS",
+        0x10c9 => "ERRINFO_UNKNOWNPDUTYPE2",
+        0x10ca => "ERRINFO_UNKNOWNPDUTYPE",
+        0x10cb => "ERRINFO_DATAPDUSEQUENCE",
+        0x1191 => "ERRINFO_UPDATESESSIONKEYFAILED",
+        0x1192 => "ERRINFO_DECRYPTFAILED",
+        0x1193 => "ERRINFO_ENCRYPTFAILED",
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connect Initial
+
+/// What rdprobe reports of the client GCC blocks, filled by ironrdp-pdu or by the hand walk.
+#[derive(Default)]
+struct ClientBlocks {
+    version: Option<u32>,
+    desktop: Option<(u16, u16)>,
+    build: Option<u32>,
+    name: Option<String>,
+    keyboard_layout: Option<u32>,
+    server_selected_protocol: Option<u32>,
+    early_capability_flags: Option<u16>,
+    encryption_methods: Option<u32>,
+    ext_encryption_methods: Option<u32>,
+    channels: Option<Vec<String>>,
+}
+
 /// Facts of a client MCS Connect Initial (client core/security/network data).
+///
+/// Keys: "client_rdp_version", "desktop" ("WxH"), "client_build", "client_name", "keyboard_layout",
+/// "server_selected_protocol" (the client core data's echo of the protocol the server selected at
+/// X.224, MS-RDPBCGR 2.2.1.3.2; the client's *requested* protocols travel only in the X.224 request),
+/// "client_early_capability_flags", "encryption_methods" (names), "ext_encryption_methods",
+/// "channels" (names). "gcc_decoder" says "rdprobe" when ironrdp-pdu refused the PDU, with its error
+/// in "ironrdp_error".
 pub fn connect_initial_facts(x224_user_data: &[u8]) -> Result<Facts, String> {
-    let _ = x224_user_data;
-    Err("not implemented".to_owned())
+    let mut facts = Facts::new();
+    let blocks = match ironrdp_core::decode::<ConnectInitial>(x224_user_data) {
+        Ok(ci) => client_blocks_from_ironrdp(ci.conference_create_request.gcc_blocks()),
+        Err(e) => {
+            let user_data = connect_initial_user_data(x224_user_data)?;
+            let b = walk_client_blocks(user_data)?;
+            facts.insert("gcc_decoder".into(), json!("rdprobe"));
+            facts.insert("ironrdp_error".into(), json!(e.to_string()));
+            b
+        }
+    };
+    if let Some(v) = blocks.version {
+        facts.insert("client_rdp_version".into(), json!(rdp_version_name(v)));
+    }
+    if let Some((w, h)) = blocks.desktop {
+        facts.insert("desktop".into(), json!(format!("{w}x{h}")));
+    }
+    if let Some(b) = blocks.build {
+        facts.insert("client_build".into(), json!(b));
+    }
+    if let Some(n) = blocks.name {
+        facts.insert("client_name".into(), json!(n));
+    }
+    if let Some(k) = blocks.keyboard_layout {
+        facts.insert("keyboard_layout".into(), json!(format!("0x{k:08x}")));
+    }
+    if let Some(p) = blocks.server_selected_protocol {
+        facts.insert("server_selected_protocol".into(), json!(protocol_names(p)));
+    }
+    if let Some(f) = blocks.early_capability_flags {
+        facts.insert(
+            "client_early_capability_flags".into(),
+            json!(format!("0x{f:04x}")),
+        );
+    }
+    if let Some(m) = blocks.encryption_methods {
+        facts.insert(
+            "encryption_methods".into(),
+            json!(encryption_method_names(m)),
+        );
+    }
+    if let Some(m) = blocks.ext_encryption_methods.filter(|&m| m != 0) {
+        facts.insert(
+            "ext_encryption_methods".into(),
+            json!(encryption_method_names(m)),
+        );
+    }
+    if let Some(c) = blocks.channels {
+        facts.insert("channels".into(), json!(c));
+    }
+    Ok(facts)
+}
+
+fn client_blocks_from_ironrdp(g: &gcc::ClientGccBlocks) -> ClientBlocks {
+    let core = &g.core;
+    ClientBlocks {
+        version: Some(core.version.0),
+        desktop: Some((core.desktop_width, core.desktop_height)),
+        build: Some(core.client_build),
+        name: Some(core.client_name.trim_end_matches('\0').to_owned()),
+        keyboard_layout: Some(core.keyboard_layout),
+        server_selected_protocol: core
+            .optional_data
+            .server_selected_protocol
+            .map(|p| p.bits()),
+        early_capability_flags: core.optional_data.early_capability_flags.map(|f| f.bits()),
+        encryption_methods: Some(g.security.encryption_methods.bits()),
+        ext_encryption_methods: Some(g.security.ext_encryption_methods),
+        channels: g.network.as_ref().map(|n| {
+            n.channels
+                .iter()
+                .map(|c| ansiz(c.name.as_bytes()))
+                .collect()
+        }),
+    }
+}
+
+/// The userData OCTET STRING of a BER Connect-Initial (T.125 7, application tag 101).
+fn connect_initial_user_data(ud: &[u8]) -> Result<&[u8], String> {
+    let (tag, body, _) = ber_tlv(ud).ok_or("mcs connect initial: unreadable BER header")?;
+    if tag != [0x7f, 0x65] {
+        return Err(format!("mcs connect initial: unexpected tag {tag:02x?}"));
+    }
+    // callingDomainSelector, calledDomainSelector, upwardFlag, 3 x DomainParameters, userData
+    let mut rest = body;
+    for field in 0..6 {
+        let (_, _, n) = ber_tlv(rest)
+            .ok_or_else(|| format!("mcs connect initial: field {field} unreadable"))?;
+        rest = &rest[n..];
+    }
+    let (tag, user_data, _) = ber_tlv(rest).ok_or("mcs connect initial: userData unreadable")?;
+    if tag != [0x04] {
+        return Err("mcs connect initial: userData is not an OCTET STRING".into());
+    }
+    Ok(user_data)
+}
+
+/// The GCC user data blocks after the H.221 key ("Duca" client-to-server, "McDn" server-to-client)
+/// of a T.124 ConferenceCreateRequest/Response (MS-RDPBCGR 2.2.1.3.1 / 2.2.1.4.1).
+fn gcc_blocks_after_key<'a>(user_data: &'a [u8], key: &[u8; 4]) -> Result<&'a [u8], String> {
+    let at = user_data.windows(4).position(|w| w == key).ok_or_else(|| {
+        format!(
+            "gcc: H.221 key {:?} not found",
+            String::from_utf8_lossy(key)
+        )
+    })?;
+    let (len, n) = per_length(user_data, at + 4).ok_or("gcc: unreadable user data length")?;
+    let start = at + 4 + n;
+    let avail = user_data.len().saturating_sub(start);
+    // Some stacks get this length wrong; use what is there when it is shorter.
+    Ok(&user_data[start..start + len.min(avail)])
+}
+
+/// Splits GCC user data into (block type, block body without its 4-byte header) (MS-RDPBCGR
+/// 2.2.1.3.1 TS_UD_HEADER). Stops at a malformed header, returning what came before it.
+fn gcc_blocks(mut b: &[u8]) -> (Vec<(u16, &[u8])>, Option<String>) {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (Some(ty), Some(len)) = (le16(b, 0), le16(b, 2)) else {
+            return (out, Some("gcc: truncated block header".into()));
+        };
+        let len = usize::from(len);
+        if len < 4 || len > b.len() {
+            return (
+                out,
+                Some(format!(
+                    "gcc: block 0x{ty:04x} length {len} invalid ({} bytes left)",
+                    b.len()
+                )),
+            );
+        }
+        out.push((ty, &b[4..len]));
+        b = &b[len..];
+    }
+    (out, None)
+}
+
+fn walk_client_blocks(user_data: &[u8]) -> Result<ClientBlocks, String> {
+    let blocks = gcc_blocks_after_key(user_data, b"Duca")?;
+    let (list, _) = gcc_blocks(blocks);
+    let mut c = ClientBlocks::default();
+    for (ty, body) in list {
+        match ty {
+            // CS_CORE (MS-RDPBCGR 2.2.1.3.2)
+            0xc001 => {
+                c.version = le32(body, 0);
+                c.desktop = le16(body, 4).zip(le16(body, 6));
+                c.keyboard_layout = le32(body, 12);
+                c.build = le32(body, 16);
+                c.name = body.get(20..52).map(utf16z);
+                c.early_capability_flags = le16(body, 140);
+                c.server_selected_protocol = le32(body, 208);
+            }
+            // CS_SECURITY (2.2.1.3.3)
+            0xc002 => {
+                c.encryption_methods = le32(body, 0);
+                c.ext_encryption_methods = le32(body, 4);
+            }
+            // CS_NET (2.2.1.3.4)
+            0xc003 => {
+                let count = le32(body, 0).unwrap_or(0) as usize;
+                let names = body
+                    .get(4..)
+                    .unwrap_or(&[])
+                    .chunks_exact(12)
+                    .take(count)
+                    .map(|d| ansiz(&d[..8]))
+                    .collect();
+                c.channels = Some(names);
+            }
+            _ => {}
+        }
+    }
+    if c.version.is_none() {
+        return Err("gcc: client core data block (0xC001) missing".into());
+    }
+    Ok(c)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connect Response
+
+/// What rdprobe reports of the server GCC blocks, filled by ironrdp-pdu or by the hand walk.
+#[derive(Default)]
+struct ServerBlocks {
+    version: Option<u32>,
+    client_requested_protocols: Option<u32>,
+    early_capability_flags: Option<u32>,
+    encryption_method: Option<u32>,
+    encryption_level: Option<u32>,
+    server_random_present: Option<bool>,
+    server_cert: Option<Vec<u8>>,
+    io_channel: Option<u16>,
+    channel_ids: Option<Vec<u16>>,
+    message_channel: Option<u16>,
 }
 
 /// Facts of a server MCS Connect Response: result, server core data (RDP version, client requested
 /// protocols echo, early capability flags), server security data (encryption method and level, server
 /// random present, certificate type and key size), network data (I/O channel, channel ids).
+///
+/// Keys: "result" (T.125 name, "rt-successful" on success), "server_rdp_version",
+/// "client_requested_protocols_echo", "early_capability_flags", "encryption_method",
+/// "encryption_level", "server_random_present", "server_certificate_type" ("proprietary" / "x509"),
+/// "server_certificate_temporary", "server_key_bits", "server_certificate_chain_len",
+/// "server_certificate_subject", "io_channel", "channel_ids", "mcs_message_channel". A response
+/// with a failure result and no user data gives only "result". When the GCC data cannot be read,
+/// "gcc_error" says why (the result is still reported).
 pub fn connect_response_facts(x224_user_data: &[u8]) -> Result<Facts, String> {
-    let _ = x224_user_data;
-    Err("not implemented".to_owned())
+    let (tag, body, _) =
+        ber_tlv(x224_user_data).ok_or("mcs connect response: unreadable BER header")?;
+    if tag != [0x7f, 0x66] {
+        return Err(format!("mcs connect response: unexpected tag {tag:02x?}"));
+    }
+    // result ENUMERATED, calledConnectId INTEGER, domainParameters, userData OCTET STRING
+    let (tag, result, n) = ber_tlv(body).ok_or("mcs connect response: result unreadable")?;
+    if tag != [0x0a] || result.len() != 1 {
+        return Err("mcs connect response: result is not a one-byte ENUMERATED".into());
+    }
+    let mut facts = Facts::new();
+    facts.insert("result".into(), json!(mcs_result_name(result[0])));
+    let mut rest = &body[n..];
+    let mut user_data = None;
+    for _ in 0..3 {
+        let Some((tag, content, n)) = ber_tlv(rest) else {
+            break;
+        };
+        if tag == [0x04] {
+            user_data = Some(content);
+        }
+        rest = &rest[n..];
+    }
+    let Some(user_data) = user_data else {
+        if result[0] == 0 {
+            facts.insert(
+                "gcc_error".into(),
+                json!("connect response without user data"),
+            );
+        }
+        return Ok(facts);
+    };
+    let blocks = match ironrdp_core::decode::<ConnectResponse>(x224_user_data) {
+        Ok(cr) => server_blocks_from_ironrdp(cr.conference_create_response.gcc_blocks()),
+        Err(e) => {
+            facts.insert("gcc_decoder".into(), json!("rdprobe"));
+            facts.insert("ironrdp_error".into(), json!(e.to_string()));
+            match walk_server_blocks(user_data) {
+                Ok(b) => b,
+                Err(e) => {
+                    facts.insert("gcc_error".into(), json!(e));
+                    return Ok(facts);
+                }
+            }
+        }
+    };
+    server_facts(&blocks, &mut facts);
+    Ok(facts)
+}
+
+fn server_blocks_from_ironrdp(g: &gcc::ServerGccBlocks) -> ServerBlocks {
+    ServerBlocks {
+        version: Some(g.core.version.0),
+        client_requested_protocols: g
+            .core
+            .optional_data
+            .client_requested_protocols
+            .map(|p| p.bits()),
+        early_capability_flags: g
+            .core
+            .optional_data
+            .early_capability_flags
+            .map(|f| f.bits()),
+        encryption_method: Some(g.security.encryption_method.bits()),
+        encryption_level: Some(encryption_level_u32(g.security.encryption_level)),
+        server_random_present: Some(g.security.server_random.is_some()),
+        server_cert: (!g.security.server_cert.is_empty()).then(|| g.security.server_cert.clone()),
+        io_channel: Some(g.network.io_channel),
+        channel_ids: Some(g.network.channel_ids.clone()),
+        message_channel: g.message_channel.as_ref().map(|m| m.mcs_message_channel_id),
+    }
+}
+
+fn encryption_level_u32(l: gcc::EncryptionLevel) -> u32 {
+    match l {
+        gcc::EncryptionLevel::None => 0,
+        gcc::EncryptionLevel::Low => 1,
+        gcc::EncryptionLevel::ClientCompatible => 2,
+        gcc::EncryptionLevel::High => 3,
+        gcc::EncryptionLevel::Fips => 4,
+    }
+}
+
+/// The hand walk of the server GCC blocks (MS-RDPBCGR 2.2.1.4.2-2.2.1.4.5).
+fn walk_server_blocks(user_data: &[u8]) -> Result<ServerBlocks, String> {
+    let blocks = gcc_blocks_after_key(user_data, b"McDn")?;
+    let (list, err) = gcc_blocks(blocks);
+    if list.is_empty() {
+        return Err(err.unwrap_or_else(|| "gcc: no server data blocks".into()));
+    }
+    let mut s = ServerBlocks::default();
+    for (ty, body) in list {
+        match ty {
+            // SC_CORE
+            0x0c01 => {
+                s.version = le32(body, 0);
+                s.client_requested_protocols = le32(body, 4);
+                s.early_capability_flags = le32(body, 8);
+            }
+            // SC_SECURITY (2.2.1.4.3)
+            0x0c02 => {
+                let method = le32(body, 0);
+                let level = le32(body, 4);
+                s.encryption_method = method;
+                s.encryption_level = level;
+                if method == Some(0) && level == Some(0) {
+                    s.server_random_present = Some(false);
+                } else if let (Some(rl), Some(cl)) = (le32(body, 8), le32(body, 12)) {
+                    let rl = rl as usize;
+                    let cl = cl as usize;
+                    s.server_random_present = Some(rl > 0 && body.len() >= 16 + rl);
+                    let cert = 16usize
+                        .checked_add(rl)
+                        .and_then(|a| Some((a, a.checked_add(cl)?)))
+                        .and_then(|(a, b)| body.get(a..b));
+                    s.server_cert = cert.filter(|c| !c.is_empty()).map(<[u8]>::to_vec);
+                }
+            }
+            // SC_NET (2.2.1.4.4)
+            0x0c03 => {
+                s.io_channel = le16(body, 0);
+                let count = usize::from(le16(body, 2).unwrap_or(0));
+                s.channel_ids = Some(
+                    body.get(4..)
+                        .unwrap_or(&[])
+                        .chunks_exact(2)
+                        .take(count)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                        .collect(),
+                );
+            }
+            // SC_MCS_MSGCHANNEL (2.2.1.4.5)
+            0x0c04 => s.message_channel = le16(body, 0),
+            _ => {}
+        }
+    }
+    Ok(s)
+}
+
+fn server_facts(s: &ServerBlocks, facts: &mut Facts) {
+    if let Some(v) = s.version {
+        facts.insert("server_rdp_version".into(), json!(rdp_version_name(v)));
+    }
+    if let Some(p) = s.client_requested_protocols {
+        facts.insert(
+            "client_requested_protocols_echo".into(),
+            json!(protocol_names(p)),
+        );
+    }
+    if let Some(f) = s.early_capability_flags {
+        facts.insert(
+            "early_capability_flags".into(),
+            json!(server_early_caps_names(f)),
+        );
+    }
+    if let Some(m) = s.encryption_method {
+        facts.insert(
+            "encryption_method".into(),
+            json!(encryption_method_names(m).join(",")),
+        );
+    }
+    if let Some(l) = s.encryption_level {
+        facts.insert("encryption_level".into(), json!(encryption_level_name(l)));
+    }
+    if let Some(r) = s.server_random_present {
+        facts.insert("server_random_present".into(), json!(r));
+    }
+    if let Some(cert) = &s.server_cert {
+        for (k, v) in server_certificate_facts(cert) {
+            facts.insert(k, v);
+        }
+    }
+    if let Some(io) = s.io_channel {
+        facts.insert("io_channel".into(), json!(io));
+    }
+    if let Some(ids) = &s.channel_ids {
+        facts.insert("channel_ids".into(), json!(ids));
+    }
+    if let Some(m) = s.message_channel {
+        facts.insert("mcs_message_channel".into(), json!(m));
+    }
+}
+
+/// Magic of an RSA_PUBLIC_KEY blob: "RSA1" (MS-RDPBCGR 2.2.1.4.3.1.1.1).
+const RSA1_MAGIC: u32 = 0x3141_5352;
+/// BB_RSA_KEY_BLOB (MS-RDPBCGR 2.2.1.4.3.1.1).
+const BB_RSA_KEY_BLOB: u16 = 0x0006;
+
+/// Facts of the serverCertificate of the server security data (MS-RDPBCGR 2.2.1.4.3.1):
+/// a proprietary certificate (dwVersion 1, 2.2.1.4.3.1.1: the RSA key's bit length) or an X.509
+/// chain (dwVersion 2, 2.2.1.4.3.1.2?; the server's certificate is the last of the chain). The top
+/// bit of dwVersion marks a temporary certificate.
+pub fn server_certificate_facts(cert: &[u8]) -> Facts {
+    let mut f = Facts::new();
+    let Some(ver) = le32(cert, 0) else {
+        f.insert(
+            "server_certificate_error".into(),
+            json!("certificate shorter than dwVersion"),
+        );
+        return f;
+    };
+    f.insert(
+        "server_certificate_temporary".into(),
+        json!(ver & 0x8000_0000 != 0),
+    );
+    match ver & 0x7fff_ffff {
+        1 => {
+            f.insert("server_certificate_type".into(), json!("proprietary"));
+            // dwSigAlgId(4) dwKeyAlgId(4) wPublicKeyBlobType(2) wPublicKeyBlobLen(2) PublicKeyBlob
+            let blob_type = le16(cert, 12);
+            let blob_len = le16(cert, 14).map(usize::from);
+            let blob = blob_len.and_then(|l| cert.get(16..16 + l));
+            match (blob_type, blob) {
+                (Some(BB_RSA_KEY_BLOB), Some(b)) if le32(b, 0) == Some(RSA1_MAGIC) => {
+                    if let Some(bits) = le32(b, 8) {
+                        f.insert("server_key_bits".into(), json!(bits));
+                    }
+                }
+                _ => {
+                    f.insert(
+                        "server_certificate_error".into(),
+                        json!("proprietary certificate without an RSA1 key blob"),
+                    );
+                }
+            }
+        }
+        2 => {
+            f.insert("server_certificate_type".into(), json!("x509"));
+            let count = le32(cert, 4).unwrap_or(0) as usize;
+            let mut pos = 8usize;
+            let mut certs: Vec<&[u8]> = Vec::new();
+            for _ in 0..count {
+                let Some(len) = le32(cert, pos).map(|l| l as usize) else {
+                    break;
+                };
+                let Some(c) = pos
+                    .checked_add(4)
+                    .zip(pos.checked_add(4 + len))
+                    .and_then(|(a, b)| cert.get(a..b))
+                else {
+                    f.insert(
+                        "server_certificate_error".into(),
+                        json!("x509 chain entry exceeds the certificate data"),
+                    );
+                    break;
+                };
+                certs.push(c);
+                pos += 4 + len;
+            }
+            f.insert("server_certificate_chain_len".into(), json!(certs.len()));
+            if let Some(leaf) = certs.last() {
+                match super::tls::cert_facts(leaf, 0) {
+                    Ok(c) => {
+                        f.insert("server_key_bits".into(), json!(c.key_bits));
+                        f.insert("server_certificate_subject".into(), json!(c.subject));
+                    }
+                    Err(e) => {
+                        f.insert("server_certificate_error".into(), json!(e));
+                    }
+                }
+            }
+        }
+        v => {
+            f.insert(
+                "server_certificate_type".into(),
+                json!(format!("unknown ({v})")),
+            );
+        }
+    }
+    f
+}
+
+// ---------------------------------------------------------------------------------------------
+// Domain PDUs
+
+/// DomainMCSPDU choices (T.125 7, the index is the top 6 bits of the first byte).
+const ERECT_DOMAIN_REQUEST: u8 = 1;
+const DISCONNECT_PROVIDER_ULTIMATUM: u8 = 8;
+const ATTACH_USER_REQUEST: u8 = 10;
+const ATTACH_USER_CONFIRM: u8 = 11;
+const CHANNEL_JOIN_REQUEST: u8 = 14;
+const CHANNEL_JOIN_CONFIRM: u8 = 15;
+const SEND_DATA_REQUEST: u8 = 25;
+const SEND_DATA_INDICATION: u8 = 26;
+/// UserIds are PER-encoded as offsets from 1001 (T.125 UserId ::= DynamicChannelId (1001..65535)).
+const USER_ID_BASE: u16 = 1001;
+
+/// Classifies an MCS domain PDU (T.125 DomainMCSPDU, PER) in X.224 data user data.
+/// Names (lowercase, used by the stage machine): "erect domain request", "attach user request",
+/// "attach user confirm", "channel join request", "channel join confirm", "send data request",
+/// "send data indication", "disconnect provider ultimatum". For send data PDUs the facts MUST include
+/// "payload_offset" (u64: offset of the user data within `x224_user_data`) and "channel_id"; for the
+/// ultimatum "reason"; for confirms "result" and "initiator" / "channel_id".
+///
+/// Send data facts also carry "initiator", "payload_len" (the PER length) and "truncated": true when
+/// fewer bytes than announced are present (the payload then runs to the end of the input).
+pub fn classify_domain_pdu(x224_user_data: &[u8]) -> Option<(&'static str, Facts)> {
+    let b = x224_user_data;
+    let b0 = *b.first()?;
+    let mut f = Facts::new();
+    let user = |at: usize| be16(b, at).map(|v| v.wrapping_add(USER_ID_BASE));
+    match b0 >> 2 {
+        ERECT_DOMAIN_REQUEST => Some(("erect domain request", f)),
+        DISCONNECT_PROVIDER_ULTIMATUM => {
+            let b1 = *b.get(1)?;
+            let reason = ((b0 & 0x03) << 1) | (b1 >> 7);
+            f.insert("reason".into(), json!(disconnect_reason_name(reason)));
+            Some(("disconnect provider ultimatum", f))
+        }
+        ATTACH_USER_REQUEST => Some(("attach user request", f)),
+        ATTACH_USER_CONFIRM => {
+            let result = *b.get(1)?;
+            f.insert("result".into(), json!(mcs_result_name(result)));
+            // bit 1 of the choice byte: the optional initiator is present
+            if b0 & 0x02 != 0 {
+                if let Some(u) = user(2) {
+                    f.insert("initiator".into(), json!(u));
+                }
+            }
+            Some(("attach user confirm", f))
+        }
+        CHANNEL_JOIN_REQUEST => {
+            f.insert("initiator".into(), json!(user(1)?));
+            f.insert("channel_id".into(), json!(be16(b, 3)?));
+            Some(("channel join request", f))
+        }
+        CHANNEL_JOIN_CONFIRM => {
+            let result = *b.get(1)?;
+            f.insert("result".into(), json!(mcs_result_name(result)));
+            if let Some(u) = user(2) {
+                f.insert("initiator".into(), json!(u));
+            }
+            if let Some(r) = be16(b, 4) {
+                f.insert("requested_channel_id".into(), json!(r));
+            }
+            // bit 1 of the choice byte: the optional channelId is present
+            let ch = if b0 & 0x02 != 0 { be16(b, 6) } else { None };
+            if let Some(c) = ch.or_else(|| be16(b, 4)) {
+                f.insert("channel_id".into(), json!(c));
+            }
+            Some(("channel join confirm", f))
+        }
+        t @ (SEND_DATA_REQUEST | SEND_DATA_INDICATION) => {
+            let initiator = user(1)?;
+            let channel = be16(b, 3)?;
+            // byte 5: dataPriority + segmentation
+            b.get(5)?;
+            let (len, n) = per_length(b, 6)?;
+            let off = 6 + n;
+            f.insert("initiator".into(), json!(initiator));
+            f.insert("channel_id".into(), json!(channel));
+            f.insert("payload_offset".into(), json!(off as u64));
+            f.insert("payload_len".into(), json!(len as u64));
+            if b.len().saturating_sub(off) < len {
+                f.insert("truncated".into(), json!(true));
+            }
+            let name = if t == SEND_DATA_REQUEST {
+                "send data request"
+            } else {
+                "send data indication"
+            };
+            Some((name, f))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Share PDUs, security header, licensing
+
+/// Security header flags (MS-RDPBCGR 2.2.8.1.1.2.1 TS_SECURITY_HEADER).
+pub const SEC_EXCHANGE_PKT: u16 = 0x0001;
+pub const SEC_TRANSPORT_REQ: u16 = 0x0002;
+pub const SEC_TRANSPORT_RSP: u16 = 0x0004;
+pub const SEC_ENCRYPT: u16 = 0x0008;
+pub const SEC_RESET_SEQNO: u16 = 0x0010;
+pub const SEC_IGNORE_SEQNO: u16 = 0x0020;
+pub const SEC_INFO_PKT: u16 = 0x0040;
+pub const SEC_LICENSE_PKT: u16 = 0x0080;
+pub const SEC_LICENSE_ENCRYPT: u16 = 0x0200;
+pub const SEC_REDIRECTION_PKT: u16 = 0x0400;
+pub const SEC_SECURE_CHECKSUM: u16 = 0x0800;
+pub const SEC_AUTODETECT_REQ: u16 = 0x1000;
+pub const SEC_AUTODETECT_RSP: u16 = 0x2000;
+pub const SEC_HEARTBEAT: u16 = 0x4000;
+pub const SEC_FLAGSHI_VALID: u16 = 0x8000;
+
+/// Flags that say "this PDU carries a security header even under Enhanced RDP Security (TLS/NLA)".
+const SEC_ENHANCED_HEADER_FLAGS: u16 = SEC_EXCHANGE_PKT
+    | SEC_TRANSPORT_REQ
+    | SEC_TRANSPORT_RSP
+    | SEC_INFO_PKT
+    | SEC_LICENSE_PKT
+    | SEC_REDIRECTION_PKT
+    | SEC_AUTODETECT_REQ
+    | SEC_AUTODETECT_RSP
+    | SEC_HEARTBEAT;
+
+fn security_flag_names(flags: u16) -> Vec<&'static str> {
+    [
+        (SEC_EXCHANGE_PKT, "SEC_EXCHANGE_PKT"),
+        (SEC_TRANSPORT_REQ, "SEC_TRANSPORT_REQ"),
+        (SEC_TRANSPORT_RSP, "SEC_TRANSPORT_RSP"),
+        (SEC_ENCRYPT, "SEC_ENCRYPT"),
+        (SEC_RESET_SEQNO, "SEC_RESET_SEQNO"),
+        (SEC_IGNORE_SEQNO, "SEC_IGNORE_SEQNO"),
+        (SEC_INFO_PKT, "SEC_INFO_PKT"),
+        (SEC_LICENSE_PKT, "SEC_LICENSE_PKT"),
+        (SEC_LICENSE_ENCRYPT, "SEC_LICENSE_ENCRYPT"),
+        (SEC_REDIRECTION_PKT, "SEC_REDIRECTION_PKT"),
+        (SEC_SECURE_CHECKSUM, "SEC_SECURE_CHECKSUM"),
+        (SEC_AUTODETECT_REQ, "SEC_AUTODETECT_REQ"),
+        (SEC_AUTODETECT_RSP, "SEC_AUTODETECT_RSP"),
+        (SEC_HEARTBEAT, "SEC_HEARTBEAT"),
+        (SEC_FLAGSHI_VALID, "SEC_FLAGSHI_VALID"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| flags & b != 0)
+    .map(|(_, n)| n)
+    .collect()
+}
+
+/// Share control PDU types (MS-RDPBCGR 2.2.8.1.1.1.1), low 4 bits of pduType.
+const PDUTYPE_DEMANDACTIVEPDU: u16 = 0x1;
+const PDUTYPE_CONFIRMACTIVEPDU: u16 = 0x3;
+const PDUTYPE_DEACTIVATEALLPDU: u16 = 0x6;
+const PDUTYPE_DATAPDU: u16 = 0x7;
+const PDUTYPE_SERVER_REDIR_PKT: u16 = 0xa;
+/// TS_PROTOCOL_VERSION in the high 12 bits of pduType.
+const TS_PROTOCOL_VERSION: u16 = 0x1;
+/// totalLength of a flow control PDU (2.2.8.1.1.1.1 "0x8000").
+const FLOW_CONTROL_MARKER: u16 = 0x8000;
+/// Size of a share control header (totalLength, pduType, pduSource).
+const SHARE_CONTROL_HEADER_LEN: usize = 6;
+/// Size of share control header + share data header (2.2.8.1.1.1.2).
+const SHARE_DATA_HEADER_END: usize = 18;
+
+/// Whether `p` starts with a plausible share control header covering exactly `p`.
+fn is_share_control(p: &[u8]) -> bool {
+    let (Some(total), Some(ty)) = (le16(p, 0), le16(p, 2)) else {
+        return false;
+    };
+    if total == FLOW_CONTROL_MARKER {
+        return true;
+    }
+    let kind = ty & 0xf;
+    usize::from(total) == p.len()
+        && p.len() >= SHARE_CONTROL_HEADER_LEN
+        && ty >> 4 == TS_PROTOCOL_VERSION
+        && matches!(
+            kind,
+            PDUTYPE_DEMANDACTIVEPDU
+                | PDUTYPE_CONFIRMACTIVEPDU
+                | PDUTYPE_DEACTIVATEALLPDU
+                | PDUTYPE_DATAPDU
+                | PDUTYPE_SERVER_REDIR_PKT
+        )
+}
+
+/// Classifies the payload of a send data request/indication. `has_security_header`: standard RDP
+/// security (every PDU has a basic security header); otherwise only PDUs with SEC_EXCHANGE_PKT /
+/// SEC_INFO_PKT / SEC_LICENSE_PKT flags do (detect those by their flags). Names (lowercase) must contain
+/// the words the stage machine keys on: "security exchange", "client info", "license ..."
+/// (e.g. "license error alert", "server license request"), "auto-detect", "multitransport",
+/// "demand active", "confirm active", "deactivate all", "synchronize", "control", "font list",
+/// "font map", "monitor layout", "set error info" (facts: "error_info" code), "save session info",
+/// "encrypted pdu".
+///
+/// What is read, per MS-RDPBCGR:
+/// * Standard RDP security (`has_security_header`): every slow-path PDU starts with a security
+///   header (2.2.8.1.1.2) when an encryption level other than NONE was negotiated; its SEC_ENCRYPT
+///   PDUs are "encrypted pdu" (nothing more is readable without the session keys). With level NONE
+///   (what IronRDP's connector negotiates) share PDUs carry no header: a payload that is exactly a
+///   share control PDU is read as one.
+/// * Enhanced security (TLS, CredSSP): only the Client Info PDU (2.2.1.11.1: SEC_INFO_PKT), the
+///   licensing PDUs (2.2.1.12: SEC_LICENSE_PKT), auto-detect (2.2.14: SEC_AUTODETECT_*),
+///   multitransport (2.2.15: SEC_TRANSPORT_*), heartbeat (2.2.16: SEC_HEARTBEAT) and redirection
+///   PDUs carry a basic 4-byte security header; IronRDP's connector encodes them the same way. Share
+///   control PDUs have none. The payload is read as a share control PDU when it is exactly one,
+///   else as a security header with one of those flags.
+///
+/// Each reading is validated (lengths must agree) before it is accepted; None when neither fits
+/// (e.g. virtual channel data).
+///
+/// Facts: "security_flags" (names) when a header was read, and per PDU: "error_info" (e.g.
+/// "ERRINFO_LOGOFF_BY_USER (0x0000000C)") with "error_info_code" (u32) for set error info;
+/// "error_code", "state_transition", "valid_client" for a license error alert; "share_id",
+/// "source_descriptor", "capability_sets" for demand/confirm active; "action" for control;
+/// "info_type" for save session info; "monitor_count" for monitor layout; "user", "domain",
+/// "info_flags" for an unencrypted client info; "compressed" when the data PDU is compressed.
+pub fn classify_share_pdu(
+    payload: &[u8],
+    has_security_header: bool,
+) -> Option<(&'static str, Facts)> {
+    if has_security_header {
+        with_security_header(payload, true).or_else(|| share_control(payload))
+    } else {
+        share_control(payload).or_else(|| with_security_header(payload, false))
+    }
+}
+
+/// Reads a basic security header and what follows it. Under enhanced security (`!standard`) only
+/// the flags that carry a header there are accepted.
+fn with_security_header(p: &[u8], standard: bool) -> Option<(&'static str, Facts)> {
+    let flags = le16(p, 0)?;
+    le16(p, 2)?;
+    if !standard && flags & SEC_ENHANCED_HEADER_FLAGS == 0 {
+        return None;
+    }
+    let body = &p[4..];
+    let (name, mut f) = if flags & SEC_EXCHANGE_PKT != 0 {
+        // TS_SECURITY_PACKET (2.2.1.10.1): length u32, encryptedClientRandom (length bytes)
+        let len = le32(body, 0)? as usize;
+        if body.len() != 4usize.checked_add(len)? {
+            return None;
+        }
+        let mut f = Facts::new();
+        f.insert("encrypted_client_random_len".into(), json!(len));
+        ("security exchange", f)
+    } else if flags & SEC_LICENSE_PKT != 0 && flags & SEC_ENCRYPT == 0 {
+        license_pdu(body)?
+    } else if flags & SEC_ENCRYPT != 0 {
+        let f = Facts::new();
+        if flags & SEC_INFO_PKT != 0 {
+            ("client info (encrypted)", f)
+        } else if flags & SEC_LICENSE_PKT != 0 {
+            ("license pdu (encrypted)", f)
+        } else {
+            ("encrypted pdu", f)
+        }
+    } else if flags & SEC_INFO_PKT != 0 {
+        ("client info", client_info(body).unwrap_or_default())
+    } else if flags & SEC_AUTODETECT_REQ != 0 {
+        ("auto-detect request", autodetect(body))
+    } else if flags & SEC_AUTODETECT_RSP != 0 {
+        ("auto-detect response", autodetect(body))
+    } else if flags & SEC_TRANSPORT_REQ != 0 {
+        ("multitransport request", Facts::new())
+    } else if flags & SEC_TRANSPORT_RSP != 0 {
+        ("multitransport response", Facts::new())
+    } else if flags & SEC_HEARTBEAT != 0 {
+        ("heartbeat", Facts::new())
+    } else if flags & SEC_REDIRECTION_PKT != 0 {
+        ("server redirection", Facts::new())
+    } else if standard {
+        // An unencrypted PDU behind a header (encryption level low, server to client).
+        share_control(body)?
+    } else {
+        return None;
+    };
+    f.insert("security_flags".into(), json!(security_flag_names(flags)));
+    Some((name, f))
+}
+
+/// TS_INFO_PACKET (MS-RDPBCGR 2.2.1.11.1.1): user and domain (never the password).
+fn client_info(b: &[u8]) -> Option<Facts> {
+    const INFO_UNICODE: u32 = 0x0000_0010;
+    let flags = le32(b, 4)?;
+    let cb_domain = usize::from(le16(b, 8)?);
+    let cb_user = usize::from(le16(b, 10)?);
+    let unicode = flags & INFO_UNICODE != 0;
+    let nul = if unicode { 2 } else { 1 };
+    let text = |s: &[u8]| if unicode { utf16z(s) } else { ansiz(s) };
+    let domain = b.get(18..18 + cb_domain)?;
+    let user_at = 18 + cb_domain + nul;
+    let user = b.get(user_at..user_at + cb_user)?;
+    let mut f = Facts::new();
+    f.insert("info_flags".into(), json!(format!("0x{flags:08x}")));
+    f.insert("user".into(), json!(text(user)));
+    f.insert("domain".into(), json!(text(domain)));
+    Some(f)
+}
+
+/// Auto-detect request/response header (MS-RDPBCGR 2.2.14.1): headerLength, headerTypeId,
+/// sequenceNumber, requestType / responseType.
+fn autodetect(b: &[u8]) -> Facts {
+    let mut f = Facts::new();
+    if let Some(t) = le16(b, 4) {
+        f.insert("type".into(), json!(format!("0x{t:04x}")));
+    }
+    f
+}
+
+/// Licensing PDU after its security header (MS-RDPBCGR 2.2.1.12.1.1 LICENSE_PREAMBLE,
+/// MS-RDPELE 2.2.2).
+fn license_pdu(b: &[u8]) -> Option<(&'static str, Facts)> {
+    let msg_type = *b.first()?;
+    b.get(1)?;
+    let size = usize::from(le16(b, 2)?);
+    if size < 4 || size > b.len() {
+        return None;
+    }
+    let mut f = Facts::new();
+    let name = match msg_type {
+        0x01 => "server license request",
+        0x02 => "license platform challenge",
+        0x03 => "license new license",
+        0x04 => "license upgrade license",
+        0x12 => "client license info",
+        0x13 => "client new license request",
+        0x15 => "license platform challenge response",
+        0xff => {
+            // LICENSE_ERROR_MESSAGE (2.2.1.12.1.3): dwErrorCode, dwStateTransition, bbErrorInfo
+            let code = le32(b, 4)?;
+            let st = le32(b, 8)?;
+            f.insert("error_code".into(), json!(license_error_name(code)));
+            f.insert("state_transition".into(), json!(license_state_name(st)));
+            // STATUS_VALID_CLIENT with ST_NO_TRANSITION is how a server says "licensing done".
+            f.insert("valid_client".into(), json!(code == 0x07));
+            "license error alert"
+        }
+        _ => return None,
+    };
+    Some((name, f))
+}
+
+fn license_error_name(code: u32) -> String {
+    match code {
+        0x01 => "ERR_INVALID_SERVER_CERTIFICATE".to_owned(),
+        0x02 => "ERR_NO_LICENSE".to_owned(),
+        0x03 => "ERR_INVALID_MAC".to_owned(),
+        0x04 => "ERR_INVALID_SCOPE".to_owned(),
+        0x06 => "ERR_NO_LICENSE_SERVER".to_owned(),
+        0x07 => "STATUS_VALID_CLIENT".to_owned(),
+        0x08 => "ERR_INVALID_CLIENT".to_owned(),
+        0x0b => "ERR_INVALID_PRODUCTID".to_owned(),
+        0x0c => "ERR_INVALID_MESSAGE_LEN".to_owned(),
+        c => format!("0x{c:08x}"),
+    }
+}
+
+fn license_state_name(st: u32) -> String {
+    match st {
+        1 => "ST_TOTAL_ABORT".to_owned(),
+        2 => "ST_NO_TRANSITION".to_owned(),
+        3 => "ST_RESET_PHASE_TO_START".to_owned(),
+        4 => "ST_RESEND_LAST_MESSAGE".to_owned(),
+        s => format!("0x{s:08x}"),
+    }
+}
+
+/// A share control PDU (MS-RDPBCGR 2.2.8.1.1.1.1) that covers exactly `p`.
+fn share_control(p: &[u8]) -> Option<(&'static str, Facts)> {
+    if !is_share_control(p) {
+        return None;
+    }
+    let mut f = Facts::new();
+    if le16(p, 0)? == FLOW_CONTROL_MARKER {
+        return Some(("flow control", f));
+    }
+    let ty = le16(p, 2)? & 0xf;
+    let name = match ty {
+        PDUTYPE_DEMANDACTIVEPDU => {
+            // shareId u32, lengthSourceDescriptor u16, lengthCombinedCapabilities u16, sourceDescriptor,
+            // numberCapabilities u16 (2.2.1.13.1.1)
+            active_facts(p, 6, &mut f);
+            "demand active"
+        }
+        PDUTYPE_CONFIRMACTIVEPDU => {
+            // shareId u32, originatorId u16, then as demand active (2.2.1.13.2.1)
+            active_facts(p, 8, &mut f);
+            "confirm active"
+        }
+        PDUTYPE_DEACTIVATEALLPDU => {
+            if let Some(id) = le32(p, 6) {
+                f.insert("share_id".into(), json!(format!("0x{id:08x}")));
+            }
+            "deactivate all"
+        }
+        PDUTYPE_SERVER_REDIR_PKT => "server redirection",
+        PDUTYPE_DATAPDU => return data_pdu(p),
+        _ => return None,
+    };
+    Some((name, f))
+}
+
+/// Demand/confirm active facts; `sd_len_at` is the offset of lengthSourceDescriptor.
+fn active_facts(p: &[u8], sd_len_at: usize, f: &mut Facts) {
+    if let Some(id) = le32(p, 6) {
+        f.insert("share_id".into(), json!(format!("0x{id:08x}")));
+    }
+    let (Some(sd_len), Some(_caps_len)) = (le16(p, sd_len_at), le16(p, sd_len_at + 2)) else {
+        return;
+    };
+    let sd_at = sd_len_at + 4;
+    if let Some(sd) = p.get(sd_at..sd_at + usize::from(sd_len)) {
+        f.insert("source_descriptor".into(), json!(ansiz(sd)));
+        if let Some(n) = le16(p, sd_at + usize::from(sd_len)) {
+            f.insert("capability_sets".into(), json!(n));
+        }
+    }
+}
+
+/// A data PDU (share data header, MS-RDPBCGR 2.2.8.1.1.1.2) by pduType2.
+fn data_pdu(p: &[u8]) -> Option<(&'static str, Facts)> {
+    const PACKET_COMPRESSED: u8 = 0x20;
+    let pdu_type2 = *p.get(14)?;
+    let compressed_type = *p.get(15)?;
+    let mut f = Facts::new();
+    let compressed = compressed_type & PACKET_COMPRESSED != 0;
+    if compressed {
+        f.insert("compressed".into(), json!(true));
+    }
+    let d = if compressed {
+        &[][..]
+    } else {
+        p.get(SHARE_DATA_HEADER_END..).unwrap_or(&[])
+    };
+    let name = match pdu_type2 {
+        0x02 => "update",
+        0x14 => {
+            // TS_CONTROL_PDU (2.2.1.15.1): action u16
+            if let Some(a) = le16(d, 0) {
+                let action = match a {
+                    1 => "request control".to_owned(),
+                    2 => "granted control".to_owned(),
+                    3 => "detach".to_owned(),
+                    4 => "cooperate".to_owned(),
+                    a => format!("0x{a:04x}"),
+                };
+                f.insert("action".into(), json!(action));
+            }
+            "control"
+        }
+        0x1b => "pointer",
+        0x1c => "input",
+        0x1f => "synchronize",
+        0x21 => "refresh rect",
+        0x22 => "play sound",
+        0x23 => "suppress output",
+        0x24 => "shutdown request",
+        0x25 => "shutdown denied",
+        0x26 => {
+            // TS_SAVE_SESSION_INFO_PDU_DATA (2.2.10.1.1): infoType u32
+            if let Some(t) = le32(d, 0) {
+                let it = match t {
+                    0 => "INFOTYPE_LOGON".to_owned(),
+                    1 => "INFOTYPE_LOGON_LONG".to_owned(),
+                    2 => "INFOTYPE_LOGON_PLAINNOTIFY".to_owned(),
+                    3 => "INFOTYPE_LOGON_EXTENDED_INFO".to_owned(),
+                    t => format!("0x{t:08x}"),
+                };
+                f.insert("info_type".into(), json!(it));
+            }
+            "save session info"
+        }
+        0x27 => "font list",
+        0x28 => "font map",
+        0x29 => "set keyboard indicators",
+        0x2b => "bitmap cache persistent list",
+        0x2c => "bitmap cache error",
+        0x2d => "set keyboard ime status",
+        0x2e => "offscreen cache error",
+        0x2f => {
+            // TS_SET_ERROR_INFO_PDU (2.2.5.1.1): errorInfo u32
+            if let Some(code) = le32(d, 0) {
+                let name = error_info_name(code).unwrap_or("ERRINFO");
+                f.insert("error_info".into(), json!(format!("{name} (0x{code:08X})")));
+                f.insert("error_info_code".into(), json!(code));
+            }
+            "set error info"
+        }
+        0x30 => "drawninegrid cache error",
+        0x31 => "gdi+ error",
+        0x32 => "auto-reconnect status",
+        0x36 => "status info",
+        0x37 => {
+            // TS_MONITOR_LAYOUT_PDU (2.2.12.1): monitorCount u32
+            if let Some(n) = le32(d, 0) {
+                f.insert("monitor_count".into(), json!(n));
+            }
+            "monitor layout"
+        }
+        0x38 => "frame acknowledge",
+        _ => {
+            f.insert("pdu_type2".into(), json!(format!("0x{pdu_type2:02x}")));
+            "data pdu"
+        }
+    };
+    Some((name, f))
+}
+
+/// Serializes facts for snapshots: one "key=value" per line, sorted.
+#[cfg(test)]
+fn facts_text(f: &Facts) -> String {
+    f.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }

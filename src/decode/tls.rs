@@ -1,16 +1,56 @@
 //! TLS record layer and handshake decoding (RFC 5246, RFC 8446) for the `tls` stage: pure, no I/O,
 //! never panics on any input.
+//!
+//! Only the cleartext part of the handshake is decoded: ClientHello, ServerHello, and for TLS <= 1.2
+//! the server's Certificate. With TLS 1.3 the certificate travels encrypted; when it is recovered
+//! (decryption or the probe's own TLS stack) [`parse_certificate_tls13`] reads its layout.
+//!
+//! INVARIANT: no function here indexes a slice without a bound check or allocates from a length
+//! field before checking that the bytes it announces are present.
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use x509_cert::der::{self, Decode, Encode};
+use x509_cert::Certificate;
 
 /// TLS record content types (RFC 8446 B.1).
 pub const CT_CHANGE_CIPHER_SPEC: u8 = 20;
 pub const CT_ALERT: u8 = 21;
 pub const CT_HANDSHAKE: u8 = 22;
 pub const CT_APPLICATION_DATA: u8 = 23;
+/// RFC 6520 heartbeat (still a valid record type on the wire).
+pub const CT_HEARTBEAT: u8 = 24;
 
 /// Size of a TLS record header: type (1) + version (2) + length (2).
 pub const RECORD_HEADER_LEN: usize = 5;
+
+/// Largest record fragment accepted: 2^14 plaintext + 2048 bytes of expansion (RFC 5246 6.2.3,
+/// the TLSCiphertext bound; RFC 8446 allows only 2^14 + 256, older stacks use the larger bound).
+pub const MAX_FRAGMENT_LEN: usize = (1 << 14) + 2048;
+
+/// Size of a handshake message header: msg_type (1) + length (3) (RFC 8446 4).
+pub const HANDSHAKE_HEADER_LEN: usize = 4;
+
+/// Largest handshake message [`HandshakeReassembler`] buffers (bytes of header + body). Certificate
+/// chains of real RDP servers are a few KiB; 256 KiB bounds memory on hostile input.
+pub const MAX_HANDSHAKE_MESSAGE_LEN: usize = 256 * 1024;
+
+/// Handshake message types (RFC 8446 B.3, RFC 5246 7.4).
+pub const HS_CLIENT_HELLO: u8 = 1;
+pub const HS_SERVER_HELLO: u8 = 2;
+pub const HS_NEW_SESSION_TICKET: u8 = 4;
+pub const HS_ENCRYPTED_EXTENSIONS: u8 = 8;
+pub const HS_CERTIFICATE: u8 = 11;
+pub const HS_SERVER_KEY_EXCHANGE: u8 = 12;
+pub const HS_CERTIFICATE_REQUEST: u8 = 13;
+pub const HS_SERVER_HELLO_DONE: u8 = 14;
+pub const HS_CERTIFICATE_VERIFY: u8 = 15;
+pub const HS_CLIENT_KEY_EXCHANGE: u8 = 16;
+pub const HS_FINISHED: u8 = 20;
+
+/// Extension numbers read here (RFC 6066 3, RFC 8446 4.2.1).
+const EXT_SERVER_NAME: u16 = 0;
+const EXT_SUPPORTED_VERSIONS: u16 = 43;
 
 /// One TLS record found in a byte stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,11 +64,84 @@ pub struct Record {
     pub len: usize,
 }
 
+impl Record {
+    /// The fragment of this record within the stream it was split from.
+    pub fn fragment<'a>(&self, stream: &'a [u8]) -> &'a [u8] {
+        let start = self.offset.saturating_add(RECORD_HEADER_LEN);
+        let end = start.saturating_add(self.len);
+        stream.get(start..end).unwrap_or(&[])
+    }
+}
+
+/// Checks one record header (RFC 8446 5.1): content type 20..=24, major version 3, length at most
+/// [`MAX_FRAGMENT_LEN`]. Returns the fragment length, or what is wrong.
+pub fn check_record_header(h: &[u8; RECORD_HEADER_LEN]) -> Result<usize, String> {
+    let ct = h[0];
+    let version = u16::from_be_bytes([h[1], h[2]]);
+    let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+    if ct & 0x80 != 0 && h[2] == 0x01 {
+        return Err("SSLv2-format record (not TLS)".to_owned());
+    }
+    if !(CT_CHANGE_CIPHER_SPEC..=CT_HEARTBEAT).contains(&ct) {
+        return Err(format!("invalid TLS record content type {ct}"));
+    }
+    if h[1] != 3 || h[2] > 4 {
+        return Err(format!("invalid TLS record version 0x{version:04x}"));
+    }
+    if len > MAX_FRAGMENT_LEN {
+        return Err(format!(
+            "TLS record length {len} exceeds {MAX_FRAGMENT_LEN}"
+        ));
+    }
+    Ok(len)
+}
+
 /// Splits a stream into TLS records. Returns the complete records and, if the stream does not end
 /// on a record boundary or a header is invalid, the offset and a description of the problem.
+///
+/// A header error stops the split (what follows cannot be framed); a truncated last record is
+/// reported as "truncated" with the number of bytes missing, so a caller reading a live stream can
+/// tell "wait for more" from "garbage".
 pub fn split_records(stream: &[u8]) -> (Vec<Record>, Option<(usize, String)>) {
-    let _ = stream;
-    (Vec::new(), None)
+    let mut records = Vec::new();
+    let mut off = 0usize;
+    while off < stream.len() {
+        let rest = &stream[off..];
+        let Some(h) = rest.first_chunk::<RECORD_HEADER_LEN>() else {
+            return (
+                records,
+                Some((
+                    off,
+                    format!("truncated TLS record header ({} of 5 bytes)", rest.len()),
+                )),
+            );
+        };
+        let len = match check_record_header(h) {
+            Ok(l) => l,
+            Err(e) => return (records, Some((off, e))),
+        };
+        let total = RECORD_HEADER_LEN + len;
+        if rest.len() < total {
+            return (
+                records,
+                Some((
+                    off,
+                    format!(
+                        "truncated TLS record: {} of {total} bytes present",
+                        rest.len()
+                    ),
+                )),
+            );
+        }
+        records.push(Record {
+            content_type: h[0],
+            version: u16::from_be_bytes([h[1], h[2]]),
+            offset: off,
+            len,
+        });
+        off += total;
+    }
+    (records, None)
 }
 
 /// A decoded handshake message (only what rdprobe reports).
@@ -49,34 +162,554 @@ pub enum Handshake {
         cipher_suite: u16,
     },
     /// DER certificates, leaf first (TLS <= 1.2 only: in 1.3 it is encrypted).
-    Certificate { chain: Vec<Vec<u8>> },
+    Certificate {
+        chain: Vec<Vec<u8>>,
+    },
     ServerHelloDone,
     ClientKeyExchange,
     Finished,
-    Other { msg_type: u8 },
+    Other {
+        msg_type: u8,
+    },
+}
+
+/// A bounds-checked big-endian reader over a slice; every read returns None past the end.
+struct Rd<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Rd<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Rd { buf, pos: 0 }
+    }
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|s| s[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|s| u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn u24(&mut self) -> Option<usize> {
+        self.take(3)
+            .map(|s| (usize::from(s[0]) << 16) | (usize::from(s[1]) << 8) | usize::from(s[2]))
+    }
+    /// A vector with a 1-, 2- or 3-byte length prefix.
+    fn vec8(&mut self) -> Option<&'a [u8]> {
+        let n = self.u8()?;
+        self.take(usize::from(n))
+    }
+    fn vec16(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()?;
+        self.take(usize::from(n))
+    }
+    fn vec24(&mut self) -> Option<&'a [u8]> {
+        let n = self.u24()?;
+        self.take(n)
+    }
 }
 
 /// Decodes the handshake messages in the concatenated fragments of handshake records
 /// (messages may span records). Stops at the first malformed message and reports its offset.
+///
+/// A message whose header announces more bytes than `fragments` holds is reported as
+/// "truncated handshake message" at its offset: when decoding record by record, feed the records to a
+/// [`HandshakeReassembler`] instead, which carries such a message over to the next record.
 pub fn parse_handshakes(fragments: &[u8]) -> (Vec<Handshake>, Option<(usize, String)>) {
-    let _ = fragments;
-    (Vec::new(), None)
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off < fragments.len() {
+        let rest = &fragments[off..];
+        let Some(h) = rest.first_chunk::<HANDSHAKE_HEADER_LEN>() else {
+            return (
+                out,
+                Some((
+                    off,
+                    format!("truncated handshake header ({} of 4 bytes)", rest.len()),
+                )),
+            );
+        };
+        let msg_type = h[0];
+        let len = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+        let total = HANDSHAKE_HEADER_LEN + len;
+        if rest.len() < total {
+            return (
+                out,
+                Some((
+                    off,
+                    format!(
+                        "truncated handshake message type {msg_type}: {} of {total} bytes present",
+                        rest.len()
+                    ),
+                )),
+            );
+        }
+        let body = &rest[HANDSHAKE_HEADER_LEN..total];
+        match parse_handshake_body(msg_type, body) {
+            Ok(m) => out.push(m),
+            Err((what, at)) => return (out, Some((off + HANDSHAKE_HEADER_LEN + at, what))),
+        }
+        off += total;
+    }
+    (out, None)
 }
 
-/// Decodes an alert record fragment: (level name, description name, description code).
-pub fn parse_alert(fragment: &[u8]) -> Option<(String, String, u8)> {
-    let _ = fragment;
+/// Reassembles handshake messages that span records (RFC 8446 5.1: a message may be split over
+/// several records and several messages may share one). Feed it the fragments of the plaintext
+/// handshake records of one direction, in order.
+///
+/// INVARIANT: the buffer never holds more than [`MAX_HANDSHAKE_MESSAGE_LEN`] plus one record fragment.
+#[derive(Clone, Debug, Default)]
+pub struct HandshakeReassembler {
+    buf: Vec<u8>,
+    /// Bytes consumed before `buf[0]` (offsets in errors are relative to all bytes pushed).
+    base: usize,
+    failed: bool,
+}
+
+impl HandshakeReassembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one record fragment; returns the messages completed by it and, on a malformed message,
+    /// the offset (over all bytes pushed so far) and what is wrong. After an error it returns nothing.
+    pub fn push(&mut self, fragment: &[u8]) -> (Vec<Handshake>, Option<(usize, String)>) {
+        if self.failed {
+            return (Vec::new(), None);
+        }
+        self.buf.extend_from_slice(fragment);
+        let mut out = Vec::new();
+        let mut off = 0usize;
+        let err = loop {
+            let rest = &self.buf[off..];
+            let Some(h) = rest.first_chunk::<HANDSHAKE_HEADER_LEN>() else {
+                break None;
+            };
+            let len = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
+            let total = HANDSHAKE_HEADER_LEN + len;
+            if total > MAX_HANDSHAKE_MESSAGE_LEN {
+                break Some((
+                    self.base + off,
+                    format!("handshake message length {len} exceeds {MAX_HANDSHAKE_MESSAGE_LEN}"),
+                ));
+            }
+            if rest.len() < total {
+                break None;
+            }
+            match parse_handshake_body(h[0], &rest[HANDSHAKE_HEADER_LEN..total]) {
+                Ok(m) => out.push(m),
+                Err((what, at)) => break Some((self.base + off + HANDSHAKE_HEADER_LEN + at, what)),
+            }
+            off += total;
+        };
+        if err.is_some() {
+            self.failed = true;
+            self.buf = Vec::new();
+        } else {
+            self.buf.drain(..off);
+            self.base += off;
+        }
+        (out, err)
+    }
+
+    /// Bytes of an incomplete message waiting for the next record.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Decodes one handshake body. Errors carry an offset within `body`.
+fn parse_handshake_body(msg_type: u8, body: &[u8]) -> Result<Handshake, (String, usize)> {
+    match msg_type {
+        HS_CLIENT_HELLO => parse_client_hello(body),
+        HS_SERVER_HELLO => parse_server_hello(body),
+        HS_CERTIFICATE => parse_certificate(body).map(|chain| Handshake::Certificate { chain }),
+        HS_SERVER_HELLO_DONE => Ok(Handshake::ServerHelloDone),
+        HS_CLIENT_KEY_EXCHANGE => Ok(Handshake::ClientKeyExchange),
+        HS_FINISHED => Ok(Handshake::Finished),
+        t => Ok(Handshake::Other { msg_type: t }),
+    }
+}
+
+/// ClientHello (RFC 8446 4.1.2, RFC 5246 7.4.1.2; extensions are optional before TLS 1.2).
+fn parse_client_hello(body: &[u8]) -> Result<Handshake, (String, usize)> {
+    let mut r = Rd::new(body);
+    let short = |r: &Rd<'_>, what: &str| (format!("client hello truncated in {what}"), r.pos);
+    let version = r.u16().ok_or_else(|| short(&r, "legacy_version"))?;
+    r.take(32).ok_or_else(|| short(&r, "random"))?;
+    r.vec8().ok_or_else(|| short(&r, "legacy_session_id"))?;
+    let at = r.pos;
+    let suites = r.vec16().ok_or_else(|| short(&r, "cipher_suites"))?;
+    if suites.len() % 2 != 0 {
+        return Err(("client hello cipher_suites length is odd".to_owned(), at));
+    }
+    let cipher_suites = suites
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    r.vec8()
+        .ok_or_else(|| short(&r, "legacy_compression_methods"))?;
+    let mut supported_versions = Vec::new();
+    let mut sni = None;
+    if r.remaining() > 0 {
+        let ext_base = r.pos + 2;
+        let exts = r.vec16().ok_or_else(|| short(&r, "extensions"))?;
+        for (ty, data, data_off) in extensions(exts)
+            .map_err(|o| ("malformed client hello extension".to_owned(), ext_base + o))?
+        {
+            match ty {
+                EXT_SUPPORTED_VERSIONS => {
+                    let mut e = Rd::new(data);
+                    let list = e.vec8().filter(|l| l.len() % 2 == 0).ok_or_else(|| {
+                        (
+                            "malformed supported_versions extension".to_owned(),
+                            ext_base + data_off,
+                        )
+                    })?;
+                    supported_versions = list
+                        .chunks_exact(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        .collect();
+                }
+                EXT_SERVER_NAME => {
+                    sni = parse_sni(data);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Handshake::ClientHello {
+        version,
+        supported_versions,
+        cipher_suites,
+        sni,
+    })
+}
+
+/// The first host_name of a server_name extension (RFC 6066 3).
+fn parse_sni(data: &[u8]) -> Option<String> {
+    let mut e = Rd::new(data);
+    let list = e.vec16()?;
+    let mut l = Rd::new(list);
+    while l.remaining() > 0 {
+        let name_type = l.u8()?;
+        let name = l.vec16()?;
+        if name_type == 0 {
+            return Some(String::from_utf8_lossy(name).into_owned());
+        }
+    }
     None
 }
 
-/// "TLSv1.2" etc. for a protocol version number.
-pub fn version_name(v: u16) -> String {
-    format!("0x{v:04x}")
+/// Splits an extensions block into (type, data, offset of data within the block).
+/// Error: offset of the malformed extension.
+#[allow(clippy::type_complexity)]
+fn extensions(block: &[u8]) -> Result<Vec<(u16, &[u8], usize)>, usize> {
+    let mut r = Rd::new(block);
+    let mut out = Vec::new();
+    while r.remaining() > 0 {
+        let at = r.pos;
+        let ty = r.u16().ok_or(at)?;
+        let data = r.vec16().ok_or(at)?;
+        out.push((ty, data, at + 4));
+    }
+    Ok(out)
 }
 
-/// IANA name of a cipher suite, e.g. "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".
+/// ServerHello (RFC 8446 4.1.3; a HelloRetryRequest has the same layout and is reported as one).
+fn parse_server_hello(body: &[u8]) -> Result<Handshake, (String, usize)> {
+    let mut r = Rd::new(body);
+    let short = |r: &Rd<'_>, what: &str| (format!("server hello truncated in {what}"), r.pos);
+    let version = r.u16().ok_or_else(|| short(&r, "legacy_version"))?;
+    r.take(32).ok_or_else(|| short(&r, "random"))?;
+    r.vec8()
+        .ok_or_else(|| short(&r, "legacy_session_id_echo"))?;
+    let cipher_suite = r.u16().ok_or_else(|| short(&r, "cipher_suite"))?;
+    r.u8()
+        .ok_or_else(|| short(&r, "legacy_compression_method"))?;
+    let mut selected_version = None;
+    if r.remaining() > 0 {
+        let ext_base = r.pos + 2;
+        let exts = r.vec16().ok_or_else(|| short(&r, "extensions"))?;
+        for (ty, data, data_off) in extensions(exts)
+            .map_err(|o| ("malformed server hello extension".to_owned(), ext_base + o))?
+        {
+            if ty == EXT_SUPPORTED_VERSIONS {
+                let v = data
+                    .first_chunk::<2>()
+                    .filter(|_| data.len() == 2)
+                    .ok_or_else(|| {
+                        (
+                            "malformed supported_versions extension".to_owned(),
+                            ext_base + data_off,
+                        )
+                    })?;
+                selected_version = Some(u16::from_be_bytes(*v));
+            }
+        }
+    }
+    Ok(Handshake::ServerHello {
+        version,
+        selected_version,
+        cipher_suite,
+    })
+}
+
+/// Certificate, TLS <= 1.2 layout (RFC 5246 7.4.2): `opaque ASN.1Cert<1..2^24-1>; ASN.1Cert
+/// certificate_list<0..2^24-1>`. Falls back to the TLS 1.3 layout when the first byte is a
+/// plausible certificate_request_context length and the 1.2 reading fails.
+fn parse_certificate(body: &[u8]) -> Result<Vec<Vec<u8>>, (String, usize)> {
+    match parse_certificate_tls12(body) {
+        Ok(c) => Ok(c),
+        Err(e) => parse_certificate_tls13(body).map_err(|_| e),
+    }
+}
+
+fn parse_certificate_tls12(body: &[u8]) -> Result<Vec<Vec<u8>>, (String, usize)> {
+    let mut r = Rd::new(body);
+    let list = r
+        .vec24()
+        .ok_or_else(|| ("certificate list length exceeds the message".to_owned(), 0))?;
+    if r.remaining() != 0 {
+        return Err((
+            "trailing bytes after the certificate list".to_owned(),
+            r.pos,
+        ));
+    }
+    let mut l = Rd::new(list);
+    let mut chain = Vec::new();
+    while l.remaining() > 0 {
+        let at = 3 + l.pos;
+        let cert = l.vec24().ok_or_else(|| {
+            (
+                "certificate length exceeds the certificate list".to_owned(),
+                at,
+            )
+        })?;
+        chain.push(cert.to_vec());
+    }
+    Ok(chain)
+}
+
+/// Certificate, TLS 1.3 layout (RFC 8446 4.4.2): `opaque certificate_request_context<0..2^8-1>;
+/// CertificateEntry certificate_list<0..2^24-1>` where each entry is `opaque cert_data<1..2^24-1>;
+/// Extension extensions<0..2^16-1>`. Returns the DER certificates, leaf first. Errors carry an
+/// offset within `body` (the message body, without the 4-byte handshake header).
+pub fn parse_certificate_tls13(body: &[u8]) -> Result<Vec<Vec<u8>>, (String, usize)> {
+    let mut r = Rd::new(body);
+    r.vec8().ok_or_else(|| {
+        (
+            "certificate_request_context exceeds the message".to_owned(),
+            0,
+        )
+    })?;
+    let list_off = r.pos + 3;
+    let list = r.vec24().ok_or_else(|| {
+        (
+            "certificate list length exceeds the message".to_owned(),
+            r.pos,
+        )
+    })?;
+    if r.remaining() != 0 {
+        return Err((
+            "trailing bytes after the certificate list".to_owned(),
+            r.pos,
+        ));
+    }
+    let mut l = Rd::new(list);
+    let mut chain = Vec::new();
+    while l.remaining() > 0 {
+        let at = list_off + l.pos;
+        let cert = l.vec24().ok_or_else(|| {
+            (
+                "certificate length exceeds the certificate list".to_owned(),
+                at,
+            )
+        })?;
+        let at = list_off + l.pos;
+        l.vec16().ok_or_else(|| {
+            (
+                "certificate entry extensions exceed the certificate list".to_owned(),
+                at,
+            )
+        })?;
+        chain.push(cert.to_vec());
+    }
+    Ok(chain)
+}
+
+/// Name of an alert description (RFC 8446 6, including descriptions only older versions define:
+/// RFC 5246 7.2, RFC 6101 5.4.2).
+pub fn alert_description_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        21 => "decryption_failed",
+        22 => "record_overflow",
+        30 => "decompression_failure",
+        40 => "handshake_failure",
+        41 => "no_certificate",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        60 => "export_restriction",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        100 => "no_renegotiation",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        111 => "certificate_unobtainable",
+        112 => "unrecognized_name",
+        113 => "bad_certificate_status_response",
+        114 => "bad_certificate_hash_value",
+        115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        _ => return None,
+    })
+}
+
+/// Decodes an alert record fragment: (level name, description name, description code).
+///
+/// Only a 2-byte fragment is a plaintext alert; anything else (an encrypted alert) gives None.
+/// Unknown levels and descriptions are named "level_N" / "unknown_N".
+pub fn parse_alert(fragment: &[u8]) -> Option<(String, String, u8)> {
+    let [level, desc] = *fragment else {
+        return None;
+    };
+    let level = match level {
+        1 => "warning".to_owned(),
+        2 => "fatal".to_owned(),
+        l => format!("level_{l}"),
+    };
+    let name =
+        alert_description_name(desc).map_or_else(|| format!("unknown_{desc}"), str::to_owned);
+    Some((level, name, desc))
+}
+
+/// "TLSv1.2" etc. for a protocol version number; "0x7f1c" style for drafts and unknown values.
+pub fn version_name(v: u16) -> String {
+    match v {
+        0x0002 => "SSLv2".to_owned(),
+        0x0300 => "SSLv3".to_owned(),
+        0x0301 => "TLSv1.0".to_owned(),
+        0x0302 => "TLSv1.1".to_owned(),
+        0x0303 => "TLSv1.2".to_owned(),
+        0x0304 => "TLSv1.3".to_owned(),
+        // RFC 8701 GREASE values (0x?a?a)
+        v if v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff) => format!("GREASE(0x{v:04x})"),
+        v => format!("0x{v:04x}"),
+    }
+}
+
+/// Cipher suites by IANA number: the ones RDP clients and servers of every Windows generation offer
+/// (RSA key exchange, RC4, 3DES and CBC suites of Windows 2008-2012, ECDHE GCM/CBC of later ones),
+/// the TLS 1.3 suites, ChaCha20-Poly1305, and the signalling values.
+const CIPHER_SUITES: &[(u16, &str)] = &[
+    (0x0000, "TLS_NULL_WITH_NULL_NULL"),
+    (0x0001, "TLS_RSA_WITH_NULL_MD5"),
+    (0x0002, "TLS_RSA_WITH_NULL_SHA"),
+    (0x0003, "TLS_RSA_EXPORT_WITH_RC4_40_MD5"),
+    (0x0004, "TLS_RSA_WITH_RC4_128_MD5"),
+    (0x0005, "TLS_RSA_WITH_RC4_128_SHA"),
+    (0x0006, "TLS_RSA_EXPORT_WITH_RC2_CBC_40_MD5"),
+    (0x0009, "TLS_RSA_WITH_DES_CBC_SHA"),
+    (0x000a, "TLS_RSA_WITH_3DES_EDE_CBC_SHA"),
+    (0x0012, "TLS_DHE_DSS_WITH_DES_CBC_SHA"),
+    (0x0013, "TLS_DHE_DSS_WITH_3DES_EDE_CBC_SHA"),
+    (0x0015, "TLS_DHE_RSA_WITH_DES_CBC_SHA"),
+    (0x0016, "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA"),
+    (0x002f, "TLS_RSA_WITH_AES_128_CBC_SHA"),
+    (0x0032, "TLS_DHE_DSS_WITH_AES_128_CBC_SHA"),
+    (0x0033, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA"),
+    (0x0035, "TLS_RSA_WITH_AES_256_CBC_SHA"),
+    (0x0038, "TLS_DHE_DSS_WITH_AES_256_CBC_SHA"),
+    (0x0039, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA"),
+    (0x003b, "TLS_RSA_WITH_NULL_SHA256"),
+    (0x003c, "TLS_RSA_WITH_AES_128_CBC_SHA256"),
+    (0x003d, "TLS_RSA_WITH_AES_256_CBC_SHA256"),
+    (0x0040, "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256"),
+    (0x0041, "TLS_RSA_WITH_CAMELLIA_128_CBC_SHA"),
+    (0x0067, "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256"),
+    (0x006a, "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256"),
+    (0x006b, "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256"),
+    (0x0084, "TLS_RSA_WITH_CAMELLIA_256_CBC_SHA"),
+    (0x009c, "TLS_RSA_WITH_AES_128_GCM_SHA256"),
+    (0x009d, "TLS_RSA_WITH_AES_256_GCM_SHA384"),
+    (0x009e, "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256"),
+    (0x009f, "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384"),
+    (0x00a2, "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256"),
+    (0x00a3, "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384"),
+    (0x00ff, "TLS_EMPTY_RENEGOTIATION_INFO_SCSV"),
+    (0x1301, "TLS_AES_128_GCM_SHA256"),
+    (0x1302, "TLS_AES_256_GCM_SHA384"),
+    (0x1303, "TLS_CHACHA20_POLY1305_SHA256"),
+    (0x1304, "TLS_AES_128_CCM_SHA256"),
+    (0x1305, "TLS_AES_128_CCM_8_SHA256"),
+    (0x5600, "TLS_FALLBACK_SCSV"),
+    (0xc002, "TLS_ECDH_ECDSA_WITH_RC4_128_SHA"),
+    (0xc007, "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA"),
+    (0xc008, "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA"),
+    (0xc009, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"),
+    (0xc00a, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA"),
+    (0xc011, "TLS_ECDHE_RSA_WITH_RC4_128_SHA"),
+    (0xc012, "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"),
+    (0xc013, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"),
+    (0xc014, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"),
+    (0xc023, "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256"),
+    (0xc024, "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384"),
+    (0xc027, "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256"),
+    (0xc028, "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384"),
+    (0xc02b, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+    (0xc02c, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+    (0xc02f, "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+    (0xc030, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
+    (0xcca8, "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
+    (0xcca9, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+    (0xccaa, "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
+];
+
+/// IANA name of a cipher suite, e.g. "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"; "0xXXXX" when unknown.
 pub fn cipher_suite_name(id: u16) -> String {
-    format!("0x{id:04x}")
+    match CIPHER_SUITES.binary_search_by_key(&id, |(k, _)| *k) {
+        Ok(i) => CIPHER_SUITES[i].1.to_owned(),
+        Err(_) if id & 0x0f0f == 0x0a0a && (id >> 8) == (id & 0xff) => {
+            format!("GREASE(0x{id:04x})")
+        }
+        Err(_) => format!("0x{id:04X}"),
+    }
+}
+
+/// Whether a cipher suite is considered weak today (RC4, 3DES, DES, export, NULL, or RSA key
+/// exchange without forward secrecy). Used for certificate/TLS audits.
+pub fn cipher_suite_is_weak(id: u16) -> bool {
+    let name = cipher_suite_name(id);
+    name.contains("RC4")
+        || name.contains("3DES")
+        || name.contains("_DES_")
+        || name.contains("EXPORT")
+        || name.contains("NULL")
+        || name.starts_with("TLS_RSA_")
 }
 
 /// Facts of an X.509 certificate, as reported in the `tls` stage.
@@ -90,7 +723,14 @@ pub struct CertFacts {
     pub not_after: String,
     pub expired: bool,
     pub not_yet_valid: bool,
+    /// issuer == subject and, where the signature could be checked, it verifies with the
+    /// certificate's own key; see `self_signed_basis`.
     pub self_signed: bool,
+    /// How `self_signed` was decided: "signature" (names equal and the signature verifies with the
+    /// certificate's own key), "names" (names equal, signature not checkable), or "" when the names
+    /// differ.
+    #[serde(default)]
+    pub self_signed_basis: String,
     /// e.g. "RSA", "EC P-256"
     pub key_type: String,
     pub key_bits: u32,
@@ -100,10 +740,310 @@ pub struct CertFacts {
     pub days_left: i64,
     /// hex SHA-256 of the DER
     pub sha256: String,
+    /// subjectAltName dNSName entries
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+}
+
+/// Lowercase hex of a byte string.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// RFC 3339 UTC timestamp ("2024-01-31T12:00:00Z") of seconds since the Unix epoch, for any i64
+/// (civil-from-days, H. Hinnant); years outside 0..=9999 are printed as they come.
+pub fn rfc3339(unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let sod = unix_secs.rem_euclid(86_400);
+    let (h, m, s) = (sod / 3600, (sod % 3600) / 60, sod % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Object identifiers read from certificates.
+mod oid {
+    use x509_cert::der::asn1::ObjectIdentifier as O;
+    pub const RSA: O = O::new_unwrap("1.2.840.113549.1.1.1");
+    pub const RSA_PSS: O = O::new_unwrap("1.2.840.113549.1.1.10");
+    pub const EC: O = O::new_unwrap("1.2.840.10045.2.1");
+    pub const DSA: O = O::new_unwrap("1.2.840.10040.4.1");
+    pub const ED25519: O = O::new_unwrap("1.3.101.112");
+    pub const ED448: O = O::new_unwrap("1.3.101.113");
+    pub const P256: O = O::new_unwrap("1.2.840.10045.3.1.7");
+    pub const P384: O = O::new_unwrap("1.3.132.0.34");
+    pub const P521: O = O::new_unwrap("1.3.132.0.35");
+    pub const P224: O = O::new_unwrap("1.3.132.0.33");
+    pub const SECP256K1: O = O::new_unwrap("1.3.132.0.10");
+    pub const CN: O = O::new_unwrap("2.5.4.3");
+}
+
+fn signature_algorithm_name(oid: &der::asn1::ObjectIdentifier) -> String {
+    let s = oid.to_string();
+    let name = match s.as_str() {
+        "1.2.840.113549.1.1.2" => "md2WithRSAEncryption",
+        "1.2.840.113549.1.1.4" => "md5WithRSAEncryption",
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
+        "1.2.840.113549.1.1.10" => "rsassaPss",
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
+        "1.2.840.113549.1.1.14" => "sha224WithRSAEncryption",
+        "1.3.14.3.2.29" => "sha1WithRSASignature",
+        "1.2.840.10045.4.1" => "ecdsa-with-SHA1",
+        "1.2.840.10045.4.3.1" => "ecdsa-with-SHA224",
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
+        "1.2.840.10040.4.3" => "dsa-with-sha1",
+        "2.16.840.1.101.3.4.3.2" => "dsa-with-sha256",
+        "1.3.101.112" => "ED25519",
+        "1.3.101.113" => "ED448",
+        _ => return s,
+    };
+    name.to_owned()
+}
+
+/// Bits of a big-endian unsigned integer (leading zero bytes and bits ignored).
+fn uint_bits(bytes: &[u8]) -> u32 {
+    let Some(i) = bytes.iter().position(|&b| b != 0) else {
+        return 0;
+    };
+    let rest = (bytes.len() - i - 1) as u32;
+    rest.saturating_mul(8)
+        .saturating_add(8 - bytes[i].leading_zeros())
+}
+
+/// One DER TLV at the start of `buf`: (tag, content, rest). Definite lengths up to 4 bytes.
+fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = buf.split_first()?;
+    let (&l0, rest) = rest.split_first()?;
+    let (len, rest) = if l0 < 0x80 {
+        (usize::from(l0), rest)
+    } else {
+        let n = usize::from(l0 & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// RSA modulus bits from an RSAPublicKey (RFC 8017 A.1.1) in the subjectPublicKey BIT STRING.
+fn rsa_modulus_bits(pk: &[u8]) -> Option<u32> {
+    let (tag, seq, _) = der_tlv(pk)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, modulus, _) = der_tlv(seq)?;
+    (tag == 0x02).then(|| uint_bits(modulus))
 }
 
 /// Decodes a DER certificate. `now_unix` is the reference time for expired / days_left.
-pub fn cert_facts(der: &[u8], now_unix: i64) -> Result<CertFacts, String> {
-    let _ = (der, now_unix);
-    Err("not implemented".to_owned())
+///
+/// `self_signed` is true when issuer equals subject and the signature verifies with the
+/// certificate's own public key (OpenSSL); when the signature cannot be checked (an algorithm
+/// OpenSSL does not take, or a structure it rejects) equal names decide, and `self_signed_basis`
+/// says "names".
+pub fn cert_facts(der_bytes: &[u8], now_unix: i64) -> Result<CertFacts, String> {
+    let cert = Certificate::from_der(der_bytes).map_err(|e| format!("invalid certificate: {e}"))?;
+    let tbs = &cert.tbs_certificate;
+    let nb = tbs.validity.not_before.to_unix_duration().as_secs() as i64;
+    let na = tbs.validity.not_after.to_unix_duration().as_secs() as i64;
+    let spki = &tbs.subject_public_key_info;
+    let pk = spki.subject_public_key.raw_bytes();
+    let (key_type, key_bits) =
+        if spki.algorithm.oid == oid::RSA || spki.algorithm.oid == oid::RSA_PSS {
+            ("RSA".to_owned(), rsa_modulus_bits(pk).unwrap_or(0))
+        } else if spki.algorithm.oid == oid::EC {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
+            match curve {
+                Some(c) if c == oid::P256 => ("EC P-256".to_owned(), 256),
+                Some(c) if c == oid::P384 => ("EC P-384".to_owned(), 384),
+                Some(c) if c == oid::P521 => ("EC P-521".to_owned(), 521),
+                Some(c) if c == oid::P224 => ("EC P-224".to_owned(), 224),
+                Some(c) if c == oid::SECP256K1 => ("EC secp256k1".to_owned(), 256),
+                Some(c) => (format!("EC {c}"), 0),
+                None => ("EC".to_owned(), 0),
+            }
+        } else if spki.algorithm.oid == oid::ED25519 {
+            ("Ed25519".to_owned(), 256)
+        } else if spki.algorithm.oid == oid::ED448 {
+            ("Ed448".to_owned(), 448)
+        } else if spki.algorithm.oid == oid::DSA {
+            ("DSA".to_owned(), 0)
+        } else {
+            (spki.algorithm.oid.to_string(), 0)
+        };
+    let names_equal = tbs.issuer == tbs.subject;
+    let (self_signed, basis) = if !names_equal {
+        (false, "")
+    } else {
+        match verify_own_signature(der_bytes) {
+            Some(true) => (true, "signature"),
+            Some(false) => (false, "signature"),
+            None => (true, "names"),
+        }
+    };
+    let dns_names = san_dns_names(&cert);
+    Ok(CertFacts {
+        subject: tbs.subject.to_string(),
+        issuer: tbs.issuer.to_string(),
+        not_before: rfc3339(nb),
+        not_after: rfc3339(na),
+        expired: now_unix > na,
+        not_yet_valid: now_unix < nb,
+        self_signed,
+        self_signed_basis: basis.to_owned(),
+        key_type,
+        key_bits,
+        signature_algorithm: signature_algorithm_name(&cert.signature_algorithm.oid),
+        days_left: (na - now_unix).div_euclid(86_400),
+        sha256: hex(&sha2::Sha256::digest(der_bytes)),
+        dns_names,
+    })
+}
+
+/// Some(verifies) when OpenSSL can check the certificate's signature with its own key.
+fn verify_own_signature(der_bytes: &[u8]) -> Option<bool> {
+    let x = openssl::x509::X509::from_der(der_bytes).ok()?;
+    let key = x.public_key().ok()?;
+    x.verify(&key).ok()
+}
+
+fn san_dns_names(cert: &Certificate) -> Vec<String> {
+    use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
+    match cert.tbs_certificate.get::<SubjectAltName>() {
+        Ok(Some((_, san))) => san
+            .0
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::DnsName(n) => Some(n.as_str().to_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn san_ip_addresses(cert: &Certificate) -> Vec<Vec<u8>> {
+    use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
+    match cert.tbs_certificate.get::<SubjectAltName>() {
+        Ok(Some((_, san))) => san
+            .0
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::IpAddress(ip) => Some(ip.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Common names of the subject (RFC 4519 cn), as text.
+fn subject_common_names(cert: &Certificate) -> Vec<String> {
+    let mut out = Vec::new();
+    for rdn in cert.tbs_certificate.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid == oid::CN {
+                out.push(String::from_utf8_lossy(atv.value.value()).into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Whether a DNS reference identifier matches a presented name (RFC 6125 6.4): case-insensitive,
+/// trailing dot ignored, a wildcard only as the whole left-most label, matching exactly one label.
+fn dns_name_matches(pattern: &str, host: &str) -> bool {
+    let p = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    if p.is_empty() || h.is_empty() {
+        return false;
+    }
+    if let Some(suffix) = p.strip_prefix("*.") {
+        // The wildcard label must match exactly one non-empty label, and the rest must have at
+        // least two labels (no "*.com").
+        if !suffix.contains('.') {
+            return false;
+        }
+        return match h.split_once('.') {
+            Some((first, rest)) => !first.is_empty() && rest == suffix,
+            None => false,
+        };
+    }
+    p == h
+}
+
+/// Whether the certificate is valid for `host` by name (RFC 6125): subjectAltName dNSName entries
+/// (or iPAddress entries when `host` is an IP address) when the certificate has any, else the
+/// subject CN. Wildcards match one left-most label. Does not check validity dates or trust.
+pub fn check_name(der_bytes: &[u8], host: &str) -> bool {
+    let Ok(cert) = Certificate::from_der(der_bytes) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        let want = match ip {
+            std::net::IpAddr::V4(v) => v.octets().to_vec(),
+            std::net::IpAddr::V6(v) => v.octets().to_vec(),
+        };
+        let ips = san_ip_addresses(&cert);
+        if ips.iter().any(|i| *i == want) {
+            return true;
+        }
+        // Legacy certificates put the address in the CN; accept an exact textual match only.
+        return san_dns_names(&cert).is_empty()
+            && subject_common_names(&cert).iter().any(|cn| cn == host);
+    }
+    let dns = san_dns_names(&cert);
+    if !dns.is_empty() {
+        return dns.iter().any(|d| dns_name_matches(d, host));
+    }
+    subject_common_names(&cert)
+        .iter()
+        .any(|cn| dns_name_matches(cn, host))
+}
+
+/// The DER of `cert`'s SubjectPublicKeyInfo.subjectPublicKey bits (what CredSSP binds to), if the
+/// certificate decodes.
+pub fn subject_public_key(der_bytes: &[u8]) -> Option<Vec<u8>> {
+    let cert = Certificate::from_der(der_bytes).ok()?;
+    Some(
+        cert.tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes()
+            .to_vec(),
+    )
+}
+
+/// Re-encodes a certificate's subject name as DER (used to compare names across certificates).
+pub fn subject_der(der_bytes: &[u8]) -> Option<Vec<u8>> {
+    let cert = Certificate::from_der(der_bytes).ok()?;
+    cert.tbs_certificate.subject.to_der().ok()
 }
