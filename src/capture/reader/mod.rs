@@ -638,7 +638,7 @@ impl Conn {
                     bytes,
                     frame,
                     t_us,
-                } if skip > 0 => {
+                } if !reached => {
                     if bytes.len() <= skip {
                         skip -= bytes.len();
                         client_dropped += bytes.len();
@@ -654,9 +654,6 @@ impl Conn {
                             frame,
                             t_us,
                         });
-                    }
-                    if skip == 0 && !reached {
-                        reached = true;
                     }
                 }
                 PendingItem::Data {
