@@ -252,7 +252,11 @@ impl Machine<'_> {
     fn event(&mut self, kind: &EventKind) {
         let inner_data = matches!(
             kind,
-            EventKind::Data { layer: Layer::Inner, .. } | EventKind::Note(_) | EventKind::TlsError { .. }
+            EventKind::Data {
+                layer: Layer::Inner,
+                ..
+            } | EventKind::Note(_)
+                | EventKind::TlsError { .. }
         );
         if !inner_data {
             self.resolve_server_fin();
@@ -792,7 +796,17 @@ impl Machine<'_> {
             }
             return;
         }
-        let has_sec = self.selected == Some(0);
+        // Standard RDP security puts a security header on every PDU only when it encrypts
+        // (MS-RDPBCGR 2.2.8.1.1.2.1); at ENCRYPTION_METHOD_NONE only the exchange, info and
+        // licensing PDUs carry one, which the classifier detects by their flags.
+        let has_sec = self.selected == Some(0)
+            && self
+                .stages
+                .iter()
+                .find(|(s, _)| *s == Stage::Mcs)
+                .and_then(|(_, a)| a.facts.get("encryption_method"))
+                .and_then(|v| v.as_str())
+                .is_some_and(|m| m != "none");
         match mcs::classify_domain_pdu(ud) {
             Some((name, facts)) => {
                 let stage = match name {

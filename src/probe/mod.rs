@@ -165,6 +165,17 @@ fn unspecified() -> SocketAddr {
 /// by the stage timeout and the whole run by the deadline.
 pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
     let deadline = opts.deadline;
+    run_outer(opts, shared, deadline).await;
+    // Dropping the socket sends a FIN when no explicit close did: record it so the capture and the
+    // live verdict agree on how the conversation ended.
+    let established = shared.has_event(|k| matches!(k, EventKind::Connected));
+    let ended = shared.has_event(|k| matches!(k, EventKind::Rst { .. }));
+    if established && !ended && !shared.fin_seen(Dir::C2S) {
+        shared.fin(Dir::C2S);
+    }
+}
+
+async fn run_outer(opts: &ProbeOptions, shared: &SharedTrace, deadline: Duration) {
     match tokio::time::timeout(deadline, run_inner(opts, shared, opts.tls_engine)).await {
         Ok(Retry::No) => {}
         Ok(Retry::StandardRdp) => {
@@ -173,7 +184,8 @@ pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
             let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
             let mut rdp_opts = opts.clone();
             rdp_opts.protocols = vec![Protocol::Rdp];
-            let _ = tokio::time::timeout(deadline, run_inner(&rdp_opts, &fresh, opts.tls_engine)).await;
+            let _ =
+                tokio::time::timeout(deadline, run_inner(&rdp_opts, &fresh, opts.tls_engine)).await;
             let mut second = fresh.snapshot();
             second.events.insert(
                 0,
@@ -194,7 +206,8 @@ pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
             // engine. The report keeps the second conversation; the first is described in a note.
             let first = shared.snapshot();
             let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
-            let _ = tokio::time::timeout(deadline, run_inner(opts, &fresh, TlsEngine::Legacy)).await;
+            let _ =
+                tokio::time::timeout(deadline, run_inner(opts, &fresh, TlsEngine::Legacy)).await;
             let mut second = fresh.snapshot();
             second.events.insert(
                 0,
@@ -254,7 +267,9 @@ async fn read_pdu<S: AsyncRead + Unpin>(
         match hint.find_size(buf) {
             Ok(Some((matched, len))) => {
                 if len == 0 || len > MAX_PDU_LEN {
-                    return Err(ReadFail::Malformed(format!("PDU length {len} out of range")));
+                    return Err(ReadFail::Malformed(format!(
+                        "PDU length {len} out of range"
+                    )));
                 }
                 if buf.len() >= len {
                     let pdu = buf.split_to(len);
@@ -300,10 +315,11 @@ pub fn stage_of_state(state: &ClientConnectorState) -> Stage {
         | ClientConnectorState::BasicSettingsExchangeWaitResponse { .. } => Stage::Mcs,
         ClientConnectorState::ChannelConnection { .. } => Stage::Channels,
         ClientConnectorState::SecureSettingsExchange { .. } => Stage::Security,
-        ClientConnectorState::CapabilitiesExchange { .. } | ClientConnectorState::ConnectionFinalization { .. } => {
-            Stage::Capabilities
+        ClientConnectorState::CapabilitiesExchange { .. }
+        | ClientConnectorState::ConnectionFinalization { .. } => Stage::Capabilities,
+        ClientConnectorState::Connected { .. } | ClientConnectorState::Redirected { .. } => {
+            Stage::Connected
         }
-        ClientConnectorState::Connected { .. } | ClientConnectorState::Redirected { .. } => Stage::Connected,
         _ => Stage::Licensing,
     }
 }
@@ -330,7 +346,8 @@ fn connector_config(opts: &ProbeOptions, requested: SecurityProtocol) -> ironrdp
         monitor_extended_layout: None,
         relative_mouse_input: false,
         enable_tls: requested.contains(SecurityProtocol::SSL),
-        enable_credssp: requested.intersects(SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX),
+        enable_credssp: requested
+            .intersects(SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX),
         enable_standard_rdp_security: requested.is_empty(),
         credentials: IrCreds::UsernamePassword { username, password },
         domain,
@@ -398,7 +415,9 @@ fn record_read_fail(shared: &SharedTrace, f: &ReadFail) {
                 shared.push(EventKind::Note(format!("read failed: {e}")));
             }
         }
-        ReadFail::Malformed(what) => shared.push(EventKind::Note(format!("client gave up: {what}"))),
+        ReadFail::Malformed(what) => {
+            shared.push(EventKind::Note(format!("client gave up: {what}")))
+        }
     }
 }
 
@@ -411,7 +430,9 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
     let addr = match resolve(&opts.host, opts.port, opts.stage_timeout).await {
         Ok(a) => a,
         Err(detail) => {
-            shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable { detail }));
+            shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable {
+                detail,
+            }));
             return Retry::No;
         }
     };
@@ -427,7 +448,9 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         Ok(Err(e)) => {
             let f = match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
-                _ => ConnectFailure::Unreachable { detail: e.to_string() },
+                _ => ConnectFailure::Unreachable {
+                    detail: e.to_string(),
+                },
             };
             shared.push(EventKind::ConnectFailed(f));
             return Retry::No;
@@ -527,7 +550,9 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
                     }
                     Ok(Err(e)) => {
                         let msg = e.to_string();
-                        shared.push(EventKind::TlsError { message: msg.clone() });
+                        shared.push(EventKind::TlsError {
+                            message: msg.clone(),
+                        });
                         if engine == TlsEngine::Auto && is_version_refusal(&e) {
                             return Retry::Legacy(msg);
                         }
@@ -536,12 +561,19 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
                     Ok(Ok(s)) => {
                         let (_, conn) = s.get_ref();
                         let info = TlsSessionInfo {
-                            version: conn.protocol_version().map(tls::rustls_version_name).unwrap_or_default(),
+                            version: conn
+                                .protocol_version()
+                                .map(tls::rustls_version_name)
+                                .unwrap_or_default(),
                             cipher_suite: conn
                                 .negotiated_cipher_suite()
                                 .map(|c| format!("{:?}", c.suite()))
                                 .unwrap_or_default(),
-                            certificates: verifier.chain.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                            certificates: verifier
+                                .chain
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .clone(),
                             engine: "rustls".into(),
                         };
                         (Box::new(s) as Box<dyn Stream>, info)
@@ -552,7 +584,8 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         let leaf = info.certificates.first().cloned();
         shared.push(EventKind::TlsSession(info));
         connector.mark_security_upgrade_as_done();
-        let mut inner: Box<dyn Stream> = Box::new(Tap::new(tls_stream, shared.clone(), Layer::Inner));
+        let mut inner: Box<dyn Stream> =
+            Box::new(Tap::new(tls_stream, shared.clone(), Layer::Inner));
         if opts.stop_after == Some(Stage::Tls) {
             shared.push(EventKind::StoppedAfter(Stage::Tls));
             close(&mut inner).await;
@@ -565,7 +598,17 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
                 close(&mut inner).await;
                 return Retry::No;
             };
-            match credssp(opts, &mut connector, &mut inner, &mut buf, shared, selected, &leaf).await {
+            match credssp(
+                opts,
+                &mut connector,
+                &mut inner,
+                &mut buf,
+                shared,
+                selected,
+                &leaf,
+            )
+            .await
+            {
                 CredsspOutcome::Done => connector.mark_credssp_as_done(),
                 CredsspOutcome::Stop => {
                     close(&mut inner).await;
@@ -605,7 +648,9 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
             ClientConnectorState::Connected { .. } | ClientConnectorState::Redirected { .. }
         ) {
             if matches!(connector.state, ClientConnectorState::Redirected { .. }) {
-                shared.push(EventKind::Note("server sent a Server Redirection PDU".into()));
+                shared.push(EventKind::Note(
+                    "server sent a Server Redirection PDU".into(),
+                ));
             }
             shared.push(EventKind::StoppedAfter(Stage::Connected));
             close(&mut stream).await;
@@ -649,7 +694,9 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
 }
 
 fn is_version_refusal(e: &std::io::Error) -> bool {
-    let Some(inner) = e.get_ref() else { return false };
+    let Some(inner) = e.get_ref() else {
+        return false;
+    };
     let Some(re) = inner.downcast_ref::<rustls::Error>() else {
         return false;
     };
@@ -680,7 +727,9 @@ async fn legacy_handshake(
     let mut s = match tokio_openssl::SslStream::new(ssl, wire) {
         Ok(s) => s,
         Err(e) => {
-            shared.push(EventKind::TlsError { message: e.to_string() });
+            shared.push(EventKind::TlsError {
+                message: e.to_string(),
+            });
             return Err(());
         }
     };
@@ -694,7 +743,9 @@ async fn legacy_handshake(
             Err(())
         }
         Ok(Err(e)) => {
-            shared.push(EventKind::TlsError { message: e.to_string() });
+            shared.push(EventKind::TlsError {
+                message: e.to_string(),
+            });
             Err(())
         }
         Ok(Ok(())) => {
@@ -704,7 +755,10 @@ async fn legacy_handshake(
                 .map(|c| c.iter().filter_map(|x| x.to_der().ok()).collect())
                 .unwrap_or_default();
             let info = TlsSessionInfo {
-                version: ssl.version_str().replace("TLSv1", "TLSv1.0").replace("TLSv1.0.", "TLSv1."),
+                version: ssl
+                    .version_str()
+                    .replace("TLSv1", "TLSv1.0")
+                    .replace("TLSv1.0.", "TLSv1."),
                 cipher_suite: ssl
                     .current_cipher()
                     .map(|c| c.standard_name().unwrap_or(c.name()).to_owned())
@@ -744,7 +798,9 @@ async fn credssp(
     leaf: &[u8],
 ) -> CredsspOutcome {
     let Some(public_key) = subject_public_key(leaf) else {
-        shared.push(EventKind::Note("server certificate has no readable public key".into()));
+        shared.push(EventKind::Note(
+            "server certificate has no readable public key".into(),
+        ));
         return CredsspOutcome::Stop;
     };
     // Without credentials, authenticate as a placeholder user only far enough to read the server's
@@ -780,7 +836,8 @@ async fn credssp(
                 GeneratorState::Completed(r) => r,
                 GeneratorState::Suspended(_) => {
                     shared.push(EventKind::Note(
-                        "client stopped at credssp: network request (Kerberos) not supported".into(),
+                        "client stopped at credssp: network request (Kerberos) not supported"
+                            .into(),
                     ));
                     return CredsspOutcome::Stop;
                 }
@@ -843,7 +900,10 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
 }
 
 async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>() {
+    if let Ok(ip) = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, port));
     }
     match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
