@@ -390,7 +390,7 @@ impl Machine<'_> {
                 }
             }
             EventKind::Note(n) => {
-                if n.starts_with("tls alert from server") && n.contains("close_notify") {
+                if n.contains("close_notify") && n.contains("from server") {
                     self.close_notify_from_server = true;
                 } else if !self.notes.contains(n) {
                     self.notes.push(n.clone());
@@ -437,6 +437,14 @@ impl Machine<'_> {
             _ => {
                 if self.pending_mismatch.is_some() {
                     self.fail_mismatch();
+                    return;
+                }
+                if self.close_notify_from_server {
+                    // The server ended the TLS session (close_notify) and left TCP open; the client
+                    // closing TCP afterwards is a consequence, not the cause.
+                    self.server_fin = true;
+                    self.resolve_server_fin();
+                    self.ended_by = Some(Side::Server);
                     return;
                 }
                 match self.last_pdu {
