@@ -1047,3 +1047,578 @@ pub fn subject_der(der_bytes: &[u8]) -> Option<Vec<u8>> {
     let cert = Certificate::from_der(der_bytes).ok()?;
     cert.tbs_certificate.subject.to_der().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+    use proptest::prelude::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// ClientHello record of mstsc (Windows 7 era, TLS 1.0) from the public capture
+    /// jovair_rdp-tls-decryptable.pcap (frame 8).
+    const JOVAIR_CLIENT_HELLO: &str = "160301003e0100003a0301bbf011fb7829087acb748fda5049ba0a0f162a1f21b91e5c0a5c7f50f916ee16000008002f0001000200ff0100000900230000000f000101";
+    /// ClientHello record (TLS 1.2) from ndpi_rdp_over_tls.pcap.
+    const NDPI_CLIENT_HELLO: &str = "160303009c0100009803036712bcc57dd01b4bfc34fb063f251917660c0de590acf0e9f34d3d022d6ae07a000038c02cc02bc030c02f009f009ec024c023c028c027c00ac009c014c01300390033009d009c003d003c0035002f000a006a004000380032001301000037000a00080006001d00170018000b00020100000d001400120401050102010403050302030202060106030023000000170000ff01000100";
+    /// The server's last record in ndpi_rdp_over_tls.pcap: an encrypted alert (TLS 1.2 GCM).
+    const NDPI_ENCRYPTED_ALERT: &str =
+        "150303001a000000000000000299f4e360ad0c19737fb2efd30a4c1a59de4d";
+
+    fn record(ct: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ct, 3, 3];
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn handshake(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty];
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A TLS 1.3 style ClientHello with SNI "rdp.example.com" and supported_versions [1.3, 1.2].
+    fn client_hello_13() -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend([0x11; 32]);
+        b.push(0);
+        b.extend([0, 4, 0x13, 0x01, 0xc0, 0x2f]);
+        b.extend([1, 0]);
+        let mut ext = Vec::new();
+        let name = b"rdp.example.com";
+        let mut sni = vec![0];
+        sni.extend((name.len() as u16).to_be_bytes());
+        sni.extend(name);
+        let mut sni_ext = ((sni.len()) as u16).to_be_bytes().to_vec();
+        sni_ext.extend(sni);
+        ext.extend(EXT_SERVER_NAME.to_be_bytes());
+        ext.extend((sni_ext.len() as u16).to_be_bytes());
+        ext.extend(sni_ext);
+        ext.extend(EXT_SUPPORTED_VERSIONS.to_be_bytes());
+        ext.extend([0, 5, 4, 3, 4, 3, 3]);
+        b.extend((ext.len() as u16).to_be_bytes());
+        b.extend(ext);
+        handshake(HS_CLIENT_HELLO, &b)
+    }
+
+    fn server_hello_13() -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend([0x22; 32]);
+        b.push(0);
+        b.extend([0x13, 0x02, 0]);
+        b.extend([0, 6, 0, 43, 0, 2, 3, 4]);
+        handshake(HS_SERVER_HELLO, &b)
+    }
+
+    fn rcgen_cert(names: &[&str], cn: &str, nb: (i32, u8, u8), na: (i32, u8, u8)) -> Vec<u8> {
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "rdprobe test");
+        p.not_before = rcgen::date_time_ymd(nb.0, nb.1, nb.2);
+        p.not_after = rcgen::date_time_ymd(na.0, na.1, na.2);
+        let kp = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&kp).unwrap().der().to_vec()
+    }
+
+    /// An RSA-2048 certificate made by OpenSSL, self-signed or signed by a separate key.
+    fn openssl_rsa_cert(cn: &str, issuer_cn: &str, self_sign: bool, nb: i64, na: i64) -> Vec<u8> {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let other = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
+        let name = |cn: &str| {
+            let mut n = x509::X509NameBuilder::new().unwrap();
+            n.append_entry_by_text("CN", cn).unwrap();
+            n.build()
+        };
+        let mut b = x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name(cn)).unwrap();
+        b.set_issuer_name(&name(issuer_cn)).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(nb).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::from_unix(na).unwrap()).unwrap();
+        b.sign(
+            if self_sign { &key } else { &other },
+            MessageDigest::sha256(),
+        )
+        .unwrap();
+        b.build().to_der().unwrap()
+    }
+
+    /// 2024-01-01T00:00:00Z
+    const T2024: i64 = 1_704_067_200;
+
+    #[test]
+    fn split_records_frames_a_real_client_hello_and_flags_garbage() {
+        let mut s = unhex(JOVAIR_CLIENT_HELLO);
+        let (r, e) = split_records(&s);
+        assert_eq!(e, None);
+        assert_eq!(
+            r,
+            vec![Record {
+                content_type: 22,
+                version: 0x0301,
+                offset: 0,
+                len: 62
+            }]
+        );
+        assert_eq!(r[0].fragment(&s).len(), 62);
+        // a second, truncated record
+        s.extend([0x17, 3, 3, 0, 10, 1, 2]);
+        let (r, e) = split_records(&s);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            e,
+            Some((67, "truncated TLS record: 7 of 15 bytes present".to_owned()))
+        );
+        // a TPKT header where a record should start
+        let (r, e) = split_records(&[0x03, 0x00, 0x00, 0x13, 0x0e]);
+        assert!(r.is_empty());
+        assert_eq!(e, Some((0, "invalid TLS record content type 3".to_owned())));
+        let (_, e) = split_records(&[0x16, 0x02, 0x00, 0x00, 0x01, 0x00]);
+        assert_eq!(e, Some((0, "invalid TLS record version 0x0200".to_owned())));
+        let (_, e) = split_records(&[0x17, 0x03, 0x03, 0x50, 0x01]);
+        assert_eq!(
+            e,
+            Some((0, "TLS record length 20481 exceeds 18432".to_owned()))
+        );
+        let (_, e) = split_records(&[0x16, 0x03]);
+        assert_eq!(
+            e,
+            Some((0, "truncated TLS record header (2 of 5 bytes)".to_owned()))
+        );
+    }
+
+    #[test]
+    fn real_client_hellos_decode() {
+        let s = unhex(JOVAIR_CLIENT_HELLO);
+        let (m, e) = parse_handshakes(&s[5..]);
+        assert_eq!(e, None);
+        let Handshake::ClientHello {
+            version,
+            supported_versions,
+            cipher_suites,
+            sni,
+        } = &m[0]
+        else {
+            panic!("{m:?}")
+        };
+        assert_eq!(version_name(*version), "TLSv1.0");
+        assert!(supported_versions.is_empty());
+        assert_eq!(sni, &None);
+        let names: Vec<String> = cipher_suites
+            .iter()
+            .map(|c| cipher_suite_name(*c))
+            .collect();
+        expect![[r#"["TLS_RSA_WITH_AES_128_CBC_SHA", "TLS_RSA_WITH_NULL_MD5", "TLS_RSA_WITH_NULL_SHA", "TLS_EMPTY_RENEGOTIATION_INFO_SCSV"]"#]]
+            .assert_eq(&format!("{names:?}"));
+
+        let s = unhex(NDPI_CLIENT_HELLO);
+        let (m, e) = parse_handshakes(&s[5..]);
+        assert_eq!(e, None);
+        let Handshake::ClientHello {
+            version,
+            cipher_suites,
+            ..
+        } = &m[0]
+        else {
+            panic!()
+        };
+        assert_eq!(*version, 0x0303);
+        assert_eq!(cipher_suites.len(), 28);
+        assert_eq!(
+            cipher_suite_name(cipher_suites[0]),
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+        );
+        assert!(
+            cipher_suites
+                .iter()
+                .all(|c| !cipher_suite_name(*c).starts_with("0x")),
+            "all suites named"
+        );
+    }
+
+    #[test]
+    fn tls13_hellos_give_sni_and_supported_versions() {
+        let mut frag = client_hello_13();
+        frag.extend(server_hello_13());
+        let (m, e) = parse_handshakes(&frag);
+        assert_eq!(e, None);
+        assert_eq!(
+            m,
+            vec![
+                Handshake::ClientHello {
+                    version: 0x0303,
+                    supported_versions: vec![0x0304, 0x0303],
+                    cipher_suites: vec![0x1301, 0xc02f],
+                    sni: Some("rdp.example.com".into()),
+                },
+                Handshake::ServerHello {
+                    version: 0x0303,
+                    selected_version: Some(0x0304),
+                    cipher_suite: 0x1302
+                },
+            ]
+        );
+        assert_eq!(cipher_suite_name(0x1302), "TLS_AES_256_GCM_SHA384");
+    }
+
+    #[test]
+    fn malformed_handshakes_report_offsets() {
+        // cipher_suites length odd
+        let mut ch = client_hello_13();
+        ch[4 + 2 + 32 + 1 + 1] = 3;
+        let (m, e) = parse_handshakes(&ch);
+        assert!(m.is_empty());
+        let (off, what) = e.unwrap();
+        assert!(what.contains("client hello"), "{what}");
+        assert!(off >= 4, "{off}");
+        // a truncated message after a complete one
+        let mut frag = handshake(HS_SERVER_HELLO_DONE, &[]);
+        frag.extend(&handshake(HS_CERTIFICATE, &[0, 0, 9, 1, 2])[..6]);
+        let (m, e) = parse_handshakes(&frag);
+        assert_eq!(m, vec![Handshake::ServerHelloDone]);
+        assert_eq!(
+            e,
+            Some((
+                4,
+                "truncated handshake message type 11: 6 of 9 bytes present".to_owned()
+            ))
+        );
+        // a certificate list longer than the message
+        let (_, e) = parse_handshakes(&handshake(HS_CERTIFICATE, &[0, 0, 9, 0, 0, 1, 0]));
+        assert_eq!(
+            e,
+            Some((4, "certificate list length exceeds the message".to_owned()))
+        );
+    }
+
+    #[test]
+    fn certificate_messages_tls12_and_tls13_layouts() {
+        let a = rcgen_cert(&["a.example"], "a", (2020, 1, 1), (2030, 1, 1));
+        let b = rcgen_cert(&["b.example"], "b", (2020, 1, 1), (2030, 1, 1));
+        let mut list = Vec::new();
+        for c in [&a, &b] {
+            list.extend(&(c.len() as u32).to_be_bytes()[1..]);
+            list.extend(c.iter());
+        }
+        let mut body12 = (list.len() as u32).to_be_bytes()[1..].to_vec();
+        body12.extend(&list);
+        let (m, e) = parse_handshakes(&handshake(HS_CERTIFICATE, &body12));
+        assert_eq!(e, None);
+        assert_eq!(
+            m,
+            vec![Handshake::Certificate {
+                chain: vec![a.clone(), b.clone()]
+            }]
+        );
+
+        // TLS 1.3: empty request context, per-entry extensions
+        let mut list13 = Vec::new();
+        for c in [&a, &b] {
+            list13.extend(&(c.len() as u32).to_be_bytes()[1..]);
+            list13.extend(c.iter());
+            list13.extend([0, 0]);
+        }
+        let mut body13 = vec![0];
+        body13.extend(&(list13.len() as u32).to_be_bytes()[1..]);
+        body13.extend(&list13);
+        assert_eq!(
+            parse_certificate_tls13(&body13),
+            Ok(vec![a.clone(), b.clone()])
+        );
+        // the generic parser falls back to the 1.3 layout
+        let (m, _) = parse_handshakes(&handshake(HS_CERTIFICATE, &body13));
+        assert_eq!(m, vec![Handshake::Certificate { chain: vec![a, b] }]);
+        assert_eq!(
+            parse_certificate_tls13(&[0, 0, 0, 4, 0, 0, 9, 0]),
+            Err((
+                "certificate length exceeds the certificate list".to_owned(),
+                4
+            ))
+        );
+    }
+
+    #[test]
+    fn reassembler_joins_messages_split_across_records() {
+        let a = rcgen_cert(&["a.example"], "a", (2020, 1, 1), (2030, 1, 1));
+        let mut body = ((a.len() + 3) as u32).to_be_bytes()[1..].to_vec();
+        body.extend(&(a.len() as u32).to_be_bytes()[1..]);
+        body.extend(&a);
+        let mut flight = server_hello_13();
+        flight.extend(handshake(HS_CERTIFICATE, &body));
+        flight.extend(handshake(HS_SERVER_HELLO_DONE, &[]));
+        // one record: everything at once
+        let (m, e) = HandshakeReassembler::new().push(&flight);
+        assert_eq!((m.len(), e), (3, None));
+        // split in 7-byte records: same messages, nothing pending at the end
+        let mut r = HandshakeReassembler::new();
+        let mut all = Vec::new();
+        for chunk in flight.chunks(7) {
+            let (m, e) = r.push(chunk);
+            assert_eq!(e, None);
+            all.extend(m);
+        }
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1], Handshake::Certificate { chain: vec![a] });
+        assert_eq!(r.pending(), 0);
+        // an absurd length is an error, not a 16 MiB buffer
+        let (m, e) = HandshakeReassembler::new().push(&[11, 0xff, 0xff, 0xff]);
+        assert!(m.is_empty());
+        assert_eq!(
+            e.unwrap().1,
+            "handshake message length 16777215 exceeds 262144"
+        );
+    }
+
+    #[test]
+    fn alerts_by_name() {
+        assert_eq!(
+            parse_alert(&[2, 40]),
+            Some(("fatal".into(), "handshake_failure".into(), 40))
+        );
+        assert_eq!(
+            parse_alert(&[1, 0]),
+            Some(("warning".into(), "close_notify".into(), 0))
+        );
+        assert_eq!(
+            parse_alert(&[2, 21]),
+            Some(("fatal".into(), "decryption_failed".into(), 21))
+        );
+        assert_eq!(
+            parse_alert(&[2, 116]),
+            Some(("fatal".into(), "certificate_required".into(), 116))
+        );
+        assert_eq!(
+            parse_alert(&[7, 200]),
+            Some(("level_7".into(), "unknown_200".into(), 200))
+        );
+        let enc = unhex(NDPI_ENCRYPTED_ALERT);
+        let (r, _) = split_records(&enc);
+        assert_eq!(r[0].content_type, CT_ALERT);
+        assert_eq!(
+            parse_alert(r[0].fragment(&enc)),
+            None,
+            "an encrypted alert is not decoded"
+        );
+    }
+
+    #[test]
+    fn names_of_versions_and_suites() {
+        assert_eq!(
+            [0x0300, 0x0301, 0x0302, 0x0303, 0x0304, 0x7f1c, 0x1a1a].map(version_name),
+            [
+                "SSLv3",
+                "TLSv1.0",
+                "TLSv1.1",
+                "TLSv1.2",
+                "TLSv1.3",
+                "0x7f1c",
+                "GREASE(0x1a1a)"
+            ]
+        );
+        assert!(
+            CIPHER_SUITES.windows(2).all(|w| w[0].0 < w[1].0),
+            "table sorted for binary search"
+        );
+        assert_eq!(cipher_suite_name(0x000a), "TLS_RSA_WITH_3DES_EDE_CBC_SHA");
+        assert_eq!(cipher_suite_name(0x0005), "TLS_RSA_WITH_RC4_128_SHA");
+        assert_eq!(
+            cipher_suite_name(0xc030),
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+        );
+        assert_eq!(
+            cipher_suite_name(0xcca8),
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
+        );
+        assert_eq!(cipher_suite_name(0x1301), "TLS_AES_128_GCM_SHA256");
+        assert_eq!(cipher_suite_name(0xfefe), "0xFEFE");
+        assert!(cipher_suite_is_weak(0x0005) && cipher_suite_is_weak(0x002f));
+        assert!(!cipher_suite_is_weak(0xc02f) && !cipher_suite_is_weak(0x1301));
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(T2024), "2024-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn cert_facts_of_a_self_signed_ec_certificate() {
+        let der = rcgen_cert(
+            &["rdp.example.com"],
+            "rdp.example.com",
+            (2020, 1, 1),
+            (2030, 6, 1),
+        );
+        let c = cert_facts(&der, T2024).unwrap();
+        assert_eq!(c.subject, "O=rdprobe test,CN=rdp.example.com");
+        assert_eq!(c.issuer, c.subject);
+        assert_eq!(
+            (c.not_before.as_str(), c.not_after.as_str()),
+            ("2020-01-01T00:00:00Z", "2030-06-01T00:00:00Z")
+        );
+        assert!(!c.expired && !c.not_yet_valid);
+        assert!(c.self_signed);
+        assert_eq!(c.self_signed_basis, "signature");
+        assert_eq!((c.key_type.as_str(), c.key_bits), ("EC P-256", 256));
+        assert_eq!(c.signature_algorithm, "ecdsa-with-SHA256");
+        assert_eq!(c.days_left, 2343);
+        assert_eq!(c.sha256, hex(&sha2::Sha256::digest(&der)));
+        assert_eq!(c.sha256.len(), 64);
+        assert_eq!(c.dns_names, vec!["rdp.example.com".to_owned()]);
+        // the same certificate seen in 2035 and in 2019
+        let later = cert_facts(&der, T2024 + 11 * 365 * 86_400).unwrap();
+        assert!(later.expired && later.days_left < 0);
+        assert!(
+            cert_facts(&der, T2024 - 5 * 365 * 86_400)
+                .unwrap()
+                .not_yet_valid
+        );
+    }
+
+    #[test]
+    fn cert_facts_of_rsa_certificates() {
+        // expired self-signed RSA-2048, as an xrdp test server has it
+        let der = openssl_rsa_cert(
+            "xrdp-expired",
+            "xrdp-expired",
+            true,
+            T2024 - 400 * 86_400,
+            T2024 - 30 * 86_400,
+        );
+        let c = cert_facts(&der, T2024).unwrap();
+        assert_eq!((c.key_type.as_str(), c.key_bits), ("RSA", 2048));
+        assert_eq!(c.signature_algorithm, "sha256WithRSAEncryption");
+        assert!(c.expired && c.self_signed);
+        assert_eq!(c.days_left, -30);
+        assert_eq!(c.self_signed_basis, "signature");
+        // names equal but signed by another key: not self-signed, and we say the signature decided
+        let der = openssl_rsa_cert("same", "same", false, T2024 - 86_400, T2024 + 86_400);
+        let c = cert_facts(&der, T2024).unwrap();
+        assert!(!c.self_signed);
+        assert_eq!(c.self_signed_basis, "signature");
+        // different issuer
+        let der = openssl_rsa_cert("leaf", "Some CA", false, T2024 - 86_400, T2024 + 86_400);
+        let c = cert_facts(&der, T2024).unwrap();
+        assert!(!c.self_signed);
+        assert_eq!(c.self_signed_basis, "");
+        assert_eq!(c.issuer, "CN=Some CA");
+        assert!(cert_facts(&der[..100], T2024)
+            .unwrap_err()
+            .starts_with("invalid certificate"));
+    }
+
+    #[test]
+    fn check_name_san_cn_and_wildcards() {
+        let der = rcgen_cert(
+            &["rdp.example.com", "*.corp.example"],
+            "ignored.example",
+            (2020, 1, 1),
+            (2030, 1, 1),
+        );
+        assert!(check_name(&der, "rdp.example.com"));
+        assert!(check_name(&der, "RDP.Example.COM."));
+        assert!(check_name(&der, "host1.corp.example"));
+        assert!(
+            !check_name(&der, "a.b.corp.example"),
+            "a wildcard matches one label"
+        );
+        assert!(!check_name(&der, "corp.example"));
+        assert!(
+            !check_name(&der, "ignored.example"),
+            "CN is not used when SAN has dNSNames"
+        );
+        assert!(!check_name(&der, "other.example.com"));
+        // no SAN: the CN decides
+        let der = openssl_rsa_cert(
+            "win2012.corp.example",
+            "win2012.corp.example",
+            true,
+            0,
+            T2024,
+        );
+        assert!(check_name(&der, "win2012.corp.example"));
+        assert!(!check_name(&der, "win2016.corp.example"));
+        // IP address SAN
+        let der = rcgen_cert(&["127.0.0.1"], "x", (2020, 1, 1), (2030, 1, 1));
+        assert!(check_name(&der, "127.0.0.1"));
+        assert!(!check_name(&der, "127.0.0.2"));
+        assert!(!check_name(b"garbage", "x"));
+        assert!(!dns_name_matches("*.com", "example.com"));
+    }
+
+    fn real_inputs() -> Vec<Vec<u8>> {
+        let mut v = vec![unhex(JOVAIR_CLIENT_HELLO), unhex(NDPI_CLIENT_HELLO)];
+        let mut flight = record(CT_HANDSHAKE, &server_hello_13());
+        flight.extend(record(CT_HANDSHAKE, &client_hello_13()));
+        v.push(flight);
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600), now in any::<i64>()) {
+            let _ = split_records(&b);
+            let _ = parse_handshakes(&b);
+            let _ = parse_certificate_tls13(&b);
+            let _ = parse_alert(&b);
+            let _ = cert_facts(&b, now);
+            let _ = check_name(&b, "x.example");
+            let mut r = HandshakeReassembler::new();
+            for c in b.chunks(37) {
+                let _ = r.push(c);
+            }
+            prop_assert!(r.pending() <= MAX_HANDSHAKE_MESSAGE_LEN + 37);
+        }
+
+        #[test]
+        fn mutated_real_records_never_panic(
+            which in 0usize..3,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let mut b = real_inputs().swap_remove(which);
+            for (i, x) in flips {
+                let n = b.len();
+                b[i % n] ^= x;
+            }
+            b.truncate(cut % (b.len() + 1));
+            let (recs, _) = split_records(&b);
+            for r in &recs {
+                let f = r.fragment(&b);
+                let _ = parse_handshakes(f);
+                let _ = parse_alert(f);
+            }
+            let _ = parse_handshakes(b.get(5..).unwrap_or(&[]));
+        }
+
+        #[test]
+        fn cert_der_mutations_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6), now in any::<i64>()) {
+            thread_local! {
+                static DER: Vec<u8> = rcgen_cert(&["m.example"], "m", (2020, 1, 1), (2030, 1, 1));
+            }
+            let mut b = DER.with(|d| d.clone());
+            for (i, x) in flips {
+                let n = b.len();
+                b[i % n] ^= x;
+            }
+            let _ = cert_facts(&b, now);
+            let _ = check_name(&b, "m.example");
+        }
+    }
+}
