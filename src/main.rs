@@ -646,4 +646,3 @@ fn cmd_explain(code: &str, ext: Option<&str>) -> Result<i32> {
     print!("{}", rdprobe::diagnose::render_explanations(&ex));
     Ok(exit::SUCCESS)
 }
-

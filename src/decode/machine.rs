@@ -203,12 +203,13 @@ impl Machine<'_> {
     fn inner_label(&mut self, dir: Dir, idx: usize, text: String) {
         let evs = &self.trace.events;
         let is_wire = |k: &EventKind| matches!(k, EventKind::Data { dir: d, layer: Layer::Wire, .. } if *d == dir);
-        let target = match dir {
-            Dir::C2S => (idx..evs.len()).find(|&j| is_wire(&evs[j].kind)),
-            Dir::S2C => (0..=idx.min(evs.len().saturating_sub(1)))
-                .rev()
-                .find(|&j| is_wire(&evs[j].kind)),
-        };
+        // Both the probe's taps and the capture reader record the ciphertext before the cleartext
+        // it carried: the carrier is the latest wire segment of that direction before `idx`.
+        let last = idx.min(evs.len().saturating_sub(1));
+        let target = (0..=last)
+            .rev()
+            .find(|&j| is_wire(&evs[j].kind))
+            .or_else(|| (idx..evs.len()).find(|&j| is_wire(&evs[j].kind)));
         if let Some(t) = target {
             self.label(t, text);
         }
@@ -1107,12 +1108,9 @@ impl Machine<'_> {
                         Dir::C2S => acc.bytes_c2s += total as u64,
                         Dir::S2C => acc.bytes_s2c += total as u64,
                     }
-                    let text = "tls: application data".to_owned();
-                    self.label(first_event, text);
                     self.last_pdu = Some((dir, self.now));
                 } else {
-                    let text = format!("{}: application data", self.cur());
-                    self.label(first_event, text);
+                    // Labelled by the cleartext PDUs it carries (inner stream).
                     self.last_pdu = Some((dir, self.now));
                 }
             }
