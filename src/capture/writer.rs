@@ -31,6 +31,13 @@
 //! event writes. A label on an inner-stream event goes to the nearest wire data event of the same
 //! direction (the one that carried those bytes).
 //!
+//! Dissection in tshark/Wireshark 4.0 (checked by tests/capture_writer.rs): on port 3389 the X.224
+//! PDUs are dissected as RDP with no settings, but 4.0 binds that port to TPKT and shows the TLS
+//! records after them as "TPKT continuation" unless decoded as TLS (`-d tcp.port==3389,tls`); on
+//! other ports its TLS heuristics find the handshake (and, with the embedded secrets, CredSSP/NTLM)
+//! by themselves, and `-d tcp.port==PORT,tpkt` shows the X.224 PDUs. pcapng has no way to carry a
+//! "decode as", so the capture cannot do better than that.
+//!
 //! INVARIANT: the writer never panics and never buffers more than one frame: it streams to `out`.
 
 mod packet;
