@@ -220,7 +220,11 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RDPROBE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("rdprobe={level},ironrdp=error,sspi=error"))
+        // Quiet by default: IronRDP and sspi log the failures rdprobe reports as verdicts anyway.
+        let deps = if verbose >= 2 { "debug" } else { "off" };
+        tracing_subscriber::EnvFilter::new(format!(
+            "off,rdprobe={level},ironrdp_connector={deps},ironrdp_acceptor={deps},sspi={deps}"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
