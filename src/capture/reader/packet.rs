@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, LenSource, TcpHeaderSlice};
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice};
 
 /// TCP flags rdprobe cares about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,20 +74,18 @@ pub fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
     if payload.ip_number != etherparse::IpNumber::TCP || payload.fragmented {
         return None;
     }
-    // Claimed IP payload length, from the header that gave it.
+    // Claimed IP payload length: when the payload is cut off, the header's length field was valid
+    // (etherparse falls back to the slice, and says so, only then).
     let claimed_ip_payload: usize = if payload.incomplete {
         match (&net, payload.len_source) {
-            (LaxNetSlice::Ipv4(v4), LenSource::Ipv4HeaderTotalLen) => {
+            (LaxNetSlice::Ipv4(v4), _) => {
                 let h = v4.header();
                 usize::from(h.total_len()).saturating_sub(
                     h.slice().len() + v4.extensions().auth.map(|a| a.slice().len()).unwrap_or(0),
                 )
             }
-            (LaxNetSlice::Ipv6(v6), LenSource::Ipv6HeaderPayloadLen) => {
-                usize::from(v6.header().payload_length())
-                    .saturating_sub(v6.extensions().slice().len())
-            }
-            _ => payload.payload.len(),
+            (LaxNetSlice::Ipv6(v6), _) => usize::from(v6.header().payload_length())
+                .saturating_sub(v6.extensions().slice().len()),
         }
     } else {
         payload.payload.len()
@@ -111,4 +109,28 @@ pub fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
         payload: body,
         missing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncated_ipv4_reports_missing_bytes() {
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 3389, 5, 100)
+            .write(&mut v, &[7u8; 500])
+            .unwrap();
+        let s = tcp_segment(1, &v[..54 + 100]).expect("segment");
+        assert_eq!((s.payload.len(), s.missing), (100, 400));
+        let mut v = Vec::new();
+        etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            .tcp(1000, 3389, 5, 100)
+            .write(&mut v, &[7u8; 500])
+            .unwrap();
+        let s = tcp_segment(101, &v[..40 + 20 + 10]).expect("segment");
+        assert_eq!((s.payload.len(), s.missing), (10, 490));
+    }
 }
