@@ -108,7 +108,11 @@ pub static MSTSC_DOCUMENTED: &[Code] = &[
       "socket closed: the TCP connection was closed (FIN) or reset (RST) under the client during connection setup or the \
        session. During setup it covers a firewall or IPS resetting the port, endpoint security killing the socket at the \
        TLS ClientHello, a server that cannot use its certificate or keys, a security-layer / NLA mismatch the server \
-       answers with a close, packet loss, and a server denying the connection", CMD_TLS),
+       answers with a close, packet loss, and a server denying the connection. rdprobe's verdict tells them apart: \
+       refused or timed out at tcp = firewall or Remote Desktop off; RST right after the ClientHello with no TLS alert = \
+       endpoint security or an IPS; FIN or handshake_failure right after the ClientHello = the server cannot use its \
+       certificate or keys; RDP_NEG_FAILURE or a protocol mismatch at x224 = security-layer / NLA policy; a timeout \
+       mid-stage = packet loss; an auth failure at credssp = credentials", CMD_TLS),
     c(0x906, "disconnectReasonInternalSecurityError", Security, "internal security error (encrypting the client random failed)", CMD_MCS),
     c(0x908, "disconnectReasonLicensingTimeout", Licensing, "licensing timed out", CMD_LICENSING),
     c(0xA06, "disconnectReasonInternalSecurityError2", Security, "internal security error (making the session keys failed)", CMD_MCS),
@@ -408,7 +412,7 @@ pub static NTSTATUS: &[Code] = &[
 /// Set Error Info errorInfo (MS-RDPBCGR 2.2.5.1.1).
 pub static SET_ERROR_INFO: &[Code] = &[
     // Protocol-independent codes.
-    c(0x0, "ERRINFO_NONE", Connected, "no error", CMD_FULL),
+    c(0x0, "ERRINFO_NONE", Connected, "no error has occurred (the code is to be ignored)", CMD_FULL),
     c(0x1, "ERRINFO_RPC_INITIATED_DISCONNECT", Connected, "an administrative tool on the server, in another session, disconnected the session", CMD_FULL),
     c(0x2, "ERRINFO_RPC_INITIATED_LOGOFF", Connected, "an administrative tool on the server, in another session, forced a logoff", CMD_FULL),
     c(0x3, "ERRINFO_IDLE_TIMEOUT", Connected, "the server's idle session limit elapsed", CMD_FULL),

@@ -1598,7 +1598,12 @@ pub fn render_diagnosis(d: &Diagnosis) -> String {
         let _ = writeln!(out, "  evidence: {}", wrap(e, WIDTH, 12));
     }
     for (i, c) in d.causes.iter().enumerate() {
-        let _ = writeln!(out, "  {}. {} [{}]", i + 1, wrap(&c.title, WIDTH, 5), c.id);
+        let _ = writeln!(
+            out,
+            "  {}. {}",
+            i + 1,
+            wrap(&format!("{} [{}]", c.title, c.id), WIDTH, 5)
+        );
         let _ = writeln!(out, "     remedy: {}", wrap(&c.remedy, WIDTH, 13));
     }
     out
