@@ -686,3 +686,387 @@ pub fn ntstatus_name(code: u32) -> Option<&'static str> {
         .ok()
         .map(|i| STATUS_NAMES[i].1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+    use proptest::prelude::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The CHALLENGE_MESSAGE of MS-NLMP 4.2.4.3 (NTLMv2 example): TargetName "Server", target info
+    /// MsvAvNbDomainName "Domain", MsvAvNbComputerName "Server", VERSION 6.0.6000.
+    const NLMP_CHALLENGE: &str = "4e544c4d53535000 02000000 0c000c00 38000000 33828ae2 0123456789abcdef
+        0000000000000000 24002400 44000000 060070170000000f
+        530065007200760065007200 02000c0044006f006d00610069006e00 01000c00530065007200760065007200 00000000";
+
+    /// NEGOTIATE, CHALLENGE and AUTHENTICATE of a real NTLMv2 exchange between sspi's client and
+    /// server (user "CORP\\alice" / "P4ssw0rd").
+    fn sspi_exchange() -> Vec<Vec<u8>> {
+        use sspi::builders::{AcquireCredentialsHandle, WithoutCredentialUse};
+        use sspi::ntlm::NtlmConfig;
+        use sspi::{
+            AcquireCredentialsHandleResult, AuthIdentity, BufferType, ClientRequestFlags,
+            CredentialUse, DataRepresentation, Ntlm, Secret, SecurityBuffer, ServerRequestFlags,
+            Sspi, SspiImpl, Username,
+        };
+        let identity = AuthIdentity {
+            username: Username::new("alice", Some("CORP")).unwrap(),
+            password: Secret::from("P4ssw0rd".to_owned()),
+        };
+        let mut client = Ntlm::with_config(NtlmConfig::new("PROBE-WS".into()));
+        let mut server = Ntlm::with_config(NtlmConfig::default());
+        let handle = |ctx: &mut Ntlm, usage| {
+            let AcquireCredentialsHandleResult {
+                credentials_handle, ..
+            } = AcquireCredentialsHandle::<'_, _, _, WithoutCredentialUse>::new()
+                .with_auth_data(&identity)
+                .with_credential_use(usage)
+                .execute(ctx)
+                .unwrap();
+            credentials_handle
+        };
+        let mut ch = handle(&mut client, CredentialUse::Outbound);
+        let mut sh = handle(&mut server, CredentialUse::Inbound);
+        let mut to_client = [SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        let mut to_server = [SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        let mut msgs = Vec::new();
+        for _ in 0..2 {
+            {
+                let mut b = client
+                    .initialize_security_context()
+                    .with_credentials_handle(&mut ch)
+                    .with_context_requirements(
+                        ClientRequestFlags::MUTUAL_AUTH | ClientRequestFlags::CONFIDENTIALITY,
+                    )
+                    .with_target_data_representation(DataRepresentation::Native)
+                    .with_input(&mut to_client)
+                    .with_output(&mut to_server);
+                b.target_name = Some("TERMSRV/rdp.corp.example");
+                SspiImpl::initialize_security_context_impl(&mut client, &mut b)
+                    .unwrap()
+                    .resolve_to_result()
+                    .unwrap();
+            }
+            msgs.push(to_server[0].buffer.clone());
+            to_client[0].buffer.clear();
+            {
+                let b = server
+                    .accept_security_context()
+                    .with_credentials_handle(&mut sh)
+                    .with_context_requirements(ServerRequestFlags::empty())
+                    .with_target_data_representation(DataRepresentation::Native)
+                    .with_input(&mut to_server)
+                    .with_output(&mut to_client);
+                let _ = SspiImpl::accept_security_context_impl(&mut server, b)
+                    .map(|mut g| g.resolve_to_result());
+            }
+            if !to_client[0].buffer.is_empty() {
+                msgs.push(to_client[0].buffer.clone());
+            }
+            to_server[0].buffer.clear();
+        }
+        msgs
+    }
+
+    #[test]
+    fn der_frame_len_bounds() {
+        assert_eq!(der_frame_len(&[0x30, 0x05]), Some(7));
+        assert_eq!(der_frame_len(&[0x30, 0x81, 0x80]), Some(0x83));
+        assert_eq!(der_frame_len(&[0x30, 0x82, 0x01, 0x00]), Some(0x104));
+        assert_eq!(
+            der_frame_len(&[0x30, 0x84, 0x00, 0x01, 0x00, 0x00]),
+            Some(0x10006)
+        );
+        assert_eq!(
+            der_frame_len(&[0x30, 0x82, 0x01]),
+            None,
+            "incomplete length"
+        );
+        assert_eq!(der_frame_len(&[0x30]), None);
+        assert_eq!(
+            der_frame_len(&[0x30, 0x80]),
+            None,
+            "indefinite length is not DER"
+        );
+        assert_eq!(
+            der_frame_len(&[0x30, 0x85, 1, 2, 3, 4, 5]),
+            None,
+            "more than 4 length bytes"
+        );
+        assert_eq!(der_frame_len(&[0x1f, 0x01, 0x00]), None, "multi-byte tag");
+        assert_eq!(
+            der_frame_len(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            Some(0xffff_ffff + 6)
+        );
+    }
+
+    #[test]
+    fn error_code_both_encodings() {
+        let win = encode_ts_request_error(6, 0xC000_006D);
+        assert_eq!(win, unhex("300d a003020106 a406 0204c000006d"));
+        let der = encode_ts_request_error_with(6, 0xC000_006D, ErrorCodeEncoding::StrictDer);
+        assert_eq!(der, unhex("300e a003020106 a407 020500c000006d"));
+        for b in [&win, &der] {
+            let f = parse_ts_request(b).unwrap();
+            assert_eq!((f.version, f.error_code), (6, Some(0xC000_006D)));
+            assert_eq!(der_frame_len(b), Some(b.len()));
+        }
+        assert_eq!(ntstatus_name(0xC000_006D), Some("STATUS_LOGON_FAILURE"));
+        // sspi (what IronRDP uses) reads the Windows encoding the same way
+        let s = sspi::credssp::TsRequest::from_buffer(&win).unwrap();
+        assert_eq!(s.error_code.map(|c| c.0), Some(0xC000_006D));
+        // small and sign-extended values
+        let f = parse_ts_request(&encode_ts_request_error_with(
+            2,
+            5,
+            ErrorCodeEncoding::StrictDer,
+        ))
+        .unwrap();
+        assert_eq!(f.error_code, Some(5));
+        let f = parse_ts_request(&unhex("300c a003020103 a405 0203ff0022")).unwrap();
+        assert_eq!(f.error_code, Some(0xffff_0022));
+        let e = parse_ts_request(&unhex("300e a003020106 a407 020501c000006d")).unwrap_err();
+        assert_eq!(
+            e,
+            (
+                "errorCode: INTEGER of 5 bytes does not fit 32 bits".to_owned(),
+                9
+            )
+        );
+    }
+
+    #[test]
+    fn ts_requests_encoded_by_sspi_decode() {
+        let ts = sspi::credssp::TsRequest {
+            version: 6,
+            nego_tokens: Some(b"NTLMSSP\0\x01\0\0\0\x07\x82\x08\xa2".to_vec()),
+            auth_info: None,
+            pub_key_auth: Some(vec![0xaa; 290]),
+            error_code: None,
+            client_nonce: Some([7; 32]),
+        };
+        let mut buf = Vec::new();
+        ts.encode_ts_request(&mut buf).unwrap();
+        assert_eq!(der_frame_len(&buf), Some(buf.len()));
+        let f = parse_ts_request(&buf).unwrap();
+        assert_eq!(f.version, 6);
+        assert_eq!(f.nego_token.as_deref(), ts.nego_tokens.as_deref());
+        assert!(f.has_pub_key_auth && f.has_client_nonce && !f.has_auth_info);
+        assert_eq!(f.error_code, None);
+        let n = parse_ntlm(f.nego_token.as_deref().unwrap()).unwrap();
+        assert_eq!(n.message_type, Some(NtlmMessageType::Negotiate));
+        assert_eq!(n.negotiate_flags, 0xa208_8207);
+        // our own nego encoder round-trips through sspi
+        let mine = encode_ts_request_nego(6, b"token");
+        let s = sspi::credssp::TsRequest::from_buffer(&mine).unwrap();
+        assert_eq!(
+            (s.version, s.nego_tokens.as_deref()),
+            (6, Some(&b"token"[..]))
+        );
+    }
+
+    #[test]
+    fn malformed_ts_requests_report_offsets() {
+        let ok = encode_ts_request_error(6, 0xC000_006D);
+        assert_eq!(parse_ts_request(&ok[..10]).unwrap_err().1, 0);
+        assert_eq!(
+            parse_ts_request(&[0x31, 0x00]).unwrap_err(),
+            (
+                "expected a TSRequest SEQUENCE (0x30), got 0x31".to_owned(),
+                0
+            )
+        );
+        let mut trailing = ok.clone();
+        trailing.push(0);
+        assert_eq!(
+            parse_ts_request(&trailing).unwrap_err(),
+            ("1 trailing bytes after the TSRequest".to_owned(), 15)
+        );
+        assert_eq!(
+            parse_ts_request(&unhex("3008 a406 0204c000006d")).unwrap_err(),
+            ("TSRequest without version".to_owned(), 2)
+        );
+        // version holds an OCTET STRING
+        assert_eq!(
+            parse_ts_request(&unhex("3005 a003 040106")).unwrap_err(),
+            ("version: expected tag 0x02, got 0x04".to_owned(), 4)
+        );
+        // an inner length beyond its parent
+        let e = parse_ts_request(&unhex("3007 a003020106 a109")).unwrap_err();
+        assert_eq!(e.1, 7);
+        // an unknown context tag is skipped, a universal one is not
+        assert!(parse_ts_request(&unhex("3009 a003020106 a6020500")).is_ok());
+        assert!(parse_ts_request(&unhex("3009 a003020106 04020500")).is_err());
+    }
+
+    #[test]
+    fn ntlm_challenge_of_ms_nlmp_example() {
+        let n = parse_ntlm(&unhex(NLMP_CHALLENGE)).unwrap();
+        expect![[r#"
+            NtlmFacts {
+                message_type: Some(
+                    Challenge,
+                ),
+                negotiate_flags: 3800728115,
+                nb_computer_name: Some(
+                    "Server",
+                ),
+                nb_domain_name: Some(
+                    "Domain",
+                ),
+                dns_computer_name: None,
+                dns_domain_name: None,
+                dns_tree_name: None,
+                os_version: Some(
+                    "6.0.6000",
+                ),
+                server_time: None,
+                user: None,
+                domain: None,
+                has_nt_response: false,
+                workstation: None,
+                target_name: Some(
+                    "Server",
+                ),
+                error: None,
+            }
+        "#]]
+        .assert_debug_eq(&n);
+        // wrapped in SPNEGO (negTokenResp responseToken) and in a TSRequest
+        let mut spnego = unhex("a181ce3081cba0030a0101a10c060a2b06010401823702020aa281b50481b2");
+        spnego.extend(unhex(NLMP_CHALLENGE));
+        let ts = parse_ts_request(&encode_ts_request_nego(6, &spnego)).unwrap();
+        assert_eq!(
+            parse_ntlm(ts.nego_token.as_deref().unwrap()),
+            Some(n.clone())
+        );
+        // cut inside the target info
+        let full = unhex(NLMP_CHALLENGE);
+        let cut = parse_ntlm(&full[..full.len() - 10]).unwrap();
+        assert_eq!(cut.nb_domain_name, None);
+        assert_eq!(
+            cut.error.as_deref(),
+            Some("ntlm challenge TargetInfo points outside the message")
+        );
+        assert_eq!(parse_ntlm(b"no ntlm here"), None);
+    }
+
+    #[test]
+    fn ntlm_exchange_from_sspi() {
+        let msgs = sspi_exchange();
+        assert_eq!(msgs.len(), 3, "negotiate, challenge, authenticate");
+        let neg = parse_ntlm(&msgs[0]).unwrap();
+        assert_eq!(neg.message_type, Some(NtlmMessageType::Negotiate));
+        assert_eq!(neg.error, None);
+        let ch = parse_ntlm(&msgs[1]).unwrap();
+        assert_eq!(ch.message_type, Some(NtlmMessageType::Challenge));
+        assert_eq!(ch.error, None);
+        let t = ch
+            .server_time
+            .as_deref()
+            .expect("sspi's challenge has MsvAvTimestamp");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && t.len() == 20,
+            "{t}"
+        );
+        let au = parse_ntlm(&msgs[2]).unwrap();
+        assert_eq!(au.message_type, Some(NtlmMessageType::Authenticate));
+        assert_eq!(au.user.as_deref(), Some("alice"));
+        assert_eq!(au.domain.as_deref(), Some("CORP"));
+        // sspi 0.23 leaves the Workstation field empty even with a client computer name configured
+        assert_eq!(au.workstation, None);
+        assert_eq!(au.os_version.as_deref(), Some("10.0.17763"));
+        assert!(
+            au.has_nt_response,
+            "NTLMv2 response is longer than 24 bytes"
+        );
+        assert_eq!(au.error, None);
+        // inside TSRequests, the way they cross the wire
+        for m in &msgs {
+            let ts = parse_ts_request(&encode_ts_request_nego(6, m)).unwrap();
+            assert_eq!(ts.nego_token.as_deref(), Some(&m[..]));
+        }
+    }
+
+    #[test]
+    fn filetime_and_status_names() {
+        assert_eq!(
+            filetime_rfc3339(116_444_736_000_000_000),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            filetime_rfc3339(133_485_408_000_000_000),
+            "2024-01-01T00:00:00Z"
+        );
+        assert!(
+            STATUS_NAMES.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted for binary search"
+        );
+        for (code, name) in [
+            (0xC000_006D, "STATUS_LOGON_FAILURE"),
+            (0xC000_006E, "STATUS_ACCOUNT_RESTRICTION"),
+            (0xC000_0193, "STATUS_ACCOUNT_EXPIRED"),
+            (0xC000_0224, "STATUS_PASSWORD_MUST_CHANGE"),
+            (0xC000_0234, "STATUS_ACCOUNT_LOCKED_OUT"),
+            (0xC000_015B, "STATUS_LOGON_TYPE_NOT_GRANTED"),
+            (0xC000_0133, "STATUS_TIME_DIFFERENCE_AT_DC"),
+            (0xC000_0203, "STATUS_USER_SESSION_DELETED"),
+            (0x8009_030C, "SEC_E_LOGON_DENIED"),
+            (0x8009_0322, "SEC_E_WRONG_PRINCIPAL"),
+        ] {
+            assert_eq!(ntstatus_name(code), Some(name));
+        }
+        assert_eq!(ntstatus_name(0x1234_5678), None);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = der_frame_len(&b);
+            if let Ok(f) = parse_ts_request(&b) {
+                if let Some(t) = f.nego_token {
+                    let _ = parse_ntlm(&t);
+                }
+            }
+            let mut with_sig = NTLMSSP_SIGNATURE.to_vec();
+            with_sig.extend(&b);
+            prop_assert!(parse_ntlm(&with_sig).is_some());
+        }
+
+        #[test]
+        fn mutated_real_messages_never_panic(
+            which in 0usize..4,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            thread_local! {
+                static MSGS: Vec<Vec<u8>> = {
+                    let mut v = sspi_exchange();
+                    v.push(unhex(NLMP_CHALLENGE));
+                    v
+                };
+            }
+            let mut m = MSGS.with(|v| v[which % v.len()].clone());
+            for (i, x) in flips {
+                let n = m.len();
+                m[i % n] ^= x;
+            }
+            m.truncate(cut % (m.len() + 1));
+            let _ = parse_ntlm(&m);
+            let ts = encode_ts_request_nego(6, &m);
+            let mut t2 = ts.clone();
+            let n = t2.len();
+            t2[cut % n] ^= 0x5a;
+            let _ = parse_ts_request(&t2);
+            let _ = der_frame_len(&t2);
+        }
+    }
+}
