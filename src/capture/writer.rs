@@ -112,8 +112,8 @@ pub fn write_pcapng<W: Write>(
     }
 
     let mut em = Emitter::new(trace, out, block);
-    for (i, ev) in trace.events.iter().enumerate() {
-        let notes = plan.events.get(i).cloned().unwrap_or_default();
+    // INVARIANT: plan.events is indexed like trace.events (one entry per event).
+    for (ev, notes) in trace.events.iter().zip(plan.events) {
         em.event(ev.t_us, &ev.kind, notes)?;
     }
     em.out.flush()?;
