@@ -130,7 +130,12 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [Protocol::Rdp, Protocol::Ssl, Protocol::Hybrid, Protocol::HybridEx];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Rdp,
+        Protocol::Ssl,
+        Protocol::Hybrid,
+        Protocol::HybridEx,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -178,7 +183,9 @@ impl TryFrom<String> for Protocol {
             "ssl" | "tls" => Ok(Protocol::Ssl),
             "hybrid" | "nla" | "credssp" => Ok(Protocol::Hybrid),
             "hybrid_ex" => Ok(Protocol::HybridEx),
-            _ => Err(format!("unknown protocol `{s}`, expected one of rdp, ssl, hybrid, hybrid_ex")),
+            _ => Err(format!(
+                "unknown protocol `{s}`, expected one of rdp, ssl, hybrid, hybrid_ex"
+            )),
         }
     }
 }
@@ -210,7 +217,10 @@ impl NegFailureCode {
     pub const HYBRID_REQUIRED_BY_SERVER: NegFailureCode = NegFailureCode(5);
 
     pub fn name(self) -> Option<&'static str> {
-        NEG_FAILURE_CODES.iter().find(|(_, c)| *c == self.0).map(|(n, _)| *n)
+        NEG_FAILURE_CODES
+            .iter()
+            .find(|(_, c)| *c == self.0)
+            .map(|(n, _)| *n)
     }
 }
 
@@ -251,7 +261,10 @@ impl NtStatus {
     pub const LOGON_FAILURE: NtStatus = NtStatus(0xC000_006D);
 
     pub fn name(self) -> Option<&'static str> {
-        NTSTATUS_CODES.iter().find(|(_, c)| *c == self.0).map(|(n, _)| *n)
+        NTSTATUS_CODES
+            .iter()
+            .find(|(_, c)| *c == self.0)
+            .map(|(n, _)| *n)
     }
 }
 
@@ -283,7 +296,9 @@ fn parse_number(s: &str) -> Option<u32> {
 
 fn code_from_repr(r: CodeRepr, table: &[(&str, u32)], what: &str) -> Result<u32, String> {
     match r {
-        CodeRepr::Num(n) => u32::try_from(n).map_err(|_| format!("{what} {n} does not fit in 32 bits")),
+        CodeRepr::Num(n) => {
+            u32::try_from(n).map_err(|_| format!("{what} {n} does not fit in 32 bits"))
+        }
         CodeRepr::Name(s) => {
             if let Some(n) = parse_number(&s) {
                 return Ok(n);
@@ -295,7 +310,10 @@ fn code_from_repr(r: CodeRepr, table: &[(&str, u32)], what: &str) -> Result<u32,
                 .map(|(_, c)| *c)
                 .ok_or_else(|| {
                     let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-                    format!("unknown {what} `{s}`, expected a number or one of {}", names.join(", "))
+                    format!(
+                        "unknown {what} `{s}`, expected a number or one of {}",
+                        names.join(", ")
+                    )
                 })
         }
     }
@@ -439,10 +457,17 @@ impl TryFrom<String> for CertificateKind {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let l = s.to_ascii_lowercase().replace('_', "-");
-        CertificateKind::ALL.iter().copied().find(|k| k.as_str() == l).ok_or_else(|| {
-            let names: Vec<&str> = CertificateKind::ALL.iter().map(|k| k.as_str()).collect();
-            format!("unknown certificate `{s}`, expected one of {}", names.join(", "))
-        })
+        CertificateKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == l)
+            .ok_or_else(|| {
+                let names: Vec<&str> = CertificateKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown certificate `{s}`, expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -483,7 +508,9 @@ impl TryFrom<String> for TlsVersion {
             "1.1" | "11" => Ok(TlsVersion::Tls11),
             "1.2" | "12" => Ok(TlsVersion::Tls12),
             "1.3" | "13" => Ok(TlsVersion::Tls13),
-            _ => Err(format!("unknown TLS version `{s}`, expected one of 1.0, 1.1, 1.2, 1.3")),
+            _ => Err(format!(
+                "unknown TLS version `{s}`, expected one of 1.0, 1.1, 1.2, 1.3"
+            )),
         }
     }
 }
@@ -663,9 +690,9 @@ impl FaultPoint {
         match self {
             FaultPoint::X224Request | FaultPoint::X224Confirm => Stage::X224,
             FaultPoint::TlsClientHello | FaultPoint::TlsDone => Stage::Tls,
-            FaultPoint::CredsspNegotiate | FaultPoint::CredsspChallenge | FaultPoint::CredsspAuthenticate => {
-                Stage::Credssp
-            }
+            FaultPoint::CredsspNegotiate
+            | FaultPoint::CredsspChallenge
+            | FaultPoint::CredsspAuthenticate => Stage::Credssp,
             FaultPoint::McsConnectInitial | FaultPoint::McsConnectResponse => Stage::Mcs,
             FaultPoint::Channels => Stage::Channels,
             FaultPoint::Licensing => Stage::Licensing,
@@ -685,10 +712,17 @@ impl TryFrom<String> for FaultPoint {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         let l = s.to_ascii_lowercase();
-        FaultPoint::ALL.iter().copied().find(|p| p.as_str() == l).ok_or_else(|| {
-            let names: Vec<&str> = FaultPoint::ALL.iter().map(|p| p.as_str()).collect();
-            format!("unknown fault point `{s}`, expected one of {}", names.join(", "))
-        })
+        FaultPoint::ALL
+            .iter()
+            .copied()
+            .find(|p| p.as_str() == l)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FaultPoint::ALL.iter().map(|p| p.as_str()).collect();
+                format!(
+                    "unknown fault point `{s}`, expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -788,7 +822,7 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b':' && *b != b'_')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("hex `{s}` has an odd number of digits"));
     }
     if digits.len() / 2 > MAX_MALFORMED_LEN {
@@ -800,7 +834,10 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
             .and_then(|d| u8::try_from(d).ok())
             .ok_or_else(|| format!("hex `{s}` has a non-hex character `{}`", b as char))
     };
-    digits.chunks(2).map(|p| Ok(val(p[0])? << 4 | val(p[1])?)).collect()
+    digits
+        .chunks(2)
+        .map(|p| Ok(val(p[0])? << 4 | val(p[1])?))
+        .collect()
 }
 
 fn to_hex(b: &[u8]) -> String {
@@ -812,7 +849,10 @@ impl TryFrom<RawFault> for Fault {
     fn try_from(r: RawFault) -> Result<Self, String> {
         let unexpected = |key: &str, present: bool| -> Result<(), String> {
             if present {
-                Err(format!("key `{key}` does not apply to action `{}`", r.action))
+                Err(format!(
+                    "key `{key}` does not apply to action `{}`",
+                    r.action
+                ))
             } else {
                 Ok(())
             }
@@ -916,7 +956,10 @@ impl From<Fault> for RawFault {
 pub enum ScenarioError {
     /// TOML syntax error, an unknown key, or a bad value.
     #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
-    Invalid { line: Option<usize>, message: String },
+    Invalid {
+        line: Option<usize>,
+        message: String,
+    },
     #[error("scenario is {0} bytes, over the limit of {MAX_SCENARIO_LEN}")]
     TooLarge(usize),
 }
@@ -933,17 +976,22 @@ impl ScenarioError {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// First line whose text starts with `key` followed by `=` or whitespace (best effort, for semantic errors).
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let t = l.trim_start();
-        t.strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('=') || rest.is_empty())
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('=') || rest.is_empty())
+        })
+        .map(|i| i + 1)
 }
 
 impl Scenario {
@@ -956,10 +1004,12 @@ impl Scenario {
             line: e.span().map(|s| line_of(text, s.start)),
             message: e.message().trim().to_owned(),
         })?;
-        scenario.validate().map_err(|(key, message)| ScenarioError::Invalid {
-            line: line_of_key(text, key),
-            message,
-        })?;
+        scenario
+            .validate()
+            .map_err(|(key, message)| ScenarioError::Invalid {
+                line: line_of_key(text, key),
+                message,
+            })?;
         Ok(scenario)
     }
 
@@ -974,11 +1024,15 @@ impl Scenario {
         {
             return Err((
                 "supported",
-                "security.supported is empty: name at least one of rdp, ssl, hybrid, hybrid_ex".to_owned(),
+                "security.supported is empty: name at least one of rdp, ssl, hybrid, hybrid_ex"
+                    .to_owned(),
             ));
         }
         if self.tls.versions.is_empty() {
-            return Err(("versions", "tls.versions is empty: name at least one TLS version".to_owned()));
+            return Err((
+                "versions",
+                "tls.versions is empty: name at least one TLS version".to_owned(),
+            ));
         }
         let credssp_possible = self.security.negotiation_failure.is_none()
             && (self.security.select.is_some_and(Protocol::uses_credssp)
@@ -991,7 +1045,10 @@ impl Scenario {
         }
         for u in &self.identity.users {
             if u.name.is_empty() {
-                return Err(("name", "identity.users: a user has an empty name".to_owned()));
+                return Err((
+                    "name",
+                    "identity.users: a user has an empty name".to_owned(),
+                ));
             }
         }
         for key in [
@@ -1000,11 +1057,20 @@ impl Scenario {
             ("hold_ms", self.link.hold_ms),
         ] {
             if key.1 > MAX_DELAY_MS {
-                return Err((key.0, format!("link.{} = {} is over the maximum of {MAX_DELAY_MS}", key.0, key.1)));
+                return Err((
+                    key.0,
+                    format!(
+                        "link.{} = {} is over the maximum of {MAX_DELAY_MS}",
+                        key.0, key.1
+                    ),
+                ));
             }
         }
         if self.link.read_timeout_ms == 0 {
-            return Err(("read_timeout_ms", "link.read_timeout_ms must be above 0".to_owned()));
+            return Err((
+                "read_timeout_ms",
+                "link.read_timeout_ms must be above 0".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -1018,7 +1084,9 @@ impl Scenario {
 
     /// Faults at `point` that apply to the `n`-th connection, in file order.
     pub fn faults_at(&self, point: FaultPoint, n: u64) -> impl Iterator<Item = &Fault> {
-        self.faults.iter().filter(move |f| f.at == point && f.applies_to(n))
+        self.faults
+            .iter()
+            .filter(move |f| f.at == point && f.applies_to(n))
     }
 
     /// The user list as a list of `(name, password, domain)`.
@@ -1130,19 +1198,22 @@ const BUILTINS: &[(&str, &str, &str)] = &[
 
 /// A built-in scenario by name.
 pub fn builtin(name: &str) -> Option<Scenario> {
-    BUILTINS.iter().find(|(n, _, _)| *n == name).map(|(n, d, text)| {
-        // INVARIANT: every built-in file parses (held by the `builtins_parse` test).
-        let mut s = Scenario::from_toml(text).unwrap_or_else(|e| {
-            let mut s = healthy_fallback();
-            s.description = format!("built-in scenario does not parse: {e}");
+    BUILTINS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(n, d, text)| {
+            // INVARIANT: every built-in file parses (held by the `builtins_parse` test).
+            let mut s = Scenario::from_toml(text).unwrap_or_else(|e| {
+                let mut s = healthy_fallback();
+                s.description = format!("built-in scenario does not parse: {e}");
+                s
+            });
+            s.name = (*n).to_owned();
+            if s.description.is_empty() {
+                s.description = (*d).to_owned();
+            }
             s
-        });
-        s.name = (*n).to_owned();
-        if s.description.is_empty() {
-            s.description = (*d).to_owned();
-        }
-        s
-    })
+        })
 }
 
 fn healthy_fallback() -> Scenario {
@@ -1172,12 +1243,17 @@ pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioLoadError> {
     if !path.exists() {
         return Err(ScenarioLoadError::NotFound(name_or_path.to_owned()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioLoadError::Io(name_or_path.to_owned(), e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ScenarioLoadError::Io(name_or_path.to_owned(), e))?;
     Scenario::from_toml(&text).map_err(|e| ScenarioLoadError::Invalid(name_or_path.to_owned(), e))
 }
 
 fn builtin_list() -> String {
-    builtin_names().iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    builtin_names()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why [`load`] failed.
@@ -1201,7 +1277,8 @@ mod tests {
             let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(&s.name, name, "file name field");
             assert!(!sentence.is_empty());
-            let back = Scenario::from_toml(&s.to_toml()).unwrap_or_else(|e| panic!("{name} round trip: {e}"));
+            let back = Scenario::from_toml(&s.to_toml())
+                .unwrap_or_else(|e| panic!("{name} round trip: {e}"));
             assert_eq!(back, s, "{name} round trip");
         }
         assert_eq!(builtin_names().len(), 17);
@@ -1209,50 +1286,84 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let s = Scenario::from_toml(include_str!("../fixtures/scenarios/example.toml")).expect("example");
+        let s = Scenario::from_toml(include_str!("../fixtures/scenarios/example.toml"))
+            .expect("example");
         assert!(!s.faults.is_empty());
     }
 
     #[test]
     fn negotiation_rules() {
         let nla = builtin("nla-required").expect("builtin");
-        assert_eq!(nla.security.negotiate(1), Negotiation::Fail(NegFailureCode::HYBRID_REQUIRED_BY_SERVER));
-        assert_eq!(nla.security.negotiate(3), Negotiation::Select(Protocol::Hybrid));
-        assert_eq!(nla.security.negotiate(11), Negotiation::Select(Protocol::HybridEx));
+        assert_eq!(
+            nla.security.negotiate(1),
+            Negotiation::Fail(NegFailureCode::HYBRID_REQUIRED_BY_SERVER)
+        );
+        assert_eq!(
+            nla.security.negotiate(3),
+            Negotiation::Select(Protocol::Hybrid)
+        );
+        assert_eq!(
+            nla.security.negotiate(11),
+            Negotiation::Select(Protocol::HybridEx)
+        );
         let ssl = builtin("ssl-required").expect("builtin");
-        assert_eq!(ssl.security.negotiate(0), Negotiation::Fail(NegFailureCode::SSL_REQUIRED_BY_SERVER));
-        assert_eq!(ssl.security.negotiate(2), Negotiation::Fail(NegFailureCode::SSL_REQUIRED_BY_SERVER));
-        assert_eq!(ssl.security.negotiate(3), Negotiation::Select(Protocol::Ssl));
+        assert_eq!(
+            ssl.security.negotiate(0),
+            Negotiation::Fail(NegFailureCode::SSL_REQUIRED_BY_SERVER)
+        );
+        assert_eq!(
+            ssl.security.negotiate(2),
+            Negotiation::Fail(NegFailureCode::SSL_REQUIRED_BY_SERVER)
+        );
+        assert_eq!(
+            ssl.security.negotiate(3),
+            Negotiation::Select(Protocol::Ssl)
+        );
         let rdp = builtin("rdp-security-only").expect("builtin");
-        assert_eq!(rdp.security.negotiate(11), Negotiation::Select(Protocol::Rdp));
+        assert_eq!(
+            rdp.security.negotiate(11),
+            Negotiation::Select(Protocol::Rdp)
+        );
     }
 
     #[test]
     fn errors_name_key_and_line() {
-        let e = Scenario::from_toml("name = \"x\"\n[security]\nsuported = [\"ssl\"]\n").unwrap_err();
+        let e =
+            Scenario::from_toml("name = \"x\"\n[security]\nsuported = [\"ssl\"]\n").unwrap_err();
         assert_eq!(e.line(), Some(3), "{e}");
         assert!(e.to_string().contains("suported"), "{e}");
 
-        let e = Scenario::from_toml("name = \"x\"\n\n[[faults]]\nat = \"x224.bogus\"\naction = \"reset\"\n")
-            .unwrap_err();
+        let e = Scenario::from_toml(
+            "name = \"x\"\n\n[[faults]]\nat = \"x224.bogus\"\naction = \"reset\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("x224.bogus"), "{e}");
         assert!(e.line().is_some_and(|l| (3..=4).contains(&l)), "{e}");
 
-        let e = Scenario::from_toml("name = \"x\"\n[[faults]]\nat = \"connected\"\naction = \"delay\"\n").unwrap_err();
+        let e = Scenario::from_toml(
+            "name = \"x\"\n[[faults]]\nat = \"connected\"\naction = \"delay\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("needs `ms`"), "{e}");
 
-        let e = Scenario::from_toml("name = \"x\"\n[security]\nnegotiation_failure = \"NOPE\"\n").unwrap_err();
+        let e = Scenario::from_toml("name = \"x\"\n[security]\nnegotiation_failure = \"NOPE\"\n")
+            .unwrap_err();
         assert!(e.to_string().contains("NOPE") && e.line() == Some(3), "{e}");
 
         let e = Scenario::from_toml("name = \"x\"\n[tls]\ncertificate = \"expird\"\n").unwrap_err();
-        assert!(e.to_string().contains("expird") && e.line() == Some(3), "{e}");
+        assert!(
+            e.to_string().contains("expird") && e.line() == Some(3),
+            "{e}"
+        );
 
         let e = Scenario::from_toml("name = \"x\"\n[security]\nsupported = []\n").unwrap_err();
         assert_eq!(e.line(), Some(3), "{e}");
         assert!(e.to_string().contains("security.supported"), "{e}");
 
-        let e = Scenario::from_toml("name = \"x\"\n[[faults]]\nat = \"connected\"\naction = \"malformed\"\nhex = \"0g\"\n")
-            .unwrap_err();
+        let e = Scenario::from_toml(
+            "name = \"x\"\n[[faults]]\nat = \"connected\"\naction = \"malformed\"\nhex = \"0g\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("non-hex"), "{e}");
     }
 
@@ -1262,14 +1373,26 @@ mod tests {
             .expect("parse");
         assert_eq!(s.security.negotiation_failure, Some(NegFailureCode(5)));
         assert_eq!(s.credssp.reject.map(|c| c.0), Some(0xC000_0234));
-        assert_eq!(s.credssp.reject.and_then(NtStatus::name), Some("STATUS_ACCOUNT_LOCKED_OUT"));
-        let s = Scenario::from_toml("name = \"x\"\n[credssp]\nreject = \"LOGON_FAILURE\"\n").expect("parse");
+        assert_eq!(
+            s.credssp.reject.and_then(NtStatus::name),
+            Some("STATUS_ACCOUNT_LOCKED_OUT")
+        );
+        let s = Scenario::from_toml("name = \"x\"\n[credssp]\nreject = \"LOGON_FAILURE\"\n")
+            .expect("parse");
         assert_eq!(s.credssp.reject, Some(NtStatus::LOGON_FAILURE));
     }
 
     #[test]
     fn never_panics_on_garbage() {
-        for text in ["", "[", "name = 1", "faults = 3", "name=\"a\"\n[[faults]]\nat=1", "\u{0}\u{ffff}", "name=\"a\"\n[link]\nhold_ms=-1"] {
+        for text in [
+            "",
+            "[",
+            "name = 1",
+            "faults = 3",
+            "name=\"a\"\n[[faults]]\nat=1",
+            "\u{0}\u{ffff}",
+            "name=\"a\"\n[link]\nhold_ms=-1",
+        ] {
             let _ = Scenario::from_toml(text);
         }
     }
