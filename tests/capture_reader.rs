@@ -286,7 +286,7 @@ fn pcap(frames: &[Frame], linktype: u32, big_endian: bool, nanos: bool) -> Vec<u
 }
 
 fn pad4(v: &mut Vec<u8>) {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
 }
@@ -1292,7 +1292,6 @@ fn tls_without_secrets_gives_handshake_facts_only() {
     // Wrong secrets: a note, no plaintext.
     let wrong = run
         .keylog
-        .replace("CLIENT_RANDOM ", "CLIENT_RANDOM ")
         .lines()
         .map(|l| {
             let mut p: Vec<String> = l.split(' ').map(String::from).collect();
@@ -1399,11 +1398,14 @@ fn openssl_session(version: openssl::ssl::SslVersion, cipher: &str) -> TlsRun {
     }
 }
 
+/// Recorded writes: (from client, bytes).
+type WireLog = Arc<Mutex<Vec<(bool, Vec<u8>)>>>;
+
 /// A socket that records what it writes (in global order) for the capture.
 #[derive(Debug)]
 struct Rec {
     s: std::net::TcpStream,
-    w: Arc<Mutex<Vec<(bool, Vec<u8>)>>>,
+    w: WireLog,
     client: bool,
 }
 

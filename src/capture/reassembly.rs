@@ -118,6 +118,7 @@ impl Reassembler {
 
     /// Feeds one segment: `payload` captured bytes at `seq`, `missing` more bytes the snaplen cut off,
     /// `fin` when the FIN flag is set.
+    #[allow(clippy::too_many_arguments)]
     pub fn segment(
         &mut self,
         seq: u32,

@@ -60,7 +60,7 @@ const LABELS: &[&str] = &[
 ];
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 256 {
+    if !s.len().is_multiple_of(2) || s.len() > 256 {
         return None;
     }
     s.as_bytes()
@@ -454,7 +454,7 @@ fn aead_open(bulk: Bulk, key: &[u8], nonce: &[u8; 12], aad: &[u8], ct: &[u8]) ->
 }
 
 fn cbc_decrypt(bulk: Bulk, key: &[u8], iv: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
-    if ct.is_empty() || ct.len() % 16 != 0 || iv.len() != 16 {
+    if ct.is_empty() || !ct.len().is_multiple_of(16) || iv.len() != 16 {
         return None;
     }
     let mut out = ct.to_vec();
@@ -679,6 +679,8 @@ struct DirState {
     finished: bool,
     /// No more decryption in this direction (gap, failure, or not TLS).
     dead: bool,
+    /// Bytes of the current record still to skip (records only counted).
+    skip: usize,
     /// Not TLS at all: stop parsing.
     not_tls: bool,
 }
@@ -737,35 +739,63 @@ impl TlsDecryptor {
         }
         let mut input = bytes;
         loop {
-            // Assemble one record: take what is buffered plus the input.
+            let passive = self.passive(dir);
             let d = self.dir_mut(dir);
-            let have_hdr = if d.rec_buf.len() >= 5 {
-                true
-            } else {
+            // The rest of a record that is only counted.
+            if d.skip > 0 {
+                let n = d.skip.min(input.len());
+                d.skip -= n;
+                input = &input[n..];
+                if d.skip > 0 {
+                    return;
+                }
+            }
+            // Fast path: a whole record in the input, nothing buffered: no copy.
+            if d.rec_buf.is_empty() && input.len() >= 5 {
+                let Some((ctype, version, len)) = self.header(dir, &input[..5], frame, t_us, out)
+                else {
+                    return;
+                };
+                if passive {
+                    let whole = 5 + len;
+                    if input.len() >= whole {
+                        input = &input[whole..];
+                        continue;
+                    }
+                    self.dir_mut(dir).skip = whole - input.len();
+                    return;
+                }
+                if input.len() >= 5 + len {
+                    let (rec, rest) = input.split_at(5 + len);
+                    input = rest;
+                    self.record(dir, ctype, version, rec, frame, t_us, keylog, out);
+                    if self.dir_mut(dir).not_tls {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            // Slow path: assemble the record in the buffer.
+            let d = self.dir_mut(dir);
+            if d.rec_buf.len() < 5 {
                 let take = (5 - d.rec_buf.len()).min(input.len());
                 d.rec_buf.extend_from_slice(&input[..take]);
                 input = &input[take..];
-                d.rec_buf.len() >= 5
-            };
-            if !have_hdr {
-                return;
+                if d.rec_buf.len() < 5 {
+                    return;
+                }
             }
-            let h = &d.rec_buf[..5];
-            let ctype = h[0];
-            let version = u16::from_be_bytes([h[1], h[2]]);
-            let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-            if !(CT_CCS..=CT_APPDATA).contains(&ctype) || h[1] != 3 || len > MAX_RECORD_LEN {
-                d.not_tls = true;
-                d.dead = true;
-                let text = format!(
-                    "{} stream is not tls after {} (record header {:02x} {:02x} {:02x} {:02x} {:02x})",
-                    dir_name(dir),
-                    if d.encrypted_records > 0 || d.encrypting { "encryption started" } else { "the x224 exchange" },
-                    h[0], h[1], h[2], h[3], h[4]
-                );
-                d.rec_buf = Vec::new();
-                out.push(TlsOutput::Note { text, frame, t_us });
+            let mut h = [0u8; 5];
+            h.copy_from_slice(&d.rec_buf[..5]);
+            let Some((ctype, version, len)) = self.header(dir, &h, frame, t_us, out) else {
                 return;
+            };
+            let d = self.dir_mut(dir);
+            if passive {
+                let have = d.rec_buf.len() - 5;
+                d.rec_buf.clear();
+                d.skip = len - have;
+                continue;
             }
             let need = 5 + len - d.rec_buf.len();
             let take = need.min(input.len());
@@ -774,12 +804,58 @@ impl TlsDecryptor {
             if d.rec_buf.len() < 5 + len {
                 return;
             }
-            let rec = std::mem::take(&mut self.dir_mut(dir).rec_buf);
+            let rec = std::mem::take(&mut d.rec_buf);
             self.record(dir, ctype, version, &rec, frame, t_us, keylog, out);
             if self.dir_mut(dir).not_tls {
                 return;
             }
         }
+    }
+
+    /// Nothing more can be learned from this direction's records: frame them without copying.
+    fn passive(&self, dir: Dir) -> bool {
+        let d = match dir {
+            Dir::C2S => &self.c2s,
+            Dir::S2C => &self.s2c,
+        };
+        self.session_emitted && self.keys_tried && (d.keys.is_none() || d.dead)
+    }
+
+    /// Checks a record header: (content type, version, fragment length), or stops the direction.
+    fn header(
+        &mut self,
+        dir: Dir,
+        h: &[u8],
+        frame: u64,
+        t_us: u64,
+        out: &mut Vec<TlsOutput>,
+    ) -> Option<(u8, u16, usize)> {
+        let ctype = h[0];
+        let version = u16::from_be_bytes([h[1], h[2]]);
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        if (CT_CCS..=CT_APPDATA).contains(&ctype) && h[1] == 3 && len <= MAX_RECORD_LEN {
+            return Some((ctype, version, len));
+        }
+        let d = self.dir_mut(dir);
+        d.not_tls = true;
+        d.dead = true;
+        let text = format!(
+            "{} stream is not tls after {} (record header {:02x} {:02x} {:02x} {:02x} {:02x})",
+            dir_name(dir),
+            if d.encrypted_records > 0 || d.encrypting {
+                "encryption started"
+            } else {
+                "the x224 exchange"
+            },
+            h[0],
+            h[1],
+            h[2],
+            h[3],
+            h[4]
+        );
+        d.rec_buf = Vec::new();
+        out.push(TlsOutput::Note { text, frame, t_us });
+        None
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -290,7 +290,7 @@ impl<R: Read> RecordReader<R> {
     }
 
     fn check_block_len(&self, offset: u64, total: u32, min: u32) -> Result<(), CaptureError> {
-        if total < min || total % 4 != 0 || total > MAX_BLOCK_LEN {
+        if total < min || !total.is_multiple_of(4) || total > MAX_BLOCK_LEN {
             return Err(CaptureError::Malformed {
                 offset,
                 frame: self.frame_hint(),

@@ -390,7 +390,7 @@ impl Engine {
         let note = err.as_ref().map(|e| format!("capture damaged: {e}"));
         for mut c in conns {
             c.end_note = note.clone();
-            self.emit(c, End::CaptureEnd, end_t);
+            self.emit(c, End::Eof, end_t);
         }
         if let Some(e) = err {
             self.queue.push_back(Err(e));
@@ -445,7 +445,7 @@ enum PendingItem {
 
 enum End {
     Closed,
-    CaptureEnd,
+    Eof,
     Evicted,
 }
 
@@ -720,6 +720,9 @@ impl Conn {
                 self.class = Class::NotRdp;
                 self.pending = Vec::new();
                 self.prefix = [Vec::new(), Vec::new()];
+                // Ignored from now on: free what reassembly holds.
+                self.c2s = Reassembler::new();
+                self.s2c = Reassembler::new();
             }
             Class::Rdp => {
                 self.class = Class::Rdp;
@@ -943,7 +946,7 @@ impl Conn {
             .iter()
             .any(|e| matches!(e.kind, EventKind::Rst { .. } | EventKind::ConnectFailed(_)))
             || (self.fin[0] && self.fin[1]);
-        if matches!(end, End::CaptureEnd) && !ended {
+        if matches!(end, End::Eof) && !ended {
             if self.syns > 0 && !self.connected && !self.any_data {
                 let after_ms = t_us.saturating_sub(self.first_syn_t) / 1000;
                 push_event(
