@@ -77,8 +77,6 @@ pub struct Identity {
     /// Accepted users. NLA checks the NTLM response against these; an unknown user or a wrong password
     /// gets STATUS_LOGON_FAILURE.
     pub users: Vec<User>,
-    /// NetBIOS computer name the server announces (NTLM CHALLENGE target info).
-    pub server_name: String,
     /// With TLS or standard RDP security, check the Client Info PDU credentials against `users` and deny
     /// the connection (Set Error Info + close) on a mismatch. Windows shows a logon screen instead: off by default.
     pub check_client_info: bool,
@@ -88,7 +86,6 @@ impl Default for Identity {
     fn default() -> Self {
         Identity {
             users: vec![User::default()],
-            server_name: "RDPROBE-LAB".to_owned(),
             check_client_info: false,
         }
     }

@@ -39,6 +39,11 @@ pub(crate) struct LabCtx {
     pub public_key: Vec<u8>,
 }
 
+/// Name handed to sspi's NTLM server configuration. sspi 0.23's server sends empty computer and
+/// domain names in the CHALLENGE target info whatever this says (MS-NLMP 2.2.2.1), so the lab cannot
+/// announce a server name there.
+const NTLM_CONFIG_NAME: &str = "RDPROBE-LAB";
+
 /// Largest TLS record the lab reads before handing the ClientHello to the TLS engine (RFC 8446 5.1:
 /// 2^14 plaintext plus expansion).
 const MAX_TLS_RECORD: usize = 16_384 + 2_048;
@@ -534,7 +539,7 @@ impl Conn<'_> {
             self.ctx.public_key.clone(),
             LabCredentials::new(scenario.identity.users.clone()),
             sspi::credssp::ServerMode::Ntlm(sspi::ntlm::NtlmConfig::new(
-                scenario.identity.server_name.clone(),
+                NTLM_CONFIG_NAME.to_owned(),
             )),
         )
         .map_err(|e| End::Protocol(format!("CredSSP server: {e}")))?;
