@@ -599,6 +599,33 @@ fn ok_report_is_no_fault() {
         "{:?}",
         d.evidence
     );
+
+    // Connected despite an expired certificate (rdprobe does not verify): no fault, a latent cause.
+    r.stages.push(StageReport {
+        stage: Stage::Tls,
+        verdict: Verdict::Ok,
+        start_us: 0,
+        duration_ms: 1.0,
+        bytes_c2s: 500,
+        bytes_s2c: 1300,
+        frames: Vec::new(),
+        facts: [
+            ("cert_expired".to_owned(), json!(true)),
+            ("cert_not_after".to_owned(), json!("2021-01-01T00:00:00Z")),
+        ]
+        .into_iter()
+        .collect(),
+    });
+    let d = diagnose::diagnose(&r);
+    assert_eq!(d.fault_class, FaultClass::None);
+    assert_eq!(d.causes.first().map(|c| c.id), Some("tls_cert_expired"));
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("expired on 2021-01-01")),
+        "{:?}",
+        d.evidence
+    );
 }
 
 #[test]
@@ -758,10 +785,14 @@ fn handshake_failure_alert_from_server_means_keys() {
         },
         Side::Server,
     );
-    check(
+    let d = check(
         &r,
         FaultClass::ServerConfiguration,
         "server_cannot_create_keys",
+    );
+    assert_eq!(
+        d.evidence[0],
+        "TLS alert fatal handshake_failure (40) from server after the client's ClientHello"
     );
 }
 
@@ -1258,4 +1289,42 @@ fn diagnose_is_total() {
             }
         }
     }
+}
+
+#[test]
+fn reset_right_after_authenticate_lists_rejected_credentials() {
+    let cred = S(
+        Stage::Credssp,
+        393,
+        105,
+        vec![(
+            "pdus",
+            json!([
+                "client: ntlm negotiate",
+                "server: ntlm challenge",
+                "client: ntlm authenticate + pubKeyAuth"
+            ]),
+        )],
+    );
+    let r = report(
+        vec![
+            tcp(),
+            x224("PROTOCOL_HYBRID_EX"),
+            S(Stage::Tls, 214, 1281, vec![]),
+            cred,
+        ],
+        FailureKind::Reset,
+        Side::Server,
+    );
+    let d = check(
+        &r,
+        FaultClass::ServerConfiguration,
+        "credssp_server_failure",
+    );
+    assert_eq!(d.causes[1].id, "credentials_rejected_no_error_code");
+    assert!(
+        d.evidence[0].starts_with("RST from server after the client's NTLM AUTHENTICATE"),
+        "{:?}",
+        d.evidence
+    );
 }

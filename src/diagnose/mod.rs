@@ -556,8 +556,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A fact as text; empty strings count as absent.
     fn fact(&self, stage: Stage, key: &str) -> Option<String> {
-        self.r.fact(stage, key).map(value_str)
+        self.r
+            .fact(stage, key)
+            .map(value_str)
+            .filter(|s| !s.is_empty())
     }
 
     fn flag(&self, stage: Stage, key: &str) -> bool {
@@ -579,8 +583,15 @@ impl<'a> Ctx<'a> {
             let Some(serde_json::Value::Array(pdus)) = s.facts.get("pdus") else {
                 continue;
             };
-            if let Some(serde_json::Value::String(p)) = pdus.last() {
-                let (who, what) = p.split_once(": ").unwrap_or(("", p.as_str()));
+            // The alert or error that ended the stage is the failure itself, not what it answered.
+            let last = pdus.iter().rev().filter_map(|p| p.as_str()).find(|p| {
+                let what = p.split_once(": ").map_or(*p, |(_, w)| w);
+                !(what.starts_with("alert")
+                    || what.starts_with("encrypted alert")
+                    || what.contains("errorCode"))
+            });
+            if let Some(p) = last {
+                let (who, what) = p.split_once(": ").unwrap_or(("", p));
                 return Some((who.to_owned(), what.to_owned()));
             }
         }
@@ -711,18 +722,7 @@ impl Builder {
 /// The fault class, likely causes (most likely first) and evidence of one connection.
 pub fn diagnose(report: &ConnectionReport) -> Diagnosis {
     let (kind, by) = match &report.verdict {
-        Verdict::Ok => {
-            return Diagnosis {
-                fault_class: FaultClass::None,
-                causes: Vec::new(),
-                evidence: vec![format!(
-                    "every stage passed: {} reached {} ({} stages)",
-                    report.server,
-                    report.last_stage,
-                    report.stages.len()
-                )],
-            }
-        }
+        Verdict::Ok => return healthy(report),
         Verdict::Failed { kind, by } => (kind, *by),
     };
     let cx = Ctx::new(report);
@@ -735,6 +735,47 @@ pub fn diagnose(report: &ConnectionReport) -> Diagnosis {
     }
     Diagnosis {
         fault_class: d.class,
+        causes: d.causes,
+        evidence: d.evidence,
+    }
+}
+
+/// A connection that passed every stage: no fault, but latent problems that stricter clients fail on
+/// (an expired or not yet valid certificate, a server that speaks only legacy TLS) are listed as causes.
+fn healthy(r: &ConnectionReport) -> Diagnosis {
+    let cx = Ctx::new(r);
+    let mut d = Builder::new();
+    d.ev(format!(
+        "every stage passed: {} reached {} ({} stages)",
+        r.server,
+        r.last_stage,
+        r.stages.len()
+    ));
+    if cx.flag(Stage::Tls, "cert_expired") {
+        let when = cx
+            .fact(Stage::Tls, "cert_not_after")
+            .unwrap_or_else(|| "?".into());
+        d.ev(format!(
+            "the server's certificate expired on {when}: rdprobe does not verify certificates, clients that do \
+             (mstsc set to 'Do not connect', FreeRDP without /cert:ignore) fail at the tls stage"
+        ));
+        d.add(cause("tls_cert_expired"));
+    }
+    if cx.flag(Stage::Tls, "cert_not_yet_valid") {
+        d.ev("the server's certificate is not valid yet: clients that verify certificates fail at the tls stage".into());
+        d.add(cause("tls_cert_not_yet_valid"));
+    }
+    if cx.flag(Stage::Tls, "legacy_only") {
+        let v = cx
+            .fact(Stage::Tls, "version")
+            .unwrap_or_else(|| "legacy TLS".into());
+        d.ev(format!(
+            "the server negotiated only {v}: clients with TLS 1.0 / 1.1 disabled cannot connect"
+        ));
+        d.add(cause("tls_version_mismatch"));
+    }
+    Diagnosis {
+        fault_class: FaultClass::None,
         causes: d.causes,
         evidence: d.evidence,
     }
@@ -1036,14 +1077,20 @@ fn reset(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
                     ],
                 );
             }
-            Stage::Credssp => d.set(
-                F::ServerConfiguration,
-                &[
-                    "credssp_server_failure",
-                    "endpoint_security_server",
-                    "server_denied_connection",
-                ],
-            ),
+            Stage::Credssp => {
+                let after_authenticate = cx.last_pdu().is_some_and(|(who, what)| {
+                    who == "client" && what.contains("ntlm authenticate")
+                });
+                let second = if after_authenticate {
+                    "credentials_rejected_no_error_code"
+                } else {
+                    "server_denied_connection"
+                };
+                d.set(
+                    F::ServerConfiguration,
+                    &["credssp_server_failure", second, "endpoint_security_server"],
+                );
+            }
             Stage::Licensing => d.set(
                 F::ServerConfiguration,
                 &["licensing_failed", "server_denied_connection"],
