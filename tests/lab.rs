@@ -972,6 +972,96 @@ fn tls_versions_and_weak_key() {
     });
 }
 
+#[test]
+fn legacy_tls_10_through_openssl() {
+    let s =
+        Scenario::from_toml("name = \"legacy\"\n[tls]\nversions = [\"1.0\"]\n").expect("scenario");
+    let lab = lab(s);
+    rt().block_on(async {
+        let (tcp, _) = x224(lab.addr, PROTOCOL_SSL).await;
+        // rustls speaks no TLS 1.0: the handshake fails.
+        assert!(tls_connect(tcp).await.is_err());
+        let (tcp, _) = x224(lab.addr, PROTOCOL_SSL).await;
+        let version = openssl_version(tcp)
+            .await
+            .expect("OpenSSL speaks TLS 1.0 with the lab");
+        assert_eq!(version, "TLSv1");
+    });
+}
+
+async fn openssl_version(tcp: TcpStream) -> Result<String, String> {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+        .map_err(|e| e.to_string())?;
+    b.set_security_level(0);
+    b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1))
+        .map_err(|e| e.to_string())?;
+    b.set_cipher_list("ALL:@SECLEVEL=0")
+        .map_err(|e| e.to_string())?;
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let ssl = b
+        .build()
+        .configure()
+        .map_err(|e| e.to_string())?
+        .into_ssl("localhost")
+        .map_err(|e| e.to_string())?;
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(5), std::pin::Pin::new(&mut s).connect())
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(s.ssl().version_str().to_owned())
+}
+
+#[test]
+fn random_bytes_at_every_early_stage_never_stop_the_lab() {
+    let mut s = builtin("healthy-nla").expect("builtin");
+    s.link.read_timeout_ms = 200;
+    let lab = lab(s);
+    // xorshift: deterministic, no dependency.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    rt().block_on(async {
+        for i in 0..60 {
+            let len = (next() % 300) as usize + 1;
+            let mut junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if i % 3 == 1 {
+                // A plausible TPKT header in front of junk.
+                junk.splice(0..0, [3, 0, 0, (len as u8).wrapping_add(4)]);
+            }
+            let stage = i % 3;
+            let mut stream: Box<dyn AsyncReadWrite> = if stage == 0 {
+                Box::new(TcpStream::connect(lab.addr).await.expect("connect"))
+            } else {
+                let (tcp, c) = x224(lab.addr, PROTOCOL_HYBRID).await;
+                assert!(c.is_ok());
+                if stage == 1 {
+                    Box::new(tcp)
+                } else {
+                    Box::new(tls_connect(tcp).await.expect("tls").0)
+                }
+            };
+            let _ = stream.write_all(&junk).await;
+            let _ = stream.flush().await;
+            let (_, end) = read_until_end(&mut stream, Duration::from_secs(3)).await;
+            assert_ne!(
+                end,
+                ReadEnd::Timeout,
+                "case {i}: the lab ends the connection"
+            );
+        }
+        assert_eq!(
+            nla(lab.addr, PROTOCOL_HYBRID, "user", "pass").await,
+            CredsspEnd::Done
+        );
+    });
+    assert_eq!(lab.connections_served(), 61);
+}
+
 async fn openssl_handshake(tcp: TcpStream) -> Result<Vec<u8>, String> {
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
         .map_err(|e| e.to_string())?;

@@ -234,6 +234,8 @@ impl TlsServer {
         let min = versions.iter().copied().min().unwrap_or(TlsVersion::Tls12);
         let max = versions.iter().copied().max().unwrap_or(TlsVersion::Tls13);
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(e)?;
+        // The Mozilla profile turns TLS 1.0/1.1 off with options; the scenario's versions decide here.
+        b.clear_options(openssl::ssl::SslOptions::NO_TLSV1 | openssl::ssl::SslOptions::NO_TLSV1_1);
         b.set_security_level(0);
         b.set_cipher_list("ALL:@SECLEVEL=0").map_err(e)?;
         b.set_min_proto_version(Some(to_ssl(min))).map_err(e)?;
