@@ -11,7 +11,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
-export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 if [[ -z "${RDPROBE_CORPUS:-}" && -d ../shared/corpus ]]; then
   RDPROBE_CORPUS="$(realpath ../shared/corpus)"
   export RDPROBE_CORPUS
