@@ -1089,6 +1089,22 @@ fn set_error_info_codes_drive_the_cause() {
             "{code:x}: {:?}",
             d.evidence
         );
+        // Also as decode::mcs writes it: "NAME (0x...)".
+        let name = rdprobe::diagnose::codes::find(rdprobe::diagnose::codes::SET_ERROR_INFO, code)
+            .unwrap()
+            .name;
+        let sec = S(
+            Stage::Security,
+            300,
+            40,
+            vec![("set_error_info", json!(format!("{name} (0x{code:08X})")))],
+        );
+        let r = report(
+            vec![tcp(), x224("PROTOCOL_SSL"), sec],
+            FailureKind::Denied { detail: "x".into() },
+            Side::Server,
+        );
+        check(&r, class, first);
         // Also given as a hex string.
         let sec = S(
             Stage::Security,

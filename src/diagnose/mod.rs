@@ -542,7 +542,14 @@ fn value_str(v: &serde_json::Value) -> String {
 fn value_u32(v: &serde_json::Value) -> Option<u32> {
     match v {
         serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        serde_json::Value::String(s) => parse_u32(s),
+        // Also "ERRINFO_SERVER_DENIED_CONNECTION (0x00000007)", as decode::mcs writes it.
+        serde_json::Value::String(s) => parse_u32(s).or_else(|| {
+            let hex = &s[s.find("0x")? + 2..];
+            let end = hex
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .unwrap_or(hex.len());
+            u32::from_str_radix(&hex[..end], 16).ok()
+        }),
         _ => None,
     }
 }
