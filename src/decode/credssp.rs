@@ -388,7 +388,7 @@ fn oem(b: &[u8]) -> String {
 
 /// The payload a security-buffer field (len u16, maxlen u16, offset u32; MS-NLMP 2.2.1) points at.
 /// Err(()) when it points outside the message.
-fn field<'a>(msg: &'a [u8], at: usize) -> Result<Option<&'a [u8]>, ()> {
+fn field(msg: &[u8], at: usize) -> Result<Option<&[u8]>, ()> {
     let (Some(len), Some(off)) = (le16(msg, at), le32(msg, at + 4)) else {
         return Err(());
     };

@@ -924,7 +924,8 @@ fn is_share_control(p: &[u8]) -> bool {
         return false;
     };
     if total == FLOW_CONTROL_MARKER {
-        return true;
+        // flow control PDU (2.2.8.1.1.1.1 note): pduTypeFlow FLOW_TEST / FLOW_RESPONSE / FLOW_STOP
+        return p.len() >= 8 && (0x41..=0x43).contains(&p[2]);
     }
     let kind = ty & 0xf;
     usize::from(total) == p.len()
@@ -962,8 +963,10 @@ fn is_share_control(p: &[u8]) -> bool {
 ///   control PDUs have none. The payload is read as a share control PDU when it is exactly one,
 ///   else as a security header with one of those flags.
 ///
-/// Each reading is validated (lengths must agree) before it is accepted; None when neither fits
-/// (e.g. virtual channel data).
+/// Order: a payload that is exactly one share control PDU (totalLength equal to its length, a
+/// valid pduType carrying TS_PROTOCOL_VERSION) is read as one in both modes; otherwise a security
+/// header is read. Each reading is validated (lengths must agree) before it is accepted; None when
+/// neither fits (e.g. virtual channel data).
 ///
 /// Facts: "security_flags" (names) when a header was read, and per PDU: "error_info" (e.g.
 /// "ERRINFO_LOGOFF_BY_USER (0x0000000C)") with "error_info_code" (u32) for set error info;
@@ -975,11 +978,11 @@ pub fn classify_share_pdu(
     payload: &[u8],
     has_security_header: bool,
 ) -> Option<(&'static str, Facts)> {
-    if has_security_header {
-        with_security_header(payload, true).or_else(|| share_control(payload))
-    } else {
-        share_control(payload).or_else(|| with_security_header(payload, false))
-    }
+    // A payload that is exactly one share control PDU (totalLength == its length, a valid pduType
+    // with TS_PROTOCOL_VERSION) is read as one first in both modes: under standard security that is
+    // encryption level NONE, and the alternative reading (totalLength as security flags) would have
+    // to be a header whose flagsHi happens to look like a pduType.
+    share_control(payload).or_else(|| with_security_header(payload, has_security_header))
 }
 
 /// Reads a basic security header and what follows it. Under enhanced security (`!standard`) only
@@ -1267,4 +1270,583 @@ fn data_pdu(p: &[u8]) -> Option<(&'static str, Facts)> {
 #[cfg(test)]
 fn facts_text(f: &Facts) -> String {
     f.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+    use ironrdp_pdu::mcs::{self as imcs, McsMessage};
+    use ironrdp_pdu::rdp::capability_sets::{DemandActive, ServerDemandActive};
+    use ironrdp_pdu::rdp::client_info::CompressionType;
+    use ironrdp_pdu::rdp::finalization_messages::{
+        ControlAction, ControlPdu, FontPdu, SequenceFlags, SynchronizePdu,
+    };
+    use ironrdp_pdu::rdp::headers::{
+        CompressionFlags, ServerDeactivateAll, ShareControlHeader, ShareControlPdu,
+        ShareDataHeader, ShareDataPdu, StreamPriority,
+    };
+    use ironrdp_pdu::rdp::server_error_info::{
+        ErrorInfo, ProtocolIndependentCode, ServerSetErrorInfoPdu,
+    };
+    use ironrdp_pdu::rdp::server_license::{LicensePdu, LicensingErrorMessage};
+    use ironrdp_pdu::x224::X224;
+    use proptest::prelude::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// MCS Connect Response (X.224 user data) of a Windows server in standard RDP security mode
+    /// (High, 128-bit, proprietary 512-bit RSA certificate), from the public capture
+    /// zeek_rdp-proprietary-encryption.pcap (connection 2).
+    const ZEEK_CONNECT_RESPONSE: &str = "7f668201450a0100020100301a020122020103020100020101020100020101020300fff80201020482011f000500147c00012a14760a01010001c0004d63446e8108010c0c000400080000000000030c1000eb030400ec03ed03ee03ef03020cec00020000000300000020000000b8000000e323f12bc9f1f51e9a057145b003a36e7ef07062824ecfa2770ae91f9d0337d101000000010000000100000006005c005253413148000000000200003f0000000100010093520ce9c5325c8105a65db24edf8647d786d359cddbeeb0588d99e0d0ff10767b2ede328dcdade65132b01b8c2c1871be890b947c791409adc8f63377f974b100000000000000000800480046ba0119957ae7a7ec0604e057a05155891409d81df96ef52cb67adfff429d95ba49fbc65b140c694f8583d2aad9920ad53d530498d0aaf15e9d62b685c876200000000000000000";
+    /// The matching MCS Connect Initial of the client (mstsc 6.0, "FROG-POND").
+    const ZEEK_CONNECT_INITIAL: &str = "7f658201a00401010401010101ff30190201220201020201000201010201000201010202ffff020102301902010102010102010102010102010002010102020420020102301c0202ffff0202fc170202ffff0201010201000201010202ffff0201020482013f000500147c00018136000800100001c00044756361812801c0d800040008008004600301ca03aa0904000070170000460052004f0047002d0050004f004e004400000000000000000000000000000004000000000000000c0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001ca01000000000018000f000b000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000004c00c000d0000000000000002c00c001b0000000000000003c0380004000000726470647200000000008080726470736e640000000000c0647264796e766300000080c0636c6970726472000000a0c0";
+
+    /// X.224 user data of an IronRDP-encoded PDU (TPKT 4 + X.224 data header 3 stripped).
+    fn x224_ud<T: ironrdp_core::Encode>(pdu: &T) -> Vec<u8> {
+        ironrdp_core::encode_vec(pdu).unwrap()[7..].to_vec()
+    }
+
+    #[test]
+    fn zeek_connect_response_standard_security() {
+        let f = connect_response_facts(&unhex(ZEEK_CONNECT_RESPONSE)).unwrap();
+        expect![[r#"
+            channel_ids=[1004,1005,1006,1007]
+            client_requested_protocols_echo=["PROTOCOL_RDP"]
+            encryption_level="high"
+            encryption_method="128bit"
+            io_channel=1003
+            result="rt-successful"
+            server_certificate_temporary=false
+            server_certificate_type="proprietary"
+            server_key_bits=512
+            server_random_present=true
+            server_rdp_version="RDP 5.0+"
+        "#]]
+        .assert_eq(&facts_text(&f));
+    }
+
+    #[test]
+    fn zeek_connect_initial() {
+        let f = connect_initial_facts(&unhex(ZEEK_CONNECT_INITIAL)).unwrap();
+        expect![[r#"
+            channels=["rdpdr","rdpsnd","drdynvc","cliprdr"]
+            client_build=6000
+            client_early_capability_flags="0x000b"
+            client_name="FROG-POND"
+            client_rdp_version="RDP 5.0+"
+            desktop="1152x864"
+            encryption_methods=["40bit","56bit","128bit","fips"]
+            keyboard_layout="0x00000409"
+            server_selected_protocol=["PROTOCOL_RDP"]
+        "#]]
+        .assert_eq(&facts_text(&f));
+    }
+
+    fn server_blocks(security: gcc::ServerSecurityData, requested: u32) -> gcc::ServerGccBlocks {
+        gcc::ServerGccBlocks {
+            core: gcc::ServerCoreData {
+                version: gcc::RdpVersion::V10_7,
+                optional_data: gcc::ServerCoreOptionalData {
+                    client_requested_protocols: Some(
+                        ironrdp_pdu::nego::SecurityProtocol::from_bits_retain(requested),
+                    ),
+                    early_capability_flags: Some(
+                        gcc::ServerEarlyCapabilityFlags::from_bits_retain(0x0d),
+                    ),
+                },
+            },
+            network: gcc::ServerNetworkData {
+                channel_ids: vec![1004, 1005],
+                io_channel: 1003,
+            },
+            security,
+            message_channel: Some(gcc::ServerMessageChannelData {
+                mcs_message_channel_id: 1006,
+            }),
+            multi_transport_channel: None,
+        }
+    }
+
+    fn connect_response(blocks: gcc::ServerGccBlocks) -> Vec<u8> {
+        let cr = imcs::ConnectResponse {
+            conference_create_response: gcc::ConferenceCreateResponse::new(1002, blocks).unwrap(),
+            called_connect_id: 0,
+            domain_parameters: imcs::DomainParameters::target(),
+        };
+        ironrdp_core::encode_vec(&cr).unwrap()
+    }
+
+    #[test]
+    fn ironrdp_connect_response_tls_mode() {
+        let ud = connect_response(server_blocks(gcc::ServerSecurityData::no_security(), 0x3));
+        let f = connect_response_facts(&ud).unwrap();
+        expect![[r#"
+            channel_ids=[1004,1005]
+            client_requested_protocols_echo=["PROTOCOL_SSL","PROTOCOL_HYBRID"]
+            early_capability_flags=["RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V1","RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V2","RNS_UD_SC_SKIP_CHANNELJOIN_SUPPORTED"]
+            encryption_level="none"
+            encryption_method="none"
+            io_channel=1003
+            mcs_message_channel=1006
+            result="rt-successful"
+            server_random_present=false
+            server_rdp_version="RDP 10.7"
+        "#]].assert_eq(&facts_text(&f));
+    }
+
+    /// An X.509 chain in the server security data (MS-RDPBCGR 2.2.1.4.3.1, dwVersion 2) larger than
+    /// ironrdp-pdu's 1024-byte limit: the hand walk takes over and reads the leaf (last) certificate.
+    #[test]
+    fn x509_chain_beyond_ironrdp_limit_falls_back_to_hand_walk() {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+        let cert = |cn: &str, bits: u32| {
+            let key = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
+            let mut n = x509::X509NameBuilder::new().unwrap();
+            n.append_entry_by_text("CN", cn).unwrap();
+            let n = n.build();
+            let mut b = x509::X509Builder::new().unwrap();
+            b.set_subject_name(&n).unwrap();
+            b.set_issuer_name(&n).unwrap();
+            b.set_pubkey(&key).unwrap();
+            b.set_not_before(&Asn1Time::from_unix(0).unwrap()).unwrap();
+            b.set_not_after(&Asn1Time::from_unix(2_000_000_000).unwrap())
+                .unwrap();
+            b.sign(&key, MessageDigest::sha256()).unwrap();
+            b.build().to_der().unwrap()
+        };
+        let chain = [cert("Terminal Server LS CA", 2048), cert("WIN2008R2", 2048)];
+        let mut blob = 0x8000_0002u32.to_le_bytes().to_vec();
+        blob.extend((chain.len() as u32).to_le_bytes());
+        for c in &chain {
+            blob.extend((c.len() as u32).to_le_bytes());
+            blob.extend(c);
+        }
+        blob.extend([0u8; 16]);
+        assert!(blob.len() > 1024);
+        let sec = gcc::ServerSecurityData {
+            encryption_method: gcc::EncryptionMethod::BIT_128,
+            encryption_level: gcc::EncryptionLevel::ClientCompatible,
+            server_random: Some([0x5a; 32]),
+            server_cert: blob,
+        };
+        let ud = connect_response(server_blocks(sec, 0));
+        let f = connect_response_facts(&ud).unwrap();
+        assert_eq!(f["gcc_decoder"], json!("rdprobe"));
+        assert!(
+            f["ironrdp_error"]
+                .as_str()
+                .unwrap()
+                .contains("serverCetLen"),
+            "{}",
+            f["ironrdp_error"]
+        );
+        let mut shown = f.clone();
+        shown.remove("ironrdp_error");
+        expect![[r#"
+            channel_ids=[1004,1005]
+            client_requested_protocols_echo=["PROTOCOL_RDP"]
+            early_capability_flags=["RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V1","RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V2","RNS_UD_SC_SKIP_CHANNELJOIN_SUPPORTED"]
+            encryption_level="client_compatible"
+            encryption_method="128bit"
+            gcc_decoder="rdprobe"
+            io_channel=1003
+            mcs_message_channel=1006
+            result="rt-successful"
+            server_certificate_chain_len=2
+            server_certificate_subject="CN=WIN2008R2"
+            server_certificate_temporary=true
+            server_certificate_type="x509"
+            server_key_bits=2048
+            server_random_present=true
+            server_rdp_version="RDP 10.7"
+        "#]].assert_eq(&facts_text(&shown));
+    }
+
+    /// The hand walk and ironrdp-pdu agree on the real captures.
+    #[test]
+    fn hand_walk_matches_ironrdp_on_real_pdus() {
+        let cr = unhex(ZEEK_CONNECT_RESPONSE);
+        let via_ironrdp = connect_response_facts(&cr).unwrap();
+        let (_, body, _) = ber_tlv(&cr).unwrap();
+        let user_data = body
+            .windows(4)
+            .position(|w| w == b"McDn")
+            .map(|_| body)
+            .unwrap();
+        let mut by_hand = Facts::new();
+        by_hand.insert("result".into(), json!("rt-successful"));
+        server_facts(&walk_server_blocks(user_data).unwrap(), &mut by_hand);
+        assert_eq!(by_hand, via_ironrdp);
+
+        let ci = unhex(ZEEK_CONNECT_INITIAL);
+        let hand = walk_client_blocks(connect_initial_user_data(&ci).unwrap()).unwrap();
+        let iron = ironrdp_core::decode::<ConnectInitial>(&ci).unwrap();
+        let iron = client_blocks_from_ironrdp(iron.conference_create_request.gcc_blocks());
+        assert_eq!(hand.name, iron.name);
+        assert_eq!(hand.desktop, iron.desktop);
+        assert_eq!(hand.build, iron.build);
+        assert_eq!(hand.channels, iron.channels);
+        assert_eq!(hand.encryption_methods, iron.encryption_methods);
+        assert_eq!(hand.server_selected_protocol, iron.server_selected_protocol);
+        assert_eq!(hand.early_capability_flags, iron.early_capability_flags);
+    }
+
+    #[test]
+    fn connect_response_failure_result_and_garbage() {
+        // rt-user-rejected, no user data
+        let f = connect_response_facts(&unhex("7f66050a010f0200")).unwrap();
+        assert_eq!(f["result"], json!("rt-user-rejected"));
+        assert_eq!(f.len(), 1);
+        assert!(connect_response_facts(&unhex("7f6505")).is_err());
+        assert!(connect_response_facts(&unhex("7f650000"))
+            .unwrap_err()
+            .contains("unexpected tag"));
+        // successful result, user data cut short: the result is still reported
+        let mut cr = unhex(ZEEK_CONNECT_RESPONSE);
+        cr[3] = 0x45 - 0x40; // shrink the outer length so the user data is cut
+        let f = connect_response_facts(&cr[..80]);
+        assert!(f.is_err() || f.as_ref().unwrap()["result"] == json!("rt-successful"));
+        assert!(connect_initial_facts(&[0x7f, 0x65, 0x00]).is_err());
+    }
+
+    #[test]
+    fn domain_pdus_from_ironrdp_and_the_capture() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                x224_ud(&X224(McsMessage::ErectDomainRequest(
+                    imcs::ErectDomainPdu {
+                        sub_height: 0,
+                        sub_interval: 0,
+                    },
+                ))),
+                "erect domain request",
+            ),
+            (
+                x224_ud(&X224(McsMessage::AttachUserRequest(
+                    imcs::AttachUserRequest,
+                ))),
+                " attach user request",
+            ),
+            (
+                x224_ud(&X224(McsMessage::AttachUserConfirm(
+                    imcs::AttachUserConfirm {
+                        result: 0,
+                        initiator_id: 1007,
+                    },
+                ))),
+                "attach user confirm",
+            ),
+            (
+                x224_ud(&X224(McsMessage::ChannelJoinRequest(
+                    imcs::ChannelJoinRequest {
+                        initiator_id: 1007,
+                        channel_id: 1003,
+                    },
+                ))),
+                "channel join request",
+            ),
+            (
+                x224_ud(&X224(McsMessage::ChannelJoinConfirm(
+                    imcs::ChannelJoinConfirm {
+                        result: 0,
+                        initiator_id: 1007,
+                        requested_channel_id: 1004,
+                        channel_id: 1004,
+                    },
+                ))),
+                "channel join confirm",
+            ),
+            (
+                x224_ud(&X224(McsMessage::DisconnectProviderUltimatum(
+                    imcs::DisconnectProviderUltimatum::from_reason(
+                        imcs::DisconnectReason::UserRequested,
+                    ),
+                ))),
+                "disconnect provider ultimatum",
+            ),
+            (
+                x224_ud(&X224(McsMessage::SendDataRequest(imcs::SendDataRequest {
+                    initiator_id: 1007,
+                    channel_id: 1003,
+                    user_data: b"hello".as_slice().into(),
+                }))),
+                "send data request",
+            ),
+            (
+                x224_ud(&X224(McsMessage::SendDataIndication(
+                    imcs::SendDataIndication {
+                        initiator_id: 1002,
+                        channel_id: 1003,
+                        user_data: vec![7u8; 300].into(),
+                    },
+                ))),
+                "send data indication",
+            ),
+            // the capture: attach user confirm, channel join confirm and request, the server's first send data
+            (unhex("2e000007"), "attach user confirm"),
+            (unhex("3e00000703eb03eb"), "channel join confirm"),
+            (unhex("38000703eb"), "channel join request"),
+            (
+                unhex("68000103eb701c880202032d978c4675476d4aa3cd471b31ab7951bb8445b8da0a6273"),
+                "send data indication",
+            ),
+        ];
+        let mut out = String::new();
+        for (ud, want) in &cases {
+            let (name, f) = classify_domain_pdu(ud).unwrap_or_else(|| panic!("{want}: {ud:02x?}"));
+            assert_eq!(name, want.trim());
+            out.push_str(&format!("{name}: {}", facts_text(&f).replace('\n', " ")));
+            out.push('\n');
+        }
+        expect![[r#"
+            erect domain request: 
+            attach user request: 
+            attach user confirm: initiator=1007 result="rt-successful" 
+            channel join request: channel_id=1003 initiator=1007 
+            channel join confirm: channel_id=1004 initiator=1007 requested_channel_id=1004 result="rt-successful" 
+            disconnect provider ultimatum: reason="rn-user-requested" 
+            send data request: channel_id=1003 initiator=1007 payload_len=5 payload_offset=7 
+            send data indication: channel_id=1003 initiator=1002 payload_len=300 payload_offset=8 
+            attach user confirm: initiator=1008 result="rt-successful" 
+            channel join confirm: channel_id=1003 initiator=1008 requested_channel_id=1003 result="rt-successful" 
+            channel join request: channel_id=1003 initiator=1008 
+            send data indication: channel_id=1003 initiator=1002 payload_len=28 payload_offset=7 
+        "#]].assert_eq(&out);
+        // the payload offset points at the user data
+        let ud = &cases[6].0;
+        let (_, f) = classify_domain_pdu(ud).unwrap();
+        let off = f["payload_offset"].as_u64().unwrap() as usize;
+        assert_eq!(&ud[off..], b"hello");
+        let ud = &cases[7].0;
+        let (_, f) = classify_domain_pdu(ud).unwrap();
+        assert_eq!(
+            ud.len() - f["payload_offset"].as_u64().unwrap() as usize,
+            300
+        );
+        assert_eq!(f.get("truncated"), None);
+        assert_eq!(classify_domain_pdu(&[0xff]), None);
+        assert_eq!(classify_domain_pdu(&[]), None);
+        assert_eq!(
+            classify_domain_pdu(&[0x64, 0x00]),
+            None,
+            "send data request cut in the header"
+        );
+    }
+
+    fn share(pdu: ShareControlPdu) -> Vec<u8> {
+        ironrdp_core::encode_vec(&ShareControlHeader {
+            share_control_pdu: pdu,
+            pdu_source: 1002,
+            share_id: 0x0001_03ea,
+        })
+        .unwrap()
+    }
+
+    fn data(pdu: ShareDataPdu) -> Vec<u8> {
+        share(ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: pdu,
+            stream_priority: StreamPriority::Low,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: CompressionType::K8,
+        }))
+    }
+
+    fn sec(flags: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = flags.to_le_bytes().to_vec();
+        v.extend([0, 0]);
+        v.extend(body);
+        v
+    }
+
+    /// TS_INFO_PACKET with INFO_UNICODE, domain "CORP", user "alice" (MS-RDPBCGR 2.2.1.11.1.1).
+    fn client_info_packet() -> Vec<u8> {
+        let w = |s: &str| {
+            s.encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect::<Vec<u8>>()
+        };
+        let (d, u) = (w("CORP"), w("alice"));
+        let mut b = 0u32.to_le_bytes().to_vec();
+        b.extend(0x0000_0013u32.to_le_bytes());
+        for n in [d.len(), u.len(), 0, 0, 0] {
+            b.extend((n as u16).to_le_bytes());
+        }
+        b.extend(&d);
+        b.extend([0, 0]);
+        b.extend(&u);
+        b.extend([0, 0, 0, 0, 0, 0, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn share_pdus_tls_mode() {
+        let cases: Vec<Vec<u8>> = vec![
+            share(ShareControlPdu::ServerDemandActive(ServerDemandActive {
+                pdu: DemandActive {
+                    source_descriptor: "RDP".into(),
+                    capability_sets: vec![],
+                },
+            })),
+            share(ShareControlPdu::ServerDeactivateAll(ServerDeactivateAll)),
+            data(ShareDataPdu::Synchronize(SynchronizePdu {
+                target_user_id: 1002,
+            })),
+            data(ShareDataPdu::Control(ControlPdu {
+                action: ControlAction::Cooperate,
+                grant_id: 0,
+                control_id: 0,
+            })),
+            data(ShareDataPdu::FontList(FontPdu {
+                number: 0,
+                total_number: 0,
+                flags: SequenceFlags::FIRST | SequenceFlags::LAST,
+                entry_size: 50,
+            })),
+            data(ShareDataPdu::FontMap(FontPdu {
+                number: 0,
+                total_number: 0,
+                flags: SequenceFlags::FIRST | SequenceFlags::LAST,
+                entry_size: 4,
+            })),
+            data(ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(
+                ErrorInfo::ProtocolIndependentCode(ProtocolIndependentCode::LogoffByUser),
+            ))),
+            data(ShareDataPdu::ShutdownRequest),
+            ironrdp_core::encode_vec(&LicensePdu::from(
+                LicensingErrorMessage::new_valid_client().unwrap(),
+            ))
+            .unwrap(),
+            sec(SEC_INFO_PKT, &client_info_packet()),
+            sec(SEC_AUTODETECT_REQ, &[6, 0, 1, 0, 0x01, 0x10]),
+            sec(SEC_HEARTBEAT, &[0, 0, 0, 0]),
+        ];
+        let mut out = String::new();
+        for p in &cases {
+            let (name, f) = classify_share_pdu(p, false).unwrap_or_else(|| panic!("{p:02x?}"));
+            out.push_str(&format!("{name}: {}", facts_text(&f).replace('\n', " ")));
+            out.push('\n');
+        }
+        expect![[r#"
+            demand active: share_id="0x000103ea" 
+            deactivate all: share_id="0x000103ea" 
+            synchronize: 
+            control: action="cooperate" 
+            font list: 
+            font map: 
+            set error info: error_info="ERRINFO_LOGOFF_BY_USER (0x0000000C)" error_info_code=12 
+            shutdown request: 
+            license error alert: error_code="STATUS_VALID_CLIENT" security_flags=["SEC_LICENSE_PKT"] state_transition="ST_NO_TRANSITION" valid_client=true 
+            client info: domain="CORP" info_flags="0x00000013" security_flags=["SEC_INFO_PKT"] user="alice" 
+            auto-detect request: security_flags=["SEC_AUTODETECT_REQ"] type="0x1001" 
+            heartbeat: security_flags=["SEC_HEARTBEAT"] 
+        "#]].assert_eq(&out);
+        // virtual channel data (CHANNEL_PDU_HEADER) is none of these
+        assert_eq!(
+            classify_share_pdu(&[5, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3, 4, 5], false),
+            None
+        );
+    }
+
+    #[test]
+    fn share_pdus_standard_security() {
+        // from the capture: security exchange, encrypted client info, encrypted license, encrypted data
+        let cases = [
+            unhex("01020000480000008b689c55b7c81a58755f6260006995ae78bab756234acd65b0ecb8dcbb9ea69b6520eaecea70ae4adc82423bee7e0718577ac4be710f16a2bd1d5464598177440000000000000000"),
+            sec(SEC_INFO_PKT | SEC_ENCRYPT, &[0x11; 40]),
+            unhex("880202032d978c4675476d4aa3cd471b31ab7951bb8445b8da0a6273"),
+            sec(SEC_ENCRYPT, &[0x22; 64]),
+            // encryption level NONE: a bare share control PDU
+            data(ShareDataPdu::Synchronize(SynchronizePdu { target_user_id: 1002 })),
+            // a basic header without SEC_ENCRYPT (level low, server to client)
+            sec(0, &data(ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(ErrorInfo::ProtocolIndependentCode(ProtocolIndependentCode::ServerDeniedConnection))))),
+            // license error alert, unencrypted: ERR_NO_LICENSE_SERVER, ST_TOTAL_ABORT
+            sec(SEC_LICENSE_PKT, &[0xff, 0x03, 0x10, 0x00, 6, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0]),
+        ];
+        let mut out = String::new();
+        for p in &cases {
+            let (name, f) = classify_share_pdu(p, true).unwrap_or_else(|| panic!("{p:02x?}"));
+            out.push_str(&format!("{name}: {}", facts_text(&f).replace('\n', " ")));
+            out.push('\n');
+        }
+        expect![[r#"
+            security exchange: encrypted_client_random_len=72 security_flags=["SEC_EXCHANGE_PKT","SEC_LICENSE_ENCRYPT"] 
+            client info (encrypted): security_flags=["SEC_ENCRYPT","SEC_INFO_PKT"] 
+            license pdu (encrypted): security_flags=["SEC_ENCRYPT","SEC_LICENSE_PKT","SEC_LICENSE_ENCRYPT"] 
+            encrypted pdu: security_flags=["SEC_ENCRYPT"] 
+            synchronize: 
+            set error info: error_info="ERRINFO_SERVER_DENIED_CONNECTION (0x00000007)" error_info_code=7 security_flags=[] 
+            license error alert: error_code="ERR_NO_LICENSE_SERVER" security_flags=["SEC_LICENSE_PKT"] state_transition="ST_TOTAL_ABORT" valid_client=false 
+        "#]].assert_eq(&out);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(rdp_version_name(0x0008_000c), "RDP 10.7");
+        assert_eq!(rdp_version_name(0x0008_0004), "RDP 5.0+");
+        assert_eq!(rdp_version_name(0x0008_0099), "0x00080099");
+        assert_eq!(encryption_method_names(0), vec!["none"]);
+        assert_eq!(encryption_method_names(0x12), vec!["128bit", "fips"]);
+        assert_eq!(encryption_level_name(2), "client_compatible");
+        assert_eq!(mcs_result_name(14), "rt-unspecified-failure");
+        assert_eq!(mcs_result_name(200), "rt-200");
+        assert_eq!(error_info_name(7), Some("ERRINFO_SERVER_DENIED_CONNECTION"));
+    }
+
+    fn real_pdus() -> Vec<Vec<u8>> {
+        vec![
+            unhex(ZEEK_CONNECT_RESPONSE),
+            unhex(ZEEK_CONNECT_INITIAL),
+            connect_response(server_blocks(gcc::ServerSecurityData::no_security(), 3)),
+            unhex("64000703eb705001020000480000008b689c55b7c81a58755f6260006995ae78bab756234acd65b0ecb8dcbb9ea69b6520eaecea70ae4adc82423bee7e0718577ac4be710f16a2bd1d5464598177440000000000000000"),
+            data(ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(ErrorInfo::ProtocolIndependentCode(ProtocolIndependentCode::LogoffByUser)))),
+            sec(SEC_INFO_PKT, &client_info_packet()),
+        ]
+    }
+
+    fn all_decoders(b: &[u8]) {
+        let _ = connect_initial_facts(b);
+        let _ = connect_response_facts(b);
+        let _ = server_certificate_facts(b);
+        if let Some((_, f)) = classify_domain_pdu(b) {
+            if let Some(off) = f.get("payload_offset").and_then(|v| v.as_u64()) {
+                let p = b.get(off as usize..).unwrap_or(&[]);
+                let _ = classify_share_pdu(p, true);
+                let _ = classify_share_pdu(p, false);
+            }
+        }
+        let _ = classify_share_pdu(b, true);
+        let _ = classify_share_pdu(b, false);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+            all_decoders(&b);
+            let mut prefixed = vec![0x7f, 0x66, 0x82, 0x01, 0x45, 0x0a, 0x01, 0x00];
+            prefixed.extend(&b);
+            all_decoders(&prefixed);
+        }
+
+        #[test]
+        fn mutated_real_pdus_never_panic(
+            which in 0usize..6,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let mut b = real_pdus().swap_remove(which);
+            for (i, x) in flips {
+                let n = b.len();
+                b[i % n] ^= x;
+            }
+            b.truncate(cut % (b.len() + 1));
+            all_decoders(&b);
+        }
+    }
 }

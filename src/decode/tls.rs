@@ -1013,7 +1013,7 @@ pub fn check_name(der_bytes: &[u8], host: &str) -> bool {
             std::net::IpAddr::V6(v) => v.octets().to_vec(),
         };
         let ips = san_ip_addresses(&cert);
-        if ips.iter().any(|i| *i == want) {
+        if ips.contains(&want) {
             return true;
         }
         // Legacy certificates put the address in the CN; accept an exact textual match only.
