@@ -973,6 +973,27 @@ fn tls_versions_and_weak_key() {
 }
 
 #[test]
+fn forced_selection_and_forced_failure() {
+    let forced =
+        lab(Scenario::from_toml("name = \"f\"\n[security]\nselect = \"ssl\"\n").expect("scenario"));
+    let refuse = lab(Scenario::from_toml(
+        "name = \"r\"\n[security]\nnegotiation_failure = \"SSL_NOT_ALLOWED_BY_SERVER\"\n",
+    )
+    .expect("scenario"));
+    rt().block_on(async {
+        let (tcp, c) = x224(forced.addr, 0).await;
+        assert_eq!(
+            c,
+            Ok(Confirm::Selected(PROTOCOL_SSL)),
+            "selected although not offered"
+        );
+        assert!(tls_connect(tcp).await.is_ok(), "and TLS follows");
+        let (_s, c) = x224(refuse.addr, PROTOCOL_SSL | PROTOCOL_HYBRID).await;
+        assert_eq!(c, Ok(Confirm::Failure(2)));
+    });
+}
+
+#[test]
 fn legacy_tls_10_through_openssl() {
     let s =
         Scenario::from_toml("name = \"legacy\"\n[tls]\nversions = [\"1.0\"]\n").expect("scenario");
