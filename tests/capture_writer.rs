@@ -952,3 +952,55 @@ fn tls12_over_ipv6_on_another_port_decrypts_with_the_embedded_secrets_only() {
     let b = tls_trace(&rustls::version::TLS12, "[::1]:40011", "[::1]:33389", false);
     check_tls_capture(b, "tls12-v6.pcapng", &[], "0x0303", false);
 }
+
+/// The capture reader (which decrypts with the DSB it finds) recovers exactly the trace's wire and
+/// inner streams and its TCP events from the written capture.
+#[test]
+fn capture_reader_recovers_both_layers_from_the_written_capture() {
+    use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+    for (v, c, s) in [
+        (&rustls::version::TLS13, "127.0.0.1:40020", "127.0.0.1:3389"),
+        (&rustls::version::TLS12, "[::1]:40021", "[::1]:33389"),
+    ] {
+        let b = tls_trace(v, c, s, true);
+        let mut buf = Vec::new();
+        write_pcapng(&b.trace, &b.labels, &mut buf).unwrap();
+        let convs: Vec<_> = read_conversations(&buf[..], ReaderOptions::default())
+            .unwrap()
+            .collect();
+        assert_eq!(convs.len(), 1);
+        let t = convs.into_iter().next().unwrap().unwrap();
+        assert_eq!((t.client, t.server), (b.trace.client, b.trace.server));
+        for d in [Dir::C2S, Dir::S2C] {
+            for l in [Layer::Wire, Layer::Inner] {
+                let (want, got) = (b.trace.stream(d, l), t.stream(d, l));
+                assert!(!want.is_empty());
+                assert!(
+                    want == got,
+                    "{d:?} {l:?}: wrote {} bytes, read {}",
+                    want.len(),
+                    got.len()
+                );
+            }
+        }
+        let tcp: Vec<&EventKind> = t
+            .events
+            .iter()
+            .map(|e| &e.kind)
+            .filter(|k| {
+                matches!(
+                    k,
+                    EventKind::Connected | EventKind::Fin { .. } | EventKind::Rst { .. }
+                )
+            })
+            .collect();
+        assert_eq!(
+            tcp,
+            [
+                &EventKind::Connected,
+                &EventKind::Fin { dir: Dir::C2S },
+                &EventKind::Fin { dir: Dir::S2C }
+            ]
+        );
+    }
+}
