@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use x509_cert::der::{self, Decode, Encode};
+use x509_cert::der::{self, Decode, Encode, Tagged};
 use x509_cert::Certificate;
 
 /// TLS record content types (RFC 8446 B.1).
@@ -871,8 +871,15 @@ pub fn cert_facts(der_bytes: &[u8], now_unix: i64) -> Result<CertFacts, String> 
     let na = tbs.validity.not_after.to_unix_duration().as_secs() as i64;
     let spki = &tbs.subject_public_key_info;
     let pk = spki.subject_public_key.raw_bytes();
+    // Any PKCS #1 OID counts as RSA: Microsoft's Terminal Server licensing certificates (the X.509
+    // chain of standard RDP security) label their RSA key md5WithRSAEncryption.
+    let pkcs1 = spki
+        .algorithm
+        .oid
+        .to_string()
+        .starts_with("1.2.840.113549.1.1.");
     let (key_type, key_bits) =
-        if spki.algorithm.oid == oid::RSA || spki.algorithm.oid == oid::RSA_PSS {
+        if pkcs1 || spki.algorithm.oid == oid::RSA || spki.algorithm.oid == oid::RSA_PSS {
             ("RSA".to_owned(), rsa_modulus_bits(pk).unwrap_or(0))
         } else if spki.algorithm.oid == oid::EC {
             let curve = spki
@@ -910,8 +917,8 @@ pub fn cert_facts(der_bytes: &[u8], now_unix: i64) -> Result<CertFacts, String> 
     };
     let dns_names = san_dns_names(&cert);
     Ok(CertFacts {
-        subject: tbs.subject.to_string(),
-        issuer: tbs.issuer.to_string(),
+        subject: rfc4514(&tbs.subject),
+        issuer: rfc4514(&tbs.issuer),
         not_before: rfc3339(nb),
         not_after: rfc3339(na),
         expired: now_unix > na,
@@ -925,6 +932,87 @@ pub fn cert_facts(der_bytes: &[u8], now_unix: i64) -> Result<CertFacts, String> 
         sha256: hex(&sha2::Sha256::digest(der_bytes)),
         dns_names,
     })
+}
+
+/// Text of a directory string value by its DER tag (RFC 5280 DirectoryString and IA5String):
+/// UTF8String, PrintableString, IA5String, TeletexString (as Latin-1), BMPString (UTF-16BE),
+/// UniversalString (UTF-32BE). None for other types.
+fn directory_string(tag: u8, v: &[u8]) -> Option<String> {
+    match tag {
+        0x0c | 0x13 | 0x16 | 0x12 | 0x1a => Some(String::from_utf8_lossy(v).into_owned()),
+        0x14 => Some(v.iter().map(|&c| char::from(c)).collect()),
+        0x1e => {
+            let u: Vec<u16> = v
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            Some(String::from_utf16_lossy(&u))
+        }
+        0x1c => Some(
+            v.chunks_exact(4)
+                .map(|c| {
+                    char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                        .unwrap_or('\u{fffd}')
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// RFC 4514 2.4 escaping of an attribute value.
+fn escape_rfc4514(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let n = v.chars().count();
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i + 1 == n => out.push_str("\\ "),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\{:02X}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A Name as an RFC 4514 string: RDNs in reverse order, multi-valued RDNs joined with "+", the
+/// usual short names (CN, L, ST, O, OU, C, STREET, DC, UID, plus serialNumber and emailAddress as
+/// OpenSSL prints them), every string type decoded (x509-cert's Display prints BMPString values,
+/// which Microsoft's licensing certificates use, as hex).
+pub fn rfc4514(name: &x509_cert::name::Name) -> String {
+    let mut rdns = Vec::new();
+    for rdn in name.0.iter().rev() {
+        let mut atvs = Vec::new();
+        for atv in rdn.0.iter() {
+            let key = match atv.oid.to_string().as_str() {
+                "2.5.4.3" => "CN".to_owned(),
+                "2.5.4.7" => "L".to_owned(),
+                "2.5.4.8" => "ST".to_owned(),
+                "2.5.4.10" => "O".to_owned(),
+                "2.5.4.11" => "OU".to_owned(),
+                "2.5.4.6" => "C".to_owned(),
+                "2.5.4.9" => "STREET".to_owned(),
+                "0.9.2342.19200300.100.1.25" => "DC".to_owned(),
+                "0.9.2342.19200300.100.1.1" => "UID".to_owned(),
+                "2.5.4.5" => "serialNumber".to_owned(),
+                "1.2.840.113549.1.9.1" => "emailAddress".to_owned(),
+                o => o.to_owned(),
+            };
+            let value = match directory_string(atv.value.tag().octet(), atv.value.value()) {
+                Some(v) => escape_rfc4514(&v),
+                None => format!("#{}", hex(&atv.value.to_der().unwrap_or_default())),
+            };
+            atvs.push(format!("{key}={value}"));
+        }
+        rdns.push(atvs.join("+"));
+    }
+    rdns.join(",")
 }
 
 /// Some(verifies) when OpenSSL can check the certificate's signature with its own key.
@@ -970,7 +1058,9 @@ fn subject_common_names(cert: &Certificate) -> Vec<String> {
     for rdn in cert.tbs_certificate.subject.0.iter() {
         for atv in rdn.0.iter() {
             if atv.oid == oid::CN {
-                out.push(String::from_utf8_lossy(atv.value.value()).into_owned());
+                if let Some(v) = directory_string(atv.value.tag().octet(), atv.value.value()) {
+                    out.push(v);
+                }
             }
         }
     }
@@ -1521,6 +1611,42 @@ mod tests {
         assert!(cert_facts(&der[..100], T2024)
             .unwrap_err()
             .starts_with("invalid certificate"));
+    }
+
+    #[test]
+    fn rfc4514_decodes_bmpstring_and_escapes() {
+        use openssl::{asn1::Asn1Type, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+        let key = PKey::from_rsa(Rsa::generate(1024).unwrap()).unwrap();
+        let mut n = x509::X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("O", "Acme, Inc.").unwrap();
+        // OpenSSL takes the raw BMPString octets (UTF-16BE)
+        let bmp: Vec<u8> = "ncalrpc:SERVR"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        n.append_entry_by_text_with_type(
+            "CN",
+            std::str::from_utf8(&bmp).unwrap(),
+            Asn1Type::BMPSTRING,
+        )
+        .unwrap();
+        let n = n.build();
+        let mut b = x509::X509Builder::new().unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(&n).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::from_unix(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::from_unix(T2024).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha1()).unwrap();
+        let der = b.build().to_der().unwrap();
+        let c = cert_facts(&der, T2024 + 1).unwrap();
+        assert_eq!(c.subject, "CN=ncalrpc:SERVR,O=Acme\\, Inc.");
+        assert_eq!(c.signature_algorithm, "sha1WithRSAEncryption");
+        assert!(c.expired);
+        assert!(check_name(&der, "ncalrpc:servr"));
+        assert_eq!(escape_rfc4514(" #a\nb "), "\\ #a\\0Ab\\ ");
     }
 
     #[test]
