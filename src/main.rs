@@ -47,7 +47,7 @@ enum Cmd {
     ///   rdprobe probe host --pcap out.pcapng --keylog out.keys --json
     ///   rdprobe probe host --security hybrid,ssl --stop-after tls --timeout 5s
     #[command(verbatim_doc_comment)]
-    Probe(ProbeArgs),
+    Probe(Box<ProbeArgs>),
     /// Decode the RDP connections in a pcap/pcapng file with the same stage verdicts as `probe`.
     ///
     /// Examples:
@@ -180,7 +180,7 @@ fn main() -> ExitCode {
     };
     let res = rt.block_on(async {
         match cli.cmd {
-            Cmd::Probe(a) => cmd_probe(a).await,
+            Cmd::Probe(a) => cmd_probe(*a).await,
             Cmd::Analyze(a) => cmd_analyze(a),
             Cmd::Lab(a) => cmd_lab(a).await,
             Cmd::Demo(a) => cmd_demo(a).await,
@@ -248,7 +248,7 @@ fn parse_duration(s: &str) -> Result<Duration> {
         .trim()
         .parse()
         .map_err(|_| usage(format!("invalid duration `{s}` (examples: 5s, 500ms, 2m)")))?;
-    if !(v > 0.0) || !v.is_finite() || v * mul > 86_400.0 {
+    if v.is_nan() || v <= 0.0 || !v.is_finite() || v * mul > 86_400.0 {
         return Err(usage(format!("duration `{s}` out of range (0 < d <= 24h)")));
     }
     Ok(Duration::from_secs_f64(v * mul))

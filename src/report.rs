@@ -203,8 +203,14 @@ pub fn exit_code(r: &ConnectionReport) -> i32 {
         Verdict::Ok => exit::SUCCESS,
         Verdict::Failed { kind, .. } => match kind {
             K::Stopped => exit::SUCCESS,
-            K::Refused | K::Unreachable { .. } | K::TimedOut { .. } | K::Reset | K::Closed { .. } => exit::NETWORK,
-            K::NegotiationFailure { .. } | K::ProtocolMismatch { .. } | K::Denied { .. } => exit::REFUSED,
+            K::Refused
+            | K::Unreachable { .. }
+            | K::TimedOut { .. }
+            | K::Reset
+            | K::Closed { .. } => exit::NETWORK,
+            K::NegotiationFailure { .. } | K::ProtocolMismatch { .. } | K::Denied { .. } => {
+                exit::REFUSED
+            }
             K::TlsAlert { .. } | K::TlsFailure { .. } => exit::TLS,
             K::AuthFailure { .. } => exit::AUTH,
             K::ProtocolError { .. } => exit::PROTOCOL,

@@ -89,7 +89,11 @@ pub enum EventKind {
     /// The connect attempt failed.
     ConnectFailed(ConnectFailure),
     /// Bytes sent in one direction on one layer.
-    Data { dir: Dir, layer: Layer, bytes: Bytes },
+    Data {
+        dir: Dir,
+        layer: Layer,
+        bytes: Bytes,
+    },
     /// Bytes that crossed but were not retained (bounded memory for long sessions): counted, not kept.
     Elided { dir: Dir, layer: Layer, len: u64 },
     /// Bytes missing from a direction's stream (capture loss); `len` bytes were skipped.
@@ -153,19 +157,32 @@ impl Trace {
     /// Appends an event stamped now (keeps the time order invariant even if the clock steps back).
     pub fn push_now(&mut self, kind: EventKind) {
         let t = now_us().max(self.events.last().map(|e| e.t_us).unwrap_or(0));
-        self.events.push(Event { t_us: t, frame: None, kind });
+        self.events.push(Event {
+            t_us: t,
+            frame: None,
+            kind,
+        });
     }
 
     pub fn push_at(&mut self, t_us: u64, frame: Option<u64>, kind: EventKind) {
         let t = t_us.max(self.events.last().map(|e| e.t_us).unwrap_or(0));
-        self.events.push(Event { t_us: t, frame, kind });
+        self.events.push(Event {
+            t_us: t,
+            frame,
+            kind,
+        });
     }
 
     /// Bytes in one direction and layer (concatenated stream; gaps are not filled).
     pub fn stream(&self, dir: Dir, layer: Layer) -> Vec<u8> {
         let mut out = Vec::new();
         for e in &self.events {
-            if let EventKind::Data { dir: d, layer: l, bytes } = &e.kind {
+            if let EventKind::Data {
+                dir: d,
+                layer: l,
+                bytes,
+            } = &e.kind
+            {
                 if *d == dir && *l == layer {
                     out.extend_from_slice(bytes);
                 }
@@ -179,8 +196,14 @@ impl Trace {
     }
 
     pub fn has_inner(&self) -> bool {
-        self.events
-            .iter()
-            .any(|e| matches!(e.kind, EventKind::Data { layer: Layer::Inner, .. }))
+        self.events.iter().any(|e| {
+            matches!(
+                e.kind,
+                EventKind::Data {
+                    layer: Layer::Inner,
+                    ..
+                }
+            )
+        })
     }
 }

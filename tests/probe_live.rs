@@ -26,14 +26,21 @@ fn stages(r: &ConnectionReport) -> Vec<Stage> {
 }
 
 fn fact<'a>(r: &'a ConnectionReport, stage: Stage, key: &str) -> &'a serde_json::Value {
-    r.fact(stage, key)
-        .unwrap_or_else(|| panic!("no fact {stage}.{key} in report:\n{}", rdprobe::report::render_text(r)))
+    r.fact(stage, key).unwrap_or_else(|| {
+        panic!(
+            "no fact {stage}.{key} in report:\n{}",
+            rdprobe::report::render_text(r)
+        )
+    })
 }
 
 fn failure(r: &ConnectionReport) -> (&FailureKind, Side) {
     match &r.verdict {
         Verdict::Failed { kind, by } => (kind, *by),
-        Verdict::Ok => panic!("expected a failure, got ok:\n{}", rdprobe::report::render_text(r)),
+        Verdict::Ok => panic!(
+            "expected a failure, got ok:\n{}",
+            rdprobe::report::render_text(r)
+        ),
     }
 }
 
@@ -69,12 +76,25 @@ async fn xrdp_negotiate_walks_to_connected() {
         ]
     );
     assert_eq!(fact(r, Stage::X224, "selected_protocol"), "PROTOCOL_SSL");
-    assert!(fact(r, Stage::Tls, "version").as_str().unwrap().starts_with("TLSv1."));
-    assert!(!fact(r, Stage::Tls, "cipher_suite").as_str().unwrap().is_empty());
+    assert!(fact(r, Stage::Tls, "version")
+        .as_str()
+        .unwrap()
+        .starts_with("TLSv1."));
+    assert!(!fact(r, Stage::Tls, "cipher_suite")
+        .as_str()
+        .unwrap()
+        .is_empty());
     assert_eq!(fact(r, Stage::Tls, "cert_self_signed"), true);
     assert_eq!(fact(r, Stage::Tls, "cert_expired"), false);
-    assert!(fact(r, Stage::Tls, "cert_subject").as_str().unwrap().contains("CN="));
-    assert!(r.stage(Stage::Mcs).unwrap().facts.contains_key("server_rdp_version"));
+    assert!(fact(r, Stage::Tls, "cert_subject")
+        .as_str()
+        .unwrap()
+        .contains("CN="));
+    assert!(r
+        .stage(Stage::Mcs)
+        .unwrap()
+        .facts
+        .contains_key("server_rdp_version"));
     assert!(!res.trace.keylog.is_empty(), "TLS secrets recorded");
 }
 
@@ -91,8 +111,20 @@ async fn xrdp_tls_only_connected_and_expired_certificate_flagged() {
     assert_connected(&r);
     assert_eq!(fact(&r, Stage::Tls, "cert_expired"), true);
     assert!(fact(&r, Stage::Tls, "cert_days_left").as_i64().unwrap() < 0);
-    assert!(fact(&r, Stage::Tls, "cert_not_after").as_str().unwrap().len() >= 10);
-    assert!(fact(&r, Stage::Tls, "cert_not_before").as_str().unwrap().len() >= 10);
+    assert!(
+        fact(&r, Stage::Tls, "cert_not_after")
+            .as_str()
+            .unwrap()
+            .len()
+            >= 10
+    );
+    assert!(
+        fact(&r, Stage::Tls, "cert_not_before")
+            .as_str()
+            .unwrap()
+            .len()
+            >= 10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,7 +141,10 @@ async fn negotiation_failures_by_name() {
         matches!(kind, FailureKind::NegotiationFailure { code: 1, name } if name == "SSL_REQUIRED_BY_SERVER"),
         "{kind:?}"
     );
-    assert_eq!(rdprobe::report::exit_code(&r), rdprobe::report::exit::REFUSED);
+    assert_eq!(
+        rdprobe::report::exit_code(&r),
+        rdprobe::report::exit::REFUSED
+    );
     drop(xrdp);
 
     // Unreadable certificate.
@@ -138,7 +173,8 @@ async fn negotiation_failures_by_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nla_only_shadow_offered_ssl_says_hybrid_required() {
-    let shadow = FreerdpShadow::start("nla", &[("alice", "Secret123!")]).expect("start freerdp-shadow");
+    let shadow =
+        FreerdpShadow::start("nla", &[("alice", "Secret123!")]).expect("start freerdp-shadow");
     let mut o = opts(shadow.port());
     o.protocols = vec![Protocol::Ssl];
     let r = run(&o).await.report;
@@ -154,14 +190,27 @@ async fn rdp_security_server_reports_security_data_at_mcs() {
     let xrdp = Xrdp::start(XrdpOpts::rdp("high")).expect("start xrdp");
     // Default offer (TLS/NLA): the server picks standard RDP security; the probe follows like mstsc.
     let r = run(&opts(xrdp.port())).await.report;
-    assert!(stages(&r).contains(&Stage::Mcs), "{}", rdprobe::report::render_text(&r));
+    assert!(
+        stages(&r).contains(&Stage::Mcs),
+        "{}",
+        rdprobe::report::render_text(&r)
+    );
     assert_eq!(fact(&r, Stage::X224, "selected_protocol"), "PROTOCOL_RDP");
-    let level = fact(&r, Stage::Mcs, "encryption_level").as_str().unwrap().to_owned();
-    assert!(level == "high" || level == "client_compatible", "level {level}");
+    let level = fact(&r, Stage::Mcs, "encryption_level")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        level == "high" || level == "client_compatible",
+        "level {level}"
+    );
     assert_ne!(fact(&r, Stage::Mcs, "encryption_method"), "none");
     assert_eq!(fact(&r, Stage::Mcs, "server_random_present"), true);
     assert!(fact(&r, Stage::Mcs, "server_key_bits").as_u64().unwrap() >= 512);
-    assert!(r.notes.iter().any(|n| n.contains("reconnected offering PROTOCOL_RDP")));
+    assert!(r
+        .notes
+        .iter()
+        .any(|n| n.contains("reconnected offering PROTOCOL_RDP")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,12 +220,17 @@ async fn tls10_only_server_is_reported_as_legacy_and_walked() {
     assert_connected(&r);
     assert_eq!(fact(&r, Stage::Tls, "version"), "TLSv1.0");
     assert_eq!(fact(&r, Stage::Tls, "legacy_only"), true);
-    assert!(r.notes.iter().any(|n| n.contains("speaks only TLSv1.0")), "{:?}", r.notes);
+    assert!(
+        r.notes.iter().any(|n| n.contains("speaks only TLSv1.0")),
+        "{:?}",
+        r.notes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn freerdp_shadow_nla_right_and_wrong_password() {
-    let shadow = FreerdpShadow::start("nla", &[("alice", "Secret123!")]).expect("start freerdp-shadow");
+    let shadow =
+        FreerdpShadow::start("nla", &[("alice", "Secret123!")]).expect("start freerdp-shadow");
     let mut o = opts(shadow.port());
     o.credentials = Some(Credentials {
         user: "alice".into(),
@@ -187,7 +241,11 @@ async fn freerdp_shadow_nla_right_and_wrong_password() {
     let r = &res.report;
     assert_connected(r);
     assert!(stages(r).contains(&Stage::Credssp));
-    assert!(r.stage(Stage::Credssp).unwrap().facts.contains_key("ntlm_nb_computer_name"));
+    assert!(r
+        .stage(Stage::Credssp)
+        .unwrap()
+        .facts
+        .contains_key("ntlm_nb_computer_name"));
     // The password never appears in the trace's notes, the report or the keylog.
     let json = serde_json::to_string(r).unwrap();
     assert!(!json.contains("Secret123!"));
@@ -195,10 +253,19 @@ async fn freerdp_shadow_nla_right_and_wrong_password() {
     o.credentials.as_mut().unwrap().password = "wrong".into();
     let r = run(&o).await.report;
     let (kind, by) = failure(&r);
-    assert_eq!(r.last_stage, Stage::Credssp, "{}", rdprobe::report::render_text(&r));
+    assert_eq!(
+        r.last_stage,
+        Stage::Credssp,
+        "{}",
+        rdprobe::report::render_text(&r)
+    );
     assert_eq!(by, Side::Server);
     match kind {
-        FailureKind::AuthFailure { ntstatus: None, detail, .. } => {
+        FailureKind::AuthFailure {
+            ntstatus: None,
+            detail,
+            ..
+        } => {
             assert!(detail.contains("without a TSRequest errorCode"), "{detail}");
             assert!(detail.contains("close_notify"), "{detail}");
         }
@@ -209,11 +276,27 @@ async fn freerdp_shadow_nla_right_and_wrong_password() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nla_without_credentials_reads_the_ntlm_challenge() {
-    let shadow = FreerdpShadow::start("nla", &[("alice", "Secret123!")]).expect("start freerdp-shadow");
+    let shadow =
+        FreerdpShadow::start("nla", &[("alice", "Secret123!")]).expect("start freerdp-shadow");
     let r = run(&opts(shadow.port())).await.report;
-    assert_eq!(r.last_stage, Stage::Credssp, "{}", rdprobe::report::render_text(&r));
-    assert!(matches!(r.verdict, Verdict::Failed { kind: FailureKind::Stopped, .. }));
-    assert!(r.stage(Stage::Credssp).unwrap().facts.contains_key("ntlm_nb_computer_name"));
+    assert_eq!(
+        r.last_stage,
+        Stage::Credssp,
+        "{}",
+        rdprobe::report::render_text(&r)
+    );
+    assert!(matches!(
+        r.verdict,
+        Verdict::Failed {
+            kind: FailureKind::Stopped,
+            ..
+        }
+    ));
+    assert!(r
+        .stage(Stage::Credssp)
+        .unwrap()
+        .facts
+        .contains_key("ntlm_nb_computer_name"));
     assert_eq!(rdprobe::report::exit_code(&r), 0);
 }
 
@@ -233,7 +316,10 @@ async fn credssp_error_code_is_named() {
         matches!(kind, FailureKind::AuthFailure { ntstatus: Some(0xC000_006D), name: Some(n), .. } if n == "STATUS_LOGON_FAILURE"),
         "{kind:?}"
     );
-    assert_eq!(fact(&r, Stage::Credssp, "error_name"), "STATUS_LOGON_FAILURE");
+    assert_eq!(
+        fact(&r, Stage::Credssp, "error_name"),
+        "STATUS_LOGON_FAILURE"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,7 +328,10 @@ async fn network_faults_have_precise_verdicts_within_deadlines() {
     let r = run(&opts(closed_port())).await.report;
     assert!(matches!(failure(&r), (FailureKind::Refused, _)));
     assert_eq!(r.last_stage, Stage::Tcp);
-    assert_eq!(rdprobe::report::exit_code(&r), rdprobe::report::exit::NETWORK);
+    assert_eq!(
+        rdprobe::report::exit_code(&r),
+        rdprobe::report::exit::NETWORK
+    );
 
     let mut o = opts(0);
     o.stage_timeout = Duration::from_millis(800);
@@ -255,13 +344,27 @@ async fn network_faults_have_precise_verdicts_within_deadlines() {
     let r = run(&o).await.report;
     assert!(t.elapsed() < Duration::from_secs(3));
     assert_eq!(r.last_stage, Stage::X224);
-    assert!(matches!(failure(&r), (FailureKind::TimedOut { waiting_for: Side::Server, .. }, Side::Server)));
+    assert!(matches!(
+        failure(&r),
+        (
+            FailureKind::TimedOut {
+                waiting_for: Side::Server,
+                ..
+            },
+            Side::Server
+        )
+    ));
 
     // Resets after reading the ClientHello: reset at tls by the server.
     let rst = BadServer::reset_after_client_hello();
     o.port = rst.port();
     let r = run(&o).await.report;
-    assert_eq!(r.last_stage, Stage::Tls, "{}", rdprobe::report::render_text(&r));
+    assert_eq!(
+        r.last_stage,
+        Stage::Tls,
+        "{}",
+        rdprobe::report::render_text(&r)
+    );
     assert!(matches!(failure(&r), (FailureKind::Reset, Side::Server)));
 
     // Garbage instead of an X.224 confirm: protocol error at byte 0 of the server's stream.
@@ -270,17 +373,35 @@ async fn network_faults_have_precise_verdicts_within_deadlines() {
     let r = run(&o).await.report;
     assert_eq!(r.last_stage, Stage::X224);
     match failure(&r) {
-        (FailureKind::ProtocolError { offset: Some(0), .. }, Side::Server) => {}
+        (
+            FailureKind::ProtocolError {
+                offset: Some(0), ..
+            },
+            Side::Server,
+        ) => {}
         other => panic!("{other:?}"),
     }
 
     // A TPKT length never delivered, one byte every 2 s, an endless stream: all bounded.
-    for srv in [BadServer::tpkt_never_delivered(), BadServer::drip(), BadServer::endless()] {
+    for srv in [
+        BadServer::tpkt_never_delivered(),
+        BadServer::drip(),
+        BadServer::endless(),
+    ] {
         o.port = srv.port();
         let t = Instant::now();
         let r = run(&o).await.report;
-        assert!(t.elapsed() < Duration::from_secs(7), "took {:?}", t.elapsed());
-        assert_eq!(r.last_stage, Stage::X224, "{}", rdprobe::report::render_text(&r));
+        assert!(
+            t.elapsed() < Duration::from_secs(7),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            r.last_stage,
+            Stage::X224,
+            "{}",
+            rdprobe::report::render_text(&r)
+        );
         assert!(
             matches!(
                 failure(&r).0,

@@ -99,6 +99,7 @@ struct Machine<'a> {
     client_finished: bool,
     /// A server FIN whose meaning depends on cleartext that may be recorded after it.
     server_fin: bool,
+    server_fin_at: u64,
 }
 
 fn di(dir: Dir) -> usize {
@@ -136,6 +137,7 @@ pub(super) fn run(trace: &Trace) -> Decoded {
         tls13: false,
         client_finished: false,
         server_fin: false,
+        server_fin_at: 0,
     };
     for (i, ev) in trace.events.iter().enumerate() {
         m.event_idx = i;
@@ -178,7 +180,17 @@ impl Machine<'_> {
     }
 
     fn fail(&mut self, kind: FailureKind, by: Side) {
+        self.fail_at(kind, by, self.now);
+    }
+
+    /// Records the failure; `at` is when the ending event happened (for `ended_after_ms`).
+    fn fail_at(&mut self, kind: FailureKind, by: Side, at: u64) {
         if self.failure.is_none() && self.stopped.is_none() && !self.connected {
+            if let Some((dir, t)) = self.last_pdu {
+                let ms = at.saturating_sub(t) as f64 / 1000.0;
+                self.fact("ended_after_ms", json!(ms));
+                self.fact("ended_after", json!(format!("{}'s last PDU", dir.sender())));
+            }
             let stage = self.cur();
             self.failure = Some(Failure { stage, kind, by });
             if self.ended_by.is_none() {
@@ -433,6 +445,7 @@ impl Machine<'_> {
                 // wire FIN can precede the inner data it ends (e.g. a TSRequest errorCode): decide
                 // when the next non-inner event arrives, or at the end.
                 self.server_fin = true;
+                self.server_fin_at = self.now;
                 self.ended_by.get_or_insert(Side::Server);
             }
             _ => {
@@ -444,6 +457,7 @@ impl Machine<'_> {
                     // The server ended the TLS session (close_notify) and left TCP open; the client
                     // closing TCP afterwards is a consequence, not the cause.
                     self.server_fin = true;
+                    self.server_fin_at = self.now;
                     self.resolve_server_fin();
                     self.ended_by = Some(Side::Server);
                     return;
@@ -480,7 +494,7 @@ impl Machine<'_> {
         {
             {
                 if self.cur() == Stage::Credssp && self.authenticate_pending {
-                    self.fail(
+                    self.fail_at(
                         FailureKind::AuthFailure {
                             ntstatus: None,
                             name: None,
@@ -496,13 +510,15 @@ impl Machine<'_> {
                             ),
                         },
                         Side::Server,
+                        self.server_fin_at,
                     );
                 } else {
-                    self.fail(
+                    self.fail_at(
                         FailureKind::Closed {
                             tls_close_notify: self.close_notify_from_server,
                         },
                         Side::Server,
+                        self.server_fin_at,
                     );
                 }
             }

@@ -35,7 +35,8 @@ pub fn protocol_names(p: u32) -> Vec<String> {
             v.push(name.to_owned());
         }
     }
-    let known = PROTOCOL_SSL | PROTOCOL_HYBRID | PROTOCOL_RDSTLS | PROTOCOL_HYBRID_EX | PROTOCOL_RDSAAD;
+    let known =
+        PROTOCOL_SSL | PROTOCOL_HYBRID | PROTOCOL_RDSTLS | PROTOCOL_HYBRID_EX | PROTOCOL_RDSAAD;
     if p & !known != 0 {
         v.push(format!("0x{:x}", p & !known));
     }
@@ -112,7 +113,9 @@ pub fn frame(buf: &[u8]) -> Frame {
         }
         let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
         if len < TPKT_HEADER_LEN + 3 {
-            return Frame::Invalid(format!("TPKT length {len} is shorter than a TPKT + X.224 header"));
+            return Frame::Invalid(format!(
+                "TPKT length {len} is shorter than a TPKT + X.224 header"
+            ));
         }
         if buf.len() < len {
             return Frame::Incomplete;
@@ -140,7 +143,9 @@ pub fn frame(buf: &[u8]) -> Frame {
         }
         return Frame::FastPath(len);
     }
-    Frame::Invalid(format!("byte 0x{first:02x} starts neither a TPKT nor a fast-path PDU"))
+    Frame::Invalid(format!(
+        "byte 0x{first:02x} starts neither a TPKT nor a fast-path PDU"
+    ))
 }
 
 /// X.224 TPDU codes (ITU-T X.224 13.3; upper nibble).
@@ -154,13 +159,24 @@ pub const X224_DATA: u8 = 0xF0;
 pub enum X224 {
     ConnectionRequest(Facts),
     /// RDP_NEG_RSP (or no negotiation data: selected = PROTOCOL_RDP).
-    ConnectionConfirm { selected: u32, flags: u8, facts: Facts },
-    NegotiationFailure { code: u32 },
+    ConnectionConfirm {
+        selected: u32,
+        flags: u8,
+        facts: Facts,
+    },
+    NegotiationFailure {
+        code: u32,
+    },
     DisconnectRequest,
     /// Data TPDU: the user data offset within the PDU.
-    Data { user_data_offset: usize },
+    Data {
+        user_data_offset: usize,
+    },
     /// Malformed: what and the offset within the PDU.
-    Malformed { what: String, offset: usize },
+    Malformed {
+        what: String,
+        offset: usize,
+    },
 }
 
 fn malformed(what: impl Into<String>, offset: usize) -> X224 {
@@ -181,14 +197,22 @@ pub fn decode_tpkt(pdu: &[u8]) -> X224 {
         X224_DATA => {
             // LI = 2: code + EOT
             if li != 2 || pdu.len() < 7 {
-                return malformed(format!("X.224 data header length indicator {li}, expected 2"), 4);
+                return malformed(
+                    format!("X.224 data header length indicator {li}, expected 2"),
+                    4,
+                );
             }
-            X224::Data { user_data_offset: 7 }
+            X224::Data {
+                user_data_offset: 7,
+            }
         }
         X224_CR | X224_CC => {
             // LI counts the header after itself: code(1) dst-ref(2) src-ref(2) class(1) + variable part.
             if li < 6 {
-                return malformed(format!("X.224 length indicator {li} shorter than the fixed header"), 4);
+                return malformed(
+                    format!("X.224 length indicator {li} shorter than the fixed header"),
+                    4,
+                );
             }
             if TPKT_HEADER_LEN + 1 + li != pdu.len() {
                 return malformed(
@@ -243,7 +267,10 @@ fn decode_cr_variable(var: &[u8], base: usize) -> X224 {
             }
             None => {
                 return malformed(
-                    format!("unexpected byte 0x{:02x} where RDP_NEG_REQ or a cookie was expected", var[0]),
+                    format!(
+                        "unexpected byte 0x{:02x} where RDP_NEG_REQ or a cookie was expected",
+                        var[0]
+                    ),
                     base,
                 )
             }
@@ -257,18 +284,30 @@ fn decode_cr_variable(var: &[u8], base: usize) -> X224 {
         return X224::ConnectionRequest(facts);
     }
     if rest.len() < 8 {
-        return malformed(format!("RDP_NEG_REQ truncated: {} of 8 bytes", rest.len()), base + pos);
+        return malformed(
+            format!("RDP_NEG_REQ truncated: {} of 8 bytes", rest.len()),
+            base + pos,
+        );
     }
     if rest[0] != 0x01 {
-        return malformed(format!("RDP_NEG_REQ type 0x{:02x}, expected 0x01", rest[0]), base + pos);
+        return malformed(
+            format!("RDP_NEG_REQ type 0x{:02x}, expected 0x01", rest[0]),
+            base + pos,
+        );
     }
     let len = u16::from_le_bytes([rest[2], rest[3]]);
     if len != 8 {
-        return malformed(format!("RDP_NEG_REQ length {len}, expected 8"), base + pos + 2);
+        return malformed(
+            format!("RDP_NEG_REQ length {len}, expected 8"),
+            base + pos + 2,
+        );
     }
     let flags = rest[1];
     let protocols = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-    facts.insert("requested_protocols".into(), json!(protocol_names(protocols)));
+    facts.insert(
+        "requested_protocols".into(),
+        json!(protocol_names(protocols)),
+    );
     facts.insert("requested_protocols_value".into(), json!(protocols));
     facts.insert("request_flags".into(), json!(request_flag_names(flags)));
     facts.insert("neg_req".into(), json!(true));
@@ -291,11 +330,17 @@ fn decode_cc_variable(var: &[u8], base: usize) -> X224 {
         };
     }
     if var.len() < 8 {
-        return malformed(format!("negotiation response truncated: {} of 8 bytes", var.len()), base);
+        return malformed(
+            format!("negotiation response truncated: {} of 8 bytes", var.len()),
+            base,
+        );
     }
     let len = u16::from_le_bytes([var[2], var[3]]);
     if len != 8 {
-        return malformed(format!("negotiation response length {len}, expected 8"), base + 2);
+        return malformed(
+            format!("negotiation response length {len}, expected 8"),
+            base + 2,
+        );
     }
     let value = u32::from_le_bytes([var[4], var[5], var[6], var[7]]);
     match var[0] {
@@ -316,7 +361,10 @@ fn decode_cc_variable(var: &[u8], base: usize) -> X224 {
             }
         }
         0x03 => X224::NegotiationFailure { code: value },
-        t => malformed(format!("negotiation response type 0x{t:02x}, expected 0x02 or 0x03"), base),
+        t => malformed(
+            format!("negotiation response type 0x{t:02x}, expected 0x02 or 0x03"),
+            base,
+        ),
     }
 }
 
@@ -355,7 +403,10 @@ mod tests {
         assert_eq!(decode_tpkt(&pdu), X224::NegotiationFailure { code: 5 });
         let mut bad = pdu;
         bad[4] = 13;
-        assert!(matches!(decode_tpkt(&bad), X224::Malformed { offset: 4, .. }));
+        assert!(matches!(
+            decode_tpkt(&bad),
+            X224::Malformed { offset: 4, .. }
+        ));
     }
 
     proptest::proptest! {

@@ -134,7 +134,11 @@ pub struct Tap<S> {
 
 impl<S> Tap<S> {
     pub fn new(inner: S, trace: SharedTrace, layer: Layer) -> Self {
-        Tap { inner, trace, layer }
+        Tap {
+            inner,
+            trace,
+            layer,
+        }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -154,18 +158,23 @@ fn record_io_error(trace: &SharedTrace, layer: Layer, e: &io::Error) {
     if layer != Layer::Wire {
         return;
     }
-    match e.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
-            if !trace.has_event(|k| matches!(k, EventKind::Rst { dir: Dir::S2C })) {
-                trace.push(EventKind::Rst { dir: Dir::S2C });
-            }
-        }
-        _ => {}
+    let reset = matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    );
+    if reset && !trace.has_event(|k| matches!(k, EventKind::Rst { dir: Dir::S2C })) {
+        trace.push(EventKind::Rst { dir: Dir::S2C });
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -177,8 +186,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
                         Layer::Wire => this.trace.fin(Dir::S2C),
                         Layer::Inner => {
                             if !this.trace.fin_seen(Dir::S2C) {
-                                this.trace
-                                    .push(EventKind::Note("tls alert from server: warning close_notify".into()));
+                                this.trace.push(EventKind::Note(
+                                    "tls alert from server: warning close_notify".into(),
+                                ));
                             }
                         }
                     }
@@ -194,7 +204,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         match &res {

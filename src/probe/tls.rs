@@ -59,7 +59,9 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -81,7 +83,9 @@ fn hex(b: &[u8]) -> String {
 
 impl rustls::KeyLog for TraceKeyLog {
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
-        self.0 .0.add_keylog(format!("{label} {} {}", hex(client_random), hex(secret)));
+        self.0
+             .0
+            .add_keylog(format!("{label} {} {}", hex(client_random), hex(secret)));
     }
 
     fn will_log(&self, _label: &str) -> bool {
@@ -90,7 +94,10 @@ impl rustls::KeyLog for TraceKeyLog {
 }
 
 /// A rustls client config for the probe (ring provider only: two providers panic at runtime).
-pub fn rustls_config(trace: SharedTrace, versions: TlsVersions) -> (Arc<rustls::ClientConfig>, Arc<RecordingVerifier>) {
+pub fn rustls_config(
+    trace: SharedTrace,
+    versions: TlsVersions,
+) -> (Arc<rustls::ClientConfig>, Arc<RecordingVerifier>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(RecordingVerifier {
         chain: Mutex::new(Vec::new()),
