@@ -38,6 +38,8 @@ struct StreamParser {
     ccs_seen: bool,
     /// The first byte of buf arrived in this event (for labels).
     first_event: usize,
+    /// Joins handshake messages that span TLS records.
+    handshake: tls::HandshakeReassembler,
 }
 
 impl StreamParser {
@@ -48,6 +50,7 @@ impl StreamParser {
             base: 0,
             ccs_seen: false,
             first_event: 0,
+            handshake: tls::HandshakeReassembler::new(),
         }
     }
 }
@@ -982,7 +985,7 @@ impl Machine<'_> {
         let frag = &buf[tls::RECORD_HEADER_LEN..total];
         match ct {
             tls::CT_HANDSHAKE if !ccs => {
-                let (msgs, err) = tls::parse_handshakes(frag);
+                let (msgs, err) = self.wire[di(dir)].handshake.push(frag);
                 let mut names = Vec::new();
                 for m in &msgs {
                     names.push(self.handshake_fact(m, dir));
