@@ -7,8 +7,10 @@
 pub mod capture;
 pub mod decode;
 pub mod diagnose;
+pub mod enumerate;
 pub mod lab;
 pub mod probe;
+pub mod rdpsec;
 pub mod report;
 pub mod scenario;
 pub mod stage;

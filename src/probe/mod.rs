@@ -677,12 +677,12 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
             Err(e) => {
                 let msg = e.to_string();
                 if msg.contains("can't satisfy server security settings") {
-                    shared.push(EventKind::Note(
-                        "the server requires standard RDP security with encryption (RC4/FIPS security exchange), \
-                         which rdprobe does not implement yet: stopped after mcs"
-                            .into(),
-                    ));
-                    shared.push(EventKind::StoppedAfter(Stage::Mcs));
+                    // --- rdpsec hook (issue 7): standard RDP security with encryption is walked by
+                    // crate::rdpsec on the same connection; it records its outcome in the trace. ---
+                    let _ =
+                        crate::rdpsec::client::continue_probe(opts, &mut stream, &mut buf, shared)
+                            .await;
+                    // --- end rdpsec hook ---
                 } else {
                     shared.push(EventKind::Note(format!("client stopped at {stage}: {msg}")));
                 }

@@ -1,0 +1,1 @@
+//! `rdprobe enum`: one short connection per question (work in progress).

@@ -1,0 +1,735 @@
+//! The client of standard RDP security, from the MCS Connect Response to `connected`
+//! (MS-RDPBCGR 1.3.1.1): channel connection, security exchange (5.3.2), encrypted Client Info PDU,
+//! licensing, capabilities exchange and connection finalization.
+//!
+//! IronRDP's sequences do the unencrypted work: `ChannelConnectionSequence` for the MCS domain
+//! PDUs, `LicenseExchangeSequence` and `ConnectionActivationSequence` for licensing and the share
+//! PDUs. Between them and the socket sits a shim that decrypts what the server sends (and strips
+//! the security header) and encrypts and signs what IronRDP writes. Every wait has a deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use ironrdp_connector::{
+    ChannelConnectionSequence, ChannelConnectionState, LicenseExchangeSequence,
+    LicenseExchangeState, Sequence as _,
+};
+use ironrdp_core::WriteBuf;
+use ironrdp_pdu::x224::X224;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::cert::{self, RsaKey};
+use super::crypt::SecurityContext;
+use super::flags::*;
+use super::gcc::{self, ServerData};
+use super::keys::{self, Method};
+use crate::decode::x224::{frame, Frame};
+use crate::probe::tap::SharedTrace;
+use crate::probe::{Credentials, ProbeOptions, MAX_PDU_LEN};
+use crate::stage::Stage;
+use crate::trace::{Dir, EventKind, Layer};
+
+/// What the walk reached and learned (also summarized in a trace Note).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkSummary {
+    pub method: Method,
+    pub level: u32,
+    pub key_bits: u32,
+    pub key_source: &'static str,
+    /// The last stage completed.
+    pub reached: Stage,
+    /// Server PDUs whose signature did not verify.
+    pub bad_signatures: u32,
+    /// How licensing ended ("valid client", "new license", "skipped").
+    pub licensing: String,
+}
+
+/// Why the walk stopped before `connected`.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("server security data unusable: {0}")]
+    ServerData(String),
+    #[error("the server selected encryption method 0x{0:x}, which standard RDP security does not define")]
+    UnknownMethod(u32),
+    #[error("the server sent no server random")]
+    NoServerRandom,
+    #[error("server certificate: {0}")]
+    Certificate(#[from] cert::CertError),
+    #[error("timed out after {0} ms waiting for the server")]
+    Timeout(u64),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(std::io::Error),
+    #[error("malformed pdu from the server: {0}")]
+    Malformed(String),
+    #[error("{stage}: {detail}")]
+    Sequence { stage: Stage, detail: String },
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("stopped after {0} by request")]
+    Stopped(Stage),
+}
+
+/// One frame from the server.
+enum Pdu {
+    Tpkt(Vec<u8>),
+    FastPath(Vec<u8>),
+}
+
+struct Io<'a, S: ?Sized> {
+    stream: &'a mut S,
+    buf: &'a mut BytesMut,
+    timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> Io<'_, S> {
+    async fn read(&mut self) -> Result<Pdu, WalkError> {
+        let start = Instant::now();
+        loop {
+            match frame(self.buf) {
+                Frame::Tpkt(n) => return Ok(Pdu::Tpkt(self.buf.split_to(n).to_vec())),
+                Frame::FastPath(n) => return Ok(Pdu::FastPath(self.buf.split_to(n).to_vec())),
+                Frame::Invalid(what) => return Err(WalkError::Malformed(what)),
+                Frame::Incomplete => {}
+            }
+            let left = self.timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(WalkError::Timeout(start.elapsed().as_millis() as u64));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
+                Err(_) => return Err(WalkError::Timeout(start.elapsed().as_millis() as u64)),
+                Ok(Ok(0)) => return Err(WalkError::Closed),
+                Ok(Ok(n)) => {
+                    if self.buf.len() + n > MAX_PDU_LEN {
+                        return Err(WalkError::Malformed(format!(
+                            "more than {MAX_PDU_LEN} bytes without a complete pdu"
+                        )));
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                Ok(Err(e)) => return Err(WalkError::Io(e)),
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), WalkError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let w = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeout, w).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WalkError::Write(e)),
+            Err(_) => Err(WalkError::Timeout(self.timeout.as_millis() as u64)),
+        }
+    }
+}
+
+/// A license cache that has nothing and keeps nothing.
+#[derive(Debug)]
+struct NoLicenseCache;
+
+impl ironrdp_connector::LicenseCache for NoLicenseCache {
+    fn get_license(
+        &self,
+        _: ironrdp_pdu::rdp::server_license::LicenseInformation,
+    ) -> ironrdp_connector::ConnectorResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    fn store_license(
+        &self,
+        _: ironrdp_pdu::rdp::server_license::LicenseInformation,
+    ) -> ironrdp_connector::ConnectorResult<()> {
+        Ok(())
+    }
+}
+
+/// The Connect Response the server sent on this conversation: the first TPKT PDU of the server's
+/// wire stream that reads as one.
+pub fn find_connect_response(shared: &SharedTrace) -> Option<Vec<u8>> {
+    let stream = shared.snapshot().stream(Dir::S2C, Layer::Wire);
+    let mut rest = &stream[..];
+    for _ in 0..64 {
+        match frame(rest) {
+            Frame::Tpkt(n) => {
+                if gcc::parse_connect_response(&rest[..n]).is_ok() {
+                    return Some(rest[..n].to_vec());
+                }
+                rest = &rest[n..];
+            }
+            Frame::FastPath(n) => rest = &rest[n..],
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The probe's hand-over: the server selected standard RDP security with encryption, IronRDP's
+/// connector stopped at the Connect Response, and `stream` / `leftover` continue the same
+/// connection. Records what it learns and how it ends into `shared`; does not close the stream.
+pub async fn continue_probe<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    opts: &ProbeOptions,
+    stream: &mut S,
+    leftover: &mut BytesMut,
+    shared: &SharedTrace,
+) -> Result<WalkSummary, WalkError> {
+    if opts.stop_after.is_some_and(|s| s <= Stage::Mcs) {
+        let res = Err(WalkError::Stopped(Stage::Mcs));
+        record(shared, &res);
+        return res;
+    }
+    let res = match find_connect_response(shared) {
+        None => Err(WalkError::ServerData(
+            "no readable mcs connect response in the trace".into(),
+        )),
+        Some(pdu) => match gcc::parse_connect_response(&pdu) {
+            Ok(server) => {
+                let client = shared.snapshot().client;
+                walk(
+                    stream,
+                    leftover,
+                    &server,
+                    opts.credentials.as_ref(),
+                    opts.stage_timeout,
+                    opts.stop_after,
+                    client,
+                )
+                .await
+            }
+            Err(e) => Err(WalkError::ServerData(e)),
+        },
+    };
+    record(shared, &res);
+    res
+}
+
+/// Writes the outcome of a walk into the trace: a note with what was negotiated, and the events
+/// decode needs (timeouts, the stop, the client-side end).
+pub fn record(shared: &SharedTrace, res: &Result<WalkSummary, WalkError>) {
+    match res {
+        Ok(s) => {
+            shared.push(EventKind::Note(format!(
+                "standard RDP security: {} encryption at level {}, server {}-bit RSA key ({}), \
+                 licensing: {}{}",
+                s.method.name(),
+                crate::decode::mcs::encryption_level_name(s.level),
+                s.key_bits,
+                s.key_source,
+                s.licensing,
+                if s.bad_signatures > 0 {
+                    format!(
+                        "; {} server pdus failed the signature check",
+                        s.bad_signatures
+                    )
+                } else {
+                    String::new()
+                }
+            )));
+            shared.push(EventKind::StoppedAfter(s.reached));
+        }
+        Err(WalkError::Stopped(stage)) => shared.push(EventKind::StoppedAfter(*stage)),
+        Err(WalkError::Timeout(ms)) => shared.push(EventKind::Timeout {
+            waiting_for: Dir::S2C,
+            after_ms: *ms,
+        }),
+        Err(WalkError::Closed) => {}
+        Err(WalkError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+            ) => {}
+        Err(e) => shared.push(EventKind::Note(format!(
+            "standard RDP security: client stopped: {e}"
+        ))),
+    }
+}
+
+fn random32() -> [u8; 32] {
+    let mut r = [0u8; 32];
+    if openssl::rand::rand_bytes(&mut r).is_err() {
+        // OpenSSL's generator failing is not recoverable in any useful way; a time-derived random
+        // still lets the probe work (the session carries no secret worth protecting).
+        let t = crate::trace::now_us().to_le_bytes();
+        for (i, b) in r.iter_mut().enumerate() {
+            *b = t[i % 8] ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    r
+}
+
+/// Encodes an MCS Send Data Request on `channel` with `user_data`.
+fn send_data_request(
+    initiator: u16,
+    channel: u16,
+    user_data: Vec<u8>,
+) -> Result<Vec<u8>, WalkError> {
+    let pdu = ironrdp_pdu::mcs::SendDataRequest {
+        initiator_id: initiator,
+        channel_id: channel,
+        user_data: std::borrow::Cow::Owned(user_data),
+    };
+    ironrdp_core::encode_vec(&X224(pdu)).map_err(|e| WalkError::Malformed(e.to_string()))
+}
+
+/// The security header plus sealed data of an encrypted PDU.
+fn seal(ctx: &mut SecurityContext, flags: u16, plain: &[u8]) -> Vec<u8> {
+    let sealed = ctx.encrypt(plain);
+    let mut out = Vec::with_capacity(4 + sealed.len());
+    out.extend_from_slice(&(flags | SEC_ENCRYPT).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// A server PDU after the security layer: its flags and cleartext payload (header removed).
+struct Opened {
+    initiator: u16,
+    channel: u16,
+    flags: u16,
+    payload: Vec<u8>,
+}
+
+/// Opens a slow-path server PDU: decrypts it if SEC_ENCRYPT is set, strips the header either way.
+/// `None` when it is not a Send Data Indication (e.g. a disconnect provider ultimatum).
+fn open(ctx: &mut SecurityContext, pdu: &[u8], bad: &mut u32) -> Result<Option<Opened>, WalkError> {
+    let Ok(ind) = ironrdp_pdu::mcs::decode_send_data_indication(pdu) else {
+        return Ok(None);
+    };
+    let ud = ind.user_data;
+    if ud.len() < 4 {
+        return Err(WalkError::Malformed(format!(
+            "security header of {} bytes",
+            ud.len()
+        )));
+    }
+    let flags = u16::from_le_bytes([ud[0], ud[1]]);
+    let payload = if flags & SEC_ENCRYPT != 0 {
+        let d = ctx
+            .decrypt(&ud[4..], flags & SEC_SECURE_CHECKSUM != 0)
+            .map_err(|e| WalkError::Malformed(e.to_string()))?;
+        if !d.signature_ok {
+            *bad += 1;
+        }
+        d.plaintext
+    } else {
+        ud[4..].to_vec()
+    };
+    Ok(Some(Opened {
+        initiator: ind.initiator_id,
+        channel: ind.channel_id,
+        flags,
+        payload,
+    }))
+}
+
+/// Decrypts an encrypted fast-path PDU to keep the cipher state in step (its content is not
+/// needed before `connected`). MS-RDPBCGR 2.2.9.1.2.
+fn skip_fast_path(ctx: &mut SecurityContext, pdu: &[u8], bad: &mut u32) {
+    let Some(&h) = pdu.first() else { return };
+    let enc = (h >> 6) & 0x2 != 0;
+    if !enc {
+        return;
+    }
+    let salted = (h >> 6) & 0x1 != 0;
+    let hl = if pdu.get(1).is_some_and(|b| b & 0x80 != 0) {
+        3
+    } else {
+        2
+    };
+    if let Some(rest) = pdu.get(hl..) {
+        if let Ok(d) = ctx.decrypt(rest, salted) {
+            if !d.signature_ok {
+                *bad += 1;
+            }
+        }
+    }
+}
+
+/// Re-encodes a server PDU without its security layer, as IronRDP's sequences expect it.
+fn indication(initiator: u16, channel: u16, user_data: Vec<u8>) -> Result<Vec<u8>, WalkError> {
+    let pdu = ironrdp_pdu::mcs::SendDataIndication {
+        initiator_id: initiator,
+        channel_id: channel,
+        user_data: std::borrow::Cow::Owned(user_data),
+    };
+    ironrdp_core::encode_vec(&X224(pdu)).map_err(|e| WalkError::Malformed(e.to_string()))
+}
+
+/// Splits IronRDP's output into TPKT PDUs and seals the user data of each Send Data Request.
+/// `header_flags`: Some(flags) prepends a security header and encrypts (activation PDUs);
+/// licensing PDUs already carry their header and are encrypted only when `encrypt_license`.
+fn seal_output(
+    ctx: &mut SecurityContext,
+    out: &[u8],
+    activation: bool,
+    encrypt_license: bool,
+) -> Result<Vec<u8>, WalkError> {
+    let mut sent = Vec::new();
+    let mut rest = out;
+    while !rest.is_empty() {
+        let n = match frame(rest) {
+            Frame::Tpkt(n) => n,
+            other => {
+                return Err(WalkError::Malformed(format!(
+                    "client output is not TPKT: {other:?}"
+                )))
+            }
+        };
+        let pdu = &rest[..n];
+        rest = &rest[n..];
+        let req = ironrdp_core::decode::<X224<ironrdp_pdu::mcs::SendDataRequest<'_>>>(pdu)
+            .map_err(|e| WalkError::Malformed(e.to_string()))?
+            .0;
+        let ud = req.user_data.as_ref();
+        let user_data = if activation {
+            seal(ctx, 0, ud)
+        } else if encrypt_license && ud.len() >= 4 {
+            let flags = u16::from_le_bytes([ud[0], ud[1]]);
+            seal(ctx, flags, &ud[4..])
+        } else {
+            ud.to_vec()
+        };
+        sent.extend_from_slice(&send_data_request(
+            req.initiator_id,
+            req.channel_id,
+            user_data,
+        )?);
+    }
+    Ok(sent)
+}
+
+/// Walks the connection from the Connect Response on. `server` is what the Connect Response said.
+#[allow(clippy::too_many_arguments)]
+pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    leftover: &mut BytesMut,
+    server: &ServerData,
+    credentials: Option<&Credentials>,
+    timeout: Duration,
+    stop_after: Option<Stage>,
+    client_addr: SocketAddr,
+) -> Result<WalkSummary, WalkError> {
+    let method = Method::from_bit(server.encryption_method)
+        .ok_or(WalkError::UnknownMethod(server.encryption_method))?;
+    let server_random = server.server_random.ok_or(WalkError::NoServerRandom)?;
+    let key: RsaKey = cert::server_public_key(&server.server_certificate)?;
+    let mut io = Io {
+        stream,
+        buf: leftover,
+        timeout,
+    };
+    let stop = |s: Stage| stop_after.is_some_and(|st| st <= s);
+
+    // --- channels (MS-RDPBCGR 2.2.1.5-2.2.1.8) ---
+    let mut static_ids = server.channel_ids.clone();
+    if let Some(m) = server.message_channel {
+        static_ids.push(m);
+    }
+    let mut channels = ChannelConnectionSequence::new(server.io_channel, static_ids);
+    let mut out = WriteBuf::new();
+    let user_channel = loop {
+        if let ChannelConnectionState::AllJoined { user_channel_id } = channels.state {
+            break user_channel_id;
+        }
+        out.clear();
+        let res = match channels.next_pdu_hint() {
+            Some(_) => match io.read().await? {
+                Pdu::Tpkt(p) => channels.step(&p, None, &mut out),
+                Pdu::FastPath(_) => continue,
+            },
+            None => channels.step_no_input(&mut out),
+        };
+        res.map_err(|e| WalkError::Sequence {
+            stage: Stage::Channels,
+            detail: e.to_string(),
+        })?;
+        io.send(out.filled()).await?;
+    };
+    if stop(Stage::Channels) {
+        return Err(WalkError::Stopped(Stage::Channels));
+    }
+
+    // --- security exchange (MS-RDPBCGR 2.2.1.10, 5.3.4) ---
+    let client_random = random32();
+    let encrypted = cert::encrypt_client_random(&key, &client_random);
+    let mut ud = Vec::with_capacity(8 + encrypted.len());
+    ud.extend_from_slice(&SEC_EXCHANGE_PKT.to_le_bytes());
+    ud.extend_from_slice(&0u16.to_le_bytes());
+    ud.extend_from_slice(&(encrypted.len() as u32).to_le_bytes());
+    ud.extend_from_slice(&encrypted);
+    io.send(&send_data_request(user_channel, server.io_channel, ud)?)
+        .await?;
+    let mut ctx = match method {
+        Method::Fips => SecurityContext::fips(&keys::derive_fips(&client_random, &server_random)),
+        m => SecurityContext::rc4(&keys::derive_rc4(m, &client_random, &server_random)),
+    };
+
+    // --- client info (MS-RDPBCGR 2.2.1.11) ---
+    let info = client_info(credentials, client_addr);
+    let info_bytes =
+        ironrdp_core::encode_vec(&info).map_err(|e| WalkError::Malformed(e.to_string()))?;
+    io.send(&send_data_request(
+        user_channel,
+        server.io_channel,
+        seal(&mut ctx, SEC_INFO_PKT, &info_bytes),
+    )?)
+    .await?;
+    if stop(Stage::Security) {
+        return Err(WalkError::Stopped(Stage::Security));
+    }
+
+    // --- licensing (MS-RDPBCGR 2.2.1.12) ---
+    let mut bad = 0u32;
+    let (user, domain) = match credentials {
+        Some(c) => (c.user.clone(), c.domain.clone()),
+        None => (String::new(), None),
+    };
+    let mut lic = LicenseExchangeSequence::new(
+        server.io_channel,
+        user,
+        domain,
+        [0; 4],
+        Arc::new(NoLicenseCache),
+    );
+    let mut pending: Option<Opened> = None;
+    let mut licensing = String::from("skipped by the server");
+    loop {
+        if matches!(lic.state, LicenseExchangeState::LicenseExchanged) {
+            break;
+        }
+        let opened = match io.read().await? {
+            Pdu::FastPath(p) => {
+                skip_fast_path(&mut ctx, &p, &mut bad);
+                continue;
+            }
+            Pdu::Tpkt(p) => match open(&mut ctx, &p, &mut bad)? {
+                Some(o) => o,
+                None => return Err(WalkError::Closed),
+            },
+        };
+        if opened.flags & SEC_LICENSE_PKT == 0 {
+            // No licensing PDU: the server went straight to capabilities.
+            pending = Some(opened);
+            break;
+        }
+        let encrypt_license = opened.flags & SEC_LICENSE_ENCRYPT_CS != 0;
+        let mut hdr = (opened.flags & !SEC_ENCRYPT).to_le_bytes().to_vec();
+        hdr.extend_from_slice(&0u16.to_le_bytes());
+        if opened.payload.first() == Some(&0xff) {
+            licensing = match opened.payload.get(4..8) {
+                Some([7, 0, 0, 0]) => {
+                    "valid client (license error alert STATUS_VALID_CLIENT)".into()
+                }
+                Some(c) => format!(
+                    "license error alert 0x{:08x}",
+                    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                ),
+                None => "license error alert".into(),
+            };
+        } else if opened.payload.first() == Some(&0x03) {
+            licensing = "new license issued".into();
+        } else if opened.payload.first() == Some(&0x01) && !licensing.contains("valid") {
+            licensing = "server license request".into();
+        }
+        hdr.extend_from_slice(&opened.payload);
+        let input = indication(opened.initiator, opened.channel, hdr)?;
+        out.clear();
+        lic.step(&input, None, &mut out)
+            .map_err(|e| WalkError::Sequence {
+                stage: Stage::Licensing,
+                detail: e.to_string(),
+            })?;
+        if !out.filled().is_empty() {
+            let sealed = seal_output(&mut ctx, out.filled(), false, encrypt_license)?;
+            io.send(&sealed).await?;
+        }
+    }
+    if stop(Stage::Licensing) {
+        return Err(WalkError::Stopped(Stage::Licensing));
+    }
+
+    // --- capabilities and finalization (MS-RDPBCGR 2.2.1.13-2.2.1.22) ---
+    let config = connector_config(credentials);
+    let mut act = ironrdp_connector::connection_activation::ConnectionActivationSequence::new(
+        config,
+        server.io_channel,
+        user_channel,
+    );
+    use ironrdp_connector::connection_activation::ConnectionActivationState as A;
+    loop {
+        match act.connection_activation_state() {
+            A::Finalized { .. } => break,
+            A::Redirected { .. } => {
+                return Err(WalkError::Sequence {
+                    stage: Stage::Capabilities,
+                    detail: "server sent a redirection".into(),
+                })
+            }
+            _ => {}
+        }
+        out.clear();
+        let res = match act.next_pdu_hint() {
+            Some(_) => {
+                let opened = match pending.take() {
+                    Some(o) => o,
+                    None => match io.read().await? {
+                        Pdu::FastPath(p) => {
+                            skip_fast_path(&mut ctx, &p, &mut bad);
+                            continue;
+                        }
+                        Pdu::Tpkt(p) => match open(&mut ctx, &p, &mut bad)? {
+                            Some(o) => o,
+                            None => return Err(WalkError::Closed),
+                        },
+                    },
+                };
+                if opened.flags & SEC_LICENSE_PKT != 0 {
+                    continue;
+                }
+                let input = indication(opened.initiator, opened.channel, opened.payload)?;
+                act.step(&input, None, &mut out)
+            }
+            None => act.step_no_input(&mut out),
+        };
+        res.map_err(|e| WalkError::Sequence {
+            stage: Stage::Capabilities,
+            detail: e.to_string(),
+        })?;
+        if !out.filled().is_empty() {
+            let sealed = seal_output(&mut ctx, out.filled(), true, false)?;
+            io.send(&sealed).await?;
+        }
+    }
+    Ok(WalkSummary {
+        method,
+        level: server.encryption_level,
+        key_bits: key.bits,
+        key_source: key.source,
+        reached: Stage::Connected,
+        bad_signatures: bad,
+        licensing,
+    })
+}
+
+/// TS_INFO_PACKET (MS-RDPBCGR 2.2.1.11.1.1) with the flags xrdp and Windows expect
+/// (INFO_MOUSE | INFO_DISABLECTRLALTDEL | INFO_UNICODE | INFO_MAXIMIZESHELL at least).
+fn client_info(
+    credentials: Option<&Credentials>,
+    client_addr: SocketAddr,
+) -> ironrdp_pdu::rdp::client_info::ClientInfo {
+    use ironrdp_pdu::rdp::client_info::{
+        AddressFamily, ClientInfo, ClientInfoFlags, CompressionType, Credentials as C,
+        ExtendedClientInfo, ExtendedClientOptionalInfo,
+    };
+    let mut flags = ClientInfoFlags::MOUSE
+        | ClientInfoFlags::UNICODE
+        | ClientInfoFlags::DISABLE_CTRL_ALT_DEL
+        | ClientInfoFlags::LOGON_NOTIFY
+        | ClientInfoFlags::LOGON_ERRORS
+        | ClientInfoFlags::ENABLE_WINDOWS_KEY
+        | ClientInfoFlags::MAXIMIZE_SHELL
+        | ClientInfoFlags::NO_AUDIO_PLAYBACK;
+    let creds = match credentials {
+        Some(c) => {
+            flags |= ClientInfoFlags::AUTOLOGON;
+            C {
+                username: c.user.clone(),
+                password: c.password.clone(),
+                domain: c.domain.clone(),
+            }
+        }
+        None => C {
+            username: String::new(),
+            password: String::new(),
+            domain: None,
+        },
+    };
+    ClientInfo {
+        credentials: creds,
+        password_cookie: None,
+        code_page: 0,
+        flags,
+        compression_type: CompressionType::K8,
+        alternate_shell: String::new(),
+        work_dir: String::new(),
+        extra_info: ExtendedClientInfo {
+            address_family: match client_addr {
+                SocketAddr::V4(_) => AddressFamily::INET,
+                SocketAddr::V6(_) => AddressFamily::INET_6,
+            },
+            address: client_addr.ip().to_string(),
+            dir: "C:\\Windows\\System32\\mstscax.dll".into(),
+            optional_data: ExtendedClientOptionalInfo::builder()
+                .timezone(Default::default())
+                .session_id(0)
+                .performance_flags(Default::default())
+                .build(),
+        },
+    }
+}
+
+/// The IronRDP configuration the activation sequence needs (capability sets of the Confirm Active).
+fn connector_config(credentials: Option<&Credentials>) -> ironrdp_connector::Config {
+    use ironrdp_connector::{Config, Credentials as IrCreds, DesktopSize};
+    use ironrdp_pdu::gcc::KeyboardType;
+    use ironrdp_pdu::rdp::capability_sets::MajorPlatformType;
+    let (username, password, domain) = match credentials {
+        Some(c) => (c.user.clone(), c.password.clone(), c.domain.clone()),
+        None => (String::new(), String::new(), None),
+    };
+    Config {
+        desktop_size: DesktopSize {
+            width: 1024,
+            height: 768,
+        },
+        monitor_layout: None,
+        desktop_scale_factor: 0,
+        desktop_physical_size: None,
+        desktop_orientation: None,
+        device_scale_factor: None,
+        monitor_extended_layout: None,
+        relative_mouse_input: false,
+        enable_tls: false,
+        enable_credssp: false,
+        enable_standard_rdp_security: true,
+        credentials: IrCreds::UsernamePassword { username, password },
+        domain,
+        client_build: 2600,
+        client_name: "rdprobe".to_owned(),
+        keyboard_type: KeyboardType::IBM_ENHANCED,
+        keyboard_subtype: 0,
+        keyboard_functional_keys_count: 12,
+        keyboard_layout: 0x409,
+        connection_type: ironrdp_pdu::gcc::ConnectionType::Lan,
+        ime_file_name: String::new(),
+        bitmap: None,
+        dig_product_id: String::new(),
+        client_dir: "C:\\Windows\\System32\\mstscax.dll".to_owned(),
+        alternate_shell: String::new(),
+        work_dir: String::new(),
+        remote_application_mode: false,
+        rail_support_level: ironrdp_pdu::rdp::capability_sets::RailSupportLevel::empty(),
+        platform: MajorPlatformType::UNIX,
+        hardware_id: None,
+        request_data: None,
+        autologon: false,
+        enable_audio_playback: false,
+        enable_audio_capture: false,
+        performance_flags: Default::default(),
+        license_cache: None,
+        timezone_info: Default::default(),
+        compression_type: None,
+        enable_server_pointer: false,
+        pointer_software_rendering: true,
+        multitransport_flags: None,
+        support_dyn_vc_gfx_protocol: false,
+    }
+}
