@@ -65,6 +65,11 @@ fn fact_str(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Array(a) => a.iter().map(fact_str).collect::<Vec<_>>().join(","),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k}:{}", fact_str(v)))
+            .collect::<Vec<_>>()
+            .join("/"),
         other => other.to_string(),
     }
 }
@@ -145,7 +150,7 @@ pub fn render_text(r: &ConnectionReport) -> String {
         let mut facts = Vec::new();
         for key in shown_facts(s.stage) {
             if let Some(v) = s.facts.get(*key) {
-                if matches!(v, serde_json::Value::Bool(false)) {
+                if matches!(v, serde_json::Value::Bool(false)) || v.as_str() == Some("") {
                     continue;
                 }
                 facts.push(format!("{}={}", key, fact_str(v)));

@@ -1598,6 +1598,9 @@ fn summarize(
                     "the server (or the network in front of it) went silent".to_owned()
                 }
                 (FailureKind::Unreachable { .. }, _) => "the network could not reach the server".to_owned(),
+                (FailureKind::Reset, Side::Server) => {
+                    "the server, or a device in front of it, reset the connection".to_owned()
+                }
                 (_, Side::Server) => "the server most likely ended the connection".to_owned(),
                 (_, Side::Client) => "the client ended the connection".to_owned(),
                 (_, Side::Network) => "the network ended the connection".to_owned(),
