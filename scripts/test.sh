@@ -16,12 +16,22 @@ if [[ -z "${RDPROBE_CORPUS:-}" && -d ../shared/corpus ]]; then
   export RDPROBE_CORPUS
 fi
 
-for bin in xrdp freerdp-shadow-cli xfreerdp tshark Xvfb; do
+missing=0
+for bin in xrdp freerdp-shadow-cli xfreerdp tshark Xvfb winpr-hash nmap; do
   if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1; then
-    echo "test.sh: $bin not found: run scripts/install-peers.sh first" >&2
-    exit 1
+    echo "test.sh: $bin not found" >&2
+    missing=1
   fi
 done
+if ((missing)); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "test.sh: installing the real peers with scripts/install-peers.sh" >&2
+    scripts/install-peers.sh
+  else
+    echo "test.sh: run scripts/install-peers.sh as root first (Debian packages of the peers)" >&2
+    exit 1
+  fi
+fi
 
 declare -a summary=()
 failed=0
