@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod decode;
 pub mod diagnose;
+pub mod fuzz;
 pub mod enumerate;
 pub mod lab;
 pub mod probe;

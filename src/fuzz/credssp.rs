@@ -1,0 +1,384 @@
+//! Stage `credssp`: mutations of the first TSRequest (MS-CSSP 2.2.1) the client sends inside TLS,
+//! with its ASN.1 DER structure (version, negoTokens, authInfo, pubKeyAuth, errorCode,
+//! clientNonce, tags and lengths, nesting) and the NTLM NEGOTIATE message it carries
+//! (MS-NLMP 2.2.1.1: signature, message type, flags, domain / workstation fields, version).
+
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::havoc::{self, Havoc};
+use super::ladder::upto;
+use super::EncodeCtx;
+
+/// Deepest extra SEQUENCE nesting a case asks for.
+pub const MAX_NESTING: u64 = 512;
+
+/// One structured mutation of the TSRequest; later ones override earlier ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "field", content = "value", rename_all = "snake_case")]
+pub enum CredsspMutation {
+    /// TSRequest.version (default 6), as a minimal DER INTEGER.
+    Version(u32),
+    /// TSRequest.version as raw INTEGER content: `len` bytes of `fill` (zero length is invalid DER).
+    VersionRaw { len: u8, fill: u8 },
+    /// The outer SEQUENCE tag (default 0x30).
+    OuterTag(u8),
+    /// The outer SEQUENCE length (default: the real length).
+    OuterLength(u32),
+    /// Encode the outer length in long form with this many length bytes (non-minimal BER).
+    OuterLongForm(u8),
+    /// The context tag of field `field` (0 version … 5 clientNonce; default 0xA0 + field).
+    FieldTag { field: u8, tag: u8 },
+    /// The explicit-tag length of field `field` (default: the real length).
+    FieldLength { field: u8, length: u32 },
+    /// Leave negoTokens out.
+    NoNegoTokens,
+    /// Repeat the NegoDataItem this many times (default 1).
+    NegoTokenCount(u8),
+    /// The negoToken OCTET STRING length (default: the real length).
+    NegoTokenLength(u32),
+    /// Wrap the NegoData SEQUENCE in this many extra SEQUENCEs.
+    Nesting(u16),
+    /// Replace the NTLMSSP signature's last byte.
+    NtlmSignature(u8),
+    NtlmMessageType(u32),
+    NtlmFlags(u32),
+    /// DomainNameFields: length, maximum length, offset.
+    NtlmDomain { len: u16, max_len: u16, offset: u32 },
+    NtlmWorkstation { len: u16, max_len: u16, offset: u32 },
+    /// Payload bytes after the fixed NEGOTIATE fields.
+    NtlmPayload { len: u16, fill: u8 },
+    /// Keep only the first bytes of the NTLM message.
+    NtlmTruncate(u8),
+    /// authInfo of `len` bytes.
+    AuthInfo { len: u16 },
+    /// pubKeyAuth of `len` bytes.
+    PubKeyAuth { len: u16 },
+    ErrorCode(u32),
+    /// clientNonce of `len` bytes (32 is valid).
+    ClientNonce { len: u16 },
+    Havoc(Havoc),
+}
+
+/// A case of the `credssp` stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredsspCase {
+    pub mutations: Vec<CredsspMutation>,
+}
+
+/// NEGOTIATE flags of the valid message: UNICODE, OEM, REQUEST_TARGET, SIGN, SEAL, NTLM,
+/// ALWAYS_SIGN, EXTENDED_SESSIONSECURITY, VERSION, 128, KEY_EXCH, 56.
+pub const BASE_NTLM_FLAGS: u32 = 0xe208_8297;
+
+/// DER length octets: minimal, or long form with `long` length bytes.
+fn der_len(len: usize, long: Option<u8>) -> Vec<u8> {
+    match long {
+        Some(n) => {
+            let n = usize::from(n.clamp(1, 126));
+            let mut out = vec![0x80 | n as u8];
+            let bytes = (len as u64).to_be_bytes();
+            for i in 0..n {
+                // Leading positions beyond 8 bytes are zero.
+                out.push(if n - i > 8 { 0 } else { bytes[8 - (n - i)] });
+            }
+            out
+        }
+        None if len < 0x80 => vec![len as u8],
+        None => {
+            let bytes = (len as u64).to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            let mut out = vec![0x80 | (8 - skip) as u8];
+            out.extend_from_slice(&bytes[skip..]);
+            out
+        }
+    }
+}
+
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    tlv_with(tag, content, None, None)
+}
+
+fn tlv_with(tag: u8, content: &[u8], length: Option<u32>, long: Option<u8>) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = length.map(|l| l as usize).unwrap_or(content.len());
+    out.extend(der_len(len, long));
+    out.extend_from_slice(content);
+    out
+}
+
+/// Minimal two's-complement DER INTEGER content of a non-negative value.
+fn der_uint(v: u64) -> Vec<u8> {
+    let bytes = v.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count().min(7);
+    let mut out = bytes[skip..].to_vec();
+    if out[0] & 0x80 != 0 {
+        out.insert(0, 0);
+    }
+    out
+}
+
+/// The NTLM NEGOTIATE message (MS-NLMP 2.2.1.1) with mutations.
+fn ntlm_negotiate(mutations: &[CredsspMutation]) -> Vec<u8> {
+    let mut last_sig = 0u8;
+    let mut ty = 1u32;
+    let mut flags = BASE_NTLM_FLAGS;
+    let mut domain = (0u16, 0u16, 40u32);
+    let mut ws = (0u16, 0u16, 40u32);
+    let mut payload = Vec::new();
+    let mut truncate = None;
+    for m in mutations {
+        match m {
+            CredsspMutation::NtlmSignature(b) => last_sig = *b,
+            CredsspMutation::NtlmMessageType(t) => ty = *t,
+            CredsspMutation::NtlmFlags(f) => flags = *f,
+            CredsspMutation::NtlmDomain {
+                len,
+                max_len,
+                offset,
+            } => domain = (*len, *max_len, *offset),
+            CredsspMutation::NtlmWorkstation {
+                len,
+                max_len,
+                offset,
+            } => ws = (*len, *max_len, *offset),
+            CredsspMutation::NtlmPayload { len, fill } => {
+                payload = havoc::filler(usize::from(*len).min(havoc::MAX_INSERT as usize), *fill)
+            }
+            CredsspMutation::NtlmTruncate(k) => truncate = Some(usize::from(*k)),
+            _ => {}
+        }
+    }
+    let mut m = b"NTLMSSP".to_vec();
+    m.push(last_sig);
+    m.extend_from_slice(&ty.to_le_bytes());
+    m.extend_from_slice(&flags.to_le_bytes());
+    for (len, max, off) in [domain, ws] {
+        m.extend_from_slice(&len.to_le_bytes());
+        m.extend_from_slice(&max.to_le_bytes());
+        m.extend_from_slice(&off.to_le_bytes());
+    }
+    // Version: 10.0 build 19041, NTLMSSP_REVISION_W2K3 (MS-NLMP 2.2.2.10).
+    m.extend_from_slice(&[10, 0, 0x61, 0x4a, 0, 0, 0, 0x0f]);
+    m.extend_from_slice(&payload);
+    if let Some(k) = truncate {
+        m.truncate(k);
+    }
+    m
+}
+
+/// Encodes the TSRequest from `mutations` (none: the valid first TSRequest with NTLM NEGOTIATE).
+pub fn encode(mutations: &[CredsspMutation], _ctx: &EncodeCtx) -> Vec<u8> {
+    let mut version = der_uint(6);
+    let mut outer_tag = 0x30u8;
+    let mut outer_len = None;
+    let mut outer_long = None;
+    let mut tags: [u8; 6] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5];
+    let mut lengths: [Option<u32>; 6] = [None; 6];
+    let mut nego = true;
+    let mut nego_count = 1u8;
+    let mut token_len = None;
+    let mut nesting = 0u16;
+    let mut auth_info = None;
+    let mut pub_key_auth = None;
+    let mut error_code = None;
+    let mut client_nonce = None;
+    let mut havocs = Vec::new();
+    for m in mutations {
+        match m {
+            CredsspMutation::Version(v) => version = der_uint(u64::from(*v)),
+            CredsspMutation::VersionRaw { len, fill } => version = vec![*fill; usize::from(*len)],
+            CredsspMutation::OuterTag(t) => outer_tag = *t,
+            CredsspMutation::OuterLength(l) => outer_len = Some(*l),
+            CredsspMutation::OuterLongForm(n) => outer_long = Some(*n),
+            CredsspMutation::FieldTag { field, tag } => tags[usize::from(*field) % 6] = *tag,
+            CredsspMutation::FieldLength { field, length } => {
+                lengths[usize::from(*field) % 6] = Some(*length)
+            }
+            CredsspMutation::NoNegoTokens => nego = false,
+            CredsspMutation::NegoTokenCount(n) => nego_count = *n,
+            CredsspMutation::NegoTokenLength(l) => token_len = Some(*l),
+            CredsspMutation::Nesting(d) => nesting = *d,
+            CredsspMutation::AuthInfo { len } => auth_info = Some(*len),
+            CredsspMutation::PubKeyAuth { len } => pub_key_auth = Some(*len),
+            CredsspMutation::ErrorCode(c) => error_code = Some(*c),
+            CredsspMutation::ClientNonce { len } => client_nonce = Some(*len),
+            CredsspMutation::Havoc(h) => havocs.push(h.clone()),
+            _ => {}
+        }
+    }
+    let blob = |len: u16, seed: u8| -> Vec<u8> {
+        (0..usize::from(len).min(havoc::MAX_INSERT as usize))
+            .map(|i| (i as u8).wrapping_add(seed))
+            .collect()
+    };
+    let field = |i: usize, inner: Vec<u8>| tlv_with(tags[i], &inner, lengths[i], None);
+    let mut body = field(0, tlv(0x02, &version));
+    if nego {
+        let token = ntlm_negotiate(mutations);
+        let octets = tlv_with(0x04, &token, token_len, None);
+        let item = tlv(0x30, &tlv(0xa0, &octets));
+        let mut items = Vec::new();
+        for _ in 0..nego_count {
+            items.extend_from_slice(&item);
+        }
+        let mut nego_data = tlv(0x30, &items);
+        // INVARIANT: nesting is bounded (MAX_NESTING) so a replayed case cannot blow the stack or memory.
+        for _ in 0..u64::from(nesting).min(MAX_NESTING) {
+            nego_data = tlv(0x30, &nego_data);
+        }
+        body.extend(field(1, nego_data));
+    }
+    if let Some(len) = auth_info {
+        body.extend(field(2, tlv(0x04, &blob(len, 0x21))));
+    }
+    if let Some(len) = pub_key_auth {
+        body.extend(field(3, tlv(0x04, &blob(len, 0x42))));
+    }
+    if let Some(code) = error_code {
+        body.extend(field(4, tlv(0x02, &der_uint(u64::from(code)))));
+    }
+    if let Some(len) = client_nonce {
+        body.extend(field(5, tlv(0x04, &blob(len, 0x63))));
+    }
+    let mut out = tlv_with(outer_tag, &body, outer_len, outer_long);
+    havoc::apply_all(&havocs, &mut out);
+    out
+}
+
+fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
+    upto(0xff, extra).prop_map(|v| v as u8).boxed()
+}
+
+fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
+    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
+}
+
+fn u32s(extra: &[u64]) -> BoxedStrategy<u32> {
+    upto(0xffff_ffff, extra).prop_map(|v| v as u32).boxed()
+}
+
+/// One mutation, boundary-biased.
+pub fn mutation() -> BoxedStrategy<CredsspMutation> {
+    use CredsspMutation as M;
+    prop_oneof![
+        4 => u32s(&[2, 5, 6, 7]).prop_map(M::Version),
+        1 => (upto(0xff, &[9]).prop_map(|v| v as u8), u8s(&[0x80])).prop_map(|(len, fill)| M::VersionRaw { len, fill }),
+        1 => u8s(&[0x30, 0x31, 0xa0]).prop_map(M::OuterTag),
+        2 => u32s(&[]).prop_map(M::OuterLength),
+        1 => upto(126, &[5, 9]).prop_map(|v| M::OuterLongForm(v as u8)),
+        1 => (upto(5, &[]).prop_map(|v| v as u8), u8s(&[0xa0, 0xa6, 0x80, 0x30])).prop_map(|(field, tag)| M::FieldTag { field, tag }),
+        2 => (upto(5, &[]).prop_map(|v| v as u8), u32s(&[])).prop_map(|(field, length)| M::FieldLength { field, length }),
+        1 => Just(M::NoNegoTokens),
+        1 => u8s(&[2]).prop_map(M::NegoTokenCount),
+        2 => u32s(&[]).prop_map(M::NegoTokenLength),
+        1 => upto(MAX_NESTING, &[100]).prop_map(|v| M::Nesting(v as u16)),
+        1 => u8s(&[0]).prop_map(M::NtlmSignature),
+        2 => u32s(&[1, 2, 3]).prop_map(M::NtlmMessageType),
+        2 => u32s(&[BASE_NTLM_FLAGS as u64]).prop_map(M::NtlmFlags),
+        2 => (u16s(&[]), u16s(&[]), u32s(&[40])).prop_map(|(len, max_len, offset)| M::NtlmDomain { len, max_len, offset }),
+        1 => (u16s(&[]), u16s(&[]), u32s(&[40])).prop_map(|(len, max_len, offset)| M::NtlmWorkstation { len, max_len, offset }),
+        1 => (upto(havoc::MAX_INSERT, &[]).prop_map(|v| v as u16), u8s(&[])).prop_map(|(len, fill)| M::NtlmPayload { len, fill }),
+        1 => upto(40, &[8, 12, 16]).prop_map(|v| M::NtlmTruncate(v as u8)),
+        1 => upto(havoc::MAX_INSERT, &[]).prop_map(|v| M::AuthInfo { len: v as u16 }),
+        1 => upto(havoc::MAX_INSERT, &[]).prop_map(|v| M::PubKeyAuth { len: v as u16 }),
+        1 => u32s(&[0xc000_006d, 0xc000_0022]).prop_map(M::ErrorCode),
+        1 => upto(havoc::MAX_INSERT, &[32]).prop_map(|v| M::ClientNonce { len: v as u16 }),
+        3 => Havoc::strategy(100).prop_map(M::Havoc),
+    ]
+    .boxed()
+}
+
+/// A whole case: one to four mutations.
+pub fn strategy() -> BoxedStrategy<CredsspCase> {
+    proptest::collection::vec(mutation(), 1..=4)
+        .prop_map(|mutations| CredsspCase { mutations })
+        .boxed()
+}
+
+/// TSRequest.version of a DER TSRequest, if the first field is a readable INTEGER (any length up to
+/// 8 bytes, so non-minimal encodings count too).
+pub fn ts_request_version(b: &[u8]) -> Option<u64> {
+    fn header(b: &[u8]) -> Option<(u8, usize, usize)> {
+        let tag = *b.first()?;
+        let l0 = *b.get(1)?;
+        if l0 < 0x80 {
+            return Some((tag, 2, usize::from(l0)));
+        }
+        let n = usize::from(l0 & 0x7f);
+        if n == 0 || n > 8 {
+            return None;
+        }
+        let len = b
+            .get(2..2 + n)?
+            .iter()
+            .fold(0u64, |a, &x| (a << 8) | u64::from(x));
+        Some((tag, 2 + n, usize::try_from(len).ok()?))
+    }
+    let (tag, h, _) = header(b)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let b = b.get(h..)?;
+    let (tag, h, _) = header(b)?;
+    if tag != 0xa0 {
+        return None;
+    }
+    let b = b.get(h..)?;
+    let (tag, h, len) = header(b)?;
+    if tag != 0x02 || len == 0 || len > 8 {
+        return None;
+    }
+    let v = b.get(h..h + len)?;
+    Some(v.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_ts_request_parses_with_ntlm_negotiate() {
+        let b = encode(&[], &EncodeCtx::default());
+        let f = crate::decode::credssp::parse_ts_request(&b).expect("valid TSRequest");
+        assert_eq!(f.version, 6);
+        let tok = f.nego_token.expect("token");
+        let n = crate::decode::credssp::parse_ntlm(&tok).expect("ntlm");
+        assert_eq!(
+            n.message_type,
+            Some(crate::decode::credssp::NtlmMessageType::Negotiate)
+        );
+        let sspi = sspi::credssp::TsRequest::from_buffer(&b).expect("sspi parses it");
+        assert_eq!(sspi.version, 6);
+        assert_eq!(ts_request_version(&b), Some(6));
+    }
+
+    #[test]
+    fn version_mutations() {
+        let ctx = EncodeCtx::default();
+        assert_eq!(
+            ts_request_version(&encode(&[CredsspMutation::Version(0)], &ctx)),
+            Some(0)
+        );
+        assert_eq!(
+            ts_request_version(&encode(&[CredsspMutation::Version(0xffff_ffff)], &ctx)),
+            Some(0xffff_ffff)
+        );
+        let b = encode(&[CredsspMutation::OuterLongForm(4)], &ctx);
+        assert_eq!(b[1], 0x84);
+        assert_eq!(ts_request_version(&b), Some(6));
+        let b = encode(&[CredsspMutation::Nesting(3)], &ctx);
+        assert!(crate::decode::credssp::der_frame_len(&b) == Some(b.len()));
+    }
+
+    #[test]
+    fn der_lengths() {
+        assert_eq!(der_len(5, None), vec![5]);
+        assert_eq!(der_len(0x80, None), vec![0x81, 0x80]);
+        assert_eq!(der_len(0x1234, None), vec![0x82, 0x12, 0x34]);
+        assert_eq!(der_len(5, Some(3)), vec![0x83, 0, 0, 5]);
+        assert_eq!(der_len(5, Some(10)).len(), 11);
+        assert_eq!(der_uint(0), vec![0]);
+        assert_eq!(der_uint(0x80), vec![0, 0x80]);
+        assert_eq!(der_uint(0xffff_ffff), vec![0, 0xff, 0xff, 0xff, 0xff]);
+    }
+}

@@ -1,0 +1,872 @@
+//! The fuzzer's connection driver: one TCP connection per case. It drives the valid stages before
+//! the fuzzed one (X.224 with rdprobe's own valid request, TLS with the probe's rustls
+//! configuration, CredSSP with IronRDP's `CredsspSequence`, a valid MCS Connect Initial), sends the
+//! mutated PDU and classifies the answer. Everything crosses the probe's taps, so the Trace of a
+//! case is a capture `rdprobe analyze` understands.
+//!
+//! INVARIANT: every wait has a deadline (`Target::timeout`, and the FIN grace after a silence), so
+//! a case ends in bounded time whatever the target does.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ironrdp_connector::credssp::CredsspSequence;
+use ironrdp_connector::sspi::generator::GeneratorState;
+use ironrdp_core::WriteBuf;
+use ironrdp_pdu::nego::SecurityProtocol;
+use ironrdp_pdu::PduHint;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::channels::{self, DomainReply};
+use super::oracle::ResponseClass;
+use super::{Case, EncodeCtx, FuzzStage};
+use crate::decode::x224::{self as dx224, Frame, X224};
+use crate::probe::tap::{SharedTrace, Tap};
+use crate::probe::Credentials;
+use crate::trace::{Dir, EventKind, Layer, Trace};
+
+/// Largest reply the observer buffers before calling it malformed, in bytes.
+pub const MAX_REPLY: usize = 256 * 1024;
+
+/// PROTOCOL_SSL | PROTOCOL_HYBRID | PROTOCOL_HYBRID_EX (MS-RDPBCGR 2.2.1.1.1).
+pub const ALL_ENHANCED: u32 = 0x1 | 0x2 | 0x8;
+
+/// Where and how to fuzz.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Name for CredSSP (the SPN host); the address when none was given.
+    pub host: String,
+    pub credentials: Option<Credentials>,
+    /// Deadline for every wait on the target (connect, each reply).
+    pub timeout: Duration,
+    /// How long the target may take to react to the fuzzer's FIN after a silence.
+    pub fin_grace: Duration,
+    /// requestedProtocols of the valid X.224 request; None picks per stage.
+    pub protocols: Option<u32>,
+}
+
+impl Target {
+    pub fn new(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            host: addr.ip().to_string(),
+            credentials: None,
+            timeout: Duration::from_secs(2),
+            fin_grace: Duration::from_millis(500),
+            protocols: None,
+        }
+    }
+
+    /// requestedProtocols of the valid X.224 request for `stage`.
+    pub fn requested_protocols(&self, stage: FuzzStage) -> u32 {
+        if let Some(p) = self.protocols {
+            return p;
+        }
+        match stage {
+            FuzzStage::Mcs | FuzzStage::Channels if self.credentials.is_none() => 0x1,
+            _ => ALL_ENHANCED,
+        }
+    }
+}
+
+/// What one case did.
+#[derive(Clone, Debug)]
+pub struct CaseRun {
+    pub class: ResponseClass,
+    /// One line: what the target answered (or why the case did not get to send).
+    pub detail: String,
+    /// The mutated bytes as sent (the join PDUs concatenated for `channels`).
+    pub sent: Vec<u8>,
+    pub trace: Trace,
+    pub elapsed: Duration,
+}
+
+/// How a wait for a reply ended.
+enum Judge {
+    NeedMore,
+    Reply(ResponseClass, String),
+}
+
+type Io = Box<dyn IoStream>;
+trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
+
+/// Why a valid stage before the fuzzed one failed.
+struct PrefixFail(ResponseClass, String);
+
+fn prefix(detail: impl Into<String>) -> PrefixFail {
+    PrefixFail(ResponseClass::PrefixFailed, detail.into())
+}
+
+/// Runs one case against the target, recording everything into a Trace.
+pub async fn run_case(target: &Target, case: &Case) -> CaseRun {
+    let started = Instant::now();
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let shared = SharedTrace::new(Trace::new(unspecified, target.addr));
+    let mut sent = Vec::new();
+    let (class, detail) = match drive(target, case, &shared, &mut sent).await {
+        Ok(v) => v,
+        Err(PrefixFail(class, detail)) => (class, detail),
+    };
+    let established = shared.has_event(|k| matches!(k, EventKind::Connected));
+    let reset = shared.has_event(|k| matches!(k, EventKind::Rst { .. }));
+    if established && !reset && !shared.fin_seen(Dir::C2S) {
+        shared.fin(Dir::C2S);
+    }
+    CaseRun {
+        class,
+        detail,
+        sent,
+        trace: shared.snapshot(),
+        elapsed: started.elapsed(),
+    }
+}
+
+async fn drive(
+    target: &Target,
+    case: &Case,
+    shared: &SharedTrace,
+    sent: &mut Vec<u8>,
+) -> Result<(ResponseClass, String), PrefixFail> {
+    let stage = case.stage();
+    // --- tcp ---
+    let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
+        Err(_) => {
+            shared.push(EventKind::ConnectFailed(
+                crate::trace::ConnectFailure::TimedOut {
+                    after_ms: target.timeout.as_millis() as u64,
+                },
+            ));
+            return Err(PrefixFail(
+                ResponseClass::Refused,
+                "tcp connect timed out".into(),
+            ));
+        }
+        Ok(Err(e)) => {
+            let f = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                crate::trace::ConnectFailure::Refused
+            } else {
+                crate::trace::ConnectFailure::Unreachable {
+                    detail: e.to_string(),
+                }
+            };
+            shared.push(EventKind::ConnectFailed(f));
+            return Err(PrefixFail(
+                ResponseClass::Refused,
+                format!("tcp connect failed: {e}"),
+            ));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    if let Ok(local) = tcp.local_addr() {
+        shared.set_addrs(local, target.addr);
+    }
+    shared.push(EventKind::Connected);
+    let mut wire = Tap::new(tcp, shared.clone(), Layer::Wire);
+    let mut ctx = EncodeCtx {
+        requested_protocols: target.requested_protocols(stage),
+        ..EncodeCtx::default()
+    };
+
+    // --- x224 ---
+    if let Case::X224(c) = case {
+        let bytes = super::x224::encode(&c.mutations, &ctx);
+        note_sent(shared, stage, &bytes);
+        sent.extend_from_slice(&bytes);
+        if let Err(e) = write(&mut wire, &bytes).await {
+            return Ok(write_failed(&e));
+        }
+        return Ok(observe(&mut wire, target, judge_x224).await);
+    }
+    let request = super::x224::encode(&[], &ctx);
+    write(&mut wire, &request)
+        .await
+        .map_err(|e| prefix(format!("x224 request: {e}")))?;
+    let (pdu, rest) = read_pdu(&mut wire, target.timeout, Vec::new(), tpkt_len)
+        .await
+    .map_err(|e| PrefixFail(e.0, format!("x224 confirm: {}", e.1)))?;
+    let selected = match dx224::decode_tpkt(&pdu) {
+        X224::ConnectionConfirm { selected, .. } => selected,
+        X224::NegotiationFailure { code } => {
+            return Err(prefix(format!(
+                "x224: the target answered RDP_NEG_FAILURE {} (0x{code:08x}) to requestedProtocols 0x{:x}",
+                dx224::failure_code_name(code),
+                ctx.requested_protocols
+            )))
+        }
+        other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
+    };
+    ctx.selected_protocol = selected;
+    let uses_tls = selected & ALL_ENHANCED != 0;
+    let uses_credssp = selected & 0xa != 0;
+
+    // --- tls ---
+    if let Case::Tls(c) = case {
+        if !uses_tls {
+            return Err(prefix(format!(
+                "tls: the target selected protocol 0x{selected:x} (no TLS)"
+            )));
+        }
+        let bytes = super::tls::encode(&c.mutations, &ctx);
+        note_sent(shared, stage, &bytes);
+        sent.extend_from_slice(&bytes);
+        if let Err(e) = write(&mut wire, &bytes).await {
+            return Ok(write_failed(&e));
+        }
+        return Ok(observe(&mut wire, target, judge_tls).await);
+    }
+    let mut buf = rest;
+    let mut io: Io = if uses_tls {
+        if !buf.is_empty() {
+            return Err(prefix("tls: the target sent bytes after the X.224 confirm"));
+        }
+        let (config, verifier) =
+            crate::probe::tls::rustls_config(shared.clone(), crate::probe::tls::TlsVersions::Both);
+        let conn = tokio_rustls::TlsConnector::from(config);
+        let name = rustls::pki_types::ServerName::try_from("rdp-server")
+            .map_err(|e| prefix(format!("tls: {e}")))?
+            .to_owned();
+        let tls = match tokio::time::timeout(target.timeout, conn.connect(name, wire)).await {
+            Err(_) => return Err(prefix("tls: handshake timed out")),
+            Ok(Err(e)) => {
+                shared.push(EventKind::TlsError {
+                    message: e.to_string(),
+                });
+                return Err(prefix(format!("tls: {e}")));
+            }
+            Ok(Ok(s)) => s,
+        };
+        let certificates = verifier
+            .chain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (_, c) = tls.get_ref();
+        shared.push(EventKind::TlsSession(crate::trace::TlsSessionInfo {
+            version: c
+                .protocol_version()
+                .map(crate::probe::tls::rustls_version_name)
+                .unwrap_or_default(),
+            cipher_suite: c
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default(),
+            certificates: certificates.clone(),
+            engine: "rustls".into(),
+        }));
+        let mut inner: Io = Box::new(Tap::new(tls, shared.clone(), Layer::Inner));
+
+        // --- credssp ---
+        if let Case::Credssp(c) = case {
+            if !uses_credssp {
+                return Err(prefix(format!(
+                    "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
+                )));
+            }
+            let bytes = super::credssp::encode(&c.mutations, &ctx);
+            note_sent(shared, stage, &bytes);
+            sent.extend_from_slice(&bytes);
+            if let Err(e) = write(&mut inner, &bytes).await {
+                return Ok(write_failed(&e));
+            }
+            return Ok(observe(&mut inner, target, judge_credssp).await);
+        }
+        if uses_credssp {
+            let leaf = certificates
+                .first()
+                .cloned()
+                .ok_or_else(|| prefix("tls: no server certificate"))?;
+            buf = credssp_prefix(target, &mut inner, selected, &leaf).await?;
+        }
+        inner
+    } else {
+        if matches!(case, Case::Credssp(_)) {
+            return Err(prefix(format!(
+                "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
+            )));
+        }
+        Box::new(wire)
+    };
+
+    // --- mcs ---
+    if let Case::Mcs(c) = case {
+        let bytes = super::mcs::encode(&c.mutations, &ctx);
+        note_sent(shared, stage, &bytes);
+        sent.extend_from_slice(&bytes);
+        if let Err(e) = write(&mut io, &bytes).await {
+            return Ok(write_failed(&e));
+        }
+        return Ok(observe_with(&mut io, target, buf, judge_mcs).await);
+    }
+    let ci = super::mcs::encode(&[], &ctx);
+    write(&mut io, &ci)
+        .await
+        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+    let (pdu, rest) = read_pdu(&mut io, target.timeout, buf, tpkt_len)
+        .await
+    .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
+    let (class, what) = judge_mcs_pdu(&pdu);
+    if class != ResponseClass::ValidReply {
+        return Err(prefix(format!("mcs: {what}")));
+    }
+    let facts = crate::decode::mcs::connect_response_facts(&pdu[7..])
+        .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
+    ctx.io_channel = facts
+        .get("io_channel")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| prefix("mcs connect response: no I/O channel"))?;
+    ctx.static_channels = facts
+        .get("channel_ids")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64().and_then(|v| u16::try_from(v).ok()))
+                .filter(|v| *v != 0)
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // --- channels ---
+    let Case::Channels(c) = case else {
+        return Err(prefix(format!("stage {stage} is not fuzzable")));
+    };
+    let one = channels::encode_phase_one(&c.mutations);
+    note_sent(shared, stage, &one);
+    sent.extend_from_slice(&one);
+    if let Err(e) = write(&mut io, &one).await {
+        return Ok(write_failed(&e));
+    }
+    let mut buf = rest;
+    let (pdu, rest) =
+        match read_pdu(&mut io, target.timeout, std::mem::take(&mut buf), tpkt_len).await {
+            Ok(v) => v,
+            Err((class, detail)) => {
+                if class == ResponseClass::Silence {
+                    return Ok(after_silence(&mut io, target, shared).await);
+                }
+                return Ok((class, format!("waiting for the attach user confirm: {detail}")));
+            }
+        };
+    match channels::domain_reply(&pdu) {
+        Some(DomainReply::AttachConfirm {
+            result: 0,
+            user: Some(u),
+        }) => ctx.user_channel = Some(u),
+        Some(DomainReply::AttachConfirm { result, .. }) => {
+            return Ok((
+                ResponseClass::ErrorReply,
+                format!(
+                    "attach user confirm {}",
+                    crate::decode::mcs::mcs_result_name(result)
+                ),
+            ))
+        }
+        Some(DomainReply::Ultimatum) => {
+            return Ok((
+                ResponseClass::ErrorReply,
+                "disconnect provider ultimatum".into(),
+            ))
+        }
+        other => {
+            return Ok((
+                ResponseClass::MalformedReply,
+                format!("expected an attach user confirm, got {other:?}"),
+            ))
+        }
+    }
+    let joins = channels::encode_joins(&c.mutations, &ctx);
+    let mut buf = rest;
+    for (k, join) in joins.iter().enumerate() {
+        sent.extend_from_slice(join);
+        if let Err(e) = write(&mut io, join).await {
+            return Ok(write_failed(&e));
+        }
+        let (pdu, rest) = match read_pdu(&mut io, target.timeout, std::mem::take(&mut buf), tpkt_len)
+            .await
+        {
+            Ok(v) => v,
+            Err((class, detail)) => {
+                if class == ResponseClass::Silence {
+                    return Ok(after_silence(&mut io, target, shared).await);
+                }
+                return Ok((class, format!("waiting for join confirm {k}: {detail}")));
+            }
+        };
+        buf = rest;
+        match channels::domain_reply(&pdu) {
+            Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
+            Some(DomainReply::JoinConfirm { result, .. }) => {
+                return Ok((
+                    ResponseClass::ErrorReply,
+                    format!(
+                        "channel join confirm {}",
+                        crate::decode::mcs::mcs_result_name(result)
+                    ),
+                ))
+            }
+            Some(DomainReply::Ultimatum) => {
+                return Ok((
+                    ResponseClass::ErrorReply,
+                    "disconnect provider ultimatum".into(),
+                ))
+            }
+            other => {
+                return Ok((
+                    ResponseClass::MalformedReply,
+                    format!("expected a channel join confirm, got {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok((
+        ResponseClass::ValidReply,
+        format!("{} channel joins confirmed", joins.len()),
+    ))
+}
+
+/// Frames a TPKT or fast-path PDU for [`read_pdu`].
+fn tpkt_len(b: &[u8]) -> Result<Option<usize>, String> {
+    match dx224::frame(b) {
+        Frame::Tpkt(n) | Frame::FastPath(n) => Ok(Some(n)),
+        Frame::Incomplete => Ok(None),
+        Frame::Invalid(what) => Err(what),
+    }
+}
+
+fn note_sent(shared: &SharedTrace, stage: FuzzStage, bytes: &[u8]) {
+    shared.push(EventKind::Note(format!(
+        "rdprobe fuzz: mutated {stage} PDU of {} bytes",
+        bytes.len()
+    )));
+}
+
+async fn write<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
+fn write_failed(e: &std::io::Error) -> (ResponseClass, String) {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe => (
+            ResponseClass::Reset,
+            format!("reset while the fuzzer was sending: {e}"),
+        ),
+        _ => (ResponseClass::Close, format!("send failed: {e}")),
+    }
+}
+
+/// Reads one PDU framed by `frame` (its total length once the header is readable). Errors carry
+/// the class of what happened instead (close, reset, silence, malformed).
+async fn read_pdu<S: AsyncRead + Unpin + ?Sized>(
+    s: &mut S,
+    timeout: Duration,
+    mut buf: Vec<u8>,
+    frame: impl Fn(&[u8]) -> Result<Option<usize>, String>,
+) -> Result<(Vec<u8>, Vec<u8>), (ResponseClass, String)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if !buf.is_empty() {
+            match frame(&buf) {
+                Ok(Some(n)) => {
+                    if n == 0 || n > MAX_REPLY {
+                        return Err((
+                            ResponseClass::MalformedReply,
+                            format!("reply length {n} out of range"),
+                        ));
+                    }
+                    if buf.len() >= n {
+                        let rest = buf.split_off(n);
+                        return Ok((buf, rest));
+                    }
+                }
+                Ok(None) => {}
+                Err(what) => return Err((ResponseClass::MalformedReply, what)),
+            }
+        }
+        if buf.len() > MAX_REPLY {
+            return Err((ResponseClass::MalformedReply, "reply too long".into()));
+        }
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => return Err((ResponseClass::Silence, "no reply before the deadline".into())),
+            Ok(Ok(0)) => return Err(eof_class(&buf)),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(read_error_class(&e, &buf)),
+        }
+    }
+}
+
+fn eof_class(buf: &[u8]) -> (ResponseClass, String) {
+    if buf.is_empty() {
+        (ResponseClass::Close, "closed without a reply".into())
+    } else {
+        (
+            ResponseClass::MalformedReply,
+            format!("closed after {} bytes of an incomplete reply", buf.len()),
+        )
+    }
+}
+
+fn read_error_class(e: &std::io::Error, buf: &[u8]) -> (ResponseClass, String) {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe if buf.is_empty() => {
+            (ResponseClass::Reset, "reset without a reply".into())
+        }
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => (
+            ResponseClass::MalformedReply,
+            format!("reset after {} bytes of an incomplete reply", buf.len()),
+        ),
+        // rustls: a FIN without close_notify.
+        K::UnexpectedEof => (
+            ResponseClass::Close,
+            "closed (no TLS close_notify) without a reply".into(),
+        ),
+        // rustls: an alert from the peer, or undecryptable records.
+        K::InvalidData => match e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            Some(rustls::Error::AlertReceived(a)) => {
+                (ResponseClass::ErrorReply, format!("TLS alert {a:?}"))
+            }
+            _ => (ResponseClass::MalformedReply, format!("TLS error: {e}")),
+        },
+        _ => (ResponseClass::Reset, format!("read failed: {e}")),
+    }
+}
+
+async fn observe<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    target: &Target,
+    judge: fn(&[u8]) -> Judge,
+) -> (ResponseClass, String) {
+    observe_with(s, target, Vec::new(), judge).await
+}
+
+/// Waits for the reply to the mutated PDU and classifies it.
+async fn observe_with<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    target: &Target,
+    mut buf: Vec<u8>,
+    judge: fn(&[u8]) -> Judge,
+) -> (ResponseClass, String) {
+    let deadline = tokio::time::Instant::now() + target.timeout;
+    loop {
+        if !buf.is_empty() {
+            if let Judge::Reply(class, detail) = judge(&buf) {
+                return (class, detail);
+            }
+        }
+        if buf.len() > MAX_REPLY {
+            return (ResponseClass::MalformedReply, "reply too long".into());
+        }
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => {
+                if !buf.is_empty() {
+                    return (
+                        ResponseClass::MalformedReply,
+                        format!("{} bytes of an incomplete reply, then silence", buf.len()),
+                    );
+                }
+                return silence_then_fin(s, target).await;
+            }
+            Ok(Ok(0)) => return eof_class(&buf),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return read_error_class(&e, &buf),
+        }
+    }
+}
+
+async fn after_silence<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    target: &Target,
+    shared: &SharedTrace,
+) -> (ResponseClass, String) {
+    let _ = shared;
+    silence_then_fin(s, target).await
+}
+
+/// No reply before the deadline: half-close and see whether the target reacts to the FIN.
+async fn silence_then_fin<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    target: &Target,
+) -> (ResponseClass, String) {
+    let waited = target.timeout.as_millis();
+    let _ = tokio::time::timeout(target.fin_grace, s.shutdown()).await;
+    let deadline = tokio::time::Instant::now() + target.fin_grace;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => {
+                return (
+                    ResponseClass::Silence,
+                    format!(
+                        "no reply within {waited} ms and no reaction to the client's FIN within {} ms",
+                        target.fin_grace.as_millis()
+                    ),
+                )
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (
+                    ResponseClass::AwaitedMore,
+                    format!("no reply within {waited} ms; closed after the client's FIN"),
+                )
+            }
+            // Data after the FIN: the target was slow, not waiting; keep reading to its close.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// X.224 Connection Confirm (MS-RDPBCGR 2.2.1.2) or a refusal.
+fn judge_x224(b: &[u8]) -> Judge {
+    match dx224::frame(b) {
+        Frame::Incomplete => Judge::NeedMore,
+        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
+        Frame::FastPath(_) => Judge::Reply(
+            ResponseClass::MalformedReply,
+            "fast-path PDU instead of a Connection Confirm".into(),
+        ),
+        Frame::Tpkt(n) => match dx224::decode_tpkt(&b[..n]) {
+            X224::ConnectionConfirm { selected, .. } => Judge::Reply(
+                ResponseClass::ValidReply,
+                format!("connection confirm, selected protocol 0x{selected:x}"),
+            ),
+            X224::NegotiationFailure { code } => Judge::Reply(
+                ResponseClass::ErrorReply,
+                format!("RDP_NEG_FAILURE {}", dx224::failure_code_name(code)),
+            ),
+            X224::DisconnectRequest => {
+                Judge::Reply(ResponseClass::ErrorReply, "X.224 disconnect request".into())
+            }
+            X224::Malformed { what, offset } => Judge::Reply(
+                ResponseClass::MalformedReply,
+                format!("{what} at byte {offset}"),
+            ),
+            other => Judge::Reply(
+                ResponseClass::MalformedReply,
+                format!("unexpected X.224 PDU {other:?}"),
+            ),
+        },
+    }
+}
+
+/// ServerHello (RFC 8446 4.1.3) or an alert (RFC 8446 6).
+fn judge_tls(b: &[u8]) -> Judge {
+    if b.len() < 6 {
+        return Judge::NeedMore;
+    }
+    match b[0] {
+        0x16 if b[5] == 2 => Judge::Reply(ResponseClass::ValidReply, "server hello".into()),
+        0x16 => Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("handshake message type {} instead of a server hello", b[5]),
+        ),
+        0x15 => {
+            if b.len() < 7 {
+                return Judge::NeedMore;
+            }
+            let name = crate::decode::tls::alert_description_name(b[6]).unwrap_or("unknown");
+            Judge::Reply(
+                ResponseClass::ErrorReply,
+                format!("TLS alert level {} {name} ({})", b[5], b[6]),
+            )
+        }
+        t => Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("record type 0x{t:02x} instead of a server hello"),
+        ),
+    }
+}
+
+/// A TSRequest (MS-CSSP 2.2.1) with a token, or with an errorCode.
+fn judge_credssp(b: &[u8]) -> Judge {
+    if b[0] != 0x30 {
+        return Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("byte 0x{:02x} does not start a TSRequest", b[0]),
+        );
+    }
+    let Some(n) = crate::decode::credssp::der_frame_len(b) else {
+        return if b.len() > 6 {
+            Judge::Reply(
+                ResponseClass::MalformedReply,
+                "unreadable DER length".into(),
+            )
+        } else {
+            Judge::NeedMore
+        };
+    };
+    if b.len() < n {
+        return Judge::NeedMore;
+    }
+    match crate::decode::credssp::parse_ts_request(&b[..n]) {
+        Ok(f) => match f.error_code {
+            Some(code) => Judge::Reply(
+                ResponseClass::ErrorReply,
+                format!(
+                    "TSRequest errorCode {} (0x{code:08X})",
+                    crate::decode::credssp::ntstatus_name(code).unwrap_or("NTSTATUS")
+                ),
+            ),
+            None => Judge::Reply(
+                ResponseClass::ValidReply,
+                format!("TSRequest version {}", f.version),
+            ),
+        },
+        Err((what, at)) => Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("TSRequest: {what} at byte {at}"),
+        ),
+    }
+}
+
+fn judge_mcs(b: &[u8]) -> Judge {
+    match dx224::frame(b) {
+        Frame::Incomplete => Judge::NeedMore,
+        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
+        Frame::FastPath(_) => Judge::Reply(
+            ResponseClass::MalformedReply,
+            "fast-path PDU instead of an MCS Connect Response".into(),
+        ),
+        Frame::Tpkt(n) => {
+            let (class, what) = judge_mcs_pdu(&b[..n]);
+            Judge::Reply(class, what)
+        }
+    }
+}
+
+/// MCS Connect Response (MS-RDPBCGR 2.2.1.4), a Disconnect Provider Ultimatum or an X.224 DR.
+fn judge_mcs_pdu(pdu: &[u8]) -> (ResponseClass, String) {
+    match dx224::decode_tpkt(pdu) {
+        X224::Data { user_data_offset } => {
+            let ud = &pdu[user_data_offset.min(pdu.len())..];
+            if ud.starts_with(&[0x7f, 0x66]) {
+                match crate::decode::mcs::connect_response_facts(ud) {
+                    Ok(f) => {
+                        let result = f
+                            .get("result")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
+                            .to_owned();
+                        if result == "rt-successful" {
+                            (ResponseClass::ValidReply, "connect response rt-successful".into())
+                        } else {
+                            (ResponseClass::ErrorReply, format!("connect response {result}"))
+                        }
+                    }
+                    Err(e) => (ResponseClass::MalformedReply, e),
+                }
+            } else {
+                match crate::decode::mcs::classify_domain_pdu(ud) {
+                    Some(("disconnect provider ultimatum", _)) => (
+                        ResponseClass::ErrorReply,
+                        "disconnect provider ultimatum".into(),
+                    ),
+                    Some((name, _)) => (
+                        ResponseClass::MalformedReply,
+                        format!("{name} instead of a connect response"),
+                    ),
+                    None => (
+                        ResponseClass::MalformedReply,
+                        "unreadable MCS PDU instead of a connect response".into(),
+                    ),
+                }
+            }
+        }
+        X224::DisconnectRequest => (ResponseClass::ErrorReply, "X.224 disconnect request".into()),
+        X224::Malformed { what, offset } => (
+            ResponseClass::MalformedReply,
+            format!("{what} at byte {offset}"),
+        ),
+        other => (
+            ResponseClass::MalformedReply,
+            format!("unexpected X.224 PDU {other:?}"),
+        ),
+    }
+}
+
+/// A valid CredSSP exchange (MS-CSSP 3.1.5) with IronRDP's client, as the probe runs it.
+/// Returns the bytes read past the last TSRequest.
+async fn credssp_prefix(
+    target: &Target,
+    io: &mut Io,
+    selected: u32,
+    leaf: &[u8],
+) -> Result<Vec<u8>, PrefixFail> {
+    let Some(creds) = &target.credentials else {
+        return Err(prefix(
+            "credssp: the target selected NLA (CredSSP): fuzzing a later stage needs --user",
+        ));
+    };
+    let public_key = crate::probe::subject_public_key(leaf)
+        .ok_or_else(|| prefix("credssp: unreadable server public key"))?;
+    let (mut seq, mut ts_request) = CredsspSequence::init(
+        ironrdp_connector::Credentials::UsernamePassword {
+            username: creds.user.clone(),
+            password: creds.password.clone(),
+        },
+        creds.domain.as_deref(),
+        SecurityProtocol::from_bits_truncate(selected),
+        ironrdp_connector::ServerName::new(target.host.clone()),
+        public_key,
+        None,
+    )
+    .map_err(|e| prefix(format!("credssp: {e}")))?;
+    let mut out = WriteBuf::new();
+    let mut buf = Vec::new();
+    // INVARIANT: NTLM takes three client messages (+ the final credentials); a server that keeps
+    // asking is cut off.
+    for _ in 0..8 {
+        let state = {
+            let mut generator = seq.process_ts_request(ts_request);
+            match generator.start() {
+                GeneratorState::Completed(r) => r,
+                GeneratorState::Suspended(_) => {
+                    return Err(prefix("credssp: network request (Kerberos) not supported"))
+                }
+            }
+        }
+        .map_err(|e| prefix(format!("credssp: {e}")))?;
+        out.clear();
+        let w = seq
+            .handle_process_result(state, &mut out)
+            .map_err(|e| prefix(format!("credssp: {e}")))?;
+        if w.size().is_some() {
+            write(io, out.filled())
+                .await
+                .map_err(|e| prefix(format!("credssp: {e}")))?;
+        }
+        let Some(hint) = seq.next_pdu_hint() else {
+            return Ok(buf);
+        };
+        let (pdu, rest) = read_pdu(io, target.timeout, std::mem::take(&mut buf), |b| {
+            hint_size(hint, b)
+        })
+        .await
+        .map_err(|e| PrefixFail(ResponseClass::PrefixFailed, format!("credssp: {}", e.1)))?;
+        buf = rest;
+        match seq.decode_server_message(&pdu) {
+            Ok(Some(next)) => ts_request = next,
+            Ok(None) => return Ok(buf),
+            Err(e) => return Err(prefix(format!("credssp: {e}"))),
+        }
+    }
+    Err(prefix("credssp: too many round trips"))
+}
+
+fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {
+    match hint.find_size(b) {
+        Ok(Some((_, n))) => Ok(Some(n)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
