@@ -13,6 +13,7 @@ pub mod lab;
 pub mod probe;
 pub mod rdpsec;
 pub mod report;
+pub mod sanitize;
 pub mod scenario;
 pub mod stage;
 pub mod trace;

@@ -64,6 +64,17 @@ enum Cmd {
     Lab(LabArgs),
     /// Start the lab with a few fault scenarios in-process and probe each: see rdprobe work in one command.
     Demo(DemoArgs),
+    /// Strip a capture for sharing: TLS secrets, cleartext above TLS, X.224 cookie user names and
+    /// cleartext Client Info PDUs; writes only the RDP conversations.
+    ///
+    /// Example: rdprobe sanitize probe.pcapng shared.pcapng
+    #[command(verbatim_doc_comment)]
+    Sanitize {
+        /// Capture to read (pcap or pcapng)
+        input: PathBuf,
+        /// Sanitized pcapng to write
+        output: PathBuf,
+    },
     /// List the built-in lab scenarios.
     Scenarios,
     /// Explain an mstsc disconnect code, an RDP_NEG_FAILURE code, an NTSTATUS or a Set Error Info code.
@@ -184,6 +195,7 @@ fn main() -> ExitCode {
             Cmd::Analyze(a) => cmd_analyze(a),
             Cmd::Lab(a) => cmd_lab(a).await,
             Cmd::Demo(a) => cmd_demo(a).await,
+            Cmd::Sanitize { input, output } => cmd_sanitize(&input, &output),
             Cmd::Scenarios => cmd_scenarios(),
             Cmd::Explain { code, ext } => cmd_explain(&code, ext.as_deref()),
         }
@@ -632,6 +644,44 @@ async fn cmd_demo(a: DemoArgs) -> Result<i32> {
         out.flush()?;
     }
     Ok(exit::SUCCESS)
+}
+
+fn cmd_sanitize(input: &std::path::Path, output: &std::path::Path) -> Result<i32> {
+    use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+    let f = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let convs = read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
+        .with_context(|| format!("reading {}", input.display()))?;
+    let out = std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let mut w = std::io::BufWriter::new(out);
+    let mut total = rdprobe::sanitize::SanitizeStats::default();
+    let mut n = 0usize;
+    for conv in convs {
+        let mut trace = match conv {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e} (the {n} conversation(s) before it were sanitized)");
+                break;
+            }
+        };
+        let s = rdprobe::sanitize::sanitize_trace(&mut trace);
+        total.secrets_removed += s.secrets_removed;
+        total.inner_segments_dropped += s.inner_segments_dropped;
+        total.cookies_masked += s.cookies_masked;
+        total.client_info_masked += s.client_info_masked;
+        let labels = rdprobe::decode::decode(&trace).labels;
+        rdprobe::capture::writer::write_pcapng(&trace, &labels, &mut w)
+            .with_context(|| format!("writing {}", output.display()))?;
+        n += 1;
+    }
+    w.flush()?;
+    eprintln!(
+        "{n} RDP conversation(s) written to {}: {} TLS secret line(s) removed, {} cookie(s) and {} Client Info PDU(s) masked",
+        output.display(),
+        total.secrets_removed,
+        total.cookies_masked,
+        total.client_info_masked
+    );
+    Ok(if n == 0 { exit::INTERNAL } else { exit::SUCCESS })
 }
 
 fn cmd_scenarios() -> Result<i32> {
