@@ -388,6 +388,9 @@ impl Conn<'_> {
         let request = self
             .read_frame(&ironrdp_pdu::X224_HINT, "X.224 Connection Request")
             .await?;
+        super::planted::hook(&self.raw, super::planted::At::X224Request, &request)
+            .await
+            .map_err(End::Scenario)?;
         self.fault(FaultPoint::X224Request, None).await?;
         let cr = decode::<X224<nego::ConnectionRequest>>(&request)
             .map_err(|e| End::Protocol(format!("X.224 Connection Request: {e}")))?
@@ -548,6 +551,9 @@ impl Conn<'_> {
             let frame = self
                 .read_frame(&DerSequenceHint, "CredSSP TSRequest")
                 .await?;
+            super::planted::hook(&self.raw, super::planted::At::TsRequest, &frame)
+                .await
+                .map_err(End::Scenario)?;
             count += 1;
             let request = sspi::credssp::TsRequest::from_buffer(&frame)
                 .map_err(|e| End::Protocol(format!("TSRequest {count}: {e}")))?;
@@ -643,6 +649,9 @@ impl Conn<'_> {
                 Some(hint) => {
                     idle_steps = 0;
                     let frame = self.read_frame(hint, pdu_name(before)).await?;
+                    super::planted::hook(&self.raw, super::planted::At::Acceptor(before), &frame)
+                        .await
+                        .map_err(End::Scenario)?;
                     if before == "BasicSettingsWaitInitial" {
                         self.fault(FaultPoint::McsConnectInitial, Some(acceptor))
                             .await?;

@@ -17,6 +17,7 @@
 mod credssp;
 mod driver;
 mod io;
+pub mod planted;
 pub mod tls;
 
 use std::net::SocketAddr;
