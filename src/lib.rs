@@ -12,6 +12,7 @@ pub mod enumerate;
 pub mod lab;
 pub mod probe;
 pub mod rdpsec;
+pub mod replay;
 pub mod report;
 pub mod sanitize;
 pub mod scenario;

@@ -62,6 +62,21 @@ enum Cmd {
     /// Example: rdprobe lab --listen 127.0.0.1:3389 --scenario tls-reset-at-client-hello
     #[command(verbatim_doc_comment)]
     Lab(LabArgs),
+    /// Replay a captured connection: serve its server's behaviour, or drive a server like its client.
+    ///
+    /// --as-server derives a lab scenario from the capture (selected protocol or RDP_NEG_FAILURE,
+    /// certificate, CredSSP rejection, where and how the server ended the connection, its think
+    /// time) and serves it until Ctrl-C: any client fails at the same stage, the same way, after
+    /// about the same time. --as-client drives --target like the captured client and compares the
+    /// stage verdicts with the capture's (exit 0 on a match, 9 on a mismatch).
+    ///
+    /// Examples:
+    ///   rdprobe replay customer.pcapng --as-server --listen 127.0.0.1:3389
+    ///   rdprobe replay customer.pcapng --as-server --emit-scenario failure.toml
+    ///   rdprobe replay customer.pcapng --as-client --target rdp01:3389 --connection 2
+    ///   rdprobe replay customer.pcapng --as-client --target rdp01 --exact
+    #[command(verbatim_doc_comment)]
+    Replay(Box<ReplayArgs>),
     /// Start the lab with a few fault scenarios in-process and probe each: see rdprobe work in one command.
     Demo(DemoArgs),
     /// Strip a capture for sharing: TLS secrets, cleartext above TLS, X.224 cookie user names and
@@ -194,6 +209,7 @@ fn main() -> ExitCode {
             Cmd::Probe(a) => cmd_probe(*a).await,
             Cmd::Analyze(a) => cmd_analyze(a),
             Cmd::Lab(a) => cmd_lab(a).await,
+            Cmd::Replay(a) => cmd_replay(*a).await,
             Cmd::Demo(a) => cmd_demo(a).await,
             Cmd::Sanitize { input, output } => cmd_sanitize(&input, &output),
             Cmd::Scenarios => cmd_scenarios(),
@@ -699,4 +715,220 @@ fn cmd_explain(code: &str, ext: Option<&str>) -> Result<i32> {
     }
     print!("{}", rdprobe::diagnose::render_explanations(&ex));
     Ok(exit::SUCCESS)
+}
+
+/// `replay --as-client`: the server behaved differently from the capture.
+const EXIT_REPLAY_MISMATCH: i32 = 9;
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// pcap or pcapng file holding the connection to replay
+    capture: PathBuf,
+    /// Serve the captured server's behaviour with the lab server
+    #[arg(
+        long,
+        conflicts_with = "as_client",
+        required_unless_present = "as_client"
+    )]
+    as_server: bool,
+    /// Drive --target like the captured client and compare with the capture
+    #[arg(long)]
+    as_client: bool,
+    /// --as-server: address to listen on [default: 127.0.0.1:3389; with --emit-scenario alone, do not serve]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// --as-client: the server to drive (HOST, HOST:PORT, [IPv6]:PORT)
+    #[arg(long)]
+    target: Option<String>,
+    /// Which connection of the capture (1-based, as `analyze` numbers them) [default: the first failing one, else the first]
+    #[arg(long)]
+    connection: Option<usize>,
+    /// --as-server: write the derived scenario (TOML) to this file
+    #[arg(long)]
+    emit_scenario: Option<PathBuf>,
+    /// --as-client: resend the client's cleartext PDUs (X.224 request; standard RDP security PDUs) byte for byte
+    #[arg(long)]
+    exact: bool,
+    /// SSLKEYLOGFILE with TLS secrets for the capture (secrets embedded in a pcapng are used automatically)
+    #[arg(long)]
+    keylog: Option<PathBuf>,
+    /// --as-server: the NLA account (password from RDPROBE_PASSWORD) [default: user / pass];
+    /// --as-client: the user to log on as when the captured client authenticated
+    #[arg(long)]
+    user: Option<String>,
+    /// Domain for --user
+    #[arg(long)]
+    domain: Option<String>,
+    /// --as-server: answer at once instead of replaying the server's think time
+    #[arg(long)]
+    no_delays: bool,
+    /// --as-client: deadline for each wait on the server
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    /// --as-client: deadline for the whole run
+    #[arg(long, default_value = "60s")]
+    deadline: String,
+    /// --as-client: write the new conversation as pcapng
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
+    use rdprobe::capture::reader::{KeyLog, ReaderOptions};
+    use rdprobe::replay;
+    let keylog = match &a.keylog {
+        Some(p) => Some(KeyLog::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let input = std::io::BufReader::new(
+        std::fs::File::open(&a.capture)
+            .with_context(|| format!("opening {}", a.capture.display()))?,
+    );
+    let conns = replay::load_capture(
+        input,
+        ReaderOptions {
+            keylog,
+            ..ReaderOptions::default()
+        },
+    )
+    .with_context(|| format!("reading {}", a.capture.display()))?;
+    let conn = replay::pick(&conns, a.connection).map_err(|e| usage(e.to_string()))?;
+    eprintln!(
+        "replaying connection #{} of {} ({} -> {}): {}",
+        conn.number,
+        a.capture.display(),
+        conn.report.client,
+        conn.report.server,
+        conn.report.summary
+    );
+    if a.as_client {
+        return replay_as_client(&a, conn).await;
+    }
+    let users = match &a.user {
+        Some(u) => Some(vec![rdprobe::scenario::User {
+            name: u.clone(),
+            password: read_password(u)?,
+            domain: a.domain.clone(),
+        }]),
+        None => None,
+    };
+    let opts = replay::server::ServerOptions {
+        name: Some(format!(
+            "replay-{}-{}",
+            a.capture
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            conn.number
+        )),
+        source: Some(format!(
+            "{} connection #{}",
+            a.capture.display(),
+            conn.number
+        )),
+        users,
+        no_delays: a.no_delays,
+    };
+    let derived = replay::server::derive_server(&conn.trace, &conn.report, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&derived)?);
+    } else {
+        for n in &derived.notes {
+            eprintln!("  {n}");
+        }
+        eprintln!(
+            "expect: {} at {}",
+            derived.expect_verdict, derived.expect_stage
+        );
+    }
+    if let Some(p) = &a.emit_scenario {
+        std::fs::write(p, derived.scenario.to_toml())
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("scenario written to {}", p.display());
+        if a.listen.is_none() {
+            return Ok(exit::SUCCESS);
+        }
+    }
+    let listen = a
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3389)));
+    let handle = rdprobe::lab::spawn_lab(listen, derived.scenario.clone())
+        .with_context(|| format!("starting the replay server on {listen}"))?;
+    eprintln!(
+        "replay server listening on {} (NLA account: {})\n(stop with Ctrl-C)",
+        handle.addr,
+        derived
+            .scenario
+            .identity
+            .users
+            .first()
+            .map(|u| u.name.as_str())
+            .unwrap_or("none")
+    );
+    interrupted().await;
+    eprintln!("served {} connection(s)", handle.connections_served());
+    handle.stop();
+    Ok(exit::SUCCESS)
+}
+
+async fn replay_as_client(
+    a: &ReplayArgs,
+    conn: &rdprobe::replay::CapturedConnection,
+) -> Result<i32> {
+    use rdprobe::replay::{client, compare};
+    let target = a
+        .target
+        .as_deref()
+        .ok_or_else(|| usage("--as-client needs --target HOST[:PORT]"))?;
+    let (host, port) = parse_target(target)?;
+    let plan = client::derive_client(&conn.trace, &conn.report);
+    let credentials = match &a.user {
+        Some(u) => Some(Credentials {
+            user: u.clone(),
+            domain: a.domain.clone(),
+            password: read_password(u)?,
+        }),
+        None => None,
+    };
+    let opts = client::ClientRunOptions {
+        host,
+        port,
+        exact: a.exact,
+        credentials,
+        stage_timeout: parse_duration(&a.timeout)?,
+        deadline: parse_duration(&a.deadline)?,
+    };
+    let result = tokio::select! {
+        r = client::run_client(&plan, &opts) => r,
+        _ = interrupted() => return Ok(exit::INTERRUPTED),
+    };
+    write_artifacts(&result, a.pcap.as_ref(), None)?;
+    let cmp = compare::compare(&conn.report, &result.report);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = serde_json::json!({
+            "connection": conn.number,
+            "plan": plan,
+            "capture": conn.report,
+            "now": result.report,
+            "comparison": cmp,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        for n in &plan.notes {
+            writeln!(out, "note: {n}")?;
+        }
+        write!(out, "{}", report::render_text(&result.report))?;
+        write!(out, "{}", compare::render(&cmp))?;
+    }
+    Ok(if cmp.matched {
+        exit::SUCCESS
+    } else {
+        EXIT_REPLAY_MISMATCH
+    })
 }

@@ -602,6 +602,12 @@ pub struct Link {
     pub read_timeout_ms: u64,
     /// How long a "silence" (or the connected state) holds the connection before closing it.
     pub hold_ms: u64,
+    /// Think time before each of the server's answers, in order: the `k`-th entry delays the first
+    /// write the server makes after it has read from the client for the `k`-th time (its `k`-th
+    /// turn). The replayer fills it from a capture's server response gaps; turns past the end of the
+    /// list are not delayed. Adds to `write_delay_ms`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_delays_ms: Vec<u64>,
 }
 
 impl Default for Link {
@@ -610,6 +616,7 @@ impl Default for Link {
             write_delay_ms: 0,
             read_timeout_ms: 30_000,
             hold_ms: 60_000,
+            response_delays_ms: Vec::new(),
         }
     }
 }
@@ -811,6 +818,8 @@ struct RawFault {
 
 /// Longest delay a fault or the link may ask for (10 minutes), so a typo cannot pin a connection for days.
 pub const MAX_DELAY_MS: u64 = 600_000;
+/// Most entries in `link.response_delays_ms` (a handshake has a few dozen server turns).
+pub const MAX_RESPONSE_DELAYS: usize = 1024;
 /// Most bytes a `malformed` fault may send.
 pub const MAX_MALFORMED_LEN: usize = 65_536;
 
@@ -1062,6 +1071,26 @@ impl Scenario {
                     ),
                 ));
             }
+        }
+        if self.link.response_delays_ms.len() > MAX_RESPONSE_DELAYS {
+            return Err((
+                "response_delays_ms",
+                format!(
+                    "link.response_delays_ms has {} entries, over the maximum of {MAX_RESPONSE_DELAYS}",
+                    self.link.response_delays_ms.len()
+                ),
+            ));
+        }
+        if let Some(d) = self
+            .link
+            .response_delays_ms
+            .iter()
+            .find(|d| **d > MAX_DELAY_MS)
+        {
+            return Err((
+                "response_delays_ms",
+                format!("link.response_delays_ms has {d}, over the maximum of {MAX_DELAY_MS}"),
+            ));
         }
         if self.link.read_timeout_ms == 0 {
             return Err((

@@ -125,6 +125,13 @@ pub(crate) async fn serve(
     };
     let wire = Rc::new(RefCell::new(WireState {
         delay: Duration::from_millis(ctx.scenario.link.write_delay_ms),
+        turn_delays: ctx
+            .scenario
+            .link
+            .response_delays_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect(),
         ..WireState::default()
     }));
     let mut conn = Conn {
@@ -263,6 +270,7 @@ impl Conn<'_> {
             w.truncated = false;
             w.truncate_left = None;
             w.delay = Duration::ZERO;
+            w.turn_delays.clear();
         }
         match kind {
             EndKind::Reset => {

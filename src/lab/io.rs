@@ -25,6 +25,28 @@ pub(crate) struct WireState {
     pub truncated: bool,
     /// Bytes the server wrote to TCP.
     pub bytes_out: u64,
+    /// Extra delay before the server's `k`-th turn (its first write after its `k`-th read that
+    /// returned data): `link.response_delays_ms`.
+    pub turn_delays: Vec<Duration>,
+    /// Turns taken so far.
+    pub turn: usize,
+    /// The client's bytes were read since the server's last write: the next write starts a turn.
+    pub read_since_write: bool,
+}
+
+impl WireState {
+    /// The delay for a write that starts now; consumes a turn when one starts.
+    fn next_write_delay(&mut self) -> Duration {
+        let mut d = self.delay;
+        if self.read_since_write {
+            self.read_since_write = false;
+            if let Some(extra) = self.turn_delays.get(self.turn) {
+                d += *extra;
+            }
+            self.turn = self.turn.saturating_add(1);
+        }
+        d
+    }
 }
 
 /// The server's TCP stream, as seen by every layer above it (plain X.224, TLS).
@@ -59,7 +81,12 @@ impl AsyncRead for LabTcp {
         if self.state.borrow().truncated {
             return Poll::Ready(Err(truncated_error()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let res = ready!(Pin::new(&mut self.inner).poll_read(cx, buf));
+        if res.is_ok() && buf.filled().len() > before {
+            self.state.borrow_mut().read_since_write = true;
+        }
+        Poll::Ready(res)
     }
 }
 
@@ -69,21 +96,29 @@ impl AsyncWrite for LabTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let (delay, truncated, left) = {
+        let (truncated, left) = {
             let s = self.state.borrow();
-            (s.delay, s.truncated, s.truncate_left)
+            (s.truncated, s.truncate_left)
         };
         if truncated {
             return Poll::Ready(Err(truncated_error()));
         }
-        if !delay.is_zero() && !self.slept {
+        if !self.slept {
             let this = &mut *self;
-            let sleep = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-            ready!(sleep.as_mut().poll(cx));
-            this.sleep = None;
-            this.slept = true;
+            if this.sleep.is_none() {
+                // INVARIANT: the delay of one write is decided once, on its first poll.
+                let delay = this.state.borrow_mut().next_write_delay();
+                if delay.is_zero() {
+                    this.slept = true;
+                } else {
+                    this.sleep = Some(Box::pin(tokio::time::sleep(delay)));
+                }
+            }
+            if let Some(sleep) = this.sleep.as_mut() {
+                ready!(sleep.as_mut().poll(cx));
+                this.sleep = None;
+                this.slept = true;
+            }
         }
         let allowed = match left {
             Some(0) => {
