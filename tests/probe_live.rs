@@ -412,3 +412,23 @@ async fn network_faults_have_precise_verdicts_within_deadlines() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_loopback_probe_and_capture() {
+    let sc = rdprobe::scenario::builtin("healthy-tls").expect("builtin");
+    let lab = rdprobe::lab::spawn_lab("[::1]:0".parse().unwrap(), sc).expect("lab on ::1");
+    let mut o = ProbeOptions::new("::1", lab.addr.port());
+    o.stage_timeout = Duration::from_secs(3);
+    let res = run(&o).await;
+    lab.stop();
+    assert_connected(&res.report);
+    assert!(res.report.server.starts_with("[::1]:"), "{}", res.report.server);
+    let mut buf = Vec::new();
+    rdprobe::capture::writer::write_pcapng(&res.trace, &res.labels, &mut buf).unwrap();
+    let convs: Vec<_> = rdprobe::capture::reader::read_conversations(std::io::Cursor::new(buf), Default::default())
+        .unwrap()
+        .collect();
+    let trace = convs.into_iter().next().unwrap().unwrap();
+    assert!(trace.server.is_ipv6());
+    assert_eq!(rdprobe::decode::decode(&trace).report.last_stage, Stage::Connected);
+}
