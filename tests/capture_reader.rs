@@ -1063,7 +1063,7 @@ fn rustls_session(suite: rustls::CipherSuite, v13: bool) -> TlsRun {
     let mut server = rustls::ServerConnection::new(Arc::new(server_cfg)).unwrap();
     let mut wire = Vec::new();
     let client_plain: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
-    let server_plain = b"server says hello over tls, twice over: hello".repeat(300);
+    let server_plain = b"server says hello over tls, twice over: hello".repeat(1000);
     let mut sent_c = false;
     let mut sent_s = false;
     let mut got_c = Vec::new(); // what the server received
@@ -1311,6 +1311,54 @@ fn tls_without_secrets_gives_handshake_facts_only() {
     );
 }
 
+#[test]
+fn tls_decryption_stops_at_a_gap_and_never_guesses() {
+    let run = rustls_session(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256, true);
+    let mut f = Flow::new("10.1.0.1:51000", "10.1.0.2:3389");
+    let mut s = f.handshake();
+    s.push(f.c(CR));
+    s.push(f.s(CC_SSL));
+    let mut server_segments = Vec::new();
+    for (from_client, bytes) in &run.wire {
+        for chunk in bytes.chunks(1200) {
+            let seg = if *from_client { f.c(chunk) } else { f.s(chunk) };
+            if !from_client {
+                server_segments.push(s.len());
+            }
+            s.push(seg);
+        }
+    }
+    // Drop a server segment in the middle of its application data.
+    let drop_at = server_segments[server_segments.len() - 4];
+    s.remove(drop_at);
+    s.push(f.fin(true));
+    s.push(f.fin(false));
+    let file = pcap(&frames(&f, &s, Link::Ethernet), 1, false, false);
+    let (t, _) = read_all(&file, Some(KeyLog::parse(&run.keylog)));
+    let tr = &t[0];
+    assert!(
+        kinds(tr)
+            .iter()
+            .any(|k| k.contains("Gap { dir: S2C, len: 1200 }")),
+        "{:?}",
+        kinds(tr)
+    );
+    assert!(
+        kinds(tr).iter().any(|k| k.contains("stopped at a gap")),
+        "{:?}",
+        kinds(tr)
+    );
+    let inner = tr.stream(Dir::S2C, Layer::Inner);
+    assert!(!inner.is_empty() && inner.len() < run.server_plain.len());
+    assert_eq!(
+        inner[..],
+        run.server_plain[..inner.len()],
+        "only bytes before the gap, exactly"
+    );
+    // The client's direction is unaffected.
+    assert_eq!(tr.stream(Dir::C2S, Layer::Inner), run.client_plain);
+}
+
 /// TLS 1.0 / 1.2 with AES-CBC (HMAC-SHA1 / SHA256) between OpenSSL peers over loopback, recorded.
 fn openssl_session(version: openssl::ssl::SslVersion, cipher: &str) -> TlsRun {
     use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
@@ -1461,4 +1509,101 @@ fn tls10_and_tls12_cbc_decrypted() {
         assert!(err.is_none());
         check_decrypted(&run, &t[0], vname, sname);
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Throughput (run on demand: `cargo test --release --test capture_reader -- --ignored --nocapture`)
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "throughput measurement; run with --release --ignored"]
+fn throughput_large_capture() {
+    let run = rustls_session(
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        false,
+    );
+    let conns: usize = std::env::var("RDPROBE_BENCH_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let per_conn_records = 400; // × ~1.4 KB each way ≈ 1.1 MB per conversation
+    let path = std::env::temp_dir().join(format!("rdprobe-throughput-{}.pcap", std::process::id()));
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        w.write_all(&pcap(&[], 1, false, false)).unwrap();
+        let mut n = 0u32;
+        // 20 conversations live at once, interleaved.
+        for group in 0..conns / 20 {
+            let mut flows: Vec<(Flow, Vec<Seg>)> = (0..20)
+                .map(|i| {
+                    let port = 20000 + (group * 20 + i) as u16;
+                    let mut f = Flow::new(&format!("10.2.0.1:{port}"), "10.2.0.2:3389");
+                    let mut s = f.handshake();
+                    s.push(f.c(CR));
+                    s.push(f.s(CC_SSL));
+                    for (from_client, bytes) in &run.wire[..4] {
+                        let seg = if *from_client { f.c(bytes) } else { f.s(bytes) };
+                        s.push(seg);
+                    }
+                    for r in 0..per_conn_records {
+                        let mut rec = vec![0x17, 0x03, 0x03, 0x05, 0x6c];
+                        rec.extend((0..1388u32).map(|i| (i as u8).wrapping_mul(r as u8 | 1)));
+                        let seg = if r % 2 == 0 { f.c(&rec) } else { f.s(&rec) };
+                        s.push(seg);
+                    }
+                    s.push(f.fin(true));
+                    s.push(f.fin(false));
+                    (f, s)
+                })
+                .collect();
+            let len = flows[0].1.len();
+            for k in 0..len {
+                for (f, s) in flows.iter_mut() {
+                    let data = Link::Ethernet.frame(&f.ip(&s[k]));
+                    n += 1;
+                    w.write_all(&n.to_le_bytes()).unwrap();
+                    w.write_all(&0u32.to_le_bytes()).unwrap();
+                    w.write_all(&(data.len() as u32).to_le_bytes()).unwrap();
+                    w.write_all(&(data.len() as u32).to_le_bytes()).unwrap();
+                    w.write_all(&data).unwrap();
+                }
+            }
+        }
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    let rss_before = peak_rss_kib();
+    let start = std::time::Instant::now();
+    let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&path).unwrap());
+    let mut count = 0;
+    let mut sessions = 0;
+    for t in read_conversations(f, ReaderOptions::default()).unwrap() {
+        let t = t.unwrap();
+        count += 1;
+        sessions += usize::from(
+            t.events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::TlsSession(_))),
+        );
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    eprintln!(
+        "read {} MB, {count} conversations in {secs:.2} s: {:.0} MB/s; peak rss {} MiB (before reading {} MiB)",
+        size / 1_000_000,
+        size as f64 / 1e6 / secs,
+        peak_rss_kib() / 1024,
+        rss_before / 1024
+    );
+    assert_eq!(count, conns / 20 * 20);
+    assert_eq!(sessions, count);
 }

@@ -715,13 +715,17 @@ impl TlsDecryptor {
         }
     }
 
-    /// The stream of `dir` lost bytes: its record boundaries are gone.
-    pub fn gap(&mut self, dir: Dir) {
+    /// The stream of `dir` lost bytes: its record boundaries are gone. Returns whether that stopped
+    /// a decryption in progress.
+    pub fn gap(&mut self, dir: Dir) -> bool {
         let d = self.dir_mut(dir);
+        let was_decrypting = d.keys.is_some() && !d.dead;
         d.dead = true;
         d.not_tls = true;
         d.rec_buf = Vec::new();
         d.hs_buf = Vec::new();
+        d.skip = 0;
+        was_decrypting
     }
 
     /// Feeds wire bytes of one direction.

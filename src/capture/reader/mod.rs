@@ -748,7 +748,7 @@ impl Conn {
                         } => self.rdp_data(dir, bytes, frame, t_us, keylog, opts),
                         PendingItem::Event(e) => {
                             if let EventKind::Gap { dir, .. } = e.kind {
-                                self.wire_gap(dir);
+                                self.wire_gap(dir, e.frame, e.t_us);
                             }
                             push_event(&mut self.events, e.t_us, e.frame, e.kind);
                         }
@@ -881,11 +881,18 @@ impl Conn {
         }
     }
 
-    fn wire_gap(&mut self, dir: Dir) {
+    /// A gap in `dir`: stream parsing above TCP stops there (never guessed over).
+    fn wire_gap(&mut self, dir: Dir, frame: Option<u64>, t_us: u64) {
         match &self.wire[di(dir)] {
             Wire::Tls => {
-                if let Some(t) = self.tls.as_mut() {
-                    t.gap(dir);
+                if self.tls.as_mut().is_some_and(|t| t.gap(dir)) {
+                    let side = dir.sender();
+                    push_event(
+                        &mut self.events,
+                        t_us,
+                        frame,
+                        EventKind::Note(format!("tls decryption of the {side}'s records stopped at a gap in the capture")),
+                    );
                 }
             }
             _ => self.wire[di(dir)] = Wire::Plain,
@@ -901,7 +908,7 @@ impl Conn {
                 }
                 Output::Gap { len, frame, t_us } => {
                     if self.class == Class::Rdp {
-                        self.wire_gap(dir);
+                        self.wire_gap(dir, Some(frame), t_us);
                     }
                     self.event(t_us, Some(frame), EventKind::Gap { dir, len });
                 }
@@ -946,7 +953,7 @@ impl Conn {
             .iter()
             .any(|e| matches!(e.kind, EventKind::Rst { .. } | EventKind::ConnectFailed(_)))
             || (self.fin[0] && self.fin[1]);
-        if matches!(end, End::Eof) && !ended {
+        if !matches!(end, End::Closed) && !ended {
             if self.syns > 0 && !self.connected && !self.any_data {
                 let after_ms = t_us.saturating_sub(self.first_syn_t) / 1000;
                 push_event(
@@ -956,7 +963,9 @@ impl Conn {
                     EventKind::ConnectFailed(ConnectFailure::TimedOut { after_ms }),
                 );
             }
-            push_event(&mut self.events, t_us, None, EventKind::CaptureEnd);
+            if matches!(end, End::Eof) {
+                push_event(&mut self.events, t_us, None, EventKind::CaptureEnd);
+            }
         }
         let mut trace = Trace::new(self.client, self.server);
         trace.events = self.events;
