@@ -499,10 +499,7 @@ pub fn derive_server(
                     let bytes = trace.stream(Dir::S2C, Layer::Wire);
                     if before_tls && !bytes.is_empty() {
                         let bytes = bytes[..bytes.len().min(MAX_MALFORMED_LEN)].to_vec();
-                        let then = match ending {
-                            EndKind::Silence => EndKind::Silence,
-                            other => other,
-                        };
+                        let then = ending;
                         notes.push(format!(
                             "end: the server sent {} malformed bytes ({what}): replayed verbatim",
                             bytes.len()
@@ -541,7 +538,14 @@ pub fn derive_server(
             }
         }
     }
-    if !opts.no_delays {
+    let write_delay = timing.uniform_write_delay_ms().filter(|_| !opts.no_delays);
+    if let Some(ms) = write_delay {
+        sc.link.write_delay_ms = ms;
+        notes.push(format!(
+            "timing: the server paused about {ms} ms before each of its writes (a slow link): \
+             link.write_delay_ms = {ms}"
+        ));
+    } else if !opts.no_delays {
         sc.link.response_delays_ms = timing.response_delays_ms();
         if !sc.link.response_delays_ms.is_empty() {
             notes.push(format!(

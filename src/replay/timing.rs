@@ -18,6 +18,9 @@ pub struct ServerTiming {
     /// For each server turn (its first bytes after bytes from the client), the time since the
     /// client's last bytes, in milliseconds.
     pub turn_gaps_ms: Vec<f64>,
+    /// Pauses of at least [`MIN_DELAY_MS`] between the server's own writes within one turn (a slow link
+    /// that delays every write shows them), in milliseconds.
+    pub intra_turn_gaps_ms: Vec<f64>,
     /// When the server ended the connection (RST or FIN) while the client waited for an answer: the
     /// time since the client's last bytes, in milliseconds.
     pub terminal_gap_ms: Option<f64>,
@@ -32,6 +35,27 @@ impl ServerTiming {
             v.pop();
         }
         v
+    }
+
+    /// When every pause of the server, between turns and within them, is about the same (within a
+    /// quarter of the median) and there are pauses within turns: the server (or its link) delays
+    /// every write by that much. Returns that per-write delay.
+    pub fn uniform_write_delay_ms(&self) -> Option<u64> {
+        if self.intra_turn_gaps_ms.is_empty() || self.turn_gaps_ms.len() < 2 {
+            return None;
+        }
+        let mut all: Vec<f64> = self
+            .turn_gaps_ms
+            .iter()
+            .chain(&self.intra_turn_gaps_ms)
+            .copied()
+            .filter(|g| g.is_finite())
+            .collect();
+        all.sort_by(f64::total_cmp);
+        let median = *all.get(all.len() / 2)?;
+        let uniform = all.iter().all(|g| (g - median).abs() <= median / 4.0);
+        let min = *all.first()?;
+        (uniform && min >= MIN_DELAY_MS as f64).then(|| replayable(min))
     }
 
     /// The terminal gap as a delay, if it is long enough to replay.
@@ -56,6 +80,7 @@ fn ms(from_us: u64, to_us: u64) -> f64 {
 pub fn server_timing(trace: &Trace) -> ServerTiming {
     let mut out = ServerTiming::default();
     let mut last_client: Option<u64> = None;
+    let mut last_server: Option<u64> = None;
     let mut waiting = false;
     for e in &trace.events {
         match &e.kind {
@@ -74,7 +99,13 @@ pub fn server_timing(trace: &Trace) -> ServerTiming {
                             out.turn_gaps_ms.push(ms(t, e.t_us));
                         }
                         waiting = false;
+                    } else if let Some(t) = last_server {
+                        let gap = ms(t, e.t_us);
+                        if gap >= MIN_DELAY_MS as f64 {
+                            out.intra_turn_gaps_ms.push(gap);
+                        }
                     }
+                    last_server = Some(e.t_us);
                 }
             },
             EventKind::Elided {
@@ -208,6 +239,31 @@ mod tests {
         ]);
         assert_eq!(failure_time_ms(&t), Some(2001.0));
         assert_eq!(server_timing(&t).terminal_gap_ms, None);
+    }
+
+    #[test]
+    fn every_write_delayed_is_a_slow_link() {
+        let t = trace(&[
+            (0, EventKind::Connected),
+            (1, data(Dir::C2S, 42)),
+            (201, data(Dir::S2C, 19)),
+            (202, data(Dir::C2S, 200)),
+            (402, data(Dir::S2C, 1000)),
+            (603, data(Dir::S2C, 100)),
+        ]);
+        let s = server_timing(&t);
+        assert_eq!(s.intra_turn_gaps_ms, vec![201.0]);
+        assert_eq!(s.uniform_write_delay_ms(), Some(200));
+        // Uneven pauses are think time, not a slow link.
+        let t = trace(&[
+            (0, EventKind::Connected),
+            (1, data(Dir::C2S, 42)),
+            (31, data(Dir::S2C, 19)),
+            (32, data(Dir::C2S, 200)),
+            (532, data(Dir::S2C, 1000)),
+            (733, data(Dir::S2C, 100)),
+        ]);
+        assert_eq!(server_timing(&t).uniform_write_delay_ms(), None);
     }
 
     #[test]
