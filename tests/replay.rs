@@ -632,3 +632,47 @@ fn exact_resends_the_cleartext_request_verbatim() {
     assert!(cmp.matched, "{}", compare::render(&cmp));
     first.stop();
 }
+
+/// Under standard RDP security at encryption level NONE every client PDU is cleartext: `--exact`
+/// resends all of them byte for byte and the server still takes the connection to the end.
+#[test]
+fn exact_replays_every_standard_rdp_security_pdu() {
+    let rt = rt();
+    let server = lab(builtin("rdp-security-only").expect("builtin"));
+    let mut o = opts(server.addr, &[Protocol::Rdp]);
+    o.cookie = Some("bob".into());
+    let r = rt.block_on(probe::probe(&o));
+    let cap = through_pcapng(&r);
+    assert_eq!(
+        cap.report.last_stage,
+        Stage::Connected,
+        "{}",
+        cap.report.summary
+    );
+    let plan = client::derive_client(&cap.trace, &cap.report);
+    assert!(
+        plan.cleartext.len() >= 8,
+        "request, MCS, channels, client info, confirm active, finalization: {}",
+        plan.cleartext.len()
+    );
+    let again = rt.block_on(client::run_client(
+        &plan,
+        &client::ClientRunOptions {
+            host: "127.0.0.1".into(),
+            port: server.addr.port(),
+            exact: true,
+            credentials: Some(creds()),
+            stage_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(10),
+        },
+    ));
+    use rdprobe::trace::{Dir, Layer};
+    assert_eq!(
+        again.trace.stream(Dir::C2S, Layer::Wire),
+        cap.trace.stream(Dir::C2S, Layer::Wire),
+        "every client byte went out as captured"
+    );
+    let cmp = compare::compare(&cap.report, &again.report);
+    assert!(cmp.matched, "{}", compare::render(&cmp));
+    server.stop();
+}
