@@ -34,7 +34,7 @@ fn assert_connected(r: &ConnectionReport) {
     }
 }
 
-fn rdpsec_note<'a>(r: &'a ConnectionReport) -> &'a str {
+fn rdpsec_note(r: &ConnectionReport) -> &str {
     r.notes
         .iter()
         .find(|n| n.starts_with("standard RDP security:"))

@@ -156,8 +156,8 @@ pub enum SecurityContext {
     Rc4 {
         mac_key: [u8; 16],
         method: Method,
-        encrypt: Rc4Direction,
-        decrypt: Rc4Direction,
+        encrypt: Box<Rc4Direction>,
+        decrypt: Box<Rc4Direction>,
         /// Sign with the salted MAC (the client then sets SEC_SECURE_CHECKSUM).
         salted: bool,
     },
@@ -185,8 +185,8 @@ impl SecurityContext {
         SecurityContext::Rc4 {
             mac_key: keys.mac_key,
             method: keys.method,
-            encrypt: Rc4Direction::new(keys.method, keys.encrypt_key),
-            decrypt: Rc4Direction::new(keys.method, keys.decrypt_key),
+            encrypt: Box::new(Rc4Direction::new(keys.method, keys.encrypt_key)),
+            decrypt: Box::new(Rc4Direction::new(keys.method, keys.decrypt_key)),
             salted: false,
         }
     }
@@ -197,8 +197,8 @@ impl SecurityContext {
         SecurityContext::Rc4 {
             mac_key: keys.mac_key,
             method: keys.method,
-            encrypt: Rc4Direction::new(keys.method, keys.decrypt_key),
-            decrypt: Rc4Direction::new(keys.method, keys.encrypt_key),
+            encrypt: Box::new(Rc4Direction::new(keys.method, keys.decrypt_key)),
+            decrypt: Box::new(Rc4Direction::new(keys.method, keys.encrypt_key)),
             salted: false,
         }
     }
@@ -321,7 +321,7 @@ impl SecurityContext {
                 let pad = usize::from(sealed[3]);
                 let sig = &sealed[4..4 + SIGNATURE_LEN];
                 let body = &sealed[4 + SIGNATURE_LEN..];
-                if body.len() % DES_BLOCK != 0 {
+                if !body.len().is_multiple_of(DES_BLOCK) {
                     return Err(CryptError::NotBlockAligned(body.len()));
                 }
                 let mut plain = body.to_vec();

@@ -277,7 +277,7 @@ pub fn expand_des_key(k: &[u8; 21]) -> [u8; 24] {
 /// Sets the low bit so that the byte has an odd number of one bits.
 fn odd_parity(v: u8) -> u8 {
     let hi = v & 0xfe;
-    if hi.count_ones() % 2 == 0 {
+    if hi.count_ones().is_multiple_of(2) {
         hi | 1
     } else {
         hi

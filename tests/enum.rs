@@ -1,0 +1,427 @@
+//! Issue 7 proof: `rdprobe enum` against real servers (xrdp in its three security layers,
+//! freerdp-shadow with NLA), cross-checked field by field with nmap's `rdp-enum-encryption` and
+//! `rdp-ntlm-info` on everything both report.
+//!
+//! nmap's meaning of "SUCCESS" in `rdp-enum-encryption` is "the server answered this offer with an
+//! RDP_NEG_RSP", not "the server selected it": offered HYBRID, xrdp (which has no NLA) answers
+//! RDP_NEG_RSP selecting PROTOCOL_SSL or PROTOCOL_RDP, and nmap prints "CredSSP (NLA): SUCCESS".
+//! The tests compare nmap's SUCCESS with rdprobe's "answered with a negotiation response" and
+//! assert the known inaccuracy explicitly where rdprobe says "not accepted".
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use common::*;
+use rdprobe::enumerate::{enumerate, EnumOptions, EnumReport};
+
+/// What nmap's two scripts said.
+#[derive(Debug, Default)]
+struct Nmap {
+    /// Lines "NAME: SUCCESS" of the Security layer table.
+    layers: BTreeSet<String>,
+    /// "RDP Encryption level: X".
+    level: Option<String>,
+    /// Lines "40-bit RC4: SUCCESS" etc.
+    ciphers: BTreeSet<String>,
+    /// rdp-ntlm-info elements.
+    ntlm: BTreeMap<String, String>,
+    enum_script_ran: bool,
+    /// rdp-enum-encryption's error output, when the script failed.
+    enum_script_error: Option<String>,
+    elapsed: Duration,
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&#xa;", "\n")
+        .replace("&#xd;", "\r")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+fn run_nmap(port: u16) -> Nmap {
+    require_binary("nmap", "nmap").expect("nmap is needed: apt-get install nmap");
+    let start = Instant::now();
+    let out = std::process::Command::new("nmap")
+        .args([
+            "-n",
+            "-Pn",
+            "-sT",
+            "-p",
+            &port.to_string(),
+            "--script",
+            "+rdp-enum-encryption,+rdp-ntlm-info",
+            "-oX",
+            "-",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("run nmap");
+    let elapsed = start.elapsed();
+    let xml = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "nmap ({} ms): {}",
+        elapsed.as_millis(),
+        xml.lines()
+            .filter(|l| l.contains("<script"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(out.status.success(), "nmap failed: {xml}");
+    let mut n = Nmap {
+        elapsed,
+        ..Nmap::default()
+    };
+    if let Some(at) = xml.find("<script id=\"rdp-enum-encryption\" output=\"") {
+        n.enum_script_ran = true;
+        let rest = &xml[at + "<script id=\"rdp-enum-encryption\" output=\"".len()..];
+        let text = unescape(&rest[..rest.find('"').unwrap_or(0)]);
+        if text.contains("ERROR: Script execution failed") {
+            n.enum_script_error = Some(text.trim().to_owned());
+        }
+        let mut section = "";
+        for line in text.lines() {
+            let t = line.trim();
+            if t == "Security layer" {
+                section = "layers";
+            } else if let Some(l) = t.strip_prefix("RDP Encryption level: ") {
+                section = "ciphers";
+                n.level = Some(l.to_owned());
+            } else if t.starts_with("RDP Protocol Version") {
+                section = "";
+            } else if let Some(name) = t.strip_suffix(": SUCCESS") {
+                match section {
+                    "layers" => {
+                        n.layers.insert(name.to_owned());
+                    }
+                    "ciphers" => {
+                        n.ciphers.insert(name.to_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Some(at) = xml.find("<script id=\"rdp-ntlm-info\"") {
+        let rest = &xml[at..];
+        let end = rest.find("</script>").unwrap_or(rest.len());
+        let mut body = &rest[..end];
+        while let Some(i) = body.find("<elem key=\"") {
+            body = &body[i + "<elem key=\"".len()..];
+            let k_end = body.find('"').unwrap_or(0);
+            let key = body[..k_end].to_owned();
+            let v_start = body.find('>').map(|x| x + 1).unwrap_or(0);
+            let v_end = body.find("</elem>").unwrap_or(v_start);
+            n.ntlm.insert(key, unescape(&body[v_start..v_end]));
+            body = &body[v_end..];
+        }
+    }
+    n
+}
+
+async fn run_enum(port: u16) -> EnumReport {
+    let mut o = EnumOptions::new("127.0.0.1", port);
+    o.timeout = Duration::from_secs(5);
+    let r = enumerate(&o).await;
+    eprintln!("{}", rdprobe::enumerate::render::render_text(&r));
+    r
+}
+
+/// nmap's protocol names and the requestedProtocols value each one offers.
+const NMAP_LAYERS: [(&str, u32); 5] = [
+    ("Native RDP", 0),
+    ("SSL", PROTOCOL_SSL),
+    ("CredSSP (NLA)", PROTOCOL_SSL | PROTOCOL_HYBRID),
+    ("RDSTLS", PROTOCOL_RDSTLS),
+    ("CredSSP with Early User Auth", PROTOCOL_HYBRID_EX),
+];
+
+/// Field-by-field agreement on everything both tools report. Returns the documented
+/// disagreements (nmap's "SUCCESS" for a protocol rdprobe found not accepted).
+fn cross_check(r: &EnumReport, n: &Nmap) -> Vec<String> {
+    eprintln!(
+        "wall time: rdprobe enum {} ms ({} connections), nmap scripts {} ms",
+        r.elapsed_ms,
+        r.connections,
+        n.elapsed.as_millis()
+    );
+    let mut inaccurate = Vec::new();
+    assert!(n.enum_script_ran, "nmap's rdp-enum-encryption did not run");
+    if let Some(e) = &n.enum_script_error {
+        // nmap's script aborts when a protocol it offers is refused on a server that needs TLS:
+        // nothing to compare for protocols and methods; rdprobe must still have answers.
+        assert!(
+            r.protocols.iter().all(|p| p.error.is_none()),
+            "{:?}",
+            r.protocols
+        );
+        inaccurate.push(format!("nmap rdp-enum-encryption failed: {e}"));
+    } else {
+        layers_and_methods(r, n, &mut inaccurate);
+    }
+    ntlm_info(r, n);
+    inaccurate
+}
+
+fn layers_and_methods(r: &EnumReport, n: &Nmap, inaccurate: &mut Vec<String>) {
+    // Security layers.
+    for (name, offered) in NMAP_LAYERS {
+        let nmap_success = n.layers.contains(name);
+        if offered == PROTOCOL_SSL | PROTOCOL_HYBRID {
+            // nmap offers SSL|HYBRID, rdprobe HYBRID alone: the server answers both or neither with
+            // a negotiation response unless it answers the lone HYBRID with a failure.
+            let ours = r.protocol(PROTOCOL_HYBRID).expect("hybrid asked");
+            if ours.accepted {
+                assert!(
+                    nmap_success,
+                    "rdprobe: HYBRID accepted; nmap: no {name} SUCCESS"
+                );
+            } else if nmap_success {
+                // The documented inaccuracy: nmap's SUCCESS although the server does not select
+                // HYBRID (xrdp has no NLA).
+                assert_ne!(ours.selected_value, Some(PROTOCOL_HYBRID));
+                inaccurate.push(format!(
+                    "nmap says `{name}: SUCCESS`; rdprobe: HYBRID not accepted ({})",
+                    ours.selected
+                        .as_deref()
+                        .or(ours.failure_name.as_deref())
+                        .unwrap_or("no answer")
+                ));
+            }
+            continue;
+        }
+        let ours = r.protocol(offered).expect("protocol asked");
+        let ours_rsp = ours.response == "negotiation response";
+        assert_eq!(
+            nmap_success, ours_rsp,
+            "{name}: nmap SUCCESS={nmap_success}, rdprobe answer {:?}",
+            ours
+        );
+        if nmap_success && !ours.accepted {
+            inaccurate.push(format!(
+                "nmap says `{name}: SUCCESS`; rdprobe: not accepted (server selected {})",
+                ours.selected.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    // RDP encryption methods and level, when nmap could ask (it asks on a PROTOCOL_RDP request).
+    if let Some(sec) = &r.rdp_security {
+        let level = n.level.as_deref().map(|l| match l {
+            "None" => "none",
+            "Low" => "low",
+            "Client Compatible" => "client_compatible",
+            "High" => "high",
+            "FIPS Compliant" => "fips",
+            other => other,
+        });
+        assert_eq!(level, sec.level.as_deref(), "encryption level");
+        for m in &sec.methods {
+            let nmap_name = match m.method.name() {
+                "40bit" => "40-bit RC4",
+                "56bit" => "56-bit RC4",
+                "128bit" => "128-bit RC4",
+                _ => "FIPS 140-1",
+            };
+            assert_eq!(
+                n.ciphers.contains(nmap_name),
+                m.accepted,
+                "{nmap_name}: nmap vs rdprobe {m:?}"
+            );
+        }
+    } else {
+        assert!(
+            n.ciphers.is_empty(),
+            "nmap found RDP encryption methods {:?}, rdprobe did not ask (PROTOCOL_RDP not accepted)",
+            n.ciphers
+        );
+    }
+}
+
+fn ntlm_info(r: &EnumReport, n: &Nmap) {
+    match &r.credssp {
+        Some(c) if c.error.is_none() => {
+            for (key, ours) in [
+                ("NetBIOS_Computer_Name", &c.nb_computer_name),
+                ("NetBIOS_Domain_Name", &c.nb_domain_name),
+                ("DNS_Computer_Name", &c.dns_computer_name),
+                ("DNS_Domain_Name", &c.dns_domain_name),
+                ("DNS_Tree_Name", &c.dns_tree_name),
+                ("Product_Version", &c.os_version),
+            ] {
+                assert_eq!(
+                    n.ntlm.get(key).filter(|v| !v.is_empty()),
+                    ours.as_ref().filter(|v| !v.is_empty()),
+                    "{key}: nmap {:?} vs rdprobe {:?}",
+                    n.ntlm,
+                    c
+                );
+            }
+            assert_eq!(
+                n.ntlm.contains_key("System_Time"),
+                c.server_time.is_some(),
+                "System_Time present in one only"
+            );
+        }
+        _ => assert!(
+            n.ntlm.is_empty(),
+            "nmap found NTLM info {:?}, rdprobe none",
+            n.ntlm
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xrdp_negotiate_agrees_with_nmap() {
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("start xrdp (apt-get install xrdp)");
+    let r = run_enum(xrdp.port()).await;
+    let n = run_nmap(xrdp.port());
+    assert!(r.accepts(0) && r.accepts(PROTOCOL_SSL));
+    assert!(!r.accepts(PROTOCOL_HYBRID) && !r.accepts(PROTOCOL_HYBRID_EX));
+    let sec = r.rdp_security.as_ref().expect("rdp security enumerated");
+    assert_eq!(sec.level.as_deref(), Some("high"));
+    assert_eq!(sec.certificate_type.as_deref(), Some("proprietary"));
+    assert!(sec.key_bits.unwrap_or(0) >= 512);
+    let tls = r.tls.as_ref().expect("tls enumerated");
+    let v12 = tls
+        .versions
+        .iter()
+        .find(|v| v.version == "TLSv1.2")
+        .unwrap();
+    assert!(v12.accepted && v12.cipher_suites.len() > 1, "{v12:?}");
+    let v10 = tls
+        .versions
+        .iter()
+        .find(|v| v.version == "TLSv1.0")
+        .unwrap();
+    assert!(
+        !v10.accepted,
+        "xrdp's default ssl_protocols exclude TLS 1.0"
+    );
+    let cert = tls.certificate.as_ref().expect("certificate audited");
+    assert!(cert.self_signed && cert.findings.iter().any(|f| f == "self-signed"));
+    assert!(r.credssp.is_none(), "xrdp has no NLA");
+    let inaccurate = cross_check(&r, &n);
+    // nmap's known inaccuracy on xrdp: CredSSP SUCCESS without NLA.
+    assert!(
+        inaccurate.iter().any(|i| i.contains("CredSSP (NLA)")),
+        "expected nmap's CredSSP SUCCESS on xrdp to be flagged: {inaccurate:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xrdp_tls_only_agrees_with_nmap() {
+    let xrdp = Xrdp::start(XrdpOpts::tls()).expect("start xrdp");
+    let r = run_enum(xrdp.port()).await;
+    let n = run_nmap(xrdp.port());
+    assert!(r.accepts(PROTOCOL_SSL) && !r.accepts(0));
+    assert!(r.rdp_security.is_none());
+    let notes = cross_check(&r, &n);
+    // nmap cannot enumerate a TLS-only xrdp (its script fails); rdprobe reports what it offers.
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("nmap rdp-enum-encryption failed")),
+        "expected nmap's failure on a TLS-only server: {notes:?}"
+    );
+    let v12 = r
+        .tls
+        .as_ref()
+        .unwrap()
+        .versions
+        .iter()
+        .find(|v| v.version == "TLSv1.2")
+        .unwrap();
+    assert!(v12.accepted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xrdp_rdp_only_agrees_with_nmap_on_methods_and_level() {
+    for level in ["high", "fips"] {
+        let xrdp = Xrdp::start(XrdpOpts::rdp(level)).expect("start xrdp");
+        let r = run_enum(xrdp.port()).await;
+        let n = run_nmap(xrdp.port());
+        assert!(r.accepts(0) && !r.accepts(PROTOCOL_SSL));
+        assert!(r.tls.is_none());
+        let sec = r.rdp_security.as_ref().expect("rdp security enumerated");
+        assert_eq!(sec.level.as_deref(), Some(level));
+        let accepted: Vec<&str> = sec
+            .methods
+            .iter()
+            .filter(|m| m.accepted)
+            .map(|m| m.method.name())
+            .collect();
+        assert_eq!(
+            accepted,
+            if level == "fips" {
+                vec!["fips"]
+            } else {
+                vec!["128bit"]
+            }
+        );
+        cross_check(&r, &n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn freerdp_shadow_nla_agrees_with_nmap_on_ntlm_info() {
+    let shadow = FreerdpShadow::start("nla", &[("alice", "secret-pw")])
+        .expect("start freerdp-shadow-cli (apt-get install freerdp2-shadow-x11 xvfb)");
+    let r = run_enum(shadow.port()).await;
+    let c = r.credssp.as_ref().expect("credssp enumerated");
+    assert!(c.error.is_none(), "{c:?}");
+    assert!(c.version.is_some());
+    assert!(
+        c.nb_computer_name.is_some() || c.dns_computer_name.is_some(),
+        "{c:?}"
+    );
+    assert!(r.accepts(PROTOCOL_HYBRID));
+    let n = run_nmap(shadow.port());
+    assert!(
+        n.ntlm.contains_key("NetBIOS_Computer_Name") || n.ntlm.contains_key("DNS_Computer_Name"),
+        "nmap's rdp-ntlm-info found nothing: {n:?}"
+    );
+    cross_check(&r, &n);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_are_checked_auth_only() {
+    let shadow = FreerdpShadow::start("nla", &[("alice", "secret-pw")]).expect("start shadow");
+    let mut o = EnumOptions::new("127.0.0.1", shadow.port());
+    o.timeout = Duration::from_secs(5);
+    o.skip_ciphers = true;
+    o.credentials = Some(rdprobe::probe::Credentials {
+        user: "alice".into(),
+        domain: None,
+        password: "secret-pw".into(),
+    });
+    let good = enumerate(&o).await;
+    let c = good.credentials.as_ref().expect("credentials checked");
+    assert!(c.accepted, "{c:?}");
+    o.credentials = Some(rdprobe::probe::Credentials {
+        user: "alice".into(),
+        domain: None,
+        password: "wrong".into(),
+    });
+    let bad = enumerate(&o).await;
+    let c = bad.credentials.as_ref().expect("credentials checked");
+    assert!(!c.accepted, "{c:?}");
+}
+
+/// Manual helper: `HOLD_XRDP=negotiate cargo test --test enum hold -- --ignored --nocapture`
+/// keeps an xrdp running for 300 s and prints its port (for timing the CLI by hand).
+#[test]
+#[ignore]
+fn hold() {
+    let opts = match std::env::var("HOLD_XRDP").as_deref() {
+        Ok("tls") => XrdpOpts::tls(),
+        Ok("rdp") => XrdpOpts::rdp("high"),
+        _ => XrdpOpts::negotiate(),
+    };
+    let xrdp = Xrdp::start(opts).expect("xrdp");
+    println!("PORT {}", xrdp.port());
+    std::thread::sleep(Duration::from_secs(300));
+}
