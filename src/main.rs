@@ -513,8 +513,8 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             }
         };
         n += 1;
-        let d = rdprobe::decode::decode(&trace);
-        let r = &d.report;
+        let report = rdprobe::decode::decode_report(&trace);
+        let r = &report;
         let code = report::exit_code(r);
         if code != exit::SUCCESS && (worst == exit::SUCCESS || code < worst) {
             worst = code;

@@ -17,6 +17,9 @@ use crate::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
 /// Bytes buffered per direction while waiting for a complete PDU before we call the stream malformed.
 const MAX_PENDING: usize = 1024 * 1024;
 
+/// PDUs listed per stage in the `pdus` fact; later ones are counted in `pdus_more`.
+const MAX_PDUS_LISTED: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// TPKT / fast-path PDUs.
@@ -64,6 +67,8 @@ struct StageAcc {
     frames: Vec<u64>,
     facts: Facts,
     pdus: Vec<String>,
+    /// PDUs seen beyond `MAX_PDUS_LISTED`.
+    pdus_more: u64,
 }
 
 struct Failure {
@@ -74,6 +79,8 @@ struct Failure {
 
 struct Machine<'a> {
     trace: &'a Trace,
+    /// Whether to build per-event labels (for capture comments); analyze does not need them.
+    want_labels: bool,
     labels: Vec<Vec<String>>,
     stages: Vec<(Stage, StageAcc)>,
     failure: Option<Failure>,
@@ -103,6 +110,8 @@ struct Machine<'a> {
     /// A server FIN whose meaning depends on cleartext that may be recorded after it.
     server_fin: bool,
     server_fin_at: u64,
+    /// Encrypted (standard RDP security) PDUs after licensing: (client, server).
+    enc_after_licensing: (u32, u32),
 }
 
 fn di(dir: Dir) -> usize {
@@ -112,10 +121,11 @@ fn di(dir: Dir) -> usize {
     }
 }
 
-pub(super) fn run(trace: &Trace) -> Decoded {
+pub(super) fn run(trace: &Trace, want_labels: bool) -> Decoded {
     let mut m = Machine {
         trace,
-        labels: vec![Vec::new(); trace.events.len()],
+        want_labels,
+        labels: if want_labels { vec![Vec::new(); trace.events.len()] } else { Vec::new() },
         stages: Vec::new(),
         failure: None,
         stopped: None,
@@ -141,6 +151,7 @@ pub(super) fn run(trace: &Trace) -> Decoded {
         client_finished: false,
         server_fin: false,
         server_fin_at: 0,
+        enc_after_licensing: (0, 0),
     };
     for (i, ev) in trace.events.iter().enumerate() {
         m.event_idx = i;
@@ -255,12 +266,19 @@ impl Machine<'_> {
             }
         }
         let who = if dir == Dir::C2S { "client" } else { "server" };
-        acc.pdus.push(format!("{who}: {name}"));
-        let text = format!("{}: {name}", self.cur());
-        if inner {
-            self.inner_label(dir, label_idx, text);
+        // Bounded: a long session lists its first PDUs and counts the rest.
+        if acc.pdus.len() < MAX_PDUS_LISTED {
+            acc.pdus.push(format!("{who}: {name}"));
         } else {
-            self.label(label_idx, text);
+            acc.pdus_more += 1;
+        }
+        if self.want_labels {
+            let text = format!("{}: {name}", self.cur());
+            if inner {
+                self.inner_label(dir, label_idx, text);
+            } else {
+                self.label(label_idx, text);
+            }
         }
         self.last_pdu = Some((dir, now));
     }
@@ -579,9 +597,21 @@ impl Machine<'_> {
                 (p.mode, p.first_event)
             };
             let n = match mode {
-                Mode::Rdp => self.rdp_pdu(dir, layer, first_event),
-                Mode::Tls => self.tls_record(dir, first_event),
-                Mode::Credssp => self.credssp_pdu(dir, first_event),
+                // The buffer is taken out while its PDU is handled (no copy); handlers never append
+                // to it, and one that kills the stream leaves the mode Dead so it is not put back.
+                Mode::Rdp | Mode::Tls | Mode::Credssp => {
+                    let buf = std::mem::take(&mut self.parser(dir, layer).buf);
+                    let r = match mode {
+                        Mode::Rdp => self.rdp_pdu(dir, layer, first_event, &buf),
+                        Mode::Tls => self.tls_record(dir, first_event, &buf),
+                        _ => self.credssp_pdu(dir, first_event, &buf),
+                    };
+                    let p = self.parser(dir, layer);
+                    if p.mode != Mode::Dead {
+                        p.buf = buf;
+                    }
+                    r
+                }
                 Mode::Dead => None,
             };
             let Some(n) = n else { return };
@@ -608,12 +638,9 @@ impl Machine<'_> {
     }
 
     /// One TPKT / fast-path PDU; returns its length when consumed.
-    fn rdp_pdu(&mut self, dir: Dir, layer: Layer, first_event: usize) -> Option<usize> {
+    fn rdp_pdu(&mut self, dir: Dir, layer: Layer, first_event: usize, buf: &[u8]) -> Option<usize> {
         let inner = layer == Layer::Inner;
-        let (buf, base) = {
-            let p = self.parser(dir, layer);
-            (p.buf.clone(), p.base)
-        };
+        let base = self.parser(dir, layer).base;
         // A TLS record where RDP was expected (e.g. a capture missing the X.224 exchange).
         if !inner
             && buf.first() == Some(&0x16)
@@ -913,6 +940,24 @@ impl Machine<'_> {
     ) {
         let _ = carrier;
         match mcs::classify_share_pdu(payload, has_sec) {
+            Some(("encrypted pdu", _)) if !self.connected && self.cur() >= Stage::Licensing => {
+                // Standard RDP security encrypts the capability exchange and finalization; without
+                // the session keys the stages are inferred from the PDU order: the client sends
+                // confirm active, synchronize, 2 x control and font list (5), the server answers
+                // synchronize, 2 x control and font map (4) after its demand active.
+                match dir {
+                    Dir::C2S => self.enc_after_licensing.0 += 1,
+                    Dir::S2C => self.enc_after_licensing.1 += 1,
+                }
+                self.pdu(Stage::Capabilities, dir, len, "encrypted pdu".into(), first_event, inner);
+                let (c, sv) = self.enc_after_licensing;
+                if c >= 5 && sv >= 5 && dir == Dir::S2C {
+                    self.fact("inferred", json!("encrypted: capabilities and finalization inferred from PDU order"));
+                    self.enter(Stage::Connected);
+                    self.connected = true;
+                    self.ended_by = None;
+                }
+            }
             Some((name, facts)) => {
                 let stage = share_stage(name, self.cur(), self.connected);
                 self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
@@ -951,10 +996,10 @@ impl Machine<'_> {
     }
 
     /// One TLS record on the wire.
-    fn tls_record(&mut self, dir: Dir, first_event: usize) -> Option<usize> {
-        let (buf, base, ccs) = {
+    fn tls_record(&mut self, dir: Dir, first_event: usize, buf: &[u8]) -> Option<usize> {
+        let (base, ccs) = {
             let p = &self.wire[di(dir)];
-            (p.buf.clone(), p.base, p.ccs_seen)
+            (p.base, p.ccs_seen)
         };
         if buf.len() < tls::RECORD_HEADER_LEN {
             return None;
@@ -1117,8 +1162,7 @@ impl Machine<'_> {
                         first_event,
                         false,
                     );
-                    let n = self.acc().pdus.len();
-                    self.fact("encrypted_records", json!(n));
+                    // `encrypted_records` is filled in at the end (one count, not one insert per record).
                 } else if self.cur() == Stage::Tls {
                     // The TLS 1.3 encrypted handshake flights and the first records: keep in tls until
                     // the inner stream shows the next stage.
@@ -1242,11 +1286,8 @@ impl Machine<'_> {
     }
 
     /// One CredSSP message in the inner stream (TSRequest, or the 4-byte Early User Authorization Result).
-    fn credssp_pdu(&mut self, dir: Dir, first_event: usize) -> Option<usize> {
-        let (buf, base) = {
-            let p = &self.inner[di(dir)];
-            (p.buf.clone(), p.base)
-        };
+    fn credssp_pdu(&mut self, dir: Dir, first_event: usize, buf: &[u8]) -> Option<usize> {
+        let base = self.inner[di(dir)].base;
         let first = *buf.first()?;
         if first == 0x03 {
             // TPKT: CredSSP is over, MCS begins.
@@ -1467,6 +1508,15 @@ impl Machine<'_> {
             let mut facts = acc.facts;
             if !acc.pdus.is_empty() {
                 facts.insert("pdus".into(), json!(acc.pdus));
+            }
+            if acc.pdus_more > 0 {
+                facts.insert("pdus_more".into(), json!(acc.pdus_more));
+            }
+            if facts.contains_key("encrypted") {
+                facts.insert(
+                    "encrypted_records".into(),
+                    json!(acc.pdus.len() as u64 + acc.pdus_more),
+                );
             }
             stages.push(StageReport {
                 stage,

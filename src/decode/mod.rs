@@ -20,7 +20,13 @@ pub struct Decoded {
 
 /// Decodes one conversation.
 pub fn decode(trace: &Trace) -> Decoded {
-    machine::run(trace)
+    machine::run(trace, true)
+}
+
+/// Decodes one conversation without building capture labels (`Decoded::labels` is empty): the fast
+/// path for `analyze`.
+pub fn decode_report(trace: &Trace) -> ConnectionReport {
+    machine::run(trace, false).report
 }
 
 mod machine;
