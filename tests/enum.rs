@@ -416,6 +416,12 @@ async fn credentials_are_checked_auth_only() {
 #[test]
 #[ignore]
 fn hold() {
+    if std::env::var("HOLD_XRDP").as_deref() == Ok("shadow") {
+        let shadow = FreerdpShadow::start("nla", &[("alice", "pw")]).expect("shadow");
+        println!("PORT {}", shadow.port());
+        std::thread::sleep(Duration::from_secs(300));
+        return;
+    }
     let opts = match std::env::var("HOLD_XRDP").as_deref() {
         Ok("tls") => XrdpOpts::tls(),
         Ok("rdp") => XrdpOpts::rdp("high"),
