@@ -79,6 +79,18 @@ enum Cmd {
     Replay(Box<ReplayArgs>),
     /// Start the lab with a few fault scenarios in-process and probe each: see rdprobe work in one command.
     Demo(DemoArgs),
+    /// Enumerate what a server offers: security protocols, RDP encryption methods, TLS versions and
+    /// cipher suites with a certificate audit, CredSSP version and NTLM target info.
+    ///
+    /// One short connection per question, in parallel. With --user (password from
+    /// RDPROBE_PASSWORD) it also checks whether the credentials are accepted (stops after CredSSP).
+    ///
+    /// Examples:
+    ///   rdprobe enum rdp01.corp.example
+    ///   rdprobe enum 10.0.0.5:3390 --json
+    ///   RDPROBE_PASSWORD=... rdprobe enum host --user alice --domain CORP
+    #[command(verbatim_doc_comment)]
+    Enum(EnumArgs),
     /// Strip a capture for sharing: TLS secrets, cleartext above TLS, X.224 cookie user names and
     /// cleartext Client Info PDUs; writes only the RDP conversations.
     ///
@@ -211,6 +223,7 @@ fn main() -> ExitCode {
             Cmd::Lab(a) => cmd_lab(a).await,
             Cmd::Replay(a) => cmd_replay(*a).await,
             Cmd::Demo(a) => cmd_demo(a).await,
+            Cmd::Enum(a) => cmd_enum(a).await,
             Cmd::Sanitize { input, output } => cmd_sanitize(&input, &output),
             Cmd::Scenarios => cmd_scenarios(),
             Cmd::Explain { code, ext } => cmd_explain(&code, ext.as_deref()),
@@ -717,8 +730,75 @@ fn cmd_explain(code: &str, ext: Option<&str>) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
+
+#[derive(clap::Args)]
+struct EnumArgs {
+    /// Target: HOST, HOST:PORT, [IPv6]:PORT (default port 3389)
+    target: String,
+    /// Check these credentials too (auth-only; the password comes from RDPROBE_PASSWORD or a prompt)
+    #[arg(long)]
+    user: Option<String>,
+    /// Domain for the user
+    #[arg(long)]
+    domain: Option<String>,
+    /// Deadline for each wait on the server (e.g. 3s, 500ms)
+    #[arg(long, default_value = "5s")]
+    timeout: String,
+    /// Connections open at the same time
+    #[arg(long, default_value_t = 3)]
+    concurrency: usize,
+    /// Most cipher suites tried per TLS version
+    #[arg(long, default_value_t = rdprobe::enumerate::DEFAULT_CIPHER_LIMIT)]
+    cipher_limit: usize,
+    /// TLS versions only, no cipher suite enumeration
+    #[arg(long)]
+    no_ciphers: bool,
+    /// Print one JSON document instead of the tables
+    #[arg(long)]
+    json: bool,
+}
+
+async fn cmd_enum(a: EnumArgs) -> Result<i32> {
+    let (host, port) = parse_target(&a.target)?;
+    let mut o = rdprobe::enumerate::EnumOptions::new(host, port);
+    o.timeout = parse_duration(&a.timeout)?;
+    o.concurrency = a.concurrency.clamp(1, 64);
+    o.cipher_limit = a.cipher_limit.max(1);
+    o.skip_ciphers = a.no_ciphers;
+    if let Some(user) = &a.user {
+        o.credentials = Some(Credentials {
+            user: user.clone(),
+            domain: a.domain.clone(),
+            password: read_password(user)?,
+        });
+    }
+    let r = tokio::select! {
+        r = rdprobe::enumerate::enumerate(&o) => r,
+        _ = interrupted() => return Ok(exit::INTERRUPTED),
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+    } else {
+        write!(out, "{}", rdprobe::enumerate::render::render_text(&r))?;
+    }
+    let answered = r
+        .protocols
+        .iter()
+        .chain(std::iter::once(&r.all_offered))
+        .any(|p| p.error.is_none());
+    if !answered {
+        return Ok(exit::NETWORK);
+    }
+    if r.credentials.as_ref().is_some_and(|c| !c.accepted) {
+        return Ok(exit::AUTH);
+    }
+    Ok(exit::SUCCESS)
+}
+
 /// `replay --as-client`: the server behaved differently from the capture.
 const EXIT_REPLAY_MISMATCH: i32 = 9;
+
 
 #[derive(clap::Args)]
 struct ReplayArgs {
