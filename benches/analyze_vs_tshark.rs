@@ -57,9 +57,15 @@ fn client_hello() -> Vec<u8> {
 
 /// One conversation; `kind` picks how it ends.
 fn conversation(i: u32, kind: u32, t0: u64, session_records: usize) -> Trace {
-    let client: SocketAddr = format!("10.{}.{}.{}:{}", 1 + (i >> 16) % 200, (i >> 8) & 255, i & 255, 40000 + (i % 20000))
-        .parse()
-        .unwrap();
+    let client: SocketAddr = format!(
+        "10.{}.{}.{}:{}",
+        1 + (i >> 16) % 200,
+        (i >> 8) & 255,
+        i & 255,
+        40000 + (i % 20000)
+    )
+    .parse()
+    .unwrap();
     let server: SocketAddr = "10.250.0.1:3389".parse().unwrap();
     let mut t = Trace::new(client, server);
     let mut now = t0;
@@ -109,12 +115,19 @@ fn main() {
         println!("analyze_vs_tshark: bench");
         return;
     }
-    let target_mb: u64 = std::env::var("BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let path = std::env::temp_dir().join(format!("rdprobe-analyze-bench-{}.pcapng", std::process::id()));
+    let target_mb: u64 = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let path = std::env::temp_dir().join(format!(
+        "rdprobe-analyze-bench-{}.pcapng",
+        std::process::id()
+    ));
     let gen = Instant::now();
     let mut conns = 0u32;
     {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
+        let mut w =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
         let mut written = 0u64;
         let t0 = 1_780_000_000_000_000u64;
         while written < target_mb * 1024 * 1024 {
@@ -151,19 +164,43 @@ fn main() {
     let ts = Command::new("tshark")
         .arg("-r")
         .arg(&path)
-        .args(["-n", "-Y", "rdp.neg_type", "-T", "fields", "-e", "tcp.stream"])
+        .args([
+            "-n",
+            "-Y",
+            "rdp.neg_type",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.stream",
+        ])
         .stderr(Stdio::null())
         .output()
         .expect("run tshark (apt-get install tshark)");
     let tsh = t.elapsed().as_secs_f64();
     let ts_rss = max_rss_children_kib();
-    let mut streams: Vec<String> = String::from_utf8_lossy(&ts.stdout).lines().map(str::to_owned).collect();
+    let mut streams: Vec<String> = String::from_utf8_lossy(&ts.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     streams.sort();
     streams.dedup();
     let _ = std::fs::remove_file(&path);
 
-    println!("rdprobe analyze : {rd:>7.2} s  {:>7.0} MB/s  {found} connections", size_mb / rd);
-    println!("tshark -Y rdp   : {tsh:>7.2} s  {:>7.0} MB/s  {} connections", size_mb / tsh, streams.len());
-    println!("speed-up        : {:.1}x (goal >= 20x, >= 300 MB/s)", tsh / rd);
-    println!("peak RSS        : rdprobe {} KiB (max of children so far), tshark {} KiB", rd_rss, ts_rss);
+    println!(
+        "rdprobe analyze : {rd:>7.2} s  {:>7.0} MB/s  {found} connections",
+        size_mb / rd
+    );
+    println!(
+        "tshark -Y rdp   : {tsh:>7.2} s  {:>7.0} MB/s  {} connections",
+        size_mb / tsh,
+        streams.len()
+    );
+    println!(
+        "speed-up        : {:.1}x (goal >= 20x, >= 300 MB/s)",
+        tsh / rd
+    );
+    println!(
+        "peak RSS        : rdprobe {} KiB (max of children so far), tshark {} KiB",
+        rd_rss, ts_rss
+    );
 }

@@ -93,7 +93,10 @@ fn find_masks(stream: &[u8], stats: &mut SanitizeStats) -> Vec<(usize, usize, u8
                 let ud = &pdu[user_data_offset.min(pdu.len())..];
                 if let Some((name, facts)) = mcs::classify_domain_pdu(ud) {
                     if name.starts_with("send data") {
-                        let off = facts.get("payload_offset").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+                        let off = facts
+                            .get("payload_offset")
+                            .and_then(|v| v.as_u64())
+                            .unwrap_or(0) as usize;
                         if let Some(payload) = ud.get(off..) {
                             let info = mcs::classify_share_pdu(payload, true)
                                 .is_some_and(|(n, _)| n == "client info");
@@ -126,9 +129,15 @@ pub fn sanitize_trace(trace: &mut Trace) -> SanitizeStats {
     };
     trace.keylog.clear();
     let before = trace.events.len();
-    trace
-        .events
-        .retain(|e| !matches!(e.kind, EventKind::Data { layer: Layer::Inner, .. }));
+    trace.events.retain(|e| {
+        !matches!(
+            e.kind,
+            EventKind::Data {
+                layer: Layer::Inner,
+                ..
+            }
+        )
+    });
     stats.inner_segments_dropped = before - trace.events.len();
     for e in &mut trace.events {
         if let EventKind::TlsSession(info) = &mut e.kind {
@@ -158,8 +167,24 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut t = Trace::new(a, a);
         // Split across two segments to exercise the per-segment mapping.
-        t.push_at(1, None, EventKind::Data { dir: Dir::C2S, layer: Layer::Wire, bytes: Bytes::from(pdu[..20].to_vec()) });
-        t.push_at(2, None, EventKind::Data { dir: Dir::C2S, layer: Layer::Wire, bytes: Bytes::from(pdu[20..].to_vec()) });
+        t.push_at(
+            1,
+            None,
+            EventKind::Data {
+                dir: Dir::C2S,
+                layer: Layer::Wire,
+                bytes: Bytes::from(pdu[..20].to_vec()),
+            },
+        );
+        t.push_at(
+            2,
+            None,
+            EventKind::Data {
+                dir: Dir::C2S,
+                layer: Layer::Wire,
+                bytes: Bytes::from(pdu[20..].to_vec()),
+            },
+        );
         t.keylog.push("CLIENT_RANDOM 00 11".into());
         let s = sanitize_trace(&mut t);
         assert_eq!(s.cookies_masked, 1);
@@ -169,6 +194,9 @@ mod tests {
         assert_eq!(out.len(), pdu.len());
         assert!(out.windows(22).any(|w| w == b"Cookie: mstshash=xxxxx"));
         assert!(!out.windows(5).any(|w| w == b"alice"));
-        assert!(matches!(x224::decode_tpkt(&out), x224::X224::ConnectionRequest(_)));
+        assert!(matches!(
+            x224::decode_tpkt(&out),
+            x224::X224::ConnectionRequest(_)
+        ));
     }
 }

@@ -422,13 +422,21 @@ async fn ipv6_loopback_probe_and_capture() {
     let res = run(&o).await;
     lab.stop();
     assert_connected(&res.report);
-    assert!(res.report.server.starts_with("[::1]:"), "{}", res.report.server);
+    assert!(
+        res.report.server.starts_with("[::1]:"),
+        "{}",
+        res.report.server
+    );
     let mut buf = Vec::new();
     rdprobe::capture::writer::write_pcapng(&res.trace, &res.labels, &mut buf).unwrap();
-    let convs: Vec<_> = rdprobe::capture::reader::read_conversations(std::io::Cursor::new(buf), Default::default())
-        .unwrap()
-        .collect();
+    let convs: Vec<_> =
+        rdprobe::capture::reader::read_conversations(std::io::Cursor::new(buf), Default::default())
+            .unwrap()
+            .collect();
     let trace = convs.into_iter().next().unwrap().unwrap();
     assert!(trace.server.is_ipv6());
-    assert_eq!(rdprobe::decode::decode(&trace).report.last_stage, Stage::Connected);
+    assert_eq!(
+        rdprobe::decode::decode(&trace).report.last_stage,
+        Stage::Connected
+    );
 }

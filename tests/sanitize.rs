@@ -21,7 +21,8 @@ fn utf16(s: &str) -> Vec<u8> {
 
 async fn probe_lab(scenario: &str, user: &str, pcap: &Path) {
     let sc = rdprobe::scenario::builtin(scenario).unwrap();
-    let (_, password) = rdprobe::lab::demo_credentials(&sc).unwrap_or(("user".into(), "pass".into()));
+    let (_, password) =
+        rdprobe::lab::demo_credentials(&sc).unwrap_or(("user".into(), "pass".into()));
     let lab = rdprobe::lab::spawn_lab(SocketAddr::from(([127, 0, 0, 1], 0)), sc).unwrap();
     let mut o = ProbeOptions::new("127.0.0.1", lab.addr.port());
     o.stage_timeout = Duration::from_secs(3);
@@ -44,20 +45,31 @@ fn sanitize(input: &Path, output: &Path) {
         .arg(output)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nla_capture_loses_secrets_and_user_name() {
     let dir = tempfile::tempdir().unwrap();
-    let (orig, clean) = (dir.path().join("orig.pcapng"), dir.path().join("clean.pcapng"));
+    let (orig, clean) = (
+        dir.path().join("orig.pcapng"),
+        dir.path().join("clean.pcapng"),
+    );
     // The lab's healthy-nla user is `user`; the cookie carries a distinctive name of our own.
     probe_lab("healthy-nla", "user", &orig).await;
     let before = tshark_fields(&orig, &["-Y", "ntlmssp"], &["ntlmssp.messagetype"]);
     assert!(before.len() >= 3, "original decrypts NTLM: {before:?}");
     sanitize(&orig, &clean);
     let after = tshark_fields(&clean, &["-Y", "ntlmssp"], &["ntlmssp.messagetype"]);
-    assert!(after.is_empty(), "sanitized capture must not decrypt: {after:?}");
+    assert!(
+        after.is_empty(),
+        "sanitized capture must not decrypt: {after:?}"
+    );
     let bytes = std::fs::read(&clean).unwrap();
     assert!(!contains(&bytes, b"mstshash=user\r\n"));
     assert!(contains(&bytes, b"mstshash=xxxx\r\n"));
@@ -69,17 +81,26 @@ async fn nla_capture_loses_secrets_and_user_name() {
         .unwrap();
     let line = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
-    assert_eq!(v["stages"][1]["facts"]["selected_protocol"], "PROTOCOL_HYBRID_EX");
+    assert_eq!(
+        v["stages"][1]["facts"]["selected_protocol"],
+        "PROTOCOL_HYBRID_EX"
+    );
     assert_eq!(v["stages"][2]["stage"], "tls");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn standard_rdp_security_client_info_is_masked() {
     let dir = tempfile::tempdir().unwrap();
-    let (orig, clean) = (dir.path().join("orig.pcapng"), dir.path().join("clean.pcapng"));
+    let (orig, clean) = (
+        dir.path().join("orig.pcapng"),
+        dir.path().join("clean.pcapng"),
+    );
     probe_lab("rdp-security-only", "zelda", &orig).await;
     let raw = std::fs::read(&orig).unwrap();
-    assert!(contains(&raw, &utf16("zelda")), "the cleartext Client Info names the user");
+    assert!(
+        contains(&raw, &utf16("zelda")),
+        "the cleartext Client Info names the user"
+    );
     sanitize(&orig, &clean);
     let bytes = std::fs::read(&clean).unwrap();
     assert!(!contains(&bytes, &utf16("zelda")), "Client Info masked");

@@ -125,7 +125,11 @@ pub(super) fn run(trace: &Trace, want_labels: bool) -> Decoded {
     let mut m = Machine {
         trace,
         want_labels,
-        labels: if want_labels { vec![Vec::new(); trace.events.len()] } else { Vec::new() },
+        labels: if want_labels {
+            vec![Vec::new(); trace.events.len()]
+        } else {
+            Vec::new()
+        },
         stages: Vec::new(),
         failure: None,
         stopped: None,
@@ -949,10 +953,20 @@ impl Machine<'_> {
                     Dir::C2S => self.enc_after_licensing.0 += 1,
                     Dir::S2C => self.enc_after_licensing.1 += 1,
                 }
-                self.pdu(Stage::Capabilities, dir, len, "encrypted pdu".into(), first_event, inner);
+                self.pdu(
+                    Stage::Capabilities,
+                    dir,
+                    len,
+                    "encrypted pdu".into(),
+                    first_event,
+                    inner,
+                );
                 let (c, sv) = self.enc_after_licensing;
                 if c >= 5 && sv >= 5 && dir == Dir::S2C {
-                    self.fact("inferred", json!("encrypted: capabilities and finalization inferred from PDU order"));
+                    self.fact(
+                        "inferred",
+                        json!("encrypted: capabilities and finalization inferred from PDU order"),
+                    );
                     self.enter(Stage::Connected);
                     self.connected = true;
                     self.ended_by = None;

@@ -511,14 +511,19 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         ClientConnectorState::EnhancedSecurityUpgrade { selected_protocol } => *selected_protocol,
         _ => SecurityProtocol::empty(),
     };
-    if !selected.intersects(SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX) && opts.credentials.is_some() {
+    if !selected.intersects(SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX)
+        && opts.credentials.is_some()
+    {
         // Without NLA the password would travel in the Client Info PDU, readable by anyone holding
         // the capture and its embedded TLS secrets: send the user name only.
-        if let ironrdp_connector::Credentials::UsernamePassword { password, .. } = &mut connector.config.credentials {
+        if let ironrdp_connector::Credentials::UsernamePassword { password, .. } =
+            &mut connector.config.credentials
+        {
             password.clear();
         }
         shared.push(EventKind::Note(
-            "no NLA: the password was not sent (the Client Info PDU carries only the user name)".into(),
+            "no NLA: the password was not sent (the Client Info PDU carries only the user name)"
+                .into(),
         ));
     }
     if opts.stop_after == Some(Stage::X224) {
