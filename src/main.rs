@@ -102,6 +102,18 @@ enum Cmd {
         /// Sanitized pcapng to write
         output: PathBuf,
     },
+    /// Fuzz one handshake stage of a server (loopback only unless --allow-remote).
+    ///
+    /// Drives the valid stages before STAGE, sends structure-aware mutations of STAGE's PDU,
+    /// classifies every answer, checks that the target still serves a valid handshake, shrinks
+    /// what misbehaves and writes DIR/NNNN/{case.json, repro.pcapng, README.txt}.
+    ///
+    /// Examples:
+    ///   rdprobe fuzz 127.0.0.1:3389 --stage x224 --cases 20000 --seed 7 --out findings/
+    ///   RDPROBE_PASSWORD=… rdprobe fuzz 127.0.0.1:3389 --stage mcs --user alice --duration 10m
+    ///   rdprobe fuzz --replay findings/0003/case.json --target 127.0.0.1:3389
+    #[command(verbatim_doc_comment)]
+    Fuzz(Box<FuzzArgs>),
     /// List the built-in lab scenarios.
     Scenarios,
     /// Explain an mstsc disconnect code, an RDP_NEG_FAILURE code, an NTSTATUS or a Set Error Info code.
@@ -225,6 +237,7 @@ fn main() -> ExitCode {
             Cmd::Demo(a) => cmd_demo(a).await,
             Cmd::Enum(a) => cmd_enum(a).await,
             Cmd::Sanitize { input, output } => cmd_sanitize(&input, &output),
+            Cmd::Fuzz(a) => cmd_fuzz(*a).await,
             Cmd::Scenarios => cmd_scenarios(),
             Cmd::Explain { code, ext } => cmd_explain(&code, ext.as_deref()),
         }
@@ -1011,4 +1024,330 @@ async fn replay_as_client(
     } else {
         EXIT_REPLAY_MISMATCH
     })
+}
+
+#[derive(clap::Args)]
+struct FuzzArgs {
+    /// Target: HOST:PORT (loopback only unless --allow-remote); not with --replay
+    #[arg(value_name = "TARGET")]
+    target: Option<String>,
+    /// Stage to mutate: x224, tls, credssp, mcs, channels
+    #[arg(long, default_value = "x224")]
+    stage: String,
+    /// Most cases to run
+    #[arg(long, default_value_t = 1000)]
+    cases: u64,
+    /// Seed of the case generator (the same seed sends the same cases)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Directory for findings (NNNN/case.json, repro.pcapng, README.txt)
+    #[arg(long, default_value = "findings")]
+    out: PathBuf,
+    /// Stop after this long (e.g. 10m), whatever --cases says
+    #[arg(long)]
+    duration: Option<String>,
+    /// User for the valid CredSSP exchange before mcs/channels (password from RDPROBE_PASSWORD)
+    #[arg(long)]
+    user: Option<String>,
+    /// Domain for --user
+    #[arg(long)]
+    domain: Option<String>,
+    /// Deadline for each reply of the target
+    #[arg(long, default_value = "2s")]
+    timeout: String,
+    /// Check that the target still serves a valid handshake every N cases (and after suspicious answers)
+    #[arg(long, default_value_t = 50)]
+    liveness_every: u64,
+    /// How long a target that failed a liveness check gets to recover before it counts as down
+    #[arg(long, default_value = "10s")]
+    recovery: String,
+    /// requestedProtocols of the valid X.224 request: rdp, ssl, hybrid, hybrid_ex [default: per stage]
+    #[arg(long, value_delimiter = ',')]
+    security: Vec<String>,
+    /// Do not shrink findings
+    #[arg(long)]
+    no_shrink: bool,
+    /// Stop after this many findings
+    #[arg(long)]
+    max_findings: Option<u64>,
+    /// Allow a target outside 127.0.0.0/8 and ::1 (fuzzing can crash a production server)
+    #[arg(long)]
+    allow_remote: bool,
+    /// Print the summary (or the replay) as JSON
+    #[arg(long)]
+    json: bool,
+    /// Re-run one finding from its case.json
+    #[arg(long, value_name = "CASE_JSON")]
+    replay: Option<PathBuf>,
+    /// Target of --replay [default: the target in the case file]
+    #[arg(long = "target", value_name = "ADDR")]
+    replay_target: Option<String>,
+}
+
+/// `rdprobe fuzz` found something (findings were written).
+const EXIT_FUZZ_FINDINGS: i32 = 10;
+
+async fn fuzz_addr(t: &str, allow_remote: bool) -> Result<SocketAddr> {
+    use rdprobe::fuzz;
+    let (host, port) = parse_target(t)?;
+    let addr = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, port),
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{host} has no address"))?,
+    };
+    fuzz::check_target(addr, allow_remote).map_err(|e| usage(e.to_string()))?;
+    Ok(addr)
+}
+
+fn fuzz_protocols(security: &[String]) -> Result<Option<u32>> {
+    if security.is_empty() {
+        return Ok(None);
+    }
+    let mut p = 0u32;
+    for s in security {
+        p |= match Protocol::parse(s) {
+            Some(Protocol::Rdp) => 0,
+            Some(Protocol::Ssl) => 0x1,
+            Some(Protocol::Hybrid) => 0x2,
+            Some(Protocol::HybridEx) => 0x8,
+            None => {
+                return Err(usage(format!(
+                    "unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)"
+                )))
+            }
+        };
+    }
+    Ok(Some(p))
+}
+
+/// The progress bar of `rdprobe fuzz`: cases/s, findings, target liveness.
+struct FuzzBar {
+    bar: indicatif::ProgressBar,
+}
+
+impl rdprobe::fuzz::Progress for FuzzBar {
+    fn case_done(&mut self, s: &rdprobe::fuzz::Stats) {
+        self.bar.set_position(s.cases);
+        self.bar.set_message(format!(
+            "{:.0} cases/s · findings {} · target {}",
+            s.cases_per_sec(),
+            s.findings,
+            s.last_liveness.map(|l| l.as_str()).unwrap_or("alive")
+        ));
+    }
+
+    fn shrinking(&mut self, sig: &rdprobe::fuzz::Signature) {
+        self.bar
+            .set_message(format!("shrinking {sig} against the target"));
+    }
+
+    fn finding(&mut self, f: &rdprobe::fuzz::Finding) {
+        let dir = f
+            .dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        self.bar.println(format!(
+            "finding {}: {} ({}) {dir}",
+            f.signature,
+            f.case.summary(),
+            f.detail
+        ));
+    }
+}
+
+async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
+    use rdprobe::fuzz::{self, FuzzOptions, FuzzStage, Target};
+    let timeout = parse_duration(&a.timeout)?;
+    let recovery = parse_duration(&a.recovery)?;
+    let credentials =
+        |user: Option<&String>, domain: Option<&String>| -> Result<Option<Credentials>> {
+            match user {
+                Some(u) => Ok(Some(Credentials {
+                    user: u.clone(),
+                    domain: domain.cloned(),
+                    password: read_password(u)?,
+                })),
+                None => Ok(None),
+            }
+        };
+
+    if let Some(path) = &a.replay {
+        if a.target.is_some() {
+            return Err(usage("with --replay, name the target with --target ADDR"));
+        }
+        let finding = fuzz::read_case_file(path)?;
+        let addr = match &a.replay_target {
+            Some(t) => fuzz_addr(t, a.allow_remote).await?,
+            None => {
+                fuzz::check_target(finding.target, a.allow_remote)
+                    .map_err(|e| usage(e.to_string()))?;
+                finding.target
+            }
+        };
+        let s = &finding.session;
+        let mut target = Target::new(addr);
+        target.timeout = Duration::from_millis(s.timeout_ms.max(1));
+        target.quiet = Duration::from_millis(s.quiet_ms.max(1));
+        target.protocols = s.protocols;
+        target.credentials = credentials(
+            a.user.as_ref().or(s.user.as_ref()),
+            a.domain.as_ref().or(s.domain.as_ref()),
+        )?;
+        let (r, _) = fuzz::replay(&target, &finding, Duration::from_millis(s.recovery_ms)).await;
+        let mut out = std::io::stdout().lock();
+        if a.json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        } else {
+            writeln!(
+                out,
+                "{}: observed {} (expected {}): {}",
+                if r.reproduced {
+                    "reproduced"
+                } else {
+                    "not reproduced"
+                },
+                r.observed,
+                r.expected,
+                r.detail
+            )?;
+        }
+        return Ok(if r.reproduced {
+            exit::SUCCESS
+        } else {
+            EXIT_REPLAY_MISMATCH
+        });
+    }
+
+    let Some(t) = &a.target else {
+        return Err(usage("rdprobe fuzz needs a TARGET (or --replay CASE_JSON)"));
+    };
+    let addr = fuzz_addr(t, a.allow_remote).await?;
+    let stage = FuzzStage::parse(&a.stage).ok_or_else(|| {
+        usage(format!(
+            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels)",
+            a.stage
+        ))
+    })?;
+    let mut target = Target::new(addr);
+    if !addr.ip().is_loopback() || parse_target(t)?.0.parse::<std::net::IpAddr>().is_err() {
+        target.host = parse_target(t)?.0;
+    }
+    target.timeout = timeout;
+    target.protocols = fuzz_protocols(&a.security)?;
+    target.credentials = credentials(a.user.as_ref(), a.domain.as_ref())?;
+    let mut opts = FuzzOptions::new(target, stage);
+    opts.cases = a.cases;
+    opts.seed = a.seed;
+    opts.out = Some(a.out.clone());
+    opts.duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    opts.liveness_every = a.liveness_every;
+    opts.recovery = recovery;
+    opts.shrink = !a.no_shrink;
+    opts.max_findings = a.max_findings;
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    opts.cancel = Some(cancel.clone());
+    let flag = cancel.clone();
+    let watcher = tokio::spawn(async move {
+        interrupted().await;
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+
+    let bar = if a.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(a.cases)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} fuzz {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(stage.to_string());
+    let mut progress = FuzzBar { bar: bar.clone() };
+    let res = fuzz::run(&opts, &mut progress).await;
+    bar.finish_and_clear();
+    watcher.abort();
+    let summary = match res {
+        Ok(s) => s,
+        Err(e @ fuzz::FuzzError::Baseline { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(exit::NETWORK);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+    } else {
+        write!(out, "{}", render_fuzz_summary(&summary))?;
+    }
+    Ok(if summary.stopped == fuzz::StopReason::Cancelled {
+        exit::INTERRUPTED
+    } else if summary.findings.is_empty() {
+        exit::SUCCESS
+    } else {
+        EXIT_FUZZ_FINDINGS
+    })
+}
+
+fn render_fuzz_summary(s: &rdprobe::fuzz::Summary) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let st = &s.stats;
+    let _ = writeln!(
+        o,
+        "fuzz {} against {}, seed {}: {} cases in {:.1} s ({:.0} cases/s), stopped: {:?}",
+        s.stage,
+        s.target,
+        s.seed,
+        st.cases,
+        st.elapsed_ms as f64 / 1000.0,
+        s.cases_per_sec,
+        s.stopped
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "{:<18} {:>8}", "response", "cases");
+    for (class, n) in &st.classes {
+        let _ = writeln!(o, "{:<18} {:>8}", class.as_str(), n);
+    }
+    let get = |l| st.liveness.get(&l).copied().unwrap_or(0);
+    let _ = writeln!(
+        o,
+        "\nliveness checks: {} (alive {}, hung {}, down {})",
+        st.liveness_checks,
+        get(rdprobe::fuzz::Liveness::Alive),
+        get(rdprobe::fuzz::Liveness::Hung),
+        get(rdprobe::fuzz::Liveness::Down)
+    );
+    if s.findings.is_empty() {
+        let _ = writeln!(o, "findings: none");
+        return o;
+    }
+    let _ = writeln!(o, "\nfindings:");
+    let _ = writeln!(
+        o,
+        "  {:<24} {:>6}  {:<14} minimal case",
+        "signature", "case", "dir"
+    );
+    for f in &s.findings {
+        let dir = f
+            .dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "  {:<24} {:>6}  {:<14} {}",
+            f.signature.to_string(),
+            f.case_index,
+            dir,
+            f.case.summary()
+        );
+    }
+    o
 }

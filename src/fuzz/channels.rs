@@ -32,25 +32,38 @@ pub enum ChannelsMutation {
     /// The Attach User Request choice byte (default 0x28).
     AttachChoice(u8),
     /// Bytes after the Attach User Request.
-    AttachTrailing { len: u16 },
+    AttachTrailing {
+        len: u16,
+    },
     SkipAttach,
     /// The Channel Join Request choice byte (default 0x38).
     JoinChoice(u8),
     /// The initiator of every join, as sent (user id - 1001; default: the assigned user).
     JoinInitiator(u16),
     /// The channel id of join `index` (mod the number of joins).
-    JoinChannel { index: u8, id: u16 },
+    JoinChannel {
+        index: u8,
+        id: u16,
+    },
     /// Append a join for this channel id.
-    ExtraJoin { id: u16 },
+    ExtraJoin {
+        id: u16,
+    },
     /// Append `count` joins of the I/O channel.
     RepeatJoins(u8),
     DropJoin(u8),
     /// Keep only this many bytes of each join's MCS PDU.
     JoinTruncate(u8),
     /// The TPKT length of PDU `pdu` (0 erect, 1 attach, 2.. joins).
-    TpktLength { pdu: u8, value: u16 },
+    TpktLength {
+        pdu: u8,
+        value: u16,
+    },
     /// Byte havoc on PDU `pdu` (0 erect, 1 attach, 2.. joins).
-    Havoc { pdu: u8, op: Havoc },
+    Havoc {
+        pdu: u8,
+        op: Havoc,
+    },
 }
 
 /// A case of the `channels` stage.
@@ -64,7 +77,11 @@ fn wrap(mcs: &[u8], tpkt_length: Option<u16>) -> Vec<u8> {
     let total = 7 + mcs.len();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&[0x03, 0x00]);
-    out.extend_from_slice(&tpkt_length.unwrap_or(total.min(0xffff) as u16).to_be_bytes());
+    out.extend_from_slice(
+        &tpkt_length
+            .unwrap_or(total.min(0xffff) as u16)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(&[0x02, 0xf0, 0x80]);
     out.extend_from_slice(mcs);
     out

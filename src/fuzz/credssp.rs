@@ -20,7 +20,10 @@ pub enum CredsspMutation {
     /// TSRequest.version (default 6), as a minimal DER INTEGER.
     Version(u32),
     /// TSRequest.version as raw INTEGER content: `len` bytes of `fill` (zero length is invalid DER).
-    VersionRaw { len: u8, fill: u8 },
+    VersionRaw {
+        len: u8,
+        fill: u8,
+    },
     /// The outer SEQUENCE tag (default 0x30).
     OuterTag(u8),
     /// The outer SEQUENCE length (default: the real length).
@@ -28,9 +31,15 @@ pub enum CredsspMutation {
     /// Encode the outer length in long form with this many length bytes (non-minimal BER).
     OuterLongForm(u8),
     /// The context tag of field `field` (0 version … 5 clientNonce; default 0xA0 + field).
-    FieldTag { field: u8, tag: u8 },
+    FieldTag {
+        field: u8,
+        tag: u8,
+    },
     /// The explicit-tag length of field `field` (default: the real length).
-    FieldLength { field: u8, length: u32 },
+    FieldLength {
+        field: u8,
+        length: u32,
+    },
     /// Leave negoTokens out.
     NoNegoTokens,
     /// Repeat the NegoDataItem this many times (default 1).
@@ -44,19 +53,36 @@ pub enum CredsspMutation {
     NtlmMessageType(u32),
     NtlmFlags(u32),
     /// DomainNameFields: length, maximum length, offset.
-    NtlmDomain { len: u16, max_len: u16, offset: u32 },
-    NtlmWorkstation { len: u16, max_len: u16, offset: u32 },
+    NtlmDomain {
+        len: u16,
+        max_len: u16,
+        offset: u32,
+    },
+    NtlmWorkstation {
+        len: u16,
+        max_len: u16,
+        offset: u32,
+    },
     /// Payload bytes after the fixed NEGOTIATE fields.
-    NtlmPayload { len: u16, fill: u8 },
+    NtlmPayload {
+        len: u16,
+        fill: u8,
+    },
     /// Keep only the first bytes of the NTLM message.
     NtlmTruncate(u8),
     /// authInfo of `len` bytes.
-    AuthInfo { len: u16 },
+    AuthInfo {
+        len: u16,
+    },
     /// pubKeyAuth of `len` bytes.
-    PubKeyAuth { len: u16 },
+    PubKeyAuth {
+        len: u16,
+    },
     ErrorCode(u32),
     /// clientNonce of `len` bytes (32 is valid).
-    ClientNonce { len: u16 },
+    ClientNonce {
+        len: u16,
+    },
     Havoc(Havoc),
 }
 

@@ -49,7 +49,10 @@ pub fn write_finding(out: &Path, finding: &Finding, trace: &Trace) -> std::io::R
     crate::capture::writer::write_pcapng(trace, &decoded.labels, &mut w)
         .map_err(std::io::Error::other)?;
     w.flush()?;
-    std::fs::write(dir.join("README.txt"), readme(finding, &dir, &decoded.report))?;
+    std::fs::write(
+        dir.join("README.txt"),
+        readme(finding, &dir, &decoded.report),
+    )?;
     Ok(dir)
 }
 

@@ -295,7 +295,12 @@ mod tests {
     fn draws_stay_in_range_and_are_deterministic() {
         use proptest::test_runner::{Config, RngAlgorithm, TestRng};
         let l = Ladder::new(3, 40, &[30]);
-        let mk = || TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+        let mk = || {
+            TestRunner::new_with_rng(
+                Config::default(),
+                TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+            )
+        };
         let (mut a, mut b) = (mk(), mk());
         for _ in 0..500 {
             let x = l.new_tree(&mut a).map(|t| t.current()).unwrap_or(0);

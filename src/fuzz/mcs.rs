@@ -30,11 +30,18 @@ pub enum McsMutation {
     /// Encode the Connect-Initial length in long form with this many bytes.
     BerLongForm(u8),
     /// callingDomainSelector of `len` bytes.
-    CallingSelector { len: u16 },
-    CalledSelector { len: u16 },
+    CallingSelector {
+        len: u16,
+    },
+    CalledSelector {
+        len: u16,
+    },
     UpwardFlag(u8),
     /// DomainParameters value: `index` 0-7 target, 8-15 minimum, 16-23 maximum parameters.
-    DomainParameter { index: u8, value: u32 },
+    DomainParameter {
+        index: u8,
+        value: u32,
+    },
     /// The userData OCTET STRING length (default: the real length).
     UserDataLength(u32),
     /// The PER length of the GCC connectPDU (default: the real length).
@@ -44,13 +51,22 @@ pub enum McsMutation {
     /// The H.221 non-standard key (default "Duca").
     H221Key(u32),
     /// The type of block `index` (0 core, 1 security, 2 network, 3 cluster; mod the block count).
-    BlockType { index: u8, value: u16 },
+    BlockType {
+        index: u8,
+        value: u16,
+    },
     /// The length field of block `index` (default: the real length).
-    BlockLength { index: u8, value: u16 },
+    BlockLength {
+        index: u8,
+        value: u16,
+    },
     DropBlock(u8),
     DuplicateBlock(u8),
     /// Append a block of this type with `len` zero bytes of data.
-    AddBlock { block_type: u16, len: u16 },
+    AddBlock {
+        block_type: u16,
+        len: u16,
+    },
     CoreVersion(u32),
     DesktopWidth(u16),
     DesktopHeight(u16),
@@ -63,7 +79,10 @@ pub enum McsMutation {
     KeyboardLayout(u32),
     /// clientName: `len` UTF-16 code units of `fill` (15 fit with the terminator; more overflow
     /// into the next fields).
-    ClientName { len: u8, fill: u8 },
+    ClientName {
+        len: u8,
+        fill: u8,
+    },
     /// Keep only this many bytes of the core block data (the optional fields are a prefix rule).
     CoreTruncate(u16),
     EncryptionMethods(u32),
@@ -73,12 +92,22 @@ pub enum McsMutation {
     /// The CS_NET channelCount field (default: the number of definitions written).
     NetCountField(u32),
     /// Channel `index`'s 8-byte name: `len` bytes of `fill` (8 leaves no terminator).
-    ChannelName { index: u8, len: u8, fill: u8 },
-    ChannelOptions { index: u8, value: u32 },
+    ChannelName {
+        index: u8,
+        len: u8,
+        fill: u8,
+    },
+    ChannelOptions {
+        index: u8,
+        value: u32,
+    },
     ClusterFlags(u32),
     ClusterSessionId(u32),
     /// Add CS_MONITOR with `monitors` definitions and this count field.
-    Monitor { count_field: u32, monitors: u8 },
+    Monitor {
+        count_field: u32,
+        monitors: u8,
+    },
     Havoc(Havoc),
 }
 
@@ -371,7 +400,11 @@ pub fn encode(mutations: &[McsMutation], ctx: &EncodeCtx) -> Vec<u8> {
     let total = 7 + ci.len();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&[0x03, 0x00]);
-    out.extend_from_slice(&tpkt_length.unwrap_or(total.min(0xffff) as u16).to_be_bytes());
+    out.extend_from_slice(
+        &tpkt_length
+            .unwrap_or(total.min(0xffff) as u16)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(&[0x02, 0xf0, 0x80]);
     out.extend_from_slice(&ci);
     havoc::apply_all(&havocs, &mut out);
@@ -421,12 +454,15 @@ impl CoreFields {
         d.extend_from_slice(&0xaa03u16.to_le_bytes()); // SASSequence
         d.extend_from_slice(&self.keyboard_layout.to_le_bytes());
         d.extend_from_slice(&2600u32.to_le_bytes()); // clientBuild
-        // clientName: 32 bytes of UTF-16LE, NUL-terminated.
+                                                     // clientName: 32 bytes of UTF-16LE, NUL-terminated.
         let mut name: Vec<u8> = match self.name {
             Some((len, fill)) => std::iter::repeat_n([fill, 0], usize::from(len))
                 .flatten()
                 .collect(),
-            None => "rdprobe".encode_utf16().flat_map(|u| u.to_le_bytes()).collect(),
+            None => "rdprobe"
+                .encode_utf16()
+                .flat_map(|u| u.to_le_bytes())
+                .collect(),
         };
         if name.len() < 32 {
             name.resize(32, 0);
@@ -468,7 +504,9 @@ fn u32s(extra: &[u64]) -> BoxedStrategy<u32> {
 /// One mutation, boundary-biased.
 pub fn mutation() -> BoxedStrategy<McsMutation> {
     use McsMutation as M;
-    let block_types = &[0xc001, 0xc002, 0xc003, 0xc004, 0xc005, 0xc006, 0xc008, 0xc00a, 0xc00c];
+    let block_types = &[
+        0xc001, 0xc002, 0xc003, 0xc004, 0xc005, 0xc006, 0xc008, 0xc00a, 0xc00c,
+    ];
     let idx = || u8s(&[]);
     prop_oneof![
         1 => u16s(&[]).prop_map(M::TpktLength),

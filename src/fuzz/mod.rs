@@ -211,6 +211,9 @@ pub fn check_target(addr: SocketAddr, allow_remote: bool) -> Result<(), FuzzErro
     }
 }
 
+/// Shortest wait for a reply before the fuzzer half-closes (see [`Target::quiet`]).
+pub const MIN_QUIET: Duration = Duration::from_millis(10);
+
 /// A fuzz run's settings.
 #[derive(Clone, Debug)]
 pub struct FuzzOptions {
@@ -229,6 +232,11 @@ pub struct FuzzOptions {
     pub recovery: Duration,
     pub shrink: bool,
     pub shrink_budget: ShrinkBudget,
+    /// Derive `target.quiet` from the baseline handshake's duration (8x, at least 10 ms, at most
+    /// `target.timeout`) instead of using it as given.
+    pub adaptive_quiet: bool,
+    /// Stop after this many findings.
+    pub max_findings: Option<u64>,
     /// Set to stop the run after the current case (e.g. on SIGINT).
     pub cancel: Option<Arc<AtomicBool>>,
 }
@@ -246,6 +254,8 @@ impl FuzzOptions {
             recovery: Duration::from_secs(10),
             shrink: true,
             shrink_budget: ShrinkBudget::default(),
+            adaptive_quiet: true,
+            max_findings: None,
             cancel: None,
         }
     }
@@ -305,7 +315,7 @@ pub struct Finding {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionSettings {
     pub timeout_ms: u64,
-    pub fin_grace_ms: u64,
+    pub quiet_ms: u64,
     pub protocols: Option<u32>,
     pub user: Option<String>,
     pub domain: Option<String>,
@@ -313,13 +323,13 @@ pub struct SessionSettings {
 }
 
 impl SessionSettings {
-    fn of(o: &FuzzOptions) -> SessionSettings {
+    fn of(t: &Target, o: &FuzzOptions) -> SessionSettings {
         SessionSettings {
-            timeout_ms: o.target.timeout.as_millis() as u64,
-            fin_grace_ms: o.target.fin_grace.as_millis() as u64,
-            protocols: o.target.protocols,
-            user: o.target.credentials.as_ref().map(|c| c.user.clone()),
-            domain: o.target.credentials.as_ref().and_then(|c| c.domain.clone()),
+            timeout_ms: t.timeout.as_millis() as u64,
+            quiet_ms: t.quiet.as_millis() as u64,
+            protocols: t.protocols,
+            user: t.credentials.as_ref().map(|c| c.user.clone()),
+            domain: t.credentials.as_ref().and_then(|c| c.domain.clone()),
             recovery_ms: o.recovery.as_millis() as u64,
         }
     }
@@ -330,6 +340,7 @@ impl SessionSettings {
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Cases,
+    MaxFindings,
     Duration,
     TargetDown,
     Cancelled,
@@ -427,9 +438,9 @@ fn cancelled(o: &FuzzOptions) -> bool {
 /// Runs a fuzz campaign to the end (cases, duration, cancellation or a target that went down).
 pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summary, FuzzError> {
     let started = Instant::now();
-    let target = &opts.target;
+    let mut adapted = opts.target.clone();
     let stage = opts.stage;
-    let baseline = session::run_case(target, &Case::valid(stage)).await;
+    let baseline = session::run_case(&adapted, &Case::valid(stage)).await;
     if baseline.class != ResponseClass::ValidReply {
         return Err(FuzzError::Baseline {
             stage,
@@ -437,6 +448,10 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
             detail: baseline.detail,
         });
     }
+    if opts.adaptive_quiet {
+        adapted.quiet = (baseline.elapsed * 8).max(MIN_QUIET).min(adapted.timeout);
+    }
+    let target = &adapted;
     let strategy = Case::strategy(stage);
     let mut runner = runner_for(opts.seed);
     let mut stats = Stats::default();
@@ -508,7 +523,7 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
                 sent_hex: hex(&rec.sent),
                 reproduced: again == sig,
                 shrink: shrink_stats,
-                session: SessionSettings::of(opts),
+                session: SessionSettings::of(target, opts),
                 dir: None,
             };
             if let Some(out) = &opts.out {
@@ -523,6 +538,10 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
         progress.case_done(&stats);
         if liveness == Liveness::Down {
             stopped = StopReason::TargetDown;
+            break;
+        }
+        if opts.max_findings.is_some_and(|m| stats.findings >= m) {
+            stopped = StopReason::MaxFindings;
             break;
         }
     }

@@ -41,8 +41,10 @@ pub struct Target {
     pub credentials: Option<Credentials>,
     /// Deadline for every wait on the target (connect, each reply).
     pub timeout: Duration,
-    /// How long the target may take to react to the fuzzer's FIN after a silence.
-    pub fin_grace: Duration,
+    /// How long to wait for the reply to the mutated PDU before half-closing; the target then has
+    /// `timeout` to react (reply or close) before the case counts as a hang. Short values keep
+    /// cases that leave the target waiting for more bytes cheap.
+    pub quiet: Duration,
     /// requestedProtocols of the valid X.224 request; None picks per stage.
     pub protocols: Option<u32>,
 }
@@ -54,7 +56,7 @@ impl Target {
             host: addr.ip().to_string(),
             credentials: None,
             timeout: Duration::from_secs(2),
-            fin_grace: Duration::from_millis(500),
+            quiet: Duration::from_secs(2),
             protocols: None,
         }
     }
@@ -81,6 +83,8 @@ pub struct CaseRun {
     pub sent: Vec<u8>,
     pub trace: Trace,
     pub elapsed: Duration,
+    /// From sending the (mutated) PDU to the verdict on the answer; None if it was not sent.
+    pub answer_time: Option<Duration>,
 }
 
 /// How a wait for a reply ended.
@@ -106,7 +110,8 @@ pub async fn run_case(target: &Target, case: &Case) -> CaseRun {
     let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
     let shared = SharedTrace::new(Trace::new(unspecified, target.addr));
     let mut sent = Vec::new();
-    let (class, detail) = match drive(target, case, &shared, &mut sent).await {
+    let mut sent_at = None;
+    let (class, detail) = match drive(target, case, &shared, &mut sent, &mut sent_at).await {
         Ok(v) => v,
         Err(PrefixFail(class, detail)) => (class, detail),
     };
@@ -121,6 +126,7 @@ pub async fn run_case(target: &Target, case: &Case) -> CaseRun {
         sent,
         trace: shared.snapshot(),
         elapsed: started.elapsed(),
+        answer_time: sent_at.map(|t| t.elapsed()),
     }
 }
 
@@ -129,6 +135,7 @@ async fn drive(
     case: &Case,
     shared: &SharedTrace,
     sent: &mut Vec<u8>,
+    sent_at: &mut Option<Instant>,
 ) -> Result<(ResponseClass, String), PrefixFail> {
     let stage = case.stage();
     // --- tcp ---
@@ -176,10 +183,11 @@ async fn drive(
         let bytes = super::x224::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes);
         sent.extend_from_slice(&bytes);
+        sent_at.get_or_insert_with(Instant::now);
         if let Err(e) = write(&mut wire, &bytes).await {
             return Ok(write_failed(&e));
         }
-        return Ok(observe(&mut wire, target, judge_x224).await);
+        return Ok(observe(&mut wire, target, judge_x224, short_tpkt(&bytes)).await);
     }
     let request = super::x224::encode(&[], &ctx);
     write(&mut wire, &request)
@@ -187,7 +195,7 @@ async fn drive(
         .map_err(|e| prefix(format!("x224 request: {e}")))?;
     let (pdu, rest) = read_pdu(&mut wire, target.timeout, Vec::new(), tpkt_len)
         .await
-    .map_err(|e| PrefixFail(e.0, format!("x224 confirm: {}", e.1)))?;
+        .map_err(|e| PrefixFail(e.0, format!("x224 confirm: {}", e.1)))?;
     let selected = match dx224::decode_tpkt(&pdu) {
         X224::ConnectionConfirm { selected, .. } => selected,
         X224::NegotiationFailure { code } => {
@@ -213,10 +221,11 @@ async fn drive(
         let bytes = super::tls::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes);
         sent.extend_from_slice(&bytes);
+        sent_at.get_or_insert_with(Instant::now);
         if let Err(e) = write(&mut wire, &bytes).await {
             return Ok(write_failed(&e));
         }
-        return Ok(observe(&mut wire, target, judge_tls).await);
+        return Ok(observe(&mut wire, target, judge_tls, short_tls(&bytes)).await);
     }
     let mut buf = rest;
     let mut io: Io = if uses_tls {
@@ -269,10 +278,12 @@ async fn drive(
             let bytes = super::credssp::encode(&c.mutations, &ctx);
             note_sent(shared, stage, &bytes);
             sent.extend_from_slice(&bytes);
+            sent_at.get_or_insert_with(Instant::now);
+            sent_at.get_or_insert_with(Instant::now);
             if let Err(e) = write(&mut inner, &bytes).await {
                 return Ok(write_failed(&e));
             }
-            return Ok(observe(&mut inner, target, judge_credssp).await);
+            return Ok(observe(&mut inner, target, judge_credssp, short_der(&bytes)).await);
         }
         if uses_credssp {
             let leaf = certificates
@@ -296,10 +307,11 @@ async fn drive(
         let bytes = super::mcs::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes);
         sent.extend_from_slice(&bytes);
+        sent_at.get_or_insert_with(Instant::now);
         if let Err(e) = write(&mut io, &bytes).await {
             return Ok(write_failed(&e));
         }
-        return Ok(observe_with(&mut io, target, buf, judge_mcs).await);
+        return Ok(observe_with(&mut io, target, buf, judge_mcs, short_tpkt(&bytes)).await);
     }
     let ci = super::mcs::encode(&[], &ctx);
     write(&mut io, &ci)
@@ -307,7 +319,7 @@ async fn drive(
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
     let (pdu, rest) = read_pdu(&mut io, target.timeout, buf, tpkt_len)
         .await
-    .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
+        .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
     let (class, what) = judge_mcs_pdu(&pdu);
     if class != ResponseClass::ValidReply {
         return Err(prefix(format!("mcs: {what}")));
@@ -337,18 +349,22 @@ async fn drive(
     let one = channels::encode_phase_one(&c.mutations);
     note_sent(shared, stage, &one);
     sent.extend_from_slice(&one);
+    sent_at.get_or_insert_with(Instant::now);
     if let Err(e) = write(&mut io, &one).await {
         return Ok(write_failed(&e));
     }
     let mut buf = rest;
     let (pdu, rest) =
-        match read_pdu(&mut io, target.timeout, std::mem::take(&mut buf), tpkt_len).await {
+        match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len).await {
             Ok(v) => v,
             Err((class, detail)) => {
                 if class == ResponseClass::Silence {
-                    return Ok(after_silence(&mut io, target, shared).await);
+                    return Ok(silence_then_fin(&mut io, target, Vec::new(), judge_domain).await);
                 }
-                return Ok((class, format!("waiting for the attach user confirm: {detail}")));
+                return Ok((
+                    class,
+                    format!("waiting for the attach user confirm: {detail}"),
+                ));
             }
         };
     match channels::domain_reply(&pdu) {
@@ -385,13 +401,13 @@ async fn drive(
         if let Err(e) = write(&mut io, join).await {
             return Ok(write_failed(&e));
         }
-        let (pdu, rest) = match read_pdu(&mut io, target.timeout, std::mem::take(&mut buf), tpkt_len)
+        let (pdu, rest) = match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len)
             .await
         {
             Ok(v) => v,
             Err((class, detail)) => {
                 if class == ResponseClass::Silence {
-                    return Ok(after_silence(&mut io, target, shared).await);
+                    return Ok(silence_then_fin(&mut io, target, Vec::new(), judge_domain).await);
                 }
                 return Ok((class, format!("waiting for join confirm {k}: {detail}")));
             }
@@ -494,7 +510,12 @@ async fn read_pdu<S: AsyncRead + Unpin + ?Sized>(
         }
         let mut chunk = [0u8; 8192];
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Err(_) => return Err((ResponseClass::Silence, "no reply before the deadline".into())),
+            Err(_) => {
+                return Err((
+                    ResponseClass::Silence,
+                    "no reply before the deadline".into(),
+                ))
+            }
             Ok(Ok(0)) => return Err(eof_class(&buf)),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return Err(read_error_class(&e, &buf)),
@@ -529,10 +550,7 @@ fn read_error_class(e: &std::io::Error, buf: &[u8]) -> (ResponseClass, String) {
             "closed (no TLS close_notify) without a reply".into(),
         ),
         // rustls: an alert from the peer, or undecryptable records.
-        K::InvalidData => match e
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
+        K::InvalidData => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             Some(rustls::Error::AlertReceived(a)) => {
                 (ResponseClass::ErrorReply, format!("TLS alert {a:?}"))
             }
@@ -546,18 +564,25 @@ async fn observe<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     s: &mut S,
     target: &Target,
     judge: fn(&[u8]) -> Judge,
+    short: bool,
 ) -> (ResponseClass, String) {
-    observe_with(s, target, Vec::new(), judge).await
+    observe_with(s, target, Vec::new(), judge, short).await
 }
 
-/// Waits for the reply to the mutated PDU and classifies it.
+/// Waits for the reply to the mutated PDU and classifies it. `short`: the PDU's own length field
+/// promised more bytes than were sent, so the target will wait for them: half-close at once
+/// instead of waiting `quiet` first (the classes are the same, the case is much cheaper).
 async fn observe_with<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     s: &mut S,
     target: &Target,
     mut buf: Vec<u8>,
     judge: fn(&[u8]) -> Judge,
+    short: bool,
 ) -> (ResponseClass, String) {
-    let deadline = tokio::time::Instant::now() + target.timeout;
+    if short {
+        return silence_then_fin(s, target, buf, judge).await;
+    }
+    let deadline = tokio::time::Instant::now() + target.quiet;
     loop {
         if !buf.is_empty() {
             if let Judge::Reply(class, detail) = judge(&buf) {
@@ -569,15 +594,7 @@ async fn observe_with<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         }
         let mut chunk = [0u8; 8192];
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Err(_) => {
-                if !buf.is_empty() {
-                    return (
-                        ResponseClass::MalformedReply,
-                        format!("{} bytes of an incomplete reply, then silence", buf.len()),
-                    );
-                }
-                return silence_then_fin(s, target).await;
-            }
+            Err(_) => return silence_then_fin(s, target, buf, judge).await,
             Ok(Ok(0)) => return eof_class(&buf),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return read_error_class(&e, &buf),
@@ -585,44 +602,104 @@ async fn observe_with<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     }
 }
 
-async fn after_silence<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
-    s: &mut S,
-    target: &Target,
-    shared: &SharedTrace,
-) -> (ResponseClass, String) {
-    let _ = shared;
-    silence_then_fin(s, target).await
+/// Whether a TPKT PDU (RFC 1006) declares more bytes than `b` holds.
+fn short_tpkt(b: &[u8]) -> bool {
+    b.len() >= 4 && b[0] == 3 && usize::from(u16::from_be_bytes([b[2], b[3]])) > b.len()
 }
 
-/// No reply before the deadline: half-close and see whether the target reacts to the FIN.
+/// Whether the TLS records in `b` (RFC 8446 5.1) declare more bytes than it holds.
+fn short_tls(b: &[u8]) -> bool {
+    let mut at = 0usize;
+    while at < b.len() {
+        let Some(h) = b.get(at..at + 5) else {
+            return true;
+        };
+        at += 5 + usize::from(u16::from_be_bytes([h[3], h[4]]));
+    }
+    at > b.len()
+}
+
+/// Whether a DER TLV declares more bytes than `b` holds.
+fn short_der(b: &[u8]) -> bool {
+    crate::decode::credssp::der_frame_len(b).is_some_and(|n| n > b.len())
+}
+
+/// No (complete) reply within `quiet`: half-close and give the target `timeout` to react. A reply
+/// that still arrives is judged as usual (the target was slow); a close means it was waiting for
+/// more bytes; nothing at all is a hang.
 async fn silence_then_fin<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     s: &mut S,
     target: &Target,
+    mut buf: Vec<u8>,
+    judge: fn(&[u8]) -> Judge,
 ) -> (ResponseClass, String) {
-    let waited = target.timeout.as_millis();
-    let _ = tokio::time::timeout(target.fin_grace, s.shutdown()).await;
-    let deadline = tokio::time::Instant::now() + target.fin_grace;
-    let mut chunk = [0u8; 4096];
+    let quiet = target.quiet.as_millis();
+    let _ = tokio::time::timeout(target.timeout, s.shutdown()).await;
+    let deadline = tokio::time::Instant::now() + target.timeout;
+    let mut chunk = [0u8; 8192];
     loop {
+        if !buf.is_empty() {
+            if let Judge::Reply(class, detail) = judge(&buf) {
+                return (class, format!("{detail} (after the client's FIN)"));
+            }
+        }
+        if buf.len() > MAX_REPLY {
+            return (ResponseClass::MalformedReply, "reply too long".into());
+        }
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Err(_) => {
+            Err(_) if buf.is_empty() => {
                 return (
                     ResponseClass::Silence,
                     format!(
-                        "no reply within {waited} ms and no reaction to the client's FIN within {} ms",
-                        target.fin_grace.as_millis()
-                    ),
+                    "no reply within {quiet} ms and no reaction to the client's FIN within {} ms",
+                    target.timeout.as_millis()
+                ),
+                )
+            }
+            Err(_) => {
+                return (
+                    ResponseClass::MalformedReply,
+                    format!("{} bytes of an incomplete reply, then silence", buf.len()),
+                )
+            }
+            Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => {
+                return (
+                    ResponseClass::AwaitedMore,
+                    format!("no reply within {quiet} ms; closed after the client's FIN"),
                 )
             }
             Ok(Ok(0)) | Ok(Err(_)) => {
                 return (
-                    ResponseClass::AwaitedMore,
-                    format!("no reply within {waited} ms; closed after the client's FIN"),
+                    ResponseClass::MalformedReply,
+                    format!("closed after {} bytes of an incomplete reply", buf.len()),
                 )
             }
-            // Data after the FIN: the target was slow, not waiting; keep reading to its close.
-            Ok(Ok(_)) => {}
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+/// A late reply of the channel connection (after the client's FIN).
+fn judge_domain(b: &[u8]) -> Judge {
+    match tpkt_len(b) {
+        Ok(None) => Judge::NeedMore,
+        Err(what) => Judge::Reply(ResponseClass::MalformedReply, what),
+        Ok(Some(n)) if b.len() < n => Judge::NeedMore,
+        Ok(Some(n)) => match channels::domain_reply(&b[..n]) {
+            Some(DomainReply::AttachConfirm { result: 0, .. })
+            | Some(DomainReply::JoinConfirm { result: 0, .. }) => {
+                Judge::Reply(ResponseClass::ValidReply, "late confirm".into())
+            }
+            Some(DomainReply::AttachConfirm { .. })
+            | Some(DomainReply::JoinConfirm { .. })
+            | Some(DomainReply::Ultimatum) => {
+                Judge::Reply(ResponseClass::ErrorReply, "late refusal".into())
+            }
+            other => Judge::Reply(
+                ResponseClass::MalformedReply,
+                format!("unexpected domain PDU {other:?}"),
+            ),
+        },
     }
 }
 
@@ -758,9 +835,15 @@ fn judge_mcs_pdu(pdu: &[u8]) -> (ResponseClass, String) {
                             .unwrap_or("")
                             .to_owned();
                         if result == "rt-successful" {
-                            (ResponseClass::ValidReply, "connect response rt-successful".into())
+                            (
+                                ResponseClass::ValidReply,
+                                "connect response rt-successful".into(),
+                            )
                         } else {
-                            (ResponseClass::ErrorReply, format!("connect response {result}"))
+                            (
+                                ResponseClass::ErrorReply,
+                                format!("connect response {result}"),
+                            )
                         }
                     }
                     Err(e) => (ResponseClass::MalformedReply, e),

@@ -25,7 +25,9 @@ pub enum TlsMutation {
     HandshakeLength(u32),
     LegacyVersion(u16),
     /// Session id of `len` bytes (default 32).
-    SessionId { len: u8 },
+    SessionId {
+        len: u8,
+    },
     /// The session id length byte (default: the real length).
     SessionIdLength(u8),
     /// Offer this many cipher suites (from a fixed list, then the grease value 0x0a0a repeated).
@@ -35,15 +37,24 @@ pub enum TlsMutation {
     /// Offer only this suite.
     OnlySuite(u16),
     /// Compression methods: `len` bytes of `value` (default: one null method).
-    Compression { len: u8, value: u8 },
+    Compression {
+        len: u8,
+        value: u8,
+    },
     /// The extensions length field (default: the real length).
     ExtensionsLength(u16),
     /// Drop the extension at this index (mod the number of extensions).
     DropExtension(u8),
     /// The length field of the extension at `index` (mod the number of extensions).
-    ExtensionLength { index: u8, length: u16 },
+    ExtensionLength {
+        index: u8,
+        length: u16,
+    },
     /// Append an extension of this type with `len` zero bytes.
-    AddExtension { ext_type: u16, len: u16 },
+    AddExtension {
+        ext_type: u16,
+        len: u16,
+    },
     /// The key_share entry's key length (default 32, x25519).
     KeyShareLength(u16),
     /// Only this version in supported_versions.
@@ -123,7 +134,9 @@ pub fn encode(mutations: &[TlsMutation], _ctx: &EncodeCtx) -> Vec<u8> {
             }
             TlsMutation::SuitesLength(v) => suites_length = Some(*v),
             TlsMutation::OnlySuite(s) => suites = vec![*s],
-            TlsMutation::Compression { len, value } => compression = vec![*value; usize::from(*len)],
+            TlsMutation::Compression { len, value } => {
+                compression = vec![*value; usize::from(*len)]
+            }
             TlsMutation::ExtensionsLength(v) => extensions_length = Some(*v),
             TlsMutation::DropExtension(i) => drop_ext.push(*i),
             TlsMutation::ExtensionLength { index, length } => ext_length.push((*index, *length)),
@@ -150,7 +163,9 @@ pub fn encode(mutations: &[TlsMutation], _ctx: &EncodeCtx) -> Vec<u8> {
         sv.extend_from_slice(&v.to_be_bytes());
     }
     exts.push(ext(0x002b, sv)); // supported_versions
-    let key: Vec<u8> = (0..key_len).map(|i| (i as u8).wrapping_mul(37).wrapping_add(9)).collect();
+    let key: Vec<u8> = (0..key_len)
+        .map(|i| (i as u8).wrapping_mul(37).wrapping_add(9))
+        .collect();
     let mut ks = Vec::new();
     ks.extend_from_slice(&((4 + key.len()) as u16).to_be_bytes());
     ks.extend_from_slice(&0x001du16.to_be_bytes());
@@ -166,7 +181,10 @@ pub fn encode(mutations: &[TlsMutation], _ctx: &EncodeCtx) -> Vec<u8> {
         }
     }
     for (t, len) in add_ext {
-        exts.push((t, vec![0u8; usize::from(len).min(havoc::MAX_INSERT as usize)]));
+        exts.push((
+            t,
+            vec![0u8; usize::from(len).min(havoc::MAX_INSERT as usize)],
+        ));
     }
     let mut ext_bytes = Vec::new();
     let n_ext = exts.len();
@@ -290,7 +308,10 @@ mod tests {
         assert_eq!(records.len(), 1);
         let (hs, err) = parse_handshakes(&b[5..]);
         assert!(err.is_none(), "{err:?}");
-        assert!(matches!(hs.first(), Some(Handshake::ClientHello { .. })), "{hs:?}");
+        assert!(
+            matches!(hs.first(), Some(Handshake::ClientHello { .. })),
+            "{hs:?}"
+        );
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub enum X224Mutation {
     SrcRef(u16),
     ClassOption(u8),
     /// The cookie identifier: `len` bytes of `fill`.
-    Cookie { len: u32, fill: u8 },
+    Cookie {
+        len: u32,
+        fill: u8,
+    },
     CookieKind(CookieKind),
     CookieTerminator(Terminator),
     /// Leave RDP_NEG_REQ out.
@@ -63,9 +66,14 @@ pub enum X224Mutation {
     NegLength(u16),
     NegProtocols(u32),
     /// Append RDP_NEG_CORRELATION_INFO with this length field (36 is valid).
-    Correlation { length: u16 },
+    Correlation {
+        length: u16,
+    },
     /// Bytes after the negotiation request.
-    Trailing { len: u32, fill: u8 },
+    Trailing {
+        len: u32,
+        fill: u8,
+    },
     Havoc(Havoc),
 }
 
@@ -295,7 +303,10 @@ mod tests {
         let ctx = EncodeCtx::default();
         let b = encode(
             &[
-                X224Mutation::Cookie { len: 201, fill: b'a' },
+                X224Mutation::Cookie {
+                    len: 201,
+                    fill: b'a',
+                },
                 X224Mutation::NegProtocols(0xdead_beef),
             ],
             &ctx,
@@ -313,13 +324,19 @@ mod tests {
     fn case_json_round_trips() {
         let c = X224Case {
             mutations: vec![
-                X224Mutation::Cookie { len: 201, fill: b'a' },
+                X224Mutation::Cookie {
+                    len: 201,
+                    fill: b'a',
+                },
                 X224Mutation::NegReqAbsent,
                 X224Mutation::Havoc(Havoc::Flip { at: 3, xor: 1 }),
             ],
         };
         let j = serde_json::to_string(&c).expect("json");
-        assert!(j.contains(r#"{"field":"cookie","value":{"len":201,"fill":97}}"#), "{j}");
+        assert!(
+            j.contains(r#"{"field":"cookie","value":{"len":201,"fill":97}}"#),
+            "{j}"
+        );
         let back: X224Case = serde_json::from_str(&j).expect("parse");
         assert_eq!(back, c);
     }

@@ -1,0 +1,389 @@
+//! `rdprobe fuzz` end to end: planted bugs in the embedded lab are found within a bounded number of
+//! cases from a fixed seed, shrunk to their minimal trigger, written as findings whose repro
+//! capture `rdprobe analyze` reads and whose case file `rdprobe fuzz --replay` reproduces; bounded
+//! runs against real xrdp and freerdp-shadow classify every case with no false "down".
+//!
+//! All traffic goes to 127.0.0.1.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdprobe::fuzz::{
+    self, credssp::CredsspMutation, mcs::McsMutation, x224::X224Mutation, Case, FuzzOptions,
+    FuzzStage, Liveness, ResponseClass, Signature, Target,
+};
+use rdprobe::lab::planted::{spawn_planted_lab, Bug};
+use rdprobe::probe::Credentials;
+
+fn lo0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn scenario(name: &str) -> rdprobe::scenario::Scenario {
+    rdprobe::scenario::builtin(name).expect("built-in scenario")
+}
+
+/// Fast settings for the in-process lab.
+fn lab_target(addr: SocketAddr) -> Target {
+    let mut t = Target::new(addr);
+    t.timeout = Duration::from_millis(400);
+    t
+}
+
+fn opts(target: Target, stage: FuzzStage, cases: u64, seed: u64, out: &Path) -> FuzzOptions {
+    let mut o = FuzzOptions::new(target, stage);
+    o.cases = cases;
+    o.seed = seed;
+    o.out = Some(out.to_owned());
+    o.recovery = Duration::from_secs(10);
+    o
+}
+
+fn rdprobe(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+        .args(args)
+        .output()
+        .expect("run rdprobe")
+}
+
+/// `rdprobe analyze FILE --json`: the first connection's report.
+fn analyze(pcap: &Path) -> serde_json::Value {
+    let out = rdprobe(&["analyze", pcap.to_str().expect("path"), "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or_else(|| {
+        panic!(
+            "analyze printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(line).expect("analyze json")
+}
+
+/// The finding with `sig`, its files and its replay (library and CLI).
+fn check_finding(summary: &fuzz::Summary, sig: Signature, bound: u64) -> fuzz::Finding {
+    let f = summary
+        .findings
+        .iter()
+        .find(|f| f.signature == sig)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {sig} finding in {} cases; findings: {:?}; classes {:?}",
+                summary.stats.cases,
+                summary
+                    .findings
+                    .iter()
+                    .map(|f| f.signature.to_string())
+                    .collect::<Vec<_>>(),
+                summary.stats.classes
+            )
+        })
+        .clone();
+    assert!(
+        f.case_index < bound,
+        "{sig} found only at case {}",
+        f.case_index
+    );
+    assert!(
+        f.reproduced,
+        "the minimal case did not reproduce when recorded"
+    );
+    let dir = f.dir.clone().expect("written");
+    for file in ["case.json", "repro.pcapng", "README.txt"] {
+        assert!(dir.join(file).is_file(), "{} missing", file);
+    }
+    let readme = std::fs::read_to_string(dir.join("README.txt")).expect("readme");
+    assert!(
+        readme.contains(&format!(
+            "rdprobe fuzz --replay {}/case.json --target {}",
+            dir.display(),
+            f.target
+        )),
+        "{readme}"
+    );
+    // The case file round-trips.
+    let back = fuzz::read_case_file(&dir.join("case.json")).expect("case file");
+    assert_eq!(back.case, f.case);
+    assert_eq!(back.signature, sig);
+    f
+}
+
+/// `rdprobe fuzz --replay` through the CLI: exit 0 and the same signature.
+fn cli_replay(f: &fuzz::Finding, extra_env: &[(&str, &str)]) {
+    let dir = f.dir.clone().expect("dir");
+    let case = dir.join("case.json");
+    let target = f.target.to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+        .args([
+            "fuzz",
+            "--replay",
+            case.to_str().expect("path"),
+            "--target",
+            &target,
+            "--json",
+        ])
+        .envs(extra_env.iter().copied())
+        .output()
+        .expect("run rdprobe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "replay output ({e}): {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(v["reproduced"], true, "{v}");
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(
+        v["observed"]["class"],
+        serde_json::json!(f.signature.class),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_x224_long_cookie_hang_is_found_shrunk_to_201_and_reproduced() {
+    let lab =
+        spawn_planted_lab(lo0(), scenario("healthy-nla"), &[Bug::X224LongCookieHang]).expect("lab");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(lab_target(lab.addr()), FuzzStage::X224, 400, 7, out.path());
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    let sig = Signature {
+        stage: FuzzStage::X224,
+        class: ResponseClass::Silence,
+        liveness: Liveness::Alive,
+    };
+    let f = check_finding(&summary, sig, 400);
+    eprintln!("x224 cookie: found at case {}, shrink {:?}", f.case_index, f.shrink);
+    // Minimal: the cookie mutation alone, exactly one byte over the limit.
+    let Case::X224(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(c.mutations.len(), 1, "{:?}", c.mutations);
+    assert!(
+        matches!(c.mutations[0], X224Mutation::Cookie { len: 201, .. }),
+        "{:?}",
+        c.mutations
+    );
+    assert_eq!(fuzz::x224::cookie_len(&hex_decode(&f.sent_hex)), Some(201));
+    // Every other class the lab gave is a normal answer: no other finding.
+    assert_eq!(summary.findings.len(), 1, "{:?}", summary.findings);
+    assert_eq!(summary.stats.liveness.get(&Liveness::Down), None);
+    // The capture shows the stage where it hung.
+    let report = analyze(&f.dir.clone().expect("dir").join("repro.pcapng"));
+    assert_eq!(report["last_stage"], "x224", "{report}");
+    assert_eq!(report["verdict"]["kind"], "timed_out", "{report}");
+    // Replay: library and CLI.
+    let (r, _) = fuzz::replay(&lab_target(lab.addr()), &f, Duration::from_secs(5)).await;
+    assert!(r.reproduced, "{r:?}");
+    cli_replay(&f, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_credssp_version_zero_abort_is_found_shrunk_and_reproduced() {
+    let lab = spawn_planted_lab(
+        lo0(),
+        scenario("healthy-nla"),
+        &[Bug::CredsspVersionZeroAbort],
+    )
+    .expect("lab");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(
+        lab_target(lab.addr()),
+        FuzzStage::Credssp,
+        1500,
+        7,
+        out.path(),
+    );
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    let sig = Signature {
+        stage: FuzzStage::Credssp,
+        class: ResponseClass::Reset,
+        liveness: Liveness::Alive,
+    };
+    let f = check_finding(&summary, sig, 300);
+    eprintln!("credssp version 0: found at case {}, shrink {:?}", f.case_index, f.shrink);
+    let Case::Credssp(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(
+        c.mutations,
+        vec![CredsspMutation::Version(0)],
+        "not minimal"
+    );
+    let report = analyze(&f.dir.clone().expect("dir").join("repro.pcapng"));
+    assert_eq!(report["last_stage"], "credssp", "{report}");
+    assert_eq!(report["verdict"]["kind"], "reset", "{report}");
+    cli_replay(&f, &[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_mcs_channel_count_wedge_is_found_as_hung_shrunk_to_31() {
+    let lab = spawn_planted_lab(lo0(), scenario("healthy-tls"), &[Bug::McsManyChannelsWedge])
+        .expect("lab");
+    let out = tempfile::tempdir().expect("tempdir");
+    // Every later case with more than 30 channels wedges the lab again: stop at the finding.
+    let mut o = opts(lab_target(lab.addr()), FuzzStage::Mcs, 100, 7, out.path());
+    o.max_findings = Some(1);
+    let started = Instant::now();
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    let sig = Signature {
+        stage: FuzzStage::Mcs,
+        class: ResponseClass::Silence,
+        liveness: Liveness::Hung,
+    };
+    let f = check_finding(&summary, sig, 100);
+    let Case::Mcs(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(c.mutations.len(), 1, "{:?}", c.mutations);
+    assert!(
+        matches!(
+            c.mutations[0],
+            McsMutation::NetChannels(31) | McsMutation::NetCountField(31)
+        ),
+        "{:?}",
+        c.mutations
+    );
+    assert_eq!(
+        fuzz::mcs::net_channel_count(&hex_decode(&f.sent_hex)),
+        Some(31)
+    );
+    // The lab recovered: the run went on and nothing was declared down.
+    assert_eq!(summary.stopped, fuzz::StopReason::MaxFindings);
+    assert_eq!(summary.stats.liveness.get(&Liveness::Down), None);
+    assert_eq!(
+        fuzz::check_liveness(&lab_target(lab.addr()), FuzzStage::Mcs, Duration::from_secs(10)).await,
+        Liveness::Alive
+    );
+    let report = analyze(&f.dir.clone().expect("dir").join("repro.pcapng"));
+    assert_eq!(report["last_stage"], "mcs", "{report}");
+    cli_replay(&f, &[]);
+    eprintln!(
+        "mcs wedge: {:?} for the whole test; found at case {}, shrink {:?}, stats {:?}",
+        started.elapsed(),
+        f.case_index,
+        f.shrink,
+        summary.stats
+    );
+}
+
+#[test]
+fn non_loopback_targets_are_refused_without_allow_remote() {
+    let out = rdprobe(&["fuzz", "192.0.2.1:3389", "--cases", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a loopback address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Runs `cases` per stage against a real server and checks the run is sound: every case
+/// classified, liveness checked, never "down", the target still serving afterwards.
+async fn real_server_run(target: Target, stage: FuzzStage, cases: u64, seed: u64) -> fuzz::Summary {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut o = opts(target.clone(), stage, cases, seed, out.path());
+    o.liveness_every = 20;
+    let summary = fuzz::run(&o, &mut fuzz::Quiet)
+        .await
+        .unwrap_or_else(|e| panic!("{stage}: {e}"));
+    let classified: u64 = summary.stats.classes.values().sum();
+    assert_eq!(summary.stats.cases, cases, "{stage}: {:?}", summary.stopped);
+    assert_eq!(classified, cases, "{stage}");
+    assert!(
+        summary.stats.liveness_checks >= cases / 20,
+        "{stage}: {:?}",
+        summary.stats
+    );
+    assert_eq!(
+        summary.stats.liveness.get(&Liveness::Down),
+        None,
+        "{stage}: {:?}",
+        summary.findings
+    );
+    assert_eq!(
+        fuzz::check_liveness(&target, stage, Duration::from_secs(10)).await,
+        Liveness::Alive,
+        "{stage}: the target stopped serving after the run"
+    );
+    summary
+}
+
+#[test]
+fn bounded_run_against_xrdp_classifies_every_case() {
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("start xrdp (scripts/install-peers.sh)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for stage in [
+            FuzzStage::X224,
+            FuzzStage::Tls,
+            FuzzStage::Mcs,
+            FuzzStage::Channels,
+        ] {
+            let mut t = Target::new(xrdp.addr());
+            t.timeout = Duration::from_secs(2);
+            let s = real_server_run(t, stage, 200, 11).await;
+            eprintln!(
+                "xrdp {stage}: {:.0} cases/s {:?} findings {:?}",
+                s.cases_per_sec,
+                s.stats.classes,
+                s.findings
+                    .iter()
+                    .map(|f| format!("{} {}", f.signature, f.case.summary()))
+                    .collect::<Vec<_>>()
+            );
+        }
+    });
+}
+
+#[test]
+fn bounded_run_against_freerdp_shadow_classifies_every_case() {
+    let shadow = FreerdpShadow::start("nla", &[("alice", "pw")])
+        .expect("start freerdp-shadow-cli (scripts/install-peers.sh)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for stage in [
+            FuzzStage::X224,
+            FuzzStage::Tls,
+            FuzzStage::Credssp,
+            FuzzStage::Mcs,
+        ] {
+            let mut t = Target::new(shadow.addr());
+            t.timeout = Duration::from_secs(3);
+            t.credentials = Some(Credentials {
+                user: "alice".into(),
+                domain: None,
+                password: "pw".into(),
+            });
+            let s = real_server_run(t, stage, 200, 11).await;
+            eprintln!(
+                "freerdp-shadow {stage}: {:.0} cases/s {:?} findings {:?}",
+                s.cases_per_sec,
+                s.stats.classes,
+                s.findings
+                    .iter()
+                    .map(|f| format!("{} {}", f.signature, f.case.summary()))
+                    .collect::<Vec<_>>()
+            );
+        }
+    });
+}
