@@ -7,8 +7,8 @@
 pub mod capture;
 pub mod decode;
 pub mod diagnose;
-pub mod fuzz;
 pub mod enumerate;
+pub mod fuzz;
 pub mod lab;
 pub mod probe;
 pub mod rdpsec;

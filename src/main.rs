@@ -21,7 +21,7 @@ Stages, in order: tcp, x224, tls, credssp, mcs, channels, security, licensing, c
 Exit codes: 0 success (connected, or stopped by request), 1 internal error, 2 usage error,
 3 network failure (refused, unreachable, timeout, reset, closed), 4 server refused (negotiation failure,
 protocol mismatch, denied), 5 TLS failure, 6 authentication failure, 7 protocol error,
-8 capture ended mid-connection (analyze), 130 interrupted.";
+8 capture ended mid-connection (analyze), 9 replay --as-client mismatch, 130 interrupted.";
 
 #[derive(Parser)]
 #[command(name = "rdprobe", version, about = "RDP connection probe, capture analyzer and lab server", long_about = LONG_ABOUT)]
@@ -693,7 +693,8 @@ fn cmd_sanitize(input: &std::path::Path, output: &std::path::Path) -> Result<i32
     let f = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let convs = read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
         .with_context(|| format!("reading {}", input.display()))?;
-    let out = std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let out =
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut w = std::io::BufWriter::new(out);
     let mut total = rdprobe::sanitize::SanitizeStats::default();
     let mut n = 0usize;
@@ -723,7 +724,11 @@ fn cmd_sanitize(input: &std::path::Path, output: &std::path::Path) -> Result<i32
         total.cookies_masked,
         total.client_info_masked
     );
-    Ok(if n == 0 { exit::INTERNAL } else { exit::SUCCESS })
+    Ok(if n == 0 {
+        exit::INTERNAL
+    } else {
+        exit::SUCCESS
+    })
 }
 
 fn cmd_scenarios() -> Result<i32> {
@@ -742,7 +747,6 @@ fn cmd_explain(code: &str, ext: Option<&str>) -> Result<i32> {
     print!("{}", rdprobe::diagnose::render_explanations(&ex));
     Ok(exit::SUCCESS)
 }
-
 
 #[derive(clap::Args)]
 struct EnumArgs {
@@ -811,7 +815,6 @@ async fn cmd_enum(a: EnumArgs) -> Result<i32> {
 
 /// `replay --as-client`: the server behaved differently from the capture.
 const EXIT_REPLAY_MISMATCH: i32 = 9;
-
 
 #[derive(clap::Args)]
 struct ReplayArgs {

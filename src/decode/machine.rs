@@ -654,7 +654,7 @@ impl Machine<'_> {
             self.parser(dir, layer).mode = Mode::Tls;
             return Some(0);
         }
-        let len = match x224::frame(&buf) {
+        let len = match x224::frame(buf) {
             x224::Frame::Incomplete => return None,
             x224::Frame::Invalid(what) => {
                 self.kill(dir, layer);
@@ -1356,7 +1356,7 @@ impl Machine<'_> {
             );
             return None;
         }
-        let len = match credssp::der_frame_len(&buf) {
+        let len = match credssp::der_frame_len(buf) {
             Some(l) if l <= buf.len() => l,
             Some(l) if l > MAX_PENDING => {
                 self.kill(dir, Layer::Inner);
@@ -1366,7 +1366,7 @@ impl Machine<'_> {
             }
             _ => {
                 // Incomplete (or an unreadable header: then the MAX_PENDING bound ends it).
-                if buf.len() >= 6 && credssp::der_frame_len(&buf).is_none() && buf[1] > 0x84 {
+                if buf.len() >= 6 && credssp::der_frame_len(buf).is_none() && buf[1] > 0x84 {
                     self.kill(dir, Layer::Inner);
                     self.enter(Stage::Credssp);
                     self.malformed(dir, "invalid DER length in TSRequest".into(), base + 1);
