@@ -724,6 +724,19 @@ fn judge_x224(b: &[u8]) -> Judge {
             X224::DisconnectRequest => {
                 Judge::Reply(ResponseClass::ErrorReply, "X.224 disconnect request".into())
             }
+            // xrdp refuses a malformed request with an MCS Disconnect Provider Ultimatum.
+            X224::Data { user_data_offset } => {
+                match crate::decode::mcs::classify_domain_pdu(&b[user_data_offset.min(n)..n]) {
+                    Some(("disconnect provider ultimatum", _)) => Judge::Reply(
+                        ResponseClass::ErrorReply,
+                        "disconnect provider ultimatum".into(),
+                    ),
+                    _ => Judge::Reply(
+                        ResponseClass::MalformedReply,
+                        "X.224 data instead of a connection confirm".into(),
+                    ),
+                }
+            }
             X224::Malformed { what, offset } => Judge::Reply(
                 ResponseClass::MalformedReply,
                 format!("{what} at byte {offset}"),
@@ -757,6 +770,17 @@ fn judge_tls(b: &[u8]) -> Judge {
                 format!("TLS alert level {} {name} ({})", b[5], b[6]),
             )
         }
+        // A TPKT: an RDP-level refusal in the clear (xrdp sends a Disconnect Provider Ultimatum).
+        0x03 => match judge_x224(b) {
+            Judge::Reply(ResponseClass::ErrorReply, what) => {
+                Judge::Reply(ResponseClass::ErrorReply, what)
+            }
+            Judge::NeedMore => Judge::NeedMore,
+            Judge::Reply(_, what) => Judge::Reply(
+                ResponseClass::MalformedReply,
+                format!("TPKT instead of a server hello: {what}"),
+            ),
+        },
         t => Judge::Reply(
             ResponseClass::MalformedReply,
             format!("record type 0x{t:02x} instead of a server hello"),
