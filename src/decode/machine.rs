@@ -17,6 +17,14 @@ use crate::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
 /// Bytes buffered per direction while waiting for a complete PDU before we call the stream malformed.
 const MAX_PENDING: usize = 1024 * 1024;
 
+/// A client FIN this long after its own unanswered PDU means it waited for the server and gave up;
+/// sooner, the client simply closed (it was not waiting), in microseconds.
+const CLIENT_WAIT_MIN_US: u64 = 500_000;
+
+/// Server application data (no secrets) beyond which an encrypted session is taken as established,
+/// in bytes: CredSSP and the connection sequence stay well below it, a desktop session does not.
+const ENCRYPTED_SESSION_BYTES: u64 = 32 * 1024;
+
 /// PDUs listed per stage in the `pdus` fact; later ones are counted in `pdus_more`.
 const MAX_PDUS_LISTED: usize = 64;
 
@@ -112,6 +120,10 @@ struct Machine<'a> {
     server_fin_at: u64,
     /// Encrypted (standard RDP security) PDUs after licensing: (client, server).
     enc_after_licensing: (u32, u32),
+    /// The client's last PDU was a TLS alert (e.g. its close_notify).
+    client_alert_last: bool,
+    /// Encrypted server application data seen without secrets, in bytes.
+    enc_server_bytes: u64,
 }
 
 fn di(dir: Dir) -> usize {
@@ -156,6 +168,8 @@ pub(super) fn run(trace: &Trace, want_labels: bool) -> Decoded {
         server_fin: false,
         server_fin_at: 0,
         enc_after_licensing: (0, 0),
+        client_alert_last: false,
+        enc_server_bytes: 0,
     };
     for (i, ev) in trace.events.iter().enumerate() {
         m.event_idx = i;
@@ -285,6 +299,7 @@ impl Machine<'_> {
             }
         }
         self.last_pdu = Some((dir, now));
+        self.client_alert_last = false;
     }
 
     fn event(&mut self, kind: &EventKind) {
@@ -488,7 +503,12 @@ impl Machine<'_> {
                     return;
                 }
                 match self.last_pdu {
-                    Some((Dir::C2S, t)) => {
+                    // The client was waiting for an answer (its last PDU was a request, not its own
+                    // TLS alert) and gave up after a noticeable wait: the server went silent.
+                    Some((Dir::C2S, t))
+                        if !self.client_alert_last
+                            && self.now.saturating_sub(t) >= CLIENT_WAIT_MIN_US =>
+                    {
                         let after_ms = self.now.saturating_sub(t) / 1000;
                         self.fail(
                             FailureKind::TimedOut {
@@ -1097,6 +1117,7 @@ impl Machine<'_> {
                             first_event,
                             false,
                         );
+                        self.client_alert_last = dir == Dir::C2S;
                         self.fact(
                             "alert",
                             json!(format!("{level} {desc} ({code}) from {}", dir.sender())),
@@ -1125,6 +1146,7 @@ impl Machine<'_> {
                             first_event,
                             false,
                         );
+                        self.client_alert_last = dir == Dir::C2S;
                         if dir == Dir::S2C {
                             // After the handshake an encrypted alert is almost always close_notify.
                             self.close_notify_from_server = true;
@@ -1177,6 +1199,22 @@ impl Machine<'_> {
                         false,
                     );
                     // `encrypted_records` is filled in at the end (one count, not one insert per record).
+                    if dir == Dir::S2C && !self.connected {
+                        self.enc_server_bytes += total as u64;
+                        if self.enc_server_bytes > ENCRYPTED_SESSION_BYTES {
+                            // Without secrets: a server that sends this much has a session running.
+                            let b = self.enc_server_bytes;
+                            self.enter(Stage::Connected);
+                            self.fact(
+                                "inferred",
+                                json!(format!(
+                                    "encrypted session: connected inferred from {b} bytes of server data"
+                                )),
+                            );
+                            self.connected = true;
+                            self.ended_by = None;
+                        }
+                    }
                 } else if self.cur() == Stage::Tls {
                     // The TLS 1.3 encrypted handshake flights and the first records: keep in tls until
                     // the inner stream shows the next stage.
