@@ -158,7 +158,10 @@ async fn planted_x224_long_cookie_hang_is_found_shrunk_to_201_and_reproduced() {
         liveness: Liveness::Alive,
     };
     let f = check_finding(&summary, sig, 400);
-    eprintln!("x224 cookie: found at case {}, shrink {:?}", f.case_index, f.shrink);
+    eprintln!(
+        "x224 cookie: found at case {}, shrink {:?}",
+        f.case_index, f.shrink
+    );
     // Minimal: the cookie mutation alone, exactly one byte over the limit.
     let Case::X224(c) = &f.case else {
         panic!("stage")
@@ -206,7 +209,10 @@ async fn planted_credssp_version_zero_abort_is_found_shrunk_and_reproduced() {
         liveness: Liveness::Alive,
     };
     let f = check_finding(&summary, sig, 300);
-    eprintln!("credssp version 0: found at case {}, shrink {:?}", f.case_index, f.shrink);
+    eprintln!(
+        "credssp version 0: found at case {}, shrink {:?}",
+        f.case_index, f.shrink
+    );
     let Case::Credssp(c) = &f.case else {
         panic!("stage")
     };
@@ -257,7 +263,12 @@ async fn planted_mcs_channel_count_wedge_is_found_as_hung_shrunk_to_31() {
     assert_eq!(summary.stopped, fuzz::StopReason::MaxFindings);
     assert_eq!(summary.stats.liveness.get(&Liveness::Down), None);
     assert_eq!(
-        fuzz::check_liveness(&lab_target(lab.addr()), FuzzStage::Mcs, Duration::from_secs(10)).await,
+        fuzz::check_liveness(
+            &lab_target(lab.addr()),
+            FuzzStage::Mcs,
+            Duration::from_secs(10)
+        )
+        .await,
         Liveness::Alive
     );
     let report = analyze(&f.dir.clone().expect("dir").join("repro.pcapng"));
@@ -386,4 +397,57 @@ fn bounded_run_against_freerdp_shadow_classifies_every_case() {
             );
         }
     });
+}
+
+/// The seed corpus of the `decode_trace` cargo-fuzz target: lab conversations the probe records,
+/// in `rdprobe::fuzz::trace_bytes` form. Checks the target's properties on each (so the target's
+/// code runs under plain `cargo test`), that the byte form keeps what the decoder needs, and the
+/// committed corpus; `RDPROBE_WRITE_CORPUS=1` rewrites fuzz/corpus/decode_trace/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decode_trace_seed_corpus() {
+    use rdprobe::fuzz::trace_bytes::{check_decode, trace_from_bytes, trace_to_bytes};
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode_trace");
+    let write = std::env::var("RDPROBE_WRITE_CORPUS").is_ok_and(|v| v == "1");
+    for name in [
+        "healthy-nla",
+        "healthy-tls",
+        "nla-required",
+        "tls-reset-at-client-hello",
+        "expired-certificate",
+        "wrong-password",
+        "denied-after-mcs",
+        "rdp-security-only",
+    ] {
+        let s = scenario(name);
+        let creds = rdprobe::lab::demo_credentials(&s);
+        let lab = rdprobe::lab::spawn_lab(lo0(), s).expect("lab");
+        let mut o = rdprobe::probe::ProbeOptions::new("127.0.0.1", lab.addr.port());
+        o.stage_timeout = Duration::from_secs(2);
+        o.deadline = Duration::from_secs(10);
+        o.credentials = creds.map(|(user, password)| Credentials {
+            user,
+            domain: None,
+            password,
+        });
+        let r = rdprobe::probe::probe(&o).await;
+        let bytes = trace_to_bytes(&r.trace);
+        check_decode(&bytes);
+        let back = rdprobe::decode::decode(&trace_from_bytes(&bytes)).report;
+        assert_eq!(back.last_stage, r.report.last_stage, "{name}");
+        assert_eq!(
+            back.verdict.failure().map(|k| k.name()),
+            r.report.verdict.failure().map(|k| k.name()),
+            "{name}"
+        );
+        if write {
+            std::fs::create_dir_all(&corpus).expect("corpus dir");
+            std::fs::write(corpus.join(format!("{name}.bin")), &bytes).expect("write seed");
+        }
+    }
+    let mut n = 0;
+    for e in std::fs::read_dir(&corpus).expect("fuzz/corpus/decode_trace") {
+        check_decode(&std::fs::read(e.expect("entry").path()).expect("seed"));
+        n += 1;
+    }
+    assert!(n >= 8, "{n} seeds");
 }

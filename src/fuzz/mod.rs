@@ -21,6 +21,7 @@ pub mod oracle;
 pub mod session;
 pub mod shrink;
 pub mod tls;
+pub mod trace_bytes;
 pub mod x224;
 
 use std::collections::{BTreeMap, HashSet};
