@@ -7,11 +7,9 @@
 //! the long run; all traffic goes to 127.0.0.1.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::*;
 use rdprobe::fuzz::{self, FuzzOptions, FuzzStage, Liveness, Progress, Stats, Target};
@@ -45,7 +43,7 @@ struct RssSampler {
 
 impl Progress for RssSampler {
     fn case_done(&mut self, s: &Stats) {
-        if s.cases % self.every == 0 {
+        if s.cases.is_multiple_of(self.every) {
             self.samples.push((s.cases, rss_kib()));
         }
     }
@@ -159,5 +157,4 @@ fn main() {
     );
     drop(lab_nla);
     drop(lab_tls);
-    let _ = Duration::ZERO;
 }

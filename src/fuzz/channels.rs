@@ -169,22 +169,18 @@ pub fn encode_joins(mutations: &[ChannelsMutation], ctx: &EncodeCtx) -> Vec<Vec<
         match m {
             M::JoinChoice(v) => choice = *v,
             M::JoinInitiator(v) => initiator = *v,
-            M::JoinChannel { index, id } => {
-                if !ids.is_empty() {
-                    let k = usize::from(*index) % ids.len();
-                    ids[k] = *id;
-                }
+            M::JoinChannel { index, id } if !ids.is_empty() => {
+                let k = usize::from(*index) % ids.len();
+                ids[k] = *id;
             }
             M::ExtraJoin { id } => ids.push(*id),
             M::RepeatJoins(n) => {
                 let n = u64::from(*n).min(MAX_EXTRA_JOINS) as usize;
                 ids.extend(std::iter::repeat_n(ctx.io_channel, n));
             }
-            M::DropJoin(i) => {
-                if !ids.is_empty() {
-                    let k = usize::from(*i) % ids.len();
-                    ids.remove(k);
-                }
+            M::DropJoin(i) if !ids.is_empty() => {
+                let k = usize::from(*i) % ids.len();
+                ids.remove(k);
             }
             M::JoinTruncate(k) => truncate = Some(usize::from(*k)),
             _ => {}

@@ -120,7 +120,7 @@ mod tests {
         let mut found = 0;
         for _ in 0..3000 {
             let mut tree = strategy.new_tree(&mut runner).expect("tree");
-            if !cookie(&tree.current()).is_some_and(|l| l > 200) {
+            if cookie(&tree.current()).is_none_or(|l| l <= 200) {
                 continue;
             }
             found += 1;

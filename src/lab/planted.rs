@@ -128,26 +128,26 @@ pub(crate) async fn hook(raw: &TcpStream, at: At, frame: &[u8]) -> Result<(), St
     };
     for bug in armed_for(local.port()) {
         match (bug, at) {
-            (Bug::X224LongCookieHang, At::X224Request) => {
-                if crate::fuzz::x224::cookie_len(frame).is_some_and(|n| n > 200) {
-                    tokio::time::sleep(HANG).await;
-                    return Err("planted bug: hung on a cookie longer than 200 bytes".into());
-                }
+            (Bug::X224LongCookieHang, At::X224Request)
+                if crate::fuzz::x224::cookie_len(frame).is_some_and(|n| n > 200) =>
+            {
+                tokio::time::sleep(HANG).await;
+                return Err("planted bug: hung on a cookie longer than 200 bytes".into());
             }
-            (Bug::CredsspVersionZeroAbort, At::TsRequest) => {
-                if crate::fuzz::credssp::ts_request_version(frame) == Some(0) {
-                    // INVARIANT: SO_LINGER 0, then the driver drops every handle: a RST.
-                    let _ = raw.set_zero_linger();
-                    return Err("planted bug: aborted on TSRequest version 0".into());
-                }
+            (Bug::CredsspVersionZeroAbort, At::TsRequest)
+                if crate::fuzz::credssp::ts_request_version(frame) == Some(0) =>
+            {
+                // INVARIANT: SO_LINGER 0, then the driver drops every handle: a RST.
+                let _ = raw.set_zero_linger();
+                return Err("planted bug: aborted on TSRequest version 0".into());
             }
-            (Bug::McsManyChannelsWedge, At::Acceptor("BasicSettingsWaitInitial")) => {
-                if crate::fuzz::mcs::net_channel_count(frame).is_some_and(|n| n > 30) {
-                    // Blocks the lab's thread on purpose: every connection stalls.
-                    std::thread::sleep(WEDGE);
-                    let _ = raw.set_zero_linger();
-                    return Err("planted bug: wedged on more than 30 channels".into());
-                }
+            (Bug::McsManyChannelsWedge, At::Acceptor("BasicSettingsWaitInitial"))
+                if crate::fuzz::mcs::net_channel_count(frame).is_some_and(|n| n > 30) =>
+            {
+                // Blocks the lab's thread on purpose: every connection stalls.
+                std::thread::sleep(WEDGE);
+                let _ = raw.set_zero_linger();
+                return Err("planted bug: wedged on more than 30 channels".into());
             }
             _ => {}
         }
