@@ -325,14 +325,23 @@ pub fn stage_of_state(state: &ClientConnectorState) -> Stage {
 }
 
 fn connector_config(opts: &ProbeOptions, requested: SecurityProtocol) -> ironrdp_connector::Config {
-    use ironrdp_connector::{BitmapConfig, Config, Credentials as IrCreds, DesktopSize};
+    client_config(opts.credentials.as_ref(), requested, opts.cookie.clone())
+}
+
+/// The IronRDP client configuration rdprobe uses: a plain 1024x768 client offering `requested`,
+/// with the given credentials and X.224 cookie. Shared by the probe and the RDP-security walk.
+pub(crate) fn client_config(
+    credentials: Option<&Credentials>,
+    requested: SecurityProtocol,
+    cookie: Option<String>,
+) -> ironrdp_connector::Config {
+    use ironrdp_connector::{Config, Credentials as IrCreds, DesktopSize};
     use ironrdp_pdu::gcc::KeyboardType;
     use ironrdp_pdu::rdp::capability_sets::MajorPlatformType;
-    let (username, password, domain) = match &opts.credentials {
+    let (username, password, domain) = match credentials {
         Some(c) => (c.user.clone(), c.password.clone(), c.domain.clone()),
         None => (String::new(), String::new(), None),
     };
-    let _ = BitmapConfig::clone;
     Config {
         desktop_size: DesktopSize {
             width: 1024,
@@ -368,10 +377,7 @@ fn connector_config(opts: &ProbeOptions, requested: SecurityProtocol) -> ironrdp
         rail_support_level: ironrdp_pdu::rdp::capability_sets::RailSupportLevel::empty(),
         platform: MajorPlatformType::UNIX,
         hardware_id: None,
-        request_data: opts
-            .cookie
-            .clone()
-            .map(ironrdp_pdu::nego::NegoRequestData::cookie),
+        request_data: cookie.map(ironrdp_pdu::nego::NegoRequestData::cookie),
         autologon: false,
         enable_audio_playback: false,
         enable_audio_capture: false,

@@ -676,60 +676,14 @@ fn client_info(
     }
 }
 
-/// The IronRDP configuration the activation sequence needs (capability sets of the Confirm Active).
+/// The IronRDP configuration the activation sequence needs (capability sets of the Confirm Active):
+/// the probe's client configuration for standard RDP security, announcing a Windows XP-era build.
 fn connector_config(credentials: Option<&Credentials>) -> ironrdp_connector::Config {
-    use ironrdp_connector::{Config, Credentials as IrCreds, DesktopSize};
-    use ironrdp_pdu::gcc::KeyboardType;
-    use ironrdp_pdu::rdp::capability_sets::MajorPlatformType;
-    let (username, password, domain) = match credentials {
-        Some(c) => (c.user.clone(), c.password.clone(), c.domain.clone()),
-        None => (String::new(), String::new(), None),
-    };
-    Config {
-        desktop_size: DesktopSize {
-            width: 1024,
-            height: 768,
-        },
-        monitor_layout: None,
-        desktop_scale_factor: 0,
-        desktop_physical_size: None,
-        desktop_orientation: None,
-        device_scale_factor: None,
-        monitor_extended_layout: None,
-        relative_mouse_input: false,
-        enable_tls: false,
-        enable_credssp: false,
-        enable_standard_rdp_security: true,
-        credentials: IrCreds::UsernamePassword { username, password },
-        domain,
-        client_build: 2600,
-        client_name: "rdprobe".to_owned(),
-        keyboard_type: KeyboardType::IBM_ENHANCED,
-        keyboard_subtype: 0,
-        keyboard_functional_keys_count: 12,
-        keyboard_layout: 0x409,
-        connection_type: ironrdp_pdu::gcc::ConnectionType::Lan,
-        ime_file_name: String::new(),
-        bitmap: None,
-        dig_product_id: String::new(),
-        client_dir: "C:\\Windows\\System32\\mstscax.dll".to_owned(),
-        alternate_shell: String::new(),
-        work_dir: String::new(),
-        remote_application_mode: false,
-        rail_support_level: ironrdp_pdu::rdp::capability_sets::RailSupportLevel::empty(),
-        platform: MajorPlatformType::UNIX,
-        hardware_id: None,
-        request_data: None,
-        autologon: false,
-        enable_audio_playback: false,
-        enable_audio_capture: false,
-        performance_flags: Default::default(),
-        license_cache: None,
-        timezone_info: Default::default(),
-        compression_type: None,
-        enable_server_pointer: false,
-        pointer_software_rendering: true,
-        multitransport_flags: None,
-        support_dyn_vc_gfx_protocol: false,
-    }
+    let mut config = crate::probe::client_config(
+        credentials,
+        ironrdp_pdu::nego::SecurityProtocol::empty(),
+        None,
+    );
+    config.client_build = 2600;
+    config
 }
