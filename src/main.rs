@@ -1037,9 +1037,9 @@ struct FuzzArgs {
     /// Stage to mutate: x224, tls, credssp, mcs, channels
     #[arg(long, default_value = "x224")]
     stage: String,
-    /// Most cases to run
-    #[arg(long, default_value_t = 1000)]
-    cases: u64,
+    /// Most cases to run [default: 1000, or unlimited with --duration]
+    #[arg(long)]
+    cases: Option<u64>,
     /// Seed of the case generator (the same seed sends the same cases)
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -1243,10 +1243,14 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     target.protocols = fuzz_protocols(&a.security)?;
     target.credentials = credentials(a.user.as_ref(), a.domain.as_ref())?;
     let mut opts = FuzzOptions::new(target, stage);
-    opts.cases = a.cases;
+    opts.duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    opts.cases = match (a.cases, opts.duration) {
+        (Some(n), _) => n,
+        (None, Some(_)) => u64::MAX,
+        (None, None) => 1000,
+    };
     opts.seed = a.seed;
     opts.out = Some(a.out.clone());
-    opts.duration = a.duration.as_deref().map(parse_duration).transpose()?;
     opts.liveness_every = a.liveness_every;
     opts.recovery = recovery;
     opts.shrink = !a.no_shrink;
@@ -1259,16 +1263,22 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
     });
 
+    let bounded = opts.cases != u64::MAX;
     let bar = if a.json {
         indicatif::ProgressBar::hidden()
+    } else if bounded {
+        indicatif::ProgressBar::new(opts.cases)
     } else {
-        indicatif::ProgressBar::new(a.cases)
+        indicatif::ProgressBar::new_spinner()
+    };
+    let template = if bounded {
+        "{spinner} fuzz {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}"
+    } else {
+        "{spinner} fuzz {prefix} [{elapsed_precise}] {pos} cases {msg}"
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} fuzz {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_prefix(stage.to_string());
     let mut progress = FuzzBar { bar: bar.clone() };
