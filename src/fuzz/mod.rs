@@ -215,6 +215,10 @@ pub fn check_target(addr: SocketAddr, allow_remote: bool) -> Result<(), FuzzErro
 /// Shortest wait for a reply before the fuzzer half-closes (see [`Target::quiet`]).
 pub const MIN_QUIET: Duration = Duration::from_millis(10);
 
+/// Quiet period of the recorded run of a silence finding (longer than decode's 500 ms client
+/// wait, so the capture shows the server timing out).
+pub const REPRO_QUIET: Duration = Duration::from_millis(600);
+
 /// A fuzz run's settings.
 #[derive(Clone, Debug)]
 pub struct FuzzOptions {
@@ -506,11 +510,17 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
             } else {
                 (case.clone(), None)
             };
-            // Record the minimal case once more for its capture.
+            // Record the minimal case once more for its capture. A silence is recorded with a
+            // long quiet period so that the capture reads as the server timing out, not as the
+            // client stopping (decode calls a client FIN within 500 ms of its request a stop).
             let (again, rec) = if liveness == Liveness::Down {
                 (sig, run.clone())
             } else {
-                run_signature(target, &minimal, needs_liveness, opts.recovery).await
+                let mut rt = target.clone();
+                if sig.class == ResponseClass::Silence {
+                    rt.quiet = rt.quiet.max(REPRO_QUIET);
+                }
+                run_signature(&rt, &minimal, needs_liveness, opts.recovery).await
             };
             let mut finding = Finding {
                 rdprobe_fuzz_case: 1,

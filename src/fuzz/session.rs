@@ -187,7 +187,7 @@ async fn drive(
         if let Err(e) = write(&mut wire, &bytes).await {
             return Ok(write_failed(&e));
         }
-        return Ok(observe(&mut wire, target, judge_x224, short_tpkt(&bytes)).await);
+        return Ok(observe(&mut wire, target, shared, judge_x224, short_tpkt(&bytes)).await);
     }
     let request = super::x224::encode(&[], &ctx);
     write(&mut wire, &request)
@@ -225,7 +225,7 @@ async fn drive(
         if let Err(e) = write(&mut wire, &bytes).await {
             return Ok(write_failed(&e));
         }
-        return Ok(observe(&mut wire, target, judge_tls, short_tls(&bytes)).await);
+        return Ok(observe(&mut wire, target, shared, judge_tls, short_tls(&bytes)).await);
     }
     let mut buf = rest;
     let mut io: Io = if uses_tls {
@@ -283,7 +283,7 @@ async fn drive(
             if let Err(e) = write(&mut inner, &bytes).await {
                 return Ok(write_failed(&e));
             }
-            return Ok(observe(&mut inner, target, judge_credssp, short_der(&bytes)).await);
+            return Ok(observe(&mut inner, target, shared, judge_credssp, short_der(&bytes)).await);
         }
         if uses_credssp {
             let leaf = certificates
@@ -311,7 +311,7 @@ async fn drive(
         if let Err(e) = write(&mut io, &bytes).await {
             return Ok(write_failed(&e));
         }
-        return Ok(observe_with(&mut io, target, buf, judge_mcs, short_tpkt(&bytes)).await);
+        return Ok(observe_with(&mut io, target, shared, buf, judge_mcs, short_tpkt(&bytes)).await);
     }
     let ci = super::mcs::encode(&[], &ctx);
     write(&mut io, &ci)
@@ -359,7 +359,13 @@ async fn drive(
             Ok(v) => v,
             Err((class, detail)) => {
                 if class == ResponseClass::Silence {
-                    return Ok(silence_then_fin(&mut io, target, Vec::new(), judge_domain).await);
+                    {
+                    push_timeout(shared, target.quiet);
+                    return Ok(
+                        silence_then_fin(&mut io, target, shared, Vec::new(), judge_domain, true)
+                            .await,
+                    );
+                }
                 }
                 return Ok((
                     class,
@@ -407,7 +413,13 @@ async fn drive(
             Ok(v) => v,
             Err((class, detail)) => {
                 if class == ResponseClass::Silence {
-                    return Ok(silence_then_fin(&mut io, target, Vec::new(), judge_domain).await);
+                    {
+                    push_timeout(shared, target.quiet);
+                    return Ok(
+                        silence_then_fin(&mut io, target, shared, Vec::new(), judge_domain, true)
+                            .await,
+                    );
+                }
                 }
                 return Ok((class, format!("waiting for join confirm {k}: {detail}")));
             }
@@ -563,10 +575,20 @@ fn read_error_class(e: &std::io::Error, buf: &[u8]) -> (ResponseClass, String) {
 async fn observe<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     s: &mut S,
     target: &Target,
+    shared: &SharedTrace,
     judge: fn(&[u8]) -> Judge,
     short: bool,
 ) -> (ResponseClass, String) {
-    observe_with(s, target, Vec::new(), judge, short).await
+    observe_with(s, target, shared, Vec::new(), judge, short).await
+}
+
+/// Records that the fuzzer gave up waiting for the target (before it half-closes), so the
+/// capture reads as "timed out waiting for the server", as a probe's would.
+fn push_timeout(shared: &SharedTrace, after: Duration) {
+    shared.push(EventKind::Timeout {
+        waiting_for: Dir::S2C,
+        after_ms: after.as_millis() as u64,
+    });
 }
 
 /// Waits for the reply to the mutated PDU and classifies it. `short`: the PDU's own length field
@@ -575,12 +597,13 @@ async fn observe<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
 async fn observe_with<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     s: &mut S,
     target: &Target,
+    shared: &SharedTrace,
     mut buf: Vec<u8>,
     judge: fn(&[u8]) -> Judge,
     short: bool,
 ) -> (ResponseClass, String) {
     if short {
-        return silence_then_fin(s, target, buf, judge).await;
+        return silence_then_fin(s, target, shared, buf, judge, false).await;
     }
     let deadline = tokio::time::Instant::now() + target.quiet;
     loop {
@@ -594,7 +617,10 @@ async fn observe_with<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         }
         let mut chunk = [0u8; 8192];
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Err(_) => return silence_then_fin(s, target, buf, judge).await,
+            Err(_) => {
+                push_timeout(shared, target.quiet);
+                return silence_then_fin(s, target, shared, buf, judge, true).await;
+            }
             Ok(Ok(0)) => return eof_class(&buf),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(Err(e)) => return read_error_class(&e, &buf),
@@ -630,8 +656,10 @@ fn short_der(b: &[u8]) -> bool {
 async fn silence_then_fin<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     s: &mut S,
     target: &Target,
+    shared: &SharedTrace,
     mut buf: Vec<u8>,
     judge: fn(&[u8]) -> Judge,
+    timeout_recorded: bool,
 ) -> (ResponseClass, String) {
     let quiet = target.quiet.as_millis();
     let _ = tokio::time::timeout(target.timeout, s.shutdown()).await;
@@ -648,6 +676,9 @@ async fn silence_then_fin<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         }
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
             Err(_) if buf.is_empty() => {
+                if !timeout_recorded {
+                    push_timeout(shared, target.timeout);
+                }
                 return (
                     ResponseClass::Silence,
                     format!(
