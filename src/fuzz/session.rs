@@ -360,12 +360,17 @@ async fn drive(
             Err((class, detail)) => {
                 if class == ResponseClass::Silence {
                     {
-                    push_timeout(shared, target.quiet);
-                    return Ok(
-                        silence_then_fin(&mut io, target, shared, Vec::new(), judge_domain, true)
-                            .await,
-                    );
-                }
+                        push_timeout(shared, target.quiet);
+                        return Ok(silence_then_fin(
+                            &mut io,
+                            target,
+                            shared,
+                            Vec::new(),
+                            judge_domain,
+                            true,
+                        )
+                        .await);
+                    }
                 }
                 return Ok((
                     class,
@@ -407,23 +412,27 @@ async fn drive(
         if let Err(e) = write(&mut io, join).await {
             return Ok(write_failed(&e));
         }
-        let (pdu, rest) = match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len)
-            .await
-        {
-            Ok(v) => v,
-            Err((class, detail)) => {
-                if class == ResponseClass::Silence {
-                    {
-                    push_timeout(shared, target.quiet);
-                    return Ok(
-                        silence_then_fin(&mut io, target, shared, Vec::new(), judge_domain, true)
-                            .await,
-                    );
+        let (pdu, rest) =
+            match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len).await {
+                Ok(v) => v,
+                Err((class, detail)) => {
+                    if class == ResponseClass::Silence {
+                        {
+                            push_timeout(shared, target.quiet);
+                            return Ok(silence_then_fin(
+                                &mut io,
+                                target,
+                                shared,
+                                Vec::new(),
+                                judge_domain,
+                                true,
+                            )
+                            .await);
+                        }
+                    }
+                    return Ok((class, format!("waiting for join confirm {k}: {detail}")));
                 }
-                }
-                return Ok((class, format!("waiting for join confirm {k}: {detail}")));
-            }
-        };
+            };
         buf = rest;
         match channels::domain_reply(&pdu) {
             Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
@@ -685,7 +694,7 @@ async fn silence_then_fin<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
                     "no reply within {quiet} ms and no reaction to the client's FIN within {} ms",
                     target.timeout.as_millis()
                 ),
-                )
+                );
             }
             Err(_) => {
                 return (
