@@ -21,7 +21,7 @@ Stages, in order: tcp, x224, tls, credssp, mcs, channels, security, licensing, c
 Exit codes: 0 success (connected, or stopped by request), 1 internal error, 2 usage error,
 3 network failure (refused, unreachable, timeout, reset, closed), 4 server refused (negotiation failure,
 protocol mismatch, denied), 5 TLS failure, 6 authentication failure, 7 protocol error,
-8 capture ended mid-connection (analyze), 9 replay --as-client mismatch, 130 interrupted.";
+8 capture ended mid-connection (analyze), 9 replay mismatch, 10 fuzz findings, 130 interrupted.";
 
 #[derive(Parser)]
 #[command(name = "rdprobe", version, about = "RDP connection probe, capture analyzer and lab server", long_about = LONG_ABOUT)]
