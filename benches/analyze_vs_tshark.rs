@@ -132,7 +132,11 @@ fn main() {
         let t0 = 1_780_000_000_000_000u64;
         while written < target_mb * 1024 * 1024 {
             // One in five conversations fails at some stage; the rest are ~700 KB sessions.
-            let kind = if conns.is_multiple_of(5) { (conns / 5) % 4 } else { 4 };
+            let kind = if conns.is_multiple_of(5) {
+                (conns / 5) % 4
+            } else {
+                4
+            };
             let tr = conversation(conns, kind, t0 + conns as u64 * 1000, 500);
             let mut buf = Vec::new();
             rdprobe::capture::writer::write_pcapng(&tr, &[], &mut buf).unwrap();
