@@ -188,7 +188,11 @@ fn main() {
         .collect();
     streams.sort();
     streams.dedup();
-    let _ = std::fs::remove_file(&path);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("capture kept at {}", path.display());
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
 
     println!(
         "rdprobe analyze : {rd:>7.2} s  {:>7.0} MB/s  {found} connections",
