@@ -903,7 +903,7 @@ impl Machine<'_> {
                         .and_then(|v| v.as_u64())
                         .map(|o| &ud[(o as usize).min(ud.len())..])
                         .unwrap_or(&[]);
-                    self.share_pdu(dir, len, payload, has_sec, first_event, inner, name);
+                    self.share_pdu(dir, len, payload, has_sec, first_event, inner);
                     return;
                 }
                 self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
@@ -951,7 +951,6 @@ impl Machine<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn share_pdu(
         &mut self,
         dir: Dir,
@@ -960,9 +959,7 @@ impl Machine<'_> {
         has_sec: bool,
         first_event: usize,
         inner: bool,
-        carrier: &str,
     ) {
-        let _ = carrier;
         match mcs::classify_share_pdu(payload, has_sec) {
             Some(("encrypted pdu", _)) if !self.connected && self.cur() >= Stage::Licensing => {
                 // Standard RDP security encrypts the capability exchange and finalization; without
@@ -1527,9 +1524,6 @@ impl Machine<'_> {
                     dir.sender()
                 ));
                 if dir == Dir::S2C && self.failure.is_none() && !self.connected {
-                    if let Some(f) = &self.failure {
-                        let _ = f;
-                    }
                     // A TPKT length the server never delivered: name it.
                     let what = format!(
                         "server sent {} bytes of a PDU it never completed",
@@ -1546,9 +1540,8 @@ impl Machine<'_> {
             self.enter(Stage::Tcp);
         }
         let mut stages: Vec<StageReport> = Vec::new();
-        let n = self.stages.len();
         let failure_stage = self.failure.as_ref().map(|f| f.stage);
-        for (i, (stage, acc)) in self.stages.drain(..).enumerate() {
+        for (stage, acc) in self.stages.drain(..) {
             let verdict = match (&self.failure, failure_stage) {
                 (Some(f), Some(fs)) if fs == stage => Verdict::Failed {
                     kind: f.kind.clone(),
@@ -1556,7 +1549,6 @@ impl Machine<'_> {
                 },
                 _ => Verdict::Ok,
             };
-            let _ = (i, n);
             let mut facts = acc.facts;
             if !acc.pdus.is_empty() {
                 facts.insert("pdus".into(), json!(acc.pdus));
