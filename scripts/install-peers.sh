@@ -67,8 +67,10 @@ if ((${#missing[@]})); then
   cleanup() { if ((added_policy)); then "${SUDO[@]}" rm -f "$policy"; fi; }
   trap cleanup EXIT
   "${SUDO[@]}" apt-get update -q
+  # With recommends: the suites were developed and run against that package set (xorgxrdp,
+  # fonts and xkb data for Xvfb/xfreerdp, the full tshark dissector set).
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    --no-install-recommends -o Dpkg::Use-Pty=0 "${missing[@]}"
+    -o Dpkg::Use-Pty=0 "${missing[@]}"
 fi
 
 # xrdp reads its standard-RDP-security keys from here whatever --config says; the package's
