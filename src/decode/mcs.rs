@@ -25,12 +25,12 @@ use crate::report::Facts;
 // ---------------------------------------------------------------------------------------------
 // Small readers
 
-fn le16(b: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn le16(b: &[u8], at: usize) -> Option<u16> {
     b.get(at..at.checked_add(2)?)
         .map(|s| u16::from_le_bytes([s[0], s[1]]))
 }
 
-fn le32(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn le32(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at.checked_add(4)?)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
@@ -60,7 +60,7 @@ fn ansiz(b: &[u8]) -> String {
 
 /// One BER TLV (T.125 uses BER for the connect PDUs): (tag bytes, content, total length).
 /// Tags of one byte, or the two-byte application tags 0x7f 0x65 / 0x7f 0x66.
-fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
+pub(crate) fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     let tag_len = if buf.first()? & 0x1f == 0x1f { 2 } else { 1 };
     let tag = buf.get(..tag_len)?;
     let l0 = *buf.get(tag_len)?;

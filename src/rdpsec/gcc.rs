@@ -5,6 +5,9 @@
 
 use ironrdp_pdu::gcc;
 
+// The BER and little-endian readers are the decoder's (src/decode/mcs.rs): one parser for both.
+use crate::decode::mcs::{ber_tlv, le16, le32};
+
 /// Where the client's encryption methods go in Client Security Data (MS-RDPBCGR 2.2.1.3.3).
 #[derive(Clone, Debug)]
 pub struct InitialOptions {
@@ -135,38 +138,6 @@ pub struct ServerData {
 
 /// Largest server certificate accepted (bytes); X.509 chains of Windows servers are ~2-4 KB.
 pub const MAX_SERVER_CERT: usize = 64 * 1024;
-
-fn le16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at.checked_add(2)?)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at.checked_add(4)?)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-/// One BER TLV: (tag bytes, content, total length). One-byte tags and the two-byte 0x7f 0x66.
-fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
-    let tag_len = if buf.first()? & 0x1f == 0x1f { 2 } else { 1 };
-    let tag = buf.get(..tag_len)?;
-    let l0 = *buf.get(tag_len)?;
-    let (len, hl) = if l0 < 0x80 {
-        (usize::from(l0), tag_len + 1)
-    } else {
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let bytes = buf.get(tag_len + 1..tag_len + 1 + n)?;
-        (
-            bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)),
-            tag_len + 1 + n,
-        )
-    };
-    let content = buf.get(hl..hl.checked_add(len)?)?;
-    Some((tag, content, hl + len))
-}
 
 /// Reads the server data blocks of an MCS Connect Response; `pdu` is the whole TPKT PDU.
 pub fn parse_connect_response(pdu: &[u8]) -> Result<ServerData, String> {
