@@ -180,48 +180,25 @@ async fn run_outer(opts: &ProbeOptions, shared: &SharedTrace, deadline: Duration
         Ok(Retry::No) => {}
         Ok(Retry::StandardRdp) => {
             // Like mstsc, accept the server's choice of standard RDP security: reconnect offering it.
-            let first = shared.snapshot();
-            let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
             let mut rdp_opts = opts.clone();
             rdp_opts.protocols = vec![Protocol::Rdp];
-            let _ =
-                tokio::time::timeout(deadline, run_inner(&rdp_opts, &fresh, opts.tls_engine)).await;
-            let mut second = fresh.snapshot();
-            second.events.insert(
-                0,
-                crate::trace::Event {
-                    t_us: second.events.first().map(|e| e.t_us).unwrap_or_else(crate::trace::now_us),
-                    frame: None,
-                    kind: EventKind::Note(format!(
-                        "the server selected standard RDP security (PROTOCOL_RDP) when offered TLS/NLA on a first \
-                         connection from port {}: reconnected offering PROTOCOL_RDP",
-                        first.client.port()
-                    )),
-                },
-            );
-            shared.replace(second);
+            reconnect(shared, &rdp_opts, opts.tls_engine, deadline, |port| {
+                format!(
+                    "the server selected standard RDP security (PROTOCOL_RDP) when offered TLS/NLA on a first \
+                     connection from port {port}: reconnected offering PROTOCOL_RDP"
+                )
+            })
+            .await;
         }
         Ok(Retry::Legacy(reason)) => {
-            // The server speaks no TLS version / cipher rustls offers: reconnect with the legacy
-            // engine. The report keeps the second conversation; the first is described in a note.
-            let first = shared.snapshot();
-            let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
-            let _ =
-                tokio::time::timeout(deadline, run_inner(opts, &fresh, TlsEngine::Legacy)).await;
-            let mut second = fresh.snapshot();
-            second.events.insert(
-                0,
-                crate::trace::Event {
-                    t_us: second.events.first().map(|e| e.t_us).unwrap_or_else(crate::trace::now_us),
-                    frame: None,
-                    kind: EventKind::Note(format!(
-                        "modern TLS (1.2/1.3) was refused ({reason}) on a first connection from port {}; \
-                         reconnected with the legacy TLS engine",
-                        first.client.port()
-                    )),
-                },
-            );
-            shared.replace(second);
+            // The server speaks no TLS version / cipher rustls offers: reconnect with the legacy engine.
+            reconnect(shared, opts, TlsEngine::Legacy, deadline, |port| {
+                format!(
+                    "modern TLS (1.2/1.3) was refused ({reason}) on a first connection from port {port}; \
+                     reconnected with the legacy TLS engine"
+                )
+            })
+            .await;
         }
         Err(_) => {
             shared.push(EventKind::Note(format!(
@@ -236,6 +213,35 @@ async fn run_outer(opts: &ProbeOptions, shared: &SharedTrace, deadline: Duration
             }
         }
     }
+}
+
+/// Runs a second connection and keeps it as the report's conversation; the first one is described in
+/// a note (`note` gets the first connection's client port).
+async fn reconnect(
+    shared: &SharedTrace,
+    opts: &ProbeOptions,
+    engine: TlsEngine,
+    deadline: Duration,
+    note: impl FnOnce(u16) -> String,
+) {
+    let first_port = shared.snapshot().client.port();
+    let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
+    let _ = tokio::time::timeout(deadline, run_inner(opts, &fresh, engine)).await;
+    let mut second = fresh.snapshot();
+    let t_us = second
+        .events
+        .first()
+        .map(|e| e.t_us)
+        .unwrap_or_else(crate::trace::now_us);
+    second.events.insert(
+        0,
+        crate::trace::Event {
+            t_us,
+            frame: None,
+            kind: EventKind::Note(note(first_port)),
+        },
+    );
+    shared.replace(second);
 }
 
 enum Retry {
