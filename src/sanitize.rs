@@ -139,12 +139,7 @@ pub fn sanitize_trace(trace: &mut Trace) -> SanitizeStats {
         )
     });
     stats.inner_segments_dropped = before - trace.events.len();
-    for e in &mut trace.events {
-        if let EventKind::TlsSession(info) = &mut e.kind {
-            // Keep the certificate (needed for the verdict) and the negotiated parameters.
-            let _ = info;
-        }
-    }
+    // TLS session facts (certificate, version) stay: the verdict needs them and they are no secret.
     let stream = trace.stream(Dir::C2S, Layer::Wire);
     let masks = find_masks(&stream, &mut stats);
     apply_masks(trace, &masks);
