@@ -372,51 +372,16 @@ pub fn suite_name(id: u16) -> String {
     }
 }
 
-/// "TLSv1.2" etc.
+/// TLS protocol version name ("TLSv1.2"); the decoder's table.
 pub fn version_name(v: u16) -> String {
-    match v {
-        0x0300 => "SSLv3".into(),
-        0x0301 => "TLSv1.0".into(),
-        0x0302 => "TLSv1.1".into(),
-        0x0303 => "TLSv1.2".into(),
-        0x0304 => "TLSv1.3".into(),
-        _ => format!("0x{v:04x}"),
-    }
+    crate::decode::tls::version_name(v)
 }
 
-/// TLS alert description names (RFC 8446 section 6).
+/// TLS alert description names (RFC 8446 section 6); the decoder's table.
 pub fn alert_name(code: u8) -> String {
-    match code {
-        0 => "close_notify",
-        10 => "unexpected_message",
-        20 => "bad_record_mac",
-        21 => "decryption_failed",
-        22 => "record_overflow",
-        40 => "handshake_failure",
-        42 => "bad_certificate",
-        43 => "unsupported_certificate",
-        44 => "certificate_revoked",
-        45 => "certificate_expired",
-        46 => "certificate_unknown",
-        47 => "illegal_parameter",
-        48 => "unknown_ca",
-        49 => "access_denied",
-        50 => "decode_error",
-        51 => "decrypt_error",
-        70 => "protocol_version",
-        71 => "insufficient_security",
-        80 => "internal_error",
-        86 => "inappropriate_fallback",
-        90 => "user_canceled",
-        100 => "no_renegotiation",
-        109 => "missing_extension",
-        110 => "unsupported_extension",
-        112 => "unrecognized_name",
-        116 => "certificate_required",
-        120 => "no_application_protocol",
-        _ => return format!("alert {code}"),
-    }
-    .to_string()
+    crate::decode::tls::alert_description_name(code)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("alert {code}"))
 }
 
 // ------------------------------------------------------------------------------------------------
