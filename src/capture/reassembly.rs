@@ -12,35 +12,31 @@
 
 use std::collections::BTreeMap;
 
+use bytes::{Bytes, BytesMut};
+
 /// Most bytes held out of order per direction before the first hole is declared lost.
 pub const MAX_OOO_BYTES: usize = 4 * 1024 * 1024;
 /// Most out-of-order pieces held per direction.
 pub const MAX_OOO_PIECES: usize = 4096;
 /// An acknowledgement further than this beyond the delivered stream is not trusted (bytes).
 const MAX_ACK_JUMP: u64 = 1 << 30;
+/// First and largest chunk of the copy arena (bytes): payloads are copied into shared chunks instead
+/// of one allocation per segment; chunks double from the first size up to the largest, so a quiet
+/// conversation holds little.
+const ARENA_FIRST: usize = 4 * 1024;
+const ARENA_MAX: usize = 64 * 1024;
 
 /// What the reassembler delivers, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
-    Data {
-        bytes: Vec<u8>,
-        frame: u64,
-        t_us: u64,
-    },
-    Gap {
-        len: u64,
-        frame: u64,
-        t_us: u64,
-    },
-    Fin {
-        frame: u64,
-        t_us: u64,
-    },
+    Data { bytes: Bytes, frame: u64, t_us: u64 },
+    Gap { len: u64, frame: u64, t_us: u64 },
+    Fin { frame: u64, t_us: u64 },
 }
 
 #[derive(Debug)]
 enum PieceKind {
-    Data(Vec<u8>),
+    Data(Bytes),
     /// Bytes known to be missing (snaplen truncation).
     Missing(u64),
     /// The FIN's sequence number (length 1 in sequence space).
@@ -74,6 +70,9 @@ pub struct Reassembler {
     pending: BTreeMap<u64, Piece>,
     pending_bytes: usize,
     fin_delivered: bool,
+    /// Where payload copies go (see [`ARENA_MAX`]).
+    arena: BytesMut,
+    arena_chunk: usize,
 }
 
 impl Reassembler {
@@ -100,6 +99,16 @@ impl Reassembler {
 
     pub fn fin_delivered(&self) -> bool {
         self.fin_delivered
+    }
+
+    /// Copies `b` out of the capture buffer into the arena.
+    fn copy(&mut self, b: &[u8]) -> Bytes {
+        if self.arena.capacity() < b.len() {
+            self.arena_chunk = (self.arena_chunk * 2).clamp(ARENA_FIRST, ARENA_MAX);
+            self.arena = BytesMut::with_capacity(self.arena_chunk.max(b.len()));
+        }
+        self.arena.extend_from_slice(b);
+        self.arena.split().freeze()
     }
 
     /// Stream offset of a sequence number, unwrapped to the 2^32 window closest to `next`.
@@ -145,7 +154,7 @@ impl Reassembler {
         if self.pending.is_empty() && start <= next {
             if data_end > next {
                 let skip = (next - start) as usize;
-                let bytes = payload[skip..].to_vec();
+                let bytes = self.copy(&payload[skip..]);
                 self.next += bytes.len() as u64;
                 out.push(Output::Data { bytes, frame, t_us });
             }
@@ -162,7 +171,8 @@ impl Reassembler {
             return;
         }
         if !payload.is_empty() {
-            self.insert(start, PieceKind::Data(payload.to_vec()), frame, t_us);
+            let copy = self.copy(payload);
+            self.insert(start, PieceKind::Data(copy), frame, t_us);
         }
         if missing > 0 {
             self.insert(
@@ -222,7 +232,7 @@ impl Reassembler {
                     let a = (rs as i64 - start) as usize;
                     let b = (re as i64 - start) as usize;
                     self.pending_bytes += b - a;
-                    PieceKind::Data(d[a..b].to_vec())
+                    PieceKind::Data(d.slice(a..b))
                 }
                 PieceKind::Missing(_) => PieceKind::Missing(re - rs),
                 PieceKind::Fin => PieceKind::Fin,
@@ -341,7 +351,7 @@ mod tests {
     fn data(out: &[Output]) -> Vec<u8> {
         out.iter()
             .flat_map(|o| match o {
-                Output::Data { bytes, .. } => bytes.clone(),
+                Output::Data { bytes, .. } => bytes.to_vec(),
                 _ => Vec::new(),
             })
             .collect()
@@ -381,7 +391,7 @@ mod tests {
             out,
             vec![
                 Output::Data {
-                    bytes: b"ab".to_vec(),
+                    bytes: Bytes::from_static(b"ab"),
                     frame: 1,
                     t_us: 1
                 },
@@ -391,7 +401,7 @@ mod tests {
                     t_us: 1
                 },
                 Output::Data {
-                    bytes: b"xy".to_vec(),
+                    bytes: Bytes::from_static(b"xy"),
                     frame: 2,
                     t_us: 2
                 },

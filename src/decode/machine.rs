@@ -580,10 +580,17 @@ impl Machine<'_> {
             return;
         }
         if p.buf.is_empty() {
+            // Fast path: handle the complete PDUs straight from `bytes`; buffer only the tail.
             p.first_event = idx;
+            let used = self.drain_slice(dir, layer, bytes);
+            let p = self.parser(dir, layer);
+            if p.mode != Mode::Dead {
+                p.buf.extend_from_slice(&bytes[used..]);
+            }
+        } else {
+            p.buf.extend_from_slice(bytes);
+            self.drain(dir, layer);
         }
-        p.buf.extend_from_slice(bytes);
-        self.drain(dir, layer);
         let p = match layer {
             Layer::Wire => &mut self.wire[di(dir)],
             Layer::Inner => &mut self.inner[di(dir)],
@@ -620,24 +627,14 @@ impl Machine<'_> {
                 }
                 (p.mode, p.first_event)
             };
-            let n = match mode {
-                // The buffer is taken out while its PDU is handled (no copy); handlers never append
-                // to it, and one that kills the stream leaves the mode Dead so it is not put back.
-                Mode::Rdp | Mode::Tls | Mode::Credssp => {
-                    let buf = std::mem::take(&mut self.parser(dir, layer).buf);
-                    let r = match mode {
-                        Mode::Rdp => self.rdp_pdu(dir, layer, first_event, &buf),
-                        Mode::Tls => self.tls_record(dir, first_event, &buf),
-                        _ => self.credssp_pdu(dir, first_event, &buf),
-                    };
-                    let p = self.parser(dir, layer);
-                    if p.mode != Mode::Dead {
-                        p.buf = buf;
-                    }
-                    r
-                }
-                Mode::Dead => None,
-            };
+            // The buffer is taken out while its PDU is handled (no copy); handlers never append
+            // to it, and one that kills the stream leaves the mode Dead so it is not put back.
+            let buf = std::mem::take(&mut self.parser(dir, layer).buf);
+            let n = self.pdu_in(mode, dir, layer, first_event, &buf);
+            let p = self.parser(dir, layer);
+            if p.mode != Mode::Dead {
+                p.buf = buf;
+            }
             let Some(n) = n else { return };
             let idx = self.event_idx;
             let p = self.parser(dir, layer);
@@ -645,6 +642,49 @@ impl Machine<'_> {
             p.buf.drain(..n);
             p.base += n as u64;
             p.first_event = idx;
+        }
+    }
+
+    /// Like [`Machine::drain`] over `bytes` while the buffer is empty: handles every complete PDU
+    /// at the start of `bytes` and returns how many bytes they used.
+    fn drain_slice(&mut self, dir: Dir, layer: Layer, bytes: &[u8]) -> usize {
+        let mut used = 0usize;
+        while used < bytes.len() {
+            let p = self.parser(dir, layer);
+            if p.mode == Mode::Dead {
+                break;
+            }
+            let (mode, first_event) = (p.mode, p.first_event);
+            let Some(n) = self.pdu_in(mode, dir, layer, first_event, &bytes[used..]) else {
+                break;
+            };
+            if n == 0 {
+                break;
+            }
+            let n = n.min(bytes.len() - used);
+            used += n;
+            let idx = self.event_idx;
+            let p = self.parser(dir, layer);
+            p.base += n as u64;
+            p.first_event = idx;
+        }
+        used
+    }
+
+    /// Handles the PDU at the start of `buf` in `mode`; its length when complete and consumed.
+    fn pdu_in(
+        &mut self,
+        mode: Mode,
+        dir: Dir,
+        layer: Layer,
+        first_event: usize,
+        buf: &[u8],
+    ) -> Option<usize> {
+        match mode {
+            Mode::Rdp => self.rdp_pdu(dir, layer, first_event, buf),
+            Mode::Tls => self.tls_record(dir, first_event, buf),
+            Mode::Credssp => self.credssp_pdu(dir, first_event, buf),
+            Mode::Dead => None,
         }
     }
 

@@ -78,12 +78,11 @@ enum Format {
 
 /// Streaming record reader over any `Read`.
 pub struct RecordReader<R: Read> {
-    input: R,
+    src: Window<R>,
     format: Format,
     /// Byte offset of the next unread byte.
     offset: u64,
     frame: u64,
-    buf: Vec<u8>,
     done: bool,
     last_t_us: u64,
 }
@@ -106,10 +105,78 @@ fn u32_at(b: &[u8], at: usize, be: bool) -> u32 {
     }
 }
 
-/// Reads up to `n` bytes into `buf` (cleared first); returns how many arrived.
-fn read_up_to<R: Read>(input: &mut R, buf: &mut Vec<u8>, n: u64) -> io::Result<usize> {
-    buf.clear();
-    input.by_ref().take(n).read_to_end(buf)
+/// First size of the read window (bytes): one `read` call fills at most this much at a time.
+const WINDOW_LEN: usize = 1024 * 1024;
+
+/// A read window over the input: large reads straight into one reusable buffer, records handed out
+/// as slices of it (no copy per record).
+///
+/// Hand-written rather than `BufReader` + `Read::take`: that pair copies every byte a second time
+/// (from the `BufReader`'s buffer into the record buffer), which was the reader's largest user-space
+/// cost on big captures. `mmap` is not used: a capture still being written (or truncated under us)
+/// would turn into SIGBUS.
+///
+/// INVARIANT: `start <= end <= buf.len()`; `cur` lies within `..start` (the last record taken);
+/// beyond its first [`WINDOW_LEN`] the buffer grows only when it is entirely full of bytes that
+/// actually arrived.
+struct Window<R: Read> {
+    input: R,
+    buf: Vec<u8>,
+    /// First unconsumed byte.
+    start: usize,
+    /// End of the bytes read so far.
+    end: usize,
+    /// The bytes handed out by the last `take`.
+    cur: (usize, usize),
+}
+
+impl<R: Read> Window<R> {
+    fn new(input: R) -> Self {
+        Window {
+            input,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            cur: (0, 0),
+        }
+    }
+
+    /// Consumes up to `n` bytes (fewer only at the end of the input); returns how many. They are
+    /// available through [`Window::cur`] until the next `take`.
+    fn take(&mut self, n: u64) -> io::Result<usize> {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        while self.end - self.start < n {
+            if self.end == self.buf.len() {
+                if self.start > 0 {
+                    // Keep the unconsumed tail (less than one record) at the front.
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else if self.buf.is_empty() {
+                    self.buf = vec![0; WINDOW_LEN];
+                } else {
+                    // Full of real bytes: grow (the callers bound `n` by MAX_BLOCK_LEN).
+                    let len = self.buf.len() * 2;
+                    self.buf.resize(len, 0);
+                }
+            }
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => break,
+                Ok(got) => self.end += got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let got = n.min(self.end - self.start);
+        self.cur = (self.start, self.start + got);
+        self.start += got;
+        Ok(got)
+    }
+
+    /// The bytes of the last `take`.
+    fn cur(&self) -> &[u8] {
+        &self.buf[self.cur.0..self.cur.1]
+    }
 }
 
 fn describe_magic(m: &[u8]) -> String {
@@ -131,9 +198,9 @@ fn describe_magic(m: &[u8]) -> String {
 
 impl<R: Read> RecordReader<R> {
     /// Reads the file header (pcap global header or the first pcapng Section Header Block).
-    pub fn new(mut input: R) -> Result<Self, CaptureError> {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        let got = read_up_to(&mut input, &mut buf, 4).map_err(|e| CaptureError::Io {
+    pub fn new(input: R) -> Result<Self, CaptureError> {
+        let mut src = Window::new(input);
+        let got = src.take(4).map_err(|e| CaptureError::Io {
             offset: 0,
             source: e,
         })?;
@@ -146,16 +213,16 @@ impl<R: Read> RecordReader<R> {
                 have: got as u64,
             });
         }
-        let magic = [buf[0], buf[1], buf[2], buf[3]];
+        let b = src.cur();
+        let magic = [b[0], b[1], b[2], b[3]];
         let mut r = RecordReader {
-            input,
+            src,
             format: Format::PcapNg {
                 big_endian: false,
                 interfaces: Vec::new(),
             },
             offset: 0,
             frame: 0,
-            buf,
             done: false,
             last_t_us: 0,
         };
@@ -166,11 +233,10 @@ impl<R: Read> RecordReader<R> {
             | [0x4d, 0x3c, 0xb2, 0xa1] => {
                 let big_endian = magic[0] == 0xa1;
                 let nanos = magic == [0xa1, 0xb2, 0x3c, 0x4d] || magic == [0x4d, 0x3c, 0xb2, 0xa1];
-                let got =
-                    read_up_to(&mut r.input, &mut r.buf, 20).map_err(|e| CaptureError::Io {
-                        offset: 4,
-                        source: e,
-                    })?;
+                let got = r.src.take(20).map_err(|e| CaptureError::Io {
+                    offset: 4,
+                    source: e,
+                })?;
                 if got < 20 {
                     return Err(CaptureError::Truncated {
                         offset: 0,
@@ -182,7 +248,7 @@ impl<R: Read> RecordReader<R> {
                 }
                 // version(2+2) thiszone(4) sigfigs(4) snaplen(4) network(4); the upper bits of
                 // `network` may carry FCS information (pcap draft 4): keep the low 16 bits.
-                let linktype = u32_at(&r.buf, 16, big_endian) & 0xFFFF;
+                let linktype = u32_at(r.src.cur(), 16, big_endian) & 0xFFFF;
                 r.format = Format::Pcap {
                     big_endian,
                     nanos,
@@ -219,11 +285,10 @@ impl<R: Read> RecordReader<R> {
         len_bytes: Option<[u8; 4]>,
     ) -> Result<(), CaptureError> {
         let need = if len_bytes.is_some() { 4 } else { 8 };
-        let got =
-            read_up_to(&mut self.input, &mut self.buf, need).map_err(|e| CaptureError::Io {
-                offset: start + 12 - need,
-                source: e,
-            })?;
+        let got = self.src.take(need).map_err(|e| CaptureError::Io {
+            offset: start + 12 - need,
+            source: e,
+        })?;
         if (got as u64) < need {
             return Err(CaptureError::Truncated {
                 offset: start,
@@ -234,10 +299,28 @@ impl<R: Read> RecordReader<R> {
             });
         }
         let (len, bom) = match len_bytes {
-            Some(l) => (l, [self.buf[0], self.buf[1], self.buf[2], self.buf[3]]),
+            Some(l) => (
+                l,
+                [
+                    self.src.cur()[0],
+                    self.src.cur()[1],
+                    self.src.cur()[2],
+                    self.src.cur()[3],
+                ],
+            ),
             None => (
-                [self.buf[0], self.buf[1], self.buf[2], self.buf[3]],
-                [self.buf[4], self.buf[5], self.buf[6], self.buf[7]],
+                [
+                    self.src.cur()[0],
+                    self.src.cur()[1],
+                    self.src.cur()[2],
+                    self.src.cur()[3],
+                ],
+                [
+                    self.src.cur()[4],
+                    self.src.cur()[5],
+                    self.src.cur()[6],
+                    self.src.cur()[7],
+                ],
             ),
         };
         let big_endian = match bom {
@@ -259,11 +342,10 @@ impl<R: Read> RecordReader<R> {
         self.check_block_len(start, total, 28)?;
         // Skip the rest of the block (version, section length, options, trailer).
         let rest = u64::from(total) - 12;
-        let got =
-            read_up_to(&mut self.input, &mut self.buf, rest).map_err(|e| CaptureError::Io {
-                offset: start + 12,
-                source: e,
-            })?;
+        let got = self.src.take(rest).map_err(|e| CaptureError::Io {
+            offset: start + 12,
+            source: e,
+        })?;
         if (got as u64) < rest {
             return Err(CaptureError::Truncated {
                 offset: start,
@@ -339,14 +421,14 @@ impl<R: Read> RecordReader<R> {
                 offset,
                 t_us,
                 linktype,
-                data: &self.buf[data_at..data_at + data_len],
+                data: &self.src.cur()[data_at..data_at + data_len],
                 orig_len,
             }),
             RecKind::Secrets {
                 stype,
                 data_at,
                 data_len,
-            } => Record::Secrets(stype, &self.buf[data_at..data_at + data_len]),
+            } => Record::Secrets(stype, &self.src.cur()[data_at..data_at + data_len]),
         }
     }
 
@@ -360,7 +442,7 @@ impl<R: Read> RecordReader<R> {
             return Ok(None);
         };
         let start = self.offset;
-        let got = read_up_to(&mut self.input, &mut self.buf, 16).map_err(|e| CaptureError::Io {
+        let got = self.src.take(16).map_err(|e| CaptureError::Io {
             offset: start,
             source: e,
         })?;
@@ -377,10 +459,10 @@ impl<R: Read> RecordReader<R> {
                 have: got as u64,
             });
         }
-        let sec = u32_at(&self.buf, 0, big_endian);
-        let frac = u32_at(&self.buf, 4, big_endian);
-        let incl = u32_at(&self.buf, 8, big_endian);
-        let orig = u32_at(&self.buf, 12, big_endian);
+        let sec = u32_at(self.src.cur(), 0, big_endian);
+        let frac = u32_at(self.src.cur(), 4, big_endian);
+        let incl = u32_at(self.src.cur(), 8, big_endian);
+        let orig = u32_at(self.src.cur(), 12, big_endian);
         if incl > MAX_FRAME_LEN {
             return Err(CaptureError::Malformed {
                 offset: start,
@@ -389,12 +471,13 @@ impl<R: Read> RecordReader<R> {
                 detail: format!("captured length {incl} exceeds the limit of {MAX_FRAME_LEN}"),
             });
         }
-        let got = read_up_to(&mut self.input, &mut self.buf, u64::from(incl)).map_err(|e| {
-            CaptureError::Io {
+        let got = self
+            .src
+            .take(u64::from(incl))
+            .map_err(|e| CaptureError::Io {
                 offset: start + 16,
                 source: e,
-            }
-        })?;
+            })?;
         if got < incl as usize {
             return Err(CaptureError::Truncated {
                 offset: start,
@@ -430,17 +513,21 @@ impl<R: Read> RecordReader<R> {
                 Format::Pcap { .. } => return Ok(None),
             };
             let start = self.offset;
-            let got =
-                read_up_to(&mut self.input, &mut self.buf, 8).map_err(|e| CaptureError::Io {
-                    offset: start,
-                    source: e,
-                })?;
+            let got = self.src.take(8).map_err(|e| CaptureError::Io {
+                offset: start,
+                source: e,
+            })?;
             if got == 0 {
                 return Ok(None);
             }
-            if got == 8 && u32_at(&self.buf, 0, false) == BT_SHB {
+            if got == 8 && u32_at(self.src.cur(), 0, false) == BT_SHB {
                 // A new section: its byte order may differ from the previous one.
-                let len = [self.buf[4], self.buf[5], self.buf[6], self.buf[7]];
+                let len = [
+                    self.src.cur()[4],
+                    self.src.cur()[5],
+                    self.src.cur()[6],
+                    self.src.cur()[7],
+                ];
                 self.read_shb_after_type(start, Some(len))?;
                 continue;
             }
@@ -453,16 +540,15 @@ impl<R: Read> RecordReader<R> {
                     have: got as u64,
                 });
             }
-            let btype = u32_at(&self.buf, 0, big_endian);
-            let total = u32_at(&self.buf, 4, big_endian);
+            let btype = u32_at(self.src.cur(), 0, big_endian);
+            let total = u32_at(self.src.cur(), 4, big_endian);
             self.check_block_len(start, total, 12)?;
             // Read body + trailing length.
             let rest = u64::from(total) - 8;
-            let got =
-                read_up_to(&mut self.input, &mut self.buf, rest).map_err(|e| CaptureError::Io {
-                    offset: start + 8,
-                    source: e,
-                })?;
+            let got = self.src.take(rest).map_err(|e| CaptureError::Io {
+                offset: start + 8,
+                source: e,
+            })?;
             if (got as u64) < rest {
                 return Err(CaptureError::Truncated {
                     offset: start,
@@ -477,7 +563,7 @@ impl<R: Read> RecordReader<R> {
                 });
             }
             let body_len = rest as usize - 4;
-            let trailer = u32_at(&self.buf, body_len, big_endian);
+            let trailer = u32_at(self.src.cur(), body_len, big_endian);
             if trailer != total {
                 return Err(CaptureError::Malformed {
                     offset: start,
@@ -496,17 +582,17 @@ impl<R: Read> RecordReader<R> {
                         if body_len < 20 {
                             return Err(self.short_block(start, "enhanced packet block"));
                         }
-                        (20usize, u32_at(&self.buf, 0, big_endian))
+                        (20usize, u32_at(self.src.cur(), 0, big_endian))
                     } else {
                         if body_len < 20 {
                             return Err(self.short_block(start, "packet block"));
                         }
-                        (20usize, u32::from(u16_at(&self.buf, 0, big_endian)))
+                        (20usize, u32::from(u16_at(self.src.cur(), 0, big_endian)))
                     };
-                    let ts_hi = u32_at(&self.buf, 4, big_endian);
-                    let ts_lo = u32_at(&self.buf, 8, big_endian);
-                    let cap = u32_at(&self.buf, 12, big_endian);
-                    let orig = u32_at(&self.buf, 16, big_endian);
+                    let ts_hi = u32_at(self.src.cur(), 4, big_endian);
+                    let ts_lo = u32_at(self.src.cur(), 8, big_endian);
+                    let cap = u32_at(self.src.cur(), 12, big_endian);
+                    let orig = u32_at(self.src.cur(), 16, big_endian);
                     let frame = self.frame + 1;
                     if cap as usize > body_len - hdr || cap > MAX_FRAME_LEN {
                         return Err(CaptureError::Malformed {
@@ -538,7 +624,7 @@ impl<R: Read> RecordReader<R> {
                         return Err(self.short_block(start, "simple packet block"));
                     }
                     let frame = self.frame + 1;
-                    let orig = u32_at(&self.buf, 0, big_endian);
+                    let orig = u32_at(self.src.cur(), 0, big_endian);
                     let iface = self.interface(start, frame, 0)?;
                     let cap = (body_len - 4)
                         .min(orig as usize)
@@ -557,8 +643,8 @@ impl<R: Read> RecordReader<R> {
                     if body_len < 8 {
                         return Err(self.short_block(start, "decryption secrets block"));
                     }
-                    let stype = u32_at(&self.buf, 0, big_endian);
-                    let slen = u32_at(&self.buf, 4, big_endian) as usize;
+                    let stype = u32_at(self.src.cur(), 0, big_endian);
+                    let slen = u32_at(self.src.cur(), 4, big_endian) as usize;
                     if slen > body_len - 8 {
                         return Err(CaptureError::Malformed {
                             offset: start,
@@ -618,7 +704,7 @@ impl<R: Read> RecordReader<R> {
         if body_len < 8 {
             return Err(self.short_block(start, "interface description block"));
         }
-        let linktype = u32::from(u16_at(&self.buf, 0, be));
+        let linktype = u32::from(u16_at(self.src.cur(), 0, be));
         let mut iface = Interface {
             linktype,
             units_per_sec: 1_000_000,
@@ -627,15 +713,15 @@ impl<R: Read> RecordReader<R> {
         // Options: code(2) len(2) value padded to 4.
         let mut at = 8usize;
         while at + 4 <= body_len {
-            let code = u16_at(&self.buf, at, be);
-            let len = usize::from(u16_at(&self.buf, at + 2, be));
+            let code = u16_at(self.src.cur(), at, be);
+            let len = usize::from(u16_at(self.src.cur(), at + 2, be));
             let v = at + 4;
             if code == 0 || v + len > body_len {
                 break;
             }
             match (code, len) {
                 (9, 1) => {
-                    let r = self.buf[v];
+                    let r = self.src.cur()[v];
                     let exp = u32::from(r & 0x7F);
                     iface.units_per_sec = if r & 0x80 != 0 {
                         if exp >= 64 {
@@ -649,7 +735,7 @@ impl<R: Read> RecordReader<R> {
                 }
                 (14, 8) => {
                     let mut a = [0u8; 8];
-                    a.copy_from_slice(&self.buf[v..v + 8]);
+                    a.copy_from_slice(&self.src.cur()[v..v + 8]);
                     iface.offset_sec = if be {
                         i64::from_be_bytes(a)
                     } else {
