@@ -5,7 +5,8 @@
 //! each stage (refused, negotiation failure, reset after the ClientHello, silent server). Reports file
 //! size, wall time, throughput, the ratio, and each tool's peak RSS.
 //!
-//! Run: `cargo bench --bench analyze_vs_tshark` (BENCH_MB=1024 by default; BENCH_MB=200 for a quick run).
+//! Run: `cargo bench --bench analyze_vs_tshark` (BENCH_MB=1024 by default; BENCH_MB=200 for a quick run;
+//! BENCH_RUNS=3 runs of each tool by default, medians reported).
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -21,6 +22,23 @@ fn max_rss_children_kib() -> i64 {
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
         ru.ru_maxrss
     }
+}
+
+/// User + system CPU seconds of the children waited for so far.
+fn children_cpu_s() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn tpkt_cr() -> Vec<u8> {
@@ -152,51 +170,72 @@ fn main() {
         gen.elapsed().as_secs_f64()
     );
 
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let bin = env!("CARGO_BIN_EXE_rdprobe");
-    let t = Instant::now();
-    let out = Command::new(bin)
-        .args(["analyze", "--json"])
-        .arg(&path)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run rdprobe analyze");
-    let rd = t.elapsed().as_secs_f64();
+    let mut rd_wall = Vec::new();
+    let mut rd_cpu = Vec::new();
+    let mut found = 0;
+    for _ in 0..runs {
+        let cpu0 = children_cpu_s();
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .args(["analyze", "--json"])
+            .arg(&path)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run rdprobe analyze");
+        rd_wall.push(t.elapsed().as_secs_f64());
+        rd_cpu.push(children_cpu_s() - cpu0);
+        found = String::from_utf8_lossy(&out.stdout).lines().count();
+    }
     let rd_rss = max_rss_children_kib();
-    let found = String::from_utf8_lossy(&out.stdout).lines().count();
 
-    let t = Instant::now();
-    let ts = Command::new("tshark")
-        .arg("-r")
-        .arg(&path)
-        .args([
-            "-n",
-            "-Y",
-            "rdp.neg_type",
-            "-T",
-            "fields",
-            "-e",
-            "tcp.stream",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .expect("run tshark (apt-get install tshark)");
-    let tsh = t.elapsed().as_secs_f64();
+    let mut ts_wall = Vec::new();
+    let mut streams: Vec<String> = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let ts = Command::new("tshark")
+            .arg("-r")
+            .arg(&path)
+            .args([
+                "-n",
+                "-Y",
+                "rdp.neg_type",
+                "-T",
+                "fields",
+                "-e",
+                "tcp.stream",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .expect("run tshark (apt-get install tshark)");
+        ts_wall.push(t.elapsed().as_secs_f64());
+        streams = String::from_utf8_lossy(&ts.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+    }
     let ts_rss = max_rss_children_kib();
-    let mut streams: Vec<String> = String::from_utf8_lossy(&ts.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
     streams.sort();
     streams.dedup();
+    let rd = median(&mut rd_wall);
+    let rd_c = median(&mut rd_cpu);
+    let tsh = median(&mut ts_wall);
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("capture kept at {}", path.display());
     } else {
         let _ = std::fs::remove_file(&path);
     }
 
+    println!("median of {runs} runs each");
     println!(
-        "rdprobe analyze : {rd:>7.2} s  {:>7.0} MB/s  {found} connections",
-        size_mb / rd
+        "rdprobe analyze : {rd:>7.2} s  {:>7.0} MB/s  {found} connections  (cpu {rd_c:.2} s: {:.0} MB/s per core)",
+        size_mb / rd,
+        size_mb / rd_c.max(1e-9)
     );
     println!(
         "tshark -Y rdp   : {tsh:>7.2} s  {:>7.0} MB/s  {} connections",
