@@ -4,12 +4,14 @@
 //! ([`crate::capture::reassembly`]), RDP is recognized by content (TPKT + X.224 Connection Request,
 //! MS-RDPBCGR 2.2.1.1, on any port), TLS after the X.224 exchange is decrypted when secrets are known
 //! ([`crate::capture::tlsdecrypt`]), and each conversation is yielded when it closes (FIN both ways,
-//! RST) or at the end of the capture.
+//! RST) or at the end of the capture. Fragmented IP datagrams carrying TCP are reassembled first
+//! ([`defrag`], bounded).
 //!
 //! INVARIANT: memory is bounded by the live conversations: each keeps at most
 //! `max_retained_per_direction` bytes of data per direction and layer (the rest is counted in
 //! `Elided` events), the out-of-order buffers are capped, and so is the number of conversations.
 
+pub mod defrag;
 pub mod file;
 pub mod packet;
 
@@ -125,6 +127,7 @@ pub fn read_conversations<R: Read>(
             last_t_us: 0,
             last_frame: 0,
             stats: ReaderStats::default(),
+            defrag: defrag::Defrag::new(),
         },
         finished: false,
     })
@@ -145,6 +148,10 @@ pub struct ReaderStats {
     pub evicted: u64,
     /// Decryption Secrets Blocks with TLS key logs.
     pub secrets_blocks: u64,
+    /// Frames that carried a fragment of a TCP-carrying IP datagram.
+    pub ip_fragments: u64,
+    /// Fragmented datagrams reassembled (their TCP segment counts once, at the last fragment).
+    pub reassembled_datagrams: u64,
 }
 
 /// Iterator over the RDP conversations of a capture (see [`read_conversations`]).
@@ -165,6 +172,7 @@ struct Engine {
     last_t_us: u64,
     last_frame: u64,
     stats: ReaderStats,
+    defrag: defrag::Defrag,
 }
 
 impl<R: Read> Conversations<R> {
@@ -197,9 +205,24 @@ impl<R: Read> Conversations<R> {
                 e.stats.frames = p.frame;
                 e.last_frame = p.frame;
                 e.last_t_us = e.last_t_us.max(p.t_us);
-                if let Some(seg) = packet::tcp_segment(p.linktype, p.data) {
-                    e.stats.tcp_segments += 1;
-                    e.segment(&seg, p.frame, p.t_us);
+                match packet::parse(p.linktype, p.data) {
+                    packet::Parsed::Tcp(seg) => {
+                        e.stats.tcp_segments += 1;
+                        e.segment(&seg, p.frame, p.t_us);
+                    }
+                    packet::Parsed::Fragment(f) => {
+                        e.stats.ip_fragments += 1;
+                        if let defrag::Outcome::Complete { src, dst, payload } =
+                            e.defrag.push(&f, p.t_us)
+                        {
+                            e.stats.reassembled_datagrams += 1;
+                            if let Some(seg) = packet::tcp_in(src, dst, &payload) {
+                                e.stats.tcp_segments += 1;
+                                e.segment(&seg, p.frame, p.t_us);
+                            }
+                        }
+                    }
+                    packet::Parsed::Other => {}
                 }
             }
             Ok(None) => {

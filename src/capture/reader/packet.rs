@@ -33,7 +33,48 @@ pub struct Segment<'a> {
 
 /// Finds the TCP segment of a frame; `None` for anything else (other protocols, fragments,
 /// frames too damaged to carry a TCP header).
-pub fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
+/// One IP fragment of a TCP datagram (RFC 791 section 3.2, RFC 8200 section 4.5).
+#[derive(Debug)]
+pub struct Fragment<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IPv4 Identification or IPv6 fragment header Identification.
+    pub id: u32,
+    /// Byte offset of `data` in the original datagram's payload.
+    pub offset: usize,
+    /// More fragments follow.
+    pub more: bool,
+    /// The fragment's captured bytes.
+    pub data: &'a [u8],
+    /// The fragment was cut by the snaplen (it cannot be reassembled).
+    pub truncated: bool,
+}
+
+/// What one frame holds, as far as rdprobe cares.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    Tcp(Segment<'a>),
+    /// A fragment of a fragmented IP datagram carrying TCP.
+    Fragment(Fragment<'a>),
+    Other,
+}
+
+/// Finds the TCP segment (or the TCP-carrying IP fragment) in one frame of `linktype`.
+pub fn parse(linktype: u32, data: &[u8]) -> Parsed<'_> {
+    match classify(linktype, data) {
+        Some(Ok(seg)) => Parsed::Tcp(seg),
+        Some(Err(Some(frag))) => Parsed::Fragment(frag),
+        _ => Parsed::Other,
+    }
+}
+
+/// The TCP segment of a reassembled datagram: `payload` is the whole IP payload (TCP header first).
+pub fn tcp_in(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Option<Segment<'_>> {
+    tcp_at(src, dst, payload, payload.len())
+}
+
+/// `None`: no TCP here; `Some(Err(..))`: a fragment (or a TCP header that does not parse).
+fn classify(linktype: u32, data: &[u8]) -> Option<Result<Segment<'_>, Option<Fragment<'_>>>> {
     let sliced = match linktype {
         // LINKTYPE_NULL / LINKTYPE_LOOP: 4-byte address family (host / network order), then IP.
         0 | 108 => LaxSlicedPacket::from_ip(data.get(4..)?).ok()?,
@@ -71,8 +112,11 @@ pub fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
             )
         }
     };
-    if payload.ip_number != etherparse::IpNumber::TCP || payload.fragmented {
+    if payload.ip_number != etherparse::IpNumber::TCP {
         return None;
+    }
+    if payload.fragmented {
+        return Some(Err(fragment(&net, src_ip, dst_ip, &payload)));
     }
     // Claimed IP payload length: when the payload is cut off, the header's length field was valid
     // (etherparse falls back to the slice, and says so, only then).
@@ -90,9 +134,58 @@ pub fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
     } else {
         payload.payload.len()
     };
-    let tcp = TcpHeaderSlice::from_slice(payload.payload).ok()?;
+    Some(tcp_at(src_ip, dst_ip, payload.payload, claimed_ip_payload).ok_or(None))
+}
+
+/// The fragment facts of a fragmented datagram's frame (`None` when they cannot be read).
+fn fragment<'a>(
+    net: &LaxNetSlice<'a>,
+    src: IpAddr,
+    dst: IpAddr,
+    payload: &etherparse::LaxIpPayloadSlice<'a>,
+) -> Option<Fragment<'a>> {
+    let (id, offset, more) = match net {
+        LaxNetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            (
+                u32::from(h.identification()),
+                usize::from(h.fragments_offset().value()) * 8,
+                h.more_fragments(),
+            )
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            let frag = v6.extensions().clone().into_iter().find_map(|e| match e {
+                etherparse::Ipv6ExtensionSlice::Fragment(f) => Some(f),
+                _ => None,
+            })?;
+            (
+                frag.identification(),
+                usize::from(frag.fragment_offset().value()) * 8,
+                frag.more_fragments(),
+            )
+        }
+    };
+    Some(Fragment {
+        src,
+        dst,
+        id,
+        offset,
+        more,
+        data: payload.payload,
+        truncated: payload.incomplete,
+    })
+}
+
+/// The TCP segment at the start of an IP payload that claims `claimed_ip_payload` bytes.
+fn tcp_at(
+    src_ip: IpAddr,
+    dst_ip: IpAddr,
+    ip_payload: &[u8],
+    claimed_ip_payload: usize,
+) -> Option<Segment<'_>> {
+    let tcp = TcpHeaderSlice::from_slice(ip_payload).ok()?;
     let hlen = tcp.slice().len();
-    let body = &payload.payload[hlen..];
+    let body = &ip_payload[hlen..];
     let claimed = claimed_ip_payload.saturating_sub(hlen).max(body.len());
     let missing = u32::try_from(claimed - body.len()).unwrap_or(u32::MAX);
     Some(Segment {
@@ -114,6 +207,13 @@ pub fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tcp_segment(linktype: u32, data: &[u8]) -> Option<Segment<'_>> {
+        match parse(linktype, data) {
+            Parsed::Tcp(s) => Some(s),
+            _ => None,
+        }
+    }
 
     #[test]
     fn truncated_ipv4_reports_missing_bytes() {
