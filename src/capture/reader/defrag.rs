@@ -83,7 +83,7 @@ impl Defrag {
             return Outcome::Dropped("fragment cut by the snaplen");
         }
         let end = f.offset + f.data.len();
-        if end > MAX_DATAGRAM_LEN || (f.more && f.data.len() % 8 != 0) {
+        if end > MAX_DATAGRAM_LEN || (f.more && !f.data.len().is_multiple_of(8)) {
             self.drop_key(&key);
             return Outcome::Dropped("fragment beyond the ip length limit or misaligned");
         }

@@ -116,7 +116,7 @@ fn classify(linktype: u32, data: &[u8]) -> Option<Result<Segment<'_>, Option<Fra
         return None;
     }
     if payload.fragmented {
-        return Some(Err(fragment(&net, src_ip, dst_ip, &payload)));
+        return Some(Err(fragment(&net, src_ip, dst_ip, payload)));
     }
     // Claimed IP payload length: when the payload is cut off, the header's length field was valid
     // (etherparse falls back to the slice, and says so, only then).
