@@ -1,5 +1,6 @@
 //! Fuzzes the capture reader: any bytes as a pcap / pcapng file, read to the end.
-//! Properties: no panic, no unbounded allocation, at most one error and nothing after it.
+//! Properties: no panic, no unbounded allocation, at most one error and nothing after it; every
+//! conversation found also goes through the stage decoder.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +23,9 @@ fuzz_target!(|data: &[u8]| {
             Ok(trace) => {
                 // INVARIANT: events are in non-decreasing time order.
                 assert!(trace.events.windows(2).all(|w| w[0].t_us <= w[1].t_us));
+                // The decoder over what the reader made: stages never run backwards.
+                let report = rdprobe::decode::decode_report(&trace);
+                assert!(report.stages.windows(2).all(|w| w[0].stage < w[1].stage));
             }
             Err(_) => errored = true,
         }
