@@ -532,20 +532,14 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         keylog,
         ..ReaderOptions::default()
     };
-    let conversations =
+    let mut conversations =
         read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
     let mut out = std::io::stdout().lock();
     let mut worst = exit::SUCCESS;
     let mut n = 0usize;
     let mut damaged = None;
-    if !a.json && !a.stages {
-        writeln!(
-            out,
-            "{:>4} {:<24} {:<24} {:<13} {:<28} summary",
-            "#", "client", "server", "last stage", "verdict"
-        )?;
-    }
-    for conv in conversations {
+
+    for conv in conversations.by_ref() {
         let trace = match conv {
             Ok(t) => t,
             Err(e) => {
@@ -554,6 +548,13 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             }
         };
         n += 1;
+        if n == 1 && !a.json && !a.stages {
+            writeln!(
+                out,
+                "{:>4} {:<24} {:<24} {:<13} {:<28} summary",
+                "#", "client", "server", "last stage", "verdict"
+            )?;
+        }
         let report = rdprobe::decode::decode_report(&trace);
         let r = &report;
         let code = report::exit_code(r);
@@ -605,8 +606,34 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         }
         out.flush()?;
     }
+    let udp = conversations.udp_flows();
+    if !udp.is_empty() {
+        // RDP's UDP transport is listed, not decoded: on stderr under --json so that standard output
+        // stays one document per RDP/TCP connection.
+        let mut w: Box<dyn std::io::Write> = if a.json {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(out)
+        };
+        writeln!(
+            w,
+            "{}{} rdp-udp flow(s) (MS-RDPEUDP; rdprobe decodes rdp over tcp, these are listed only):",
+            if n > 0 { "\n" } else { "" },
+            udp.len()
+        )?;
+        for f in &udp {
+            writeln!(w, "  {}", f.describe())?;
+        }
+    }
     if n == 0 && damaged.is_none() {
-        eprintln!("no RDP connection found in {}", a.file.display());
+        if udp.is_empty() {
+            eprintln!("no RDP connection found in {}", a.file.display());
+        } else {
+            eprintln!(
+                "no RDP/TCP connection found in {} (only RDP over UDP)",
+                a.file.display()
+            );
+        }
     }
     if let Some(e) = damaged {
         eprintln!("error: {e} (the {n} connection(s) before the damage are reported above)");

@@ -228,3 +228,73 @@ fn corpus_endings_match_index() {
         "server stream starts with the connection confirm"
     );
 }
+
+/// RDP over UDP (MS-RDPEUDP) flows are listed, as INDEX.md describes them, and nowhere else.
+#[test]
+fn corpus_rdp_udp_flows_match_index() {
+    let Some(dir) = corpus() else { return };
+    // (file, [(client, server, answered, mid-stream, datagrams c->s + s->c)])
+    type Flow = (&'static str, &'static str, bool, bool, u64);
+    let expected: &[(&str, &[Flow])] = &[
+        (
+            "zeek_rdpeudp-handshake-fail.pcap",
+            &[("192.168.38.1:63568", "192.168.38.102:3389", false, false, 3)],
+        ),
+        (
+            "zeek_rdpeudp-handshake-success.pcap",
+            &[("[::1]:61291", "[::1]:3389", true, false, 10)],
+        ),
+        (
+            "zeek_rdpeudp2-handshake-success.pcap",
+            &[("192.168.57.5:65368", "192.168.57.8:3389", true, false, 10)],
+        ),
+        (
+            "ndpi_rdp2.pcap",
+            &[
+                (
+                    "192.168.122.181:54759",
+                    "192.168.122.2:3389",
+                    true,
+                    false,
+                    6,
+                ),
+                ("10.8.37.100:51652", "10.100.2.87:3389", false, true, 26),
+                ("10.50.181.210:60355", "10.50.73.36:3389", true, false, 7),
+            ],
+        ),
+    ];
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 18, "corpus has {} captures", names.len());
+    for name in &names {
+        let f = File::open(dir.join(name)).unwrap();
+        let mut it = read_conversations(BufReader::new(f), ReaderOptions::default()).unwrap();
+        for _ in it.by_ref() {}
+        let got: Vec<(String, String, bool, bool, u64)> = it
+            .udp_flows()
+            .iter()
+            .map(|f| {
+                (
+                    f.client.to_string(),
+                    f.server.to_string(),
+                    f.syn_ack_frame.is_some(),
+                    f.mid_stream,
+                    f.datagrams[0] + f.datagrams[1],
+                )
+            })
+            .collect();
+        let want: Vec<(String, String, bool, bool, u64)> = expected
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, f)| f.to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(c, s, a, m, d)| (c.to_owned(), s.to_owned(), a, m, d))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+}

@@ -14,6 +14,7 @@
 pub mod defrag;
 pub mod file;
 pub mod packet;
+pub mod rdpeudp;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
@@ -128,6 +129,7 @@ pub fn read_conversations<R: Read>(
             last_frame: 0,
             stats: ReaderStats::default(),
             defrag: defrag::Defrag::new(),
+            udp: rdpeudp::UdpFlows::default(),
         },
         finished: false,
     })
@@ -173,6 +175,7 @@ struct Engine {
     last_frame: u64,
     stats: ReaderStats,
     defrag: defrag::Defrag,
+    udp: rdpeudp::UdpFlows,
 }
 
 impl<R: Read> Conversations<R> {
@@ -184,6 +187,11 @@ impl<R: Read> Conversations<R> {
     /// Bytes of the file consumed so far.
     pub fn offset(&self) -> u64 {
         self.reader.offset()
+    }
+
+    /// RDP-UDP (MS-RDPEUDP) flows seen so far, in the order they started (listed, not decoded).
+    pub fn udp_flows(&self) -> Vec<rdpeudp::UdpFlow> {
+        self.engine.udp.flows()
     }
 
     /// The key log: the caller's plus every Decryption Secrets Block read so far.
@@ -221,6 +229,9 @@ impl<R: Read> Conversations<R> {
                                 e.segment(&seg, p.frame, p.t_us);
                             }
                         }
+                    }
+                    packet::Parsed::Udp(d) => {
+                        e.udp.observe(d.src, d.dst, d.payload, p.frame, p.t_us);
                     }
                     packet::Parsed::Other => {}
                 }

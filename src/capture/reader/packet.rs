@@ -50,22 +50,28 @@ pub struct Fragment<'a> {
     pub truncated: bool,
 }
 
+/// One UDP datagram (for noticing RDP's UDP transport, MS-RDPEUDP).
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// Captured UDP payload.
+    pub payload: &'a [u8],
+}
+
 /// What one frame holds, as far as rdprobe cares.
 #[derive(Debug)]
 pub enum Parsed<'a> {
     Tcp(Segment<'a>),
     /// A fragment of a fragmented IP datagram carrying TCP.
     Fragment(Fragment<'a>),
+    Udp(Datagram<'a>),
     Other,
 }
 
 /// Finds the TCP segment (or the TCP-carrying IP fragment) in one frame of `linktype`.
 pub fn parse(linktype: u32, data: &[u8]) -> Parsed<'_> {
-    match classify(linktype, data) {
-        Some(Ok(seg)) => Parsed::Tcp(seg),
-        Some(Err(Some(frag))) => Parsed::Fragment(frag),
-        _ => Parsed::Other,
-    }
+    classify(linktype, data).unwrap_or(Parsed::Other)
 }
 
 /// The TCP segment of a reassembled datagram: `payload` is the whole IP payload (TCP header first).
@@ -73,8 +79,8 @@ pub fn tcp_in(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Option<Segment<'_>> {
     tcp_at(src, dst, payload, payload.len())
 }
 
-/// `None`: no TCP here; `Some(Err(..))`: a fragment (or a TCP header that does not parse).
-fn classify(linktype: u32, data: &[u8]) -> Option<Result<Segment<'_>, Option<Fragment<'_>>>> {
+/// `None`: nothing rdprobe reads (or headers that do not parse).
+fn classify(linktype: u32, data: &[u8]) -> Option<Parsed<'_>> {
     let sliced = match linktype {
         // LINKTYPE_NULL / LINKTYPE_LOOP: 4-byte address family (host / network order), then IP.
         0 | 108 => LaxSlicedPacket::from_ip(data.get(4..)?).ok()?,
@@ -112,11 +118,19 @@ fn classify(linktype: u32, data: &[u8]) -> Option<Result<Segment<'_>, Option<Fra
             )
         }
     };
+    if payload.ip_number == etherparse::IpNumber::UDP && !payload.fragmented {
+        let udp = etherparse::UdpHeaderSlice::from_slice(payload.payload).ok()?;
+        return Some(Parsed::Udp(Datagram {
+            src: SocketAddr::new(src_ip, udp.source_port()),
+            dst: SocketAddr::new(dst_ip, udp.destination_port()),
+            payload: &payload.payload[8..],
+        }));
+    }
     if payload.ip_number != etherparse::IpNumber::TCP {
         return None;
     }
     if payload.fragmented {
-        return Some(Err(fragment(&net, src_ip, dst_ip, payload)));
+        return fragment(&net, src_ip, dst_ip, payload).map(Parsed::Fragment);
     }
     // Claimed IP payload length: when the payload is cut off, the header's length field was valid
     // (etherparse falls back to the slice, and says so, only then).
@@ -134,7 +148,7 @@ fn classify(linktype: u32, data: &[u8]) -> Option<Result<Segment<'_>, Option<Fra
     } else {
         payload.payload.len()
     };
-    Some(tcp_at(src_ip, dst_ip, payload.payload, claimed_ip_payload).ok_or(None))
+    tcp_at(src_ip, dst_ip, payload.payload, claimed_ip_payload).map(Parsed::Tcp)
 }
 
 /// The fragment facts of a fragmented datagram's frame (`None` when they cannot be read).
