@@ -1,0 +1,179 @@
+//! `rdprobe analyze` as a user runs it: table, JSON lines, standard input, exit codes, damaged and
+//! foreign files, and a capture holding only RDP over UDP.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/captures");
+
+fn analyze(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rdprobe"));
+    cmd.arg("analyze")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().expect("run rdprobe");
+    if let Some(bytes) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(bytes)
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("wait rdprobe")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn fixture(name: &str) -> String {
+    format!("{FIXTURES}/{name}")
+}
+
+#[test]
+fn table_and_exit_code_follow_the_verdict() {
+    let out = analyze(&[&fixture("tls-reset-at-client-hello.pcapng")], None);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "network failure: {stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].contains("last stage"), "{stdout}");
+    assert!(
+        lines[1].contains(" tls ") && lines[1].contains("reset (server)"),
+        "{stdout}"
+    );
+
+    let out = analyze(&[&fixture("healthy-nla.pcapng")], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("connected"));
+}
+
+#[test]
+fn json_lines_from_standard_input() {
+    let bytes = std::fs::read(fixture("wrong-password.pcapng")).expect("fixture");
+    let out = analyze(&["--json", "-"], Some(&bytes));
+    assert_eq!(out.status.code(), Some(6), "auth failure");
+    let stdout = text(&out.stdout);
+    let docs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    assert_eq!(docs.len(), 1, "{stdout}");
+    assert_eq!(docs[0]["connection"], 1);
+    assert_eq!(docs[0]["last_stage"], "credssp");
+    assert!(docs[0]["diagnosis"].is_object(), "{stdout}");
+}
+
+#[test]
+fn damaged_capture_keeps_what_came_before_and_says_where() {
+    // Two captures back to back (pcapng allows several sections), the second cut in the middle of a
+    // block: the first connection is reported, then the damage with its byte offset.
+    let first = std::fs::read(fixture("healthy-nla.pcapng")).expect("fixture");
+    let second = std::fs::read(fixture("x224-silent.pcapng")).expect("fixture");
+    let mut bytes = first.clone();
+    bytes.extend_from_slice(&second[..second.len() - 10]);
+    let out = analyze(&["--json", "-"], Some(&bytes));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stdout}{stderr}");
+    let docs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(!docs.is_empty(), "{stderr}");
+    assert_eq!(docs[0]["last_stage"], "connected", "{stdout}");
+    assert!(stderr.contains("byte offset"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the {} connection(s) before", docs.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn foreign_files_are_named_not_misread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let png = dir.path().join("capture.pcap");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").expect("write");
+    let out = analyze(&[png.to_str().expect("path")], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("a png image at byte offset 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = analyze(
+        &[dir.path().join("absent.pcap").to_str().expect("path")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("opening"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A classic pcap (Ethernet) of the given IPv4 UDP datagrams (src, dst, payload).
+fn udp_pcap(datagrams: &[(([u8; 4], u16), ([u8; 4], u16), Vec<u8>)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    v.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&65535u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    for (i, ((sip, sp), (dip, dp), payload)) in datagrams.iter().enumerate() {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(*sip, *dip, 64)
+            .udp(*sp, *dp)
+            .write(&mut f, payload)
+            .expect("udp packet");
+        v.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
+        v.extend_from_slice(&0u32.to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(&f);
+    }
+    v
+}
+
+#[test]
+fn rdp_over_udp_only_is_listed_not_reported_as_nothing() {
+    // Three RDP-UDP SYNs (MS-RDPEUDP 3.1.5.1.1: snSourceAck -1, SYN|CORRELATION_ID|SYNEX, MTUs 1232,
+    // padded to 1232 bytes) to a server that never answers, on a non-standard port; plus DNS noise.
+    let mut syn = vec![0u8; 1232];
+    syn[..4].copy_from_slice(&[0xFF; 4]);
+    syn[4..8].copy_from_slice(&[0x00, 0x40, 0x18, 0x01]);
+    syn[12..16].copy_from_slice(&[0x04, 0xd0, 0x04, 0xd0]);
+    let c = ([10, 0, 0, 1], 50123);
+    let s = ([10, 0, 0, 2], 4489);
+    let dns = (([10, 0, 0, 1], 5353), ([10, 0, 0, 3], 53), vec![0u8; 40]);
+    let file = udp_pcap(&[(c, s, syn.clone()), dns, (c, s, syn.clone()), (c, s, syn)]);
+    let out = analyze(&["-"], Some(&file));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("1 rdp-udp flow(s)"), "{stdout}");
+    assert!(
+        stdout.contains("10.0.0.1:50123 -> 10.0.0.2:4489: rdp-udp syn sent 3 time(s) from frame 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("never answered"), "{stdout}");
+    assert!(stderr.contains("only RDP over UDP"), "{stderr}");
+    // Under --json standard output stays one document per RDP/TCP connection: here, none.
+    let out = analyze(&["--json", "-"], Some(&file));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("rdp-udp flow"));
+}
