@@ -126,8 +126,11 @@ fn foreign_files_are_named_not_misread() {
     );
 }
 
+/// An IPv4 endpoint: address and port.
+type V4 = ([u8; 4], u16);
+
 /// A classic pcap (Ethernet) of the given IPv4 UDP datagrams (src, dst, payload).
-fn udp_pcap(datagrams: &[(([u8; 4], u16), ([u8; 4], u16), Vec<u8>)]) -> Vec<u8> {
+fn udp_pcap(datagrams: &[(V4, V4, Vec<u8>)]) -> Vec<u8> {
     let mut v = Vec::new();
     v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     v.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
