@@ -197,6 +197,11 @@ struct LabArgs {
     /// Built-in scenario name (see `rdprobe scenarios`) or a TOML scenario file
     #[arg(long, default_value = "healthy-nla")]
     scenario: String,
+    /// Arm a planted bug (test-only; for testing the fuzzer): x224-long-cookie-hang,
+    /// credssp-version-zero-abort, mcs-many-channels-wedge, x224-routing-token-abort (aborts the
+    /// process), x224-correlation-leak
+    #[arg(long, value_name = "BUG", hide = true)]
+    plant: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -621,16 +626,35 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
 }
 
 async fn cmd_lab(a: LabArgs) -> Result<i32> {
+    use rdprobe::lab::planted::{spawn_planted_lab, Bug};
     let sc = load_scenario(&a.scenario)?;
-    let handle = rdprobe::lab::spawn_lab(a.listen, sc.clone())
+    let bugs = a
+        .plant
+        .iter()
+        .map(|b| Bug::parse(b).ok_or_else(|| usage(format!("unknown planted bug `{b}`"))))
+        .collect::<Result<Vec<_>>>()?;
+    let planted = spawn_planted_lab(a.listen, sc.clone(), &bugs)
         .with_context(|| format!("starting the lab on {}", a.listen))?;
+    let addr = planted.addr();
     eprintln!(
-        "lab listening on {} with scenario `{}`: {}\n(stop with Ctrl-C)",
-        handle.addr, sc.name, sc.description
+        "lab listening on {addr} with scenario `{}`: {}{}\n(stop with Ctrl-C)",
+        sc.name,
+        sc.description,
+        if bugs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [planted: {}]",
+                bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+            )
+        }
     );
     interrupted().await;
-    eprintln!("served {} connection(s)", handle.connections_served());
-    handle.stop();
+    eprintln!(
+        "served {} connection(s)",
+        planted.handle().map_or(0, |h| h.connections_served())
+    );
+    drop(planted);
     Ok(exit::SUCCESS)
 }
 
@@ -1085,6 +1109,39 @@ struct FuzzArgs {
     /// Target of --replay [default: the target in the case file]
     #[arg(long = "target", value_name = "ADDR")]
     replay_target: Option<String>,
+    /// Fuzz the embedded lab playing SCENARIO, run as a child process on a free loopback port and
+    /// watched: its exit code or signal and its RSS; it is restarted after a crash (no TARGET)
+    #[arg(long, value_name = "SCENARIO", conflicts_with = "pid")]
+    lab: Option<String>,
+    /// Watch this local process (the target's server): a death and RSS growth are findings
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// RSS growth of the watched process over its baseline that is a finding (e.g. 64MiB)
+    #[arg(long, default_value = "256MiB", value_name = "SIZE")]
+    rss_growth: String,
+    /// Planted bugs for the --lab child (test-only)
+    #[arg(long, value_name = "BUG", hide = true)]
+    plant: Vec<String>,
+}
+
+/// A size: 123, 64KiB, 64MiB, 1GiB (also k/K/KB, m/M/MB, g/G/GB as powers of 1024): in KiB.
+fn parse_size_kib(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        usage(format!(
+            "invalid size `{s}` (examples: 64MiB, 512KiB, 1GiB)"
+        ))
+    })?;
+    let kib = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => n / 1024,
+        "k" | "kb" | "kib" => n,
+        "m" | "mb" | "mib" => n.saturating_mul(1024),
+        "g" | "gb" | "gib" => n.saturating_mul(1024 * 1024),
+        _ => return Err(usage(format!("invalid size unit in `{s}` (KiB, MiB, GiB)"))),
+    };
+    Ok(kib)
 }
 
 /// `rdprobe fuzz` found something (findings were written).
@@ -1200,7 +1257,22 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
             a.user.as_ref().or(s.user.as_ref()),
             a.domain.as_ref().or(s.domain.as_ref()),
         )?;
-        let (r, _) = fuzz::replay(&target, &finding, Duration::from_millis(s.recovery_ms)).await;
+        let mut watch = match (&a.lab, a.pid) {
+            (Some(_), _) => {
+                return Err(usage(
+                    "--replay with --lab: start the lab yourself and pass --target and --pid",
+                ))
+            }
+            (None, Some(pid)) => Some(fuzz::Watcher::pid(pid)?),
+            (None, None) => None,
+        };
+        let (r, _) = fuzz::replay_watched(
+            &target,
+            &finding,
+            Duration::from_millis(s.recovery_ms),
+            watch.as_mut(),
+        )
+        .await;
         let mut out = std::io::stdout().lock();
         if a.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -1225,9 +1297,30 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
         });
     }
 
-    let Some(t) = &a.target else {
-        return Err(usage("rdprobe fuzz needs a TARGET (or --replay CASE_JSON)"));
+    let rss_growth = parse_size_kib(&a.rss_growth)?;
+    let (mut watch, t) = match (&a.lab, &a.target) {
+        (Some(_), Some(_)) => return Err(usage("--lab fuzzes its own lab: no TARGET with it")),
+        (Some(scenario), None) => {
+            load_scenario(scenario)?;
+            let exe = std::env::current_exe().context("locating the rdprobe binary")?;
+            let cmd = fuzz::watch::LabCommand::on_free_port(&exe, scenario, &a.plant)?;
+            let t = cmd.addr.to_string();
+            let w = fuzz::Watcher::spawn_lab(cmd)
+                .await
+                .context("starting the lab process")?;
+            (Some(w), t)
+        }
+        (None, Some(t)) => (a.pid.map(fuzz::Watcher::pid).transpose()?, t.clone()),
+        (None, None) => {
+            return Err(usage(
+                "rdprobe fuzz needs a TARGET (or --lab SCENARIO, or --replay CASE_JSON)",
+            ))
+        }
     };
+    if let Some(w) = watch.as_mut() {
+        w.rss_growth_limit_kib = Some(rss_growth);
+    }
+    let t = &t;
     let addr = fuzz_addr(t, a.allow_remote).await?;
     let stage = FuzzStage::parse(&a.stage).ok_or_else(|| {
         usage(format!(
@@ -1282,7 +1375,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     );
     bar.set_prefix(stage.to_string());
     let mut progress = FuzzBar { bar: bar.clone() };
-    let res = fuzz::run(&opts, &mut progress).await;
+    let res = fuzz::run_watched(&opts, watch.as_mut(), &mut progress).await;
     bar.finish_and_clear();
     watcher.abort();
     let summary = match res {
@@ -1337,6 +1430,23 @@ fn render_fuzz_summary(s: &rdprobe::fuzz::Summary) -> String {
         get(rdprobe::fuzz::Liveness::Hung),
         get(rdprobe::fuzz::Liveness::Down)
     );
+    if let Some(p) = &s.process {
+        let mib = |k: Option<u64>| {
+            k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            o,
+            "target process {}: rss {} at start, peak {}, last {} ({} samples); deaths {}, restarts {}",
+            p.pid,
+            mib(p.rss_baseline_kib),
+            mib(p.rss_peak_kib),
+            mib(p.rss_last_kib),
+            p.samples,
+            p.deaths,
+            p.restarts
+        );
+    }
     if s.findings.is_empty() {
         let _ = writeln!(o, "findings: none");
         return o;
