@@ -758,3 +758,78 @@ fn cli_lab_flag_fuzzes_a_watched_lab_child() {
         "{v}"
     );
 }
+
+/// CredSSP past the first round trip: with the lab's credentials the fuzzer completes NEGOTIATE /
+/// CHALLENGE with IronRDP's client and mutates the AUTHENTICATE round (pubKeyAuth) or the authInfo
+/// round; the planted bug deep in round 2 is found, shrunk to one mutation of pubKeyAuth and
+/// reproduced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_credssp_short_pubkeyauth_in_round_two_is_found_shrunk_and_reproduced() {
+    let s = scenario("healthy-nla");
+    let (user, password) = rdprobe::lab::demo_credentials(&s).expect("credentials");
+    let lab = spawn_planted_lab(lo0(), s, &[Bug::CredsspShortPubKeyAuthAbort]).expect("lab");
+    let mut t = lab_target(lab.addr());
+    t.credentials = Some(Credentials {
+        user,
+        domain: None,
+        password,
+    });
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut o = opts(t.clone(), FuzzStage::Credssp, 600, 7, out.path());
+    o.max_findings = Some(3);
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    let f = summary
+        .findings
+        .iter()
+        .find(|f| {
+            matches!(&f.case, Case::Credssp(c) if c.round == 2)
+                && f.signature.class == ResponseClass::Reset
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no round-2 reset in {} cases: {:?} classes {:?}",
+                summary.stats.cases,
+                summary
+                    .findings
+                    .iter()
+                    .map(|f| format!("{} {}", f.signature, f.case.summary()))
+                    .collect::<Vec<_>>(),
+                summary.stats.classes
+            )
+        })
+        .clone();
+    eprintln!(
+        "credssp round 2 pubKeyAuth: found at case {}, shrink {:?}, minimal {}",
+        f.case_index,
+        f.shrink,
+        f.case.summary()
+    );
+    let f = check_finding(&summary, f.signature, 600);
+    let Case::Credssp(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(c.round, 2);
+    assert_eq!(c.mutations.len(), 1, "{:?}", c.mutations);
+    assert!(
+        matches!(
+            c.mutations[0],
+            CredsspMutation::PubKeyAuth { len } | CredsspMutation::FieldTruncate { field: 3, len } if len < 16
+        ),
+        "{:?}",
+        c.mutations
+    );
+    let sent = hex_decode(&f.sent_hex);
+    assert!(
+        fuzz::credssp::pub_key_auth_len(&sent).is_some_and(|n| n < 16),
+        "{}",
+        f.sent_hex
+    );
+    // The cases covered every round, and the valid later rounds are answered as such.
+    assert!(summary
+        .stats
+        .classes
+        .get(&ResponseClass::ValidReply)
+        .is_some_and(|n| *n > 0));
+    let (r, _) = fuzz::replay(&t, &f, Duration::from_secs(5)).await;
+    assert!(r.reproduced, "{r:?}");
+}

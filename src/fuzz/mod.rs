@@ -149,6 +149,17 @@ impl Case {
         }
     }
 
+    /// The strategy a run against `target` uses: with credentials, credssp cases cover every
+    /// round (NEGOTIATE, AUTHENTICATE with pubKeyAuth, authInfo), else the first.
+    pub fn strategy_for(stage: FuzzStage, target: &Target) -> BoxedStrategy<Case> {
+        match stage {
+            FuzzStage::Credssp if target.credentials.is_some() => credssp::strategy_all_rounds()
+                .prop_map(Case::Credssp)
+                .boxed(),
+            _ => Case::strategy(stage),
+        }
+    }
+
     /// The proptest strategy of `stage`'s cases.
     pub fn strategy(stage: FuzzStage) -> BoxedStrategy<Case> {
         match stage {
@@ -180,6 +191,9 @@ impl Case {
         let v = match self {
             Case::X224(c) => serde_json::to_string(&c.mutations),
             Case::Tls(c) => serde_json::to_string(&c.mutations),
+            Case::Credssp(c) if c.round > 1 => {
+                serde_json::to_string(&c.mutations).map(|m| format!("round {}: {m}", c.round))
+            }
             Case::Credssp(c) => serde_json::to_string(&c.mutations),
             Case::Mcs(c) => serde_json::to_string(&c.mutations),
             Case::Channels(c) => serde_json::to_string(&c.mutations),
@@ -595,7 +609,7 @@ pub async fn run_watched(
         w.sample_rss();
     }
     let target = &adapted;
-    let strategy = Case::strategy(stage);
+    let strategy = Case::strategy_for(stage, target);
     let mut runner = runner_for(opts.seed);
     let mut stats = Stats::default();
     let mut seen: HashSet<Signature> = HashSet::new();

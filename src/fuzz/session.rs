@@ -275,6 +275,28 @@ async fn drive(
                     "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
                 )));
             }
+            if c.round > 1 {
+                let leaf = certificates
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| prefix("tls: no server certificate"))?;
+                let later = Later {
+                    case: c,
+                    shared,
+                    sent,
+                    sent_at,
+                    ctx: &ctx,
+                };
+                return match credssp_exchange(target, &mut inner, selected, &leaf, Some(later))
+                    .await?
+                {
+                    CredsspEnd::Observed(class, detail) => Ok((class, detail)),
+                    CredsspEnd::Done(_) => Err(prefix(format!(
+                        "credssp: the exchange ended before round {}",
+                        c.round
+                    ))),
+                };
+            }
             let bytes = super::credssp::encode(&c.mutations, &ctx);
             note_sent(shared, stage, &bytes);
             sent.extend_from_slice(&bytes);
@@ -290,7 +312,10 @@ async fn drive(
                 .first()
                 .cloned()
                 .ok_or_else(|| prefix("tls: no server certificate"))?;
-            buf = credssp_prefix(target, &mut inner, selected, &leaf).await?;
+            buf = match credssp_exchange(target, &mut inner, selected, &leaf, None).await? {
+                CredsspEnd::Done(rest) => rest,
+                CredsspEnd::Observed(_, detail) => return Err(prefix(detail)),
+            };
         }
         inner
     } else {
@@ -941,17 +966,38 @@ fn judge_mcs_pdu(pdu: &[u8]) -> (ResponseClass, String) {
     }
 }
 
-/// A valid CredSSP exchange (MS-CSSP 3.1.5) with IronRDP's client, as the probe runs it.
-/// Returns the bytes read past the last TSRequest.
-async fn credssp_prefix(
+/// The mutated round of a later-round credssp case, and where to record it.
+struct Later<'a> {
+    case: &'a super::credssp::CredsspCase,
+    shared: &'a SharedTrace,
+    sent: &'a mut Vec<u8>,
+    sent_at: &'a mut Option<Instant>,
+    ctx: &'a EncodeCtx,
+}
+
+/// How a CredSSP exchange ended.
+enum CredsspEnd {
+    /// Valid to the end; the bytes read past the last server message.
+    Done(Vec<u8>),
+    /// A round was mutated: how the target answered it.
+    Observed(ResponseClass, String),
+}
+
+/// A CredSSP exchange (MS-CSSP 3.1.5) with IronRDP's client, as the probe runs it. With `later`,
+/// the client message of round `later.case.round` is replaced by its mutation and the answer to
+/// it is judged: a TSRequest (round 2: the server's pubKeyAuth), or after the credentials
+/// (round 3) the Early User Authorization Result (HYBRID_EX) or the MCS Connect Response to a
+/// valid Connect Initial sent right after (HYBRID).
+async fn credssp_exchange(
     target: &Target,
     io: &mut Io,
     selected: u32,
     leaf: &[u8],
-) -> Result<Vec<u8>, PrefixFail> {
+    mut later: Option<Later<'_>>,
+) -> Result<CredsspEnd, PrefixFail> {
     let Some(creds) = &target.credentials else {
         return Err(prefix(
-            "credssp: the target selected NLA (CredSSP): fuzzing a later stage needs --user",
+            "credssp: the target selected NLA (CredSSP): fuzzing a later stage or round needs --user",
         ));
     };
     let public_key = crate::probe::subject_public_key(leaf)
@@ -970,6 +1016,7 @@ async fn credssp_prefix(
     .map_err(|e| prefix(format!("credssp: {e}")))?;
     let mut out = WriteBuf::new();
     let mut buf = Vec::new();
+    let mut round = 0u8;
     // INVARIANT: NTLM takes three client messages (+ the final credentials); a server that keeps
     // asking is cut off.
     for _ in 0..8 {
@@ -988,12 +1035,46 @@ async fn credssp_prefix(
             .handle_process_result(state, &mut out)
             .map_err(|e| prefix(format!("credssp: {e}")))?;
         if w.size().is_some() {
+            round = round.saturating_add(1);
+            if let Some(l) = later.as_mut().filter(|l| l.case.round == round) {
+                let bytes = super::credssp::encode_round(out.filled(), &l.case.mutations);
+                note_sent(l.shared, FuzzStage::Credssp, &bytes);
+                l.shared.push(EventKind::Note(format!(
+                    "rdprobe fuzz: credssp round {round} mutated"
+                )));
+                l.sent.extend_from_slice(&bytes);
+                l.sent_at.get_or_insert_with(Instant::now);
+                if let Err(e) = write(io, &bytes).await {
+                    let (class, detail) = write_failed(&e);
+                    return Ok(CredsspEnd::Observed(class, detail));
+                }
+                let judge: fn(&[u8]) -> Judge = if round >= 3 {
+                    if selected & 0x8 == 0 {
+                        // HYBRID: the server answers the credentials with nothing; the next
+                        // client PDU is the Connect Initial.
+                        let ci = super::mcs::encode(&[], l.ctx);
+                        if let Err(e) = write(io, &ci).await {
+                            let (class, detail) = write_failed(&e);
+                            return Ok(CredsspEnd::Observed(class, detail));
+                        }
+                    }
+                    judge_after_credentials
+                } else {
+                    judge_credssp
+                };
+                let (class, detail) =
+                    observe_with(io, target, l.shared, buf, judge, short_der(&bytes)).await;
+                return Ok(CredsspEnd::Observed(
+                    class,
+                    format!("round {round}: {detail}"),
+                ));
+            }
             write(io, out.filled())
                 .await
                 .map_err(|e| prefix(format!("credssp: {e}")))?;
         }
         let Some(hint) = seq.next_pdu_hint() else {
-            return Ok(buf);
+            return Ok(CredsspEnd::Done(buf));
         };
         let (pdu, rest) = read_pdu(io, target.timeout, std::mem::take(&mut buf), |b| {
             hint_size(hint, b)
@@ -1003,11 +1084,36 @@ async fn credssp_prefix(
         buf = rest;
         match seq.decode_server_message(&pdu) {
             Ok(Some(next)) => ts_request = next,
-            Ok(None) => return Ok(buf),
+            Ok(None) => return Ok(CredsspEnd::Done(buf)),
             Err(e) => return Err(prefix(format!("credssp: {e}"))),
         }
     }
     Err(prefix("credssp: too many round trips"))
+}
+
+/// What follows the client's credentials (MS-CSSP 3.1.5 step 5): the Early User Authorization
+/// Result with HYBRID_EX (MS-RDPBCGR 2.2.10.2: SUCCESS 0, ACCESS_DENIED 5), a TSRequest with an
+/// errorCode, or (HYBRID) the MCS Connect Response.
+fn judge_after_credentials(b: &[u8]) -> Judge {
+    match b[0] {
+        0x30 => judge_credssp(b),
+        0x03 => judge_mcs(b),
+        _ if b.len() < 4 => Judge::NeedMore,
+        _ => match u32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
+            0 => Judge::Reply(
+                ResponseClass::ValidReply,
+                "early user authorization result SUCCESS".into(),
+            ),
+            5 => Judge::Reply(
+                ResponseClass::ErrorReply,
+                "early user authorization result ACCESS_DENIED".into(),
+            ),
+            v => Judge::Reply(
+                ResponseClass::MalformedReply,
+                format!("0x{v:08x} instead of an early user authorization result"),
+            ),
+        },
+    }
 }
 
 fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {

@@ -34,15 +34,20 @@ pub enum Bug {
     /// x224: every connection whose RDP_NEG_REQ has CORRELATION_INFO_PRESENT (0x08) in its flags
     /// leaks [`LEAK_PER_CONNECTION`] bytes that are never freed (the lab's RSS grows).
     X224CorrelationLeak,
+    /// credssp round 2: a TSRequest whose pubKeyAuth is shorter than the 16-byte NTLM signature
+    /// (MS-NLMP 2.2.2.9) that must precede the sealed public key makes the connection handler
+    /// abort: TCP RST, no reply. Reached only after a valid NEGOTIATE / CHALLENGE round trip.
+    CredsspShortPubKeyAuthAbort,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::X224LongCookieHang,
         Bug::CredsspVersionZeroAbort,
         Bug::McsManyChannelsWedge,
         Bug::X224RoutingTokenAbort,
         Bug::X224CorrelationLeak,
+        Bug::CredsspShortPubKeyAuthAbort,
     ];
 
     /// The name `rdprobe lab --plant` takes.
@@ -53,6 +58,7 @@ impl Bug {
             Bug::McsManyChannelsWedge => "mcs-many-channels-wedge",
             Bug::X224RoutingTokenAbort => "x224-routing-token-abort",
             Bug::X224CorrelationLeak => "x224-correlation-leak",
+            Bug::CredsspShortPubKeyAuthAbort => "credssp-short-pubkeyauth-abort",
         }
     }
 
@@ -188,6 +194,13 @@ pub(crate) async fn hook(raw: &TcpStream, at: At, frame: &[u8]) -> Result<(), St
             {
                 // Touch every page so the leak is resident, then never free it.
                 std::mem::forget(vec![0x5au8; LEAK_PER_CONNECTION]);
+            }
+            (Bug::CredsspShortPubKeyAuthAbort, At::TsRequest)
+                if crate::fuzz::credssp::pub_key_auth_len(frame).is_some_and(|n| n < 16) =>
+            {
+                // INVARIANT: SO_LINGER 0, then the driver drops every handle: a RST.
+                let _ = raw.set_zero_linger();
+                return Err("planted bug: aborted on a pubKeyAuth shorter than 16 bytes".into());
             }
             (Bug::CredsspVersionZeroAbort, At::TsRequest)
                 if crate::fuzz::credssp::ts_request_version(frame) == Some(0) =>
