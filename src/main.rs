@@ -1324,7 +1324,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     let addr = fuzz_addr(t, a.allow_remote).await?;
     let stage = FuzzStage::parse(&a.stage).ok_or_else(|| {
         usage(format!(
-            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels)",
+            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels, security, licensing)",
             a.stage
         ))
     })?;

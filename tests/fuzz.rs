@@ -833,3 +833,84 @@ async fn planted_credssp_short_pubkeyauth_in_round_two_is_found_shrunk_and_repro
     let (r, _) = fuzz::replay(&t, &f, Duration::from_secs(5)).await;
     assert!(r.reproduced, "{r:?}");
 }
+
+/// Standard RDP security in the lab (encryption level NONE, so the Client Info goes in the clear):
+/// the fuzzer walks X.224 (PROTOCOL_RDP), MCS and the channel connection with rdpsec's machinery
+/// and mutates the Client Info; the planted bug on a long cbUserName is found, shrunk to one
+/// field and reproduced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_security_long_user_name_is_found_shrunk_and_reproduced() {
+    let lab = spawn_planted_lab(
+        lo0(),
+        scenario("rdp-security-only"),
+        &[Bug::SecurityLongUserNameAbort],
+    )
+    .expect("lab");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(
+        lab_target(lab.addr()),
+        FuzzStage::Security,
+        400,
+        7,
+        out.path(),
+    );
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    let sig = Signature::new(FuzzStage::Security, ResponseClass::Reset, Liveness::Alive);
+    let f = check_finding(&summary, sig, 400);
+    eprintln!(
+        "security cbUserName: found at case {}, shrink {:?}, minimal {}, classes {:?}",
+        f.case_index,
+        f.shrink,
+        f.case.summary(),
+        summary.stats.classes
+    );
+    let Case::Security(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(c.mutations.len(), 1, "{:?}", c.mutations);
+    // One mutation that puts more than 512 in cbUserName: the length field itself, a long user
+    // name, or a havoc that shifts a larger value into the field.
+    assert!(
+        rdprobe::lab::planted::client_info_user_name_len(&hex_decode(&f.sent_hex))
+            .is_some_and(|n| n > 512),
+        "{}",
+        f.sent_hex
+    );
+    assert_eq!(summary.findings.len(), 1, "{:?}", summary.findings);
+    let report = analyze(&f.dir.clone().expect("dir").join("repro.pcapng"));
+    assert_eq!(report["verdict"]["kind"], "reset", "{report}");
+    cli_replay(&f, &[]);
+}
+
+#[test]
+fn bounded_run_against_xrdp_rdp_security_classifies_every_case() {
+    let xrdp = Xrdp::start(XrdpOpts::rdp("high")).expect("start xrdp (scripts/install-peers.sh)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for stage in [FuzzStage::Security, FuzzStage::Licensing] {
+            let mut t = Target::new(xrdp.addr());
+            t.timeout = Duration::from_secs(2);
+            let s = real_server_run(t, stage, 150, 11).await;
+            eprintln!(
+                "xrdp rdp {stage}: {:.0} cases/s {:?} findings {:?}",
+                s.cases_per_sec,
+                s.stats.classes,
+                s.findings
+                    .iter()
+                    .map(|f| format!("{} {}", f.signature, f.case.summary()))
+                    .collect::<Vec<_>>()
+            );
+            // The valid stages before the fuzzed one held for every case.
+            assert_eq!(
+                s.stats.classes.get(&ResponseClass::PrefixFailed),
+                None,
+                "{stage}: {:?}",
+                s.stats.classes
+            );
+        }
+    });
+}

@@ -16,8 +16,10 @@ pub mod credssp;
 pub mod findings;
 pub mod havoc;
 pub mod ladder;
+pub mod licensing;
 pub mod mcs;
 pub mod oracle;
+pub mod security;
 pub mod session;
 pub mod shrink;
 pub mod tls;
@@ -52,15 +54,21 @@ pub enum FuzzStage {
     Credssp,
     Mcs,
     Channels,
+    /// Standard RDP security only: Security Exchange and Client Info PDUs.
+    Security,
+    /// Standard RDP security only: the client's licensing PDU.
+    Licensing,
 }
 
 impl FuzzStage {
-    pub const ALL: [FuzzStage; 5] = [
+    pub const ALL: [FuzzStage; 7] = [
         FuzzStage::X224,
         FuzzStage::Tls,
         FuzzStage::Credssp,
         FuzzStage::Mcs,
         FuzzStage::Channels,
+        FuzzStage::Security,
+        FuzzStage::Licensing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +82,8 @@ impl FuzzStage {
             FuzzStage::Credssp => Stage::Credssp,
             FuzzStage::Mcs => Stage::Mcs,
             FuzzStage::Channels => Stage::Channels,
+            FuzzStage::Security => Stage::Security,
+            FuzzStage::Licensing => Stage::Licensing,
         }
     }
 
@@ -125,6 +135,8 @@ pub enum Case {
     Credssp(credssp::CredsspCase),
     Mcs(mcs::McsCase),
     Channels(channels::ChannelsCase),
+    Security(security::SecurityCase),
+    Licensing(licensing::LicensingCase),
 }
 
 impl Case {
@@ -135,6 +147,8 @@ impl Case {
             Case::Credssp(_) => FuzzStage::Credssp,
             Case::Mcs(_) => FuzzStage::Mcs,
             Case::Channels(_) => FuzzStage::Channels,
+            Case::Security(_) => FuzzStage::Security,
+            Case::Licensing(_) => FuzzStage::Licensing,
         }
     }
 
@@ -146,6 +160,8 @@ impl Case {
             FuzzStage::Credssp => Case::Credssp(Default::default()),
             FuzzStage::Mcs => Case::Mcs(Default::default()),
             FuzzStage::Channels => Case::Channels(Default::default()),
+            FuzzStage::Security => Case::Security(Default::default()),
+            FuzzStage::Licensing => Case::Licensing(Default::default()),
         }
     }
 
@@ -168,6 +184,8 @@ impl Case {
             FuzzStage::Credssp => credssp::strategy().prop_map(Case::Credssp).boxed(),
             FuzzStage::Mcs => mcs::strategy().prop_map(Case::Mcs).boxed(),
             FuzzStage::Channels => channels::strategy().prop_map(Case::Channels).boxed(),
+            FuzzStage::Security => security::strategy().prop_map(Case::Security).boxed(),
+            FuzzStage::Licensing => licensing::strategy().prop_map(Case::Licensing).boxed(),
         }
     }
 
@@ -179,6 +197,8 @@ impl Case {
             Case::Credssp(c) => c.mutations.len(),
             Case::Mcs(c) => c.mutations.len(),
             Case::Channels(c) => c.mutations.len(),
+            Case::Security(c) => c.mutations.len(),
+            Case::Licensing(c) => c.mutations.len(),
         }
     }
 
@@ -197,6 +217,8 @@ impl Case {
             Case::Credssp(c) => serde_json::to_string(&c.mutations),
             Case::Mcs(c) => serde_json::to_string(&c.mutations),
             Case::Channels(c) => serde_json::to_string(&c.mutations),
+            Case::Security(c) => serde_json::to_string(&c.mutations),
+            Case::Licensing(c) => serde_json::to_string(&c.mutations),
         };
         v.unwrap_or_default()
     }
@@ -989,6 +1011,18 @@ mod tests {
                         b.extend(channels::encode_joins(&x.mutations, &ctx).concat());
                         b
                     }
+                    Case::Security(x) => {
+                        let client = SocketAddr::from(([127, 0, 0, 1], 1));
+                        let mut b = security::info_packet(&x.mutations, "u", client);
+                        b.extend(
+                            security::exchange_user_data(&x.mutations, &[7; 72])
+                                .unwrap_or_default(),
+                        );
+                        b
+                    }
+                    Case::Licensing(x) => {
+                        licensing::encode(&x.mutations, &licensing::valid_client_answer()).1
+                    }
                 };
                 assert!(bytes.len() < 200_000, "{stage}: {}", bytes.len());
                 let j = serde_json::to_string(&c).expect("json");
@@ -1011,6 +1045,7 @@ mod tests {
         ));
         assert!(check_target(remote, true).is_ok());
         assert_eq!(FuzzStage::parse("MCS"), Some(FuzzStage::Mcs));
-        assert_eq!(FuzzStage::parse("licensing"), None);
+        assert_eq!(FuzzStage::parse("licensing"), Some(FuzzStage::Licensing));
+        assert_eq!(FuzzStage::parse("capabilities"), None);
     }
 }

@@ -68,6 +68,8 @@ impl Target {
         }
         match stage {
             FuzzStage::Mcs | FuzzStage::Channels if self.credentials.is_none() => 0x1,
+            // Standard RDP security: PROTOCOL_RDP alone.
+            FuzzStage::Security | FuzzStage::Licensing => 0,
             _ => ALL_ENHANCED,
         }
     }
@@ -208,6 +210,15 @@ async fn drive(
         other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
     };
     ctx.selected_protocol = selected;
+    if matches!(stage, FuzzStage::Security | FuzzStage::Licensing) {
+        if selected != 0 {
+            return Err(prefix(format!(
+                "{stage}: the target selected protocol 0x{selected:x}: the {stage} stage exists \
+                 with standard RDP security only (PROTOCOL_RDP, --security rdp)"
+            )));
+        }
+        return rdpsec_stages(target, case, shared, sent, sent_at, wire, rest).await;
+    }
     let uses_tls = selected & ALL_ENHANCED != 0;
     let uses_credssp = selected & 0xa != 0;
 
@@ -488,6 +499,297 @@ async fn drive(
         ResponseClass::ValidReply,
         format!("{} channel joins confirmed", joins.len()),
     ))
+}
+
+/// Encryption methods offered for standard RDP security: 40-bit, 128-bit, 56-bit, FIPS
+/// (MS-RDPBCGR 2.2.1.3.3).
+const RDP_METHODS: u32 = 0x01 | 0x02 | 0x08 | 0x10;
+
+/// Standard RDP security (MS-RDPBCGR 5.3) from the X.224 confirm: the Connect Initial offering
+/// every method, the channel connection (IronRDP's sequence), then the Security Exchange and
+/// Client Info PDUs (mutated for `security`) encrypted with the session keys of the client random
+/// sent, and for `licensing` the server's first licensing PDU and the client's answer, mutated.
+/// The crypto is `rdpsec`'s, the probe's own.
+async fn rdpsec_stages(
+    target: &Target,
+    case: &Case,
+    shared: &SharedTrace,
+    sent: &mut Vec<u8>,
+    sent_at: &mut Option<Instant>,
+    mut wire: Tap<TcpStream>,
+    rest: Vec<u8>,
+) -> Result<(ResponseClass, String), PrefixFail> {
+    use crate::rdpsec::client as rc;
+    use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_ENCRYPT_CS, SEC_LICENSE_PKT};
+    use crate::rdpsec::{cert, crypt::SecurityContext, gcc, keys, Method};
+    let stage = case.stage();
+    let walk = |what: &str, e: rc::WalkError| prefix(format!("{what}: {e}"));
+    // --- mcs ---
+    let ci = gcc::connect_initial(&gcc::InitialOptions::new(RDP_METHODS))
+        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+    write(&mut wire, &ci)
+        .await
+        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+    let (pdu, rest) = read_pdu(&mut wire, target.timeout, rest, tpkt_len)
+        .await
+        .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
+    let server = gcc::parse_connect_response(&pdu)
+        .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
+    if server.result != 0 {
+        return Err(prefix(format!(
+            "mcs connect response {}",
+            crate::decode::mcs::mcs_result_name(server.result)
+        )));
+    }
+    let mut leftover = bytes::BytesMut::from(&rest[..]);
+    // --- channels ---
+    let user = rc::join_channels(&mut wire, &mut leftover, &server, target.timeout)
+        .await
+        .map_err(|e| walk("channels", e))?;
+    // --- security exchange (2.2.1.10) and client info (2.2.1.11) ---
+    let none = Vec::new();
+    let muts = match case {
+        Case::Security(c) => &c.mutations,
+        _ => &none,
+    };
+    let mut ctx = if server.encryption_method == 0 {
+        None
+    } else {
+        let method = Method::from_bit(server.encryption_method).ok_or_else(|| {
+            walk(
+                "security",
+                rc::WalkError::UnknownMethod(server.encryption_method),
+            )
+        })?;
+        let server_random = server
+            .server_random
+            .ok_or_else(|| walk("security", rc::WalkError::NoServerRandom))?;
+        let key = cert::server_public_key(&server.server_certificate)
+            .map_err(|e| walk("security", e.into()))?;
+        let client_random = rc::random32();
+        let encrypted = cert::encrypt_client_random(&key, &client_random);
+        if let Some(ud) = super::security::exchange_user_data(muts, &encrypted) {
+            let pdu = rc::send_data_request(user, server.io_channel, ud)
+                .map_err(|e| walk("security exchange", e))?;
+            if stage == FuzzStage::Security {
+                note_sent(shared, stage, &pdu);
+                sent.extend_from_slice(&pdu);
+                sent_at.get_or_insert_with(Instant::now);
+            }
+            if let Err(e) = write(&mut wire, &pdu).await {
+                return match stage {
+                    FuzzStage::Security => Ok(write_failed(&e)),
+                    _ => Err(prefix(format!("security exchange: {e}"))),
+                };
+            }
+        }
+        Some(match method {
+            Method::Fips => {
+                SecurityContext::fips(&keys::derive_fips(&client_random, &server_random))
+            }
+            m => SecurityContext::rc4(&keys::derive_rc4(m, &client_random, &server_random)),
+        })
+    };
+    let client = shared.snapshot().client;
+    let user_name = target
+        .credentials
+        .as_ref()
+        .map(|c| c.user.clone())
+        .unwrap_or_default();
+    let info = super::security::info_packet(muts, &user_name, client);
+    let (flags, encrypt) = super::security::info_header(muts, ctx.is_some());
+    let ud = match ctx.as_mut() {
+        Some(c) if encrypt => rc::seal(c, flags, &info),
+        _ => clear_user_data(flags, &info),
+    };
+    let pdu =
+        rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("client info", e))?;
+    if stage == FuzzStage::Security {
+        note_sent(shared, stage, &pdu);
+        sent.extend_from_slice(&pdu);
+        sent_at.get_or_insert_with(Instant::now);
+        if let Err(e) = write(&mut wire, &pdu).await {
+            return Ok(write_failed(&e));
+        }
+        let buf = leftover.to_vec();
+        return Ok(observe_with(&mut wire, target, shared, buf, judge_rdpsec_reply, false).await);
+    }
+    write(&mut wire, &pdu)
+        .await
+        .map_err(|e| prefix(format!("client info: {e}")))?;
+
+    // --- licensing (2.2.1.12) ---
+    let Case::Licensing(lc) = case else {
+        return Err(prefix(format!("stage {stage} is not fuzzable")));
+    };
+    // A context that never decrypts anything when the server does not encrypt.
+    let mut cipher = ctx.unwrap_or_else(|| {
+        SecurityContext::rc4(&keys::derive_rc4(Method::Rc4_128, &[0; 32], &[0; 32]))
+    });
+    let mut bad = 0u32;
+    let opened = loop {
+        match rc::read_frame(&mut wire, &mut leftover, target.timeout)
+            .await
+            .map_err(|e| walk("licensing", e))?
+        {
+            rc::Pdu::FastPath(p) => rc::skip_fast_path(&mut cipher, &p, &mut bad),
+            rc::Pdu::Tpkt(p) => match rc::open(&mut cipher, &p, &mut bad) {
+                Ok(Some(o)) => break o,
+                Ok(None) => return Err(prefix("licensing: the server sent a non-data PDU")),
+                Err(e) => return Err(walk("licensing", e)),
+            },
+        }
+    };
+    if opened.flags & SEC_LICENSE_PKT == 0 {
+        return Err(prefix(format!(
+            "licensing: the server sent no licensing PDU (security flags 0x{:04x})",
+            opened.flags
+        )));
+    }
+    let flow = match opened.payload.first() {
+        Some(0x01) => "after the server's license request",
+        _ => "after the server's STATUS_VALID_CLIENT",
+    };
+    let (valid, encrypt_license) = match opened.payload.first() {
+        Some(0x01) => {
+            // Server License Request: IronRDP's sequence answers with a New License Request.
+            let mut lic = ironrdp_connector::LicenseExchangeSequence::new(
+                server.io_channel,
+                user_name.clone(),
+                None,
+                [0; 4],
+                std::sync::Arc::new(rc::NoLicenseCache),
+            );
+            let mut hdr = (opened.flags & !SEC_ENCRYPT).to_le_bytes().to_vec();
+            hdr.extend_from_slice(&0u16.to_le_bytes());
+            hdr.extend_from_slice(&opened.payload);
+            let input = rc::indication(opened.initiator, opened.channel, hdr)
+                .map_err(|e| walk("licensing", e))?;
+            let mut out = WriteBuf::new();
+            ironrdp_connector::Sequence::step(&mut lic, &input, None, &mut out)
+                .map_err(|e| prefix(format!("licensing: {e}")))?;
+            let req = ironrdp_core::decode::<
+                ironrdp_pdu::x224::X224<ironrdp_pdu::mcs::SendDataRequest<'_>>,
+            >(out.filled())
+            .map_err(|e| prefix(format!("licensing: {e}")))?
+            .0;
+            let ud = req.user_data.as_ref();
+            let msg = ud.get(4..).unwrap_or_default().to_vec();
+            (msg, opened.flags & SEC_LICENSE_ENCRYPT_CS != 0)
+        }
+        _ => {
+            // An error alert (STATUS_VALID_CLIENT): the server goes on by itself; let what it
+            // sends meanwhile pass so the answer judged is the one to the case.
+            let until = Instant::now() + target.quiet;
+            for _ in 0..16 {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rc::read_frame(&mut wire, &mut leftover, left).await {
+                    Ok(_) => {}
+                    Err(rc::WalkError::Timeout(_)) => break,
+                    Err(e) => return Err(walk("licensing", e)),
+                }
+            }
+            (super::licensing::valid_client_answer(), false)
+        }
+    };
+    let (flags, msg) = super::licensing::encode(&lc.mutations, &valid);
+    let ud = if encrypt_license {
+        rc::seal(&mut cipher, flags, &msg)
+    } else {
+        clear_user_data(flags, &msg)
+    };
+    let pdu =
+        rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("licensing", e))?;
+    note_sent(shared, stage, &pdu);
+    sent.extend_from_slice(&pdu);
+    sent_at.get_or_insert_with(Instant::now);
+    if let Err(e) = write(&mut wire, &pdu).await {
+        return Ok(write_failed(&e));
+    }
+    let buf = leftover.to_vec();
+    let (class, detail) =
+        observe_with(&mut wire, target, shared, buf, judge_rdpsec_reply, false).await;
+    Ok((class, format!("{flow}: {detail}")))
+}
+
+/// A basic security header (flags, flagsHi 0) and a body in the clear.
+fn clear_user_data(flags: u16, body: &[u8]) -> Vec<u8> {
+    let mut ud = Vec::with_capacity(4 + body.len());
+    ud.extend_from_slice(&flags.to_le_bytes());
+    ud.extend_from_slice(&0u16.to_le_bytes());
+    ud.extend_from_slice(body);
+    ud
+}
+
+/// What a server in standard RDP security sends after the Client Info or a client licensing
+/// PDU: a Send Data Indication (a licensing PDU, a Demand Active, …) is a valid reply, a license
+/// error alert other than STATUS_VALID_CLIENT (readable when in the clear) or a Disconnect
+/// Provider Ultimatum an error reply.
+fn judge_rdpsec_reply(b: &[u8]) -> Judge {
+    match dx224::frame(b) {
+        Frame::Incomplete => Judge::NeedMore,
+        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
+        Frame::FastPath(_) => Judge::Reply(ResponseClass::ValidReply, "fast-path PDU".into()),
+        Frame::Tpkt(n) => {
+            let (class, what) = judge_rdpsec_pdu(&b[..n]);
+            Judge::Reply(class, what)
+        }
+    }
+}
+
+fn judge_rdpsec_pdu(pdu: &[u8]) -> (ResponseClass, String) {
+    use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_PKT};
+    if let Ok(ind) = ironrdp_pdu::mcs::decode_send_data_indication(pdu) {
+        let ud: &[u8] = ind.user_data;
+        let Some(h) = ud.get(..4) else {
+            return (
+                ResponseClass::MalformedReply,
+                format!("send data indication with {} bytes of user data", ud.len()),
+            );
+        };
+        let flags = u16::from_le_bytes([h[0], h[1]]);
+        if flags & SEC_LICENSE_PKT != 0 && flags & SEC_ENCRYPT == 0 && ud.get(4) == Some(&0xff) {
+            let code = ud
+                .get(8..12)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .unwrap_or(0);
+            return if code == super::licensing::STATUS_VALID_CLIENT {
+                (
+                    ResponseClass::ValidReply,
+                    "license error alert STATUS_VALID_CLIENT".into(),
+                )
+            } else {
+                (
+                    ResponseClass::ErrorReply,
+                    format!("license error alert 0x{code:08x}"),
+                )
+            };
+        }
+        return (
+            ResponseClass::ValidReply,
+            format!("server pdu with security flags 0x{flags:04x}"),
+        );
+    }
+    match dx224::decode_tpkt(pdu) {
+        X224::Data { user_data_offset } => {
+            match crate::decode::mcs::classify_domain_pdu(&pdu[user_data_offset.min(pdu.len())..]) {
+                Some(("disconnect provider ultimatum", _)) => (
+                    ResponseClass::ErrorReply,
+                    "disconnect provider ultimatum".into(),
+                ),
+                Some((name, _)) => (ResponseClass::MalformedReply, format!("unexpected {name}")),
+                None => (ResponseClass::MalformedReply, "unreadable MCS PDU".into()),
+            }
+        }
+        X224::DisconnectRequest => (ResponseClass::ErrorReply, "X.224 disconnect request".into()),
+        other => (
+            ResponseClass::MalformedReply,
+            format!("unexpected X.224 PDU {other:?}"),
+        ),
+    }
 }
 
 /// Frames a TPKT or fast-path PDU for [`read_pdu`].

@@ -38,16 +38,21 @@ pub enum Bug {
     /// (MS-NLMP 2.2.2.9) that must precede the sealed public key makes the connection handler
     /// abort: TCP RST, no reply. Reached only after a valid NEGOTIATE / CHALLENGE round trip.
     CredsspShortPubKeyAuthAbort,
+    /// security (standard RDP security): a Client Info PDU whose TS_INFO_PACKET cbUserName exceeds
+    /// 512 bytes (the 256 characters of MS-RDPBCGR 2.2.1.11.1.1) makes the connection handler
+    /// abort: TCP RST, no reply. Reached after X.224, MCS and the channel connection.
+    SecurityLongUserNameAbort,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::X224LongCookieHang,
         Bug::CredsspVersionZeroAbort,
         Bug::McsManyChannelsWedge,
         Bug::X224RoutingTokenAbort,
         Bug::X224CorrelationLeak,
         Bug::CredsspShortPubKeyAuthAbort,
+        Bug::SecurityLongUserNameAbort,
     ];
 
     /// The name `rdprobe lab --plant` takes.
@@ -59,6 +64,7 @@ impl Bug {
             Bug::X224RoutingTokenAbort => "x224-routing-token-abort",
             Bug::X224CorrelationLeak => "x224-correlation-leak",
             Bug::CredsspShortPubKeyAuthAbort => "credssp-short-pubkeyauth-abort",
+            Bug::SecurityLongUserNameAbort => "security-long-user-name-abort",
         }
     }
 
@@ -202,6 +208,12 @@ pub(crate) async fn hook(raw: &TcpStream, at: At, frame: &[u8]) -> Result<(), St
                 let _ = raw.set_zero_linger();
                 return Err("planted bug: aborted on a pubKeyAuth shorter than 16 bytes".into());
             }
+            (Bug::SecurityLongUserNameAbort, At::Acceptor("SecureSettingsExchange"))
+                if client_info_user_name_len(frame).is_some_and(|n| n > 512) =>
+            {
+                let _ = raw.set_zero_linger();
+                return Err("planted bug: aborted on a cbUserName over 512".into());
+            }
             (Bug::CredsspVersionZeroAbort, At::TsRequest)
                 if crate::fuzz::credssp::ts_request_version(frame) == Some(0) =>
             {
@@ -245,6 +257,23 @@ pub fn neg_req_flags(request: &[u8]) -> Option<u8> {
         [0x01, flags] => Some(*flags),
         _ => None,
     }
+}
+
+/// cbUserName of the TS_INFO_PACKET in a Client Info PDU sent in the clear (MS-RDPBCGR
+/// 2.2.1.11: Send Data Request, basic security header with SEC_INFO_PKT, then the packet).
+pub fn client_info_user_name_len(pdu: &[u8]) -> Option<u16> {
+    let req =
+        ironrdp_core::decode::<ironrdp_pdu::x224::X224<ironrdp_pdu::mcs::SendDataRequest<'_>>>(pdu)
+            .ok()?
+            .0;
+    let ud: &[u8] = req.user_data.as_ref();
+    let flags = u16::from_le_bytes([*ud.first()?, *ud.get(1)?]);
+    if flags & crate::rdpsec::flags::SEC_INFO_PKT == 0
+        || flags & crate::rdpsec::flags::SEC_ENCRYPT != 0
+    {
+        return None;
+    }
+    crate::fuzz::security::info_user_name_len(ud.get(4..)?)
 }
 
 #[cfg(test)]
