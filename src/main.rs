@@ -107,10 +107,16 @@ enum Cmd {
     /// Drives the valid stages before STAGE, sends structure-aware mutations of STAGE's PDU,
     /// classifies every answer, checks that the target still serves a valid handshake, shrinks
     /// what misbehaves and writes DIR/NNNN/{case.json, repro.pcapng, README.txt}.
+    /// With --lab or --pid it also watches the server process: a crash or exit (with its signal
+    /// or exit code for a --lab child, which is then restarted) and RSS growth past --rss-growth
+    /// are findings.
     ///
     /// Examples:
     ///   rdprobe fuzz 127.0.0.1:3389 --stage x224 --cases 20000 --seed 7 --out findings/
     ///   RDPROBE_PASSWORD=… rdprobe fuzz 127.0.0.1:3389 --stage mcs --user alice --duration 10m
+    ///   rdprobe fuzz 127.0.0.1:3390 --stage security      # a server in standard RDP security
+    ///   rdprobe fuzz --lab healthy-tls --stage x224 --cases 100000 --rss-growth 64MiB
+    ///   rdprobe fuzz 127.0.0.1:3389 --pid 4242 --stage mcs
     ///   rdprobe fuzz --replay findings/0003/case.json --target 127.0.0.1:3389
     #[command(verbatim_doc_comment)]
     Fuzz(Box<FuzzArgs>),
@@ -1058,7 +1064,9 @@ struct FuzzArgs {
     /// Target: HOST:PORT (loopback only unless --allow-remote); not with --replay
     #[arg(value_name = "TARGET")]
     target: Option<String>,
-    /// Stage to mutate: x224, tls, credssp, mcs, channels
+    /// Stage to mutate: x224, tls, credssp, mcs, channels; security, licensing (standard RDP
+    /// security servers only). credssp with --user also mutates rounds 2 and 3 (AUTHENTICATE with
+    /// pubKeyAuth, authInfo)
     #[arg(long, default_value = "x224")]
     stage: String,
     /// Most cases to run [default: 1000, or unlimited with --duration]
@@ -1073,7 +1081,8 @@ struct FuzzArgs {
     /// Stop after this long (e.g. 10m), whatever --cases says
     #[arg(long)]
     duration: Option<String>,
-    /// User for the valid CredSSP exchange before mcs/channels (password from RDPROBE_PASSWORD)
+    /// User for the valid CredSSP exchange before mcs/channels and credssp rounds 2-3 (password
+    /// from RDPROBE_PASSWORD); the user name of the Client Info for security/licensing
     #[arg(long)]
     user: Option<String>,
     /// Domain for --user

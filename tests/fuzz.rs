@@ -891,6 +891,20 @@ fn bounded_run_against_xrdp_rdp_security_classifies_every_case() {
         .build()
         .expect("runtime");
     rt.block_on(async {
+        // The valid licensing answer is judged after the flow xrdp chose.
+        let mut t = Target::new(xrdp.addr());
+        t.timeout = Duration::from_secs(2);
+        let valid = fuzz::session::run_case(&t, &Case::valid(FuzzStage::Licensing)).await;
+        eprintln!(
+            "xrdp rdp licensing, valid answer: {:?} {}",
+            valid.class, valid.detail
+        );
+        assert_eq!(valid.class, ResponseClass::ValidReply, "{}", valid.detail);
+        assert!(
+            valid.detail.starts_with("after the server's"),
+            "{}",
+            valid.detail
+        );
         for stage in [FuzzStage::Security, FuzzStage::Licensing] {
             let mut t = Target::new(xrdp.addr());
             t.timeout = Duration::from_secs(2);

@@ -1,12 +1,14 @@
 //! `rdprobe fuzz`: a stateful, shrinking fuzzer for the handshake stages.
 //!
 //! Per case, [`session`] drives the valid stages before the fuzzed one and sends one structured
-//! mutation of that stage's PDU ([`x224`], [`tls`], [`credssp`], [`mcs`], [`channels`]: proptest
+//! mutation of that stage's PDU ([`x224`], [`tls`], [`credssp`] (rounds 1-3), [`mcs`],
+//! [`channels`], and for standard RDP security [`security`] and [`licensing`]: proptest
 //! strategies over the PDU's fields with boundary values ([`ladder`]) plus byte [`havoc`]). The
 //! [`oracle`] classifies the answer and, after suspicious answers and every N cases, checks that a
-//! fresh valid handshake still succeeds. New anomalous signatures (stage, response class, liveness)
-//! are [`shrink`]ed against the live target and written by [`findings`] as a case file, a
-//! stage-annotated pcapng and a README with the replay command.
+//! fresh valid handshake still succeeds; with a [`watch::Watcher`] (`--lab`, `--pid`) the target
+//! process's fate and RSS are checked after every case too. New anomalous signatures (stage,
+//! response class, liveness, process fate) are [`shrink`]ed against the live target and written
+//! by [`findings`] as a case file, a stage-annotated pcapng and a README with the replay command.
 //!
 //! INVARIANT: the cases are a pure function of the seed: case `i` of seed `k` is the same whatever
 //! the target answered before (shrinking does not draw from the runner's RNG).
