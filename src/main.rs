@@ -1201,10 +1201,13 @@ impl rdprobe::fuzz::Progress for FuzzBar {
     fn case_done(&mut self, s: &rdprobe::fuzz::Stats) {
         self.bar.set_position(s.cases);
         self.bar.set_message(format!(
-            "{:.0} cases/s · findings {} · target {}",
+            "{:.0} cases/s · findings {} · target {}{}",
             s.cases_per_sec(),
             s.findings,
-            s.last_liveness.map(|l| l.as_str()).unwrap_or("alive")
+            s.last_liveness.map(|l| l.as_str()).unwrap_or("alive"),
+            s.target_rss_kib
+                .map(|k| format!(" · rss {:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_default()
         ));
     }
 
@@ -1307,6 +1310,11 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     }
 
     let rss_growth = parse_size_kib(&a.rss_growth)?;
+    if !a.plant.is_empty() && a.lab.is_none() {
+        return Err(usage(
+            "--plant arms bugs in the --lab child: it needs --lab",
+        ));
+    }
     let (mut watch, t) = match (&a.lab, &a.target) {
         (Some(_), Some(_)) => return Err(usage("--lab fuzzes its own lab: no TARGET with it")),
         (Some(scenario), None) => {

@@ -927,4 +927,17 @@ fn bounded_run_against_xrdp_rdp_security_classifies_every_case() {
             );
         }
     });
+    drop(xrdp);
+    // FIPS (3DES, HMAC-SHA1 signatures): the Client Info is sealed the FIPS way.
+    let xrdp = Xrdp::start(XrdpOpts::rdp("fips")).expect("start xrdp (scripts/install-peers.sh)");
+    rt.block_on(async {
+        let mut t = Target::new(xrdp.addr());
+        t.timeout = Duration::from_secs(2);
+        let s = real_server_run(t, FuzzStage::Security, 100, 12).await;
+        eprintln!(
+            "xrdp rdp fips security: {:.0} cases/s {:?}",
+            s.cases_per_sec, s.stats.classes
+        );
+        assert_eq!(s.stats.classes.get(&ResponseClass::PrefixFailed), None);
+    });
 }

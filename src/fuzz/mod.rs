@@ -320,6 +320,8 @@ pub struct Stats {
     pub elapsed_ms: u64,
     /// Time spent shrinking (not counted in `cases_per_sec`).
     pub shrink_ms: u64,
+    /// RSS of the watched target process at the last sample, in KiB.
+    pub target_rss_kib: Option<u64>,
 }
 
 impl Stats {
@@ -856,6 +858,7 @@ pub async fn run_watched(
             });
         }
         stats.elapsed_ms = started.elapsed().as_millis() as u64;
+        stats.target_rss_kib = watch.as_deref().and_then(|w| w.stats().rss_last_kib);
         progress.case_done(&stats);
         if down {
             stopped = StopReason::TargetDown;
