@@ -107,6 +107,30 @@ fn main() {
         });
         let (r, _) = rate(t, FuzzStage::Mcs, cases / 5).await;
         println!("{:<28} {:>10.0}", "lab (in-process) mcs, NLA", r);
+        // Standard RDP security (level NONE in the lab): the Client Info.
+        let rdp = rdprobe::scenario::builtin("rdp-security-only").expect("scenario");
+        let lab_rdp = rdprobe::lab::spawn_lab(lo, rdp).expect("lab");
+        let (r, _) = rate(Target::new(lab_rdp.addr), FuzzStage::Security, cases / 5).await;
+        println!("{:<28} {:>10.0}", "lab (in-process) security", r);
+        // The lab as a watched child process (--lab): the cost of watching, and its RSS.
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_rdprobe"));
+        let cmd = fuzz::watch::LabCommand::on_free_port(exe, "healthy-tls", &[]).expect("port");
+        let addr = cmd.addr;
+        let mut w = fuzz::Watcher::spawn_lab(cmd).await.expect("lab child");
+        let mut o = FuzzOptions::new(Target::new(addr), FuzzStage::X224);
+        o.cases = cases;
+        o.seed = 1;
+        let s = fuzz::run_watched(&o, Some(&mut w), &mut fuzz::Quiet)
+            .await
+            .expect("watched run");
+        let p = s.process.clone().unwrap_or_default();
+        println!(
+            "{:<28} {:>10.0}   (child RSS {} -> peak {} KiB)",
+            "lab (child, watched) x224",
+            s.cases_per_sec,
+            p.rss_baseline_kib.unwrap_or(0),
+            p.rss_peak_kib.unwrap_or(0)
+        );
     });
 
     match Xrdp::start(XrdpOpts::negotiate()) {
@@ -127,6 +151,15 @@ fn main() {
             }
         }),
         Err(e) => println!("xrdp: not measured ({e})"),
+    }
+    match Xrdp::start(XrdpOpts::rdp("high")) {
+        Ok(xrdp) => rt.block_on(async {
+            for stage in [FuzzStage::Security, FuzzStage::Licensing] {
+                let (r, _) = rate(Target::new(xrdp.addr()), stage, cases / 10).await;
+                println!("{:<28} {:>10.0}", format!("xrdp rdp {stage}"), r);
+            }
+        }),
+        Err(e) => println!("xrdp (security_layer=rdp): not measured ({e})"),
     }
 
     // RSS over a long x224 run against the in-process lab.

@@ -107,10 +107,16 @@ enum Cmd {
     /// Drives the valid stages before STAGE, sends structure-aware mutations of STAGE's PDU,
     /// classifies every answer, checks that the target still serves a valid handshake, shrinks
     /// what misbehaves and writes DIR/NNNN/{case.json, repro.pcapng, README.txt}.
+    /// With --lab or --pid it also watches the server process: a crash or exit (with its signal
+    /// or exit code for a --lab child, which is then restarted) and RSS growth past --rss-growth
+    /// are findings.
     ///
     /// Examples:
     ///   rdprobe fuzz 127.0.0.1:3389 --stage x224 --cases 20000 --seed 7 --out findings/
     ///   RDPROBE_PASSWORD=… rdprobe fuzz 127.0.0.1:3389 --stage mcs --user alice --duration 10m
+    ///   rdprobe fuzz 127.0.0.1:3390 --stage security      # a server in standard RDP security
+    ///   rdprobe fuzz --lab healthy-tls --stage x224 --cases 100000 --rss-growth 64MiB
+    ///   rdprobe fuzz 127.0.0.1:3389 --pid 4242 --stage mcs
     ///   rdprobe fuzz --replay findings/0003/case.json --target 127.0.0.1:3389
     #[command(verbatim_doc_comment)]
     Fuzz(Box<FuzzArgs>),
@@ -197,6 +203,11 @@ struct LabArgs {
     /// Built-in scenario name (see `rdprobe scenarios`) or a TOML scenario file
     #[arg(long, default_value = "healthy-nla")]
     scenario: String,
+    /// Arm a planted bug (test-only; for testing the fuzzer): x224-long-cookie-hang,
+    /// credssp-version-zero-abort, mcs-many-channels-wedge, x224-routing-token-abort (aborts the
+    /// process), x224-correlation-leak
+    #[arg(long, value_name = "BUG", hide = true)]
+    plant: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -663,16 +674,35 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
 }
 
 async fn cmd_lab(a: LabArgs) -> Result<i32> {
+    use rdprobe::lab::planted::{spawn_planted_lab, Bug};
     let sc = load_scenario(&a.scenario)?;
-    let handle = rdprobe::lab::spawn_lab(a.listen, sc.clone())
+    let bugs = a
+        .plant
+        .iter()
+        .map(|b| Bug::parse(b).ok_or_else(|| usage(format!("unknown planted bug `{b}`"))))
+        .collect::<Result<Vec<_>>>()?;
+    let planted = spawn_planted_lab(a.listen, sc.clone(), &bugs)
         .with_context(|| format!("starting the lab on {}", a.listen))?;
+    let addr = planted.addr();
     eprintln!(
-        "lab listening on {} with scenario `{}`: {}\n(stop with Ctrl-C)",
-        handle.addr, sc.name, sc.description
+        "lab listening on {addr} with scenario `{}`: {}{}\n(stop with Ctrl-C)",
+        sc.name,
+        sc.description,
+        if bugs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [planted: {}]",
+                bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+            )
+        }
     );
     interrupted().await;
-    eprintln!("served {} connection(s)", handle.connections_served());
-    handle.stop();
+    eprintln!(
+        "served {} connection(s)",
+        planted.handle().map_or(0, |h| h.connections_served())
+    );
+    drop(planted);
     Ok(exit::SUCCESS)
 }
 
@@ -1076,7 +1106,9 @@ struct FuzzArgs {
     /// Target: HOST:PORT (loopback only unless --allow-remote); not with --replay
     #[arg(value_name = "TARGET")]
     target: Option<String>,
-    /// Stage to mutate: x224, tls, credssp, mcs, channels
+    /// Stage to mutate: x224, tls, credssp, mcs, channels; security, licensing (standard RDP
+    /// security servers only). credssp with --user also mutates rounds 2 and 3 (AUTHENTICATE with
+    /// pubKeyAuth, authInfo)
     #[arg(long, default_value = "x224")]
     stage: String,
     /// Most cases to run [default: 1000, or unlimited with --duration]
@@ -1091,7 +1123,8 @@ struct FuzzArgs {
     /// Stop after this long (e.g. 10m), whatever --cases says
     #[arg(long)]
     duration: Option<String>,
-    /// User for the valid CredSSP exchange before mcs/channels (password from RDPROBE_PASSWORD)
+    /// User for the valid CredSSP exchange before mcs/channels and credssp rounds 2-3 (password
+    /// from RDPROBE_PASSWORD); the user name of the Client Info for security/licensing
     #[arg(long)]
     user: Option<String>,
     /// Domain for --user
@@ -1127,6 +1160,39 @@ struct FuzzArgs {
     /// Target of --replay [default: the target in the case file]
     #[arg(long = "target", value_name = "ADDR")]
     replay_target: Option<String>,
+    /// Fuzz the embedded lab playing SCENARIO, run as a child process on a free loopback port and
+    /// watched: its exit code or signal and its RSS; it is restarted after a crash (no TARGET)
+    #[arg(long, value_name = "SCENARIO", conflicts_with = "pid")]
+    lab: Option<String>,
+    /// Watch this local process (the target's server): a death and RSS growth are findings
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// RSS growth of the watched process over its baseline that is a finding (e.g. 64MiB)
+    #[arg(long, default_value = "256MiB", value_name = "SIZE")]
+    rss_growth: String,
+    /// Planted bugs for the --lab child (test-only)
+    #[arg(long, value_name = "BUG", hide = true)]
+    plant: Vec<String>,
+}
+
+/// A size: 123, 64KiB, 64MiB, 1GiB (also k/K/KB, m/M/MB, g/G/GB as powers of 1024): in KiB.
+fn parse_size_kib(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        usage(format!(
+            "invalid size `{s}` (examples: 64MiB, 512KiB, 1GiB)"
+        ))
+    })?;
+    let kib = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => n / 1024,
+        "k" | "kb" | "kib" => n,
+        "m" | "mb" | "mib" => n.saturating_mul(1024),
+        "g" | "gb" | "gib" => n.saturating_mul(1024 * 1024),
+        _ => return Err(usage(format!("invalid size unit in `{s}` (KiB, MiB, GiB)"))),
+    };
+    Ok(kib)
 }
 
 /// `rdprobe fuzz` found something (findings were written).
@@ -1177,10 +1243,13 @@ impl rdprobe::fuzz::Progress for FuzzBar {
     fn case_done(&mut self, s: &rdprobe::fuzz::Stats) {
         self.bar.set_position(s.cases);
         self.bar.set_message(format!(
-            "{:.0} cases/s · findings {} · target {}",
+            "{:.0} cases/s · findings {} · target {}{}",
             s.cases_per_sec(),
             s.findings,
-            s.last_liveness.map(|l| l.as_str()).unwrap_or("alive")
+            s.last_liveness.map(|l| l.as_str()).unwrap_or("alive"),
+            s.target_rss_kib
+                .map(|k| format!(" · rss {:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_default()
         ));
     }
 
@@ -1242,7 +1311,22 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
             a.user.as_ref().or(s.user.as_ref()),
             a.domain.as_ref().or(s.domain.as_ref()),
         )?;
-        let (r, _) = fuzz::replay(&target, &finding, Duration::from_millis(s.recovery_ms)).await;
+        let mut watch = match (&a.lab, a.pid) {
+            (Some(_), _) => {
+                return Err(usage(
+                    "--replay with --lab: start the lab yourself and pass --target and --pid",
+                ))
+            }
+            (None, Some(pid)) => Some(fuzz::Watcher::pid(pid)?),
+            (None, None) => None,
+        };
+        let (r, _) = fuzz::replay_watched(
+            &target,
+            &finding,
+            Duration::from_millis(s.recovery_ms),
+            watch.as_mut(),
+        )
+        .await;
         let mut out = std::io::stdout().lock();
         if a.json {
             writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -1267,13 +1351,39 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
         });
     }
 
-    let Some(t) = &a.target else {
-        return Err(usage("rdprobe fuzz needs a TARGET (or --replay CASE_JSON)"));
+    let rss_growth = parse_size_kib(&a.rss_growth)?;
+    if !a.plant.is_empty() && a.lab.is_none() {
+        return Err(usage(
+            "--plant arms bugs in the --lab child: it needs --lab",
+        ));
+    }
+    let (mut watch, t) = match (&a.lab, &a.target) {
+        (Some(_), Some(_)) => return Err(usage("--lab fuzzes its own lab: no TARGET with it")),
+        (Some(scenario), None) => {
+            load_scenario(scenario)?;
+            let exe = std::env::current_exe().context("locating the rdprobe binary")?;
+            let cmd = fuzz::watch::LabCommand::on_free_port(&exe, scenario, &a.plant)?;
+            let t = cmd.addr.to_string();
+            let w = fuzz::Watcher::spawn_lab(cmd)
+                .await
+                .context("starting the lab process")?;
+            (Some(w), t)
+        }
+        (None, Some(t)) => (a.pid.map(fuzz::Watcher::pid).transpose()?, t.clone()),
+        (None, None) => {
+            return Err(usage(
+                "rdprobe fuzz needs a TARGET (or --lab SCENARIO, or --replay CASE_JSON)",
+            ))
+        }
     };
+    if let Some(w) = watch.as_mut() {
+        w.rss_growth_limit_kib = Some(rss_growth);
+    }
+    let t = &t;
     let addr = fuzz_addr(t, a.allow_remote).await?;
     let stage = FuzzStage::parse(&a.stage).ok_or_else(|| {
         usage(format!(
-            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels)",
+            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels, security, licensing)",
             a.stage
         ))
     })?;
@@ -1324,7 +1434,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     );
     bar.set_prefix(stage.to_string());
     let mut progress = FuzzBar { bar: bar.clone() };
-    let res = fuzz::run(&opts, &mut progress).await;
+    let res = fuzz::run_watched(&opts, watch.as_mut(), &mut progress).await;
     bar.finish_and_clear();
     watcher.abort();
     let summary = match res {
@@ -1379,6 +1489,23 @@ fn render_fuzz_summary(s: &rdprobe::fuzz::Summary) -> String {
         get(rdprobe::fuzz::Liveness::Hung),
         get(rdprobe::fuzz::Liveness::Down)
     );
+    if let Some(p) = &s.process {
+        let mib = |k: Option<u64>| {
+            k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        let _ = writeln!(
+            o,
+            "target process {}: rss {} at start, peak {}, last {} ({} samples); deaths {}, restarts {}",
+            p.pid,
+            mib(p.rss_baseline_kib),
+            mib(p.rss_peak_kib),
+            mib(p.rss_last_kib),
+            p.samples,
+            p.deaths,
+            p.restarts
+        );
+    }
     if s.findings.is_empty() {
         let _ = writeln!(o, "findings: none");
         return o;

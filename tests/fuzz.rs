@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdprobe::fuzz::{
-    self, credssp::CredsspMutation, mcs::McsMutation, x224::X224Mutation, Case, FuzzOptions,
-    FuzzStage, Liveness, ResponseClass, Signature, Target,
+    self,
+    credssp::CredsspMutation,
+    mcs::McsMutation,
+    watch::LabCommand,
+    x224::{CookieKind, X224Mutation},
+    Case, FuzzOptions, FuzzStage, Liveness, ProcessFate, ResponseClass, Signature, Target, Watcher,
 };
 use rdprobe::lab::planted::{spawn_planted_lab, Bug};
 use rdprobe::probe::Credentials;
@@ -152,11 +156,7 @@ async fn planted_x224_long_cookie_hang_is_found_shrunk_to_201_and_reproduced() {
     let out = tempfile::tempdir().expect("tempdir");
     let o = opts(lab_target(lab.addr()), FuzzStage::X224, 400, 7, out.path());
     let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
-    let sig = Signature {
-        stage: FuzzStage::X224,
-        class: ResponseClass::Silence,
-        liveness: Liveness::Alive,
-    };
+    let sig = Signature::new(FuzzStage::X224, ResponseClass::Silence, Liveness::Alive);
     let f = check_finding(&summary, sig, 400);
     eprintln!(
         "x224 cookie: found at case {}, shrink {:?}",
@@ -203,11 +203,7 @@ async fn planted_credssp_version_zero_abort_is_found_shrunk_and_reproduced() {
         out.path(),
     );
     let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
-    let sig = Signature {
-        stage: FuzzStage::Credssp,
-        class: ResponseClass::Reset,
-        liveness: Liveness::Alive,
-    };
+    let sig = Signature::new(FuzzStage::Credssp, ResponseClass::Reset, Liveness::Alive);
     let f = check_finding(&summary, sig, 300);
     eprintln!(
         "credssp version 0: found at case {}, shrink {:?}",
@@ -237,11 +233,7 @@ async fn planted_mcs_channel_count_wedge_is_found_as_hung_shrunk_to_31() {
     o.max_findings = Some(1);
     let started = Instant::now();
     let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
-    let sig = Signature {
-        stage: FuzzStage::Mcs,
-        class: ResponseClass::Silence,
-        liveness: Liveness::Hung,
-    };
+    let sig = Signature::new(FuzzStage::Mcs, ResponseClass::Silence, Liveness::Hung);
     let f = check_finding(&summary, sig, 100);
     let Case::Mcs(c) = &f.case else {
         panic!("stage")
@@ -450,4 +442,502 @@ async fn decode_trace_seed_corpus() {
         n += 1;
     }
     assert!(n >= 8, "{n} seeds");
+}
+
+fn rdprobe_exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rdprobe"))
+}
+
+/// A lab process of its own (`rdprobe lab --plant BUG`) on a free loopback port, killed by PID on
+/// drop; returns once it listens.
+fn lab_process(scenario: &str, bug: impl Into<Option<&'static str>>) -> (ProcessGuard, SocketAddr) {
+    let cmd = LabCommand::on_free_port(rdprobe_exe(), scenario, &[]).expect("port");
+    let mut c = Command::new(rdprobe_exe());
+    c.args([
+        "lab",
+        "--listen",
+        &cmd.addr.to_string(),
+        "--scenario",
+        scenario,
+    ]);
+    if let Some(b) = bug.into() {
+        c.args(["--plant", b]);
+    }
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let guard = ProcessGuard::spawn("rdprobe lab", &mut c).expect("spawn rdprobe lab");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(cmd.addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "lab process did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (guard, cmd.addr)
+}
+
+/// The routing-token abort minimal case: a routing token of exactly 17 bytes.
+fn assert_minimal_routing_token(case: &Case) {
+    let Case::X224(c) = case else { panic!("stage") };
+    assert_eq!(c.mutations.len(), 2, "{:?}", c.mutations);
+    assert!(
+        c.mutations
+            .iter()
+            .any(|m| matches!(m, X224Mutation::Cookie { len: 17, .. })),
+        "{:?}",
+        c.mutations
+    );
+    assert!(c
+        .mutations
+        .contains(&X224Mutation::CookieKind(CookieKind::RoutingToken)));
+}
+
+/// `--lab` as the library runs it: the lab is a child process; the planted abort kills it with
+/// SIGABRT; the finding's signature says so, the fuzzer restarts the lab, shrinks the case against
+/// the restarted one and carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_child_abort_is_found_with_its_signal_shrunk_and_the_lab_restarted() {
+    let cmd = LabCommand::on_free_port(
+        rdprobe_exe(),
+        "healthy-tls",
+        &["x224-routing-token-abort".to_owned()],
+    )
+    .expect("port");
+    let addr = cmd.addr;
+    let mut watch = Watcher::spawn_lab(cmd).await.expect("lab process");
+    let first_pid = watch.pid_of();
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(lab_target(addr), FuzzStage::X224, 400, 7, out.path());
+    let summary = fuzz::run_watched(&o, Some(&mut watch), &mut fuzz::Quiet)
+        .await
+        .expect("run");
+    let aborted = ProcessFate::Signaled { signal: 6 };
+    let f = summary
+        .findings
+        .iter()
+        .find(|f| f.signature.process == aborted)
+        .unwrap_or_else(|| panic!("no abort finding: {:?}", summary.findings));
+    eprintln!(
+        "lab child abort: found at case {}, shrink {:?}, process {:?}",
+        f.case_index, f.shrink, summary.process
+    );
+    assert!(f.case_index < 400);
+    assert_eq!(f.signature.liveness, Liveness::Down);
+    assert!(f.reproduced, "{f:?}");
+    assert!(
+        f.detail.starts_with(&format!(
+            "target process exited with signal 6 (SIGABRT) after case {}",
+            f.case_index
+        )),
+        "{}",
+        f.detail
+    );
+    assert_minimal_routing_token(&f.case);
+    assert_eq!(
+        rdprobe::lab::planted::routing_token_len(&hex_decode(&f.sent_hex)),
+        Some(17)
+    );
+    // The run went on to the end against restarted labs, and only one finding has this signature.
+    assert_eq!(summary.stopped, fuzz::StopReason::Cases);
+    assert_eq!(summary.stats.cases, 400);
+    let p = summary.process.clone().expect("process stats");
+    assert!(p.child && p.deaths >= 2 && p.restarts == p.deaths, "{p:?}");
+    assert_ne!(watch.pid_of(), first_pid);
+    assert_eq!(
+        summary
+            .findings
+            .iter()
+            .filter(|f| f.signature.process == aborted)
+            .count(),
+        1
+    );
+    // The written case file keeps the signature with the signal.
+    let back = fuzz::read_case_file(&f.dir.clone().expect("dir").join("case.json")).expect("case");
+    assert_eq!(back.signature, f.signature);
+    let readme =
+        std::fs::read_to_string(f.dir.clone().expect("dir").join("README.txt")).expect("readme");
+    assert!(
+        readme.contains("the watched target process: exited with signal 6 (SIGABRT)"),
+        "{readme}"
+    );
+    // The restarted lab is alive and still has the bug.
+    assert_eq!(watch.fate(), ProcessFate::Running);
+    let (r, _) = fuzz::replay_watched(
+        &lab_target(addr),
+        f,
+        Duration::from_secs(5),
+        Some(&mut watch),
+    )
+    .await;
+    assert!(r.reproduced, "{r:?}");
+    assert_eq!(r.observed.process, aborted);
+}
+
+/// `--pid`: a lab process the test started (not the fuzzer's child) with a planted leak; the
+/// fuzzer samples its RSS, flags the growth past the limit as a finding and shrinks it to a case
+/// that still leaks (the CORRELATION_INFO_PRESENT flag alone). Through the CLI, with --json.
+#[test]
+fn pid_watch_flags_rss_growth_of_a_leaking_lab_and_shrinks_to_the_leaking_flag() {
+    let (lab, addr) = lab_process("healthy-tls", "x224-correlation-leak");
+    let out = tempfile::tempdir().expect("tempdir");
+    let pid = lab.pid().to_string();
+    let target = addr.to_string();
+    let o = rdprobe(&[
+        "fuzz",
+        &target,
+        "--pid",
+        &pid,
+        "--rss-growth",
+        "32MiB",
+        "--stage",
+        "x224",
+        "--cases",
+        "600",
+        "--seed",
+        "7",
+        "--timeout",
+        "400ms",
+        "--out",
+        out.path().to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fuzz json ({e}): {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert_eq!(o.status.code(), Some(10), "{v}");
+    let p = &v["process"];
+    let base = p["rss_baseline_kib"].as_u64().expect("baseline");
+    let peak = p["rss_peak_kib"].as_u64().expect("peak");
+    eprintln!(
+        "pid leak: rss {base} KiB -> peak {peak} KiB; findings {}",
+        v["findings"]
+    );
+    assert!(peak > base + 32 * 1024, "{p}");
+    assert_eq!(p["child"], false);
+    let findings = v["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{v}");
+    let f = &findings[0];
+    assert_eq!(f["signature"]["process"]["kind"], "rss_growth", "{f}");
+    assert_eq!(f["signature"]["liveness"], "alive", "{f}");
+    assert_eq!(f["reproduced"], true, "{f}");
+    assert!(
+        f["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("target process RSS grew from")),
+        "{f}"
+    );
+    let muts = f["case"]["mutations"].as_array().expect("mutations");
+    assert_eq!(muts.len(), 1, "{f}");
+    assert_eq!(muts[0]["field"], "neg_flags", "{f}");
+    assert_ne!(muts[0]["value"].as_u64().expect("flags") & 0x08, 0, "{f}");
+    // The same run against a lab without the leak: RSS stays within the limit, no finding.
+    let (healthy, haddr) = lab_process("healthy-tls", None);
+    let hpid = healthy.pid().to_string();
+    let htarget = haddr.to_string();
+    let o = rdprobe(&[
+        "fuzz",
+        &htarget,
+        "--pid",
+        &hpid,
+        "--rss-growth",
+        "32MiB",
+        "--stage",
+        "x224",
+        "--cases",
+        "600",
+        "--seed",
+        "7",
+        "--timeout",
+        "400ms",
+        "--out",
+        out.path().join("healthy").to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    let p = &v["process"];
+    let grew =
+        p["rss_peak_kib"].as_u64().expect("peak") - p["rss_baseline_kib"].as_u64().expect("base");
+    eprintln!("pid healthy: rss grew {grew} KiB over 600 cases");
+    assert!(grew < 32 * 1024, "{p}");
+}
+
+/// `--pid` on a process that dies: not our child, so the finding says it vanished, and the run
+/// stops (nothing restarts a server the user started). Through the CLI.
+#[test]
+fn pid_watch_reports_a_vanished_target_and_stops() {
+    let (lab, addr) = lab_process("healthy-tls", "x224-routing-token-abort");
+    let out = tempfile::tempdir().expect("tempdir");
+    let pid = lab.pid().to_string();
+    let target = addr.to_string();
+    let o = rdprobe(&[
+        "fuzz",
+        &target,
+        "--pid",
+        &pid,
+        "--stage",
+        "x224",
+        "--cases",
+        "400",
+        "--seed",
+        "7",
+        "--timeout",
+        "400ms",
+        "--recovery",
+        "1s",
+        "--out",
+        out.path().to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fuzz json ({e}): {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert_eq!(o.status.code(), Some(10), "{v}");
+    assert_eq!(v["stopped"], "target_down", "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(f["signature"]["process"]["kind"], "vanished", "{f}");
+    assert_eq!(f["signature"]["liveness"], "down", "{f}");
+    assert!(
+        f["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("target process vanished after case")),
+        "{f}"
+    );
+    assert_eq!(v["process"]["deaths"], 1, "{v}");
+}
+
+/// `rdprobe fuzz --lab SCENARIO`: the CLI starts, watches and restarts its own lab process.
+#[test]
+fn cli_lab_flag_fuzzes_a_watched_lab_child() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = rdprobe(&[
+        "fuzz",
+        "--lab",
+        "healthy-tls",
+        "--plant",
+        "x224-routing-token-abort",
+        "--stage",
+        "x224",
+        "--cases",
+        "300",
+        "--seed",
+        "7",
+        "--timeout",
+        "400ms",
+        "--out",
+        out.path().to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fuzz json ({e}): {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert_eq!(o.status.code(), Some(10), "{v}");
+    assert_eq!(v["stopped"], "cases", "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(
+        f["signature"]["process"],
+        serde_json::json!({"kind": "signaled", "signal": 6}),
+        "{f}"
+    );
+    assert_eq!(v["process"]["child"], true, "{v}");
+    assert!(
+        v["process"]["restarts"].as_u64().is_some_and(|r| r >= 1),
+        "{v}"
+    );
+}
+
+/// CredSSP past the first round trip: with the lab's credentials the fuzzer completes NEGOTIATE /
+/// CHALLENGE with IronRDP's client and mutates the AUTHENTICATE round (pubKeyAuth) or the authInfo
+/// round; the planted bug deep in round 2 is found, shrunk to one mutation of pubKeyAuth and
+/// reproduced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_credssp_short_pubkeyauth_in_round_two_is_found_shrunk_and_reproduced() {
+    let s = scenario("healthy-nla");
+    let (user, password) = rdprobe::lab::demo_credentials(&s).expect("credentials");
+    let lab = spawn_planted_lab(lo0(), s, &[Bug::CredsspShortPubKeyAuthAbort]).expect("lab");
+    let mut t = lab_target(lab.addr());
+    t.credentials = Some(Credentials {
+        user,
+        domain: None,
+        password,
+    });
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut o = opts(t.clone(), FuzzStage::Credssp, 600, 7, out.path());
+    o.max_findings = Some(3);
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    let f = summary
+        .findings
+        .iter()
+        .find(|f| {
+            matches!(&f.case, Case::Credssp(c) if c.round == 2)
+                && f.signature.class == ResponseClass::Reset
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no round-2 reset in {} cases: {:?} classes {:?}",
+                summary.stats.cases,
+                summary
+                    .findings
+                    .iter()
+                    .map(|f| format!("{} {}", f.signature, f.case.summary()))
+                    .collect::<Vec<_>>(),
+                summary.stats.classes
+            )
+        })
+        .clone();
+    eprintln!(
+        "credssp round 2 pubKeyAuth: found at case {}, shrink {:?}, minimal {}",
+        f.case_index,
+        f.shrink,
+        f.case.summary()
+    );
+    let f = check_finding(&summary, f.signature, 600);
+    let Case::Credssp(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(c.round, 2);
+    assert_eq!(c.mutations.len(), 1, "{:?}", c.mutations);
+    assert!(
+        matches!(
+            c.mutations[0],
+            CredsspMutation::PubKeyAuth { len } | CredsspMutation::FieldTruncate { field: 3, len } if len < 16
+        ),
+        "{:?}",
+        c.mutations
+    );
+    let sent = hex_decode(&f.sent_hex);
+    assert!(
+        fuzz::credssp::pub_key_auth_len(&sent).is_some_and(|n| n < 16),
+        "{}",
+        f.sent_hex
+    );
+    // The cases covered every round, and the valid later rounds are answered as such.
+    assert!(summary
+        .stats
+        .classes
+        .get(&ResponseClass::ValidReply)
+        .is_some_and(|n| *n > 0));
+    let (r, _) = fuzz::replay(&t, &f, Duration::from_secs(5)).await;
+    assert!(r.reproduced, "{r:?}");
+}
+
+/// Standard RDP security in the lab (encryption level NONE, so the Client Info goes in the clear):
+/// the fuzzer walks X.224 (PROTOCOL_RDP), MCS and the channel connection with rdpsec's machinery
+/// and mutates the Client Info; the planted bug on a long cbUserName is found, shrunk to one
+/// field and reproduced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_security_long_user_name_is_found_shrunk_and_reproduced() {
+    let lab = spawn_planted_lab(
+        lo0(),
+        scenario("rdp-security-only"),
+        &[Bug::SecurityLongUserNameAbort],
+    )
+    .expect("lab");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(
+        lab_target(lab.addr()),
+        FuzzStage::Security,
+        400,
+        7,
+        out.path(),
+    );
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    let sig = Signature::new(FuzzStage::Security, ResponseClass::Reset, Liveness::Alive);
+    let f = check_finding(&summary, sig, 400);
+    eprintln!(
+        "security cbUserName: found at case {}, shrink {:?}, minimal {}, classes {:?}",
+        f.case_index,
+        f.shrink,
+        f.case.summary(),
+        summary.stats.classes
+    );
+    let Case::Security(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(c.mutations.len(), 1, "{:?}", c.mutations);
+    // One mutation that puts more than 512 in cbUserName: the length field itself, a long user
+    // name, or a havoc that shifts a larger value into the field.
+    assert!(
+        rdprobe::lab::planted::client_info_user_name_len(&hex_decode(&f.sent_hex))
+            .is_some_and(|n| n > 512),
+        "{}",
+        f.sent_hex
+    );
+    assert_eq!(summary.findings.len(), 1, "{:?}", summary.findings);
+    let report = analyze(&f.dir.clone().expect("dir").join("repro.pcapng"));
+    assert_eq!(report["verdict"]["kind"], "reset", "{report}");
+    cli_replay(&f, &[]);
+}
+
+#[test]
+fn bounded_run_against_xrdp_rdp_security_classifies_every_case() {
+    let xrdp = Xrdp::start(XrdpOpts::rdp("high")).expect("start xrdp (scripts/install-peers.sh)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        // The valid licensing answer is judged after the flow xrdp chose.
+        let mut t = Target::new(xrdp.addr());
+        t.timeout = Duration::from_secs(2);
+        let valid = fuzz::session::run_case(&t, &Case::valid(FuzzStage::Licensing)).await;
+        eprintln!(
+            "xrdp rdp licensing, valid answer: {:?} {}",
+            valid.class, valid.detail
+        );
+        assert_eq!(valid.class, ResponseClass::ValidReply, "{}", valid.detail);
+        assert!(
+            valid.detail.starts_with("after the server's"),
+            "{}",
+            valid.detail
+        );
+        for stage in [FuzzStage::Security, FuzzStage::Licensing] {
+            let mut t = Target::new(xrdp.addr());
+            t.timeout = Duration::from_secs(2);
+            let s = real_server_run(t, stage, 150, 11).await;
+            eprintln!(
+                "xrdp rdp {stage}: {:.0} cases/s {:?} findings {:?}",
+                s.cases_per_sec,
+                s.stats.classes,
+                s.findings
+                    .iter()
+                    .map(|f| format!("{} {}", f.signature, f.case.summary()))
+                    .collect::<Vec<_>>()
+            );
+            // The valid stages before the fuzzed one held for every case.
+            assert_eq!(
+                s.stats.classes.get(&ResponseClass::PrefixFailed),
+                None,
+                "{stage}: {:?}",
+                s.stats.classes
+            );
+        }
+    });
+    drop(xrdp);
+    // FIPS (3DES, HMAC-SHA1 signatures): the Client Info is sealed the FIPS way.
+    let xrdp = Xrdp::start(XrdpOpts::rdp("fips")).expect("start xrdp (scripts/install-peers.sh)");
+    rt.block_on(async {
+        let mut t = Target::new(xrdp.addr());
+        t.timeout = Duration::from_secs(2);
+        let s = real_server_run(t, FuzzStage::Security, 100, 12).await;
+        eprintln!(
+            "xrdp rdp fips security: {:.0} cases/s {:?}",
+            s.cases_per_sec, s.stats.classes
+        );
+        assert_eq!(s.stats.classes.get(&ResponseClass::PrefixFailed), None);
+    });
 }

@@ -1,7 +1,13 @@
-//! Stage `credssp`: mutations of the first TSRequest (MS-CSSP 2.2.1) the client sends inside TLS,
-//! with its ASN.1 DER structure (version, negoTokens, authInfo, pubKeyAuth, errorCode,
-//! clientNonce, tags and lengths, nesting) and the NTLM NEGOTIATE message it carries
-//! (MS-NLMP 2.2.1.1: signature, message type, flags, domain / workstation fields, version).
+//! Stage `credssp`: mutations of a TSRequest (MS-CSSP 2.2.1) the client sends inside TLS, with its
+//! ASN.1 DER structure (version, negoTokens, authInfo, pubKeyAuth, errorCode, clientNonce, tags
+//! and lengths, nesting) and the NTLM message it carries.
+//!
+//! A case names its round (MS-CSSP 3.1.5): 1 is the first TSRequest with NTLM NEGOTIATE
+//! (MS-NLMP 2.2.1.1: signature, message type, flags, domain / workstation fields, version),
+//! built here; 2 is the TSRequest with NTLM AUTHENTICATE (MS-NLMP 2.2.1.3) and pubKeyAuth (and
+//! clientNonce from version 5), and 3 the one with authInfo (the encrypted TSCredentials). Rounds
+//! 2 and 3 need a valid first round trip (credentials): IronRDP's client computes the valid
+//! message, which is parsed and re-encoded here with the mutations applied to its real fields.
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -83,13 +89,79 @@ pub enum CredsspMutation {
     ClientNonce {
         len: u16,
     },
+    /// Keep only the first `len` bytes of field `field`'s OCTET STRING (1 the NTLM token,
+    /// 2 authInfo, 3 pubKeyAuth, 5 clientNonce).
+    FieldTruncate {
+        field: u8,
+        len: u16,
+    },
+    /// XOR byte `at` (modulo its length) of field `field`'s OCTET STRING with `xor`.
+    FieldFlip {
+        field: u8,
+        at: u16,
+        xor: u8,
+    },
+    /// A security buffer of the NTLM AUTHENTICATE message (MS-NLMP 2.2.1.3): 0 LmChallengeResponse,
+    /// 1 NtChallengeResponse, 2 DomainName, 3 UserName, 4 Workstation,
+    /// 5 EncryptedRandomSessionKey.
+    NtlmAuthField {
+        field: u8,
+        len: u16,
+        max_len: u16,
+        offset: u32,
+    },
     Havoc(Havoc),
 }
 
 /// A case of the `credssp` stage.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredsspCase {
+    /// Which client TSRequest is mutated: 1 NEGOTIATE, 2 AUTHENTICATE + pubKeyAuth, 3 authInfo.
+    #[serde(default = "first_round")]
+    pub round: u8,
     pub mutations: Vec<CredsspMutation>,
+}
+
+fn first_round() -> u8 {
+    1
+}
+
+impl Default for CredsspCase {
+    fn default() -> Self {
+        CredsspCase {
+            round: 1,
+            mutations: Vec::new(),
+        }
+    }
+}
+
+/// The last round a case can name.
+pub const ROUNDS: u8 = 3;
+
+/// The fields of a TSRequest the encoder starts from (MS-CSSP 2.2.1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BaseTsRequest {
+    pub version: u32,
+    pub nego_token: Option<Vec<u8>>,
+    pub auth_info: Option<Vec<u8>>,
+    pub pub_key_auth: Option<Vec<u8>>,
+    pub error_code: Option<u32>,
+    pub client_nonce: Option<Vec<u8>>,
+}
+
+impl BaseTsRequest {
+    /// A TSRequest as IronRDP's client encoded it (rounds 2 and 3).
+    pub fn parse(valid: &[u8]) -> Option<BaseTsRequest> {
+        let r = sspi::credssp::TsRequest::from_buffer(valid).ok()?;
+        Some(BaseTsRequest {
+            version: r.version,
+            nego_token: r.nego_tokens,
+            auth_info: r.auth_info,
+            pub_key_auth: r.pub_key_auth,
+            error_code: r.error_code.map(|c| c.0),
+            client_nonce: r.client_nonce.map(|n| n.to_vec()),
+        })
+    }
 }
 
 /// NEGOTIATE flags of the valid message: UNICODE, OEM, REQUEST_TARGET, SIGN, SEAL, NTLM,
@@ -194,21 +266,104 @@ fn ntlm_negotiate(mutations: &[CredsspMutation]) -> Vec<u8> {
 
 /// Encodes the TSRequest from `mutations` (none: the valid first TSRequest with NTLM NEGOTIATE).
 pub fn encode(mutations: &[CredsspMutation], _ctx: &EncodeCtx) -> Vec<u8> {
-    let mut version = der_uint(6);
+    let base = BaseTsRequest {
+        version: 6,
+        nego_token: Some(ntlm_negotiate(mutations)),
+        ..BaseTsRequest::default()
+    };
+    encode_from(&base, mutations)
+}
+
+/// Encodes a later round's TSRequest: `valid` (as IronRDP's client encoded it) with `mutations`
+/// applied to its fields; the NTLM mutations apply to the AUTHENTICATE message it carries. An
+/// unreadable `valid` is sent as is, with only the byte havoc applied.
+pub fn encode_round(valid: &[u8], mutations: &[CredsspMutation]) -> Vec<u8> {
+    let Some(mut base) = BaseTsRequest::parse(valid) else {
+        let mut out = valid.to_vec();
+        let havocs: Vec<Havoc> = mutations
+            .iter()
+            .filter_map(|m| match m {
+                CredsspMutation::Havoc(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect();
+        havoc::apply_all(&havocs, &mut out);
+        return out;
+    };
+    if let Some(token) = &mut base.nego_token {
+        ntlm_authenticate_mutate(token, mutations);
+    }
+    encode_from(&base, mutations)
+}
+
+/// Applies the NTLM mutations to an NTLM message in place (MS-NLMP 2.2.1.3 offsets for the
+/// AUTHENTICATE security buffers and flags).
+fn ntlm_authenticate_mutate(m: &mut Vec<u8>, mutations: &[CredsspMutation]) {
+    fn put(m: &mut [u8], at: usize, bytes: &[u8]) {
+        if let Some(dst) = m.get_mut(at..at + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+    }
+    fn buffer(m: &mut [u8], at: usize, len: u16, max_len: u16, offset: u32) {
+        put(m, at, &len.to_le_bytes());
+        put(m, at + 2, &max_len.to_le_bytes());
+        put(m, at + 4, &offset.to_le_bytes());
+    }
+    for mu in mutations {
+        match mu {
+            CredsspMutation::NtlmSignature(b) => put(m, 7, &[*b]),
+            CredsspMutation::NtlmMessageType(t) => put(m, 8, &t.to_le_bytes()),
+            CredsspMutation::NtlmFlags(f) => put(m, 60, &f.to_le_bytes()),
+            CredsspMutation::NtlmDomain {
+                len,
+                max_len,
+                offset,
+            } => buffer(m, 28, *len, *max_len, *offset),
+            CredsspMutation::NtlmWorkstation {
+                len,
+                max_len,
+                offset,
+            } => buffer(m, 44, *len, *max_len, *offset),
+            CredsspMutation::NtlmAuthField {
+                field,
+                len,
+                max_len,
+                offset,
+            } => buffer(m, 12 + 8 * usize::from(*field % 6), *len, *max_len, *offset),
+            CredsspMutation::NtlmPayload { len, fill } => m.extend(havoc::filler(
+                usize::from(*len).min(havoc::MAX_INSERT as usize),
+                *fill,
+            )),
+            CredsspMutation::NtlmTruncate(k) => m.truncate(usize::from(*k)),
+            _ => {}
+        }
+    }
+}
+
+/// Encodes a TSRequest from `base` with `mutations` (the DER structure and the fields; the NTLM
+/// token is taken from `base` as it is).
+fn encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
+    let mut version = der_uint(u64::from(base.version));
     let mut outer_tag = 0x30u8;
     let mut outer_len = None;
     let mut outer_long = None;
     let mut tags: [u8; 6] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5];
     let mut lengths: [Option<u32>; 6] = [None; 6];
-    let mut nego = true;
+    let mut nego = base.nego_token.is_some();
     let mut nego_count = 1u8;
     let mut token_len = None;
     let mut nesting = 0u16;
-    let mut auth_info = None;
-    let mut pub_key_auth = None;
-    let mut error_code = None;
-    let mut client_nonce = None;
+    let mut token = base.nego_token.clone().unwrap_or_default();
+    let mut auth_info = base.auth_info.clone();
+    let mut pub_key_auth = base.pub_key_auth.clone();
+    let mut error_code = base.error_code;
+    let mut client_nonce = base.client_nonce.clone();
     let mut havocs = Vec::new();
+    let blob = |len: u16, seed: u8| -> Vec<u8> {
+        (0..usize::from(len).min(havoc::MAX_INSERT as usize))
+            .map(|i| (i as u8).wrapping_add(seed))
+            .collect()
+    };
     for m in mutations {
         match m {
             CredsspMutation::Version(v) => version = der_uint(u64::from(*v)),
@@ -224,23 +379,42 @@ pub fn encode(mutations: &[CredsspMutation], _ctx: &EncodeCtx) -> Vec<u8> {
             CredsspMutation::NegoTokenCount(n) => nego_count = *n,
             CredsspMutation::NegoTokenLength(l) => token_len = Some(*l),
             CredsspMutation::Nesting(d) => nesting = *d,
-            CredsspMutation::AuthInfo { len } => auth_info = Some(*len),
-            CredsspMutation::PubKeyAuth { len } => pub_key_auth = Some(*len),
+            CredsspMutation::AuthInfo { len } => auth_info = Some(blob(*len, 0x21)),
+            CredsspMutation::PubKeyAuth { len } => pub_key_auth = Some(blob(*len, 0x42)),
             CredsspMutation::ErrorCode(c) => error_code = Some(*c),
-            CredsspMutation::ClientNonce { len } => client_nonce = Some(*len),
+            CredsspMutation::ClientNonce { len } => client_nonce = Some(blob(*len, 0x63)),
+            CredsspMutation::FieldTruncate { field, len } => {
+                if let Some(f) = octets(
+                    *field,
+                    &mut token,
+                    &mut auth_info,
+                    &mut pub_key_auth,
+                    &mut client_nonce,
+                ) {
+                    f.truncate(usize::from(*len));
+                }
+            }
+            CredsspMutation::FieldFlip { field, at, xor } => {
+                if let Some(f) = octets(
+                    *field,
+                    &mut token,
+                    &mut auth_info,
+                    &mut pub_key_auth,
+                    &mut client_nonce,
+                ) {
+                    if !f.is_empty() {
+                        let i = usize::from(*at) % f.len();
+                        f[i] ^= *xor;
+                    }
+                }
+            }
             CredsspMutation::Havoc(h) => havocs.push(h.clone()),
             _ => {}
         }
     }
-    let blob = |len: u16, seed: u8| -> Vec<u8> {
-        (0..usize::from(len).min(havoc::MAX_INSERT as usize))
-            .map(|i| (i as u8).wrapping_add(seed))
-            .collect()
-    };
     let field = |i: usize, inner: Vec<u8>| tlv_with(tags[i], &inner, lengths[i], None);
     let mut body = field(0, tlv(0x02, &version));
     if nego {
-        let token = ntlm_negotiate(mutations);
         let octets = tlv_with(0x04, &token, token_len, None);
         let item = tlv(0x30, &tlv(0xa0, &octets));
         let mut items = Vec::new();
@@ -254,21 +428,46 @@ pub fn encode(mutations: &[CredsspMutation], _ctx: &EncodeCtx) -> Vec<u8> {
         }
         body.extend(field(1, nego_data));
     }
-    if let Some(len) = auth_info {
-        body.extend(field(2, tlv(0x04, &blob(len, 0x21))));
+    if let Some(v) = &auth_info {
+        body.extend(field(2, tlv(0x04, v)));
     }
-    if let Some(len) = pub_key_auth {
-        body.extend(field(3, tlv(0x04, &blob(len, 0x42))));
+    if let Some(v) = &pub_key_auth {
+        body.extend(field(3, tlv(0x04, v)));
     }
     if let Some(code) = error_code {
         body.extend(field(4, tlv(0x02, &der_uint(u64::from(code)))));
     }
-    if let Some(len) = client_nonce {
-        body.extend(field(5, tlv(0x04, &blob(len, 0x63))));
+    if let Some(v) = &client_nonce {
+        body.extend(field(5, tlv(0x04, v)));
     }
     let mut out = tlv_with(outer_tag, &body, outer_len, outer_long);
     havoc::apply_all(&havocs, &mut out);
     out
+}
+
+/// The OCTET STRING content of TSRequest field `field`, if the request has it.
+fn octets<'a>(
+    field: u8,
+    token: &'a mut Vec<u8>,
+    auth_info: &'a mut Option<Vec<u8>>,
+    pub_key_auth: &'a mut Option<Vec<u8>>,
+    client_nonce: &'a mut Option<Vec<u8>>,
+) -> Option<&'a mut Vec<u8>> {
+    match field {
+        1 => Some(token),
+        2 => auth_info.as_mut(),
+        3 => pub_key_auth.as_mut(),
+        5 => client_nonce.as_mut(),
+        _ => None,
+    }
+}
+
+/// pubKeyAuth of a TSRequest (for planted bugs and tests), as sspi reads it.
+pub fn pub_key_auth_len(b: &[u8]) -> Option<usize> {
+    sspi::credssp::TsRequest::from_buffer(b)
+        .ok()?
+        .pub_key_auth
+        .map(|v| v.len())
 }
 
 fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
@@ -314,11 +513,37 @@ pub fn mutation() -> BoxedStrategy<CredsspMutation> {
     .boxed()
 }
 
-/// A whole case: one to four mutations.
+/// Mutations of the later rounds' real fields.
+fn deep_mutation() -> BoxedStrategy<CredsspMutation> {
+    use CredsspMutation as M;
+    let field = || prop_oneof![Just(1u8), Just(2u8), Just(3u8), Just(5u8)];
+    prop_oneof![
+        3 => (field(), upto(512, &[0, 15, 16, 31, 32, 47, 48])).prop_map(|(field, len)| M::FieldTruncate { field, len: len as u16 }),
+        3 => (field(), u16s(&[0, 15, 16]), u8s(&[1, 0x80])).prop_map(|(field, at, xor)| M::FieldFlip { field, at, xor }),
+        3 => (upto(5, &[]).prop_map(|v| v as u8), u16s(&[0, 16, 24]), u16s(&[]), u32s(&[88])).prop_map(|(field, len, max_len, offset)| M::NtlmAuthField { field, len, max_len, offset }),
+    ]
+    .boxed()
+}
+
+/// A whole case of round 1: one to four mutations.
 pub fn strategy() -> BoxedStrategy<CredsspCase> {
     proptest::collection::vec(mutation(), 1..=4)
-        .prop_map(|mutations| CredsspCase { mutations })
+        .prop_map(|mutations| CredsspCase {
+            round: 1,
+            mutations,
+        })
         .boxed()
+}
+
+/// Cases of every round (a target with credentials): round 1 a quarter of the time, the
+/// AUTHENTICATE round half, the authInfo round a quarter; later rounds mix the structural
+/// mutations with ones of the real fields.
+pub fn strategy_all_rounds() -> BoxedStrategy<CredsspCase> {
+    let later = |round: u8| {
+        proptest::collection::vec(prop_oneof![1 => mutation(), 1 => deep_mutation()], 1..=4)
+            .prop_map(move |mutations| CredsspCase { round, mutations })
+    };
+    prop_oneof![1 => strategy(), 2 => later(2), 1 => later(3)].boxed()
 }
 
 /// TSRequest.version of a DER TSRequest, if the first field is a readable INTEGER (any length up to
@@ -394,6 +619,56 @@ mod tests {
         assert_eq!(ts_request_version(&b), Some(6));
         let b = encode(&[CredsspMutation::Nesting(3)], &ctx);
         assert!(crate::decode::credssp::der_frame_len(&b) == Some(b.len()));
+    }
+
+    #[test]
+    fn later_rounds_mutate_the_real_fields() {
+        // A round-2 TSRequest as a client sends it: AUTHENTICATE token, pubKeyAuth, clientNonce.
+        let mut auth = b"NTLMSSP\0".to_vec();
+        auth.extend_from_slice(&3u32.to_le_bytes());
+        auth.resize(88, 0);
+        let valid = sspi::credssp::TsRequest {
+            version: 6,
+            nego_tokens: Some(auth.clone()),
+            pub_key_auth: Some(vec![7; 48]),
+            client_nonce: Some([9; 32]),
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        valid.encode_ts_request(&mut bytes).expect("encode");
+        // No mutation: the same fields back.
+        let same = BaseTsRequest::parse(&encode_round(&bytes, &[])).expect("parse");
+        assert_eq!(same, BaseTsRequest::parse(&bytes).expect("parse"));
+        assert_eq!(same.pub_key_auth.as_deref(), Some(&[7u8; 48][..]));
+        let cut = encode_round(
+            &bytes,
+            &[CredsspMutation::FieldTruncate { field: 3, len: 15 }],
+        );
+        assert_eq!(pub_key_auth_len(&cut), Some(15));
+        let flipped = BaseTsRequest::parse(&encode_round(
+            &bytes,
+            &[CredsspMutation::FieldFlip {
+                field: 5,
+                at: 33,
+                xor: 0xff,
+            }],
+        ))
+        .expect("parse");
+        assert_eq!(flipped.client_nonce.expect("nonce")[1], 9 ^ 0xff);
+        let nt = BaseTsRequest::parse(&encode_round(
+            &bytes,
+            &[CredsspMutation::NtlmAuthField {
+                field: 1,
+                len: 0xffff,
+                max_len: 0xffff,
+                offset: 0x1000,
+            }],
+        ))
+        .expect("parse");
+        let tok = nt.nego_token.expect("token");
+        assert_eq!(&tok[20..28], &[0xff, 0xff, 0xff, 0xff, 0, 0x10, 0, 0]);
+        // Unreadable input is sent as is.
+        assert_eq!(encode_round(b"junk", &[]), b"junk");
     }
 
     #[test]

@@ -67,6 +67,14 @@ fn readme(f: &Finding, dir: &Path, report: &crate::report::ConnectionReport) -> 
          afterwards was `{}`.",
         f.signature.stage, f.signature.class, f.signature.liveness
     );
+    if f.signature.process != super::ProcessFate::Running {
+        let _ = writeln!(
+            s,
+            "the watched target process: {} (replay with --pid PID of the restarted server to \
+             compare that too)",
+            f.signature.process
+        );
+    }
     let _ = writeln!(s, "what happened: {}", f.detail);
     let _ = writeln!(
         s,

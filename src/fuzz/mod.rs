@@ -1,12 +1,14 @@
 //! `rdprobe fuzz`: a stateful, shrinking fuzzer for the handshake stages.
 //!
 //! Per case, [`session`] drives the valid stages before the fuzzed one and sends one structured
-//! mutation of that stage's PDU ([`x224`], [`tls`], [`credssp`], [`mcs`], [`channels`]: proptest
+//! mutation of that stage's PDU ([`x224`], [`tls`], [`credssp`] (rounds 1-3), [`mcs`],
+//! [`channels`], and for standard RDP security [`security`] and [`licensing`]: proptest
 //! strategies over the PDU's fields with boundary values ([`ladder`]) plus byte [`havoc`]). The
 //! [`oracle`] classifies the answer and, after suspicious answers and every N cases, checks that a
-//! fresh valid handshake still succeeds. New anomalous signatures (stage, response class, liveness)
-//! are [`shrink`]ed against the live target and written by [`findings`] as a case file, a
-//! stage-annotated pcapng and a README with the replay command.
+//! fresh valid handshake still succeeds; with a [`watch::Watcher`] (`--lab`, `--pid`) the target
+//! process's fate and RSS are checked after every case too. New anomalous signatures (stage,
+//! response class, liveness, process fate) are [`shrink`]ed against the live target and written
+//! by [`findings`] as a case file, a stage-annotated pcapng and a README with the replay command.
 //!
 //! INVARIANT: the cases are a pure function of the seed: case `i` of seed `k` is the same whatever
 //! the target answered before (shrinking does not draw from the runner's RNG).
@@ -16,12 +18,15 @@ pub mod credssp;
 pub mod findings;
 pub mod havoc;
 pub mod ladder;
+pub mod licensing;
 pub mod mcs;
 pub mod oracle;
+pub mod security;
 pub mod session;
 pub mod shrink;
 pub mod tls;
 pub mod trace_bytes;
+pub mod watch;
 pub mod x224;
 
 use std::collections::{BTreeMap, HashSet};
@@ -38,6 +43,7 @@ use serde::{Deserialize, Serialize};
 pub use oracle::{Liveness, ResponseClass, Signature};
 pub use session::{CaseRun, Target};
 pub use shrink::{ShrinkBudget, ShrinkStats};
+pub use watch::{ProcessFate, ProcessStats, Watcher};
 
 use crate::stage::Stage;
 
@@ -50,15 +56,21 @@ pub enum FuzzStage {
     Credssp,
     Mcs,
     Channels,
+    /// Standard RDP security only: Security Exchange and Client Info PDUs.
+    Security,
+    /// Standard RDP security only: the client's licensing PDU.
+    Licensing,
 }
 
 impl FuzzStage {
-    pub const ALL: [FuzzStage; 5] = [
+    pub const ALL: [FuzzStage; 7] = [
         FuzzStage::X224,
         FuzzStage::Tls,
         FuzzStage::Credssp,
         FuzzStage::Mcs,
         FuzzStage::Channels,
+        FuzzStage::Security,
+        FuzzStage::Licensing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +84,8 @@ impl FuzzStage {
             FuzzStage::Credssp => Stage::Credssp,
             FuzzStage::Mcs => Stage::Mcs,
             FuzzStage::Channels => Stage::Channels,
+            FuzzStage::Security => Stage::Security,
+            FuzzStage::Licensing => Stage::Licensing,
         }
     }
 
@@ -123,6 +137,8 @@ pub enum Case {
     Credssp(credssp::CredsspCase),
     Mcs(mcs::McsCase),
     Channels(channels::ChannelsCase),
+    Security(security::SecurityCase),
+    Licensing(licensing::LicensingCase),
 }
 
 impl Case {
@@ -133,6 +149,8 @@ impl Case {
             Case::Credssp(_) => FuzzStage::Credssp,
             Case::Mcs(_) => FuzzStage::Mcs,
             Case::Channels(_) => FuzzStage::Channels,
+            Case::Security(_) => FuzzStage::Security,
+            Case::Licensing(_) => FuzzStage::Licensing,
         }
     }
 
@@ -144,6 +162,19 @@ impl Case {
             FuzzStage::Credssp => Case::Credssp(Default::default()),
             FuzzStage::Mcs => Case::Mcs(Default::default()),
             FuzzStage::Channels => Case::Channels(Default::default()),
+            FuzzStage::Security => Case::Security(Default::default()),
+            FuzzStage::Licensing => Case::Licensing(Default::default()),
+        }
+    }
+
+    /// The strategy a run against `target` uses: with credentials, credssp cases cover every
+    /// round (NEGOTIATE, AUTHENTICATE with pubKeyAuth, authInfo), else the first.
+    pub fn strategy_for(stage: FuzzStage, target: &Target) -> BoxedStrategy<Case> {
+        match stage {
+            FuzzStage::Credssp if target.credentials.is_some() => credssp::strategy_all_rounds()
+                .prop_map(Case::Credssp)
+                .boxed(),
+            _ => Case::strategy(stage),
         }
     }
 
@@ -155,6 +186,8 @@ impl Case {
             FuzzStage::Credssp => credssp::strategy().prop_map(Case::Credssp).boxed(),
             FuzzStage::Mcs => mcs::strategy().prop_map(Case::Mcs).boxed(),
             FuzzStage::Channels => channels::strategy().prop_map(Case::Channels).boxed(),
+            FuzzStage::Security => security::strategy().prop_map(Case::Security).boxed(),
+            FuzzStage::Licensing => licensing::strategy().prop_map(Case::Licensing).boxed(),
         }
     }
 
@@ -166,6 +199,8 @@ impl Case {
             Case::Credssp(c) => c.mutations.len(),
             Case::Mcs(c) => c.mutations.len(),
             Case::Channels(c) => c.mutations.len(),
+            Case::Security(c) => c.mutations.len(),
+            Case::Licensing(c) => c.mutations.len(),
         }
     }
 
@@ -178,9 +213,14 @@ impl Case {
         let v = match self {
             Case::X224(c) => serde_json::to_string(&c.mutations),
             Case::Tls(c) => serde_json::to_string(&c.mutations),
+            Case::Credssp(c) if c.round > 1 => {
+                serde_json::to_string(&c.mutations).map(|m| format!("round {}: {m}", c.round))
+            }
             Case::Credssp(c) => serde_json::to_string(&c.mutations),
             Case::Mcs(c) => serde_json::to_string(&c.mutations),
             Case::Channels(c) => serde_json::to_string(&c.mutations),
+            Case::Security(c) => serde_json::to_string(&c.mutations),
+            Case::Licensing(c) => serde_json::to_string(&c.mutations),
         };
         v.unwrap_or_default()
     }
@@ -201,6 +241,8 @@ pub enum FuzzError {
     Io(#[from] std::io::Error),
     #[error("case file {path}: {detail}")]
     CaseFile { path: PathBuf, detail: String },
+    #[error("target process: {0}")]
+    Watch(#[from] watch::WatchError),
 }
 
 /// Refuses targets outside loopback (127.0.0.0/8, ::1) unless `allow_remote`.
@@ -278,6 +320,8 @@ pub struct Stats {
     pub elapsed_ms: u64,
     /// Time spent shrinking (not counted in `cases_per_sec`).
     pub shrink_ms: u64,
+    /// RSS of the watched target process at the last sample, in KiB.
+    pub target_rss_kib: Option<u64>,
 }
 
 impl Stats {
@@ -361,6 +405,8 @@ pub struct Summary {
     pub cases_per_sec: f64,
     pub findings: Vec<Finding>,
     pub stopped: StopReason,
+    /// The watched target process (`--lab`, `--pid`): RSS over the run, deaths, restarts.
+    pub process: Option<ProcessStats>,
 }
 
 /// Progress callbacks (the CLI's progress bar); every method has a no-op default.
@@ -397,6 +443,16 @@ pub fn cases(stage: FuzzStage, seed: u64, n: usize) -> Vec<Case> {
 
 /// Checks that a fresh valid handshake to the stage succeeds; retries within `recovery`.
 pub async fn check_liveness(target: &Target, stage: FuzzStage, recovery: Duration) -> Liveness {
+    check_liveness_watched(target, stage, recovery, None).await
+}
+
+/// [`check_liveness`] that gives up at once when the watched process is dead.
+pub async fn check_liveness_watched(
+    target: &Target,
+    stage: FuzzStage,
+    recovery: Duration,
+    mut watch: Option<&mut Watcher>,
+) -> Liveness {
     let started = Instant::now();
     let valid = Case::valid(stage);
     if session::run_case(target, &valid).await.class == ResponseClass::ValidReply {
@@ -404,6 +460,9 @@ pub async fn check_liveness(target: &Target, stage: FuzzStage, recovery: Duratio
     }
     let mut pause = Duration::from_millis(100);
     while started.elapsed() < recovery {
+        if watch.as_deref_mut().is_some_and(|w| w.fate().is_dead()) {
+            return Liveness::Down;
+        }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
         if session::run_case(target, &valid).await.class == ResponseClass::ValidReply {
@@ -427,13 +486,112 @@ pub async fn run_signature(
         Liveness::Unchecked
     };
     (
-        Signature {
-            stage: case.stage(),
-            class: run.class,
-            liveness: liveness.for_signature(),
-        },
+        Signature::new(case.stage(), run.class, liveness.for_signature()),
         run,
     )
+}
+
+/// How long a process that may have crashed gets to die before the fuzzer calls it alive.
+pub const SETTLE: Duration = Duration::from_millis(500);
+
+/// The watched process's fate after a case that ended in `class`. A crash reaches the fuzzer as a
+/// close or reset a moment before the process is reaped, so after an answer that is not a valid
+/// reply the fuzzer probes the listener (one TCP connect): a refused connect means the process
+/// is going, and it gets [`SETTLE`] to finish dying.
+pub async fn fate_after(w: &mut Watcher, target: &Target, class: ResponseClass) -> ProcessFate {
+    let f = w.fate();
+    if f.is_dead() || class == ResponseClass::ValidReply {
+        return f;
+    }
+    let probe = tokio::time::timeout(target.timeout, tokio::net::TcpStream::connect(target.addr));
+    match probe.await {
+        Ok(Ok(s)) => {
+            drop(s);
+            w.fate()
+        }
+        _ => w.settle(SETTLE).await,
+    }
+}
+
+/// Times a case runs to tell whether it leaks memory (see [`leaks`]).
+pub const LEAK_RUNS: u32 = 8;
+
+/// Least RSS growth per run, in KiB, for a case to count as leaking.
+pub const LEAK_MIN_KIB_PER_RUN: u64 = 256;
+
+/// Runs `case` against a watched process and returns the signature with its fate (dead: liveness
+/// down without a check). Restarts the process when it died and can be restarted.
+pub async fn run_signature_watched(
+    target: &Target,
+    case: &Case,
+    with_liveness: bool,
+    recovery: Duration,
+    watch: &mut Watcher,
+) -> (Signature, CaseRun) {
+    let run = session::run_case(target, case).await;
+    let mut fate = fate_after(watch, target, run.class).await;
+    let liveness = if fate.is_dead() {
+        Liveness::Down
+    } else if with_liveness {
+        let l = check_liveness_watched(target, case.stage(), recovery, Some(watch)).await;
+        fate = watch.fate();
+        l
+    } else {
+        Liveness::Unchecked
+    };
+    if fate.is_dead() && watch.restartable() {
+        let _ = watch.restart().await;
+    }
+    let sig = Signature {
+        process: fate,
+        ..Signature::new(
+            case.stage(),
+            run.class,
+            if fate.is_dead() {
+                Liveness::Down
+            } else {
+                liveness.for_signature()
+            },
+        )
+    };
+    (sig, run)
+}
+
+/// The case before the current one (a crash can surface one case late).
+struct Prev {
+    index: u64,
+    tree: Box<dyn ValueTree<Value = Case>>,
+    case: Case,
+    run: CaseRun,
+}
+
+/// Whether `case` kills the watched process with `fate` (then restarted). A liveness handshake
+/// after the case catches a process that takes a moment to die.
+async fn kills(
+    target: &Target,
+    case: &Case,
+    fate: ProcessFate,
+    recovery: Duration,
+    w: &mut Watcher,
+) -> bool {
+    run_signature_watched(target, case, true, recovery, w)
+        .await
+        .0
+        .process
+        == fate
+}
+
+/// Whether `case` makes the watched process grow: RSS after [`LEAK_RUNS`] runs exceeds RSS
+/// before by [`LEAK_MIN_KIB_PER_RUN`] per run. Returns the growth per run (KiB) and the last run.
+pub async fn leaks(target: &Target, case: &Case, watch: &mut Watcher) -> (bool, u64, CaseRun) {
+    let before = watch.rss_now().unwrap_or(0);
+    let mut last = session::run_case(target, case).await;
+    for _ in 1..LEAK_RUNS {
+        last = session::run_case(target, case).await;
+    }
+    let after = watch.rss_now().unwrap_or(0);
+    let per_run = after.saturating_sub(before) / u64::from(LEAK_RUNS);
+    (per_run >= LEAK_MIN_KIB_PER_RUN, per_run, last)
 }
 
 fn cancelled(o: &FuzzOptions) -> bool {
@@ -442,6 +600,23 @@ fn cancelled(o: &FuzzOptions) -> bool {
 
 /// Runs a fuzz campaign to the end (cases, duration, cancellation or a target that went down).
 pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summary, FuzzError> {
+    run_watched(opts, None, progress).await
+}
+
+/// KiB as MiB with one decimal.
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// [`run`] that also watches the target process (`--lab`, `--pid`): after every case its fate
+/// (a death is a finding whose signature says how it died, and the lab is restarted when it can
+/// be) and its RSS (growth past `watch.rss_growth_limit_kib` is a finding, shrunk to a case that
+/// still leaks).
+pub async fn run_watched(
+    opts: &FuzzOptions,
+    mut watch: Option<&mut Watcher>,
+    progress: &mut dyn Progress,
+) -> Result<Summary, FuzzError> {
     let started = Instant::now();
     let mut adapted = opts.target.clone();
     let stage = opts.stage;
@@ -456,13 +631,17 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
     if opts.adaptive_quiet {
         adapted.quiet = (baseline.elapsed * 8).max(MIN_QUIET).min(adapted.timeout);
     }
+    if let Some(w) = watch.as_deref_mut() {
+        w.sample_rss();
+    }
     let target = &adapted;
-    let strategy = Case::strategy(stage);
+    let strategy = Case::strategy_for(stage, target);
     let mut runner = runner_for(opts.seed);
     let mut stats = Stats::default();
     let mut seen: HashSet<Signature> = HashSet::new();
     let mut findings = Vec::new();
     let mut stopped = StopReason::Cases;
+    let mut prev: Option<Prev> = None;
     for index in 0..opts.cases {
         if cancelled(opts) {
             stopped = StopReason::Cancelled;
@@ -477,62 +656,177 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
         };
         let case = tree.current();
         let run = session::run_case(target, &case).await;
+        let mut fate = match watch.as_deref_mut() {
+            Some(w) => fate_after(w, target, run.class).await,
+            None => ProcessFate::Running,
+        };
         let periodic = opts.liveness_every > 0 && (index + 1) % opts.liveness_every == 0;
-        let liveness = if run.class.suspicious() || periodic {
+        let liveness = if fate.is_dead() {
+            // A dead process is a liveness verdict without a handshake.
             stats.liveness_checks += 1;
-            let l = check_liveness(target, stage, opts.recovery).await;
+            *stats.liveness.entry(Liveness::Down).or_default() += 1;
+            stats.last_liveness = Some(Liveness::Down);
+            Liveness::Down
+        } else if run.class.suspicious() || periodic {
+            stats.liveness_checks += 1;
+            let l =
+                check_liveness_watched(target, stage, opts.recovery, watch.as_deref_mut()).await;
+            if let Some(w) = watch.as_deref_mut() {
+                fate = w.fate();
+            }
+            let l = if fate.is_dead() { Liveness::Down } else { l };
             *stats.liveness.entry(l).or_default() += 1;
             stats.last_liveness = Some(l);
             l
         } else {
             Liveness::Unchecked
         };
+        let mut rss_note = None;
+        if let Some(w) = watch.as_deref_mut().filter(|_| !fate.is_dead()) {
+            let base = w.stats().rss_baseline_kib;
+            if let Some(g) = w.sample_rss() {
+                fate = g;
+                let now = w.stats().rss_last_kib.unwrap_or(0);
+                rss_note = Some(format!(
+                    "target process RSS grew from {} to {} (limit +{}) by case {index}",
+                    mib(base.unwrap_or(0)),
+                    mib(now),
+                    mib(w.rss_growth_limit_kib.unwrap_or(0)),
+                ));
+            }
+        }
         stats.cases += 1;
         *stats.classes.entry(run.class).or_default() += 1;
-        let sig = Signature {
-            stage,
-            class: run.class,
-            liveness: liveness.for_signature(),
+        let mut sig = Signature {
+            process: fate,
+            ..Signature::new(stage, run.class, liveness.for_signature())
         };
-        if sig.is_finding() && seen.insert(sig) {
+        // Deaths are deduplicated by how the process died, whatever the dying connection saw.
+        let key = if fate.is_dead() {
+            Signature {
+                class: ResponseClass::Refused,
+                ..sig
+            }
+        } else {
+            sig
+        };
+        let mut down = liveness == Liveness::Down;
+        if sig.is_finding() && seen.insert(key) {
             progress.shrinking(&sig);
             let shrink_started = Instant::now();
             let needs_liveness = sig.liveness != Liveness::Alive;
-            let (minimal, shrink_stats) = if opts.shrink && liveness != Liveness::Down {
-                let (m, s) = shrink::shrink(&mut *tree, opts.shrink_budget, async |c: &Case| {
-                    run_signature(target, c, needs_liveness, opts.recovery)
-                        .await
-                        .0
-                        == sig
-                })
-                .await;
-                (m, Some(s))
-            } else {
-                (case.clone(), None)
+            let restartable = watch.as_deref().is_some_and(|w| w.restartable());
+            // Which case killed the process: this one, or the one before it when this one only
+            // met a dying process. A lab is restarted and asked; a process of the user's cannot
+            // be, so a connect that was refused points at the case before.
+            let mut culprit_is_prev = false;
+            if fate.is_dead() {
+                if let (Some(w), true) = (watch.as_deref_mut(), restartable) {
+                    w.restart().await?;
+                    if !kills(target, &case, fate, opts.recovery, w).await {
+                        if let Some(p) = &prev {
+                            culprit_is_prev = kills(target, &p.case, fate, opts.recovery, w).await;
+                        }
+                    }
+                } else {
+                    culprit_is_prev = run.class == ResponseClass::Refused && prev.is_some();
+                }
+            }
+            let mut index = index;
+            let mut case = case.clone();
+            let mut run = run.clone();
+            if culprit_is_prev {
+                if let Some(p) = prev.take() {
+                    index = p.index;
+                    case = p.case;
+                    run = p.run;
+                    tree = p.tree;
+                    sig.class = run.class;
+                }
+            }
+            let can_shrink = opts.shrink && (!down || (fate.is_dead() && restartable));
+            let (minimal, shrink_stats) = match watch.as_deref_mut() {
+                _ if !can_shrink => (case.clone(), None),
+                Some(w) if fate == ProcessFate::RssGrowth => {
+                    let (m, s) =
+                        shrink::shrink(&mut *tree, opts.shrink_budget, async |c: &Case| {
+                            leaks(target, c, w).await.0
+                        })
+                        .await;
+                    (m, Some(s))
+                }
+                Some(w) if fate.is_dead() => {
+                    let (m, s) =
+                        shrink::shrink(&mut *tree, opts.shrink_budget, async |c: &Case| {
+                            kills(target, c, fate, opts.recovery, w).await
+                        })
+                        .await;
+                    (m, Some(s))
+                }
+                _ => {
+                    let (m, s) =
+                        shrink::shrink(&mut *tree, opts.shrink_budget, async |c: &Case| {
+                            run_signature(target, c, needs_liveness, opts.recovery)
+                                .await
+                                .0
+                                == sig
+                        })
+                        .await;
+                    (m, Some(s))
+                }
             };
             // Record the minimal case once more for its capture. A silence is recorded with a
             // long quiet period so that the capture reads as the server timing out, not as the
             // client stopping (decode calls a client FIN within 500 ms of its request a stop).
-            let (again, rec) = if liveness == Liveness::Down {
-                (sig, run.clone())
-            } else {
-                let mut rt = target.clone();
-                if sig.class == ResponseClass::Silence {
-                    rt.quiet = rt.quiet.max(REPRO_QUIET);
+            let mut rt = target.clone();
+            if sig.class == ResponseClass::Silence {
+                rt.quiet = rt.quiet.max(REPRO_QUIET);
+            }
+            let (reproduced, rec, detail) = match watch.as_deref_mut() {
+                _ if down && !(fate.is_dead() && restartable) => {
+                    let detail = match fate {
+                        ProcessFate::Running => run.detail.clone(),
+                        f => format!("target process {f} after case {index}: {}", run.detail),
+                    };
+                    (true, run.clone(), detail)
                 }
-                run_signature(&rt, &minimal, needs_liveness, opts.recovery).await
+                Some(w) if fate == ProcessFate::RssGrowth => {
+                    let (yes, per_run, rec) = leaks(&rt, &minimal, w).await;
+                    let detail = format!(
+                        "{}; the minimal case grows it by {per_run} KiB per run ({} runs): {}",
+                        rss_note.clone().unwrap_or_default(),
+                        LEAK_RUNS,
+                        rec.detail
+                    );
+                    (yes, rec, detail)
+                }
+                Some(w) if fate.is_dead() => {
+                    let (again, rec) =
+                        run_signature_watched(&rt, &minimal, true, opts.recovery, w).await;
+                    let detail = format!(
+                        "target process {} after case {index}; the minimal case: {}",
+                        fate, rec.detail
+                    );
+                    (again.process == fate, rec, detail)
+                }
+                _ => {
+                    let (again, rec) =
+                        run_signature(&rt, &minimal, needs_liveness, opts.recovery).await;
+                    let detail = rec.detail.clone();
+                    (again == sig, rec, detail)
+                }
             };
             let mut finding = Finding {
                 rdprobe_fuzz_case: 1,
                 signature: sig,
-                detail: rec.detail.clone(),
+                detail,
                 target: target.addr,
                 seed: opts.seed,
                 case_index: index,
                 case: minimal,
                 original_case: case.clone(),
                 sent_hex: hex(&rec.sent),
-                reproduced: again == sig,
+                reproduced,
                 shrink: shrink_stats,
                 session: SessionSettings::of(target, opts),
                 dir: None,
@@ -545,9 +839,28 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
             progress.finding(&finding);
             findings.push(finding);
         }
+        // A dead lab comes back; a dead process of the user's does not.
+        if let Some(w) = watch.as_deref_mut() {
+            if w.restartable() && (fate.is_dead() || w.fate().is_dead()) {
+                if w.fate().is_dead() {
+                    w.restart().await?;
+                }
+                down = false;
+                stats.last_liveness = Some(Liveness::Alive);
+            }
+        }
+        if watch.is_some() {
+            prev = Some(Prev {
+                index,
+                tree,
+                case,
+                run,
+            });
+        }
         stats.elapsed_ms = started.elapsed().as_millis() as u64;
+        stats.target_rss_kib = watch.as_deref().and_then(|w| w.stats().rss_last_kib);
         progress.case_done(&stats);
-        if liveness == Liveness::Down {
+        if down {
             stopped = StopReason::TargetDown;
             break;
         }
@@ -565,6 +878,7 @@ pub async fn run(opts: &FuzzOptions, progress: &mut dyn Progress) -> Result<Summ
         stats,
         findings,
         stopped,
+        process: watch.map(|w| w.stats()),
     })
 }
 
@@ -593,14 +907,67 @@ pub fn read_case_file(path: &std::path::Path) -> Result<Finding, FuzzError> {
 /// Runs a finding's case once against `target` (with a liveness check) and compares signatures.
 /// Returns the replay and the recorded run (for its capture).
 pub async fn replay(target: &Target, finding: &Finding, recovery: Duration) -> (Replay, CaseRun) {
-    let (observed, run) = run_signature(target, &finding.case, true, recovery).await;
+    replay_watched(target, finding, recovery, None).await
+}
+
+/// [`replay`] with the target process watched. A finding about the process (a death, RSS growth)
+/// replayed without a watcher compares stage, response class and liveness only, and says so.
+pub async fn replay_watched(
+    target: &Target,
+    finding: &Finding,
+    recovery: Duration,
+    watch: Option<&mut Watcher>,
+) -> (Replay, CaseRun) {
     let expected = finding.signature;
+    let (observed, run, detail) = match (watch, expected.process) {
+        (Some(w), ProcessFate::RssGrowth) => {
+            let (yes, per_run, run) = leaks(target, &finding.case, w).await;
+            let sig = Signature {
+                process: if yes {
+                    ProcessFate::RssGrowth
+                } else {
+                    ProcessFate::Running
+                },
+                ..Signature::new(expected.stage, run.class, Liveness::Alive)
+            };
+            let detail = format!(
+                "target process RSS grew by {per_run} KiB per run over {LEAK_RUNS} runs: {}",
+                run.detail
+            );
+            (sig, run, detail)
+        }
+        (Some(w), _) => {
+            let (sig, run) = run_signature_watched(target, &finding.case, true, recovery, w).await;
+            let detail = match sig.process {
+                ProcessFate::Running => run.detail.clone(),
+                f => format!("target process {f}: {}", run.detail),
+            };
+            (sig, run, detail)
+        }
+        (None, ProcessFate::Running) => {
+            let (sig, run) = run_signature(target, &finding.case, true, recovery).await;
+            let detail = run.detail.clone();
+            (sig, run, detail)
+        }
+        (None, f) => {
+            let (sig, run) = run_signature(target, &finding.case, true, recovery).await;
+            let detail = format!(
+                "{} (the finding is about the target process ({f}), which is not watched: pass \
+                 --pid or --lab to compare that too)",
+                run.detail
+            );
+            (Signature { process: f, ..sig }, run, detail)
+        }
+    };
     (
         Replay {
             expected,
             observed,
-            reproduced: observed == expected,
-            detail: run.detail.clone(),
+            reproduced: observed.stage == expected.stage
+                && observed.class == expected.class
+                && observed.liveness == expected.liveness
+                && expected.process.reproduced_by(observed.process),
+            detail,
             sent_hex: hex(&run.sent),
         },
         run,
@@ -649,6 +1016,18 @@ mod tests {
                         b.extend(channels::encode_joins(&x.mutations, &ctx).concat());
                         b
                     }
+                    Case::Security(x) => {
+                        let client = SocketAddr::from(([127, 0, 0, 1], 1));
+                        let mut b = security::info_packet(&x.mutations, "u", client);
+                        b.extend(
+                            security::exchange_user_data(&x.mutations, &[7; 72])
+                                .unwrap_or_default(),
+                        );
+                        b
+                    }
+                    Case::Licensing(x) => {
+                        licensing::encode(&x.mutations, &licensing::valid_client_answer()).1
+                    }
                 };
                 assert!(bytes.len() < 200_000, "{stage}: {}", bytes.len());
                 let j = serde_json::to_string(&c).expect("json");
@@ -671,6 +1050,7 @@ mod tests {
         ));
         assert!(check_target(remote, true).is_ok());
         assert_eq!(FuzzStage::parse("MCS"), Some(FuzzStage::Mcs));
-        assert_eq!(FuzzStage::parse("licensing"), None);
+        assert_eq!(FuzzStage::parse("licensing"), Some(FuzzStage::Licensing));
+        assert_eq!(FuzzStage::parse("capabilities"), None);
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use super::watch::ProcessFate;
 use super::FuzzStage;
 
 /// How the target answered a mutated PDU.
@@ -124,6 +125,21 @@ pub struct Signature {
     pub stage: FuzzStage,
     pub class: ResponseClass,
     pub liveness: Liveness,
+    /// What became of the watched target process (`--lab`, `--pid`); `running` when unwatched.
+    #[serde(default)]
+    pub process: ProcessFate,
+}
+
+impl Signature {
+    /// A signature of an unwatched target.
+    pub fn new(stage: FuzzStage, class: ResponseClass, liveness: Liveness) -> Signature {
+        Signature {
+            stage,
+            class,
+            liveness,
+            process: ProcessFate::Running,
+        }
+    }
 }
 
 impl Signature {
@@ -131,7 +147,8 @@ impl Signature {
     /// listening or stopped serving valid handshakes. Valid and error replies, closes and waits for
     /// more bytes are how a healthy server treats malformed input.
     pub fn is_finding(&self) -> bool {
-        matches!(self.liveness, Liveness::Hung | Liveness::Down)
+        self.process != ProcessFate::Running
+            || matches!(self.liveness, Liveness::Hung | Liveness::Down)
             || matches!(
                 self.class,
                 ResponseClass::Reset
@@ -145,7 +162,11 @@ impl Signature {
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.stage, self.class, self.liveness)
+        write!(f, "{}/{}/{}", self.stage, self.class, self.liveness)?;
+        match self.process {
+            ProcessFate::Running => Ok(()),
+            p => write!(f, "/{p}"),
+        }
     }
 }
 
@@ -155,11 +176,7 @@ mod tests {
 
     #[test]
     fn findings_are_the_anomalies() {
-        let sig = |class, liveness| Signature {
-            stage: FuzzStage::X224,
-            class,
-            liveness,
-        };
+        let sig = |class, liveness| Signature::new(FuzzStage::X224, class, liveness);
         assert!(!sig(ResponseClass::Close, Liveness::Alive).is_finding());
         assert!(!sig(ResponseClass::ErrorReply, Liveness::Alive).is_finding());
         assert!(!sig(ResponseClass::AwaitedMore, Liveness::Alive).is_finding());
@@ -171,5 +188,15 @@ mod tests {
             "x224/silence/hung"
         );
         assert_eq!(Liveness::Unchecked.for_signature(), Liveness::Alive);
+        let crash = Signature {
+            process: ProcessFate::Signaled { signal: 11 },
+            ..sig(ResponseClass::Close, Liveness::Down)
+        };
+        assert!(crash.is_finding());
+        assert_eq!(
+            crash.to_string(),
+            "x224/close/down/exited with signal 11 (SIGSEGV)"
+        );
+        assert_ne!(crash, sig(ResponseClass::Close, Liveness::Down));
     }
 }

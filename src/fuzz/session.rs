@@ -68,6 +68,8 @@ impl Target {
         }
         match stage {
             FuzzStage::Mcs | FuzzStage::Channels if self.credentials.is_none() => 0x1,
+            // Standard RDP security: PROTOCOL_RDP alone.
+            FuzzStage::Security | FuzzStage::Licensing => 0,
             _ => ALL_ENHANCED,
         }
     }
@@ -208,6 +210,15 @@ async fn drive(
         other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
     };
     ctx.selected_protocol = selected;
+    if matches!(stage, FuzzStage::Security | FuzzStage::Licensing) {
+        if selected != 0 {
+            return Err(prefix(format!(
+                "{stage}: the target selected protocol 0x{selected:x}: the {stage} stage exists \
+                 with standard RDP security only (PROTOCOL_RDP, --security rdp)"
+            )));
+        }
+        return rdpsec_stages(target, case, shared, sent, sent_at, wire, rest).await;
+    }
     let uses_tls = selected & ALL_ENHANCED != 0;
     let uses_credssp = selected & 0xa != 0;
 
@@ -275,6 +286,28 @@ async fn drive(
                     "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
                 )));
             }
+            if c.round > 1 {
+                let leaf = certificates
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| prefix("tls: no server certificate"))?;
+                let later = Later {
+                    case: c,
+                    shared,
+                    sent,
+                    sent_at,
+                    ctx: &ctx,
+                };
+                return match credssp_exchange(target, &mut inner, selected, &leaf, Some(later))
+                    .await?
+                {
+                    CredsspEnd::Observed(class, detail) => Ok((class, detail)),
+                    CredsspEnd::Done(_) => Err(prefix(format!(
+                        "credssp: the exchange ended before round {}",
+                        c.round
+                    ))),
+                };
+            }
             let bytes = super::credssp::encode(&c.mutations, &ctx);
             note_sent(shared, stage, &bytes);
             sent.extend_from_slice(&bytes);
@@ -290,7 +323,10 @@ async fn drive(
                 .first()
                 .cloned()
                 .ok_or_else(|| prefix("tls: no server certificate"))?;
-            buf = credssp_prefix(target, &mut inner, selected, &leaf).await?;
+            buf = match credssp_exchange(target, &mut inner, selected, &leaf, None).await? {
+                CredsspEnd::Done(rest) => rest,
+                CredsspEnd::Observed(_, detail) => return Err(prefix(detail)),
+            };
         }
         inner
     } else {
@@ -463,6 +499,297 @@ async fn drive(
         ResponseClass::ValidReply,
         format!("{} channel joins confirmed", joins.len()),
     ))
+}
+
+/// Encryption methods offered for standard RDP security: 40-bit, 128-bit, 56-bit, FIPS
+/// (MS-RDPBCGR 2.2.1.3.3).
+const RDP_METHODS: u32 = 0x01 | 0x02 | 0x08 | 0x10;
+
+/// Standard RDP security (MS-RDPBCGR 5.3) from the X.224 confirm: the Connect Initial offering
+/// every method, the channel connection (IronRDP's sequence), then the Security Exchange and
+/// Client Info PDUs (mutated for `security`) encrypted with the session keys of the client random
+/// sent, and for `licensing` the server's first licensing PDU and the client's answer, mutated.
+/// The crypto is `rdpsec`'s, the probe's own.
+async fn rdpsec_stages(
+    target: &Target,
+    case: &Case,
+    shared: &SharedTrace,
+    sent: &mut Vec<u8>,
+    sent_at: &mut Option<Instant>,
+    mut wire: Tap<TcpStream>,
+    rest: Vec<u8>,
+) -> Result<(ResponseClass, String), PrefixFail> {
+    use crate::rdpsec::client as rc;
+    use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_ENCRYPT_CS, SEC_LICENSE_PKT};
+    use crate::rdpsec::{cert, crypt::SecurityContext, gcc, keys, Method};
+    let stage = case.stage();
+    let walk = |what: &str, e: rc::WalkError| prefix(format!("{what}: {e}"));
+    // --- mcs ---
+    let ci = gcc::connect_initial(&gcc::InitialOptions::new(RDP_METHODS))
+        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+    write(&mut wire, &ci)
+        .await
+        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+    let (pdu, rest) = read_pdu(&mut wire, target.timeout, rest, tpkt_len)
+        .await
+        .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
+    let server = gcc::parse_connect_response(&pdu)
+        .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
+    if server.result != 0 {
+        return Err(prefix(format!(
+            "mcs connect response {}",
+            crate::decode::mcs::mcs_result_name(server.result)
+        )));
+    }
+    let mut leftover = bytes::BytesMut::from(&rest[..]);
+    // --- channels ---
+    let user = rc::join_channels(&mut wire, &mut leftover, &server, target.timeout)
+        .await
+        .map_err(|e| walk("channels", e))?;
+    // --- security exchange (2.2.1.10) and client info (2.2.1.11) ---
+    let none = Vec::new();
+    let muts = match case {
+        Case::Security(c) => &c.mutations,
+        _ => &none,
+    };
+    let mut ctx = if server.encryption_method == 0 {
+        None
+    } else {
+        let method = Method::from_bit(server.encryption_method).ok_or_else(|| {
+            walk(
+                "security",
+                rc::WalkError::UnknownMethod(server.encryption_method),
+            )
+        })?;
+        let server_random = server
+            .server_random
+            .ok_or_else(|| walk("security", rc::WalkError::NoServerRandom))?;
+        let key = cert::server_public_key(&server.server_certificate)
+            .map_err(|e| walk("security", e.into()))?;
+        let client_random = rc::random32();
+        let encrypted = cert::encrypt_client_random(&key, &client_random);
+        if let Some(ud) = super::security::exchange_user_data(muts, &encrypted) {
+            let pdu = rc::send_data_request(user, server.io_channel, ud)
+                .map_err(|e| walk("security exchange", e))?;
+            if stage == FuzzStage::Security {
+                note_sent(shared, stage, &pdu);
+                sent.extend_from_slice(&pdu);
+                sent_at.get_or_insert_with(Instant::now);
+            }
+            if let Err(e) = write(&mut wire, &pdu).await {
+                return match stage {
+                    FuzzStage::Security => Ok(write_failed(&e)),
+                    _ => Err(prefix(format!("security exchange: {e}"))),
+                };
+            }
+        }
+        Some(match method {
+            Method::Fips => {
+                SecurityContext::fips(&keys::derive_fips(&client_random, &server_random))
+            }
+            m => SecurityContext::rc4(&keys::derive_rc4(m, &client_random, &server_random)),
+        })
+    };
+    let client = shared.snapshot().client;
+    let user_name = target
+        .credentials
+        .as_ref()
+        .map(|c| c.user.clone())
+        .unwrap_or_default();
+    let info = super::security::info_packet(muts, &user_name, client);
+    let (flags, encrypt) = super::security::info_header(muts, ctx.is_some());
+    let ud = match ctx.as_mut() {
+        Some(c) if encrypt => rc::seal(c, flags, &info),
+        _ => clear_user_data(flags, &info),
+    };
+    let pdu =
+        rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("client info", e))?;
+    if stage == FuzzStage::Security {
+        note_sent(shared, stage, &pdu);
+        sent.extend_from_slice(&pdu);
+        sent_at.get_or_insert_with(Instant::now);
+        if let Err(e) = write(&mut wire, &pdu).await {
+            return Ok(write_failed(&e));
+        }
+        let buf = leftover.to_vec();
+        return Ok(observe_with(&mut wire, target, shared, buf, judge_rdpsec_reply, false).await);
+    }
+    write(&mut wire, &pdu)
+        .await
+        .map_err(|e| prefix(format!("client info: {e}")))?;
+
+    // --- licensing (2.2.1.12) ---
+    let Case::Licensing(lc) = case else {
+        return Err(prefix(format!("stage {stage} is not fuzzable")));
+    };
+    // A context that never decrypts anything when the server does not encrypt.
+    let mut cipher = ctx.unwrap_or_else(|| {
+        SecurityContext::rc4(&keys::derive_rc4(Method::Rc4_128, &[0; 32], &[0; 32]))
+    });
+    let mut bad = 0u32;
+    let opened = loop {
+        match rc::read_frame(&mut wire, &mut leftover, target.timeout)
+            .await
+            .map_err(|e| walk("licensing", e))?
+        {
+            rc::Pdu::FastPath(p) => rc::skip_fast_path(&mut cipher, &p, &mut bad),
+            rc::Pdu::Tpkt(p) => match rc::open(&mut cipher, &p, &mut bad) {
+                Ok(Some(o)) => break o,
+                Ok(None) => return Err(prefix("licensing: the server sent a non-data PDU")),
+                Err(e) => return Err(walk("licensing", e)),
+            },
+        }
+    };
+    if opened.flags & SEC_LICENSE_PKT == 0 {
+        return Err(prefix(format!(
+            "licensing: the server sent no licensing PDU (security flags 0x{:04x})",
+            opened.flags
+        )));
+    }
+    let flow = match opened.payload.first() {
+        Some(0x01) => "after the server's license request",
+        _ => "after the server's STATUS_VALID_CLIENT",
+    };
+    let (valid, encrypt_license) = match opened.payload.first() {
+        Some(0x01) => {
+            // Server License Request: IronRDP's sequence answers with a New License Request.
+            let mut lic = ironrdp_connector::LicenseExchangeSequence::new(
+                server.io_channel,
+                user_name.clone(),
+                None,
+                [0; 4],
+                std::sync::Arc::new(rc::NoLicenseCache),
+            );
+            let mut hdr = (opened.flags & !SEC_ENCRYPT).to_le_bytes().to_vec();
+            hdr.extend_from_slice(&0u16.to_le_bytes());
+            hdr.extend_from_slice(&opened.payload);
+            let input = rc::indication(opened.initiator, opened.channel, hdr)
+                .map_err(|e| walk("licensing", e))?;
+            let mut out = WriteBuf::new();
+            ironrdp_connector::Sequence::step(&mut lic, &input, None, &mut out)
+                .map_err(|e| prefix(format!("licensing: {e}")))?;
+            let req = ironrdp_core::decode::<
+                ironrdp_pdu::x224::X224<ironrdp_pdu::mcs::SendDataRequest<'_>>,
+            >(out.filled())
+            .map_err(|e| prefix(format!("licensing: {e}")))?
+            .0;
+            let ud = req.user_data.as_ref();
+            let msg = ud.get(4..).unwrap_or_default().to_vec();
+            (msg, opened.flags & SEC_LICENSE_ENCRYPT_CS != 0)
+        }
+        _ => {
+            // An error alert (STATUS_VALID_CLIENT): the server goes on by itself; let what it
+            // sends meanwhile pass so the answer judged is the one to the case.
+            let until = Instant::now() + target.quiet;
+            for _ in 0..16 {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rc::read_frame(&mut wire, &mut leftover, left).await {
+                    Ok(_) => {}
+                    Err(rc::WalkError::Timeout(_)) => break,
+                    Err(e) => return Err(walk("licensing", e)),
+                }
+            }
+            (super::licensing::valid_client_answer(), false)
+        }
+    };
+    let (flags, msg) = super::licensing::encode(&lc.mutations, &valid);
+    let ud = if encrypt_license {
+        rc::seal(&mut cipher, flags, &msg)
+    } else {
+        clear_user_data(flags, &msg)
+    };
+    let pdu =
+        rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("licensing", e))?;
+    note_sent(shared, stage, &pdu);
+    sent.extend_from_slice(&pdu);
+    sent_at.get_or_insert_with(Instant::now);
+    if let Err(e) = write(&mut wire, &pdu).await {
+        return Ok(write_failed(&e));
+    }
+    let buf = leftover.to_vec();
+    let (class, detail) =
+        observe_with(&mut wire, target, shared, buf, judge_rdpsec_reply, false).await;
+    Ok((class, format!("{flow}: {detail}")))
+}
+
+/// A basic security header (flags, flagsHi 0) and a body in the clear.
+fn clear_user_data(flags: u16, body: &[u8]) -> Vec<u8> {
+    let mut ud = Vec::with_capacity(4 + body.len());
+    ud.extend_from_slice(&flags.to_le_bytes());
+    ud.extend_from_slice(&0u16.to_le_bytes());
+    ud.extend_from_slice(body);
+    ud
+}
+
+/// What a server in standard RDP security sends after the Client Info or a client licensing
+/// PDU: a Send Data Indication (a licensing PDU, a Demand Active, …) is a valid reply, a license
+/// error alert other than STATUS_VALID_CLIENT (readable when in the clear) or a Disconnect
+/// Provider Ultimatum an error reply.
+fn judge_rdpsec_reply(b: &[u8]) -> Judge {
+    match dx224::frame(b) {
+        Frame::Incomplete => Judge::NeedMore,
+        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
+        Frame::FastPath(_) => Judge::Reply(ResponseClass::ValidReply, "fast-path PDU".into()),
+        Frame::Tpkt(n) => {
+            let (class, what) = judge_rdpsec_pdu(&b[..n]);
+            Judge::Reply(class, what)
+        }
+    }
+}
+
+fn judge_rdpsec_pdu(pdu: &[u8]) -> (ResponseClass, String) {
+    use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_PKT};
+    if let Ok(ind) = ironrdp_pdu::mcs::decode_send_data_indication(pdu) {
+        let ud: &[u8] = ind.user_data;
+        let Some(h) = ud.get(..4) else {
+            return (
+                ResponseClass::MalformedReply,
+                format!("send data indication with {} bytes of user data", ud.len()),
+            );
+        };
+        let flags = u16::from_le_bytes([h[0], h[1]]);
+        if flags & SEC_LICENSE_PKT != 0 && flags & SEC_ENCRYPT == 0 && ud.get(4) == Some(&0xff) {
+            let code = ud
+                .get(8..12)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .unwrap_or(0);
+            return if code == super::licensing::STATUS_VALID_CLIENT {
+                (
+                    ResponseClass::ValidReply,
+                    "license error alert STATUS_VALID_CLIENT".into(),
+                )
+            } else {
+                (
+                    ResponseClass::ErrorReply,
+                    format!("license error alert 0x{code:08x}"),
+                )
+            };
+        }
+        return (
+            ResponseClass::ValidReply,
+            format!("server pdu with security flags 0x{flags:04x}"),
+        );
+    }
+    match dx224::decode_tpkt(pdu) {
+        X224::Data { user_data_offset } => {
+            match crate::decode::mcs::classify_domain_pdu(&pdu[user_data_offset.min(pdu.len())..]) {
+                Some(("disconnect provider ultimatum", _)) => (
+                    ResponseClass::ErrorReply,
+                    "disconnect provider ultimatum".into(),
+                ),
+                Some((name, _)) => (ResponseClass::MalformedReply, format!("unexpected {name}")),
+                None => (ResponseClass::MalformedReply, "unreadable MCS PDU".into()),
+            }
+        }
+        X224::DisconnectRequest => (ResponseClass::ErrorReply, "X.224 disconnect request".into()),
+        other => (
+            ResponseClass::MalformedReply,
+            format!("unexpected X.224 PDU {other:?}"),
+        ),
+    }
 }
 
 /// Frames a TPKT or fast-path PDU for [`read_pdu`].
@@ -941,17 +1268,38 @@ fn judge_mcs_pdu(pdu: &[u8]) -> (ResponseClass, String) {
     }
 }
 
-/// A valid CredSSP exchange (MS-CSSP 3.1.5) with IronRDP's client, as the probe runs it.
-/// Returns the bytes read past the last TSRequest.
-async fn credssp_prefix(
+/// The mutated round of a later-round credssp case, and where to record it.
+struct Later<'a> {
+    case: &'a super::credssp::CredsspCase,
+    shared: &'a SharedTrace,
+    sent: &'a mut Vec<u8>,
+    sent_at: &'a mut Option<Instant>,
+    ctx: &'a EncodeCtx,
+}
+
+/// How a CredSSP exchange ended.
+enum CredsspEnd {
+    /// Valid to the end; the bytes read past the last server message.
+    Done(Vec<u8>),
+    /// A round was mutated: how the target answered it.
+    Observed(ResponseClass, String),
+}
+
+/// A CredSSP exchange (MS-CSSP 3.1.5) with IronRDP's client, as the probe runs it. With `later`,
+/// the client message of round `later.case.round` is replaced by its mutation and the answer to
+/// it is judged: a TSRequest (round 2: the server's pubKeyAuth), or after the credentials
+/// (round 3) the Early User Authorization Result (HYBRID_EX) or the MCS Connect Response to a
+/// valid Connect Initial sent right after (HYBRID).
+async fn credssp_exchange(
     target: &Target,
     io: &mut Io,
     selected: u32,
     leaf: &[u8],
-) -> Result<Vec<u8>, PrefixFail> {
+    mut later: Option<Later<'_>>,
+) -> Result<CredsspEnd, PrefixFail> {
     let Some(creds) = &target.credentials else {
         return Err(prefix(
-            "credssp: the target selected NLA (CredSSP): fuzzing a later stage needs --user",
+            "credssp: the target selected NLA (CredSSP): fuzzing a later stage or round needs --user",
         ));
     };
     let public_key = crate::probe::subject_public_key(leaf)
@@ -970,6 +1318,7 @@ async fn credssp_prefix(
     .map_err(|e| prefix(format!("credssp: {e}")))?;
     let mut out = WriteBuf::new();
     let mut buf = Vec::new();
+    let mut round = 0u8;
     // INVARIANT: NTLM takes three client messages (+ the final credentials); a server that keeps
     // asking is cut off.
     for _ in 0..8 {
@@ -988,12 +1337,46 @@ async fn credssp_prefix(
             .handle_process_result(state, &mut out)
             .map_err(|e| prefix(format!("credssp: {e}")))?;
         if w.size().is_some() {
+            round = round.saturating_add(1);
+            if let Some(l) = later.as_mut().filter(|l| l.case.round == round) {
+                let bytes = super::credssp::encode_round(out.filled(), &l.case.mutations);
+                note_sent(l.shared, FuzzStage::Credssp, &bytes);
+                l.shared.push(EventKind::Note(format!(
+                    "rdprobe fuzz: credssp round {round} mutated"
+                )));
+                l.sent.extend_from_slice(&bytes);
+                l.sent_at.get_or_insert_with(Instant::now);
+                if let Err(e) = write(io, &bytes).await {
+                    let (class, detail) = write_failed(&e);
+                    return Ok(CredsspEnd::Observed(class, detail));
+                }
+                let judge: fn(&[u8]) -> Judge = if round >= 3 {
+                    if selected & 0x8 == 0 {
+                        // HYBRID: the server answers the credentials with nothing; the next
+                        // client PDU is the Connect Initial.
+                        let ci = super::mcs::encode(&[], l.ctx);
+                        if let Err(e) = write(io, &ci).await {
+                            let (class, detail) = write_failed(&e);
+                            return Ok(CredsspEnd::Observed(class, detail));
+                        }
+                    }
+                    judge_after_credentials
+                } else {
+                    judge_credssp
+                };
+                let (class, detail) =
+                    observe_with(io, target, l.shared, buf, judge, short_der(&bytes)).await;
+                return Ok(CredsspEnd::Observed(
+                    class,
+                    format!("round {round}: {detail}"),
+                ));
+            }
             write(io, out.filled())
                 .await
                 .map_err(|e| prefix(format!("credssp: {e}")))?;
         }
         let Some(hint) = seq.next_pdu_hint() else {
-            return Ok(buf);
+            return Ok(CredsspEnd::Done(buf));
         };
         let (pdu, rest) = read_pdu(io, target.timeout, std::mem::take(&mut buf), |b| {
             hint_size(hint, b)
@@ -1003,11 +1386,36 @@ async fn credssp_prefix(
         buf = rest;
         match seq.decode_server_message(&pdu) {
             Ok(Some(next)) => ts_request = next,
-            Ok(None) => return Ok(buf),
+            Ok(None) => return Ok(CredsspEnd::Done(buf)),
             Err(e) => return Err(prefix(format!("credssp: {e}"))),
         }
     }
     Err(prefix("credssp: too many round trips"))
+}
+
+/// What follows the client's credentials (MS-CSSP 3.1.5 step 5): the Early User Authorization
+/// Result with HYBRID_EX (MS-RDPBCGR 2.2.10.2: SUCCESS 0, ACCESS_DENIED 5), a TSRequest with an
+/// errorCode, or (HYBRID) the MCS Connect Response.
+fn judge_after_credentials(b: &[u8]) -> Judge {
+    match b[0] {
+        0x30 => judge_credssp(b),
+        0x03 => judge_mcs(b),
+        _ if b.len() < 4 => Judge::NeedMore,
+        _ => match u32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
+            0 => Judge::Reply(
+                ResponseClass::ValidReply,
+                "early user authorization result SUCCESS".into(),
+            ),
+            5 => Judge::Reply(
+                ResponseClass::ErrorReply,
+                "early user authorization result ACCESS_DENIED".into(),
+            ),
+            v => Judge::Reply(
+                ResponseClass::MalformedReply,
+                format!("0x{v:08x} instead of an early user authorization result"),
+            ),
+        },
+    }
 }
 
 fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {

@@ -27,15 +27,54 @@ pub enum Bug {
     /// mcs: a Connect Initial whose CS_NET channelCount exceeds 30 wedges the whole lab (its
     /// thread blocks for [`WEDGE`]): no connection is served meanwhile, then the lab recovers.
     McsManyChannelsWedge,
+    /// x224: a routing token (`Cookie: msts=…`) longer than 16 bytes makes the whole lab process
+    /// abort (SIGABRT), as a memory-safety bug in a C server would. Arm it only in a lab process
+    /// of its own (`rdprobe lab --plant x224-routing-token-abort`): it kills the process it runs in.
+    X224RoutingTokenAbort,
+    /// x224: every connection whose RDP_NEG_REQ has CORRELATION_INFO_PRESENT (0x08) in its flags
+    /// leaks [`LEAK_PER_CONNECTION`] bytes that are never freed (the lab's RSS grows).
+    X224CorrelationLeak,
+    /// credssp round 2: a TSRequest whose pubKeyAuth is shorter than the 16-byte NTLM signature
+    /// (MS-NLMP 2.2.2.9) that must precede the sealed public key makes the connection handler
+    /// abort: TCP RST, no reply. Reached only after a valid NEGOTIATE / CHALLENGE round trip.
+    CredsspShortPubKeyAuthAbort,
+    /// security (standard RDP security): a Client Info PDU whose TS_INFO_PACKET cbUserName exceeds
+    /// 512 bytes (the 256 characters of MS-RDPBCGR 2.2.1.11.1.1) makes the connection handler
+    /// abort: TCP RST, no reply. Reached after X.224, MCS and the channel connection.
+    SecurityLongUserNameAbort,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [
+    pub const ALL: [Bug; 7] = [
         Bug::X224LongCookieHang,
         Bug::CredsspVersionZeroAbort,
         Bug::McsManyChannelsWedge,
+        Bug::X224RoutingTokenAbort,
+        Bug::X224CorrelationLeak,
+        Bug::CredsspShortPubKeyAuthAbort,
+        Bug::SecurityLongUserNameAbort,
     ];
+
+    /// The name `rdprobe lab --plant` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::X224LongCookieHang => "x224-long-cookie-hang",
+            Bug::CredsspVersionZeroAbort => "credssp-version-zero-abort",
+            Bug::McsManyChannelsWedge => "mcs-many-channels-wedge",
+            Bug::X224RoutingTokenAbort => "x224-routing-token-abort",
+            Bug::X224CorrelationLeak => "x224-correlation-leak",
+            Bug::CredsspShortPubKeyAuthAbort => "credssp-short-pubkeyauth-abort",
+            Bug::SecurityLongUserNameAbort => "security-long-user-name-abort",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == s)
+    }
 }
+
+/// What [`Bug::X224CorrelationLeak`] leaks per connection, in bytes.
+pub const LEAK_PER_CONNECTION: usize = 2 * 1024 * 1024;
 
 /// How long a hung connection handler holds its connection.
 pub const HANG: Duration = Duration::from_secs(30);
@@ -80,9 +119,7 @@ impl Drop for PlantedLab {
         if let Some(lab) = self.lab.take() {
             lab.stop();
         }
-        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-        armed.retain(|(p, _)| *p != self.port);
-        ARMED_COUNT.store(armed.len(), Ordering::SeqCst);
+        disarm(self.port);
     }
 }
 
@@ -92,19 +129,38 @@ pub fn spawn_planted_lab(
     scenario: Scenario,
     bugs: &[Bug],
 ) -> Result<PlantedLab, LabError> {
-    let lab = spawn_lab(addr, scenario)?;
-    let port = lab.addr.port();
-    {
-        let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
-        armed.retain(|(p, _)| *p != port);
-        armed.push((port, bugs.to_vec()));
-        // INVARIANT: ARMED_COUNT == ARMED.len() whenever the lock is released.
-        ARMED_COUNT.store(armed.len(), Ordering::SeqCst);
+    // INVARIANT: with a fixed port the bugs are armed before the lab listens, so no connection
+    // (e.g. the first one after a restart of a lab process) is served unarmed.
+    if addr.port() != 0 {
+        arm(addr.port(), bugs);
     }
+    let lab = match spawn_lab(addr, scenario) {
+        Ok(l) => l,
+        Err(e) => {
+            disarm(addr.port());
+            return Err(e);
+        }
+    };
+    let port = lab.addr.port();
+    arm(port, bugs);
     Ok(PlantedLab {
         lab: Some(lab),
         port,
     })
+}
+
+fn arm(port: u16, bugs: &[Bug]) {
+    let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+    armed.retain(|(p, _)| *p != port);
+    armed.push((port, bugs.to_vec()));
+    // INVARIANT: ARMED_COUNT == ARMED.len() whenever the lock is released.
+    ARMED_COUNT.store(armed.len(), Ordering::SeqCst);
+}
+
+fn disarm(port: u16) {
+    let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+    armed.retain(|(p, _)| *p != port);
+    ARMED_COUNT.store(armed.len(), Ordering::SeqCst);
 }
 
 fn armed_for(port: u16) -> Vec<Bug> {
@@ -134,6 +190,30 @@ pub(crate) async fn hook(raw: &TcpStream, at: At, frame: &[u8]) -> Result<(), St
                 tokio::time::sleep(HANG).await;
                 return Err("planted bug: hung on a cookie longer than 200 bytes".into());
             }
+            (Bug::X224RoutingTokenAbort, At::X224Request)
+                if routing_token_len(frame).is_some_and(|n| n > 16) =>
+            {
+                std::process::abort();
+            }
+            (Bug::X224CorrelationLeak, At::X224Request)
+                if neg_req_flags(frame).is_some_and(|f| f & 0x08 != 0) =>
+            {
+                // Touch every page so the leak is resident, then never free it.
+                std::mem::forget(vec![0x5au8; LEAK_PER_CONNECTION]);
+            }
+            (Bug::CredsspShortPubKeyAuthAbort, At::TsRequest)
+                if crate::fuzz::credssp::pub_key_auth_len(frame).is_some_and(|n| n < 16) =>
+            {
+                // INVARIANT: SO_LINGER 0, then the driver drops every handle: a RST.
+                let _ = raw.set_zero_linger();
+                return Err("planted bug: aborted on a pubKeyAuth shorter than 16 bytes".into());
+            }
+            (Bug::SecurityLongUserNameAbort, At::Acceptor("SecureSettingsExchange"))
+                if client_info_user_name_len(frame).is_some_and(|n| n > 512) =>
+            {
+                let _ = raw.set_zero_linger();
+                return Err("planted bug: aborted on a cbUserName over 512".into());
+            }
             (Bug::CredsspVersionZeroAbort, At::TsRequest)
                 if crate::fuzz::credssp::ts_request_version(frame) == Some(0) =>
             {
@@ -153,4 +233,77 @@ pub(crate) async fn hook(raw: &TcpStream, at: At, frame: &[u8]) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// The routing token length of an X.224 Connection Request: the bytes between `Cookie: msts=` and
+/// the CR LF (MS-RDPBCGR 2.2.1.1 routingToken).
+pub fn routing_token_len(request: &[u8]) -> Option<usize> {
+    let var = request.get(11..)?;
+    let needle = b"Cookie: msts=";
+    let start = var.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    var[start..].windows(2).position(|w| w == b"\r\n")
+}
+
+/// The flags of the RDP_NEG_REQ (type 0x01) of an X.224 Connection Request (MS-RDPBCGR
+/// 2.2.1.1.1): the byte after the type, which follows the cookie line when there is one.
+pub fn neg_req_flags(request: &[u8]) -> Option<u8> {
+    let var = request.get(11..)?;
+    let at = if var.starts_with(b"Cookie:") {
+        var.windows(2).position(|w| w == b"\r\n")? + 2
+    } else {
+        0
+    };
+    match var.get(at..at + 2)? {
+        [0x01, flags] => Some(*flags),
+        _ => None,
+    }
+}
+
+/// cbUserName of the TS_INFO_PACKET in a Client Info PDU sent in the clear (MS-RDPBCGR
+/// 2.2.1.11: Send Data Request, basic security header with SEC_INFO_PKT, then the packet).
+pub fn client_info_user_name_len(pdu: &[u8]) -> Option<u16> {
+    let req =
+        ironrdp_core::decode::<ironrdp_pdu::x224::X224<ironrdp_pdu::mcs::SendDataRequest<'_>>>(pdu)
+            .ok()?
+            .0;
+    let ud: &[u8] = req.user_data.as_ref();
+    let flags = u16::from_le_bytes([*ud.first()?, *ud.get(1)?]);
+    if flags & crate::rdpsec::flags::SEC_INFO_PKT == 0
+        || flags & crate::rdpsec::flags::SEC_ENCRYPT != 0
+    {
+        return None;
+    }
+    crate::fuzz::security::info_user_name_len(ud.get(4..)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::x224::{encode, CookieKind, X224Mutation as M};
+    use crate::fuzz::EncodeCtx;
+
+    #[test]
+    fn process_bug_triggers() {
+        let ctx = EncodeCtx::default();
+        let token = encode(
+            &[
+                M::Cookie {
+                    len: 17,
+                    fill: b'a',
+                },
+                M::CookieKind(CookieKind::RoutingToken),
+            ],
+            &ctx,
+        );
+        assert_eq!(routing_token_len(&token), Some(17));
+        assert_eq!(routing_token_len(&encode(&[], &ctx)), None);
+        assert_eq!(
+            neg_req_flags(&encode(&[M::NegFlags(0x08)], &ctx)),
+            Some(0x08)
+        );
+        assert_eq!(neg_req_flags(&encode(&[], &ctx)), Some(0));
+        for b in Bug::ALL {
+            assert_eq!(Bug::parse(b.name()), Some(b));
+        }
+    }
 }

@@ -74,7 +74,7 @@ pub enum WalkError {
 }
 
 /// One frame from the server.
-enum Pdu {
+pub enum Pdu {
     Tpkt(Vec<u8>),
     FastPath(Vec<u8>),
 }
@@ -134,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> Io<'_, S> {
 
 /// A license cache that has nothing and keeps nothing.
 #[derive(Debug)]
-struct NoLicenseCache;
+pub struct NoLicenseCache;
 
 impl ironrdp_connector::LicenseCache for NoLicenseCache {
     fn get_license(
@@ -252,7 +252,8 @@ pub fn record(shared: &SharedTrace, res: &Result<WalkSummary, WalkError>) {
     }
 }
 
-fn random32() -> [u8; 32] {
+/// 32 random bytes (a client random).
+pub fn random32() -> [u8; 32] {
     let mut r = [0u8; 32];
     if openssl::rand::rand_bytes(&mut r).is_err() {
         // OpenSSL's generator failing is not recoverable in any useful way; a time-derived random
@@ -265,8 +266,23 @@ fn random32() -> [u8; 32] {
     r
 }
 
+/// Reads one frame from the server within `timeout` (`leftover` holds what was read past it).
+pub async fn read_frame<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    leftover: &mut BytesMut,
+    timeout: Duration,
+) -> Result<Pdu, WalkError> {
+    Io {
+        stream,
+        buf: leftover,
+        timeout,
+    }
+    .read()
+    .await
+}
+
 /// Encodes an MCS Send Data Request on `channel` with `user_data`.
-fn send_data_request(
+pub fn send_data_request(
     initiator: u16,
     channel: u16,
     user_data: Vec<u8>,
@@ -280,7 +296,7 @@ fn send_data_request(
 }
 
 /// The security header plus sealed data of an encrypted PDU.
-fn seal(ctx: &mut SecurityContext, flags: u16, plain: &[u8]) -> Vec<u8> {
+pub fn seal(ctx: &mut SecurityContext, flags: u16, plain: &[u8]) -> Vec<u8> {
     let sealed = ctx.encrypt(plain);
     let mut out = Vec::with_capacity(4 + sealed.len());
     out.extend_from_slice(&(flags | SEC_ENCRYPT).to_le_bytes());
@@ -290,16 +306,20 @@ fn seal(ctx: &mut SecurityContext, flags: u16, plain: &[u8]) -> Vec<u8> {
 }
 
 /// A server PDU after the security layer: its flags and cleartext payload (header removed).
-struct Opened {
-    initiator: u16,
-    channel: u16,
-    flags: u16,
-    payload: Vec<u8>,
+pub struct Opened {
+    pub initiator: u16,
+    pub channel: u16,
+    pub flags: u16,
+    pub payload: Vec<u8>,
 }
 
 /// Opens a slow-path server PDU: decrypts it if SEC_ENCRYPT is set, strips the header either way.
 /// `None` when it is not a Send Data Indication (e.g. a disconnect provider ultimatum).
-fn open(ctx: &mut SecurityContext, pdu: &[u8], bad: &mut u32) -> Result<Option<Opened>, WalkError> {
+pub fn open(
+    ctx: &mut SecurityContext,
+    pdu: &[u8],
+    bad: &mut u32,
+) -> Result<Option<Opened>, WalkError> {
     let Ok(ind) = ironrdp_pdu::mcs::decode_send_data_indication(pdu) else {
         return Ok(None);
     };
@@ -332,7 +352,7 @@ fn open(ctx: &mut SecurityContext, pdu: &[u8], bad: &mut u32) -> Result<Option<O
 
 /// Decrypts an encrypted fast-path PDU to keep the cipher state in step (its content is not
 /// needed before `connected`). MS-RDPBCGR 2.2.9.1.2.
-fn skip_fast_path(ctx: &mut SecurityContext, pdu: &[u8], bad: &mut u32) {
+pub fn skip_fast_path(ctx: &mut SecurityContext, pdu: &[u8], bad: &mut u32) {
     let Some(&h) = pdu.first() else { return };
     let enc = (h >> 6) & 0x2 != 0;
     if !enc {
@@ -354,7 +374,7 @@ fn skip_fast_path(ctx: &mut SecurityContext, pdu: &[u8], bad: &mut u32) {
 }
 
 /// Re-encodes a server PDU without its security layer, as IronRDP's sequences expect it.
-fn indication(initiator: u16, channel: u16, user_data: Vec<u8>) -> Result<Vec<u8>, WalkError> {
+pub fn indication(initiator: u16, channel: u16, user_data: Vec<u8>) -> Result<Vec<u8>, WalkError> {
     let pdu = ironrdp_pdu::mcs::SendDataIndication {
         initiator_id: initiator,
         channel_id: channel,
@@ -366,7 +386,7 @@ fn indication(initiator: u16, channel: u16, user_data: Vec<u8>) -> Result<Vec<u8
 /// Splits IronRDP's output into TPKT PDUs and seals the user data of each Send Data Request.
 /// `header_flags`: Some(flags) prepends a security header and encrypts (activation PDUs);
 /// licensing PDUs already carry their header and are encrypted only when `encrypt_license`.
-fn seal_output(
+pub fn seal_output(
     ctx: &mut SecurityContext,
     out: &[u8],
     activation: bool,
@@ -406,6 +426,46 @@ fn seal_output(
     Ok(sent)
 }
 
+/// The channel connection (MS-RDPBCGR 2.2.1.5-2.2.1.8) with IronRDP's sequence: erect domain,
+/// attach user, a join for the user channel, the I/O channel and every static channel of the
+/// Connect Response. Returns the user channel id.
+pub async fn join_channels<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    leftover: &mut BytesMut,
+    server: &ServerData,
+    timeout: Duration,
+) -> Result<u16, WalkError> {
+    let mut io = Io {
+        stream,
+        buf: leftover,
+        timeout,
+    };
+    let mut static_ids = server.channel_ids.clone();
+    if let Some(m) = server.message_channel {
+        static_ids.push(m);
+    }
+    let mut channels = ChannelConnectionSequence::new(server.io_channel, static_ids);
+    let mut out = WriteBuf::new();
+    loop {
+        if let ChannelConnectionState::AllJoined { user_channel_id } = channels.state {
+            return Ok(user_channel_id);
+        }
+        out.clear();
+        let res = match channels.next_pdu_hint() {
+            Some(_) => match io.read().await? {
+                Pdu::Tpkt(p) => channels.step(&p, None, &mut out),
+                Pdu::FastPath(_) => continue,
+            },
+            None => channels.step_no_input(&mut out),
+        };
+        res.map_err(|e| WalkError::Sequence {
+            stage: Stage::Channels,
+            detail: e.to_string(),
+        })?;
+        io.send(out.filled()).await?;
+    }
+}
+
 /// Walks the connection from the Connect Response on. `server` is what the Connect Response said.
 #[allow(clippy::too_many_arguments)]
 pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
@@ -429,30 +489,8 @@ pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     let stop = |s: Stage| stop_after.is_some_and(|st| st <= s);
 
     // --- channels (MS-RDPBCGR 2.2.1.5-2.2.1.8) ---
-    let mut static_ids = server.channel_ids.clone();
-    if let Some(m) = server.message_channel {
-        static_ids.push(m);
-    }
-    let mut channels = ChannelConnectionSequence::new(server.io_channel, static_ids);
+    let user_channel = join_channels(io.stream, io.buf, server, timeout).await?;
     let mut out = WriteBuf::new();
-    let user_channel = loop {
-        if let ChannelConnectionState::AllJoined { user_channel_id } = channels.state {
-            break user_channel_id;
-        }
-        out.clear();
-        let res = match channels.next_pdu_hint() {
-            Some(_) => match io.read().await? {
-                Pdu::Tpkt(p) => channels.step(&p, None, &mut out),
-                Pdu::FastPath(_) => continue,
-            },
-            None => channels.step_no_input(&mut out),
-        };
-        res.map_err(|e| WalkError::Sequence {
-            stage: Stage::Channels,
-            detail: e.to_string(),
-        })?;
-        io.send(out.filled()).await?;
-    };
     if stop(Stage::Channels) {
         return Err(WalkError::Stopped(Stage::Channels));
     }
@@ -621,7 +659,7 @@ pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
 
 /// TS_INFO_PACKET (MS-RDPBCGR 2.2.1.11.1.1) with the flags xrdp and Windows expect
 /// (INFO_MOUSE | INFO_DISABLECTRLALTDEL | INFO_UNICODE | INFO_MAXIMIZESHELL at least).
-fn client_info(
+pub fn client_info(
     credentials: Option<&Credentials>,
     client_addr: SocketAddr,
 ) -> ironrdp_pdu::rdp::client_info::ClientInfo {
