@@ -412,14 +412,19 @@ async fn credentials_are_checked_auth_only() {
 }
 
 /// Manual helper: `HOLD_XRDP=negotiate cargo test --test enum hold -- --ignored --nocapture`
-/// keeps an xrdp running for 300 s and prints its port (for timing the CLI by hand).
+/// keeps an xrdp (or `HOLD_XRDP=shadow`: freerdp-shadow) running for `HOLD_SECS` (default 300) s
+/// and prints its port (for timing the CLI by hand).
 #[test]
 #[ignore]
 fn hold() {
+    let secs = std::env::var("HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     if std::env::var("HOLD_XRDP").as_deref() == Ok("shadow") {
         let shadow = FreerdpShadow::start("nla", &[("alice", "pw")]).expect("shadow");
         println!("PORT {}", shadow.port());
-        std::thread::sleep(Duration::from_secs(300));
+        std::thread::sleep(Duration::from_secs(secs));
         return;
     }
     let opts = match std::env::var("HOLD_XRDP").as_deref() {
@@ -429,5 +434,5 @@ fn hold() {
     };
     let xrdp = Xrdp::start(opts).expect("xrdp");
     println!("PORT {}", xrdp.port());
-    std::thread::sleep(Duration::from_secs(300));
+    std::thread::sleep(Duration::from_secs(secs));
 }
