@@ -793,14 +793,38 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         }
     };
     let common_value = dx::PROTOCOL_SSL | dx::PROTOCOL_HYBRID | dx::PROTOCOL_HYBRID_EX;
-    let mut asked: Vec<u32> = PROTOCOLS.to_vec();
-    asked.push(all_value);
-    asked.push(common_value);
-    let mut results = futures_join_all(asked.into_iter().map(neg)).await;
-    // INVARIANT: `asked` ends with all_value then common_value.
-    let common_offer = results.pop().expect("common offer was asked");
-    let all_offered = results.pop().expect("all_offered was asked");
-    let protocols = results;
+    // The TLS-based protocols go first: their answers decide which protocol the TLS questions
+    // use, and the cipher-suite elimination starts opening connections while the other
+    // protocol questions are still running.
+    const TLS_BASED: [u32; 3] = [
+        dx::PROTOCOL_SSL,
+        dx::PROTOCOL_HYBRID,
+        dx::PROTOCOL_HYBRID_EX,
+    ];
+    let others = [
+        0,
+        dx::PROTOCOL_RDSTLS,
+        dx::PROTOCOL_RDSAAD,
+        all_value,
+        common_value,
+    ];
+    let early = async {
+        let answers = futures_join_all(TLS_BASED.map(neg)).await;
+        let via = answers.iter().find(|n| n.accepted).map(|n| n.offered_value);
+        let pool = via.map(|v| pool::Pool::new(ctx.clone(), spares.clone(), v));
+        if let (Some(p), false) = (&pool, o.skip_ciphers) {
+            p.prefetch(o.concurrency.max(1));
+        }
+        (answers, pool)
+    };
+    let ((tls_based, tls_pool), rest) = tokio::join!(early, futures_join_all(others.map(neg)));
+    // INVARIANT: `others` is RDP, RDSTLS, RDSAAD, all, common; `TLS_BASED` SSL, HYBRID,
+    // HYBRID_EX; the report lists RDP, SSL, HYBRID, RDSTLS, HYBRID_EX, RDSAAD.
+    let [rdp_alone, rdstls, rdsaad, all_offered, common_offer] =
+        <[Negotiation; 5]>::try_from(rest).expect("five other protocol questions");
+    let [ssl, hybrid, hybrid_ex] =
+        <[Negotiation; 3]>::try_from(tls_based).expect("three tls-based protocol questions");
+    let protocols = vec![rdp_alone, ssl, hybrid, rdstls, hybrid_ex, rdsaad];
     let mut notes = Vec::new();
     let report_so_far = EnumReport {
         target: target.clone(),
@@ -817,13 +841,7 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         notes: Vec::new(),
     };
     let rdp = report_so_far.accepts(0);
-    let tls_via = [
-        dx::PROTOCOL_SSL,
-        dx::PROTOCOL_HYBRID,
-        dx::PROTOCOL_HYBRID_EX,
-    ]
-    .into_iter()
-    .find(|&p| report_so_far.accepts(p));
+    let tls_via = tls_pool.as_ref().map(|p| p.via());
     let nla_via = [
         (dx::PROTOCOL_HYBRID, Protocol::Hybrid),
         (dx::PROTOCOL_HYBRID_EX, Protocol::HybridEx),
@@ -853,10 +871,9 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         }
     };
     let tls_fut = async {
-        let via = tls_via?;
-        let pool = pool::Pool::new(ctx.clone(), spares.clone(), via);
+        let pool = tls_pool.as_ref()?;
         let out = tls::enumerate_tls(
-            &pool,
+            pool,
             &o.host,
             o.cipher_limit,
             o.skip_ciphers,
