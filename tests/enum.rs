@@ -434,8 +434,14 @@ async fn xrdp_and_shadow_follow_the_clients_cipher_order() {
             let v = version(&r, name);
             assert!(v.accepted && v.cipher_suites.len() >= 2, "{v:?}");
             assert_eq!(v.preference, Preference::Client, "{v:?}");
-            // N suites: the one that chose the version, the order check, N - 2 more, the refusal.
-            assert_eq!(v.attempts, v.cipher_suites.len() + 1, "{v:?}");
+            // N suites: the one that chose the version, the order check, N - 2 more, and the
+            // refusal (TLS 1.2 on a server that answers fast: one per key exchange group).
+            let refusals = v.attempts - v.cipher_suites.len();
+            if name == "TLSv1.3" || port == shadow.port() {
+                assert_eq!(refusals, 1, "{v:?}");
+            } else {
+                assert!(refusals == 1 || refusals == 3, "{v:?}");
+            }
         }
         // OpenSSL's first TLS 1.2 suite that an RSA server speaks, and RFC 8446's first.
         assert_eq!(

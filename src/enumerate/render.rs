@@ -17,7 +17,10 @@ fn yn(b: bool) -> &'static str {
 fn order_text(v: &super::TlsVersionResult) -> &'static str {
     match v.preference {
         Preference::Server => "server's order of preference",
-        Preference::Client => "server follows the client's order; listed as offered (OpenSSL's)",
+        Preference::Client => {
+            "server follows the client's order; listed by key exchange (ECDHE, DHE, other), \
+             each in OpenSSL's order"
+        }
         Preference::Unknown if v.cipher_suites.len() > 1 => "order found (preference not told)",
         Preference::Unknown if v.attempts <= 1 => "first choice",
         Preference::Unknown => "the only suite",
