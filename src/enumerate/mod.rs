@@ -919,7 +919,17 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         let (v, _) = nla_via.filter(|_| !credssp_rides)?;
         let name = dx::protocol_names(v).join(",");
         Some(match pool::spare_or_fresh(&ctx, &spares, v).await {
-            Ok((s, _)) => tls::credssp_alone(s, ctx.timeout, &name).await,
+            Ok((s, waited)) => {
+                let c = tls::credssp_alone(s, ctx.timeout, &name).await;
+                if !(waited && c.error.is_some()) {
+                    c
+                } else if let Ok(s) = pool::fresh(&ctx, v).await {
+                    // The spare waited; the server may have given up on it.
+                    tls::credssp_alone(s, ctx.timeout, &name).await
+                } else {
+                    c
+                }
+            }
             Err(e) => CredsspEnum {
                 via: name,
                 error: Some(format!("x224: {e}")),
