@@ -17,6 +17,9 @@ fn yn(b: bool) -> &'static str {
 fn order_text(v: &super::TlsVersionResult) -> &'static str {
     match v.preference {
         Preference::Server => "server's order of preference",
+        Preference::Client if v.version == "TLSv1.3" => {
+            "server follows the client's order; listed as offered (RFC 8446's order)"
+        }
         Preference::Client => {
             "server follows the client's order; listed by key exchange (ECDHE, DHE, other), \
              each in OpenSSL's order"
@@ -121,7 +124,7 @@ pub fn render_text(r: &EnumReport) -> String {
         }
     }
     if let Some(t) = &r.tls {
-        let _ = writeln!(o, "\nTLS (after X.224 offering {})", t.via);
+        let _ = writeln!(o, "\nTLS (after the server selected {})", t.via);
         for v in &t.versions {
             let _ = writeln!(
                 o,
