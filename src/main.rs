@@ -82,8 +82,12 @@ enum Cmd {
     /// Enumerate what a server offers: security protocols, RDP encryption methods, TLS versions and
     /// cipher suites with a certificate audit, CredSSP version and NTLM target info.
     ///
-    /// One short connection per question, in parallel. With --user (password from
-    /// RDPROBE_PASSWORD) it also checks whether the credentials are accepted (stops after CredSSP).
+    /// One short connection per question, in parallel where the server allows; a connection on
+    /// which the server selected a protocol carries the next question. Cipher suites are listed
+    /// per TLS version with whose order decides: "server" (the list is the server's full order of
+    /// preference) or "client" (the server takes the client's first supported suite; listed by
+    /// key exchange, each in OpenSSL's order). With --user (password from RDPROBE_PASSWORD) it
+    /// also checks whether the credentials are accepted (stops after CredSSP).
     ///
     /// Examples:
     ///   rdprobe enum rdp01.corp.example
@@ -833,13 +837,14 @@ struct EnumArgs {
     /// Deadline for each wait on the server (e.g. 3s, 500ms)
     #[arg(long, default_value = "5s")]
     timeout: String,
-    /// Connections open at the same time
+    /// Connections being opened at the same time (TCP connect and X.224 exchange); also how many
+    /// the cipher-suite elimination opens ahead
     #[arg(long, default_value_t = 3)]
     concurrency: usize,
     /// Most cipher suites tried per TLS version
     #[arg(long, default_value_t = rdprobe::enumerate::DEFAULT_CIPHER_LIMIT)]
     cipher_limit: usize,
-    /// TLS versions only, no cipher suite enumeration
+    /// TLS versions and each version's first-choice suite only, no cipher suite enumeration
     #[arg(long)]
     no_ciphers: bool,
     /// Print one JSON document instead of the tables

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use common::*;
+use rdprobe::enumerate::tls::Preference;
 use rdprobe::enumerate::{enumerate, EnumOptions, EnumReport};
 
 /// What nmap's two scripts said.
@@ -411,15 +412,144 @@ async fn credentials_are_checked_auth_only() {
     assert!(!c.accepted, "{c:?}");
 }
 
+fn version<'a>(r: &'a EnumReport, name: &str) -> &'a rdprobe::enumerate::TlsVersionResult {
+    r.tls
+        .as_ref()
+        .expect("tls enumerated")
+        .versions
+        .iter()
+        .find(|v| v.version == name)
+        .expect("version asked")
+}
+
+/// Both real servers follow the client's cipher order (xrdp and freerdp-shadow leave OpenSSL's
+/// SSL_OP_CIPHER_SERVER_PREFERENCE off): rdprobe says so and lists the suites as offered.
+#[tokio::test(flavor = "multi_thread")]
+async fn xrdp_and_shadow_follow_the_clients_cipher_order() {
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("start xrdp");
+    let shadow = FreerdpShadow::start("nla", &[("alice", "pw")]).expect("start shadow");
+    for port in [xrdp.port(), shadow.port()] {
+        let r = run_enum(port).await;
+        for name in ["TLSv1.2", "TLSv1.3"] {
+            let v = version(&r, name);
+            assert!(v.accepted && v.cipher_suites.len() >= 2, "{v:?}");
+            assert_eq!(v.preference, Preference::Client, "{v:?}");
+            // N suites: the one that chose the version, the order check, N - 2 more, and the
+            // refusal (TLS 1.2 on a server that answers fast: one per key exchange group).
+            let refusals = v.attempts - v.cipher_suites.len();
+            if name == "TLSv1.3" || port == shadow.port() {
+                assert_eq!(refusals, 1, "{v:?}");
+            } else {
+                assert!(refusals == 1 || refusals == 3, "{v:?}");
+            }
+        }
+        // OpenSSL's first TLS 1.2 suite that an RSA server speaks, and RFC 8446's first.
+        assert_eq!(
+            version(&r, "TLSv1.2").cipher_suites[0],
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+        );
+        assert_eq!(
+            version(&r, "TLSv1.3").cipher_suites[0],
+            "TLS_AES_128_GCM_SHA256"
+        );
+    }
+}
+
+/// A server that picks by its own order: rdprobe lists its full order of preference.
+#[tokio::test(flavor = "multi_thread")]
+async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
+    let ciphers = "AES128-SHA:ECDHE-RSA-AES256-GCM-SHA384:AES256-SHA";
+    let suites13 = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
+    let srv = TlsOrderServer::start(TlsOrderOpts {
+        ciphers,
+        suites13,
+        server_preference: true,
+    })
+    .expect("start the tls order server");
+    let r = run_enum(srv.port()).await;
+    let v12 = version(&r, "TLSv1.2");
+    assert_eq!(v12.preference, Preference::Server, "{v12:?}");
+    assert_eq!(
+        v12.cipher_suites,
+        [
+            "TLS_RSA_WITH_AES_128_CBC_SHA",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_RSA_WITH_AES_256_CBC_SHA"
+        ]
+    );
+    // The first pick, the order check (the same pick again), two more, the refusal.
+    assert_eq!(v12.attempts, 5, "{v12:?}");
+    let v13 = version(&r, "TLSv1.3");
+    assert_eq!(v13.preference, Preference::Server, "{v13:?}");
+    assert_eq!(
+        v13.cipher_suites,
+        ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"]
+    );
+    assert!(!version(&r, "TLSv1.1").accepted && !version(&r, "TLSv1.0").accepted);
+    let text = rdprobe::enumerate::render::render_text(&r);
+    assert!(text.contains("server's order of preference"), "{text}");
+
+    // The same suites, the client's order: the list follows OpenSSL's order, said so.
+    let srv = TlsOrderServer::start(TlsOrderOpts {
+        ciphers,
+        suites13,
+        server_preference: false,
+    })
+    .expect("start the tls order server");
+    let r = run_enum(srv.port()).await;
+    let v12 = version(&r, "TLSv1.2");
+    assert_eq!(v12.preference, Preference::Client, "{v12:?}");
+    assert_eq!(
+        v12.cipher_suites[0],
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+    );
+    assert_eq!(v12.cipher_suites.len(), 3);
+    let v13 = version(&r, "TLSv1.3");
+    assert_eq!(v13.preference, Preference::Client, "{v13:?}");
+    assert_eq!(
+        v13.cipher_suites,
+        ["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"]
+    );
+    let text = rdprobe::enumerate::render::render_text(&r);
+    assert!(text.contains("follows the client's order"), "{text}");
+}
+
+/// Connections carry more than one question: on freerdp-shadow (~40 ms of server CPU per
+/// connection) the CredSSP question rides on a TLS handshake and `--no-ciphers` needs no
+/// connection beyond the eight protocol questions.
+#[tokio::test(flavor = "multi_thread")]
+async fn questions_share_connections() {
+    let shadow = FreerdpShadow::start("nla", &[("alice", "pw")]).expect("start shadow");
+    let mut o = EnumOptions::new("127.0.0.1", shadow.port());
+    o.skip_ciphers = true;
+    let r = enumerate(&o).await;
+    let c = r.credssp.as_ref().expect("credssp enumerated");
+    assert!(c.error.is_none() && c.nb_computer_name.is_some(), "{c:?}");
+    assert!(version(&r, "TLSv1.2").accepted && version(&r, "TLSv1.3").accepted);
+    assert_eq!(r.connections, 8, "{r:?}");
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("start xrdp");
+    let mut o = EnumOptions::new("127.0.0.1", xrdp.port());
+    o.skip_ciphers = true;
+    let r = enumerate(&o).await;
+    // 8 protocol questions; the 4 method queries and 2 of the 3 version hellos reuse them.
+    assert_eq!(r.rdp_security.as_ref().map(|s| s.methods.len()), Some(4));
+    assert_eq!(r.connections, 9, "{r:?}");
+}
+
 /// Manual helper: `HOLD_XRDP=negotiate cargo test --test enum hold -- --ignored --nocapture`
-/// keeps an xrdp running for 300 s and prints its port (for timing the CLI by hand).
+/// keeps an xrdp (or `HOLD_XRDP=shadow`: freerdp-shadow) running for `HOLD_SECS` (default 300) s
+/// and prints its port (for timing the CLI by hand).
 #[test]
 #[ignore]
 fn hold() {
+    let secs = std::env::var("HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     if std::env::var("HOLD_XRDP").as_deref() == Ok("shadow") {
         let shadow = FreerdpShadow::start("nla", &[("alice", "pw")]).expect("shadow");
         println!("PORT {}", shadow.port());
-        std::thread::sleep(Duration::from_secs(300));
+        std::thread::sleep(Duration::from_secs(secs));
         return;
     }
     let opts = match std::env::var("HOLD_XRDP").as_deref() {
@@ -429,5 +559,5 @@ fn hold() {
     };
     let xrdp = Xrdp::start(opts).expect("xrdp");
     println!("PORT {}", xrdp.port());
-    std::thread::sleep(Duration::from_secs(300));
+    std::thread::sleep(Duration::from_secs(secs));
 }

@@ -1,21 +1,31 @@
 //! `rdprobe enum HOST[:PORT]`: what a server offers, one short connection per question, in
 //! parallel where the server allows, every wait with a deadline.
 //!
+//! Connections are the cost that counts (freerdp-shadow spends ~40 ms of CPU on each one it
+//! accepts), so a connection left by a protocol question carries the next question: a TLS
+//! handshake where the server selected a TLS-based protocol (and the CredSSP question on it where
+//! it selected HYBRID), an encryption-method query where it selected PROTOCOL_RDP (`pool`).
+//!
 //! * security protocols (MS-RDPBCGR 2.2.1.1.1): each of RDP, SSL, HYBRID, RDSTLS, HYBRID_EX and
 //!   RDSAAD offered alone, and all offered together: accepted, selected, RDP_NEG_FAILURE code,
 //!   negotiation flags;
 //! * standard RDP security: one MCS Connect Initial per encryption method (40/56/128-bit, FIPS,
 //!   MS-RDPBCGR 2.2.1.3.3) and what the server security data says (2.2.1.4.3): method chosen,
 //!   level, server random, proprietary or X.509 certificate and its RSA key;
-//! * TLS 1.0-1.3 (OpenSSL with min = max version and `@SECLEVEL=0`, so versions rustls does not
-//!   speak are asked too) and the cipher suites each version accepts, found by offering every
-//!   suite not yet accepted until the server refuses (bounded); a certificate audit;
+//! * TLS 1.0-1.3 (OpenSSL with `@SECLEVEL=0`, so versions rustls does not speak are asked too)
+//!   and the cipher suites each version accepts in the server's order of preference (or the
+//!   statement that it follows the client's), found by offering every suite not yet accepted
+//!   until the server refuses (bounded); a certificate audit (`tls`);
 //! * CredSSP (MS-CSSP) version and the NTLM target info (MS-NLMP 2.2.2.1) without credentials
-//!   (the probe stopped after the CHALLENGE), and with credentials whether they are accepted.
+//!   (a NEGOTIATE sent, the CHALLENGE read, `ntlm`), and with credentials whether they are
+//!   accepted (the probe, stopped after CredSSP).
 //!
 //! The protocol decoding is `decode`'s; this module only asks the questions.
 
+pub mod ntlm;
+mod pool;
 pub mod render;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +51,9 @@ pub struct EnumOptions {
     pub port: u16,
     /// Deadline of every wait on the server.
     pub timeout: Duration,
-    /// Connections open at the same time.
+    /// Connections being opened at the same time (TCP connect + X.224 exchange; xrdp's listen
+    /// backlog drops SYNs beyond ~4). Also how many connections the cipher-suite elimination
+    /// opens ahead.
     pub concurrency: usize,
     /// With credentials, also check whether they are accepted (auth-only, stops after CredSSP).
     pub credentials: Option<Credentials>,
@@ -133,11 +145,19 @@ pub struct TlsVersionResult {
     /// "TLSv1.0" … "TLSv1.3"
     pub version: String,
     pub accepted: bool,
-    /// Accepted cipher suites (IANA names): the server's preferred one first, then the others by
-    /// key exchange group.
+    /// Accepted cipher suites (IANA names). With `preference` "server": the server's full order
+    /// of preference, first choice first. With "client": the server picks the client's first
+    /// suite it supports, and the list is by key exchange (ECDHE, DHE, other), each group in
+    /// OpenSSL's order. With "unknown" (one
+    /// suite, or `--no-ciphers`: the first choice only): the order in which they were found.
     pub cipher_suites: Vec<String>,
-    /// Handshakes made for this version: one offering everything, then one per accepted suite plus
-    /// one per cipher group (each offered every suite of its group not yet accepted).
+    /// Whose order decides the suite: "server", "client" or "unknown".
+    pub preference: tls::Preference,
+    /// Handshakes that negotiated or asked for this version: the one that chose it, the order
+    /// check (everything, the first pick moved last), then one per further suite and the
+    /// refusal that ends the list (one refusal per key exchange group when the groups were
+    /// eliminated in parallel: a server that follows the client's order and answers X.224
+    /// within [`FAST_X224`]).
     pub attempts: usize,
     /// Whether the enumeration stopped at `cipher_limit` rather than at a refusal.
     pub truncated: bool,
@@ -174,12 +194,12 @@ pub struct CertAudit {
 /// TLS as a whole.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TlsEnum {
-    /// The protocol offered in the X.224 request before each handshake.
+    /// The protocol the server selected in the X.224 exchange before each handshake.
     pub via: String,
     pub versions: Vec<TlsVersionResult>,
     /// What the handshakes offered: up to TLS 1.2 every suite of OpenSSL's
-    /// `ALL:COMPLEMENTOFALL:@SECLEVEL=0`, by key exchange group, less the suites already accepted;
-    /// for TLS 1.3 the five RFC 8446 suites one by one.
+    /// `ALL:COMPLEMENTOFALL:@SECLEVEL=0` less the suites already accepted; for TLS 1.3 the five
+    /// RFC 8446 suites less those accepted.
     pub offered: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertAudit>,
@@ -273,6 +293,21 @@ struct Ctx {
     timeout: Duration,
     sem: Semaphore,
     conns: std::sync::atomic::AtomicUsize,
+    /// How many X.224 answers came within [`FAST_X224`].
+    x224_fast: std::sync::atomic::AtomicUsize,
+}
+
+/// An X.224 answer within this time says the server accepts connections cheaply (xrdp answers in
+/// ~1 ms); a slower one (freerdp-shadow: ~50 ms, after ~40 ms of CPU spent on each connection)
+/// says connections are the cost, and the cipher-suite elimination then uses as few as it can.
+pub const FAST_X224: Duration = Duration::from_millis(20);
+
+impl Ctx {
+    /// Some X.224 answer came within [`FAST_X224`] (the fastest, not the typical one: on a loaded
+    /// machine a cheap server's answers spread out, an expensive one's never get fast).
+    fn connections_are_cheap(&self) -> bool {
+        self.x224_fast.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
 }
 
 impl Ctx {
@@ -346,7 +381,21 @@ async fn close(mut s: TcpStream) {
 }
 
 /// Negotiates once; on success the stream is returned for the next question on it.
+/// Holds one of `ctx.sem`'s permits for the TCP connect and the X.224 exchange only.
 async fn negotiate(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) {
+    let t0 = Instant::now();
+    let _permit = ctx.sem.acquire().await;
+    let r = negotiate_unbounded(ctx, offered).await;
+    tracing::debug!(
+        ms = t0.elapsed().as_millis() as u64,
+        offered,
+        selected = r.0.selected_value,
+        "enum: x224"
+    );
+    r
+}
+
+async fn negotiate_unbounded(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) {
     let mut n = Negotiation {
         offered: dx::protocol_names(offered),
         offered_value: offered,
@@ -371,7 +420,13 @@ async fn negotiate(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) 
         n.error = Some(format!("write timed out: {e}"));
         return (n, None);
     }
-    match read_tpkt(&mut s, ctx.timeout).await {
+    let asked = Instant::now();
+    let answer = read_tpkt(&mut s, ctx.timeout).await;
+    if answer.is_ok() && asked.elapsed() <= FAST_X224 {
+        ctx.x224_fast
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    match answer {
         Err(e) => {
             n.error = Some(e);
             close(s).await;
@@ -437,29 +492,44 @@ async fn negotiate(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) 
     }
 }
 
-/// One Connect Initial per encryption method on a PROTOCOL_RDP connection.
-async fn query_method(ctx: &Ctx, method: Method) -> (MethodResult, Option<gcc::ServerData>) {
-    let _permit = ctx.sem.acquire().await;
-    let mut r = MethodResult {
+/// One Connect Initial per encryption method on a connection where the server selected
+/// PROTOCOL_RDP: a spare when one is left, else a fresh one. A spare the server closed while it
+/// waited is replaced by a fresh connection once.
+async fn query_method(
+    ctx: &Ctx,
+    spares: &pool::Spares,
+    method: Method,
+) -> (MethodResult, Option<gcc::ServerData>) {
+    let (s, waited) = match pool::spare_or_fresh(ctx, spares, 0).await {
+        Ok(s) => s,
+        Err(e) => return (method_error(method, e), None),
+    };
+    let r = query_method_on(ctx, s, method).await;
+    if waited && r.1.is_none() {
+        if let Ok(s) = pool::fresh(ctx, 0).await {
+            return query_method_on(ctx, s, method).await;
+        }
+    }
+    r
+}
+
+fn method_error(method: Method, e: String) -> MethodResult {
+    MethodResult {
         method,
         accepted: false,
         selected: None,
         level: None,
-        error: None,
-    };
-    let (neg, stream) = negotiate(ctx, 0).await;
-    let Some(mut s) = stream else {
-        r.error = Some(neg.error.unwrap_or_else(|| neg.response.clone()));
-        return (r, None);
-    };
-    if neg.selected_value != Some(0) {
-        r.error = Some(format!(
-            "the server selected {} when offered PROTOCOL_RDP",
-            neg.selected.unwrap_or_default()
-        ));
-        close(s).await;
-        return (r, None);
+        error: Some(e),
     }
+}
+
+async fn query_method_on(
+    ctx: &Ctx,
+    mut s: TcpStream,
+    method: Method,
+) -> (MethodResult, Option<gcc::ServerData>) {
+    let mut r = method_error(method, String::new());
+    r.error = None;
     let ci = match gcc::connect_initial(&gcc::InitialOptions::new(method.bit())) {
         Ok(ci) => ci,
         Err(e) => {
@@ -493,8 +563,8 @@ async fn query_method(ctx: &Ctx, method: Method) -> (MethodResult, Option<gcc::S
     }
 }
 
-async fn rdp_security(ctx: &Ctx) -> RdpSecurity {
-    let results = futures_join_all(Method::ALL.iter().map(|&m| query_method(ctx, m))).await;
+async fn rdp_security(ctx: &Ctx, spares: &pool::Spares) -> RdpSecurity {
+    let results = futures_join_all(Method::ALL.iter().map(|&m| query_method(ctx, spares, m))).await;
     let mut sec = RdpSecurity::default();
     for (r, sd) in results {
         if let Some(sd) = sd {
@@ -567,266 +637,6 @@ async fn futures_join_all<F: std::future::Future>(
     outs
 }
 
-/// TLS version names and OpenSSL versions, oldest first.
-const TLS_VERSIONS: [(&str, openssl::ssl::SslVersion); 4] = [
-    ("TLSv1.0", openssl::ssl::SslVersion::TLS1),
-    ("TLSv1.1", openssl::ssl::SslVersion::TLS1_1),
-    ("TLSv1.2", openssl::ssl::SslVersion::TLS1_2),
-    ("TLSv1.3", openssl::ssl::SslVersion::TLS1_3),
-];
-
-/// The TLS 1.3 suites OpenSSL implements (RFC 8446 B.4).
-const TLS13_SUITES: [&str; 5] = [
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_CHACHA20_POLY1305_SHA256",
-    "TLS_AES_128_CCM_SHA256",
-    "TLS_AES_128_CCM_8_SHA256",
-];
-
-/// What one handshake gave.
-struct Handshake {
-    /// OpenSSL name and IANA name of the suite chosen.
-    suite: Option<(String, String)>,
-    chain: Vec<Vec<u8>>,
-    error: Option<String>,
-}
-
-/// OpenSSL client for exactly one version offering `ciphers` (≤1.2: a cipher string; 1.3: suites).
-fn ssl_for(
-    version: openssl::ssl::SslVersion,
-    ciphers: &str,
-) -> Result<openssl::ssl::Ssl, openssl::error::ErrorStack> {
-    use openssl::ssl::{SslContext, SslMethod, SslVerifyMode, SslVersion};
-    let mut b = SslContext::builder(SslMethod::tls_client())?;
-    b.set_verify(SslVerifyMode::NONE);
-    b.set_min_proto_version(Some(version))?;
-    b.set_max_proto_version(Some(version))?;
-    if version == SslVersion::TLS1_3 {
-        b.set_ciphersuites(ciphers)?;
-        b.set_cipher_list("ALL:@SECLEVEL=0")?;
-    } else {
-        b.set_cipher_list(ciphers)?;
-    }
-    b.set_options(openssl::ssl::SslOptions::NO_TICKET);
-    openssl::ssl::Ssl::new(&b.build())
-}
-
-async fn handshake(
-    ctx: &Ctx,
-    via: u32,
-    version: openssl::ssl::SslVersion,
-    ciphers: &str,
-) -> Handshake {
-    let _permit = ctx.sem.acquire().await;
-    let mut h = Handshake {
-        suite: None,
-        chain: Vec::new(),
-        error: None,
-    };
-    let t0 = Instant::now();
-    let (neg, stream) = negotiate(ctx, via).await;
-    tracing::debug!(
-        ms = t0.elapsed().as_millis() as u64,
-        ciphers,
-        "tls: x224 done"
-    );
-    let Some(s) = stream else {
-        h.error = Some(neg.error.unwrap_or(neg.response));
-        return h;
-    };
-    if neg.selected_value != Some(via) {
-        h.error = Some(format!(
-            "the server selected {} instead of {}",
-            neg.selected.unwrap_or_default(),
-            dx::protocol_names(via).join(",")
-        ));
-        close(s).await;
-        return h;
-    }
-    let ssl = match ssl_for(version, ciphers) {
-        Ok(s) => s,
-        Err(e) => {
-            h.error = Some(format!("openssl: {e}"));
-            return h;
-        }
-    };
-    let mut tls = match tokio_openssl::SslStream::new(ssl, s) {
-        Ok(t) => t,
-        Err(e) => {
-            h.error = Some(format!("openssl: {e}"));
-            return h;
-        }
-    };
-    match tokio::time::timeout(ctx.timeout, std::pin::Pin::new(&mut tls).connect()).await {
-        Err(_) => {
-            h.error = Some(format!(
-                "handshake timed out after {} ms",
-                ctx.timeout.as_millis()
-            ))
-        }
-        Ok(Err(e)) => h.error = Some(tls_error_text(&e)),
-        Ok(Ok(())) => {
-            let ssl = tls.ssl();
-            h.suite = ssl.current_cipher().map(|c| {
-                (
-                    c.name().to_owned(),
-                    c.standard_name().unwrap_or(c.name()).to_owned(),
-                )
-            });
-            h.chain = ssl
-                .peer_cert_chain()
-                .map(|c| c.iter().filter_map(|x| x.to_der().ok()).collect())
-                .unwrap_or_default();
-            if h.chain.is_empty() {
-                if let Some(c) = ssl.peer_certificate().and_then(|c| c.to_der().ok()) {
-                    h.chain.push(c);
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), tls.shutdown()).await;
-        }
-    }
-    tracing::debug!(
-        ms = t0.elapsed().as_millis() as u64,
-        ciphers,
-        ok = h.suite.is_some(),
-        "tls: handshake done"
-    );
-    h
-}
-
-/// A short text of an OpenSSL handshake error: the alert when there was one.
-fn tls_error_text(e: &openssl::ssl::Error) -> String {
-    let s = e.to_string();
-    if let Some(stack) = e.ssl_error() {
-        if let Some(first) = stack.errors().first() {
-            if let Some(r) = first.reason() {
-                return r.to_owned();
-            }
-        }
-    }
-    if e.io_error().is_some() || s.contains("unexpected EOF") {
-        return "the server closed the connection".into();
-    }
-    s
-}
-
-/// Cipher groups enumerated in parallel below TLS 1.3 (OpenSSL cipher strings): each group runs
-/// its own "offer all not yet accepted" loop. Few groups keep the connection count low (servers
-/// such as xrdp accept only a couple of connections at a time); more than one keeps the longest
-/// loop short.
-const CIPHER_GROUPS: [&str; 3] = ["kECDHE", "kDHE", "ALL:COMPLEMENTOFALL:!kECDHE:!kDHE"];
-
-/// The "offer every suite of `group` not yet accepted" loop of one group, up to `limit` suites.
-async fn cipher_group(
-    ctx: &Ctx,
-    via: u32,
-    version: openssl::ssl::SslVersion,
-    group: &str,
-    preferred: &str,
-    limit: usize,
-) -> (Vec<String>, usize, bool) {
-    let mut excluded: Vec<String> = vec![preferred.to_owned()];
-    let mut found = Vec::new();
-    let mut attempts = 0;
-    loop {
-        let mut s = group.to_owned();
-        for e in &excluded {
-            s.push_str(":!");
-            s.push_str(e);
-        }
-        s.push_str(":@SECLEVEL=0");
-        attempts += 1;
-        let h = handshake(ctx, via, version, &s).await;
-        let Some((ossl, iana)) = h.suite else {
-            return (found, attempts, false);
-        };
-        if excluded.contains(&ossl) || found.contains(&iana) {
-            // The server chose a suite we did not offer: stop rather than loop.
-            return (found, attempts, false);
-        }
-        excluded.push(ossl);
-        found.push(iana);
-        if found.len() >= limit {
-            return (found, attempts, true);
-        }
-    }
-}
-
-async fn tls_version(
-    ctx: &Ctx,
-    via: u32,
-    name: &str,
-    version: openssl::ssl::SslVersion,
-    limit: usize,
-    skip_ciphers: bool,
-) -> (TlsVersionResult, Vec<Vec<u8>>) {
-    let tls13 = version == openssl::ssl::SslVersion::TLS1_3;
-    let mut r = TlsVersionResult {
-        version: name.to_owned(),
-        accepted: false,
-        cipher_suites: Vec::new(),
-        attempts: 1,
-        truncated: false,
-        error: None,
-    };
-    // First: everything at once, which tells whether the version is accepted at all and gives
-    // the server's preferred suite and the certificate chain.
-    let all = if tls13 {
-        TLS13_SUITES.join(":")
-    } else {
-        "ALL:COMPLEMENTOFALL:@SECLEVEL=0".to_owned()
-    };
-    let first = handshake(ctx, via, version, &all).await;
-    let Some((preferred_ossl, preferred)) = first.suite else {
-        r.error = first.error;
-        return (r, Vec::new());
-    };
-    r.accepted = true;
-    r.cipher_suites.push(preferred.clone());
-    if skip_ciphers {
-        return (r, first.chain);
-    }
-    if tls13 {
-        let singles = futures_join_all(
-            TLS13_SUITES
-                .iter()
-                .filter(|s| **s != preferred)
-                .map(|s| handshake(ctx, via, version, s)),
-        )
-        .await;
-        r.attempts += singles.len();
-        for h in singles {
-            if let Some((_, iana)) = h.suite {
-                if !r.cipher_suites.contains(&iana) {
-                    r.cipher_suites.push(iana);
-                }
-            }
-        }
-    } else {
-        let groups = futures_join_all(
-            CIPHER_GROUPS
-                .iter()
-                .map(|g| cipher_group(ctx, via, version, g, &preferred_ossl, limit)),
-        )
-        .await;
-        for (found, attempts, truncated) in groups {
-            r.attempts += attempts;
-            r.truncated |= truncated;
-            for f in found {
-                if !r.cipher_suites.contains(&f) {
-                    r.cipher_suites.push(f);
-                }
-            }
-        }
-        if r.cipher_suites.len() > limit {
-            r.cipher_suites.truncate(limit);
-            r.truncated = true;
-        }
-    }
-    (r, first.chain)
-}
-
 fn audit(der: &[u8], chain_len: usize, host: &str) -> Option<CertAudit> {
     let now = crate::trace::now_us() as i64 / 1_000_000;
     let f = crate::decode::tls::cert_facts(der, now).ok()?;
@@ -887,36 +697,6 @@ fn audit(der: &[u8], chain_len: usize, host: &str) -> Option<CertAudit> {
     })
 }
 
-async fn tls(ctx: &Ctx, via: u32, host: &str, limit: usize, skip_ciphers: bool) -> TlsEnum {
-    let runs = futures_join_all(
-        TLS_VERSIONS
-            .iter()
-            .map(|(n, v)| tls_version(ctx, via, n, *v, limit, skip_ciphers)),
-    )
-    .await;
-    let mut certificate = None;
-    let mut versions = Vec::new();
-    // Prefer the newest version's chain (what a modern client sees).
-    for (r, chain) in runs.into_iter().rev() {
-        if certificate.is_none() {
-            if let Some(leaf) = chain.first() {
-                certificate = audit(leaf, chain.len(), host);
-            }
-        }
-        versions.push(r);
-    }
-    versions.reverse();
-    TlsEnum {
-        via: dx::protocol_names(via).join(","),
-        versions,
-        offered:
-            "TLS 1.0-1.2: OpenSSL ALL:COMPLEMENTOFALL at @SECLEVEL=0 in 9 key exchange groups, \
-                  less the suites already accepted; TLS 1.3: the five RFC 8446 suites one by one"
-                .into(),
-        certificate,
-    }
-}
-
 fn probe_options(o: &EnumOptions, via: Protocol) -> ProbeOptions {
     let mut p = ProbeOptions::new(o.host.clone(), o.port);
     p.protocols = vec![via];
@@ -924,34 +704,6 @@ fn probe_options(o: &EnumOptions, via: Protocol) -> ProbeOptions {
     p.stage_timeout = o.timeout;
     p.deadline = o.timeout * 4;
     p
-}
-
-async fn credssp(ctx: &Ctx, o: &EnumOptions, via: Protocol, via_name: &str) -> CredsspEnum {
-    let _permit = ctx.sem.acquire().await;
-    ctx.conns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let res = crate::probe::probe(&probe_options(o, via)).await;
-    let r = &res.report;
-    let s = |k: &str| {
-        r.fact(Stage::Credssp, k)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    let mut c = CredsspEnum {
-        via: via_name.to_owned(),
-        version: r.fact(Stage::Credssp, "version").and_then(|v| v.as_u64()),
-        nb_computer_name: s("ntlm_nb_computer_name"),
-        nb_domain_name: s("ntlm_nb_domain_name"),
-        dns_computer_name: s("ntlm_dns_computer_name"),
-        dns_domain_name: s("ntlm_dns_domain_name"),
-        dns_tree_name: s("ntlm_dns_tree_name"),
-        os_version: s("ntlm_os_version"),
-        server_time: s("ntlm_server_time"),
-        error: None,
-    };
-    if c.nb_computer_name.is_none() && c.dns_computer_name.is_none() {
-        c.error = Some(format!("{}: {}", r.last_stage, r.verdict));
-    }
-    c
 }
 
 async fn check_credentials(
@@ -1047,28 +799,57 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         timeout: o.timeout,
         sem: Semaphore::new(o.concurrency.max(1)),
         conns: std::sync::atomic::AtomicUsize::new(0),
+        x224_fast: std::sync::atomic::AtomicUsize::new(0),
     });
-    // 1. protocols, each alone and all at once
+    // 1. protocols, each alone and all at once; every connection on which the server selected a
+    // protocol stays open for a later question.
+    let spares = Arc::new(pool::Spares::default());
     let neg = |v: u32| {
         let ctx = ctx.clone();
+        let spares = spares.clone();
         async move {
-            let _permit = ctx.sem.acquire().await;
             let (n, s) = negotiate(&ctx, v).await;
-            if let Some(s) = s {
-                close(s).await;
+            match (s, n.selected_value) {
+                (Some(s), Some(sel)) => spares.put(sel, s),
+                (Some(s), None) => close(s).await,
+                _ => {}
             }
             n
         }
     };
     let common_value = dx::PROTOCOL_SSL | dx::PROTOCOL_HYBRID | dx::PROTOCOL_HYBRID_EX;
-    let mut asked: Vec<u32> = PROTOCOLS.to_vec();
-    asked.push(all_value);
-    asked.push(common_value);
-    let mut results = futures_join_all(asked.into_iter().map(neg)).await;
-    // INVARIANT: `asked` ends with all_value then common_value.
-    let common_offer = results.pop().expect("common offer was asked");
-    let all_offered = results.pop().expect("all_offered was asked");
-    let protocols = results;
+    // The TLS-based protocols go first: their answers decide which protocol the TLS questions
+    // use, and the cipher-suite elimination starts opening connections while the other
+    // protocol questions are still running.
+    const TLS_BASED: [u32; 3] = [
+        dx::PROTOCOL_SSL,
+        dx::PROTOCOL_HYBRID,
+        dx::PROTOCOL_HYBRID_EX,
+    ];
+    let others = [
+        0,
+        dx::PROTOCOL_RDSTLS,
+        dx::PROTOCOL_RDSAAD,
+        all_value,
+        common_value,
+    ];
+    let early = async {
+        let answers = futures_join_all(TLS_BASED.map(neg)).await;
+        let via = answers.iter().find(|n| n.accepted).map(|n| n.offered_value);
+        let pool = via.map(|v| pool::Pool::new(ctx.clone(), spares.clone(), v));
+        if let (Some(p), false) = (&pool, o.skip_ciphers) {
+            p.prefetch(o.concurrency.max(1));
+        }
+        (answers, pool)
+    };
+    let ((tls_based, tls_pool), rest) = tokio::join!(early, futures_join_all(others.map(neg)));
+    // INVARIANT: `others` is RDP, RDSTLS, RDSAAD, all, common; `TLS_BASED` SSL, HYBRID,
+    // HYBRID_EX; the report lists RDP, SSL, HYBRID, RDSTLS, HYBRID_EX, RDSAAD.
+    let [rdp_alone, rdstls, rdsaad, all_offered, common_offer] =
+        <[Negotiation; 5]>::try_from(rest).expect("five other protocol questions");
+    let [ssl, hybrid, hybrid_ex] =
+        <[Negotiation; 3]>::try_from(tls_based).expect("three tls-based protocol questions");
+    let protocols = vec![rdp_alone, ssl, hybrid, rdstls, hybrid_ex, rdsaad];
     let mut notes = Vec::new();
     let report_so_far = EnumReport {
         target: target.clone(),
@@ -1085,28 +866,26 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         notes: Vec::new(),
     };
     let rdp = report_so_far.accepts(0);
-    let tls_via = [
-        dx::PROTOCOL_SSL,
-        dx::PROTOCOL_HYBRID,
-        dx::PROTOCOL_HYBRID_EX,
-    ]
-    .into_iter()
-    .find(|&p| report_so_far.accepts(p));
+    let tls_via = tls_pool.as_ref().map(|p| p.via());
     let nla_via = [
         (dx::PROTOCOL_HYBRID, Protocol::Hybrid),
         (dx::PROTOCOL_HYBRID_EX, Protocol::HybridEx),
     ]
     .into_iter()
     .find(|(p, _)| report_so_far.accepts(*p));
+    let nla_name = nla_via.map(|(v, _)| dx::protocol_names(v).join(","));
+    // CredSSP rides on a TLS handshake when both use the same protocol.
+    let credssp_rides = nla_via.is_some() && nla_via.map(|n| n.0) == tls_via;
 
     tracing::debug!(
         ms = start.elapsed().as_millis() as u64,
+        spares = spares.len(),
         "enum: protocols done"
     );
     // 2. the rest, in parallel
     let rdp_fut = async {
         if rdp {
-            let r = Some(rdp_security(&ctx).await);
+            let r = Some(rdp_security(&ctx, &spares).await);
             tracing::debug!(
                 ms = start.elapsed().as_millis() as u64,
                 "enum: rdp security done"
@@ -1117,16 +896,40 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         }
     };
     let tls_fut = async {
-        match tls_via {
-            Some(v) => Some(tls(&ctx, v, &o.host, o.cipher_limit, o.skip_ciphers).await),
-            None => None,
-        }
+        let pool = tls_pool.as_ref()?;
+        let out = tls::enumerate_tls(
+            pool,
+            &o.host,
+            o.cipher_limit,
+            o.skip_ciphers,
+            o.concurrency.max(1),
+            nla_name.as_deref().filter(|_| credssp_rides),
+        )
+        .await;
+        tracing::debug!(ms = start.elapsed().as_millis() as u64, "enum: tls done");
+        Some(out)
     };
     let credssp_fut = async {
-        match nla_via {
-            Some((v, p)) => Some(credssp(&ctx, o, p, &dx::protocol_names(v).join(",")).await),
-            None => None,
-        }
+        let (v, _) = nla_via.filter(|_| !credssp_rides)?;
+        let name = dx::protocol_names(v).join(",");
+        Some(match pool::spare_or_fresh(&ctx, &spares, v).await {
+            Ok((s, waited)) => {
+                let c = tls::credssp_alone(s, ctx.timeout, &name).await;
+                if !(waited && c.error.is_some()) {
+                    c
+                } else if let Ok(s) = pool::fresh(&ctx, v).await {
+                    // The spare waited; the server may have given up on it.
+                    tls::credssp_alone(s, ctx.timeout, &name).await
+                } else {
+                    c
+                }
+            }
+            Err(e) => CredsspEnum {
+                via: name,
+                error: Some(format!("x224: {e}")),
+                ..CredsspEnum::default()
+            },
+        })
     };
     let creds_fut = async {
         match (&o.credentials, nla_via) {
@@ -1134,8 +937,13 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
             _ => None,
         }
     };
-    let (rdp_security, tls, credssp, credentials) =
+    let (rdp_security, tls_out, credssp_alone, credentials) =
         tokio::join!(rdp_fut, tls_fut, credssp_fut, creds_fut);
+    let (tls, credssp_ridden) = match tls_out {
+        Some(t) => (Some(t.tls), t.credssp),
+        None => (None, None),
+    };
+    let credssp = credssp_ridden.or(credssp_alone);
     if o.credentials.is_some() && nla_via.is_none() {
         notes.push(
             "credentials not checked: the server accepts no CredSSP protocol (HYBRID / HYBRID_EX)"

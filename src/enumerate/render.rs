@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::tls::Preference;
 use super::EnumReport;
 
 fn yn(b: bool) -> &'static str {
@@ -9,6 +10,23 @@ fn yn(b: bool) -> &'static str {
         "yes"
     } else {
         "no"
+    }
+}
+
+/// Which order the suite list is in.
+fn order_text(v: &super::TlsVersionResult) -> &'static str {
+    match v.preference {
+        Preference::Server => "server's order of preference",
+        Preference::Client if v.version == "TLSv1.3" => {
+            "server follows the client's order; listed as offered (RFC 8446's order)"
+        }
+        Preference::Client => {
+            "server follows the client's order; listed by key exchange (ECDHE, DHE, other), \
+             each in OpenSSL's order"
+        }
+        Preference::Unknown if v.cipher_suites.len() > 1 => "order found (preference not told)",
+        Preference::Unknown if v.attempts <= 1 => "first choice",
+        Preference::Unknown => "the only suite",
     }
 }
 
@@ -106,7 +124,7 @@ pub fn render_text(r: &EnumReport) -> String {
         }
     }
     if let Some(t) = &r.tls {
-        let _ = writeln!(o, "\nTLS (after X.224 offering {})", t.via);
+        let _ = writeln!(o, "\nTLS (after the server selected {})", t.via);
         for v in &t.versions {
             let _ = writeln!(
                 o,
@@ -115,10 +133,15 @@ pub fn render_text(r: &EnumReport) -> String {
                 yn(v.accepted),
                 if v.accepted {
                     format!(
-                        "{} suites ({} handshakes{}): {}",
+                        "{} suites ({} handshakes{}{}), {}: {}",
                         v.cipher_suites.len(),
                         v.attempts,
                         if v.truncated { ", limit reached" } else { "" },
+                        v.error
+                            .as_ref()
+                            .map(|e| format!(", stopped: {e}"))
+                            .unwrap_or_default(),
+                        order_text(v),
                         v.cipher_suites.join(" ")
                     )
                 } else {

@@ -836,3 +836,92 @@ fn ntlm_challenge() -> Vec<u8> {
     msg.extend_from_slice(&info);
     msg
 }
+
+/// What [`TlsOrderServer`] offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOrderOpts {
+    /// OpenSSL cipher list for TLS 1.2, in the server's order.
+    pub ciphers: &'static str,
+    /// TLS 1.3 suites, in the server's order.
+    pub suites13: &'static str,
+    /// SSL_OP_CIPHER_SERVER_PREFERENCE: pick by the server's order instead of the client's.
+    pub server_preference: bool,
+}
+
+/// A TLS-only server on OpenSSL (TLS 1.2 and 1.3) with a chosen cipher order: answers an X.224
+/// request offering SSL with PROTOCOL_SSL (else SSL_REQUIRED_BY_SERVER), runs the handshake, then
+/// waits for the client to close. xrdp and freerdp-shadow both follow the client's order; this one
+/// can follow its own.
+pub struct TlsOrderServer {
+    core: Core,
+}
+
+impl std::fmt::Debug for TlsOrderServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOrderServer")
+            .field("port", &self.core.port)
+            .finish()
+    }
+}
+
+impl TlsOrderServer {
+    pub fn start(opts: TlsOrderOpts) -> Result<Self> {
+        use openssl::ssl::{SslOptions, SslVersion};
+        let cert = TestCert::valid("tls-order.rdprobe.test")?;
+        let acceptor = {
+            use openssl::pkey::PKey;
+            use openssl::ssl::{SslAcceptor, SslMethod};
+            use openssl::x509::X509;
+            let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+            let key = PKey::private_key_from_der(&cert.key_der)?;
+            let x509 = X509::from_der(&cert.der)?;
+            b.set_private_key(&key)?;
+            b.set_certificate(&x509)?;
+            b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
+            b.set_cipher_list(opts.ciphers)?;
+            b.set_ciphersuites(opts.suites13)?;
+            if opts.server_preference {
+                b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
+            } else {
+                b.clear_options(SslOptions::CIPHER_SERVER_PREFERENCE);
+            }
+            Arc::new(b.build())
+        };
+        let handler: Arc<Handler> = Arc::new(move |s, c| {
+            let _ = tls_order_session(s, c, &acceptor);
+        });
+        Ok(Self {
+            core: Core::start("tls-order", handler)?,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.core.port
+    }
+
+    pub fn connections(&self) -> Vec<ConnRecord> {
+        self.core.connections()
+    }
+}
+
+fn tls_order_session(
+    stream: &mut TcpStream,
+    conn: &Conn,
+    acceptor: &openssl::ssl::SslAcceptor,
+) -> Option<()> {
+    let request = conn.read_tpkt(stream)?;
+    let requested = net::requested_protocols(&request).unwrap_or(PROTOCOL_RDP);
+    if requested & PROTOCOL_SSL == 0 {
+        conn.write_all(
+            stream,
+            &net::connection_failure(net::SSL_REQUIRED_BY_SERVER),
+        )?;
+        return Some(());
+    }
+    conn.write_all(stream, &net::connection_confirm(PROTOCOL_SSL, 0))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut tls = acceptor.accept(stream.try_clone().ok()?).ok()?;
+    let mut sink = [0u8; 256];
+    while matches!(tls.read(&mut sink), Ok(n) if n > 0) {}
+    Some(())
+}

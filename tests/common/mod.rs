@@ -32,6 +32,7 @@ pub mod xrdp;
 
 pub use bad::{
     BadServer, ConnRecord, CredsspErrorOpts, CredsspErrorServer, ErrorAt, ErrorEncoding,
+    TlsOrderOpts, TlsOrderServer,
 };
 pub use certs::TestCert;
 pub use clients::{

@@ -1,0 +1,170 @@
+//! The CredSSP question without credentials: on a TLS stream after the server selected HYBRID or
+//! HYBRID_EX, send a TSRequest carrying an NTLM NEGOTIATE (MS-CSSP 2.2.1, MS-NLMP 2.2.1.1) and read
+//! the server's TSRequest with the CHALLENGE, whose target info names the server (MS-NLMP 2.2.2.1).
+//! The decoding is `decode::credssp`'s.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::decode::credssp::{self as dc, NtlmFacts, NtlmMessageType};
+
+/// The TSRequest version sent (what sspi 0.23, and so `rdprobe probe`, sends).
+pub const CLIENT_TS_REQUEST_VERSION: u32 = 6;
+
+/// NEGOTIATE flags (what sspi sends): UNICODE, OEM, REQUEST_TARGET, SIGN, SEAL, NTLM,
+/// ALWAYS_SIGN, EXTENDED_SESSIONSECURITY, VERSION, 128, KEY_EXCH, 56 (MS-NLMP 2.2.2.5).
+pub const NEGOTIATE_FLAGS: u32 = 0xe208_8297;
+
+/// Largest server TSRequest read, in bytes (a CHALLENGE is a few hundred bytes).
+pub const MAX_TS_REQUEST_LEN: usize = 64 * 1024;
+
+/// An NTLM NEGOTIATE_MESSAGE without domain or workstation (MS-NLMP 2.2.1.1), with a VERSION.
+pub fn negotiate_message() -> Vec<u8> {
+    let mut m = dc::NTLMSSP_SIGNATURE.to_vec();
+    m.extend_from_slice(&1u32.to_le_bytes()); // MessageType: NEGOTIATE
+    m.extend_from_slice(&NEGOTIATE_FLAGS.to_le_bytes());
+    // DomainNameFields and WorkstationFields: empty, pointing at the end of the fixed part.
+    for _ in 0..2 {
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m.extend_from_slice(&40u32.to_le_bytes());
+    }
+    // VERSION: 10.0 build 19041, NTLMSSP_REVISION_W2K3 (MS-NLMP 2.2.2.10).
+    m.extend_from_slice(&[10, 0, 0x61, 0x4a, 0, 0, 0, 0x0f]);
+    m
+}
+
+/// What the server answered to the NEGOTIATE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The server's TSRequest version.
+    pub version: u32,
+    pub ntlm: NtlmFacts,
+}
+
+/// Reads one DER TLV (the server's TSRequest) with a deadline, at most [`MAX_TS_REQUEST_LEN`].
+async fn read_der<S: AsyncRead + Unpin>(s: &mut S, timeout: Duration) -> Result<Vec<u8>, String> {
+    let fut = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(total) = dc::der_frame_len(&buf) {
+                if total > MAX_TS_REQUEST_LEN {
+                    return Err(format!(
+                        "server ts request of {total} bytes exceeds {MAX_TS_REQUEST_LEN}"
+                    ));
+                }
+                if buf.len() >= total {
+                    buf.truncate(total);
+                    return Ok(buf);
+                }
+            } else if buf.len() > 6 {
+                return Err("the server's answer is not a der ts request".into());
+            }
+            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "timed out after {} ms waiting for the server's ts request",
+                timeout.as_millis()
+            ))
+        })
+}
+
+/// Sends the NEGOTIATE and reads the CHALLENGE. Every wait is bounded by `timeout`.
+pub async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    timeout: Duration,
+) -> Result<Challenge, String> {
+    let req = dc::encode_ts_request_nego(CLIENT_TS_REQUEST_VERSION, &negotiate_message());
+    match tokio::time::timeout(timeout, async {
+        s.write_all(&req).await?;
+        s.flush().await
+    })
+    .await
+    {
+        Err(_) => return Err("write of the ts request timed out".into()),
+        Ok(Err(e)) => return Err(format!("write: {e}")),
+        Ok(Ok(())) => {}
+    }
+    let der = read_der(s, timeout).await?;
+    interpret(&der)
+}
+
+/// The server's TSRequest → its version and the CHALLENGE's facts.
+pub fn interpret(der: &[u8]) -> Result<Challenge, String> {
+    let ts = dc::parse_ts_request(der)
+        .map_err(|(what, at)| format!("malformed ts request at byte {at}: {what}"))?;
+    if let Some(code) = ts.error_code {
+        let name = dc::ntstatus_name(code)
+            .map(|n| format!("{n} "))
+            .unwrap_or_default();
+        return Err(format!(
+            "the server answered errorCode {name}(0x{code:08X})"
+        ));
+    }
+    let token = ts
+        .nego_token
+        .as_deref()
+        .ok_or("the server's ts request carries no negoToken")?;
+    let ntlm = dc::parse_ntlm(token).ok_or("the server's negoToken holds no ntlm message")?;
+    if ntlm.message_type != Some(NtlmMessageType::Challenge) {
+        return Err(format!(
+            "the server sent ntlm {:?}, not a challenge",
+            ntlm.message_type
+        ));
+    }
+    Ok(Challenge {
+        version: ts.version,
+        ntlm,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiate_decodes_as_a_negotiate_with_the_flags() {
+        let m = negotiate_message();
+        assert_eq!(m.len(), 40);
+        let f = dc::parse_ntlm(&m).expect("ntlm");
+        assert_eq!(f.message_type, Some(NtlmMessageType::Negotiate));
+        assert_eq!(f.negotiate_flags, NEGOTIATE_FLAGS);
+        assert_eq!(f.error, None);
+        assert_eq!(f.os_version.as_deref(), Some("10.0.19041"));
+        let ts = dc::parse_ts_request(&dc::encode_ts_request_nego(6, &m)).expect("ts request");
+        assert_eq!(ts.version, 6);
+        assert_eq!(ts.nego_token.as_deref(), Some(&m[..]));
+    }
+
+    #[test]
+    fn an_error_code_or_a_non_challenge_is_an_error_not_facts() {
+        let e = interpret(&dc::encode_ts_request_error(6, 0xC000_006D)).unwrap_err();
+        assert!(e.contains("0xC000006D"), "{e}");
+        let neg = dc::encode_ts_request_nego(6, &negotiate_message());
+        assert!(interpret(&neg).unwrap_err().contains("not a challenge"));
+        assert!(interpret(&[0x30, 0x03, 0x02]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_oversized_server_ends_with_an_error() {
+        let (mut a, _b) = tokio::io::duplex(1024);
+        let e = challenge(&mut a, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        // A DER header announcing 16 MiB.
+        b.write_all(&[0x30, 0x84, 0x01, 0, 0, 0]).await.unwrap();
+        let e = challenge(&mut a, Duration::from_secs(1)).await.unwrap_err();
+        assert!(e.contains("exceeds"), "{e}");
+    }
+}

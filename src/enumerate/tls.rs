@@ -1,0 +1,795 @@
+//! TLS questions: which versions, which cipher suites in which order, the certificate; and the
+//! CredSSP question riding on one of the handshakes.
+//!
+//! * Versions: a ClientHello offering TLS 1.0 up to 1.3, one up to 1.2 and one up to 1.1 (run
+//!   together): the server answers each with the highest version it speaks within the range, so
+//!   the three answer all four versions unless the server picks TLS 1.1, when a TLS 1.0-only
+//!   hello follows ([`version_answers`]). Each accepted answer is also the first elimination step
+//!   of its version (everything offered, the server's pick is its first choice).
+//! * Cipher suites by elimination, one version at a time: offer everything not yet picked until
+//!   the server refuses: N accepted suites cost N + 1 handshakes, sequential, on connections the
+//!   pool opens ahead. The second step offers everything with the first pick moved last: a server
+//!   with its own preference picks it again (one extra handshake, then the list is its full
+//!   preference order); a server that follows the client's order picks the next one
+//!   ([`Preference`]).
+//!
+//! OpenSSL speaks every version (min/max set per hello, `@SECLEVEL=0`), so TLS 1.0 and 1.1 are
+//! asked even though rustls does not speak them.
+
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{SslContext, SslMethod, SslOptions, SslVerifyMode, SslVersion};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
+
+use super::pool::Pool;
+use super::{close, futures_join_all, CredsspEnum, TlsEnum, TlsVersionResult};
+
+/// TLS version names and OpenSSL versions, oldest first (indexes are used below).
+pub const TLS_VERSIONS: [(&str, SslVersion); 4] = [
+    ("TLSv1.0", SslVersion::TLS1),
+    ("TLSv1.1", SslVersion::TLS1_1),
+    ("TLSv1.2", SslVersion::TLS1_2),
+    ("TLSv1.3", SslVersion::TLS1_3),
+];
+
+/// Index of TLS 1.3 in [`TLS_VERSIONS`].
+const TLS13: usize = 3;
+
+/// The TLS 1.3 suites OpenSSL implements (RFC 8446 B.4), in the order offered.
+pub const TLS13_SUITES: [&str; 5] = [
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
+];
+
+/// Every suite up to TLS 1.2, in OpenSSL's order.
+const ALL_12: &str = "ALL:COMPLEMENTOFALL";
+
+/// Key exchange groups (OpenSSL cipher strings) eliminated in parallel, after the order check,
+/// on a server that follows the client's order and accepts connections cheaply: each group costs
+/// one more refusal, and the longest sequence of handshakes gets about three times shorter.
+const KX_GROUPS: [&str; 3] = ["kECDHE", "kDHE", "ALL:COMPLEMENTOFALL:!kECDHE:!kDHE"];
+
+/// Rank of a suite's key exchange in the listing of a server that follows the client's order:
+/// ECDHE, DHE, then the others (IANA names).
+pub fn kx_rank(iana: &str) -> usize {
+    if iana.starts_with("TLS_ECDHE_") {
+        0
+    } else if iana.starts_with("TLS_DHE_") {
+        1
+    } else {
+        2
+    }
+}
+
+/// Whose order decides which cipher suite the server picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preference {
+    /// The server's own: it picked its first choice again when that was offered last, so the
+    /// list is its full preference order.
+    Server,
+    /// The client's: the server picked the next suite when its first pick was offered last; the
+    /// list is in the order offered (OpenSSL's).
+    Client,
+    /// Fewer than two suites accepted, or the enumeration stopped before the order could be told.
+    Unknown,
+}
+
+/// The preference from the second elimination step: the pick when the first pick was offered
+/// last, and how many suites were accepted in all.
+pub fn preference(first: &str, second_step: Option<&str>, accepted: usize) -> Preference {
+    match second_step {
+        _ if accepted < 2 => Preference::Unknown,
+        Some(p) if p == first => Preference::Server,
+        Some(_) => Preference::Client,
+        None => Preference::Unknown,
+    }
+}
+
+/// What a hello offering TLS 1.0 up to some version got: the version chosen (index into
+/// [`TLS_VERSIONS`]) or why it failed.
+pub type RangeAnswer = Result<usize, String>;
+
+/// One version's answer: accepted (with the index of the range hello that chose it) or why not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionAnswer {
+    /// Accepted; the range hello (by its top version) whose pick starts the elimination.
+    Accepted {
+        by: usize,
+    },
+    Refused(String),
+    /// Not answered by the range hellos: ask this version alone.
+    Ask,
+}
+
+/// The four versions' answers from the range hellos, `ranges[m]` being the hello offering TLS 1.0
+/// up to version `m` (None when not sent). A server picks the highest version it speaks within
+/// the range (RFC 8446 4.2.1, RFC 5246 E.1), so the hello up to `m` answers version `m`; version
+/// 1.0 is answered by the hello up to 1.1 unless that chose 1.1.
+pub fn version_answers(ranges: &[Option<RangeAnswer>; 4]) -> [VersionAnswer; 4] {
+    std::array::from_fn(|v| {
+        let (by, r) = match (&ranges[v], ranges.get(v + 1)) {
+            (Some(r), _) => (v, r),
+            (None, Some(Some(r))) => (v + 1, r),
+            _ => return VersionAnswer::Ask,
+        };
+        match r {
+            Ok(chosen) if *chosen == v => VersionAnswer::Accepted { by },
+            Ok(chosen) if *chosen < v => VersionAnswer::Refused(format!(
+                "the server chose {} when offered up to {}",
+                TLS_VERSIONS[*chosen].0, TLS_VERSIONS[by].0
+            )),
+            // Only the hello up to v + 1 can choose above v: it does not tell about v.
+            Ok(_) => VersionAnswer::Ask,
+            Err(e) => VersionAnswer::Refused(e.clone()),
+        }
+    })
+}
+
+/// What one ClientHello offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub min: usize,
+    pub max: usize,
+    /// OpenSSL cipher string for TLS 1.0-1.2 (without the security level).
+    pub ciphers: String,
+    /// TLS 1.3 suites, colon-separated.
+    pub suites13: String,
+}
+
+impl Offer {
+    /// Everything, TLS 1.0 up to `max`.
+    pub fn range(max: usize) -> Self {
+        Offer {
+            min: 0,
+            max,
+            ciphers: ALL_12.into(),
+            suites13: TLS13_SUITES.join(":"),
+        }
+    }
+
+    /// Elimination step: version `v` alone, every suite but `found` (OpenSSL names).
+    pub fn without(v: usize, found: &[String]) -> Self {
+        Self::without_in(v, ALL_12, found)
+    }
+
+    /// Elimination step within a group: version `v` alone, the suites of `group` (an OpenSSL
+    /// cipher string; TLS 1.2 and older) but `found`.
+    pub fn without_in(v: usize, group: &str, found: &[String]) -> Self {
+        let mut o = Offer {
+            min: v,
+            max: v,
+            ..Offer::range(v)
+        };
+        o.ciphers = group.to_owned();
+        if v == TLS13 {
+            o.suites13 = TLS13_SUITES
+                .iter()
+                .filter(|s| !found.iter().any(|f| f == *s))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(":");
+        } else {
+            for f in found {
+                o.ciphers.push_str(":!");
+                o.ciphers.push_str(f);
+            }
+        }
+        o
+    }
+
+    /// Order check: version `v` alone, everything, with `first` moved last.
+    pub fn first_last(v: usize, first: &str) -> Self {
+        let mut o = Offer {
+            min: v,
+            max: v,
+            ..Offer::range(v)
+        };
+        if v == TLS13 {
+            let mut s: Vec<&str> = TLS13_SUITES
+                .iter()
+                .copied()
+                .filter(|s| *s != first)
+                .collect();
+            s.push(first);
+            o.suites13 = s.join(":");
+        } else {
+            o.ciphers.push_str(":+");
+            o.ciphers.push_str(first);
+        }
+        o
+    }
+
+    /// Nothing left to offer (TLS 1.3 with every suite found).
+    fn is_empty(&self) -> bool {
+        self.max == TLS13 && self.min == TLS13 && self.suites13.is_empty()
+    }
+}
+
+/// What one handshake gave.
+pub(super) struct Handshake {
+    /// Index into [`TLS_VERSIONS`] of the version negotiated.
+    pub version: Option<usize>,
+    /// OpenSSL name and IANA name of the suite chosen.
+    pub suite: Option<(String, String)>,
+    pub chain: Vec<Vec<u8>>,
+    pub error: Option<String>,
+    /// The TLS stream, when asked to keep it.
+    pub stream: Option<SslStream<TcpStream>>,
+}
+
+impl Handshake {
+    fn failed(e: impl Into<String>) -> Self {
+        Handshake {
+            version: None,
+            suite: None,
+            chain: Vec::new(),
+            error: Some(e.into()),
+            stream: None,
+        }
+    }
+
+    fn answer(&self) -> RangeAnswer {
+        match (self.version, &self.error) {
+            (Some(v), _) => Ok(v),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err("no version negotiated".into()),
+        }
+    }
+}
+
+fn ssl_for(o: &Offer) -> Result<openssl::ssl::Ssl, openssl::error::ErrorStack> {
+    let mut b = SslContext::builder(SslMethod::tls_client())?;
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_min_proto_version(Some(TLS_VERSIONS[o.min].1))?;
+    b.set_max_proto_version(Some(TLS_VERSIONS[o.max].1))?;
+    if o.max == TLS13 {
+        b.set_ciphersuites(&o.suites13)?;
+    }
+    if o.min < TLS13 {
+        b.set_cipher_list(&format!("{}:@SECLEVEL=0", o.ciphers))?;
+    } else {
+        b.set_cipher_list("ALL:@SECLEVEL=0")?;
+    }
+    b.set_options(SslOptions::NO_TICKET);
+    openssl::ssl::Ssl::new(&b.build())
+}
+
+/// A short text of an OpenSSL handshake error: the alert when there was one.
+fn tls_error_text(e: &openssl::ssl::Error) -> String {
+    if let Some(stack) = e.ssl_error() {
+        if let Some(r) = stack.errors().first().and_then(|f| f.reason()) {
+            return r.to_owned();
+        }
+    }
+    let s = e.to_string();
+    if e.io_error().is_some() || s.contains("unexpected EOF") {
+        return CLOSED.into();
+    }
+    s
+}
+
+const CLOSED: &str = "the server closed the connection";
+
+fn version_index(v: Option<SslVersion>) -> Option<usize> {
+    let v = v?;
+    TLS_VERSIONS.iter().position(|(_, x)| *x == v)
+}
+
+/// One handshake on a ready connection.
+async fn handshake_on(s: TcpStream, o: &Offer, timeout: Duration, keep: bool) -> Handshake {
+    let t0 = Instant::now();
+    let ssl = match ssl_for(o) {
+        Ok(s) => s,
+        Err(e) => {
+            close(s).await;
+            return Handshake::failed(format!("openssl: {e}"));
+        }
+    };
+    let mut tls = match SslStream::new(ssl, s) {
+        Ok(t) => t,
+        Err(e) => return Handshake::failed(format!("openssl: {e}")),
+    };
+    let mut h = Handshake::failed("");
+    match tokio::time::timeout(timeout, std::pin::Pin::new(&mut tls).connect()).await {
+        Err(_) => {
+            h.error = Some(format!(
+                "handshake timed out after {} ms",
+                timeout.as_millis()
+            ))
+        }
+        Ok(Err(e)) => h.error = Some(tls_error_text(&e)),
+        Ok(Ok(())) => {
+            h.error = None;
+            let ssl = tls.ssl();
+            h.version = version_index(ssl.version2());
+            h.suite = ssl.current_cipher().map(|c| {
+                (
+                    c.name().to_owned(),
+                    c.standard_name().unwrap_or(c.name()).to_owned(),
+                )
+            });
+            h.chain = ssl
+                .peer_cert_chain()
+                .map(|c| c.iter().filter_map(|x| x.to_der().ok()).collect())
+                .unwrap_or_default();
+            if h.chain.is_empty() {
+                if let Some(c) = ssl.peer_certificate().and_then(|c| c.to_der().ok()) {
+                    h.chain.push(c);
+                }
+            }
+        }
+    }
+    tracing::debug!(
+        ms = t0.elapsed().as_millis() as u64,
+        min = TLS_VERSIONS[o.min].0,
+        max = TLS_VERSIONS[o.max].0,
+        ciphers = %o.ciphers,
+        suites13 = %o.suites13,
+        suite = h.suite.as_ref().map(|s| s.1.as_str()).unwrap_or("-"),
+        error = h.error.as_deref().unwrap_or("-"),
+        "enum: tls handshake"
+    );
+    if keep && h.error.is_none() {
+        h.stream = Some(tls);
+    } else if h.error.is_none() {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_millis(200), tls.shutdown()).await;
+    }
+    h
+}
+
+/// One handshake on a connection from the pool. A connection that waited in the pool and was
+/// closed by the server before it answered is replaced by a fresh one once.
+pub(super) async fn handshake(pool: &Pool, o: &Offer, keep: bool) -> Handshake {
+    let timeout = pool.ctx().timeout;
+    let (s, waited) = match pool.get().await {
+        Ok(s) => s,
+        Err(e) => return Handshake::failed(e),
+    };
+    let h = handshake_on(s, o, timeout, keep).await;
+    if waited && h.error.as_deref() == Some(CLOSED) {
+        return match pool.get_fresh().await {
+            Ok(s) => handshake_on(s, o, timeout, keep).await,
+            Err(e) => Handshake::failed(e),
+        };
+    }
+    h
+}
+
+/// The elimination of one version's suites, starting from the pick of the hello that offered
+/// everything.
+/// One version's elimination: suites (OpenSSL and IANA names), handshakes, limit reached, whose
+/// order decides, why it stopped early.
+type Elimination = (
+    Vec<(String, String)>,
+    usize,
+    bool,
+    Preference,
+    Option<String>,
+);
+
+async fn eliminate(
+    pool: &Pool,
+    v: usize,
+    first: (String, String),
+    limit: usize,
+    prefetch: usize,
+) -> Elimination {
+    let (mut found, attempts, truncated, pref, error) =
+        eliminate_steps(pool, v, first, limit, prefetch).await;
+    if pref == Preference::Client {
+        // The order offered decided, so list by key exchange, each group in OpenSSL's order.
+        found.sort_by_key(|f| kx_rank(&f.1));
+    }
+    (found, attempts, truncated, pref, error)
+}
+
+/// The rest of a group's elimination after `found`: (suites found, handshakes, limit reached).
+async fn eliminate_group(
+    pool: &Pool,
+    v: usize,
+    group: &str,
+    found: &[String],
+    limit: usize,
+    prefetch: usize,
+) -> (Vec<(String, String)>, usize, bool) {
+    let mut names = found.to_vec();
+    let mut more = Vec::new();
+    let mut attempts = 0;
+    loop {
+        if names.len() >= limit {
+            return (more, attempts, true);
+        }
+        pool.prefetch(prefetch);
+        let h = handshake(pool, &Offer::without_in(v, group, &names), false).await;
+        attempts += 1;
+        match h.suite {
+            // The server chose a suite that was not offered: stop rather than loop.
+            Some((ossl, _)) if names.contains(&ossl) => return (more, attempts, false),
+            Some((ossl, iana)) => {
+                names.push(ossl.clone());
+                more.push((ossl, iana));
+            }
+            None => return (more, attempts, false),
+        }
+    }
+}
+
+/// The first pick, the order check, then either one sequence of steps or, on a server that
+/// follows the client's order and accepts connections cheaply, one per key exchange group.
+async fn eliminate_steps(
+    pool: &Pool,
+    v: usize,
+    first: (String, String),
+    limit: usize,
+    prefetch: usize,
+) -> Elimination {
+    let mut found = vec![first.clone()];
+    let mut attempts = 1;
+    let mut second: Option<String> = None;
+    let mut error = None;
+    let mut truncated = false;
+    // Step 2: everything, the first pick last.
+    pool.prefetch(prefetch);
+    let h = handshake(pool, &Offer::first_last(v, &first.0), false).await;
+    attempts += 1;
+    match h.suite {
+        Some((ossl, iana)) => {
+            second = Some(ossl.clone());
+            if ossl != first.0 {
+                found.push((ossl, iana));
+            }
+        }
+        None => error = h.error,
+    }
+    let client_order = second.as_deref().is_some_and(|s| s != first.0);
+    if error.is_none() && client_order && v < TLS13 && pool.ctx().connections_are_cheap() {
+        let names: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
+        let groups = futures_join_all(
+            KX_GROUPS
+                .iter()
+                .map(|g| eliminate_group(pool, v, g, &names, limit, prefetch)),
+        )
+        .await;
+        for (more, n, t) in groups {
+            attempts += n;
+            truncated |= t;
+            for m in more {
+                if !found.iter().any(|f| f.0 == m.0) {
+                    found.push(m);
+                }
+            }
+        }
+        if found.len() > limit {
+            found.truncate(limit);
+            truncated = true;
+        }
+        let pref = preference(&first.0, second.as_deref(), found.len());
+        return (found, attempts, truncated, pref, error);
+    }
+    while error.is_none() && second.is_some() {
+        if found.len() >= limit {
+            truncated = true;
+            break;
+        }
+        let names: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
+        let offer = Offer::without(v, &names);
+        if offer.is_empty() {
+            break;
+        }
+        pool.prefetch(prefetch);
+        let h = handshake(pool, &offer, false).await;
+        attempts += 1;
+        match h.suite {
+            // The server chose a suite that was not offered: stop rather than loop.
+            Some((ossl, _)) if names.contains(&ossl) => break,
+            Some(s) => found.push(s),
+            None => break,
+        }
+    }
+    let pref = preference(&first.0, second.as_deref(), found.len());
+    (found, attempts, truncated, pref, error)
+}
+
+/// What the TLS questions found, and the CredSSP answer when it rode on a handshake.
+pub(super) struct TlsOutcome {
+    pub tls: TlsEnum,
+    pub credssp: Option<CredsspEnum>,
+}
+
+/// All TLS questions over `pool`. With `credssp_via` set (the pool's protocol is HYBRID or
+/// HYBRID_EX), the CredSSP question rides on the first successful handshake.
+pub(super) async fn enumerate_tls(
+    pool: &Pool,
+    host: &str,
+    limit: usize,
+    skip_ciphers: bool,
+    prefetch: usize,
+    credssp_via: Option<&str>,
+) -> TlsOutcome {
+    let timeout = pool.ctx().timeout;
+    let keep = credssp_via.is_some();
+    // 1. versions, by range
+    let mut hs: [Option<Handshake>; 4] = [None, None, None, None];
+    let firsts = futures_join_all(
+        [3usize, 2, 1].map(|m| async move { (m, handshake(pool, &Offer::range(m), keep).await) }),
+    )
+    .await;
+    for (m, h) in firsts {
+        hs[m] = Some(h);
+    }
+    let answers = |hs: &[Option<Handshake>; 4]| {
+        let ranges: [Option<RangeAnswer>; 4] =
+            std::array::from_fn(|i| hs[i].as_ref().map(Handshake::answer));
+        version_answers(&ranges)
+    };
+    if answers(&hs)[0] == VersionAnswer::Ask {
+        hs[0] = Some(handshake(pool, &Offer::range(0), keep).await);
+    }
+    let answers = answers(&hs);
+    // 2. CredSSP on the first kept stream; the other streams are closed.
+    let mut rider = None;
+    for h in hs.iter_mut().flatten() {
+        if let Some(mut s) = h.stream.take() {
+            if rider.is_none() {
+                rider = Some(s);
+            } else {
+                use tokio::io::AsyncWriteExt;
+                let _ = tokio::time::timeout(Duration::from_millis(200), s.shutdown()).await;
+            }
+        }
+    }
+    let credssp_fut = async {
+        let via = credssp_via?;
+        Some(match rider {
+            Some(mut s) => credssp_on(&mut s, timeout, via).await,
+            None => CredsspEnum {
+                via: via.to_owned(),
+                error: Some(format!(
+                    "tls: no handshake succeeded ({})",
+                    hs.iter()
+                        .flatten()
+                        .find_map(|h| h.error.clone())
+                        .unwrap_or_default()
+                )),
+                ..CredsspEnum::default()
+            },
+        })
+    };
+    // 3. suites, one elimination per accepted version, all versions at once
+    let accepted: Vec<(usize, (String, String))> = answers
+        .iter()
+        .enumerate()
+        .filter_map(|(v, a)| match a {
+            VersionAnswer::Accepted { by } => hs[*by]
+                .as_ref()
+                .and_then(|h| h.suite.clone())
+                .map(|s| (v, s)),
+            _ => None,
+        })
+        .collect();
+    let elim_fut = futures_join_all(accepted.iter().map(|(v, first)| {
+        let first = first.clone();
+        async move {
+            if skip_ciphers {
+                (*v, (vec![first], 1, false, Preference::Unknown, None))
+            } else {
+                (*v, eliminate(pool, *v, first, limit, prefetch).await)
+            }
+        }
+    }));
+    let (credssp, elims) = tokio::join!(credssp_fut, elim_fut);
+    let mut versions: Vec<TlsVersionResult> = TLS_VERSIONS
+        .iter()
+        .zip(answers.iter())
+        .map(|((name, _), a)| TlsVersionResult {
+            version: (*name).to_owned(),
+            accepted: false,
+            cipher_suites: Vec::new(),
+            preference: Preference::Unknown,
+            attempts: 0,
+            truncated: false,
+            error: match a {
+                VersionAnswer::Refused(e) => Some(e.clone()),
+                VersionAnswer::Ask => Some("not asked".into()),
+                VersionAnswer::Accepted { .. } => None,
+            },
+        })
+        .collect();
+    for (v, (found, attempts, truncated, pref, error)) in elims {
+        let r = &mut versions[v];
+        r.accepted = true;
+        r.cipher_suites = found.into_iter().map(|f| f.1).collect();
+        r.attempts = attempts;
+        r.truncated = truncated;
+        r.preference = pref;
+        r.error = error;
+    }
+    // The certificate of the newest version's handshake (what a modern client sees).
+    let certificate = hs
+        .iter()
+        .rev()
+        .flatten()
+        .find(|h| !h.chain.is_empty())
+        .and_then(|h| super::audit(&h.chain[0], h.chain.len(), host));
+    TlsOutcome {
+        tls: TlsEnum {
+            via: super::dx::protocol_names(pool.via()).join(","),
+            versions,
+            offered:
+                "versions: hellos offering TLS 1.0 up to 1.3, 1.2 and 1.1 (and 1.0 alone when \
+                      the server picks 1.1); suites: one version at a time, OpenSSL's \
+                      ALL:COMPLEMENTOFALL at @SECLEVEL=0 (TLS 1.3: the five RFC 8446 suites) less \
+                      the suites already picked, until the server refuses; the second hello moves \
+                      the first pick last to tell whose preference decides"
+                    .into(),
+            certificate,
+        },
+        credssp,
+    }
+}
+
+/// The CredSSP question on a TLS stream (the server selected HYBRID or HYBRID_EX).
+pub(super) async fn credssp_on(
+    s: &mut SslStream<TcpStream>,
+    timeout: Duration,
+    via: &str,
+) -> CredsspEnum {
+    let t0 = Instant::now();
+    let r = super::ntlm::challenge(s, timeout).await;
+    tracing::debug!(
+        ms = t0.elapsed().as_millis() as u64,
+        ok = r.is_ok(),
+        "enum: credssp challenge"
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(Duration::from_millis(200), s.shutdown()).await;
+    }
+    match r {
+        Ok(c) => CredsspEnum {
+            via: via.to_owned(),
+            version: Some(u64::from(c.version)),
+            nb_computer_name: c.ntlm.nb_computer_name,
+            nb_domain_name: c.ntlm.nb_domain_name,
+            dns_computer_name: c.ntlm.dns_computer_name,
+            dns_domain_name: c.ntlm.dns_domain_name,
+            dns_tree_name: c.ntlm.dns_tree_name,
+            os_version: c.ntlm.os_version,
+            server_time: c.ntlm.server_time,
+            error: c.ntlm.error.map(|e| format!("credssp: {e}")),
+        },
+        Err(e) => CredsspEnum {
+            via: via.to_owned(),
+            error: Some(format!("credssp: {e}")),
+            ..CredsspEnum::default()
+        },
+    }
+}
+
+/// The CredSSP question on its own connection (a handshake offering everything first).
+pub(super) async fn credssp_alone(s: TcpStream, timeout: Duration, via: &str) -> CredsspEnum {
+    let mut h = handshake_on(s, &Offer::range(TLS13), timeout, true).await;
+    match h.stream.as_mut() {
+        Some(s) => credssp_on(s, timeout, via).await,
+        None => CredsspEnum {
+            via: via.to_owned(),
+            error: Some(format!("tls: {}", h.error.unwrap_or_default())),
+            ..CredsspEnum::default()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_modern_server_is_answered_by_three_range_hellos() {
+        // TLS 1.2 and 1.3: up to 1.3 → 1.3, up to 1.2 → 1.2, up to 1.1 → alert.
+        let a = version_answers(&[
+            None,
+            Some(Err("protocol version".into())),
+            Some(Ok(2)),
+            Some(Ok(3)),
+        ]);
+        assert_eq!(a[3], VersionAnswer::Accepted { by: 3 });
+        assert_eq!(a[2], VersionAnswer::Accepted { by: 2 });
+        assert_eq!(a[1], VersionAnswer::Refused("protocol version".into()));
+        assert_eq!(a[0], VersionAnswer::Refused("protocol version".into()));
+    }
+
+    #[test]
+    fn a_lower_pick_refuses_the_top_of_the_range() {
+        // TLS 1.2 only: up to 1.3 → 1.2.
+        let a = version_answers(&[None, Some(Err("x".into())), Some(Ok(2)), Some(Ok(2))]);
+        assert!(matches!(&a[3], VersionAnswer::Refused(e) if e.contains("chose TLSv1.2")));
+        assert_eq!(a[2], VersionAnswer::Accepted { by: 2 });
+        // TLS 1.0 and 1.2: up to 1.1 → 1.0 answers both 1.1 (no) and 1.0 (yes).
+        let a = version_answers(&[None, Some(Ok(0)), Some(Ok(2)), Some(Ok(2))]);
+        assert!(matches!(&a[1], VersionAnswer::Refused(e) if e.contains("chose TLSv1.0")));
+        assert_eq!(a[0], VersionAnswer::Accepted { by: 1 });
+    }
+
+    #[test]
+    fn tls_1_1_chosen_leaves_tls_1_0_to_ask() {
+        let a = version_answers(&[None, Some(Ok(1)), Some(Ok(1)), Some(Ok(1))]);
+        assert_eq!(a[1], VersionAnswer::Accepted { by: 1 });
+        assert_eq!(a[0], VersionAnswer::Ask);
+        let a = version_answers(&[Some(Ok(0)), Some(Ok(1)), Some(Ok(1)), Some(Ok(1))]);
+        assert_eq!(a[0], VersionAnswer::Accepted { by: 0 });
+        let a = version_answers(&[
+            Some(Err("alert".into())),
+            Some(Ok(1)),
+            Some(Ok(1)),
+            Some(Ok(1)),
+        ]);
+        assert_eq!(a[0], VersionAnswer::Refused("alert".into()));
+    }
+
+    #[test]
+    fn preference_needs_two_suites_and_the_second_step() {
+        assert_eq!(preference("A", Some("A"), 3), Preference::Server);
+        assert_eq!(preference("A", Some("B"), 3), Preference::Client);
+        assert_eq!(preference("A", Some("B"), 2), Preference::Client);
+        // One suite: the server had no choice.
+        assert_eq!(preference("A", Some("A"), 1), Preference::Unknown);
+        assert_eq!(preference("A", None, 2), Preference::Unknown);
+    }
+
+    #[test]
+    fn offers_exclude_what_was_found_and_move_the_first_last() {
+        let o = Offer::without(2, &["AES128-SHA".into(), "AES256-SHA".into()]);
+        assert_eq!((o.min, o.max), (2, 2));
+        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!AES128-SHA:!AES256-SHA");
+        let o = Offer::without(3, &["TLS_AES_128_GCM_SHA256".into()]);
+        assert_eq!(o.suites13.split(':').count(), 4);
+        assert!(!o.suites13.contains("TLS_AES_128_GCM_SHA256"));
+        let o = Offer::first_last(3, "TLS_AES_256_GCM_SHA384");
+        assert!(o.suites13.ends_with(":TLS_AES_256_GCM_SHA384"));
+        assert_eq!(o.suites13.split(':').count(), 5);
+        assert_eq!(
+            Offer::first_last(1, "AES128-SHA").ciphers,
+            "ALL:COMPLEMENTOFALL:+AES128-SHA"
+        );
+        assert!(Offer::without(3, &TLS13_SUITES.map(String::from)).is_empty());
+    }
+
+    #[test]
+    fn groups_offer_their_own_suites_and_rank_by_key_exchange() {
+        let o = Offer::without_in(2, "kDHE", &["DHE-RSA-AES128-SHA".into()]);
+        assert_eq!(o.ciphers, "kDHE:!DHE-RSA-AES128-SHA");
+        assert!(ssl_for(&o).is_ok());
+        let mut v = vec![
+            "TLS_RSA_WITH_AES_128_CBC_SHA",
+            "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
+            "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+            "TLS_RSA_WITH_AES_256_CBC_SHA",
+        ];
+        v.sort_by_key(|s| kx_rank(s));
+        assert_eq!(
+            v,
+            [
+                "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+                "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
+                "TLS_RSA_WITH_AES_128_CBC_SHA",
+                "TLS_RSA_WITH_AES_256_CBC_SHA"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_offer_builds_an_openssl_client() {
+        for v in 0..4 {
+            assert!(ssl_for(&Offer::range(v)).is_ok(), "range {v}");
+            assert!(ssl_for(&Offer::without(v, &["AES128-SHA".into()])).is_ok());
+            assert!(ssl_for(&Offer::first_last(v, "AES128-SHA")).is_ok());
+        }
+    }
+}
