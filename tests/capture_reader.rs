@@ -555,14 +555,7 @@ fn fragmented_ip_datagrams_are_reassembled() {
             parts.insert(1, parts[0].clone());
             fr.extend(parts.iter().map(|p| link.frame(p)));
         }
-        let frames: Vec<Frame> = fr
-            .into_iter()
-            .map(|data| Frame {
-                caplen: data.len(),
-                data,
-                iface: 0,
-            })
-            .collect();
+        let frames = whole_frames(fr);
         let lt = if client.starts_with('[') {
             229
         } else {
@@ -612,14 +605,7 @@ fn overlapping_fragments_with_different_bytes_are_not_trusted() {
             fr.push(link_eth(&ip));
         }
     }
-    let frames: Vec<Frame> = fr
-        .into_iter()
-        .map(|data| Frame {
-            caplen: data.len(),
-            data,
-            iface: 0,
-        })
-        .collect();
+    let frames = whole_frames(fr);
     let (t, err) = read_all(&pcap(&frames, 1, false, false), None);
     assert!(err.is_none(), "{err:?}");
     assert_eq!(t.len(), 1);
@@ -633,6 +619,17 @@ fn overlapping_fragments_with_different_bytes_are_not_trusted() {
         b"\x03\x00\x00\x08\x02\xf0\x80\x7f",
         "a tampered datagram was delivered"
     );
+}
+
+/// Frames captured whole, on interface 0.
+fn whole_frames(data: Vec<Vec<u8>>) -> Vec<Frame> {
+    data.into_iter()
+        .map(|data| Frame {
+            caplen: data.len(),
+            data,
+            iface: 0,
+        })
+        .collect()
 }
 
 fn link_eth(ip: &[u8]) -> Vec<u8> {
