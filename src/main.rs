@@ -558,7 +558,7 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         let trace = match conv {
             Ok(t) => t,
             Err(e) => {
-                damaged = Some(e.to_string());
+                damaged = Some(e);
                 break;
             }
         };
@@ -650,11 +650,19 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             );
         }
     }
-    if let Some(e) = damaged {
-        eprintln!("error: {e} (the {n} connection(s) before the damage are reported above)");
-        return Ok(exit::PROTOCOL);
+    match damaged {
+        // The file ends inside a record, as when a capture is stopped abruptly: everything before
+        // it was read, so the verdicts stand (Wireshark reads such files with a warning too).
+        Some(e @ rdprobe::capture::reader::CaptureError::Truncated { .. }) => {
+            eprintln!("warning: the capture was cut short: {e} (the {n} connection(s) in it are reported above; the last record is lost)");
+            Ok(worst)
+        }
+        Some(e) => {
+            eprintln!("error: {e} (the {n} connection(s) before the damage are reported above)");
+            Ok(exit::PROTOCOL)
+        }
+        None => Ok(worst),
     }
-    Ok(worst)
 }
 
 fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {

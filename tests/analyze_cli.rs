@@ -77,29 +77,73 @@ fn json_lines_from_standard_input() {
     assert!(docs[0]["diagnosis"].is_object(), "{stdout}");
 }
 
-#[test]
-fn damaged_capture_keeps_what_came_before_and_says_where() {
-    // Two captures back to back (pcapng allows several sections), the second cut in the middle of a
-    // block: the first connection is reported, then the damage with its byte offset.
-    let first = std::fs::read(fixture("healthy-nla.pcapng")).expect("fixture");
-    let second = std::fs::read(fixture("x224-silent.pcapng")).expect("fixture");
-    let mut bytes = first.clone();
-    bytes.extend_from_slice(&second[..second.len() - 10]);
-    let out = analyze(&["--json", "-"], Some(&bytes));
-    let stdout = text(&out.stdout);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{stdout}{stderr}");
-    let docs: Vec<serde_json::Value> = stdout
+/// Two captures back to back (pcapng allows several sections), the second damaged by `damage`.
+fn two_sections(damage: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut bytes = std::fs::read(fixture("healthy-nla.pcapng")).expect("fixture");
+    let mut second = std::fs::read(fixture("x224-silent.pcapng")).expect("fixture");
+    damage(&mut second);
+    bytes.extend_from_slice(&second);
+    bytes
+}
+
+fn json_docs(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
-    assert!(!docs.is_empty(), "{stderr}");
+        .collect()
+}
+
+#[test]
+fn malformed_block_keeps_what_came_before_and_says_where() {
+    // The second section's first block after its header gets an absurd length: an error with the
+    // byte offset, the first section's connection still reported, exit code 7.
+    let first_len = std::fs::metadata(fixture("healthy-nla.pcapng"))
+        .expect("fixture")
+        .len();
+    let bytes = two_sections(|b| {
+        let shb_len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize;
+        b[shb_len + 4..shb_len + 8].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+    });
+    let out = analyze(&["--json", "-"], Some(&bytes));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(7), "{stdout}{stderr}");
+    let docs = json_docs(&stdout);
+    assert_eq!(docs.len(), 1, "{stdout}");
     assert_eq!(docs[0]["last_stage"], "connected", "{stdout}");
-    assert!(stderr.contains("byte offset"), "{stderr}");
     assert!(
-        stderr.contains(&format!("the {} connection(s) before", docs.len())),
+        stderr.starts_with("error: malformed pcapng block"),
         "{stderr}"
     );
+    let shb_len = {
+        let b = std::fs::read(fixture("x224-silent.pcapng")).expect("fixture");
+        u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as u64
+    };
+    assert!(
+        stderr.contains(&format!("at byte offset {}", first_len + shb_len)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the 1 connection(s) before"), "{stderr}");
+}
+
+#[test]
+fn capture_cut_short_is_a_warning_not_a_failure() {
+    // The last record cut in the middle (a capture stopped abruptly): both connections are
+    // reported, the verdicts decide the exit code, and a warning says what was lost.
+    let bytes = two_sections(|b| b.truncate(b.len() - 10));
+    let out = analyze(&["--json", "-"], Some(&bytes));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let docs = json_docs(&stdout);
+    assert_eq!(docs.len(), 2, "{stdout}{stderr}");
+    assert_eq!(docs[0]["last_stage"], "connected", "{stdout}");
+    assert!(
+        stderr.starts_with("warning: the capture was cut short"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("byte offset"), "{stderr}");
+    // The cut took x224-silent's ending with it: its connection is still in the x224 stage when the
+    // capture ends, which is exit code 8 (capture ended first), not a damaged-file 7.
+    assert_eq!(docs[1]["verdict"]["kind"], "capture_ended", "{stdout}");
+    assert_eq!(out.status.code(), Some(8), "{stdout}{stderr}");
 }
 
 #[test]

@@ -995,7 +995,7 @@ fn damaged_files_report_offset_and_keep_earlier_conversations() {
         t[1].events.last().unwrap().kind,
         EventKind::CaptureEnd
     ));
-    assert!(kinds(&t[1]).iter().any(|k| k.contains("capture damaged")));
+    assert!(kinds(&t[1]).iter().any(|k| k.contains("capture cut short")));
 
     // An absurd record length.
     let mut bad = good.clone();

@@ -423,7 +423,10 @@ impl Engine {
         let mut conns: Vec<Conn> = self.table.drain().map(|(_, c)| c).collect();
         conns.sort_by_key(|c| c.id);
         let end_t = self.last_t_us;
-        let note = err.as_ref().map(|e| format!("capture damaged: {e}"));
+        let note = err.as_ref().map(|e| match e {
+            CaptureError::Truncated { .. } => format!("capture cut short: {e}"),
+            _ => format!("capture damaged: {e}"),
+        });
         for mut c in conns {
             c.end_note = note.clone();
             self.emit(c, End::Eof, end_t);
