@@ -191,6 +191,11 @@ struct AnalyzeArgs {
     /// SSLKEYLOGFILE with TLS secrets (secrets embedded in a pcapng are used automatically)
     #[arg(long)]
     keylog: Option<PathBuf>,
+    /// Server RSA private key (PEM or DER) to decrypt static-RSA TLS sessions (TLS_RSA_WITH_*,
+    /// typical of Windows 7 / 2008 R2 era servers); repeatable. Sessions with (EC)DHE key exchange
+    /// need a key log instead
+    #[arg(long, value_name = "FILE")]
+    rsa_key: Vec<PathBuf>,
     /// Print every stage of every connection, with frame numbers
     #[arg(long)]
     stages: bool,
@@ -528,12 +533,19 @@ fn print_report(r: &ConnectionReport, json: bool, diagnose: bool) -> Result<()> 
 
 fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     use rdprobe::capture::reader::{read_conversations, KeyLog, ReaderOptions};
-    let keylog = match &a.keylog {
+    let mut keylog = match &a.keylog {
         Some(p) => Some(KeyLog::parse(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )),
         None => None,
     };
+    for p in &a.rsa_key {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        keylog
+            .get_or_insert_with(KeyLog::default)
+            .add_rsa_key(&bytes)
+            .map_err(|e| usage(format!("{}: {e}", p.display())))?;
+    }
     let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {

@@ -1499,12 +1499,44 @@ fn tls_decryption_stops_at_a_gap_and_never_guesses() {
 
 /// TLS 1.0 / 1.2 with AES-CBC (HMAC-SHA1 / SHA256) between OpenSSL peers over loopback, recorded.
 fn openssl_session(version: openssl::ssl::SslVersion, cipher: &str) -> TlsRun {
-    use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
     let ck = rcgen::generate_simple_self_signed(vec!["rdp.test".to_string()]).unwrap();
-    let cert_der = ck.cert.der().to_vec();
-    // OpenSSL wants an RSA key for the RSA key exchange suites; an ECDSA cert needs ECDHE_ECDSA.
+    // An ECDSA certificate: the ECDHE_ECDSA suites.
     let key = openssl::pkey::PKey::private_key_from_der(&ck.key_pair.serialize_der()).unwrap();
-    let cert = openssl::x509::X509::from_der(&cert_der).unwrap();
+    let cert = openssl::x509::X509::from_der(ck.cert.der()).unwrap();
+    openssl_session_with(version, cipher, key, cert)
+}
+
+/// A self-signed RSA-2048 server identity (for the static-RSA key exchange suites).
+fn rsa_identity() -> (
+    openssl::pkey::PKey<openssl::pkey::Private>,
+    openssl::x509::X509,
+) {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "rdp.test").unwrap();
+    let name = name.build();
+    let mut b = x509::X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (key, b.build())
+}
+
+fn openssl_session_with(
+    version: openssl::ssl::SslVersion,
+    cipher: &str,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    cert: openssl::x509::X509,
+) -> TlsRun {
+    use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+    let cert_der = cert.to_der().unwrap();
     let mut acc = SslAcceptor::mozilla_intermediate(SslMethod::tls()).unwrap();
     acc.set_private_key(&key).unwrap();
     acc.set_certificate(&cert).unwrap();
@@ -1647,6 +1679,61 @@ fn tls10_and_tls12_cbc_decrypted() {
         assert!(err.is_none());
         check_decrypted(&run, &t[0], vname, sname);
     }
+}
+
+#[test]
+fn static_rsa_sessions_decrypted_with_the_server_key() {
+    // OpenSSL 3 negotiates the extended master secret (RFC 7627) by default, so this also checks the
+    // session-hash derivation; the jovair corpus capture (Windows 7, TLS 1.0) checks the plain one.
+    use openssl::ssl::SslVersion;
+    for (v, cipher, vname, sname) in [
+        (
+            SslVersion::TLS1,
+            "AES128-SHA",
+            "TLSv1.0",
+            "TLS_RSA_WITH_AES_128_CBC_SHA",
+        ),
+        (
+            SslVersion::TLS1_2,
+            "AES128-GCM-SHA256",
+            "TLSv1.2",
+            "TLS_RSA_WITH_AES_128_GCM_SHA256",
+        ),
+        (
+            SslVersion::TLS1_2,
+            "AES256-SHA256",
+            "TLSv1.2",
+            "TLS_RSA_WITH_AES_256_CBC_SHA256",
+        ),
+    ] {
+        let (key, cert) = rsa_identity();
+        let pem = key.private_key_to_pem_pkcs8().unwrap();
+        let run = openssl_session_with(v, cipher, key, cert);
+        let mut kl = KeyLog::default();
+        kl.add_rsa_key(&pem).unwrap();
+        let (t, err) = read_all(&tls_capture(&run, false), Some(kl));
+        assert!(err.is_none());
+        check_decrypted(&run, &t[0], vname, sname);
+        // The derived master secret is the one OpenSSL logged.
+        let logged = run
+            .keylog
+            .lines()
+            .find(|l| l.starts_with("CLIENT_RANDOM"))
+            .unwrap();
+        assert_eq!(t[0].keylog, vec![logged.to_string()], "{sname}");
+    }
+    // A key that is not RSA, and a file that is no key, are refused with a reason.
+    let ec = rcgen::KeyPair::generate().unwrap();
+    assert!(KeyLog::default()
+        .add_rsa_key(ec.serialize_pem().as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("not an RSA key"));
+    assert!(KeyLog::default()
+        .add_rsa_key(b"hello")
+        .unwrap_err()
+        .to_string()
+        .contains("no private key"));
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -229,3 +229,79 @@ fn zeek_proprietary_connection_domain_pdus_in_order() {
     );
     assert_eq!(text.matches("channel join confirm").count(), 6, "{text}");
 }
+
+/// With the bundled server key, the static-RSA TLS 1.0 session decrypts and every stage decodes as
+/// INDEX.md's decrypted tshark view says; with another server's key it says so and falls back to
+/// the record-size view.
+#[test]
+fn jovair_rsa_key_decrypts_the_whole_connection_sequence() {
+    let Some(dir) = corpus() else { return };
+    let read = |keylog: rdprobe::capture::reader::KeyLog| {
+        let f = File::open(dir.join("jovair_rdp-tls-decryptable.pcap")).unwrap();
+        let opts = ReaderOptions {
+            keylog: Some(keylog),
+            ..ReaderOptions::default()
+        };
+        let t = read_conversations(BufReader::new(f), opts)
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|t| t.server.port() == 3389)
+            .expect("the RDP conversation");
+        rdprobe::decode::decode_report(&t)
+    };
+    let mut kl = rdprobe::capture::reader::KeyLog::default();
+    let pem = std::fs::read(dir.join("jovair_rdp-tls-decryptable.server-key.pem")).unwrap();
+    kl.add_rsa_key(&pem)
+        .expect("the bundled key (PEM after Bag Attributes lines)");
+    let r = read(kl);
+    let stage = |name: &str| {
+        r.stages
+            .iter()
+            .find(|s| s.stage.as_str() == name)
+            .unwrap_or_else(|| panic!("no {name} stage: {r:?}"))
+    };
+    let frames = |name: &str| stage(name).frames.clone();
+    assert_eq!(frames("x224"), vec![4, 6]);
+    assert_eq!(frames("tls"), vec![8, 9, 11, 12]);
+    assert_eq!(frames("mcs"), vec![14, 15]);
+    assert_eq!(frames("security"), vec![40]);
+    assert_eq!(frames("licensing"), vec![41]);
+    assert_eq!(&frames("capabilities")[..2], &[43, 45]);
+    let mcs = &stage("mcs").facts;
+    assert_eq!(mcs["client_name"], "doskop");
+    assert_eq!(mcs["client_build"], 2600);
+    assert_eq!(mcs["keyboard_layout"], "0x00000409");
+    assert_eq!(
+        mcs["channels"],
+        serde_json::json!(["cliprdr", "rdpsnd", "snddbg", "rdpdr"])
+    );
+    assert_eq!(mcs["encryption_method"], "none");
+    assert_eq!(
+        stage("licensing").facts["license_error_code"],
+        "STATUS_VALID_CLIENT"
+    );
+    assert_eq!(r.last_stage.as_str(), "connected");
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("close_notify from client")),
+        "the client's close_notify is visible only decrypted: {:?}",
+        r.notes
+    );
+
+    // Another server's key: a clear note, and the stages come from record sizes as without a key.
+    let other = openssl::rsa::Rsa::generate(2048).unwrap();
+    let mut kl = rdprobe::capture::reader::KeyLog::default();
+    kl.add_rsa_key(&other.private_key_to_pem().unwrap())
+        .unwrap();
+    let r = read(kl);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("does not decrypt this session's premaster secret")),
+        "{:?}",
+        r.notes
+    );
+    assert!(r.stages.iter().all(|s| s.stage.as_str() != "licensing"));
+    assert_eq!(r.last_stage.as_str(), "connected");
+}

@@ -1,6 +1,10 @@
 //! TLS record decryption for captured RDP conversations (offline, from logged secrets).
 //!
-//! Secrets come from an SSLKEYLOGFILE text or a pcapng Decryption Secrets Block ([`KeyLog`]).
+//! Secrets come from an SSLKEYLOGFILE text or a pcapng Decryption Secrets Block ([`KeyLog`]), or,
+//! for static-RSA key exchange (`TLS_RSA_WITH_*`, common on Windows 7 / 2008 R2 era servers), from
+//! the server's RSA private key: the premaster secret in the ClientKeyExchange is decrypted
+//! (PKCS#1 v1.5, RFC 5246 7.4.7.1) and the master secret derived (RFC 5246 8.1, or RFC 7627's
+//! extended master secret from the handshake transcript).
 //! TLS 1.0–1.2 (RFC 2246, 4346, 5246): `CLIENT_RANDOM` master secret, key expansion with the TLS 1.0
 //! PRF (MD5 ⊕ SHA-1) or the TLS 1.2 PRF (SHA-256 / SHA-384); AES-128/256-GCM (RFC 5288),
 //! ChaCha20-Poly1305 (RFC 7905), AES-CBC with HMAC-SHA1/SHA256/SHA384 (implicit IV chaining in
@@ -45,6 +49,17 @@ const CT_APPDATA: u8 = 23;
 #[derive(Clone, Debug, Default)]
 pub struct KeyLog {
     entries: HashMap<[u8; 32], Vec<(String, Vec<u8>)>>,
+    /// Server RSA private keys, for static-RSA key exchange.
+    rsa_keys: Vec<openssl::pkey::PKey<openssl::pkey::Private>>,
+}
+
+/// Why an RSA private key was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum RsaKeyError {
+    #[error("no private key in the file (PEM or DER, PKCS#1 or PKCS#8): {0}")]
+    Unreadable(String),
+    #[error("the private key is not an RSA key")]
+    NotRsa,
 }
 
 /// Labels rdprobe uses (others are kept and passed on, not used).
@@ -117,6 +132,34 @@ impl KeyLog {
                 self.insert(cr, &label, secret);
             }
         }
+        self.rsa_keys.extend(other.rsa_keys);
+    }
+
+    /// Adds a server RSA private key (PEM — text before the `-----BEGIN` line, such as PKCS#12
+    /// "Bag Attributes", is ignored — or DER; PKCS#1 or PKCS#8).
+    pub fn add_rsa_key(&mut self, key: &[u8]) -> Result<(), RsaKeyError> {
+        use openssl::pkey::PKey;
+        let k = PKey::private_key_from_pem(key)
+            .or_else(|_| PKey::private_key_from_der(key))
+            .map_err(|e| RsaKeyError::Unreadable(e.to_string()))?;
+        if k.rsa().is_err() {
+            return Err(RsaKeyError::NotRsa);
+        }
+        self.rsa_keys.push(k);
+        Ok(())
+    }
+
+    /// The 48-byte premaster secret in an RSA-encrypted ClientKeyExchange, by any known key.
+    fn rsa_premaster(&self, encrypted: &[u8]) -> Option<Vec<u8>> {
+        self.rsa_keys.iter().find_map(|k| {
+            let rsa = k.rsa().ok()?;
+            let mut buf = vec![0u8; rsa.size() as usize];
+            let n = rsa
+                .private_decrypt(encrypted, &mut buf, openssl::rsa::Padding::PKCS1)
+                .ok()?;
+            // PreMasterSecret: client_version (2) + random (46) (RFC 5246 7.4.7.1).
+            (n == 48 && buf[0] == 3).then(|| buf[..48].to_vec())
+        })
     }
 
     /// Number of ClientHello randoms with secrets.
@@ -124,8 +167,9 @@ impl KeyLog {
         self.entries.len()
     }
 
+    /// No secrets at all (neither logged secrets nor RSA keys).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.rsa_keys.is_empty()
     }
 
     /// The secret logged under `label` for `client_random`.
@@ -189,6 +233,16 @@ impl Hash {
             Hash::Sha1 => run!(sha1::Sha1),
             Hash::Sha256 => run!(sha2::Sha256),
             Hash::Sha384 => run!(sha2::Sha384),
+        }
+    }
+
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            Hash::Md5 => md5::Md5::digest(data).to_vec(),
+            Hash::Sha1 => sha1::Sha1::digest(data).to_vec(),
+            Hash::Sha256 => sha2::Sha256::digest(data).to_vec(),
+            Hash::Sha384 => sha2::Sha384::digest(data).to_vec(),
         }
     }
 
@@ -666,6 +720,13 @@ pub struct TlsDecryptor {
     keys_tried: bool,
     keylog_emitted: bool,
     warned_no_keys: bool,
+    /// The extended_master_secret extension (RFC 7627) was negotiated.
+    ems: bool,
+    /// The client's encrypted premaster secret (static-RSA ClientKeyExchange).
+    rsa_cke: Option<Vec<u8>>,
+    /// Handshake messages ClientHello .. ClientKeyExchange (TLS 1.0-1.2), for RFC 7627's session hash.
+    transcript: Vec<u8>,
+    transcript_done: bool,
 }
 
 impl TlsDecryptor {
@@ -1027,10 +1088,36 @@ impl TlsDecryptor {
             return;
         }
         let Some(sr) = self.server_random else { return };
-        let Some(master) = keylog.secret(&cr, "CLIENT_RANDOM") else {
-            self.no_keys_note(&cr, keylog, frame, t_us, out);
-            return;
+        let hash = if v >= 0x0303 { Some(prf_hash) } else { None };
+        let master = match keylog.secret(&cr, "CLIENT_RANDOM") {
+            Some(m) => m.to_vec(),
+            None => match self.rsa_master(keylog, suite, hash, &cr, &sr) {
+                Ok(m) => {
+                    if !self.keylog_emitted {
+                        self.keylog_emitted = true;
+                        out.push(TlsOutput::Keylog(vec![format!(
+                            "CLIENT_RANDOM {} {}",
+                            hex(&cr),
+                            hex(&m)
+                        )]));
+                    }
+                    m
+                }
+                Err(Some(why)) => {
+                    out.push(TlsOutput::Note {
+                        text: why,
+                        frame,
+                        t_us,
+                    });
+                    return;
+                }
+                Err(None) => {
+                    self.no_keys_note(&cr, keylog, frame, t_us, out);
+                    return;
+                }
+            },
         };
+        let master = master.as_slice();
         let mac_len = bulk.mac().map(|h| h.len()).unwrap_or(0);
         let key_len = bulk.key_len();
         let iv_len = match bulk {
@@ -1039,7 +1126,6 @@ impl TlsDecryptor {
             _ => 16,
         };
         let seed = [&sr[..], &cr[..]].concat();
-        let hash = if v >= 0x0303 { Some(prf_hash) } else { None };
         let kb = prf(
             hash,
             master,
@@ -1070,6 +1156,62 @@ impl TlsDecryptor {
                 }
             }
         }
+    }
+
+    /// The master secret from the server's RSA key (static-RSA suites). `Err(None)`: no RSA key
+    /// applies (not an RSA suite, no key given); `Err(Some(why))`: a key was given but could not be
+    /// used, and why.
+    fn rsa_master(
+        &self,
+        keylog: &KeyLog,
+        suite: u16,
+        hash: Option<Hash>,
+        cr: &[u8; 32],
+        sr: &[u8; 32],
+    ) -> Result<Vec<u8>, Option<String>> {
+        let static_rsa = suite_info(suite).is_some_and(|(name, _, _)| name.starts_with("TLS_RSA_"));
+        if keylog.rsa_keys.is_empty() || !static_rsa {
+            return Err(None);
+        }
+        let Some(enc) = &self.rsa_cke else {
+            return Err(Some(
+                "tls: no ClientKeyExchange seen: the rsa key cannot be used".into(),
+            ));
+        };
+        let Some(pms) = keylog.rsa_premaster(enc) else {
+            return Err(Some(
+                "tls: the rsa key given does not decrypt this session's premaster secret (another server's key?)".into(),
+            ));
+        };
+        if self.ems {
+            if self.transcript_done && self.transcript.is_empty() {
+                return Err(Some(
+                    "tls: extended master secret: handshake transcript too large".into(),
+                ));
+            }
+            let session_hash = match hash {
+                Some(h) => h.digest(&self.transcript),
+                None => [
+                    Hash::Md5.digest(&self.transcript),
+                    Hash::Sha1.digest(&self.transcript),
+                ]
+                .concat(),
+            };
+            return Ok(prf(
+                hash,
+                &pms,
+                b"extended master secret",
+                &session_hash,
+                48,
+            ));
+        }
+        Ok(prf(
+            hash,
+            &pms,
+            b"master secret",
+            &[&cr[..], &sr[..]].concat(),
+            48,
+        ))
     }
 
     fn no_keys_note(
@@ -1133,6 +1275,14 @@ impl TlsDecryptor {
                 return;
             }
             let msg: Vec<u8> = d.hs_buf.drain(..4 + mlen).collect();
+            if !self.transcript_done && self.version != Some(0x0304) {
+                if self.transcript.len() + msg.len() > MAX_HANDSHAKE_BUF {
+                    self.transcript_done = true;
+                    self.transcript = Vec::new();
+                } else {
+                    self.transcript.extend_from_slice(&msg);
+                }
+            }
             self.handshake_msg(dir, msg[0], &msg[4..], frame, t_us, keylog, out);
         }
     }
@@ -1157,6 +1307,19 @@ impl TlsDecryptor {
                 }
             }
             (Dir::S2C, 2) => self.server_hello(body),
+            (Dir::C2S, 16) => {
+                // ClientKeyExchange: for static RSA, EncryptedPreMasterSecret with a 2-byte length.
+                self.transcript_done = true;
+                let enc = match body {
+                    [hi, lo, rest @ ..]
+                        if usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len() =>
+                    {
+                        rest
+                    }
+                    _ => body,
+                };
+                self.rsa_cke = Some(enc.to_vec());
+            }
             (Dir::S2C, 11) => {
                 let is13 = self.version == Some(0x0304);
                 self.certificates = parse_certificates(body, is13);
@@ -1231,6 +1394,7 @@ impl TlsDecryptor {
                 match et {
                     0x002b if val.len() == 2 => version = u16::from_be_bytes([val[0], val[1]]),
                     0x0016 => etm = true,
+                    0x0017 => self.ems = true,
                     _ => {}
                 }
                 p += 4 + elen;
