@@ -757,6 +757,54 @@ fn cli_lab_flag_fuzzes_a_watched_lab_child() {
         v["process"]["restarts"].as_u64().is_some_and(|r| r >= 1),
         "{v}"
     );
+    // A lab that exits (code 3) instead of crashing: the signature carries the exit code.
+    let o = rdprobe(&[
+        "fuzz",
+        "--lab",
+        "healthy-tls",
+        "--plant",
+        "x224-neg-type-exit",
+        "--stage",
+        "x224",
+        "--cases",
+        "400",
+        "--seed",
+        "7",
+        "--timeout",
+        "400ms",
+        "--out",
+        out.path().join("exit").to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fuzz json ({e}): {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert_eq!(o.status.code(), Some(10), "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(
+        f["signature"]["process"],
+        serde_json::json!({"kind": "exited", "code": 3}),
+        "{f}"
+    );
+    assert!(
+        f["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("target process exited with code 3 after case")),
+        "{f}"
+    );
+    assert_eq!(f["reproduced"], true, "{f}");
+    let muts = f["case"]["mutations"].as_array().expect("mutations");
+    assert_eq!(muts.len(), 1, "{f}");
+    assert_eq!(muts[0]["field"], "neg_type", "{f}");
+    assert_ne!(muts[0]["value"], 1, "{f}");
+    eprintln!(
+        "lab child exit: found at case {}, minimal {}",
+        f["case_index"], f["case"]
+    );
 }
 
 /// CredSSP past the first round trip: with the lab's credentials the fuzzer completes NEGOTIATE /
