@@ -989,3 +989,44 @@ fn bounded_run_against_xrdp_rdp_security_classifies_every_case() {
         assert_eq!(s.stats.classes.get(&ResponseClass::PrefixFailed), None);
     });
 }
+
+/// What the deep CredSSP rounds found in the lab itself: sspi 0.23.0's CredSSP server panicked on
+/// a pubKeyAuth or authInfo shorter than the 16-byte NTLM signature (the connection then just
+/// closed). The lab now refuses them as a logon failure: a TSRequest errorCode, not a close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_answers_short_pubkeyauth_and_authinfo_with_a_logon_failure() {
+    let s = scenario("healthy-nla");
+    let (user, password) = rdprobe::lab::demo_credentials(&s).expect("credentials");
+    let lab = rdprobe::lab::spawn_lab(lo0(), s).expect("lab");
+    let mut t = lab_target(lab.addr);
+    t.credentials = Some(Credentials {
+        user,
+        domain: None,
+        password,
+    });
+    for (round, field) in [(2u8, 3u8), (3, 2)] {
+        let case = Case::Credssp(fuzz::credssp::CredsspCase {
+            round,
+            mutations: vec![CredsspMutation::FieldTruncate { field, len: 8 }],
+        });
+        let run = fuzz::session::run_case(&t, &case).await;
+        assert_eq!(
+            run.class,
+            ResponseClass::ErrorReply,
+            "round {round}: {}",
+            run.detail
+        );
+        assert!(
+            run.detail.contains("STATUS_LOGON_FAILURE"),
+            "{}",
+            run.detail
+        );
+    }
+    // The valid later rounds still pass.
+    let valid = Case::Credssp(fuzz::credssp::CredsspCase {
+        round: 3,
+        mutations: vec![],
+    });
+    let run = fuzz::session::run_case(&t, &valid).await;
+    assert_eq!(run.class, ResponseClass::ValidReply, "{}", run.detail);
+}
