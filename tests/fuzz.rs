@@ -757,6 +757,54 @@ fn cli_lab_flag_fuzzes_a_watched_lab_child() {
         v["process"]["restarts"].as_u64().is_some_and(|r| r >= 1),
         "{v}"
     );
+    // A lab that exits (code 3) instead of crashing: the signature carries the exit code.
+    let o = rdprobe(&[
+        "fuzz",
+        "--lab",
+        "healthy-tls",
+        "--plant",
+        "x224-neg-type-exit",
+        "--stage",
+        "x224",
+        "--cases",
+        "400",
+        "--seed",
+        "7",
+        "--timeout",
+        "400ms",
+        "--out",
+        out.path().join("exit").to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fuzz json ({e}): {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert_eq!(o.status.code(), Some(10), "{v}");
+    let f = &v["findings"][0];
+    assert_eq!(
+        f["signature"]["process"],
+        serde_json::json!({"kind": "exited", "code": 3}),
+        "{f}"
+    );
+    assert!(
+        f["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("target process exited with code 3 after case")),
+        "{f}"
+    );
+    assert_eq!(f["reproduced"], true, "{f}");
+    let muts = f["case"]["mutations"].as_array().expect("mutations");
+    assert_eq!(muts.len(), 1, "{f}");
+    assert_eq!(muts[0]["field"], "neg_type", "{f}");
+    assert_ne!(muts[0]["value"], 1, "{f}");
+    eprintln!(
+        "lab child exit: found at case {}, minimal {}",
+        f["case_index"], f["case"]
+    );
 }
 
 /// CredSSP past the first round trip: with the lab's credentials the fuzzer completes NEGOTIATE /
@@ -940,4 +988,45 @@ fn bounded_run_against_xrdp_rdp_security_classifies_every_case() {
         );
         assert_eq!(s.stats.classes.get(&ResponseClass::PrefixFailed), None);
     });
+}
+
+/// What the deep CredSSP rounds found in the lab itself: sspi 0.23.0's CredSSP server panicked on
+/// a pubKeyAuth or authInfo shorter than the 16-byte NTLM signature (the connection then just
+/// closed). The lab now refuses them as a logon failure: a TSRequest errorCode, not a close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_answers_short_pubkeyauth_and_authinfo_with_a_logon_failure() {
+    let s = scenario("healthy-nla");
+    let (user, password) = rdprobe::lab::demo_credentials(&s).expect("credentials");
+    let lab = rdprobe::lab::spawn_lab(lo0(), s).expect("lab");
+    let mut t = lab_target(lab.addr);
+    t.credentials = Some(Credentials {
+        user,
+        domain: None,
+        password,
+    });
+    for (round, field) in [(2u8, 3u8), (3, 2)] {
+        let case = Case::Credssp(fuzz::credssp::CredsspCase {
+            round,
+            mutations: vec![CredsspMutation::FieldTruncate { field, len: 8 }],
+        });
+        let run = fuzz::session::run_case(&t, &case).await;
+        assert_eq!(
+            run.class,
+            ResponseClass::ErrorReply,
+            "round {round}: {}",
+            run.detail
+        );
+        assert!(
+            run.detail.contains("STATUS_LOGON_FAILURE"),
+            "{}",
+            run.detail
+        );
+    }
+    // The valid later rounds still pass.
+    let valid = Case::Credssp(fuzz::credssp::CredsspCase {
+        round: 3,
+        mutations: vec![],
+    });
+    let run = fuzz::session::run_case(&t, &valid).await;
+    assert_eq!(run.class, ResponseClass::ValidReply, "{}", run.detail);
 }

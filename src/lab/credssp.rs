@@ -72,12 +72,32 @@ pub(crate) fn ntlm_message_type(token: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
 }
 
+/// Length of an NTLM message signature (MS-NLMP 2.2.2.9), in bytes.
+const NTLM_SIGNATURE_LEN: usize = 16;
+
 /// Runs one `process` call of the CredSSP server to completion. NTLM needs no network; a network
 /// request (Kerberos) is answered with an error.
 pub(crate) fn process(
     server: &mut CredSspServer<LabCredentials>,
     request: TsRequest,
 ) -> Result<ServerState, ServerError> {
+    // sspi 0.23.0 splits pubKeyAuth and authInfo at the 16-byte NTLM signature (MS-NLMP 2.2.2.9)
+    // without checking their length and panics on a shorter one (found by `rdprobe fuzz --stage
+    // credssp` in rounds 2 and 3): refuse those here, as a logon failure.
+    for (name, field) in [
+        ("pubKeyAuth", &request.pub_key_auth),
+        ("authInfo", &request.auth_info),
+    ] {
+        if field.as_ref().is_some_and(|f| f.len() < NTLM_SIGNATURE_LEN) {
+            return Err(ServerError {
+                ts_request: None,
+                error: sspi::Error::new(
+                    sspi::ErrorKind::InvalidToken,
+                    format!("{name} shorter than the {NTLM_SIGNATURE_LEN}-byte NTLM signature"),
+                ),
+            });
+        }
+    }
     let mut generator = server.process(request);
     let mut state = generator.start();
     // INVARIANT: bounded — each resume answers one network request with an error; NTLM makes none.

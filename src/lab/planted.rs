@@ -42,10 +42,14 @@ pub enum Bug {
     /// 512 bytes (the 256 characters of MS-RDPBCGR 2.2.1.11.1.1) makes the connection handler
     /// abort: TCP RST, no reply. Reached after X.224, MCS and the channel connection.
     SecurityLongUserNameAbort,
+    /// x224: a negotiation request after the cookie line whose type byte is not TYPE_RDP_NEG_REQ
+    /// (0x01) makes the lab process exit with code 3 (an "unreachable" branch that calls exit). Process-killing: arm it only in
+    /// a lab process of its own (`rdprobe lab --plant x224-neg-type-exit`).
+    X224NegTypeExit,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::X224LongCookieHang,
         Bug::CredsspVersionZeroAbort,
         Bug::McsManyChannelsWedge,
@@ -53,6 +57,7 @@ impl Bug {
         Bug::X224CorrelationLeak,
         Bug::CredsspShortPubKeyAuthAbort,
         Bug::SecurityLongUserNameAbort,
+        Bug::X224NegTypeExit,
     ];
 
     /// The name `rdprobe lab --plant` takes.
@@ -65,6 +70,7 @@ impl Bug {
             Bug::X224CorrelationLeak => "x224-correlation-leak",
             Bug::CredsspShortPubKeyAuthAbort => "credssp-short-pubkeyauth-abort",
             Bug::SecurityLongUserNameAbort => "security-long-user-name-abort",
+            Bug::X224NegTypeExit => "x224-neg-type-exit",
         }
     }
 
@@ -195,6 +201,11 @@ pub(crate) async fn hook(raw: &TcpStream, at: At, frame: &[u8]) -> Result<(), St
             {
                 std::process::abort();
             }
+            (Bug::X224NegTypeExit, At::X224Request)
+                if neg_req_type(frame).is_some_and(|t| t != 0x01) =>
+            {
+                std::process::exit(3);
+            }
             (Bug::X224CorrelationLeak, At::X224Request)
                 if neg_req_flags(frame).is_some_and(|f| f & 0x08 != 0) =>
             {
@@ -244,9 +255,10 @@ pub fn routing_token_len(request: &[u8]) -> Option<usize> {
     var[start..].windows(2).position(|w| w == b"\r\n")
 }
 
-/// The flags of the RDP_NEG_REQ (type 0x01) of an X.224 Connection Request (MS-RDPBCGR
-/// 2.2.1.1.1): the byte after the type, which follows the cookie line when there is one.
-pub fn neg_req_flags(request: &[u8]) -> Option<u8> {
+/// The type and flags bytes of the negotiation request of an X.224 Connection Request
+/// (MS-RDPBCGR 2.2.1.1.1): the two bytes after the cookie line when there is one, else after the
+/// X.224 header; None when the request ends before them.
+fn neg_req_head(request: &[u8]) -> Option<(u8, u8)> {
     let var = request.get(11..)?;
     let at = if var.starts_with(b"Cookie:") {
         var.windows(2).position(|w| w == b"\r\n")? + 2
@@ -254,9 +266,23 @@ pub fn neg_req_flags(request: &[u8]) -> Option<u8> {
         0
     };
     match var.get(at..at + 2)? {
-        [0x01, flags] => Some(*flags),
+        [ty, flags] => Some((*ty, *flags)),
         _ => None,
     }
+}
+
+/// The flags of the RDP_NEG_REQ (type 0x01) of an X.224 Connection Request.
+pub fn neg_req_flags(request: &[u8]) -> Option<u8> {
+    neg_req_head(request).and_then(|(ty, flags)| (ty == 0x01).then_some(flags))
+}
+
+/// The type byte of the negotiation request that follows a complete cookie line of an X.224
+/// Connection Request (None without a cookie line).
+pub fn neg_req_type(request: &[u8]) -> Option<u8> {
+    if !request.get(11..)?.starts_with(b"Cookie:") {
+        return None;
+    }
+    neg_req_head(request).map(|(ty, _)| ty)
 }
 
 /// cbUserName of the TS_INFO_PACKET in a Client Info PDU sent in the clear (MS-RDPBCGR
@@ -302,6 +328,8 @@ mod tests {
             Some(0x08)
         );
         assert_eq!(neg_req_flags(&encode(&[], &ctx)), Some(0));
+        assert_eq!(neg_req_type(&encode(&[M::NegType(2)], &ctx)), Some(2));
+        assert_eq!(neg_req_type(&encode(&[M::NegReqAbsent], &ctx)), None);
         for b in Bug::ALL {
             assert_eq!(Bug::parse(b.name()), Some(b));
         }
