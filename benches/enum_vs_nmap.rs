@@ -11,7 +11,8 @@
 //! rdprobe's time there (not nmap's, which mostly waits) grows with the machine's load.
 //!
 //! Run: `cargo bench --bench enum_vs_nmap` (needs xrdp, freerdp-shadow-cli, Xvfb, nmap).
-//! `BENCH_RUNS=N` sets the rounds per server (default 5).
+//! `BENCH_RUNS=N` sets the rounds per server (default 5); `BENCH_ONLY=shadow` (a substring of the
+//! server names) benches only the matching servers.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,6 +28,10 @@ fn runs() -> usize {
         .and_then(|s| s.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(5)
+}
+
+fn selected(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |f| name.contains(f.as_str()))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -120,13 +125,18 @@ fn main() {
         ("xrdp tls", XrdpOpts::tls()),
         ("xrdp rdp/high", XrdpOpts::rdp("high")),
     ] {
+        if !selected(name) {
+            continue;
+        }
         let xrdp = Xrdp::start(opts).expect("start xrdp");
         let (f, l) = bench(name, xrdp.port());
         worst = (worst.0.max(f), worst.1.max(l));
     }
-    let shadow = FreerdpShadow::start("nla", &[("alice", "pw")]).expect("start freerdp-shadow");
-    let (f, l) = bench("freerdp-shadow nla", shadow.port());
-    worst = (worst.0.max(f), worst.1.max(l));
+    if selected("freerdp-shadow nla") {
+        let shadow = FreerdpShadow::start("nla", &[("alice", "pw")]).expect("start freerdp-shadow");
+        let (f, l) = bench("freerdp-shadow nla", shadow.port());
+        worst = (worst.0.max(f), worst.1.max(l));
+    }
     let met = |r: f64| if r <= 0.25 { "met" } else { "missed" };
     println!(
         "worst ratio: rdprobe enum {:.2} ({}), --no-ciphers {:.2} ({}); goal <= 0.25",

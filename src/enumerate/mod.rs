@@ -757,6 +757,21 @@ async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr,
     }
 }
 
+/// Connections opened ahead for the cipher-suite elimination. A server that spends CPU on every
+/// connection (slow X.224 answers) gets two: enough to keep two cores busy, and fewer unused at
+/// the end; a cheap one gets `concurrency`.
+fn ahead(ctx: &Ctx, o: &EnumOptions) -> usize {
+    let n = o.concurrency.max(1);
+    if ctx.connections_are_cheap() {
+        n
+    } else {
+        n.min(SLOW_SERVER_AHEAD)
+    }
+}
+
+/// See [`ahead`].
+const SLOW_SERVER_AHEAD: usize = 2;
+
 /// Runs the enumeration. Never panics on server behaviour; every wait is bounded by `timeout`.
 pub async fn enumerate(o: &EnumOptions) -> EnumReport {
     let start = Instant::now();
@@ -838,7 +853,7 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         let via = answers.iter().find(|n| n.accepted).map(|n| n.offered_value);
         let pool = via.map(|v| pool::Pool::new(ctx.clone(), spares.clone(), v));
         if let (Some(p), false) = (&pool, o.skip_ciphers) {
-            p.prefetch(o.concurrency.max(1));
+            p.prefetch(ahead(&ctx, o));
         }
         (answers, pool)
     };
@@ -902,7 +917,7 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
             &o.host,
             o.cipher_limit,
             o.skip_ciphers,
-            o.concurrency.max(1),
+            ahead(&ctx, o),
             nla_name.as_deref().filter(|_| credssp_rides),
         )
         .await;
