@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
-use super::ladder::upto;
+use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
 
 /// MCS user ids are sent as offsets from 1001 (T.125 UserId, MS-RDPBCGR 2.2.1.6).
@@ -238,18 +238,6 @@ pub fn domain_reply(pdu: &[u8]) -> Option<DomainReply> {
         8 => DomainReply::Ultimatum,
         n => DomainReply::Other(n),
     })
-}
-
-fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
-    upto(0xff, extra).prop_map(|v| v as u8).boxed()
-}
-
-fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
-    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
-}
-
-fn u32s(extra: &[u64]) -> BoxedStrategy<u32> {
-    upto(0xffff_ffff, extra).prop_map(|v| v as u32).boxed()
 }
 
 /// One mutation, boundary-biased.

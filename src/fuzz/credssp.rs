@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
-use super::ladder::upto;
+use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
 
 /// Deepest extra SEQUENCE nesting a case asks for.
@@ -468,18 +468,6 @@ pub fn pub_key_auth_len(b: &[u8]) -> Option<usize> {
         .ok()?
         .pub_key_auth
         .map(|v| v.len())
-}
-
-fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
-    upto(0xff, extra).prop_map(|v| v as u8).boxed()
-}
-
-fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
-    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
-}
-
-fn u32s(extra: &[u64]) -> BoxedStrategy<u32> {
-    upto(0xffff_ffff, extra).prop_map(|v| v as u32).boxed()
 }
 
 /// One mutation, boundary-biased.

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::Rng;
-use proptest::strategy::{NewTree, Strategy, ValueTree};
+use proptest::strategy::{BoxedStrategy, NewTree, Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
 
 /// The generic boundaries every ladder starts from (filtered to its range).
@@ -238,6 +238,22 @@ impl ValueTree for LadderTree {
 /// Shorthand: a ladder over `0..=max` with extra boundaries.
 pub fn upto(max: u64, extra: &[u64]) -> Ladder {
     Ladder::new(0, max, extra)
+}
+
+/// Boundary-biased values of one field width (a ladder over the whole range), for the stages'
+/// mutation strategies.
+pub fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
+    upto(0xff, extra).prop_map(|v| v as u8).boxed()
+}
+
+/// See [`u8s`].
+pub fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
+    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
+}
+
+/// See [`u8s`].
+pub fn u32s(extra: &[u64]) -> BoxedStrategy<u32> {
+    upto(0xffff_ffff, extra).prop_map(|v| v as u32).boxed()
 }
 
 #[cfg(test)]

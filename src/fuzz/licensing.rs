@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
-use super::ladder::upto;
+use super::ladder::{u16s, u8s, upto};
 use crate::rdpsec::flags::SEC_LICENSE_PKT;
 
 /// Most blobs a case addresses in one message.
@@ -141,14 +141,6 @@ pub fn encode(mutations: &[LicensingMutation], msg: &[u8]) -> (u16, Vec<u8>) {
     }
     havoc::apply_all(&havocs, &mut m);
     (flags, m)
-}
-
-fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
-    upto(0xff, extra).prop_map(|v| v as u8).boxed()
-}
-
-fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
-    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
 }
 
 /// One mutation, boundary-biased.

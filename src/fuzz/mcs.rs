@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
-use super::ladder::upto;
+use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
 
 /// Most channel definitions a case writes (the count field may claim more).
@@ -487,18 +487,6 @@ impl CoreFields {
         }
         d
     }
-}
-
-fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
-    upto(0xff, extra).prop_map(|v| v as u8).boxed()
-}
-
-fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
-    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
-}
-
-fn u32s(extra: &[u64]) -> BoxedStrategy<u32> {
-    upto(0xffff_ffff, extra).prop_map(|v| v as u32).boxed()
 }
 
 /// One mutation, boundary-biased.

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
-use super::ladder::upto;
+use super::ladder::{u16s, u32s, u8s, upto};
 use crate::probe::Credentials;
 use crate::rdpsec::flags::{SEC_EXCHANGE_PKT, SEC_INFO_PKT};
 
@@ -162,18 +162,6 @@ pub fn info_header(mutations: &[SecurityMutation], encrypted_session: bool) -> (
         }
     }
     (flags, encrypt)
-}
-
-fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
-    upto(0xff, extra).prop_map(|v| v as u8).boxed()
-}
-
-fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
-    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
-}
-
-fn u32s(extra: &[u64]) -> BoxedStrategy<u32> {
-    upto(0xffff_ffff, extra).prop_map(|v| v as u32).boxed()
 }
 
 /// One mutation, boundary-biased.

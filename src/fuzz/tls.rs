@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
-use super::ladder::upto;
+use super::ladder::{u16s, u8s, upto};
 use super::EncodeCtx;
 
 /// One structured mutation of the ClientHello; later ones override earlier ones.
@@ -247,14 +247,6 @@ pub fn encode(mutations: &[TlsMutation], _ctx: &EncodeCtx) -> Vec<u8> {
     }
     havoc::apply_all(&havocs, &mut out);
     out
-}
-
-fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
-    upto(0xff, extra).prop_map(|v| v as u8).boxed()
-}
-
-fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
-    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
 }
 
 /// One mutation, boundary-biased.

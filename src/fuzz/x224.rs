@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
-use super::ladder::{upto, Ladder};
+use super::ladder::{u16s, u8s, upto, Ladder};
 use super::EncodeCtx;
 
 /// Longest cookie identifier a case asks for, in bytes.
@@ -204,14 +204,6 @@ pub fn encode(mutations: &[X224Mutation], ctx: &EncodeCtx) -> Vec<u8> {
     out.extend_from_slice(&var);
     havoc::apply_all(&havocs, &mut out);
     out
-}
-
-fn u8s(extra: &[u64]) -> BoxedStrategy<u8> {
-    upto(0xff, extra).prop_map(|v| v as u8).boxed()
-}
-
-fn u16s(extra: &[u64]) -> BoxedStrategy<u16> {
-    upto(0xffff, extra).prop_map(|v| v as u16).boxed()
 }
 
 /// One mutation, boundary-biased.
