@@ -3,16 +3,32 @@
 //! conversation found also goes through the stage decoder.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use rdprobe::capture::reader::{read_conversations, KeyLog, ReaderOptions};
 
+/// A key log and an RSA key make the TLS decryption paths (key log and static RSA) reachable for
+/// records in the input. Built once: RSA key generation is slow.
+fn keylog() -> KeyLog {
+    static KEYLOG: OnceLock<KeyLog> = OnceLock::new();
+    KEYLOG
+        .get_or_init(|| {
+            let mut k = KeyLog::parse(
+                "CLIENT_RANDOM 0000000000000000000000000000000000000000000000000000000000000000 \
+                 000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            );
+            let rsa = openssl::rsa::Rsa::generate(1024).expect("rsa key");
+            k.add_rsa_key(&rsa.private_key_to_pem().expect("pem"))
+                .expect("rsa key accepted");
+            k
+        })
+        .clone()
+}
+
 fuzz_target!(|data: &[u8]| {
     let opts = ReaderOptions {
-        // A key log makes the TLS decryption paths reachable for records in the input.
-        keylog: Some(KeyLog::parse(
-            "CLIENT_RANDOM 0000000000000000000000000000000000000000000000000000000000000000 \
-             000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
-        )),
+        keylog: Some(keylog()),
         max_retained_per_direction: 64 * 1024,
     };
     let Ok(it) = read_conversations(data, opts) else { return };
