@@ -531,21 +531,30 @@ fn print_report(r: &ConnectionReport, json: bool, diagnose: bool) -> Result<()> 
     Ok(())
 }
 
-fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
-    use rdprobe::capture::reader::{read_conversations, KeyLog, ReaderOptions};
-    let mut keylog = match &a.keylog {
+/// The TLS secrets given on the command line: a key log file and server RSA keys.
+fn load_secrets(
+    keylog: Option<&std::path::Path>,
+    rsa_keys: &[PathBuf],
+) -> Result<Option<rdprobe::capture::reader::KeyLog>> {
+    use rdprobe::capture::reader::KeyLog;
+    let mut k = match keylog {
         Some(p) => Some(KeyLog::parse(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )),
         None => None,
     };
-    for p in &a.rsa_key {
+    for p in rsa_keys {
         let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        keylog
-            .get_or_insert_with(KeyLog::default)
+        k.get_or_insert_with(KeyLog::default)
             .add_rsa_key(&bytes)
             .map_err(|e| usage(format!("{}: {e}", p.display())))?;
     }
+    Ok(k)
+}
+
+fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
+    use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+    let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
     let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -945,6 +954,9 @@ struct ReplayArgs {
     /// SSLKEYLOGFILE with TLS secrets for the capture (secrets embedded in a pcapng are used automatically)
     #[arg(long)]
     keylog: Option<PathBuf>,
+    /// Server RSA private key (PEM or DER) to decrypt static-RSA TLS sessions; repeatable
+    #[arg(long, value_name = "FILE")]
+    rsa_key: Vec<PathBuf>,
     /// --as-server: the NLA account (password from RDPROBE_PASSWORD) [default: user / pass];
     /// --as-client: the user to log on as when the captured client authenticated
     #[arg(long)]
@@ -970,14 +982,9 @@ struct ReplayArgs {
 }
 
 async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
-    use rdprobe::capture::reader::{KeyLog, ReaderOptions};
+    use rdprobe::capture::reader::ReaderOptions;
     use rdprobe::replay;
-    let keylog = match &a.keylog {
-        Some(p) => Some(KeyLog::parse(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
     let input = std::io::BufReader::new(
         std::fs::File::open(&a.capture)
             .with_context(|| format!("opening {}", a.capture.display()))?,

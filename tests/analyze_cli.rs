@@ -168,6 +168,16 @@ fn foreign_files_are_named_not_misread() {
         "{}",
         text(&out.stderr)
     );
+    // A "key" that is not one is a usage error that names the file.
+    let capture = fixture("healthy-nla.pcapng");
+    let png_path = png.to_str().expect("path");
+    let out = analyze(&["--rsa-key", png_path, &capture], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(png_path) && err.contains("no private key"),
+        "{err}"
+    );
 }
 
 /// An IPv4 endpoint: address and port.
