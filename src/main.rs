@@ -55,6 +55,13 @@ enum Cmd {
     ///   rdprobe analyze span.pcap --stages
     ///   rdprobe analyze big.pcap --json > verdicts.jsonl
     ///   rdprobe analyze capture.pcapng --keylog keys.txt
+    ///   rdprobe analyze win7.pcap --rsa-key server.pem      # static-RSA TLS, decrypted
+    ///   tcpdump -U -w - tcp port 3389 | rdprobe analyze -   # live: a row as each connection ends
+    ///
+    /// Exit code: 0 when every connection passed; otherwise a failing connection's code (the lowest,
+    /// e.g. 3 network before 6 authentication; see `rdprobe --help`); 7 when the file is damaged part
+    /// way (the connections before the damage are still reported). A capture merely cut short in its
+    /// last record is a warning. RDP over UDP (MS-RDPEUDP) flows are listed, not decoded.
     #[command(verbatim_doc_comment)]
     Analyze(AnalyzeArgs),
     /// Run the embedded lab server with a scenario (built-in name or TOML file).
