@@ -1275,7 +1275,9 @@ impl TlsDecryptor {
                 return;
             }
             let msg: Vec<u8> = d.hs_buf.drain(..4 + mlen).collect();
-            if !self.transcript_done && self.version != Some(0x0304) {
+            // Only an RSA key needs the transcript (RFC 7627's session hash).
+            if !self.transcript_done && self.version != Some(0x0304) && !keylog.rsa_keys.is_empty()
+            {
                 if self.transcript.len() + msg.len() > MAX_HANDSHAKE_BUF {
                     self.transcript_done = true;
                     self.transcript = Vec::new();

@@ -619,34 +619,19 @@ impl Machine<'_> {
 
     /// Frames and handles every complete PDU buffered for this direction and layer.
     fn drain(&mut self, dir: Dir, layer: Layer) {
-        loop {
-            let (mode, first_event) = {
-                let p = self.parser(dir, layer);
-                if p.buf.is_empty() || p.mode == Mode::Dead {
-                    return;
-                }
-                (p.mode, p.first_event)
-            };
-            // The buffer is taken out while its PDU is handled (no copy); handlers never append
-            // to it, and one that kills the stream leaves the mode Dead so it is not put back.
-            let buf = std::mem::take(&mut self.parser(dir, layer).buf);
-            let n = self.pdu_in(mode, dir, layer, first_event, &buf);
-            let p = self.parser(dir, layer);
-            if p.mode != Mode::Dead {
-                p.buf = buf;
-            }
-            let Some(n) = n else { return };
-            let idx = self.event_idx;
-            let p = self.parser(dir, layer);
-            let n = n.min(p.buf.len());
-            p.buf.drain(..n);
-            p.base += n as u64;
-            p.first_event = idx;
+        // The buffer is taken out while its PDUs are handled (no copy); handlers never append to
+        // it, and one that kills the stream leaves the mode Dead so it is not put back.
+        let mut buf = std::mem::take(&mut self.parser(dir, layer).buf);
+        let used = self.drain_slice(dir, layer, &buf);
+        let p = self.parser(dir, layer);
+        if p.mode != Mode::Dead {
+            buf.drain(..used);
+            p.buf = buf;
         }
     }
 
-    /// Like [`Machine::drain`] over `bytes` while the buffer is empty: handles every complete PDU
-    /// at the start of `bytes` and returns how many bytes they used.
+    /// Handles every complete PDU at the start of `bytes` (the direction's stream from `base` on,
+    /// with nothing buffered before it) and returns how many bytes they used.
     fn drain_slice(&mut self, dir: Dir, layer: Layer, bytes: &[u8]) -> usize {
         let mut used = 0usize;
         while used < bytes.len() {

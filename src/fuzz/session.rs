@@ -183,9 +183,7 @@ async fn drive(
     // --- x224 ---
     if let Case::X224(c) = case {
         let bytes = super::x224::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes);
-        sent.extend_from_slice(&bytes);
-        sent_at.get_or_insert_with(Instant::now);
+        note_sent(shared, stage, &bytes, sent, sent_at);
         if let Err(e) = write(&mut wire, &bytes).await {
             return Ok(write_failed(&e));
         }
@@ -230,9 +228,7 @@ async fn drive(
             )));
         }
         let bytes = super::tls::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes);
-        sent.extend_from_slice(&bytes);
-        sent_at.get_or_insert_with(Instant::now);
+        note_sent(shared, stage, &bytes, sent, sent_at);
         if let Err(e) = write(&mut wire, &bytes).await {
             return Ok(write_failed(&e));
         }
@@ -309,10 +305,7 @@ async fn drive(
                 };
             }
             let bytes = super::credssp::encode(&c.mutations, &ctx);
-            note_sent(shared, stage, &bytes);
-            sent.extend_from_slice(&bytes);
-            sent_at.get_or_insert_with(Instant::now);
-            sent_at.get_or_insert_with(Instant::now);
+            note_sent(shared, stage, &bytes, sent, sent_at);
             if let Err(e) = write(&mut inner, &bytes).await {
                 return Ok(write_failed(&e));
             }
@@ -341,9 +334,7 @@ async fn drive(
     // --- mcs ---
     if let Case::Mcs(c) = case {
         let bytes = super::mcs::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes);
-        sent.extend_from_slice(&bytes);
-        sent_at.get_or_insert_with(Instant::now);
+        note_sent(shared, stage, &bytes, sent, sent_at);
         if let Err(e) = write(&mut io, &bytes).await {
             return Ok(write_failed(&e));
         }
@@ -383,9 +374,7 @@ async fn drive(
         return Err(prefix(format!("stage {stage} is not fuzzable")));
     };
     let one = channels::encode_phase_one(&c.mutations);
-    note_sent(shared, stage, &one);
-    sent.extend_from_slice(&one);
-    sent_at.get_or_insert_with(Instant::now);
+    note_sent(shared, stage, &one, sent, sent_at);
     if let Err(e) = write(&mut io, &one).await {
         return Ok(write_failed(&e));
     }
@@ -572,9 +561,7 @@ async fn rdpsec_stages(
             let pdu = rc::send_data_request(user, server.io_channel, ud)
                 .map_err(|e| walk("security exchange", e))?;
             if stage == FuzzStage::Security {
-                note_sent(shared, stage, &pdu);
-                sent.extend_from_slice(&pdu);
-                sent_at.get_or_insert_with(Instant::now);
+                note_sent(shared, stage, &pdu, sent, sent_at);
             }
             if let Err(e) = write(&mut wire, &pdu).await {
                 return match stage {
@@ -605,9 +592,7 @@ async fn rdpsec_stages(
     let pdu =
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("client info", e))?;
     if stage == FuzzStage::Security {
-        note_sent(shared, stage, &pdu);
-        sent.extend_from_slice(&pdu);
-        sent_at.get_or_insert_with(Instant::now);
+        note_sent(shared, stage, &pdu, sent, sent_at);
         if let Err(e) = write(&mut wire, &pdu).await {
             return Ok(write_failed(&e));
         }
@@ -703,9 +688,7 @@ async fn rdpsec_stages(
     };
     let pdu =
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("licensing", e))?;
-    note_sent(shared, stage, &pdu);
-    sent.extend_from_slice(&pdu);
-    sent_at.get_or_insert_with(Instant::now);
+    note_sent(shared, stage, &pdu, sent, sent_at);
     if let Err(e) = write(&mut wire, &pdu).await {
         return Ok(write_failed(&e));
     }
@@ -801,11 +784,21 @@ fn tpkt_len(b: &[u8]) -> Result<Option<usize>, String> {
     }
 }
 
-fn note_sent(shared: &SharedTrace, stage: FuzzStage, bytes: &[u8]) {
+/// Records the mutated PDU about to be sent: a note in the trace, its bytes, and the time of the
+/// first one.
+fn note_sent(
+    shared: &SharedTrace,
+    stage: FuzzStage,
+    bytes: &[u8],
+    sent: &mut Vec<u8>,
+    sent_at: &mut Option<Instant>,
+) {
     shared.push(EventKind::Note(format!(
         "rdprobe fuzz: mutated {stage} PDU of {} bytes",
         bytes.len()
     )));
+    sent.extend_from_slice(bytes);
+    sent_at.get_or_insert_with(Instant::now);
 }
 
 async fn write<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
@@ -1340,12 +1333,10 @@ async fn credssp_exchange(
             round = round.saturating_add(1);
             if let Some(l) = later.as_mut().filter(|l| l.case.round == round) {
                 let bytes = super::credssp::encode_round(out.filled(), &l.case.mutations);
-                note_sent(l.shared, FuzzStage::Credssp, &bytes);
+                note_sent(l.shared, FuzzStage::Credssp, &bytes, l.sent, l.sent_at);
                 l.shared.push(EventKind::Note(format!(
                     "rdprobe fuzz: credssp round {round} mutated"
                 )));
-                l.sent.extend_from_slice(&bytes);
-                l.sent_at.get_or_insert_with(Instant::now);
                 if let Err(e) = write(io, &bytes).await {
                     let (class, detail) = write_failed(&e);
                     return Ok(CredsspEnd::Observed(class, detail));
