@@ -61,8 +61,6 @@ pub struct Defrag {
     held: usize,
     /// Datagrams dropped (overlap, timeout, limits, truncated fragments).
     pub dropped: u64,
-    /// Datagrams reassembled.
-    pub reassembled: u64,
     last_expire_us: u64,
 }
 
@@ -137,7 +135,6 @@ impl Defrag {
             self.held -= bytes.len();
             payload[*o..o + bytes.len()].copy_from_slice(bytes);
         }
-        self.reassembled += 1;
         Outcome::Complete {
             src: key.src,
             dst: key.dst,
@@ -227,7 +224,7 @@ mod tests {
             panic!("not complete");
         };
         assert_eq!(payload, data);
-        assert_eq!((d.pending(), d.held, d.reassembled), (0, 0, 1));
+        assert_eq!((d.pending(), d.held, d.dropped), (0, 0, 0));
     }
 
     #[test]

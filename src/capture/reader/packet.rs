@@ -31,8 +31,6 @@ pub struct Segment<'a> {
     pub missing: u32,
 }
 
-/// Finds the TCP segment of a frame; `None` for anything else (other protocols, fragments,
-/// frames too damaged to carry a TCP header).
 /// One IP fragment of a TCP datagram (RFC 791 section 3.2, RFC 8200 section 4.5).
 #[derive(Debug)]
 pub struct Fragment<'a> {
@@ -69,7 +67,8 @@ pub enum Parsed<'a> {
     Other,
 }
 
-/// Finds the TCP segment (or the TCP-carrying IP fragment) in one frame of `linktype`.
+/// Finds the TCP segment, the TCP-carrying IP fragment or the UDP datagram in one frame of
+/// `linktype`; `Other` for anything else (other protocols, frames too damaged to parse).
 pub fn parse(linktype: u32, data: &[u8]) -> Parsed<'_> {
     classify(linktype, data).unwrap_or(Parsed::Other)
 }
