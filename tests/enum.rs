@@ -434,13 +434,15 @@ async fn xrdp_and_shadow_follow_the_clients_cipher_order() {
             let v = version(&r, name);
             assert!(v.accepted && v.cipher_suites.len() >= 2, "{v:?}");
             assert_eq!(v.preference, Preference::Client, "{v:?}");
-            // N suites: the one that chose the version, the order check, N - 2 more, and the
-            // refusal (TLS 1.2 on a server that answers fast: one per key exchange group).
+            // N suites: the one that chose the version, the order check, N - 2 more, and no
+            // refusal: both speak the suite offered last (rdprobe's guess), and picking it
+            // ends the list. TLS 1.2 on a server that answers fast is eliminated per key
+            // exchange group, one refusal for each group without the guess (DHE, other).
             let refusals = v.attempts - v.cipher_suites.len();
             if name == "TLSv1.3" || port == shadow.port() {
-                assert_eq!(refusals, 1, "{v:?}");
+                assert_eq!(refusals, 0, "{v:?}");
             } else {
-                assert!(refusals == 1 || refusals == 3, "{v:?}");
+                assert!(refusals == 0 || refusals == 2, "{v:?}");
             }
         }
         // OpenSSL's first TLS 1.2 suite that an RSA server speaks, and RFC 8446's first.
@@ -512,6 +514,49 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
     );
     let text = rdprobe::enumerate::render::render_text(&r);
     assert!(text.contains("follows the client's order"), "{text}");
+    // Neither guess (ECDHE-RSA-AES128-GCM-SHA256, TLS_AES_256_GCM_SHA384) is spoken here: each
+    // list ends with a refusal.
+    assert!(v12.attempts > v12.cipher_suites.len(), "{v12:?}");
+    assert_eq!(v13.attempts, 3, "{v13:?}");
+}
+
+/// On a server that follows the client's order, the suite offered last (a likely one) ends the
+/// list when the server picks it: no refusal handshake. The list is the same as without the
+/// guess, in OpenSSL's order (RFC 8446's for TLS 1.3), not in the order found.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_picked_guess_ends_the_list_without_a_refusal() {
+    let srv = TlsOrderServer::start(TlsOrderOpts {
+        ciphers: "ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA:ECDHE-RSA-AES256-GCM-SHA384",
+        suites13: "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+        server_preference: false,
+    })
+    .expect("start the tls order server");
+    let r = run_enum(srv.port()).await;
+    let v13 = version(&r, "TLSv1.3");
+    assert_eq!(v13.preference, Preference::Client, "{v13:?}");
+    assert_eq!(
+        v13.cipher_suites,
+        [
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256"
+        ]
+    );
+    // The range hello, the order check, one more: the third pick is the guess.
+    assert_eq!(v13.attempts, 3, "{v13:?}");
+    let v12 = version(&r, "TLSv1.2");
+    assert_eq!(v12.preference, Preference::Client, "{v12:?}");
+    assert_eq!(
+        v12.cipher_suites,
+        [
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_RSA_WITH_AES_256_CBC_SHA"
+        ]
+    );
+    // Sequential (3 handshakes, no refusal) or per key exchange group on a server that
+    // answers fast (the ECDHE group ends on the guess; DHE and the others end on a refusal).
+    assert!(v12.attempts == 3 || v12.attempts == 5, "{v12:?}");
 }
 
 /// Connections carry more than one question: on freerdp-shadow (~40 ms of server CPU per

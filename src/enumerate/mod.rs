@@ -157,7 +157,8 @@ pub struct TlsVersionResult {
     /// check (everything, the first pick moved last), then one per further suite and the
     /// refusal that ends the list (one refusal per key exchange group when the groups were
     /// eliminated in parallel: a server that follows the client's order and answers X.224
-    /// within [`FAST_X224`]).
+    /// within [`FAST_X224`]). No refusal when a server that follows the client's order picked
+    /// the suite offered last ([`tls::likely_last`]): everything else had been refused.
     pub attempts: usize,
     /// Whether the enumeration stopped at `cipher_limit` rather than at a refusal.
     pub truncated: bool,

@@ -11,7 +11,9 @@
 //!   pool opens ahead. The second step offers everything with the first pick moved last: a server
 //!   with its own preference picks it again (one extra handshake, then the list is its full
 //!   preference order); a server that follows the client's order picks the next one
-//!   ([`Preference`]).
+//!   ([`Preference`]). Such a server is offered a likely suite last ([`likely_last`]): when it
+//!   picks that one, everything else was offered before it and refused, and the list ends
+//!   without the refusal handshake (N suites, N handshakes).
 //!
 //! OpenSSL speaks every version (min/max set per hello, `@SECLEVEL=0`), so TLS 1.0 and 1.1 are
 //! asked even though rustls does not speak them.
@@ -64,6 +66,31 @@ pub fn kx_rank(iana: &str) -> usize {
     } else {
         2
     }
+}
+
+/// A suite the server very probably speaks besides `first` (its pick when offered everything),
+/// offered last in the elimination steps: on a server that follows the client's order, picking
+/// it ends the list without a refusal handshake, one connection less per version. A wrong
+/// guess costs nothing (the refusal comes as before). Chosen by version and by the
+/// authentication of `first` (ECDSA or RSA certificate); OpenSSL names.
+pub fn likely_last(v: usize, first: &str) -> Option<&'static str> {
+    const SUITES_13: &[&str] = &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"];
+    const ECDSA_12: &[&str] = &[
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ];
+    const RSA_12: &[&str] = &["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"];
+    const ECDSA_10: &[&str] = &["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA"];
+    const RSA_10: &[&str] = &["ECDHE-RSA-AES128-SHA", "AES128-SHA"];
+    let ecdsa = first.contains("ECDSA");
+    let list = match v {
+        TLS13 => SUITES_13,
+        2 if ecdsa => ECDSA_12,
+        2 => RSA_12,
+        _ if ecdsa => ECDSA_10,
+        _ => RSA_10,
+    };
+    list.iter().copied().find(|s| *s != first)
 }
 
 /// Whose order decides which cipher suite the server picks.
@@ -185,24 +212,51 @@ impl Offer {
 
     /// Order check: version `v` alone, everything, with `first` moved last.
     pub fn first_last(v: usize, first: &str) -> Self {
-        let mut o = Offer {
-            min: v,
-            max: v,
-            ..Offer::range(v)
-        };
-        if v == TLS13 {
-            let mut s: Vec<&str> = TLS13_SUITES
-                .iter()
-                .copied()
-                .filter(|s| *s != first)
-                .collect();
-            s.push(first);
-            o.suites13 = s.join(":");
-        } else {
-            o.ciphers.push_str(":+");
-            o.ciphers.push_str(first);
+        Self::range(v).alone().moved_last(first)
+    }
+
+    /// Order check with a guess: everything, `guess` (a suite the server probably speaks, see
+    /// [`likely_last`]) second to last and `first` last.
+    pub fn order_check(v: usize, first: &str, guess: Option<&str>) -> Self {
+        let o = Self::range(v).alone();
+        match guess {
+            Some(g) if g != first => o.moved_last(g).moved_last(first),
+            _ => o.moved_last(first),
         }
-        o
+    }
+
+    /// Elimination step that ends a client-order server's list early: every suite but `found`,
+    /// with `guess` last. When such a server picks `guess`, every other suite not yet found was
+    /// offered before it and refused, so no refusal handshake is needed.
+    pub fn without_last(v: usize, found: &[String], guess: Option<&str>) -> Self {
+        let o = Self::without(v, found);
+        match guess {
+            Some(g) if !found.iter().any(|f| f == g) => o.moved_last(g),
+            _ => o,
+        }
+    }
+
+    /// Version `v` alone (min = max = `v`).
+    fn alone(self) -> Self {
+        let v = self.max;
+        Offer { min: v, ..self }
+    }
+
+    /// `suite` moved to the end of what is offered (OpenSSL's `+` operator up to TLS 1.2; the
+    /// explicit list for TLS 1.3). A suite not offered stays out.
+    fn moved_last(mut self, suite: &str) -> Self {
+        if self.max == TLS13 && self.min == TLS13 {
+            let mut s: Vec<&str> = self.suites13.split(':').filter(|s| !s.is_empty()).collect();
+            if let Some(i) = s.iter().position(|x| *x == suite) {
+                let x = s.remove(i);
+                s.push(x);
+            }
+            self.suites13 = s.join(":");
+        } else {
+            self.ciphers.push_str(":+");
+            self.ciphers.push_str(suite);
+        }
+        self
     }
 
     /// Nothing left to offer (TLS 1.3 with every suite found).
@@ -279,6 +333,55 @@ const CLOSED: &str = "the server closed the connection";
 fn version_index(v: Option<SslVersion>) -> Option<usize> {
     let v = v?;
     TLS_VERSIONS.iter().position(|(_, x)| *x == v)
+}
+
+/// OpenSSL's order of what it offers for version `v` alone (`ALL:COMPLEMENTOFALL` at
+/// `@SECLEVEL=0`): the cipher suite ids of the ClientHello it writes, made in memory (nothing is
+/// sent). Empty if OpenSSL cannot build one.
+pub fn openssl_order(v: usize) -> Vec<u16> {
+    /// Takes what OpenSSL writes; has nothing to read, so the handshake stops after the hello.
+    struct Capture(Vec<u8>);
+    impl std::io::Read for Capture {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        }
+    }
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Ok(ssl) = ssl_for(&Offer::without(v, &[])) else {
+        return Vec::new();
+    };
+    let bytes = match ssl.connect(Capture(Vec::new())) {
+        Err(openssl::ssl::HandshakeError::WouldBlock(mid)) => mid.get_ref().0.clone(),
+        _ => return Vec::new(),
+    };
+    client_hello_suites(&bytes)
+}
+
+/// The cipher suites of the first ClientHello in a TLS byte stream, in order.
+fn client_hello_suites(stream: &[u8]) -> Vec<u16> {
+    use crate::decode::tls as dt;
+    let (records, _) = dt::split_records(stream);
+    let fragments: Vec<u8> = records
+        .iter()
+        .filter(|r| r.content_type == dt::CT_HANDSHAKE)
+        .flat_map(|r| r.fragment(stream).iter().copied())
+        .collect();
+    dt::parse_handshakes(&fragments)
+        .0
+        .into_iter()
+        .find_map(|h| match h {
+            dt::Handshake::ClientHello { cipher_suites, .. } => Some(cipher_suites),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// One handshake on a ready connection.
@@ -384,18 +487,31 @@ async fn eliminate(
     let (mut found, attempts, truncated, pref, error) =
         eliminate_steps(pool, v, first, limit, prefetch).await;
     if pref == Preference::Client {
-        // The order offered decided, so list by key exchange, each group in OpenSSL's order.
-        found.sort_by_key(|f| kx_rank(&f.1));
+        // The order offered decided, so list by key exchange, each group in OpenSSL's order
+        // (TLS 1.3: RFC 8446's), not in the order found (the guess was offered last).
+        let order: Vec<String> = if v == TLS13 {
+            TLS13_SUITES.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            openssl_order(v)
+                .into_iter()
+                .map(crate::decode::tls::cipher_suite_name)
+                .collect()
+        };
+        let pos = |iana: &str| order.iter().position(|o| o == iana).unwrap_or(usize::MAX);
+        found.sort_by_key(|f| (kx_rank(&f.1), pos(&f.1)));
     }
     (found, attempts, truncated, pref, error)
 }
 
-/// The rest of a group's elimination after `found`: (suites found, handshakes, limit reached).
+/// The rest of a group's elimination after `found` on a server that follows the client's order:
+/// (suites found, handshakes, limit reached). `guess` (a suite of this group) is offered last,
+/// and picking it ends the group without a refusal (see [`Offer::without_last`]).
 async fn eliminate_group(
     pool: &Pool,
     v: usize,
     group: &str,
     found: &[String],
+    guess: Option<&str>,
     limit: usize,
     prefetch: usize,
 ) -> (Vec<(String, String)>, usize, bool) {
@@ -406,8 +522,15 @@ async fn eliminate_group(
         if names.len() >= limit {
             return (more, attempts, true);
         }
+        if guess.is_some_and(|g| names.iter().any(|n| n == g)) {
+            return (more, attempts, false);
+        }
+        let mut offer = Offer::without_in(v, group, &names);
+        if let Some(g) = guess {
+            offer = offer.moved_last(g);
+        }
         pool.prefetch(prefetch);
-        let h = handshake(pool, &Offer::without_in(v, group, &names), false).await;
+        let h = handshake(pool, &offer, false).await;
         attempts += 1;
         match h.suite {
             // The server chose a suite that was not offered: stop rather than loop.
@@ -418,6 +541,17 @@ async fn eliminate_group(
             }
             None => return (more, attempts, false),
         }
+    }
+}
+
+/// The index in [`KX_GROUPS`] of a suite by its OpenSSL name (TLS 1.2 and older).
+fn kx_group_of(openssl_name: &str) -> usize {
+    if openssl_name.starts_with("ECDHE-") {
+        0
+    } else if openssl_name.starts_with("DHE-") {
+        1
+    } else {
+        2
     }
 }
 
@@ -435,9 +569,10 @@ async fn eliminate_steps(
     let mut second: Option<String> = None;
     let mut error = None;
     let mut truncated = false;
-    // Step 2: everything, the first pick last.
+    let guess = likely_last(v, &first.0);
+    // Step 2: everything, the guess second to last, the first pick last.
     pool.prefetch(prefetch);
-    let h = handshake(pool, &Offer::first_last(v, &first.0), false).await;
+    let h = handshake(pool, &Offer::order_check(v, &first.0, guess), false).await;
     attempts += 1;
     match h.suite {
         Some((ossl, iana)) => {
@@ -449,13 +584,23 @@ async fn eliminate_steps(
         None => error = h.error,
     }
     let client_order = second.as_deref().is_some_and(|s| s != first.0);
-    if error.is_none() && client_order && v < TLS13 && pool.ctx().connections_are_cheap() {
+    // INVARIANT: on a client-order server every offer lists `guess` last among the suites not
+    // yet found, so the server picks it only when it refused all the others: the list is
+    // complete without a refusal handshake.
+    let guessed = |found: &[(String, String)]| {
+        client_order && guess.is_some_and(|g| found.iter().any(|f| f.0 == g))
+    };
+    if error.is_none()
+        && client_order
+        && !guessed(&found)
+        && v < TLS13
+        && pool.ctx().connections_are_cheap()
+    {
         let names: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
-        let groups = futures_join_all(
-            KX_GROUPS
-                .iter()
-                .map(|g| eliminate_group(pool, v, g, &names, limit, prefetch)),
-        )
+        let groups = futures_join_all(KX_GROUPS.iter().enumerate().map(|(i, g)| {
+            let guess = guess.filter(|g| kx_group_of(g) == i);
+            eliminate_group(pool, v, g, &names, guess, limit, prefetch)
+        }))
         .await;
         for (more, n, t) in groups {
             attempts += n;
@@ -473,13 +618,13 @@ async fn eliminate_steps(
         let pref = preference(&first.0, second.as_deref(), found.len());
         return (found, attempts, truncated, pref, error);
     }
-    while error.is_none() && second.is_some() {
+    while error.is_none() && second.is_some() && !guessed(&found) {
         if found.len() >= limit {
             truncated = true;
             break;
         }
         let names: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
-        let offer = Offer::without(v, &names);
+        let offer = Offer::without_last(v, &names, guess.filter(|_| client_order));
         if offer.is_empty() {
             break;
         }
@@ -627,7 +772,9 @@ pub(super) async fn enumerate_tls(
                       the server picks 1.1); suites: one version at a time, OpenSSL's \
                       ALL:COMPLEMENTOFALL at @SECLEVEL=0 (TLS 1.3: the five RFC 8446 suites) less \
                       the suites already picked, until the server refuses; the second hello moves \
-                      the first pick last to tell whose preference decides"
+                      the first pick last to tell whose preference decides; a server that follows \
+                      the client's order is offered a likely suite last, and picking it ends the \
+                      list"
                     .into(),
             certificate,
         },
@@ -782,6 +929,112 @@ mod tests {
                 "TLS_RSA_WITH_AES_256_CBC_SHA"
             ]
         );
+    }
+
+    #[test]
+    fn the_guess_goes_second_to_last_in_the_order_check_and_last_after() {
+        let o = Offer::order_check(3, "TLS_AES_128_GCM_SHA256", Some("TLS_AES_256_GCM_SHA384"));
+        assert_eq!(
+            o.suites13,
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256:\
+             TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
+        );
+        let o = Offer::order_check(2, "A", Some("B"));
+        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:+B:+A");
+        assert_eq!((o.min, o.max), (2, 2));
+        // No guess, or the guess is the first pick: the plain order check.
+        assert_eq!(Offer::order_check(2, "A", None), Offer::first_last(2, "A"));
+        assert_eq!(
+            Offer::order_check(2, "A", Some("A")),
+            Offer::first_last(2, "A")
+        );
+        let o = Offer::without_last(
+            3,
+            &["TLS_CHACHA20_POLY1305_SHA256".into()],
+            Some("TLS_AES_256_GCM_SHA384"),
+        );
+        assert_eq!(
+            o.suites13,
+            "TLS_AES_128_GCM_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256:\
+             TLS_AES_256_GCM_SHA384"
+        );
+        let o = Offer::without_last(2, &["A".into()], Some("B"));
+        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!A:+B");
+        // A guess already found is not offered again.
+        let o = Offer::without_last(2, &["B".into()], Some("B"));
+        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!B");
+    }
+
+    #[test]
+    fn the_guess_follows_version_and_certificate() {
+        assert_eq!(
+            likely_last(3, "TLS_AES_128_GCM_SHA256"),
+            Some("TLS_AES_256_GCM_SHA384")
+        );
+        assert_eq!(
+            likely_last(3, "TLS_CHACHA20_POLY1305_SHA256"),
+            Some("TLS_AES_128_GCM_SHA256")
+        );
+        assert_eq!(
+            likely_last(2, "ECDHE-RSA-AES256-GCM-SHA384"),
+            Some("ECDHE-RSA-AES128-GCM-SHA256")
+        );
+        assert_eq!(
+            likely_last(2, "ECDHE-RSA-AES128-GCM-SHA256"),
+            Some("ECDHE-RSA-AES256-GCM-SHA384")
+        );
+        assert_eq!(
+            likely_last(2, "ECDHE-ECDSA-AES256-GCM-SHA384"),
+            Some("ECDHE-ECDSA-AES128-GCM-SHA256")
+        );
+        // No GCM before TLS 1.2.
+        assert_eq!(likely_last(1, "AES256-SHA"), Some("ECDHE-RSA-AES128-SHA"));
+        assert_eq!(
+            likely_last(0, "ECDHE-ECDSA-AES256-SHA"),
+            Some("ECDHE-ECDSA-AES128-SHA")
+        );
+        // Every guess is a suite OpenSSL offers for that version, in the group it is looked for.
+        for v in 0..3 {
+            let offered: Vec<String> = openssl_order(v)
+                .into_iter()
+                .map(crate::decode::tls::cipher_suite_name)
+                .collect();
+            for first in ["ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-SHA", "X"] {
+                let g = likely_last(v, first).expect("a guess");
+                let ssl = ssl_for(&Offer {
+                    ciphers: g.to_owned(),
+                    ..Offer::without(v, &[])
+                });
+                assert!(ssl.is_ok(), "{g} is an OpenSSL name");
+                assert!(kx_group_of(g) < KX_GROUPS.len());
+                assert!(!offered.is_empty(), "openssl offers suites for version {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn openssl_order_reads_the_hello_it_would_send() {
+        let v12 = openssl_order(2);
+        let names: Vec<String> = v12
+            .iter()
+            .map(|id| crate::decode::tls::cipher_suite_name(*id))
+            .collect();
+        // OpenSSL 3 at @SECLEVEL=0 leads with its strongest ECDHE suites and offers the RSA
+        // key exchange suites as well.
+        assert!(names.len() > 20, "{names:?}");
+        assert!(
+            names.iter().any(|n| n == "TLS_RSA_WITH_AES_128_CBC_SHA"),
+            "{names:?}"
+        );
+        let pos = |n: &str| names.iter().position(|x| x == n).expect(n);
+        assert!(
+            pos("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384")
+                < pos("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA")
+        );
+        // TLS 1.3 suites are not offered for TLS 1.2 alone.
+        assert!(!v12.contains(&0x1301), "{names:?}");
+        assert!(client_hello_suites(&[]).is_empty());
+        assert!(client_hello_suites(&[0x16, 3, 1, 0, 200, 1]).is_empty());
     }
 
     #[test]
