@@ -466,6 +466,7 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
         ciphers,
         suites13,
         server_preference: true,
+        prioritize_chacha: false,
     })
     .expect("start the tls order server");
     let r = run_enum(srv.port()).await;
@@ -496,6 +497,7 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
         ciphers,
         suites13,
         server_preference: false,
+        prioritize_chacha: false,
     })
     .expect("start the tls order server");
     let r = run_enum(srv.port()).await;
@@ -520,6 +522,43 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
     assert_eq!(v13.attempts, 3, "{v13:?}");
 }
 
+/// A server that picks by its own order but ChaCha20 first when the client lists it first
+/// (OpenSSL's SSL_OP_PRIORITIZE_CHACHA): no elimination step leads with a ChaCha20 suite, so it
+/// reads as picking by its own order and its full order is listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chacha_prioritizing_server_reads_as_server_order() {
+    let srv = TlsOrderServer::start(TlsOrderOpts {
+        ciphers: "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305:\
+                  ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA",
+        suites13: "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+        server_preference: true,
+        prioritize_chacha: true,
+    })
+    .expect("start the tls order server");
+    let r = run_enum(srv.port()).await;
+    let v13 = version(&r, "TLSv1.3");
+    assert_eq!(v13.preference, Preference::Server, "{v13:?}");
+    assert_eq!(
+        v13.cipher_suites,
+        [
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256",
+            "TLS_AES_128_GCM_SHA256"
+        ]
+    );
+    let v12 = version(&r, "TLSv1.2");
+    assert_eq!(v12.preference, Preference::Server, "{v12:?}");
+    assert_eq!(
+        v12.cipher_suites,
+        [
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_RSA_WITH_AES_128_CBC_SHA"
+        ]
+    );
+}
+
 /// On a server that follows the client's order, the suite offered last (a likely one) ends the
 /// list when the server picks it: no refusal handshake. The list is the same as without the
 /// guess, in OpenSSL's order (RFC 8446's for TLS 1.3), not in the order found.
@@ -529,6 +568,7 @@ async fn a_picked_guess_ends_the_list_without_a_refusal() {
         ciphers: "ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA:ECDHE-RSA-AES256-GCM-SHA384",
         suites13: "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
         server_preference: false,
+        prioritize_chacha: false,
     })
     .expect("start the tls order server");
     let r = run_enum(srv.port()).await;

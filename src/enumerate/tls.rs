@@ -180,9 +180,10 @@ impl Offer {
         }
     }
 
-    /// Elimination step: version `v` alone, every suite but `found` (OpenSSL names).
+    /// Elimination step: version `v` alone, every suite but `found` (OpenSSL names), ChaCha20
+    /// last ([`Offer::chacha_last`]).
     pub fn without(v: usize, found: &[String]) -> Self {
-        Self::without_in(v, ALL_12, found)
+        Self::without_in(v, ALL_12, found).chacha_last()
     }
 
     /// Elimination step within a group: version `v` alone, the suites of `group` (an OpenSSL
@@ -210,15 +211,15 @@ impl Offer {
         o
     }
 
-    /// Order check: version `v` alone, everything, with `first` moved last.
+    /// Order check: version `v` alone, everything (ChaCha20 late), with `first` moved last.
     pub fn first_last(v: usize, first: &str) -> Self {
-        Self::range(v).alone().moved_last(first)
+        Self::order_check(v, first, None)
     }
 
-    /// Order check with a guess: everything, `guess` (a suite the server probably speaks, see
-    /// [`likely_last`]) second to last and `first` last.
+    /// Order check with a guess: everything (ChaCha20 late), `guess` (a suite the server
+    /// probably speaks, see [`likely_last`]) second to last and `first` last.
     pub fn order_check(v: usize, first: &str, guess: Option<&str>) -> Self {
-        let o = Self::range(v).alone();
+        let o = Self::range(v).alone().chacha_last();
         match guess {
             Some(g) if g != first => o.moved_last(g).moved_last(first),
             _ => o.moved_last(first),
@@ -234,6 +235,20 @@ impl Offer {
             Some(g) if !found.iter().any(|f| f == g) => o.moved_last(g),
             _ => o,
         }
+    }
+
+    /// ChaCha20 suites after the others. OpenSSL's SSL_OP_PRIORITIZE_CHACHA makes a server that
+    /// picks by its own order pick ChaCha20 whenever it is the client's first suite; an offer
+    /// that led with it would make such a server read as following the client's order.
+    fn chacha_last(mut self) -> Self {
+        if self.max == TLS13 && self.min == TLS13 {
+            let mut s: Vec<&str> = self.suites13.split(':').filter(|s| !s.is_empty()).collect();
+            s.sort_by_key(|x| x.contains("CHACHA20"));
+            self.suites13 = s.join(":");
+        } else {
+            self.ciphers.push_str(":+CHACHA20");
+        }
+        self
     }
 
     /// Version `v` alone (min = max = `v`).
@@ -339,6 +354,14 @@ fn version_index(v: Option<SslVersion>) -> Option<usize> {
 /// `@SECLEVEL=0`): the cipher suite ids of the ClientHello it writes, made in memory (nothing is
 /// sent). Empty if OpenSSL cannot build one.
 pub fn openssl_order(v: usize) -> Vec<u16> {
+    match ssl_for(&Offer::without_in(v, ALL_12, &[])) {
+        Ok(ssl) => client_hello_suites(&hello_bytes(ssl)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The ClientHello record(s) OpenSSL writes for `ssl`, made in memory: nothing is sent.
+fn hello_bytes(ssl: openssl::ssl::Ssl) -> Vec<u8> {
     /// Takes what OpenSSL writes; has nothing to read, so the handshake stops after the hello.
     struct Capture(Vec<u8>);
     impl std::io::Read for Capture {
@@ -355,14 +378,10 @@ pub fn openssl_order(v: usize) -> Vec<u16> {
             Ok(())
         }
     }
-    let Ok(ssl) = ssl_for(&Offer::without(v, &[])) else {
-        return Vec::new();
-    };
-    let bytes = match ssl.connect(Capture(Vec::new())) {
+    match ssl.connect(Capture(Vec::new())) {
         Err(openssl::ssl::HandshakeError::WouldBlock(mid)) => mid.get_ref().0.clone(),
-        _ => return Vec::new(),
-    };
-    client_hello_suites(&bytes)
+        _ => Vec::new(),
+    }
 }
 
 /// The cipher suites of the first ClientHello in a TLS byte stream, in order.
@@ -771,8 +790,8 @@ pub(super) async fn enumerate_tls(
                 "versions: hellos offering TLS 1.0 up to 1.3, 1.2 and 1.1 (and 1.0 alone when \
                       the server picks 1.1); suites: one version at a time, OpenSSL's \
                       ALL:COMPLEMENTOFALL at @SECLEVEL=0 (TLS 1.3: the five RFC 8446 suites) less \
-                      the suites already picked, until the server refuses; the second hello moves \
-                      the first pick last to tell whose preference decides; a server that follows \
+                      the suites already picked (ChaCha20 late), until the server refuses; the second \
+                      hello moves the first pick last to tell whose preference decides; a server that follows \
                       the client's order is offered a likely suite last, and picking it ends the \
                       list"
                     .into(),
@@ -894,7 +913,10 @@ mod tests {
     fn offers_exclude_what_was_found_and_move_the_first_last() {
         let o = Offer::without(2, &["AES128-SHA".into(), "AES256-SHA".into()]);
         assert_eq!((o.min, o.max), (2, 2));
-        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!AES128-SHA:!AES256-SHA");
+        assert_eq!(
+            o.ciphers,
+            "ALL:COMPLEMENTOFALL:!AES128-SHA:!AES256-SHA:+CHACHA20"
+        );
         let o = Offer::without(3, &["TLS_AES_128_GCM_SHA256".into()]);
         assert_eq!(o.suites13.split(':').count(), 4);
         assert!(!o.suites13.contains("TLS_AES_128_GCM_SHA256"));
@@ -903,7 +925,7 @@ mod tests {
         assert_eq!(o.suites13.split(':').count(), 5);
         assert_eq!(
             Offer::first_last(1, "AES128-SHA").ciphers,
-            "ALL:COMPLEMENTOFALL:+AES128-SHA"
+            "ALL:COMPLEMENTOFALL:+CHACHA20:+AES128-SHA"
         );
         assert!(Offer::without(3, &TLS13_SUITES.map(String::from)).is_empty());
     }
@@ -936,11 +958,11 @@ mod tests {
         let o = Offer::order_check(3, "TLS_AES_128_GCM_SHA256", Some("TLS_AES_256_GCM_SHA384"));
         assert_eq!(
             o.suites13,
-            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256:\
+            "TLS_AES_128_CCM_SHA256:TLS_AES_128_CCM_8_SHA256:TLS_CHACHA20_POLY1305_SHA256:\
              TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
         );
         let o = Offer::order_check(2, "A", Some("B"));
-        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:+B:+A");
+        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:+CHACHA20:+B:+A");
         assert_eq!((o.min, o.max), (2, 2));
         // No guess, or the guess is the first pick: the plain order check.
         assert_eq!(Offer::order_check(2, "A", None), Offer::first_last(2, "A"));
@@ -959,10 +981,10 @@ mod tests {
              TLS_AES_256_GCM_SHA384"
         );
         let o = Offer::without_last(2, &["A".into()], Some("B"));
-        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!A:+B");
+        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!A:+CHACHA20:+B");
         // A guess already found is not offered again.
         let o = Offer::without_last(2, &["B".into()], Some("B"));
-        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!B");
+        assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:!B:+CHACHA20");
     }
 
     #[test]
@@ -1010,6 +1032,43 @@ mod tests {
                 assert!(!offered.is_empty(), "openssl offers suites for version {v}");
             }
         }
+    }
+
+    #[test]
+    fn no_elimination_offer_leads_with_chacha20() {
+        // OpenSSL's order leads with AES-GCM; after those are found ChaCha20 would lead.
+        let found: Vec<String> = [
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "DHE-DSS-AES256-GCM-SHA384",
+            "DHE-RSA-AES256-GCM-SHA384",
+        ]
+        .map(String::from)
+        .into();
+        for o in [
+            Offer::without(2, &found),
+            Offer::order_check(2, "ECDHE-RSA-AES256-GCM-SHA384", Some("AES128-SHA")),
+        ] {
+            let ssl = ssl_for(&o).expect("offer builds");
+            let hello = hello_bytes(ssl);
+            let suites = client_hello_suites(&hello);
+            let first = crate::decode::tls::cipher_suite_name(suites[0]);
+            assert!(!first.contains("CHACHA20"), "{first} leads {:?}", o.ciphers);
+            assert!(
+                suites
+                    .iter()
+                    .any(|s| crate::decode::tls::cipher_suite_name(*s).contains("CHACHA20")),
+                "chacha20 still offered"
+            );
+        }
+        let o = Offer::without(
+            3,
+            &[
+                "TLS_AES_128_GCM_SHA256".into(),
+                "TLS_AES_256_GCM_SHA384".into(),
+            ],
+        );
+        assert!(!o.suites13.starts_with("TLS_CHACHA20"), "{}", o.suites13);
     }
 
     #[test]

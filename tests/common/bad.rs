@@ -846,6 +846,9 @@ pub struct TlsOrderOpts {
     pub suites13: &'static str,
     /// SSL_OP_CIPHER_SERVER_PREFERENCE: pick by the server's order instead of the client's.
     pub server_preference: bool,
+    /// SSL_OP_PRIORITIZE_CHACHA (with `server_preference`): pick ChaCha20 first when it is the
+    /// client's first suite, else by the server's order.
+    pub prioritize_chacha: bool,
 }
 
 /// A TLS-only server on OpenSSL (TLS 1.2 and 1.3) with a chosen cipher order: answers an X.224
@@ -884,6 +887,9 @@ impl TlsOrderServer {
                 b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
             } else {
                 b.clear_options(SslOptions::CIPHER_SERVER_PREFERENCE);
+            }
+            if opts.prioritize_chacha {
+                b.set_options(SslOptions::PRIORITIZE_CHACHA);
             }
             Arc::new(b.build())
         };
