@@ -619,6 +619,15 @@ fn overlapping_fragments_with_different_bytes_are_not_trusted() {
         b"\x03\x00\x00\x08\x02\xf0\x80\x7f",
         "a tampered datagram was delivered"
     );
+    // The reader's counters say so.
+    let bytes = pcap(&frames, 1, false, false);
+    let mut it = read_conversations(&bytes[..], ReaderOptions::default()).expect("a pcap");
+    for r in it.by_ref() {
+        r.expect("no error");
+    }
+    let st = it.stats();
+    assert_eq!(st.dropped_datagrams, 1, "{st:?}");
+    assert_eq!(st.reassembled_datagrams, 0, "{st:?}");
 }
 
 /// Frames captured whole, on interface 0.

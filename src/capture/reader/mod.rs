@@ -154,6 +154,10 @@ pub struct ReaderStats {
     pub ip_fragments: u64,
     /// Fragmented datagrams reassembled (their TCP segment counts once, at the last fragment).
     pub reassembled_datagrams: u64,
+    /// Fragmented datagrams dropped, never guessed: overlapping fragments that disagree, a
+    /// fragment that never came in time, the reassembly table's limits, truncated fragments.
+    /// Their TCP bytes show as gaps.
+    pub dropped_datagrams: u64,
 }
 
 /// Iterator over the RDP conversations of a capture (see [`read_conversations`]).
@@ -220,9 +224,9 @@ impl<R: Read> Conversations<R> {
                     }
                     packet::Parsed::Fragment(f) => {
                         e.stats.ip_fragments += 1;
-                        if let defrag::Outcome::Complete { src, dst, payload } =
-                            e.defrag.push(&f, p.t_us)
-                        {
+                        let outcome = e.defrag.push(&f, p.t_us);
+                        e.stats.dropped_datagrams = e.defrag.dropped;
+                        if let defrag::Outcome::Complete { src, dst, payload } = outcome {
                             e.stats.reassembled_datagrams += 1;
                             if let Some(seg) = packet::tcp_in(src, dst, &payload) {
                                 e.stats.tcp_segments += 1;
