@@ -18,7 +18,7 @@ fn order_text(v: &super::TlsVersionResult) -> &'static str {
     match v.preference {
         Preference::Server => "server's order of preference",
         Preference::Client if v.version == "TLSv1.3" => {
-            "server follows the client's order; listed as offered (RFC 8446's order)"
+            "server follows the client's order; listed in RFC 8446's order"
         }
         Preference::Client => {
             "server follows the client's order; listed by key exchange (ECDHE, DHE, other), \
