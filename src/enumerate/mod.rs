@@ -148,8 +148,8 @@ pub struct TlsVersionResult {
     /// Accepted cipher suites (IANA names). With `preference` "server": the server's full order
     /// of preference, first choice first. With "client": the server picks the client's first
     /// suite it supports, and the list is by key exchange (ECDHE, DHE, other), each group in
-    /// OpenSSL's order. With "unknown" (one
-    /// suite, or `--no-ciphers`: the first choice only): the order in which they were found.
+    /// OpenSSL's order (TLS 1.3: RFC 8446's order). With "unknown" (one suite, or
+    /// `--no-ciphers`: the first choice only): the order in which they were found.
     pub cipher_suites: Vec<String>,
     /// Whose order decides the suite: "server", "client" or "unknown".
     pub preference: tls::Preference,
