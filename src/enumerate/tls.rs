@@ -57,11 +57,17 @@ const ALL_12: &str = "ALL:COMPLEMENTOFALL";
 const KX_GROUPS: [&str; 3] = ["kECDHE", "kDHE", "ALL:COMPLEMENTOFALL:!kECDHE:!kDHE"];
 
 /// Rank of a suite's key exchange in the listing of a server that follows the client's order:
-/// ECDHE, DHE, then the others (IANA names).
-pub fn kx_rank(iana: &str) -> usize {
-    if iana.starts_with("TLS_ECDHE_") {
+/// ECDHE, DHE, then the others; also its group's index in [`KX_GROUPS`]. Takes IANA names
+/// ("TLS_ECDHE_RSA_…") and OpenSSL names ("ECDHE-RSA-…").
+pub fn kx_rank(name: &str) -> usize {
+    let kx = name.strip_prefix("TLS_").unwrap_or(name);
+    let is = |k: &str| {
+        kx.strip_prefix(k)
+            .is_some_and(|r| r.starts_with(['_', '-']))
+    };
+    if is("ECDHE") {
         0
-    } else if iana.starts_with("TLS_DHE_") {
+    } else if is("DHE") {
         1
     } else {
         2
@@ -240,15 +246,8 @@ impl Offer {
     /// ChaCha20 suites after the others. OpenSSL's SSL_OP_PRIORITIZE_CHACHA makes a server that
     /// picks by its own order pick ChaCha20 whenever it is the client's first suite; an offer
     /// that led with it would make such a server read as following the client's order.
-    fn chacha_last(mut self) -> Self {
-        if self.max == TLS13 && self.min == TLS13 {
-            let mut s: Vec<&str> = self.suites13.split(':').filter(|s| !s.is_empty()).collect();
-            s.sort_by_key(|x| x.contains("CHACHA20"));
-            self.suites13 = s.join(":");
-        } else {
-            self.ciphers.push_str(":+CHACHA20");
-        }
-        self
+    fn chacha_last(self) -> Self {
+        self.sent_last(|s| s.contains("CHACHA20"), "CHACHA20")
     }
 
     /// Version `v` alone (min = max = `v`).
@@ -259,24 +258,33 @@ impl Offer {
 
     /// `suite` moved to the end of what is offered (OpenSSL's `+` operator up to TLS 1.2; the
     /// explicit list for TLS 1.3). A suite not offered stays out.
-    fn moved_last(mut self, suite: &str) -> Self {
-        if self.max == TLS13 && self.min == TLS13 {
+    fn moved_last(self, suite: &str) -> Self {
+        self.sent_last(|s| s == suite, suite)
+    }
+
+    /// The suites `is_moved` picks moved to the end, keeping their order and the others': for
+    /// TLS 1.3 in the explicit list, up to TLS 1.2 with OpenSSL's `+` operator on `spec` (a
+    /// cipher string matching the same suites).
+    fn sent_last(mut self, is_moved: impl Fn(&str) -> bool, spec: &str) -> Self {
+        if self.tls13_only() {
             let mut s: Vec<&str> = self.suites13.split(':').filter(|s| !s.is_empty()).collect();
-            if let Some(i) = s.iter().position(|x| *x == suite) {
-                let x = s.remove(i);
-                s.push(x);
-            }
+            s.sort_by_key(|x| is_moved(x));
             self.suites13 = s.join(":");
         } else {
             self.ciphers.push_str(":+");
-            self.ciphers.push_str(suite);
+            self.ciphers.push_str(spec);
         }
         self
     }
 
+    /// Only TLS 1.3 is offered (its suites are the explicit `suites13` list).
+    fn tls13_only(&self) -> bool {
+        self.max == TLS13 && self.min == TLS13
+    }
+
     /// Nothing left to offer (TLS 1.3 with every suite found).
     fn is_empty(&self) -> bool {
-        self.max == TLS13 && self.min == TLS13 && self.suites13.is_empty()
+        self.tls13_only() && self.suites13.is_empty()
     }
 }
 
@@ -573,17 +581,6 @@ async fn eliminate_group(
     }
 }
 
-/// The index in [`KX_GROUPS`] of a suite by its OpenSSL name (TLS 1.2 and older).
-fn kx_group_of(openssl_name: &str) -> usize {
-    if openssl_name.starts_with("ECDHE-") {
-        0
-    } else if openssl_name.starts_with("DHE-") {
-        1
-    } else {
-        2
-    }
-}
-
 /// The first pick, the order check, then either one sequence of steps or, on a server that
 /// follows the client's order and accepts connections cheaply, one per key exchange group.
 async fn eliminate_steps(
@@ -627,7 +624,7 @@ async fn eliminate_steps(
     {
         let names: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
         let groups = futures_join_all(KX_GROUPS.iter().enumerate().map(|(i, g)| {
-            let guess = guess.filter(|g| kx_group_of(g) == i);
+            let guess = guess.filter(|g| kx_rank(g) == i);
             eliminate_group(pool, v, g, &names, guess, limit, prefetch)
         }))
         .await;
@@ -961,6 +958,17 @@ mod tests {
                 "TLS_RSA_WITH_AES_256_CBC_SHA"
             ]
         );
+        // OpenSSL names rank the same, by their group in KX_GROUPS.
+        for (name, rank) in [
+            ("ECDHE-RSA-AES128-GCM-SHA256", 0),
+            ("ECDHE-ECDSA-AES128-SHA", 0),
+            ("DHE-RSA-AES128-SHA", 1),
+            ("AES128-SHA", 2),
+            ("TLS_AES_128_GCM_SHA256", 2),
+            ("TLS_DHE_RSA_WITH_AES_128_CBC_SHA", 1),
+        ] {
+            assert_eq!(kx_rank(name), rank, "{name}");
+        }
     }
 
     #[test]
@@ -1035,7 +1043,7 @@ mod tests {
                     ..Offer::without(v, &[])
                 });
                 assert!(ssl.is_ok(), "{g} is an OpenSSL name");
-                assert!(kx_group_of(g) < KX_GROUPS.len());
+                assert!(kx_rank(g) < KX_GROUPS.len());
                 assert!(!offered.is_empty(), "openssl offers suites for version {v}");
             }
         }
