@@ -156,7 +156,7 @@ pub struct ReaderStats {
     pub reassembled_datagrams: u64,
     /// Fragmented datagrams dropped, never guessed: overlapping fragments that disagree, a
     /// fragment that never came in time, the reassembly table's limits, truncated fragments.
-    /// Their TCP bytes show as gaps.
+    /// Their TCP bytes show as gaps. Read from the reassembler by [`Conversations::stats`].
     pub dropped_datagrams: u64,
 }
 
@@ -184,8 +184,12 @@ struct Engine {
 
 impl<R: Read> Conversations<R> {
     /// Counters so far.
-    pub fn stats(&self) -> &ReaderStats {
-        &self.engine.stats
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            // INVARIANT: counted once, by the reassembler (it also drops datagrams as they expire).
+            dropped_datagrams: self.engine.defrag.dropped,
+            ..self.engine.stats.clone()
+        }
     }
 
     /// Bytes of the file consumed so far.
@@ -224,9 +228,9 @@ impl<R: Read> Conversations<R> {
                     }
                     packet::Parsed::Fragment(f) => {
                         e.stats.ip_fragments += 1;
-                        let outcome = e.defrag.push(&f, p.t_us);
-                        e.stats.dropped_datagrams = e.defrag.dropped;
-                        if let defrag::Outcome::Complete { src, dst, payload } = outcome {
+                        if let defrag::Outcome::Complete { src, dst, payload } =
+                            e.defrag.push(&f, p.t_us)
+                        {
                             e.stats.reassembled_datagrams += 1;
                             if let Some(seg) = packet::tcp_in(src, dst, &payload) {
                                 e.stats.tcp_segments += 1;
