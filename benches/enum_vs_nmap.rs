@@ -83,26 +83,13 @@ fn nmap(port: u16) -> Duration {
     .0
 }
 
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat` (proc(5): fields
-/// 14 and 15 in clock ticks, after the parenthesised command name); None if unreadable.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
-    Some(Duration::from_millis(ticks * 1000 / hz))
-}
-
 /// Runs `f` and returns its result with the server's CPU time spent meanwhile (after a short
 /// settle, so the server finishes the connections the command left).
 fn with_server_cpu<T>(pid: Option<u32>, f: impl FnOnce() -> T) -> (T, Option<Duration>) {
-    let before = pid.and_then(cpu_time);
+    let before = pid.and_then(rdprobe::fuzz::watch::cpu_time);
     let out = f();
     std::thread::sleep(Duration::from_millis(200));
-    let after = pid.and_then(cpu_time);
+    let after = pid.and_then(rdprobe::fuzz::watch::cpu_time);
     (out, after.zip(before).map(|(a, b)| a.saturating_sub(b)))
 }
 

@@ -104,12 +104,37 @@ pub fn parse_vm_rss_kib(status: &str) -> Option<u64> {
 /// boot) of a `/proc/PID/stat` line (proc(5)). The command name (field 2) may hold spaces and
 /// parentheses: fields are counted after its last `)`.
 pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut words = after.split_whitespace();
+    let mut words = stat_fields(stat)?;
     let state = words.next()?.chars().next()?;
     // After the state (field 3), starttime (field 22) is the 19th word.
     let start = words.nth(18)?.parse().ok()?;
     Some((state, start))
+}
+
+/// The fields of a `/proc/PID/stat` line from field 3 (`state`) on: counted after the last `)`,
+/// since the command name (field 2) may hold spaces and parentheses.
+fn stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace())
+}
+
+/// Fields 14 and 15 (`utime`, `stime`, clock ticks) of a `/proc/PID/stat` line, summed.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // After the state (field 3), utime (field 14) is the 12th word.
+    let mut words = stat_fields(stat)?.skip(11);
+    let utime: u64 = words.next()?.parse().ok()?;
+    let stime: u64 = words.next()?.parse().ok()?;
+    utime.checked_add(stime)
+}
+
+/// CPU time (user + system) `pid` has used so far, if it is running and readable.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse_cpu_ticks(&s)?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&h| h > 0)?;
+    Some(Duration::from_millis(ticks.saturating_mul(1000) / hz))
 }
 
 /// Resident memory of `pid` in KiB, if it is running and readable.
@@ -460,6 +485,10 @@ mod tests {
         assert_eq!(parse_stat(&stat), Some(('Z', 22)));
         assert_eq!(parse_stat("4242 (x) S 1"), None);
         assert_eq!(parse_stat("no parens"), None);
+        // utime is field 14, stime 15.
+        assert_eq!(parse_cpu_ticks(&stat), Some(14 + 15));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
+        assert!(cpu_time(std::process::id()).is_some());
     }
 
     #[test]
