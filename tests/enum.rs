@@ -473,19 +473,24 @@ async fn xrdp_and_shadow_follow_the_clients_cipher_order() {
     }
 }
 
+/// Starts a [`TlsOrderServer`] with `opts` and enumerates it.
+async fn enum_tls_order_server(opts: TlsOrderOpts) -> EnumReport {
+    let srv = TlsOrderServer::start(opts).expect("start the tls order server");
+    run_enum(srv.port()).await
+}
+
 /// A server that picks by its own order: rdprobe lists its full order of preference.
 #[tokio::test(flavor = "multi_thread")]
 async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
     let ciphers = "AES128-SHA:ECDHE-RSA-AES256-GCM-SHA384:AES256-SHA";
     let suites13 = "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
-    let srv = TlsOrderServer::start(TlsOrderOpts {
+    let r = enum_tls_order_server(TlsOrderOpts {
         ciphers,
         suites13,
         server_preference: true,
         prioritize_chacha: false,
     })
-    .expect("start the tls order server");
-    let r = run_enum(srv.port()).await;
+    .await;
     let v12 = version(&r, "TLSv1.2");
     assert_eq!(v12.preference, Preference::Server, "{v12:?}");
     assert_eq!(
@@ -509,14 +514,13 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
     assert!(text.contains("server's order of preference"), "{text}");
 
     // The same suites, the client's order: the list follows OpenSSL's order, said so.
-    let srv = TlsOrderServer::start(TlsOrderOpts {
+    let r = enum_tls_order_server(TlsOrderOpts {
         ciphers,
         suites13,
         server_preference: false,
         prioritize_chacha: false,
     })
-    .expect("start the tls order server");
-    let r = run_enum(srv.port()).await;
+    .await;
     let v12 = version(&r, "TLSv1.2");
     assert_eq!(v12.preference, Preference::Client, "{v12:?}");
     assert_eq!(
@@ -543,15 +547,14 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
 /// reads as picking by its own order and its full order is listed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chacha_prioritizing_server_reads_as_server_order() {
-    let srv = TlsOrderServer::start(TlsOrderOpts {
+    let r = enum_tls_order_server(TlsOrderOpts {
         ciphers: "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305:\
                   ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA",
         suites13: "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
         server_preference: true,
         prioritize_chacha: true,
     })
-    .expect("start the tls order server");
-    let r = run_enum(srv.port()).await;
+    .await;
     let v13 = version(&r, "TLSv1.3");
     assert_eq!(v13.preference, Preference::Server, "{v13:?}");
     assert_eq!(
@@ -580,14 +583,13 @@ async fn a_chacha_prioritizing_server_reads_as_server_order() {
 /// guess, in OpenSSL's order (RFC 8446's for TLS 1.3), not in the order found.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_picked_guess_ends_the_list_without_a_refusal() {
-    let srv = TlsOrderServer::start(TlsOrderOpts {
+    let r = enum_tls_order_server(TlsOrderOpts {
         ciphers: "ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA:ECDHE-RSA-AES256-GCM-SHA384",
         suites13: "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
         server_preference: false,
         prioritize_chacha: false,
     })
-    .expect("start the tls order server");
-    let r = run_enum(srv.port()).await;
+    .await;
     let v13 = version(&r, "TLSv1.3");
     assert_eq!(v13.preference, Preference::Client, "{v13:?}");
     assert_eq!(
