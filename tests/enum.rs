@@ -473,6 +473,19 @@ async fn xrdp_and_shadow_follow_the_clients_cipher_order() {
     }
 }
 
+/// A version's result, asserted to say whose order decides and to list exactly `suites`.
+fn listed<'a>(
+    r: &'a EnumReport,
+    name: &str,
+    preference: Preference,
+    suites: &[&str],
+) -> &'a rdprobe::enumerate::TlsVersionResult {
+    let v = version(r, name);
+    assert_eq!(v.preference, preference, "{v:?}");
+    assert_eq!(v.cipher_suites, suites, "{v:?}");
+    v
+}
+
 /// Starts a [`TlsOrderServer`] with `opts` and enumerates it.
 async fn enum_tls_order_server(opts: TlsOrderOpts) -> EnumReport {
     let srv = TlsOrderServer::start(opts).expect("start the tls order server");
@@ -491,23 +504,23 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
         prioritize_chacha: false,
     })
     .await;
-    let v12 = version(&r, "TLSv1.2");
-    assert_eq!(v12.preference, Preference::Server, "{v12:?}");
-    assert_eq!(
-        v12.cipher_suites,
-        [
+    let v12 = listed(
+        &r,
+        "TLSv1.2",
+        Preference::Server,
+        &[
             "TLS_RSA_WITH_AES_128_CBC_SHA",
             "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-            "TLS_RSA_WITH_AES_256_CBC_SHA"
-        ]
+            "TLS_RSA_WITH_AES_256_CBC_SHA",
+        ],
     );
     // The first pick, the order check (the same pick again), two more, the refusal.
     assert_eq!(v12.attempts, 5, "{v12:?}");
-    let v13 = version(&r, "TLSv1.3");
-    assert_eq!(v13.preference, Preference::Server, "{v13:?}");
-    assert_eq!(
-        v13.cipher_suites,
-        ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"]
+    listed(
+        &r,
+        "TLSv1.3",
+        Preference::Server,
+        &["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"],
     );
     assert!(!version(&r, "TLSv1.1").accepted && !version(&r, "TLSv1.0").accepted);
     let text = rdprobe::enumerate::render::render_text(&r);
@@ -528,11 +541,11 @@ async fn cipher_suites_are_listed_in_the_servers_order_of_preference() {
         "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
     );
     assert_eq!(v12.cipher_suites.len(), 3);
-    let v13 = version(&r, "TLSv1.3");
-    assert_eq!(v13.preference, Preference::Client, "{v13:?}");
-    assert_eq!(
-        v13.cipher_suites,
-        ["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"]
+    let v13 = listed(
+        &r,
+        "TLSv1.3",
+        Preference::Client,
+        &["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"],
     );
     let text = rdprobe::enumerate::render::render_text(&r);
     assert!(text.contains("follows the client's order"), "{text}");
@@ -555,26 +568,26 @@ async fn a_chacha_prioritizing_server_reads_as_server_order() {
         prioritize_chacha: true,
     })
     .await;
-    let v13 = version(&r, "TLSv1.3");
-    assert_eq!(v13.preference, Preference::Server, "{v13:?}");
-    assert_eq!(
-        v13.cipher_suites,
-        [
+    listed(
+        &r,
+        "TLSv1.3",
+        Preference::Server,
+        &[
             "TLS_AES_256_GCM_SHA384",
             "TLS_CHACHA20_POLY1305_SHA256",
-            "TLS_AES_128_GCM_SHA256"
-        ]
+            "TLS_AES_128_GCM_SHA256",
+        ],
     );
-    let v12 = version(&r, "TLSv1.2");
-    assert_eq!(v12.preference, Preference::Server, "{v12:?}");
-    assert_eq!(
-        v12.cipher_suites,
-        [
+    listed(
+        &r,
+        "TLSv1.2",
+        Preference::Server,
+        &[
             "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-            "TLS_RSA_WITH_AES_128_CBC_SHA"
-        ]
+            "TLS_RSA_WITH_AES_128_CBC_SHA",
+        ],
     );
 }
 
@@ -590,27 +603,27 @@ async fn a_picked_guess_ends_the_list_without_a_refusal() {
         prioritize_chacha: false,
     })
     .await;
-    let v13 = version(&r, "TLSv1.3");
-    assert_eq!(v13.preference, Preference::Client, "{v13:?}");
-    assert_eq!(
-        v13.cipher_suites,
-        [
+    let v13 = listed(
+        &r,
+        "TLSv1.3",
+        Preference::Client,
+        &[
             "TLS_AES_128_GCM_SHA256",
             "TLS_AES_256_GCM_SHA384",
-            "TLS_CHACHA20_POLY1305_SHA256"
-        ]
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ],
     );
     // The range hello, the order check, one more: the third pick is the guess.
     assert_eq!(v13.attempts, 3, "{v13:?}");
-    let v12 = version(&r, "TLSv1.2");
-    assert_eq!(v12.preference, Preference::Client, "{v12:?}");
-    assert_eq!(
-        v12.cipher_suites,
-        [
+    let v12 = listed(
+        &r,
+        "TLSv1.2",
+        Preference::Client,
+        &[
             "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-            "TLS_RSA_WITH_AES_256_CBC_SHA"
-        ]
+            "TLS_RSA_WITH_AES_256_CBC_SHA",
+        ],
     );
     // Sequential (3 handshakes, no refusal) or per key exchange group on a server that
     // answers fast (the ECDHE group ends on the guess; DHE and the others end on a refusal).
