@@ -217,12 +217,7 @@ impl Offer {
         o
     }
 
-    /// Order check: version `v` alone, everything (ChaCha20 late), with `first` moved last.
-    pub fn first_last(v: usize, first: &str) -> Self {
-        Self::order_check(v, first, None)
-    }
-
-    /// Order check with a guess: everything (ChaCha20 late), `guess` (a suite the server
+    /// Order check: version `v` alone, everything (ChaCha20 late), `guess` (a suite the server
     /// probably speaks, see [`likely_last`]) second to last and `first` last.
     pub fn order_check(v: usize, first: &str, guess: Option<&str>) -> Self {
         let o = Self::range(v).alone().chacha_last();
@@ -932,11 +927,11 @@ mod tests {
         let o = Offer::without(3, &["TLS_AES_128_GCM_SHA256".into()]);
         assert_eq!(o.suites13.split(':').count(), 4);
         assert!(!o.suites13.contains("TLS_AES_128_GCM_SHA256"));
-        let o = Offer::first_last(3, "TLS_AES_256_GCM_SHA384");
+        let o = Offer::order_check(3, "TLS_AES_256_GCM_SHA384", None);
         assert!(o.suites13.ends_with(":TLS_AES_256_GCM_SHA384"));
         assert_eq!(o.suites13.split(':').count(), 5);
         assert_eq!(
-            Offer::first_last(1, "AES128-SHA").ciphers,
+            Offer::order_check(1, "AES128-SHA", None).ciphers,
             "ALL:COMPLEMENTOFALL:+CHACHA20:+AES128-SHA"
         );
         assert!(Offer::without(3, &TLS13_SUITES.map(String::from)).is_empty());
@@ -987,11 +982,14 @@ mod tests {
         let o = Offer::order_check(2, "A", Some("B"));
         assert_eq!(o.ciphers, "ALL:COMPLEMENTOFALL:+CHACHA20:+B:+A");
         assert_eq!((o.min, o.max), (2, 2));
-        // No guess, or the guess is the first pick: the plain order check.
-        assert_eq!(Offer::order_check(2, "A", None), Offer::first_last(2, "A"));
+        // No guess, or the guess is the first pick: the first pick last, nothing else moved.
+        assert_eq!(
+            Offer::order_check(2, "A", None).ciphers,
+            "ALL:COMPLEMENTOFALL:+CHACHA20:+A"
+        );
         assert_eq!(
             Offer::order_check(2, "A", Some("A")),
-            Offer::first_last(2, "A")
+            Offer::order_check(2, "A", None)
         );
         let o = Offer::without_last(
             3,
@@ -1121,7 +1119,7 @@ mod tests {
         for v in 0..4 {
             assert!(ssl_for(&Offer::range(v)).is_ok(), "range {v}");
             assert!(ssl_for(&Offer::without(v, &["AES128-SHA".into()])).is_ok());
-            assert!(ssl_for(&Offer::first_last(v, "AES128-SHA")).is_ok());
+            assert!(ssl_for(&Offer::order_check(v, "AES128-SHA", None)).is_ok());
         }
     }
 }
