@@ -322,6 +322,13 @@ fn init_tracing(verbose: u8) {
             "off,rdprobe={level},ironrdp_connector={deps},ironrdp_acceptor={deps},sspi={deps}"
         ))
     });
+    // INVARIANT: sspi's debug spans (`encrypt_message`, `decrypt_message`…) print the buffers they
+    // seal, which include the TSCredentials with the password in UTF-16: sspi never logs below info,
+    // whatever -v or RDPROBE_LOG ask for (the later directive for the same target wins).
+    let filter = match "sspi=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -382,8 +389,22 @@ fn parse_target(t: &str) -> Result<(String, u16)> {
     }
 }
 
+/// The one place a password comes from besides a prompt.
+const PASSWORD_ENV: &str = "RDPROBE_PASSWORD";
+
+/// Makes sure `RDPROBE_PASSWORD` holds the password for `user` (prompting for it on a terminal and
+/// keeping it in this process's environment only), for code that reads it where it is used.
+fn read_password_env_only(user: &str) -> Result<()> {
+    if std::env::var_os(PASSWORD_ENV).is_none() {
+        let p = read_password(user)?;
+        // Only this process and its children see it; nothing is written anywhere.
+        std::env::set_var(PASSWORD_ENV, p);
+    }
+    Ok(())
+}
+
 fn read_password(user: &str) -> Result<String> {
-    if let Ok(p) = std::env::var("RDPROBE_PASSWORD") {
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
         return Ok(p);
     }
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -1017,11 +1038,17 @@ async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
         return replay_as_client(&a, conn).await;
     }
     let users = match &a.user {
-        Some(u) => Some(vec![rdprobe::scenario::User {
-            name: u.clone(),
-            password: read_password(u)?,
-            domain: a.domain.clone(),
-        }]),
+        Some(u) => {
+            // The scenario names the variable, never the password: its TOML (--emit-scenario) and
+            // JSON are files a user shares. The password is read here only to fail early.
+            read_password_env_only(u)?;
+            Some(vec![rdprobe::scenario::User {
+                name: u.clone(),
+                password: String::new(),
+                password_env: Some(PASSWORD_ENV.to_owned()),
+                domain: a.domain.clone(),
+            }])
+        }
         None => None,
     };
     let opts = replay::server::ServerOptions {

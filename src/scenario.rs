@@ -96,7 +96,15 @@ impl Default for Identity {
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: String,
+    /// The password written in the scenario (test accounts such as the lab's `user` / `pass`).
+    /// Empty when `password_env` names where the password is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub password: String,
+    /// The environment variable that holds the password, read when a client authenticates: a
+    /// scenario made from a real account (`replay --as-server --user`) names the variable and never
+    /// holds the password itself, so neither its TOML nor its JSON can carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
     /// NetBIOS domain; `None` accepts any domain the client names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -107,7 +115,19 @@ impl Default for User {
         User {
             name: "user".to_owned(),
             password: "pass".to_owned(),
+            password_env: None,
             domain: None,
+        }
+    }
+}
+
+impl User {
+    /// The account's password: from `password_env` when it is set (`None` when that variable is
+    /// unset), else the written one.
+    pub fn secret(&self) -> Option<String> {
+        match &self.password_env {
+            Some(var) => std::env::var(var).ok(),
+            None => Some(self.password.clone()),
         }
     }
 }
@@ -1055,6 +1075,20 @@ impl Scenario {
                     "name",
                     "identity.users: a user has an empty name".to_owned(),
                 ));
+            }
+            if let Some(var) = &u.password_env {
+                let ok =
+                    !var.is_empty() && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !ok || !u.password.is_empty() {
+                    return Err((
+                        "password_env",
+                        format!(
+                            "identity.users `{}`: password_env must name an environment variable \
+                             ([A-Za-z0-9_]+) and comes instead of password",
+                            u.name
+                        ),
+                    ));
+                }
             }
         }
         for key in [

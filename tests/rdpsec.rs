@@ -155,3 +155,53 @@ async fn stop_after_security_stops_there() {
         assert!(r.stage(Stage::Connected).is_none(), "{}", text(&r));
     }
 }
+
+/// A hostile server that selects standard RDP security and sends a proprietary certificate with an
+/// impossible RSA key (an all-zero modulus divided by zero in the exponentiation and made the probe
+/// exit 101 with no capture or JSON): every such key is a verdict, with the capture written.
+#[test]
+fn hostile_rsa_keys_are_verdicts_not_panics() {
+    let odd = |n: usize| {
+        let mut m = vec![0xC3u8; n];
+        m[0] |= 1;
+        m
+    };
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("zero modulus", vec![0; 64], 65537),
+        ("modulus under 256 bits", odd(8), 65537),
+        ("even modulus", vec![0x10; 64], 65537),
+        ("public exponent below 3 or even", odd(64), 0),
+    ];
+    for (why, modulus, exponent) in cases {
+        let server = BadServer::rdp_security_key(modulus, exponent);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pcap = dir.path().join("hostile.pcapng");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+            .args(["probe", &server.target(), "--security", "rdp", "--json"])
+            .args(["--timeout", "3s", "--pcap", pcap.to_str().unwrap()])
+            .output()
+            .expect("run rdprobe");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{why}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{why}: {stderr}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{why}: no JSON ({e}): {stderr}"));
+        assert_eq!(r["verdict"]["status"], "failed", "{why}: {r}");
+        let text = r.to_string();
+        assert!(
+            text.contains(why),
+            "{why}: the verdict does not say why: {r}"
+        );
+        let analyzed = std::process::Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+            .args(["analyze", pcap.to_str().unwrap(), "--json"])
+            .output()
+            .expect("analyze");
+        let line = String::from_utf8_lossy(&analyzed.stdout);
+        let again: serde_json::Value =
+            serde_json::from_str(line.lines().next().expect("a connection")).expect("json");
+        assert_eq!(
+            again["last_stage"], r["last_stage"],
+            "{why}: live != offline"
+        );
+    }
+}

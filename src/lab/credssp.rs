@@ -24,7 +24,15 @@ impl LabCredentials {
     fn identity(u: &User, as_named: &Username) -> std::io::Result<AuthIdentity> {
         Ok(AuthIdentity {
             username: as_named.clone(),
-            password: u.password.clone().into(),
+            password: u
+                .secret()
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "the account's password variable is unset",
+                    )
+                })?
+                .into(),
         })
     }
 }

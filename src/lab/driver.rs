@@ -726,7 +726,7 @@ impl Conn<'_> {
         let ok = self
             .scenario()
             .find_user(&c.username, c.domain.as_deref().filter(|d| !d.is_empty()))
-            .is_some_and(|u| u.password == c.password);
+            .is_some_and(|u| u.secret().is_some_and(|p| p == c.password));
         if ok {
             self.outcome.user = Some(c.username.clone());
             return Ok(());

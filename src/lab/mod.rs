@@ -274,5 +274,5 @@ pub fn demo_credentials(scenario: &Scenario) -> Option<(String, String)> {
         .identity
         .users
         .first()
-        .map(|u| (u.name.clone(), u.password.clone()))
+        .and_then(|u| Some((u.name.clone(), u.secret()?)))
 }

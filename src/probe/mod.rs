@@ -164,8 +164,23 @@ fn unspecified() -> SocketAddr {
 /// Runs the probe, recording into `shared`. Never panics on server behaviour; every wait is bounded
 /// by the stage timeout and the whole run by the deadline.
 pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
+    use futures_util::FutureExt as _;
     let deadline = opts.deadline;
-    run_outer(opts, shared, deadline).await;
+    // A bug of ours (or of a library under us) on some server's bytes must still leave the
+    // capture and the JSON of what was observed: the panic is recorded, not propagated.
+    let run = std::panic::AssertUnwindSafe(run_outer(opts, shared, deadline))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = run {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        shared.push(EventKind::Note(format!(
+            "internal error: the probe stopped on a bug ({what}); everything observed before it is kept"
+        )));
+    }
     // Dropping the socket sends a FIN when no explicit close did: record it so the capture and the
     // live verdict agree on how the conversation ended.
     let established = shared.has_event(|k| matches!(k, EventKind::Connected));
@@ -636,7 +651,17 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
             )
             .await
             {
-                CredsspOutcome::Done => connector.mark_credssp_as_done(),
+                CredsspOutcome::Done => {
+                    connector.mark_credssp_as_done();
+                    // INVARIANT: the password went to the server once, sealed in CredSSP's
+                    // TSCredentials. The Client Info PDU would carry it again inside TLS alone,
+                    // readable by anyone holding the capture with its TLS secrets: clear it.
+                    if let ironrdp_connector::Credentials::UsernamePassword { password, .. } =
+                        &mut connector.config.credentials
+                    {
+                        password.clear();
+                    }
+                }
                 CredsspOutcome::Stop => {
                     close(&mut inner).await;
                     return Retry::No;

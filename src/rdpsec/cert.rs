@@ -9,6 +9,9 @@ const RSA1_MAGIC: u32 = 0x3141_5352;
 const BB_RSA_KEY_BLOB: u16 = 0x0006;
 /// Largest modulus accepted, in bytes (16384-bit keys; real servers use 512-4096).
 pub const MAX_MODULUS_LEN: usize = 2048;
+/// Smallest modulus accepted, in bits: it must hold the 32-byte client random (real servers use 512
+/// and up). A smaller, even or zero modulus is a hostile or broken certificate, not a key.
+pub const MIN_MODULUS_BITS: u32 = 256;
 /// Certificates nested in an X.509 chain are at most this many (real chains have 2-3).
 const MAX_CHAIN: usize = 16;
 
@@ -46,6 +49,36 @@ pub enum CertError {
     NotRsa(String),
     #[error("unknown server certificate version {0}")]
     Version(u32),
+    #[error("unusable rsa key: {0}")]
+    Unusable(&'static str),
+}
+
+impl RsaKey {
+    /// A key from its big-endian modulus and exponent, refused when no RSA key could be like it:
+    /// a zero, even or short modulus (a zero modulus would divide by zero in the exponentiation),
+    /// an exponent below 3 or even.
+    fn checked(modulus: &[u8], exponent: u32, source: &'static str) -> Result<RsaKey, CertError> {
+        let modulus = BigUint::from_bytes_be(modulus);
+        if modulus.bits() == 0 {
+            return Err(CertError::Unusable("zero modulus"));
+        }
+        if modulus.bits() < u64::from(MIN_MODULUS_BITS) {
+            return Err(CertError::Unusable("modulus under 256 bits"));
+        }
+        if !modulus.bit(0) {
+            return Err(CertError::Unusable("even modulus"));
+        }
+        if exponent < 3 || exponent % 2 == 0 {
+            return Err(CertError::Unusable("public exponent below 3 or even"));
+        }
+        let modulus = modulus.to_bytes_be();
+        Ok(RsaKey {
+            bits: bits_of(&modulus),
+            modulus,
+            exponent,
+            source,
+        })
+    }
 }
 
 fn le16(b: &[u8], at: usize) -> Option<u16> {
@@ -90,12 +123,7 @@ fn proprietary_key(cert: &[u8]) -> Result<RsaKey, CertError> {
         .get(20..20 + keylen)
         .ok_or(CertError::Short("modulus"))?;
     let modulus = BigUint::from_bytes_le(modulus_le).to_bytes_be();
-    Ok(RsaKey {
-        bits: bits_of(&modulus),
-        modulus,
-        exponent,
-        source: "proprietary",
-    })
+    RsaKey::checked(&modulus, exponent, "proprietary")
 }
 
 fn bits_of(be: &[u8]) -> u32 {
@@ -153,12 +181,7 @@ pub fn x509_rsa_key(der: &[u8]) -> Result<RsaKey, CertError> {
         return Err(CertError::ModulusLen(modulus.len()));
     }
     let exponent = e.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
-    Ok(RsaKey {
-        bits: bits_of(&modulus),
-        modulus,
-        exponent,
-        source: "x509",
-    })
+    RsaKey::checked(&modulus, exponent, "x509")
 }
 
 fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -188,8 +211,15 @@ fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 pub fn encrypt_client_random(key: &RsaKey, client_random: &[u8]) -> Vec<u8> {
     let n = BigUint::from_bytes_be(&key.modulus);
     let m = BigUint::from_bytes_le(client_random);
-    let c = m.modpow(&BigUint::from(key.exponent), &n);
+    // INVARIANT: keys come from `RsaKey::checked`; a hand-made zero modulus still must not panic
+    // (`modpow` divides by it).
+    let c = if n.bits() == 0 {
+        BigUint::default()
+    } else {
+        m.modpow(&BigUint::from(key.exponent), &n)
+    };
     let mut out = c.to_bytes_le();
+    out.truncate(key.modulus_len());
     out.resize(key.modulus_len() + 8, 0);
     out
 }
@@ -297,5 +327,44 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 31 + 1) as u8).collect();
             let _ = server_public_key(&junk);
         }
+    }
+
+    #[test]
+    fn impossible_rsa_keys_are_refused() {
+        let odd = |n: usize| {
+            let mut m = vec![0xA5u8; n];
+            m[0] |= 1; // little-endian: the low byte first
+            m
+        };
+        assert_eq!(
+            server_public_key(&proprietary(&[0; 64], 65537)),
+            Err(CertError::Unusable("zero modulus"))
+        );
+        let mut even = odd(64);
+        even[0] &= 0xFE;
+        assert_eq!(
+            server_public_key(&proprietary(&even, 65537)),
+            Err(CertError::Unusable("even modulus"))
+        );
+        assert_eq!(
+            server_public_key(&proprietary(&odd(16), 65537)),
+            Err(CertError::Unusable("modulus under 256 bits"))
+        );
+        for e in [0, 1, 2, 65536] {
+            assert_eq!(
+                server_public_key(&proprietary(&odd(64), e)),
+                Err(CertError::Unusable("public exponent below 3 or even"))
+            );
+        }
+        let key = server_public_key(&proprietary(&odd(64), 65537)).unwrap();
+        assert_eq!(encrypt_client_random(&key, &[7; 32]).len(), 64 + 8);
+        // A key made by hand around the parser still does not panic.
+        let zero = RsaKey {
+            modulus: vec![0; 64],
+            exponent: 65537,
+            bits: 512,
+            source: "test",
+        };
+        assert_eq!(encrypt_client_random(&zero, &[7; 32]), vec![0; 72]);
     }
 }

@@ -667,7 +667,7 @@ pub fn client_info(
         AddressFamily, ClientInfo, ClientInfoFlags, CompressionType, Credentials as C,
         ExtendedClientInfo, ExtendedClientOptionalInfo,
     };
-    let mut flags = ClientInfoFlags::MOUSE
+    let flags = ClientInfoFlags::MOUSE
         | ClientInfoFlags::UNICODE
         | ClientInfoFlags::DISABLE_CTRL_ALT_DEL
         | ClientInfoFlags::LOGON_NOTIFY
@@ -675,15 +675,16 @@ pub fn client_info(
         | ClientInfoFlags::ENABLE_WINDOWS_KEY
         | ClientInfoFlags::MAXIMIZE_SHELL
         | ClientInfoFlags::NO_AUDIO_PLAYBACK;
+    // INVARIANT: the password never enters a Client Info PDU. Standard RDP security does not
+    // authenticate the server (any server, or anyone in the middle, that selects PROTOCOL_RDP
+    // decrypts this PDU), so only the user name and domain go; no AUTOLOGON, since there is no
+    // password to log on with. The probe authenticates only under NLA.
     let creds = match credentials {
-        Some(c) => {
-            flags |= ClientInfoFlags::AUTOLOGON;
-            C {
-                username: c.user.clone(),
-                password: c.password.clone(),
-                domain: c.domain.clone(),
-            }
-        }
+        Some(c) => C {
+            username: c.user.clone(),
+            password: String::new(),
+            domain: c.domain.clone(),
+        },
         None => C {
             username: String::new(),
             password: String::new(),

@@ -448,6 +448,37 @@ impl BadServer {
         )
     }
 
+    /// Selects standard RDP security (PROTOCOL_RDP) with 128-bit RC4 and answers the MCS Connect
+    /// Initial with a Connect Response whose server certificate is a proprietary one with the given
+    /// little-endian RSA modulus and exponent (MS-RDPBCGR 2.2.1.4.3.1.1), then keeps reading what
+    /// the client sends. With an all-zero modulus this is the hostile server that made the probe
+    /// divide by zero.
+    pub fn rdp_security_key(modulus_le: Vec<u8>, exponent: u32) -> Self {
+        Self::start(
+            "rdp-security-key",
+            Arc::new(move |s, c| {
+                if c.read_tpkt(s).is_none() {
+                    return;
+                }
+                if c.write_all(s, &net::connection_confirm(PROTOCOL_RDP, 0x01))
+                    .is_none()
+                {
+                    return;
+                }
+                if c.read_tpkt(s).is_none() {
+                    return;
+                }
+                let cert = proprietary_certificate(&modulus_le, exponent);
+                if c.write_all(s, &connect_response_rdp_security(cert))
+                    .is_none()
+                {
+                    return;
+                }
+                c.hold(s);
+            }),
+        )
+    }
+
     pub fn port(&self) -> u16 {
         self.core.port
     }
@@ -930,4 +961,72 @@ fn tls_order_session(
     let mut sink = [0u8; 256];
     while matches!(tls.read(&mut sink), Ok(n) if n > 0) {}
     Some(())
+}
+
+/// A proprietary server certificate (MS-RDPBCGR 2.2.1.4.3.1.1) around an RSA1 public key blob; the
+/// signature is zeros (the probe does not check it).
+pub fn proprietary_certificate(modulus_le: &[u8], exponent: u32) -> Vec<u8> {
+    let keylen = modulus_le.len() + 8;
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&0x3141_5352u32.to_le_bytes()); // "RSA1"
+    blob.extend_from_slice(&(keylen as u32).to_le_bytes());
+    blob.extend_from_slice(&((modulus_le.len() * 8) as u32).to_le_bytes());
+    blob.extend_from_slice(&(modulus_le.len().saturating_sub(1) as u32).to_le_bytes());
+    blob.extend_from_slice(&exponent.to_le_bytes());
+    blob.extend_from_slice(modulus_le);
+    blob.extend_from_slice(&[0u8; 8]);
+    let mut cert = Vec::new();
+    cert.extend_from_slice(&1u32.to_le_bytes()); // CERT_CHAIN_VERSION_1
+    cert.extend_from_slice(&1u32.to_le_bytes()); // SIGNATURE_ALG_RSA
+    cert.extend_from_slice(&1u32.to_le_bytes()); // KEY_EXCHANGE_ALG_RSA
+    cert.extend_from_slice(&0x0006u16.to_le_bytes()); // BB_RSA_KEY_BLOB
+    cert.extend_from_slice(&(blob.len() as u16).to_le_bytes());
+    cert.extend_from_slice(&blob);
+    cert.extend_from_slice(&0x0008u16.to_le_bytes()); // BB_RSA_SIGNATURE_BLOB
+    cert.extend_from_slice(&72u16.to_le_bytes());
+    cert.extend_from_slice(&[0u8; 72]);
+    cert
+}
+
+/// TPKT + X.224 Data + MCS Connect Response selecting 128-bit RC4 at level client compatible, a
+/// fixed server random and `cert` as the server certificate (built with IronRDP's PDU types).
+pub fn connect_response_rdp_security(cert: Vec<u8>) -> Vec<u8> {
+    use ironrdp_pdu::gcc::{
+        ConferenceCreateResponse, EncryptionLevel, EncryptionMethod, RdpVersion, ServerCoreData,
+        ServerCoreOptionalData, ServerGccBlocks, ServerNetworkData, ServerSecurityData,
+    };
+    use ironrdp_pdu::mcs::{ConnectResponse, DomainParameters};
+    let blocks = ServerGccBlocks {
+        core: ServerCoreData {
+            version: RdpVersion::V5_PLUS,
+            optional_data: ServerCoreOptionalData {
+                client_requested_protocols: Some(ironrdp_pdu::nego::SecurityProtocol::empty()),
+                early_capability_flags: None,
+            },
+        },
+        network: ServerNetworkData {
+            channel_ids: vec![],
+            io_channel: 1003,
+        },
+        security: ServerSecurityData {
+            encryption_method: EncryptionMethod::BIT_128,
+            encryption_level: EncryptionLevel::ClientCompatible,
+            server_random: Some([0x5A; 32]),
+            server_cert: cert,
+        },
+        message_channel: None,
+        multi_transport_channel: None,
+    };
+    let response = ConnectResponse {
+        conference_create_response: ConferenceCreateResponse::new(1002, blocks)
+            .expect("connect response fits"),
+        called_connect_id: 0,
+        domain_parameters: DomainParameters::target(),
+    };
+    let mcs = ironrdp_core::encode_vec(&response).expect("encode connect response");
+    let mut pdu = vec![0x03, 0x00, 0x00, 0x00, 0x02, 0xF0, 0x80];
+    pdu.extend_from_slice(&mcs);
+    let len = pdu.len() as u16;
+    pdu[2..4].copy_from_slice(&len.to_be_bytes());
+    pdu
 }
