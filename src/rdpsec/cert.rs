@@ -68,7 +68,7 @@ impl RsaKey {
         if !modulus.bit(0) {
             return Err(CertError::Unusable("even modulus"));
         }
-        if exponent < 3 || exponent % 2 == 0 {
+        if exponent < 3 || exponent.is_multiple_of(2) {
             return Err(CertError::Unusable("public exponent below 3 or even"));
         }
         let modulus = modulus.to_bytes_be();
