@@ -224,6 +224,10 @@ impl Machine<'_> {
                 self.fact("ended_after", json!(format!("{}'s last PDU", dir.sender())));
             }
             let stage = self.cur();
+            // The failing stage lasts until the event that ended it (a timeout, a reset), not
+            // only until its last PDU.
+            let acc = self.acc();
+            acc.end_us = acc.end_us.max(at);
             self.failure = Some(Failure { stage, kind, by });
             if self.ended_by.is_none() {
                 self.ended_by = Some(by);
@@ -1730,5 +1734,81 @@ fn summarize(
             };
             format!("failed at {last}: {kind} — {who}{closer}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::stage::{FailureKind, Side, Stage, Verdict};
+    use crate::trace::{Dir, EventKind, Layer, Trace};
+
+    /// An X.224 Connection Request (TPKT + CR TPDU + RDP_NEG_REQ offering TLS and CredSSP).
+    fn connection_request() -> Vec<u8> {
+        let mut pdu = vec![0x03, 0x00, 0x00, 0x13, 0x0E, 0xE0, 0, 0, 0, 0, 0];
+        pdu.extend_from_slice(&[0x01, 0x00, 0x08, 0x00, 0x03, 0x00, 0x00, 0x00]);
+        pdu
+    }
+
+    fn trace_until(end: EventKind, end_ms: u64) -> Trace {
+        let a = "127.0.0.1:50000".parse().unwrap();
+        let b = "127.0.0.1:3389".parse().unwrap();
+        let mut t = Trace::new(a, b);
+        let t0 = 1_000_000_000;
+        t.push_at(t0, None, EventKind::Connected);
+        t.push_at(
+            t0 + 100,
+            None,
+            EventKind::Data {
+                dir: Dir::C2S,
+                layer: Layer::Wire,
+                bytes: Bytes::from(connection_request()),
+            },
+        );
+        t.push_at(t0 + end_ms * 1000, None, end);
+        t
+    }
+
+    /// A stage that failed lasts until the event that ended it: a timeout 2 s after the request
+    /// is a 2 s x224 stage (it read 0.1 ms, the time of the request alone).
+    #[test]
+    fn failed_stage_lasts_until_its_end() {
+        let timeout = EventKind::Timeout {
+            waiting_for: Dir::S2C,
+            after_ms: 2000,
+        };
+        let r = crate::decode::decode(&trace_until(timeout, 2000)).report;
+        let x224 = r.stage(Stage::X224).expect("x224 stage");
+        assert!(
+            matches!(
+                x224.verdict,
+                Verdict::Failed {
+                    kind: FailureKind::TimedOut { .. },
+                    by: Side::Server
+                }
+            ),
+            "{:?}",
+            x224.verdict
+        );
+        assert!(
+            (1999.0..=2001.0).contains(&x224.duration_ms),
+            "x224 lasted {} ms",
+            x224.duration_ms
+        );
+        let rst = crate::decode::decode(&trace_until(EventKind::Rst { dir: Dir::S2C }, 35)).report;
+        let x224 = rst.stage(Stage::X224).expect("x224 stage");
+        assert!(matches!(
+            x224.verdict,
+            Verdict::Failed {
+                kind: FailureKind::Reset,
+                ..
+            }
+        ));
+        assert!(
+            (34.0..=35.1).contains(&x224.duration_ms),
+            "{}",
+            x224.duration_ms
+        );
     }
 }
