@@ -1,5 +1,5 @@
 //! The capture reader over the public corpus (read-only, never copied into the repository):
-//! `/work/shared/corpus` or `$RDPROBE_CORPUS`. Expected conversations per file come from the
+//! `../shared/corpus` beside the checkout or `$RDPROBE_CORPUS`. Expected conversations per file come from the
 //! corpus's INDEX.md / expected.json ground truth. Skips with a notice only when the folder is absent.
 
 use std::fs::File;
@@ -12,7 +12,7 @@ use rdprobe::trace::{Dir, EventKind, Layer, Trace};
 fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("RDPROBE_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus"));
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus")));
     if dir.is_dir() {
         Some(dir)
     } else {

@@ -1,5 +1,5 @@
 //! The pure decoders (decode::tls, decode::mcs) against real handshakes of the public corpus
-//! (`/work/shared/corpus` or `$RDPROBE_CORPUS`, read-only), with expected values from the corpus's
+//! (`../shared/corpus` beside the checkout or `$RDPROBE_CORPUS`, read-only), with expected values from the corpus's
 //! upstream ground truth (Zeek ssl.log / x509.log / rdp.log). Skips with a notice only when the
 //! folder is absent.
 
@@ -14,7 +14,7 @@ use rdprobe::trace::{Dir, Layer, Trace};
 fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("RDPROBE_CORPUS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus"));
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus")));
     if dir.is_dir() {
         Some(dir)
     } else {
