@@ -13,6 +13,9 @@ use rdprobe::probe::{self, Credentials, ProbeOptions, Protocol, TlsEngine};
 use rdprobe::report::{self, exit, ConnectionReport};
 use rdprobe::stage::Stage;
 
+mod cli;
+use cli::analyze_view::{self, AnalyzeView};
+
 const LONG_ABOUT: &str = "\
 rdprobe takes an RDP connection apart stage by stage and tells you where it dies and whose fault it is.
 
@@ -209,6 +212,19 @@ struct AnalyzeArgs {
     /// Print one JSON object per connection (JSON lines), streamed
     #[arg(long)]
     json: bool,
+    /// Print every connection in full: stages, summary and diagnosis with evidence and remedies
+    /// (the default when the capture holds at most 3 connections)
+    #[arg(long, conflicts_with_all = ["json", "stages", "table"])]
+    diagnose: bool,
+    /// Print only connection N (1-based, as the table numbers them), in full
+    #[arg(long, value_name = "N", conflicts_with_all = ["json", "stages", "table"])]
+    connection: Option<usize>,
+    /// Print only the connections that failed, each in full
+    #[arg(long, conflicts_with_all = ["json", "stages", "table", "connection"])]
+    failed: bool,
+    /// One table row per connection and a summary per failure, whatever the count
+    #[arg(long, conflicts_with_all = ["json", "stages"])]
+    table: bool,
 }
 
 #[derive(clap::Args)]
@@ -602,6 +618,26 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     let mut worst = exit::SUCCESS;
     let mut n = 0usize;
     let mut damaged = None;
+    let mode = if a.json {
+        AnalyzeView::Json
+    } else if a.stages {
+        AnalyzeView::Stages
+    } else if let Some(k) = a.connection {
+        AnalyzeView::One(k)
+    } else if a.failed {
+        AnalyzeView::Failed
+    } else if a.diagnose {
+        AnalyzeView::Full
+    } else if a.table {
+        AnalyzeView::Table
+    } else {
+        AnalyzeView::Auto
+    };
+    // Auto: the first few connections wait here; a capture with no more than these is printed in
+    // full, a larger one as the table (they become its first rows).
+    let mut held: Vec<(usize, ConnectionReport)> = Vec::new();
+    let mut table = analyze_view::FailureSummary::default();
+    let mut tabled = matches!(mode, AnalyzeView::Table);
 
     for conv in conversations.by_ref() {
         let trace = match conv {
@@ -612,63 +648,76 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             }
         };
         n += 1;
-        if n == 1 && !a.json && !a.stages {
-            writeln!(
-                out,
-                "{:>4} {:<24} {:<24} {:<13} {:<28} summary",
-                "#", "client", "server", "last stage", "verdict"
-            )?;
-        }
         let report = rdprobe::decode::decode_report(&trace);
         let r = &report;
         let code = report::exit_code(r);
         if code != exit::SUCCESS && (worst == exit::SUCCESS || code < worst) {
             worst = code;
         }
-        if a.json {
-            let mut v = serde_json::to_value(r)?;
-            if let serde_json::Value::Object(m) = &mut v {
-                m.insert("connection".into(), serde_json::json!(n));
-                m.insert(
-                    "diagnosis".into(),
-                    serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
-                );
+        match mode {
+            AnalyzeView::Json => {
+                let mut v = serde_json::to_value(r)?;
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("connection".into(), serde_json::json!(n));
+                    m.insert(
+                        "diagnosis".into(),
+                        serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
+                    );
+                }
+                writeln!(out, "{}", serde_json::to_string(&v)?)?;
             }
-            writeln!(out, "{}", serde_json::to_string(&v)?)?;
-        } else if a.stages {
-            writeln!(out, "connection #{n}")?;
-            write!(out, "{}", report::render_text(r))?;
-            for s in &r.stages {
-                if !s.frames.is_empty() {
-                    let frames: Vec<String> =
-                        s.frames.iter().take(20).map(|f| f.to_string()).collect();
-                    writeln!(
-                        out,
-                        "  {:<12} frames {}{}",
-                        s.stage.as_str(),
-                        frames.join(","),
-                        if s.frames.len() > 20 { ",…" } else { "" }
-                    )?;
+            AnalyzeView::Stages => {
+                writeln!(out, "connection #{n}")?;
+                write!(out, "{}", report::render_text(r))?;
+                write!(out, "{}", analyze_view::frames(r))?;
+                writeln!(out)?;
+            }
+            AnalyzeView::Full => write!(out, "{}", analyze_view::full(n, r))?,
+            AnalyzeView::One(k) => {
+                if n == k {
+                    write!(out, "{}", analyze_view::full(n, r))?;
                 }
             }
-            writeln!(out)?;
-        } else {
-            let verdict = match &r.verdict {
-                rdprobe::stage::Verdict::Ok => "ok".to_owned(),
-                rdprobe::stage::Verdict::Failed { kind, by } => format!("{} ({by})", kind.name()),
-            };
-            writeln!(
-                out,
-                "{:>4} {:<24} {:<24} {:<13} {:<28} {}",
-                n,
-                r.client,
-                r.server,
-                r.last_stage.as_str(),
-                verdict,
-                r.summary
-            )?;
+            AnalyzeView::Failed => {
+                if code != exit::SUCCESS {
+                    write!(out, "{}", analyze_view::full(n, r))?;
+                }
+            }
+            AnalyzeView::Table | AnalyzeView::Auto => {
+                if !tabled {
+                    held.push((n, report));
+                    if held.len() > analyze_view::FEW {
+                        tabled = true;
+                        write!(out, "{}", analyze_view::table_header())?;
+                        for (k, r) in held.drain(..) {
+                            table.add(&r);
+                            write!(out, "{}", analyze_view::table_row(k, &r))?;
+                        }
+                    }
+                } else {
+                    if n == 1 {
+                        write!(out, "{}", analyze_view::table_header())?;
+                    }
+                    table.add(r);
+                    write!(out, "{}", analyze_view::table_row(n, r))?;
+                }
+            }
         }
         out.flush()?;
+    }
+    for (k, r) in held.drain(..) {
+        write!(out, "{}", analyze_view::full(k, &r))?;
+    }
+    if tabled {
+        write!(out, "{}", table.render(n))?;
+    }
+    if let AnalyzeView::One(k) = mode {
+        if k == 0 || k > n {
+            return Err(usage(format!(
+                "--connection {k}: {} holds {n} RDP connection(s), numbered from 1",
+                a.file.display()
+            )));
+        }
     }
     let udp = conversations.udp_flows();
     if !udp.is_empty() {

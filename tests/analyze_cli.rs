@@ -39,11 +39,18 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn table_and_exit_code_follow_the_verdict() {
-    let out = analyze(&[&fixture("tls-reset-at-client-hello.pcapng")], None);
+    let out = analyze(
+        &["--table", &fixture("tls-reset-at-client-hello.pcapng")],
+        None,
+    );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "network failure: {stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines.len(), 7, "{stdout}");
+    assert!(
+        lines[3].contains("1 connection(s): 0 ok, 1 failed"),
+        "{stdout}"
+    );
     assert!(lines[0].contains("last stage"), "{stdout}");
     assert!(
         lines[1].contains(" tls ") && lines[1].contains("reset (server)"),
@@ -59,6 +66,99 @@ fn table_and_exit_code_follow_the_verdict() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).contains("connected"));
+}
+
+/// A capture with one connection is printed the way `probe` prints one: stages, summary and the
+/// diagnosis with its evidence and remedies.
+#[test]
+fn few_connections_are_printed_in_full_with_the_diagnosis() {
+    let out = analyze(&[&fixture("wrong-password.pcapng")], None);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{stdout}");
+    assert!(stdout.starts_with("connection #1\n"), "{stdout}");
+    assert!(stdout.contains("STAGE "), "{stdout}");
+    assert!(stdout.contains("diagnosis: credentials"), "{stdout}");
+    assert!(stdout.contains("evidence: "), "{stdout}");
+    assert!(stdout.contains("remedy: "), "{stdout}");
+    // A connection that passed has no diagnosis to print.
+    let out = analyze(&[&fixture("healthy-nla.pcapng")], None);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("every stage passed"), "{stdout}");
+    assert!(!stdout.contains("diagnosis:"), "{stdout}");
+}
+
+/// Many connections: the table, then counts per failure with the first connection of each, and
+/// the detail of one connection or of the failing ones on request.
+#[test]
+fn many_connections_get_a_table_a_failure_summary_and_details_on_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let merged = dir.path().join("all.pcapng");
+    let names = [
+        "healthy-nla.pcapng",
+        "wrong-password.pcapng",
+        "tls-reset-at-client-hello.pcapng",
+        "x224-silent.pcapng",
+        "nla-required.pcapng",
+    ];
+    let status = Command::new("mergecap")
+        .arg("-w")
+        .arg(&merged)
+        .args(names.iter().map(|n| fixture(n)))
+        .status()
+        .expect("mergecap (apt-get install wireshark-common)");
+    assert!(status.success());
+    let out = analyze(&[merged.to_str().unwrap()], None);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.lines().next().unwrap_or("").contains("last stage"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("5 connection(s): 1 ok, 4 failed or cut short"),
+        "{stdout}"
+    );
+    for (stage, verdict, class) in [
+        ("credssp", "auth_failure (server)", "credentials"),
+        ("tls", "reset (server)", "server configuration"),
+        ("x224", "negotiation_failure (server)", "policy"),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.contains(stage)
+                && l.contains(verdict)
+                && l.contains(class)
+                && l.contains(" #")),
+            "no summary line for {stage} {verdict}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("diagnosis:"), "{stdout}");
+
+    let out = analyze(&[merged.to_str().unwrap(), "--failed"], None);
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("connection #").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("diagnosis: ").count(), 4, "{stdout}");
+    assert!(!stdout.contains("every stage passed"), "{stdout}");
+
+    let wrong_password = stdout
+        .split("connection #")
+        .find(|c| c.contains("STATUS_LOGON_FAILURE"))
+        .and_then(|c| c.split_whitespace().next())
+        .expect("the failed logon is one of them")
+        .to_owned();
+    let out = analyze(
+        &[merged.to_str().unwrap(), "--connection", &wrong_password],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("connection #").count(), 1, "{stdout}");
+    assert!(stdout.contains("diagnosis: credentials"), "{stdout}");
+
+    let out = analyze(&[merged.to_str().unwrap(), "--connection", "9"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("holds 5 RDP connection(s)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

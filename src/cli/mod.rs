@@ -1,0 +1,4 @@
+//! The command line's own modules (the binary's, not the library's): how results are printed.
+//! `main.rs` parses the arguments and dispatches.
+
+pub mod analyze_view;
