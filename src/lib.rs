@@ -5,11 +5,13 @@
 //! [`report::ConnectionReport`]; `capture::writer` writes it as pcapng; `lab` serves scenarios.
 
 pub mod capture;
+pub mod check;
 pub mod decode;
 pub mod diagnose;
 pub mod enumerate;
 pub mod fuzz;
 pub mod lab;
+pub mod parse;
 pub mod probe;
 pub mod rdpsec;
 pub mod replay;

@@ -134,6 +134,21 @@ enum Cmd {
     ///   rdprobe fuzz --replay findings/0003/case.json --target 127.0.0.1:3389
     #[command(verbatim_doc_comment)]
     Fuzz(Box<FuzzArgs>),
+    /// Check expectations for CI: probe every target of a TOML file and compare with what must hold.
+    ///
+    /// Each [[target]] names an address (or a lab scenario that check serves itself on a free
+    /// loopback port) and expectations: expect.stage (the furthest stage that must pass) or
+    /// expect.fails_at with expect.verdict / expect.ntstatus / expect.negotiation_failure (negative
+    /// tests), expect.selected_protocol, expect.tls_min_version, expect.cert_days_left_min,
+    /// expect.max_ms, expect.stage_max_ms, expect.nla_required. Passwords come from the environment
+    /// variable a target names in password_env. Results stream as each target ends; exit code 0 when
+    /// every expectation holds, 11 when one does not, 2 for an unusable file. See the README for the schema.
+    ///
+    /// Examples:
+    ///   rdprobe check expectations.toml
+    ///   rdprobe check expectations.toml --junit report.xml --json results.jsonl
+    #[command(verbatim_doc_comment)]
+    Check(cli::check::CheckArgs),
     /// List the built-in lab scenarios.
     Scenarios,
     /// Explain an mstsc disconnect code, an RDP_NEG_FAILURE code, an NTSTATUS or a Set Error Info code.
@@ -296,6 +311,7 @@ fn main() -> ExitCode {
             Cmd::Enum(a) => cmd_enum(a).await,
             Cmd::Sanitize { input, output } => cmd_sanitize(&input, &output),
             Cmd::Fuzz(a) => cmd_fuzz(*a).await,
+            Cmd::Check(a) => cli::check::run(a, interrupted()).await,
             Cmd::Scenarios => cmd_scenarios(),
             Cmd::Explain { code, ext } => cmd_explain(&code, ext.as_deref()),
         }
@@ -321,7 +337,7 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
@@ -351,58 +367,14 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// Parses "5s", "500ms", "2m", "1.5s" or a bare number of seconds.
+/// A duration given on the command line (see `rdprobe::parse::duration`).
 fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| usage(format!("invalid duration `{s}` (examples: 5s, 500ms, 2m)")))?;
-    if v.is_nan() || v <= 0.0 || !v.is_finite() || v * mul > 86_400.0 {
-        return Err(usage(format!("duration `{s}` out of range (0 < d <= 24h)")));
-    }
-    Ok(Duration::from_secs_f64(v * mul))
+    rdprobe::parse::duration(s).map_err(usage)
 }
 
-/// Splits HOST, HOST:PORT, [V6]:PORT, bare V6.
+/// A target given on the command line (see `rdprobe::parse::target`).
 fn parse_target(t: &str) -> Result<(String, u16)> {
-    if let Ok(sa) = t.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), sa.port()));
-    }
-    if let Ok(ip) = t.parse::<std::net::IpAddr>() {
-        return Ok((ip.to_string(), 3389));
-    }
-    if let Some(rest) = t.strip_prefix('[') {
-        let (h, p) = rest
-            .split_once(']')
-            .ok_or_else(|| usage(format!("invalid target `{t}`")))?;
-        let port = match p.strip_prefix(':') {
-            Some(p) => p
-                .parse()
-                .map_err(|_| usage(format!("invalid port in `{t}`")))?,
-            None => 3389,
-        };
-        return Ok((h.to_owned(), port));
-    }
-    match t.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() => {
-            let port: u16 = p
-                .parse()
-                .map_err(|_| usage(format!("invalid port `{p}` in `{t}`")))?;
-            Ok((h.to_owned(), port))
-        }
-        _ if !t.is_empty() => Ok((t.to_owned(), 3389)),
-        _ => Err(usage("empty target")),
-    }
+    rdprobe::parse::target(t).map_err(usage)
 }
 
 /// The one place a password comes from besides a prompt.
@@ -996,9 +968,6 @@ async fn cmd_enum(a: EnumArgs) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-/// `replay --as-client`: the server behaved differently from the capture.
-const EXIT_REPLAY_MISMATCH: i32 = 9;
-
 #[derive(clap::Args)]
 struct ReplayArgs {
     /// pcap or pcapng file holding the connection to replay
@@ -1212,7 +1181,7 @@ async fn replay_as_client(
     Ok(if cmp.matched {
         exit::SUCCESS
     } else {
-        EXIT_REPLAY_MISMATCH
+        exit::REPLAY_MISMATCH
     })
 }
 
@@ -1309,9 +1278,6 @@ fn parse_size_kib(s: &str) -> Result<u64> {
     };
     Ok(kib)
 }
-
-/// `rdprobe fuzz` found something (findings were written).
-const EXIT_FUZZ_FINDINGS: i32 = 10;
 
 async fn fuzz_addr(t: &str, allow_remote: bool) -> Result<SocketAddr> {
     use rdprobe::fuzz;
@@ -1462,7 +1428,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
         return Ok(if r.reproduced {
             exit::SUCCESS
         } else {
-            EXIT_REPLAY_MISMATCH
+            exit::REPLAY_MISMATCH
         });
     }
 
@@ -1571,7 +1537,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     } else if summary.findings.is_empty() {
         exit::SUCCESS
     } else {
-        EXIT_FUZZ_FINDINGS
+        exit::FUZZ_FINDINGS
     })
 }
 

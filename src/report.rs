@@ -197,6 +197,12 @@ pub mod exit {
     pub const PROTOCOL: i32 = 7;
     /// The capture ended before the connection did (analyze).
     pub const INCOMPLETE: i32 = 8;
+    /// `replay --as-client` / `fuzz --replay`: the server no longer behaves as captured.
+    pub const REPLAY_MISMATCH: i32 = 9;
+    /// `fuzz`: findings were written.
+    pub const FUZZ_FINDINGS: i32 = 10;
+    /// `check`: an expectation did not hold (or a target gave no result).
+    pub const EXPECTATION: i32 = 11;
     /// Interrupted by SIGINT / SIGTERM (results so far were still written).
     pub const INTERRUPTED: i32 = 130;
 }

@@ -2,3 +2,4 @@
 //! `main.rs` parses the arguments and dispatches.
 
 pub mod analyze_view;
+pub mod check;

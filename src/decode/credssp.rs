@@ -678,6 +678,14 @@ const STATUS_NAMES: &[(u32, &str)] = &[
     (0xc000_0418, "STATUS_NTLM_BLOCKED"),
 ];
 
+/// The code of an NTSTATUS (or SEC_E_*) name, case-insensitive: the inverse of [`ntstatus_name`].
+pub fn ntstatus_code(name: &str) -> Option<u32> {
+    STATUS_NAMES
+        .iter()
+        .find(|(_, n)| n.eq_ignore_ascii_case(name.trim()))
+        .map(|(c, _)| *c)
+}
+
 /// Name of an NTSTATUS code seen in CredSSP errorCode, e.g. 0xC000006D -> "STATUS_LOGON_FAILURE".
 /// Also names the SSPI HRESULTs (SEC_E_*) some servers put there.
 pub fn ntstatus_name(code: u32) -> Option<&'static str> {
