@@ -315,27 +315,31 @@ fn nla_capture(lab: &rdprobe::lab::LabHandle) -> (PathBuf, tempfile::TempDir) {
     (dir.path().join("probe.pcapng"), dir)
 }
 
+/// `replay CAPTURE --as-client --target TARGET --user USER --pcap DIR/replay.pcapng --json`.
+fn replay_as_client(capture: &Path, target: &str, password: &str) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = dir.path().join("replay.pcapng");
+    let args = [
+        "replay",
+        capture.to_str().unwrap(),
+        "--as-client",
+        "--target",
+        target,
+        "--user",
+        USER,
+        "--pcap",
+        pcap.to_str().unwrap(),
+        "--json",
+    ];
+    (rdprobe(&args, password), dir)
+}
+
 #[test]
 fn replay_as_client_leaks_nothing() {
     let lab = lab("healthy-nla");
     let (capture, _keep) = nla_capture(&lab);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, dir) = replay_as_client(&capture, &lab.addr.to_string(), PASSWORD);
     let pcap = dir.path().join("replay.pcapng");
-    let out = rdprobe(
-        &[
-            "replay",
-            capture.to_str().unwrap(),
-            "--as-client",
-            "--target",
-            &lab.addr.to_string(),
-            "--user",
-            USER,
-            "--pcap",
-            pcap.to_str().unwrap(),
-            "--json",
-        ],
-        PASSWORD,
-    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("\"connected\""),
@@ -355,23 +359,8 @@ fn replay_as_client_under_rdp_security_sends_no_password() {
     let capture = capdir.path().join("probe.pcapng");
     let mut sizes = Vec::new();
     for pw in [PASSWORD, PASSWORD_LONG] {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, dir) = replay_as_client(&capture, &xrdp.target(), pw);
         let pcap = dir.path().join("replay.pcapng");
-        let out = rdprobe(
-            &[
-                "replay",
-                capture.to_str().unwrap(),
-                "--as-client",
-                "--target",
-                &xrdp.target(),
-                "--user",
-                USER,
-                "--pcap",
-                pcap.to_str().unwrap(),
-                "--json",
-            ],
-            pw,
-        );
         assert_run_clean("replay --as-client, rdp security", &out, dir.path());
         let analyzed = Command::new(env!("CARGO_BIN_EXE_rdprobe"))
             .args(["analyze", pcap.to_str().unwrap(), "--json"])
