@@ -1,7 +1,12 @@
 //! Writes a finding as `DIR/NNNN/`: `case.json` (the minimal case, its signature and the session
 //! settings a replay needs; never the password), `repro.pcapng` (the recorded run of the minimal
-//! case, stage-annotated, TLS secrets embedded: `rdprobe analyze` reads it) and `README.txt` (what
-//! happened and the commands that reproduce and analyze it).
+//! case, stage-annotated: `rdprobe analyze` reads it) and `README.txt` (what happened, what the
+//! files contain, and the commands that reproduce and analyze it).
+//!
+//! A run without credentials embeds the TLS secrets in `repro.pcapng` (the decrypted exchange shows
+//! what the target did). A run with credentials (`--user`) would thereby hand out the NTLM exchange
+//! (a crackable NTLMv2 response) and the Client Info: its capture goes through
+//! [`crate::sanitize::sanitize_trace`] first (no key log, no decrypted layer, names masked).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -43,23 +48,64 @@ pub fn write_finding(out: &Path, finding: &Finding, trace: &Trace) -> std::io::R
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::to_string_pretty(finding).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("case.json"), json + "\n")?;
+    // The verdict is read from the full trace; what is written is sanitized when credentials
+    // were used.
     let decoded = crate::decode::decode(trace);
+    let sanitized = finding.session.user.is_some().then(|| {
+        let mut t = trace.clone();
+        crate::sanitize::sanitize_trace(&mut t);
+        t
+    });
+    let (written, labels) = match &sanitized {
+        Some(t) => (t, crate::decode::decode(t).labels),
+        None => (trace, decoded.labels.clone()),
+    };
     let f = std::fs::File::create(dir.join("repro.pcapng"))?;
     let mut w = std::io::BufWriter::new(f);
-    crate::capture::writer::write_pcapng(trace, &decoded.labels, &mut w)
+    crate::capture::writer::write_pcapng(written, &labels, &mut w)
         .map_err(std::io::Error::other)?;
     w.flush()?;
     std::fs::write(
         dir.join("README.txt"),
-        readme(finding, &dir, &decoded.report),
+        readme(finding, &dir, &decoded.report, !written.keylog.is_empty()),
     )?;
     Ok(dir)
 }
 
-fn readme(f: &Finding, dir: &Path, report: &crate::report::ConnectionReport) -> String {
+/// What the finding's files hold, in one paragraph.
+fn contents(f: &Finding, has_secrets: bool) -> String {
+    match &f.session.user {
+        Some(user) => {
+            let who = match &f.session.domain {
+                Some(d) => format!("{d}\\{user}"),
+                None => user.clone(),
+            };
+            format!(
+                "contents: made with credentials for user {who}: TLS secrets removed from \
+                 repro.pcapng (sanitized: no decrypted layer, cookie, names, Client Info and user \
+                 data masked); case.json and this file name the user; the password is in no file. \
+                 bytes sent (below and in case.json) are the mutated PDU as sent: at the credssp \
+                 stage they hold an NTLM message."
+            )
+        }
+        None if has_secrets => "contents: repro.pcapng contains TLS secrets (Wireshark and \
+             `rdprobe analyze` decrypt it); no credentials were used."
+            .to_owned(),
+        None => "contents: no credentials were used; repro.pcapng holds no TLS secrets.".to_owned(),
+    }
+}
+
+fn readme(
+    f: &Finding,
+    dir: &Path,
+    report: &crate::report::ConnectionReport,
+    has_secrets: bool,
+) -> String {
     let mut s = String::new();
     let d = dir.display();
     let _ = writeln!(s, "rdprobe fuzz finding: {}", f.signature);
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{}", contents(f, has_secrets));
     let _ = writeln!(s);
     let _ = writeln!(
         s,

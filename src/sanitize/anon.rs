@@ -1,0 +1,268 @@
+//! `--anonymize`: addresses and ports remapped consistently (the same input address gives the same
+//! output in every conversation of a capture, in order of first appearance: deterministic), and the
+//! server names TLS carries in clear masked keeping their lengths: the SNI of the ClientHello and
+//! the subject/issuer common names and SAN DNS names of the Certificate message (TLS 1.2 and
+//! below; a TLS 1.3 certificate is encrypted on the wire).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use x509_cert::der::{Decode, Encode};
+
+use super::rdp::{find, mask_text};
+use super::{write_back, SanitizeStats, TlsStarts};
+use crate::decode::tls;
+use crate::trace::{Dir, EventKind, Layer, Trace};
+
+/// Most handshake bytes read per direction for names (a ClientHello and a certificate chain).
+const MAX_HANDSHAKE_BYTES: usize = 256 * 1024;
+/// DER of the commonName attribute type (2.5.4.3).
+const OID_CN: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+/// The IPv4 documentation networks (RFC 5737), used in this order.
+const V4_NETS: [[u8; 3]; 3] = [[192, 0, 2], [198, 51, 100], [203, 0, 113]];
+/// First port given to servers and to clients.
+const SERVER_PORT_BASE: u16 = 3389;
+const CLIENT_PORT_BASE: u16 = 49152;
+
+/// The address and port mapping of one capture.
+#[derive(Debug, Default)]
+pub struct Anonymizer {
+    ips: HashMap<IpAddr, IpAddr>,
+    ports: HashMap<u16, u16>,
+    used_ports: HashSet<u16>,
+    v4: u32,
+    v6: u128,
+}
+
+impl Anonymizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The address `ip` maps to (a new one on first sight).
+    pub fn ip(&mut self, ip: IpAddr, stats: &mut SanitizeStats) -> IpAddr {
+        if let Some(m) = self.ips.get(&ip) {
+            return *m;
+        }
+        let m = match ip {
+            IpAddr::V4(_) => {
+                let n = self.v4;
+                self.v4 += 1;
+                let (net, host) = ((n / 254) as usize, (n % 254) as u8 + 1);
+                match V4_NETS.get(net) {
+                    Some(p) => IpAddr::V4(Ipv4Addr::new(p[0], p[1], p[2], host)),
+                    // Past the 762 documentation addresses: the shared address space
+                    // (RFC 6598, 100.64.0.0/10).
+                    None => {
+                        let k = n - 762 + 1;
+                        IpAddr::V4(Ipv4Addr::from(0x6440_0000u32 | (k & 0x003f_ffff)))
+                    }
+                }
+            }
+            IpAddr::V6(_) => {
+                self.v6 += 1;
+                let base = u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0));
+                IpAddr::V6(Ipv6Addr::from(base | (self.v6 & ((1u128 << 96) - 1))))
+            }
+        };
+        self.ips.insert(ip, m);
+        stats.addresses_remapped += 1;
+        m
+    }
+
+    /// The port `port` maps to: servers' ports from 3389 up, clients' from 49152 up (the role of
+    /// its first sight decides), never two inputs to one output.
+    pub fn port(&mut self, port: u16, server: bool, stats: &mut SanitizeStats) -> u16 {
+        if let Some(m) = self.ports.get(&port) {
+            return *m;
+        }
+        let start = if server {
+            SERVER_PORT_BASE
+        } else {
+            CLIENT_PORT_BASE
+        };
+        let mut m = start;
+        while self.used_ports.contains(&m) || m == 0 {
+            m = m.wrapping_add(1);
+            if m == start {
+                break;
+            }
+        }
+        self.used_ports.insert(m);
+        self.ports.insert(port, m);
+        stats.ports_remapped += 1;
+        m
+    }
+
+    fn addr(&mut self, a: SocketAddr, server: bool, stats: &mut SanitizeStats) -> SocketAddr {
+        SocketAddr::new(self.ip(a.ip(), stats), self.port(a.port(), server, stats))
+    }
+
+    /// Remaps the conversation's addresses and masks its TLS server names; `tls` says where the
+    /// TLS records start on each side's wire stream.
+    pub(super) fn anonymize(
+        &mut self,
+        trace: &mut Trace,
+        tls: TlsStarts,
+        stats: &mut SanitizeStats,
+    ) {
+        trace.client = self.addr(trace.client, false, stats);
+        trace.server = self.addr(trace.server, true, stats);
+        for (dir, at) in [(Dir::C2S, tls.c2s), (Dir::S2C, tls.s2c)] {
+            let Some(at) = at else { continue };
+            let mut s = trace.stream(dir, Layer::Wire);
+            let n = mask_tls_names(&mut s, at);
+            if n > 0 {
+                stats.tls_names_masked += n;
+                write_back(trace, dir, &s);
+            }
+        }
+        // The certificates the observer's TLS stack saw (not written to a capture, but kept alike).
+        for ev in &mut trace.events {
+            if let EventKind::TlsSession(info) = &mut ev.kind {
+                for c in &mut info.certificates {
+                    mask_certificate_names(c);
+                }
+            }
+        }
+    }
+}
+
+/// Masks the SNI and certificate names in the TLS handshake records of `stream` from `at`; how
+/// many names were masked.
+pub(super) fn mask_tls_names(stream: &mut [u8], at: usize) -> usize {
+    let Some(tail) = stream.get(at..) else {
+        return 0;
+    };
+    let (records, _) = tls::split_records(tail);
+    // The plaintext handshake fragments (up to ChangeCipherSpec or application data), concatenated,
+    // with where each came from.
+    let mut hs = Vec::new();
+    let mut map = Vec::new();
+    for r in &records {
+        if r.content_type != 22 || hs.len() + r.len > MAX_HANDSHAKE_BYTES {
+            break;
+        }
+        let frag = r.fragment(tail);
+        map.push((hs.len(), at + r.offset + 5, frag.len()));
+        hs.extend_from_slice(frag);
+    }
+    let n = mask_handshake_names(&mut hs);
+    if n > 0 {
+        for (from, to, len) in map {
+            stream[to..to + len].copy_from_slice(&hs[from..from + len]);
+        }
+    }
+    n
+}
+
+/// Masks names in concatenated handshake messages; how many.
+fn mask_handshake_names(hs: &mut [u8]) -> usize {
+    let mut n = 0;
+    let mut off = 0usize;
+    while off + 4 <= hs.len() {
+        let len = (usize::from(hs[off + 1]) << 16)
+            | (usize::from(hs[off + 2]) << 8)
+            | usize::from(hs[off + 3]);
+        let end = off + 4 + len;
+        if end > hs.len() {
+            break;
+        }
+        let (msgs, _) = tls::parse_handshakes(&hs[off..end]);
+        let msg = &mut hs[off..end];
+        match msgs.first() {
+            Some(tls::Handshake::ClientHello {
+                sni: Some(name), ..
+            }) => {
+                // server_name list entry: name_type 0 (host_name), length, name (RFC 6066 3).
+                let mut needle = vec![0u8];
+                needle.extend_from_slice(&(name.len() as u16).to_be_bytes());
+                needle.extend_from_slice(name.as_bytes());
+                if let Some(i) = find(msg, &needle) {
+                    mask_text(&mut msg[i + 3..i + needle.len()]);
+                    n += 1;
+                }
+            }
+            Some(tls::Handshake::Certificate { chain }) => {
+                for der in chain {
+                    if let Some(i) = find(msg, der) {
+                        n += mask_certificate_names(&mut msg[i..i + der.len()]);
+                    }
+                }
+            }
+            _ => {}
+        }
+        off = end;
+    }
+    n
+}
+
+/// Masks the subject and issuer common names and the SAN DNS names of a DER certificate in place
+/// (same lengths: the certificate still parses, its signature no longer verifies); how many.
+pub(super) fn mask_certificate_names(der: &mut [u8]) -> usize {
+    let Ok(cert) = x509_cert::Certificate::from_der(der) else {
+        return 0;
+    };
+    // (bytes to find, offset of the value within them)
+    let mut targets: Vec<(Vec<u8>, usize)> = Vec::new();
+    let tbs = &cert.tbs_certificate;
+    for name in [&tbs.subject, &tbs.issuer] {
+        for rdn in name.0.iter() {
+            for atv in rdn.0.iter() {
+                if atv.oid.as_bytes() != &OID_CN[2..] {
+                    continue;
+                }
+                let Ok(tlv) = atv.value.to_der() else {
+                    continue;
+                };
+                let value_len = atv.value.value().len();
+                let mut needle = OID_CN.to_vec();
+                needle.extend_from_slice(&tlv);
+                targets.push((needle, OID_CN.len() + tlv.len() - value_len));
+            }
+        }
+    }
+    {
+        use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
+        if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
+            for g in san.0.iter() {
+                if let GeneralName::DnsName(d) = g {
+                    let v = d.as_bytes();
+                    // [2] IMPLICIT IA5String
+                    let mut needle = vec![0x82];
+                    needle.extend_from_slice(&der_len(v.len()));
+                    let header = needle.len();
+                    needle.extend_from_slice(v);
+                    targets.push((needle, header));
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    for (needle, value_at) in targets {
+        let mut from = 0usize;
+        while let Some(i) = find(&der[from..], &needle) {
+            let at = from + i;
+            let v = &mut der[at + value_at..at + needle.len()];
+            if v.iter().any(|&c| c != 0 && c != b'.' && c != b'x') {
+                mask_text(v);
+                n += 1;
+            }
+            from = at + needle.len();
+        }
+    }
+    n
+}
+
+/// A DER definite length.
+fn der_len(len: usize) -> Vec<u8> {
+    if len < 0x80 {
+        vec![len as u8]
+    } else {
+        let b = (len as u32).to_be_bytes();
+        let skip = b.iter().take_while(|&&x| x == 0).count();
+        let mut v = vec![0x80 | (4 - skip) as u8];
+        v.extend_from_slice(&b[skip..]);
+        v
+    }
+}
