@@ -169,3 +169,102 @@ fn readme(
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::{Case, FuzzStage, Liveness, ResponseClass, SessionSettings, Signature};
+    use crate::trace::{Dir, EventKind, Layer};
+    use bytes::Bytes;
+
+    fn finding(user: Option<&str>) -> Finding {
+        Finding {
+            rdprobe_fuzz_case: 1,
+            signature: Signature::new(FuzzStage::Credssp, ResponseClass::Reset, Liveness::Alive),
+            detail: "reset".into(),
+            target: "127.0.0.1:3389".parse().unwrap(),
+            seed: 1,
+            case_index: 0,
+            case: Case::valid(FuzzStage::Credssp),
+            original_case: Case::valid(FuzzStage::Credssp),
+            sent_hex: String::new(),
+            reproduced: true,
+            shrink: None,
+            session: SessionSettings {
+                timeout_ms: 1000,
+                quiet_ms: 100,
+                protocols: None,
+                user: user.map(str::to_owned),
+                domain: user.map(|_| "CANARYDOM".to_owned()),
+                recovery_ms: 1000,
+            },
+            dir: None,
+        }
+    }
+
+    fn trace() -> Trace {
+        let a = "127.0.0.1:50000".parse().unwrap();
+        let b = "127.0.0.1:3389".parse().unwrap();
+        let mut t = Trace::new(a, b);
+        let mut cr = b"\x03\x00\x00\x00\x00\xe0\0\0\0\0\0Cookie: mstshash=canaryuser\r\n".to_vec();
+        cr.extend_from_slice(&[1, 0, 8, 0, 3, 0, 0, 0]);
+        let l = cr.len();
+        cr[2..4].copy_from_slice(&(l as u16).to_be_bytes());
+        cr[4] = (l - 5) as u8;
+        t.push_at(
+            1,
+            None,
+            EventKind::Data {
+                dir: Dir::C2S,
+                layer: Layer::Wire,
+                bytes: Bytes::from(cr),
+            },
+        );
+        t.push_at(
+            2,
+            None,
+            EventKind::Data {
+                dir: Dir::C2S,
+                layer: Layer::Inner,
+                bytes: Bytes::from_static(b"NTLMSSP\0\x03\0\0\0inner"),
+            },
+        );
+        t.keylog.push(format!("CLIENT_RANDOM {} {}", "ab".repeat(32), "cd".repeat(48)));
+        t
+    }
+
+    fn has(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn a_finding_made_with_credentials_carries_no_secrets_and_says_so() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = write_finding(out.path(), &finding(Some("canaryuser")), &trace()).unwrap();
+        let pcap = std::fs::read(dir.join("repro.pcapng")).unwrap();
+        assert!(!has(&pcap, b"CLIENT_RANDOM"), "no key log");
+        assert!(!has(&pcap, b"canaryuser"), "cookie masked");
+        assert!(!has(&pcap, b"NTLMSSP"), "no decrypted layer");
+        let readme = std::fs::read_to_string(dir.join("README.txt")).unwrap();
+        assert!(
+            readme.contains(
+                "made with credentials for user CANARYDOM\\canaryuser: TLS secrets removed"
+            ),
+            "{readme}"
+        );
+    }
+
+    #[test]
+    fn a_finding_without_credentials_keeps_its_secrets_and_says_so() {
+        let out = tempfile::tempdir().unwrap();
+        let dir = write_finding(out.path(), &finding(None), &trace()).unwrap();
+        let pcap = std::fs::read(dir.join("repro.pcapng")).unwrap();
+        assert!(has(&pcap, b"CLIENT_RANDOM"));
+        let readme = std::fs::read_to_string(dir.join("README.txt")).unwrap();
+        assert!(
+            readme.contains("contains TLS secrets")
+                && readme.contains("no credentials were used"),
+            "{readme}"
+        );
+    }
+}

@@ -266,3 +266,139 @@ fn der_len(len: usize) -> Vec<u8> {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str, sans: &[&str]) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::new(
+            sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let kp = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&kp).unwrap().der().to_vec()
+    }
+
+    fn has(hay: &[u8], needle: &[u8]) -> bool {
+        find(hay, needle).is_some()
+    }
+
+    fn record(ty: u8, msg: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty, 3, 3];
+        v.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        v.extend_from_slice(msg);
+        v
+    }
+
+    fn handshake(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty];
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn client_hello(sni: &str) -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend_from_slice(&[7; 32]);
+        b.push(0);
+        b.extend_from_slice(&[0, 2, 0xc0, 0x2f, 1, 0]);
+        let mut ext = vec![0, 0];
+        let n = sni.len() as u16;
+        ext.extend_from_slice(&(n + 5).to_be_bytes());
+        ext.extend_from_slice(&(n + 3).to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&n.to_be_bytes());
+        ext.extend_from_slice(sni.as_bytes());
+        b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        b.extend_from_slice(&ext);
+        handshake(1, &b)
+    }
+
+    fn certificate(chain: &[Vec<u8>]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for c in chain {
+            list.extend_from_slice(&(c.len() as u32).to_be_bytes()[1..]);
+            list.extend_from_slice(c);
+        }
+        let mut b = (list.len() as u32).to_be_bytes()[1..].to_vec();
+        b.extend_from_slice(&list);
+        handshake(11, &b)
+    }
+
+    #[test]
+    fn addresses_and_ports_map_consistently_and_deterministically() {
+        let mut a = Anonymizer::new();
+        let mut st = SanitizeStats::default();
+        let srv: SocketAddr = "10.1.2.3:3390".parse().unwrap();
+        let c1: SocketAddr = "10.9.9.9:50001".parse().unwrap();
+        let c2: SocketAddr = "[fe80::1]:50002".parse().unwrap();
+        assert_eq!(a.addr(c1, false, &mut st), "192.0.2.1:49152".parse().unwrap());
+        assert_eq!(a.addr(srv, true, &mut st), "192.0.2.2:3389".parse().unwrap());
+        assert_eq!(a.addr(c2, false, &mut st), "[2001:db8::1]:49153".parse().unwrap());
+        // Same input, same output, in any later conversation.
+        assert_eq!(a.addr(srv, true, &mut st), "192.0.2.2:3389".parse().unwrap());
+        assert_eq!(st.addresses_remapped, 3);
+        assert_eq!(st.ports_remapped, 3);
+        // A fresh mapper over the same sequence gives the same answers.
+        let mut b = Anonymizer::new();
+        let mut st2 = SanitizeStats::default();
+        assert_eq!(b.addr(c1, false, &mut st2), a.addr(c1, false, &mut st));
+        // Never two inputs onto one output.
+        let mut c = Anonymizer::new();
+        let outs: HashSet<IpAddr> = (0..2000u32)
+            .map(|i| c.ip(IpAddr::V4(Ipv4Addr::from(i)), &mut st))
+            .collect();
+        assert_eq!(outs.len(), 2000);
+        let ports: HashSet<u16> = (0..3000u16).map(|p| c.port(p, p % 2 == 0, &mut st)).collect();
+        assert_eq!(ports.len(), 3000);
+    }
+
+    #[test]
+    fn certificate_names_are_masked_and_it_still_parses() {
+        let mut der = cert("secret.corp.example", &["secret.corp.example", "rdp-01.corp.example"]);
+        let len = der.len();
+        let n = mask_certificate_names(&mut der);
+        assert_eq!(der.len(), len);
+        // subject CN, issuer CN (self-signed: the same bytes, masked once each), two SAN names
+        assert_eq!(n, 4);
+        assert!(!has(&der, b"secret") && !has(&der, b"corp"));
+        let f = tls::cert_facts(&der, 0).expect("still a certificate");
+        assert_eq!(f.subject, "CN=xxxxxx.xxxx.xxxxxxx");
+        assert_eq!(f.issuer, "CN=xxxxxx.xxxx.xxxxxxx");
+        assert_eq!(mask_certificate_names(&mut der), 0, "idempotent");
+    }
+
+    #[test]
+    fn sni_and_certificate_in_clear_are_masked_in_the_stream() {
+        let der = cert("host.corp.example", &["host.corp.example"]);
+        let mut c2s = b"\x03\x00\x00\x13cr-padding-bytes...".to_vec();
+        let at = c2s.len();
+        c2s.extend(record(22, &client_hello("host.corp.example")));
+        c2s.extend(record(23, b"host.corp.example in application data"));
+        let n = mask_tls_names(&mut c2s, at);
+        assert_eq!(n, 1);
+        assert_eq!(find(&c2s, b"host.corp"), Some(c2s.len() - 37), "only app data left");
+        let (msgs, err) = tls::parse_handshakes(&c2s[at + 5..c2s.len() - 42]);
+        assert!(err.is_none(), "{err:?}");
+        assert!(matches!(&msgs[0], tls::Handshake::ClientHello { sni: Some(s), .. } if s == "xxxx.xxxx.xxxxxxx"));
+
+        // A certificate message split over two records.
+        let msg = certificate(std::slice::from_ref(&der));
+        let (a, b) = msg.split_at(100);
+        let mut s2c = record(22, a);
+        s2c.extend(record(22, b));
+        let n = mask_tls_names(&mut s2c, 0);
+        assert_eq!(n, 3);
+        assert!(!has(&s2c, b"corp"));
+        let mut joined = s2c[5..105].to_vec();
+        joined.extend_from_slice(&s2c[110..]);
+        let (msgs, _) = tls::parse_handshakes(&joined);
+        let tls::Handshake::Certificate { chain } = &msgs[0] else {
+            panic!("{msgs:?}")
+        };
+        assert!(tls::cert_facts(&chain[0], 0).is_ok());
+    }
+}
