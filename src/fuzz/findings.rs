@@ -229,7 +229,11 @@ mod tests {
                 bytes: Bytes::from_static(b"NTLMSSP\0\x03\0\0\0inner"),
             },
         );
-        t.keylog.push(format!("CLIENT_RANDOM {} {}", "ab".repeat(32), "cd".repeat(48)));
+        t.keylog.push(format!(
+            "CLIENT_RANDOM {} {}",
+            "ab".repeat(32),
+            "cd".repeat(48)
+        ));
         t
     }
 
@@ -262,8 +266,7 @@ mod tests {
         assert!(has(&pcap, b"CLIENT_RANDOM"));
         let readme = std::fs::read_to_string(dir.join("README.txt")).unwrap();
         assert!(
-            readme.contains("contains TLS secrets")
-                && readme.contains("no credentials were used"),
+            readme.contains("contains TLS secrets") && readme.contains("no credentials were used"),
             "{readme}"
         );
     }

@@ -2,7 +2,8 @@
 //! output in every conversation of a capture, in order of first appearance: deterministic), and the
 //! server names TLS carries in clear masked keeping their lengths: the SNI of the ClientHello and
 //! the subject/issuer common names and SAN DNS names of the Certificate message (TLS 1.2 and
-//! below; a TLS 1.3 certificate is encrypted on the wire).
+//! below; a TLS 1.3 certificate is encrypted on the wire), whose SAN IP addresses are remapped like
+//! the conversation addresses.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -111,7 +112,7 @@ impl Anonymizer {
         for (dir, at) in [(Dir::C2S, tls.c2s), (Dir::S2C, tls.s2c)] {
             let Some(at) = at else { continue };
             let mut s = trace.stream(dir, Layer::Wire);
-            let n = mask_tls_names(&mut s, at);
+            let n = mask_tls_names(&mut s, at, &mut |ip| self.ip(ip, stats));
             if n > 0 {
                 stats.tls_names_masked += n;
                 write_back(trace, dir, &s);
@@ -121,16 +122,16 @@ impl Anonymizer {
         for ev in &mut trace.events {
             if let EventKind::TlsSession(info) = &mut ev.kind {
                 for c in &mut info.certificates {
-                    mask_certificate_names(c);
+                    mask_certificate_names(c, &mut |ip| self.ip(ip, stats));
                 }
             }
         }
     }
 }
 
-/// Masks the SNI and certificate names in the TLS handshake records of `stream` from `at`; how
-/// many names were masked.
-pub(super) fn mask_tls_names(stream: &mut [u8], at: usize) -> usize {
+/// Masks the SNI and certificate names in the TLS handshake records of `stream` from `at` (and
+/// remaps certificate IP addresses with `map_ip`); how many names were masked.
+pub(super) fn mask_tls_names(stream: &mut [u8], at: usize, map_ip: &mut IpMap<'_>) -> usize {
     let Some(tail) = stream.get(at..) else {
         return 0;
     };
@@ -147,7 +148,7 @@ pub(super) fn mask_tls_names(stream: &mut [u8], at: usize) -> usize {
         map.push((hs.len(), at + r.offset + 5, frag.len()));
         hs.extend_from_slice(frag);
     }
-    let n = mask_handshake_names(&mut hs);
+    let n = mask_handshake_names(&mut hs, map_ip);
     if n > 0 {
         for (from, to, len) in map {
             stream[to..to + len].copy_from_slice(&hs[from..from + len]);
@@ -157,7 +158,7 @@ pub(super) fn mask_tls_names(stream: &mut [u8], at: usize) -> usize {
 }
 
 /// Masks names in concatenated handshake messages; how many.
-fn mask_handshake_names(hs: &mut [u8]) -> usize {
+fn mask_handshake_names(hs: &mut [u8], map_ip: &mut IpMap<'_>) -> usize {
     let mut n = 0;
     let mut off = 0usize;
     while off + 4 <= hs.len() {
@@ -186,7 +187,7 @@ fn mask_handshake_names(hs: &mut [u8]) -> usize {
             Some(tls::Handshake::Certificate { chain }) => {
                 for der in chain {
                     if let Some(i) = find(msg, der) {
-                        n += mask_certificate_names(&mut msg[i..i + der.len()]);
+                        n += mask_certificate_names(&mut msg[i..i + der.len()], map_ip);
                     }
                 }
             }
@@ -197,14 +198,19 @@ fn mask_handshake_names(hs: &mut [u8]) -> usize {
     n
 }
 
-/// Masks the subject and issuer common names and the SAN DNS names of a DER certificate in place
-/// (same lengths: the certificate still parses, its signature no longer verifies); how many.
-pub(super) fn mask_certificate_names(der: &mut [u8]) -> usize {
+/// How certificate IP addresses are remapped.
+pub(super) type IpMap<'a> = dyn FnMut(IpAddr) -> IpAddr + 'a;
+
+/// Masks the subject and issuer common names and the SAN DNS names of a DER certificate in place,
+/// and remaps its SAN IP addresses with `map_ip` (same lengths: the certificate still parses, its
+/// signature no longer verifies); how many names were masked.
+pub(super) fn mask_certificate_names(der: &mut [u8], map_ip: &mut IpMap<'_>) -> usize {
     let Ok(cert) = x509_cert::Certificate::from_der(der) else {
         return 0;
     };
     // (bytes to find, offset of the value within them)
     let mut targets: Vec<(Vec<u8>, usize)> = Vec::new();
+    let mut ips: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let tbs = &cert.tbs_certificate;
     for name in [&tbs.subject, &tbs.issuer] {
         for rdn in name.0.iter() {
@@ -226,16 +232,45 @@ pub(super) fn mask_certificate_names(der: &mut [u8]) -> usize {
         use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
         if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
             for g in san.0.iter() {
-                if let GeneralName::DnsName(d) = g {
-                    let v = d.as_bytes();
-                    // [2] IMPLICIT IA5String
-                    let mut needle = vec![0x82];
-                    needle.extend_from_slice(&der_len(v.len()));
-                    let header = needle.len();
-                    needle.extend_from_slice(v);
-                    targets.push((needle, header));
+                match g {
+                    GeneralName::DnsName(d) => {
+                        let v = d.as_bytes();
+                        // [2] IMPLICIT IA5String
+                        let mut needle = vec![0x82];
+                        needle.extend_from_slice(&der_len(v.len()));
+                        let header = needle.len();
+                        needle.extend_from_slice(v);
+                        targets.push((needle, header));
+                    }
+                    GeneralName::IpAddress(o) => {
+                        let v = o.as_bytes();
+                        let mapped = match v.len() {
+                            4 => <[u8; 4]>::try_from(v).ok().map(|a| map_ip(IpAddr::from(a))),
+                            16 => <[u8; 16]>::try_from(v)
+                                .ok()
+                                .map(|a| map_ip(IpAddr::from(a))),
+                            _ => None,
+                        };
+                        let to = match mapped {
+                            Some(IpAddr::V4(a)) => a.octets().to_vec(),
+                            Some(IpAddr::V6(a)) => a.octets().to_vec(),
+                            None => continue,
+                        };
+                        // [7] IMPLICIT OCTET STRING
+                        let mut needle = vec![0x87, v.len() as u8];
+                        needle.extend_from_slice(v);
+                        let mut with = vec![0x87, v.len() as u8];
+                        with.extend_from_slice(&to);
+                        ips.push((needle, with));
+                    }
+                    _ => {}
                 }
             }
+        }
+    }
+    for (needle, with) in ips {
+        if let Some(i) = find(der, &needle) {
+            der[i..i + with.len()].copy_from_slice(&with);
         }
     }
     let mut n = 0;
@@ -272,10 +307,9 @@ mod tests {
     use super::*;
 
     fn cert(cn: &str, sans: &[&str]) -> Vec<u8> {
-        let mut p = rcgen::CertificateParams::new(
-            sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         let kp = rcgen::KeyPair::generate().unwrap();
@@ -335,11 +369,23 @@ mod tests {
         let srv: SocketAddr = "10.1.2.3:3390".parse().unwrap();
         let c1: SocketAddr = "10.9.9.9:50001".parse().unwrap();
         let c2: SocketAddr = "[fe80::1]:50002".parse().unwrap();
-        assert_eq!(a.addr(c1, false, &mut st), "192.0.2.1:49152".parse().unwrap());
-        assert_eq!(a.addr(srv, true, &mut st), "192.0.2.2:3389".parse().unwrap());
-        assert_eq!(a.addr(c2, false, &mut st), "[2001:db8::1]:49153".parse().unwrap());
+        assert_eq!(
+            a.addr(c1, false, &mut st),
+            "192.0.2.1:49152".parse().unwrap()
+        );
+        assert_eq!(
+            a.addr(srv, true, &mut st),
+            "192.0.2.2:3389".parse().unwrap()
+        );
+        assert_eq!(
+            a.addr(c2, false, &mut st),
+            "[2001:db8::1]:49153".parse().unwrap()
+        );
         // Same input, same output, in any later conversation.
-        assert_eq!(a.addr(srv, true, &mut st), "192.0.2.2:3389".parse().unwrap());
+        assert_eq!(
+            a.addr(srv, true, &mut st),
+            "192.0.2.2:3389".parse().unwrap()
+        );
         assert_eq!(st.addresses_remapped, 3);
         assert_eq!(st.ports_remapped, 3);
         // A fresh mapper over the same sequence gives the same answers.
@@ -352,15 +398,20 @@ mod tests {
             .map(|i| c.ip(IpAddr::V4(Ipv4Addr::from(i)), &mut st))
             .collect();
         assert_eq!(outs.len(), 2000);
-        let ports: HashSet<u16> = (0..3000u16).map(|p| c.port(p, p % 2 == 0, &mut st)).collect();
+        let ports: HashSet<u16> = (0..3000u16)
+            .map(|p| c.port(p, p % 2 == 0, &mut st))
+            .collect();
         assert_eq!(ports.len(), 3000);
     }
 
     #[test]
     fn certificate_names_are_masked_and_it_still_parses() {
-        let mut der = cert("secret.corp.example", &["secret.corp.example", "rdp-01.corp.example"]);
+        let mut der = cert(
+            "secret.corp.example",
+            &["secret.corp.example", "rdp-01.corp.example"],
+        );
         let len = der.len();
-        let n = mask_certificate_names(&mut der);
+        let n = mask_certificate_names(&mut der, &mut |ip| ip);
         assert_eq!(der.len(), len);
         // subject CN, issuer CN (self-signed: the same bytes, masked once each), two SAN names
         assert_eq!(n, 4);
@@ -368,7 +419,24 @@ mod tests {
         let f = tls::cert_facts(&der, 0).expect("still a certificate");
         assert_eq!(f.subject, "CN=xxxxxx.xxxx.xxxxxxx");
         assert_eq!(f.issuer, "CN=xxxxxx.xxxx.xxxxxxx");
-        assert_eq!(mask_certificate_names(&mut der), 0, "idempotent");
+        assert_eq!(
+            mask_certificate_names(&mut der, &mut |ip| ip),
+            0,
+            "idempotent"
+        );
+    }
+
+    #[test]
+    fn certificate_ip_addresses_are_remapped() {
+        let mut der = cert("h", &["h.example", "10.20.30.40", "fd00::7"]);
+        let mut a = Anonymizer::new();
+        let mut st = SanitizeStats::default();
+        mask_certificate_names(&mut der, &mut |ip| a.ip(ip, &mut st));
+        assert!(!has(&der, &[0x87, 4, 10, 20, 30, 40]));
+        assert!(has(&der, &[0x87, 4, 192, 0, 2, 1]));
+        assert!(has(&der, &[0x87, 16, 0x20, 0x01, 0x0d, 0xb8]));
+        assert_eq!(st.addresses_remapped, 2);
+        assert!(tls::cert_facts(&der, 0).is_ok());
     }
 
     #[test]
@@ -378,19 +446,25 @@ mod tests {
         let at = c2s.len();
         c2s.extend(record(22, &client_hello("host.corp.example")));
         c2s.extend(record(23, b"host.corp.example in application data"));
-        let n = mask_tls_names(&mut c2s, at);
+        let n = mask_tls_names(&mut c2s, at, &mut |ip| ip);
         assert_eq!(n, 1);
-        assert_eq!(find(&c2s, b"host.corp"), Some(c2s.len() - 37), "only app data left");
+        assert_eq!(
+            find(&c2s, b"host.corp"),
+            Some(c2s.len() - 37),
+            "only app data left"
+        );
         let (msgs, err) = tls::parse_handshakes(&c2s[at + 5..c2s.len() - 42]);
         assert!(err.is_none(), "{err:?}");
-        assert!(matches!(&msgs[0], tls::Handshake::ClientHello { sni: Some(s), .. } if s == "xxxx.xxxx.xxxxxxx"));
+        assert!(
+            matches!(&msgs[0], tls::Handshake::ClientHello { sni: Some(s), .. } if s == "xxxx.xxxx.xxxxxxx")
+        );
 
         // A certificate message split over two records.
         let msg = certificate(std::slice::from_ref(&der));
         let (a, b) = msg.split_at(100);
         let mut s2c = record(22, a);
         s2c.extend(record(22, b));
-        let n = mask_tls_names(&mut s2c, 0);
+        let n = mask_tls_names(&mut s2c, 0, &mut |ip| ip);
         assert_eq!(n, 3);
         assert!(!has(&s2c, b"corp"));
         let mut joined = s2c[5..105].to_vec();
