@@ -21,8 +21,10 @@ const MAX_HANDSHAKE_BYTES: usize = 256 * 1024;
 const OID_CN: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
 /// The IPv4 documentation networks (RFC 5737), used in this order.
 const V4_NETS: [[u8; 3]; 3] = [[192, 0, 2], [198, 51, 100], [203, 0, 113]];
-/// First port given to servers and to clients.
-const SERVER_PORT_BASE: u16 = 3389;
+/// The RDP port: kept (it identifies nothing, and dissectors key on it as on the original).
+const RDP_PORT: u16 = 3389;
+/// First port given to other servers and to clients.
+const SERVER_PORT_BASE: u16 = 33890;
 const CLIENT_PORT_BASE: u16 = 49152;
 
 /// The address and port mapping of one capture.
@@ -71,11 +73,16 @@ impl Anonymizer {
         m
     }
 
-    /// The port `port` maps to: servers' ports from 3389 up, clients' from 49152 up (the role of
-    /// its first sight decides), never two inputs to one output.
+    /// The port `port` maps to: 3389 stays, other servers' ports from 33890 up, clients' from
+    /// 49152 up (the role of its first sight decides), never two inputs to one output.
     pub fn port(&mut self, port: u16, server: bool, stats: &mut SanitizeStats) -> u16 {
         if let Some(m) = self.ports.get(&port) {
             return *m;
+        }
+        self.used_ports.insert(RDP_PORT);
+        if port == RDP_PORT {
+            self.ports.insert(port, port);
+            return port;
         }
         let start = if server {
             SERVER_PORT_BASE
@@ -375,7 +382,7 @@ mod tests {
         );
         assert_eq!(
             a.addr(srv, true, &mut st),
-            "192.0.2.2:3389".parse().unwrap()
+            "192.0.2.2:33890".parse().unwrap()
         );
         assert_eq!(
             a.addr(c2, false, &mut st),
@@ -384,6 +391,12 @@ mod tests {
         // Same input, same output, in any later conversation.
         assert_eq!(
             a.addr(srv, true, &mut st),
+            "192.0.2.2:33890".parse().unwrap()
+        );
+        // The RDP port stays what it is.
+        let rdp: SocketAddr = "10.1.2.3:3389".parse().unwrap();
+        assert_eq!(
+            a.addr(rdp, true, &mut st),
             "192.0.2.2:3389".parse().unwrap()
         );
         assert_eq!(st.addresses_remapped, 3);
