@@ -44,6 +44,21 @@ fn next_dir(out: &Path) -> std::io::Result<PathBuf> {
 
 /// Writes the three files of `finding` under a new `out/NNNN/` and returns that directory.
 pub fn write_finding(out: &Path, finding: &Finding, trace: &Trace) -> std::io::Result<PathBuf> {
+    // With credentials the bytes sent at the credssp stage may hold the NTLM AUTHENTICATE: its
+    // responses (crackable) are zeroed in what is written.
+    let masked;
+    let finding = if finding.session.user.is_some() {
+        let mut f = finding.clone();
+        if let Some(mut sent) = unhex(&f.sent_hex) {
+            if crate::sanitize::mask_ntlm_responses(&mut sent) > 0 {
+                f.sent_hex = super::hex(&sent);
+            }
+        }
+        masked = f;
+        &masked
+    } else {
+        finding
+    };
     let dir = next_dir(out)?;
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::to_string_pretty(finding).map_err(std::io::Error::other)?;
@@ -83,9 +98,8 @@ fn contents(f: &Finding, has_secrets: bool) -> String {
             format!(
                 "contents: made with credentials for user {who}: TLS secrets removed from \
                  repro.pcapng (sanitized: no decrypted layer, cookie, names, Client Info and user \
-                 data masked); case.json and this file name the user; the password is in no file. \
-                 bytes sent (below and in case.json) are the mutated PDU as sent: at the credssp \
-                 stage they hold an NTLM message."
+                 data masked); in the bytes sent (below and in case.json) the NTLM responses are \
+                 zeroed; case.json and this file name the user; the password is in no file."
             )
         }
         None if has_secrets => "contents: repro.pcapng contains TLS secrets (Wireshark and \
@@ -93,6 +107,13 @@ fn contents(f: &Finding, has_secrets: bool) -> String {
             .to_owned(),
         None => "contents: no credentials were used; repro.pcapng holds no TLS secrets.".to_owned(),
     }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 fn readme(
@@ -256,6 +277,32 @@ mod tests {
             ),
             "{readme}"
         );
+    }
+
+    #[test]
+    fn the_ntlm_response_in_the_bytes_sent_is_zeroed_with_credentials() {
+        // An AUTHENTICATE with a 40-byte NT response at offset 88.
+        let mut m = b"NTLMSSP\0".to_vec();
+        m.extend_from_slice(&3u32.to_le_bytes());
+        m.resize(88, 0);
+        m[20..22].copy_from_slice(&40u16.to_le_bytes());
+        m[24..28].copy_from_slice(&88u32.to_le_bytes());
+        m.extend(std::iter::repeat_n(0x5a, 40));
+        let mut f = finding(Some("canaryuser"));
+        f.sent_hex = crate::fuzz::hex(&m);
+        let out = tempfile::tempdir().unwrap();
+        let dir = write_finding(out.path(), &f, &trace()).unwrap();
+        let case = std::fs::read_to_string(dir.join("case.json")).unwrap();
+        let readme = std::fs::read_to_string(dir.join("README.txt")).unwrap();
+        let response = "5a".repeat(40);
+        assert!(!case.contains(&response) && !readme.contains(&response));
+        assert!(case.contains(&"00".repeat(40)), "lengths kept");
+        // Without credentials nothing is changed.
+        let mut g = finding(None);
+        g.sent_hex = crate::fuzz::hex(&m);
+        let dir = write_finding(out.path(), &g, &trace()).unwrap();
+        let case = std::fs::read_to_string(dir.join("case.json")).unwrap();
+        assert!(case.contains(&response));
     }
 
     #[test]

@@ -142,6 +142,40 @@ fn sanitize_inner(trace: &mut Trace) -> (SanitizeStats, TlsStarts) {
     (stats, tls)
 }
 
+/// Zeroes the LM and NT challenge responses and the encrypted session key of every NTLM
+/// AUTHENTICATE message (MS-NLMP 2.2.1.3) in `bytes` (e.g. a CredSSP TSRequest), keeping every
+/// length: what remains names the user but gives nothing to crack. How many messages were masked.
+pub fn mask_ntlm_responses(bytes: &mut [u8]) -> usize {
+    const SIGNATURE: &[u8] = b"NTLMSSP\0";
+    let mut n = 0;
+    let mut from = 0usize;
+    while let Some(i) = rdp::find(&bytes[from..], SIGNATURE) {
+        let start = from + i;
+        from = start + SIGNATURE.len();
+        let msg = &mut bytes[start..];
+        if crate::decode::mcs::le32(msg, 8) != Some(3) {
+            continue;
+        }
+        // LmChallengeResponseFields, NtChallengeResponseFields, EncryptedRandomSessionKeyFields:
+        // (len u16, maxlen u16, offset u32) each.
+        for at in [12usize, 20, 52] {
+            let (Some(len), Some(off)) = (
+                crate::decode::mcs::le16(msg, at),
+                crate::decode::mcs::le32(msg, at + 4),
+            ) else {
+                continue;
+            };
+            let off = off as usize;
+            let end = off.saturating_add(usize::from(len)).min(msg.len());
+            if off < end {
+                msg[off..end].fill(0);
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
 /// Sanitizes one conversation in place.
 pub fn sanitize_trace(trace: &mut Trace) -> SanitizeStats {
     sanitize_inner(trace).0
@@ -203,5 +237,33 @@ mod tests {
             x224::decode_tpkt(&out),
             x224::X224::ConnectionRequest(_)
         ));
+    }
+
+    #[test]
+    fn ntlm_responses_are_zeroed_keeping_lengths() {
+        // NEGOTIATE (left alone) then AUTHENTICATE with LM (24 at 88), NT (48 at 112) and a session
+        // key (16 at 160).
+        let mut b = b"NTLMSSP\0\x01\0\0\0negotiate".to_vec();
+        let at = b.len();
+        let mut m = b"NTLMSSP\0".to_vec();
+        m.extend_from_slice(&3u32.to_le_bytes());
+        m.resize(176, 0x11);
+        for (f, len, off) in [(12usize, 24u16, 88u32), (20, 48, 112), (52, 16, 160)] {
+            m[f..f + 2].copy_from_slice(&len.to_le_bytes());
+            m[f + 4..f + 8].copy_from_slice(&off.to_le_bytes());
+        }
+        b.extend_from_slice(&m);
+        let len = b.len();
+        assert_eq!(mask_ntlm_responses(&mut b), 1);
+        assert_eq!(b.len(), len);
+        assert!(b[at + 88..].iter().all(|&x| x == 0));
+        assert!(
+            b[at + 64..at + 88].iter().all(|&x| x == 0x11),
+            "the rest stays"
+        );
+        assert!(b.starts_with(b"NTLMSSP\0\x01\0\0\0negotiate"));
+        // A field pointing outside the message is clipped, never a panic.
+        let mut t = m[..40].to_vec();
+        assert_eq!(mask_ntlm_responses(&mut t), 1);
     }
 }
