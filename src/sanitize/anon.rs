@@ -17,6 +17,8 @@ use crate::trace::{Dir, EventKind, Layer, Trace};
 
 /// Most handshake bytes read per direction for names (a ClientHello and a certificate chain).
 const MAX_HANDSHAKE_BYTES: usize = 256 * 1024;
+/// Longest name searched for (a DNS name has at most 253 bytes): bounds the search on hostile input.
+const MAX_NEEDLE: usize = 1024;
 /// DER of the commonName attribute type (2.5.4.3).
 const OID_CN: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
 /// The IPv4 documentation networks (RFC 5737), used in this order.
@@ -186,16 +188,17 @@ fn mask_handshake_names(hs: &mut [u8], map_ip: &mut IpMap<'_>) -> usize {
                 let mut needle = vec![0u8];
                 needle.extend_from_slice(&(name.len() as u16).to_be_bytes());
                 needle.extend_from_slice(name.as_bytes());
-                if let Some(i) = find(msg, &needle) {
+                let at = (needle.len() <= MAX_NEEDLE)
+                    .then(|| find(msg, &needle))
+                    .flatten();
+                if let Some(i) = at {
                     mask_text(&mut msg[i + 3..i + needle.len()]);
                     n += 1;
                 }
             }
             Some(tls::Handshake::Certificate { chain }) => {
-                for der in chain {
-                    if let Some(i) = find(msg, der) {
-                        n += mask_certificate_names(&mut msg[i..i + der.len()], map_ip);
-                    }
+                for (at, len) in certificate_offsets(msg, chain) {
+                    n += mask_certificate_names(&mut msg[at..at + len], map_ip);
                 }
             }
             _ => {}
@@ -203,6 +206,40 @@ fn mask_handshake_names(hs: &mut [u8], map_ip: &mut IpMap<'_>) -> usize {
         off = end;
     }
     n
+}
+
+/// Where the certificates `chain` (as decoded from `msg`, a Certificate handshake message with its
+/// 4-byte header) lie in `msg`: the TLS 1.2 layout (RFC 5246 7.4.2: list length, then length and
+/// DER per certificate) or else the TLS 1.3 one (RFC 8446 4.4.2: request context, list length, then
+/// length, DER and extensions per entry). Empty when neither matches.
+fn certificate_offsets(msg: &[u8], chain: &[Vec<u8>]) -> Vec<(usize, usize)> {
+    let len24 = |at: usize| {
+        msg.get(at..at + 3)
+            .map(|b| (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]))
+    };
+    let walk = |mut at: usize, tls13: bool| -> Option<Vec<(usize, usize)>> {
+        let mut out = Vec::new();
+        for der in chain {
+            let len = len24(at)?;
+            at += 3;
+            if msg.get(at..at + len)? != &der[..] {
+                return None;
+            }
+            out.push((at, len));
+            at += len;
+            if tls13 {
+                let ext = msg.get(at..at + 2)?;
+                at += 2 + usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+            }
+        }
+        Some(out)
+    };
+    walk(4 + 3, false)
+        .or_else(|| {
+            let ctx = usize::from(*msg.get(4)?);
+            walk(4 + 1 + ctx + 3, true)
+        })
+        .unwrap_or_default()
 }
 
 /// How certificate IP addresses are remapped.
@@ -281,7 +318,7 @@ pub(super) fn mask_certificate_names(der: &mut [u8], map_ip: &mut IpMap<'_>) -> 
         }
     }
     let mut n = 0;
-    for (needle, value_at) in targets {
+    for (needle, value_at) in targets.into_iter().filter(|(t, _)| t.len() <= MAX_NEEDLE) {
         let mut from = 0usize;
         while let Some(i) = find(&der[from..], &needle) {
             let at = from + i;

@@ -266,4 +266,28 @@ mod tests {
         let mut t = m[..40].to_vec();
         assert_eq!(mask_ntlm_responses(&mut t), 1);
     }
+
+    proptest::proptest! {
+        /// Hostile bytes: no panic, every length kept.
+        #[test]
+        fn any_bytes_keep_their_length(
+            c in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            s in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            prefix in proptest::prelude::any::<bool>(),
+        ) {
+            let (mut c, mut s) = (c, s);
+            if prefix {
+                // Make the walks go somewhere: a TPKT header, and a TLS record header.
+                c.splice(0..0, [3u8, 0, 0, 40, 2, 0xf0, 0x80, 0x64, 0, 6, 3, 0xeb, 0x70, 30]);
+                s.splice(0..0, [0x16u8, 3, 3, 0, 200, 11, 0, 0, 190]);
+            }
+            let (cl, sl) = (c.len(), s.len());
+            let mut st = SanitizeStats::default();
+            rdp::mask_streams(&mut c, &mut s, &mut st);
+            anon::mask_tls_names(&mut s, 0, &mut |ip| ip);
+            anon::mask_certificate_names(&mut c, &mut |ip| ip);
+            mask_ntlm_responses(&mut c);
+            proptest::prop_assert_eq!((c.len(), s.len()), (cl, sl));
+        }
+    }
 }
