@@ -283,7 +283,9 @@ fn xrdp_rdp_security(level: &'static str) {
     probe_cli(xrdp.port(), "rdp", &[], &p.orig);
     drop(xrdp);
     let raw = std::fs::read(&p.orig).unwrap();
-    for c in [CLIENT, COOKIE] {
+    // In the clear: the Connect Initial's client name, the cookie, and the user and machine names
+    // of the client's licensing answer.
+    for c in [CLIENT, COOKIE, USER] {
         assert!(found(&raw, c), "{level}: {c} on the wire before");
     }
     let before = client_payloads(&p.orig);
