@@ -5,7 +5,8 @@
 //! Rules (MS-RDPBCGR section numbers):
 //! * X.224 Connection Request (2.2.1.1): every `Cookie: ` line before TLS, found by search (a
 //!   request that does not decode, such as a fuzz case, still has one): the value after
-//!   `mstshash=` / `msts=` becomes `x`, up to CR/LF or the first non-printable byte.
+//!   `mstshash=` / `msts=` becomes `x`, up to CR/LF or the first non-printable byte; an opaque
+//!   routing token (`tsv://…`) at the start of the request likewise.
 //! * MCS Connect Initial, Client Core Data (2.2.1.3.2): clientName and clientDigProductId become
 //!   `x` in UTF-16 (NUL terminators and lengths kept).
 //! * Security Exchange (2.2.1.10): the encrypted client random is zeroed (flags and length kept).
@@ -205,6 +206,26 @@ pub(super) fn mask_cookies(region: &mut [u8]) -> usize {
         at = v + len;
     }
     n
+}
+
+/// Masks an opaque routing token (MS-RDPBCGR 2.2.1.1: e.g. `tsv://MS Terminal Services
+/// Plugin.1.Farm` for a connection broker) at the start of a Connection Request's variable part,
+/// when the stream starts with one (TPKT, CR TPDU code); `Cookie: ` lines are left to
+/// [`mask_cookies`]. The printable run up to CR/LF becomes `x`.
+pub(super) fn mask_routing_token(stream: &mut [u8]) -> usize {
+    if stream.len() <= 11 || stream[0] != 3 || stream[5] & 0xf0 != 0xe0 {
+        return 0;
+    }
+    let var = &mut stream[11..];
+    if var.starts_with(b"Cookie: ") {
+        return 0;
+    }
+    let len = var
+        .iter()
+        .take_while(|&&c| (0x20..0x7f).contains(&c))
+        .count();
+    var[..len].fill(b'x');
+    usize::from(len > 0)
 }
 
 pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -425,6 +446,7 @@ pub(super) fn mask_streams(c2s: &mut [u8], s2c: &mut [u8], st: &mut SanitizeStat
     // Cookies: by search, before TLS (all of the stream when framing never reached TLS).
     let region = wc.tls_at.unwrap_or(c2s.len());
     st.cookies_masked += mask_cookies(&mut c2s[..region]);
+    st.cookies_masked += mask_routing_token(&mut c2s[..region]);
     for (s, w, from_client) in [(&mut *c2s, &wc, true), (&mut *s2c, &ws, false)] {
         let seen = mask_direction(s, w, from_client, &v, st);
         if seen && w.tls_at.is_none() && zero_from(s, w.end) {
@@ -540,6 +562,25 @@ mod tests {
         let mut c = b"Cookie: mstshashcarol\r\n".to_vec();
         assert_eq!(mask_cookies(&mut c), 1);
         assert_eq!(&c, b"Cookie: mstshashxxxxx\r\n");
+    }
+
+    #[test]
+    fn an_opaque_routing_token_is_masked() {
+        let mut cr = b"\x03\x00\x00\x3b\x36\xe0\0\0\0\0\0tsv://MS Terminal Services Plugin.1.CorpFarm\r\n\x01\x00\x08\x00\x03\x00\x00\x00".to_vec();
+        let len = cr.len();
+        let mut st = SanitizeStats::default();
+        mask_streams(&mut cr, &mut Vec::new(), &mut st);
+        assert_eq!(st.cookies_masked, 1);
+        assert_eq!(cr.len(), len);
+        assert!(!has(&cr, b"CorpFarm") && !has(&cr, b"tsv:"));
+        assert!(
+            has(&cr, b"xx\r\n\x01\x00\x08\x00"),
+            "negotiation request kept"
+        );
+        // A request without cookie or token: nothing to do.
+        let mut plain =
+            b"\x03\x00\x00\x13\x0e\xe0\0\0\0\0\0\x01\x00\x08\x00\x03\x00\x00\x00".to_vec();
+        assert_eq!(mask_routing_token(&mut plain), 0);
     }
 
     #[test]
