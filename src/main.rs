@@ -105,16 +105,24 @@ enum Cmd {
     ///   RDPROBE_PASSWORD=... rdprobe enum host --user alice --domain CORP
     #[command(verbatim_doc_comment)]
     Enum(EnumArgs),
-    /// Strip a capture for sharing: TLS secrets, cleartext above TLS, X.224 cookie user names and
-    /// cleartext Client Info PDUs; writes only the RDP conversations.
+    /// Strip a capture for sharing: TLS secrets, cleartext above TLS, X.224 cookies, client names,
+    /// Client Info and Security Exchange PDUs, encrypted standard-RDP-security PDUs, input and
+    /// virtual channel data (zeroed keeping every length and header); writes only the RDP
+    /// conversations. --anonymize also remaps addresses and ports and masks TLS server names.
     ///
-    /// Example: rdprobe sanitize probe.pcapng shared.pcapng
+    /// Examples:
+    ///   rdprobe sanitize probe.pcapng shared.pcapng
+    ///   rdprobe sanitize --anonymize probe.pcapng shared.pcapng
     #[command(verbatim_doc_comment)]
     Sanitize {
         /// Capture to read (pcap or pcapng)
         input: PathBuf,
-        /// Sanitized pcapng to write
+        /// Sanitized pcapng to write (not the input)
         output: PathBuf,
+        /// Also remap IP addresses (to 192.0.2.x, 2001:db8::x) and ports consistently, and mask
+        /// the SNI and the certificate names TLS sends in clear
+        #[arg(long)]
+        anonymize: bool,
     },
     /// Fuzz one handshake stage of a server (loopback only unless --allow-remote).
     ///
@@ -204,6 +212,9 @@ struct ProbeArgs {
     /// X.224 cookie (mstshash=...) to send; defaults to the user name
     #[arg(long)]
     cookie: Option<String>,
+    /// clientName to send in the MCS Client Core Data (up to 15 characters); default rdprobe
+    #[arg(long)]
+    client_name: Option<String>,
     /// Also print the diagnosis (fault class, likely causes, remedies)
     #[arg(long)]
     diagnose: bool,
@@ -309,7 +320,11 @@ fn main() -> ExitCode {
             Cmd::Replay(a) => cmd_replay(*a).await,
             Cmd::Demo(a) => cmd_demo(a).await,
             Cmd::Enum(a) => cmd_enum(a).await,
-            Cmd::Sanitize { input, output } => cmd_sanitize(&input, &output),
+            Cmd::Sanitize {
+                input,
+                output,
+                anonymize,
+            } => cmd_sanitize(&input, &output, anonymize),
             Cmd::Fuzz(a) => cmd_fuzz(*a).await,
             Cmd::Check(a) => cli::check::run(a, interrupted()).await,
             Cmd::Scenarios => cmd_scenarios(),
@@ -443,6 +458,7 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
         Some(v) => return Err(usage(format!("--tls-version takes 1.2 or 1.3, not `{v}`"))),
     };
     o.cookie = a.cookie.clone();
+    o.client_name = a.client_name.clone();
     if let Some(user) = &a.user {
         let password = read_password(user)?;
         o.credentials = Some(Credentials {
@@ -842,41 +858,93 @@ async fn cmd_demo(a: DemoArgs) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-fn cmd_sanitize(input: &std::path::Path, output: &std::path::Path) -> Result<i32> {
+/// Whether `a` and `b` name the same file (same canonical path, or same device and inode).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    if let (Ok(x), Ok(y)) = (a.canonicalize(), b.canonicalize()) {
+        if x == y {
+            return true;
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
+}
+
+fn cmd_sanitize(input: &std::path::Path, output: &std::path::Path, anonymize: bool) -> Result<i32> {
     use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+    if same_file(input, output) {
+        return Err(usage(format!(
+            "the output {} is the input: write the sanitized capture to another file",
+            output.display()
+        )));
+    }
     let f = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let convs = read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
         .with_context(|| format!("reading {}", input.display()))?;
-    let out =
-        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
-    let mut w = std::io::BufWriter::new(out);
-    let mut total = rdprobe::sanitize::SanitizeStats::default();
-    let mut n = 0usize;
-    for conv in convs {
-        let mut trace = match conv {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: {e} (the {n} conversation(s) before it were sanitized)");
-                break;
-            }
-        };
-        let s = rdprobe::sanitize::sanitize_trace(&mut trace);
-        total.secrets_removed += s.secrets_removed;
-        total.inner_segments_dropped += s.inner_segments_dropped;
-        total.cookies_masked += s.cookies_masked;
-        total.client_info_masked += s.client_info_masked;
-        let labels = rdprobe::decode::decode(&trace).labels;
-        rdprobe::capture::writer::write_pcapng(&trace, &labels, &mut w)
-            .with_context(|| format!("writing {}", output.display()))?;
-        n += 1;
+    // Written to a temporary file next to the output and renamed at the end: a failure never
+    // leaves a half-written (or half-sanitized) capture under the output's name.
+    let name = output
+        .file_name()
+        .ok_or_else(|| usage(format!("{} is not a file name", output.display())))?;
+    let tmp = output.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let written = (|| -> Result<(usize, rdprobe::sanitize::SanitizeStats)> {
+        let mut w = std::io::BufWriter::new(file);
+        let mut total = rdprobe::sanitize::SanitizeStats::default();
+        let mut anon = rdprobe::sanitize::Anonymizer::new();
+        let mut n = 0usize;
+        for conv in convs {
+            let mut trace = match conv {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e} (the {n} conversation(s) before it were sanitized)");
+                    break;
+                }
+            };
+            let s = if anonymize {
+                rdprobe::sanitize::sanitize_and_anonymize(&mut trace, &mut anon)
+            } else {
+                rdprobe::sanitize::sanitize_trace(&mut trace)
+            };
+            total.add(&s);
+            let labels = rdprobe::decode::decode(&trace).labels;
+            rdprobe::capture::writer::write_pcapng(&trace, &labels, &mut w)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            n += 1;
+        }
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        Ok((n, total))
+    })();
+    let (n, total) = match written {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, output) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), output.display()));
     }
-    w.flush()?;
     eprintln!(
-        "{n} RDP conversation(s) written to {}: {} TLS secret line(s) removed, {} cookie(s) and {} Client Info PDU(s) masked",
+        "{n} RDP conversation(s) written to {}: {}",
         output.display(),
-        total.secrets_removed,
-        total.cookies_masked,
-        total.client_info_masked
+        total.summary()
     );
     Ok(if n == 0 {
         exit::INTERNAL

@@ -872,6 +872,25 @@ async fn planted_credssp_short_pubkeyauth_in_round_two_is_found_shrunk_and_repro
         "{}",
         f.sent_hex
     );
+    // Made with credentials: the repro carries no TLS secrets, the NTLM response in the bytes
+    // written is zeroed, and the README says so.
+    let dir = f.dir.clone().expect("dir");
+    let pcap = std::fs::read(dir.join("repro.pcapng")).expect("repro");
+    assert!(
+        !pcap.windows(13).any(|w| w == b"CLIENT_RANDOM"),
+        "no key log"
+    );
+    let written = fuzz::read_case_file(&dir.join("case.json")).expect("case file");
+    let mut on_disk = hex_decode(&written.sent_hex);
+    assert_ne!(on_disk, sent, "the NTLM responses were masked");
+    assert_eq!(on_disk.len(), sent.len());
+    assert_eq!(rdprobe::sanitize::mask_ntlm_responses(&mut on_disk), 1);
+    assert_eq!(on_disk, hex_decode(&written.sent_hex), "already zero");
+    let readme = std::fs::read_to_string(dir.join("README.txt")).expect("readme");
+    assert!(
+        readme.contains("made with credentials for user user: TLS secrets removed"),
+        "{readme}"
+    );
     // The cases covered every round, and the valid later rounds are answered as such.
     assert!(summary
         .stats

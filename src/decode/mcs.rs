@@ -409,6 +409,20 @@ fn gcc_blocks(mut b: &[u8]) -> (Vec<(u16, &[u8])>, Option<String>) {
     (out, None)
 }
 
+/// The client GCC user data blocks of an MCS Connect Initial as (block type, offset of the block body
+/// within `x224_user_data`, body length), body without its 4-byte TS_UD_HEADER; for tools that
+/// rewrite fields in place (sanitize). Stops at a malformed block header.
+pub fn client_gcc_block_offsets(x224_user_data: &[u8]) -> Result<Vec<(u16, usize, usize)>, String> {
+    let user_data = connect_initial_user_data(x224_user_data)?;
+    let blocks = gcc_blocks_after_key(user_data, b"Duca")?;
+    let (list, _) = gcc_blocks(blocks);
+    let base = x224_user_data.as_ptr() as usize;
+    Ok(list
+        .into_iter()
+        .map(|(ty, body)| (ty, body.as_ptr() as usize - base, body.len()))
+        .collect())
+}
+
 fn walk_client_blocks(user_data: &[u8]) -> Result<ClientBlocks, String> {
     let blocks = gcc_blocks_after_key(user_data, b"Duca")?;
     let (list, _) = gcc_blocks(blocks);

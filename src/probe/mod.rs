@@ -95,6 +95,8 @@ pub struct ProbeOptions {
     pub tls_versions: tls::TlsVersions,
     /// X.224 cookie (mstshash); defaults to the user name.
     pub cookie: Option<String>,
+    /// clientName of the Client Core Data (up to 15 characters); defaults to "rdprobe".
+    pub client_name: Option<String>,
 }
 
 impl ProbeOptions {
@@ -110,6 +112,7 @@ impl ProbeOptions {
             tls_engine: TlsEngine::Auto,
             tls_versions: tls::TlsVersions::Both,
             cookie: None,
+            client_name: None,
         }
     }
 
@@ -346,7 +349,11 @@ pub fn stage_of_state(state: &ClientConnectorState) -> Stage {
 }
 
 fn connector_config(opts: &ProbeOptions, requested: SecurityProtocol) -> ironrdp_connector::Config {
-    client_config(opts.credentials.as_ref(), requested, opts.cookie.clone())
+    let mut c = client_config(opts.credentials.as_ref(), requested, opts.cookie.clone());
+    if let Some(n) = &opts.client_name {
+        c.client_name = n.chars().take(15).collect();
+    }
+    c
 }
 
 /// The IronRDP client configuration rdprobe uses: a plain 1024x768 client offering `requested`,
