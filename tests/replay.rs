@@ -364,6 +364,53 @@ fn cli_as_server_emits_and_serves() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 on SIGTERM");
 }
 
+/// `replay --as-server` refuses a non-loopback --listen without --allow-remote: exit 2 (usage)
+/// before the capture is served (nothing listens), whatever the address family. 192.0.2.1
+/// (TEST-NET-1) is on no interface: no traffic can leave whatever the code does.
+#[test]
+fn cli_as_server_refuses_a_non_loopback_listen_address() {
+    let rt = rt();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = lab(builtin("tls-reset-at-client-hello").expect("builtin"));
+    let r1 = rt.block_on(probe::probe(&opts(first.addr, &[])));
+    first.stop();
+    let pcap = dir.path().join("reset.pcapng");
+    write_pcapng_file(&r1, &pcap);
+    let port = free_port();
+    for listen in [
+        format!("0.0.0.0:{port}"),
+        format!("[::]:{port}"),
+        "192.0.2.1:3389".to_owned(),
+    ] {
+        let mut child = ProcessGuard::spawn(
+            "rdprobe replay",
+            Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+                .arg("replay")
+                .arg(&pcap)
+                .args(["--as-server", "--listen", &listen])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .expect("spawn");
+        let mut stderr = child.child_mut().stderr.take().expect("stderr");
+        let status = child.wait_timeout(Duration::from_secs(10));
+        child.kill();
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "replay --as-server --listen {listen}: {err}"
+        );
+        assert!(
+            err.contains("not a loopback address") && err.contains("--allow-remote"),
+            "{listen}: {err}"
+        );
+        assert!(!err.contains("listening"), "{listen}: {err}");
+    }
+}
+
 // --- real xrdp captures, real xfreerdp ---
 
 /// Runs `xfreerdp /v:ADDR /u:user /p:pass /cert:ignore +auth-only EXTRA…` and returns its exit code.
