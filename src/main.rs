@@ -531,14 +531,17 @@ fn write_artifacts(
     pcap: Option<&PathBuf>,
     keylog: Option<&PathBuf>,
 ) -> Result<()> {
+    // Both hold secrets (the pcapng embeds the TLS key log): created 0600.
     if let Some(p) = pcap {
-        let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        let f = rdprobe::capture::writer::create_private(p)
+            .with_context(|| format!("creating {}", p.display()))?;
         let w = std::io::BufWriter::new(f);
         rdprobe::capture::writer::write_pcapng(&result.trace, &result.labels, w)
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(k) = keylog {
-        let f = std::fs::File::create(k).with_context(|| format!("creating {}", k.display()))?;
+        let f = rdprobe::capture::writer::create_private(k)
+            .with_context(|| format!("creating {}", k.display()))?;
         rdprobe::capture::writer::write_keylog(&result.trace, std::io::BufWriter::new(f))
             .with_context(|| format!("writing {}", k.display()))?;
     }

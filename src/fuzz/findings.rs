@@ -42,9 +42,11 @@ pub fn write_finding(out: &Path, finding: &Finding, trace: &Trace) -> std::io::R
     let dir = next_dir(out)?;
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::to_string_pretty(finding).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("case.json"), json + "\n")?;
+    // case.json and repro.pcapng (TLS secrets embedded) are created 0600.
+    let mut case = crate::capture::writer::create_private(&dir.join("case.json"))?;
+    case.write_all((json + "\n").as_bytes())?;
     let decoded = crate::decode::decode(trace);
-    let f = std::fs::File::create(dir.join("repro.pcapng"))?;
+    let f = crate::capture::writer::create_private(&dir.join("repro.pcapng"))?;
     let mut w = std::io::BufWriter::new(f);
     crate::capture::writer::write_pcapng(trace, &decoded.labels, &mut w)
         .map_err(std::io::Error::other)?;
@@ -122,4 +124,54 @@ fn readme(f: &Finding, dir: &Path, report: &crate::report::ConnectionReport) -> 
         report.last_stage, report.summary
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::oracle::{Liveness, ResponseClass, Signature};
+    use crate::fuzz::{Case, FuzzStage, SessionSettings};
+
+    /// case.json and repro.pcapng (which embeds the TLS key log) are readable by their owner only.
+    #[test]
+    fn secret_bearing_finding_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let out = tempfile::tempdir().expect("tempdir");
+        let case = Case::X224(crate::fuzz::x224::X224Case { mutations: vec![] });
+        let f = Finding {
+            rdprobe_fuzz_case: 1,
+            signature: Signature::new(FuzzStage::X224, ResponseClass::Reset, Liveness::Alive),
+            detail: "test".into(),
+            target: "127.0.0.1:3389".parse().expect("addr"),
+            seed: 1,
+            case_index: 0,
+            case: case.clone(),
+            original_case: case,
+            sent_hex: String::new(),
+            reproduced: true,
+            shrink: None,
+            session: SessionSettings {
+                timeout_ms: 1000,
+                quiet_ms: 100,
+                protocols: None,
+                user: None,
+                domain: None,
+                recovery_ms: 1000,
+            },
+            dir: None,
+        };
+        let mut trace = Trace::new(
+            "127.0.0.1:50000".parse().expect("addr"),
+            "127.0.0.1:3389".parse().expect("addr"),
+        );
+        trace.keylog.push("CLIENT_RANDOM 00 11".into());
+        let dir = write_finding(out.path(), &f, &trace).expect("written");
+        for name in ["case.json", "repro.pcapng"] {
+            let mode = std::fs::metadata(dir.join(name))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
+    }
 }
