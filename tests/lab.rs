@@ -1338,28 +1338,36 @@ fn cli_lab_refuses_a_non_loopback_listen_address() {
     assert!(!err.contains("listening"), "{err}");
 }
 
-/// Reads `rdprobe lab`'s stderr until its "lab listening on ADDR" line; returns ADDR.
-fn listening_addr(child: &mut common::ProcessGuard) -> SocketAddr {
+/// Reads `rdprobe lab`'s stderr until its "lab listening on ADDR" line; returns ADDR and the
+/// receiver of every later stderr line.
+fn listening_addr(
+    child: &mut common::ProcessGuard,
+) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead as _;
     let err = child.child_mut().stderr.take().expect("stderr piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in io::BufReader::new(err).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("lab listening on ") {
-                let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                let _ = tx.send(addr);
-            }
+            let _ = tx.send(line);
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the lab says where it listens");
-    addr.parse().expect("a socket address")
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            break;
+        };
+        if let Some(rest) = line.strip_prefix("lab listening on ") {
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            return (addr.parse().expect("a socket address"), rx);
+        }
+    }
+    panic!("the lab does not say where it listens");
 }
 
 /// A slow-loris client (one byte every 200 ms, so that no single read ever times out) is
-/// disconnected at the lab's total per-connection deadline (--connection-timeout 2s); --allow-remote
-/// with a loopback address is accepted.
+/// disconnected at the lab's total per-connection deadline (--connection-timeout 2s). Meanwhile it
+/// holds the only slot (--max-connections 1): another client is closed at once, and served once the
+/// slow loris is gone. --allow-remote with a loopback address is accepted.
 #[test]
 fn cli_lab_closes_a_slow_loris_at_the_connection_timeout() {
     use std::io::{Read as _, Write as _};
@@ -1375,22 +1383,38 @@ fn cli_lab_closes_a_slow_loris_at_the_connection_timeout() {
                 "--allow-remote",
                 "--connection-timeout",
                 "2s",
+                "--max-connections",
+                "1",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped()),
     )
     .expect("spawn rdprobe lab");
-    let addr = listening_addr(&mut child);
+    let (addr, lines) = listening_addr(&mut child);
     assert!(addr.ip().is_loopback(), "{addr}");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let started = Instant::now();
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let started = Instant::now();
+    // The lab has taken the slow loris once its first byte is read; give it a moment.
+    s.write_all(&[3]).expect("first byte");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(addr).expect("the kernel accepts");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut b = [0u8; 16];
+    let end = extra.read(&mut b);
+    assert!(
+        matches!(end, Ok(0))
+            || matches!(&end, Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
+        "a connection over --max-connections is closed at once: {end:?}"
+    );
     // A TPKT header promising 1000 bytes, then the rest one byte at a time.
     let mut trickle = vec![3u8, 0, 0x03, 0xe8];
     trickle.resize(1000, 0x41);
-    let mut sent = 0usize;
+    let mut sent = 1usize;
     let closed_after = loop {
         let elapsed = started.elapsed();
         assert!(
@@ -1417,7 +1441,34 @@ fn cli_lab_closes_a_slow_loris_at_the_connection_timeout() {
         closed_after >= Duration::from_millis(1900) && closed_after < Duration::from_secs(5),
         "closed after {closed_after:?}, expected at about 2 s"
     );
-    child.kill();
+    // The slot is free again.
+    let t = Instant::now();
+    loop {
+        let mut next = std::net::TcpStream::connect(addr).expect("connect");
+        if x224_round_trip(&mut next) == Some(Confirm::Selected(PROTOCOL_SSL)) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "served after the slow loris"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM: the lab says how many it closed over the limit.
+    // SAFETY: kill(2) on our own child's PID, not yet reaped (the guard still holds it).
+    unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) };
+    let status = child.wait_timeout(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 on SIGTERM");
+    // The child has exited: its stderr ends, and the reader thread with it.
+    let mut rest = Vec::new();
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(5)) {
+        rest.push(l);
+    }
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("closed 1 over the connection limit")),
+        "{rest:?}"
+    );
 }
 
 fn x224_round_trip(s: &mut std::net::TcpStream) -> Option<Confirm> {
