@@ -321,7 +321,12 @@ async fn accept_loop(
                         // Over the limit: closed at once, unserved (a FIN, or a RST if the
                         // client's bytes are already waiting).
                         let refused = shared.refused.fetch_add(1, Ordering::SeqCst) + 1;
-                        tracing::warn!(%peer, max_connections, refused, "lab connection limit reached: connection closed");
+                        // A flood logs at warn level only at powers of two.
+                        if refused.is_power_of_two() {
+                            tracing::warn!(%peer, max_connections, refused, "lab connection limit reached: connection closed");
+                        } else {
+                            tracing::debug!(%peer, max_connections, refused, "lab connection limit reached: connection closed");
+                        }
                         drop(tcp);
                         continue;
                     }
