@@ -255,17 +255,49 @@ struct AnalyzeArgs {
 
 #[derive(clap::Args)]
 struct LabArgs {
-    /// Address to listen on
+    /// Address to listen on (loopback only unless --allow-remote)
     #[arg(long, default_value = "127.0.0.1:3389")]
     listen: SocketAddr,
     /// Built-in scenario name (see `rdprobe scenarios`) or a TOML scenario file
     #[arg(long, default_value = "healthy-nla")]
     scenario: String,
+    #[command(flatten)]
+    server: ServerLimitArgs,
     /// Arm a planted bug (test-only; for testing the fuzzer): x224-long-cookie-hang,
     /// credssp-version-zero-abort, mcs-many-channels-wedge, x224-routing-token-abort (aborts the
     /// process), x224-correlation-leak
     #[arg(long, value_name = "BUG", hide = true)]
     plant: Vec<String>,
+}
+
+/// Who a lab server (`lab`, `replay --as-server`) accepts, and for how long.
+#[derive(clap::Args)]
+struct ServerLimitArgs {
+    /// Listen on a non-loopback --listen address (0.0.0.0, ::, an interface address): anyone who
+    /// can reach it is served
+    #[arg(long)]
+    allow_remote: bool,
+    /// Most connections served at the same time; more are closed at once
+    #[arg(long, value_name = "N", default_value_t = rdprobe::lab::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Longest one connection lives, however slowly the client sends (e.g. 90s, 2m)
+    #[arg(long, value_name = "DURATION", default_value = "90s")]
+    connection_timeout: String,
+}
+
+impl ServerLimitArgs {
+    /// Checks `listen` against the policy (before anything binds) and returns the limits.
+    fn check(&self, listen: SocketAddr, planted: bool) -> Result<rdprobe::lab::LabLimits> {
+        rdprobe::lab::check_listen(listen, self.allow_remote, planted)
+            .map_err(|e| usage(e.to_string()))?;
+        if self.max_connections == 0 {
+            bail!(usage("--max-connections must be at least 1"));
+        }
+        Ok(rdprobe::lab::LabLimits {
+            max_connections: self.max_connections,
+            connection_timeout: parse_duration(&self.connection_timeout)?,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -524,14 +556,17 @@ fn write_artifacts(
     pcap: Option<&PathBuf>,
     keylog: Option<&PathBuf>,
 ) -> Result<()> {
+    // Both hold secrets (the pcapng embeds the TLS key log): created 0600.
     if let Some(p) = pcap {
-        let f = std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        let f = rdprobe::capture::writer::create_private(p)
+            .with_context(|| format!("creating {}", p.display()))?;
         let w = std::io::BufWriter::new(f);
         rdprobe::capture::writer::write_pcapng(&result.trace, &result.labels, w)
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(k) = keylog {
-        let f = std::fs::File::create(k).with_context(|| format!("creating {}", k.display()))?;
+        let f = rdprobe::capture::writer::create_private(k)
+            .with_context(|| format!("creating {}", k.display()))?;
         rdprobe::capture::writer::write_keylog(&result.trace, std::io::BufWriter::new(f))
             .with_context(|| format!("writing {}", k.display()))?;
     }
@@ -772,14 +807,15 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
 }
 
 async fn cmd_lab(a: LabArgs) -> Result<i32> {
-    use rdprobe::lab::planted::{spawn_planted_lab, Bug};
+    use rdprobe::lab::planted::{spawn_planted_lab_with, Bug};
+    let limits = a.server.check(a.listen, !a.plant.is_empty())?;
     let sc = load_scenario(&a.scenario)?;
     let bugs = a
         .plant
         .iter()
         .map(|b| Bug::parse(b).ok_or_else(|| usage(format!("unknown planted bug `{b}`"))))
         .collect::<Result<Vec<_>>>()?;
-    let planted = spawn_planted_lab(a.listen, sc.clone(), &bugs)
+    let planted = spawn_planted_lab_with(a.listen, sc.clone(), &bugs, limits)
         .with_context(|| format!("starting the lab on {}", a.listen))?;
     let addr = planted.addr();
     eprintln!(
@@ -796,12 +832,21 @@ async fn cmd_lab(a: LabArgs) -> Result<i32> {
         }
     );
     interrupted().await;
-    eprintln!(
-        "served {} connection(s)",
-        planted.handle().map_or(0, |h| h.connections_served())
-    );
+    if let Some(h) = planted.handle() {
+        eprintln!("{}", served_line(h));
+    }
     drop(planted);
     Ok(exit::SUCCESS)
+}
+
+fn served_line(h: &rdprobe::lab::LabHandle) -> String {
+    match h.connections_refused() {
+        0 => format!("served {} connection(s)", h.connections_served()),
+        r => format!(
+            "served {} connection(s); closed {r} over the connection limit",
+            h.connections_served()
+        ),
+    }
 }
 
 async fn cmd_demo(a: DemoArgs) -> Result<i32> {
@@ -1050,9 +1095,12 @@ struct ReplayArgs {
     /// Drive --target like the captured client and compare with the capture
     #[arg(long)]
     as_client: bool,
-    /// --as-server: address to listen on [default: 127.0.0.1:3389; with --emit-scenario alone, do not serve]
+    /// --as-server: address to listen on, loopback only unless --allow-remote [default:
+    /// 127.0.0.1:3389; with --emit-scenario alone, do not serve]
     #[arg(long)]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    server: ServerLimitArgs,
     /// --as-client: the server to drive (HOST, HOST:PORT, [IPv6]:PORT)
     #[arg(long)]
     target: Option<String>,
@@ -1098,6 +1146,15 @@ struct ReplayArgs {
 async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
     use rdprobe::capture::reader::ReaderOptions;
     use rdprobe::replay;
+    let listen = a
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3389)));
+    // Checked before anything else, so that a refused address binds nothing and reads nothing.
+    let limits = if a.as_server {
+        a.server.check(listen, false)?
+    } else {
+        rdprobe::lab::LabLimits::default()
+    };
     let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
     let input = std::io::BufReader::new(
         std::fs::File::open(&a.capture)
@@ -1174,10 +1231,7 @@ async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
             return Ok(exit::SUCCESS);
         }
     }
-    let listen = a
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3389)));
-    let handle = rdprobe::lab::spawn_lab(listen, derived.scenario.clone())
+    let handle = rdprobe::lab::spawn_lab_with(listen, derived.scenario.clone(), limits)
         .with_context(|| format!("starting the replay server on {listen}"))?;
     eprintln!(
         "replay server listening on {} (NLA account: {})\n(stop with Ctrl-C)",
@@ -1191,7 +1245,7 @@ async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
             .unwrap_or("none")
     );
     interrupted().await;
-    eprintln!("served {} connection(s)", handle.connections_served());
+    eprintln!("{}", served_line(&handle));
     handle.stop();
     Ok(exit::SUCCESS)
 }

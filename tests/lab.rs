@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use rdprobe::lab::{spawn_lab, LabHandle};
 use rdprobe::scenario::{builtin, builtin_names, Scenario};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -1272,4 +1274,273 @@ fn xfreerdp_exit_code_survey() {
             took.as_millis()
         );
     }
+}
+
+// --- safe servers: listen policy, connection limit, total connection deadline ---
+
+/// Runs `rdprobe ARGS` and waits at most `limit` for it to exit; kills it (by its own PID) and
+/// returns `None` for the code when it is still running then. Returns (code, stderr).
+fn rdprobe_bounded(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut child = common::ProcessGuard::spawn(
+        "rdprobe",
+        Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("spawn rdprobe");
+    let mut stderr = child.child_mut().stderr.take().expect("stderr piped");
+    let status = child.wait_timeout(limit);
+    child.kill();
+    let mut err = String::new();
+    let _ = io::Read::read_to_string(&mut stderr, &mut err);
+    (status.and_then(|s| s.code()), err)
+}
+
+/// `rdprobe lab` refuses any non-loopback --listen without --allow-remote: exit 2 (usage), before
+/// anything is bound or served. 192.0.2.1 (TEST-NET-1) is on no interface, so no traffic can go
+/// anywhere whatever the code does.
+#[test]
+fn cli_lab_refuses_a_non_loopback_listen_address() {
+    let port = common::free_port();
+    for listen in [
+        format!("0.0.0.0:{port}"),
+        format!("[::]:{port}"),
+        "192.0.2.1:3389".to_owned(),
+    ] {
+        let (code, err) = rdprobe_bounded(&["lab", "--listen", &listen], Duration::from_secs(10));
+        assert_eq!(code, Some(2), "lab --listen {listen}: {err}");
+        assert!(
+            err.contains("not a loopback address") && err.contains("--allow-remote"),
+            "lab --listen {listen} says why: {err}"
+        );
+        assert!(!err.contains("listening"), "lab --listen {listen}: {err}");
+    }
+    // Planted bugs: loopback only, even with --allow-remote.
+    let listen = format!("0.0.0.0:{port}");
+    let (code, err) = rdprobe_bounded(
+        &[
+            "lab",
+            "--listen",
+            &listen,
+            "--allow-remote",
+            "--plant",
+            "x224-long-cookie-hang",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(2), "lab --plant on {listen}: {err}");
+    assert!(
+        err.contains("planted bugs") && err.contains("loopback only"),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "{err}");
+}
+
+/// Reads `rdprobe lab`'s stderr until its "lab listening on ADDR" line; returns ADDR and the
+/// receiver of every later stderr line.
+fn listening_addr(
+    child: &mut common::ProcessGuard,
+) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let err = child.child_mut().stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            break;
+        };
+        if let Some(rest) = line.strip_prefix("lab listening on ") {
+            let addr = rest.split_whitespace().next().unwrap_or("");
+            return (addr.parse().expect("a socket address"), rx);
+        }
+    }
+    panic!("the lab does not say where it listens");
+}
+
+/// A slow-loris client (one byte every 200 ms, so that no single read ever times out) is
+/// disconnected at the lab's total per-connection deadline (--connection-timeout 2s). Meanwhile it
+/// holds the only slot (--max-connections 1): another client is closed at once, and served once the
+/// slow loris is gone. --allow-remote with a loopback address is accepted.
+#[test]
+fn cli_lab_closes_a_slow_loris_at_the_connection_timeout() {
+    use std::io::{Read as _, Write as _};
+    let mut child = common::ProcessGuard::spawn(
+        "rdprobe lab",
+        Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+            .args([
+                "lab",
+                "--listen",
+                "127.0.0.1:0",
+                "--scenario",
+                "healthy-tls",
+                "--allow-remote",
+                "--connection-timeout",
+                "2s",
+                "--max-connections",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("spawn rdprobe lab");
+    let (addr, lines) = listening_addr(&mut child);
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    // The lab has taken the slow loris once its first byte is read; give it a moment.
+    s.write_all(&[3]).expect("first byte");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = std::net::TcpStream::connect(addr).expect("the kernel accepts");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let mut b = [0u8; 16];
+    let end = extra.read(&mut b);
+    assert!(
+        matches!(end, Ok(0))
+            || matches!(&end, Err(e) if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
+        "a connection over --max-connections is closed at once: {end:?}"
+    );
+    // A TPKT header promising 1000 bytes, then the rest one byte at a time.
+    let mut trickle = vec![3u8, 0, 0x03, 0xe8];
+    trickle.resize(1000, 0x41);
+    let mut sent = 1usize;
+    let closed_after = loop {
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(15),
+            "the lab still holds a trickling connection after {elapsed:?}"
+        );
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => break started.elapsed(),
+            Ok(n) => panic!("the lab answered {n} bytes to half a request"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break started.elapsed(),
+        }
+        if sent < trickle.len() && s.write_all(&trickle[sent..sent + 1]).is_ok() {
+            sent += 1;
+        }
+    };
+    eprintln!("slow loris: {sent} bytes trickled, closed after {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(1900) && closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}, expected at about 2 s"
+    );
+    // The slot is free again.
+    let t = Instant::now();
+    loop {
+        let mut next = std::net::TcpStream::connect(addr).expect("connect");
+        if x224_round_trip(&mut next) == Some(Confirm::Selected(PROTOCOL_SSL)) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "served after the slow loris"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM: the lab says how many it closed over the limit.
+    // SAFETY: kill(2) on our own child's PID, not yet reaped (the guard still holds it).
+    unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) };
+    let status = child.wait_timeout(Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 on SIGTERM");
+    // The child has exited: its stderr ends, and the reader thread with it.
+    let mut rest = Vec::new();
+    while let Ok(l) = lines.recv_timeout(Duration::from_secs(5)) {
+        rest.push(l);
+    }
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("closed 1 over the connection limit")),
+        "{rest:?}"
+    );
+}
+
+fn x224_round_trip(s: &mut std::net::TcpStream) -> Option<Confirm> {
+    use std::io::{Read as _, Write as _};
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(&connection_request(PROTOCOL_SSL)).ok()?;
+    let mut buf = vec![0u8; 19];
+    s.read_exact(&mut buf).ok()?;
+    parse_confirm(&buf)
+}
+
+/// With --max-connections N (here 2), connection N+1 is closed at once, unserved and counted, while
+/// the first N are still served; once one of them ends, a new connection is served again.
+#[test]
+fn lab_closes_connections_over_the_limit() {
+    use std::io::Read as _;
+    let lab = rdprobe::lab::spawn_lab_with(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        builtin("healthy-tls").expect("builtin"),
+        rdprobe::lab::LabLimits {
+            max_connections: 2,
+            connection_timeout: Duration::from_secs(30),
+        },
+    )
+    .expect("lab starts");
+    let mut a = std::net::TcpStream::connect(lab.addr).expect("a");
+    let mut b = std::net::TcpStream::connect(lab.addr).expect("b");
+    let t = Instant::now();
+    while lab.connections_served() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(5), "a and b accepted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut c = std::net::TcpStream::connect(lab.addr).expect("c connects (the kernel accepts)");
+    c.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let end = c.read(&mut buf);
+    assert!(
+        matches!(end, Ok(0) | Err(_)) && t.elapsed() < Duration::from_secs(2),
+        "the extra connection is closed at once: {end:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        !matches!(&end, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)),
+        "closed, not left waiting: {end:?}"
+    );
+    assert_eq!(lab.connections_refused(), 1);
+    assert_eq!(lab.connections_served(), 2);
+    assert_eq!(
+        x224_round_trip(&mut a),
+        Some(Confirm::Selected(PROTOCOL_SSL))
+    );
+    assert_eq!(
+        x224_round_trip(&mut b),
+        Some(Confirm::Selected(PROTOCOL_SSL))
+    );
+    drop(a);
+    // The lab sees a's FIN (while waiting for its ClientHello) and frees the slot.
+    let t = Instant::now();
+    let served = loop {
+        let mut d = std::net::TcpStream::connect(lab.addr).expect("d");
+        if let Some(c) = x224_round_trip(&mut d) {
+            break c;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "a freed slot serves a new connection"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(served, Confirm::Selected(PROTOCOL_SSL));
+    drop(b);
+    lab.stop();
 }

@@ -364,6 +364,53 @@ fn cli_as_server_emits_and_serves() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "exits 0 on SIGTERM");
 }
 
+/// `replay --as-server` refuses a non-loopback --listen without --allow-remote: exit 2 (usage)
+/// before the capture is served (nothing listens), whatever the address family. 192.0.2.1
+/// (TEST-NET-1) is on no interface: no traffic can leave whatever the code does.
+#[test]
+fn cli_as_server_refuses_a_non_loopback_listen_address() {
+    let rt = rt();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = lab(builtin("tls-reset-at-client-hello").expect("builtin"));
+    let r1 = rt.block_on(probe::probe(&opts(first.addr, &[])));
+    first.stop();
+    let pcap = dir.path().join("reset.pcapng");
+    write_pcapng_file(&r1, &pcap);
+    let port = free_port();
+    for listen in [
+        format!("0.0.0.0:{port}"),
+        format!("[::]:{port}"),
+        "192.0.2.1:3389".to_owned(),
+    ] {
+        let mut child = ProcessGuard::spawn(
+            "rdprobe replay",
+            Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+                .arg("replay")
+                .arg(&pcap)
+                .args(["--as-server", "--listen", &listen])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .expect("spawn");
+        let mut stderr = child.child_mut().stderr.take().expect("stderr");
+        let status = child.wait_timeout(Duration::from_secs(10));
+        child.kill();
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(2),
+            "replay --as-server --listen {listen}: {err}"
+        );
+        assert!(
+            err.contains("not a loopback address") && err.contains("--allow-remote"),
+            "{listen}: {err}"
+        );
+        assert!(!err.contains("listening"), "{listen}: {err}");
+    }
+}
+
 // --- real xrdp captures, real xfreerdp ---
 
 /// Runs `xfreerdp /v:ADDR /u:user /p:pass /cert:ignore +auth-only EXTRA…` and returns its exit code.
@@ -631,6 +678,171 @@ fn exact_resends_the_cleartext_request_verbatim() {
     let cmp = compare::compare(&report, &again.report);
     assert!(cmp.matched, "{}", compare::render(&cmp));
     first.stop();
+}
+
+/// A server that stops reading cannot stall `--as-client --exact`: a captured client flight of
+/// 1 MiB (garbage, replayed verbatim) to a server that never reads, with the smallest receive
+/// window, ends at the stage timeout, and the trace says the server stopped reading.
+#[test]
+fn exact_verbatim_write_to_a_server_that_never_reads_times_out() {
+    let rt = rt();
+    let deaf = BadServer::deaf();
+    let flight = vec![0x41u8; 1024 * 1024];
+    let mut t = rdprobe::trace::Trace::new("127.0.0.1:1".parse().expect("a"), deaf.addr());
+    t.push_at(1_000, None, rdprobe::trace::EventKind::Connected);
+    t.push_at(
+        2_000,
+        None,
+        rdprobe::trace::EventKind::Data {
+            dir: rdprobe::trace::Dir::C2S,
+            layer: rdprobe::trace::Layer::Wire,
+            bytes: flight.clone().into(),
+        },
+    );
+    t.push_at(
+        3_000,
+        None,
+        rdprobe::trace::EventKind::Fin {
+            dir: rdprobe::trace::Dir::S2C,
+        },
+    );
+    let report = rdprobe::decode::decode(&t).report;
+    let plan = client::derive_client(&t, &report);
+    assert_eq!(plan.garbage.as_ref().map(Vec::len), Some(flight.len()));
+    let started = std::time::Instant::now();
+    let again = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                client::run_client(
+                    &plan,
+                    &client::ClientRunOptions {
+                        host: "127.0.0.1".into(),
+                        port: deaf.port(),
+                        exact: true,
+                        credentials: None,
+                        stage_timeout: Duration::from_secs(2),
+                        deadline: Duration::from_secs(30),
+                    },
+                ),
+            )
+            .await
+        })
+        .expect("the replay ends although the server never reads");
+    let took = started.elapsed();
+    eprintln!(
+        "write to a deaf server: ended after {took:?} with {} bytes sent: {}",
+        again
+            .trace
+            .stream(rdprobe::trace::Dir::C2S, rdprobe::trace::Layer::Wire)
+            .len(),
+        again.report.summary
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "ended after {took:?}, expected at the 2 s stage timeout"
+    );
+    // The verdict is the garbage's (as in the capture); the timeout is in the trace.
+    assert!(
+        again.trace.events.iter().any(|e| matches!(
+            e.kind,
+            rdprobe::trace::EventKind::Timeout {
+                waiting_for: rdprobe::trace::Dir::S2C,
+                ..
+            }
+        )),
+        "a timeout waiting for the server is recorded"
+    );
+    let sent = again
+        .trace
+        .stream(rdprobe::trace::Dir::C2S, rdprobe::trace::Layer::Wire)
+        .len();
+    assert!(
+        sent < flight.len(),
+        "the write did not complete: {sent} bytes"
+    );
+    assert!(
+        again.trace.events.iter().any(|e| matches!(
+            &e.kind,
+            rdprobe::trace::EventKind::Note(n) if n.contains("the server stopped reading")
+        )),
+        "the trace says why"
+    );
+}
+
+/// The `--exact` relay's writes have deadlines too: a captured 60 KB MCS Connect Initial relayed to
+/// a server that answers the X.224 request and then never reads ends within two stage timeouts
+/// with a timeout verdict against the server.
+#[test]
+fn exact_relay_write_to_a_server_that_stops_reading_times_out() {
+    let rt = rt();
+    let server = lab(builtin("rdp-security-only").expect("builtin"));
+    let mut o = opts(server.addr, &[Protocol::Rdp]);
+    o.cookie = Some("bob".into());
+    let cap = through_pcapng(&rt.block_on(probe::probe(&o)));
+    server.stop();
+    let mut plan = client::derive_client(&cap.trace, &cap.report);
+    assert!(plan.cleartext.len() >= 2, "request and Connect Initial");
+    // A Connect Initial TPKT of 60,000 bytes (X.224 data header, then junk).
+    let mut big = vec![3u8, 0, 0, 0, 2, 0xf0, 0x80];
+    big.resize(60_000, 0x7f);
+    let len = big.len() as u16;
+    big[2..4].copy_from_slice(&len.to_be_bytes());
+    plan.cleartext[1] = big;
+    let deaf = BadServer::deaf_after_confirm();
+    let started = std::time::Instant::now();
+    let again = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                client::run_client(
+                    &plan,
+                    &client::ClientRunOptions {
+                        host: "127.0.0.1".into(),
+                        port: deaf.port(),
+                        exact: true,
+                        credentials: None,
+                        stage_timeout: Duration::from_secs(2),
+                        deadline: Duration::from_secs(30),
+                    },
+                ),
+            )
+            .await
+        })
+        .expect("the relayed replay ends although the server stops reading");
+    let took = started.elapsed();
+    let sent = again
+        .trace
+        .stream(rdprobe::trace::Dir::C2S, rdprobe::trace::Layer::Wire)
+        .len();
+    eprintln!(
+        "relay to a server that stops reading: ended after {took:?}, {sent} bytes sent: {}",
+        again.report.summary
+    );
+    assert!(took < Duration::from_secs(8), "ended after {took:?}");
+    assert!(
+        sent < 60_000,
+        "the big PDU did not get through: {sent} bytes"
+    );
+    assert!(
+        again.trace.events.iter().any(|e| matches!(
+            &e.kind,
+            rdprobe::trace::EventKind::Note(n) if n.contains("the server stopped reading")
+        )),
+        "the relay says why"
+    );
+    assert!(
+        matches!(
+            again.report.verdict,
+            Verdict::Failed {
+                kind: FailureKind::TimedOut { .. },
+                by: Side::Server
+            }
+        ),
+        "{:?}: {}",
+        again.report.verdict,
+        again.report.summary
+    );
 }
 
 /// Under standard RDP security at encryption level NONE every client PDU is cleartext: `--exact`

@@ -175,6 +175,7 @@ fn probe_cli(port: u16, security: &str, extra: &[&str], pcap: &Path) {
 fn lab(name: &str) -> rdprobe::lab::LabHandle {
     let mut sc = rdprobe::scenario::builtin(name).unwrap();
     sc.identity.users = vec![rdprobe::scenario::User {
+        password_env: None,
         name: USER.into(),
         password: PASSWORD.into(),
         domain: Some(DOMAIN.into()),

@@ -129,6 +129,26 @@ pub fn write_keylog<W: Write>(trace: &Trace, mut out: W) -> std::io::Result<()> 
     out.flush()
 }
 
+/// Creates (or truncates) `path` for a file that holds secrets (a key log, a capture with embedded
+/// TLS secrets, a fuzz finding): mode 0600 whatever the umask, and an existing file is narrowed to
+/// 0600 before anything is written to it.
+pub fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        o.mode(0o600);
+        let f = o.open(path)?;
+        // INVARIANT: mode() applies only to a new file (and the umask may narrow it further, never
+        // widen it); an existing file keeps its old bits unless they are set here.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    o.open(path)
+}
+
 /// Comments for the frames of one event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct EventNotes {

@@ -417,9 +417,19 @@ async fn negotiate_unbounded(ctx: &Ctx, offered: u32) -> (Negotiation, Option<Tc
         }
     };
     let req = connection_request(offered);
-    if let Err(e) = tokio::time::timeout(ctx.timeout, s.write_all(&req)).await {
-        n.error = Some(format!("write timed out: {e}"));
-        return (n, None);
+    match tokio::time::timeout(ctx.timeout, s.write_all(&req)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            n.error = Some(format!("write of the connection request failed: {e}"));
+            return (n, None);
+        }
+        Err(_) => {
+            n.error = Some(format!(
+                "write of the connection request timed out after {} ms: the server stopped reading",
+                ctx.timeout.as_millis()
+            ));
+            return (n, None);
+        }
     }
     let asked = Instant::now();
     let answer = read_tpkt(&mut s, ctx.timeout).await;
@@ -538,12 +548,19 @@ async fn query_method_on(
             return (r, None);
         }
     };
-    if tokio::time::timeout(ctx.timeout, s.write_all(&ci))
-        .await
-        .map_or(true, |w| w.is_err())
-    {
-        r.error = Some("write of the connect initial failed".into());
-        return (r, None);
+    match tokio::time::timeout(ctx.timeout, s.write_all(&ci)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            r.error = Some(format!("write of the connect initial failed: {e}"));
+            return (r, None);
+        }
+        Err(_) => {
+            r.error = Some(format!(
+                "write of the connect initial timed out after {} ms: the server stopped reading",
+                ctx.timeout.as_millis()
+            ));
+            return (r, None);
+        }
     }
     let res = read_tpkt(&mut s, ctx.timeout).await;
     close(s).await;

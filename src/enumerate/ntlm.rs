@@ -90,7 +90,12 @@ pub async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
     })
     .await
     {
-        Err(_) => return Err("write of the ts request timed out".into()),
+        Err(_) => {
+            return Err(format!(
+                "write of the ts request timed out after {} ms: the server stopped reading",
+                timeout.as_millis()
+            ))
+        }
         Ok(Err(e)) => return Err(format!("write: {e}")),
         Ok(Ok(())) => {}
     }

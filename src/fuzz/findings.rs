@@ -62,7 +62,10 @@ pub fn write_finding(out: &Path, finding: &Finding, trace: &Trace) -> std::io::R
     let dir = next_dir(out)?;
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::to_string_pretty(finding).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("case.json"), json + "\n")?;
+    // case.json and repro.pcapng are created 0600 (a repro made without credentials keeps its TLS
+    // secrets).
+    let mut case = crate::capture::writer::create_private(&dir.join("case.json"))?;
+    case.write_all((json + "\n").as_bytes())?;
     // The verdict is read from the full trace; what is written is sanitized when credentials
     // were used.
     let decoded = crate::decode::decode(trace);
@@ -75,7 +78,7 @@ pub fn write_finding(out: &Path, finding: &Finding, trace: &Trace) -> std::io::R
         Some(t) => (t, crate::decode::decode(t).labels),
         None => (trace, decoded.labels.clone()),
     };
-    let f = std::fs::File::create(dir.join("repro.pcapng"))?;
+    let f = crate::capture::writer::create_private(&dir.join("repro.pcapng"))?;
     let mut w = std::io::BufWriter::new(f);
     crate::capture::writer::write_pcapng(written, &labels, &mut w)
         .map_err(std::io::Error::other)?;
@@ -316,5 +319,20 @@ mod tests {
             readme.contains("contains TLS secrets") && readme.contains("no credentials were used"),
             "{readme}"
         );
+    }
+
+    /// case.json and repro.pcapng (which embeds the TLS key log) are readable by their owner only.
+    #[test]
+    fn secret_bearing_finding_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let out = tempfile::tempdir().expect("tempdir");
+        let dir = write_finding(out.path(), &finding(None), &trace()).expect("written");
+        for name in ["case.json", "repro.pcapng"] {
+            let mode = std::fs::metadata(dir.join(name))
+                .expect("exists")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 }

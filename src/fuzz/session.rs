@@ -184,13 +184,13 @@ async fn drive(
     if let Case::X224(c) = case {
         let bytes = super::x224::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut wire, &bytes).await {
+        if let Err(e) = write(&mut wire, &bytes, target.timeout).await {
             return Ok(write_failed(&e));
         }
         return Ok(observe(&mut wire, target, shared, judge_x224, short_tpkt(&bytes)).await);
     }
     let request = super::x224::encode(&[], &ctx);
-    write(&mut wire, &request)
+    write(&mut wire, &request, target.timeout)
         .await
         .map_err(|e| prefix(format!("x224 request: {e}")))?;
     let (pdu, rest) = read_pdu(&mut wire, target.timeout, Vec::new(), tpkt_len)
@@ -229,7 +229,7 @@ async fn drive(
         }
         let bytes = super::tls::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut wire, &bytes).await {
+        if let Err(e) = write(&mut wire, &bytes, target.timeout).await {
             return Ok(write_failed(&e));
         }
         return Ok(observe(&mut wire, target, shared, judge_tls, short_tls(&bytes)).await);
@@ -306,7 +306,7 @@ async fn drive(
             }
             let bytes = super::credssp::encode(&c.mutations, &ctx);
             note_sent(shared, stage, &bytes, sent, sent_at);
-            if let Err(e) = write(&mut inner, &bytes).await {
+            if let Err(e) = write(&mut inner, &bytes, target.timeout).await {
                 return Ok(write_failed(&e));
             }
             return Ok(observe(&mut inner, target, shared, judge_credssp, short_der(&bytes)).await);
@@ -335,13 +335,13 @@ async fn drive(
     if let Case::Mcs(c) = case {
         let bytes = super::mcs::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut io, &bytes).await {
+        if let Err(e) = write(&mut io, &bytes, target.timeout).await {
             return Ok(write_failed(&e));
         }
         return Ok(observe_with(&mut io, target, shared, buf, judge_mcs, short_tpkt(&bytes)).await);
     }
     let ci = super::mcs::encode(&[], &ctx);
-    write(&mut io, &ci)
+    write(&mut io, &ci, target.timeout)
         .await
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
     let (pdu, rest) = read_pdu(&mut io, target.timeout, buf, tpkt_len)
@@ -375,7 +375,7 @@ async fn drive(
     };
     let one = channels::encode_phase_one(&c.mutations);
     note_sent(shared, stage, &one, sent, sent_at);
-    if let Err(e) = write(&mut io, &one).await {
+    if let Err(e) = write(&mut io, &one, target.timeout).await {
         return Ok(write_failed(&e));
     }
     let mut buf = rest;
@@ -434,7 +434,7 @@ async fn drive(
     let mut buf = rest;
     for (k, join) in joins.iter().enumerate() {
         sent.extend_from_slice(join);
-        if let Err(e) = write(&mut io, join).await {
+        if let Err(e) = write(&mut io, join, target.timeout).await {
             return Ok(write_failed(&e));
         }
         let (pdu, rest) =
@@ -516,7 +516,7 @@ async fn rdpsec_stages(
     // --- mcs ---
     let ci = gcc::connect_initial(&gcc::InitialOptions::new(RDP_METHODS))
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
-    write(&mut wire, &ci)
+    write(&mut wire, &ci, target.timeout)
         .await
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
     let (pdu, rest) = read_pdu(&mut wire, target.timeout, rest, tpkt_len)
@@ -563,7 +563,7 @@ async fn rdpsec_stages(
             if stage == FuzzStage::Security {
                 note_sent(shared, stage, &pdu, sent, sent_at);
             }
-            if let Err(e) = write(&mut wire, &pdu).await {
+            if let Err(e) = write(&mut wire, &pdu, target.timeout).await {
                 return match stage {
                     FuzzStage::Security => Ok(write_failed(&e)),
                     _ => Err(prefix(format!("security exchange: {e}"))),
@@ -593,13 +593,13 @@ async fn rdpsec_stages(
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("client info", e))?;
     if stage == FuzzStage::Security {
         note_sent(shared, stage, &pdu, sent, sent_at);
-        if let Err(e) = write(&mut wire, &pdu).await {
+        if let Err(e) = write(&mut wire, &pdu, target.timeout).await {
             return Ok(write_failed(&e));
         }
         let buf = leftover.to_vec();
         return Ok(observe_with(&mut wire, target, shared, buf, judge_rdpsec_reply, false).await);
     }
-    write(&mut wire, &pdu)
+    write(&mut wire, &pdu, target.timeout)
         .await
         .map_err(|e| prefix(format!("client info: {e}")))?;
 
@@ -689,7 +689,7 @@ async fn rdpsec_stages(
     let pdu =
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("licensing", e))?;
     note_sent(shared, stage, &pdu, sent, sent_at);
-    if let Err(e) = write(&mut wire, &pdu).await {
+    if let Err(e) = write(&mut wire, &pdu, target.timeout).await {
         return Ok(write_failed(&e));
     }
     let buf = leftover.to_vec();
@@ -801,13 +801,32 @@ fn note_sent(
     sent_at.get_or_insert_with(Instant::now);
 }
 
-async fn write<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    s.write_all(bytes).await?;
-    s.flush().await
+/// Writes and flushes `bytes` within `timeout`; a target that stops reading (its receive window
+/// stays shut) ends the write with `TimedOut`.
+async fn write<S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let w = async {
+        s.write_all(bytes).await?;
+        s.flush().await
+    };
+    match tokio::time::timeout(timeout, w).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "write timed out after {} ms: the target stopped reading",
+                timeout.as_millis()
+            ),
+        )),
+    }
 }
 
 fn write_failed(e: &std::io::Error) -> (ResponseClass, String) {
     match e.kind() {
+        std::io::ErrorKind::TimedOut => (ResponseClass::Silence, e.to_string()),
         std::io::ErrorKind::ConnectionReset
         | std::io::ErrorKind::ConnectionAborted
         | std::io::ErrorKind::BrokenPipe => (
@@ -1337,7 +1356,7 @@ async fn credssp_exchange(
                 l.shared.push(EventKind::Note(format!(
                     "rdprobe fuzz: credssp round {round} mutated"
                 )));
-                if let Err(e) = write(io, &bytes).await {
+                if let Err(e) = write(io, &bytes, target.timeout).await {
                     let (class, detail) = write_failed(&e);
                     return Ok(CredsspEnd::Observed(class, detail));
                 }
@@ -1346,7 +1365,7 @@ async fn credssp_exchange(
                         // HYBRID: the server answers the credentials with nothing; the next
                         // client PDU is the Connect Initial.
                         let ci = super::mcs::encode(&[], l.ctx);
-                        if let Err(e) = write(io, &ci).await {
+                        if let Err(e) = write(io, &ci, target.timeout).await {
                             let (class, detail) = write_failed(&e);
                             return Ok(CredsspEnd::Observed(class, detail));
                         }
@@ -1362,7 +1381,7 @@ async fn credssp_exchange(
                     format!("round {round}: {detail}"),
                 ));
             }
-            write(io, out.filled())
+            write(io, out.filled(), target.timeout)
                 .await
                 .map_err(|e| prefix(format!("credssp: {e}")))?;
         }
@@ -1414,5 +1433,26 @@ fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {
         Ok(Some((_, n))) => Ok(Some(n)),
         Ok(None) => Ok(None),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    /// A target that never reads: the case's write ends at the target timeout, classed as a hang.
+    #[tokio::test]
+    async fn a_write_to_a_target_that_never_reads_is_silence() {
+        let (mut client, _server) = tokio::io::duplex(64);
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            write(&mut client, &[0u8; 4096], Duration::from_millis(200)),
+        )
+        .await
+        .expect("the write has a deadline")
+        .expect_err("the write cannot complete");
+        let (class, detail) = write_failed(&e);
+        assert_eq!(class, ResponseClass::Silence);
+        assert!(detail.contains("stopped reading"), "{detail}");
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct LabCtx {
     pub tls: Option<TlsServer>,
     /// subjectPublicKey of the certificate, for CredSSP's public key binding.
     pub public_key: Vec<u8>,
+    /// Longest one connection lives ([`super::LabLimits::connection_timeout`]).
+    pub connection_timeout: Duration,
 }
 
 /// Name handed to sspi's NTLM server configuration. sspi 0.23's server sends empty computer and
@@ -61,6 +63,8 @@ pub(crate) enum End {
     Timeout(&'static str),
     /// The client sent something the lab cannot parse or the acceptor refused.
     Protocol(String),
+    /// The connection outlived the lab's total per-connection deadline.
+    Deadline(Duration),
 }
 
 impl std::fmt::Display for End {
@@ -70,6 +74,11 @@ impl std::fmt::Display for End {
             End::ClientGone(s) => write!(f, "client went away: {s}"),
             End::Timeout(what) => write!(f, "timed out waiting for the client's {what}"),
             End::Protocol(s) => write!(f, "protocol error: {s}"),
+            End::Deadline(d) => write!(
+                f,
+                "closed at the connection deadline ({} ms)",
+                d.as_millis()
+            ),
         }
     }
 }
@@ -95,7 +104,8 @@ struct Conn<'a> {
     outcome: ConnectionOutcome,
 }
 
-/// Serves one connection to the end. Never panics on client input; every read has a deadline.
+/// Serves one connection to the end. Never panics on client input; every read and write has a
+/// deadline, and the whole connection ends at `ctx.connection_timeout`.
 pub(crate) async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -103,6 +113,7 @@ pub(crate) async fn serve(
     n: u64,
 ) -> ConnectionOutcome {
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + ctx.connection_timeout;
     let mut outcome = ConnectionOutcome {
         n,
         peer,
@@ -145,13 +156,21 @@ pub(crate) async fn serve(
         after_truncate: EndKind::Silence,
         outcome,
     };
-    let result = conn.run().await;
+    // INVARIANT: everything the connection does, the scenario's own delays and holds included,
+    // happens inside this deadline; only the FIN after it is outside (it does not wait).
+    let result = tokio::time::timeout_at(deadline, conn.run())
+        .await
+        .unwrap_or(Err(End::Deadline(ctx.connection_timeout)));
     conn.outcome.result = match result {
         Ok(()) => "connected".to_owned(),
         Err(e) => {
-            // Anything not ended by the scenario itself ends with a FIN.
-            if !matches!(e, End::Scenario(_)) {
-                conn.end(EndKind::Close).await;
+            match e {
+                End::Scenario(_) => {}
+                End::Deadline(_) => conn.close_now().await,
+                // Anything else not ended by the scenario itself ends with a FIN, within the deadline.
+                _ => {
+                    let _ = tokio::time::timeout_at(deadline, conn.end(EndKind::Close)).await;
+                }
             }
             e.to_string()
         }
@@ -293,6 +312,12 @@ impl Conn<'_> {
         }
         let _ = self.raw.shutdown().await;
         self.drain(Duration::from_millis(DRAIN_MS)).await;
+        self.layer = Layer::Gone;
+    }
+
+    /// Closes at once (FIN; a RST if the client's bytes are unread), without draining.
+    async fn close_now(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_millis(100), self.raw.shutdown()).await;
         self.layer = Layer::Gone;
     }
 

@@ -4,8 +4,12 @@
 //! external server is needed to see rdprobe work. [`spawn_lab`] binds a socket and serves every
 //! connection in a thread of its own (a current-thread tokio runtime with a `LocalSet`, because the
 //! acceptor's futures are `!Send`). Each connection is independent; a fault, a hostile client or a
-//! panic inside a dependency ends only that connection, and every read has a deadline
-//! (`link.read_timeout_ms`), so idle clients cannot pin the lab.
+//! panic inside a dependency ends only that connection, and every read and write has a deadline
+//! (`link.read_timeout_ms`), so idle clients cannot pin the lab. [`LabLimits`] bound the rest: at most
+//! `max_connections` connections are served at once (one more is closed at once and counted), and
+//! each connection is closed when its total `connection_timeout` passes, however the client trickles
+//! its bytes. [`check_listen`] is the policy of the command line: loopback only unless remote
+//! clients are allowed, and planted bugs on loopback only.
 //!
 //! Layout: `driver` steps the acceptor and injects faults; `credssp` is the multi-user CredSSP
 //! server; `tls` makes certificates and TLS acceptors; `io` frames PDUs and shapes the server's writes.
@@ -20,11 +24,13 @@ mod io;
 pub mod planted;
 pub mod tls;
 
-use std::net::SocketAddr;
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -46,6 +52,73 @@ pub enum LabError {
     Runtime(std::io::Error),
     #[error("cannot wait for a signal: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
+/// Why a listen address is refused (see [`check_listen`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(
+        "{0} is not a loopback address: the lab serves anyone who can reach it; pass --allow-remote \
+         to listen there anyway"
+    )]
+    Remote(SocketAddr),
+    #[error(
+        "planted bugs (--plant) abort or wedge the process they run in: loopback only, and {0} is \
+         not a loopback address"
+    )]
+    PlantRemote(SocketAddr),
+}
+
+/// True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104 (0.0.0.0 and :: are not loopback: they listen
+/// on every interface).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The listen policy of `rdprobe lab` and `replay --as-server`: a non-loopback address needs
+/// `allow_remote`, and planted bugs (`planted`) are refused on anything but loopback.
+pub fn check_listen(
+    addr: SocketAddr,
+    allow_remote: bool,
+    planted: bool,
+) -> Result<(), ListenError> {
+    if is_loopback(addr.ip()) {
+        Ok(())
+    } else if planted {
+        Err(ListenError::PlantRemote(addr))
+    } else if allow_remote {
+        Ok(())
+    } else {
+        Err(ListenError::Remote(addr))
+    }
+}
+
+/// Default of [`LabLimits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default of [`LabLimits::connection_timeout`]: longer than a scenario's default hold
+/// (`link.hold_ms`, 60 s) after a handshake, so that default scenarios play out whole.
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What one lab grants its clients, whatever the scenario says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabLimits {
+    /// Most connections served at the same time; one more is closed at once (and counted in
+    /// [`LabHandle::connections_refused`]).
+    pub max_connections: usize,
+    /// Longest one connection lives, from accept to close, however the client trickles its bytes
+    /// (the scenario's delays and holds count too).
+    pub connection_timeout: Duration,
+}
+
+impl Default for LabLimits {
+    fn default() -> Self {
+        LabLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+        }
+    }
 }
 
 /// How one connection went, as the lab saw it.
@@ -69,6 +142,8 @@ pub struct ConnectionOutcome {
 #[derive(Default)]
 struct Shared {
     accepted: AtomicU64,
+    /// Connections closed at once because `max_connections` were being served.
+    refused: AtomicU64,
     outcomes: Mutex<Vec<ConnectionOutcome>>,
 }
 
@@ -105,6 +180,11 @@ impl LabHandle {
         self.shared.accepted.load(Ordering::SeqCst)
     }
 
+    /// Connections closed at once, unserved, because the lab was serving its `max_connections`.
+    pub fn connections_refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
     /// Outcomes of the connections that have ended, in the order they ended.
     pub fn outcomes(&self) -> Vec<ConnectionOutcome> {
         self.shared
@@ -127,11 +207,21 @@ impl Drop for LabHandle {
 }
 
 /// Binds `addr` (port 0 = pick a free one) and serves `scenario` to every connection, in its own
-/// thread with a current-thread tokio runtime and a `LocalSet`. Each connection is independent.
+/// thread with a current-thread tokio runtime and a `LocalSet`, with the default [`LabLimits`].
+/// Each connection is independent.
 ///
 /// Certificates are generated here (once per process and kind), so certificate and TLS errors are
-/// reported before anything listens.
+/// reported before anything listens. The listen policy ([`check_listen`]) is the caller's.
 pub fn spawn_lab(addr: SocketAddr, scenario: Scenario) -> Result<LabHandle, LabError> {
+    spawn_lab_with(addr, scenario, LabLimits::default())
+}
+
+/// [`spawn_lab`] with explicit limits.
+pub fn spawn_lab_with(
+    addr: SocketAddr,
+    scenario: Scenario,
+    limits: LabLimits,
+) -> Result<LabHandle, LabError> {
     let (tls, public_key) = if scenario.security.supported.iter().any(|p| p.uses_tls())
         || scenario.security.select.is_some_and(|p| p.uses_tls())
     {
@@ -160,19 +250,26 @@ pub fn spawn_lab(addr: SocketAddr, scenario: Scenario) -> Result<LabHandle, LabE
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let scenario_name = scenario.name.clone();
-    tracing::info!(addr = %local, scenario = %scenario.name, tls = tls.as_ref().map(|t| t.engine()), "lab listening");
+    tracing::info!(addr = %local, scenario = %scenario.name, tls = tls.as_ref().map(|t| t.engine()),
+        max_connections = limits.max_connections, connection_timeout_ms = limits.connection_timeout.as_millis() as u64,
+        "lab listening");
     let ctx = driver::LabCtx {
         scenario,
         tls,
         public_key,
+        connection_timeout: limits.connection_timeout,
     };
+    let max_connections = limits.max_connections.max(1);
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name(format!("rdprobe-lab-{}", local.port()))
         .spawn(move || {
             let ctx = Rc::new(ctx);
             let local_set = tokio::task::LocalSet::new();
-            local_set.block_on(&runtime, accept_loop(listener, ctx, thread_shared, stop_rx));
+            local_set.block_on(
+                &runtime,
+                accept_loop(listener, ctx, thread_shared, max_connections, stop_rx),
+            );
         })
         .map_err(LabError::Runtime)?;
     Ok(LabHandle {
@@ -184,12 +281,30 @@ pub fn spawn_lab(addr: SocketAddr, scenario: Scenario) -> Result<LabHandle, LabE
     })
 }
 
+/// Counts a connection being served for as long as it lives (also when its task panics).
+struct Slot(Rc<Cell<usize>>);
+
+impl Slot {
+    fn take(active: &Rc<Cell<usize>>) -> Slot {
+        active.set(active.get() + 1);
+        Slot(active.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
 async fn accept_loop(
     listener: std::net::TcpListener,
     ctx: Rc<driver::LabCtx>,
     shared: Arc<Shared>,
+    max_connections: usize,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let active = Rc::new(Cell::new(0usize));
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -202,10 +317,25 @@ async fn accept_loop(
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    if active.get() >= max_connections {
+                        // Over the limit: closed at once, unserved (a FIN, or a RST if the
+                        // client's bytes are already waiting).
+                        let refused = shared.refused.fetch_add(1, Ordering::SeqCst) + 1;
+                        // A flood logs at warn level only at powers of two.
+                        if refused.is_power_of_two() {
+                            tracing::warn!(%peer, max_connections, refused, "lab connection limit reached: connection closed");
+                        } else {
+                            tracing::debug!(%peer, max_connections, refused, "lab connection limit reached: connection closed");
+                        }
+                        drop(tcp);
+                        continue;
+                    }
+                    let slot = Slot::take(&active);
                     let n = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
                     let ctx = ctx.clone();
                     let shared = shared.clone();
                     tokio::task::spawn_local(async move {
+                        let _slot = slot;
                         let outcome = driver::serve(tcp, peer, ctx, n).await;
                         if let Ok(mut o) = shared.outcomes.lock() {
                             if o.len() >= MAX_OUTCOMES {
@@ -275,4 +405,67 @@ pub fn demo_credentials(scenario: &Scenario) -> Option<(String, String)> {
         .users
         .first()
         .and_then(|u| Some((u.name.clone(), u.secret()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    #[test]
+    fn listen_policy() {
+        for ok in [
+            "127.0.0.1:3389",
+            "127.5.6.7:1",
+            "[::1]:3389",
+            "[::ffff:127.0.0.1]:3389",
+        ] {
+            assert!(check_listen(sa(ok), false, false).is_ok(), "{ok}");
+            assert!(check_listen(sa(ok), false, true).is_ok(), "{ok} planted");
+        }
+        for remote in [
+            "0.0.0.0:3389",
+            "[::]:3389",
+            "192.0.2.1:3389",
+            "[2001:db8::1]:3389",
+            "[::ffff:192.0.2.1]:3389",
+        ] {
+            assert!(
+                matches!(
+                    check_listen(sa(remote), false, false),
+                    Err(ListenError::Remote(_))
+                ),
+                "{remote}"
+            );
+            assert!(
+                check_listen(sa(remote), true, false).is_ok(),
+                "{remote} allowed"
+            );
+            assert!(
+                matches!(
+                    check_listen(sa(remote), true, true),
+                    Err(ListenError::PlantRemote(_))
+                ),
+                "{remote} planted"
+            );
+        }
+    }
+
+    #[test]
+    fn planted_lab_refuses_a_remote_address_before_binding() {
+        // 192.0.2.1 (TEST-NET-1) is on no interface: a bind would fail with another error.
+        let r = planted::spawn_planted_lab(
+            sa("192.0.2.1:3389"),
+            crate::scenario::builtin("healthy-tls").expect("builtin"),
+            &[planted::Bug::X224LongCookieHang],
+        );
+        assert!(
+            matches!(r, Err(LabError::Listen(ListenError::PlantRemote(_)))),
+            "{:?}",
+            r.err()
+        );
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::{spawn_lab, LabError, LabHandle};
+use super::{spawn_lab_with, LabError, LabHandle, LabLimits, ListenError};
 use crate::scenario::Scenario;
 
 /// A planted bug.
@@ -129,18 +129,32 @@ impl Drop for PlantedLab {
     }
 }
 
-/// Starts a lab serving `scenario` with `bugs` armed. Test-only: see the module docs.
+/// Starts a lab serving `scenario` with `bugs` armed. Test-only: see the module docs. With bugs,
+/// `addr` must be a loopback address (a planted bug aborts or wedges the process).
 pub fn spawn_planted_lab(
     addr: SocketAddr,
     scenario: Scenario,
     bugs: &[Bug],
 ) -> Result<PlantedLab, LabError> {
+    spawn_planted_lab_with(addr, scenario, bugs, LabLimits::default())
+}
+
+/// [`spawn_planted_lab`] with explicit limits.
+pub fn spawn_planted_lab_with(
+    addr: SocketAddr,
+    scenario: Scenario,
+    bugs: &[Bug],
+    limits: LabLimits,
+) -> Result<PlantedLab, LabError> {
+    if !bugs.is_empty() && !super::is_loopback(addr.ip()) {
+        return Err(ListenError::PlantRemote(addr).into());
+    }
     // INVARIANT: with a fixed port the bugs are armed before the lab listens, so no connection
     // (e.g. the first one after a restart of a lab process) is served unarmed.
     if addr.port() != 0 {
         arm(addr.port(), bugs);
     }
-    let lab = match spawn_lab(addr, scenario) {
+    let lab = match spawn_lab_with(addr, scenario, limits) {
         Ok(l) => l,
         Err(e) => {
             disarm(addr.port());

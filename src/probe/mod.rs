@@ -423,11 +423,35 @@ pub(crate) fn client_config(
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8], shared: &SharedTrace) -> bool {
-    match s.write_all(bytes).await {
-        Ok(()) => s.flush().await.is_ok(),
-        Err(e) => {
+/// Writes and flushes `bytes` within `timeout`. A server that stops reading (its receive window
+/// stays shut) makes the write time out: recorded as a timeout waiting for the server.
+async fn write_all<S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+    shared: &SharedTrace,
+) -> bool {
+    let started = Instant::now();
+    let res = tokio::time::timeout(timeout, async {
+        s.write_all(bytes).await?;
+        s.flush().await
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
             shared.push(EventKind::Note(format!("write failed: {e}")));
+            false
+        }
+        Err(_) => {
+            let after_ms = started.elapsed().as_millis() as u64;
+            shared.push(EventKind::Note(format!(
+                "write timed out after {after_ms} ms: the server stopped reading"
+            )));
+            shared.push(EventKind::Timeout {
+                waiting_for: Dir::S2C,
+                after_ms,
+            });
             false
         }
     }
@@ -512,7 +536,7 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         close(&mut wire).await;
         return Retry::No;
     }
-    if !write_all(&mut wire, out.filled(), shared).await {
+    if !write_all(&mut wire, out.filled(), opts.stage_timeout, shared).await {
         return Retry::No;
     }
     let mut buf = BytesMut::new();
@@ -688,7 +712,9 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         if connector.should_perform_multitransport() {
             out.clear();
             if let Ok(w) = connector.skip_multitransport(&mut out) {
-                if w.size().is_some() && !write_all(&mut stream, out.filled(), shared).await {
+                if w.size().is_some()
+                    && !write_all(&mut stream, out.filled(), opts.stage_timeout, shared).await
+                {
                     return Retry::No;
                 }
             }
@@ -729,7 +755,9 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         };
         match res {
             Ok(w) => {
-                if w.size().is_some() && !write_all(&mut stream, out.filled(), shared).await {
+                if w.size().is_some()
+                    && !write_all(&mut stream, out.filled(), opts.stage_timeout, shared).await
+                {
                     return Retry::No;
                 }
             }
@@ -920,7 +948,9 @@ async fn credssp(
         out.clear();
         match seq.handle_process_result(state, &mut out) {
             Ok(w) => {
-                if w.size().is_some() && !write_all(stream, out.filled(), shared).await {
+                if w.size().is_some()
+                    && !write_all(stream, out.filled(), opts.stage_timeout, shared).await
+                {
                     return CredsspOutcome::Stop;
                 }
             }
@@ -969,5 +999,56 @@ async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr,
         Err(_) => Err(format!("name resolution of {host} timed out")),
         Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
         Ok(Ok(mut it)) => it.next().ok_or_else(|| format!("{host} has no address")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that never reads: the write ends at its deadline, recorded as a timeout waiting for
+    /// the server, and the verdict says so.
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_never_reads_times_out() {
+        let (mut client, _server) = tokio::io::duplex(64);
+        let shared = SharedTrace::new(Trace::new(
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            SocketAddr::from(([127, 0, 0, 1], 2)),
+        ));
+        shared.push(EventKind::Connected);
+        let started = Instant::now();
+        let ok = tokio::time::timeout(
+            Duration::from_secs(5),
+            write_all(
+                &mut client,
+                &[0u8; 4096],
+                Duration::from_millis(200),
+                &shared,
+            ),
+        )
+        .await
+        .expect("the write has a deadline");
+        assert!(!ok);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let trace = shared.snapshot();
+        assert!(trace.events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::Timeout {
+                waiting_for: Dir::S2C,
+                ..
+            }
+        )));
+        let report = crate::decode::decode(&trace).report;
+        assert!(
+            matches!(
+                report.verdict,
+                crate::stage::Verdict::Failed {
+                    kind: crate::stage::FailureKind::TimedOut { .. },
+                    by: crate::stage::Side::Server
+                }
+            ),
+            "{}",
+            report.summary
+        );
     }
 }

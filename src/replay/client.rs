@@ -375,8 +375,16 @@ async fn run_verbatim(bytes: &[u8], opts: &ClientRunOptions) -> ProbeResult {
         return finish(&shared);
     };
     let mut s = Tap::new(tcp, shared.clone(), Layer::Wire);
-    if s.write_all(bytes).await.is_err() {
-        return finish(&shared);
+    let started = Instant::now();
+    match tokio::time::timeout(opts.stage_timeout, s.write_all(bytes)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return finish(&shared),
+        Err(_) => {
+            write_timed_out(&shared, started);
+            // Unsent bytes are dropped with a RST rather than left to the kernel to retry.
+            let _ = s.get_ref().set_zero_linger();
+            return finish(&shared);
+        }
     }
     let mut buf = [0u8; 16 * 1024];
     let mut quiet_since = Instant::now();
@@ -410,6 +418,18 @@ async fn run_verbatim(bytes: &[u8], opts: &ClientRunOptions) -> ProbeResult {
     }
     let _ = tokio::time::timeout(Duration::from_millis(500), s.shutdown()).await;
     finish(&shared)
+}
+
+/// Records that the server stopped reading: a timeout waiting for it.
+fn write_timed_out(shared: &SharedTrace, started: Instant) {
+    let after_ms = started.elapsed().as_millis() as u64;
+    shared.push(EventKind::Note(format!(
+        "write timed out after {after_ms} ms: the server stopped reading"
+    )));
+    shared.push(EventKind::Timeout {
+        waiting_for: Dir::S2C,
+        after_ms,
+    });
 }
 
 /// Runs the probe through a local relay that sends the captured cleartext PDUs in place of the
@@ -446,7 +466,14 @@ async fn run_relayed(
     po.host = relay_addr.ip().to_string();
     po.port = relay_addr.port();
     let probed = probe::probe(&po).await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), relay).await;
+    let abort = relay.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(3), relay)
+        .await
+        .is_err()
+    {
+        // A relay still waiting on the server is not left running after the replay.
+        abort.abort();
+    }
     let mut merged = wire.snapshot();
     merge_inner(&mut merged, &probed.trace);
     let decoded = crate::decode::decode(&merged);
@@ -522,7 +549,7 @@ async fn relay_one(
                     _ => break,
                 };
                 if !cleartext {
-                    if up_w.write_all(&buf[..n]).await.is_err() {
+                    if !relay_write(&mut up_w, &buf[..n], opts.stage_timeout, Some(wire)).await {
                         return;
                     }
                     continue;
@@ -533,7 +560,14 @@ async fn relay_one(
                     match x224::frame(&pending) {
                         Frame::Tpkt(len) | Frame::FastPath(len) if replaced < pdus.len() => {
                             let _probe_pdu: Vec<u8> = pending.drain(..len).collect();
-                            if up_w.write_all(&pdus[replaced]).await.is_err() {
+                            if !relay_write(
+                                &mut up_w,
+                                &pdus[replaced],
+                                opts.stage_timeout,
+                                Some(wire),
+                            )
+                            .await
+                            {
                                 return;
                             }
                             replaced += 1;
@@ -542,7 +576,10 @@ async fn relay_one(
                         _ => {
                             // Past the captured PDUs (or not cleartext RDP any more, e.g. a ClientHello).
                             cleartext = false;
-                            if !pending.is_empty() && up_w.write_all(&pending).await.is_err() {
+                            if !pending.is_empty()
+                                && !relay_write(&mut up_w, &pending, opts.stage_timeout, Some(wire))
+                                    .await
+                            {
                                 return;
                             }
                             pending.clear();
@@ -551,18 +588,18 @@ async fn relay_one(
                     }
                 }
             }
-            let _ = up_w.shutdown().await;
+            let _ = tokio::time::timeout(opts.stage_timeout, up_w.shutdown()).await;
         };
         let s2c = async {
             let mut buf = [0u8; 16 * 1024];
             loop {
                 match tokio::time::timeout_at(deadline, up_r.read(&mut buf)).await {
                     Ok(Ok(0)) => {
-                        let _ = down_w.shutdown().await;
+                        let _ = tokio::time::timeout(opts.stage_timeout, down_w.shutdown()).await;
                         return false;
                     }
                     Ok(Ok(n)) => {
-                        if down_w.write_all(&buf[..n]).await.is_err() {
+                        if !relay_write(&mut down_w, &buf[..n], opts.stage_timeout, None).await {
                             return false;
                         }
                     }
@@ -592,6 +629,26 @@ async fn relay_one(
         // Pass the reset on so the probe sees what the server did.
         if let Ok(down) = down_r.reunite(down_w) {
             let _ = down.set_zero_linger();
+        }
+    }
+}
+
+/// One relay write within `timeout`; `false` when it failed or timed out. A timeout writing to the
+/// server (`wire` given) is recorded there: the server stopped reading.
+async fn relay_write<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    timeout: Duration,
+    wire: Option<&SharedTrace>,
+) -> bool {
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, w.write_all(bytes)).await {
+        Ok(r) => r.is_ok(),
+        Err(_) => {
+            if let Some(wire) = wire {
+                write_timed_out(wire, started);
+            }
+            false
         }
     }
 }
