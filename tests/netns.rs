@@ -144,7 +144,12 @@ impl Net {
             "rdprobe lab (netns)",
             server
                 .command(env!("CARGO_BIN_EXE_rdprobe"))
-                .args(["lab", "--listen", &format!("{SERVER_IP}:3389")])
+                .args([
+                    "lab",
+                    "--allow-remote",
+                    "--listen",
+                    &format!("{SERVER_IP}:3389"),
+                ])
                 .args(["--scenario", scenario])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
