@@ -753,6 +753,15 @@ impl Conn<'_> {
                         self.fault(FaultPoint::McsConnectInitial, Some(acceptor))
                             .await?;
                     }
+                    if self.case.is_some() && before != "ChannelConnection" {
+                        if let Some(confirm) = mutate::join_confirm_for(&frame) {
+                            // A standard-security client that joins channels the acceptor skipped
+                            // (the lab's mutated Connect Response asked for encryption): confirm
+                            // them so the client goes on to its Security Exchange.
+                            self.write(&confirm).await?;
+                            continue;
+                        }
+                    }
                     if before == "SecureSettingsExchange" && check_client_info {
                         self.check_client_info(&frame, acceptor).await?;
                     }

@@ -46,6 +46,30 @@ pub enum CertError {
     NotRsa(String),
     #[error("unknown server certificate version {0}")]
     Version(u32),
+    /// A key no RSA encryption can use: a zero, one, even or too small modulus, an exponent of 0 or 1.
+    #[error("unusable rsa key: {0}")]
+    Unusable(String),
+}
+
+/// Smallest modulus accepted (bits): the client random is 256 bits, and servers use 512 or more.
+pub const MIN_MODULUS_BITS: u32 = 512;
+
+/// Rejects keys the RSA arithmetic cannot or must not use (a zero modulus divides by zero).
+fn usable(key: RsaKey) -> Result<RsaKey, CertError> {
+    let odd = key.modulus.last().is_some_and(|b| b & 1 == 1);
+    if key.bits < MIN_MODULUS_BITS {
+        return Err(CertError::Unusable(format!(
+            "{}-bit modulus, under {MIN_MODULUS_BITS}",
+            key.bits
+        )));
+    }
+    if !odd {
+        return Err(CertError::Unusable("even modulus".into()));
+    }
+    if key.exponent < 2 {
+        return Err(CertError::Unusable(format!("exponent {}", key.exponent)));
+    }
+    Ok(key)
 }
 
 fn le16(b: &[u8], at: usize) -> Option<u16> {
@@ -64,8 +88,8 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 pub fn server_public_key(cert: &[u8]) -> Result<RsaKey, CertError> {
     let ver = le32(cert, 0).ok_or(CertError::Short("dwVersion"))?;
     match ver & 0x7fff_ffff {
-        1 => proprietary_key(cert),
-        2 => x509_chain_key(cert),
+        1 => proprietary_key(cert).and_then(usable),
+        2 => x509_chain_key(cert).and_then(usable),
         v => Err(CertError::Version(v)),
     }
 }
@@ -187,6 +211,11 @@ fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// padding scheme), written little-endian in modulus-length bytes, followed by 8 zero bytes.
 pub fn encrypt_client_random(key: &RsaKey, client_random: &[u8]) -> Vec<u8> {
     let n = BigUint::from_bytes_be(&key.modulus);
+    if n.bits() < 2 {
+        // INVARIANT: never reached through server_public_key (it refuses such keys); modpow
+        // panics on a zero modulus, so a hand-made key gets zeros instead.
+        return vec![0; key.modulus_len() + 8];
+    }
     let m = BigUint::from_bytes_le(client_random);
     let c = m.modpow(&BigUint::from(key.exponent), &n);
     let mut out = c.to_bytes_le();
@@ -297,5 +326,52 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 31 + 1) as u8).collect();
             let _ = server_public_key(&junk);
         }
+    }
+
+    /// Issue 12: a proprietary certificate with an all-zero modulus (or one, even, tiny, or an
+    /// exponent of 0 or 1) is a typed error, not a division by zero in the RSA encryption.
+    #[test]
+    fn degenerate_rsa_keys_are_errors() {
+        let mut good = vec![0xffu8; 64];
+        good[63] = 0xc1;
+        for (modulus, exp) in [
+            (vec![0u8; 64], 65537),
+            (vec![0u8; 7], 3),
+            (
+                {
+                    let mut m = vec![0u8; 64];
+                    m[0] = 1;
+                    m
+                },
+                65537,
+            ),
+            (
+                {
+                    let mut m = good.clone();
+                    m[0] = 0xfe;
+                    m
+                },
+                65537,
+            ),
+            (vec![0xffu8; 8], 65537),
+            (good.clone(), 0),
+            (good.clone(), 1),
+        ] {
+            let cert = proprietary(&modulus, exp);
+            assert!(
+                matches!(server_public_key(&cert), Err(CertError::Unusable(_))),
+                "{modulus:02x?} e={exp}: {:?}",
+                server_public_key(&cert)
+            );
+        }
+        let key = server_public_key(&proprietary(&good, 65537)).unwrap();
+        assert_eq!(encrypt_client_random(&key, &[1; 32]).len(), 72);
+        let zero = RsaKey {
+            modulus: vec![0],
+            exponent: 3,
+            bits: 0,
+            source: "proprietary",
+        };
+        assert_eq!(encrypt_client_random(&zero, &[1; 32]), vec![0; 8]);
     }
 }
