@@ -1398,6 +1398,28 @@ mod tests {
     }
 
     #[test]
+    fn mutate_section_parses_and_round_trips() {
+        let s = Scenario::from_toml("name = \"m\"\n[mutate]\nstage = \"capabilities\"\nseed = 7\n")
+            .expect("parses");
+        let m = s.mutate.clone().expect("mutate");
+        assert_eq!(
+            (m.stage, m.seed, m.case),
+            (MutateStage::Capabilities, 7, None)
+        );
+        assert_eq!((m.case_for(1), m.case_for(5)), (0, 4));
+        assert_eq!(Scenario::from_toml(&s.to_toml()).expect("again"), s);
+        let err = Scenario::from_toml("name = \"m\"\n[mutate]\nstage = \"nope\"\n").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let fixed = Mutate {
+            stage: MutateStage::Tls,
+            seed: 1,
+            case: Some(9),
+        };
+        assert_eq!(fixed.case_for(1), 9);
+        assert_eq!(MutateStage::parse("ERROR"), Some(MutateStage::Error));
+    }
+
+    #[test]
     fn example_file_parses() {
         let s = Scenario::from_toml(include_str!("../fixtures/scenarios/example.toml"))
             .expect("example");

@@ -215,14 +215,24 @@ fn probe_class(r: &Run) -> Result<String, String> {
             r.code
         ));
     }
+    let kind = v["verdict"]["kind"].as_str();
+    // A client-side stop says why in a note: keep its head, so the classes tell the reasons apart.
+    let why = (kind == Some("stopped"))
+        .then(|| {
+            v["notes"].as_array().and_then(|n| {
+                n.iter()
+                    .filter_map(|x| x.as_str())
+                    .find(|x| x.contains("stopped"))
+                    .map(|x| format!(" ({})", x.chars().take(70).collect::<String>()))
+            })
+        })
+        .flatten()
+        .unwrap_or_default();
     Ok(format!(
-        "{}/{}{} exit {}",
+        "{}/{}{} exit {}{why}",
         v["last_stage"].as_str().unwrap_or("?"),
         status,
-        v["verdict"]["kind"]
-            .as_str()
-            .map(|k| format!(":{k}"))
-            .unwrap_or_default(),
+        kind.map(|k| format!(":{k}")).unwrap_or_default(),
         code.unwrap_or(-1)
     ))
 }

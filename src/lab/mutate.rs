@@ -1594,7 +1594,11 @@ fn channels_strategy() -> BoxedStrategy<ChannelsCase> {
         2 => ((1u8..8), u16s(&[0x03e9, 0x03ea, 0x03eb])).prop_map(|(at, value)| ChannelsMutation::U16 { at, value }),
         2 => Havoc::strategy(16).prop_map(ChannelsMutation::Havoc),
     ];
-    ((0u8..4), prop::collection::vec(m, 1..=3))
+    // Mostly the Attach User Confirm: a client that skips channel joins gets nothing else.
+    (
+        prop_oneof![3 => Just(0u8), 1 => 1u8..4],
+        prop::collection::vec(m, 1..=3),
+    )
         .prop_map(|(write, mutations)| ChannelsCase { write, mutations })
         .boxed()
 }
