@@ -277,9 +277,18 @@ fn fuzz_stage(setup: Setup, seed: u64, probes: u64, extras: bool) -> (Tally, u64
         probe_args.extend(["--security".into(), "rdp".into()]);
     }
     for i in 0..probes {
+        let first = lab.connections_served();
         let r = run(&probe_args, DEADLINE + SLACK * 2);
         t.runs += 1;
-        let what = format!("{} probe #{i}", setup.name());
+        // Connection n plays case n - 1: name the cases of this run and how to replay one.
+        let what = format!(
+            "{} probe #{i} (cases {first}..{}; replay: rdprobe lab --scenario {}{} --mutate-server {} --seed {seed} --case {first})",
+            setup.name(),
+            lab.connections_served().saturating_sub(1),
+            setup.base,
+            if setup.tls12 { " [tls.versions = [\"1.2\"]]" } else { "" },
+            setup.stage
+        );
         if let Some(p) = problem(&what, &r, DEADLINE) {
             t.problems.push(p);
             continue;
@@ -458,6 +467,8 @@ const SETUPS: &[Setup] = &[
     },
     setup(MutateStage::Capabilities, "healthy-tls"),
     setup(MutateStage::Error, "healthy-tls"),
+    // TLS 1.3: everything after the ServerHello is encrypted; records and their framing are hit.
+    setup(MutateStage::Tls, "healthy-nla"),
 ];
 
 #[test]
@@ -468,6 +479,11 @@ fn x224_confirm() {
 #[test]
 fn tls_server_flight() {
     check_stage(SETUPS[1]);
+}
+
+#[test]
+fn tls_server_flight_tls13() {
+    check_stage(SETUPS[10]);
 }
 
 #[test]
