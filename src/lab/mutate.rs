@@ -554,6 +554,38 @@ fn tls_record_apply(c: &TlsCase, index: usize, record: &[u8]) -> Option<Vec<u8>>
     Some(rec)
 }
 
+/// Applies a certificate case to an encrypted record (TLS 1.3's flight after the ServerHello):
+/// truncation, flips and garbage hit the ciphertext, the record length follows.
+fn tls_encrypted_apply(c: &TlsCase, record: &[u8]) -> Vec<u8> {
+    let mut body = record.get(5..).unwrap_or(&[]).to_vec();
+    for m in &c.mutations {
+        match *m {
+            TlsMutation::CertTruncate { keep } => body.truncate(usize::from(keep)),
+            TlsMutation::CertFlip { at, xor } if !body.is_empty() => {
+                let i = usize::from(at) % body.len();
+                body[i] ^= xor;
+            }
+            TlsMutation::CertGarbage { len, byte } => {
+                body = vec![byte; usize::from(len).min(MAX_FILL as usize)]
+            }
+            TlsMutation::CertDrop => body.clear(),
+            _ => {}
+        }
+    }
+    let mut rec = record.get(..5).unwrap_or(&[]).to_vec();
+    rec.resize(5, 0);
+    set_be16(&mut rec, 3, u16::try_from(body.len()).unwrap_or(u16::MAX));
+    rec.extend_from_slice(&body);
+    for m in &c.mutations {
+        match *m {
+            TlsMutation::RecordLength { value } => set_be16(&mut rec, 3, value),
+            TlsMutation::Havoc(ref h) => h.apply(&mut rec),
+            _ => {}
+        }
+    }
+    rec
+}
+
 /// Follows the server's TLS output across writes and mutates the targeted record once.
 #[derive(Debug)]
 pub struct TlsWriteMutator {
@@ -595,7 +627,13 @@ impl TlsWriteMutator {
                 break;
             }
             if !self.done {
-                if let Some(rec) = tls_record_apply(&self.case, self.records, &buf[p..end]) {
+                let rec = &buf[p..end];
+                let applied = tls_record_apply(&self.case, self.records, rec).or_else(|| {
+                    // TLS 1.3 encrypts the Certificate: the first encrypted record stands in.
+                    (self.case.target == TlsTarget::Certificate && rec[0] == 23)
+                        .then(|| tls_encrypted_apply(&self.case, rec))
+                });
+                if let Some(rec) = applied {
                     let o = out.get_or_insert_with(Vec::new);
                     o.extend_from_slice(&buf[copied..p]);
                     o.extend_from_slice(&rec);
@@ -2205,6 +2243,54 @@ mod tests {
             crate::rdpsec::cert::server_public_key(&sd.server_certificate),
             Err(crate::rdpsec::cert::CertError::Unusable(_))
         ));
+    }
+
+    /// The mutator rewrites the Certificate record of a TLS 1.2 flight with consistent lengths,
+    /// follows records across writes, and mutates once.
+    #[test]
+    fn tls_certificate_record_is_rewritten_once() {
+        let der = vec![0x30u8; 40];
+        let mut cert_msg = vec![11, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        set_be24(&mut cert_msg, 1, (der.len() + 6) as u32);
+        set_be24(&mut cert_msg, 4, (der.len() + 3) as u32);
+        set_be24(&mut cert_msg, 7, der.len() as u32);
+        cert_msg.extend_from_slice(&der);
+        let record = |body: &[u8]| {
+            let mut r = vec![22, 3, 3, 0, 0];
+            set_be16(&mut r, 3, body.len() as u16);
+            r.extend_from_slice(body);
+            r
+        };
+        let hello = record(&[2, 0, 0, 2, 3, 3]);
+        let cert = record(&cert_msg);
+        let case = TlsCase {
+            target: TlsTarget::Certificate,
+            mutations: vec![TlsMutation::CertTruncate { keep: 10 }],
+        };
+        let mut m = TlsWriteMutator::new(case);
+        // The ServerHello split over two writes (inside its body): nothing to change.
+        assert_eq!(m.on_write(&hello[..7]), None);
+        assert_eq!(m.on_write(&hello[7..]), None);
+        let out = m.on_write(&cert).expect("certificate rewritten");
+        assert!(m.done);
+        // 30 bytes less, every length consistent.
+        assert_eq!(out.len(), cert.len() - 30);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([out[3], out[4]])),
+            out.len() - 5
+        );
+        assert_eq!(rd_be24(&out, 6), Some(16));
+        assert_eq!(rd_be24(&out, 9), Some(13));
+        assert_eq!(rd_be24(&out, 12), Some(10));
+        assert_eq!(m.on_write(&cert), None, "mutates once");
+        // Under TLS 1.3 the first encrypted record stands in for the certificate.
+        let mut m = TlsWriteMutator::new(TlsCase {
+            target: TlsTarget::Certificate,
+            mutations: vec![TlsMutation::CertTruncate { keep: 3 }],
+        });
+        let mut enc = vec![23, 3, 3, 0, 20];
+        enc.extend_from_slice(&[7; 20]);
+        assert_eq!(m.on_write(&enc), Some(vec![23, 3, 3, 0, 3, 7, 7, 7]));
     }
 
     #[test]
