@@ -268,6 +268,16 @@ struct LabArgs {
     /// process), x224-correlation-leak
     #[arg(long, value_name = "BUG", hide = true)]
     plant: Vec<String>,
+    /// Mutate what the server sends at this stage (client robustness testing): x224, tls, credssp,
+    /// mcs, channels, licensing, capabilities, error. Connection N plays case N-1 unless --case
+    #[arg(long, value_name = "STAGE")]
+    mutate_server: Option<String>,
+    /// Seed of --mutate-server's cases
+    #[arg(long, default_value_t = 0, requires = "mutate_server")]
+    seed: u64,
+    /// Play this --mutate-server case on every connection
+    #[arg(long, requires = "mutate_server")]
+    case: Option<u64>,
 }
 
 /// Who a lab server (`lab`, `replay --as-server`) accepts, and for how long.
@@ -809,7 +819,22 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
 async fn cmd_lab(a: LabArgs) -> Result<i32> {
     use rdprobe::lab::planted::{spawn_planted_lab_with, Bug};
     let limits = a.server.check(a.listen, !a.plant.is_empty())?;
-    let sc = load_scenario(&a.scenario)?;
+    let mut sc = load_scenario(&a.scenario)?;
+    if let Some(stage) = &a.mutate_server {
+        let stage = rdprobe::scenario::MutateStage::parse(stage).ok_or_else(|| {
+            usage(format!(
+                "unknown --mutate-server stage `{stage}`, expected one of {}",
+                rdprobe::scenario::MutateStage::ALL
+                    .map(|m| m.as_str())
+                    .join(", ")
+            ))
+        })?;
+        sc.mutate = Some(rdprobe::scenario::Mutate {
+            stage,
+            seed: a.seed,
+            case: a.case,
+        });
+    }
     let bugs = a
         .plant
         .iter()
@@ -819,9 +844,15 @@ async fn cmd_lab(a: LabArgs) -> Result<i32> {
         .with_context(|| format!("starting the lab on {}", a.listen))?;
     let addr = planted.addr();
     eprintln!(
-        "lab listening on {addr} with scenario `{}`: {}{}\n(stop with Ctrl-C)",
+        "lab listening on {addr} with scenario `{}`: {}{}{}\n(stop with Ctrl-C)",
         sc.name,
         sc.description,
+        sc.mutate.as_ref().map_or(String::new(), |m| format!(
+            " [server mutation: {} seed {}{}]",
+            m.stage,
+            m.seed,
+            m.case.map_or(String::new(), |k| format!(" case {k}"))
+        )),
         if bugs.is_empty() {
             String::new()
         } else {

@@ -68,6 +68,92 @@ pub struct Scenario {
     /// Faults, each at a named point; several may share a point and run in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// Mutate what the server sends at one stage (client-side robustness testing), see [`Mutate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutate: Option<Mutate>,
+}
+
+/// The server PDUs the lab can mutate (`[mutate] stage = ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutateStage {
+    /// The X.224 Connection Confirm: RDP_NEG_RSP or RDP_NEG_FAILURE (MS-RDPBCGR 2.2.1.2).
+    X224,
+    /// The server's TLS records (ServerHello, Certificate, ...): the certificate is garbled,
+    /// truncated, duplicated, replaced, or the record and handshake framing lies.
+    Tls,
+    /// The server's TSRequests: the NTLM CHALLENGE (fields, AV pairs, timestamp), the pubKeyAuth
+    /// answer, the Early User Authorization Result.
+    Credssp,
+    /// The MCS Connect Response with its GCC server data, server random and server certificate
+    /// (proprietary RSA keys with odd moduli and exponents, X.509 chains).
+    Mcs,
+    /// The Attach User and Channel Join Confirms.
+    Channels,
+    /// The licensing PDU: error alerts, license requests with certificates, platform challenges.
+    Licensing,
+    /// The Demand Active PDU and its capability sets.
+    Capabilities,
+    /// Error and disconnect PDUs (Set Error Info, Disconnect Provider Ultimatum, Deactivate All)
+    /// sent after licensing.
+    Error,
+}
+
+impl MutateStage {
+    pub const ALL: [MutateStage; 8] = [
+        MutateStage::X224,
+        MutateStage::Tls,
+        MutateStage::Credssp,
+        MutateStage::Mcs,
+        MutateStage::Channels,
+        MutateStage::Licensing,
+        MutateStage::Capabilities,
+        MutateStage::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MutateStage::X224 => "x224",
+            MutateStage::Tls => "tls",
+            MutateStage::Credssp => "credssp",
+            MutateStage::Mcs => "mcs",
+            MutateStage::Channels => "channels",
+            MutateStage::Licensing => "licensing",
+            MutateStage::Capabilities => "capabilities",
+            MutateStage::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MutateStage> {
+        let l = s.to_ascii_lowercase();
+        MutateStage::ALL.into_iter().find(|m| m.as_str() == l)
+    }
+}
+
+impl fmt::Display for MutateStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Server-side mutation: at `stage` the lab sends a deterministic mutation of the PDU it would
+/// send, drawn from `seed` and a case number: `case` for every connection, or without it case
+/// `n - 1` for the `n`-th connection (so one lab walks through cases 0, 1, 2, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mutate {
+    pub stage: MutateStage,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<u64>,
+}
+
+impl Mutate {
+    /// The case the `n`-th (1-based) connection plays.
+    pub fn case_for(&self, n: u64) -> u64 {
+        self.case.unwrap_or(n.saturating_sub(1))
+    }
 }
 
 /// Who the server knows (MS-CSSP / MS-NLMP server side; Client Info PDU MS-RDPBCGR 2.2.1.11).
@@ -1286,6 +1372,7 @@ fn healthy_fallback() -> Scenario {
         credssp: Credssp::default(),
         link: Link::default(),
         faults: Vec::new(),
+        mutate: None,
     }
 }
 
@@ -1342,6 +1429,28 @@ mod tests {
             assert_eq!(back, s, "{name} round trip");
         }
         assert_eq!(builtin_names().len(), 17);
+    }
+
+    #[test]
+    fn mutate_section_parses_and_round_trips() {
+        let s = Scenario::from_toml("name = \"m\"\n[mutate]\nstage = \"capabilities\"\nseed = 7\n")
+            .expect("parses");
+        let m = s.mutate.clone().expect("mutate");
+        assert_eq!(
+            (m.stage, m.seed, m.case),
+            (MutateStage::Capabilities, 7, None)
+        );
+        assert_eq!((m.case_for(1), m.case_for(5)), (0, 4));
+        assert_eq!(Scenario::from_toml(&s.to_toml()).expect("again"), s);
+        let err = Scenario::from_toml("name = \"m\"\n[mutate]\nstage = \"nope\"\n").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let fixed = Mutate {
+            stage: MutateStage::Tls,
+            seed: 1,
+            case: Some(9),
+        };
+        assert_eq!(fixed.case_for(1), 9);
+        assert_eq!(MutateStage::parse("ERROR"), Some(MutateStage::Error));
     }
 
     #[test]

@@ -168,8 +168,8 @@ fn hostile_rsa_keys_are_verdicts_not_panics() {
     };
     let cases: Vec<(&str, Vec<u8>, u32)> = vec![
         ("zero modulus", vec![0; 64], 65537),
-        ("modulus under 256 bits", odd(8), 65537),
-        ("even modulus", vec![0x10; 64], 65537),
+        ("modulus under 512 bits", odd(8), 65537),
+        ("even modulus", vec![0xC2; 64], 65537),
         ("public exponent below 3 or even", odd(64), 0),
     ];
     for (why, modulus, exponent) in cases {
@@ -187,6 +187,10 @@ fn hostile_rsa_keys_are_verdicts_not_panics() {
         let r: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{why}: no JSON ({e}): {stderr}"));
         assert_eq!(r["verdict"]["status"], "failed", "{why}: {r}");
+        // The server's fault, not a stop by request: a protocol error at mcs, exit code 7.
+        assert_eq!(r["verdict"]["kind"], "protocol_error", "{why}: {r}");
+        assert_eq!(r["last_stage"], "mcs", "{why}: {r}");
+        assert_eq!(out.status.code(), Some(7), "{why}: {r}");
         let text = r.to_string();
         assert!(
             text.contains(why),

@@ -884,8 +884,30 @@ impl Machine<'_> {
             match mcs::connect_response_facts(ud) {
                 Ok(f) => {
                     let result = f.get("result").and_then(|v| v.as_str()).map(str::to_owned);
+                    // Standard RDP security with encryption needs the server's RSA key for the
+                    // client random: a key no client can use ends the connection here.
+                    let encrypts = f
+                        .get("encryption_method")
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|m| m != "none");
+                    let key_error = f
+                        .get("server_key_error")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                        .filter(|_| encrypts);
                     for (k, v) in f {
                         self.fact(&k, v);
+                    }
+                    if let Some(e) = key_error {
+                        self.fail(
+                            FailureKind::ProtocolError {
+                                what: format!(
+                                    "server certificate of the mcs connect response: {e}"
+                                ),
+                                offset: None,
+                            },
+                            Side::Server,
+                        );
                     }
                     if let Some(r) = result {
                         if r != "rt-successful" && r != "rt_successful" && r != "0" {

@@ -689,6 +689,16 @@ const BB_RSA_KEY_BLOB: u16 = 0x0006;
 /// bit of dwVersion marks a temporary certificate.
 pub fn server_certificate_facts(cert: &[u8]) -> Facts {
     let mut f = Facts::new();
+    // A key no RSA encryption can use (zero, even or short modulus, exponent below 3) is the
+    // server's fault whatever the client does with it: the stage machine fails on it.
+    if let Err(crate::rdpsec::cert::CertError::Unusable(why)) =
+        crate::rdpsec::cert::server_public_key(cert)
+    {
+        f.insert(
+            "server_key_error".into(),
+            json!(format!("unusable rsa key: {why}")),
+        );
+    }
     let Some(ver) = le32(cert, 0) else {
         f.insert(
             "server_certificate_error".into(),

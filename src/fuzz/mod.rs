@@ -21,6 +21,7 @@ pub mod ladder;
 pub mod licensing;
 pub mod mcs;
 pub mod oracle;
+pub mod parsers;
 pub mod security;
 pub mod session;
 pub mod shrink;

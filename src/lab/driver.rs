@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use super::credssp::{self, LabCredentials};
 use super::io::{AsyncIo, DerSequenceHint, LabTcp, Prefixed, WireState, MAX_PDU_LEN};
+use super::mutate::{self, Body, ServerCase};
 use super::tls::{handshake_failure_alert, TlsServer};
 use super::ConnectionOutcome;
 use crate::scenario::{
@@ -102,6 +103,25 @@ struct Conn<'a> {
     /// What to do once an armed truncation has cut the stream.
     after_truncate: EndKind,
     outcome: ConnectionOutcome,
+    /// The server-side mutation this connection plays (`[mutate]`), with its case number.
+    case: Option<(u64, ServerCase)>,
+    /// The mutation was sent (each connection sends one).
+    mutated: bool,
+    /// Writes made in the channel connection state so far.
+    channel_writes: usize,
+}
+
+/// Where the lab is about to write a PDU that a server-side mutation may replace.
+#[derive(Clone, Copy, Debug)]
+enum Site {
+    X224Confirm,
+    TlsFlight,
+    TsRequest(u8),
+    EarlyUserAuth,
+    ConnectResponse,
+    Channels(usize),
+    Licensing,
+    DemandActive,
 }
 
 /// Serves one connection to the end. Never panics on client input; every read and write has a
@@ -155,6 +175,14 @@ pub(crate) async fn serve(
         read_timeout: Duration::from_millis(ctx.scenario.link.read_timeout_ms.max(1)),
         after_truncate: EndKind::Silence,
         outcome,
+        case: ctx.scenario.mutate.as_ref().map(|m| {
+            (
+                m.case_for(n),
+                mutate::case_for(m.stage, m.seed, m.case_for(n)),
+            )
+        }),
+        mutated: false,
+        channel_writes: 0,
     };
     // INVARIANT: everything the connection does, the scenario's own delays and holds included,
     // happens inside this deadline; only the FIN after it is outside (it does not wait).
@@ -175,6 +203,18 @@ pub(crate) async fn serve(
             e.to_string()
         }
     };
+    if let Some((k, case)) = &conn.case {
+        conn.outcome.result = format!(
+            "{} case {k}: {}; {}",
+            case.stage(),
+            if conn.mutated {
+                "mutated"
+            } else {
+                "not reached"
+            },
+            conn.outcome.result
+        );
+    }
     tracing::debug!(n, %peer, result = %conn.outcome.result, "lab connection done");
     conn.outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     conn.outcome
@@ -271,6 +311,38 @@ impl Conn<'_> {
             Ok(Err(e)) => Err(End::ClientGone(format!("write failed: {e}"))),
             Err(_) => Err(End::Timeout("reading of the server's data")),
         }
+    }
+
+    /// Writes the PDU of `site`, or the connection's server-side mutation of it; after a mutation
+    /// with `close_after` the connection ends.
+    async fn send(&mut self, site: Site, bytes: &[u8]) -> Result<(), End> {
+        let out = match &self.case {
+            Some((_, c)) if !self.mutated => apply(c, site, bytes),
+            _ => None,
+        };
+        let Some(out) = out else {
+            return self.write(bytes).await;
+        };
+        self.mutated = true;
+        tracing::debug!(
+            n = self.n,
+            ?site,
+            len = out.len(),
+            "lab sends a mutated pdu"
+        );
+        self.write(&out).await?;
+        self.after_mutation(site).await
+    }
+
+    /// Ends the connection after a mutation that asks for it.
+    async fn after_mutation(&mut self, site: Site) -> Result<(), End> {
+        if self.case.as_ref().is_some_and(|(_, c)| c.close_after) {
+            self.end(EndKind::Close).await;
+            return Err(End::Scenario(format!(
+                "sent a mutated pdu at {site:?}, then close"
+            )));
+        }
+        Ok(())
     }
 
     async fn end_truncated(&mut self) -> End {
@@ -436,7 +508,7 @@ impl Conn<'_> {
                     code: nego::FailureCode::from(code.0),
                 };
                 let bytes = encode_vec(&X224(confirm)).map_err(|e| End::Protocol(e.to_string()))?;
-                self.write(&bytes).await?;
+                self.send(Site::X224Confirm, &bytes).await?;
                 self.fault(FaultPoint::X224Confirm, None).await?;
                 self.end(EndKind::Close).await;
                 return Err(End::Scenario(format!("answered RDP_NEG_FAILURE {code}")));
@@ -466,7 +538,7 @@ impl Conn<'_> {
             .map_err(|e| End::Protocol(format!("X.224 Connection Confirm: {e}")))?;
         if let Some(k) = written.size() {
             let confirm = buf[..k].to_vec();
-            self.write(&confirm).await?;
+            self.send(Site::X224Confirm, &confirm).await?;
         }
         self.fault(FaultPoint::X224Confirm, Some(&acceptor)).await?;
         if acceptor.reached_security_upgrade().is_none() {
@@ -529,6 +601,15 @@ impl Conn<'_> {
         };
         let stream = Prefixed::new(std::mem::take(&mut self.rbuf), tcp);
         let timeout = self.read_timeout;
+        if let Some((
+            _,
+            ServerCase {
+                body: Body::Tls(c), ..
+            },
+        )) = &self.case
+        {
+            self.wire.borrow_mut().tls_mutator = Some(mutate::TlsWriteMutator::new(c.clone()));
+        }
         let upgraded: Result<Box<dyn AsyncIo>, String> = match tls {
             TlsServer::Rustls(acceptor) => {
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
@@ -549,9 +630,15 @@ impl Conn<'_> {
                 }
             }
         };
+        if let Some(m) = self.wire.borrow_mut().tls_mutator.take() {
+            self.mutated |= m.done;
+        }
         match upgraded {
             Ok(io) => {
                 self.layer = Layer::Upper(io);
+                if self.mutated {
+                    self.after_mutation(Site::TlsFlight).await?;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -580,6 +667,7 @@ impl Conn<'_> {
         )
         .map_err(|e| End::Protocol(format!("CredSSP server: {e}")))?;
         let mut count = 0u32;
+        let mut replies = 0u8;
         loop {
             let frame = self
                 .read_frame(&DerSequenceHint, "CredSSP TSRequest")
@@ -618,7 +706,8 @@ impl Conn<'_> {
                     reply
                         .encode_ts_request(&mut out)
                         .map_err(|e| End::Protocol(format!("TSRequest encode: {e}")))?;
-                    self.write(&out).await?;
+                    self.send(Site::TsRequest(replies), &out).await?;
+                    replies = replies.saturating_add(1);
                     if is_negotiate {
                         self.fault(FaultPoint::CredsspChallenge, None).await?;
                     }
@@ -629,7 +718,7 @@ impl Conn<'_> {
                         let denied = scenario.credssp.early_user_auth_denied;
                         // Early User Authorization Result: SUCCESS 0 / ACCESS_DENIED 5, little-endian u32.
                         let code: u32 = if denied { 5 } else { 0 };
-                        self.write(&code.to_le_bytes()).await?;
+                        self.send(Site::EarlyUserAuth, &code.to_le_bytes()).await?;
                         if denied {
                             self.end(EndKind::Close).await;
                             return Err(End::Scenario(
@@ -689,6 +778,15 @@ impl Conn<'_> {
                         self.fault(FaultPoint::McsConnectInitial, Some(acceptor))
                             .await?;
                     }
+                    if self.case.is_some() && before != "ChannelConnection" {
+                        if let Some(confirm) = mutate::join_confirm_for(&frame) {
+                            // A standard-security client that joins channels the acceptor skipped
+                            // (the lab's mutated Connect Response asked for encryption): confirm
+                            // them so the client goes on to its Security Exchange.
+                            self.write(&confirm).await?;
+                            continue;
+                        }
+                    }
                     if before == "SecureSettingsExchange" && check_client_info {
                         self.check_client_info(&frame, acceptor).await?;
                     }
@@ -706,7 +804,23 @@ impl Conn<'_> {
                 Ok(written) => {
                     if let Some(k) = written.size() {
                         let out = buf[..k].to_vec();
-                        self.write(&out).await?;
+                        let site = match before {
+                            "BasicSettingsSendResponse" => Some(Site::ConnectResponse),
+                            "ChannelConnection" => {
+                                self.channel_writes += 1;
+                                Some(Site::Channels(self.channel_writes - 1))
+                            }
+                            "LicensingExchange" => Some(Site::Licensing),
+                            "CapabilitiesSendServer" => Some(Site::DemandActive),
+                            _ => None,
+                        };
+                        match site {
+                            Some(site) => self.send(site, &out).await?,
+                            None => self.write(&out).await?,
+                        }
+                        if before == "LicensingExchange" {
+                            self.error_pdus(&out).await?;
+                        }
                     }
                 }
                 Err(e) => {
@@ -736,6 +850,25 @@ impl Conn<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// Server-side mutation `error`: error and disconnect PDUs after the licensing PDU.
+    async fn error_pdus(&mut self, licensing: &[u8]) -> Result<(), End> {
+        let pdus = match &self.case {
+            Some((
+                _,
+                ServerCase {
+                    body: Body::Error(c),
+                    ..
+                },
+            )) if !self.mutated => mutate::error_pdus(c, Some(licensing)),
+            _ => return Ok(()),
+        };
+        self.mutated = true;
+        for p in pdus {
+            self.write(&p).await?;
+        }
+        self.after_mutation(Site::Licensing).await
     }
 
     /// TLS / RDP security with `identity.check_client_info`: deny a Client Info PDU (MS-RDPBCGR
@@ -871,4 +1004,18 @@ fn server_capabilities() -> Vec<CapabilitySet> {
             max_request_size: 8 * 1024 * 1024,
         }),
     ]
+}
+
+/// The mutation of `case` for the PDU of `site`, or `None` when the case is for another PDU.
+fn apply(case: &ServerCase, site: Site, pdu: &[u8]) -> Option<Vec<u8>> {
+    match (&case.body, site) {
+        (Body::X224(c), Site::X224Confirm) => Some(mutate::x224_apply(c, pdu)),
+        (Body::Credssp(c), Site::TsRequest(round)) => mutate::tsrequest_apply(c, round, pdu),
+        (Body::Credssp(c), Site::EarlyUserAuth) => mutate::early_user_auth_apply(c, pdu),
+        (Body::Mcs(c), Site::ConnectResponse) => Some(mutate::connect_response_apply(c, pdu)),
+        (Body::Channels(c), Site::Channels(i)) => mutate::channels_apply(c, i, pdu),
+        (Body::Licensing(c), Site::Licensing) => Some(mutate::licensing_apply(c, pdu)),
+        (Body::Capabilities(c), Site::DemandActive) => Some(mutate::demand_active_apply(c, pdu)),
+        _ => None,
+    }
 }

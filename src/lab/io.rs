@@ -32,6 +32,8 @@ pub(crate) struct WireState {
     pub turn: usize,
     /// The client's bytes were read since the server's last write: the next write starts a turn.
     pub read_since_write: bool,
+    /// Server-side mutation of the TLS handshake: rewrites the server's records as they are written.
+    pub tls_mutator: Option<super::mutate::TlsWriteMutator>,
 }
 
 impl WireState {
@@ -55,6 +57,9 @@ pub(crate) struct LabTcp {
     state: Rc<RefCell<WireState>>,
     sleep: Option<Pin<Box<Sleep>>>,
     slept: bool,
+    /// A mutated write being sent: its bytes, how many went out, and the length of the write it
+    /// replaces (what `poll_write` reports once all are out).
+    pending: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl LabTcp {
@@ -64,6 +69,7 @@ impl LabTcp {
             state,
             sleep: None,
             slept: false,
+            pending: None,
         }
     }
 }
@@ -119,6 +125,31 @@ impl AsyncWrite for LabTcp {
                 this.sleep = None;
                 this.slept = true;
             }
+        }
+        if self.pending.is_none() {
+            let mutated = {
+                let mut s = self.state.borrow_mut();
+                s.tls_mutator.as_mut().and_then(|m| m.on_write(buf))
+            };
+            if let Some(out) = mutated {
+                self.pending = Some((out, 0, buf.len()));
+            }
+        }
+        let this = &mut *self;
+        if let Some((out, sent, orig)) = this.pending.as_mut() {
+            // INVARIANT: the whole mutated write goes out before the original length is reported.
+            while *sent < out.len() {
+                let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &out[*sent..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *sent += n;
+                this.state.borrow_mut().bytes_out += n as u64;
+            }
+            let orig = *orig;
+            this.pending = None;
+            this.slept = false;
+            return Poll::Ready(Ok(orig));
         }
         let allowed = match left {
             Some(0) => {

@@ -21,6 +21,7 @@
 mod credssp;
 mod driver;
 mod io;
+pub mod mutate;
 pub mod planted;
 pub mod tls;
 

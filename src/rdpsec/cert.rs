@@ -11,7 +11,7 @@ const BB_RSA_KEY_BLOB: u16 = 0x0006;
 pub const MAX_MODULUS_LEN: usize = 2048;
 /// Smallest modulus accepted, in bits: it must hold the 32-byte client random (real servers use 512
 /// and up). A smaller, even or zero modulus is a hostile or broken certificate, not a key.
-pub const MIN_MODULUS_BITS: u32 = 256;
+pub const MIN_MODULUS_BITS: u32 = 512;
 /// Certificates nested in an X.509 chain are at most this many (real chains have 2-3).
 const MAX_CHAIN: usize = 16;
 
@@ -63,7 +63,7 @@ impl RsaKey {
             return Err(CertError::Unusable("zero modulus"));
         }
         if modulus.bits() < u64::from(MIN_MODULUS_BITS) {
-            return Err(CertError::Unusable("modulus under 256 bits"));
+            return Err(CertError::Unusable("modulus under 512 bits"));
         }
         if !modulus.bit(0) {
             return Err(CertError::Unusable("even modulus"));
@@ -210,6 +210,11 @@ fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// padding scheme), written little-endian in modulus-length bytes, followed by 8 zero bytes.
 pub fn encrypt_client_random(key: &RsaKey, client_random: &[u8]) -> Vec<u8> {
     let n = BigUint::from_bytes_be(&key.modulus);
+    if n.bits() < 2 {
+        // INVARIANT: never reached through server_public_key (it refuses such keys); modpow
+        // panics on a zero modulus, so a hand-made key gets zeros instead.
+        return vec![0; key.modulus_len() + 8];
+    }
     let m = BigUint::from_bytes_le(client_random);
     // INVARIANT: keys come from `RsaKey::checked`; a hand-made zero modulus still must not panic
     // (`modpow` divides by it).
@@ -348,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             server_public_key(&proprietary(&odd(16), 65537)),
-            Err(CertError::Unusable("modulus under 256 bits"))
+            Err(CertError::Unusable("modulus under 512 bits"))
         );
         for e in [0, 1, 2, 65536] {
             assert_eq!(
@@ -366,5 +371,52 @@ mod tests {
             source: "test",
         };
         assert_eq!(encrypt_client_random(&zero, &[7; 32]), vec![0; 72]);
+    }
+
+    /// Issue 12: a proprietary certificate with an all-zero modulus (or one, even, tiny, or an
+    /// exponent of 0 or 1) is a typed error, not a division by zero in the RSA encryption.
+    #[test]
+    fn degenerate_rsa_keys_are_errors() {
+        let mut good = vec![0xffu8; 64];
+        good[63] = 0xc1;
+        for (modulus, exp) in [
+            (vec![0u8; 64], 65537),
+            (vec![0u8; 7], 3),
+            (
+                {
+                    let mut m = vec![0u8; 64];
+                    m[0] = 1;
+                    m
+                },
+                65537,
+            ),
+            (
+                {
+                    let mut m = good.clone();
+                    m[0] = 0xfe;
+                    m
+                },
+                65537,
+            ),
+            (vec![0xffu8; 8], 65537),
+            (good.clone(), 0),
+            (good.clone(), 1),
+        ] {
+            let cert = proprietary(&modulus, exp);
+            assert!(
+                matches!(server_public_key(&cert), Err(CertError::Unusable(_))),
+                "{modulus:02x?} e={exp}: {:?}",
+                server_public_key(&cert)
+            );
+        }
+        let key = server_public_key(&proprietary(&good, 65537)).unwrap();
+        assert_eq!(encrypt_client_random(&key, &[1; 32]).len(), 72);
+        let zero = RsaKey {
+            modulus: vec![0],
+            exponent: 3,
+            bits: 0,
+            source: "proprietary",
+        };
+        assert_eq!(encrypt_client_random(&zero, &[1; 32]), vec![0; 8]);
     }
 }
