@@ -1978,6 +1978,42 @@ fn overlapping_fragments_reassemble_within_the_datagram_cap() {
     );
 }
 
+#[test]
+fn last_fragment_inside_a_held_one_is_dropped_not_a_panic() {
+    // A fragment of 16 bytes, then a "last" fragment at offset 8 that agrees with it but says the
+    // datagram is 12 bytes long: the held bytes reach beyond the datagram's end. Dropped as a
+    // contradiction (the reader used to index past the end of the payload and panic).
+    let (f, segs) = rdp_conv("10.0.0.1:50000", "10.0.0.2:3389");
+    let mut fr: Vec<Vec<u8>> = segs.iter().map(|s| link_eth(&f.ip(s))).collect();
+    let ip = f.ip(&segs[3]);
+    let parts = fragment_ip(&ip, 16, 99);
+    let short = {
+        use etherparse::{IpFragOffset, Ipv4Header};
+        let (mut h, _) = Ipv4Header::from_slice(&parts[0]).unwrap();
+        let body = &parts[0][h.header_len() + 8..h.header_len() + 12];
+        h.more_fragments = false;
+        h.fragment_offset = IpFragOffset::try_new(1).unwrap();
+        h.total_len = (h.header_len() + 4) as u16;
+        let mut out = Vec::new();
+        h.write(&mut out).unwrap();
+        out.extend_from_slice(body);
+        out
+    };
+    fr.push(link_eth(&parts[0]));
+    fr.push(link_eth(&short));
+    let bytes = pcap(&whole_frames(fr), 1, false, false);
+    let mut it = read_conversations(&bytes[..], ReaderOptions::default()).expect("a pcap");
+    let t: Vec<Trace> = it.by_ref().map(|r| r.expect("no error")).collect();
+    assert_eq!(t.len(), 1);
+    assert_basic_rdp(&t[0], "10.0.0.1:50000", "10.0.0.2:3389");
+    let st = it.stats();
+    assert_eq!(
+        (st.dropped_datagrams, st.reassembled_datagrams),
+        (1, 0),
+        "{st:?}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // Throughput (run on demand: `cargo test --release --test capture_reader -- --ignored --nocapture`)
 
