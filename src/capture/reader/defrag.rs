@@ -13,7 +13,7 @@
 //!   O(log n) in the number of ranges plus its own length, and bytes received twice are checked
 //!   against the first copy and stored once;
 //! * at most [`MAX_DATAGRAMS`] datagrams and [`MAX_HELD_BYTES`] bytes of buffers are held in all,
-//!   the least recently active datagram evicted first.
+//!   the least recently active datagram evicted first (found in O(log n)).
 //!
 //! Overlap policy (unchanged): fragments may overlap when they carry the same bytes (a
 //! retransmission or a router's re-fragmentation); a fragment that disagrees with bytes already
@@ -21,7 +21,7 @@
 //! in [`Defrag::conflicts`] and [`Defrag::dropped`] — never guessed, so the TCP bytes show as a gap.
 //!
 //! INVARIANT: `held` is the sum of the buffer capacities of every datagram in `table`, and never
-//! exceeds `MAX_HELD_BYTES` after `push` returns.
+//! exceeds `MAX_HELD_BYTES` after `push` returns; `lru` holds exactly the stamps of `table`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -53,6 +53,8 @@ struct Datagram {
     /// Payload length, known once the last fragment (more = false) arrived.
     total: Option<usize>,
     last_t_us: u64,
+    /// Position in [`Defrag::lru`] (the arrival count of its latest fragment).
+    stamp: u64,
 }
 
 impl Datagram {
@@ -118,6 +120,9 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct Defrag {
     table: HashMap<Key, Datagram>,
+    /// The datagrams by latest activity (stamp → key), least recent first: eviction is O(log n).
+    lru: BTreeMap<u64, Key>,
+    next_stamp: u64,
     held: usize,
     /// Most bytes held at once.
     pub peak_held: usize,
@@ -162,8 +167,12 @@ impl Defrag {
                 self.evict_oldest(&key);
             }
         }
+        self.next_stamp += 1;
         let d = self.table.entry(key).or_default();
         d.last_t_us = t_us;
+        self.lru.remove(&d.stamp);
+        d.stamp = self.next_stamp;
+        self.lru.insert(d.stamp, key);
         if !f.more {
             if d.total.is_some_and(|t| t != end) {
                 self.drop_key(&key);
@@ -219,6 +228,7 @@ impl Defrag {
         let Some(d) = self.table.remove(&key) else {
             return Outcome::Held;
         };
+        self.lru.remove(&d.stamp);
         self.held -= d.buf.capacity();
         let mut payload = d.buf;
         payload.truncate(d.total.unwrap_or(0));
@@ -236,6 +246,7 @@ impl Defrag {
 
     fn drop_key(&mut self, key: &Key) {
         if let Some(d) = self.table.remove(key) {
+            self.lru.remove(&d.stamp);
             self.held -= d.buf.capacity();
             self.dropped += 1;
         }
@@ -243,13 +254,7 @@ impl Defrag {
 
     /// Drops the least recently active datagram other than `keep`.
     fn evict_oldest(&mut self, keep: &Key) {
-        if let Some(k) = self
-            .table
-            .iter()
-            .filter(|(k, _)| *k != keep)
-            .min_by_key(|(_, d)| d.last_t_us)
-            .map(|(k, _)| *k)
-        {
+        if let Some(k) = self.lru.values().find(|k| *k != keep).copied() {
             self.drop_key(&k);
         }
     }
@@ -388,6 +393,27 @@ mod tests {
         assert!(d.dropped > 0);
     }
 
+    #[test]
+    fn the_least_recently_active_datagram_is_evicted() {
+        let data = pattern(32);
+        let mut d = Defrag::new();
+        for id in 0..MAX_DATAGRAMS as u32 {
+            d.push(&frag(id, 0, true, &data[..8]), 1);
+        }
+        // Datagram 0 gets a fragment again; a new datagram then evicts datagram 1, not 0.
+        d.push(&frag(0, 8, true, &data[8..16]), 2);
+        d.push(&frag(5000, 0, true, &data[..8]), 3);
+        assert_eq!((d.pending(), d.dropped), (MAX_DATAGRAMS, 1));
+        let Outcome::Complete { payload, .. } = d.push(&frag(0, 16, false, &data[16..]), 4) else {
+            panic!("datagram 0 was evicted");
+        };
+        assert_eq!(payload, data);
+        assert!(matches!(
+            d.push(&frag(1, 8, false, &data[8..16]), 5),
+            Outcome::Held
+        ));
+    }
+
     /// Fragments (offset, length) of a `len`-byte datagram: a cover of every byte plus extra
     /// overlapping ones, offsets and lengths multiples of 8 except the one reaching the end.
     fn fragments(len: usize, cuts: &[usize], extra: &[(usize, usize)]) -> Vec<(usize, usize)> {
@@ -460,6 +486,9 @@ mod tests {
                 }
                 proptest::prop_assert!(d.held <= MAX_HELD_BYTES);
                 proptest::prop_assert!(d.pending() <= MAX_DATAGRAMS);
+                proptest::prop_assert_eq!(d.lru.len(), d.table.len());
+                let held: usize = d.table.values().map(|x| x.buf.capacity()).sum();
+                proptest::prop_assert_eq!(held, d.held);
             }
         }
     }
