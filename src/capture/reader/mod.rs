@@ -1062,7 +1062,7 @@ struct Timeline {
     /// Index of the note saying the conversation was truncated, once the cap was reached.
     marker: Option<usize>,
     /// Events counted but not stored since the cap was reached.
-    uncounted: u64,
+    not_stored: u64,
     /// Where the counts after the cap go: Elided (wire, inner) and Gap, for each direction.
     overflow: [Option<usize>; 6],
 }
@@ -1137,11 +1137,11 @@ impl Timeline {
                 return;
             }
             _ => {
-                self.uncounted += 1;
+                self.not_stored += 1;
                 return;
             }
         };
-        self.uncounted += 1;
+        self.not_stored += 1;
         let add = match &counted {
             EventKind::Elided { len, .. } | EventKind::Gap { len, .. } => *len,
             _ => 0,
@@ -1227,7 +1227,7 @@ impl Timeline {
         if let Some(e) = self.events.get_mut(at) {
             e.kind = EventKind::Note(format!(
                 "conversation truncated for memory: more than {MAX_EVENTS_PER_CONVERSATION} events; {} later events were counted, not stored (their bytes show as elided or missing)",
-                self.uncounted
+                self.not_stored
             ));
         }
         (self.events, true)
