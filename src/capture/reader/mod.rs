@@ -42,8 +42,9 @@ const MAX_PENDING_ITEMS: usize = 256;
 /// later data and gaps are counted into one elided or gap event per direction and layer, later notes
 /// and TLS facts are counted and dropped, and the events that end a conversation (FIN, RST, connect
 /// failure, capture end: a handful by construction) are still kept, so decoding still ends with a
-/// verdict. With data merged up to `max_retained_per_direction` and gaps merged, a real RDP
-/// conversation stays far below it.
+/// verdict. A connection sequence (what the verdict is about) stays far below it; a long session of
+/// small PDUs may reach it, and then its later bytes are counted as those beyond
+/// `max_retained_per_direction` are. At 120 bytes an event (plus notes), the cap is about 8 MiB.
 pub const MAX_EVENTS_PER_CONVERSATION: usize = 65_536;
 /// Room beyond [`MAX_EVENTS_PER_CONVERSATION`] for the events that end a conversation.
 const END_EVENTS_SLACK: usize = 16;
