@@ -1978,6 +1978,81 @@ fn overlapping_fragments_reassemble_within_the_datagram_cap() {
     );
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the snaplen keeps of each segment, every byte is accounted for (kept or missing),
+    /// and gaps of a direction with only the other direction's gaps between them are one event.
+    #[test]
+    fn cut_segments_account_for_every_byte_and_gaps_merge(
+        segs in proptest::collection::vec((any::<bool>(), 1usize..600, 0usize..3, 0usize..600), 1..120),
+    ) {
+        let mut f = Flow::new("10.0.0.1:50000", "10.0.0.2:3389");
+        let mut all = f.handshake();
+        all.push(f.c(CR));
+        all.push(f.s(CC_SSL));
+        let mut cut = vec![usize::MAX; all.len()];
+        let mut sent = [CR.len() as u64, CC_SSL.len() as u64];
+        for (from_client, len, mode, keep) in &segs {
+            let payload = vec![0x17u8; *len];
+            all.push(if *from_client { f.c(&payload) } else { f.s(&payload) });
+            sent[usize::from(!from_client)] += *len as u64;
+            // mode 0: whole; 1: headers only; 2: part of the payload.
+            cut.push(match mode {
+                0 => usize::MAX,
+                1 => 54,
+                _ => 54 + keep % len,
+            });
+        }
+        all.push(f.fin(true));
+        all.push(f.fin(false));
+        cut.extend([usize::MAX, usize::MAX]);
+        let frames: Vec<Frame> = all
+            .iter()
+            .zip(&cut)
+            .map(|(s, c)| {
+                let data = link_eth(&f.ip(s));
+                Frame { caplen: data.len().min(*c), data, iface: 0 }
+            })
+            .collect();
+        let (t, err) = read_all(&pcap(&frames, 1, false, false), None);
+        prop_assert!(err.is_none());
+        prop_assert_eq!(t.len(), 1);
+        let ev = &t[0].events;
+        for (i, d) in [Dir::C2S, Dir::S2C].into_iter().enumerate() {
+            let total: u64 = ev
+                .iter()
+                .map(|e| match &e.kind {
+                    EventKind::Data { dir, layer: Layer::Wire, bytes } if *dir == d => bytes.len() as u64,
+                    EventKind::Gap { dir, len } if *dir == d => *len,
+                    _ => 0,
+                })
+                .sum();
+            prop_assert_eq!(total, sent[i], "{:?}", d);
+        }
+        // No gap follows a gap of its direction with only gaps of the other direction between.
+        let mut last_gap: [Option<usize>; 2] = [None, None];
+        for (i, e) in ev.iter().enumerate() {
+            match &e.kind {
+                EventKind::Gap { dir, .. } => {
+                    let k = usize::from(*dir == Dir::S2C);
+                    if let Some(j) = last_gap[k] {
+                        let only_gaps = ev[j + 1..i]
+                            .iter()
+                            .all(|x| matches!(x.kind, EventKind::Gap { .. } | EventKind::Note(_)));
+                        prop_assert!(!only_gaps || i - j > 4, "unmerged gaps at {} and {}", j, i);
+                    }
+                    last_gap[k] = Some(i);
+                }
+                EventKind::Data { dir, .. } | EventKind::Fin { dir } => {
+                    last_gap[usize::from(*dir == Dir::S2C)] = None;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 #[test]
 fn last_fragment_inside_a_held_one_is_dropped_not_a_panic() {
     // A fragment of 16 bytes, then a "last" fragment at offset 8 that agrees with it but says the
