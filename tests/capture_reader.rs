@@ -1746,6 +1746,350 @@ fn static_rsa_sessions_decrypted_with_the_server_key() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Bounded on hostile shapes (captures written to a temp dir, streamed back)
+
+/// Writes a classic pcap (Ethernet) of `frames` to `path` without holding them all.
+fn write_pcap(path: &std::path::Path, frames: impl Iterator<Item = Frame>) {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    w.write_all(&pcap(&[], 1, false, false)).unwrap();
+    for (i, f) in frames.enumerate() {
+        for x in [
+            1_700_000_000 + i as u32,
+            500_000,
+            f.caplen as u32,
+            f.data.len() as u32,
+        ] {
+            w.write_all(&x.to_le_bytes()).unwrap();
+        }
+        w.write_all(&f.data[..f.caplen]).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// Reads every conversation of the file at `path`, with the reader's counters.
+fn read_file(path: &std::path::Path) -> (Vec<Trace>, rdprobe::capture::reader::ReaderStats) {
+    let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut it = read_conversations(f, ReaderOptions::default()).expect("a pcap");
+    let traces: Vec<Trace> = it.by_ref().map(|r| r.expect("no error")).collect();
+    (traces, it.stats())
+}
+
+/// One RDP conversation (SYN seen, port 3389) of `packets` 1,400-byte data segments alternating
+/// client and server, each frame captured up to `keep` payload bytes.
+fn cut_conversation(packets: usize, keep: usize) -> (Flow, impl Iterator<Item = Frame>) {
+    let mut f = Flow::new("10.0.0.1:50000", "10.0.0.2:3389");
+    let mut segs = f.handshake();
+    segs.push(f.c(CR));
+    segs.push(f.s(CC_SSL));
+    let head = segs.len();
+    let payload = vec![0x17u8; 1400];
+    for i in 0..packets {
+        segs.push(if i % 2 == 0 {
+            f.c(&payload)
+        } else {
+            f.s(&payload)
+        });
+    }
+    segs.push(f.fin(true));
+    segs.push(f.fin(false));
+    let last = segs.len() - 2;
+    let flow = Flow::new("10.0.0.1:50000", "10.0.0.2:3389");
+    let frames = segs.into_iter().enumerate().map(move |(i, s)| {
+        let data = Link::Ethernet.frame(&flow.ip(&s));
+        let caplen = if (head..last).contains(&i) {
+            54 + keep
+        } else {
+            data.len()
+        };
+        Frame {
+            caplen,
+            data,
+            iface: 0,
+        }
+    });
+    (f, frames)
+}
+
+#[test]
+fn headers_only_capture_stays_a_handful_of_events() {
+    // Every data segment is cut to its headers: each one is a gap. Consecutive gaps of a direction
+    // are one event, so the Trace does not grow with the packet count.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("headers-only.pcap");
+    let packets = 200_000;
+    let (_, frames) = cut_conversation(packets, 0);
+    write_pcap(&path, frames);
+    let (t, st) = read_file(&path);
+    assert_eq!(t.len(), 1);
+    let k = kinds(&t[0]);
+    assert!(
+        t[0].events.len() <= 10,
+        "{} events: {:?}",
+        t[0].events.len(),
+        &k[..k.len().min(12)]
+    );
+    let missing = |d: Dir| -> u64 {
+        t[0].events
+            .iter()
+            .map(|e| match e.kind {
+                EventKind::Gap { dir, len } if dir == d => len,
+                _ => 0,
+            })
+            .sum()
+    };
+    // Exactly the bytes that were cut, per direction.
+    assert_eq!(missing(Dir::C2S), 1400 * packets as u64 / 2);
+    assert_eq!(missing(Dir::S2C), 1400 * packets as u64 / 2);
+    // The first gap keeps the frame of the first cut segment (frames 1-5: handshake, CR, CC).
+    let first_gap = t[0]
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Gap { .. }))
+        .unwrap();
+    assert_eq!(first_gap.frame, Some(6));
+    assert_eq!(st.truncated_conversations, 0);
+    // Decoding still ends with a verdict, and a bounded list of notes.
+    let r = rdprobe::decode::decode_report(&t[0]);
+    assert!(r.notes.len() <= 10, "{:?}", r.notes);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("bytes missing from the client's stream")),
+        "{:?}",
+        r.notes
+    );
+    assert!(!r.summary.is_empty());
+}
+
+#[test]
+fn too_many_events_truncate_the_conversation_with_a_note() {
+    // One captured byte per 1,400-byte segment: data and gap alternate in each direction, nothing
+    // merges, so the per-conversation cap is what bounds the Trace.
+    use rdprobe::capture::reader::MAX_EVENTS_PER_CONVERSATION;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one-byte.pcap");
+    let packets = MAX_EVENTS_PER_CONVERSATION;
+    let (_, frames) = cut_conversation(packets, 1);
+    write_pcap(&path, frames);
+    let (t, st) = read_file(&path);
+    assert_eq!(t.len(), 1);
+    let ev = &t[0].events;
+    assert!(
+        ev.len() <= MAX_EVENTS_PER_CONVERSATION + 32,
+        "{} events",
+        ev.len()
+    );
+    assert_eq!(st.truncated_conversations, 1);
+    let note = ev
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Note(n) if n.contains("truncated for memory") => Some(n.clone()),
+            _ => None,
+        })
+        .expect("a truncation note");
+    assert!(note.contains("counted, not stored"), "{note}");
+    // Every byte is still accounted for: kept, elided or missing.
+    let total = |d: Dir| -> u64 {
+        ev.iter()
+            .map(|e| match &e.kind {
+                EventKind::Data { dir, bytes, .. } if *dir == d => bytes.len() as u64,
+                EventKind::Elided { dir, len, .. } | EventKind::Gap { dir, len } if *dir == d => {
+                    *len
+                }
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(total(Dir::C2S), CR.len() as u64 + 1400 * packets as u64 / 2);
+    assert_eq!(
+        total(Dir::S2C),
+        CC_SSL.len() as u64 + 1400 * packets as u64 / 2
+    );
+    // The ends are kept, so the verdict is decided.
+    let k = kinds(&t[0]);
+    assert!(k.contains(&"Fin { dir: C2S }".to_string()));
+    assert!(k.contains(&"Fin { dir: S2C }".to_string()));
+    let r = rdprobe::decode::decode_report(&t[0]);
+    assert!(
+        r.notes.iter().any(|n| n.contains("truncated for memory")),
+        "{:?}",
+        r.notes
+    );
+    assert!(!r.summary.is_empty());
+}
+
+#[test]
+fn overlapping_fragments_reassemble_within_the_datagram_cap() {
+    // The client's 32 KB segment comes as one IPv4 datagram cut into 1,000 fragments of 16 KB that
+    // overlap each other (same bytes), the last fragment last: it is stored once, checked, and
+    // delivered exactly.
+    use rdprobe::capture::reader::defrag::MAX_DATAGRAM_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fragments.pcap");
+    let mut f = Flow::new("10.0.0.1:50000", "10.0.0.2:3389");
+    let mut segs = f.handshake();
+    segs.push(f.c(CR));
+    segs.push(f.s(CC_SSL));
+    let data: Vec<u8> = (0..32 * 1024 - 20).map(|i| (i % 251) as u8).collect();
+    let big = f.c(&data);
+    let tail = [f.fin(true), f.fin(false)];
+    let ip = f.ip(&big);
+    let (len, piece, n) = (32 * 1024usize, 16 * 1024usize, 1000usize);
+    // Header of each fragment: the datagram's, with its own length, id and offset.
+    let frag = |offset: usize, size: usize, more: bool| -> Vec<u8> {
+        use etherparse::{IpFragOffset, Ipv4Header};
+        let (mut h, payload) = Ipv4Header::from_slice(&ip).unwrap();
+        h.identification = 0x4242;
+        h.dont_fragment = false;
+        h.more_fragments = more;
+        h.fragment_offset = IpFragOffset::try_new((offset / 8) as u16).unwrap();
+        h.total_len = (h.header_len() + size) as u16;
+        let mut out = Vec::new();
+        h.write(&mut out).unwrap();
+        out.extend_from_slice(&payload[offset..offset + size]);
+        link_eth(&out)
+    };
+    let span = len - 8 - piece;
+    let mut all: Vec<Vec<u8>> = segs.iter().map(|s| link_eth(&f.ip(s))).collect();
+    for j in 0..n - 1 {
+        let o = match j {
+            0 => 0,
+            1 => span,
+            _ => (j * 7919 * 8) % span / 8 * 8,
+        };
+        all.push(frag(o, piece, true));
+    }
+    all.push(frag(len - 8, 8, false));
+    all.extend(tail.iter().map(|s| link_eth(&f.ip(s))));
+    write_pcap(&path, whole_frames(all).into_iter());
+    let (t, st) = read_file(&path);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        t[0].stream(Dir::C2S, Layer::Wire),
+        [CR, &data[..]].concat(),
+        "the datagram was not delivered exactly"
+    );
+    assert_eq!(st.ip_fragments, n as u64);
+    assert_eq!((st.reassembled_datagrams, st.dropped_datagrams), (1, 0));
+    assert!(
+        st.peak_fragment_bytes <= MAX_DATAGRAM_LEN as u64,
+        "{} bytes held for one datagram",
+        st.peak_fragment_bytes
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the snaplen keeps of each segment, every byte is accounted for (kept or missing),
+    /// and gaps of a direction with only the other direction's gaps between them are one event.
+    #[test]
+    fn cut_segments_account_for_every_byte_and_gaps_merge(
+        segs in proptest::collection::vec((any::<bool>(), 1usize..600, 0usize..3, 0usize..600), 1..120),
+    ) {
+        let mut f = Flow::new("10.0.0.1:50000", "10.0.0.2:3389");
+        let mut all = f.handshake();
+        all.push(f.c(CR));
+        all.push(f.s(CC_SSL));
+        let mut cut = vec![usize::MAX; all.len()];
+        let mut sent = [CR.len() as u64, CC_SSL.len() as u64];
+        for (from_client, len, mode, keep) in &segs {
+            let payload = vec![0x17u8; *len];
+            all.push(if *from_client { f.c(&payload) } else { f.s(&payload) });
+            sent[usize::from(!from_client)] += *len as u64;
+            // mode 0: whole; 1: headers only; 2: part of the payload.
+            cut.push(match mode {
+                0 => usize::MAX,
+                1 => 54,
+                _ => 54 + keep % len,
+            });
+        }
+        all.push(f.fin(true));
+        all.push(f.fin(false));
+        cut.extend([usize::MAX, usize::MAX]);
+        let frames: Vec<Frame> = all
+            .iter()
+            .zip(&cut)
+            .map(|(s, c)| {
+                let data = link_eth(&f.ip(s));
+                Frame { caplen: data.len().min(*c), data, iface: 0 }
+            })
+            .collect();
+        let (t, err) = read_all(&pcap(&frames, 1, false, false), None);
+        prop_assert!(err.is_none());
+        prop_assert_eq!(t.len(), 1);
+        let ev = &t[0].events;
+        for (i, d) in [Dir::C2S, Dir::S2C].into_iter().enumerate() {
+            let total: u64 = ev
+                .iter()
+                .map(|e| match &e.kind {
+                    EventKind::Data { dir, layer: Layer::Wire, bytes } if *dir == d => bytes.len() as u64,
+                    EventKind::Gap { dir, len } if *dir == d => *len,
+                    _ => 0,
+                })
+                .sum();
+            prop_assert_eq!(total, sent[i], "{:?}", d);
+        }
+        // No gap follows a gap of its direction with only gaps of the other direction between.
+        let mut last_gap: [Option<usize>; 2] = [None, None];
+        for (i, e) in ev.iter().enumerate() {
+            match &e.kind {
+                EventKind::Gap { dir, .. } => {
+                    let k = usize::from(*dir == Dir::S2C);
+                    if let Some(j) = last_gap[k] {
+                        let only_gaps = ev[j + 1..i]
+                            .iter()
+                            .all(|x| matches!(x.kind, EventKind::Gap { .. } | EventKind::Note(_)));
+                        prop_assert!(!only_gaps || i - j > 4, "unmerged gaps at {} and {}", j, i);
+                    }
+                    last_gap[k] = Some(i);
+                }
+                EventKind::Data { dir, .. } | EventKind::Fin { dir } => {
+                    last_gap[usize::from(*dir == Dir::S2C)] = None;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn last_fragment_inside_a_held_one_is_dropped_not_a_panic() {
+    // A fragment of 16 bytes, then a "last" fragment at offset 8 that agrees with it but says the
+    // datagram is 12 bytes long: the held bytes reach beyond the datagram's end. Dropped as a
+    // contradiction (the reader used to index past the end of the payload and panic).
+    let (f, segs) = rdp_conv("10.0.0.1:50000", "10.0.0.2:3389");
+    let mut fr: Vec<Vec<u8>> = segs.iter().map(|s| link_eth(&f.ip(s))).collect();
+    let ip = f.ip(&segs[3]);
+    let parts = fragment_ip(&ip, 16, 99);
+    let short = {
+        use etherparse::{IpFragOffset, Ipv4Header};
+        let (mut h, _) = Ipv4Header::from_slice(&parts[0]).unwrap();
+        let body = &parts[0][h.header_len() + 8..h.header_len() + 12];
+        h.more_fragments = false;
+        h.fragment_offset = IpFragOffset::try_new(1).unwrap();
+        h.total_len = (h.header_len() + 4) as u16;
+        let mut out = Vec::new();
+        h.write(&mut out).unwrap();
+        out.extend_from_slice(body);
+        out
+    };
+    fr.push(link_eth(&parts[0]));
+    fr.push(link_eth(&short));
+    let bytes = pcap(&whole_frames(fr), 1, false, false);
+    let mut it = read_conversations(&bytes[..], ReaderOptions::default()).expect("a pcap");
+    let t: Vec<Trace> = it.by_ref().map(|r| r.expect("no error")).collect();
+    assert_eq!(t.len(), 1);
+    assert_basic_rdp(&t[0], "10.0.0.1:50000", "10.0.0.2:3389");
+    let st = it.stats();
+    assert_eq!(
+        (st.dropped_datagrams, st.reassembled_datagrams),
+        (1, 0),
+        "{st:?}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
 // Throughput (run on demand: `cargo test --release --test capture_reader -- --ignored --nocapture`)
 
 fn peak_rss_kib() -> u64 {

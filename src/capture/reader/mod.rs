@@ -9,7 +9,9 @@
 //!
 //! INVARIANT: memory is bounded by the live conversations: each keeps at most
 //! `max_retained_per_direction` bytes of data per direction and layer (the rest is counted in
-//! `Elided` events), the out-of-order buffers are capped, and so is the number of conversations.
+//! `Elided` events) and at most [`MAX_EVENTS_PER_CONVERSATION`] events (consecutive gaps of a
+//! direction are one event), the out-of-order buffers are capped, and so is the number of
+//! conversations.
 
 pub mod defrag;
 pub mod file;
@@ -35,6 +37,19 @@ pub const MAX_CONVERSATIONS: usize = 65_536;
 const CLASSIFY_PREFIX: usize = 4096;
 /// Most buffered items of a conversation not yet recognized.
 const MAX_PENDING_ITEMS: usize = 256;
+/// Most events kept in one conversation's Trace: data, gaps, elided counts, notes and connection
+/// events, each counting one. Beyond it the conversation is truncated for memory (one note says so):
+/// later data and gaps are counted into one elided or gap event per direction and layer, later notes
+/// and TLS facts are counted and dropped, and the events that end a conversation (FIN, RST, connect
+/// failure, capture end: a handful by construction) are still kept, so decoding still ends with a
+/// verdict. A connection sequence (what the verdict is about) stays far below it; a long session of
+/// small PDUs may reach it, and then its later bytes are counted as those beyond
+/// `max_retained_per_direction` are. At 120 bytes an event (plus notes), the cap is about 8 MiB.
+pub const MAX_EVENTS_PER_CONVERSATION: usize = 65_536;
+/// Room beyond [`MAX_EVENTS_PER_CONVERSATION`] for the events that end a conversation.
+const END_EVENTS_SLACK: usize = 16;
+/// Recent events looked back over to merge a gap or an elided count into an earlier one.
+const MERGE_LOOKBACK: usize = 4;
 /// The well-known RDP port (used only for conversations whose start was not captured).
 const RDP_PORT: u16 = 3389;
 
@@ -158,6 +173,10 @@ pub struct ReaderStats {
     /// fragment that never came in time, the reassembly table's limits, truncated fragments.
     /// Their TCP bytes show as gaps. Read from the reassembler by [`Conversations::stats`].
     pub dropped_datagrams: u64,
+    /// Most bytes IP reassembly held at once (bounded by [`defrag::MAX_HELD_BYTES`]).
+    pub peak_fragment_bytes: u64,
+    /// RDP conversations truncated for memory (see [`MAX_EVENTS_PER_CONVERSATION`]).
+    pub truncated_conversations: u64,
 }
 
 /// Iterator over the RDP conversations of a capture (see [`read_conversations`]).
@@ -188,6 +207,7 @@ impl<R: Read> Conversations<R> {
         ReaderStats {
             // INVARIANT: counted once, by the reassembler (it also drops datagrams as they expire).
             dropped_datagrams: self.engine.defrag.dropped,
+            peak_fragment_bytes: self.engine.defrag.peak_held as u64,
             ..self.engine.stats.clone()
         }
     }
@@ -420,8 +440,9 @@ impl Engine {
     }
 
     fn emit(&mut self, c: Conn, end: End, t_us: u64) {
-        if let Some(t) = c.finalize(end, t_us, &self.keylog, &self.opts) {
+        if let Some((t, truncated)) = c.finalize(end, t_us, &self.keylog, &self.opts) {
             self.stats.rdp_conversations += 1;
+            self.stats.truncated_conversations += u64::from(truncated);
             self.queue.push_back(Ok(t));
         }
     }
@@ -515,7 +536,7 @@ struct Conn {
     last_frame: u64,
     pending: Vec<PendingItem>,
     prefix: [Vec<u8>; 2],
-    events: Vec<Event>,
+    events: Timeline,
     retained: [usize; 4],
     wire: [Wire; 2],
     tls: Option<Box<TlsDecryptor>>,
@@ -576,7 +597,7 @@ impl Conn {
             last_frame: 0,
             pending: Vec::new(),
             prefix: [Vec::new(), Vec::new()],
-            events: Vec::new(),
+            events: Timeline::default(),
             retained: [0; 4],
             wire: [
                 Wire::Tpkt {
@@ -606,10 +627,16 @@ impl Conn {
     fn event(&mut self, t_us: u64, frame: Option<u64>, kind: EventKind) {
         match self.class {
             Class::NotRdp => {}
-            Class::Pending => self
-                .pending
-                .push(PendingItem::Event(Event { t_us, frame, kind })),
-            Class::Rdp => push_event(&mut self.events, t_us, frame, kind),
+            Class::Pending => {
+                if let EventKind::Gap { dir, len } = kind {
+                    if merge_pending_gap(&mut self.pending, dir, len) {
+                        return;
+                    }
+                }
+                self.pending
+                    .push(PendingItem::Event(Event { t_us, frame, kind }))
+            }
+            Class::Rdp => self.events.push(t_us, frame, kind),
         }
     }
 
@@ -776,8 +803,7 @@ impl Conn {
                 self.prefix = [Vec::new(), Vec::new()];
                 if self.mid_start {
                     let t0 = self.pending_first_t();
-                    push_event(
-                        &mut self.events,
+                    self.events.push(
                         t0,
                         None,
                         EventKind::Note(
@@ -797,7 +823,7 @@ impl Conn {
                             if let EventKind::Gap { dir, .. } = e.kind {
                                 self.wire_gap(dir, e.frame, e.t_us);
                             }
-                            push_event(&mut self.events, e.t_us, e.frame, e.kind);
+                            self.events.push(e.t_us, e.frame, e.kind);
                         }
                     }
                 }
@@ -870,8 +896,7 @@ impl Conn {
                 Wire::Plain => break,
             }
         }
-        push_data(
-            &mut self.events,
+        self.events.data(
             &mut self.retained[di(dir) * 2],
             opts.max_retained_per_direction,
             dir,
@@ -903,8 +928,7 @@ impl Conn {
                     bytes,
                     frame,
                     t_us,
-                } => push_data(
-                    &mut self.events,
+                } => self.events.data(
                     &mut self.retained[di(dir) * 2 + 1],
                     opts.max_retained_per_direction,
                     dir,
@@ -913,14 +937,12 @@ impl Conn {
                     frame,
                     t_us,
                 ),
-                TlsOutput::Session { info, frame, t_us } => push_event(
-                    &mut self.events,
-                    t_us,
-                    Some(frame),
-                    EventKind::TlsSession(info),
-                ),
+                TlsOutput::Session { info, frame, t_us } => {
+                    self.events
+                        .push(t_us, Some(frame), EventKind::TlsSession(info))
+                }
                 TlsOutput::Note { text, frame, t_us } => {
-                    push_event(&mut self.events, t_us, Some(frame), EventKind::Note(text))
+                    self.events.push(t_us, Some(frame), EventKind::Note(text))
                 }
                 TlsOutput::Keylog(lines) => self.keylog_lines = lines,
             }
@@ -933,8 +955,7 @@ impl Conn {
             Wire::Tls => {
                 if self.tls.as_mut().is_some_and(|t| t.gap(dir)) {
                     let side = dir.sender();
-                    push_event(
-                        &mut self.events,
+                    self.events.push(
                         t_us,
                         frame,
                         EventKind::Note(format!("tls decryption of the {side}'s records stopped at a gap in the capture")),
@@ -957,6 +978,10 @@ impl Conn {
                         self.wire_gap(dir, Some(frame), t_us);
                     }
                     self.event(t_us, Some(frame), EventKind::Gap { dir, len });
+                    // Gaps count toward the items buffered before recognition, like data.
+                    if self.class == Class::Pending && self.pending.len() >= MAX_PENDING_ITEMS {
+                        self.try_classify(false, keylog, opts);
+                    }
                 }
                 Output::Fin { frame, t_us } => {
                     self.fin[di(dir)] = true;
@@ -983,16 +1008,16 @@ impl Conn {
         t_us: u64,
         keylog: &KeyLog,
         opts: &ReaderOptions,
-    ) -> Option<Trace> {
+    ) -> Option<(Trace, bool)> {
         self.flush_all(keylog, opts);
-        if let Some(note) = self.end_note.take() {
-            self.event(t_us, None, EventKind::Note(note));
-        }
         if self.class == Class::Pending {
             self.try_classify(true, keylog, opts);
         }
         if self.class != Class::Rdp {
             return None;
+        }
+        if let Some(note) = self.end_note.take() {
+            self.events.push_end(t_us, None, EventKind::Note(note));
         }
         let ended = self
             .events
@@ -1002,21 +1027,21 @@ impl Conn {
         if !matches!(end, End::Closed) && !ended {
             if self.syns > 0 && !self.connected && !self.any_data {
                 let after_ms = t_us.saturating_sub(self.first_syn_t) / 1000;
-                push_event(
-                    &mut self.events,
+                self.events.push_end(
                     t_us,
                     Some(self.last_frame),
                     EventKind::ConnectFailed(ConnectFailure::TimedOut { after_ms }),
                 );
             }
             if matches!(end, End::Eof) {
-                push_event(&mut self.events, t_us, None, EventKind::CaptureEnd);
+                self.events.push_end(t_us, None, EventKind::CaptureEnd);
             }
         }
         let mut trace = Trace::new(self.client, self.server);
-        trace.events = self.events;
+        let (events, truncated) = self.events.finish();
+        trace.events = events;
         trace.keylog = self.keylog_lines;
-        Some(trace)
+        Some((trace, truncated))
     }
 }
 
@@ -1031,6 +1056,222 @@ fn flip_event(kind: &mut EventKind) {
     }
 }
 
+/// One conversation's events, bounded (see [`MAX_EVENTS_PER_CONVERSATION`]).
+#[derive(Default)]
+struct Timeline {
+    events: Vec<Event>,
+    /// Index of the note saying the conversation was truncated, once the cap was reached.
+    marker: Option<usize>,
+    /// Events counted but not stored since the cap was reached.
+    not_stored: u64,
+    /// Where the counts after the cap go: Elided (wire, inner) and Gap, for each direction.
+    overflow: [Option<usize>; 6],
+}
+
+impl Timeline {
+    fn iter(&self) -> std::slice::Iter<'_, Event> {
+        self.events.iter()
+    }
+
+    fn push(&mut self, t_us: u64, frame: Option<u64>, kind: EventKind) {
+        if let EventKind::Gap { dir, len } = kind {
+            if merge_gap(&mut self.events, dir, len) {
+                return;
+            }
+        }
+        if self.events.len() < MAX_EVENTS_PER_CONVERSATION {
+            push_event(&mut self.events, t_us, frame, kind);
+        } else {
+            self.over_cap(t_us, frame, kind, false);
+        }
+    }
+
+    /// Like `push`, for the few events that end a conversation: kept beyond the cap (within
+    /// [`END_EVENTS_SLACK`]) so the verdict can still be decided.
+    fn push_end(&mut self, t_us: u64, frame: Option<u64>, kind: EventKind) {
+        if self.events.len() < MAX_EVENTS_PER_CONVERSATION {
+            push_event(&mut self.events, t_us, frame, kind);
+        } else {
+            self.over_cap(t_us, frame, kind, true);
+        }
+    }
+
+    fn over_cap(&mut self, t_us: u64, frame: Option<u64>, kind: EventKind, end: bool) {
+        if self.marker.is_none() {
+            self.marker = Some(self.events.len());
+            // The text is written by `finish`, with the counts.
+            push_event(
+                &mut self.events,
+                t_us,
+                frame,
+                EventKind::Note(String::new()),
+            );
+        }
+        let (slot, counted) = match kind {
+            EventKind::Data { dir, layer, bytes } => (
+                di(dir) * 2 + usize::from(layer == Layer::Inner),
+                EventKind::Elided {
+                    dir,
+                    layer,
+                    len: bytes.len() as u64,
+                },
+            ),
+            EventKind::Elided { dir, layer, len } => (
+                di(dir) * 2 + usize::from(layer == Layer::Inner),
+                EventKind::Elided { dir, layer, len },
+            ),
+            EventKind::Gap { dir, len } => (4 + di(dir), EventKind::Gap { dir, len }),
+            EventKind::Connected
+            | EventKind::ConnectFailed(_)
+            | EventKind::Fin { .. }
+            | EventKind::Rst { .. }
+            | EventKind::CaptureEnd
+                if self.events.len() < MAX_EVENTS_PER_CONVERSATION + END_EVENTS_SLACK =>
+            {
+                push_event(&mut self.events, t_us, frame, kind);
+                return;
+            }
+            EventKind::Note(_)
+                if end && self.events.len() < MAX_EVENTS_PER_CONVERSATION + END_EVENTS_SLACK =>
+            {
+                push_event(&mut self.events, t_us, frame, kind);
+                return;
+            }
+            _ => {
+                self.not_stored += 1;
+                return;
+            }
+        };
+        self.not_stored += 1;
+        let add = match &counted {
+            EventKind::Elided { len, .. } | EventKind::Gap { len, .. } => *len,
+            _ => 0,
+        };
+        if let Some(at) = self.overflow[slot] {
+            if let Some(EventKind::Elided { len, .. } | EventKind::Gap { len, .. }) =
+                self.events.get_mut(at).map(|e| &mut e.kind)
+            {
+                *len = len.saturating_add(add);
+            }
+            return;
+        }
+        self.overflow[slot] = Some(self.events.len());
+        push_event(&mut self.events, t_us, frame, counted);
+    }
+
+    /// Appends data, keeping at most `limit` bytes per direction and layer; the rest is counted.
+    #[allow(clippy::too_many_arguments)]
+    fn data(
+        &mut self,
+        retained: &mut usize,
+        limit: usize,
+        dir: Dir,
+        layer: Layer,
+        bytes: &Bytes,
+        frame: u64,
+        t_us: u64,
+    ) {
+        let room = limit.saturating_sub(*retained);
+        let keep = room.min(bytes.len());
+        if keep > 0 {
+            *retained += keep;
+            self.push(
+                t_us,
+                Some(frame),
+                EventKind::Data {
+                    dir,
+                    layer,
+                    bytes: bytes.slice(..keep),
+                },
+            );
+        }
+        let elided = (bytes.len() - keep) as u64;
+        if elided == 0 {
+            return;
+        }
+        // Merge with a recent Elided of the same direction and layer to keep the timeline small.
+        let n = self.events.len();
+        for e in self
+            .events
+            .iter_mut()
+            .skip(n.saturating_sub(MERGE_LOOKBACK))
+            .rev()
+        {
+            if let EventKind::Elided {
+                dir: d,
+                layer: l,
+                len,
+            } = &mut e.kind
+            {
+                if *d == dir && *l == layer {
+                    *len += elided;
+                    return;
+                }
+            }
+        }
+        self.push(
+            t_us,
+            Some(frame),
+            EventKind::Elided {
+                dir,
+                layer,
+                len: elided,
+            },
+        );
+    }
+
+    /// The events, with the truncation note written; whether the conversation was truncated.
+    fn finish(mut self) -> (Vec<Event>, bool) {
+        let Some(at) = self.marker else {
+            return (self.events, false);
+        };
+        if let Some(e) = self.events.get_mut(at) {
+            e.kind = EventKind::Note(format!(
+                "conversation truncated for memory: more than {MAX_EVENTS_PER_CONVERSATION} events; {} later events were counted, not stored (their bytes show as elided or missing)",
+                self.not_stored
+            ));
+        }
+        (self.events, true)
+    }
+}
+
+/// Adds a gap of `len` bytes in `dir` to the previous gap of that direction, when nothing but gaps
+/// of the other direction and notes came since. The direction's stream above TCP already stopped at
+/// the first gap, so one gap holding the sum says the same as consecutive ones.
+fn merge_gap(events: &mut [Event], dir: Dir, len: u64) -> bool {
+    let n = events.len();
+    for e in events[n.saturating_sub(MERGE_LOOKBACK)..].iter_mut().rev() {
+        match &mut e.kind {
+            EventKind::Gap { dir: d, len: l } if *d == dir => {
+                *l = l.saturating_add(len);
+                return true;
+            }
+            EventKind::Gap { .. } | EventKind::Note(_) => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Like [`merge_gap`], for the items of a conversation not yet recognized.
+fn merge_pending_gap(items: &mut [PendingItem], dir: Dir, len: u64) -> bool {
+    let n = items.len();
+    for item in items[n.saturating_sub(MERGE_LOOKBACK)..].iter_mut().rev() {
+        let PendingItem::Event(e) = item else {
+            return false;
+        };
+        match &mut e.kind {
+            EventKind::Gap { dir: d, len: l } if *d == dir => {
+                *l = l.saturating_add(len);
+                return true;
+            }
+            EventKind::Gap { .. } | EventKind::Note(_) => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
 fn push_event(events: &mut Vec<Event>, t_us: u64, frame: Option<u64>, kind: EventKind) {
     let t = t_us.max(events.last().map(|e| e.t_us).unwrap_or(0));
     events.push(Event {
@@ -1038,62 +1279,4 @@ fn push_event(events: &mut Vec<Event>, t_us: u64, frame: Option<u64>, kind: Even
         frame,
         kind,
     });
-}
-
-/// Appends data, keeping at most `limit` bytes per direction and layer; the rest is counted.
-#[allow(clippy::too_many_arguments)]
-fn push_data(
-    events: &mut Vec<Event>,
-    retained: &mut usize,
-    limit: usize,
-    dir: Dir,
-    layer: Layer,
-    bytes: &Bytes,
-    frame: u64,
-    t_us: u64,
-) {
-    let room = limit.saturating_sub(*retained);
-    let keep = room.min(bytes.len());
-    if keep > 0 {
-        *retained += keep;
-        push_event(
-            events,
-            t_us,
-            Some(frame),
-            EventKind::Data {
-                dir,
-                layer,
-                bytes: bytes.slice(..keep),
-            },
-        );
-    }
-    let elided = (bytes.len() - keep) as u64;
-    if elided == 0 {
-        return;
-    }
-    // Merge with a recent Elided of the same direction and layer to keep the timeline small.
-    let n = events.len();
-    for e in events.iter_mut().skip(n.saturating_sub(4)).rev() {
-        if let EventKind::Elided {
-            dir: d,
-            layer: l,
-            len,
-        } = &mut e.kind
-        {
-            if *d == dir && *l == layer {
-                *len += elided;
-                return;
-            }
-        }
-    }
-    push_event(
-        events,
-        t_us,
-        Some(frame),
-        EventKind::Elided {
-            dir,
-            layer,
-            len: elided,
-        },
-    );
 }
