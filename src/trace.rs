@@ -110,6 +110,9 @@ pub enum EventKind {
     TlsError { message: String },
     /// The observer stopped on purpose after this stage (probe `--stop-after`).
     StoppedAfter(Stage),
+    /// The observer's own RDP stack rejected what the server sent (a PDU it could not decode or
+    /// use): the server's protocol error, whatever decode's own parsers make of the bytes.
+    ClientRejected { what: String },
     /// Free-text note from the observer (shown in reports, never a secret).
     Note(String),
     /// The capture ended here (analyze only).
@@ -135,6 +138,11 @@ pub struct Trace {
     /// TLS secrets in SSLKEYLOGFILE format, one line each (e.g. "CLIENT_RANDOM <hex> <hex>").
     pub keylog: Vec<String>,
 }
+
+/// How a pcapng written by rdprobe carries [`EventKind::ClientRejected`]: a packet comment that
+/// starts with this, followed by what was rejected. The capture reader turns it back into the
+/// event, so `analyze` of the probe's capture gives the live verdict.
+pub const CLIENT_REJECTED_COMMENT: &str = "rdprobe: the client rejected the server's data: ";
 
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> u64 {

@@ -23,7 +23,7 @@
 //! * `Elided { layer: Wire }` and `Gap` → the sender's sequence number skips the bytes (tshark shows
 //!   "previous segment not captured" there) and a comment on the next frame says why.
 //! * `Fin` → FIN/ACK, `Rst` → RST/ACK, from the sender of the direction.
-//! * `Timeout`, `Note`, `StoppedAfter`, `TlsError`, `TlsSession` → a comment on the next written
+//! * `Timeout`, `Note`, `ClientRejected`, `StoppedAfter`, `TlsError`, `TlsSession` → a comment on the next written
 //!   frame or, when no frame follows, on the last one; a trace without any frame keeps them in the
 //!   section header. `CaptureEnd` → nothing.
 //!
@@ -224,6 +224,9 @@ fn derived_comment(kind: &EventKind) -> Option<String> {
         EventKind::TlsError { message } => format!("tls error in rdprobe's tls stack: {message}"),
         EventKind::StoppedAfter(stage) => format!("rdprobe stopped on purpose after stage {stage}"),
         EventKind::Note(text) => format!("note: {text}"),
+        EventKind::ClientRejected { what } => {
+            format!("{}{what}", crate::trace::CLIENT_REJECTED_COMMENT)
+        }
         EventKind::Elided {
             dir,
             layer: Layer::Wire,
@@ -513,6 +516,7 @@ impl<W: Write> Emitter<W> {
             | EventKind::TlsError { .. }
             | EventKind::StoppedAfter(_)
             | EventKind::Note(_)
+            | EventKind::ClientRejected { .. }
             | EventKind::CaptureEnd => {}
         }
         Ok(())
@@ -590,6 +594,45 @@ mod tests {
 
     fn l(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// What the probe's own stack rejected is the server's protocol error, live and in `analyze`
+    /// of the capture the probe wrote (the comment carries it back).
+    #[test]
+    fn a_client_rejection_survives_the_capture() {
+        const CR: &[u8] =
+            b"\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00";
+        const CC: &[u8] =
+            b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x00\x08\x00\x01\x00\x00\x00";
+        let t = trace(vec![
+            EventKind::Connected,
+            wire(Dir::C2S, CR),
+            wire(Dir::S2C, CC),
+            EventKind::ClientRejected {
+                what: "x224: [decode error] <odd> (fuzzed)".into(),
+            },
+            EventKind::Fin { dir: Dir::C2S },
+        ]);
+        let live = crate::decode::decode(&t);
+        let crate::stage::Verdict::Failed { kind, by } = &live.report.verdict else {
+            panic!("{:?}", live.report.verdict)
+        };
+        assert_eq!(*by, crate::stage::Side::Server);
+        assert!(
+            matches!(kind, crate::stage::FailureKind::ProtocolError { what, .. }
+                if what == "the client rejected the server's data: x224: [decode error] <odd> (fuzzed)"),
+            "{kind:?}"
+        );
+        let mut out = Vec::new();
+        write_pcapng(&t, &live.labels, &mut out).unwrap();
+        let mut convs = crate::capture::reader::read_conversations(
+            &out[..],
+            crate::capture::reader::ReaderOptions::default(),
+        )
+        .unwrap();
+        let back = crate::decode::decode(&convs.next().unwrap().unwrap()).report;
+        assert_eq!(back.verdict, live.report.verdict);
+        assert_eq!(back.last_stage, live.report.last_stage);
     }
 
     #[test]

@@ -314,6 +314,7 @@ impl Machine<'_> {
                 ..
             } | EventKind::Note(_)
                 | EventKind::TlsError { .. }
+                | EventKind::ClientRejected { .. }
         );
         if !inner_data {
             self.resolve_server_fin();
@@ -444,6 +445,22 @@ impl Machine<'_> {
                         self.stopped = Some(*stage);
                         self.ended_by.get_or_insert(Side::Client);
                     }
+                }
+            }
+            EventKind::ClientRejected { what } => {
+                // The client's stack could not use the server's last PDU: the server's protocol
+                // error, unless the bytes already told why the connection ends.
+                if self.pending_mismatch.is_some() {
+                    // The server selected a protocol the client cannot use: that is the reason.
+                    self.fail_mismatch();
+                } else if self.failure.is_none() && self.stopped.is_none() && !self.connected {
+                    self.fail(
+                        FailureKind::ProtocolError {
+                            what: format!("the client rejected the server's data: {what}"),
+                            offset: None,
+                        },
+                        Side::Server,
+                    );
                 }
             }
             EventKind::Note(n) => {

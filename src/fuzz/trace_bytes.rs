@@ -133,6 +133,9 @@ pub fn trace_from_bytes(data: &[u8]) -> Trace {
                 Stage::ALL[usize::from(r.u8().unwrap_or(0)) % Stage::ALL.len()],
             ),
             14 => EventKind::Note(r.text().unwrap_or_default()),
+            16 => EventKind::ClientRejected {
+                what: r.text().unwrap_or_default(),
+            },
             _ => EventKind::CaptureEnd,
         };
         t.push_at(now, None, kind);
@@ -219,6 +222,10 @@ pub fn trace_to_bytes(t: &Trace) -> Vec<u8> {
                 put_blob(&mut out, n.as_bytes());
             }
             EventKind::CaptureEnd => out.extend_from_slice(&[15, dt]),
+            EventKind::ClientRejected { what } => {
+                out.extend_from_slice(&[16, dt]);
+                put_blob(&mut out, what.as_bytes());
+            }
         }
     }
     out

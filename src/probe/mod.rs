@@ -553,8 +553,11 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
     };
     out.clear();
     if let Err(e) = connector.step(&pdu, None, &mut out) {
-        // Negotiation failure or a protocol the client did not offer: decode sees it in the bytes.
-        shared.push(EventKind::Note(format!("client stopped: {e}")));
+        // A negotiation failure or a protocol the client did not offer: decode sees it in the
+        // bytes (and keeps that reason); anything else the connector refused is the server's.
+        shared.push(EventKind::ClientRejected {
+            what: format!("x224: {e}"),
+        });
         close(&mut wire).await;
         let downgraded = matches!(
             crate::decode::x224::decode_tpkt(&pdu),
@@ -771,7 +774,10 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
                             .await;
                     // --- end rdpsec hook ---
                 } else {
-                    shared.push(EventKind::Note(format!("client stopped at {stage}: {msg}")));
+                    // IronRDP rejected the server's last PDU (it read nothing of its own here).
+                    shared.push(EventKind::ClientRejected {
+                        what: format!("{stage}: {msg}"),
+                    });
                 }
                 close(&mut stream).await;
                 return Retry::No;
@@ -933,7 +939,9 @@ async fn credssp(
         let state: ClientState = match state {
             Ok(s) => s,
             Err(e) => {
-                shared.push(EventKind::Note(format!("client stopped at credssp: {e}")));
+                shared.push(EventKind::ClientRejected {
+                    what: format!("credssp: {e}"),
+                });
                 return CredsspOutcome::Stop;
             }
         };
@@ -974,7 +982,9 @@ async fn credssp(
             Ok(Some(next)) => ts_request = next,
             Ok(None) => return CredsspOutcome::Done,
             Err(e) => {
-                shared.push(EventKind::Note(format!("client stopped at credssp: {e}")));
+                shared.push(EventKind::ClientRejected {
+                    what: format!("credssp: {e}"),
+                });
                 return CredsspOutcome::Stop;
             }
         }

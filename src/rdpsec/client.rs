@@ -246,6 +246,17 @@ pub fn record(shared: &SharedTrace, res: &Result<WalkSummary, WalkError>) {
                 e.kind(),
                 std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
             ) => {}
+        // The server's data could not be used (unusable key, malformed PDU, broken sequence).
+        Err(
+            e @ (WalkError::ServerData(_)
+            | WalkError::UnknownMethod(_)
+            | WalkError::NoServerRandom
+            | WalkError::Certificate(_)
+            | WalkError::Malformed(_)
+            | WalkError::Sequence { .. }),
+        ) => shared.push(EventKind::ClientRejected {
+            what: format!("standard RDP security: {e}"),
+        }),
         Err(e) => shared.push(EventKind::Note(format!(
             "standard RDP security: client stopped: {e}"
         ))),

@@ -45,6 +45,9 @@ pub struct Packet<'a> {
     pub data: &'a [u8],
     /// Original length on the wire.
     pub orig_len: u32,
+    /// What rdprobe's client rejected, from a packet comment rdprobe wrote
+    /// ([`crate::trace::CLIENT_REJECTED_COMMENT`]).
+    pub client_rejected: Option<&'a [u8]>,
 }
 
 /// What the reader found next.
@@ -416,6 +419,7 @@ impl<R: Read> RecordReader<R> {
                 data_at,
                 data_len,
                 orig_len,
+                rejected,
             } => Record::Packet(Packet {
                 frame: self.frame,
                 offset,
@@ -423,6 +427,7 @@ impl<R: Read> RecordReader<R> {
                 linktype,
                 data: &self.src.cur()[data_at..data_at + data_len],
                 orig_len,
+                client_rejected: rejected.map(|(a, n)| &self.src.cur()[a..a + n]),
             }),
             RecKind::Secrets {
                 stype,
@@ -503,6 +508,7 @@ impl<R: Read> RecordReader<R> {
             data_at: 0,
             data_len: incl as usize,
             orig_len: orig.max(incl),
+            rejected: None,
         }))
     }
 
@@ -610,6 +616,13 @@ impl<R: Read> RecordReader<R> {
                     let t_us = ts_to_us(ts, iface);
                     self.frame = frame;
                     self.last_t_us = t_us;
+                    let opts_at = hdr + (cap as usize).div_ceil(4) * 4;
+                    let rejected = if btype == BT_EPB && opts_at < body_len {
+                        client_rejected_comment(&self.src.cur()[opts_at..body_len], big_endian)
+                            .map(|(a, n)| (opts_at + a, n))
+                    } else {
+                        None
+                    };
                     return Ok(Some(RecKind::Packet {
                         offset: start,
                         t_us,
@@ -617,6 +630,7 @@ impl<R: Read> RecordReader<R> {
                         data_at: hdr,
                         data_len: cap as usize,
                         orig_len: orig.max(cap),
+                        rejected,
                     }));
                 }
                 BT_SPB => {
@@ -637,6 +651,7 @@ impl<R: Read> RecordReader<R> {
                         data_at: 4,
                         data_len: cap,
                         orig_len: orig.max(cap as u32),
+                        rejected: None,
                     }));
                 }
                 BT_DSB => {
@@ -776,6 +791,33 @@ fn ts_to_us(ts: u64, iface: Interface) -> u64 {
     us.clamp(0, i128::from(u64::MAX)) as u64
 }
 
+/// Longest rejection text taken from a comment (bytes).
+const MAX_REJECTED_LEN: usize = 1024;
+
+/// Finds rdprobe's client-rejected comment among a packet block's options (pcapng 4.2: code,
+/// length, value padded to 4 bytes; `opt_comment` is code 1) and returns where its text is.
+fn client_rejected_comment(opts: &[u8], big_endian: bool) -> Option<(usize, usize)> {
+    let marker = crate::trace::CLIENT_REJECTED_COMMENT.as_bytes();
+    let mut at = 0usize;
+    while at + 4 <= opts.len() {
+        let code = u16_at(opts, at, big_endian);
+        let len = usize::from(u16_at(opts, at + 2, big_endian));
+        let value = opts.get(at + 4..at + 4 + len)?;
+        if code == 0 {
+            return None;
+        }
+        if code == 1 {
+            if let Some(pos) = value.windows(marker.len()).position(|w| w == marker) {
+                let start = pos + marker.len();
+                let n = (value.len() - start).min(MAX_REJECTED_LEN);
+                return Some((at + 4 + start, n));
+            }
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
 enum RecKind {
     Packet {
         offset: u64,
@@ -784,6 +826,8 @@ enum RecKind {
         data_at: usize,
         data_len: usize,
         orig_len: u32,
+        /// Where the text of a client-rejected comment is in the block, if it has one.
+        rejected: Option<(usize, usize)>,
     },
     Secrets {
         stype: u32,

@@ -244,6 +244,10 @@ impl<R: Read> Conversations<R> {
                 match packet::parse(p.linktype, p.data) {
                     packet::Parsed::Tcp(seg) => {
                         e.stats.tcp_segments += 1;
+                        if let Some(what) = p.client_rejected {
+                            // Before the packet's own events: the rejection came first.
+                            e.client_rejected(&seg, what, p.frame, p.t_us);
+                        }
                         e.segment(&seg, p.frame, p.t_us);
                     }
                     packet::Parsed::Fragment(f) => {
@@ -293,6 +297,15 @@ impl<R: Read> Iterator for Conversations<R> {
 }
 
 impl Engine {
+    /// A capture written by rdprobe says its client rejected the server's data here.
+    fn client_rejected(&mut self, seg: &packet::Segment<'_>, what: &[u8], frame: u64, t_us: u64) {
+        let key = ConnKey::of(seg.src, seg.dst);
+        if let Some(c) = self.table.get_mut(&key) {
+            let what = String::from_utf8_lossy(what).into_owned();
+            c.event(t_us, Some(frame), EventKind::ClientRejected { what });
+        }
+    }
+
     fn segment(&mut self, seg: &packet::Segment<'_>, frame: u64, t_us: u64) {
         let key = ConnKey::of(seg.src, seg.dst);
         let f = seg.flags;
