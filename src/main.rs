@@ -218,6 +218,9 @@ struct ProbeArgs {
     /// Also print the diagnosis (fault class, likely causes, remedies)
     #[arg(long)]
     diagnose: bool,
+    /// Write a self-contained HTML report (timeline, ladder diagram, diagnosis, facts)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -251,6 +254,10 @@ struct AnalyzeArgs {
     /// One table row per connection and a summary per failure, whatever the count
     #[arg(long, conflicts_with_all = ["json", "stages"])]
     table: bool,
+    /// Write a self-contained HTML report of every connection (or of the --connection one):
+    /// timeline, ladder diagram, diagnosis, facts
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -544,6 +551,14 @@ async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
     }
     let result = probe::finish(&shared);
     write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+    if let Some(path) = &a.html {
+        let title = format!("rdprobe probe {}", a.target);
+        write_file(
+            path,
+            rdprobe::html::connection_page(&title, 1, &result.report, Some(&result.trace))
+                .as_bytes(),
+        )?;
+    }
     print_report(&result.report, a.json, a.diagnose)?;
     if was_interrupted {
         return Ok(exit::INTERRUPTED);
@@ -571,6 +586,11 @@ fn write_artifacts(
             .with_context(|| format!("writing {}", k.display()))?;
     }
     Ok(())
+}
+
+/// Writes a whole file (an HTML report).
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_report(r: &ConnectionReport, json: bool, diagnose: bool) -> Result<()> {
@@ -661,6 +681,19 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     let mut held: Vec<(usize, ConnectionReport)> = Vec::new();
     let mut table = analyze_view::FailureSummary::default();
     let mut tabled = matches!(mode, AnalyzeView::Table);
+    // --html: every connection streamed into one page, or the --connection one on its own.
+    let html_title = format!("rdprobe analyze {}", a.file.display());
+    let mut html_page = match (&a.html, mode) {
+        (Some(path), m) if !matches!(m, AnalyzeView::One(_)) => {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            Some(
+                rdprobe::html::Page::begin(std::io::BufWriter::new(f), &html_title)
+                    .with_context(|| format!("writing {}", path.display()))?,
+            )
+        }
+        _ => None,
+    };
 
     for conv in conversations.by_ref() {
         let trace = match conv {
@@ -673,6 +706,18 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         n += 1;
         let report = rdprobe::decode::decode_report(&trace);
         let r = &report;
+        if let Some(page) = html_page.as_mut() {
+            page.connection(n, r, Some(&trace))
+                .context("writing the html report")?;
+        }
+        if let (Some(path), AnalyzeView::One(k)) = (&a.html, mode) {
+            if n == k {
+                write_file(
+                    path,
+                    rdprobe::html::connection_page(&html_title, n, r, Some(&trace)).as_bytes(),
+                )?;
+            }
+        }
         let code = report::exit_code(r);
         if code != exit::SUCCESS && (worst == exit::SUCCESS || code < worst) {
             worst = code;
@@ -733,6 +778,10 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     }
     if tabled {
         write!(out, "{}", table.render(n))?;
+    }
+    if let Some(page) = html_page.take() {
+        page.finish(&a.file.display().to_string())
+            .context("writing the html report")?;
     }
     if let AnalyzeView::One(k) = mode {
         if k == 0 || k > n {
@@ -1041,6 +1090,9 @@ struct EnumArgs {
     /// Print one JSON document instead of the tables
     #[arg(long)]
     json: bool,
+    /// Write a self-contained HTML report of what was found
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 async fn cmd_enum(a: EnumArgs) -> Result<i32> {
@@ -1061,6 +1113,9 @@ async fn cmd_enum(a: EnumArgs) -> Result<i32> {
         r = rdprobe::enumerate::enumerate(&o) => r,
         _ = interrupted() => return Ok(exit::INTERRUPTED),
     };
+    if let Some(path) = &a.html {
+        write_file(path, rdprobe::html::enum_page(&r).as_bytes())?;
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
