@@ -1053,12 +1053,22 @@ pub fn enum_page(r: &EnumReport) -> String {
             .or_else(|| p.failure_name.clone())
             .or_else(|| p.selected.as_ref().map(|s| format!("selected {s}")))
             .unwrap_or_default();
+        // Several protocols at once: answered with a selection is the good outcome.
+        let good = if p.offered.len() > 1 {
+            p.selected.is_some() && p.error.is_none()
+        } else {
+            p.accepted
+        };
         let _ = writeln!(
             out,
             "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if p.accepted { "" } else { " class=\"failed\"" },
+            if good { "" } else { " class=\"failed\"" },
             escape(&p.offered.join(" | ")),
-            if p.accepted { "yes" } else { "no" },
+            match (p.offered.len() > 1, good) {
+                (true, true) => "answered",
+                (_, true) => "yes",
+                _ => "no",
+            },
             escape(&p.response),
             escape(&detail)
         );

@@ -386,3 +386,41 @@ fn hostile_names_are_escaped_and_secrets_absent() {
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
+
+#[test]
+fn enum_page_renders() {
+    let scenario = rdprobe::scenario::builtin("healthy-nla").expect("built-in");
+    let lab = spawn_lab(SocketAddr::from(([127, 0, 0, 1], 0)), scenario).expect("lab starts");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let page = tmp.path().join("enum.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+        .args([
+            "enum",
+            &lab.addr.to_string(),
+            "--timeout",
+            "3s",
+            "--no-ciphers",
+        ])
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .expect("run rdprobe");
+    lab.stop();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let html = std::fs::read_to_string(&page).expect("page written");
+    assert_self_contained(&html, "enum");
+    let r = render(&page, tmp.path());
+    for id in ["protocols", "tls", "credssp", "full"] {
+        assert!(r.dom.contains(&format!("id=\"{id}\"")), "no {id} section");
+    }
+    assert!(r.dom.contains("PROTOCOL_HYBRID_EX"));
+    assert!(
+        r.dom.contains("Certificate: problems found"),
+        "self-signed lab certificate"
+    );
+    let (colours, inked) = pixel_variety(&r.png);
+    assert!(
+        colours > 50 && inked > 0.03,
+        "{colours} colours, {inked} ink"
+    );
+}
