@@ -1697,7 +1697,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     watcher.abort();
     let summary = match res {
         Ok(s) => s,
-        Err(e @ fuzz::FuzzError::Baseline { .. }) => {
+        Err(e @ (fuzz::FuzzError::Baseline { .. } | fuzz::FuzzError::UnstableBaseline { .. })) => {
             eprintln!("error: {e}");
             return Ok(exit::NETWORK);
         }
@@ -1733,6 +1733,13 @@ fn render_fuzz_summary(s: &rdprobe::fuzz::Summary) -> String {
         s.cases_per_sec,
         s.stopped
     );
+    if s.baseline != rdprobe::fuzz::ResponseClass::ValidReply {
+        let _ = writeln!(
+            o,
+            "baseline: the target answers the valid PDU of this stage with {}; findings are deviations from it",
+            s.baseline
+        );
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "{:<18} {:>8}", "response", "cases");
     for (class, n) in &st.classes {
