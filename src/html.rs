@@ -990,7 +990,13 @@ impl<W: Write> Page<W> {
             s.push_str("</table>\n");
         }
         if total > 1 {
-            s.push_str("<h3>All connections</h3><table class=\"index\"><tr><th>#</th><th>client</th><th>server</th><th>last stage</th><th>verdict</th><th>summary</th></tr>\n");
+            // A long list is folded: the failure counts above are what a reader wants first.
+            let _ = write!(
+                s,
+                "<details class=\"index\"{}><summary>All {total} connections</summary>",
+                if total <= 50 { " open" } else { "" }
+            );
+            s.push_str("<table class=\"index\"><tr><th>#</th><th>client</th><th>server</th><th>last stage</th><th>verdict</th><th>summary</th></tr>\n");
             for r in &self.index {
                 let num = if r.detailed {
                     format!("<a href=\"#c{0}\">{0}</a>", r.n)
@@ -1008,7 +1014,7 @@ impl<W: Write> Page<W> {
                     escape(&r.summary)
                 );
             }
-            s.push_str("</table>\n");
+            s.push_str("</table></details>\n");
         }
         if total > self.detailed {
             let _ = writeln!(

@@ -424,3 +424,55 @@ fn enum_page_renders() {
         "{colours} colours, {inked} ink"
     );
 }
+
+/// A capture of several connections: one section each, the index and the failure counts first.
+#[test]
+fn many_connections_share_one_page_with_an_index() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // pcapng sections may follow one another: two captures make one file of two connections.
+    let mut bytes = std::fs::read(format!("{ROOT}/fixtures/captures/healthy-nla.pcapng")).unwrap();
+    bytes.extend(
+        std::fs::read(format!("{ROOT}/fixtures/captures/reset-in-credssp.pcapng")).unwrap(),
+    );
+    let capture = tmp.path().join("two.pcapng");
+    std::fs::write(&capture, bytes).unwrap();
+    let page = tmp.path().join("two.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+        .arg("analyze")
+        .arg(&capture)
+        .arg("--html")
+        .arg(&page)
+        .output()
+        .expect("run rdprobe");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let html = std::fs::read_to_string(&page).expect("page written");
+    assert_self_contained(&html, "two");
+    let r = render(&page, tmp.path());
+    assert_eq!(r.dom.matches("<svg class=\"ladder\"").count(), 2);
+    assert!(r
+        .dom
+        .contains("2 connection(s): 1 ok, 1 failed or cut short"));
+    // Connections are numbered in the order they began: the reset one (captured earlier) is #1.
+    assert!(
+        r.dom.contains("<a href=\"#c1\">#1</a>"),
+        "the failure links to its connection"
+    );
+    assert!(r.dom.contains("id=\"c1\"") && r.dom.contains("id=\"c2\""));
+    // The index comes first on screen although it is written last (CSS order).
+    assert!(r.dom.contains("#index{order:-1}"));
+
+    // --connection 1: that one alone.
+    let one = tmp.path().join("one.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+        .arg("analyze")
+        .arg(&capture)
+        .args(["--connection", "1", "--html"])
+        .arg(&one)
+        .output()
+        .expect("run rdprobe");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let html = std::fs::read_to_string(&one).expect("page written");
+    assert_eq!(html.matches("<svg class=\"ladder\"").count(), 1);
+    assert!(html.contains("Connection #1") && html.contains("RST from the server"));
+    assert!(!html.contains("Connection #2"));
+}
