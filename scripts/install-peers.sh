@@ -32,6 +32,8 @@ PACKAGES=(
   iproute2             # ip netns / veth
   python3              # helper scripts
   procps               # ps, for diagnosing leftover peers
+  chromium             # renders the --html report headless (tests/html.rs)
+  fonts-dejavu-core    # the font the --html report names, for stable screenshots
 )
 
 missing=()

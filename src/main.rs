@@ -218,6 +218,9 @@ struct ProbeArgs {
     /// Also print the diagnosis (fault class, likely causes, remedies)
     #[arg(long)]
     diagnose: bool,
+    /// Write a self-contained HTML report (timeline, ladder diagram, diagnosis, facts)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -251,6 +254,10 @@ struct AnalyzeArgs {
     /// One table row per connection and a summary per failure, whatever the count
     #[arg(long, conflicts_with_all = ["json", "stages"])]
     table: bool,
+    /// Write a self-contained HTML report of every connection (or of the --connection one):
+    /// timeline, ladder diagram, diagnosis, facts
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -554,6 +561,14 @@ async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
     }
     let result = probe::finish(&shared);
     write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+    if let Some(path) = &a.html {
+        let title = format!("rdprobe probe {}", a.target);
+        write_file(
+            path,
+            rdprobe::html::connection_page(&title, 1, &result.report, Some(&result.trace))
+                .as_bytes(),
+        )?;
+    }
     print_report(&result.report, a.json, a.diagnose)?;
     if was_interrupted {
         return Ok(exit::INTERRUPTED);
@@ -581,6 +596,11 @@ fn write_artifacts(
             .with_context(|| format!("writing {}", k.display()))?;
     }
     Ok(())
+}
+
+/// Writes a whole file (an HTML report).
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_report(r: &ConnectionReport, json: bool, diagnose: bool) -> Result<()> {
@@ -671,6 +691,19 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     let mut held: Vec<(usize, ConnectionReport)> = Vec::new();
     let mut table = analyze_view::FailureSummary::default();
     let mut tabled = matches!(mode, AnalyzeView::Table);
+    // --html: every connection streamed into one page, or the --connection one on its own.
+    let html_title = format!("rdprobe analyze {}", a.file.display());
+    let mut html_page = match (&a.html, mode) {
+        (Some(path), m) if !matches!(m, AnalyzeView::One(_)) => {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            Some(
+                rdprobe::html::Page::begin(std::io::BufWriter::new(f), &html_title)
+                    .with_context(|| format!("writing {}", path.display()))?,
+            )
+        }
+        _ => None,
+    };
 
     for conv in conversations.by_ref() {
         let trace = match conv {
@@ -683,6 +716,18 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         n += 1;
         let report = rdprobe::decode::decode_report(&trace);
         let r = &report;
+        if let Some(page) = html_page.as_mut() {
+            page.connection(n, r, Some(&trace))
+                .context("writing the html report")?;
+        }
+        if let (Some(path), AnalyzeView::One(k)) = (&a.html, mode) {
+            if n == k {
+                write_file(
+                    path,
+                    rdprobe::html::connection_page(&html_title, n, r, Some(&trace)).as_bytes(),
+                )?;
+            }
+        }
         let code = report::exit_code(r);
         if code != exit::SUCCESS && (worst == exit::SUCCESS || code < worst) {
             worst = code;
@@ -743,6 +788,10 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     }
     if tabled {
         write!(out, "{}", table.render(n))?;
+    }
+    if let Some(page) = html_page.take() {
+        page.finish(&a.file.display().to_string())
+            .context("writing the html report")?;
     }
     if let AnalyzeView::One(k) = mode {
         if k == 0 || k > n {
@@ -1072,6 +1121,9 @@ struct EnumArgs {
     /// Print one JSON document instead of the tables
     #[arg(long)]
     json: bool,
+    /// Write a self-contained HTML report of what was found
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 async fn cmd_enum(a: EnumArgs) -> Result<i32> {
@@ -1092,6 +1144,9 @@ async fn cmd_enum(a: EnumArgs) -> Result<i32> {
         r = rdprobe::enumerate::enumerate(&o) => r,
         _ = interrupted() => return Ok(exit::INTERRUPTED),
     };
+    if let Some(path) = &a.html {
+        write_file(path, rdprobe::html::enum_page(&r).as_bytes())?;
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -1673,7 +1728,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     watcher.abort();
     let summary = match res {
         Ok(s) => s,
-        Err(e @ fuzz::FuzzError::Baseline { .. }) => {
+        Err(e @ (fuzz::FuzzError::Baseline { .. } | fuzz::FuzzError::UnstableBaseline { .. })) => {
             eprintln!("error: {e}");
             return Ok(exit::NETWORK);
         }
@@ -1709,6 +1764,13 @@ fn render_fuzz_summary(s: &rdprobe::fuzz::Summary) -> String {
         s.cases_per_sec,
         s.stopped
     );
+    if s.baseline != rdprobe::fuzz::ResponseClass::ValidReply {
+        let _ = writeln!(
+            o,
+            "baseline: the target answers the valid PDU of this stage with {}; findings are deviations from it",
+            s.baseline
+        );
+    }
     let _ = writeln!(o);
     let _ = writeln!(o, "{:<18} {:>8}", "response", "cases");
     for (class, n) in &st.classes {

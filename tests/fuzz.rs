@@ -275,6 +275,103 @@ async fn planted_mcs_channel_count_wedge_is_found_as_hung_shrunk_to_31() {
     );
 }
 
+/// healthy-tls, except that the lab closes the connection when the client's MCS Connect Initial
+/// arrives (as a server in development, or one that refuses the client's settings by policy).
+fn closes_after_connect_initial() -> rdprobe::scenario::Scenario {
+    use rdprobe::scenario::{Fault, FaultAction, FaultPoint};
+    let mut s = scenario("healthy-tls");
+    s.name = "close-after-connect-initial".into();
+    s.faults.push(Fault::new(
+        FaultPoint::McsConnectInitial,
+        FaultAction::Close,
+    ));
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_closes_after_connect_initial_is_fuzzed_against_that_baseline() {
+    // Without a bug: the close is learned as the baseline, and the close every case meets is no
+    // finding.
+    let lab = rdprobe::lab::spawn_lab(lo0(), closes_after_connect_initial()).expect("lab");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(lab_target(lab.addr), FuzzStage::Mcs, 40, 7, out.path());
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    assert_eq!(summary.baseline, ResponseClass::Close);
+    assert_eq!(summary.stats.cases, 40);
+    assert!(
+        summary.findings.is_empty(),
+        "findings against a healthy closing lab: {:?}; classes {:?}",
+        summary
+            .findings
+            .iter()
+            .map(|f| f.signature.to_string())
+            .collect::<Vec<_>>(),
+        summary.stats.classes
+    );
+    assert!(
+        summary
+            .stats
+            .classes
+            .get(&ResponseClass::Close)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    lab.stop();
+
+    // With the planted wedge (more than 30 channels): found as a hang, shrunk to 31 channels.
+    let lab = spawn_planted_lab(
+        lo0(),
+        closes_after_connect_initial(),
+        &[Bug::McsManyChannelsWedge],
+    )
+    .expect("lab");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut o = opts(lab_target(lab.addr()), FuzzStage::Mcs, 100, 7, out.path());
+    o.max_findings = Some(1);
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    assert_eq!(summary.baseline, ResponseClass::Close);
+    let sig = Signature::new(FuzzStage::Mcs, ResponseClass::Silence, Liveness::Hung)
+        .against(ResponseClass::Close);
+    let f = check_finding(&summary, sig, 100);
+    let Case::Mcs(c) = &f.case else {
+        panic!("stage")
+    };
+    assert!(
+        matches!(
+            c.mutations.as_slice(),
+            [McsMutation::NetChannels(31) | McsMutation::NetCountField(31)]
+        ),
+        "{:?}",
+        c.mutations
+    );
+    // The baseline travels with the finding (its replay judges against it).
+    let json =
+        std::fs::read_to_string(f.dir.clone().expect("dir").join("case.json")).expect("case.json");
+    assert!(json.contains("\"baseline\": \"close\""), "{json}");
+}
+
+/// A port nobody serves is still refused before the first case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_refuses_the_connection_cannot_be_fuzzed() {
+    let listener = std::net::TcpListener::bind(lo0()).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(lab_target(addr), FuzzStage::Mcs, 10, 7, out.path());
+    let err = fuzz::run(&o, &mut fuzz::Quiet).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            fuzz::FuzzError::Baseline {
+                class: ResponseClass::Refused,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn non_loopback_targets_are_refused_without_allow_remote() {
     let out = rdprobe(&["fuzz", "192.0.2.1:3389", "--cases", "1"]);

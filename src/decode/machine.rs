@@ -655,6 +655,10 @@ impl Machine<'_> {
     /// with nothing buffered before it) and returns how many bytes they used.
     fn drain_slice(&mut self, dir: Dir, layer: Layer, bytes: &[u8]) -> usize {
         let mut used = 0usize;
+        // A handler may switch the mode without consuming (CredSSP over, a TPKT follows): the
+        // bytes are handled in the new mode at once, not when the next segment arrives (which
+        // would put the PDU at that segment's time and frame). Bounded: at most a few switches.
+        let mut switches = 0u8;
         while used < bytes.len() {
             let p = self.parser(dir, layer);
             if p.mode == Mode::Dead {
@@ -665,6 +669,11 @@ impl Machine<'_> {
                 break;
             };
             if n == 0 {
+                let now = self.parser(dir, layer).mode;
+                if now != mode && now != Mode::Dead && switches < 4 {
+                    switches += 1;
+                    continue;
+                }
                 break;
             }
             let n = n.min(bytes.len() - used);

@@ -1015,11 +1015,44 @@ pub fn rfc4514(name: &x509_cert::name::Name) -> String {
     rdns.join(",")
 }
 
-/// Some(verifies) when OpenSSL can check the certificate's signature with its own key.
+/// Certificates whose self-signature check is remembered (a capture of thousands of connections
+/// to one server shows the same certificate each time: one RSA verification, not thousands).
+const VERIFIED_CACHE_ENTRIES: usize = 256;
+
+/// Largest certificate remembered (the cache holds at most 256 x 16 KiB).
+const VERIFIED_CACHE_MAX_DER: usize = 16 * 1024;
+
+type VerifiedCache = std::collections::HashMap<Vec<u8>, Option<bool>, foldhash::fast::RandomState>;
+
+static VERIFIED: std::sync::Mutex<Option<VerifiedCache>> = std::sync::Mutex::new(None);
+
+/// Some(verifies) when OpenSSL can check the certificate's signature with its own key. A pure
+/// function of the DER bytes, remembered per certificate (keyed by the whole DER, so a collision
+/// is impossible); bounded: the cache is emptied when full.
 fn verify_own_signature(der_bytes: &[u8]) -> Option<bool> {
-    let x = openssl::x509::X509::from_der(der_bytes).ok()?;
-    let key = x.public_key().ok()?;
-    x.verify(&key).ok()
+    let cacheable = der_bytes.len() <= VERIFIED_CACHE_MAX_DER;
+    if cacheable {
+        if let Ok(guard) = VERIFIED.lock() {
+            if let Some(v) = guard.as_ref().and_then(|m| m.get(der_bytes)) {
+                return *v;
+            }
+        }
+    }
+    let verified = (|| {
+        let x = openssl::x509::X509::from_der(der_bytes).ok()?;
+        let key = x.public_key().ok()?;
+        x.verify(&key).ok()
+    })();
+    if cacheable {
+        if let Ok(mut guard) = VERIFIED.lock() {
+            let m = guard.get_or_insert_with(VerifiedCache::default);
+            if m.len() >= VERIFIED_CACHE_ENTRIES {
+                m.clear();
+            }
+            m.insert(der_bytes.to_vec(), verified);
+        }
+    }
+    verified
 }
 
 fn san_dns_names(cert: &Certificate) -> Vec<String> {
@@ -1219,6 +1252,33 @@ mod tests {
         p.not_after = rcgen::date_time_ymd(na.0, na.1, na.2);
         let kp = rcgen::KeyPair::generate().unwrap();
         p.self_signed(&kp).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn self_signature_checks_are_remembered_within_a_bound() {
+        // rcgen's default key is ECDSA P-256: cheap to make many distinct certificates.
+        let first = rcgen_cert(&["a.test"], "cache-0", (2020, 1, 1), (2040, 1, 1));
+        assert_eq!(verify_own_signature(&first), Some(true));
+        assert_eq!(verify_own_signature(&first), Some(true), "from the cache");
+        let mut tampered = first.clone();
+        let n = tampered.len();
+        tampered[n - 3] ^= 0x55; // in the signature
+        assert_ne!(
+            verify_own_signature(&tampered),
+            Some(true),
+            "another DER, another answer"
+        );
+        for i in 0..VERIFIED_CACHE_ENTRIES + 10 {
+            let c = rcgen_cert(
+                &["a.test"],
+                &format!("cache-{i}"),
+                (2020, 1, 1),
+                (2040, 1, 1),
+            );
+            assert_eq!(verify_own_signature(&c), Some(true));
+            let held = VERIFIED.lock().unwrap().as_ref().map_or(0, |m| m.len());
+            assert!(held <= VERIFIED_CACHE_ENTRIES, "{held} entries");
+        }
     }
 
     /// An RSA-2048 certificate made by OpenSSL, self-signed or signed by a separate key.

@@ -232,10 +232,17 @@ impl Case {
 pub enum FuzzError {
     #[error("refusing to fuzz {0}: not a loopback address (fuzzing can crash a production server; pass --allow-remote to insist)")]
     Remote(SocketAddr),
-    #[error("the target does not complete a valid handshake to stage {stage}: {class}: {detail}")]
+    #[error("the target cannot be fuzzed at stage {stage}: the valid case gets {class} (the port is not served, or the valid stages before {stage} do not complete): {detail}")]
     Baseline {
         stage: FuzzStage,
         class: ResponseClass,
+        detail: String,
+    },
+    #[error("the target answers the valid PDU of stage {stage} now with {first}, now with {then} ({detail}): no baseline to fuzz against")]
+    UnstableBaseline {
+        stage: FuzzStage,
+        first: ResponseClass,
+        then: ResponseClass,
         detail: String,
     },
     #[error("cannot write findings: {0}")]
@@ -408,6 +415,8 @@ pub struct Summary {
     pub stopped: StopReason,
     /// The watched target process (`--lab`, `--pid`): RSS over the run, deaths, restarts.
     pub process: Option<ProcessStats>,
+    /// How the target answered the valid PDU of the stage (findings are deviations from it).
+    pub baseline: ResponseClass,
 }
 
 /// Progress callbacks (the CLI's progress bar); every method has a no-op default.
@@ -442,6 +451,42 @@ pub fn cases(stage: FuzzStage, seed: u64, n: usize) -> Vec<Case> {
         .collect()
 }
 
+/// How many times the valid case runs before the first mutated one: its answer must not vary.
+pub const BASELINE_RUNS: usize = 3;
+
+/// Learns how the target answers the valid PDU of `stage` (a valid reply, or a close, an error
+/// reply, a reset, silence): the same class [`BASELINE_RUNS`] times. A target that refuses the
+/// connection or fails the valid stages before `stage`, or answers the valid PDU now this way and
+/// now that, cannot be fuzzed at `stage`.
+pub async fn learn_baseline(target: &Target, stage: FuzzStage) -> Result<CaseRun, FuzzError> {
+    let first = session::run_case(target, &Case::valid(stage)).await;
+    if matches!(
+        first.class,
+        ResponseClass::Refused | ResponseClass::PrefixFailed
+    ) {
+        return Err(FuzzError::Baseline {
+            stage,
+            class: first.class,
+            detail: first.detail,
+        });
+    }
+    if first.class == ResponseClass::ValidReply {
+        return Ok(first);
+    }
+    for _ in 1..BASELINE_RUNS {
+        let again = session::run_case(target, &Case::valid(stage)).await;
+        if again.class != first.class {
+            return Err(FuzzError::UnstableBaseline {
+                stage,
+                first: first.class,
+                then: again.class,
+                detail: again.detail,
+            });
+        }
+    }
+    Ok(first)
+}
+
 /// Checks that a fresh valid handshake to the stage succeeds; retries within `recovery`.
 pub async fn check_liveness(target: &Target, stage: FuzzStage, recovery: Duration) -> Liveness {
     check_liveness_watched(target, stage, recovery, None).await
@@ -456,7 +501,7 @@ pub async fn check_liveness_watched(
 ) -> Liveness {
     let started = Instant::now();
     let valid = Case::valid(stage);
-    if session::run_case(target, &valid).await.class == ResponseClass::ValidReply {
+    if session::run_case(target, &valid).await.class == target.baseline {
         return Liveness::Alive;
     }
     let mut pause = Duration::from_millis(100);
@@ -466,7 +511,7 @@ pub async fn check_liveness_watched(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
-        if session::run_case(target, &valid).await.class == ResponseClass::ValidReply {
+        if session::run_case(target, &valid).await.class == target.baseline {
             return Liveness::Hung;
         }
     }
@@ -487,7 +532,7 @@ pub async fn run_signature(
         Liveness::Unchecked
     };
     (
-        Signature::new(case.stage(), run.class, liveness.for_signature()),
+        Signature::new(case.stage(), run.class, liveness.for_signature()).against(target.baseline),
         run,
     )
 }
@@ -554,6 +599,7 @@ pub async fn run_signature_watched(
                 liveness.for_signature()
             },
         )
+        .against(target.baseline)
     };
     (sig, run)
 }
@@ -621,14 +667,8 @@ pub async fn run_watched(
     let started = Instant::now();
     let mut adapted = opts.target.clone();
     let stage = opts.stage;
-    let baseline = session::run_case(&adapted, &Case::valid(stage)).await;
-    if baseline.class != ResponseClass::ValidReply {
-        return Err(FuzzError::Baseline {
-            stage,
-            class: baseline.class,
-            detail: baseline.detail,
-        });
-    }
+    let baseline = learn_baseline(&adapted, stage).await?;
+    adapted.baseline = baseline.class;
     if opts.adaptive_quiet {
         adapted.quiet = (baseline.elapsed * 8).max(MIN_QUIET).min(adapted.timeout);
     }
@@ -668,7 +708,7 @@ pub async fn run_watched(
             *stats.liveness.entry(Liveness::Down).or_default() += 1;
             stats.last_liveness = Some(Liveness::Down);
             Liveness::Down
-        } else if run.class.suspicious() || periodic {
+        } else if (run.class.suspicious() && run.class != target.baseline) || periodic {
             stats.liveness_checks += 1;
             let l =
                 check_liveness_watched(target, stage, opts.recovery, watch.as_deref_mut()).await;
@@ -700,7 +740,7 @@ pub async fn run_watched(
         *stats.classes.entry(run.class).or_default() += 1;
         let mut sig = Signature {
             process: fate,
-            ..Signature::new(stage, run.class, liveness.for_signature())
+            ..Signature::new(stage, run.class, liveness.for_signature()).against(target.baseline)
         };
         // Deaths are deduplicated by how the process died, whatever the dying connection saw.
         let key = if fate.is_dead() {
@@ -880,6 +920,7 @@ pub async fn run_watched(
         findings,
         stopped,
         process: watch.map(|w| w.stats()),
+        baseline: target.baseline,
     })
 }
 
@@ -920,6 +961,12 @@ pub async fn replay_watched(
     watch: Option<&mut Watcher>,
 ) -> (Replay, CaseRun) {
     let expected = finding.signature;
+    // Liveness and findings are judged against the baseline the finding was made against.
+    let with_baseline = Target {
+        baseline: expected.baseline,
+        ..target.clone()
+    };
+    let target = &with_baseline;
     let (observed, run, detail) = match (watch, expected.process) {
         (Some(w), ProcessFate::RssGrowth) => {
             let (yes, per_run, run) = leaks(target, &finding.case, w).await;
@@ -930,6 +977,7 @@ pub async fn replay_watched(
                     ProcessFate::Running
                 },
                 ..Signature::new(expected.stage, run.class, Liveness::Alive)
+                    .against(expected.baseline)
             };
             let detail = format!(
                 "target process RSS grew by {per_run} KiB per run over {LEAK_RUNS} runs: {}",

@@ -128,6 +128,17 @@ pub struct Signature {
     /// What became of the watched target process (`--lab`, `--pid`); `running` when unwatched.
     #[serde(default)]
     pub process: ProcessFate,
+    /// How the target answers the valid PDU of the stage (see `Target::baseline`).
+    #[serde(default = "valid_reply", skip_serializing_if = "is_valid_reply")]
+    pub baseline: ResponseClass,
+}
+
+fn valid_reply() -> ResponseClass {
+    ResponseClass::ValidReply
+}
+
+fn is_valid_reply(c: &ResponseClass) -> bool {
+    *c == ResponseClass::ValidReply
 }
 
 impl Signature {
@@ -138,7 +149,13 @@ impl Signature {
             class,
             liveness,
             process: ProcessFate::Running,
+            baseline: ResponseClass::ValidReply,
         }
+    }
+
+    /// The same signature against a target whose valid PDU gets `baseline`.
+    pub fn against(self, baseline: ResponseClass) -> Signature {
+        Signature { baseline, ..self }
     }
 }
 
@@ -146,17 +163,28 @@ impl Signature {
     /// Whether this signature is a finding: the target hung, reset, sent malformed data, stopped
     /// listening or stopped serving valid handshakes. Valid and error replies, closes and waits for
     /// more bytes are how a healthy server treats malformed input.
+    ///
+    /// Against a target that does not answer the valid PDU with a valid reply (a server that closes
+    /// after the client's Connect Initial, say), the answer it gives the valid PDU is no finding
+    /// either, and a valid reply to a mutated PDU is one: another answer than the baseline's,
+    /// except the refusals (error reply, close, waiting for more) a healthy server gives.
     pub fn is_finding(&self) -> bool {
-        self.process != ProcessFate::Running
+        if self.process != ProcessFate::Running
             || matches!(self.liveness, Liveness::Hung | Liveness::Down)
-            || matches!(
-                self.class,
-                ResponseClass::Reset
-                    | ResponseClass::Silence
-                    | ResponseClass::MalformedReply
-                    | ResponseClass::Refused
-                    | ResponseClass::PrefixFailed
-            )
+        {
+            return true;
+        }
+        if self.class == self.baseline {
+            return false;
+        }
+        matches!(
+            self.class,
+            ResponseClass::Reset
+                | ResponseClass::Silence
+                | ResponseClass::MalformedReply
+                | ResponseClass::Refused
+                | ResponseClass::PrefixFailed
+        ) || (self.class == ResponseClass::ValidReply && self.baseline != ResponseClass::ValidReply)
     }
 }
 
@@ -198,5 +226,31 @@ mod tests {
             "x224/close/down/exited with signal 11 (SIGSEGV)"
         );
         assert_ne!(crash, sig(ResponseClass::Close, Liveness::Down));
+    }
+
+    #[test]
+    fn findings_deviate_from_the_baseline() {
+        let sig = |class, baseline| {
+            Signature::new(FuzzStage::Mcs, class, Liveness::Alive).against(baseline)
+        };
+        // A server that closes after a valid Connect Initial.
+        assert!(!sig(ResponseClass::Close, ResponseClass::Close).is_finding());
+        assert!(!sig(ResponseClass::ErrorReply, ResponseClass::Close).is_finding());
+        assert!(sig(ResponseClass::ValidReply, ResponseClass::Close).is_finding());
+        assert!(sig(ResponseClass::Reset, ResponseClass::Close).is_finding());
+        assert!(sig(ResponseClass::Silence, ResponseClass::Close).is_finding());
+        // One that resets: resets are its normal answer, a hang is not.
+        assert!(!sig(ResponseClass::Reset, ResponseClass::Reset).is_finding());
+        assert!(sig(ResponseClass::Silence, ResponseClass::Reset).is_finding());
+        let down = Signature::new(FuzzStage::Mcs, ResponseClass::Close, Liveness::Down)
+            .against(ResponseClass::Close);
+        assert!(down.is_finding());
+        // The baseline is in case.json only when it is not a valid reply.
+        let json = serde_json::to_string(&sig(ResponseClass::Reset, ResponseClass::ValidReply))
+            .expect("json");
+        assert!(!json.contains("baseline"), "{json}");
+        let json =
+            serde_json::to_string(&sig(ResponseClass::Reset, ResponseClass::Close)).expect("json");
+        assert!(json.contains("\"baseline\":\"close\""), "{json}");
     }
 }

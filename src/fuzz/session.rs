@@ -47,6 +47,10 @@ pub struct Target {
     pub quiet: Duration,
     /// requestedProtocols of the valid X.224 request; None picks per stage.
     pub protocols: Option<u32>,
+    /// How the target answers the valid PDU of the fuzzed stage: a valid reply for a healthy
+    /// server, or what it answers instead (a close, a refusal, a reset, silence), learned before
+    /// the first case. Liveness means answering the valid PDU this way; findings are deviations.
+    pub baseline: ResponseClass,
 }
 
 impl Target {
@@ -58,6 +62,7 @@ impl Target {
             timeout: Duration::from_secs(2),
             quiet: Duration::from_secs(2),
             protocols: None,
+            baseline: ResponseClass::ValidReply,
         }
     }
 
