@@ -8,6 +8,7 @@
 //! yields [`FaultClass::None`] and no cause.
 
 pub mod codes;
+pub mod gateway;
 
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -428,7 +429,10 @@ fn catalog(id: &str) -> (&'static str, &'static str) {
             "the capture ended before the connection did: nothing failed in what was captured",
             "Capture longer, or on the other end of the path.",
         ),
-        _ => ("unclassified failure", "Probe again with --pcap and compare with rdprobe explain for the codes seen."),
+        other => gateway::catalog(other).unwrap_or((
+            "unclassified failure",
+            "Probe again with --pcap and compare with rdprobe explain for the codes seen.",
+        )),
     }
 }
 
@@ -734,8 +738,12 @@ pub fn diagnose(report: &ConnectionReport) -> Diagnosis {
     };
     let cx = Ctx::new(report);
     let mut d = Builder::new();
-    classify(&cx, kind, by, &mut d);
-    context_evidence(&cx, &mut d);
+    if report.last_stage.is_gateway() {
+        gateway::classify(&cx, kind, by, &mut d);
+    } else {
+        classify(&cx, kind, by, &mut d);
+        context_evidence(&cx, &mut d);
+    }
     // INVARIANT: a failure always comes with a cause (the module invariant); a stop by request is none.
     if d.causes.is_empty() && !matches!(kind, FailureKind::Stopped) {
         d.add(cause("unclassified"));
@@ -758,6 +766,12 @@ fn healthy(r: &ConnectionReport) -> Diagnosis {
         r.last_stage,
         r.stages.len()
     ));
+    if let Some(issuer) = gateway::inspected(&cx) {
+        d.ev(format!(
+            "the gateway's certificate was issued by {issuer}, a TLS-inspection product: clients that bind NTLM to the channel fail"
+        ));
+        d.add(cause("gw_tls_inspection"));
+    }
     if cx.flag(Stage::Tls, "cert_expired") {
         let when = cx
             .fact(Stage::Tls, "cert_not_after")
@@ -961,6 +975,10 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             d.ev(format!(
                 "stopped after the {stage} stage by request; every stage up to it passed"
             ));
+        }
+        // Only the gateway hop answers with HTTP statuses and HRESULTs (see `gateway::classify`).
+        FailureKind::HttpStatus { .. } | FailureKind::GatewayError { .. } => {
+            gateway::classify(cx, kind, by, d);
         }
         FailureKind::CaptureEnded => {
             d.ev(format!(
