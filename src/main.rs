@@ -255,9 +255,19 @@ struct AnalyzeArgs {
 
 #[derive(clap::Args)]
 struct LabArgs {
-    /// Address to listen on (loopback only unless --allow-remote)
-    #[arg(long, default_value = "127.0.0.1:3389")]
-    listen: SocketAddr,
+    /// Address to listen on (loopback only unless --allow-remote) [default: 127.0.0.1:3389, or a
+    /// free loopback port with --gateway-listen]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Also serve a fake RD Gateway (MS-TSGU, WebSocket transport, NTLM / Basic) on this address;
+    /// its channels go to the lab server, or to --target. The scenario's [gateway] section sets its
+    /// faults
+    #[arg(long, value_name = "ADDR")]
+    gateway_listen: Option<SocketAddr>,
+    /// With --gateway-listen: relay channels to this server (host:port) instead of the lab server
+    /// (loopback only unless --allow-remote)
+    #[arg(long, value_name = "HOST:PORT", requires = "gateway_listen")]
+    target: Option<String>,
     /// Built-in scenario name (see `rdprobe scenarios`) or a TOML scenario file
     #[arg(long, default_value = "healthy-nla")]
     scenario: String,
@@ -506,7 +516,7 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
 }
 
 /// Waits for SIGINT or SIGTERM.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     #[cfg(unix)]
     {
         let mut term =
@@ -808,15 +818,29 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
 
 async fn cmd_lab(a: LabArgs) -> Result<i32> {
     use rdprobe::lab::planted::{spawn_planted_lab_with, Bug};
-    let limits = a.server.check(a.listen, !a.plant.is_empty())?;
+    if let Some(gw) = a.gateway_listen {
+        let limits = a.server.check(gw, false)?;
+        let sc = load_scenario(&a.scenario)?;
+        return cli::lab_gateway::run(
+            gw,
+            a.listen,
+            a.target.as_deref(),
+            a.server.allow_remote,
+            sc,
+            limits,
+        )
+        .await;
+    }
+    let listen = a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3389)));
+    let limits = a.server.check(listen, !a.plant.is_empty())?;
     let sc = load_scenario(&a.scenario)?;
     let bugs = a
         .plant
         .iter()
         .map(|b| Bug::parse(b).ok_or_else(|| usage(format!("unknown planted bug `{b}`"))))
         .collect::<Result<Vec<_>>>()?;
-    let planted = spawn_planted_lab_with(a.listen, sc.clone(), &bugs, limits)
-        .with_context(|| format!("starting the lab on {}", a.listen))?;
+    let planted = spawn_planted_lab_with(listen, sc.clone(), &bugs, limits)
+        .with_context(|| format!("starting the lab on {listen}"))?;
     let addr = planted.addr();
     eprintln!(
         "lab listening on {addr} with scenario `{}`: {}{}\n(stop with Ctrl-C)",

@@ -78,10 +78,29 @@ fn fact_str(v: &serde_json::Value) -> String {
 fn shown_facts(stage: Stage) -> &'static [&'static str] {
     match stage {
         Stage::GwTcp => &["gateway", "address"],
-        Stage::GwTls => &["version", "cipher_suite", "cert_subject", "cert_issuer", "cert_not_after", "cert_expired"],
-        Stage::GwHttp => &["transport", "status", "server_header", "location", "www_authenticate"],
+        Stage::GwTls => &[
+            "version",
+            "cipher_suite",
+            "cert_subject",
+            "cert_issuer",
+            "cert_not_after",
+            "cert_expired",
+        ],
+        Stage::GwHttp => &[
+            "transport",
+            "status",
+            "server_header",
+            "location",
+            "www_authenticate",
+        ],
         Stage::GwAuth => &["scheme", "status", "www_authenticate"],
-        Stage::GwTunnel => &["server_version", "capabilities", "tunnel_id", "hresult_name", "tunnel_policy"],
+        Stage::GwTunnel => &[
+            "server_version",
+            "capabilities",
+            "tunnel_id",
+            "hresult_name",
+            "tunnel_policy",
+        ],
         Stage::GwChannel => &["target", "port", "channel_id", "hresult_name"],
         Stage::Tcp => &["server"],
         Stage::X224 => &[

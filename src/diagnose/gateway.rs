@@ -178,9 +178,7 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                 401 => {
                     let schemes = cx.fact(stage, "www_authenticate").unwrap_or_default();
                     if stage == Stage::GwAuth && cx.fact(Stage::GwAuth, "scheme").is_some() {
-                        let user = cx
-                            .fact(Stage::GwAuth, "user")
-                            .unwrap_or_else(|| "?".into());
+                        let user = cx.fact(Stage::GwAuth, "user").unwrap_or_else(|| "?".into());
                         d.ev(format!(
                             "the gateway answered 401 again after the {} authentication of {user}",
                             cx.fact(Stage::GwAuth, "scheme").unwrap_or_default()
@@ -212,9 +210,7 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
             }
         }
         FailureKind::GatewayError { code, name } => {
-            d.ev(format!(
-                "{gw} answered {name} (0x{code:08X}) at {stage}"
-            ));
+            d.ev(format!("{gw} answered {name} (0x{code:08X}) at {stage}"));
             match (stage, name.as_str()) {
                 (_, "E_PROXY_RAP_ACCESSDENIED") => {
                     let target = cx
@@ -283,10 +279,15 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
             }
         }
         FailureKind::TlsAlert { .. } | FailureKind::TlsFailure { .. } => {
-            d.set(F::ServerConfiguration, &["gw_tls_failed", "gw_tls_inspection"]);
+            d.set(
+                F::ServerConfiguration,
+                &["gw_tls_failed", "gw_tls_inspection"],
+            );
         }
         FailureKind::ProtocolError { what, .. } => {
-            d.ev(format!("{gw} sent data rdprobe cannot read at {stage}: {what}"));
+            d.ev(format!(
+                "{gw} sent data rdprobe cannot read at {stage}: {what}"
+            ));
             d.set(
                 F::ServerConfiguration,
                 &["gw_not_a_gateway", "gw_tls_inspection"],

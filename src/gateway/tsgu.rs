@@ -95,7 +95,10 @@ pub enum Packet {
         extended_auth: u16,
     },
     /// HTTP_TUNNEL_PACKET (2.2.10.18).
-    TunnelCreate { caps: u32, paa_cookie: Option<Vec<u8>> },
+    TunnelCreate {
+        caps: u32,
+        paa_cookie: Option<Vec<u8>>,
+    },
     /// HTTP_TUNNEL_RESPONSE (2.2.10.20).
     TunnelResponse {
         server_version: u16,
@@ -105,7 +108,9 @@ pub enum Packet {
         consent: Option<Vec<u8>>,
     },
     /// HTTP_TUNNEL_AUTH_PACKET (2.2.10.14).
-    TunnelAuth { client_name: String },
+    TunnelAuth {
+        client_name: String,
+    },
     /// HTTP_TUNNEL_AUTH_RESPONSE (2.2.10.16).
     TunnelAuthResponse {
         error_code: u32,
@@ -129,10 +134,17 @@ pub enum Packet {
     /// HTTP_KEEPALIVE_PACKET (2.2.10.15).
     Keepalive,
     /// HTTP_CLOSE_PACKET (2.2.10.5), both directions.
-    CloseChannel { status: u32 },
-    CloseChannelResponse { status: u32 },
+    CloseChannel {
+        status: u32,
+    },
+    CloseChannelResponse {
+        status: u32,
+    },
     /// Service message, reauth, extended auth: kept as bytes.
-    Other { ty: u16, body: Vec<u8> },
+    Other {
+        ty: u16,
+        body: Vec<u8>,
+    },
 }
 
 impl Packet {
@@ -257,7 +269,11 @@ impl Packet {
                 b.push(alt_resources.len().min(255) as u8);
                 put16(&mut b, *port);
                 put16(&mut b, *protocol);
-                for r in resources.iter().take(255).chain(alt_resources.iter().take(255)) {
+                for r in resources
+                    .iter()
+                    .take(255)
+                    .chain(alt_resources.iter().take(255))
+                {
                     let s = utf16z(r);
                     put16(&mut b, s.len() as u16);
                     b.extend_from_slice(&s);
@@ -555,23 +571,91 @@ pub const HRESULTS: &[(u32, &str, &str)] = &[
     (0x0000_0000, "S_OK", "success"),
     (0x8000_4005, "E_FAIL", "unspecified failure"),
     (0x8007_0005, "E_ACCESSDENIED", "access denied"),
-    (0x8007_04D4, "E_PROXY_CONNECTIONABORTED", "the gateway aborted the connection"),
-    (0x8007_59D8, "E_PROXY_INTERNALERROR", "internal error of the gateway"),
-    (0x8007_59DA, "E_PROXY_RAP_ACCESSDENIED", "a resource authorization policy (RD RAP) denies this user access to this resource name"),
-    (0x8007_59DB, "E_PROXY_NAP_ACCESSDENIED", "network access protection denied the client"),
-    (0x8007_59DD, "E_PROXY_TS_CONNECTFAILED", "the gateway could not connect to the target server"),
-    (0x8007_59DF, "E_PROXY_ALREADYDISCONNECTED", "the tunnel is already closed"),
-    (0x8007_59E6, "E_PROXY_MAXCONNECTIONSREACHED", "the gateway reached its connection limit"),
-    (0x8007_59E8, "E_PROXY_NOTSUPPORTED", "the gateway does not support this request"),
-    (0x8007_59E9, "E_PROXY_CAPABILITYMISMATCH", "client and gateway capabilities do not match"),
-    (0x8007_59ED, "E_PROXY_QUARANTINE_ACCESSDENIED", "quarantine (NAP) denied the client"),
-    (0x8007_59EE, "E_PROXY_NOCERTAVAILABLE", "the gateway has no certificate"),
-    (0x8007_59F6, "E_PROXY_SESSIONTIMEOUT", "the gateway session timed out"),
-    (0x8007_59F8, "E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED", "the PAA cookie was refused"),
-    (0x8007_59F9, "E_PROXY_UNSUPPORTED_AUTHENTICATION_METHOD", "the authentication method is not supported"),
-    (0x8007_59FA, "E_PROXY_REAUTH_AUTHN_FAILED", "re-authentication failed"),
-    (0x8007_59FB, "E_PROXY_REAUTH_CAP_FAILED", "re-authorization by the connection policy (CAP) failed"),
-    (0x8007_59FC, "E_PROXY_REAUTH_RAP_FAILED", "re-authorization by the resource policy (RAP) failed"),
+    (
+        0x8007_04D4,
+        "E_PROXY_CONNECTIONABORTED",
+        "the gateway aborted the connection",
+    ),
+    (
+        0x8007_59D8,
+        "E_PROXY_INTERNALERROR",
+        "internal error of the gateway",
+    ),
+    (
+        0x8007_59DA,
+        "E_PROXY_RAP_ACCESSDENIED",
+        "a resource authorization policy (RD RAP) denies this user access to this resource name",
+    ),
+    (
+        0x8007_59DB,
+        "E_PROXY_NAP_ACCESSDENIED",
+        "network access protection denied the client",
+    ),
+    (
+        0x8007_59DD,
+        "E_PROXY_TS_CONNECTFAILED",
+        "the gateway could not connect to the target server",
+    ),
+    (
+        0x8007_59DF,
+        "E_PROXY_ALREADYDISCONNECTED",
+        "the tunnel is already closed",
+    ),
+    (
+        0x8007_59E6,
+        "E_PROXY_MAXCONNECTIONSREACHED",
+        "the gateway reached its connection limit",
+    ),
+    (
+        0x8007_59E8,
+        "E_PROXY_NOTSUPPORTED",
+        "the gateway does not support this request",
+    ),
+    (
+        0x8007_59E9,
+        "E_PROXY_CAPABILITYMISMATCH",
+        "client and gateway capabilities do not match",
+    ),
+    (
+        0x8007_59ED,
+        "E_PROXY_QUARANTINE_ACCESSDENIED",
+        "quarantine (NAP) denied the client",
+    ),
+    (
+        0x8007_59EE,
+        "E_PROXY_NOCERTAVAILABLE",
+        "the gateway has no certificate",
+    ),
+    (
+        0x8007_59F6,
+        "E_PROXY_SESSIONTIMEOUT",
+        "the gateway session timed out",
+    ),
+    (
+        0x8007_59F8,
+        "E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED",
+        "the PAA cookie was refused",
+    ),
+    (
+        0x8007_59F9,
+        "E_PROXY_UNSUPPORTED_AUTHENTICATION_METHOD",
+        "the authentication method is not supported",
+    ),
+    (
+        0x8007_59FA,
+        "E_PROXY_REAUTH_AUTHN_FAILED",
+        "re-authentication failed",
+    ),
+    (
+        0x8007_59FB,
+        "E_PROXY_REAUTH_CAP_FAILED",
+        "re-authorization by the connection policy (CAP) failed",
+    ),
+    (
+        0x8007_59FC,
+        "E_PROXY_REAUTH_RAP_FAILED",
+        "re-authorization by the resource policy (RAP) failed",
+    ),
     (0x8009_030C, "SEC_E_LOGON_DENIED", "the logon was denied"),
 ];
 
@@ -583,12 +667,18 @@ impl Hresult {
         } else {
             self.0
         };
-        HRESULTS.iter().find(|(c, _, _)| *c == v).map(|(_, n, _)| *n)
+        HRESULTS
+            .iter()
+            .find(|(c, _, _)| *c == v)
+            .map(|(_, n, _)| *n)
     }
 
     pub fn meaning(self) -> Option<&'static str> {
         let n = self.name()?;
-        HRESULTS.iter().find(|(_, m, _)| *m == n).map(|(_, _, t)| *t)
+        HRESULTS
+            .iter()
+            .find(|(_, m, _)| *m == n)
+            .map(|(_, _, t)| *t)
     }
 
     /// The name, or the code in hex when it has none.
