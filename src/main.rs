@@ -218,6 +218,20 @@ struct ProbeArgs {
     /// Also print the diagnosis (fault class, likely causes, remedies)
     #[arg(long)]
     diagnose: bool,
+    /// Go through this RD Gateway: GW or GW:PORT (default port 443). Adds the stages gw_tcp, gw_tls,
+    /// gw_http, gw_auth, gw_tunnel, gw_channel before x224
+    #[arg(long, value_name = "GW[:PORT]")]
+    gateway: Option<String>,
+    /// User at the gateway [default: --user]; the password comes from RDPROBE_GATEWAY_PASSWORD,
+    /// else RDPROBE_PASSWORD
+    #[arg(long, requires = "gateway")]
+    gateway_user: Option<String>,
+    /// Domain of the gateway user [default: --domain]
+    #[arg(long, requires = "gateway")]
+    gateway_domain: Option<String>,
+    /// Gateway transport: websocket, http (legacy, not implemented yet) or auto (websocket)
+    #[arg(long, default_value = "auto", requires = "gateway")]
+    gateway_transport: String,
 }
 
 #[derive(clap::Args)]
@@ -462,6 +476,39 @@ fn read_password(user: &str) -> Result<String> {
     ))
 }
 
+/// Environment variable of the gateway password (else RDPROBE_PASSWORD is used).
+const GATEWAY_PASSWORD_ENV: &str = "RDPROBE_GATEWAY_PASSWORD";
+
+fn gateway_options(a: &ProbeArgs, gw: &str) -> Result<rdprobe::gateway::client::GatewayOptions> {
+    use rdprobe::gateway::client::{GatewayOptions, Transport};
+    let explicit_port = gw
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
+    let (host, port) = parse_target(gw)?;
+    let mut g = GatewayOptions::new(host, if explicit_port { port } else { 443 });
+    g.transport = Transport::parse(&a.gateway_transport).ok_or_else(|| {
+        usage(format!(
+            "unknown gateway transport `{}` (websocket, http, auto)",
+            a.gateway_transport
+        ))
+    })?;
+    if let Some(user) = a.gateway_user.as_ref().or(a.user.as_ref()) {
+        let password = match std::env::var(GATEWAY_PASSWORD_ENV) {
+            Ok(p) => p,
+            Err(_) => read_password(user)?,
+        };
+        g.credentials = Some(Credentials {
+            user: user.clone(),
+            domain: a.gateway_domain.clone().or_else(|| a.domain.clone()),
+            password,
+        });
+    }
+    if let Some(n) = &a.client_name {
+        g.client_name = n.clone();
+    }
+    Ok(g)
+}
+
 fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     let (host, port) = parse_target(&a.target)?;
     let mut o = ProbeOptions::new(host, port);
@@ -540,6 +587,16 @@ pub(crate) async fn interrupted() {
 
 async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
     let opts = probe_options(&a)?;
+    if let Some(gw) = &a.gateway {
+        let g = gateway_options(&a, gw)?;
+        let result = tokio::select! {
+            r = rdprobe::gateway::client::probe(&opts, &g) => r,
+            _ = interrupted() => return Ok(exit::INTERRUPTED),
+        };
+        write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+        print_report(&result.report, a.json, a.diagnose)?;
+        return Ok(report::exit_code(&result.report));
+    }
     let shared = probe::tap::SharedTrace::new(rdprobe::trace::Trace::new(
         SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::from(([0, 0, 0, 0], 0)),
