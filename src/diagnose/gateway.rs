@@ -24,6 +24,7 @@ pub const CAUSE_IDS: &[&str] = &[
     "gw_rap_denied",
     "gw_target_unreachable",
     "gw_slow",
+    "gw_tls_cert_expired",
 ];
 
 /// Title and remedy of a gateway cause id.
@@ -99,6 +100,10 @@ pub(super) fn catalog(id: &str) -> Option<(&'static str, &'static str)> {
         "gw_slow" => (
             "the gateway went silent in the middle of its own protocol (overloaded, or waiting on its domain controller / NPS)",
             "Check the gateway's load, its reachability of the domain controllers and the NPS server used for CAPs.",
+        ),
+        "gw_tls_cert_expired" => (
+            "the gateway's certificate has expired: mstsc and FreeRDP (without /cert:ignore) refuse the gateway",
+            "Renew the gateway's certificate and bind it in RD Gateway Manager (Properties > SSL Certificate) and IIS.",
         ),
         _ => return None,
     })
@@ -177,7 +182,7 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                 }
                 401 => {
                     let schemes = cx.fact(stage, "www_authenticate").unwrap_or_default();
-                    if stage == Stage::GwAuth && cx.fact(Stage::GwAuth, "scheme").is_some() {
+                    if stage == Stage::GwAuth && cx.flag(Stage::GwAuth, "credentials_sent") {
                         let user = cx.fact(Stage::GwAuth, "user").unwrap_or_else(|| "?".into());
                         d.ev(format!(
                             "the gateway answered 401 again after the {} authentication of {user}",
@@ -193,6 +198,11 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                                 schemes
                             }
                         ));
+                        if let Some(sch) = cx.fact(Stage::GwAuth, "scheme") {
+                            d.ev(format!(
+                                "the gateway answered the {sch} NEGOTIATE with 401 and no challenge: it does not take NTLM through {sch}"
+                            ));
+                        }
                         d.set(
                             F::ClientConfiguration,
                             &["gw_auth_scheme_unsupported", "gw_wrong_credentials"],

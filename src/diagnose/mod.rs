@@ -772,6 +772,15 @@ fn healthy(r: &ConnectionReport) -> Diagnosis {
         ));
         d.add(cause("gw_tls_inspection"));
     }
+    if cx.flag(Stage::GwTls, "cert_expired") {
+        let when = cx
+            .fact(Stage::GwTls, "cert_not_after")
+            .unwrap_or_else(|| "?".into());
+        d.ev(format!(
+            "the gateway's certificate expired on {when}: rdprobe does not verify certificates, clients that do fail at gw_tls"
+        ));
+        d.add(cause("gw_tls_cert_expired"));
+    }
     if cx.flag(Stage::Tls, "cert_expired") {
         let when = cx
             .fact(Stage::Tls, "cert_not_after")

@@ -901,6 +901,7 @@ async fn authenticate(
             None => creds.user.clone(),
         };
         let token = http::b64(format!("{who}:{}", creds.password).as_bytes());
+        rec.fact("credentials_sent", json!(true));
         exchange(
             s,
             buf,
@@ -960,6 +961,7 @@ async fn authenticate(
             })
         })?;
         rec.fact("authenticate_sent", json!(true));
+        rec.fact("credentials_sent", json!(true));
         exchange(
             s,
             buf,

@@ -259,8 +259,16 @@ async fn serve(
             } else {
                 ""
             };
-            let _ = respond(&mut s, status, reason(status), &extra, body, true, t).await;
-            return format!("answered {status} by the scenario");
+            // A forced 401 keeps the connection, as a gateway does between authentication rounds.
+            let close = status != 401;
+            if respond(&mut s, status, reason(status), &extra, body, close, t)
+                .await
+                .is_err()
+                || close
+            {
+                return format!("answered {status} by the scenario");
+            }
+            continue;
         }
         // Authentication.
         let auth = head.header("authorization").map(str::to_owned);

@@ -1,0 +1,401 @@
+//! The RD Gateway hop (issue 15): the lab's fake RD Gateway is a real gateway for the real client
+//! (xfreerdp 2.11 `/g:`), `rdprobe probe --gateway` crosses it to the lab server and to xrdp, and
+//! every gateway fault scenario gives the probe the right stage, verdict and diagnosis.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use rdprobe::diagnose::{diagnose, FaultClass};
+use rdprobe::gateway::client::{probe, GatewayOptions};
+use rdprobe::lab::gateway::{spawn_gateway, GatewayConfig, GatewayHandle};
+use rdprobe::lab::{LabHandle, LabLimits};
+use rdprobe::probe::{Credentials, ProbeOptions};
+use rdprobe::stage::{FailureKind, Stage, Verdict};
+
+fn loopback0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The lab server and the lab gateway in front of it, both playing `name`.
+fn gateway_to_lab(name: &str) -> (LabHandle, GatewayHandle) {
+    let sc = rdprobe::scenario::builtin(name).expect("built-in scenario");
+    let lab = rdprobe::lab::spawn_lab(loopback0(), sc.clone()).expect("lab");
+    let gw = gateway_to(name, lab.addr);
+    (lab, gw)
+}
+
+fn gateway_to(name: &str, target: SocketAddr) -> GatewayHandle {
+    let mut sc = rdprobe::scenario::builtin(name).expect("built-in scenario");
+    sc.link.read_timeout_ms = 5_000;
+    spawn_gateway(
+        loopback0(),
+        GatewayConfig {
+            scenario: sc,
+            target,
+            limits: LabLimits::default(),
+        },
+    )
+    .expect("gateway")
+}
+
+fn creds() -> Credentials {
+    Credentials {
+        user: "user".into(),
+        domain: None,
+        password: "pass".into(),
+    }
+}
+
+fn opts(target: &str) -> ProbeOptions {
+    let mut o = ProbeOptions::new(target, 3389);
+    o.stage_timeout = Duration::from_secs(2);
+    o.deadline = Duration::from_secs(20);
+    o.credentials = Some(creds());
+    o
+}
+
+fn gw_opts(gw: &GatewayHandle, password: &str) -> GatewayOptions {
+    let mut g = GatewayOptions::new("127.0.0.1", gw.addr.port());
+    g.credentials = Some(Credentials {
+        password: password.into(),
+        ..creds()
+    });
+    g
+}
+
+fn stages(r: &rdprobe::report::ConnectionReport) -> Vec<Stage> {
+    r.stages.iter().map(|s| s.stage).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_through_the_lab_gateway_reaches_connected_on_the_lab_server() {
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let res = probe(&opts("rdp01.corp.example"), &gw_opts(&gw, "pass")).await;
+    let r = &res.report;
+    assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(r));
+    assert_eq!(r.last_stage, Stage::Connected);
+    let st = stages(r);
+    assert_eq!(
+        &st[..7],
+        &[
+            Stage::GwTcp,
+            Stage::GwTls,
+            Stage::GwHttp,
+            Stage::GwAuth,
+            Stage::GwTunnel,
+            Stage::GwChannel,
+            Stage::Tcp
+        ]
+    );
+    assert_eq!(
+        r.fact(Stage::GwHttp, "status"),
+        Some(&serde_json::json!(401))
+    );
+    assert_eq!(
+        r.fact(Stage::GwHttp, "www_authenticate"),
+        Some(&serde_json::json!(["NTLM", "Basic"]))
+    );
+    assert_eq!(
+        r.fact(Stage::GwAuth, "scheme"),
+        Some(&serde_json::json!("NTLM"))
+    );
+    assert_eq!(
+        r.fact(Stage::GwAuth, "status"),
+        Some(&serde_json::json!(101))
+    );
+    assert_eq!(
+        r.fact(Stage::GwTunnel, "tunnel_id"),
+        Some(&serde_json::json!(1))
+    );
+    assert_eq!(
+        r.fact(Stage::GwChannel, "name_form"),
+        Some(&serde_json::json!("fqdn"))
+    );
+    // The inner RDP went through the channel: NLA with the lab's user succeeded.
+    assert_eq!(
+        r.fact(Stage::Credssp, "early_user_auth"),
+        Some(&serde_json::json!("success"))
+    );
+    let out = gw.outcomes();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].resources, ["rdp01.corp.example"]);
+    assert_eq!(out[0].user.as_deref(), Some("user"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_authentication_at_the_gateway() {
+    let sc = {
+        let mut s = rdprobe::scenario::builtin("gw-healthy").unwrap();
+        s.gateway.as_mut().unwrap().schemes = vec!["Basic".into()];
+        s
+    };
+    let lab = rdprobe::lab::spawn_lab(loopback0(), sc.clone()).unwrap();
+    let gw = spawn_gateway(
+        loopback0(),
+        GatewayConfig {
+            scenario: sc,
+            target: lab.addr,
+            limits: LabLimits::default(),
+        },
+    )
+    .unwrap();
+    let mut o = opts("rdp01");
+    o.stop_after = Some(Stage::GwChannel);
+    let ok = probe(&o, &gw_opts(&gw, "pass")).await.report;
+    assert_eq!(
+        ok.fact(Stage::GwAuth, "scheme"),
+        Some(&serde_json::json!("Basic"))
+    );
+    assert_eq!(ok.last_stage, Stage::GwChannel);
+    assert!(matches!(ok.verdict.failure(), Some(FailureKind::Stopped)));
+    let bad = probe(&o, &gw_opts(&gw, "wrong")).await.report;
+    assert_eq!(bad.last_stage, Stage::GwAuth);
+    assert!(matches!(
+        bad.verdict.failure(),
+        Some(FailureKind::HttpStatus { status: 401, .. })
+    ));
+    let d = diagnose(&bad);
+    assert_eq!(d.fault_class, FaultClass::Credentials);
+    assert_eq!(d.causes[0].id, "gw_wrong_credentials");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_through_the_lab_gateway_reaches_connected_on_xrdp() {
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("xrdp (scripts/install-peers.sh)");
+    let gw = gateway_to("gw-healthy", xrdp.addr());
+    let res = probe(&opts("xrdp01"), &gw_opts(&gw, "pass")).await;
+    let r = &res.report;
+    assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(r));
+    assert_eq!(r.last_stage, Stage::Connected);
+    assert_eq!(stages(r)[5], Stage::GwChannel);
+    assert_eq!(
+        r.fact(Stage::GwChannel, "name_form"),
+        Some(&serde_json::json!("netbios"))
+    );
+}
+
+/// Every gateway fault scenario: the stage it fails at, the verdict, the fault class and the first
+/// cause of the diagnosis.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_gateway_fault_scenario_is_diagnosed() {
+    use FaultClass as F;
+    type Check = fn(&FailureKind) -> bool;
+    let table: &[(&str, &str, Stage, Check, FaultClass, &str)] = &[
+        (
+            "gw-negotiate-only",
+            "pass",
+            Stage::GwAuth,
+            |k| matches!(k, FailureKind::HttpStatus { status: 401, .. }),
+            F::ClientConfiguration,
+            "gw_auth_scheme_unsupported",
+        ),
+        (
+            "gw-healthy",
+            "wrong",
+            Stage::GwAuth,
+            |k| matches!(k, FailureKind::HttpStatus { status: 401, .. }),
+            F::Credentials,
+            "gw_wrong_credentials",
+        ),
+        (
+            "gw-forbidden",
+            "pass",
+            Stage::GwHttp,
+            |k| matches!(k, FailureKind::HttpStatus { status: 403, .. }),
+            F::Policy,
+            "gw_forbidden",
+        ),
+        (
+            "gw-login-redirect",
+            "pass",
+            Stage::GwHttp,
+            |k| {
+                matches!(k, FailureKind::HttpStatus { status: 302, location: Some(l), .. }
+                    if l.starts_with("https://login.corp.example/"))
+            },
+            F::ServerConfiguration,
+            "gw_login_redirect",
+        ),
+        (
+            "gw-websocket-refused",
+            "pass",
+            Stage::GwAuth,
+            |k| matches!(k, FailureKind::HttpStatus { status: 200, .. }),
+            F::ServerConfiguration,
+            "gw_websocket_refused",
+        ),
+        (
+            "gw-reset-after-ntlm",
+            "pass",
+            Stage::GwAuth,
+            |k| matches!(k, FailureKind::Reset),
+            F::ServerConfiguration,
+            "gw_reset_after_auth",
+        ),
+        (
+            "gw-tunnel-refused",
+            "pass",
+            Stage::GwTunnel,
+            |k| matches!(k, FailureKind::GatewayError { name, .. } if name == "E_PROXY_NAP_ACCESSDENIED"),
+            F::Policy,
+            "gw_cap_denied",
+        ),
+        (
+            "gw-rap-denied",
+            "pass",
+            Stage::GwChannel,
+            |k| matches!(k, FailureKind::GatewayError { code: 0x8007_59DA, name } if name == "E_PROXY_RAP_ACCESSDENIED"),
+            F::Policy,
+            "gw_rap_denied",
+        ),
+        (
+            "gw-target-unreachable",
+            "pass",
+            Stage::GwChannel,
+            |k| matches!(k, FailureKind::GatewayError { name, .. } if name == "E_PROXY_TS_CONNECTFAILED"),
+            F::Network,
+            "gw_target_unreachable",
+        ),
+        (
+            "gw-slow-channel",
+            "pass",
+            Stage::GwChannel,
+            |k| matches!(k, FailureKind::TimedOut { .. }),
+            F::Network,
+            "gw_target_unreachable",
+        ),
+    ];
+    for (name, password, stage, check, class, cause) in table {
+        let (_lab, gw) = gateway_to_lab(name);
+        // `rdp01` is the NetBIOS form: gw-rap-denied lists it as denied.
+        let r = probe(&opts("rdp01"), &gw_opts(&gw, password)).await.report;
+        let text = rdprobe::report::render_text(&r);
+        assert_eq!(r.last_stage, *stage, "{name}: {text}");
+        let kind = r.verdict.failure().expect("a failure");
+        assert!(check(kind), "{name}: {kind:?}");
+        assert!(
+            matches!(r.verdict, Verdict::Failed { .. }),
+            "{name}: {text}"
+        );
+        let d = diagnose(&r);
+        assert_eq!(d.fault_class, *class, "{name}: {d:?}");
+        assert_eq!(d.causes[0].id, *cause, "{name}: {d:?}");
+        assert_ne!(rdprobe::report::exit_code(&r), 0, "{name}");
+    }
+    // The RAP compares names literally: the FQDN the policy lists passes where `rdp01` failed.
+    let (_lab, gw) = gateway_to_lab("gw-rap-denied");
+    let r = probe(&opts("rdp01.corp.example"), &gw_opts(&gw, "pass"))
+        .await
+        .report;
+    assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(&r));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_gateway_certificate_is_reported_on_a_healthy_run() {
+    let (_lab, gw) = gateway_to_lab("gw-expired-certificate");
+    let r = probe(&opts("rdp01"), &gw_opts(&gw, "pass")).await.report;
+    assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(&r));
+    assert_eq!(
+        r.fact(Stage::GwTls, "cert_expired"),
+        Some(&serde_json::json!(true))
+    );
+    let d = diagnose(&r);
+    assert!(
+        d.causes.iter().any(|c| c.id == "gw_tls_cert_expired"),
+        "{d:?}"
+    );
+}
+
+// --- the real client: xfreerdp 2.11 through the lab gateway ---
+
+fn xfreerdp_via(gw: &GatewayHandle, gw_password: &str, extra: &[&str]) -> XfreerdpRun {
+    let g = format!("/g:127.0.0.1:{}", gw.addr.port());
+    let gp = format!("/gp:{gw_password}");
+    let mut args = vec![
+        "/v:rdp01:3389",
+        "/u:user",
+        "/p:pass",
+        g.as_str(),
+        "/gu:user",
+        gp.as_str(),
+        "/gt:http",
+        "/cert:ignore",
+        "+auth-only",
+    ];
+    args.extend_from_slice(extra);
+    xfreerdp(&args, Duration::from_secs(30)).expect("xfreerdp (scripts/install-peers.sh)")
+}
+
+#[test]
+fn xfreerdp_connects_through_the_lab_gateway_to_the_lab_server() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let (lab, gw) = gateway_to_lab("gw-healthy");
+    // Directly: exit 0.
+    let direct = xfreerdp_auth_only(
+        lab.addr.port(),
+        "user",
+        "pass",
+        &[],
+        Duration::from_secs(30),
+    )
+    .expect("xfreerdp");
+    assert_eq!(direct.code, Some(0), "{}", direct.output);
+    // Through the gateway: the same end.
+    let run = xfreerdp_via(&gw, "pass", &[]);
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let out = gw.outcomes();
+    assert!(
+        out.iter().any(|o| o.step == "relay"
+            && o.resources == ["rdp01"]
+            && o.user.as_deref() == Some("user")),
+        "{out:?}"
+    );
+    // A wrong gateway password is xfreerdp's own failure, at the gateway.
+    let bad = xfreerdp_via(&gw, "wrong", &[]);
+    assert_ne!(bad.code, Some(0), "{}", bad.output);
+    assert!(bad.output.contains("ACCESS_DENIED"), "{}", bad.output);
+}
+
+#[test]
+fn xfreerdp_connects_through_the_lab_gateway_to_xrdp() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("xrdp (scripts/install-peers.sh)");
+    let direct = xfreerdp_auth_only(xrdp.port(), "user", "pass", &[], Duration::from_secs(30))
+        .expect("xfreerdp");
+    let gw = gateway_to("gw-healthy", xrdp.addr());
+    let run = xfreerdp_via(&gw, "pass", &[]);
+    assert_eq!(
+        run.code, direct.code,
+        "direct {:?}\n{}",
+        direct.code, run.output
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+}
+
+#[test]
+fn xfreerdp_fails_on_each_gateway_fault() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    for name in [
+        "gw-forbidden",
+        "gw-login-redirect",
+        "gw-reset-after-ntlm",
+        "gw-tunnel-refused",
+        "gw-rap-denied",
+        "gw-target-unreachable",
+    ] {
+        let (_lab, gw) = gateway_to_lab(name);
+        let run = xfreerdp_via(&gw, "pass", &[]);
+        assert!(
+            run.code.is_some_and(|c| c != 0),
+            "{name}: {:?}\n{}",
+            run.code,
+            run.output
+        );
+    }
+}
