@@ -526,6 +526,11 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     }
     if let Some(s) = &a.stop_after {
         let st = Stage::parse(s).ok_or_else(|| usage(format!("unknown stage `{s}`")))?;
+        if st.is_gateway() && a.gateway.is_none() {
+            return Err(usage(format!(
+                "--stop-after {st} is a stage of the RD Gateway hop: it needs --gateway"
+            )));
+        }
         o.stop_after = Some(st);
     }
     o.stage_timeout = parse_duration(&a.timeout)?;
