@@ -66,6 +66,17 @@ fn gw_opts(gw: &GatewayHandle, password: &str) -> GatewayOptions {
     g
 }
 
+/// The gateway's outcomes once `n` connections have ended (a relay ends after the client closes).
+fn wait_outcomes(gw: &GatewayHandle, n: usize) -> Vec<rdprobe::lab::gateway::GatewayOutcome> {
+    for _ in 0..100 {
+        if gw.outcomes().len() >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    gw.outcomes()
+}
+
 fn stages(r: &rdprobe::report::ConnectionReport) -> Vec<Stage> {
     r.stages.iter().map(|s| s.stage).collect()
 }
@@ -119,7 +130,7 @@ async fn probe_through_the_lab_gateway_reaches_connected_on_the_lab_server() {
         r.fact(Stage::Credssp, "early_user_auth"),
         Some(&serde_json::json!("success"))
     );
-    let out = gw.outcomes();
+    let out = wait_outcomes(&gw, 1);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].resources, ["rdp01.corp.example"]);
     assert_eq!(out[0].user.as_deref(), Some("user"));
@@ -347,7 +358,7 @@ fn xfreerdp_connects_through_the_lab_gateway_to_the_lab_server() {
     // Through the gateway: the same end.
     let run = xfreerdp_via(&gw, "pass", &[]);
     assert_eq!(run.code, Some(0), "{}", run.output);
-    let out = gw.outcomes();
+    let out = wait_outcomes(&gw, 1);
     assert!(
         out.iter().any(|o| o.step == "relay"
             && o.resources == ["rdp01"]
@@ -398,4 +409,165 @@ fn xfreerdp_fails_on_each_gateway_fault() {
             run.output
         );
     }
+}
+
+// --- the command line ---
+
+/// Runs `rdprobe ARGS` with `env`, killed (by its PID) after `limit`. Returns (code, stdout, stderr).
+fn rdprobe_cli(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> (Option<i32>, String, String) {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let err = dir.path().join("err");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rdprobe"));
+    cmd.args(args)
+        .env_remove("RDPROBE_PASSWORD")
+        .env_remove("RDPROBE_GATEWAY_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = ProcessGuard::spawn("rdprobe", &mut cmd).expect("spawn rdprobe");
+    let status = child.wait_timeout(limit);
+    child.kill();
+    (
+        status.and_then(|s| s.code()),
+        std::fs::read_to_string(out).unwrap_or_default(),
+        std::fs::read_to_string(err).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn cli_probe_through_the_gateway_json_exit_codes_and_secrets() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let g = format!("127.0.0.1:{}", gw.addr.port());
+    // The gateway password comes from RDPROBE_GATEWAY_PASSWORD, the server's from RDPROBE_PASSWORD.
+    let (code, out, err) = rdprobe_cli(
+        &[
+            "probe",
+            "rdp01",
+            "--gateway",
+            &g,
+            "--user",
+            "user",
+            "--json",
+            "--timeout",
+            "3s",
+        ],
+        &[
+            ("RDPROBE_PASSWORD", "pass"),
+            ("RDPROBE_GATEWAY_PASSWORD", "pass"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["last_stage"], "connected");
+    assert_eq!(v["stages"][0]["stage"], "gw_tcp");
+    assert_eq!(v["stages"][5]["stage"], "gw_channel");
+    assert_eq!(v["stages"][6]["stage"], "tcp");
+    // A wrong gateway password alone: the gateway refuses (exit 5, auth), the server is not reached.
+    let (code, out, err) = rdprobe_cli(
+        &[
+            "probe",
+            "rdp01",
+            "--gateway",
+            &g,
+            "--user",
+            "user",
+            "--json",
+            "--timeout",
+            "3s",
+        ],
+        &[
+            ("RDPROBE_PASSWORD", "pass"),
+            ("RDPROBE_GATEWAY_PASSWORD", "Secr3t-canary"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(rdprobe::report::exit::AUTH), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["last_stage"], "gw_auth");
+    assert_eq!(v["verdict"]["kind"], "http_status");
+    assert_eq!(v["verdict"]["status"], 401);
+    assert_eq!(v["diagnosis"]["causes"][0]["id"], "gw_wrong_credentials");
+    assert!(!out.contains("Secr3t-canary") && !err.contains("Secr3t-canary"));
+    // --stop-after a gateway stage needs --gateway.
+    let (code, _, err) = rdprobe_cli(
+        &["probe", "127.0.0.1:9", "--stop-after", "gw_tunnel"],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn cli_lab_gateway_serves_and_refuses_remote_targets() {
+    let (code, _, err) = rdprobe_cli(
+        &[
+            "lab",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--target",
+            "192.0.2.1:3389",
+        ],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--allow-remote"), "{err}");
+    let (code, _, err) = rdprobe_cli(
+        &["lab", "--gateway-listen", "0.0.0.0:0"],
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(2), "{err}");
+}
+
+/// A client that connects and says nothing, or sends an endless head, is closed at the deadline.
+#[test]
+fn the_lab_gateway_never_hangs_on_a_client() {
+    use std::io::{Read, Write};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let mut sc = rdprobe::scenario::builtin("gw-healthy").unwrap();
+    sc.link.read_timeout_ms = 300;
+    let gw = spawn_gateway(
+        loopback0(),
+        GatewayConfig {
+            scenario: sc,
+            target: SocketAddr::from(([127, 0, 0, 1], 9)),
+            limits: LabLimits::default(),
+        },
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut silent = std::net::TcpStream::connect(gw.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    let n = silent.read(&mut b).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Not TLS at all: the handshake fails at once.
+    let mut junk = std::net::TcpStream::connect(gw.addr).unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = junk.write_all(&[b'A'; 4096]);
+    let _ = junk.read(&mut b);
+    let out = wait_outcomes(&gw, 2);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out.iter().all(|o| o.step == "tls"), "{out:?}");
 }
