@@ -1127,9 +1127,30 @@ struct EnumArgs {
     /// Print one JSON document instead of the tables
     #[arg(long)]
     json: bool,
+    /// The target is an RD Gateway (default port 443): TLS versions and certificate, the
+    /// authentication schemes asked for, and how each transport (WebSocket, legacy HTTP,
+    /// RPC-over-HTTP) answers; no credentials are sent
+    #[arg(long)]
+    gateway: bool,
 }
 
 async fn cmd_enum(a: EnumArgs) -> Result<i32> {
+    if a.gateway {
+        let explicit_port = a.target.rsplit_once(':').is_some_and(|(h, p)| {
+            p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']'))
+        });
+        let (host, port) = parse_target(&a.target)?;
+        let port = if explicit_port { port } else { 443 };
+        let s = rdprobe::gateway::survey::survey(&host, port, parse_duration(&a.timeout)?)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print!("{}", rdprobe::gateway::survey::render(&s));
+        }
+        return Ok(exit::SUCCESS);
+    }
     let (host, port) = parse_target(&a.target)?;
     let mut o = rdprobe::enumerate::EnumOptions::new(host, port);
     o.timeout = parse_duration(&a.timeout)?;

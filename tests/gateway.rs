@@ -571,3 +571,45 @@ fn the_lab_gateway_never_hangs_on_a_client() {
     assert_eq!(out.len(), 2, "{out:?}");
     assert!(out.iter().all(|o| o.step == "tls"), "{out:?}");
 }
+
+// --- enum --gateway ---
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enum_gateway_reports_tls_schemes_and_transports() {
+    use rdprobe::gateway::survey::survey;
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let s = survey("127.0.0.1", gw.addr.port(), Duration::from_secs(3))
+        .await
+        .expect("survey");
+    assert!(s.tls.iter().all(|t| t.accepted), "{:?}", s.tls);
+    assert_eq!(s.certificate["subject"], "CN=rdprobe-lab");
+    assert_eq!(s.auth_schemes, ["NTLM", "Basic"]);
+    let by = |t: &str| {
+        s.transports
+            .iter()
+            .find(|a| a.transport == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("websocket").status, Some(401));
+    assert_eq!(by("rpc").status, Some(404));
+    assert_eq!(by("rpc").meaning, "not offered");
+    // A reverse proxy's login redirect shows with its Location on every transport.
+    let (_lab, gw) = gateway_to_lab("gw-login-redirect");
+    let s = survey("127.0.0.1", gw.addr.port(), Duration::from_secs(3))
+        .await
+        .expect("survey");
+    let ws = s
+        .transports
+        .iter()
+        .find(|a| a.transport == "websocket")
+        .unwrap();
+    assert_eq!(ws.status, Some(302));
+    assert_eq!(ws.meaning, "redirected");
+    assert!(ws
+        .location
+        .as_deref()
+        .unwrap()
+        .starts_with("https://login.corp.example/"));
+    assert!(s.auth_schemes.is_empty());
+}

@@ -13,5 +13,6 @@
 
 pub mod client;
 pub mod http;
+pub mod survey;
 pub mod tsgu;
 pub mod ws;

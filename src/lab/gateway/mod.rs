@@ -270,6 +270,13 @@ async fn serve(
             }
             continue;
         }
+        // The RPC-over-HTTP proxy is another IIS application, which the lab does not have.
+        if head.method.eq_ignore_ascii_case("RPC_IN_DATA")
+            || head.method.eq_ignore_ascii_case("RPC_OUT_DATA")
+        {
+            let _ = respond(&mut s, 404, "Not Found", &[], "", true, t).await;
+            return "RPC-over-HTTP is not served".into();
+        }
         // Authentication.
         let auth = head.header("authorization").map(str::to_owned);
         if user.is_none() {
