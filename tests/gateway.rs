@@ -613,3 +613,83 @@ async fn enum_gateway_reports_tls_schemes_and_transports() {
         .starts_with("https://login.corp.example/"));
     assert!(s.auth_schemes.is_empty());
 }
+
+// --- hostile or wrong gateways ---
+
+/// `--gateway` pointed at an RDP server (no HTTPS there): the hop fails at gw_tls, bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_that_is_an_rdp_server_fails_at_gw_tls() {
+    let lab = rdprobe::lab::spawn_lab(
+        loopback0(),
+        rdprobe::scenario::builtin("healthy-nla").unwrap(),
+    )
+    .unwrap();
+    let mut g = GatewayOptions::new("127.0.0.1", lab.addr.port());
+    g.credentials = Some(creds());
+    let started = std::time::Instant::now();
+    let r = probe(&opts("rdp01"), &g).await.report;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        r.last_stage,
+        Stage::GwTls,
+        "{}",
+        rdprobe::report::render_text(&r)
+    );
+    assert!(!r.verdict.is_ok());
+    let d = diagnose(&r);
+    assert!(d.causes.iter().any(|c| c.id == "gw_tls_failed"), "{d:?}");
+}
+
+/// A "gateway" that answers HTTPS with an endless header: the probe stops at gw_http within its
+/// deadline and bound, with a protocol error, not a hang or an unbounded buffer.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_http_head_is_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = rdprobe::lab::tls::certificate(rdprobe::scenario::CertificateKind::SelfSigned, "gw")
+        .unwrap()
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![rustls::pki_types::CertificateDer::from(m.cert_der.clone())],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+            m.key_pkcs8_der.clone(),
+        )),
+    )
+    .unwrap();
+    let acc = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = tokio::net::TcpListener::bind(loopback0()).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut s = acc.accept(s).await.unwrap();
+        let mut b = [0u8; 4096];
+        let _ = s.read(&mut b).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n").await;
+        let line = [b'X'; 1024];
+        for _ in 0..200 {
+            if s.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut g = GatewayOptions::new("127.0.0.1", port);
+    g.credentials = Some(creds());
+    let r = probe(&opts("rdp01"), &g).await.report;
+    assert_eq!(
+        r.last_stage,
+        Stage::GwHttp,
+        "{}",
+        rdprobe::report::render_text(&r)
+    );
+    assert!(
+        matches!(r.verdict.failure(), Some(FailureKind::ProtocolError { what, .. }) if what.contains("not HTTP")),
+        "{:?}",
+        r.verdict
+    );
+    server.abort();
+}

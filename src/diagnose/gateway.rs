@@ -322,6 +322,77 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{ConnectionReport, StageReport};
+    use crate::stage::Verdict;
+
+    fn stage(stage: Stage, verdict: Verdict, facts: &[(&str, serde_json::Value)]) -> StageReport {
+        StageReport {
+            stage,
+            verdict,
+            start_us: 0,
+            duration_ms: 1.0,
+            bytes_c2s: 10,
+            bytes_s2c: 10,
+            frames: Vec::new(),
+            facts: facts
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// A reset right after the NTLM AUTHENTICATE behind a certificate re-signed by an inspecting
+    /// firewall: both causes, the reset first, and the issuer quoted.
+    #[test]
+    fn tls_inspection_in_front_of_the_gateway() {
+        let reset = Verdict::Failed {
+            kind: FailureKind::Reset,
+            by: Side::Server,
+        };
+        let r = ConnectionReport {
+            client: "10.0.0.5:50000".into(),
+            server: "rdp01:3389 via gateway rdg:443".into(),
+            stages: vec![
+                stage(
+                    Stage::GwTcp,
+                    Verdict::Ok,
+                    &[("gateway", serde_json::json!("rdg:443"))],
+                ),
+                stage(
+                    Stage::GwTls,
+                    Verdict::Ok,
+                    &[(
+                        "cert_issuer",
+                        serde_json::json!("CN=FortiGate CA, O=Fortinet"),
+                    )],
+                ),
+                stage(Stage::GwHttp, Verdict::Ok, &[]),
+                stage(
+                    Stage::GwAuth,
+                    reset.clone(),
+                    &[
+                        ("scheme", serde_json::json!("NTLM")),
+                        ("authenticate_sent", serde_json::json!(true)),
+                    ],
+                ),
+            ],
+            last_stage: Stage::GwAuth,
+            verdict: reset,
+            ended_by: Some(Side::Server),
+            summary: String::new(),
+            notes: Vec::new(),
+        };
+        let d = crate::diagnose::diagnose(&r);
+        let ids: Vec<&str> = d.causes.iter().map(|c| c.id).collect();
+        assert_eq!(ids[0], "gw_tls_inspection", "{ids:?}");
+        assert!(ids.contains(&"gw_reset_after_auth"), "{ids:?}");
+        assert!(d.evidence.iter().any(|e| e.contains("Fortinet")), "{d:?}");
+        // Without the inspecting issuer, the reset after NTLM comes first.
+        let mut plain = r.clone();
+        plain.stages[1].facts.clear();
+        let d = crate::diagnose::diagnose(&plain);
+        assert_eq!(d.causes[0].id, "gw_reset_after_auth");
+    }
 
     #[test]
     fn every_gateway_cause_has_its_own_text() {
