@@ -693,3 +693,31 @@ async fn an_endless_http_head_is_bounded() {
     );
     server.abort();
 }
+
+// --- captures: the inner RDP of the channel ---
+
+/// The capture of a probe through the gateway holds the channel's RDP; analyzing it gives the same
+/// inner stages and verdicts as live (the gateway stages are live-only for now).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_inner_capture_analyzes_like_the_live_inner_stages() {
+    use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let res = probe(&opts("rdp01"), &gw_opts(&gw, "pass")).await;
+    let mut buf = Vec::new();
+    rdprobe::capture::writer::write_pcapng(&res.trace, &res.labels, &mut buf).expect("pcapng");
+    let convs: Vec<_> = read_conversations(std::io::Cursor::new(buf), ReaderOptions::default())
+        .expect("open capture")
+        .collect();
+    assert_eq!(convs.len(), 1);
+    let offline = rdprobe::decode::decode(&convs.into_iter().next().unwrap().unwrap()).report;
+    let inner = |r: &rdprobe::report::ConnectionReport| -> Vec<(Stage, bool)> {
+        r.stages
+            .iter()
+            .filter(|s| !s.stage.is_gateway())
+            .map(|s| (s.stage, s.verdict.is_ok()))
+            .collect()
+    };
+    assert_eq!(inner(&res.report), inner(&offline));
+    assert_eq!(res.report.last_stage, offline.last_stage);
+    assert_eq!(res.report.verdict, offline.verdict);
+}
