@@ -229,6 +229,10 @@ struct ProbeArgs {
     /// Domain of the gateway user [default: --domain]
     #[arg(long, requires = "gateway")]
     gateway_domain: Option<String>,
+    /// Write the client-gateway conversation (HTTPS: HTTP, WebSocket, MS-TSGU) as pcapng with its
+    /// TLS secrets embedded (--pcap holds the inner RDP of the channel)
+    #[arg(long, value_name = "FILE", requires = "gateway")]
+    gateway_pcap: Option<PathBuf>,
     /// Gateway transport: websocket, http (legacy, not implemented yet) or auto (websocket)
     #[arg(long, default_value = "auto", requires = "gateway")]
     gateway_transport: String,
@@ -594,11 +598,17 @@ async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
     let opts = probe_options(&a)?;
     if let Some(gw) = &a.gateway {
         let g = gateway_options(&a, gw)?;
-        let result = tokio::select! {
-            r = rdprobe::gateway::client::probe(&opts, &g) => r,
+        let (result, gw_trace) = tokio::select! {
+            r = rdprobe::gateway::client::probe_with_capture(&opts, &g) => r,
             _ = interrupted() => return Ok(exit::INTERRUPTED),
         };
         write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+        if let (Some(p), Some(t)) = (&a.gateway_pcap, gw_trace) {
+            let f = rdprobe::capture::writer::create_private(p)
+                .with_context(|| format!("creating {}", p.display()))?;
+            rdprobe::capture::writer::write_pcapng(&t, &[], std::io::BufWriter::new(f))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
         print_report(&result.report, a.json, a.diagnose)?;
         return Ok(report::exit_code(&result.report));
     }

@@ -721,3 +721,27 @@ async fn the_inner_capture_analyzes_like_the_live_inner_stages() {
     assert_eq!(res.report.last_stage, offline.last_stage);
     assert_eq!(res.report.verdict, offline.verdict);
 }
+
+/// `--gateway-pcap`: the client↔gateway conversation with its TLS secrets; tshark decrypts it and
+/// sees the 401 / 401 / 101 of the NTLM rounds and the upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_capture_decrypts_in_tshark() {
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let (res, hop) =
+        rdprobe::gateway::client::probe_with_capture(&opts("rdp01"), &gw_opts(&gw, "pass")).await;
+    assert!(res.report.verdict.is_ok());
+    let hop = hop.expect("gateway trace");
+    assert!(!hop.keylog.is_empty(), "TLS secrets recorded");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("hop.pcapng");
+    let f = std::fs::File::create(&pcap).unwrap();
+    rdprobe::capture::writer::write_pcapng(&hop, &[], std::io::BufWriter::new(f)).unwrap();
+    let decode = format!("tcp.port=={},tls", gw.addr.port());
+    let rows = tshark_fields(
+        &pcap,
+        &["-d", &decode, "-Y", "http.response"],
+        &["http.response.code"],
+    );
+    let codes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(codes, ["401", "401", "101"], "{rows:?}");
+}

@@ -80,9 +80,11 @@ impl GatewayOptions {
 }
 
 /// The gateway hop as far as it went.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Hop {
     pub stages: Vec<StageReport>,
+    /// The client↔gateway conversation (TLS records on the wire, TLS secrets in its key log).
+    pub trace: Option<crate::probe::tap::SharedTrace>,
     pub local: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     pub notes: Vec<String>,
@@ -340,8 +342,14 @@ pub async fn open(
     let _ = tcp.set_nodelay(true);
     hop.local = tcp.local_addr().ok();
     rec.end(&mut hop, &n, Verdict::Ok);
+    let gw_trace = crate::probe::tap::SharedTrace::new(crate::trace::Trace::new(
+        hop.local.unwrap_or(addr),
+        addr,
+    ));
+    gw_trace.push(crate::trace::EventKind::Connected);
+    hop.trace = Some(gw_trace.clone());
     let counted = Counted {
-        inner: tcp,
+        inner: crate::probe::tap::Tap::new(tcp, gw_trace.clone(), crate::trace::Layer::Wire),
         n: n.clone(),
     };
     if stop_after == Some(Stage::GwTcp) {
@@ -350,12 +358,8 @@ pub async fn open(
 
     // --- gw_tls ---
     let mut rec = Rec::new(Stage::GwTls, &n);
-    let scratch = crate::probe::tap::SharedTrace::new(crate::trace::Trace::new(
-        hop.local.unwrap_or(addr),
-        addr,
-    ));
     let (config, verifier) =
-        crate::probe::tls::rustls_config(scratch, crate::probe::tls::TlsVersions::Both);
+        crate::probe::tls::rustls_config(gw_trace.clone(), crate::probe::tls::TlsVersions::Both);
     let mut config = (*config).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
@@ -1041,6 +1045,15 @@ impl NtlmClient {
 /// Probes `opts.host:opts.port` through the gateway: the gateway stages, then the inner RDP over
 /// the channel. The report holds both; the Trace (for `--pcap`) is the inner RDP of the channel.
 pub async fn probe(opts: &ProbeOptions, gw: &GatewayOptions) -> ProbeResult {
+    probe_with_capture(opts, gw).await.0
+}
+
+/// [`probe`], plus the client↔gateway conversation as a Trace (TLS records with the key log that
+/// decrypts them; for `--gateway-pcap`). The Trace holds what crossed the socket up to now.
+pub async fn probe_with_capture(
+    opts: &ProbeOptions,
+    gw: &GatewayOptions,
+) -> (ProbeResult, Option<crate::trace::Trace>) {
     let t = opts.stage_timeout;
     let started = Instant::now();
     let (hop, stream) = match tokio::time::timeout(
@@ -1061,13 +1074,15 @@ pub async fn probe(opts: &ProbeOptions, gw: &GatewayOptions) -> ProbeResult {
     };
     let local = hop.local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let gw_addr = hop.gateway.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let gw_trace = hop.trace.clone();
     let Some(stream) = stream else {
         let trace = crate::trace::Trace::new(local, gw_addr);
-        return ProbeResult {
+        let result = ProbeResult {
             trace,
             report: hop_report(opts, gw, hop, gw_addr, local),
             labels: Vec::new(),
         };
+        return (result, gw_trace.map(|t| t.snapshot()));
     };
     let mut inner_opts = opts.clone();
     inner_opts.deadline = opts.deadline.saturating_sub(started.elapsed());
@@ -1094,7 +1109,9 @@ pub async fn probe(opts: &ProbeOptions, gw: &GatewayOptions) -> ProbeResult {
         opts.host, opts.port, gw.host, gw.port
     );
     res.report.notes.extend(hop.notes);
-    res
+    // Give the relay a moment to pass the close on, so the capture shows how the channel ended.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (res, gw_trace.map(|t| t.snapshot()))
 }
 
 fn hop_report(
