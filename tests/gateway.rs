@@ -155,7 +155,10 @@ async fn basic_authentication_at_the_gateway() {
     .unwrap();
     let mut o = opts("rdp01");
     o.stop_after = Some(Stage::GwChannel);
-    let ok = probe(&o, &gw_opts(&gw, "pass")).await.report;
+    let (ok, hop) = rdprobe::gateway::client::probe_with_capture(&o, &gw_opts(&gw, "pass")).await;
+    let ok = ok.report;
+    // Basic carries the password: its capture keeps no TLS secret.
+    assert!(hop.expect("gateway trace").keylog.is_empty());
     assert_eq!(
         ok.fact(Stage::GwAuth, "scheme"),
         Some(&serde_json::json!("Basic"))

@@ -1074,7 +1074,13 @@ pub async fn probe_with_capture(
     };
     let local = hop.local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let gw_addr = hop.gateway.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let gw_trace = hop.trace.clone();
+    // INVARIANT: Basic puts the password in the HTTP request; with the TLS secrets a capture would
+    // give it away. Those captures keep the TLS records but not the secrets.
+    let basic = hop
+        .stages
+        .iter()
+        .any(|s| s.stage == Stage::GwAuth && s.facts.get("scheme") == Some(&json!("Basic")));
+    let gw_shared = hop.trace.clone();
     let Some(stream) = stream else {
         let trace = crate::trace::Trace::new(local, gw_addr);
         let result = ProbeResult {
@@ -1082,7 +1088,7 @@ pub async fn probe_with_capture(
             report: hop_report(opts, gw, hop, gw_addr, local),
             labels: Vec::new(),
         };
-        return (result, gw_trace.map(|t| t.snapshot()));
+        return (result, hop_capture(gw_shared, basic));
     };
     let mut inner_opts = opts.clone();
     inner_opts.deadline = opts.deadline.saturating_sub(started.elapsed());
@@ -1111,7 +1117,23 @@ pub async fn probe_with_capture(
     res.report.notes.extend(hop.notes);
     // Give the relay a moment to pass the close on, so the capture shows how the channel ended.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    (res, gw_trace.map(|t| t.snapshot()))
+    (res, hop_capture(gw_shared, basic))
+}
+
+/// The gateway conversation so far; without TLS secrets after Basic authentication.
+fn hop_capture(
+    shared: Option<crate::probe::tap::SharedTrace>,
+    basic: bool,
+) -> Option<crate::trace::Trace> {
+    let mut tr = shared?.snapshot();
+    if basic {
+        tr.keylog.clear();
+        tr.push_now(crate::trace::EventKind::Note(
+            "Basic authentication: the TLS secrets are left out (they would reveal the password)"
+                .into(),
+        ));
+    }
+    Some(tr)
 }
 
 fn hop_report(
