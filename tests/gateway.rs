@@ -398,6 +398,8 @@ fn xfreerdp_fails_on_each_gateway_fault() {
     for name in [
         "gw-forbidden",
         "gw-login-redirect",
+        "gw-websocket-refused",
+        "gw-negotiate-only",
         "gw-reset-after-ntlm",
         "gw-tunnel-refused",
         "gw-rap-denied",
