@@ -286,7 +286,7 @@ async fn serve(
                     match basic_user(&cfg.scenario, token) {
                         Some(u) => user = Some(u),
                         None => {
-                            if challenge(&mut s, &g, None, t).await.is_err() {
+                            if challenge(&mut s, &g, t).await.is_err() {
                                 return "write failed".into();
                             }
                             continue;
@@ -339,7 +339,7 @@ async fn serve(
                         }
                         ntlm::Round::Rejected(why) => {
                             ntlm = None;
-                            if challenge(&mut s, &g, None, t).await.is_err() {
+                            if challenge(&mut s, &g, t).await.is_err() {
                                 return "write failed".into();
                             }
                             out.result = why;
@@ -348,7 +348,7 @@ async fn serve(
                     }
                 }
                 _ => {
-                    if challenge(&mut s, &g, None, t).await.is_err() {
+                    if challenge(&mut s, &g, t).await.is_err() {
                         return "write failed".into();
                     }
                     continue;
@@ -560,10 +560,10 @@ fn basic_user(sc: &Scenario, token: &str) -> Option<String> {
     (u.secret()? == pass).then(|| u.name.clone())
 }
 
+/// A 401 offering the scenario's schemes (keeps the connection for the next round).
 async fn challenge<S: AsyncWrite + Unpin>(
     s: &mut S,
     g: &Gateway,
-    _token: Option<&str>,
     t: Duration,
 ) -> std::io::Result<()> {
     let extra: Vec<(String, String)> = g
