@@ -1376,6 +1376,11 @@ const BUILTINS: &[(&str, &str, &str)] = &[
         include_str!("../fixtures/scenarios/gw-target-unreachable.toml"),
     ),
     (
+        "gw-slow-tunnel",
+        "the gateway takes 30 s to answer the tunnel create (overloaded, or waiting on its domain controller / NPS)",
+        include_str!("../fixtures/scenarios/gw-slow-tunnel.toml"),
+    ),
+    (
         "gw-slow-channel",
         "the gateway accepts the tunnel and then takes 30 s to answer the channel request",
         include_str!("../fixtures/scenarios/gw-slow-channel.toml"),
@@ -1473,7 +1478,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name} round trip: {e}"));
             assert_eq!(back, s, "{name} round trip");
         }
-        assert_eq!(builtin_names().len(), 28);
+        assert_eq!(builtin_names().len(), 29);
     }
 
     #[test]

@@ -274,6 +274,14 @@ async fn every_gateway_fault_scenario_is_diagnosed() {
             "gw_target_unreachable",
         ),
         (
+            "gw-slow-tunnel",
+            "pass",
+            Stage::GwTunnel,
+            |k| matches!(k, FailureKind::TimedOut { .. }),
+            F::ServerHealth,
+            "gw_slow",
+        ),
+        (
             "gw-slow-channel",
             "pass",
             Stage::GwChannel,

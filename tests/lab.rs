@@ -506,6 +506,7 @@ fn every_builtin_scenario_has_a_test_here() {
         "gw-tunnel-refused",
         "gw-rap-denied",
         "gw-target-unreachable",
+        "gw-slow-tunnel",
         "gw-slow-channel",
         "gw-expired-certificate",
     ];
