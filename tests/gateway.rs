@@ -758,3 +758,20 @@ async fn the_gateway_capture_decrypts_in_tshark() {
     let codes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(codes, ["401", "401", "101"], "{rows:?}");
 }
+
+#[test]
+fn explain_knows_the_gateway_hresults() {
+    for (text, name) in [
+        ("E_PROXY_RAP_ACCESSDENIED", "E_PROXY_RAP_ACCESSDENIED"),
+        ("0x800759DD", "E_PROXY_TS_CONNECTFAILED"),
+        ("0x59DB", "E_PROXY_NAP_ACCESSDENIED"),
+    ] {
+        let ex = rdprobe::diagnose::explain_str(text, None).expect("readable");
+        let e = ex
+            .iter()
+            .find(|e| e.kind == rdprobe::diagnose::KIND_GATEWAY)
+            .unwrap_or_else(|| panic!("{text}: {ex:?}"));
+        assert_eq!(e.name, name);
+        assert!(e.stage.is_gateway());
+    }
+}

@@ -76,7 +76,8 @@ pub struct Diagnosis {
 pub struct Explanation {
     /// The code as hex ("0x904").
     pub code: String,
-    /// "mstsc disconnect", "extended reason", "negotiation failure", "ntstatus" or "set error info".
+    /// "mstsc disconnect", "extended reason", "negotiation failure", "ntstatus", "set error info" or
+    /// "rd gateway hresult".
     pub kind: &'static str,
     pub name: String,
     pub meaning: String,
@@ -97,6 +98,7 @@ pub const KIND_EXTENDED: &str = "extended reason";
 pub const KIND_NEG_FAILURE: &str = "negotiation failure";
 pub const KIND_NTSTATUS: &str = "ntstatus";
 pub const KIND_SET_ERROR_INFO: &str = "set error info";
+pub const KIND_GATEWAY: &str = "rd gateway hresult";
 
 // ---------------------------------------------------------------------------------------------
 // Cause catalog
@@ -1562,6 +1564,15 @@ pub fn explain(code: u32, ext: Option<u32>) -> Vec<Explanation> {
     if let Some(x) = ext.and_then(|x| extended(x, Some(code))) {
         out.push(x);
     }
+    // Gateway codes come as the Win32 code (0x59DA) or its HRESULT (0x800759DA).
+    let hr = if code & 0xFFFF_0000 == 0 && code != 0 {
+        0x8007_0000 | code
+    } else {
+        code
+    };
+    if let Some(e) = codes::find(codes::GATEWAY_HRESULTS, hr) {
+        out.push(explanation(KIND_GATEWAY, e));
+    }
     out
 }
 
@@ -1597,13 +1608,14 @@ fn is_name(s: &str) -> bool {
 
 /// Looks a name up in every table: (kind, entry).
 fn find_by_name(name: &str) -> Vec<(&'static str, &'static Code)> {
-    let tables: [(&'static str, &'static [Code]); 6] = [
+    let tables: [(&'static str, &'static [Code]); 7] = [
         (KIND_MSTSC, codes::MSTSC_DOCUMENTED),
         (KIND_MSTSC, codes::MSTSC_INTERNAL),
         (KIND_EXTENDED, codes::EXTENDED_REASONS),
         (KIND_NEG_FAILURE, codes::NEG_FAILURES),
         (KIND_NTSTATUS, codes::NTSTATUS),
         (KIND_SET_ERROR_INFO, codes::SET_ERROR_INFO),
+        (KIND_GATEWAY, codes::GATEWAY_HRESULTS),
     ];
     tables
         .iter()
