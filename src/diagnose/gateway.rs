@@ -229,8 +229,13 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                     let form = cx
                         .fact(Stage::GwChannel, "name_form")
                         .unwrap_or_else(|| "?".into());
+                    let other = match form.as_str() {
+                        "netbios" => "the FQDN",
+                        "fqdn" => "the NetBIOS name",
+                        _ => "the name",
+                    };
                     d.ev(format!(
-                        "the resource name sent was {target:?} ({form}); an RD RAP compares it literally with the names it lists"
+                        "the resource name sent was {target:?} ({form}); an RD RAP compares it literally with the names it lists: probe again with {other} of the server"
                     ));
                     d.set(F::Policy, &["gw_rap_denied"]);
                 }
