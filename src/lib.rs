@@ -10,6 +10,7 @@ pub mod decode;
 pub mod diagnose;
 pub mod enumerate;
 pub mod fuzz;
+pub mod gateway;
 pub mod html;
 pub mod lab;
 pub mod parse;

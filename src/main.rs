@@ -221,6 +221,24 @@ struct ProbeArgs {
     /// Write a self-contained HTML report (timeline, ladder diagram, diagnosis, facts)
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Go through this RD Gateway: GW or GW:PORT (default port 443). Adds the stages gw_tcp, gw_tls,
+    /// gw_http, gw_auth, gw_tunnel, gw_channel before x224
+    #[arg(long, value_name = "GW[:PORT]")]
+    gateway: Option<String>,
+    /// User at the gateway [default: --user]; the password comes from RDPROBE_GATEWAY_PASSWORD,
+    /// else RDPROBE_PASSWORD
+    #[arg(long, requires = "gateway")]
+    gateway_user: Option<String>,
+    /// Domain of the gateway user [default: --domain]
+    #[arg(long, requires = "gateway")]
+    gateway_domain: Option<String>,
+    /// Write the client-gateway conversation (HTTPS: HTTP, WebSocket, MS-TSGU) as pcapng with its
+    /// TLS secrets embedded (--pcap holds the inner RDP of the channel)
+    #[arg(long, value_name = "FILE", requires = "gateway")]
+    gateway_pcap: Option<PathBuf>,
+    /// Gateway transport: websocket, http (legacy, not implemented yet) or auto (websocket)
+    #[arg(long, default_value = "auto", requires = "gateway")]
+    gateway_transport: String,
 }
 
 #[derive(clap::Args)]
@@ -262,9 +280,19 @@ struct AnalyzeArgs {
 
 #[derive(clap::Args)]
 struct LabArgs {
-    /// Address to listen on (loopback only unless --allow-remote)
-    #[arg(long, default_value = "127.0.0.1:3389")]
-    listen: SocketAddr,
+    /// Address to listen on (loopback only unless --allow-remote) [default: 127.0.0.1:3389, or a
+    /// free loopback port with --gateway-listen]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Also serve a fake RD Gateway (MS-TSGU, WebSocket transport, NTLM / Basic) on this address;
+    /// its channels go to the lab server, or to --target. The scenario's [gateway] section sets its
+    /// faults
+    #[arg(long, value_name = "ADDR")]
+    gateway_listen: Option<SocketAddr>,
+    /// With --gateway-listen: relay channels to this server (host:port) instead of the lab server
+    /// (loopback only unless --allow-remote)
+    #[arg(long, value_name = "HOST:PORT", requires = "gateway_listen")]
+    target: Option<String>,
     /// Built-in scenario name (see `rdprobe scenarios`) or a TOML scenario file
     #[arg(long, default_value = "healthy-nla")]
     scenario: String,
@@ -469,6 +497,39 @@ fn read_password(user: &str) -> Result<String> {
     ))
 }
 
+/// Environment variable of the gateway password (else RDPROBE_PASSWORD is used).
+const GATEWAY_PASSWORD_ENV: &str = "RDPROBE_GATEWAY_PASSWORD";
+
+fn gateway_options(a: &ProbeArgs, gw: &str) -> Result<rdprobe::gateway::client::GatewayOptions> {
+    use rdprobe::gateway::client::{GatewayOptions, Transport};
+    let explicit_port = gw
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
+    let (host, port) = parse_target(gw)?;
+    let mut g = GatewayOptions::new(host, if explicit_port { port } else { 443 });
+    g.transport = Transport::parse(&a.gateway_transport).ok_or_else(|| {
+        usage(format!(
+            "unknown gateway transport `{}` (websocket, http, auto)",
+            a.gateway_transport
+        ))
+    })?;
+    if let Some(user) = a.gateway_user.as_ref().or(a.user.as_ref()) {
+        let password = match std::env::var(GATEWAY_PASSWORD_ENV) {
+            Ok(p) => p,
+            Err(_) => read_password(user)?,
+        };
+        g.credentials = Some(Credentials {
+            user: user.clone(),
+            domain: a.gateway_domain.clone().or_else(|| a.domain.clone()),
+            password,
+        });
+    }
+    if let Some(n) = &a.client_name {
+        g.client_name = n.clone();
+    }
+    Ok(g)
+}
+
 fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     let (host, port) = parse_target(&a.target)?;
     let mut o = ProbeOptions::new(host, port);
@@ -486,6 +547,11 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     }
     if let Some(s) = &a.stop_after {
         let st = Stage::parse(s).ok_or_else(|| usage(format!("unknown stage `{s}`")))?;
+        if st.is_gateway() && a.gateway.is_none() {
+            return Err(usage(format!(
+                "--stop-after {st} is a stage of the RD Gateway hop: it needs --gateway"
+            )));
+        }
         o.stop_after = Some(st);
     }
     o.stage_timeout = parse_duration(&a.timeout)?;
@@ -523,7 +589,7 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
 }
 
 /// Waits for SIGINT or SIGTERM.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     #[cfg(unix)]
     {
         let mut term =
@@ -547,6 +613,22 @@ async fn interrupted() {
 
 async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
     let opts = probe_options(&a)?;
+    if let Some(gw) = &a.gateway {
+        let g = gateway_options(&a, gw)?;
+        let (result, gw_trace) = tokio::select! {
+            r = rdprobe::gateway::client::probe_with_capture(&opts, &g) => r,
+            _ = interrupted() => return Ok(exit::INTERRUPTED),
+        };
+        write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+        if let (Some(p), Some(t)) = (&a.gateway_pcap, gw_trace) {
+            let f = rdprobe::capture::writer::create_private(p)
+                .with_context(|| format!("creating {}", p.display()))?;
+            rdprobe::capture::writer::write_pcapng(&t, &[], std::io::BufWriter::new(f))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        print_report(&result.report, a.json, a.diagnose)?;
+        return Ok(report::exit_code(&result.report));
+    }
     let shared = probe::tap::SharedTrace::new(rdprobe::trace::Trace::new(
         SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -867,7 +949,21 @@ fn load_scenario(s: &str) -> Result<rdprobe::scenario::Scenario> {
 
 async fn cmd_lab(a: LabArgs) -> Result<i32> {
     use rdprobe::lab::planted::{spawn_planted_lab_with, Bug};
-    let limits = a.server.check(a.listen, !a.plant.is_empty())?;
+    if let Some(gw) = a.gateway_listen {
+        let limits = a.server.check(gw, false)?;
+        let sc = load_scenario(&a.scenario)?;
+        return cli::lab_gateway::run(
+            gw,
+            a.listen,
+            a.target.as_deref(),
+            a.server.allow_remote,
+            sc,
+            limits,
+        )
+        .await;
+    }
+    let listen = a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3389)));
+    let limits = a.server.check(listen, !a.plant.is_empty())?;
     let mut sc = load_scenario(&a.scenario)?;
     if let Some(stage) = &a.mutate_server {
         let stage = rdprobe::scenario::MutateStage::parse(stage).ok_or_else(|| {
@@ -889,8 +985,8 @@ async fn cmd_lab(a: LabArgs) -> Result<i32> {
         .iter()
         .map(|b| Bug::parse(b).ok_or_else(|| usage(format!("unknown planted bug `{b}`"))))
         .collect::<Result<Vec<_>>>()?;
-    let planted = spawn_planted_lab_with(a.listen, sc.clone(), &bugs, limits)
-        .with_context(|| format!("starting the lab on {}", a.listen))?;
+    let planted = spawn_planted_lab_with(listen, sc.clone(), &bugs, limits)
+        .with_context(|| format!("starting the lab on {listen}"))?;
     let addr = planted.addr();
     eprintln!(
         "lab listening on {addr} with scenario `{}`: {}{}{}\n(stop with Ctrl-C)",
@@ -1124,9 +1220,30 @@ struct EnumArgs {
     /// Write a self-contained HTML report of what was found
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// The target is an RD Gateway (default port 443): TLS versions and certificate, the
+    /// authentication schemes asked for, and how each transport (WebSocket, legacy HTTP,
+    /// RPC-over-HTTP) answers; no credentials are sent
+    #[arg(long)]
+    gateway: bool,
 }
 
 async fn cmd_enum(a: EnumArgs) -> Result<i32> {
+    if a.gateway {
+        let explicit_port = a.target.rsplit_once(':').is_some_and(|(h, p)| {
+            p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']'))
+        });
+        let (host, port) = parse_target(&a.target)?;
+        let port = if explicit_port { port } else { 443 };
+        let s = rdprobe::gateway::survey::survey(&host, port, parse_duration(&a.timeout)?)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print!("{}", rdprobe::gateway::survey::render(&s));
+        }
+        return Ok(exit::SUCCESS);
+    }
     let (host, port) = parse_target(&a.target)?;
     let mut o = rdprobe::enumerate::EnumOptions::new(host, port);
     o.timeout = parse_duration(&a.timeout)?;

@@ -77,6 +77,31 @@ fn fact_str(v: &serde_json::Value) -> String {
 /// The facts worth a column in the table, per stage, in display order.
 fn shown_facts(stage: Stage) -> &'static [&'static str] {
     match stage {
+        Stage::GwTcp => &["gateway", "address"],
+        Stage::GwTls => &[
+            "version",
+            "cipher_suite",
+            "cert_subject",
+            "cert_issuer",
+            "cert_not_after",
+            "cert_expired",
+        ],
+        Stage::GwHttp => &[
+            "transport",
+            "status",
+            "server_header",
+            "location",
+            "www_authenticate",
+        ],
+        Stage::GwAuth => &["scheme", "status", "www_authenticate"],
+        Stage::GwTunnel => &[
+            "server_version",
+            "capabilities",
+            "tunnel_id",
+            "hresult_name",
+            "tunnel_policy",
+        ],
+        Stage::GwChannel => &["target", "port", "channel_id", "hresult_name"],
         Stage::Tcp => &["server"],
         Stage::X224 => &[
             "requested_protocols",
@@ -224,6 +249,8 @@ pub fn exit_code(r: &ConnectionReport) -> i32 {
             }
             K::TlsAlert { .. } | K::TlsFailure { .. } => exit::TLS,
             K::AuthFailure { .. } => exit::AUTH,
+            K::HttpStatus { status: 401, .. } => exit::AUTH,
+            K::HttpStatus { .. } | K::GatewayError { .. } => exit::REFUSED,
             K::ProtocolError { .. } => exit::PROTOCOL,
             K::CaptureEnded => exit::INCOMPLETE,
         },

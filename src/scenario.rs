@@ -68,6 +68,9 @@ pub struct Scenario {
     /// Faults, each at a named point; several may share a point and run in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Fault>,
+    /// How the lab's RD Gateway behaves (`rdprobe lab --gateway-listen`); see [`Gateway`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Gateway>,
     /// Mutate what the server sends at one stage (client-side robustness testing), see [`Mutate`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mutate: Option<Mutate>,
@@ -153,6 +156,61 @@ impl Mutate {
     /// The case the `n`-th (1-based) connection plays.
     pub fn case_for(&self, n: u64) -> u64 {
         self.case.unwrap_or(n.saturating_sub(1))
+    }
+}
+
+/// The lab RD Gateway's behaviour, step by step (MS-TSGU over HTTPS). Its TLS certificate is the
+/// scenario's `[tls]` one; the users it accepts are `[identity]`'s.
+///
+/// ```toml
+/// [gateway]
+/// schemes = ["NTLM", "Basic"]      # accepted, and offered in WWW-Authenticate
+/// # status = 302                   # answer every request with this status (401, 403, 302, 500…)
+/// # location = "https://login.example.com/"   # Location of a redirect
+/// # offer = ["Negotiate"]          # WWW-Authenticate schemes of a forced 401
+/// # websocket = false              # answer the WebSocket upgrade 200 OK without upgrading
+/// # reset_after_auth = true        # reset the connection right after the NTLM AUTHENTICATE
+/// # tunnel_error = "E_PROXY_INTERNALERROR"    # refuse the tunnel with this HRESULT
+/// # rap_deny = ["rdp01"]           # resource names refused with E_PROXY_RAP_ACCESSDENIED ("*": all)
+/// # target_unreachable = true      # refuse every channel with E_PROXY_TS_CONNECTFAILED
+/// # channel_delay_ms = 0           # wait before answering the channel request (slow hop)
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gateway {
+    pub schemes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer: Option<Vec<String>>,
+    pub websocket: bool,
+    pub reset_after_auth: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rap_deny: Vec<String>,
+    pub target_unreachable: bool,
+    pub tunnel_delay_ms: u64,
+    pub channel_delay_ms: u64,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway {
+            schemes: vec!["NTLM".into(), "Basic".into()],
+            status: None,
+            location: None,
+            offer: None,
+            websocket: true,
+            reset_after_auth: false,
+            tunnel_error: None,
+            rap_deny: Vec::new(),
+            target_unreachable: false,
+            tunnel_delay_ms: 0,
+            channel_delay_ms: 0,
+        }
     }
 }
 
@@ -1130,6 +1188,24 @@ impl Scenario {
         if self.name.trim().is_empty() {
             return Err(("name", "name must not be empty".to_owned()));
         }
+        if let Some(g) = &self.gateway {
+            if let Some(e) = &g.tunnel_error {
+                if crate::gateway::tsgu::Hresult::parse(e).is_none() {
+                    return Err((
+                        "tunnel_error",
+                        format!("gateway.tunnel_error {e:?} is neither an HRESULT name (E_PROXY_INTERNALERROR) nor a number"),
+                    ));
+                }
+            }
+            for sch in &g.schemes {
+                if !["ntlm", "basic", "negotiate"].contains(&sch.to_ascii_lowercase().as_str()) {
+                    return Err((
+                        "schemes",
+                        format!("gateway.schemes: {sch:?} is not one of NTLM, Negotiate, Basic"),
+                    ));
+                }
+            }
+        }
         if self.security.supported.is_empty()
             && self.security.select.is_none()
             && self.security.negotiation_failure.is_none()
@@ -1340,6 +1416,66 @@ const BUILTINS: &[(&str, &str, &str)] = &[
         "the connection is reset in the middle of CredSSP, right after the client's NTLM AUTHENTICATE",
         include_str!("../fixtures/scenarios/reset-in-credssp.toml"),
     ),
+    (
+        "gw-healthy",
+        "a healthy RD Gateway (WebSocket transport, NTLM and Basic, user/pass) in front of a healthy NLA server",
+        include_str!("../fixtures/scenarios/gw-healthy.toml"),
+    ),
+    (
+        "gw-negotiate-only",
+        "the gateway answers 401 offering only Negotiate (Kerberos), whatever the client sends",
+        include_str!("../fixtures/scenarios/gw-negotiate-only.toml"),
+    ),
+    (
+        "gw-forbidden",
+        "the gateway (or a proxy in front of it) answers 403 Forbidden",
+        include_str!("../fixtures/scenarios/gw-forbidden.toml"),
+    ),
+    (
+        "gw-login-redirect",
+        "a reverse proxy in front of the gateway answers 302 to a login page",
+        include_str!("../fixtures/scenarios/gw-login-redirect.toml"),
+    ),
+    (
+        "gw-websocket-refused",
+        "the WebSocket upgrade is answered 200 OK without upgrading (a proxy stripped the Upgrade header)",
+        include_str!("../fixtures/scenarios/gw-websocket-refused.toml"),
+    ),
+    (
+        "gw-reset-after-ntlm",
+        "the gateway resets the connection right after the NTLM AUTHENTICATE",
+        include_str!("../fixtures/scenarios/gw-reset-after-ntlm.toml"),
+    ),
+    (
+        "gw-tunnel-refused",
+        "the gateway refuses the tunnel with E_PROXY_NAP_ACCESSDENIED",
+        include_str!("../fixtures/scenarios/gw-tunnel-refused.toml"),
+    ),
+    (
+        "gw-rap-denied",
+        "the resource policy (RAP) lists rdp01.corp.example: the NetBIOS name rdp01 is denied with E_PROXY_RAP_ACCESSDENIED",
+        include_str!("../fixtures/scenarios/gw-rap-denied.toml"),
+    ),
+    (
+        "gw-target-unreachable",
+        "the gateway cannot reach the target server: every channel gets E_PROXY_TS_CONNECTFAILED",
+        include_str!("../fixtures/scenarios/gw-target-unreachable.toml"),
+    ),
+    (
+        "gw-slow-tunnel",
+        "the gateway takes 30 s to answer the tunnel create (overloaded, or waiting on its domain controller / NPS)",
+        include_str!("../fixtures/scenarios/gw-slow-tunnel.toml"),
+    ),
+    (
+        "gw-slow-channel",
+        "the gateway accepts the tunnel and then takes 30 s to answer the channel request",
+        include_str!("../fixtures/scenarios/gw-slow-channel.toml"),
+    ),
+    (
+        "gw-expired-certificate",
+        "the gateway presents a certificate that expired in 2021",
+        include_str!("../fixtures/scenarios/gw-expired-certificate.toml"),
+    ),
 ];
 
 /// A built-in scenario by name.
@@ -1373,6 +1509,7 @@ fn healthy_fallback() -> Scenario {
         link: Link::default(),
         faults: Vec::new(),
         mutate: None,
+        gateway: None,
     }
 }
 
@@ -1428,7 +1565,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name} round trip: {e}"));
             assert_eq!(back, s, "{name} round trip");
         }
-        assert_eq!(builtin_names().len(), 17);
+        assert_eq!(builtin_names().len(), 29);
     }
 
     #[test]

@@ -8,9 +8,21 @@ use std::fmt;
 
 /// One stage of the RDP connection sequence, in wire order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
-    /// TCP connect.
+    /// RD Gateway hop (MS-TSGU): TCP connect to the gateway.
+    GwTcp,
+    /// TLS handshake with the gateway (HTTPS).
+    GwTls,
+    /// The HTTP request that opens the transport (WebSocket upgrade or RDG_OUT_DATA / RDG_IN_DATA).
+    GwHttp,
+    /// HTTP authentication to the gateway (Negotiate / NTLM / Basic).
+    GwAuth,
+    /// MS-TSGU handshake, tunnel create and tunnel authorization (MS-TSGU 2.2.10.x).
+    GwTunnel,
+    /// MS-TSGU channel create to the target server (MS-TSGU 2.2.10.2 / 2.2.10.3).
+    GwChannel,
+    /// TCP connect (through a gateway: the channel to the target is open).
     Tcp,
     /// X.224 Connection Request / Confirm with RDP_NEG_REQ / RDP_NEG_RSP / RDP_NEG_FAILURE (MS-RDPBCGR 2.2.1.1-2.2.1.2).
     X224,
@@ -33,6 +45,7 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stages of a direct RDP connection (the gateway hop's are in [`Stage::GATEWAY`]).
     pub const ALL: [Stage; 10] = [
         Stage::Tcp,
         Stage::X224,
@@ -46,8 +59,29 @@ impl Stage {
         Stage::Connected,
     ];
 
+    /// The RD Gateway hop, in wire order; a probe through a gateway reports these before `tcp`.
+    pub const GATEWAY: [Stage; 6] = [
+        Stage::GwTcp,
+        Stage::GwTls,
+        Stage::GwHttp,
+        Stage::GwAuth,
+        Stage::GwTunnel,
+        Stage::GwChannel,
+    ];
+
+    /// Whether this is a stage of the gateway hop.
+    pub fn is_gateway(self) -> bool {
+        self < Stage::Tcp
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Stage::GwTcp => "gw_tcp",
+            Stage::GwTls => "gw_tls",
+            Stage::GwHttp => "gw_http",
+            Stage::GwAuth => "gw_auth",
+            Stage::GwTunnel => "gw_tunnel",
+            Stage::GwChannel => "gw_channel",
             Stage::Tcp => "tcp",
             Stage::X224 => "x224",
             Stage::Tls => "tls",
@@ -62,8 +96,9 @@ impl Stage {
     }
 
     pub fn parse(s: &str) -> Option<Stage> {
-        Stage::ALL
+        Stage::GATEWAY
             .iter()
+            .chain(Stage::ALL.iter())
             .copied()
             .find(|st| st.as_str() == s.to_ascii_lowercase())
     }
@@ -141,6 +176,16 @@ pub enum FailureKind {
     Denied { detail: String },
     /// Malformed data: what was wrong and at which byte offset of that side's stream.
     ProtocolError { what: String, offset: Option<u64> },
+    /// An HTTP answer from an RD Gateway other than the one the protocol expects (401, 403, 302, 5xx…).
+    HttpStatus {
+        status: u16,
+        reason: String,
+        /// `Location` of a redirect.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<String>,
+    },
+    /// An RD Gateway refused a step with an HRESULT (MS-TSGU 2.2.10.x statusCode, MS-TSGU 2.2.3.1 names).
+    GatewayError { code: u32, name: String },
     /// The probe stopped by request (`--stop-after`), not a failure of the peer.
     Stopped,
     /// The capture ended before the connection did (analyze only).
@@ -163,6 +208,8 @@ impl FailureKind {
             FailureKind::AuthFailure { .. } => "auth_failure",
             FailureKind::Denied { .. } => "denied",
             FailureKind::ProtocolError { .. } => "protocol_error",
+            FailureKind::HttpStatus { .. } => "http_status",
+            FailureKind::GatewayError { .. } => "gateway_error",
             FailureKind::Stopped => "stopped",
             FailureKind::CaptureEnded => "capture_ended",
         }
@@ -228,6 +275,20 @@ impl fmt::Display for FailureKind {
             } => write!(f, "protocol error at byte {o}: {what}"),
             FailureKind::ProtocolError { what, offset: None } => {
                 write!(f, "protocol error: {what}")
+            }
+            FailureKind::HttpStatus {
+                status,
+                reason,
+                location,
+            } => {
+                write!(f, "HTTP {status} {reason}")?;
+                if let Some(l) = location {
+                    write!(f, " to {l}")?;
+                }
+                Ok(())
+            }
+            FailureKind::GatewayError { code, name } => {
+                write!(f, "gateway error {name} (0x{code:08X})")
             }
             FailureKind::Stopped => write!(f, "stopped by the client"),
             FailureKind::CaptureEnded => write!(f, "capture ended"),

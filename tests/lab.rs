@@ -497,6 +497,18 @@ fn every_builtin_scenario_has_a_test_here() {
         "denied-after-mcs",
         "slow-link",
         "reset-in-credssp",
+        "gw-healthy",
+        "gw-negotiate-only",
+        "gw-forbidden",
+        "gw-login-redirect",
+        "gw-websocket-refused",
+        "gw-reset-after-ntlm",
+        "gw-tunnel-refused",
+        "gw-rap-denied",
+        "gw-target-unreachable",
+        "gw-slow-tunnel",
+        "gw-slow-channel",
+        "gw-expired-certificate",
     ];
     let names: Vec<&str> = builtin_names().iter().map(|(n, _)| *n).collect();
     assert_eq!(names, tested);

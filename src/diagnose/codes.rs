@@ -552,3 +552,26 @@ pub fn find_name(table: &'static [Code], name: &str) -> Option<&'static Code> {
 pub fn ntstatus_name(code: u32) -> Option<&'static str> {
     find(NTSTATUS, code).map(|e| e.name)
 }
+
+/// The command that shows a gateway HRESULT at its step.
+pub const CMD_GATEWAY: &str =
+    "rdprobe probe HOST --gateway GW --user USER --diagnose   (and rdprobe enum GW --gateway)";
+
+/// RD Gateway HRESULTs (MS-TSGU 2.2.3.1 / 2.2.3.2: HRESULT_FROM_WIN32 of the E_PROXY_* codes), as the
+/// tunnel, tunnel authorization and channel responses carry them.
+pub static GATEWAY_HRESULTS: &[Code] = &[
+    c(0x8007_59D8, "E_PROXY_INTERNALERROR", Stage::GwTunnel, "internal error of the RD Gateway; its TerminalServices-Gateway event log has the reason", CMD_GATEWAY),
+    c(0x8007_59DA, "E_PROXY_RAP_ACCESSDENIED", Stage::GwChannel, "a resource authorization policy (RD RAP) does not let this user reach this resource name; RAPs compare the name as sent (FQDN, NetBIOS name or IP address) literally", CMD_GATEWAY),
+    c(0x8007_59DB, "E_PROXY_NAP_ACCESSDENIED", Stage::GwTunnel, "network access protection (or the connection authorization policy's health requirement) denied the client", CMD_GATEWAY),
+    c(0x8007_59DD, "E_PROXY_TS_CONNECTFAILED", Stage::GwChannel, "the RD Gateway could not connect to the target server (name resolution, routing or a firewall between gateway and server, or the server's RDP port closed)", CMD_GATEWAY),
+    c(0x8007_59DF, "E_PROXY_ALREADYDISCONNECTED", Stage::GwChannel, "the tunnel was already closed by the gateway", CMD_GATEWAY),
+    c(0x8007_59E6, "E_PROXY_MAXCONNECTIONSREACHED", Stage::GwTunnel, "the RD Gateway reached its maximum number of connections", CMD_GATEWAY),
+    c(0x8007_59E8, "E_PROXY_NOTSUPPORTED", Stage::GwTunnel, "the RD Gateway does not support the request (transport, capability or authentication)", CMD_GATEWAY),
+    c(0x8007_59E9, "E_PROXY_CAPABILITYMISMATCH", Stage::GwTunnel, "client and gateway capabilities do not match (e.g. the gateway requires a statement of health or messaging the client does not offer)", CMD_GATEWAY),
+    c(0x8007_59ED, "E_PROXY_QUARANTINE_ACCESSDENIED", Stage::GwTunnel, "quarantine (NAP) denied the client", CMD_GATEWAY),
+    c(0x8007_59F6, "E_PROXY_SESSIONTIMEOUT", Stage::GwChannel, "the gateway session reached its time limit", CMD_GATEWAY),
+    c(0x8007_59F8, "E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED", Stage::GwTunnel, "the pluggable authentication (PAA) cookie was refused", CMD_GATEWAY),
+    c(0x8007_59F9, "E_PROXY_UNSUPPORTED_AUTHENTICATION_METHOD", Stage::GwTunnel, "the gateway does not accept the authentication method the client used", CMD_GATEWAY),
+    c(0x8007_59FB, "E_PROXY_REAUTH_CAP_FAILED", Stage::GwTunnel, "re-authorization by the connection authorization policy (RD CAP) failed", CMD_GATEWAY),
+    c(0x8007_59FC, "E_PROXY_REAUTH_RAP_FAILED", Stage::GwChannel, "re-authorization by the resource authorization policy (RD RAP) failed", CMD_GATEWAY),
+];

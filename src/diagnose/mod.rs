@@ -8,6 +8,7 @@
 //! yields [`FaultClass::None`] and no cause.
 
 pub mod codes;
+pub mod gateway;
 
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -75,7 +76,8 @@ pub struct Diagnosis {
 pub struct Explanation {
     /// The code as hex ("0x904").
     pub code: String,
-    /// "mstsc disconnect", "extended reason", "negotiation failure", "ntstatus" or "set error info".
+    /// "mstsc disconnect", "extended reason", "negotiation failure", "ntstatus", "set error info" or
+    /// "rd gateway hresult".
     pub kind: &'static str,
     pub name: String,
     pub meaning: String,
@@ -96,6 +98,7 @@ pub const KIND_EXTENDED: &str = "extended reason";
 pub const KIND_NEG_FAILURE: &str = "negotiation failure";
 pub const KIND_NTSTATUS: &str = "ntstatus";
 pub const KIND_SET_ERROR_INFO: &str = "set error info";
+pub const KIND_GATEWAY: &str = "rd gateway hresult";
 
 // ---------------------------------------------------------------------------------------------
 // Cause catalog
@@ -428,7 +431,10 @@ fn catalog(id: &str) -> (&'static str, &'static str) {
             "the capture ended before the connection did: nothing failed in what was captured",
             "Capture longer, or on the other end of the path.",
         ),
-        _ => ("unclassified failure", "Probe again with --pcap and compare with rdprobe explain for the codes seen."),
+        other => gateway::catalog(other).unwrap_or((
+            "unclassified failure",
+            "Probe again with --pcap and compare with rdprobe explain for the codes seen.",
+        )),
     }
 }
 
@@ -734,8 +740,12 @@ pub fn diagnose(report: &ConnectionReport) -> Diagnosis {
     };
     let cx = Ctx::new(report);
     let mut d = Builder::new();
-    classify(&cx, kind, by, &mut d);
-    context_evidence(&cx, &mut d);
+    if report.last_stage.is_gateway() {
+        gateway::classify(&cx, kind, by, &mut d);
+    } else {
+        classify(&cx, kind, by, &mut d);
+        context_evidence(&cx, &mut d);
+    }
     // INVARIANT: a failure always comes with a cause (the module invariant); a stop by request is none.
     if d.causes.is_empty() && !matches!(kind, FailureKind::Stopped) {
         d.add(cause("unclassified"));
@@ -758,6 +768,21 @@ fn healthy(r: &ConnectionReport) -> Diagnosis {
         r.last_stage,
         r.stages.len()
     ));
+    if let Some(issuer) = gateway::inspected(&cx) {
+        d.ev(format!(
+            "the gateway's certificate was issued by {issuer}, a TLS-inspection product: clients that bind NTLM to the channel fail"
+        ));
+        d.add(cause("gw_tls_inspection"));
+    }
+    if cx.flag(Stage::GwTls, "cert_expired") {
+        let when = cx
+            .fact(Stage::GwTls, "cert_not_after")
+            .unwrap_or_else(|| "?".into());
+        d.ev(format!(
+            "the gateway's certificate expired on {when}: rdprobe does not verify certificates, clients that do fail at gw_tls"
+        ));
+        d.add(cause("gw_tls_cert_expired"));
+    }
     if cx.flag(Stage::Tls, "cert_expired") {
         let when = cx
             .fact(Stage::Tls, "cert_not_after")
@@ -961,6 +986,10 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             d.ev(format!(
                 "stopped after the {stage} stage by request; every stage up to it passed"
             ));
+        }
+        // Only the gateway hop answers with HTTP statuses and HRESULTs (see `gateway::classify`).
+        FailureKind::HttpStatus { .. } | FailureKind::GatewayError { .. } => {
+            gateway::classify(cx, kind, by, d);
         }
         FailureKind::CaptureEnded => {
             d.ev(format!(
@@ -1535,6 +1564,15 @@ pub fn explain(code: u32, ext: Option<u32>) -> Vec<Explanation> {
     if let Some(x) = ext.and_then(|x| extended(x, Some(code))) {
         out.push(x);
     }
+    // Gateway codes come as the Win32 code (0x59DA) or its HRESULT (0x800759DA).
+    let hr = if code & 0xFFFF_0000 == 0 && code != 0 {
+        0x8007_0000 | code
+    } else {
+        code
+    };
+    if let Some(e) = codes::find(codes::GATEWAY_HRESULTS, hr) {
+        out.push(explanation(KIND_GATEWAY, e));
+    }
     out
 }
 
@@ -1570,13 +1608,14 @@ fn is_name(s: &str) -> bool {
 
 /// Looks a name up in every table: (kind, entry).
 fn find_by_name(name: &str) -> Vec<(&'static str, &'static Code)> {
-    let tables: [(&'static str, &'static [Code]); 6] = [
+    let tables: [(&'static str, &'static [Code]); 7] = [
         (KIND_MSTSC, codes::MSTSC_DOCUMENTED),
         (KIND_MSTSC, codes::MSTSC_INTERNAL),
         (KIND_EXTENDED, codes::EXTENDED_REASONS),
         (KIND_NEG_FAILURE, codes::NEG_FAILURES),
         (KIND_NTSTATUS, codes::NTSTATUS),
         (KIND_SET_ERROR_INFO, codes::SET_ERROR_INFO),
+        (KIND_GATEWAY, codes::GATEWAY_HRESULTS),
     ];
     tables
         .iter()

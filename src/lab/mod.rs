@@ -20,6 +20,7 @@
 
 mod credssp;
 mod driver;
+pub mod gateway;
 mod io;
 pub mod mutate;
 pub mod planted;

@@ -420,7 +420,8 @@ pub(crate) fn client_config(
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A byte stream the probe can run RDP over: a TCP socket, or a gateway channel.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Writes and flushes `bytes` within `timeout`. A server that stops reading (its receive window
@@ -519,6 +520,45 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
     let local = tcp.local_addr().unwrap_or_else(|_| unspecified_for(addr));
     shared.set_addrs(local, addr);
     shared.push(EventKind::Connected);
+    run_on(opts, shared, engine, Box::new(tcp), local).await
+}
+
+/// Runs RDP over a stream that is already open (the channel of an RD Gateway): the Trace holds the
+/// RDP bytes of the channel as its wire layer. No retries (a retry would need a new channel).
+pub async fn probe_over(
+    opts: &ProbeOptions,
+    stream: Box<dyn Stream>,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> ProbeResult {
+    let shared = SharedTrace::new(Trace::new(local, peer));
+    shared.push(EventKind::Connected);
+    let run = tokio::time::timeout(
+        opts.deadline,
+        run_on(opts, &shared, TlsEngine::Rustls, stream, local),
+    )
+    .await;
+    if run.is_err() && !shared.fin_seen(Dir::C2S) {
+        shared.push(EventKind::Timeout {
+            waiting_for: Dir::S2C,
+            after_ms: opts.deadline.as_millis() as u64,
+        });
+    }
+    let established = shared.has_event(|k| matches!(k, EventKind::Connected));
+    if established && !shared.fin_seen(Dir::C2S) {
+        shared.fin(Dir::C2S);
+    }
+    finish(&shared)
+}
+
+/// The probe from the X.224 stage on, over an open stream.
+async fn run_on(
+    opts: &ProbeOptions,
+    shared: &SharedTrace,
+    engine: TlsEngine,
+    tcp: Box<dyn Stream>,
+    local: SocketAddr,
+) -> Retry {
     if opts.stop_after == Some(Stage::Tcp) {
         shared.push(EventKind::StoppedAfter(Stage::Tcp));
         let mut t = Tap::new(tcp, shared.clone(), Layer::Wire);
@@ -804,7 +844,7 @@ fn is_version_refusal(e: &std::io::Error) -> bool {
 }
 
 async fn legacy_handshake(
-    wire: Tap<TcpStream>,
+    wire: Tap<Box<dyn Stream>>,
     shared: &SharedTrace,
     timeout: Duration,
 ) -> Result<(Box<dyn Stream>, TlsSessionInfo), ()> {

@@ -126,7 +126,15 @@ fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
     };
     let last = &pdus[i];
     match last.stage {
-        Stage::Tcp | Stage::X224 => {
+        // A capture of a direct RDP conversation has no gateway stages.
+        Stage::GwTcp
+        | Stage::GwTls
+        | Stage::GwHttp
+        | Stage::GwAuth
+        | Stage::GwTunnel
+        | Stage::GwChannel
+        | Stage::Tcp
+        | Stage::X224 => {
             if pending_in(Stage::Tls) {
                 FaultPoint::TlsClientHello
             } else if pending_in(Stage::Mcs) {

@@ -1,0 +1,94 @@
+//! Benchmark (issue 15): `rdprobe probe --gateway` next to `xfreerdp /g: +auth-only` through the same
+//! lab RD Gateway to the same xrdp, in the same run, as whole processes (start-up included for both).
+//! Reports medians and the ratio. Goal: rdprobe takes at most a tenth of xfreerdp's wall time.
+//!
+//! Run: `cargo bench --bench gateway_vs_xfreerdp` (needs xrdp and xfreerdp: scripts/install-peers.sh).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdprobe::lab::gateway::{spawn_gateway, GatewayConfig};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("gateway_vs_xfreerdp: bench");
+        return;
+    }
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("start xrdp (scripts/install-peers.sh)");
+    let gw = spawn_gateway(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        GatewayConfig {
+            scenario: rdprobe::scenario::builtin("gw-healthy").expect("gw-healthy"),
+            target: xrdp.addr(),
+            limits: rdprobe::lab::LabLimits::default(),
+        },
+    )
+    .expect("lab gateway");
+    let g = format!("127.0.0.1:{}", gw.addr.port());
+    let bin = env!("CARGO_BIN_EXE_rdprobe");
+
+    let mut probe_times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let st = Command::new(bin)
+            .args(["probe", "xrdp01", "--gateway", &g, "--user", "user"])
+            .env("RDPROBE_PASSWORD", "pass")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run rdprobe");
+        probe_times.push(t.elapsed());
+        assert_eq!(st.code(), Some(0), "rdprobe did not reach connected");
+    }
+    let xvfb = Xvfb::start().expect("start Xvfb");
+    let gflag = format!("/g:{g}");
+    let mut xf_times = Vec::new();
+    for _ in 0..runs.min(5) {
+        let r = xfreerdp_on(
+            &xvfb,
+            &[
+                "/v:xrdp01:3389",
+                "/u:user",
+                "/p:pass",
+                &gflag,
+                "/gu:user",
+                "/gp:pass",
+                "/gt:http",
+                "/cert:ignore",
+                "+auth-only",
+            ],
+            Duration::from_secs(30),
+        )
+        .expect("run xfreerdp");
+        assert_eq!(r.code, Some(0), "xfreerdp failed: {}", r.output);
+        xf_times.push(r.elapsed);
+    }
+    let p = median(probe_times);
+    let x = median(xf_times);
+    println!(
+        "rdprobe probe --gateway (to connected)  median {:>8.1} ms over {runs} runs",
+        p.as_secs_f64() * 1e3
+    );
+    println!(
+        "xfreerdp /g: +auth-only                 median {:>8.1} ms",
+        x.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio rdprobe / xfreerdp                {:.3} (goal <= 0.1)",
+        p.as_secs_f64() / x.as_secs_f64()
+    );
+}

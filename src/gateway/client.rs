@@ -1,0 +1,1211 @@
+//! The probe's side of the RD Gateway hop: `gw_tcp`, `gw_tls`, `gw_http`, `gw_auth`, `gw_tunnel`,
+//! `gw_channel`, each with the stage deadline and its facts, then RDP through the channel with the
+//! ordinary probe ([`crate::probe::probe_over`]).
+//!
+//! Each step is driven here on typed packets ([`super::tsgu`]) rather than by
+//! `ironrdp_mstsgu::GwClient::connect`, which runs all of them as one call: the probe must stop at
+//! the step that failed with its own deadline, and report the HTTP status, the schemes offered, a
+//! redirect's `Location`, the `Server` header and the HRESULT of that very step.
+//!
+//! The verdicts of the gateway stages are decided here from what the gateway answered (HTTP status,
+//! HRESULT, reset, silence); the inner stages are decoded from the channel's bytes as for a direct
+//! probe. Capturing the client↔gateway conversation (and `analyze` of it) is not done yet: the
+//! written capture holds the inner RDP of the channel.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sspi::{
+    builders::AcquireCredentialsHandle, AuthIdentity, BufferType, ClientRequestFlags,
+    CredentialUse, DataRepresentation, Ntlm, SecurityBuffer, Sspi as _, SspiImpl as _, Username,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::http::{self, Head, HeadError};
+use super::tsgu::{self, Hresult, Packet};
+use super::ws::{PacketStream, RecvError};
+use crate::probe::{Credentials, ProbeOptions, ProbeResult};
+use crate::report::{ConnectionReport, Facts, StageReport};
+use crate::stage::{FailureKind, Side, Stage, Verdict};
+
+/// The MS-TSGU transport to ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    /// The legacy two-channel HTTP transport (RDG_OUT_DATA / RDG_IN_DATA): not implemented yet.
+    Http,
+    /// WebSocket (what current gateways and clients use first).
+    Auto,
+}
+
+impl Transport {
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s.to_ascii_lowercase().as_str() {
+            "websocket" | "ws" => Some(Transport::WebSocket),
+            "http" => Some(Transport::Http),
+            "auto" => Some(Transport::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// Where the gateway is and who to be there.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    pub host: String,
+    pub port: u16,
+    /// Gateway credentials (may differ from the server's); `None`: anonymous.
+    pub credentials: Option<Credentials>,
+    pub transport: Transport,
+    /// Client name in TUNNEL_AUTH (defaults to "rdprobe").
+    pub client_name: String,
+}
+
+impl GatewayOptions {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        GatewayOptions {
+            host: host.into(),
+            port,
+            credentials: None,
+            transport: Transport::Auto,
+            client_name: "rdprobe".into(),
+        }
+    }
+}
+
+/// The gateway hop as far as it went.
+#[derive(Default)]
+pub struct Hop {
+    pub stages: Vec<StageReport>,
+    /// The client↔gateway conversation (TLS records on the wire, TLS secrets in its key log).
+    pub trace: Option<crate::probe::tap::SharedTrace>,
+    pub local: Option<SocketAddr>,
+    pub gateway: Option<SocketAddr>,
+    pub notes: Vec<String>,
+}
+
+impl Hop {
+    fn failed(&self) -> Option<&StageReport> {
+        self.stages.iter().find(|s| !s.verdict.is_ok())
+    }
+}
+
+/// Byte counters of the gateway connection.
+#[derive(Clone, Default)]
+struct Counters {
+    c2s: Arc<AtomicU64>,
+    s2c: Arc<AtomicU64>,
+}
+
+struct Counted<S> {
+    inner: S,
+    n: Counters,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let got = buf.filled().len() - before;
+        self.n.s2c.fetch_add(got as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.n.c2s.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One stage being recorded.
+struct Rec {
+    stage: Stage,
+    start: Instant,
+    start_us: u64,
+    c2s: u64,
+    s2c: u64,
+    facts: Facts,
+}
+
+impl Rec {
+    fn new(stage: Stage, n: &Counters) -> Rec {
+        Rec {
+            stage,
+            start: Instant::now(),
+            start_us: crate::trace::now_us(),
+            c2s: n.c2s.load(Ordering::Relaxed),
+            s2c: n.s2c.load(Ordering::Relaxed),
+            facts: Facts::new(),
+        }
+    }
+    fn fact(&mut self, k: &str, v: serde_json::Value) {
+        self.facts.insert(k.to_owned(), v);
+    }
+    fn end(self, hop: &mut Hop, n: &Counters, verdict: Verdict) {
+        hop.stages.push(StageReport {
+            stage: self.stage,
+            verdict,
+            start_us: self.start_us,
+            duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+            bytes_c2s: n.c2s.load(Ordering::Relaxed) - self.c2s,
+            bytes_s2c: n.s2c.load(Ordering::Relaxed) - self.s2c,
+            frames: Vec::new(),
+            facts: self.facts,
+        });
+    }
+}
+
+fn fail(kind: FailureKind) -> Verdict {
+    Verdict::Failed {
+        kind,
+        by: Side::Server,
+    }
+}
+
+fn timed_out(after: Duration) -> Verdict {
+    fail(FailureKind::TimedOut {
+        waiting_for: Side::Server,
+        after_ms: after.as_millis() as u64,
+    })
+}
+
+fn io_verdict(e: &std::io::Error, after: Duration) -> Verdict {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => fail(FailureKind::Reset),
+        K::UnexpectedEof => fail(FailureKind::Closed {
+            tls_close_notify: false,
+        }),
+        K::TimedOut => timed_out(after),
+        _ => fail(FailureKind::ProtocolError {
+            what: e.to_string(),
+            offset: None,
+        }),
+    }
+}
+
+fn head_verdict(e: &HeadError, after: Duration) -> Verdict {
+    match e {
+        HeadError::Timeout(_) => timed_out(after),
+        HeadError::Closed(_) => fail(FailureKind::Closed {
+            tls_close_notify: false,
+        }),
+        HeadError::Io(io) => io_verdict(io, after),
+        HeadError::TooLarge | HeadError::NotHttp(_) => fail(FailureKind::ProtocolError {
+            what: format!("the gateway's answer is not HTTP: {e}"),
+            offset: None,
+        }),
+    }
+}
+
+fn recv_verdict(e: &RecvError, after: Duration) -> Verdict {
+    match e {
+        RecvError::Timeout(_) => timed_out(after),
+        RecvError::Closed(_) => fail(FailureKind::Closed {
+            tls_close_notify: false,
+        }),
+        RecvError::Io(s) if s.contains("reset") => fail(FailureKind::Reset),
+        RecvError::Io(s) | RecvError::Malformed(s) => fail(FailureKind::ProtocolError {
+            what: s.clone(),
+            offset: None,
+        }),
+    }
+}
+
+fn hresult_verdict(code: u32) -> Verdict {
+    fail(FailureKind::GatewayError {
+        code,
+        name: Hresult(code).label(),
+    })
+}
+
+/// How a resource name is written: an IP address, a fully qualified name, or a single label
+/// (NetBIOS-style). RD RAPs compare names literally, so the form matters.
+pub fn name_form(name: &str) -> &'static str {
+    if name
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        "ip"
+    } else if name.contains('.') {
+        "fqdn"
+    } else {
+        "netbios"
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens the gateway hop to `target:port`; on success returns the channel as a stream.
+pub async fn open(
+    gw: &GatewayOptions,
+    target: &str,
+    port: u16,
+    stop_after: Option<Stage>,
+    t: Duration,
+) -> (Hop, Option<Box<dyn crate::probe::Stream>>) {
+    let mut hop = Hop::default();
+    let n = Counters::default();
+    // --- gw_tcp ---
+    let mut rec = Rec::new(Stage::GwTcp, &n);
+    rec.fact("gateway", json!(format!("{}:{}", gw.host, gw.port)));
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(
+        t,
+        tokio::net::lookup_host((gw.host.trim_matches(|c| c == '[' || c == ']'), gw.port)),
+    )
+    .await
+    {
+        Err(_) => {
+            rec.end(&mut hop, &n, timed_out(t));
+            return (hop, None);
+        }
+        Ok(Err(e)) => {
+            rec.end(
+                &mut hop,
+                &n,
+                fail(FailureKind::Unreachable {
+                    detail: format!("cannot resolve {}: {e}", gw.host),
+                }),
+            );
+            return (hop, None);
+        }
+        Ok(Ok(a)) => a.take(16).collect(),
+    };
+    let Some(&addr) = addrs.first() else {
+        rec.end(
+            &mut hop,
+            &n,
+            fail(FailureKind::Unreachable {
+                detail: format!("{} resolves to no address", gw.host),
+            }),
+        );
+        return (hop, None);
+    };
+    if addrs.len() > 1 {
+        rec.fact(
+            "addresses",
+            json!(addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>()),
+        );
+    }
+    rec.fact("address", json!(addr.to_string()));
+    hop.gateway = Some(addr);
+    let tcp = match tokio::time::timeout(t, TcpStream::connect(addr)).await {
+        Err(_) => {
+            rec.end(&mut hop, &n, timed_out(t));
+            return (hop, None);
+        }
+        Ok(Err(e)) => {
+            let v = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => fail(FailureKind::Refused),
+                _ => fail(FailureKind::Unreachable {
+                    detail: e.to_string(),
+                }),
+            };
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    hop.local = tcp.local_addr().ok();
+    rec.end(&mut hop, &n, Verdict::Ok);
+    let gw_trace = crate::probe::tap::SharedTrace::new(crate::trace::Trace::new(
+        hop.local.unwrap_or(addr),
+        addr,
+    ));
+    gw_trace.push(crate::trace::EventKind::Connected);
+    hop.trace = Some(gw_trace.clone());
+    let counted = Counted {
+        inner: crate::probe::tap::Tap::new(tcp, gw_trace.clone(), crate::trace::Layer::Wire),
+        n: n.clone(),
+    };
+    if stop_after == Some(Stage::GwTcp) {
+        return stopped(hop, Stage::GwTcp);
+    }
+
+    // --- gw_tls ---
+    let mut rec = Rec::new(Stage::GwTls, &n);
+    let (config, verifier) =
+        crate::probe::tls::rustls_config(gw_trace.clone(), crate::probe::tls::TlsVersions::Both);
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
+    config.enable_sni = sni_ok;
+    let name = rustls::pki_types::ServerName::try_from(if sni_ok {
+        gw.host.clone()
+    } else {
+        "rd-gateway".to_owned()
+    })
+    .unwrap_or_else(|_| {
+        rustls::pki_types::ServerName::try_from("rd-gateway".to_owned())
+            .expect("static name is valid")
+    });
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = match tokio::time::timeout(t, conn.connect(name, counted)).await {
+        Err(_) => {
+            rec.end(&mut hop, &n, timed_out(t));
+            return (hop, None);
+        }
+        Ok(Err(e)) => {
+            let v = tls_error_verdict(&e);
+            rec.fact("client_tls_error", json!(e.to_string()));
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
+        }
+        Ok(Ok(s)) => s,
+    };
+    {
+        let (_, c) = tls.get_ref();
+        if let Some(v) = c.protocol_version() {
+            rec.fact("version", json!(crate::probe::tls::rustls_version_name(v)));
+        }
+        if let Some(cs) = c.negotiated_cipher_suite() {
+            rec.fact("cipher_suite", json!(format!("{:?}", cs.suite())));
+        }
+        let chain = verifier
+            .chain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(leaf) = chain.first() {
+            let now = (crate::trace::now_us() / 1_000_000) as i64;
+            if let Ok(f) = crate::decode::tls::cert_facts(leaf, now) {
+                rec.fact("cert_subject", json!(f.subject));
+                rec.fact("cert_issuer", json!(f.issuer));
+                rec.fact("cert_not_after", json!(f.not_after));
+                rec.fact("cert_expired", json!(f.expired));
+                rec.fact("cert_self_signed", json!(f.self_signed));
+            }
+            if sni_ok {
+                rec.fact(
+                    "cert_name_matches",
+                    json!(crate::decode::tls::check_name(leaf, &gw.host)),
+                );
+            }
+        }
+    }
+    rec.end(&mut hop, &n, Verdict::Ok);
+    if stop_after == Some(Stage::GwTls) {
+        return stopped(hop, Stage::GwTls);
+    }
+    let mut s: Box<dyn Io> = Box::new(tls);
+
+    // --- gw_http, gw_auth ---
+    if gw.transport == Transport::Http {
+        let mut rec = Rec::new(Stage::GwHttp, &n);
+        rec.fact("transport", json!("http"));
+        rec.end(
+            &mut hop,
+            &n,
+            Verdict::Failed {
+                kind: FailureKind::ProtocolError {
+                    what: "the legacy HTTP transport (RDG_OUT_DATA / RDG_IN_DATA) is not implemented yet: use --gateway-transport websocket".into(),
+                    offset: None,
+                },
+                by: Side::Client,
+            },
+        );
+        return (hop, None);
+    }
+    let host_header = if gw.port == 443 {
+        gw.host.clone()
+    } else {
+        format!("{}:{}", gw.host, gw.port)
+    };
+    let conn_id = connection_id();
+    let key = http::websocket_key();
+    let mut buf = Vec::new();
+    let mut rec = Rec::new(Stage::GwHttp, &n);
+    rec.fact("transport", json!("websocket"));
+    rec.fact("method", json!("RDG_OUT_DATA"));
+    let first = match exchange(&mut s, &mut buf, &host_header, &conn_id, &key, None, t).await {
+        Ok(h) => h,
+        Err(v) => {
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
+        }
+    };
+    http_facts(&mut rec, &first);
+    let upgraded = match first.status {
+        101 => {
+            rec.end(&mut hop, &n, Verdict::Ok);
+            let mut a = Rec::new(Stage::GwAuth, &n);
+            a.fact("scheme", json!("none"));
+            a.fact("status", json!(101));
+            a.end(&mut hop, &n, Verdict::Ok);
+            first
+        }
+        401 => {
+            rec.end(&mut hop, &n, Verdict::Ok);
+            if stop_after == Some(Stage::GwHttp) {
+                return stopped(hop, Stage::GwHttp);
+            }
+            let offered = http::schemes(&first);
+            let mut a = Rec::new(Stage::GwAuth, &n);
+            a.fact("www_authenticate", json!(offered));
+            match authenticate(
+                &mut s,
+                &mut buf,
+                &host_header,
+                &conn_id,
+                &key,
+                gw,
+                &offered,
+                &mut a,
+                t,
+            )
+            .await
+            {
+                Ok(h) => {
+                    a.end(&mut hop, &n, Verdict::Ok);
+                    h
+                }
+                Err(v) => {
+                    a.end(&mut hop, &n, v);
+                    return (hop, None);
+                }
+            }
+        }
+        status => {
+            let v = http_status_verdict(&first);
+            rec.end(&mut hop, &n, v);
+            let _ = status;
+            return (hop, None);
+        }
+    };
+    let accept_ok = upgraded
+        .header("sec-websocket-accept")
+        .is_some_and(|a| a == http::websocket_accept(&key));
+    if !accept_ok {
+        hop.notes.push(
+            "the gateway's Sec-WebSocket-Accept does not match the key sent (RFC 6455 4.2.2)"
+                .into(),
+        );
+    }
+    if stop_after == Some(Stage::GwHttp) || stop_after == Some(Stage::GwAuth) {
+        return stopped(hop, stop_after.unwrap_or(Stage::GwAuth));
+    }
+
+    // --- gw_tunnel ---
+    let mut ps = PacketStream::new(s, std::mem::take(&mut buf), Role::Client).await;
+    let mut rec = Rec::new(Stage::GwTunnel, &n);
+    macro_rules! send {
+        ($rec:expr, $p:expr) => {
+            if let Err(e) = ps.send(&$p, t).await {
+                let v = io_verdict(&e, $rec.start.elapsed());
+                $rec.end(&mut hop, &n, v);
+                return (hop, None);
+            }
+        };
+    }
+    send!(
+        rec,
+        Packet::HandshakeRequest {
+            major: 1,
+            minor: 0,
+            client_version: 0,
+            extended_auth: 0,
+        }
+    );
+    match expect(&mut ps, tsgu::ty::HANDSHAKE_RESPONSE, t, &mut hop).await {
+        Err(v) => {
+            rec.fact("waiting_for", json!("HANDSHAKE_RESPONSE"));
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
+        }
+        Ok(Packet::HandshakeResponse {
+            error_code,
+            server_version,
+            ..
+        }) => {
+            rec.fact("handshake_server_version", json!(server_version));
+            if error_code != 0 {
+                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
+                rec.fact("hresult_name", json!(Hresult(error_code).label()));
+                rec.fact("step", json!("handshake"));
+                rec.end(&mut hop, &n, hresult_verdict(error_code));
+                return (hop, None);
+            }
+        }
+        Ok(_) => unreachable_packet(),
+    }
+    send!(
+        rec,
+        Packet::TunnelCreate {
+            caps: tsgu::caps::IDLE_TIMEOUT | tsgu::caps::MESSAGING_SERVICE_MSG,
+            paa_cookie: None,
+        }
+    );
+    match expect(&mut ps, tsgu::ty::TUNNEL_RESPONSE, t, &mut hop).await {
+        Err(v) => {
+            rec.fact("waiting_for", json!("TUNNEL_RESPONSE"));
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
+        }
+        Ok(Packet::TunnelResponse {
+            server_version,
+            status_code,
+            tunnel_id,
+            caps,
+            consent,
+        }) => {
+            rec.fact("server_version", json!(server_version));
+            if let Some(id) = tunnel_id {
+                rec.fact("tunnel_id", json!(id));
+            }
+            if let Some(c) = caps {
+                rec.fact("capabilities", json!(tsgu::caps_names(c)));
+            }
+            if let Some(m) = consent {
+                rec.fact("consent_message_bytes", json!(m.len()));
+            }
+            if status_code != 0 {
+                rec.fact("hresult", json!(format!("0x{status_code:08X}")));
+                rec.fact("hresult_name", json!(Hresult(status_code).label()));
+                rec.fact("step", json!("tunnel_create"));
+                rec.end(&mut hop, &n, hresult_verdict(status_code));
+                return (hop, None);
+            }
+        }
+        Ok(_) => unreachable_packet(),
+    }
+    send!(
+        rec,
+        Packet::TunnelAuth {
+            client_name: gw.client_name.clone(),
+        }
+    );
+    match expect(&mut ps, tsgu::ty::TUNNEL_AUTH_RESPONSE, t, &mut hop).await {
+        Err(v) => {
+            rec.fact("waiting_for", json!("TUNNEL_AUTH_RESPONSE"));
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
+        }
+        Ok(Packet::TunnelAuthResponse {
+            error_code,
+            redir_flags,
+            idle_timeout_min,
+        }) => {
+            let mut policy = serde_json::Map::new();
+            if let Some(f) = redir_flags {
+                policy.insert("redirection_flags".into(), json!(format!("0x{f:08X}")));
+            }
+            if let Some(i) = idle_timeout_min {
+                policy.insert("idle_timeout_min".into(), json!(i));
+            }
+            rec.fact("tunnel_policy", serde_json::Value::Object(policy));
+            if error_code != 0 {
+                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
+                rec.fact("hresult_name", json!(Hresult(error_code).label()));
+                rec.fact("step", json!("tunnel_auth"));
+                rec.end(&mut hop, &n, hresult_verdict(error_code));
+                return (hop, None);
+            }
+        }
+        Ok(_) => unreachable_packet(),
+    }
+    rec.end(&mut hop, &n, Verdict::Ok);
+    if stop_after == Some(Stage::GwTunnel) {
+        ps.close(Duration::from_millis(500)).await;
+        return stopped(hop, Stage::GwTunnel);
+    }
+
+    // --- gw_channel ---
+    let mut rec = Rec::new(Stage::GwChannel, &n);
+    rec.fact("target", json!(target));
+    rec.fact("port", json!(port));
+    rec.fact("name_form", json!(name_form(target)));
+    send!(
+        rec,
+        Packet::ChannelCreate {
+            resources: vec![target.to_owned()],
+            alt_resources: Vec::new(),
+            port,
+            protocol: 3,
+        }
+    );
+    match expect(&mut ps, tsgu::ty::CHANNEL_RESPONSE, t, &mut hop).await {
+        Err(v) => {
+            rec.fact("waiting_for", json!("CHANNEL_RESPONSE"));
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
+        }
+        Ok(Packet::ChannelResponse {
+            error_code,
+            channel_id,
+        }) => {
+            if let Some(id) = channel_id {
+                rec.fact("channel_id", json!(id));
+            }
+            if error_code != 0 {
+                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
+                rec.fact("hresult_name", json!(Hresult(error_code).label()));
+                rec.end(&mut hop, &n, hresult_verdict(error_code));
+                return (hop, None);
+            }
+        }
+        Ok(_) => unreachable_packet(),
+    }
+    rec.end(&mut hop, &n, Verdict::Ok);
+    if stop_after == Some(Stage::GwChannel) {
+        let _ = ps.send(&Packet::CloseChannel { status: 0 }, t).await;
+        ps.close(Duration::from_millis(500)).await;
+        return stopped(hop, Stage::GwChannel);
+    }
+    // The channel as a stream: a relay task moves bytes between the duplex pipe and DATA packets.
+    let (near, far) = tokio::io::duplex(2 * super::ws::MAX_DATA_CHUNK);
+    tokio::spawn(async move {
+        ps.relay(far, Duration::from_secs(600), t).await;
+    });
+    (hop, Some(Box::new(near)))
+}
+
+fn unreachable_packet() -> ! {
+    // INVARIANT: `expect` returns only packets of the asked type.
+    unreachable!("expect returned another packet type")
+}
+
+fn stopped(mut hop: Hop, at: Stage) -> (Hop, Option<Box<dyn crate::probe::Stream>>) {
+    hop.notes.push(format!("stopped after {at} by request"));
+    (hop, None)
+}
+
+/// Waits for a packet of type `ty`, skipping keepalives and service messages (noted).
+async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
+    ps: &mut PacketStream<S>,
+    ty: u16,
+    t: Duration,
+    hop: &mut Hop,
+) -> Result<Packet, Verdict> {
+    let start = Instant::now();
+    for _ in 0..64 {
+        let left = t.saturating_sub(start.elapsed());
+        let p = ps
+            .recv(left)
+            .await
+            .map_err(|e| recv_verdict(&e, start.elapsed()))?;
+        let matches = match (&p, ty) {
+            (Packet::HandshakeResponse { .. }, tsgu::ty::HANDSHAKE_RESPONSE)
+            | (Packet::TunnelResponse { .. }, tsgu::ty::TUNNEL_RESPONSE)
+            | (Packet::TunnelAuthResponse { .. }, tsgu::ty::TUNNEL_AUTH_RESPONSE)
+            | (Packet::ChannelResponse { .. }, tsgu::ty::CHANNEL_RESPONSE) => true,
+            (Packet::Keepalive, _) => false,
+            (Packet::Other { ty: other, .. }, _) => {
+                hop.notes
+                    .push(format!("the gateway sent a packet of type 0x{other:02X}"));
+                false
+            }
+            (Packet::CloseChannel { status }, _) => {
+                return Err(if *status != 0 {
+                    hresult_verdict(*status)
+                } else {
+                    fail(FailureKind::Closed {
+                        tls_close_notify: false,
+                    })
+                });
+            }
+            (other, _) => {
+                return Err(fail(FailureKind::ProtocolError {
+                    what: format!("unexpected {} packet", other.name()),
+                    offset: None,
+                }))
+            }
+        };
+        if matches {
+            return Ok(p);
+        }
+    }
+    Err(fail(FailureKind::ProtocolError {
+        what: "more than 64 packets without the answer".into(),
+        offset: None,
+    }))
+}
+
+fn tls_error_verdict(e: &std::io::Error) -> Verdict {
+    if let Some(re) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        if let rustls::Error::AlertReceived(a) = re {
+            let code = u8::from(*a);
+            return fail(FailureKind::TlsAlert {
+                level: "fatal".into(),
+                description: crate::decode::tls::alert_description_name(code)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{a:?}")),
+                code,
+            });
+        }
+        return fail(FailureKind::TlsFailure {
+            detail: re.to_string(),
+        });
+    }
+    io_verdict(e, Duration::ZERO)
+}
+
+fn http_facts(rec: &mut Rec, h: &Head) {
+    rec.fact("status", json!(h.status));
+    rec.fact("reason", json!(h.reason));
+    if let Some(s) = h.header("server") {
+        rec.fact("server_header", json!(s));
+    }
+    if let Some(l) = h.header("location") {
+        rec.fact("location", json!(l));
+    }
+    let sch = http::schemes(h);
+    if !sch.is_empty() {
+        rec.fact("www_authenticate", json!(sch));
+    }
+    if let Some(c) = h.header("content-type") {
+        rec.fact("content_type", json!(c));
+    }
+}
+
+fn http_status_verdict(h: &Head) -> Verdict {
+    fail(FailureKind::HttpStatus {
+        status: h.status,
+        reason: h.reason.clone(),
+        location: h.header("location").map(str::to_owned),
+    })
+}
+
+fn connection_id() -> String {
+    let t = crate::trace::now_us();
+    format!(
+        "{{{:08X}-{:04X}-4{:03X}-8{:03X}-{:012X}}}",
+        (t >> 20) as u32,
+        (t & 0xFFFF) as u16,
+        (t >> 8) & 0xFFF,
+        (t >> 4) & 0xFFF,
+        t & 0xFFFF_FFFF_FFFF
+    )
+}
+
+/// Sends one RDG_OUT_DATA upgrade request and reads the answer's head (and its body, bounded).
+async fn exchange(
+    s: &mut Box<dyn Io>,
+    buf: &mut Vec<u8>,
+    host: &str,
+    conn_id: &str,
+    key: &str,
+    authorization: Option<&str>,
+    t: Duration,
+) -> Result<Head, Verdict> {
+    let start = Instant::now();
+    let mut req = format!(
+        "RDG_OUT_DATA /remoteDesktopGateway/ HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\nCache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nRDG-Connection-Id: {conn_id}\r\nUser-Agent: rdprobe\r\n"
+    );
+    if let Some(a) = authorization {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    let w = tokio::time::timeout(t, async {
+        s.write_all(req.as_bytes()).await?;
+        s.flush().await
+    })
+    .await;
+    match w {
+        Err(_) => return Err(timed_out(t)),
+        Ok(Err(e)) => return Err(io_verdict(&e, start.elapsed())),
+        Ok(Ok(())) => {}
+    }
+    let head = http::read_head(s, buf, t, false)
+        .await
+        .map_err(|e| head_verdict(&e, start.elapsed()))?;
+    if head.status != 101 {
+        if let Some(n) = head.content_length() {
+            let _ = http::read_body(s, buf, n, t).await;
+        }
+    }
+    Ok(head)
+}
+
+/// Authenticates with the best offered scheme the probe speaks (NTLM inside NTLM or Negotiate,
+/// else Basic); returns the 101 head.
+#[allow(clippy::too_many_arguments)]
+async fn authenticate(
+    s: &mut Box<dyn Io>,
+    buf: &mut Vec<u8>,
+    host: &str,
+    conn_id: &str,
+    key: &str,
+    gw: &GatewayOptions,
+    offered: &[String],
+    rec: &mut Rec,
+    t: Duration,
+) -> Result<Head, Verdict> {
+    let has = |n: &str| offered.iter().any(|o| o.eq_ignore_ascii_case(n));
+    let Some(creds) = &gw.credentials else {
+        rec.fact("scheme", json!("none"));
+        return Err(fail(FailureKind::HttpStatus {
+            status: 401,
+            reason: "Unauthorized (no gateway credentials given)".into(),
+            location: None,
+        }));
+    };
+    rec.fact("user", json!(creds.user));
+    if let Some(d) = &creds.domain {
+        rec.fact("domain", json!(d));
+    }
+    let scheme = if has("NTLM") {
+        "NTLM"
+    } else if has("Negotiate") {
+        "Negotiate"
+    } else if has("Basic") {
+        "Basic"
+    } else {
+        rec.fact("scheme", json!("none"));
+        return Err(fail(FailureKind::HttpStatus {
+            status: 401,
+            reason: format!(
+                "Unauthorized (no usable scheme among {})",
+                if offered.is_empty() {
+                    "none".to_owned()
+                } else {
+                    offered.join(", ")
+                }
+            ),
+            location: None,
+        }));
+    };
+    rec.fact("scheme", json!(scheme));
+    let last = if scheme == "Basic" {
+        let who = match &creds.domain {
+            Some(d) => format!("{d}\\{}", creds.user),
+            None => creds.user.clone(),
+        };
+        let token = http::b64(format!("{who}:{}", creds.password).as_bytes());
+        rec.fact("credentials_sent", json!(true));
+        exchange(
+            s,
+            buf,
+            host,
+            conn_id,
+            key,
+            Some(&format!("Basic {token}")),
+            t,
+        )
+        .await?
+    } else {
+        let mut ntlm = NtlmClient::new(creds).map_err(|e| {
+            fail(FailureKind::AuthFailure {
+                ntstatus: None,
+                name: None,
+                detail: format!("ntlm setup: {e}"),
+            })
+        })?;
+        let negotiate = ntlm.step(None).map_err(|e| {
+            fail(FailureKind::AuthFailure {
+                ntstatus: None,
+                name: None,
+                detail: format!("ntlm: {e}"),
+            })
+        })?;
+        let h = exchange(
+            s,
+            buf,
+            host,
+            conn_id,
+            key,
+            Some(&format!("{scheme} {}", http::b64(&negotiate))),
+            t,
+        )
+        .await?;
+        let challenge = h
+            .headers_named("www-authenticate")
+            .find_map(|v| http::token_of(v, scheme))
+            .filter(|t| !t.is_empty())
+            .and_then(http::unb64);
+        let Some(challenge) = challenge else {
+            rec.fact("status", json!(h.status));
+            return Err(if h.status == 101 {
+                fail(FailureKind::ProtocolError {
+                    what: "upgraded after the NTLM NEGOTIATE alone".into(),
+                    offset: None,
+                })
+            } else {
+                http_status_verdict(&h)
+            });
+        };
+        let authenticate = ntlm.step(Some(challenge)).map_err(|e| {
+            fail(FailureKind::AuthFailure {
+                ntstatus: None,
+                name: None,
+                detail: format!("ntlm: cannot answer the gateway's CHALLENGE: {e}"),
+            })
+        })?;
+        rec.fact("authenticate_sent", json!(true));
+        rec.fact("credentials_sent", json!(true));
+        exchange(
+            s,
+            buf,
+            host,
+            conn_id,
+            key,
+            Some(&format!("{scheme} {}", http::b64(&authenticate))),
+            t,
+        )
+        .await?
+    };
+    rec.fact("status", json!(last.status));
+    if let Some(sv) = last.header("server") {
+        rec.fact("server_header", json!(sv));
+    }
+    if last.status == 101 {
+        Ok(last)
+    } else {
+        let sch = http::schemes(&last);
+        if !sch.is_empty() {
+            rec.fact("www_authenticate", json!(sch));
+        }
+        if let Some(l) = last.header("location") {
+            rec.fact("location", json!(l));
+        }
+        Err(http_status_verdict(&last))
+    }
+}
+
+/// NTLM initiator on sspi for HTTP authentication (no channel binding, like mstsc's RD Gateway
+/// client without Extended Protection).
+struct NtlmClient {
+    ntlm: Ntlm,
+    handle: <Ntlm as sspi::SspiImpl>::CredentialsHandle,
+}
+
+impl NtlmClient {
+    fn new(c: &Credentials) -> Result<Self, String> {
+        let mut ntlm = Ntlm::new();
+        let identity = AuthIdentity {
+            username: Username::new(&c.user, c.domain.as_deref()).map_err(|e| e.to_string())?,
+            password: c.password.clone().into(),
+        };
+        let handle =
+            AcquireCredentialsHandle::<'_, _, _, sspi::builders::WithoutCredentialUse>::new()
+                .with_auth_data(&identity)
+                .with_credential_use(CredentialUse::Outbound)
+                .execute(&mut ntlm)
+                .map_err(|e| e.to_string())?
+                .credentials_handle;
+        Ok(NtlmClient { ntlm, handle })
+    }
+
+    fn step(&mut self, input: Option<Vec<u8>>) -> Result<Vec<u8>, String> {
+        let mut inb = vec![SecurityBuffer::new(
+            input.unwrap_or_default(),
+            BufferType::Token,
+        )];
+        let mut out = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        let mut b = self
+            .ntlm
+            .initialize_security_context()
+            .with_credentials_handle(&mut self.handle)
+            .with_context_requirements(ClientRequestFlags::ALLOCATE_MEMORY)
+            .with_target_data_representation(DataRepresentation::Native)
+            .with_input(&mut inb)
+            .with_output(&mut out);
+        b.target_name = None;
+        self.ntlm
+            .initialize_security_context_impl(&mut b)
+            .and_then(|mut g| g.resolve_to_result())
+            .map_err(|e| e.to_string())?;
+        Ok(out.swap_remove(0).buffer)
+    }
+}
+
+/// Probes `opts.host:opts.port` through the gateway: the gateway stages, then the inner RDP over
+/// the channel. The report holds both; the Trace (for `--pcap`) is the inner RDP of the channel.
+pub async fn probe(opts: &ProbeOptions, gw: &GatewayOptions) -> ProbeResult {
+    probe_with_capture(opts, gw).await.0
+}
+
+/// [`probe`], plus the client↔gateway conversation as a Trace (TLS records with the key log that
+/// decrypts them; for `--gateway-pcap`). The Trace holds what crossed the socket up to now.
+pub async fn probe_with_capture(
+    opts: &ProbeOptions,
+    gw: &GatewayOptions,
+) -> (ProbeResult, Option<crate::trace::Trace>) {
+    let t = opts.stage_timeout;
+    let started = Instant::now();
+    let (hop, stream) = match tokio::time::timeout(
+        opts.deadline,
+        open(gw, &opts.host, opts.port, opts.stop_after, t),
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(_) => {
+            let mut hop = Hop::default();
+            hop.notes.push(format!(
+                "overall deadline of {} ms reached on the gateway hop",
+                opts.deadline.as_millis()
+            ));
+            (hop, None)
+        }
+    };
+    let local = hop.local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let gw_addr = hop.gateway.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    // INVARIANT: Basic puts the password in the HTTP request; with the TLS secrets a capture would
+    // give it away. Those captures keep the TLS records but not the secrets.
+    let basic = hop
+        .stages
+        .iter()
+        .any(|s| s.stage == Stage::GwAuth && s.facts.get("scheme") == Some(&json!("Basic")));
+    let gw_shared = hop.trace.clone();
+    let Some(stream) = stream else {
+        let trace = crate::trace::Trace::new(local, gw_addr);
+        let result = ProbeResult {
+            trace,
+            report: hop_report(opts, gw, hop, gw_addr, local),
+            labels: Vec::new(),
+        };
+        return (result, hop_capture(gw_shared, basic));
+    };
+    let mut inner_opts = opts.clone();
+    inner_opts.deadline = opts.deadline.saturating_sub(started.elapsed());
+    // The inner conversation's "server" is the target as named to the gateway; its address is
+    // unknown to the client, so the Trace names the gateway's.
+    let mut res = crate::probe::probe_over(&inner_opts, stream, local, gw_addr).await;
+    let mut stages = hop.stages;
+    for s in &mut res.report.stages {
+        if s.stage == Stage::Tcp {
+            s.facts.insert(
+                "via_gateway".into(),
+                json!(format!("{}:{}", gw.host, gw.port)),
+            );
+            s.facts.insert(
+                "server".into(),
+                json!(format!("{}:{}", opts.host, opts.port)),
+            );
+        }
+    }
+    stages.append(&mut res.report.stages);
+    res.report.stages = stages;
+    res.report.server = format!(
+        "{}:{} via gateway {}:{}",
+        opts.host, opts.port, gw.host, gw.port
+    );
+    res.report.notes.extend(hop.notes);
+    // Give the relay a moment to pass the close on, so the capture shows how the channel ended.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (res, hop_capture(gw_shared, basic))
+}
+
+/// The gateway conversation so far; without TLS secrets after Basic authentication.
+fn hop_capture(
+    shared: Option<crate::probe::tap::SharedTrace>,
+    basic: bool,
+) -> Option<crate::trace::Trace> {
+    let mut tr = shared?.snapshot();
+    if basic {
+        tr.keylog.clear();
+        tr.push_now(crate::trace::EventKind::Note(
+            "Basic authentication: the TLS secrets are left out (they would reveal the password)"
+                .into(),
+        ));
+    }
+    Some(tr)
+}
+
+fn hop_report(
+    opts: &ProbeOptions,
+    gw: &GatewayOptions,
+    hop: Hop,
+    gw_addr: SocketAddr,
+    local: SocketAddr,
+) -> ConnectionReport {
+    let (last_stage, verdict) = match hop.failed() {
+        Some(s) => (s.stage, s.verdict.clone()),
+        None => match hop.stages.last() {
+            Some(s) => (
+                s.stage,
+                Verdict::Failed {
+                    kind: FailureKind::Stopped,
+                    by: Side::Client,
+                },
+            ),
+            None => (
+                Stage::GwTcp,
+                Verdict::Failed {
+                    kind: FailureKind::TimedOut {
+                        waiting_for: Side::Server,
+                        after_ms: opts.deadline.as_millis() as u64,
+                    },
+                    by: Side::Server,
+                },
+            ),
+        },
+    };
+    let mut stages = hop.stages;
+    // A stopped run: the last stage that passed carries the stop, like a direct probe's report.
+    if let (
+        Some(last),
+        Verdict::Failed {
+            kind: FailureKind::Stopped,
+            ..
+        },
+    ) = (stages.last_mut(), &verdict)
+    {
+        last.verdict = verdict.clone();
+    }
+    let ended_by = match &verdict {
+        Verdict::Failed {
+            kind: FailureKind::Stopped,
+            ..
+        } => Some(Side::Client),
+        Verdict::Failed { by, .. } => Some(*by),
+        Verdict::Ok => None,
+    };
+    let summary = match &verdict {
+        Verdict::Failed {
+            kind: FailureKind::Stopped,
+            ..
+        } => format!("stopped after {last_stage} by request: the gateway hop passed up to it"),
+        v => format!(
+            "the gateway hop failed at {last_stage}: {v} (gateway {}:{}, target {}:{})",
+            gw.host, gw.port, opts.host, opts.port
+        ),
+    };
+    ConnectionReport {
+        client: local.to_string(),
+        server: format!(
+            "{}:{} via gateway {}:{} ({gw_addr})",
+            opts.host, opts.port, gw.host, gw.port
+        ),
+        stages,
+        last_stage,
+        verdict,
+        ended_by,
+        summary,
+        notes: hop.notes,
+    }
+}

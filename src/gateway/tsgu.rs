@@ -1,0 +1,787 @@
+//! MS-TSGU HTTP transport packets (MS-TSGU 2.2.10): typed, both directions, no I/O.
+//!
+//! Both ends of rdprobe's gateway hop use these: the probe's client ([`super::client`]) and the lab's
+//! fake RD Gateway ([`crate::lab::gateway`]). ironrdp-mstsgu 0.1.0 has the same packets but keeps them
+//! crate-private, so they are written here from the specification.
+//!
+//! Every decoder returns [`PduError`] on short or inconsistent input and never panics; lengths come
+//! from the packet and are checked against what is there before use.
+
+use std::fmt;
+
+/// Bytes of the HTTP_PACKET_HEADER (MS-TSGU 2.2.10.9): type u16, reserved u16, length u32.
+pub const HEADER_LEN: usize = 8;
+/// Largest packet either end accepts, in bytes (a data packet carries at most 65535 bytes of payload).
+pub const MAX_PACKET_LEN: usize = 64 * 1024 + 64;
+
+/// HTTP_PACKET_TYPE (MS-TSGU 2.2.5.3.3).
+pub mod ty {
+    pub const HANDSHAKE_REQUEST: u16 = 0x01;
+    pub const HANDSHAKE_RESPONSE: u16 = 0x02;
+    pub const EXTENDED_AUTH_MSG: u16 = 0x03;
+    pub const TUNNEL_CREATE: u16 = 0x04;
+    pub const TUNNEL_RESPONSE: u16 = 0x05;
+    pub const TUNNEL_AUTH: u16 = 0x06;
+    pub const TUNNEL_AUTH_RESPONSE: u16 = 0x07;
+    pub const CHANNEL_CREATE: u16 = 0x08;
+    pub const CHANNEL_RESPONSE: u16 = 0x09;
+    pub const DATA: u16 = 0x0A;
+    pub const SERVICE_MESSAGE: u16 = 0x0B;
+    pub const REAUTH_MESSAGE: u16 = 0x0C;
+    pub const KEEPALIVE: u16 = 0x0D;
+    pub const CLOSE_CHANNEL: u16 = 0x10;
+    pub const CLOSE_CHANNEL_RESPONSE: u16 = 0x11;
+}
+
+/// HTTP_CAPABILITY_TYPE flags (MS-TSGU 2.2.5.3.9).
+pub mod caps {
+    pub const QUAR_SOH: u32 = 0x01;
+    pub const IDLE_TIMEOUT: u32 = 0x02;
+    pub const MESSAGING_CONSENT_SIGN: u32 = 0x04;
+    pub const MESSAGING_SERVICE_MSG: u32 = 0x08;
+    pub const REAUTH: u32 = 0x10;
+    pub const UDP_TRANSPORT: u32 = 0x20;
+}
+
+/// Names of the capability flags set in `v`, in bit order.
+pub fn caps_names(v: u32) -> Vec<&'static str> {
+    [
+        (caps::QUAR_SOH, "quar_soh"),
+        (caps::IDLE_TIMEOUT, "idle_timeout"),
+        (caps::MESSAGING_CONSENT_SIGN, "consent_sign"),
+        (caps::MESSAGING_SERVICE_MSG, "service_msg"),
+        (caps::REAUTH, "reauth"),
+        (caps::UDP_TRANSPORT, "udp_transport"),
+    ]
+    .iter()
+    .filter(|(b, _)| v & b != 0)
+    .map(|(_, n)| *n)
+    .collect()
+}
+
+/// Why bytes are not a valid packet.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PduError {
+    #[error("{what}: need {need} bytes, have {have}")]
+    Short {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
+    #[error("packet length {0} out of range")]
+    Length(u32),
+    #[error("unknown packet type 0x{0:04x}")]
+    UnknownType(u16),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One MS-TSGU packet, typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Packet {
+    /// HTTP_HANDSHAKE_REQUEST_PACKET (2.2.10.10).
+    HandshakeRequest {
+        major: u8,
+        minor: u8,
+        client_version: u16,
+        extended_auth: u16,
+    },
+    /// HTTP_HANDSHAKE_RESPONSE_PACKET (2.2.10.11).
+    HandshakeResponse {
+        error_code: u32,
+        major: u8,
+        minor: u8,
+        server_version: u16,
+        extended_auth: u16,
+    },
+    /// HTTP_TUNNEL_PACKET (2.2.10.18).
+    TunnelCreate {
+        caps: u32,
+        paa_cookie: Option<Vec<u8>>,
+    },
+    /// HTTP_TUNNEL_RESPONSE (2.2.10.20).
+    TunnelResponse {
+        server_version: u16,
+        status_code: u32,
+        tunnel_id: Option<u32>,
+        caps: Option<u32>,
+        consent: Option<Vec<u8>>,
+    },
+    /// HTTP_TUNNEL_AUTH_PACKET (2.2.10.14).
+    TunnelAuth {
+        client_name: String,
+    },
+    /// HTTP_TUNNEL_AUTH_RESPONSE (2.2.10.16).
+    TunnelAuthResponse {
+        error_code: u32,
+        redir_flags: Option<u32>,
+        idle_timeout_min: Option<u32>,
+    },
+    /// HTTP_CHANNEL_PACKET (2.2.10.2): the resource names as sent, the port and protocol (3 = TCP).
+    ChannelCreate {
+        resources: Vec<String>,
+        alt_resources: Vec<String>,
+        port: u16,
+        protocol: u16,
+    },
+    /// HTTP_CHANNEL_RESPONSE (2.2.10.4).
+    ChannelResponse {
+        error_code: u32,
+        channel_id: Option<u32>,
+    },
+    /// HTTP_DATA_PACKET (2.2.10.6).
+    Data(Vec<u8>),
+    /// HTTP_KEEPALIVE_PACKET (2.2.10.15).
+    Keepalive,
+    /// HTTP_CLOSE_PACKET (2.2.10.5), both directions.
+    CloseChannel {
+        status: u32,
+    },
+    CloseChannelResponse {
+        status: u32,
+    },
+    /// Service message, reauth, extended auth: kept as bytes.
+    Other {
+        ty: u16,
+        body: Vec<u8>,
+    },
+}
+
+impl Packet {
+    /// The MS-TSGU name of the packet type.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packet::HandshakeRequest { .. } => "HANDSHAKE_REQUEST",
+            Packet::HandshakeResponse { .. } => "HANDSHAKE_RESPONSE",
+            Packet::TunnelCreate { .. } => "TUNNEL_CREATE",
+            Packet::TunnelResponse { .. } => "TUNNEL_RESPONSE",
+            Packet::TunnelAuth { .. } => "TUNNEL_AUTH",
+            Packet::TunnelAuthResponse { .. } => "TUNNEL_AUTH_RESPONSE",
+            Packet::ChannelCreate { .. } => "CHANNEL_CREATE",
+            Packet::ChannelResponse { .. } => "CHANNEL_RESPONSE",
+            Packet::Data(_) => "DATA",
+            Packet::Keepalive => "KEEPALIVE",
+            Packet::CloseChannel { .. } => "CLOSE_CHANNEL",
+            Packet::CloseChannelResponse { .. } => "CLOSE_CHANNEL_RESPONSE",
+            Packet::Other { .. } => "OTHER",
+        }
+    }
+
+    /// Encodes the packet with its header.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(32);
+        let t = match self {
+            Packet::HandshakeRequest {
+                major,
+                minor,
+                client_version,
+                extended_auth,
+            } => {
+                b.push(*major);
+                b.push(*minor);
+                put16(&mut b, *client_version);
+                put16(&mut b, *extended_auth);
+                ty::HANDSHAKE_REQUEST
+            }
+            Packet::HandshakeResponse {
+                error_code,
+                major,
+                minor,
+                server_version,
+                extended_auth,
+            } => {
+                put32(&mut b, *error_code);
+                b.push(*major);
+                b.push(*minor);
+                put16(&mut b, *server_version);
+                put16(&mut b, *extended_auth);
+                ty::HANDSHAKE_RESPONSE
+            }
+            Packet::TunnelCreate { caps, paa_cookie } => {
+                put32(&mut b, *caps);
+                put16(&mut b, u16::from(paa_cookie.is_some()));
+                put16(&mut b, 0);
+                if let Some(c) = paa_cookie {
+                    put16(&mut b, c.len().min(u16::MAX as usize) as u16);
+                    b.extend_from_slice(&c[..c.len().min(u16::MAX as usize)]);
+                }
+                ty::TUNNEL_CREATE
+            }
+            Packet::TunnelResponse {
+                server_version,
+                status_code,
+                tunnel_id,
+                caps,
+                consent,
+            } => {
+                put16(&mut b, *server_version);
+                put32(&mut b, *status_code);
+                let fields = u16::from(tunnel_id.is_some())
+                    | (u16::from(caps.is_some()) << 1)
+                    | (u16::from(consent.is_some()) << 4);
+                put16(&mut b, fields);
+                put16(&mut b, 0);
+                if let Some(id) = tunnel_id {
+                    put32(&mut b, *id);
+                }
+                if let Some(c) = caps {
+                    put32(&mut b, *c);
+                }
+                if let Some(m) = consent {
+                    let m = &m[..m.len().min(u16::MAX as usize)];
+                    put16(&mut b, m.len() as u16);
+                    b.extend_from_slice(m);
+                }
+                ty::TUNNEL_RESPONSE
+            }
+            Packet::TunnelAuth { client_name } => {
+                let name = utf16z(client_name);
+                put16(&mut b, 0);
+                put16(&mut b, name.len() as u16);
+                b.extend_from_slice(&name);
+                ty::TUNNEL_AUTH
+            }
+            Packet::TunnelAuthResponse {
+                error_code,
+                redir_flags,
+                idle_timeout_min,
+            } => {
+                put32(&mut b, *error_code);
+                let fields =
+                    u16::from(redir_flags.is_some()) | (u16::from(idle_timeout_min.is_some()) << 1);
+                put16(&mut b, fields);
+                put16(&mut b, 0);
+                if let Some(f) = redir_flags {
+                    put32(&mut b, *f);
+                }
+                if let Some(t) = idle_timeout_min {
+                    put32(&mut b, *t);
+                }
+                ty::TUNNEL_AUTH_RESPONSE
+            }
+            Packet::ChannelCreate {
+                resources,
+                alt_resources,
+                port,
+                protocol,
+            } => {
+                b.push(resources.len().min(255) as u8);
+                b.push(alt_resources.len().min(255) as u8);
+                put16(&mut b, *port);
+                put16(&mut b, *protocol);
+                for r in resources
+                    .iter()
+                    .take(255)
+                    .chain(alt_resources.iter().take(255))
+                {
+                    let s = utf16z(r);
+                    put16(&mut b, s.len() as u16);
+                    b.extend_from_slice(&s);
+                }
+                ty::CHANNEL_CREATE
+            }
+            Packet::ChannelResponse {
+                error_code,
+                channel_id,
+            } => {
+                put32(&mut b, *error_code);
+                put16(&mut b, u16::from(channel_id.is_some()));
+                put16(&mut b, 0);
+                if let Some(id) = channel_id {
+                    put32(&mut b, *id);
+                }
+                ty::CHANNEL_RESPONSE
+            }
+            Packet::Data(d) => {
+                let d = &d[..d.len().min(u16::MAX as usize)];
+                put16(&mut b, d.len() as u16);
+                b.extend_from_slice(d);
+                ty::DATA
+            }
+            Packet::Keepalive => ty::KEEPALIVE,
+            Packet::CloseChannel { status } => {
+                put32(&mut b, *status);
+                ty::CLOSE_CHANNEL
+            }
+            Packet::CloseChannelResponse { status } => {
+                put32(&mut b, *status);
+                ty::CLOSE_CHANNEL_RESPONSE
+            }
+            Packet::Other { ty, body } => {
+                b.extend_from_slice(body);
+                *ty
+            }
+        };
+        let mut out = Vec::with_capacity(HEADER_LEN + b.len());
+        put16(&mut out, t);
+        put16(&mut out, 0);
+        put32(&mut out, (HEADER_LEN + b.len()) as u32);
+        out.extend_from_slice(&b);
+        out
+    }
+}
+
+/// The total length of the packet starting at `buf`, once its header is there: `Ok(None)` while
+/// fewer than 8 bytes are buffered, an error for a length outside `8..=MAX_PACKET_LEN`.
+pub fn packet_len(buf: &[u8]) -> Result<Option<usize>, PduError> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if (len as usize) < HEADER_LEN || len as usize > MAX_PACKET_LEN {
+        return Err(PduError::Length(len));
+    }
+    Ok(Some(len as usize))
+}
+
+/// Decodes one whole packet (header included; `buf` is exactly the packet).
+pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
+    let len = packet_len(buf)?.ok_or(PduError::Short {
+        what: "HTTP_PACKET_HEADER",
+        need: HEADER_LEN,
+        have: buf.len(),
+    })?;
+    if buf.len() < len {
+        return Err(PduError::Short {
+            what: "packet",
+            need: len,
+            have: buf.len(),
+        });
+    }
+    let t = u16::from_le_bytes([buf[0], buf[1]]);
+    let mut r = Reader {
+        b: &buf[HEADER_LEN..len],
+        at: 0,
+    };
+    let p = match t {
+        ty::HANDSHAKE_REQUEST => Packet::HandshakeRequest {
+            major: r.u8("HANDSHAKE_REQUEST")?,
+            minor: r.u8("HANDSHAKE_REQUEST")?,
+            client_version: r.u16("HANDSHAKE_REQUEST")?,
+            extended_auth: r.u16("HANDSHAKE_REQUEST")?,
+        },
+        ty::HANDSHAKE_RESPONSE => Packet::HandshakeResponse {
+            error_code: r.u32("HANDSHAKE_RESPONSE")?,
+            major: r.u8("HANDSHAKE_RESPONSE")?,
+            minor: r.u8("HANDSHAKE_RESPONSE")?,
+            server_version: r.u16("HANDSHAKE_RESPONSE")?,
+            extended_auth: r.u16("HANDSHAKE_RESPONSE")?,
+        },
+        ty::TUNNEL_CREATE => {
+            let caps = r.u32("TUNNEL_CREATE")?;
+            let fields = r.u16("TUNNEL_CREATE")?;
+            r.u16("TUNNEL_CREATE")?;
+            let paa_cookie = if fields & 1 != 0 {
+                let n = r.u16("PAA cookie")? as usize;
+                Some(r.bytes("PAA cookie", n)?.to_vec())
+            } else {
+                None
+            };
+            Packet::TunnelCreate { caps, paa_cookie }
+        }
+        ty::TUNNEL_RESPONSE => {
+            let server_version = r.u16("TUNNEL_RESPONSE")?;
+            let status_code = r.u32("TUNNEL_RESPONSE")?;
+            let fields = r.u16("TUNNEL_RESPONSE")?;
+            r.u16("TUNNEL_RESPONSE")?;
+            let tunnel_id = if fields & 0x1 != 0 {
+                Some(r.u32("tunnel id")?)
+            } else {
+                None
+            };
+            let caps = if fields & 0x2 != 0 {
+                Some(r.u32("caps")?)
+            } else {
+                None
+            };
+            if fields & 0x4 != 0 {
+                r.u16("nonce")?;
+                let n = r.u16("server certificate")? as usize;
+                r.bytes("server certificate", n)?;
+            }
+            let consent = if fields & 0x10 != 0 {
+                let n = r.u16("consent message")? as usize;
+                Some(r.bytes("consent message", n)?.to_vec())
+            } else {
+                None
+            };
+            Packet::TunnelResponse {
+                server_version,
+                status_code,
+                tunnel_id,
+                caps,
+                consent,
+            }
+        }
+        ty::TUNNEL_AUTH => {
+            let fields = r.u16("TUNNEL_AUTH")?;
+            let n = r.u16("TUNNEL_AUTH")? as usize;
+            let name = from_utf16z(r.bytes("client name", n)?);
+            if fields & 1 != 0 {
+                let n = r.u16("statement of health")? as usize;
+                r.bytes("statement of health", n)?;
+            }
+            Packet::TunnelAuth { client_name: name }
+        }
+        ty::TUNNEL_AUTH_RESPONSE => {
+            let error_code = r.u32("TUNNEL_AUTH_RESPONSE")?;
+            let fields = r.u16("TUNNEL_AUTH_RESPONSE")?;
+            r.u16("TUNNEL_AUTH_RESPONSE")?;
+            let redir_flags = if fields & 1 != 0 {
+                Some(r.u32("redirection flags")?)
+            } else {
+                None
+            };
+            let idle_timeout_min = if fields & 2 != 0 {
+                Some(r.u32("idle timeout")?)
+            } else {
+                None
+            };
+            Packet::TunnelAuthResponse {
+                error_code,
+                redir_flags,
+                idle_timeout_min,
+            }
+        }
+        ty::CHANNEL_CREATE => {
+            let n = r.u8("CHANNEL_CREATE")? as usize;
+            let n_alt = r.u8("CHANNEL_CREATE")? as usize;
+            let port = r.u16("CHANNEL_CREATE")?;
+            let protocol = r.u16("CHANNEL_CREATE")?;
+            let mut resources = Vec::with_capacity(n);
+            let mut alt_resources = Vec::with_capacity(n_alt);
+            for i in 0..n + n_alt {
+                let len = r.u16("resource name")? as usize;
+                let s = from_utf16z(r.bytes("resource name", len)?);
+                if i < n {
+                    resources.push(s);
+                } else {
+                    alt_resources.push(s);
+                }
+            }
+            Packet::ChannelCreate {
+                resources,
+                alt_resources,
+                port,
+                protocol,
+            }
+        }
+        ty::CHANNEL_RESPONSE => {
+            let error_code = r.u32("CHANNEL_RESPONSE")?;
+            let fields = r.u16("CHANNEL_RESPONSE")?;
+            r.u16("CHANNEL_RESPONSE")?;
+            let channel_id = if fields & 1 != 0 && r.left() >= 4 {
+                Some(r.u32("channel id")?)
+            } else {
+                None
+            };
+            Packet::ChannelResponse {
+                error_code,
+                channel_id,
+            }
+        }
+        ty::DATA => {
+            let n = r.u16("DATA")? as usize;
+            Packet::Data(r.bytes("DATA", n)?.to_vec())
+        }
+        ty::KEEPALIVE => Packet::Keepalive,
+        ty::CLOSE_CHANNEL => Packet::CloseChannel {
+            status: r.u32("CLOSE_CHANNEL")?,
+        },
+        ty::CLOSE_CHANNEL_RESPONSE => Packet::CloseChannelResponse {
+            status: r.u32("CLOSE_CHANNEL_RESPONSE")?,
+        },
+        ty::EXTENDED_AUTH_MSG | ty::SERVICE_MESSAGE | ty::REAUTH_MESSAGE => Packet::Other {
+            ty: t,
+            body: r.b.to_vec(),
+        },
+        other => return Err(PduError::UnknownType(other)),
+    };
+    Ok(p)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn left(&self) -> usize {
+        self.b.len() - self.at
+    }
+    fn bytes(&mut self, what: &'static str, n: usize) -> Result<&'a [u8], PduError> {
+        if self.left() < n {
+            return Err(PduError::Short {
+                what,
+                need: n,
+                have: self.left(),
+            });
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, PduError> {
+        Ok(self.bytes(what, 1)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, PduError> {
+        let b = self.bytes(what, 2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, PduError> {
+        let b = self.bytes(what, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+fn put16(b: &mut Vec<u8>, v: u16) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+fn put32(b: &mut Vec<u8>, v: u32) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+/// UTF-16LE with a terminating NUL, at most 32767 code units.
+fn utf16z(s: &str) -> Vec<u8> {
+    let mut out: Vec<u8> = s
+        .encode_utf16()
+        .take(32_000)
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+fn from_utf16z(b: &[u8]) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+/// An MS-TSGU result code with its name, as the gateway's HRESULTs are reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hresult(pub u32);
+
+/// Named HRESULTs of MS-TSGU 2.2.3.1 (HRESULT_FROM_WIN32 of the E_PROXY_* codes) and a few others
+/// gateways answer with.
+pub const HRESULTS: &[(u32, &str, &str)] = &[
+    (0x0000_0000, "S_OK", "success"),
+    (0x8000_4005, "E_FAIL", "unspecified failure"),
+    (0x8007_0005, "E_ACCESSDENIED", "access denied"),
+    (
+        0x8007_04D4,
+        "E_PROXY_CONNECTIONABORTED",
+        "the gateway aborted the connection",
+    ),
+    (
+        0x8007_59D8,
+        "E_PROXY_INTERNALERROR",
+        "internal error of the gateway",
+    ),
+    (
+        0x8007_59DA,
+        "E_PROXY_RAP_ACCESSDENIED",
+        "a resource authorization policy (RD RAP) denies this user access to this resource name",
+    ),
+    (
+        0x8007_59DB,
+        "E_PROXY_NAP_ACCESSDENIED",
+        "network access protection denied the client",
+    ),
+    (
+        0x8007_59DD,
+        "E_PROXY_TS_CONNECTFAILED",
+        "the gateway could not connect to the target server",
+    ),
+    (
+        0x8007_59DF,
+        "E_PROXY_ALREADYDISCONNECTED",
+        "the tunnel is already closed",
+    ),
+    (
+        0x8007_59E6,
+        "E_PROXY_MAXCONNECTIONSREACHED",
+        "the gateway reached its connection limit",
+    ),
+    (
+        0x8007_59E8,
+        "E_PROXY_NOTSUPPORTED",
+        "the gateway does not support this request",
+    ),
+    (
+        0x8007_59E9,
+        "E_PROXY_CAPABILITYMISMATCH",
+        "client and gateway capabilities do not match",
+    ),
+    (
+        0x8007_59ED,
+        "E_PROXY_QUARANTINE_ACCESSDENIED",
+        "quarantine (NAP) denied the client",
+    ),
+    (
+        0x8007_59EE,
+        "E_PROXY_NOCERTAVAILABLE",
+        "the gateway has no certificate",
+    ),
+    (
+        0x8007_59F6,
+        "E_PROXY_SESSIONTIMEOUT",
+        "the gateway session timed out",
+    ),
+    (
+        0x8007_59F8,
+        "E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED",
+        "the PAA cookie was refused",
+    ),
+    (
+        0x8007_59F9,
+        "E_PROXY_UNSUPPORTED_AUTHENTICATION_METHOD",
+        "the authentication method is not supported",
+    ),
+    (
+        0x8007_59FA,
+        "E_PROXY_REAUTH_AUTHN_FAILED",
+        "re-authentication failed",
+    ),
+    (
+        0x8007_59FB,
+        "E_PROXY_REAUTH_CAP_FAILED",
+        "re-authorization by the connection policy (CAP) failed",
+    ),
+    (
+        0x8007_59FC,
+        "E_PROXY_REAUTH_RAP_FAILED",
+        "re-authorization by the resource policy (RAP) failed",
+    ),
+    (0x8009_030C, "SEC_E_LOGON_DENIED", "the logon was denied"),
+];
+
+impl Hresult {
+    /// The code's name; Win32 codes (0x000059DA) and their HRESULT form (0x800759DA) share one.
+    pub fn name(self) -> Option<&'static str> {
+        let v = if self.0 & 0xFFFF_0000 == 0 && self.0 != 0 {
+            0x8007_0000 | self.0
+        } else {
+            self.0
+        };
+        HRESULTS
+            .iter()
+            .find(|(c, _, _)| *c == v)
+            .map(|(_, n, _)| *n)
+    }
+
+    pub fn meaning(self) -> Option<&'static str> {
+        let n = self.name()?;
+        HRESULTS
+            .iter()
+            .find(|(_, m, _)| *m == n)
+            .map(|(_, _, t)| *t)
+    }
+
+    /// The name, or the code in hex when it has none.
+    pub fn label(self) -> String {
+        self.name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("0x{:08X}", self.0))
+    }
+
+    /// A code by name (`E_PROXY_RAP_ACCESSDENIED`) or number (`0x800759DA`, decimal).
+    pub fn parse(s: &str) -> Option<Hresult> {
+        let t = s.trim();
+        if let Some((c, _, _)) = HRESULTS.iter().find(|(_, n, _)| n.eq_ignore_ascii_case(t)) {
+            return Some(Hresult(*c));
+        }
+        if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+            return u32::from_str_radix(h, 16).ok().map(Hresult);
+        }
+        t.parse().ok().map(Hresult)
+    }
+
+    pub fn is_failure(self) -> bool {
+        self.0 & 0x8000_0000 != 0 || (self.0 != 0 && self.0 & 0xFFFF_0000 == 0)
+    }
+}
+
+impl fmt::Display for Hresult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => write!(f, "{n} (0x{:08X})", self.0),
+            None => write!(f, "0x{:08X}", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_packet() {
+        let pkts = vec![
+            Packet::HandshakeRequest {
+                major: 1,
+                minor: 0,
+                client_version: 0,
+                extended_auth: 0,
+            },
+            Packet::TunnelResponse {
+                server_version: 5,
+                status_code: 0,
+                tunnel_id: Some(7),
+                caps: Some(caps::MESSAGING_SERVICE_MSG),
+                consent: None,
+            },
+            Packet::TunnelAuth {
+                client_name: "rdprobe".into(),
+            },
+            Packet::ChannelCreate {
+                resources: vec!["rdp01.corp.example".into()],
+                alt_resources: vec![],
+                port: 3389,
+                protocol: 3,
+            },
+            Packet::ChannelResponse {
+                error_code: 0x8007_59DA,
+                channel_id: None,
+            },
+            Packet::Data(vec![3, 0, 0, 11]),
+            Packet::CloseChannel { status: 0 },
+        ];
+        for p in pkts {
+            let b = p.encode();
+            assert_eq!(packet_len(&b).unwrap(), Some(b.len()));
+            assert_eq!(decode(&b).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn short_and_hostile_input_is_an_error() {
+        assert!(decode(&[]).is_err());
+        assert!(matches!(
+            packet_len(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]),
+            Err(PduError::Length(_))
+        ));
+        // A DATA packet whose cbDataLen says more than is there.
+        let mut d = Packet::Data(vec![1, 2, 3]).encode();
+        d[8] = 200;
+        assert!(decode(&d).is_err());
+        for n in 0..64u8 {
+            let mut b = vec![n % 0x12, 0, 0, 0, 12, 0, 0, 0, n, n, n, n];
+            b.truncate(8 + (n as usize % 5));
+            let _ = decode(&b);
+        }
+    }
+
+    #[test]
+    fn hresult_names() {
+        assert_eq!(Hresult(0x59DA).name(), Some("E_PROXY_RAP_ACCESSDENIED"));
+        assert_eq!(
+            Hresult::parse("E_PROXY_TS_CONNECTFAILED"),
+            Some(Hresult(0x8007_59DD))
+        );
+        assert_eq!(Hresult(0x1234_5678).label(), "0x12345678");
+    }
+}
