@@ -3,3 +3,4 @@
 
 pub mod analyze_view;
 pub mod check;
+pub mod scan;
