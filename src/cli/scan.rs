@@ -159,7 +159,9 @@ pub async fn run(a: ScanArgs, interrupted: impl Future<Output = ()>) -> Result<i
                 ),
             };
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let s = store::Store::open_run(path, &name, a.resume, &command)
+            // Shards of one run write into it side by side.
+            let join = a.resume || opts.shard.n > 1;
+            let s = store::Store::open_run(path, &name, join, &command)
                 .map_err(|e| crate::usage(e.to_string()))?;
             eprintln!(
                 "run `{name}` in {} ({} target(s) already done)",

@@ -149,7 +149,7 @@ impl Summary {
                 .entry(r.report.last_stage)
                 .or_default() += 1;
         }
-        for s in &r.report.stages {
+        for s in r.report.stages.iter().filter(|s| s.duration_ms > 0.0) {
             let slower = self.slowest.len() < SLOWEST_KEPT
                 || self
                     .slowest

@@ -117,12 +117,12 @@ pub fn for_each_result(
 }
 
 impl Store {
-    /// Opens run `name` of the store at `path`: created when new; when it exists, `resume` must
-    /// be set (so that a typo never mixes two runs).
+    /// Opens run `name` of the store at `path`: created when new; when it exists, `join` must be
+    /// set (resuming it, or one shard of it among others), so that a typo never mixes two runs.
     pub fn open_run(
         path: &Path,
         name: &str,
-        resume: bool,
+        join: bool,
         command: &str,
     ) -> Result<Store, ScanError> {
         let conn = open(path)?;
@@ -130,10 +130,10 @@ impl Store {
             .query_row("SELECT id FROM runs WHERE name = ?1", [name], |r| r.get(0))
             .optional()?;
         let run_id = match existing {
-            Some(id) if resume => id,
+            Some(id) if join => id,
             Some(_) => {
                 return Err(ScanError::StoreData(format!(
-                    "run `{name}` already exists in {}: pass --resume to finish it, or another --run name",
+                    "run `{name}` already exists in {}: pass --resume to finish it (or --shard to add a shard), or another --run name",
                     path.display()
                 )))
             }
