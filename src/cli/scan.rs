@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use rdprobe::probe::{ProbeOptions, Protocol};
+
 use rdprobe::report::exit;
 use rdprobe::scan::{self, diff, store, ScanOptions, ScanResult, Shard, Targets};
 use rdprobe::stage::Stage;
@@ -38,6 +39,13 @@ pub struct ScanArgs {
     /// Security protocols to offer, comma separated: rdp, ssl, hybrid, hybrid_ex [default: ssl,hybrid,hybrid_ex]
     #[arg(long, value_delimiter = ',')]
     security: Vec<String>,
+    /// User name for NLA / logon on every target (the password comes from RDPROBE_PASSWORD or a
+    /// prompt); without it each probe goes as deep as it can without credentials
+    #[arg(long)]
+    user: Option<String>,
+    /// Domain for the user
+    #[arg(long, requires = "user")]
+    domain: Option<String>,
     /// Deadline for each wait on a server
     #[arg(long, default_value = "5s")]
     timeout: String,
@@ -95,6 +103,14 @@ fn options(a: &ScanArgs) -> Result<ScanOptions> {
     }
     o.stage_timeout = crate::parse_duration(&a.timeout)?;
     o.deadline = crate::parse_duration(&a.deadline)?;
+    if let Some(user) = &a.user {
+        o.credentials = Some(rdprobe::probe::Credentials {
+            user: user.clone(),
+            domain: a.domain.clone(),
+            password: crate::read_password(user)?,
+        });
+        o.cookie = Some(user.clone());
+    }
     if a.concurrency == 0 || a.per_host == 0 {
         return Err(crate::usage("--concurrency and --per-host take 1 or more"));
     }
