@@ -414,3 +414,50 @@ fn diff_finds_a_stage_that_now_fails_and_a_renewed_certificate() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn credentials_and_the_per_host_limit() {
+    // With --user every target gets the logon (password from the environment, never argv).
+    let good = lab("healthy-nla");
+    let bad = lab("wrong-password");
+    let out = rdprobe()
+        .args(["scan", "--json", "--user", "user", "--per-host", "2"])
+        .arg(format!("127.0.0.1:{}", good.addr.port()))
+        .arg(format!("127.0.0.1:{}", bad.addr.port()))
+        .env("RDPROBE_PASSWORD", "pass")
+        .output()
+        .expect("scan");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!stdout.contains("\"pass\""), "the password is never output");
+    let r = results(&stdout);
+    assert_eq!(
+        outcome(&r[&format!("127.0.0.1:{}", good.addr.port())]),
+        "connected ok"
+    );
+    assert_eq!(
+        outcome(&r[&format!("127.0.0.1:{}", bad.addr.port())]),
+        "credssp auth_failure"
+    );
+
+    // Two silent listeners on one host: one at a time by default, side by side with --per-host 2.
+    let (s1, s2) = (BadServer::silent(), BadServer::silent());
+    let timed = |per_host: &str| {
+        let start = std::time::Instant::now();
+        let out = scan(&[
+            &s1.target(),
+            &s2.target(),
+            "--timeout",
+            "1s",
+            "--per-host",
+            per_host,
+        ]);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(text(&out.stdout).matches("timed_out").count(), 2);
+        start.elapsed()
+    };
+    let serial = timed("1");
+    let parallel = timed("2");
+    assert!(serial >= Duration::from_millis(1950), "{serial:?}");
+    assert!(parallel < Duration::from_millis(1900), "{parallel:?}");
+}
