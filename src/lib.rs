@@ -19,6 +19,7 @@ pub mod rdpsec;
 pub mod replay;
 pub mod report;
 pub mod sanitize;
+pub mod scan;
 pub mod scenario;
 pub mod stage;
 pub mod trace;

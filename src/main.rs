@@ -24,7 +24,8 @@ Stages, in order: tcp, x224, tls, credssp, mcs, channels, security, licensing, c
 Exit codes: 0 success (connected, or stopped by request), 1 internal error, 2 usage error,
 3 network failure (refused, unreachable, timeout, reset, closed), 4 server refused (negotiation failure,
 protocol mismatch, denied), 5 TLS failure, 6 authentication failure, 7 protocol error,
-8 capture ended mid-connection (analyze), 9 replay mismatch, 10 fuzz findings, 130 interrupted.";
+8 capture ended mid-connection (analyze), 9 replay mismatch, 10 fuzz findings, 11 check: an
+expectation broke, 12 diff: a target regressed, 13 diff: changes without regression, 130 interrupted.";
 
 #[derive(Parser)]
 #[command(name = "rdprobe", version, about = "RDP connection probe, capture analyzer and lab server", long_about = LONG_ABOUT)]
@@ -157,6 +158,28 @@ enum Cmd {
     ///   rdprobe check expectations.toml --junit report.xml --json results.jsonl
     #[command(verbatim_doc_comment)]
     Check(cli::check::CheckArgs),
+    /// Probe many targets (loopback only unless --allow-remote): files, CIDR ranges, HOST:PORT.
+    ///
+    /// Every target gets a full probe with per-stage deadlines, under --concurrency, --rate and
+    /// --per-host limits; results stream as each ends (--json: one `probe --json` object per line,
+    /// plus `target`); a summary of outcomes and the slowest stages goes to standard error.
+    /// --store keeps results in SQLite; --resume finishes an interrupted run; --shard splits the
+    /// list between machines. Exit code 0 when every target was probed, 130 when interrupted.
+    ///
+    /// Examples:
+    ///   rdprobe scan targets.txt --concurrency 200 --json > results.jsonl
+    ///   rdprobe scan 127.0.0.0/28 --ports 3389,3390 --stop-after tls
+    ///   rdprobe scan targets.txt --shard 3/16 --store results.db --run weekly --resume
+    #[command(verbatim_doc_comment)]
+    Scan(cli::scan::ScanArgs),
+    /// Compare two scans: which targets changed last stage, verdict, protocol, certificate, TLS
+    /// version or stage times. Exit code 0 no change, 12 a regression, 13 changes only.
+    ///
+    /// Examples:
+    ///   rdprobe diff last-week.jsonl today.jsonl
+    ///   rdprobe diff --store results.db weekly-49 weekly-50
+    #[command(verbatim_doc_comment)]
+    Diff(cli::scan::DiffArgs),
     /// List the built-in lab scenarios.
     Scenarios,
     /// Explain an mstsc disconnect code, an RDP_NEG_FAILURE code, an NTSTATUS or a Set Error Info code.
@@ -404,6 +427,8 @@ fn main() -> ExitCode {
             } => cmd_sanitize(&input, &output, anonymize),
             Cmd::Fuzz(a) => cmd_fuzz(*a).await,
             Cmd::Check(a) => cli::check::run(a, interrupted()).await,
+            Cmd::Scan(a) => cli::scan::run(a, interrupted()).await,
+            Cmd::Diff(a) => cli::scan::diff(a),
             Cmd::Scenarios => cmd_scenarios(),
             Cmd::Explain { code, ext } => cmd_explain(&code, ext.as_deref()),
         }

@@ -228,6 +228,11 @@ pub mod exit {
     pub const FUZZ_FINDINGS: i32 = 10;
     /// `check`: an expectation did not hold (or a target gave no result).
     pub const EXPECTATION: i32 = 11;
+    /// `diff`: a target regressed (fails now or earlier, a weaker protocol or TLS version, an
+    /// expired certificate, a stage slower beyond the tolerance).
+    pub const DIFF_REGRESSED: i32 = 12;
+    /// `diff`: targets changed, none for the worse (fixed, new, missing, another certificate).
+    pub const DIFF_CHANGED: i32 = 13;
     /// Interrupted by SIGINT / SIGTERM (results so far were still written).
     pub const INTERRUPTED: i32 = 130;
 }

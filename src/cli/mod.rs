@@ -4,3 +4,4 @@
 pub mod analyze_view;
 pub mod check;
 pub mod lab_gateway;
+pub mod scan;
