@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod codes;
 pub mod decode;
 pub mod diagnose;
 pub mod enumerate;

@@ -30,26 +30,9 @@ use tap::{SharedTrace, Tap};
 /// Largest PDU the probe accepts from a server, in bytes (TPKT caps at 65535; TSRequests are small).
 pub const MAX_PDU_LEN: usize = 1024 * 1024;
 
-/// Security protocols the client may offer in RDP_NEG_REQ (MS-RDPBCGR 2.2.1.1.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Rdp,
-    Ssl,
-    Hybrid,
-    HybridEx,
-}
-
-impl Protocol {
-    pub fn parse(s: &str) -> Option<Protocol> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "rdp" | "standard" => Some(Protocol::Rdp),
-            "ssl" | "tls" => Some(Protocol::Ssl),
-            "hybrid" | "nla" | "credssp" => Some(Protocol::Hybrid),
-            "hybrid_ex" | "hybrid-ex" | "hybridex" => Some(Protocol::HybridEx),
-            _ => None,
-        }
-    }
-}
+/// Security protocols the client may offer in RDP_NEG_REQ (MS-RDPBCGR 2.2.1.1.1): the one
+/// protocol type of [`crate::codes`].
+pub use crate::codes::Protocol;
 
 /// Which TLS engine to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
