@@ -5,6 +5,8 @@
 //! INVARIANT: every length read from the input is checked against the bytes present before it is
 //! used to slice or to allocate.
 
+use crate::wire::asn1;
+use crate::wire::cursor::{le16, le32};
 use serde::{Deserialize, Serialize};
 
 /// What a TSRequest carried.
@@ -23,28 +25,14 @@ pub struct TsRequestFacts {
 
 /// Largest DER length accepted by [`der_frame_len`]: 4 length bytes (MS-CSSP messages are far
 /// smaller; the caller bounds what it buffers).
-pub const MAX_DER_LENGTH_BYTES: usize = 4;
+pub const MAX_DER_LENGTH_BYTES: usize = asn1::MAX_LENGTH_BYTES;
 
 /// Parses a DER identifier + definite length at the start of `buf`: (tag, header length, content
 /// length). None when the header is incomplete or not a supported DER header (multi-byte tag,
 /// indefinite length, more than 4 length bytes).
 fn der_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let tag = *buf.first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let l0 = *buf.get(1)?;
-    if l0 < 0x80 {
-        return Some((tag, 2, usize::from(l0)));
-    }
-    let n = usize::from(l0 & 0x7f);
-    if n == 0 || n > MAX_DER_LENGTH_BYTES {
-        return None;
-    }
-    let bytes = buf.get(2..2 + n)?;
-    let len = bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
-    let len = usize::try_from(len).ok()?;
-    Some((tag, 2 + n, len))
+    let h = asn1::read_header(buf, asn1::TagForm::LowOnly).ok()?;
+    Some((h.tag, h.header_len, h.len))
 }
 
 /// Length of a complete DER TLV at the start of `buf` (header + content), or None if incomplete
@@ -235,36 +223,12 @@ pub fn parse_ts_request(buf: &[u8]) -> Result<TsRequestFacts, (String, usize)> {
     Ok(facts)
 }
 
-/// DER definite length bytes for `len`.
-fn der_len(len: usize, out: &mut Vec<u8>) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = (len as u64).to_be_bytes();
-        let skip = bytes.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (8 - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
 fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(content.len() + 6);
-    v.push(tag);
-    der_len(content.len(), &mut v);
-    v.extend_from_slice(content);
-    v
+    asn1::tlv(tag, content)
 }
 
-/// Minimal DER INTEGER content of a non-negative value.
 fn der_uint(v: u32) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let skip = b.iter().take_while(|&&x| x == 0).count().min(3);
-    let mut out = Vec::with_capacity(5);
-    if b[skip] & 0x80 != 0 {
-        out.push(0);
-    }
-    out.extend_from_slice(&b[skip..]);
-    out
+    asn1::uint_content(u64::from(v))
 }
 
 /// Encoding of the errorCode INTEGER.
@@ -363,15 +327,6 @@ const MSV_AV_TIMESTAMP: u16 = 7;
 
 /// Seconds between 1601-01-01 (FILETIME epoch) and 1970-01-01.
 const FILETIME_UNIX_OFFSET_SECS: i64 = 11_644_473_600;
-
-fn le16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
 
 fn utf16le(b: &[u8]) -> String {
     let units: Vec<u16> = b

@@ -21,24 +21,12 @@ use serde_json::json;
 
 use super::x224::protocol_names;
 use crate::report::Facts;
+use crate::wire::asn1;
 
 // ---------------------------------------------------------------------------------------------
 // Small readers
 
-pub(crate) fn le16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at.checked_add(2)?)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-pub(crate) fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at.checked_add(4)?)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at.checked_add(2)?)
-        .map(|s| u16::from_be_bytes([s[0], s[1]]))
-}
+pub(crate) use crate::wire::cursor::{be16, le16, le32};
 
 /// A UTF-16LE string up to the first NUL.
 fn utf16z(b: &[u8]) -> String {
@@ -61,24 +49,8 @@ fn ansiz(b: &[u8]) -> String {
 /// One BER TLV (T.125 uses BER for the connect PDUs): (tag bytes, content, total length).
 /// Tags of one byte, or the two-byte application tags 0x7f 0x65 / 0x7f 0x66.
 pub(crate) fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
-    let tag_len = if buf.first()? & 0x1f == 0x1f { 2 } else { 1 };
-    let tag = buf.get(..tag_len)?;
-    let l0 = *buf.get(tag_len)?;
-    let (len, hl) = if l0 < 0x80 {
-        (usize::from(l0), tag_len + 1)
-    } else {
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let bytes = buf.get(tag_len + 1..tag_len + 1 + n)?;
-        (
-            bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)),
-            tag_len + 1 + n,
-        )
-    };
-    let content = buf.get(hl..hl.checked_add(len)?)?;
-    Some((tag, content, hl + len))
+    let (h, content, _) = asn1::read_tlv(buf, asn1::TagForm::UpToTwo).ok()?;
+    Some((buf.get(..h.tag_len)?, content, h.header_len + h.len))
 }
 
 /// An ALIGNED PER length determinant (X.691 10.9): one byte, or two with the top bits 10.

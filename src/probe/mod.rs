@@ -468,7 +468,7 @@ async fn close<S: AsyncWrite + Unpin>(s: &mut S) {
 
 async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine) -> Retry {
     // --- tcp ---
-    let addr = match resolve(&opts.host, opts.port, opts.stage_timeout).await {
+    let addr = match crate::net::resolve(&opts.host, opts.port, opts.stage_timeout).await {
         Ok(a) => a,
         Err(detail) => {
             shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable {
@@ -968,20 +968,6 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-    }
-}
-
-async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host
-        .trim_matches(|c| c == '[' || c == ']')
-        .parse::<std::net::IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
-        Err(_) => Err(format!("name resolution of {host} timed out")),
-        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Ok(Ok(mut it)) => it.next().ok_or_else(|| format!("{host} has no address")),
     }
 }
 
