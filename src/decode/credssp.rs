@@ -538,11 +538,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        hex::decode(s.split_whitespace().collect::<String>()).unwrap()
     }
 
     /// The CHALLENGE_MESSAGE of MS-NLMP 4.2.4.3 (NTLMv2 example): TargetName "Server", target info
