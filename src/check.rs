@@ -294,16 +294,11 @@ fn code(s: &str, by_name: impl Fn(&str) -> Option<u32>) -> Option<u32> {
 }
 
 fn ntstatus(s: &str) -> Option<u32> {
-    code(s, crate::decode::credssp::ntstatus_code)
+    code(s, crate::codes::ntstatus_code)
 }
 
 fn neg_failure(s: &str) -> Option<u32> {
-    code(s, |n| {
-        crate::scenario::NEG_FAILURE_CODES
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(n))
-            .map(|(_, c)| *c)
-    })
+    code(s, crate::codes::neg_failure_code)
 }
 
 fn stage(s: &str) -> Result<Stage, String> {

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod check;
+pub mod codes;
 pub mod decode;
 pub mod diagnose;
 pub mod enumerate;
@@ -13,6 +14,7 @@ pub mod fuzz;
 pub mod gateway;
 pub mod html;
 pub mod lab;
+pub mod net;
 pub mod parse;
 pub mod probe;
 pub mod rdpsec;
@@ -23,3 +25,4 @@ pub mod scan;
 pub mod scenario;
 pub mod stage;
 pub mod trace;
+pub mod wire;

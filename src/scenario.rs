@@ -40,6 +40,7 @@
 //! action = "reset"
 //! ```
 
+use crate::codes::{self, Code};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -276,112 +277,19 @@ impl User {
     }
 }
 
-/// A security protocol of RDP_NEG_REQ / RDP_NEG_RSP (MS-RDPBCGR 2.2.1.1.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Protocol {
-    /// PROTOCOL_RDP (0): standard RDP security.
-    Rdp,
-    /// PROTOCOL_SSL (1): TLS.
-    Ssl,
-    /// PROTOCOL_HYBRID (2): CredSSP (NLA).
-    Hybrid,
-    /// PROTOCOL_HYBRID_EX (8): CredSSP with the Early User Authorization Result PDU.
-    HybridEx,
-}
-
-impl Protocol {
-    pub const ALL: [Protocol; 4] = [
-        Protocol::Rdp,
-        Protocol::Ssl,
-        Protocol::Hybrid,
-        Protocol::HybridEx,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Rdp => "rdp",
-            Protocol::Ssl => "ssl",
-            Protocol::Hybrid => "hybrid",
-            Protocol::HybridEx => "hybrid_ex",
-        }
-    }
-
-    /// The RDP_NEG_REQ/RSP flag value (0 for PROTOCOL_RDP).
-    pub fn flag(self) -> u32 {
-        match self {
-            Protocol::Rdp => 0,
-            Protocol::Ssl => 1,
-            Protocol::Hybrid => 2,
-            Protocol::HybridEx => 8,
-        }
-    }
-
-    /// TLS is used (everything but standard RDP security).
-    pub fn uses_tls(self) -> bool {
-        self != Protocol::Rdp
-    }
-
-    /// CredSSP is used.
-    pub fn uses_credssp(self) -> bool {
-        matches!(self, Protocol::Hybrid | Protocol::HybridEx)
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for Protocol {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let l = s.to_ascii_lowercase().replace('-', "_");
-        let l = l.strip_prefix("protocol_").unwrap_or(&l);
-        match l {
-            "rdp" => Ok(Protocol::Rdp),
-            "ssl" | "tls" => Ok(Protocol::Ssl),
-            "hybrid" | "nla" | "credssp" => Ok(Protocol::Hybrid),
-            "hybrid_ex" => Ok(Protocol::HybridEx),
-            _ => Err(format!(
-                "unknown protocol `{s}`, expected one of rdp, ssl, hybrid, hybrid_ex"
-            )),
-        }
-    }
-}
-
-impl From<Protocol> for String {
-    fn from(p: Protocol) -> String {
-        p.as_str().to_owned()
-    }
-}
+pub use crate::codes::Protocol;
 
 /// RDP_NEG_FAILURE failureCode (MS-RDPBCGR 2.2.1.2.2), by name or number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "CodeRepr", into = "CodeRepr")]
 pub struct NegFailureCode(pub u32);
 
-/// Known RDP_NEG_FAILURE codes (MS-RDPBCGR 2.2.1.2.2).
-pub const NEG_FAILURE_CODES: &[(&str, u32)] = &[
-    ("SSL_REQUIRED_BY_SERVER", 1),
-    ("SSL_NOT_ALLOWED_BY_SERVER", 2),
-    ("SSL_CERT_NOT_ON_SERVER", 3),
-    ("INCONSISTENT_FLAGS", 4),
-    ("HYBRID_REQUIRED_BY_SERVER", 5),
-    ("SSL_WITH_USER_AUTH_REQUIRED_BY_SERVER", 6),
-    ("ENTRA_AUTH_REQUIRED_BY_SERVER", 7),
-];
-
 impl NegFailureCode {
     pub const SSL_REQUIRED_BY_SERVER: NegFailureCode = NegFailureCode(1);
     pub const HYBRID_REQUIRED_BY_SERVER: NegFailureCode = NegFailureCode(5);
 
     pub fn name(self) -> Option<&'static str> {
-        NEG_FAILURE_CODES
-            .iter()
-            .find(|(_, c)| *c == self.0)
-            .map(|(n, _)| *n)
+        codes::neg_failure_name(self.0)
     }
 }
 
@@ -394,25 +302,6 @@ impl fmt::Display for NegFailureCode {
     }
 }
 
-/// NTSTATUS codes a CredSSP server sends in TSRequest.errorCode (MS-CSSP 2.2.1, MS-ERREF 2.3.1).
-pub const NTSTATUS_CODES: &[(&str, u32)] = &[
-    ("STATUS_LOGON_FAILURE", 0xC000_006D),
-    ("STATUS_ACCOUNT_LOCKED_OUT", 0xC000_0234),
-    ("STATUS_ACCOUNT_EXPIRED", 0xC000_0193),
-    ("STATUS_PASSWORD_MUST_CHANGE", 0xC000_0224),
-    ("STATUS_PASSWORD_EXPIRED", 0xC000_0071),
-    ("STATUS_ACCOUNT_DISABLED", 0xC000_0072),
-    ("STATUS_ACCOUNT_RESTRICTION", 0xC000_006E),
-    ("STATUS_INVALID_LOGON_HOURS", 0xC000_006F),
-    ("STATUS_INVALID_WORKSTATION", 0xC000_0070),
-    ("STATUS_WRONG_PASSWORD", 0xC000_006A),
-    ("STATUS_NO_SUCH_USER", 0xC000_0064),
-    ("STATUS_LOGON_TYPE_NOT_GRANTED", 0xC000_015B),
-    ("STATUS_ACCESS_DENIED", 0xC000_0022),
-    ("STATUS_TIME_DIFFERENCE_AT_DC", 0xC000_0133),
-    ("STATUS_NO_LOGON_SERVERS", 0xC000_005E),
-];
-
 /// An NTSTATUS, by name (`STATUS_LOGON_FAILURE`) or number (`0xC000006D`, `3221225581`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "CodeRepr", into = "CodeRepr")]
@@ -422,10 +311,7 @@ impl NtStatus {
     pub const LOGON_FAILURE: NtStatus = NtStatus(0xC000_006D);
 
     pub fn name(self) -> Option<&'static str> {
-        NTSTATUS_CODES
-            .iter()
-            .find(|(_, c)| *c == self.0)
-            .map(|(n, _)| *n)
+        codes::ntstatus_name(self.0)
     }
 }
 
@@ -455,7 +341,7 @@ fn parse_number(s: &str) -> Option<u32> {
     }
 }
 
-fn code_from_repr(r: CodeRepr, table: &[(&str, u32)], what: &str) -> Result<u32, String> {
+fn code_from_repr(r: CodeRepr, table: &'static [Code], what: &str) -> Result<u32, String> {
     match r {
         CodeRepr::Num(n) => {
             u32::try_from(n).map_err(|_| format!("{what} {n} does not fit in 32 bits"))
@@ -467,10 +353,10 @@ fn code_from_repr(r: CodeRepr, table: &[(&str, u32)], what: &str) -> Result<u32,
             let up = s.trim().to_ascii_uppercase();
             table
                 .iter()
-                .find(|(name, _)| *name == up || name.strip_prefix("STATUS_") == Some(up.as_str()))
-                .map(|(_, c)| *c)
+                .find(|e| e.name == up || e.name.strip_prefix("STATUS_") == Some(up.as_str()))
+                .map(|e| e.code)
                 .ok_or_else(|| {
-                    let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+                    let names: Vec<&str> = table.iter().map(|e| e.name).collect();
                     format!(
                         "unknown {what} `{s}`, expected a number or one of {}",
                         names.join(", ")
@@ -483,7 +369,7 @@ fn code_from_repr(r: CodeRepr, table: &[(&str, u32)], what: &str) -> Result<u32,
 impl TryFrom<CodeRepr> for NegFailureCode {
     type Error = String;
     fn try_from(r: CodeRepr) -> Result<Self, String> {
-        code_from_repr(r, NEG_FAILURE_CODES, "negotiation failure code").map(NegFailureCode)
+        code_from_repr(r, codes::NEG_FAILURES, "negotiation failure code").map(NegFailureCode)
     }
 }
 
@@ -499,7 +385,7 @@ impl From<NegFailureCode> for CodeRepr {
 impl TryFrom<CodeRepr> for NtStatus {
     type Error = String;
     fn try_from(r: CodeRepr) -> Result<Self, String> {
-        code_from_repr(r, NTSTATUS_CODES, "NTSTATUS").map(NtStatus)
+        code_from_repr(r, codes::NTSTATUS, "NTSTATUS").map(NtStatus)
     }
 }
 

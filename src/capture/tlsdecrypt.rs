@@ -88,11 +88,6 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Lowercase hex of bytes.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl KeyLog {
     /// Parses NSS key log text; comment and malformed lines are skipped.
     pub fn parse(text: &str) -> KeyLog {
@@ -187,7 +182,7 @@ impl KeyLog {
             .get(client_random)
             .map(|v| {
                 v.iter()
-                    .map(|(l, s)| format!("{l} {} {}", hex(client_random), hex(s)))
+                    .map(|(l, s)| format!("{l} {} {}", hex::encode(client_random), hex::encode(s)))
                     .collect()
             })
             .unwrap_or_default()
@@ -1097,8 +1092,8 @@ impl TlsDecryptor {
                         self.keylog_emitted = true;
                         out.push(TlsOutput::Keylog(vec![format!(
                             "CLIENT_RANDOM {} {}",
-                            hex(&cr),
-                            hex(&m)
+                            hex::encode(cr),
+                            hex::encode(&m)
                         )]));
                     }
                     m
@@ -1227,7 +1222,7 @@ impl TlsDecryptor {
             out.push(TlsOutput::Note {
                 text: format!(
                     "no tls secrets for client random {}: inner stream not decrypted",
-                    hex(cr)
+                    hex::encode(cr)
                 ),
                 frame,
                 t_us,
@@ -1471,7 +1466,7 @@ mod tests {
         let secret = decode_hex("9bbe436ba940f017b17652849a71db35").unwrap();
         let seed = decode_hex("a0ba9f936cda311827a6f796ffd5198c").unwrap();
         let out = prf(Some(Hash::Sha256), &secret, b"test label", &seed, 100);
-        assert_eq!(hex(&out[..16]), "e3f229ba727be17b8d122620557cd453");
+        assert_eq!(hex::encode(&out[..16]), "e3f229ba727be17b8d122620557cd453");
     }
 
     #[test]

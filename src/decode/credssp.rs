@@ -5,6 +5,8 @@
 //! INVARIANT: every length read from the input is checked against the bytes present before it is
 //! used to slice or to allocate.
 
+use crate::wire::asn1;
+use crate::wire::cursor::{le16, le32};
 use serde::{Deserialize, Serialize};
 
 /// What a TSRequest carried.
@@ -23,28 +25,14 @@ pub struct TsRequestFacts {
 
 /// Largest DER length accepted by [`der_frame_len`]: 4 length bytes (MS-CSSP messages are far
 /// smaller; the caller bounds what it buffers).
-pub const MAX_DER_LENGTH_BYTES: usize = 4;
+pub const MAX_DER_LENGTH_BYTES: usize = asn1::MAX_LENGTH_BYTES;
 
 /// Parses a DER identifier + definite length at the start of `buf`: (tag, header length, content
 /// length). None when the header is incomplete or not a supported DER header (multi-byte tag,
 /// indefinite length, more than 4 length bytes).
 fn der_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let tag = *buf.first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let l0 = *buf.get(1)?;
-    if l0 < 0x80 {
-        return Some((tag, 2, usize::from(l0)));
-    }
-    let n = usize::from(l0 & 0x7f);
-    if n == 0 || n > MAX_DER_LENGTH_BYTES {
-        return None;
-    }
-    let bytes = buf.get(2..2 + n)?;
-    let len = bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
-    let len = usize::try_from(len).ok()?;
-    Some((tag, 2 + n, len))
+    let h = asn1::read_header(buf, asn1::TagForm::LowOnly).ok()?;
+    Some((h.tag, h.header_len, h.len))
 }
 
 /// Length of a complete DER TLV at the start of `buf` (header + content), or None if incomplete
@@ -235,36 +223,12 @@ pub fn parse_ts_request(buf: &[u8]) -> Result<TsRequestFacts, (String, usize)> {
     Ok(facts)
 }
 
-/// DER definite length bytes for `len`.
-fn der_len(len: usize, out: &mut Vec<u8>) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = (len as u64).to_be_bytes();
-        let skip = bytes.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (8 - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
 fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(content.len() + 6);
-    v.push(tag);
-    der_len(content.len(), &mut v);
-    v.extend_from_slice(content);
-    v
+    asn1::tlv(tag, content)
 }
 
-/// Minimal DER INTEGER content of a non-negative value.
 fn der_uint(v: u32) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let skip = b.iter().take_while(|&&x| x == 0).count().min(3);
-    let mut out = Vec::with_capacity(5);
-    if b[skip] & 0x80 != 0 {
-        out.push(0);
-    }
-    out.extend_from_slice(&b[skip..]);
-    out
+    asn1::uint_content(u64::from(v))
 }
 
 /// Encoding of the errorCode INTEGER.
@@ -363,15 +327,6 @@ const MSV_AV_TIMESTAMP: u16 = 7;
 
 /// Seconds between 1601-01-01 (FILETIME epoch) and 1970-01-01.
 const FILETIME_UNIX_OFFSET_SECS: i64 = 11_644_473_600;
-
-fn le16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
 
 fn utf16le(b: &[u8]) -> String {
     let units: Vec<u16> = b
@@ -573,127 +528,8 @@ fn parse_authenticate(msg: &[u8], f: &mut NtlmFacts) {
     }
 }
 
-/// NTSTATUS and SSPI HRESULT codes seen in TSRequest.errorCode and logon failures, by name
-/// (MS-ERREF 2.3.1 and 2.1; the set FreeRDP's nla.c maps to client errors, plus what Windows
-/// servers send for policy and time problems).
-const STATUS_NAMES: &[(u32, &str)] = &[
-    (0x0000_0000, "STATUS_SUCCESS"),
-    (0x0009_0312, "SEC_I_CONTINUE_NEEDED"),
-    (0x0009_0313, "SEC_I_COMPLETE_NEEDED"),
-    (0x0009_0314, "SEC_I_COMPLETE_AND_CONTINUE"),
-    (0x8009_0300, "SEC_E_INSUFFICIENT_MEMORY"),
-    (0x8009_0301, "SEC_E_INVALID_HANDLE"),
-    (0x8009_0302, "SEC_E_UNSUPPORTED_FUNCTION"),
-    (0x8009_0303, "SEC_E_TARGET_UNKNOWN"),
-    (0x8009_0304, "SEC_E_INTERNAL_ERROR"),
-    (0x8009_0305, "SEC_E_SECPKG_NOT_FOUND"),
-    (0x8009_0306, "SEC_E_NOT_OWNER"),
-    (0x8009_0308, "SEC_E_INVALID_TOKEN"),
-    (0x8009_030a, "SEC_E_QOP_NOT_SUPPORTED"),
-    (0x8009_030b, "SEC_E_NO_IMPERSONATION"),
-    (0x8009_030c, "SEC_E_LOGON_DENIED"),
-    (0x8009_030d, "SEC_E_UNKNOWN_CREDENTIALS"),
-    (0x8009_030e, "SEC_E_NO_CREDENTIALS"),
-    (0x8009_030f, "SEC_E_MESSAGE_ALTERED"),
-    (0x8009_0310, "SEC_E_OUT_OF_SEQUENCE"),
-    (0x8009_0311, "SEC_E_NO_AUTHENTICATING_AUTHORITY"),
-    (0x8009_0316, "SEC_E_BAD_PKGID"),
-    (0x8009_0317, "SEC_E_CONTEXT_EXPIRED"),
-    (0x8009_0318, "SEC_E_INCOMPLETE_MESSAGE"),
-    (0x8009_0320, "SEC_E_INCOMPLETE_CREDENTIALS"),
-    (0x8009_0321, "SEC_E_BUFFER_TOO_SMALL"),
-    (0x8009_0322, "SEC_E_WRONG_PRINCIPAL"),
-    (0x8009_0324, "SEC_E_TIME_SKEW"),
-    (0x8009_0325, "SEC_E_UNTRUSTED_ROOT"),
-    (0x8009_0326, "SEC_E_ILLEGAL_MESSAGE"),
-    (0x8009_0327, "SEC_E_CERT_UNKNOWN"),
-    (0x8009_0328, "SEC_E_CERT_EXPIRED"),
-    (0x8009_0329, "SEC_E_ENCRYPT_FAILURE"),
-    (0x8009_0330, "SEC_E_DECRYPT_FAILURE"),
-    (0x8009_0331, "SEC_E_ALGORITHM_MISMATCH"),
-    (0x8009_0332, "SEC_E_SECURITY_QOS_FAILED"),
-    (0x8009_0333, "SEC_E_UNFINISHED_CONTEXT_DELETED"),
-    (0x8009_0334, "SEC_E_NO_TGT_REPLY"),
-    (0x8009_0335, "SEC_E_NO_IP_ADDRESSES"),
-    (0x8009_0336, "SEC_E_WRONG_CREDENTIAL_HANDLE"),
-    (0x8009_0337, "SEC_E_CRYPTO_SYSTEM_INVALID"),
-    (0x8009_0338, "SEC_E_MAX_REFERRALS_EXCEEDED"),
-    (0x8009_0339, "SEC_E_MUST_BE_KDC"),
-    (0x8009_033a, "SEC_E_STRONG_CRYPTO_NOT_SUPPORTED"),
-    (0x8009_033b, "SEC_E_TOO_MANY_PRINCIPALS"),
-    (0x8009_033c, "SEC_E_NO_PA_DATA"),
-    (0x8009_033d, "SEC_E_PKINIT_NAME_MISMATCH"),
-    (0x8009_033e, "SEC_E_SMARTCARD_LOGON_REQUIRED"),
-    (0x8009_033f, "SEC_E_SHUTDOWN_IN_PROGRESS"),
-    (0x8009_0340, "SEC_E_KDC_INVALID_REQUEST"),
-    (0x8009_0341, "SEC_E_KDC_UNABLE_TO_REFER"),
-    (0x8009_0342, "SEC_E_KDC_UNKNOWN_ETYPE"),
-    (0x8009_0343, "SEC_E_UNSUPPORTED_PREAUTH"),
-    (0x8009_0345, "SEC_E_DELEGATION_REQUIRED"),
-    (0x8009_0346, "SEC_E_BAD_BINDINGS"),
-    (0x8009_0347, "SEC_E_MULTIPLE_ACCOUNTS"),
-    (0x8009_0348, "SEC_E_NO_KERB_KEY"),
-    (0x8009_0349, "SEC_E_CERT_WRONG_USAGE"),
-    (0x8009_0350, "SEC_E_DOWNGRADE_DETECTED"),
-    (0x8009_0351, "SEC_E_SMARTCARD_CERT_REVOKED"),
-    (0x8009_0352, "SEC_E_ISSUING_CA_UNTRUSTED"),
-    (0x8009_0353, "SEC_E_REVOCATION_OFFLINE_C"),
-    (0x8009_0354, "SEC_E_PKINIT_CLIENT_FAILURE"),
-    (0x8009_0355, "SEC_E_SMARTCARD_CERT_EXPIRED"),
-    (0x8009_0357, "SEC_E_NO_CONTEXT"),
-    (0xc000_0001, "STATUS_UNSUCCESSFUL"),
-    (0xc000_000d, "STATUS_INVALID_PARAMETER"),
-    (0xc000_0016, "STATUS_MORE_PROCESSING_REQUIRED"),
-    (0xc000_0022, "STATUS_ACCESS_DENIED"),
-    (0xc000_005e, "STATUS_NO_LOGON_SERVERS"),
-    (0xc000_005f, "STATUS_NO_SUCH_LOGON_SESSION"),
-    (0xc000_0064, "STATUS_NO_SUCH_USER"),
-    (0xc000_006a, "STATUS_WRONG_PASSWORD"),
-    (0xc000_006c, "STATUS_PASSWORD_RESTRICTION"),
-    (0xc000_006d, "STATUS_LOGON_FAILURE"),
-    (0xc000_006e, "STATUS_ACCOUNT_RESTRICTION"),
-    (0xc000_006f, "STATUS_INVALID_LOGON_HOURS"),
-    (0xc000_0070, "STATUS_INVALID_WORKSTATION"),
-    (0xc000_0071, "STATUS_PASSWORD_EXPIRED"),
-    (0xc000_0072, "STATUS_ACCOUNT_DISABLED"),
-    (0xc000_009a, "STATUS_INSUFFICIENT_RESOURCES"),
-    (0xc000_00bb, "STATUS_NOT_SUPPORTED"),
-    (0xc000_00df, "STATUS_NO_SUCH_DOMAIN"),
-    (0xc000_00e5, "STATUS_INTERNAL_ERROR"),
-    (0xc000_0133, "STATUS_TIME_DIFFERENCE_AT_DC"),
-    (0xc000_015b, "STATUS_LOGON_TYPE_NOT_GRANTED"),
-    (0xc000_018c, "STATUS_TRUSTED_DOMAIN_FAILURE"),
-    (0xc000_018d, "STATUS_TRUSTED_RELATIONSHIP_FAILURE"),
-    (0xc000_0192, "STATUS_NETLOGON_NOT_STARTED"),
-    (0xc000_0193, "STATUS_ACCOUNT_EXPIRED"),
-    (0xc000_0203, "STATUS_USER_SESSION_DELETED"),
-    (0xc000_0224, "STATUS_PASSWORD_MUST_CHANGE"),
-    (0xc000_0233, "STATUS_DOMAIN_CONTROLLER_NOT_FOUND"),
-    (0xc000_0234, "STATUS_ACCOUNT_LOCKED_OUT"),
-    (0xc000_02fa, "STATUS_SMARTCARD_LOGON_REQUIRED"),
-    (0xc000_0320, "STATUS_PKINIT_FAILURE"),
-    (0xc000_0388, "STATUS_DOWNGRADE_DETECTED"),
-    (0xc000_040e, "STATUS_KDC_CERT_EXPIRED"),
-    (0xc000_0413, "STATUS_AUTHENTICATION_FIREWALL_FAILED"),
-    (0xc000_0418, "STATUS_NTLM_BLOCKED"),
-];
-
-/// The code of an NTSTATUS (or SEC_E_*) name, case-insensitive: the inverse of [`ntstatus_name`].
-pub fn ntstatus_code(name: &str) -> Option<u32> {
-    STATUS_NAMES
-        .iter()
-        .find(|(_, n)| n.eq_ignore_ascii_case(name.trim()))
-        .map(|(c, _)| *c)
-}
-
-/// Name of an NTSTATUS code seen in CredSSP errorCode, e.g. 0xC000006D -> "STATUS_LOGON_FAILURE".
-/// Also names the SSPI HRESULTs (SEC_E_*) some servers put there.
-pub fn ntstatus_name(code: u32) -> Option<&'static str> {
-    STATUS_NAMES
-        .binary_search_by_key(&code, |(k, _)| *k)
-        .ok()
-        .map(|i| STATUS_NAMES[i].1)
-}
+/// The NTSTATUS names live in [`crate::codes`]; decode reports them from there.
+pub use crate::codes::{ntstatus_code, ntstatus_name};
 
 #[cfg(test)]
 mod tests {
@@ -702,11 +538,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        hex::decode(s.split_whitespace().collect::<String>()).unwrap()
     }
 
     /// The CHALLENGE_MESSAGE of MS-NLMP 4.2.4.3 (NTLMv2 example): TargetName "Server", target info
@@ -1013,10 +845,6 @@ mod tests {
         assert_eq!(
             filetime_rfc3339(133_485_408_000_000_000),
             "2024-01-01T00:00:00Z"
-        );
-        assert!(
-            STATUS_NAMES.windows(2).all(|w| w[0].0 < w[1].0),
-            "sorted for binary search"
         );
         for (code, name) in [
             (0xC000_006D, "STATUS_LOGON_FAILURE"),

@@ -21,24 +21,12 @@ use serde_json::json;
 
 use super::x224::protocol_names;
 use crate::report::Facts;
+use crate::wire::asn1;
 
 // ---------------------------------------------------------------------------------------------
 // Small readers
 
-pub(crate) fn le16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at.checked_add(2)?)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-pub(crate) fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at.checked_add(4)?)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at.checked_add(2)?)
-        .map(|s| u16::from_be_bytes([s[0], s[1]]))
-}
+pub(crate) use crate::wire::cursor::{be16, le16, le32};
 
 /// A UTF-16LE string up to the first NUL.
 fn utf16z(b: &[u8]) -> String {
@@ -61,24 +49,8 @@ fn ansiz(b: &[u8]) -> String {
 /// One BER TLV (T.125 uses BER for the connect PDUs): (tag bytes, content, total length).
 /// Tags of one byte, or the two-byte application tags 0x7f 0x65 / 0x7f 0x66.
 pub(crate) fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
-    let tag_len = if buf.first()? & 0x1f == 0x1f { 2 } else { 1 };
-    let tag = buf.get(..tag_len)?;
-    let l0 = *buf.get(tag_len)?;
-    let (len, hl) = if l0 < 0x80 {
-        (usize::from(l0), tag_len + 1)
-    } else {
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let bytes = buf.get(tag_len + 1..tag_len + 1 + n)?;
-        (
-            bytes.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b)),
-            tag_len + 1 + n,
-        )
-    };
-    let content = buf.get(hl..hl.checked_add(len)?)?;
-    Some((tag, content, hl + len))
+    let (h, content, _) = asn1::read_tlv(buf, asn1::TagForm::UpToTwo).ok()?;
+    Some((buf.get(..h.tag_len)?, content, h.header_len + h.len))
 }
 
 /// An ALIGNED PER length determinant (X.691 10.9): one byte, or two with the top bits 10.
@@ -199,51 +171,8 @@ fn server_early_caps_names(f: u32) -> Vec<String> {
     v
 }
 
-/// errorInfo of a Set Error Info PDU (MS-RDPBCGR 2.2.5.1.1), the codes servers commonly send.
-pub fn error_info_name(code: u32) -> Option<&'static str> {
-    Some(match code {
-        0x0000 => "ERRINFO_NONE",
-        0x0001 => "ERRINFO_RPC_INITIATED_DISCONNECT",
-        0x0002 => "ERRINFO_RPC_INITIATED_LOGOFF",
-        0x0003 => "ERRINFO_IDLE_TIMEOUT",
-        0x0004 => "ERRINFO_LOGON_TIMEOUT",
-        0x0005 => "ERRINFO_DISCONNECTED_BY_OTHERCONNECTION",
-        0x0006 => "ERRINFO_OUT_OF_MEMORY",
-        0x0007 => "ERRINFO_SERVER_DENIED_CONNECTION",
-        0x0009 => "ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES",
-        0x000a => "ERRINFO_SERVER_FRESH_CREDENTIALS_REQUIRED",
-        0x000b => "ERRINFO_RPC_INITIATED_DISCONNECT_BYUSER",
-        0x000c => "ERRINFO_LOGOFF_BY_USER",
-        0x000f => "ERRINFO_CLOSE_STACK_ON_DRIVER_NOT_READY",
-        0x0010 => "ERRINFO_SERVER_DWM_CRASH",
-        0x0011 => "ERRINFO_CLOSE_STACK_ON_DRIVER_FAILURE",
-        0x0012 => "ERRINFO_CLOSE_STACK_ON_DRIVER_IFACE_FAILURE",
-        0x0100 => "ERRINFO_LICENSE_INTERNAL",
-        0x0101 => "ERRINFO_LICENSE_NO_LICENSE_SERVER",
-        0x0102 => "ERRINFO_LICENSE_NO_LICENSE",
-        0x0103 => "ERRINFO_LICENSE_BAD_CLIENT_MSG",
-        0x0104 => "ERRINFO_LICENSE_HWID_DOESNT_MATCH_LICENSE",
-        0x0105 => "ERRINFO_LICENSE_BAD_CLIENT_LICENSE",
-        0x0106 => "ERRINFO_LICENSE_CANT_FINISH_PROTOCOL",
-        0x0107 => "ERRINFO_LICENSE_CLIENT_ENDED_PROTOCOL",
-        0x0108 => "ERRINFO_LICENSE_BAD_CLIENT_ENCRYPTION",
-        0x0109 => "ERRINFO_LICENSE_CANT_UPGRADE_LICENSE",
-        0x010a => "ERRINFO_LICENSE_NO_REMOTE_CONNECTIONS",
-        0x0400 => "ERRINFO_CB_DESTINATION_NOT_FOUND",
-        0x0402 => "ERRINFO_CB_LOADING_DESTINATION",
-        0x0404 => "ERRINFO_CB_REDIRECTING_TO_DESTINATION",
-        0x0405 => "ERRINFO_CB_SESSION_ONLINE_VM_WAKE",
-        0x0406 => "ERRINFO_CB_SESSION_ONLINE_VM_BOOT",
-        0x0407 => "ERRINFO_CB_SESSION_ONLINE_VM_NO_DNS",
-        0x10c9 => "ERRINFO_UNKNOWNPDUTYPE2",
-        0x10ca => "ERRINFO_UNKNOWNPDUTYPE",
-        0x10cb => "ERRINFO_DATAPDUSEQUENCE",
-        0x1191 => "ERRINFO_UPDATESESSIONKEYFAILED",
-        0x1192 => "ERRINFO_DECRYPTFAILED",
-        0x1193 => "ERRINFO_ENCRYPTFAILED",
-        _ => return None,
-    })
-}
+/// errorInfo of a Set Error Info PDU (MS-RDPBCGR 2.2.5.1.1), as the spec spells it.
+pub use crate::codes::error_info_name;
 
 // ---------------------------------------------------------------------------------------------
 // Connect Initial
@@ -1318,11 +1247,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        hex::decode(s.split_whitespace().collect::<String>()).unwrap()
     }
 
     /// MCS Connect Response (X.224 user data) of a Windows server in standard RDP security mode

@@ -745,16 +745,6 @@ pub struct CertFacts {
     pub dns_names: Vec<String>,
 }
 
-/// Lowercase hex of a byte string.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 /// RFC 3339 UTC timestamp ("2024-01-31T12:00:00Z") of seconds since the Unix epoch, for any i64
 /// (civil-from-days, H. Hinnant); years outside 0..=9999 are printed as they come.
 pub fn rfc3339(unix_secs: i64) -> String {
@@ -828,24 +818,9 @@ fn uint_bits(bytes: &[u8]) -> u32 {
 
 /// One DER TLV at the start of `buf`: (tag, content, rest). Definite lengths up to 4 bytes.
 fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = buf.split_first()?;
-    let (&l0, rest) = rest.split_first()?;
-    let (len, rest) = if l0 < 0x80 {
-        (usize::from(l0), rest)
-    } else {
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
+    let (h, content, rest) =
+        crate::wire::asn1::read_tlv(buf, crate::wire::asn1::TagForm::OneByte).ok()?;
+    Some((h.tag, content, rest))
 }
 
 /// RSA modulus bits from an RSAPublicKey (RFC 8017 A.1.1) in the subjectPublicKey BIT STRING.
@@ -929,7 +904,7 @@ pub fn cert_facts(der_bytes: &[u8], now_unix: i64) -> Result<CertFacts, String> 
         key_bits,
         signature_algorithm: signature_algorithm_name(&cert.signature_algorithm.oid),
         days_left: (na - now_unix).div_euclid(86_400),
-        sha256: hex(&sha2::Sha256::digest(der_bytes)),
+        sha256: hex::encode(sha2::Sha256::digest(der_bytes)),
         dns_names,
     })
 }
@@ -1006,7 +981,7 @@ pub fn rfc4514(name: &x509_cert::name::Name) -> String {
             };
             let value = match directory_string(atv.value.tag().octet(), atv.value.value()) {
                 Some(v) => escape_rfc4514(&v),
-                None => format!("#{}", hex(&atv.value.to_der().unwrap_or_default())),
+                None => format!("#{}", hex::encode(atv.value.to_der().unwrap_or_default())),
             };
             atvs.push(format!("{key}={value}"));
         }
@@ -1178,10 +1153,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        hex::decode(s.split_whitespace().collect::<String>()).unwrap()
     }
 
     /// ClientHello record of mstsc (Windows 7 era, TLS 1.0) from the public capture
@@ -1628,7 +1600,7 @@ mod tests {
         assert_eq!((c.key_type.as_str(), c.key_bits), ("EC P-256", 256));
         assert_eq!(c.signature_algorithm, "ecdsa-with-SHA256");
         assert_eq!(c.days_left, 2343);
-        assert_eq!(c.sha256, hex(&sha2::Sha256::digest(&der)));
+        assert_eq!(c.sha256, hex::encode(sha2::Sha256::digest(&der)));
         assert_eq!(c.sha256.len(), 64);
         assert_eq!(c.dns_names, vec!["rdp.example.com".to_owned()]);
         // the same certificate seen in 2035 and in 2019

@@ -45,16 +45,7 @@ pub fn protocol_names(p: u32) -> Vec<String> {
 
 /// Name of an RDP_NEG_FAILURE code (MS-RDPBCGR 2.2.1.2.2).
 pub fn failure_code_name(code: u32) -> &'static str {
-    match code {
-        0x1 => "SSL_REQUIRED_BY_SERVER",
-        0x2 => "SSL_NOT_ALLOWED_BY_SERVER",
-        0x3 => "SSL_CERT_NOT_ON_SERVER",
-        0x4 => "INCONSISTENT_FLAGS",
-        0x5 => "HYBRID_REQUIRED_BY_SERVER",
-        0x6 => "SSL_WITH_USER_AUTH_REQUIRED_BY_SERVER",
-        0x7 => "ENTRA_AUTH_REQUIRED_BY_SERVER",
-        _ => "UNKNOWN_FAILURE_CODE",
-    }
+    crate::codes::neg_failure_name(code).unwrap_or("UNKNOWN_FAILURE_CODE")
 }
 
 /// RDP_NEG_RSP flags (MS-RDPBCGR 2.2.1.2.1).

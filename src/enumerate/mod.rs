@@ -582,7 +582,9 @@ async fn query_method_on(
 }
 
 async fn rdp_security(ctx: &Ctx, spares: &pool::Spares) -> RdpSecurity {
-    let results = futures_join_all(Method::ALL.iter().map(|&m| query_method(ctx, spares, m))).await;
+    let results =
+        futures_util::future::join_all(Method::ALL.iter().map(|&m| query_method(ctx, spares, m)))
+            .await;
     let mut sec = RdpSecurity::default();
     for (r, sd) in results {
         if let Some(sd) = sd {
@@ -616,43 +618,6 @@ async fn rdp_security(ctx: &Ctx, spares: &pool::Spares) -> RdpSecurity {
         sec.methods.push(r);
     }
     sec
-}
-
-/// Runs futures concurrently and returns their outputs in order (a tiny `join_all`).
-async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let handles: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut outs = Vec::with_capacity(handles.len());
-    // Poll all of them together: tokio::join! needs a fixed count, so drive them with a select
-    // loop over an index set.
-    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = handles.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        results[i] = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all = false,
-                }
-            }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    for r in results {
-        // INVARIANT: the poll loop only returns when every slot has produced its output.
-        outs.push(r.expect("every future completed"));
-    }
-    outs
 }
 
 fn audit(der: &[u8], chain_len: usize, host: &str) -> Option<CertAudit> {
@@ -761,20 +726,6 @@ async fn check_credentials(
     }
 }
 
-async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host
-        .trim_matches(|c| c == '[' || c == ']')
-        .parse::<std::net::IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
-        Err(_) => Err(format!("name resolution of {host} timed out")),
-        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Ok(Ok(mut it)) => it.next().ok_or_else(|| format!("{host} has no address")),
-    }
-}
-
 /// Connections opened ahead for the cipher-suite elimination. A server that spends CPU on every
 /// connection (slow X.224 answers) gets two: enough to keep two cores busy, and fewer unused at
 /// the end; a cheap one gets `concurrency`.
@@ -795,7 +746,7 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
     let start = Instant::now();
     let target = format!("{}:{}", o.host, o.port);
     let all_value = PROTOCOLS.iter().fold(0, |a, b| a | b);
-    let addr = match resolve(&o.host, o.port, o.timeout).await {
+    let addr = match crate::net::resolve(&o.host, o.port, o.timeout).await {
         Ok(a) => a,
         Err(e) => {
             let mut n = Negotiation {
@@ -867,7 +818,7 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         common_value,
     ];
     let early = async {
-        let answers = futures_join_all(TLS_BASED.map(neg)).await;
+        let answers = futures_util::future::join_all(TLS_BASED.map(neg)).await;
         let via = answers.iter().find(|n| n.accepted).map(|n| n.offered_value);
         let pool = via.map(|v| pool::Pool::new(ctx.clone(), spares.clone(), v));
         if let (Some(p), false) = (&pool, o.skip_ciphers) {
@@ -875,7 +826,8 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
         }
         (answers, pool)
     };
-    let ((tls_based, tls_pool), rest) = tokio::join!(early, futures_join_all(others.map(neg)));
+    let ((tls_based, tls_pool), rest) =
+        tokio::join!(early, futures_util::future::join_all(others.map(neg)));
     // INVARIANT: `others` is RDP, RDSTLS, RDSAAD, all, common; `TLS_BASED` SSL, HYBRID,
     // HYBRID_EX; the report lists RDP, SSL, HYBRID, RDSTLS, HYBRID_EX, RDSAAD.
     let [rdp_alone, rdstls, rdsaad, all_offered, common_offer] =

@@ -26,7 +26,8 @@ use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
 use super::pool::Pool;
-use super::{close, futures_join_all, CredsspEnum, TlsEnum, TlsVersionResult};
+use super::{close, CredsspEnum, TlsEnum, TlsVersionResult};
+use futures_util::future::join_all;
 
 /// TLS version names and OpenSSL versions, oldest first (indexes are used below).
 pub const TLS_VERSIONS: [(&str, SslVersion); 4] = [
@@ -623,7 +624,7 @@ async fn eliminate_steps(
         && pool.ctx().connections_are_cheap()
     {
         let names: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
-        let groups = futures_join_all(KX_GROUPS.iter().enumerate().map(|(i, g)| {
+        let groups = join_all(KX_GROUPS.iter().enumerate().map(|(i, g)| {
             let guess = guess.filter(|g| kx_rank(g) == i);
             eliminate_group(pool, v, g, &names, guess, limit, prefetch)
         }))
@@ -688,7 +689,7 @@ pub(super) async fn enumerate_tls(
     let keep = credssp_via.is_some();
     // 1. versions, by range
     let mut hs: [Option<Handshake>; 4] = [None, None, None, None];
-    let firsts = futures_join_all(
+    let firsts = join_all(
         [3usize, 2, 1].map(|m| async move { (m, handshake(pool, &Offer::range(m), keep).await) }),
     )
     .await;
@@ -745,7 +746,7 @@ pub(super) async fn enumerate_tls(
             _ => None,
         })
         .collect();
-    let elim_fut = futures_join_all(accepted.iter().map(|(v, first)| {
+    let elim_fut = join_all(accepted.iter().map(|(v, first)| {
         let first = first.clone();
         async move {
             if skip_ciphers {

@@ -154,13 +154,7 @@ pub(crate) fn encode_error_ts_request(
 
 /// Minimal DER INTEGER contents of a non-negative value.
 fn der_unsigned(v: u32) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let first = b.iter().position(|&x| x != 0).unwrap_or(3);
-    let mut out = b[first..].to_vec();
-    if out[0] & 0x80 != 0 {
-        out.insert(0, 0);
-    }
-    out
+    crate::wire::asn1::uint_content(u64::from(v))
 }
 
 #[cfg(test)]

@@ -258,27 +258,17 @@ impl ironrdp_pdu::PduHint for DerSequenceHint {
 /// Total length (header + content) of the DER SEQUENCE at the start of `b`: `Ok(None)` if more bytes are
 /// needed, `Err` if it is not a SEQUENCE or its length is not representable.
 pub(crate) fn der_sequence_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
-    let Some(&tag) = b.first() else {
-        return Ok(None);
-    };
-    if tag != 0x30 {
-        return Err("not a DER SEQUENCE");
+    use crate::wire::asn1;
+    match b.first() {
+        None => return Ok(None),
+        Some(&tag) if tag != 0x30 => return Err("not a DER SEQUENCE"),
+        Some(_) => {}
     }
-    let Some(&l0) = b.get(1) else { return Ok(None) };
-    if l0 < 0x80 {
-        return Ok(Some(2 + usize::from(l0)));
+    match asn1::read_header(b, asn1::TagForm::OneByte) {
+        Ok(h) => Ok(h.total()),
+        Err(e) if e.is_truncated() => Ok(None),
+        Err(_) => Err("unsupported DER length form"),
     }
-    let n = usize::from(l0 & 0x7f);
-    if n == 0 || n > 4 {
-        return Err("unsupported DER length form");
-    }
-    let Some(len_bytes) = b.get(2..2 + n) else {
-        return Ok(None);
-    };
-    let len = len_bytes
-        .iter()
-        .fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
-    Ok(Some(2 + n + len))
 }
 
 #[cfg(test)]

@@ -1333,16 +1333,9 @@ fn mcs_strategy() -> BoxedStrategy<McsCase> {
     .boxed()
 }
 
-/// BER length octets.
+/// BER length octets (the Connect Response fits in a TPKT, so at most two length bytes).
 fn ber_len(n: usize) -> Vec<u8> {
-    if n < 0x80 {
-        vec![n as u8]
-    } else if n < 0x100 {
-        vec![0x81, n as u8]
-    } else {
-        let n = u16::try_from(n).unwrap_or(u16::MAX);
-        vec![0x82, (n >> 8) as u8, n as u8]
-    }
+    crate::wire::asn1::len_bytes(n.min(usize::from(u16::MAX)))
 }
 
 /// PER length determinant (up to 0x3fff).

@@ -30,26 +30,9 @@ use tap::{SharedTrace, Tap};
 /// Largest PDU the probe accepts from a server, in bytes (TPKT caps at 65535; TSRequests are small).
 pub const MAX_PDU_LEN: usize = 1024 * 1024;
 
-/// Security protocols the client may offer in RDP_NEG_REQ (MS-RDPBCGR 2.2.1.1.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Rdp,
-    Ssl,
-    Hybrid,
-    HybridEx,
-}
-
-impl Protocol {
-    pub fn parse(s: &str) -> Option<Protocol> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "rdp" | "standard" => Some(Protocol::Rdp),
-            "ssl" | "tls" => Some(Protocol::Ssl),
-            "hybrid" | "nla" | "credssp" => Some(Protocol::Hybrid),
-            "hybrid_ex" | "hybrid-ex" | "hybridex" => Some(Protocol::HybridEx),
-            _ => None,
-        }
-    }
-}
+/// Security protocols the client may offer in RDP_NEG_REQ (MS-RDPBCGR 2.2.1.1.1): the one
+/// protocol type of [`crate::codes`].
+pub use crate::codes::Protocol;
 
 /// Which TLS engine to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -486,7 +469,7 @@ async fn close<S: AsyncWrite + Unpin>(s: &mut S) {
 
 async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine) -> Retry {
     // --- tcp ---
-    let addr = match resolve(&opts.host, opts.port, opts.stage_timeout).await {
+    let addr = match crate::net::resolve(&opts.host, opts.port, opts.stage_timeout).await {
         Ok(a) => a,
         Err(detail) => {
             shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable {
@@ -1035,20 +1018,6 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-    }
-}
-
-async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host
-        .trim_matches(|c| c == '[' || c == ']')
-        .parse::<std::net::IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
-        Err(_) => Err(format!("name resolution of {host} timed out")),
-        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Ok(Ok(mut it)) => it.next().ok_or_else(|| format!("{host} has no address")),
     }
 }
 

@@ -77,15 +77,13 @@ impl std::fmt::Debug for SharedTraceDebug {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl rustls::KeyLog for TraceKeyLog {
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
-        self.0
-             .0
-            .add_keylog(format!("{label} {} {}", hex(client_random), hex(secret)));
+        self.0 .0.add_keylog(format!(
+            "{label} {} {}",
+            hex::encode(client_random),
+            hex::encode(secret)
+        ));
     }
 
     fn will_log(&self, _label: &str) -> bool {

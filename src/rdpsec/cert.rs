@@ -1,6 +1,7 @@
 //! The server's public key from the server security data (MS-RDPBCGR 2.2.1.4.3.1) and the RSA
 //! encryption of the client random (MS-RDPBCGR 5.3.4.1). Pure, never panics.
 
+use crate::wire::cursor::{le16, le32};
 use num_bigint::BigUint;
 
 /// Magic of an RSA_PUBLIC_KEY blob: "RSA1" (MS-RDPBCGR 2.2.1.4.3.1.1.1).
@@ -79,16 +80,6 @@ impl RsaKey {
             source,
         })
     }
-}
-
-fn le16(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at.checked_add(2)?)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at.checked_add(4)?)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// Reads the RSA key of a server certificate: a proprietary certificate (dwVersion 1,
@@ -185,24 +176,9 @@ pub fn x509_rsa_key(der: &[u8]) -> Result<RsaKey, CertError> {
 }
 
 fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = buf.split_first()?;
-    let (&l0, rest) = rest.split_first()?;
-    let (len, rest) = if l0 < 0x80 {
-        (usize::from(l0), rest)
-    } else {
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
+    let (h, content, rest) =
+        crate::wire::asn1::read_tlv(buf, crate::wire::asn1::TagForm::OneByte).ok()?;
+    Some((h.tag, content, rest))
 }
 
 /// Encrypts the client random for the Security Exchange PDU (MS-RDPBCGR 5.3.4.1): the random

@@ -281,7 +281,7 @@ pub(super) fn mask_certificate_names(der: &mut [u8], map_ip: &mut IpMap<'_>) -> 
                         let v = d.as_bytes();
                         // [2] IMPLICIT IA5String
                         let mut needle = vec![0x82];
-                        needle.extend_from_slice(&der_len(v.len()));
+                        needle.extend_from_slice(&crate::wire::asn1::len_bytes(v.len()));
                         let header = needle.len();
                         needle.extend_from_slice(v);
                         targets.push((needle, header));
@@ -331,19 +331,6 @@ pub(super) fn mask_certificate_names(der: &mut [u8], map_ip: &mut IpMap<'_>) -> 
         }
     }
     n
-}
-
-/// A DER definite length.
-fn der_len(len: usize) -> Vec<u8> {
-    if len < 0x80 {
-        vec![len as u8]
-    } else {
-        let b = (len as u32).to_be_bytes();
-        let skip = b.iter().take_while(|&&x| x == 0).count();
-        let mut v = vec![0x80 | (4 - skip) as u8];
-        v.extend_from_slice(&b[skip..]);
-        v
-    }
 }
 
 #[cfg(test)]

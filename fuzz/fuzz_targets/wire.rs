@@ -1,0 +1,10 @@
+//! Fuzzes all of `rdprobe::wire` (cursor reads in an order the input chooses, BER/DER headers and
+//! TLVs in every tag form, re-encoded and read back): see `rdprobe::wire::exercise`.
+//! Properties: no panic, offsets within the input, writer output reads back equal.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    rdprobe::wire::exercise(data);
+});
