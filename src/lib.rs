@@ -9,6 +9,7 @@ pub mod check;
 pub mod decode;
 pub mod diagnose;
 pub mod enumerate;
+pub mod evidence;
 pub mod fuzz;
 pub mod lab;
 pub mod parse;

@@ -134,6 +134,9 @@ pub struct Trace {
     pub events: Vec<Event>,
     /// TLS secrets in SSLKEYLOGFILE format, one line each (e.g. "CLIENT_RANDOM <hex> <hex>").
     pub keylog: Vec<String>,
+    /// What TCP and IP said (retransmissions, unacknowledged bytes, TTLs, where each RST came from,
+    /// ICMP errors), when the observer saw the packets (captures).
+    pub tcp: Option<Box<crate::evidence::TcpEvidence>>,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -151,6 +154,7 @@ impl Trace {
             server,
             events: Vec::new(),
             keylog: Vec::new(),
+            tcp: None,
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::credssp::{self, NtlmMessageType};
 use super::{mcs, tls, x224, Decoded};
+use crate::evidence::Provenance;
 use crate::report::{ConnectionReport, Facts, StageReport};
 use crate::stage::{FailureKind, Side, Stage, Verdict};
 use crate::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
@@ -330,8 +331,18 @@ impl Machine<'_> {
             EventKind::ConnectFailed(f) => {
                 self.enter(Stage::Tcp);
                 self.fact("server", json!(self.trace.server.to_string()));
+                // An ICMP error about the SYN says why it got no answer.
+                let icmp = self.trace.tcp.as_deref().and_then(|e| {
+                    e.icmp
+                        .iter()
+                        .find(|i| i.about == Dir::C2S)
+                        .map(|i| format!("ICMP from {}: {}", i.from, i.what))
+                });
                 let kind = match f {
                     ConnectFailure::Refused => FailureKind::Refused,
+                    ConnectFailure::TimedOut { .. } if icmp.is_some() => FailureKind::Unreachable {
+                        detail: icmp.unwrap_or_default(),
+                    },
                     ConnectFailure::TimedOut { after_ms } => FailureKind::TimedOut {
                         waiting_for: Side::Server,
                         after_ms: *after_ms,
@@ -376,7 +387,10 @@ impl Machine<'_> {
             }
             EventKind::Fin { dir } => self.fin(*dir),
             EventKind::Rst { dir } => {
-                let by = dir.sender();
+                if self.dropped_before_end(*dir) {
+                    return;
+                }
+                let by = self.rst_sender(*dir);
                 self.label(self.event_idx, format!("{}: reset by {by}", self.cur()));
                 if self.connected {
                     self.notes.push(format!(
@@ -454,6 +468,9 @@ impl Machine<'_> {
                 }
             }
             EventKind::CaptureEnd => {
+                if self.dropped_before_end(Dir::C2S) {
+                    return;
+                }
                 if self.failure.is_none() && self.stopped.is_none() && !self.connected {
                     self.fail(FailureKind::CaptureEnded, Side::Network);
                     self.ended_by = None;
@@ -473,6 +490,101 @@ impl Machine<'_> {
                 },
                 Side::Server,
             );
+        }
+    }
+
+    /// Whether TCP evidence shows data the path dropped before an event that would otherwise end
+    /// the connection in `dir`'s sender's name (a client giving up with a RST, the capture ending):
+    /// then the verdict is `Dropped`, by the network.
+    fn dropped_before_end(&mut self, dir: Dir) -> bool {
+        if self.failure.is_some() || self.stopped.is_some() || self.connected {
+            return false;
+        }
+        let Some(ev) = self.trace.tcp.as_deref() else {
+            return false;
+        };
+        // The client's own reset after its data went unacknowledged, or the capture ending; a RST
+        // from the server answers something and is judged by its provenance instead.
+        let candidates: &[Dir] = match dir {
+            Dir::C2S => &[Dir::C2S, Dir::S2C],
+            Dir::S2C => return false,
+        };
+        for &d in candidates {
+            let e = ev.dir(d);
+            if !e.dropped() {
+                continue;
+            }
+            let who = d.sender();
+            let what = self
+                .last_pdu_of(who)
+                .map(|p| format!("the {who}'s {p}"))
+                .unwrap_or_else(|| format!("{} bytes from the {who}", e.unacked_bytes));
+            let kind = FailureKind::Dropped {
+                what,
+                retransmissions: e.unacked_retransmissions,
+                over_ms: e.unacked_span_ms(),
+                mtu_black_hole: e.mtu_black_hole(),
+            };
+            self.fact("unacked_bytes", json!(e.unacked_bytes));
+            self.fact(
+                "dropped_between",
+                json!(format!("{who} and {}", who.peer_name())),
+            );
+            self.fail(kind, Side::Network);
+            self.ended_by = Some(Side::Network);
+            return true;
+        }
+        false
+    }
+
+    /// The last PDU `side` sent in the current stage (or the one before), pretty.
+    fn last_pdu_of(&self, side: Side) -> Option<String> {
+        let prefix = format!("{side}: ");
+        for (_, acc) in self.stages.iter().rev().take(2) {
+            if let Some(p) = acc.pdus.iter().rev().find_map(|p| p.strip_prefix(&prefix)) {
+                return Some(match p {
+                    "client hello" => "ClientHello".to_owned(),
+                    "connection request" => "X.224 Connection Request".to_owned(),
+                    "connection confirm" => "X.224 Connection Confirm".to_owned(),
+                    w if w.starts_with("server hello") => format!("ServerHello flight ({w})"),
+                    w => w.to_owned(),
+                });
+            }
+        }
+        None
+    }
+
+    /// Who sent the RST that travelled in `dir`: its apparent sender, or the network when its
+    /// headers do not fit the sender's own packets (facts and a note say why).
+    fn rst_sender(&mut self, dir: Dir) -> Side {
+        let Some(r) = self
+            .trace
+            .tcp
+            .as_deref()
+            .and_then(|e| e.first_rst(dir))
+            .cloned()
+        else {
+            return dir.sender();
+        };
+        let prov = match r.provenance {
+            Provenance::Host => "host",
+            Provenance::Injected => "injected",
+            Provenance::Unknown => "unknown",
+        };
+        self.fact("reset_provenance", json!(prov));
+        self.fact("reset_ttl", json!(r.ttl));
+        self.fact("reset_evidence", json!(r.evidence));
+        if r.provenance == Provenance::Injected {
+            self.fact("reset_hops", json!(r.hops));
+            self.notes.push(format!(
+                "the reset in the {}'s name was not sent by the {}: {}",
+                dir.sender(),
+                dir.sender(),
+                r.evidence
+            ));
+            Side::Network
+        } else {
+            dir.sender()
         }
     }
 
@@ -1659,6 +1771,31 @@ impl Machine<'_> {
                     / 1000.0
             })
             .unwrap_or(0.0);
+        if let Some(ev) = self.trace.tcp.as_deref() {
+            if let Some(loss) = ev.loss_summary() {
+                self.notes.push(loss);
+            }
+            for i in &ev.icmp {
+                self.notes.push(format!(
+                    "ICMP from {} about a {} packet: {}",
+                    i.from,
+                    i.about.sender(),
+                    i.what
+                ));
+            }
+            if let Some(tcp) = stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
+                for (key, d) in [("client", &ev.c2s), ("server", &ev.s2c)] {
+                    if let (Some(ttl), Some(h)) = (d.ttl_max, d.hops) {
+                        tcp.facts.insert(format!("{key}_ttl"), json!(ttl));
+                        tcp.facts.insert(format!("{key}_hops"), json!(h));
+                    }
+                }
+                let syn = ev.c2s.syn_retries;
+                if syn > 0 {
+                    tcp.facts.insert("syn_retries".into(), json!(syn));
+                }
+            }
+        }
         let summary = summarize(&stages, last_stage, &verdict, self.ended_by, total_ms);
         let labels = self.labels.into_iter().map(|l| l.join("; ")).collect();
         Decoded {
@@ -1671,6 +1808,7 @@ impl Machine<'_> {
                 ended_by: self.ended_by,
                 summary,
                 notes: self.notes,
+                tcp: self.trace.tcp.clone(),
             },
             labels,
         }
@@ -1730,6 +1868,10 @@ fn summarize(
         Verdict::Failed { kind, by } => {
             let who = match (kind, by) {
                 (FailureKind::CaptureEnded, _) => "the capture ended before the connection did".to_owned(),
+                (FailureKind::Dropped { .. }, _) => "dropped between the client and the server".to_owned(),
+                (FailureKind::Reset, Side::Network) => {
+                    "a device in the path reset the connection (the reset does not fit the peer's own packets)".to_owned()
+                }
                 (FailureKind::Refused, _) => {
                     "the server host (or a firewall in front of it) refused the TCP connection".to_owned()
                 }
