@@ -583,3 +583,85 @@ proptest! {
         prop_assert_eq!(e.first_rst(Dir::S2C).unwrap().provenance, want);
     }
 }
+
+/// MCS Connect Initial, Erect Domain, Attach User and a Channel Join as a client pipelines them
+/// (contents minimal: only the TPKT / X.224 Data framing and the MCS PDU type byte matter here).
+fn pipelined_after_cr() -> Vec<u8> {
+    let tpkt = |body: &[u8]| {
+        let mut v = vec![0x03, 0x00, 0x00, 0x00, 0x02, 0xf0, 0x80];
+        v.extend_from_slice(body);
+        let l = v.len() as u16;
+        v[2..4].copy_from_slice(&l.to_be_bytes());
+        v
+    };
+    let mut out = Vec::new();
+    out.extend(tpkt(&[0x7f, 0x65, 0x03, 0x04, 0x01, 0x01])); // Connect Initial (truncated BER)
+    out.extend(tpkt(&[0x04, 0x01, 0x00, 0x01, 0x00])); // Erect Domain Request
+    out.extend(tpkt(&[0x28])); // Attach User Request
+    out.extend(tpkt(&[0x38, 0x00, 0x07, 0x03, 0xeb])); // Channel Join Request
+    out
+}
+
+#[test]
+fn pipelined_client_reset_before_the_x224_answer_fails_at_x224() {
+    let mut c = Conv::new(64, 63);
+    c.handshake();
+    let mut seg = CR.to_vec();
+    seg.extend(pipelined_after_cr());
+    c.c(&seg);
+    c.rst(false, 63);
+    let r = analyze(&c.pcap(&[]));
+    assert_eq!(r.last_stage, Stage::X224, "{}", r.summary);
+    assert!(
+        matches!(
+            r.verdict,
+            Verdict::Failed {
+                kind: FailureKind::Reset,
+                by: Side::Server
+            }
+        ),
+        "{:?}",
+        r.verdict
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("ahead before any answer")),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.stages.iter().all(|s| s.stage <= Stage::X224),
+        "{:?}",
+        r.stages
+    );
+}
+
+#[test]
+fn an_answer_that_is_not_tpkt_is_not_an_rdp_service() {
+    let mut c = Conv::new(64, 63);
+    c.handshake();
+    c.c(CR);
+    c.s(b"SSH-2.0-OpenSSH_9.6\r\n");
+    c.at(5000);
+    c.rst(true, 64);
+    let r = analyze(&c.pcap(&[]));
+    assert_eq!(r.last_stage, Stage::X224);
+    match &r.verdict {
+        Verdict::Failed {
+            kind: FailureKind::ProtocolError { what, offset },
+            by: Side::Server,
+        } => {
+            assert!(
+                what.starts_with("not an RDP service: the answer is not TPKT")
+                    && what.contains("53 53 48 2d")
+                    && what.contains("\"SSH-2.0-OpenSSH_9"),
+                "{what}"
+            );
+            assert_eq!(*offset, Some(0));
+        }
+        v => panic!("{v:?} {}", r.summary),
+    }
+    let (_, causes) = cause_ids(&r);
+    assert_eq!(causes.first(), Some(&"not_rdp_service"));
+}

@@ -815,6 +815,17 @@ impl Machine<'_> {
             self.parser(dir, layer).mode = Mode::Tls;
             return Some(0);
         }
+        // The server's first bytes are not TPKT: whatever answers is not an RDP service.
+        if dir == Dir::S2C
+            && !inner
+            && base == 0
+            && self.selected.is_none()
+            && buf.first().is_some_and(|&b| b != 0x03)
+        {
+            self.kill(dir, layer);
+            self.malformed(dir, not_rdp_what(buf), 0);
+            return None;
+        }
         let len = match x224::frame(buf) {
             x224::Frame::Incomplete => return None,
             x224::Frame::Invalid(what) => {
@@ -1675,6 +1686,70 @@ impl Machine<'_> {
         Some(len)
     }
 
+    /// A client that sent later stages ahead (one segment with X.224, MCS Connect Initial, Erect
+    /// Domain, Attach User and Channel Joins) and was then reset, closed or left without answer failed
+    /// at the first stage whose answer never came, not at the last one it sent: the failure moves
+    /// there and the stages sent ahead are folded into it (a note names them).
+    fn first_unanswered(&mut self) {
+        let Some(f) = &self.failure else {
+            return;
+        };
+        if !matches!(
+            f.kind,
+            FailureKind::Reset
+                | FailureKind::Closed { .. }
+                | FailureKind::TimedOut { .. }
+                | FailureKind::CaptureEnded
+                | FailureKind::Dropped { .. }
+        ) {
+            return;
+        }
+        let last_answered = self.stages.iter().rposition(|(_, a)| a.bytes_s2c > 0);
+        let from = last_answered.map_or(0, |i| i + 1);
+        let Some(idx) = (from..self.stages.len()).find(|&i| {
+            let a = &self.stages[i].1;
+            a.bytes_c2s > 0 && a.bytes_s2c == 0
+        }) else {
+            return;
+        };
+        let Some(fail_idx) = self.stages.iter().position(|(s, _)| *s == f.stage) else {
+            return;
+        };
+        if idx >= fail_idx {
+            return;
+        }
+        let ahead: Vec<(Stage, StageAcc)> = self.stages.drain(idx + 1..).collect();
+        let names: Vec<String> = ahead.iter().map(|(s, _)| s.to_string()).collect();
+        let stage = self.stages[idx].0;
+        let acc = &mut self.stages[idx].1;
+        for (_, a) in ahead {
+            acc.end_us = acc.end_us.max(a.end_us);
+            acc.bytes_c2s += a.bytes_c2s;
+            acc.frames.extend(a.frames);
+            acc.pdus.extend(a.pdus);
+            acc.pdus_more += a.pdus_more;
+            for (k, v) in a.facts {
+                if k.starts_with("ended_after")
+                    || k.starts_with("reset_")
+                    || k.starts_with("unacked")
+                    || k == "dropped_between"
+                {
+                    acc.facts.insert(k, v);
+                } else {
+                    acc.facts.entry(k).or_insert(v);
+                }
+            }
+        }
+        self.notes.push(format!(
+            "the client sent the {} stage{} ahead before any answer to the {stage} stage: the connection failed at {stage}, the first stage whose answer never came",
+            names.join(", "),
+            if names.len() == 1 { "" } else { "s" }
+        ));
+        if let Some(f) = &mut self.failure {
+            f.stage = stage;
+        }
+    }
+
     fn finish(mut self) -> Decoded {
         self.resolve_server_fin();
         // Leftover partial PDUs at the end.
@@ -1702,6 +1777,7 @@ impl Machine<'_> {
         if self.stages.is_empty() {
             self.enter(Stage::Tcp);
         }
+        self.first_unanswered();
         let mut stages: Vec<StageReport> = Vec::new();
         let failure_stage = self.failure.as_ref().map(|f| f.stage);
         for (stage, acc) in self.stages.drain(..) {
@@ -1813,6 +1889,28 @@ impl Machine<'_> {
             labels,
         }
     }
+}
+
+/// "not an RDP service: the answer is not TPKT, first bytes 53 53 48 2d … \"SSH-2.0-…\"".
+fn not_rdp_what(buf: &[u8]) -> String {
+    let head = &buf[..buf.len().min(24)];
+    let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+    let text: String = head
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!(
+        "not an RDP service: the answer is not TPKT (RFC 1006); first {} byte{}: {} \"{text}\"",
+        head.len(),
+        if head.len() == 1 { "" } else { "s" },
+        hex.join(" ")
+    )
 }
 
 /// The stage a share / security-layer PDU belongs to.
