@@ -137,6 +137,9 @@ pub struct Trace {
     /// What TCP and IP said (retransmissions, unacknowledged bytes, TTLs, where each RST came from,
     /// ICMP errors), when the observer saw the packets (captures).
     pub tcp: Option<Box<crate::evidence::TcpEvidence>>,
+    /// When the first SYN left (live probe: just before `connect()`; capture: the first SYN), so the
+    /// `tcp` stage measures the real connect, SYN retries included.
+    pub connect_start_us: Option<u64>,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -155,6 +158,7 @@ impl Trace {
             events: Vec::new(),
             keylog: Vec::new(),
             tcp: None,
+            connect_start_us: None,
         }
     }
 

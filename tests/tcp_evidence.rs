@@ -665,3 +665,45 @@ fn an_answer_that_is_not_tpkt_is_not_an_rdp_service() {
     let (_, causes) = cause_ids(&r);
     assert_eq!(causes.first(), Some(&"not_rdp_service"));
 }
+
+#[test]
+fn the_tcp_stage_measures_the_real_connect_with_syn_retries() {
+    // SYN at 0, again at 1000 and 3000 ms, SYN-ACK at 3020: the connect took 3.02 s.
+    let mut c = Conv::new(64, 63);
+    c.push(true, true, false, &[]);
+    let isn = c.pkts[0].seq;
+    for t in [1000, 3000] {
+        c.pkts.push(P {
+            from_client: true,
+            seq: isn,
+            ack: None,
+            syn: true,
+            fin: false,
+            rst: false,
+            payload: Vec::new(),
+            ttl: 64,
+            t_ms: t,
+        });
+    }
+    c.at(3020);
+    c.push(false, true, true, &[]);
+    c.push(true, false, true, &[]);
+    c.c(CR);
+    c.s(CC_SSL);
+    c.rst(false, 63);
+    let r = analyze(&c.pcap(&[]));
+    let tcp = r.stage(Stage::Tcp).expect("tcp stage");
+    assert!(
+        (3019.0..=3021.0).contains(&tcp.duration_ms),
+        "{}",
+        tcp.duration_ms
+    );
+    assert_eq!(tcp.facts.get("syn_retries"), Some(&serde_json::json!(2)));
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("sent its SYN 2 more times")),
+        "{:?}",
+        r.notes
+    );
+}

@@ -236,6 +236,20 @@ impl Machine<'_> {
         }
     }
 
+    /// The tcp stage starts when the first SYN left (when the observer knows), so its duration is
+    /// the real connect, SYN retries included.
+    fn connect_started(&mut self) {
+        if let Some(s) = self.trace.connect_start_us {
+            let now = self.now;
+            let acc = self.acc();
+            if s < acc.start_us {
+                acc.start_us = s;
+            }
+            let ms = now.saturating_sub(acc.start_us) as f64 / 1000.0;
+            self.fact("connect_ms", json!(ms));
+        }
+    }
+
     fn fact(&mut self, key: &str, v: serde_json::Value) {
         self.acc().facts.insert(key.to_owned(), v);
     }
@@ -323,6 +337,7 @@ impl Machine<'_> {
             EventKind::Connected => {
                 self.enter(Stage::Tcp);
                 self.acc().end_us = self.now;
+                self.connect_started();
                 let (c, s) = (self.trace.client.to_string(), self.trace.server.to_string());
                 self.fact("client", json!(c));
                 self.fact("server", json!(s));
@@ -330,6 +345,7 @@ impl Machine<'_> {
             }
             EventKind::ConnectFailed(f) => {
                 self.enter(Stage::Tcp);
+                self.connect_started();
                 self.fact("server", json!(self.trace.server.to_string()));
                 // An ICMP error about the SYN says why it got no answer.
                 let icmp = self.trace.tcp.as_deref().and_then(|e| {
@@ -1842,8 +1858,11 @@ impl Machine<'_> {
         let total_ms = stages
             .last()
             .map(|s| {
-                (s.start_us + (s.duration_ms * 1000.0) as u64).saturating_sub(self.trace.start_us())
-                    as f64
+                (s.start_us + (s.duration_ms * 1000.0) as u64).saturating_sub(
+                    self.trace
+                        .connect_start_us
+                        .map_or(self.trace.start_us(), |c| c.min(self.trace.start_us())),
+                ) as f64
                     / 1000.0
             })
             .unwrap_or(0.0);

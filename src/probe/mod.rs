@@ -495,6 +495,7 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         }
     };
     shared.set_addrs(unspecified_for(addr), addr);
+    shared.set_connect_start(crate::trace::now_us());
     let start = Instant::now();
     let tcp = match tokio::time::timeout(opts.stage_timeout, TcpStream::connect(addr)).await {
         Err(_) => {

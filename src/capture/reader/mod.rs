@@ -1095,6 +1095,7 @@ impl Conn {
         trace.events = events;
         trace.keylog = self.keylog_lines;
         trace.tcp = self.tcp.map(|t| Box::new(t.finish()));
+        trace.connect_start_us = (self.syns > 0).then_some(self.first_syn_t);
         Some((trace, truncated))
     }
 }
