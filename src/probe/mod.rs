@@ -146,7 +146,23 @@ pub struct ProbeResult {
 pub async fn probe(opts: &ProbeOptions) -> ProbeResult {
     let shared = SharedTrace::new(Trace::new(unspecified(), unspecified()));
     run_into(opts, &shared).await;
-    finish(&shared)
+    finish_for(&shared, opts)
+}
+
+/// [`finish`], and a report that names the target as given when its name never resolved (rather
+/// than an unspecified address).
+pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
+    let mut r = finish(shared);
+    if r.trace.server.port() == 0 {
+        // The name never resolved: say which name rather than an unspecified address.
+        r.report.server = format!("{}:{}", opts.host, opts.port);
+        r.report.client = "-".into();
+        if let Some(s) = r.report.stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
+            s.facts
+                .insert("server".into(), serde_json::json!(r.report.server));
+        }
+    }
+    r
 }
 
 /// Decodes whatever the shared trace holds now (also used after an interruption).
@@ -485,8 +501,21 @@ async fn close<S: AsyncWrite + Unpin>(s: &mut S) {
 
 async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine) -> Retry {
     // --- tcp ---
+    let t_dns = Instant::now();
     let addr = match resolve(&opts.host, opts.port, opts.stage_timeout).await {
-        Ok(a) => a,
+        Ok((a, all)) => {
+            if !all.is_empty() {
+                let list: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
+                shared.push(EventKind::Note(format!(
+                    "{} resolved to {} in {} ms; connecting to {}",
+                    opts.host,
+                    list.join(", "),
+                    t_dns.elapsed().as_millis(),
+                    a.ip()
+                )));
+            }
+            a
+        }
         Err(detail) => {
             shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable {
                 detail,
@@ -989,17 +1018,29 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
+/// The address to connect to and every address the name resolved to (at most 16).
+async fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<(SocketAddr, Vec<SocketAddr>), String> {
     if let Ok(ip) = host
         .trim_matches(|c| c == '[' || c == ']')
         .parse::<std::net::IpAddr>()
     {
-        return Ok(SocketAddr::new(ip, port));
+        let a = SocketAddr::new(ip, port);
+        return Ok((a, Vec::new()));
     }
     match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
         Err(_) => Err(format!("name resolution of {host} timed out")),
         Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Ok(Ok(mut it)) => it.next().ok_or_else(|| format!("{host} has no address")),
+        Ok(Ok(it)) => {
+            let all: Vec<SocketAddr> = it.take(16).collect();
+            all.first()
+                .copied()
+                .map(|a| (a, all))
+                .ok_or_else(|| format!("{host} has no address"))
+        }
     }
 }
 
