@@ -10,6 +10,7 @@ pub mod codes;
 pub mod decode;
 pub mod diagnose;
 pub mod enumerate;
+pub mod evidence;
 pub mod fuzz;
 pub mod gateway;
 pub mod html;

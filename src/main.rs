@@ -666,7 +666,7 @@ async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
             shared.push(rdprobe::trace::EventKind::Note("interrupted by signal".into()));
         }
     }
-    let result = probe::finish(&shared);
+    let result = probe::finish_for(&shared, &opts);
     write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
     if let Some(path) = &a.html {
         let title = format!("rdprobe probe {}", a.target);

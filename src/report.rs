@@ -48,6 +48,10 @@ pub struct ConnectionReport {
     /// Observations that do not belong to one stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What TCP and IP said (captures): per-direction retransmissions, unacknowledged bytes, TTLs,
+    /// where each RST / FIN came from, ICMP errors, notable packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<Box<crate::evidence::TcpEvidence>>,
 }
 
 impl ConnectionReport {
@@ -248,7 +252,8 @@ pub fn exit_code(r: &ConnectionReport) -> i32 {
             | K::Unreachable { .. }
             | K::TimedOut { .. }
             | K::Reset
-            | K::Closed { .. } => exit::NETWORK,
+            | K::Closed { .. }
+            | K::Dropped { .. } => exit::NETWORK,
             K::NegotiationFailure { .. } | K::ProtocolMismatch { .. } | K::Denied { .. } => {
                 exit::REFUSED
             }

@@ -140,6 +140,17 @@ impl fmt::Display for Side {
     }
 }
 
+impl Side {
+    /// The other end ("server" for the client and the reverse; "network" stays).
+    pub fn peer_name(self) -> &'static str {
+        match self {
+            Side::Client => "server",
+            Side::Server => "client",
+            Side::Network => "network",
+        }
+    }
+}
+
 /// How a stage failed. Serialized as `{"kind": "...", ...}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -190,6 +201,16 @@ pub enum FailureKind {
     Stopped,
     /// The capture ended before the connection did (analyze only).
     CaptureEnded,
+    /// TCP shows `what` sent and retransmitted `retransmissions` times over `over_ms`, never
+    /// acknowledged: the path dropped it (always `by: network`). `mtu_black_hole`: the lost segments
+    /// were full-size with DF while smaller ones got through.
+    Dropped {
+        what: String,
+        retransmissions: u32,
+        over_ms: u64,
+        #[serde(default)]
+        mtu_black_hole: bool,
+    },
 }
 
 impl FailureKind {
@@ -212,6 +233,7 @@ impl FailureKind {
             FailureKind::GatewayError { .. } => "gateway_error",
             FailureKind::Stopped => "stopped",
             FailureKind::CaptureEnded => "capture_ended",
+            FailureKind::Dropped { .. } => "dropped",
         }
     }
 }
@@ -292,6 +314,23 @@ impl fmt::Display for FailureKind {
             }
             FailureKind::Stopped => write!(f, "stopped by the client"),
             FailureKind::CaptureEnded => write!(f, "capture ended"),
+            FailureKind::Dropped {
+                what,
+                retransmissions,
+                over_ms,
+                mtu_black_hole,
+            } => {
+                write!(
+                    f,
+                    "{what} retransmitted {retransmissions}\u{d7} over {:.1} s, never acknowledged",
+                    *over_ms as f64 / 1000.0
+                )?;
+                if *mtu_black_hole {
+                    write!(f, " (full-size segments with DF lost while smaller ones passed: path-MTU black hole)")
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 }

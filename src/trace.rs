@@ -137,6 +137,12 @@ pub struct Trace {
     pub events: Vec<Event>,
     /// TLS secrets in SSLKEYLOGFILE format, one line each (e.g. "CLIENT_RANDOM <hex> <hex>").
     pub keylog: Vec<String>,
+    /// What TCP and IP said (retransmissions, unacknowledged bytes, TTLs, where each RST came from,
+    /// ICMP errors), when the observer saw the packets (captures).
+    pub tcp: Option<Box<crate::evidence::TcpEvidence>>,
+    /// When the first SYN left (live probe: just before `connect()`; capture: the first SYN), so the
+    /// `tcp` stage measures the real connect, SYN retries included.
+    pub connect_start_us: Option<u64>,
 }
 
 /// How a pcapng written by rdprobe carries [`EventKind::ClientRejected`]: a packet comment that
@@ -159,6 +165,8 @@ impl Trace {
             server,
             events: Vec::new(),
             keylog: Vec::new(),
+            tcp: None,
+            connect_start_us: None,
         }
     }
 

@@ -535,6 +535,7 @@ fn report(stages: Vec<S>, kind: FailureKind, by: Side) -> ConnectionReport {
         ended_by: Some(by),
         summary: String::new(),
         notes: Vec::new(),
+        tcp: None,
     }
 }
 

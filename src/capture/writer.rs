@@ -369,6 +369,8 @@ struct Emitter<W: Write> {
     frame: Vec<u8>,
     block: Vec<u8>,
     last_ts: u64,
+    /// When the SYN left, if the observer knew (else at the Connected event).
+    connect_start_us: Option<u64>,
 }
 
 /// FNV-1a, for deterministic initial sequence numbers (same trace, same bytes).
@@ -398,6 +400,7 @@ impl<W: Write> Emitter<W> {
             frame: Vec::with_capacity(MSS + 128),
             block,
             last_ts: 0,
+            connect_start_us: trace.connect_start_us,
         }
     }
 
@@ -469,7 +472,8 @@ impl<W: Write> Emitter<W> {
         let both = || -> Vec<String> { first.iter().chain(last.iter()).cloned().collect() };
         match kind {
             EventKind::Connected => {
-                self.control(0, t_us, TCP_SYN, &first)?;
+                let syn_t = self.connect_start_us.map_or(t_us, |s| s.min(t_us));
+                self.control(0, syn_t, TCP_SYN, &first)?;
                 self.control(1, t_us, TCP_SYN | TCP_ACK, &[])?;
                 self.control(0, t_us, TCP_ACK, &last)?;
             }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::credssp::{self, NtlmMessageType};
 use super::{mcs, tls, x224, Decoded};
+use crate::evidence::Provenance;
 use crate::report::{ConnectionReport, Facts, StageReport};
 use crate::stage::{FailureKind, Side, Stage, Verdict};
 use crate::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
@@ -235,6 +236,20 @@ impl Machine<'_> {
         }
     }
 
+    /// The tcp stage starts when the first SYN left (when the observer knows), so its duration is
+    /// the real connect, SYN retries included.
+    fn connect_started(&mut self) {
+        if let Some(s) = self.trace.connect_start_us {
+            let now = self.now;
+            let acc = self.acc();
+            if s < acc.start_us {
+                acc.start_us = s;
+            }
+            let ms = now.saturating_sub(acc.start_us) as f64 / 1000.0;
+            self.fact("connect_ms", json!(ms));
+        }
+    }
+
     fn fact(&mut self, key: &str, v: serde_json::Value) {
         self.acc().facts.insert(key.to_owned(), v);
     }
@@ -323,6 +338,7 @@ impl Machine<'_> {
             EventKind::Connected => {
                 self.enter(Stage::Tcp);
                 self.acc().end_us = self.now;
+                self.connect_started();
                 let (c, s) = (self.trace.client.to_string(), self.trace.server.to_string());
                 self.fact("client", json!(c));
                 self.fact("server", json!(s));
@@ -330,9 +346,20 @@ impl Machine<'_> {
             }
             EventKind::ConnectFailed(f) => {
                 self.enter(Stage::Tcp);
+                self.connect_started();
                 self.fact("server", json!(self.trace.server.to_string()));
+                // An ICMP error about the SYN says why it got no answer.
+                let icmp = self.trace.tcp.as_deref().and_then(|e| {
+                    e.icmp
+                        .iter()
+                        .find(|i| i.about == Dir::C2S)
+                        .map(|i| format!("ICMP from {}: {}", i.from, i.what))
+                });
                 let kind = match f {
                     ConnectFailure::Refused => FailureKind::Refused,
+                    ConnectFailure::TimedOut { .. } if icmp.is_some() => FailureKind::Unreachable {
+                        detail: icmp.unwrap_or_default(),
+                    },
                     ConnectFailure::TimedOut { after_ms } => FailureKind::TimedOut {
                         waiting_for: Side::Server,
                         after_ms: *after_ms,
@@ -377,7 +404,10 @@ impl Machine<'_> {
             }
             EventKind::Fin { dir } => self.fin(*dir),
             EventKind::Rst { dir } => {
-                let by = dir.sender();
+                if self.dropped_before_end(*dir) {
+                    return;
+                }
+                let by = self.rst_sender(*dir);
                 self.label(self.event_idx, format!("{}: reset by {by}", self.cur()));
                 if self.connected {
                     self.notes.push(format!(
@@ -471,6 +501,9 @@ impl Machine<'_> {
                 }
             }
             EventKind::CaptureEnd => {
+                if self.dropped_before_end(Dir::C2S) {
+                    return;
+                }
                 if self.failure.is_none() && self.stopped.is_none() && !self.connected {
                     self.fail(FailureKind::CaptureEnded, Side::Network);
                     self.ended_by = None;
@@ -490,6 +523,101 @@ impl Machine<'_> {
                 },
                 Side::Server,
             );
+        }
+    }
+
+    /// Whether TCP evidence shows data the path dropped before an event that would otherwise end
+    /// the connection in `dir`'s sender's name (a client giving up with a RST, the capture ending):
+    /// then the verdict is `Dropped`, by the network.
+    fn dropped_before_end(&mut self, dir: Dir) -> bool {
+        if self.failure.is_some() || self.stopped.is_some() || self.connected {
+            return false;
+        }
+        let Some(ev) = self.trace.tcp.as_deref() else {
+            return false;
+        };
+        // The client's own reset after its data went unacknowledged, or the capture ending; a RST
+        // from the server answers something and is judged by its provenance instead.
+        let candidates: &[Dir] = match dir {
+            Dir::C2S => &[Dir::C2S, Dir::S2C],
+            Dir::S2C => return false,
+        };
+        for &d in candidates {
+            let e = ev.dir(d);
+            if !e.dropped() {
+                continue;
+            }
+            let who = d.sender();
+            let what = self
+                .last_pdu_of(who)
+                .map(|p| format!("the {who}'s {p}"))
+                .unwrap_or_else(|| format!("{} bytes from the {who}", e.unacked_bytes));
+            let kind = FailureKind::Dropped {
+                what,
+                retransmissions: e.unacked_retransmissions,
+                over_ms: e.unacked_span_ms(),
+                mtu_black_hole: e.mtu_black_hole(),
+            };
+            self.fact("unacked_bytes", json!(e.unacked_bytes));
+            self.fact(
+                "dropped_between",
+                json!(format!("{who} and {}", who.peer_name())),
+            );
+            self.fail(kind, Side::Network);
+            self.ended_by = Some(Side::Network);
+            return true;
+        }
+        false
+    }
+
+    /// The last PDU `side` sent in the current stage (or the one before), pretty.
+    fn last_pdu_of(&self, side: Side) -> Option<String> {
+        let prefix = format!("{side}: ");
+        for (_, acc) in self.stages.iter().rev().take(2) {
+            if let Some(p) = acc.pdus.iter().rev().find_map(|p| p.strip_prefix(&prefix)) {
+                return Some(match p {
+                    "client hello" => "ClientHello".to_owned(),
+                    "connection request" => "X.224 Connection Request".to_owned(),
+                    "connection confirm" => "X.224 Connection Confirm".to_owned(),
+                    w if w.starts_with("server hello") => format!("ServerHello flight ({w})"),
+                    w => w.to_owned(),
+                });
+            }
+        }
+        None
+    }
+
+    /// Who sent the RST that travelled in `dir`: its apparent sender, or the network when its
+    /// headers do not fit the sender's own packets (facts and a note say why).
+    fn rst_sender(&mut self, dir: Dir) -> Side {
+        let Some(r) = self
+            .trace
+            .tcp
+            .as_deref()
+            .and_then(|e| e.first_rst(dir))
+            .cloned()
+        else {
+            return dir.sender();
+        };
+        let prov = match r.provenance {
+            Provenance::Host => "host",
+            Provenance::Injected => "injected",
+            Provenance::Unknown => "unknown",
+        };
+        self.fact("reset_provenance", json!(prov));
+        self.fact("reset_ttl", json!(r.ttl));
+        self.fact("reset_evidence", json!(r.evidence));
+        if r.provenance == Provenance::Injected {
+            self.fact("reset_hops", json!(r.hops));
+            self.notes.push(format!(
+                "the reset in the {}'s name was not sent by the {}: {}",
+                dir.sender(),
+                dir.sender(),
+                r.evidence
+            ));
+            Side::Network
+        } else {
+            dir.sender()
         }
     }
 
@@ -728,6 +856,17 @@ impl Machine<'_> {
         {
             self.parser(dir, layer).mode = Mode::Tls;
             return Some(0);
+        }
+        // The server's first bytes are not TPKT: whatever answers is not an RDP service.
+        if dir == Dir::S2C
+            && !inner
+            && base == 0
+            && self.selected.is_none()
+            && buf.first().is_some_and(|&b| b != 0x03)
+        {
+            self.kill(dir, layer);
+            self.malformed(dir, not_rdp_what(buf), 0);
+            return None;
         }
         let len = match x224::frame(buf) {
             x224::Frame::Incomplete => return None,
@@ -1589,6 +1728,70 @@ impl Machine<'_> {
         Some(len)
     }
 
+    /// A client that sent later stages ahead (one segment with X.224, MCS Connect Initial, Erect
+    /// Domain, Attach User and Channel Joins) and was then reset, closed or left without answer failed
+    /// at the first stage whose answer never came, not at the last one it sent: the failure moves
+    /// there and the stages sent ahead are folded into it (a note names them).
+    fn first_unanswered(&mut self) {
+        let Some(f) = &self.failure else {
+            return;
+        };
+        if !matches!(
+            f.kind,
+            FailureKind::Reset
+                | FailureKind::Closed { .. }
+                | FailureKind::TimedOut { .. }
+                | FailureKind::CaptureEnded
+                | FailureKind::Dropped { .. }
+        ) {
+            return;
+        }
+        let last_answered = self.stages.iter().rposition(|(_, a)| a.bytes_s2c > 0);
+        let from = last_answered.map_or(0, |i| i + 1);
+        let Some(idx) = (from..self.stages.len()).find(|&i| {
+            let a = &self.stages[i].1;
+            a.bytes_c2s > 0 && a.bytes_s2c == 0
+        }) else {
+            return;
+        };
+        let Some(fail_idx) = self.stages.iter().position(|(s, _)| *s == f.stage) else {
+            return;
+        };
+        if idx >= fail_idx {
+            return;
+        }
+        let ahead: Vec<(Stage, StageAcc)> = self.stages.drain(idx + 1..).collect();
+        let names: Vec<String> = ahead.iter().map(|(s, _)| s.to_string()).collect();
+        let stage = self.stages[idx].0;
+        let acc = &mut self.stages[idx].1;
+        for (_, a) in ahead {
+            acc.end_us = acc.end_us.max(a.end_us);
+            acc.bytes_c2s += a.bytes_c2s;
+            acc.frames.extend(a.frames);
+            acc.pdus.extend(a.pdus);
+            acc.pdus_more += a.pdus_more;
+            for (k, v) in a.facts {
+                if k.starts_with("ended_after")
+                    || k.starts_with("reset_")
+                    || k.starts_with("unacked")
+                    || k == "dropped_between"
+                {
+                    acc.facts.insert(k, v);
+                } else {
+                    acc.facts.entry(k).or_insert(v);
+                }
+            }
+        }
+        self.notes.push(format!(
+            "the client sent the {} stage{} ahead before any answer to the {stage} stage: the connection failed at {stage}, the first stage whose answer never came",
+            names.join(", "),
+            if names.len() == 1 { "" } else { "s" }
+        ));
+        if let Some(f) = &mut self.failure {
+            f.stage = stage;
+        }
+    }
+
     fn finish(mut self) -> Decoded {
         self.resolve_server_fin();
         // Leftover partial PDUs at the end.
@@ -1616,6 +1819,7 @@ impl Machine<'_> {
         if self.stages.is_empty() {
             self.enter(Stage::Tcp);
         }
+        self.first_unanswered();
         let mut stages: Vec<StageReport> = Vec::new();
         let failure_stage = self.failure.as_ref().map(|f| f.stage);
         for (stage, acc) in self.stages.drain(..) {
@@ -1680,11 +1884,39 @@ impl Machine<'_> {
         let total_ms = stages
             .last()
             .map(|s| {
-                (s.start_us + (s.duration_ms * 1000.0) as u64).saturating_sub(self.trace.start_us())
-                    as f64
+                (s.start_us + (s.duration_ms * 1000.0) as u64).saturating_sub(
+                    self.trace
+                        .connect_start_us
+                        .map_or(self.trace.start_us(), |c| c.min(self.trace.start_us())),
+                ) as f64
                     / 1000.0
             })
             .unwrap_or(0.0);
+        if let Some(ev) = self.trace.tcp.as_deref() {
+            if let Some(loss) = ev.loss_summary() {
+                self.notes.push(loss);
+            }
+            for i in &ev.icmp {
+                self.notes.push(format!(
+                    "ICMP from {} about a {} packet: {}",
+                    i.from,
+                    i.about.sender(),
+                    i.what
+                ));
+            }
+            if let Some(tcp) = stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
+                for (key, d) in [("client", &ev.c2s), ("server", &ev.s2c)] {
+                    if let (Some(ttl), Some(h)) = (d.ttl_max, d.hops) {
+                        tcp.facts.insert(format!("{key}_ttl"), json!(ttl));
+                        tcp.facts.insert(format!("{key}_hops"), json!(h));
+                    }
+                }
+                let syn = ev.c2s.syn_retries;
+                if syn > 0 {
+                    tcp.facts.insert("syn_retries".into(), json!(syn));
+                }
+            }
+        }
         let summary = summarize(&stages, last_stage, &verdict, self.ended_by, total_ms);
         let labels = self.labels.into_iter().map(|l| l.join("; ")).collect();
         Decoded {
@@ -1697,10 +1929,33 @@ impl Machine<'_> {
                 ended_by: self.ended_by,
                 summary,
                 notes: self.notes,
+                tcp: self.trace.tcp.clone(),
             },
             labels,
         }
     }
+}
+
+/// "not an RDP service: the answer is not TPKT, first bytes 53 53 48 2d … \"SSH-2.0-…\"".
+fn not_rdp_what(buf: &[u8]) -> String {
+    let head = &buf[..buf.len().min(24)];
+    let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+    let text: String = head
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!(
+        "not an RDP service: the answer is not TPKT (RFC 1006); first {} byte{}: {} \"{text}\"",
+        head.len(),
+        if head.len() == 1 { "" } else { "s" },
+        hex.join(" ")
+    )
 }
 
 /// The stage a share / security-layer PDU belongs to.
@@ -1756,6 +2011,10 @@ fn summarize(
         Verdict::Failed { kind, by } => {
             let who = match (kind, by) {
                 (FailureKind::CaptureEnded, _) => "the capture ended before the connection did".to_owned(),
+                (FailureKind::Dropped { .. }, _) => "dropped between the client and the server".to_owned(),
+                (FailureKind::Reset, Side::Network) => {
+                    "a device in the path reset the connection (the reset does not fit the peer's own packets)".to_owned()
+                }
                 (FailureKind::Refused, _) => {
                     "the server host (or a firewall in front of it) refused the TCP connection".to_owned()
                 }

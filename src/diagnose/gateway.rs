@@ -386,6 +386,7 @@ mod tests {
             ended_by: Some(Side::Server),
             summary: String::new(),
             notes: Vec::new(),
+            tcp: None,
         };
         let d = crate::diagnose::diagnose(&r);
         let ids: Vec<&str> = d.causes.iter().map(|c| c.id).collect();

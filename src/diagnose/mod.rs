@@ -854,6 +854,21 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
         FailureKind::Reset => {
             d.ev(cx.end_sentence("RST", by));
             reset(cx, by, d);
+            // What the RST's own headers say about who sent it.
+            if let Some(e) = cx.fact(stage, "reset_evidence") {
+                d.ev(e);
+            }
+            match cx.fact(stage, "reset_provenance").as_deref() {
+                Some("injected") => {
+                    d.class = F::Network;
+                    d.first(cause("middlebox_reset"));
+                    d.causes.retain(|c| {
+                        c.id != "endpoint_security_server" && c.id != "endpoint_security_client"
+                    });
+                }
+                Some("host") => d.causes.retain(|c| c.id != "middlebox_reset"),
+                _ => {}
+            }
         }
         FailureKind::Closed { tls_close_notify } => {
             let what = if *tls_close_notify {
@@ -990,6 +1005,26 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
         // Only the gateway hop answers with HTTP statuses and HRESULTs (see `gateway::classify`).
         FailureKind::HttpStatus { .. } | FailureKind::GatewayError { .. } => {
             gateway::classify(cx, kind, by, d);
+        }
+        FailureKind::Dropped { mtu_black_hole, .. } => {
+            d.ev(format!(
+                "{kind}: dropped between the {} (TCP evidence, {} bytes never acknowledged)",
+                cx.fact(stage, "dropped_between")
+                    .unwrap_or_else(|| "client and the server".into()),
+                cx.fact(stage, "unacked_bytes")
+                    .unwrap_or_else(|| "?".into())
+            ));
+            if *mtu_black_hole {
+                d.set(
+                    F::Network,
+                    &["mtu_black_hole", "middlebox_drops", "packet_loss"],
+                );
+            } else {
+                d.set(
+                    F::Network,
+                    &["middlebox_drops", "packet_loss", "mtu_black_hole"],
+                );
+            }
         }
         FailureKind::CaptureEnded => {
             d.ev(format!(

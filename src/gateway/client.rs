@@ -1207,5 +1207,6 @@ fn hop_report(
         ended_by,
         summary,
         notes: hop.notes,
+        tcp: None,
     }
 }

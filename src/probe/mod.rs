@@ -129,7 +129,23 @@ pub struct ProbeResult {
 pub async fn probe(opts: &ProbeOptions) -> ProbeResult {
     let shared = SharedTrace::new(Trace::new(unspecified(), unspecified()));
     run_into(opts, &shared).await;
-    finish(&shared)
+    finish_for(&shared, opts)
+}
+
+/// [`finish`], and a report that names the target as given when its name never resolved (rather
+/// than an unspecified address).
+pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
+    let mut r = finish(shared);
+    if r.trace.server.port() == 0 {
+        // The name never resolved: say which name rather than an unspecified address.
+        r.report.server = format!("{}:{}", opts.host, opts.port);
+        r.report.client = "-".into();
+        if let Some(s) = r.report.stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
+            s.facts
+                .insert("server".into(), serde_json::json!(r.report.server));
+        }
+    }
+    r
 }
 
 /// Decodes whatever the shared trace holds now (also used after an interruption).
@@ -469,8 +485,21 @@ async fn close<S: AsyncWrite + Unpin>(s: &mut S) {
 
 async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine) -> Retry {
     // --- tcp ---
-    let addr = match crate::net::resolve(&opts.host, opts.port, opts.stage_timeout).await {
-        Ok(a) => a,
+    let t_dns = Instant::now();
+    let addr = match crate::net::resolve_all(&opts.host, opts.port, opts.stage_timeout).await {
+        Ok((a, all)) => {
+            if !all.is_empty() {
+                let list: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
+                shared.push(EventKind::Note(format!(
+                    "{} resolved to {} in {} ms; connecting to {}",
+                    opts.host,
+                    list.join(", "),
+                    t_dns.elapsed().as_millis(),
+                    a.ip()
+                )));
+            }
+            a
+        }
         Err(detail) => {
             shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable {
                 detail,
@@ -479,6 +508,7 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
         }
     };
     shared.set_addrs(unspecified_for(addr), addr);
+    shared.set_connect_start(crate::trace::now_us());
     let start = Instant::now();
     let tcp = match tokio::time::timeout(opts.stage_timeout, TcpStream::connect(addr)).await {
         Err(_) => {

@@ -102,6 +102,11 @@ impl SharedTrace {
         }
     }
 
+    /// Records when the connect attempt started (the SYN leaves then).
+    pub fn set_connect_start(&self, t_us: u64) {
+        self.lock().trace.connect_start_us = Some(t_us);
+    }
+
     pub fn set_addrs(&self, client: std::net::SocketAddr, server: std::net::SocketAddr) {
         let mut st = self.lock();
         st.trace.client = client;

@@ -177,6 +177,7 @@ mod tests {
             ended_by: None,
             summary: String::new(),
             notes: Vec::new(),
+            tcp: None,
         }
     }
 

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use crate::capture::reassembly::{Output, Reassembler};
 pub use crate::capture::tlsdecrypt::KeyLog;
 use crate::capture::tlsdecrypt::{TlsDecryptor, TlsOutput};
+use crate::evidence::{IcmpFact, PacketFacts, Tracker};
 use crate::trace::{ConnectFailure, Dir, Event, EventKind, Layer, Trace};
 use file::{Record, RecordReader, SECRETS_TLS_KEYLOG};
 
@@ -265,6 +266,7 @@ impl<R: Read> Conversations<R> {
                     packet::Parsed::Udp(d) => {
                         e.udp.observe(d.src, d.dst, d.payload, p.frame, p.t_us);
                     }
+                    packet::Parsed::Icmp(icmp) => e.icmp(&icmp, p.frame, p.t_us),
                     packet::Parsed::Other => {}
                 }
             }
@@ -376,6 +378,27 @@ impl Engine {
         } else {
             Dir::S2C
         };
+        if let Some(t) = &mut c.tcp {
+            t.packet(
+                dir,
+                &PacketFacts {
+                    t_us,
+                    frame: Some(frame),
+                    seq: seg.seq,
+                    ack: f.ack.then_some(seg.ack),
+                    syn: f.syn,
+                    fin: f.fin,
+                    rst: f.rst,
+                    payload_len: u32::try_from(seg.payload.len())
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(seg.missing),
+                    ttl: seg.hdr.ttl,
+                    ip_id: seg.hdr.ip_id,
+                    df: seg.hdr.df,
+                    window: seg.hdr.window,
+                },
+            );
+        }
         let mut outs: Vec<Output> = Vec::new();
         if f.syn {
             if dir == Dir::C2S && !f.ack {
@@ -433,6 +456,29 @@ impl Engine {
             if let Some(c) = self.table.remove(&key) {
                 self.emit(c, End::Closed, t_us);
             }
+        }
+    }
+
+    /// An ICMP error: recorded on the conversation of the TCP packet it quotes.
+    fn icmp(&mut self, icmp: &packet::IcmpError, frame: u64, t_us: u64) {
+        let key = ConnKey::of(icmp.quoted_src, icmp.quoted_dst);
+        let Some(c) = self.table.get_mut(&key) else {
+            return;
+        };
+        let about = if icmp.quoted_src == c.client {
+            Dir::C2S
+        } else {
+            Dir::S2C
+        };
+        if let Some(t) = &mut c.tcp {
+            t.icmp(IcmpFact {
+                t_us,
+                frame: Some(frame),
+                from: icmp.from.to_string(),
+                about,
+                what: icmp.describe(),
+                mtu: icmp.mtu,
+            });
         }
     }
 
@@ -556,6 +602,8 @@ struct Conn {
     keylog_lines: Vec<String>,
     mid_start: bool,
     end_note: Option<String>,
+    /// TCP / IP evidence (dropped once the conversation is known not to be RDP).
+    tcp: Option<Box<Tracker>>,
 }
 
 fn di(dir: Dir) -> usize {
@@ -626,6 +674,7 @@ impl Conn {
             keylog_lines: Vec::new(),
             mid_start: false,
             end_note: None,
+            tcp: Some(Box::default()),
         }
     }
 
@@ -658,6 +707,9 @@ impl Conn {
         std::mem::swap(&mut self.client, &mut self.server);
         std::mem::swap(&mut self.c2s, &mut self.s2c);
         self.prefix.swap(0, 1);
+        if let Some(t) = &mut self.tcp {
+            t.flip();
+        }
         for item in &mut self.pending {
             match item {
                 PendingItem::Data { dir, .. } => *dir = dir.reverse(),
@@ -810,6 +862,7 @@ impl Conn {
                 // Ignored from now on: free what reassembly holds.
                 self.c2s = Reassembler::new();
                 self.s2c = Reassembler::new();
+                self.tcp = None;
             }
             Class::Rdp => {
                 self.class = Class::Rdp;
@@ -1054,6 +1107,8 @@ impl Conn {
         let (events, truncated) = self.events.finish();
         trace.events = events;
         trace.keylog = self.keylog_lines;
+        trace.tcp = self.tcp.map(|t| Box::new(t.finish()));
+        trace.connect_start_us = (self.syns > 0).then_some(self.first_syn_t);
         Some((trace, truncated))
     }
 }

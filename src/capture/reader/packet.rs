@@ -29,6 +29,74 @@ pub struct Segment<'a> {
     pub payload: &'a [u8],
     /// Payload bytes the IP header claims beyond what was captured (snaplen truncation).
     pub missing: u32,
+    /// IP and TCP header facts (TTL / hop limit, IP ID, DF, window) for the TCP evidence.
+    pub hdr: HeaderFacts,
+}
+
+/// Header facts of one packet that say who sent it and how the path treats it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeaderFacts {
+    /// IPv4 TTL or IPv6 hop limit as captured.
+    pub ttl: u8,
+    /// IPv4 Identification (`None` for IPv6 without a fragment header).
+    pub ip_id: Option<u16>,
+    /// IPv4 Don't Fragment (always true for IPv6, which routers never fragment).
+    pub df: bool,
+    /// TCP window (unscaled).
+    pub window: u16,
+}
+
+/// An ICMP / ICMPv6 error about a TCP packet (RFC 792, RFC 4443, RFC 1191): the quoted packet names
+/// the flow it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpError {
+    /// Who sent the ICMP message (a router or the destination host).
+    pub from: IpAddr,
+    /// TTL / hop limit of the ICMP packet as captured.
+    pub ttl: u8,
+    /// Source and destination of the quoted TCP packet.
+    pub quoted_src: SocketAddr,
+    pub quoted_dst: SocketAddr,
+    /// ICMP type and code.
+    pub icmp_type: u8,
+    pub code: u8,
+    /// Next-hop MTU of a "fragmentation needed" / "packet too big".
+    pub mtu: Option<u32>,
+}
+
+impl IcmpError {
+    /// What the error says, in words.
+    pub fn describe(&self) -> String {
+        let v6 = self.from.is_ipv6();
+        match (v6, self.icmp_type, self.code) {
+            (false, 3, 4) | (true, 2, _) => format!(
+                "{} (next-hop MTU {})",
+                if v6 {
+                    "packet too big"
+                } else {
+                    "fragmentation needed"
+                },
+                self.mtu.map_or("?".into(), |m| m.to_string())
+            ),
+            (false, 3, 9 | 10 | 13) | (true, 1, 1) => {
+                "destination administratively prohibited".into()
+            }
+            (false, 3, 0) | (true, 1, 0) => "network unreachable".into(),
+            (false, 3, 1) | (true, 1, 3) => "host unreachable".into(),
+            (false, 3, 3) | (true, 1, 4) => "port unreachable".into(),
+            (false, 3, c) | (true, 1, c) => format!("destination unreachable (code {c})"),
+            (false, 11, _) | (true, 3, _) => "time exceeded in transit".into(),
+            (_, t, c) => format!("icmp type {t} code {c}"),
+        }
+    }
+
+    /// A "fragmentation needed" / "packet too big".
+    pub fn is_mtu(&self) -> bool {
+        matches!(
+            (self.from.is_ipv6(), self.icmp_type, self.code),
+            (false, 3, 4) | (true, 2, _)
+        )
+    }
 }
 
 /// One IP fragment of a TCP datagram (RFC 791 section 3.2, RFC 8200 section 4.5).
@@ -64,6 +132,8 @@ pub enum Parsed<'a> {
     /// A fragment of a fragmented IP datagram carrying TCP.
     Fragment(Fragment<'a>),
     Udp(Datagram<'a>),
+    /// An ICMP error quoting a TCP packet.
+    Icmp(IcmpError),
     Other,
 }
 
@@ -75,7 +145,7 @@ pub fn parse(linktype: u32, data: &[u8]) -> Parsed<'_> {
 
 /// The TCP segment of a reassembled datagram: `payload` is the whole IP payload (TCP header first).
 pub fn tcp_in(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Option<Segment<'_>> {
-    tcp_at(src, dst, payload, payload.len())
+    tcp_at(src, dst, payload, payload.len(), HeaderFacts::default())
 }
 
 /// `None`: nothing rdprobe reads (or headers that do not parse).
@@ -99,13 +169,19 @@ fn classify(linktype: u32, data: &[u8]) -> Option<Parsed<'_>> {
         _ => return None,
     };
     let net = sliced.net?;
-    let (src_ip, dst_ip, payload) = match &net {
+    let (src_ip, dst_ip, payload, hdr) = match &net {
         LaxNetSlice::Ipv4(v4) => {
             let h = v4.header();
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
                 v4.payload(),
+                HeaderFacts {
+                    ttl: h.ttl(),
+                    ip_id: Some(h.identification()),
+                    df: h.dont_fragment(),
+                    window: 0,
+                },
             )
         }
         LaxNetSlice::Ipv6(v6) => {
@@ -114,9 +190,21 @@ fn classify(linktype: u32, data: &[u8]) -> Option<Parsed<'_>> {
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
                 v6.payload(),
+                HeaderFacts {
+                    ttl: h.hop_limit(),
+                    ip_id: None,
+                    df: true,
+                    window: 0,
+                },
             )
         }
     };
+    if !payload.fragmented
+        && (payload.ip_number == etherparse::IpNumber::ICMP
+            || payload.ip_number == etherparse::IpNumber::IPV6_ICMP)
+    {
+        return icmp_error(src_ip, hdr.ttl, payload.payload).map(Parsed::Icmp);
+    }
     if payload.ip_number == etherparse::IpNumber::UDP && !payload.fragmented {
         let udp = etherparse::UdpHeaderSlice::from_slice(payload.payload).ok()?;
         return Some(Parsed::Udp(Datagram {
@@ -147,7 +235,52 @@ fn classify(linktype: u32, data: &[u8]) -> Option<Parsed<'_>> {
     } else {
         payload.payload.len()
     };
-    tcp_at(src_ip, dst_ip, payload.payload, claimed_ip_payload).map(Parsed::Tcp)
+    tcp_at(src_ip, dst_ip, payload.payload, claimed_ip_payload, hdr).map(Parsed::Tcp)
+}
+
+/// An ICMP(v6) destination unreachable / packet too big / time exceeded quoting a TCP packet.
+fn icmp_error(from: IpAddr, ttl: u8, icmp: &[u8]) -> Option<IcmpError> {
+    let (t, code) = (*icmp.first()?, *icmp.get(1)?);
+    let quoted = icmp.get(8..)?;
+    let (qsrc, qdst, tcp) = if from.is_ipv6() {
+        if !matches!(t, 1..=3) {
+            return None;
+        }
+        // Quoted IPv6 header (40 bytes), next header must be TCP (no extension headers followed).
+        if quoted.len() < 44 || quoted[0] >> 4 != 6 || quoted[6] != 6 {
+            return None;
+        }
+        let a: [u8; 16] = quoted[8..24].try_into().ok()?;
+        let b: [u8; 16] = quoted[24..40].try_into().ok()?;
+        (IpAddr::from(a), IpAddr::from(b), &quoted[40..])
+    } else {
+        if !matches!(t, 3 | 11) {
+            return None;
+        }
+        let ihl = usize::from(quoted.first()? & 0x0F) * 4;
+        if quoted[0] >> 4 != 4 || ihl < 20 || quoted.len() < ihl + 4 || quoted[9] != 6 {
+            return None;
+        }
+        let a: [u8; 4] = quoted[12..16].try_into().ok()?;
+        let b: [u8; 4] = quoted[16..20].try_into().ok()?;
+        (IpAddr::from(a), IpAddr::from(b), &quoted[ihl..])
+    };
+    let sp = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dp = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let mtu = match (from.is_ipv6(), t, code) {
+        (false, 3, 4) => Some(u32::from(u16::from_be_bytes([icmp[6], icmp[7]]))),
+        (true, 2, _) => Some(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]])),
+        _ => None,
+    };
+    Some(IcmpError {
+        from,
+        ttl,
+        quoted_src: SocketAddr::new(qsrc, sp),
+        quoted_dst: SocketAddr::new(qdst, dp),
+        icmp_type: t,
+        code,
+        mtu,
+    })
 }
 
 /// The fragment facts of a fragmented datagram's frame (`None` when they cannot be read).
@@ -195,8 +328,10 @@ fn tcp_at(
     dst_ip: IpAddr,
     ip_payload: &[u8],
     claimed_ip_payload: usize,
+    mut hdr: HeaderFacts,
 ) -> Option<Segment<'_>> {
     let tcp = TcpHeaderSlice::from_slice(ip_payload).ok()?;
+    hdr.window = tcp.window_size();
     let hlen = tcp.slice().len();
     let body = &ip_payload[hlen..];
     let claimed = claimed_ip_payload.saturating_sub(hlen).max(body.len());
@@ -214,6 +349,7 @@ fn tcp_at(
         },
         payload: body,
         missing,
+        hdr,
     })
 }
 

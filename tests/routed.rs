@@ -1,0 +1,232 @@
+//! A routed topology of the test's own (client — router — server network namespaces, nftables on the
+//! router and on the server host), captured with dumpcap at the client while `rdprobe probe`
+//! connects through to the lab: each fault gets the right party from the client's capture.
+//!
+//! Needs root (namespaces), `ip`, `nft` and `dumpcap` (apt-get install iproute2 nftables
+//! tshark); fails with that hint otherwise.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+use rdprobe::report::ConnectionReport;
+use rdprobe::stage::{FailureKind, Side, Stage, Verdict};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rdprobe");
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn nft(ns: &str, rules: &str) {
+    use std::io::Write;
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "nft rules in {ns}: {rules}");
+}
+
+/// The three namespaces and the lab; removed on drop.
+struct Topo {
+    c: String,
+    r: String,
+    s: String,
+    lab: Option<Child>,
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        if let Some(mut l) = self.lab.take() {
+            let _ = l.kill();
+            let _ = l.wait();
+        }
+        for n in [&self.c, &self.r, &self.s] {
+            sh(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+fn topo() -> Topo {
+    let id = std::process::id() % 100_000;
+    let t = Topo {
+        c: format!("rdpc{id}"),
+        r: format!("rdpr{id}"),
+        s: format!("rdps{id}"),
+        lab: None,
+    };
+    for n in [&t.c, &t.r, &t.s] {
+        assert!(
+            sh(&["ip", "netns", "add", n]),
+            "cannot create network namespaces: run as root with iproute2 installed"
+        );
+        assert!(sh(&["ip", "-n", n, "link", "set", "lo", "up"]));
+    }
+    let (c, r, s) = (t.c.as_str(), t.r.as_str(), t.s.as_str());
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "r0", "netns", r,
+        ],
+        vec![
+            "ip", "link", "add", "s0", "netns", s, "type", "veth", "peer", "name", "r1", "netns", r,
+        ],
+        vec!["ip", "-n", c, "addr", "add", "10.78.1.2/24", "dev", "c0"],
+        vec!["ip", "-n", c, "link", "set", "c0", "up"],
+        vec!["ip", "-n", c, "route", "add", "default", "via", "10.78.1.1"],
+        vec!["ip", "-n", r, "addr", "add", "10.78.1.1/24", "dev", "r0"],
+        vec!["ip", "-n", r, "link", "set", "r0", "up"],
+        vec!["ip", "-n", r, "addr", "add", "10.78.2.1/24", "dev", "r1"],
+        vec!["ip", "-n", r, "link", "set", "r1", "up"],
+        vec!["ip", "-n", s, "addr", "add", "10.78.2.2/24", "dev", "s0"],
+        vec!["ip", "-n", s, "link", "set", "s0", "up"],
+        vec!["ip", "-n", s, "route", "add", "default", "via", "10.78.2.1"],
+        vec![
+            "ip",
+            "netns",
+            "exec",
+            r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    ];
+    for st in &steps {
+        assert!(sh(st), "topology step failed: {st:?}");
+    }
+    t
+}
+
+/// Captures at the client while the probe runs (to TLS), then analyzes the capture.
+fn probe_and_analyze(t: &Topo, dir: &std::path::Path, name: &str) -> ConnectionReport {
+    let pcap = dir.join(format!("{name}.pcapng"));
+    let mut cap = Command::new("ip")
+        .args(["netns", "exec", &t.c, "dumpcap", "-q", "-i", "c0", "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dumpcap (apt-get install tshark)");
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("ip")
+        .args(["netns", "exec", &t.c, BIN, "probe", "10.78.2.2"])
+        .args(["--stop-after", "tls", "--timeout", "8s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = cap.kill();
+    let _ = cap.wait();
+    let f = std::fs::File::open(&pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
+    let mut traces: Vec<_> =
+        read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
+            .expect("capture")
+            .filter_map(Result::ok)
+            .collect();
+    assert_eq!(traces.len(), 1, "{name}: one RDP connection in the capture");
+    rdprobe::decode::decode_report(&traces.remove(0))
+}
+
+#[test]
+fn routed_faults_blame_the_right_party() {
+    let mut t = topo();
+    let dir = tempfile::tempdir().unwrap();
+    t.lab = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &t.s, BIN, "lab", "--allow-remote"])
+            .args(["--listen", "10.78.2.2:3389"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lab"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Healthy baseline: TLS passes, the server is one hop away.
+    let r = probe_and_analyze(&t, dir.path(), "baseline");
+    assert!(
+        r.stage(Stage::Tls).is_some_and(|s| s.verdict.is_ok()),
+        "{}",
+        r.summary
+    );
+    assert_eq!(
+        r.fact(Stage::Tcp, "server_hops"),
+        Some(&serde_json::json!(1))
+    );
+
+    // The router resets the ClientHello in the server's name.
+    let rule = |chain: &str, hook: &str, action: &str| {
+        format!(
+            "table inet rdt {{\n chain {chain} {{\n  type filter hook {hook} priority 0;\n  tcp dport 3389 @ih,0,8 0x16 {action}\n }}\n}}\n"
+        )
+    };
+    nft(&t.r, &rule("f", "forward", "reject with tcp reset"));
+    let r = probe_and_analyze(&t, dir.path(), "router_rst");
+    assert!(sh(&[
+        "ip", "netns", "exec", &t.r, "nft", "delete", "table", "inet", "rdt"
+    ]));
+    assert!(
+        matches!(
+            r.verdict,
+            Verdict::Failed {
+                kind: FailureKind::Reset,
+                by: Side::Network
+            }
+        ),
+        "router reset: {:?} {}",
+        r.verdict,
+        r.summary
+    );
+    assert_eq!(
+        r.fact(Stage::Tls, "reset_provenance"),
+        Some(&serde_json::json!("injected"))
+    );
+
+    // The server host's own firewall resets it.
+    nft(&t.s, &rule("i", "input", "reject with tcp reset"));
+    let r = probe_and_analyze(&t, dir.path(), "server_rst");
+    assert!(sh(&[
+        "ip", "netns", "exec", &t.s, "nft", "delete", "table", "inet", "rdt"
+    ]));
+    assert!(
+        matches!(
+            r.verdict,
+            Verdict::Failed {
+                kind: FailureKind::Reset,
+                by: Side::Server
+            }
+        ),
+        "server reset: {:?} {}",
+        r.verdict,
+        r.summary
+    );
+    assert_eq!(
+        r.fact(Stage::Tls, "reset_provenance"),
+        Some(&serde_json::json!("host"))
+    );
+
+    // The router silently drops the ClientHello.
+    nft(&t.r, &rule("f", "forward", "drop"));
+    let r = probe_and_analyze(&t, dir.path(), "drop");
+    assert!(
+        matches!(
+            &r.verdict,
+            Verdict::Failed { kind: FailureKind::Dropped { retransmissions, .. }, by: Side::Network }
+                if *retransmissions >= 2
+        ),
+        "silent drop: {:?} {}",
+        r.verdict,
+        r.summary
+    );
+    assert!(
+        r.summary.contains("ClientHello retransmitted"),
+        "{}",
+        r.summary
+    );
+}
