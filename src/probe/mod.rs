@@ -685,6 +685,11 @@ async fn run_on(
                         if engine == TlsEngine::Auto && is_version_refusal(&e) {
                             return Retry::Legacy(msg);
                         }
+                        if rejects_server_data(&e) {
+                            shared.push(EventKind::ClientRejected {
+                                what: format!("tls: {msg}"),
+                            });
+                        }
                         return Retry::No;
                     }
                     Ok(Ok(s)) => {
@@ -853,6 +858,26 @@ fn is_version_refusal(e: &std::io::Error) -> bool {
                 | rustls::AlertDescription::HandshakeFailure
                 | rustls::AlertDescription::InsufficientSecurity
         ) | rustls::Error::PeerIncompatible(_)
+    )
+}
+
+/// rustls refused what the server sent (a malformed record or handshake message, an unreadable
+/// certificate, a protocol violation), as opposed to an alert, a close or a reset, which decode
+/// reads from the bytes, or a version refusal, which the legacy engine retries.
+fn rejects_server_data(e: &std::io::Error) -> bool {
+    let Some(re) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return false;
+    };
+    matches!(
+        re,
+        rustls::Error::InvalidMessage(_)
+            | rustls::Error::InvalidCertificate(_)
+            | rustls::Error::PeerMisbehaved(_)
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. }
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::DecryptError
+            | rustls::Error::UnsupportedNameType
     )
 }
 
