@@ -26,17 +26,8 @@ use crate::wire::asn1;
 // ---------------------------------------------------------------------------------------------
 // Small readers
 
+use crate::wire::cursor::utf16z;
 pub(crate) use crate::wire::cursor::{be16, le16, le32};
-
-/// A UTF-16LE string up to the first NUL.
-fn utf16z(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16_lossy(&units)
-}
 
 /// An 8-bit string up to the first NUL (channel names are ANSI).
 fn ansiz(b: &[u8]) -> String {

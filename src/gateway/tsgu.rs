@@ -416,7 +416,7 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
         ty::TUNNEL_AUTH => {
             let fields = r.u16("TUNNEL_AUTH")?;
             let n = r.u16("TUNNEL_AUTH")? as usize;
-            let name = from_utf16z(r.bytes("client name", n)?);
+            let name = crate::wire::cursor::utf16z(r.bytes("client name", n)?);
             if fields & 1 != 0 {
                 let n = r.u16("statement of health")? as usize;
                 r.bytes("statement of health", n)?;
@@ -452,7 +452,7 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
             let mut alt_resources = Vec::with_capacity(n_alt);
             for i in 0..n + n_alt {
                 let len = r.u16("resource name")? as usize;
-                let s = from_utf16z(r.bytes("resource name", len)?);
+                let s = crate::wire::cursor::utf16z(r.bytes("resource name", len)?);
                 if i < n {
                     resources.push(s);
                 } else {
@@ -550,15 +550,6 @@ fn utf16z(s: &str) -> Vec<u8> {
         .collect();
     out.extend_from_slice(&[0, 0]);
     out
-}
-
-fn from_utf16z(b: &[u8]) -> String {
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .take_while(|&u| u != 0)
-        .collect();
-    String::from_utf16_lossy(&units)
 }
 
 /// An MS-TSGU result code with its name, as the gateway's HRESULTs are reported.

@@ -156,6 +156,16 @@ pub fn be16(b: &[u8], at: usize) -> Option<u16> {
     Cursor::new(b.get(at..)?).read_u16_be().ok()
 }
 
+/// A UTF-16LE string up to its first NUL unit (or the end); unpaired surrogates become U+FFFD.
+pub fn utf16z(b: &[u8]) -> String {
+    let units: Vec<u16> = b
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
