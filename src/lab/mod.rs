@@ -152,29 +152,50 @@ struct Shared {
 /// Most outcomes a lab keeps (the oldest are dropped first).
 const MAX_OUTCOMES: usize = 10_000;
 
-/// A running lab. Dropping it stops it too.
-pub struct LabHandle {
-    /// The address the lab listens on (with the real port when port 0 was asked).
-    pub addr: SocketAddr,
-    scenario_name: String,
+/// A server's own thread and the signal that stops it: stopping (or dropping) it signals the
+/// accept loop and joins the thread. The lab and the lab gateway each run in one.
+pub(crate) struct ServerThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
 }
 
-impl LabHandle {
-    /// Stops accepting, drops every open connection and joins the lab thread.
-    pub fn stop(mut self) {
-        self.shutdown();
+impl ServerThread {
+    pub(crate) fn new(stop: tokio::sync::oneshot::Sender<()>, thread: JoinHandle<()>) -> Self {
+        ServerThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
-    fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A running lab. Dropping it stops it too.
+pub struct LabHandle {
+    /// The address the lab listens on (with the real port when port 0 was asked).
+    pub addr: SocketAddr,
+    scenario_name: String,
+    server: ServerThread,
+    shared: Arc<Shared>,
+}
+
+impl LabHandle {
+    /// Stops accepting, drops every open connection and joins the lab thread.
+    pub fn stop(mut self) {
+        self.server.shutdown();
     }
 
     /// Connections accepted so far (each is served, whatever the scenario does with it).
@@ -199,12 +220,6 @@ impl LabHandle {
     /// Name of the scenario being served.
     pub fn scenario_name(&self) -> &str {
         &self.scenario_name
-    }
-}
-
-impl Drop for LabHandle {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
@@ -277,8 +292,7 @@ pub fn spawn_lab_with(
     Ok(LabHandle {
         addr: local,
         scenario_name,
-        stop: Some(stop_tx),
-        thread: Some(thread),
+        server: ServerThread::new(stop_tx, thread),
         shared,
     })
 }

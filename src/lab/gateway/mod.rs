@@ -17,7 +17,6 @@ mod ntlm;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -67,23 +66,13 @@ struct Shared {
 /// A running lab gateway; dropping it stops it.
 pub struct GatewayHandle {
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: super::ServerThread,
     shared: Arc<Shared>,
 }
 
 impl GatewayHandle {
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.shutdown();
     }
 
     pub fn connections_served(&self) -> u64 {
@@ -97,12 +86,6 @@ impl GatewayHandle {
             .lock()
             .map(|o| o.clone())
             .unwrap_or_default()
-    }
-}
-
-impl Drop for GatewayHandle {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 
@@ -190,8 +173,7 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
         .map_err(LabError::Runtime)?;
     Ok(GatewayHandle {
         addr: local,
-        stop: Some(stop_tx),
-        thread: Some(thread),
+        server: super::ServerThread::new(stop_tx, thread),
         shared,
     })
 }
