@@ -286,11 +286,7 @@ fn target(
 
 /// A number (0x… or decimal) or a name.
 fn code(s: &str, by_name: impl Fn(&str) -> Option<u32>) -> Option<u32> {
-    let t = s.trim();
-    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16).ok(),
-        None => t.parse().ok().or_else(|| by_name(t)),
-    }
+    crate::parse::code_number(s).or_else(|| by_name(s.trim()))
 }
 
 fn ntstatus(s: &str) -> Option<u32> {
@@ -305,17 +301,11 @@ fn stage(s: &str) -> Result<Stage, String> {
     Stage::parse(s).ok_or_else(|| format!("unknown stage `{s}`"))
 }
 
-/// "PROTOCOL_SSL" for "ssl", "SSL", "PROTOCOL_SSL", "tls".
-fn protocol_name(p: &str) -> Option<&'static str> {
-    let p = p.trim().to_ascii_uppercase();
-    let p = p.strip_prefix("PROTOCOL_").unwrap_or(&p);
-    Some(match p {
-        "RDP" => "PROTOCOL_RDP",
-        "SSL" | "TLS" => "PROTOCOL_SSL",
-        "HYBRID" | "NLA" => "PROTOCOL_HYBRID",
-        "HYBRID_EX" => "PROTOCOL_HYBRID_EX",
-        _ => return None,
-    })
+/// The `selected_protocol` fact decode writes for a protocol as people name it ("ssl", "SSL",
+/// "PROTOCOL_SSL", "tls" → "PROTOCOL_SSL"): the one protocol parser, then decode's own names.
+fn protocol_name(p: &str) -> Option<String> {
+    let flag = crate::codes::Protocol::parse(p)?.flag();
+    crate::decode::x224::protocol_names(flag).into_iter().next()
 }
 
 /// Orders TLS versions as the report names them ("TLSv1.2") or as people write them ("1.2").
@@ -473,7 +463,7 @@ pub fn evaluate(
         let got = fact_str(r, Stage::X224, "selected_protocol");
         push(
             format!("selected_protocol = {p}"),
-            got.is_some() && got == protocol_name(p),
+            got.is_some() && got == protocol_name(p).as_deref(),
             got.unwrap_or("none selected").to_owned(),
         );
     }
@@ -737,9 +727,9 @@ mod tests {
 
     #[test]
     fn names_and_versions() {
-        assert_eq!(protocol_name("ssl"), Some("PROTOCOL_SSL"));
+        assert_eq!(protocol_name("ssl").as_deref(), Some("PROTOCOL_SSL"));
         assert_eq!(
-            protocol_name("PROTOCOL_HYBRID_EX"),
+            protocol_name("PROTOCOL_HYBRID_EX").as_deref(),
             Some("PROTOCOL_HYBRID_EX")
         );
         assert_eq!(protocol_name("kerberos"), None);

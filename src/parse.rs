@@ -59,6 +59,16 @@ pub fn target(t: &str) -> Result<(String, u16), String> {
     }
 }
 
+/// A code written as a number: hex with `0x` (underscores allowed, `0xC000_006D`) or decimal.
+pub fn code_number(s: &str) -> Option<u32> {
+    let t = s.trim();
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u32::from_str_radix(&hex.replace('_', ""), 16).ok()
+    } else {
+        t.parse::<u32>().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +87,8 @@ mod tests {
         assert_eq!(target("::1"), Ok(("::1".into(), 3389)));
         assert!(target("h:99999").is_err());
         assert!(target("").is_err());
+        assert_eq!(code_number("0xC000_006D"), Some(0xC000_006D));
+        assert_eq!(code_number(" 5 "), Some(5));
+        assert_eq!(code_number("STATUS_LOGON_FAILURE"), None);
     }
 }

@@ -332,22 +332,13 @@ enum CodeRepr {
     Name(String),
 }
 
-fn parse_number(s: &str) -> Option<u32> {
-    let t = s.trim();
-    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        u32::from_str_radix(&hex.replace('_', ""), 16).ok()
-    } else {
-        t.parse::<u32>().ok()
-    }
-}
-
 fn code_from_repr(r: CodeRepr, table: &'static [Code], what: &str) -> Result<u32, String> {
     match r {
         CodeRepr::Num(n) => {
             u32::try_from(n).map_err(|_| format!("{what} {n} does not fit in 32 bits"))
         }
         CodeRepr::Name(s) => {
-            if let Some(n) = parse_number(&s) {
+            if let Some(n) = crate::parse::code_number(&s) {
                 return Ok(n);
             }
             let up = s.trim().to_ascii_uppercase();
