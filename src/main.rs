@@ -894,7 +894,7 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         write!(out, "{}", analyze_view::full(k, &r))?;
     }
     if tabled {
-        write!(out, "{}", table.render(n))?;
+        write!(out, "{}", table.render())?;
     }
     if let Some(page) = html_page.take() {
         page.finish(&a.file.display().to_string())

@@ -115,7 +115,8 @@ impl FailureSummary {
     }
 
     /// The summary under the table: counts per failure, most frequent first.
-    pub fn render(&self, total: usize) -> String {
+    pub fn render(&self) -> String {
+        let total = self.seen;
         let failed = total.saturating_sub(self.ok);
         let mut out = format!(
             "\n{total} connection(s): {} ok, {failed} failed or cut short\n",
