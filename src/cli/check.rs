@@ -27,7 +27,7 @@ pub async fn run(a: CheckArgs, interrupted: impl Future<Output = ()>) -> Result<
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let targets = check::parse(&text, &|var| std::env::var(var).ok())
-        .map_err(|e| crate::usage(format!("{}: {e}", a.file.display())))?;
+        .map_err(|e| super::usage(format!("{}: {e}", a.file.display())))?;
     let mut json: Option<Box<dyn std::io::Write>> = match &a.json {
         Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
         Some(p) => Some(Box::new(std::io::BufWriter::new(

@@ -26,7 +26,7 @@ pub async fn run(
                 .next()
                 .with_context(|| format!("--target {t} resolves to no address"))?;
             rdprobe::lab::check_listen(addr, allow_remote, false).map_err(|_| {
-                crate::usage(format!(
+                super::usage(format!(
                     "--target {addr} is not a loopback address: pass --allow-remote to relay there"
                 ))
             })?;
@@ -35,7 +35,7 @@ pub async fn run(
         None => {
             let listen = listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
             rdprobe::lab::check_listen(listen, allow_remote, false)
-                .map_err(|e| crate::usage(e.to_string()))?;
+                .map_err(|e| super::usage(e.to_string()))?;
             let h = rdprobe::lab::spawn_lab_with(listen, sc.clone(), limits)
                 .with_context(|| format!("starting the lab on {listen}"))?;
             let a = h.addr;
@@ -58,7 +58,7 @@ pub async fn run(
         sc.name,
         if lab.is_some() { " (the lab server)" } else { "" }
     );
-    crate::interrupted().await;
+    super::interrupted().await;
     eprintln!(
         "served {} gateway connection(s)",
         handle.connections_served()

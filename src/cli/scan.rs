@@ -77,7 +77,7 @@ fn parse_rate(s: &str) -> Result<f64> {
     let n = s.trim().trim_end_matches("/s").trim();
     match n.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        _ => Err(crate::usage(format!(
+        _ => Err(super::usage(format!(
             "--rate takes probes per second (e.g. 100 or 100/s), not `{s}`"
         ))),
     }
@@ -87,35 +87,35 @@ fn options(a: &ScanArgs) -> Result<ScanOptions> {
     let mut o = ProbeOptions::new("", 0);
     for s in &a.security {
         o.protocols.push(Protocol::parse(s).ok_or_else(|| {
-            crate::usage(format!(
+            super::usage(format!(
                 "unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)"
             ))
         })?);
     }
     if o.protocols.contains(&Protocol::Rdp) && o.protocols.len() > 1 {
-        return Err(crate::usage(
+        return Err(super::usage(
             "`rdp` (standard RDP security) is requested by offering no other protocol: use --security rdp alone",
         ));
     }
     if let Some(s) = &a.stop_after {
         o.stop_after =
-            Some(Stage::parse(s).ok_or_else(|| crate::usage(format!("unknown stage `{s}`")))?);
+            Some(Stage::parse(s).ok_or_else(|| super::usage(format!("unknown stage `{s}`")))?);
     }
-    o.stage_timeout = crate::parse_duration(&a.timeout)?;
-    o.deadline = crate::parse_duration(&a.deadline)?;
+    o.stage_timeout = super::parse_duration(&a.timeout)?;
+    o.deadline = super::parse_duration(&a.deadline)?;
     if let Some(user) = &a.user {
         o.credentials = Some(rdprobe::probe::Credentials {
             user: user.clone(),
             domain: a.domain.clone(),
-            password: crate::read_password(user)?,
+            password: super::read_password(user)?,
         });
         o.cookie = Some(user.clone());
     }
     if a.concurrency == 0 || a.per_host == 0 {
-        return Err(crate::usage("--concurrency and --per-host take 1 or more"));
+        return Err(super::usage("--concurrency and --per-host take 1 or more"));
     }
     let shard = match &a.shard {
-        Some(s) => Shard::parse(s, &|v| std::env::var(v).ok()).map_err(crate::usage)?,
+        Some(s) => Shard::parse(s, &|v| std::env::var(v).ok()).map_err(super::usage)?,
         None => Shard::ALL,
     };
     Ok(ScanOptions {
@@ -150,13 +150,13 @@ fn text_line(r: &ScanResult) -> String {
 /// Runs the scan; `interrupted` resolves on SIGINT / SIGTERM.
 pub async fn run(a: ScanArgs, interrupted: impl Future<Output = ()>) -> Result<i32> {
     let opts = options(&a)?;
-    let targets = Targets::new(&a.targets, &a.ports).map_err(|e| crate::usage(e.to_string()))?;
+    let targets = Targets::new(&a.targets, &a.ports).map_err(|e| super::usage(e.to_string()))?;
     // One pass before any traffic: every line parses, nothing outside loopback slips through (a
     // typo in a range never sends a packet elsewhere), and the count gives the progress bar its end.
     let mut total = 0u64;
     for t in targets.iter() {
-        let t = t.map_err(|e| crate::usage(e.to_string()))?;
-        scan::targets::check_target(&t, a.allow_remote).map_err(|e| crate::usage(e.to_string()))?;
+        let t = t.map_err(|e| super::usage(e.to_string()))?;
+        scan::targets::check_target(&t, a.allow_remote).map_err(|e| super::usage(e.to_string()))?;
         if opts.shard.contains(&t) {
             total += 1;
         }
@@ -166,7 +166,7 @@ pub async fn run(a: ScanArgs, interrupted: impl Future<Output = ()>) -> Result<i
             let name = match (&a.run, a.resume) {
                 (Some(n), _) => n.clone(),
                 (None, true) => store::latest_run(&store::open(path)?)?
-                    .ok_or_else(|| crate::usage("--resume: the store has no run yet"))?,
+                    .ok_or_else(|| super::usage("--resume: the store has no run yet"))?,
                 (None, false) => format!(
                     "scan-{}",
                     time::OffsetDateTime::now_utc()
@@ -178,7 +178,7 @@ pub async fn run(a: ScanArgs, interrupted: impl Future<Output = ()>) -> Result<i
             // Shards of one run write into it side by side.
             let join = a.resume || opts.shard.n > 1;
             let s = store::Store::open_run(path, &name, join, &command)
-                .map_err(|e| crate::usage(e.to_string()))?;
+                .map_err(|e| super::usage(e.to_string()))?;
             eprintln!(
                 "run `{name}` in {} ({} target(s) already done)",
                 path.display(),
@@ -328,17 +328,17 @@ fn run_lines(
         v.push(diff::parse_line(s).map_err(|e| format!("run {run}: {e}")));
         Ok(())
     })
-    .map_err(|e| crate::usage(e.to_string()))?;
+    .map_err(|e| super::usage(e.to_string()))?;
     Ok(v)
 }
 
 pub fn diff(a: DiffArgs) -> Result<i32> {
     if !(a.time_factor >= 1.0 && a.time_factor.is_finite()) {
-        return Err(crate::usage("--time-factor takes a number >= 1"));
+        return Err(super::usage("--time-factor takes a number >= 1"));
     }
     let tol = diff::Tolerance {
         factor: a.time_factor,
-        floor_ms: crate::parse_duration(&a.time_floor)?.as_secs_f64() * 1000.0,
+        floor_ms: super::parse_duration(&a.time_floor)?.as_secs_f64() * 1000.0,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write = |d: &diff::TargetDiff| -> std::io::Result<()> {
@@ -351,7 +351,7 @@ pub fn diff(a: DiffArgs) -> Result<i32> {
     let sum = match &a.store {
         Some(path) => {
             if !path.exists() {
-                return Err(crate::usage(format!("no store at {}", path.display())));
+                return Err(super::usage(format!("no store at {}", path.display())));
             }
             let conn = store::open(path)?;
             let before = run_lines(&conn, &a.before)?;
@@ -365,7 +365,7 @@ pub fn diff(a: DiffArgs) -> Result<i32> {
             &mut write,
         ),
     }
-    .map_err(crate::usage)?;
+    .map_err(super::usage)?;
     out.flush()?;
     eprintln!(
         "{} target(s) compared: {} changed, {} regressed, {} missing, {} new",

@@ -1,0 +1,270 @@
+//! `rdprobe probe`: its arguments, the probe options they make, and the artifacts it writes.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+
+use rdprobe::probe::{self, Credentials, ProbeOptions, Protocol, TlsEngine};
+use rdprobe::report::{self, exit, ConnectionReport};
+use rdprobe::stage::Stage;
+
+use super::*;
+
+#[derive(clap::Args)]
+pub(crate) struct ProbeArgs {
+    /// Target: HOST, HOST:PORT, [IPv6]:PORT (default port 3389)
+    target: String,
+    /// User name for NLA / logon (the password comes from RDPROBE_PASSWORD or a prompt)
+    #[arg(long)]
+    user: Option<String>,
+    /// Domain for the user
+    #[arg(long)]
+    domain: Option<String>,
+    /// Security protocols to offer, comma separated: rdp, ssl, hybrid, hybrid_ex [default: ssl,hybrid,hybrid_ex]
+    #[arg(long, value_delimiter = ',')]
+    security: Vec<String>,
+    /// Stop after this stage (tcp, x224, tls, credssp, mcs, channels, security, licensing, capabilities)
+    #[arg(long)]
+    stop_after: Option<String>,
+    /// Deadline for each wait on the server (e.g. 5s, 500ms)
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    /// Deadline for the whole probe
+    #[arg(long, default_value = "60s")]
+    deadline: String,
+    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded)
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Write the TLS secrets as an SSLKEYLOGFILE
+    #[arg(long)]
+    keylog: Option<PathBuf>,
+    /// Print one JSON document instead of the table
+    #[arg(long)]
+    json: bool,
+    /// TLS engine: auto (rustls, then OpenSSL for legacy-only servers), rustls, legacy
+    #[arg(long, default_value = "auto")]
+    tls_engine: String,
+    /// Restrict rustls to one TLS version: 1.2 or 1.3
+    #[arg(long)]
+    tls_version: Option<String>,
+    /// X.224 cookie (mstshash=...) to send; defaults to the user name
+    #[arg(long)]
+    cookie: Option<String>,
+    /// clientName to send in the MCS Client Core Data (up to 15 characters); default rdprobe
+    #[arg(long)]
+    client_name: Option<String>,
+    /// Also print the diagnosis (fault class, likely causes, remedies)
+    #[arg(long)]
+    diagnose: bool,
+    /// Write a self-contained HTML report (timeline, ladder diagram, diagnosis, facts)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Go through this RD Gateway: GW or GW:PORT (default port 443). Adds the stages gw_tcp, gw_tls,
+    /// gw_http, gw_auth, gw_tunnel, gw_channel before x224
+    #[arg(long, value_name = "GW[:PORT]")]
+    gateway: Option<String>,
+    /// User at the gateway [default: --user]; the password comes from RDPROBE_GATEWAY_PASSWORD,
+    /// else RDPROBE_PASSWORD
+    #[arg(long, requires = "gateway")]
+    gateway_user: Option<String>,
+    /// Domain of the gateway user [default: --domain]
+    #[arg(long, requires = "gateway")]
+    gateway_domain: Option<String>,
+    /// Write the client-gateway conversation (HTTPS: HTTP, WebSocket, MS-TSGU) as pcapng with its
+    /// TLS secrets embedded (--pcap holds the inner RDP of the channel)
+    #[arg(long, value_name = "FILE", requires = "gateway")]
+    gateway_pcap: Option<PathBuf>,
+    /// Gateway transport: websocket, http (legacy, not implemented yet) or auto (websocket)
+    #[arg(long, default_value = "auto", requires = "gateway")]
+    gateway_transport: String,
+}
+
+/// Environment variable of the gateway password (else RDPROBE_PASSWORD is used).
+pub(crate) const GATEWAY_PASSWORD_ENV: &str = "RDPROBE_GATEWAY_PASSWORD";
+
+pub(crate) fn gateway_options(
+    a: &ProbeArgs,
+    gw: &str,
+) -> Result<rdprobe::gateway::client::GatewayOptions> {
+    use rdprobe::gateway::client::{GatewayOptions, Transport};
+    let explicit_port = gw
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
+    let (host, port) = parse_target(gw)?;
+    let mut g = GatewayOptions::new(host, if explicit_port { port } else { 443 });
+    g.transport = Transport::parse(&a.gateway_transport).ok_or_else(|| {
+        usage(format!(
+            "unknown gateway transport `{}` (websocket, http, auto)",
+            a.gateway_transport
+        ))
+    })?;
+    if let Some(user) = a.gateway_user.as_ref().or(a.user.as_ref()) {
+        let password = match std::env::var(GATEWAY_PASSWORD_ENV) {
+            Ok(p) => p,
+            Err(_) => read_password(user)?,
+        };
+        g.credentials = Some(Credentials {
+            user: user.clone(),
+            domain: a.gateway_domain.clone().or_else(|| a.domain.clone()),
+            password,
+        });
+    }
+    if let Some(n) = &a.client_name {
+        g.client_name = n.clone();
+    }
+    Ok(g)
+}
+
+pub(crate) fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
+    let (host, port) = parse_target(&a.target)?;
+    let mut o = ProbeOptions::new(host, port);
+    for s in &a.security {
+        o.protocols.push(Protocol::parse(s).ok_or_else(|| {
+            usage(format!(
+                "unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)"
+            ))
+        })?);
+    }
+    if o.protocols.contains(&Protocol::Rdp) && o.protocols.len() > 1 {
+        return Err(usage(
+            "`rdp` (standard RDP security) is requested by offering no other protocol: use --security rdp alone",
+        ));
+    }
+    if let Some(s) = &a.stop_after {
+        let st = Stage::parse(s).ok_or_else(|| usage(format!("unknown stage `{s}`")))?;
+        if st.is_gateway() && a.gateway.is_none() {
+            return Err(usage(format!(
+                "--stop-after {st} is a stage of the RD Gateway hop: it needs --gateway"
+            )));
+        }
+        o.stop_after = Some(st);
+    }
+    o.stage_timeout = parse_duration(&a.timeout)?;
+    o.deadline = parse_duration(&a.deadline)?;
+    o.tls_engine = match a.tls_engine.as_str() {
+        "auto" => TlsEngine::Auto,
+        "rustls" => TlsEngine::Rustls,
+        "legacy" | "openssl" => TlsEngine::Legacy,
+        other => {
+            return Err(usage(format!(
+                "unknown TLS engine `{other}` (auto, rustls, legacy)"
+            )))
+        }
+    };
+    o.tls_versions = match a.tls_version.as_deref() {
+        None => probe::tls::TlsVersions::Both,
+        Some("1.2") => probe::tls::TlsVersions::Only12,
+        Some("1.3") => probe::tls::TlsVersions::Only13,
+        Some(v) => return Err(usage(format!("--tls-version takes 1.2 or 1.3, not `{v}`"))),
+    };
+    o.cookie = a.cookie.clone();
+    o.client_name = a.client_name.clone();
+    if let Some(user) = &a.user {
+        let password = read_password(user)?;
+        o.credentials = Some(Credentials {
+            user: user.clone(),
+            domain: a.domain.clone(),
+            password,
+        });
+        if o.cookie.is_none() {
+            o.cookie = Some(user.clone());
+        }
+    }
+    Ok(o)
+}
+
+pub(crate) async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
+    let opts = probe_options(&a)?;
+    if let Some(gw) = &a.gateway {
+        let g = gateway_options(&a, gw)?;
+        let (result, gw_trace) = tokio::select! {
+            r = rdprobe::gateway::client::probe_with_capture(&opts, &g) => r,
+            _ = interrupted() => return Ok(exit::INTERRUPTED),
+        };
+        write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+        if let (Some(p), Some(t)) = (&a.gateway_pcap, gw_trace) {
+            let f = rdprobe::capture::writer::create_private(p)
+                .with_context(|| format!("creating {}", p.display()))?;
+            rdprobe::capture::writer::write_pcapng(&t, &[], std::io::BufWriter::new(f))
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        print_report(&result.report, a.json, a.diagnose)?;
+        return Ok(report::exit_code(&result.report));
+    }
+    let shared = probe::tap::SharedTrace::new(rdprobe::trace::Trace::new(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+    ));
+    let mut was_interrupted = false;
+    tokio::select! {
+        _ = probe::run_into(&opts, &shared) => {}
+        _ = interrupted() => {
+            was_interrupted = true;
+            shared.push(rdprobe::trace::EventKind::Note("interrupted by signal".into()));
+        }
+    }
+    let result = probe::finish_for(&shared, &opts);
+    write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
+    if let Some(path) = &a.html {
+        let title = format!("rdprobe probe {}", a.target);
+        write_file(
+            path,
+            rdprobe::html::connection_page(&title, 1, &result.report, Some(&result.trace))
+                .as_bytes(),
+        )?;
+    }
+    print_report(&result.report, a.json, a.diagnose)?;
+    if was_interrupted {
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(report::exit_code(&result.report))
+}
+
+pub(crate) fn write_artifacts(
+    result: &probe::ProbeResult,
+    pcap: Option<&PathBuf>,
+    keylog: Option<&PathBuf>,
+) -> Result<()> {
+    // Both hold secrets (the pcapng embeds the TLS key log): created 0600.
+    if let Some(p) = pcap {
+        let f = rdprobe::capture::writer::create_private(p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        let w = std::io::BufWriter::new(f);
+        rdprobe::capture::writer::write_pcapng(&result.trace, &result.labels, w)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(k) = keylog {
+        let f = rdprobe::capture::writer::create_private(k)
+            .with_context(|| format!("creating {}", k.display()))?;
+        rdprobe::capture::writer::write_keylog(&result.trace, std::io::BufWriter::new(f))
+            .with_context(|| format!("writing {}", k.display()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn print_report(r: &ConnectionReport, json: bool, diagnose: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("exit_code".into(), serde_json::json!(report::exit_code(r)));
+            m.insert(
+                "diagnosis".into(),
+                serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
+            );
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        write!(out, "{}", report::render_text(r))?;
+        if diagnose && !r.verdict.is_ok() {
+            write!(
+                out,
+                "{}",
+                rdprobe::diagnose::render_diagnosis(&rdprobe::diagnose::diagnose(r))
+            )?;
+        }
+    }
+    Ok(())
+}
