@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
+use crate::wire::asn1;
 
 /// Deepest extra SEQUENCE nesting a case asks for.
 pub const MAX_NESTING: u64 = 512;
@@ -171,24 +172,8 @@ pub const BASE_NTLM_FLAGS: u32 = 0xe208_8297;
 /// DER length octets: minimal, or long form with `long` length bytes.
 fn der_len(len: usize, long: Option<u8>) -> Vec<u8> {
     match long {
-        Some(n) => {
-            let n = usize::from(n.clamp(1, 126));
-            let mut out = vec![0x80 | n as u8];
-            let bytes = (len as u64).to_be_bytes();
-            for i in 0..n {
-                // Leading positions beyond 8 bytes are zero.
-                out.push(if n - i > 8 { 0 } else { bytes[8 - (n - i)] });
-            }
-            out
-        }
-        None if len < 0x80 => vec![len as u8],
-        None => {
-            let bytes = (len as u64).to_be_bytes();
-            let skip = bytes.iter().take_while(|b| **b == 0).count();
-            let mut out = vec![0x80 | (8 - skip) as u8];
-            out.extend_from_slice(&bytes[skip..]);
-            out
-        }
+        Some(n) => asn1::len_bytes_long(len, n),
+        None => asn1::len_bytes(len),
     }
 }
 
@@ -206,13 +191,7 @@ fn tlv_with(tag: u8, content: &[u8], length: Option<u32>, long: Option<u8>) -> V
 
 /// Minimal two's-complement DER INTEGER content of a non-negative value.
 fn der_uint(v: u64) -> Vec<u8> {
-    let bytes = v.to_be_bytes();
-    let skip = bytes.iter().take_while(|b| **b == 0).count().min(7);
-    let mut out = bytes[skip..].to_vec();
-    if out[0] & 0x80 != 0 {
-        out.insert(0, 0);
-    }
-    out
+    asn1::uint_content(v)
 }
 
 /// The NTLM NEGOTIATE message (MS-NLMP 2.2.1.1) with mutations.

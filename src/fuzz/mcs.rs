@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
+use crate::wire::asn1;
 
 /// Most channel definitions a case writes (the count field may claim more).
 pub const MAX_CHANNEL_DEFS: u64 = 128;
@@ -129,35 +130,13 @@ const DOMAIN_PARAMS: [[u32; 8]; 3] = [
 
 fn ber_len(len: usize, long: Option<u8>) -> Vec<u8> {
     match long {
-        Some(n) => {
-            let n = usize::from(n.clamp(1, 126));
-            let bytes = (len as u64).to_be_bytes();
-            let mut out = vec![0x80 | n as u8];
-            for i in 0..n {
-                out.push(if n - i > 8 { 0 } else { bytes[8 - (n - i)] });
-            }
-            out
-        }
-        None if len < 0x80 => vec![len as u8],
-        None if len < 0x100 => vec![0x81, len as u8],
-        None if len < 0x1_0000 => vec![0x82, (len >> 8) as u8, len as u8],
-        None => {
-            let b = (len as u32).to_be_bytes();
-            vec![0x84, b[0], b[1], b[2], b[3]]
-        }
+        Some(n) => asn1::len_bytes_long(len, n),
+        None => asn1::len_bytes(len),
     }
 }
 
 fn ber_uint(v: u32) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let skip = b.iter().take_while(|x| **x == 0).count().min(3);
-    let mut c = b[skip..].to_vec();
-    if c[0] & 0x80 != 0 {
-        c.insert(0, 0);
-    }
-    let mut out = vec![0x02, c.len() as u8];
-    out.extend(c);
-    out
+    asn1::tlv(0x02, &asn1::uint_content(u64::from(v)))
 }
 
 /// PER length determinant (X.691 10.9): one byte below 128, else two with the top bit set.

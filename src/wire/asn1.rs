@@ -110,6 +110,20 @@ pub fn len_bytes(len: usize) -> Vec<u8> {
     v
 }
 
+/// Long-form length octets of `len` with exactly `octets` length bytes (clamped to 1..=126; the
+/// positions above the 8 bytes of a `u64` are zero): valid BER that DER forbids when not minimal,
+/// as a fuzzer's mutation wants it.
+pub fn len_bytes_long(len: usize, octets: u8) -> Vec<u8> {
+    let n = usize::from(octets.clamp(1, 126));
+    let bytes = (len as u64).to_be_bytes();
+    let mut out = Vec::with_capacity(n + 1);
+    out.push(0x80 | n as u8);
+    for i in 0..n {
+        out.push(if n - i > 8 { 0 } else { bytes[8 - (n - i)] });
+    }
+    out
+}
+
 /// A one-byte-tag TLV with a minimal length.
 pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(content.len() + 10);
@@ -135,6 +149,19 @@ pub fn uint_content(v: u64) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn long_form_lengths_read_back() {
+        for (len, n) in [(0usize, 1u8), (5, 3), (300, 2), (70_000, 4)] {
+            let l = len_bytes_long(len, n);
+            assert_eq!(l.len(), usize::from(n) + 1);
+            let mut tlv = vec![0x30];
+            tlv.extend_from_slice(&l);
+            tlv.extend(std::iter::repeat_n(0u8, len));
+            let (h, content, rest) = read_tlv(&tlv, TagForm::OneByte).expect("valid BER");
+            assert_eq!((h.len, content.len(), rest.len()), (len, len, 0));
+        }
+    }
 
     #[test]
     fn headers() {
