@@ -745,22 +745,23 @@ pub struct CertFacts {
     pub dns_names: Vec<String>,
 }
 
-/// RFC 3339 UTC timestamp ("2024-01-31T12:00:00Z") of seconds since the Unix epoch, for any i64
-/// (civil-from-days, H. Hinnant); years outside 0..=9999 are printed as they come.
+/// RFC 3339 UTC timestamp ("2024-01-31T12:00:00Z") of seconds since the Unix epoch, through the
+/// `time` crate. Years outside 0..=9999 (a hostile NTLM timestamp reaches 60056; RFC 3339 has no
+/// form for them) keep the same layout with the year as it comes, e.g. "30828-09-14T02:48:05Z";
+/// seconds beyond `time`'s ±999,999 years (no caller produces them) read "out-of-range(N)".
 pub fn rfc3339(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let sod = unix_secs.rem_euclid(86_400);
-    let (h, m, s) = (sod / 3600, (sod % 3600) / 60, sod % 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+    match time::OffsetDateTime::from_unix_timestamp(unix_secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("out-of-range({unix_secs})"),
+    }
 }
 
 /// Object identifiers read from certificates.
@@ -1577,6 +1578,13 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
         assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        // FILETIME's last second, beyond RFC 3339's four-digit years, and a year before 0.
+        assert_eq!(
+            rfc3339((u64::MAX / 10_000_000) as i64 - 11_644_473_600),
+            "60056-05-28T05:36:10Z"
+        );
+        assert_eq!(rfc3339(-62_167_219_201), "-001-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MAX), format!("out-of-range({})", i64::MAX));
     }
 
     #[test]
