@@ -21,6 +21,7 @@ PACKAGES=(
   winpr-utils          # winpr-hash: NT hashes for the shadow server's SAM file
   tshark               # validates every capture the tests write
   nmap                 # rdp-enum-encryption / rdp-ntlm-info cross-checks
+  postgresql           # initdb + postgres: the shared scan store's tests (tests/scan_postgres.rs)
   xvfb                 # X display for freerdp-shadow-cli and xfreerdp
   openssl              # certificates for the peers
   libssl-dev           # build: openssl-sys

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::gateway::client::GatewayOptions;
 use crate::probe::{self, Credentials, ProbeOptions, Protocol};
 use crate::report::ConnectionReport;
 use crate::stage::{FailureKind, Stage, Verdict};
@@ -71,6 +72,15 @@ pub struct TargetSpec {
     pub stop_after: Option<String>,
     pub timeout: Option<String>,
     pub deadline: Option<String>,
+    /// Go through an RD Gateway: `HOST:PORT` (port 443 by default), or `lab` with `scenario`:
+    /// the lab's RD Gateway playing the scenario's `[gateway]` section in front of the lab server.
+    /// `address` is then the server as the gateway is asked for it.
+    pub gateway: Option<String>,
+    /// User at the gateway [default: `user`].
+    pub gateway_user: Option<String>,
+    pub gateway_domain: Option<String>,
+    /// The environment variable holding the gateway user's password [default: `password_env`].
+    pub gateway_password_env: Option<String>,
     #[serde(default)]
     pub expect: Expect,
 }
@@ -103,6 +113,11 @@ pub struct Expect {
     pub stage_max_ms: BTreeMap<String, f64>,
     /// The server refuses a client that offers TLS only (a second probe checks it).
     pub nla_required: Option<bool>,
+    /// The HRESULT an RD Gateway refuses a step with, by name (`E_PROXY_RAP_ACCESSDENIED`) or
+    /// number (`0x800759DA`).
+    pub gateway_error: Option<String>,
+    /// The HTTP status an RD Gateway answers with instead of the protocol's (401, 403, 302…).
+    pub http_status: Option<u16>,
 }
 
 /// A target ready to run.
@@ -111,7 +126,18 @@ pub struct Target {
     pub name: String,
     pub source: Source,
     pub options: ProbeOptions,
+    /// The RD Gateway hop, when the target is reached through one.
+    pub gateway: Option<Gateway>,
     pub expect: Expect,
+}
+
+/// The RD Gateway of a target.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    /// Where the gateway is and who to be there (with `lab`, the port is set when it is served).
+    pub options: GatewayOptions,
+    /// The lab's gateway, playing the target's scenario.
+    pub lab: bool,
 }
 
 /// Where a target's server is.
@@ -197,17 +223,34 @@ fn target(
         target: t.name.clone(),
         message,
     };
+    let lab_gateway = t.gateway.as_deref() == Some("lab");
     let (source, host, port) = match (&t.address, &t.scenario) {
         (Some(a), None) => {
             let (h, p) = crate::parse::target(a).map_err(err)?;
             (Source::Address(a.clone()), h, p)
         }
-        (None, Some(s)) => {
+        (a, Some(s)) if a.is_none() || lab_gateway => {
             let sc = crate::scenario::load(s).map_err(|e| err(e.to_string()))?;
-            (Source::Scenario(Box::new(sc)), "127.0.0.1".to_owned(), 0)
+            // Behind the lab gateway, `address` is the name the gateway is asked for.
+            let (h, p) = match a {
+                Some(a) => crate::parse::target(a).map_err(err)?,
+                None => ("127.0.0.1".to_owned(), 0),
+            };
+            (Source::Scenario(Box::new(sc)), h, p)
         }
-        _ => return Err(err("give exactly one of address and scenario".into())),
+        _ => {
+            return Err(err(
+                "give exactly one of address and scenario (both only with gateway = \"lab\")"
+                    .into(),
+            ))
+        }
     };
+    if lab_gateway && t.scenario.is_none() {
+        return Err(err(
+            "gateway = \"lab\" needs a scenario (whose [gateway] section the lab gateway plays)"
+                .into(),
+        ));
+    }
     let mut o = ProbeOptions::new(host, port);
     for s in t.security.iter().flatten() {
         o.protocols.push(
@@ -247,6 +290,54 @@ fn target(
         (None, Some(_)) => return Err(err("password_env needs user".into())),
         (None, None) => {}
     }
+    let gateway = match &t.gateway {
+        None => {
+            if t.gateway_user.is_some() || t.gateway_password_env.is_some() {
+                return Err(err(
+                    "gateway_user / gateway_password_env need gateway".into()
+                ));
+            }
+            None
+        }
+        Some(g) => {
+            let mut go = if lab_gateway {
+                GatewayOptions::new("127.0.0.1", 0)
+            } else {
+                let (h, p) = crate::parse::target(g).map_err(err)?;
+                // A gateway without a port is on 443 (the parser's default is RDP's).
+                let explicit = g.rsplit_once(':').is_some_and(|(h, p)| {
+                    p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']'))
+                });
+                GatewayOptions::new(h, if explicit { p } else { 443 })
+            };
+            let user = t.gateway_user.as_ref().or(t.user.as_ref());
+            let var = t.gateway_password_env.as_ref().or(t.password_env.as_ref());
+            match (user, var) {
+                (Some(user), Some(var)) => {
+                    let pw = password(var)
+                        .ok_or_else(|| err(format!("gateway password_env `{var}` is not set")))?;
+                    go.credentials = Some(Credentials {
+                        user: user.clone(),
+                        domain: t.gateway_domain.clone().or_else(|| t.domain.clone()),
+                        password: pw,
+                    });
+                }
+                (Some(_), None) => {
+                    return Err(err(
+                        "gateway_user needs gateway_password_env (or password_env)".into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(err("gateway_password_env needs gateway_user".into()))
+                }
+                (None, None) => {}
+            }
+            Some(Gateway {
+                options: go,
+                lab: lab_gateway,
+            })
+        }
+    };
     let e = &t.expect;
     // Validate what evaluate() will compare, so a typo is an error now, not a failure later.
     for s in [&e.stage, &e.fails_at].into_iter().flatten() {
@@ -276,10 +367,32 @@ fn target(
     if let Some(n) = &e.negotiation_failure {
         neg_failure(n).ok_or_else(|| err(format!("unknown negotiation_failure `{n}`")))?;
     }
+    if let Some(h) = &e.gateway_error {
+        crate::gateway::tsgu::Hresult::parse(h)
+            .ok_or_else(|| err(format!("unknown gateway_error `{h}`")))?;
+    }
+    if gateway.is_none() {
+        let gw_stage = [&e.stage, &e.fails_at]
+            .into_iter()
+            .flatten()
+            .chain(e.stage_max_ms.keys())
+            .find(|s| Stage::parse(s).is_some_and(|st| st.is_gateway()));
+        if let Some(s) = gw_stage {
+            return Err(err(format!(
+                "`{s}` is a stage of the RD Gateway hop: the target needs gateway"
+            )));
+        }
+        if e.gateway_error.is_some() || e.http_status.is_some() {
+            return Err(err(
+                "expect.gateway_error / expect.http_status need gateway".into(),
+            ));
+        }
+    }
     Ok(Target {
         name: t.name.clone(),
         source,
         options: o,
+        gateway,
         expect: e.clone(),
     })
 }
@@ -509,6 +622,41 @@ pub fn evaluate(
             },
         );
     }
+    if let Some(h) = &e.gateway_error {
+        let want = crate::gateway::tsgu::Hresult::parse(h).map(|h| h.0);
+        let got = match &r.verdict {
+            Verdict::Failed {
+                kind: FailureKind::GatewayError { code, name },
+                ..
+            } => Some((*code, name.as_str())),
+            _ => None,
+        };
+        push(
+            format!("gateway_error = {h}"),
+            want.is_some() && got.map(|g| g.0) == want,
+            match got {
+                Some((c, n)) => format!("{n} (0x{c:08X}) at {}", r.last_stage),
+                None => format!("no gateway error: {reached}"),
+            },
+        );
+    }
+    if let Some(want) = e.http_status {
+        let got = match &r.verdict {
+            Verdict::Failed {
+                kind: FailureKind::HttpStatus { status, reason, .. },
+                ..
+            } => Some((*status, reason.as_str())),
+            _ => None,
+        };
+        push(
+            format!("http_status = {want}"),
+            got.is_some_and(|g| g.0 == want),
+            match got {
+                Some((st, reason)) => format!("HTTP {st} {reason} at {}", r.last_stage),
+                None => format!("no HTTP status refusal: {reached}"),
+            },
+        );
+    }
     if e.nla_required == Some(true) {
         let (held, observed) = match tls_only {
             None => (false, "the TLS-only probe did not run".to_owned()),
@@ -558,52 +706,95 @@ fn total_ms(r: &ConnectionReport) -> f64 {
 pub async fn run_target(t: &Target) -> Result<TargetResult, CheckError> {
     let started = std::time::Instant::now();
     let mut opts = t.options.clone();
-    let lab = match &t.source {
-        Source::Address(_) => None,
+    let mut gw = t.gateway.as_ref().map(|g| g.options.clone());
+    let cannot = |what: &str, e: crate::lab::LabError| CheckError::Target {
+        target: t.name.clone(),
+        message: format!("cannot serve the {what}: {e}"),
+    };
+    let loopback0 = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let (lab, lab_gw) = match &t.source {
+        Source::Address(_) => (None, None),
         Source::Scenario(sc) => {
-            let h = crate::lab::spawn_lab(
-                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                (**sc).clone(),
-            )
-            .map_err(|e| CheckError::Target {
-                target: t.name.clone(),
-                message: format!("cannot serve the scenario: {e}"),
-            })?;
-            opts.port = h.addr.port();
-            Some(h)
+            let h = crate::lab::spawn_lab(loopback0, (**sc).clone())
+                .map_err(|e| cannot("scenario", e))?;
+            let behind_lab_gateway = t.gateway.as_ref().is_some_and(|g| g.lab);
+            if !behind_lab_gateway || opts.port == 0 {
+                opts.port = h.addr.port();
+            }
+            let g = if behind_lab_gateway {
+                let mut gsc = (**sc).clone();
+                // The gateway waits on the relayed server as long as the probe waits on it.
+                gsc.link.read_timeout_ms = u64::try_from(opts.stage_timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(gsc.link.read_timeout_ms);
+                let g = crate::lab::gateway::spawn_gateway(
+                    loopback0,
+                    crate::lab::gateway::GatewayConfig {
+                        scenario: gsc,
+                        target: h.addr,
+                        limits: crate::lab::LabLimits::default(),
+                    },
+                )
+                .map_err(|e| cannot("lab gateway", e))?;
+                if let Some(o) = gw.as_mut() {
+                    o.port = g.addr.port();
+                }
+                Some(g)
+            } else {
+                None
+            };
+            (Some(h), g)
         }
     };
-    let address = match &t.source {
+    let mut address = match &t.source {
         Source::Address(a) => a.clone(),
-        Source::Scenario(sc) => format!("127.0.0.1:{} (lab scenario {})", opts.port, sc.name),
+        Source::Scenario(sc) => match &lab_gw {
+            Some(g) => format!(
+                "{}:{} via lab gateway 127.0.0.1:{} (lab scenario {})",
+                opts.host,
+                opts.port,
+                g.addr.port(),
+                sc.name
+            ),
+            None => format!("127.0.0.1:{} (lab scenario {})", opts.port, sc.name),
+        },
     };
-    let result = probe::probe(&opts).await;
+    if let (Some(g), None) = (&gw, &lab_gw) {
+        let _ = write!(address, " via gateway {}:{}", g.host, g.port);
+    }
+    let go = |o: ProbeOptions| {
+        let gw = gw.clone();
+        async move {
+            match gw {
+                Some(g) => crate::gateway::client::probe(&o, &g).await.report,
+                None => probe::probe(&o).await.report,
+            }
+        }
+    };
+    let report = go(opts.clone()).await;
     let tls_only = if t.expect.nla_required == Some(true) {
         let mut o = opts.clone();
         o.protocols = vec![Protocol::Ssl];
         o.credentials = None;
         o.stop_after = Some(Stage::X224);
-        Some(probe::probe(&o).await.report)
+        Some(go(o).await)
     } else {
         None
     };
+    if let Some(g) = lab_gw {
+        g.stop();
+    }
     if let Some(h) = lab {
         h.stop();
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let outcomes = evaluate(
-        &t.expect,
-        opts.stop_after,
-        &result.report,
-        tls_only.as_ref(),
-        now,
-    );
+    let outcomes = evaluate(&t.expect, opts.stop_after, &report, tls_only.as_ref(), now);
     Ok(TargetResult {
         name: t.name.clone(),
         address,
         outcomes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
-        report: result.report,
+        report,
         tls_only_report: tls_only,
     })
 }

@@ -239,3 +239,147 @@ expect.stage_max_ms = { x224 = 2000, tls = 2000 }
         text(&out.stderr)
     );
 }
+
+#[test]
+fn gateway_expectations_through_the_lab_rd_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.toml");
+    // Lab gateway scenarios as targets: check serves each behind the lab's RD Gateway.
+    std::fs::write(
+        &file,
+        r#"
+[defaults]
+timeout = "3s"
+deadline = "20s"
+
+[[target]]
+name = "healthy gateway reaches connected"
+scenario = "gw-healthy"
+gateway = "lab"
+address = "rdp01.corp.example"
+user = "user"
+password_env = "LAB_PW"
+expect.stage = "connected"
+expect.stage_max_ms = { gw_tunnel = 5000 }
+
+[[target]]
+name = "rap denies rdp01"
+scenario = "gw-rap-denied"
+gateway = "lab"
+address = "rdp01"
+user = "user"
+password_env = "LAB_PW"
+expect.fails_at = "gw_channel"
+expect.gateway_error = "E_PROXY_RAP_ACCESSDENIED"
+
+[[target]]
+name = "wrong gateway password is a 401"
+scenario = "gw-healthy"
+gateway = "lab"
+user = "user"
+password_env = "LAB_PW"
+gateway_password_env = "WRONG_PW"
+expect.fails_at = "gw_auth"
+expect.http_status = 401
+
+[[target]]
+name = "rap denial expected but the gateway lets it through"
+scenario = "gw-healthy"
+gateway = "lab"
+address = "rdp01"
+user = "user"
+password_env = "LAB_PW"
+expect.fails_at = "gw_channel"
+expect.gateway_error = "0x800759DA"
+
+[[target]]
+name = "forbidden is a 403 not a 401"
+scenario = "gw-forbidden"
+gateway = "lab"
+user = "user"
+password_env = "LAB_PW"
+expect.fails_at = "gw_http"
+expect.http_status = 401
+"#,
+    )
+    .expect("write");
+    let junit = dir.path().join("junit.xml");
+    let json = dir.path().join("results.jsonl");
+    let out = check(
+        &file,
+        &junit,
+        &json,
+        &[("LAB_PW", "pass"), ("WRONG_PW", "Wr0ng-canary")],
+    );
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(rdprobe::report::exit::EXPECTATION),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("5 target(s): 3 passed, 2 failed (3 broken expectation(s)), 0 error(s)"),
+        "{stderr}"
+    );
+    let xml = std::fs::read_to_string(&junit).expect("junit");
+    assert!(
+        xml.contains("tests=\"5\" failures=\"2\" errors=\"0\""),
+        "{xml}"
+    );
+    for name in [
+        "healthy gateway reaches connected",
+        "rap denies rdp01",
+        "wrong gateway password is a 401",
+    ] {
+        let tc = testcase(&xml, name);
+        assert!(!tc.contains("<failure"), "{tc}");
+        assert!(tc.contains("via lab gateway 127.0.0.1:"), "{tc}");
+    }
+    // Both expectations broken, each with the evidence: the session went through.
+    let tc = testcase(&xml, "rap denial expected but the gateway lets it through");
+    assert_eq!(tc.matches("<failure ").count(), 2, "{tc}");
+    assert!(tc.contains("expected fails_at = gw_channel"), "{tc}");
+    assert!(tc.contains("expected gateway_error = 0x800759DA"), "{tc}");
+    assert!(
+        tc.contains("observed: no gateway error: ok at connected"),
+        "{tc}"
+    );
+    // Right stage, wrong status: one failure naming what the gateway said.
+    let tc = testcase(&xml, "forbidden is a 403 not a 401");
+    assert_eq!(tc.matches("<failure ").count(), 1, "{tc}");
+    assert!(tc.contains("expected http_status = 401"), "{tc}");
+    assert!(tc.contains("observed: HTTP 403"), "{tc}");
+    // The JSON lines carry the gateway stages; no password anywhere.
+    let lines = std::fs::read_to_string(&json).expect("json");
+    let first: serde_json::Value =
+        serde_json::from_str(lines.lines().next().expect("a line")).expect("json");
+    assert_eq!(first["report"]["stages"][0]["stage"], "gw_tcp");
+    assert_eq!(first["report"]["last_stage"], "connected");
+    for s in [&stdout, &stderr, &xml, &lines] {
+        assert!(!s.contains("Wr0ng-canary"));
+    }
+}
+
+#[test]
+fn gateway_expectations_need_a_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[target]]\nname = \"direct\"\naddress = \"127.0.0.1:9\"\nexpect.fails_at = \"gw_channel\"\n",
+    )
+    .expect("write");
+    let out = check(
+        &file,
+        &dir.path().join("j.xml"),
+        &dir.path().join("r.jsonl"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(rdprobe::report::exit::USAGE));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("direct") && err.contains("needs gateway"),
+        "{err}"
+    );
+}

@@ -461,3 +461,120 @@ fn credentials_and_the_per_host_limit() {
     assert!(serial >= Duration::from_millis(1950), "{serial:?}");
     assert!(parallel < Duration::from_millis(1900), "{parallel:?}");
 }
+
+#[test]
+fn scan_enum_enumerates_every_target_and_the_store_keeps_it() {
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("start xrdp (apt-get install xrdp)");
+    let healthy = lab("healthy-tls");
+    let closed = closed_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("results.db");
+    let lab_t = format!("127.0.0.1:{}", healthy.addr.port());
+    let xrdp_t = format!("127.0.0.1:{}", xrdp.port());
+    let closed_t = format!("127.0.0.1:{closed}");
+    let out = scan(&[
+        &lab_t,
+        &xrdp_t,
+        &closed_t,
+        "--enum",
+        "--no-ciphers",
+        "--json",
+        "--timeout",
+        "3s",
+        "--deadline",
+        "60s",
+        "--store",
+        db.to_str().expect("path"),
+        "--run",
+        "enum",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let r = results(&text(&out.stdout));
+    assert_eq!(r.len(), 3, "{r:?}");
+    // The schema of `enum --json`, plus the target: no probe report fields.
+    for v in r.values() {
+        assert_eq!(v["mode"], "enum");
+        assert!(
+            v["protocols"].is_array() && v.get("last_stage").is_none(),
+            "{v}"
+        );
+    }
+    let accepted = |v: &serde_json::Value, p: &str| {
+        v["protocols"]
+            .as_array()
+            .expect("protocols")
+            .iter()
+            .any(|n| n["offered"][0] == p && n["accepted"] == true)
+    };
+    let tls_versions = |v: &serde_json::Value| -> Vec<String> {
+        v["tls"]["versions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["accepted"] == true)
+                    .map(|x| x["version"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let l = &r[&lab_t];
+    assert!(accepted(l, "PROTOCOL_SSL"), "{l}");
+    assert!(!tls_versions(l).is_empty(), "{l}");
+    let x = &r[&xrdp_t];
+    assert!(
+        accepted(x, "PROTOCOL_SSL") && accepted(x, "PROTOCOL_RDP"),
+        "{x}"
+    );
+    assert!(tls_versions(x).contains(&"TLSv1.2".to_owned()), "{x}");
+    assert!(x["rdp_security"]["methods"].is_array(), "{x}");
+    let c = &r[&closed_t];
+    assert!(
+        c["protocols"]
+            .as_array()
+            .expect("protocols")
+            .iter()
+            .all(|n| n["error"].is_string()),
+        "{c}"
+    );
+    // The summary counts enumerations by outcome.
+    assert!(err.contains("enum ok"), "{err}");
+    assert!(err.contains("enum unreachable"), "{err}");
+    // The store keeps every enumeration: its row, the JSON line, each section as a fact.
+    let conn = rusqlite::Connection::open(&db).expect("open store");
+    let rows: Vec<(String, String, String, Option<String>, String)> = conn
+        .prepare(
+            "SELECT target, last_stage, verdict, tls_version, result FROM targets ORDER BY target",
+        )
+        .expect("query")
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for (t, stage, verdict, tls, json) in &rows {
+        assert_eq!(stage, "enum");
+        let v: serde_json::Value = serde_json::from_str(json).expect("stored json");
+        assert_eq!(&v, &r[t], "the stored line is the printed one");
+        if *t == closed_t {
+            assert_eq!(verdict, "unreachable");
+            assert_eq!(tls, &None);
+        } else {
+            assert_eq!(verdict, "ok");
+            assert!(
+                tls.as_deref().is_some_and(|v| v.starts_with("TLSv1.")),
+                "{t}: {tls:?}"
+            );
+        }
+    }
+    let facts: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM facts WHERE stage = 'enum' AND key = 'protocols'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("facts");
+    assert_eq!(facts, 3);
+}

@@ -55,9 +55,16 @@ pub struct ScanArgs {
     /// Print one JSON object per target (JSON lines), as each ends
     #[arg(long)]
     json: bool,
-    /// Keep results in this SQLite file (runs, targets, stages, facts)
-    #[arg(long, value_name = "FILE")]
-    store: Option<PathBuf>,
+    /// Keep results in this SQLite file, or a PostgreSQL database shared by shards
+    /// (postgres://USER@HOST:PORT/DB; the password from PGPASSWORD, or the whole URL from the
+    /// RDPROBE_STORE environment variable, e.g. a Kubernetes Secret, never from the command line)
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        env = "RDPROBE_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
     /// Name of the run in the store [default: scan-<UTC time>; with --resume: the latest run]
     #[arg(long, requires = "store")]
     run: Option<String>,
@@ -71,6 +78,29 @@ pub struct ScanArgs {
     /// Allow targets outside loopback (127.0.0.0/8, ::1, localhost)
     #[arg(long)]
     allow_remote: bool,
+    /// Enumerate every target instead of probing it (what `rdprobe enum` finds: protocols, RDP
+    /// encryption methods, TLS versions and cipher suites, certificate, NTLM info); JSON lines
+    /// have the schema of `enum --json` plus `target`; --deadline bounds each enumeration
+    #[arg(long = "enum", conflicts_with_all = ["stop_after", "security"])]
+    enumerate: bool,
+    /// With --enum: TLS versions and each version's first-choice suite only (far fewer connections)
+    #[arg(long, requires = "enumerate")]
+    no_ciphers: bool,
+}
+
+/// Where `--store` points; a password on the command line is refused (it would show in `ps` and
+/// in the run's stored command).
+fn store_location(s: &str) -> Result<store::Location> {
+    let loc = store::Location::parse(s);
+    if let store::Location::Postgres(url) = &loc {
+        let from_argv = std::env::args().any(|a| a.contains(url.as_str()));
+        if from_argv && scan::postgres::redact(url) != *url {
+            return Err(super::usage(
+                "--store: no password in a URL on the command line; use PGPASSWORD, or put the URL in RDPROBE_STORE",
+            ));
+        }
+    }
+    Ok(loc)
 }
 
 fn parse_rate(s: &str) -> Result<f64> {
@@ -118,8 +148,16 @@ fn options(a: &ScanArgs) -> Result<ScanOptions> {
         Some(s) => Shard::parse(s, &|v| std::env::var(v).ok()).map_err(super::usage)?,
         None => Shard::ALL,
     };
+    let enumerate = a.enumerate.then(|| {
+        let mut e = rdprobe::enumerate::EnumOptions::new("", 0);
+        e.timeout = o.stage_timeout;
+        e.credentials = o.credentials.clone();
+        e.skip_ciphers = a.no_ciphers;
+        e
+    });
     Ok(ScanOptions {
         probe: o,
+        enumerate,
         concurrency: a.concurrency,
         rate: a.rate.as_deref().map(parse_rate).transpose()?,
         per_host: a.per_host,
@@ -129,21 +167,53 @@ fn options(a: &ScanArgs) -> Result<ScanOptions> {
 
 /// One line per target when not writing JSON.
 fn text_line(r: &ScanResult) -> String {
-    let proto = r
-        .report
-        .fact(Stage::X224, "selected_protocol")
-        .and_then(|v| v.as_str())
-        .unwrap_or("-")
-        .trim_start_matches("PROTOCOL_")
-        .to_owned();
+    let (proto, summary) = match &r.outcome {
+        scan::Outcome::Probe(rep) => (
+            rep.fact(Stage::X224, "selected_protocol")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            rep.summary.clone(),
+        ),
+        scan::Outcome::Enum(e) => {
+            let accepted: Vec<&str> = e
+                .protocols
+                .iter()
+                .filter(|p| p.accepted)
+                .flat_map(|p| p.offered.iter().map(String::as_str))
+                .collect();
+            let tls: Vec<&str> = e
+                .tls
+                .iter()
+                .flat_map(|t| t.versions.iter().filter(|v| v.accepted))
+                .map(|v| v.version.as_str())
+                .collect();
+            (
+                e.common_offer.selected.clone(),
+                format!(
+                    "protocols {}; TLS {}",
+                    if accepted.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        accepted.join(",")
+                    },
+                    if tls.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        tls.join(",")
+                    }
+                ),
+            )
+        }
+    };
+    let proto = proto.unwrap_or_else(|| "-".into());
     format!(
         "{:<28} {:<12} {:<20} {:<10} {:>8.1} ms  {}",
         r.target.key(),
-        r.report.last_stage.as_str(),
-        scan::verdict_kind(&r.report.verdict),
-        proto,
+        r.last_stage_name(),
+        r.verdict_name(),
+        proto.trim_start_matches("PROTOCOL_"),
         r.elapsed_ms,
-        r.report.summary
+        summary
     )
 }
 
@@ -162,10 +232,11 @@ pub async fn run(a: ScanArgs, interrupted: impl Future<Output = ()>) -> Result<i
         }
     }
     let store = match &a.store {
-        Some(path) => {
+        Some(loc) => {
+            let path = store_location(loc)?;
             let name = match (&a.run, a.resume) {
                 (Some(n), _) => n.clone(),
-                (None, true) => store::latest_run(&store::open(path)?)?
+                (None, true) => store::latest_run(&store::connect(&path)?)?
                     .ok_or_else(|| super::usage("--resume: the store has no run yet"))?,
                 (None, false) => format!(
                     "scan-{}",
@@ -177,11 +248,10 @@ pub async fn run(a: ScanArgs, interrupted: impl Future<Output = ()>) -> Result<i
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             // Shards of one run write into it side by side.
             let join = a.resume || opts.shard.n > 1;
-            let s = store::Store::open_run(path, &name, join, &command)
+            let s = store::Store::open_run(&path, &name, join, &command)
                 .map_err(|e| super::usage(e.to_string()))?;
             eprintln!(
-                "run `{name}` in {} ({} target(s) already done)",
-                path.display(),
+                "run `{name}` in {path} ({} target(s) already done)",
                 s.count()?
             );
             Some(s)
@@ -276,9 +346,14 @@ pub struct DiffArgs {
     before: String,
     /// After: same
     after: String,
-    /// Compare two runs of this store instead of two files
-    #[arg(long, value_name = "FILE")]
-    store: Option<PathBuf>,
+    /// Compare two runs of this store (SQLite file or postgres:// URL) instead of two files
+    #[arg(
+        long,
+        value_name = "FILE|URL",
+        env = "RDPROBE_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
     /// A stage is slower when it took more than this factor times as long...
     #[arg(long, default_value_t = 2.0)]
     time_factor: f64,
@@ -319,10 +394,7 @@ fn lines_of(
     }))
 }
 
-fn run_lines(
-    conn: &rusqlite::Connection,
-    run: &str,
-) -> Result<Vec<Result<(String, diff::Digest), String>>> {
+fn run_lines(conn: &store::Conn, run: &str) -> Result<Vec<Result<(String, diff::Digest), String>>> {
     let mut v = Vec::new();
     store::for_each_result(conn, run, |s| {
         v.push(diff::parse_line(s).map_err(|e| format!("run {run}: {e}")));
@@ -349,11 +421,14 @@ pub fn diff(a: DiffArgs) -> Result<i32> {
         }
     };
     let sum = match &a.store {
-        Some(path) => {
-            if !path.exists() {
-                return Err(super::usage(format!("no store at {}", path.display())));
+        Some(loc) => {
+            let loc = store_location(loc)?;
+            if let store::Location::Sqlite(path) = &loc {
+                if !path.exists() {
+                    return Err(super::usage(format!("no store at {}", path.display())));
+                }
             }
-            let conn = store::open(path)?;
+            let conn = store::connect(&loc)?;
             let before = run_lines(&conn, &a.before)?;
             let after = run_lines(&conn, &a.after)?;
             diff::diff(before, after, tol, &mut write)

@@ -2,9 +2,10 @@
 //! limit, a global rate limit and a limit of probes in flight per host; results stream to the
 //! caller as each target ends. Memory does not grow with the target list: targets are generated
 //! lazily ([`targets`]), a bounded number wait for a busy host, and results are handed on, not kept.
-//! [`store`] keeps results in SQLite beyond the run (and lets a run resume); [`diff`] compares runs.
+//! [`store`] keeps results in SQLite or PostgreSQL beyond the run (and lets a run resume); [`diff`] compares runs.
 
 pub mod diff;
+pub mod postgres;
 pub mod store;
 pub mod targets;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::enumerate::{EnumOptions, EnumReport};
 use crate::probe::{self, ProbeOptions};
 use crate::report::ConnectionReport;
 use crate::stage::{Stage, Verdict};
@@ -41,6 +43,9 @@ pub enum ScanError {
 pub struct ScanOptions {
     /// The probe every target gets (host and port are replaced per target).
     pub probe: ProbeOptions,
+    /// `--enum`: every target gets this enumeration instead of the probe (host and port replaced
+    /// per target; bounded by the probe's `deadline`).
+    pub enumerate: Option<EnumOptions>,
     /// Most probes in flight.
     pub concurrency: usize,
     /// Most probes started per second, over the whole scan (None: no limit).
@@ -51,29 +56,86 @@ pub struct ScanOptions {
     pub shard: Shard,
 }
 
+/// What one target gave: a probe's report, or an enumeration (`--enum`).
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Probe(ConnectionReport),
+    Enum(Box<EnumReport>),
+}
+
 /// One target's result.
 #[derive(Clone, Debug)]
 pub struct ScanResult {
     pub target: Target,
-    pub report: ConnectionReport,
+    pub outcome: Outcome,
     /// Wall time of the probe, in milliseconds.
     pub elapsed_ms: f64,
 }
 
+/// Whether any X.224 question of an enumeration got an answer.
+pub fn enum_answered(e: &EnumReport) -> bool {
+    e.protocols
+        .iter()
+        .chain(std::iter::once(&e.all_offered))
+        .any(|p| p.error.is_none())
+}
+
 impl ScanResult {
+    /// The probe's report (None for an enumeration).
+    pub fn report(&self) -> Option<&ConnectionReport> {
+        match &self.outcome {
+            Outcome::Probe(r) => Some(r),
+            Outcome::Enum(_) => None,
+        }
+    }
+
+    /// The last stage reached (`enum` for an enumeration).
+    pub fn last_stage_name(&self) -> &'static str {
+        match &self.outcome {
+            Outcome::Probe(r) => r.last_stage.as_str(),
+            Outcome::Enum(_) => "enum",
+        }
+    }
+
+    /// `ok` or the failure kind; an enumeration is `ok` when the server answered at all, else
+    /// `unreachable`.
+    pub fn verdict_name(&self) -> &'static str {
+        match &self.outcome {
+            Outcome::Probe(r) => verdict_kind(&r.verdict),
+            Outcome::Enum(e) if enum_answered(e) => "ok",
+            Outcome::Enum(_) => "unreachable",
+        }
+    }
+
+    pub fn failing(&self) -> bool {
+        match &self.outcome {
+            Outcome::Probe(r) => is_failing(r),
+            Outcome::Enum(e) => !enum_answered(e),
+        }
+    }
+
     /// The JSON line: the schema of `probe --json` (the report, `exit_code`, `diagnosis`) plus
-    /// `target` (`host:port`) and `elapsed_ms`.
+    /// `target` (`host:port`) and `elapsed_ms`; with `--enum`, the schema of `enum --json` with
+    /// `target` (`host:port`) and `"mode": "enum"`.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.report).unwrap_or_default();
+        let report = match &self.outcome {
+            Outcome::Probe(r) => r,
+            Outcome::Enum(e) => {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.insert("target".into(), self.target.key().into());
+                    m.insert("mode".into(), "enum".into());
+                }
+                return v;
+            }
+        };
+        let mut v = serde_json::to_value(report).unwrap_or_default();
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("target".into(), self.target.key().into());
-            m.insert(
-                "exit_code".into(),
-                crate::report::exit_code(&self.report).into(),
-            );
+            m.insert("exit_code".into(), crate::report::exit_code(report).into());
             m.insert(
                 "diagnosis".into(),
-                serde_json::to_value(crate::diagnose::diagnose(&self.report)).unwrap_or_default(),
+                serde_json::to_value(crate::diagnose::diagnose(report)).unwrap_or_default(),
             );
             m.insert(
                 "elapsed_ms".into(),
@@ -136,20 +198,16 @@ impl Summary {
     pub fn add(&mut self, r: &ScanResult) {
         self.done += 1;
         self.total_ms += r.elapsed_ms;
-        let key = format!(
-            "{} {}",
-            r.report.last_stage.as_str(),
-            verdict_kind(&r.report.verdict)
-        );
+        let key = format!("{} {}", r.last_stage_name(), r.verdict_name());
         *self.by_outcome.entry(key).or_default() += 1;
-        if is_failing(&r.report) {
+        if r.failing() {
             self.failing += 1;
-            *self
-                .failures_by_stage
-                .entry(r.report.last_stage)
-                .or_default() += 1;
+            if let Some(rep) = r.report() {
+                *self.failures_by_stage.entry(rep.last_stage).or_default() += 1;
+            }
         }
-        for s in r.report.stages.iter().filter(|s| s.duration_ms > 0.0) {
+        let stages = r.report().map_or(&[][..], |rep| &rep.stages[..]);
+        for s in stages.iter().filter(|s| s.duration_ms > 0.0) {
             let slower = self.slowest.len() < SLOWEST_KEPT
                 || self
                     .slowest
@@ -308,13 +366,28 @@ where
             let mut o = opts.probe.clone();
             o.host = t.host.clone();
             o.port = t.port;
+            let en = opts.enumerate.clone().map(|mut e| {
+                e.host = t.host.clone();
+                e.port = t.port;
+                e
+            });
             inflight.spawn(async move {
                 let host = t.host.clone();
                 let started = Instant::now();
-                let res = tokio::time::timeout(hard_limit, probe::probe(&o)).await;
-                let res = res.ok().map(|r| ScanResult {
+                let outcome = match en {
+                    // An enumeration has no overall deadline of its own: the probe's bounds it.
+                    Some(e) => tokio::time::timeout(o.deadline, crate::enumerate::enumerate(&e))
+                        .await
+                        .ok()
+                        .map(|r| Outcome::Enum(Box::new(r))),
+                    None => tokio::time::timeout(hard_limit, probe::probe(&o))
+                        .await
+                        .ok()
+                        .map(|r| Outcome::Probe(r.report)),
+                };
+                let res = outcome.map(|outcome| ScanResult {
                     target: t,
-                    report: r.report,
+                    outcome,
                     elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
                 });
                 (host, res)

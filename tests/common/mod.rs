@@ -25,6 +25,7 @@ pub mod bad;
 pub mod certs;
 pub mod clients;
 pub mod net;
+pub mod pg_server;
 pub mod process;
 pub mod shadow;
 pub mod tls;
@@ -40,6 +41,7 @@ pub use clients::{
     xfreerdp_on, XfreerdpRun,
 };
 pub use net::*;
+pub use pg_server::Postgres;
 pub use process::{find_binary, require_binary, ProcessGuard};
 pub use shadow::{nt_hash_hex, sam_line, FreerdpShadow, Xvfb};
 pub use tls::{tls_after_x224, TlsFacts, TlsRange};
