@@ -651,6 +651,11 @@ impl Machine<'_> {
                     self.ended_by = Some(Side::Server);
                     return;
                 }
+                // The client gave up after the path dropped data (the server's flight retransmitted
+                // and never acknowledged, as the server's own capture shows it): the network.
+                if self.dropped_before_end(Dir::C2S) {
+                    return;
+                }
                 match self.last_pdu {
                     // The client was waiting for an answer (its last PDU was a request, not its own
                     // TLS alert) and gave up after a noticeable wait: the server went silent.
