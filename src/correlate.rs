@@ -38,6 +38,9 @@ pub const MATCH_MIN_SCORE: i32 = 6;
 /// Two flows whose starts differ by more than this from the captures' clock offset are not the
 /// same connection.
 const MAX_START_SKEW_US: i64 = 30_000_000;
+/// Segments this large or smaller pass every IPv4 path (536 bytes: the default MSS, RFC 879): a
+/// lost segment must be larger to count toward a path-MTU black hole.
+pub const MTU_MIN_SEGMENT: u32 = 536;
 /// Rows of the side-by-side table before the rest is counted.
 pub const DEFAULT_TABLE_ROWS: usize = 60;
 
@@ -392,7 +395,8 @@ pub struct Finding {
 pub struct Connection {
     /// Views ordered from the client's end to the server's.
     pub views: Vec<View>,
-    /// What the match rests on ("client_isn", "server_isn", "cookie", "payload", "timing").
+    /// What the match rests on ("client_isn", "server_isn", "cookie", "payload", "addresses",
+    /// "timing").
     pub matched_by: Vec<String>,
     pub findings: Vec<Finding>,
     /// One line: the first finding, or what every view agrees on.
@@ -461,6 +465,11 @@ fn score(a: &Flow, b: &Flow, offset_us: Option<i64>) -> (i32, Vec<&'static str>)
     }
     if a.server.map(|x| x.port()) == b.server.map(|x| x.port()) {
         s += 1;
+    }
+    if a.client.is_some() && a.client == b.client && a.server == b.server {
+        // No NAT between the captures: the same addresses and ports.
+        s += 4;
+        why.push("addresses");
     }
     if let Some(off) = offset_us {
         let d = b.first_t_us as i64 - a.first_t_us as i64 - off;
@@ -846,7 +855,7 @@ fn compare(uf: &Flow, df: &Flow, u: &View, d: &View, out: &mut Vec<Finding>) {
             .sum();
             let small_passed = rf.pkts.iter().any(|p| p.dir == dir && p.kind == Kind::Data);
             let mtu = small_passed
-                && lost.iter().all(|p| p.len >= FULL_SIZE_MIN && p.df)
+                && lost.iter().all(|p| p.len > MTU_MIN_SEGMENT && p.df)
                 && rf
                     .pkts
                     .iter()
