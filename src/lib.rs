@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod check;
 pub mod codes;
+pub mod correlate;
 pub mod decode;
 pub mod diagnose;
 pub mod enumerate;

@@ -174,6 +174,20 @@ enum Cmd {
     ///   rdprobe diff --store results.db weekly-49 weekly-50
     #[command(verbatim_doc_comment)]
     Diff(cli::scan::DiffArgs),
+    /// Match the same connections across captures taken at different points (client host, router,
+    /// server host) and name the hop where packets were dropped, resets injected, full-size
+    /// segments lost (path-MTU black hole) or packets lost one way.
+    ///
+    /// Connections are matched by initial sequence numbers, the X.224 cookie, payload hashes and
+    /// timing (NAT and clock offsets allowed); each capture's vantage point (client side, server
+    /// side, in the path) comes from the TTLs. Exit code 0 when nothing was lost or added between
+    /// the captures, 3 when something was.
+    ///
+    /// Examples:
+    ///   rdprobe correlate client.pcapng server.pcapng
+    ///   rdprobe correlate client.pcapng router.pcapng server.pcapng --json
+    #[command(verbatim_doc_comment)]
+    Correlate(cli::correlate::CorrelateArgs),
     /// List the built-in lab scenarios.
     Scenarios,
     /// Explain an mstsc disconnect code, an RDP_NEG_FAILURE code, an NTSTATUS or a Set Error Info code.
@@ -228,6 +242,7 @@ fn main() -> ExitCode {
             Cmd::Check(a) => cli::check::run(a, cli::interrupted()).await,
             Cmd::Scan(a) => cli::scan::run(a, cli::interrupted()).await,
             Cmd::Diff(a) => cli::scan::diff(a),
+            Cmd::Correlate(a) => cli::correlate::run(a),
             Cmd::Scenarios => cli::lab::cmd_scenarios(),
             Cmd::Explain { code, ext } => cli::explain::cmd_explain(&code, ext.as_deref()),
         }

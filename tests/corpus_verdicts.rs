@@ -188,3 +188,65 @@ fn analyze_matches_corpus_ground_truth() {
         problems.join("\n")
     );
 }
+
+/// Issue 14: HYBRID_EX sessions captured without keys. The record sizes show the 4-byte Early User
+/// Authorization Result after the client's credentials (a 28-byte AES-GCM record), the client goes
+/// on, and a long exchange both ways follows: NLA succeeded and the session came up, said to be
+/// inferred (corpus `more/`: INDEX.md's inference for both SharpRDP sessions and the uncut nDPI one).
+#[test]
+fn hybrid_ex_without_keys_is_inferred_connected() {
+    let Some(dir) = corpus_dir() else {
+        eprintln!("corpus not found: inference suite not run");
+        return;
+    };
+    let more = dir.join("more");
+    for (file, conns) in [
+        ("pcapattack_LM_rdp_sharprdp.pcapng", 2),
+        ("ndpi_rdp-2019-full.pcap", 1),
+    ] {
+        let reports = analyze(&more.join(file));
+        assert_eq!(reports.len(), conns, "{file}");
+        for r in &reports {
+            assert_eq!(r.last_stage, Stage::Connected, "{file}: {}", r.summary);
+            assert_eq!(r.verdict, Verdict::Ok, "{file}: {}", r.summary);
+            assert_eq!(
+                s(r.fact(Stage::Credssp, "early_user_auth")).as_deref(),
+                Some("success"),
+                "{file}"
+            );
+            assert_eq!(
+                r.fact(Stage::Credssp, "inferred"),
+                Some(&Value::Bool(true)),
+                "{file}"
+            );
+            assert!(r.fact(Stage::Connected, "inferred").is_some(), "{file}");
+            assert!(
+                r.summary.contains("inferred without TLS keys"),
+                "{}",
+                r.summary
+            );
+            assert!(
+                r.notes
+                    .iter()
+                    .any(|n| n.contains("Early User Authorization Result")),
+                "{file}: {:?}",
+                r.notes
+            );
+        }
+    }
+    // The 20-packet cut of the nDPI session holds the result but not the session: NLA passed, the
+    // capture ended before anything else was proven.
+    let r = &analyze(&dir.join("ndpi_rdp.pcap"))[0];
+    assert_eq!(r.last_stage, Stage::Credssp, "{}", r.summary);
+    assert!(
+        matches!(
+            r.verdict,
+            Verdict::Failed {
+                kind: FailureKind::CaptureEnded,
+                ..
+            }
+        ),
+        "{}",
+        r.summary
+    );
+}

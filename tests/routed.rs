@@ -230,3 +230,492 @@ fn routed_faults_blame_the_right_party() {
         r.summary
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Both vantage points: dumpcap at the client's end (c0) and at the server's end (s0) for every
+// case, xfreerdp and `rdprobe probe` as the clients; each capture is analyzed alone and the two are
+// correlated (`rdprobe::correlate`, and the `correlate` command once).
+
+mod common;
+
+use rdprobe::correlate::{correlate, read_flows, CaptureFlows, Correlation, FindingKind};
+use rdprobe::trace::Dir;
+
+/// Same topology as [`topo`], under names of its own (`tag`), so it can run beside it.
+fn topo_tagged(tag: &str) -> Topo {
+    let id = std::process::id() % 10_000;
+    let t = Topo {
+        c: format!("rc{tag}{id}"),
+        r: format!("rr{tag}{id}"),
+        s: format!("rs{tag}{id}"),
+        lab: None,
+    };
+    for n in [&t.c, &t.r, &t.s] {
+        sh(&["ip", "netns", "del", n]);
+        assert!(
+            sh(&["ip", "netns", "add", n]),
+            "cannot create network namespaces: run as root with iproute2 installed"
+        );
+        assert!(sh(&["ip", "-n", n, "link", "set", "lo", "up"]));
+    }
+    let (c, r, s) = (t.c.as_str(), t.r.as_str(), t.s.as_str());
+    let steps: Vec<Vec<&str>> = vec![
+        vec![
+            "ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "r0", "netns", r,
+        ],
+        vec![
+            "ip", "link", "add", "s0", "netns", s, "type", "veth", "peer", "name", "r1", "netns", r,
+        ],
+        vec!["ip", "-n", c, "addr", "add", "10.78.1.2/24", "dev", "c0"],
+        vec!["ip", "-n", c, "link", "set", "c0", "up"],
+        vec!["ip", "-n", c, "route", "add", "default", "via", "10.78.1.1"],
+        vec!["ip", "-n", r, "addr", "add", "10.78.1.1/24", "dev", "r0"],
+        vec!["ip", "-n", r, "link", "set", "r0", "up"],
+        vec!["ip", "-n", r, "addr", "add", "10.78.2.1/24", "dev", "r1"],
+        vec!["ip", "-n", r, "link", "set", "r1", "up"],
+        vec!["ip", "-n", s, "addr", "add", "10.78.2.2/24", "dev", "s0"],
+        vec!["ip", "-n", s, "link", "set", "s0", "up"],
+        vec!["ip", "-n", s, "route", "add", "default", "via", "10.78.2.1"],
+        vec![
+            "ip",
+            "netns",
+            "exec",
+            r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    ];
+    for st in &steps {
+        assert!(sh(st), "topology step failed: {st:?}");
+    }
+    // Segments as the wire carries them at both ends (no offloaded super-segments in the captures).
+    if common::process::find_binary("ethtool").is_some() {
+        for (n, dev) in [(c, "c0"), (r, "r0"), (r, "r1"), (s, "s0")] {
+            sh(&[
+                "ip", "netns", "exec", n, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro",
+                "off",
+            ]);
+        }
+    }
+    t
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Client {
+    Probe,
+    Xfreerdp,
+}
+
+struct Twin {
+    client: std::path::PathBuf,
+    server: std::path::PathBuf,
+}
+
+fn dumpcap(ns: &str, dev: &str, out: &std::path::Path) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "dumpcap", "-q", "-i", dev, "-w"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dumpcap (apt-get install tshark)")
+}
+
+/// Captures at both ends while `client` connects once through the router.
+fn connect_captured(
+    t: &Topo,
+    dir: &std::path::Path,
+    name: &str,
+    client: Client,
+    xvfb: &common::shadow::Xvfb,
+) -> Twin {
+    let tw = Twin {
+        client: dir.join(format!("{name}-{client:?}-client.pcapng")),
+        server: dir.join(format!("{name}-{client:?}-server.pcapng")),
+    };
+    let mut caps = [
+        dumpcap(&t.c, "c0", &tw.client),
+        dumpcap(&t.s, "s0", &tw.server),
+    ];
+    std::thread::sleep(Duration::from_millis(1500));
+    match client {
+        Client::Probe => {
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &t.c, BIN, "probe", "10.78.2.2"])
+                .args(["--timeout", "4s", "--deadline", "12s"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        Client::Xfreerdp => {
+            let home = tempfile::tempdir().unwrap();
+            let mut x = Command::new("ip")
+                .args(["netns", "exec", &t.c, "xfreerdp", "/v:10.78.2.2:3389"])
+                .args([
+                    "/cert:ignore",
+                    "/sec:tls",
+                    "+auth-only",
+                    "/u:nobody",
+                    "/p:x",
+                ])
+                .env("DISPLAY", xvfb.display())
+                .env("HOME", home.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("xfreerdp (apt-get install freerdp2-x11)");
+            let until = std::time::Instant::now() + Duration::from_secs(6);
+            while std::time::Instant::now() < until {
+                if x.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = x.kill();
+            let _ = x.wait();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    for c in &mut caps {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    tw
+}
+
+/// What `analyze` says of the capture's first RDP connection whose SYN it holds (a capture may
+/// also hold the tail of an earlier case's connection, and xfreerdp may try again).
+fn alone(path: &std::path::Path) -> ConnectionReport {
+    let f = std::fs::File::open(path).expect("dumpcap wrote no capture (apt-get install tshark)");
+    let trace = read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
+        .expect("capture")
+        .filter_map(Result::ok)
+        .find(|t| t.connect_start_us.is_some())
+        .unwrap_or_else(|| panic!("{}: no RDP connection from its SYN", path.display()));
+    rdprobe::decode::decode_report(&trace)
+}
+
+fn correlated(tw: &Twin) -> Correlation {
+    let caps: Vec<CaptureFlows> = [&tw.server, &tw.client]
+        .iter()
+        .map(|p| {
+            let (flows, _) = read_flows(std::fs::File::open(p).unwrap()).expect("capture");
+            CaptureFlows {
+                name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                flows,
+                flows_not_kept: 0,
+            }
+        })
+        .collect();
+    correlate(&caps)
+}
+
+/// `table inet rdt { chain X { type filter hook H priority 0; RULES… } }`, one rule a line.
+fn rules(ns: &str, chain: &str, hook: &str, body: &[&str]) {
+    nft(
+        ns,
+        &format!(
+            "table inet rdt {{\n chain {chain} {{\n  type filter hook {hook} priority 0;\n  {}\n }}\n}}\n",
+            body.join("\n  ")
+        ),
+    );
+}
+
+fn clear(ns: &str) {
+    sh(&["ip", "netns", "exec", ns, "nft", "flush", "ruleset"]);
+}
+
+/// What a case does to the topology before the client connects.
+type Setup = Box<dyn Fn(&Topo)>;
+
+#[test]
+fn routed_both_ends_correlate() {
+    let mut t = topo_tagged("b");
+    let dir = tempfile::tempdir().unwrap();
+    let xvfb = common::shadow::Xvfb::start().expect("Xvfb (apt-get install xvfb)");
+    t.lab = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &t.s, BIN, "lab", "--allow-remote"])
+            .args(["--listen", "10.78.2.2:3389"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lab"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let hello = "tcp dport 3389 @ih,0,8 0x16";
+    let cases: Vec<(&str, Setup)> = vec![
+        ("baseline", Box::new(|_| {})),
+        (
+            "router_rst",
+            Box::new(move |t| {
+                rules(
+                    &t.r,
+                    "f",
+                    "forward",
+                    &[&format!("{hello} reject with tcp reset")],
+                )
+            }),
+        ),
+        (
+            "router_rst_both",
+            // The ClientHello passes and marks the connection; the server's answer is reset toward
+            // the server (in the client's name); the client's next packet toward the client.
+            Box::new(move |t| {
+                rules(
+                    &t.r,
+                    "f",
+                    "forward",
+                    &[
+                        &format!("ct mark 0 {hello} ct mark set 1 accept"),
+                        "tcp sport 3389 ct mark 1 ct mark set 2 reject with tcp reset",
+                        "tcp dport 3389 ct mark 2 reject with tcp reset",
+                    ],
+                )
+            }),
+        ),
+        (
+            "server_rst",
+            Box::new(move |t| {
+                rules(
+                    &t.s,
+                    "i",
+                    "input",
+                    &[&format!("{hello} reject with tcp reset")],
+                )
+            }),
+        ),
+        (
+            "drop",
+            Box::new(move |t| rules(&t.r, "f", "forward", &[&format!("{hello} drop")])),
+        ),
+        (
+            "mtu",
+            // The router's link toward the client is narrow and its "fragmentation needed" never
+            // leaves it.
+            Box::new(|t| {
+                assert!(sh(&["ip", "-n", &t.r, "link", "set", "r0", "mtu", "1000"]));
+                rules(
+                    &t.r,
+                    "o",
+                    "output",
+                    &["icmp type destination-unreachable icmp code frag-needed drop"],
+                );
+            }),
+        ),
+        (
+            "loss",
+            // The router loses every fourth packet it forwards toward the server: client-to-server
+            // only. (nftables' counter rather than tc netem: deterministic, and kernels without
+            // sch_netem have it.)
+            Box::new(|t| {
+                rules(
+                    &t.r,
+                    "f",
+                    "forward",
+                    &["tcp dport 3389 numgen inc mod 4 0 drop"],
+                );
+            }),
+        ),
+    ];
+    for (name, setup) in &cases {
+        for client in [Client::Probe, Client::Xfreerdp] {
+            setup(&t);
+            let tw = connect_captured(&t, dir.path(), name, client, &xvfb);
+            clear(&t.r);
+            clear(&t.s);
+            sh(&["ip", "-n", &t.r, "link", "set", "r0", "mtu", "1500"]);
+            let (rc, rs) = (alone(&tw.client), alone(&tw.server));
+            let c = correlated(&tw);
+            let ctx = format!(
+                "{name} {client:?}\nclient alone: {:?} {}\nserver alone: {:?} {}\n{}",
+                rc.verdict,
+                rc.summary,
+                rs.verdict,
+                rs.summary,
+                c.render(40)
+            );
+            // The case's connection: the first both captures hold from its SYN.
+            let k = c
+                .connections
+                .iter()
+                .find(|k| k.views.len() == 2 && k.matched_by.iter().any(|m| m == "client_isn"))
+                .unwrap_or_else(|| panic!("no connection in both captures: {ctx}"));
+            assert!(
+                k.views[0].name.ends_with("-client.pcapng")
+                    && k.views[1].name.ends_with("-server.pcapng"),
+                "views ordered client end first: {ctx}"
+            );
+            assert_eq!(k.views[0].client, k.views[1].client, "{ctx}");
+            let kinds: Vec<(FindingKind, Dir)> =
+                k.findings.iter().map(|f| (f.kind, f.dir)).collect();
+            for f in &k.findings {
+                assert_eq!(f.party, "network", "{ctx}");
+                assert!(
+                    f.hop.contains("(client side) and ") && f.hop.contains("(server side)"),
+                    "{ctx}"
+                );
+            }
+            let by = |r: &ConnectionReport| match &r.verdict {
+                Verdict::Failed { by, .. } => Some(*by),
+                _ => None,
+            };
+            match *name {
+                "baseline" => {
+                    assert!(kinds.is_empty(), "{ctx}");
+                    assert!(k.verdict.contains("nothing was lost"), "{ctx}");
+                    for r in [&rc, &rs] {
+                        assert!(
+                            r.stage(Stage::Tls).is_some_and(|s| s.verdict.is_ok()),
+                            "{ctx}"
+                        );
+                        assert_ne!(by(r), Some(Side::Network), "{ctx}");
+                    }
+                }
+                "router_rst" => {
+                    assert_eq!(
+                        kinds.first(),
+                        Some(&(FindingKind::InjectedReset, Dir::S2C)),
+                        "{ctx}"
+                    );
+                    assert!(k.findings[0].what.contains("toward the client"), "{ctx}");
+                    assert!(kinds.contains(&(FindingKind::Dropped, Dir::C2S)), "{ctx}");
+                    assert_eq!(by(&rc), Some(Side::Network), "{ctx}");
+                    // The server's end saw nothing fail: it is not blamed.
+                    assert_eq!(by(&rs), Some(Side::Network), "{ctx}");
+                }
+                "router_rst_both" => {
+                    assert!(
+                        kinds.contains(&(FindingKind::InjectedReset, Dir::S2C)),
+                        "{ctx}"
+                    );
+                    assert!(
+                        kinds.contains(&(FindingKind::InjectedReset, Dir::C2S)),
+                        "{ctx}"
+                    );
+                    assert!(
+                        k.findings
+                            .iter()
+                            .any(|f| f.what.contains("toward the server")),
+                        "{ctx}"
+                    );
+                    for r in [&rc, &rs] {
+                        assert!(
+                            matches!(
+                                r.verdict,
+                                Verdict::Failed {
+                                    kind: FailureKind::Reset,
+                                    by: Side::Network
+                                }
+                            ),
+                            "{ctx}"
+                        );
+                    }
+                }
+                "server_rst" => {
+                    assert!(kinds.is_empty(), "{ctx}");
+                    assert!(k.verdict.contains("the server's reset too"), "{ctx}");
+                    for r in [&rc, &rs] {
+                        assert!(
+                            matches!(
+                                r.verdict,
+                                Verdict::Failed {
+                                    kind: FailureKind::Reset,
+                                    by: Side::Server
+                                }
+                            ),
+                            "{ctx}"
+                        );
+                    }
+                }
+                "drop" => {
+                    assert_eq!(
+                        kinds.first(),
+                        Some(&(FindingKind::Dropped, Dir::C2S)),
+                        "{ctx}"
+                    );
+                    assert!(k.findings[0].what.contains("ClientHello"), "{ctx}");
+                    assert!(k.findings[0].packets >= 2, "{ctx}");
+                    assert!(
+                        matches!(
+                            rc.verdict,
+                            Verdict::Failed {
+                                kind: FailureKind::Dropped { .. },
+                                by: Side::Network
+                            }
+                        ),
+                        "{ctx}"
+                    );
+                    assert_eq!(by(&rs), Some(Side::Network), "{ctx}");
+                }
+                "mtu" => {
+                    assert_eq!(
+                        kinds.first(),
+                        Some(&(FindingKind::MtuBlackHole, Dir::S2C)),
+                        "{ctx}"
+                    );
+                    assert!(k.findings[0].what.contains("arrived only in part"), "{ctx}");
+                    assert!(k.findings[0].packets >= 2, "{ctx}");
+                    // Alone, the server's end sees its flight retransmitted and never acknowledged.
+                    // (The client's end alone sees only silence and is not judged here: only the
+                    // twin shows what went missing.)
+                    assert!(
+                        matches!(
+                            rs.verdict,
+                            Verdict::Failed {
+                                kind: FailureKind::Dropped { .. },
+                                by: Side::Network
+                            }
+                        ),
+                        "{ctx}"
+                    );
+                }
+                "loss" => {
+                    assert_eq!(
+                        kinds,
+                        vec![(FindingKind::Loss, Dir::C2S)],
+                        "one way only: {ctx}"
+                    );
+                    assert!(k.findings[0].what.contains("client-to-server"), "{ctx}");
+                    // Alone, the client's end shows the retransmissions (or SYN retries) it needed.
+                    let tcp = rc.tcp.as_ref().expect("tcp evidence");
+                    assert!(
+                        tcp.c2s.retransmissions + u64::from(tcp.c2s.syn_retries) > 0,
+                        "{ctx}"
+                    );
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    // The command: the table names the hop and the exit code says the network is to blame.
+    let out = Command::new(BIN)
+        .arg("correlate")
+        .arg(dir.path().join("router_rst_both-Probe-server.pcapng"))
+        .arg(dir.path().join("router_rst_both-Probe-client.pcapng"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("injected by a device in the path, toward the server"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alone: failed at tls: reset by peer"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["correlate", "--json"])
+        .arg(dir.path().join("baseline-Xfreerdp-client.pcapng"))
+        .arg(dir.path().join("baseline-Xfreerdp-server.pcapng"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(j["connections"][0]["views"][0]["vantage"], "client");
+    assert_eq!(j["connections"][0]["views"][1]["vantage"], "server");
+}

@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod analyze_view;
 pub mod check;
 pub mod common;
+pub mod correlate;
 pub mod enumerate;
 pub mod explain;
 pub mod fuzz;

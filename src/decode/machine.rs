@@ -25,6 +25,30 @@ const CLIENT_WAIT_MIN_US: u64 = 500_000;
 /// Server application data (no secrets) beyond which an encrypted session is taken as established,
 /// in bytes: CredSSP and the connection sequence stay well below it, a desktop session does not.
 const ENCRYPTED_SESSION_BYTES: u64 = 32 * 1024;
+/// Encrypted records each way after an inferred Early User Authorization Result from which the
+/// session came up (MCS Connect, Erect Domain, Attach User, channel joins, licensing, capabilities
+/// and finalization are more than this each way).
+const EUAR_SESSION_RECORDS: u32 = 8;
+
+/// Bytes a record of `cleartext` bytes takes on the wire.
+fn len_with_header(cleartext: usize) -> usize {
+    cleartext + tls::RECORD_HEADER_LEN
+}
+
+/// The fixed per-record overhead of an AEAD cipher suite: TLS 1.2 GCM / CCM carry an 8-byte explicit
+/// nonce and a 16-byte tag, ChaCha20-Poly1305 only the tag, TLS 1.3 the tag and the inner content
+/// type. `None` for CBC suites (padding hides the size) and unknown ones.
+fn aead_overhead(tls13: bool, suite: &str) -> Option<usize> {
+    if tls13 {
+        Some(17)
+    } else if suite.contains("CHACHA20") {
+        Some(16)
+    } else if suite.contains("_GCM_") || suite.ends_with("_GCM") || suite.ends_with("_CCM") {
+        Some(24)
+    } else {
+        None
+    }
+}
 
 /// PDUs listed per stage in the `pdus` fact; later ones are counted in `pdus_more`.
 const MAX_PDUS_LISTED: usize = 64;
@@ -125,6 +149,14 @@ struct Machine<'a> {
     client_alert_last: bool,
     /// Encrypted server application data seen without secrets, in bytes.
     enc_server_bytes: u64,
+    /// Bytes an AEAD record adds to its cleartext (explicit nonce and tag; TLS 1.3 also the inner
+    /// content type), when the cipher suite has a fixed overhead: record sizes then give cleartext sizes.
+    aead_overhead: Option<usize>,
+    /// Encrypted CredSSP-stage records without secrets: (client, server).
+    enc_credssp_records: [u32; 2],
+    /// Encrypted records after HYBRID_EX's Early User Authorization Result, inferred from its size:
+    /// `None` before it.
+    after_euar: Option<[u32; 2]>,
 }
 
 fn di(dir: Dir) -> usize {
@@ -171,6 +203,9 @@ pub(super) fn run(trace: &Trace, want_labels: bool) -> Decoded {
         enc_after_licensing: (0, 0),
         client_alert_last: false,
         enc_server_bytes: 0,
+        aead_overhead: None,
+        enc_credssp_records: [0, 0],
+        after_euar: None,
     };
     for (i, ev) in trace.events.iter().enumerate() {
         m.event_idx = i;
@@ -649,6 +684,11 @@ impl Machine<'_> {
                     self.server_fin_at = self.now;
                     self.resolve_server_fin();
                     self.ended_by = Some(Side::Server);
+                    return;
+                }
+                // The client gave up after the path dropped data (the server's flight retransmitted
+                // and never acknowledged, as the server's own capture shows it): the network.
+                if self.dropped_before_end(Dir::C2S) {
                     return;
                 }
                 match self.last_pdu {
@@ -1412,6 +1452,9 @@ impl Machine<'_> {
                         false,
                     );
                     // `encrypted_records` is filled in at the end (one count, not one insert per record).
+                    if stage == Stage::Credssp && !self.connected {
+                        self.infer_from_record_size(dir, total - tls::RECORD_HEADER_LEN);
+                    }
                     if dir == Dir::S2C && !self.connected {
                         self.enc_server_bytes += total as u64;
                         if self.enc_server_bytes > ENCRYPTED_SESSION_BYTES {
@@ -1497,6 +1540,8 @@ impl Machine<'_> {
                 if selected_version == &Some(0x0304) {
                     self.tls13 = true;
                 }
+                self.aead_overhead =
+                    aead_overhead(self.tls13, &tls::cipher_suite_name(*cipher_suite));
                 let legacy = matches!(v.as_str(), "TLSv1.0" | "TLSv1.1" | "SSLv3");
                 self.fact("version", json!(v));
                 self.fact("cipher_suite", json!(tls::cipher_suite_name(*cipher_suite)));
@@ -1547,6 +1592,52 @@ impl Machine<'_> {
                 self.fact("cert_sha256", json!(c.sha256));
             }
             Err(e) => self.fact("cert_error", json!(e)),
+        }
+    }
+
+    /// Without secrets, HYBRID_EX's CredSSP shows in record sizes: after the client's records
+    /// (NEGOTIATE, AUTHENTICATE, TSCredentials) a server record of 4 cleartext bytes is the Early
+    /// User Authorization Result, and a client that goes on after it was let in (an ACCESS_DENIED
+    /// ends the connection); a long exchange both ways after it is a session that came up. Facts say
+    /// it was inferred.
+    fn infer_from_record_size(&mut self, dir: Dir, len: usize) {
+        let hybrid_ex = self
+            .selected
+            .is_some_and(|s| s & x224::PROTOCOL_HYBRID_EX != 0);
+        let Some(overhead) = self.aead_overhead.filter(|_| hybrid_ex) else {
+            return;
+        };
+        self.enc_credssp_records[di(dir)] += 1;
+        match &mut self.after_euar {
+            None => {
+                if dir == Dir::S2C && len == 4 + overhead && self.enc_credssp_records[0] >= 2 {
+                    self.after_euar = Some([0, 0]);
+                }
+            }
+            Some(after) => {
+                after[di(dir)] += 1;
+                let after = *after;
+                if dir == Dir::C2S && after[0] == 1 {
+                    self.fact("early_user_auth", json!("success"));
+                    self.fact("inferred", json!(true));
+                    self.notes.push(format!(
+                        "inferred without keys: the server's {}-byte record after the client's credentials is HYBRID_EX's 4-byte Early User Authorization Result, and the client went on: NLA succeeded",
+                        len_with_header(4 + overhead)
+                    ));
+                }
+                if after[0] >= EUAR_SESSION_RECORDS && after[1] >= EUAR_SESSION_RECORDS {
+                    self.enter(Stage::Connected);
+                    self.fact(
+                        "inferred",
+                        json!(format!(
+                            "encrypted session: connected inferred from {} client and {} server records after the Early User Authorization Result",
+                            after[0], after[1]
+                        )),
+                    );
+                    self.connected = true;
+                    self.ended_by = None;
+                }
+            }
         }
     }
 
@@ -2003,6 +2094,12 @@ fn summarize(
         .map(|s| format!(" with {s}"))
         .unwrap_or_default();
     match verdict {
+        Verdict::Ok if stages
+            .iter()
+            .any(|s| s.stage == Stage::Connected && s.facts.contains_key("inferred")) =>
+        {
+            format!("connected{sel} in {total_ms:.0} ms: every stage passed (inferred without TLS keys from encrypted record sizes, direction and volume)")
+        }
         Verdict::Ok => format!("connected{sel} in {total_ms:.0} ms: every stage passed"),
         Verdict::Failed {
             kind: FailureKind::Stopped,
