@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS facts (
 
 /// Advisory lock key serialising schema creation between shards starting at once
 /// (`CREATE TABLE IF NOT EXISTS` races in PostgreSQL).
-const SCHEMA_LOCK: i64 = 0x7264_7072_6f62_65;
+const SCHEMA_LOCK: i64 = 0x0072_6470_726f_6265;
 
 type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
 
