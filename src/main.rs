@@ -259,7 +259,8 @@ struct ProbeArgs {
     /// TLS secrets embedded (--pcap holds the inner RDP of the channel)
     #[arg(long, value_name = "FILE", requires = "gateway")]
     gateway_pcap: Option<PathBuf>,
-    /// Gateway transport: websocket, http (legacy, not implemented yet) or auto (websocket)
+    /// Gateway transport: websocket, http (the legacy two-channel RDG_OUT_DATA / RDG_IN_DATA) or
+    /// auto (ask for WebSocket, take the legacy transport when an older gateway answers with it)
     #[arg(long, default_value = "auto", requires = "gateway")]
     gateway_transport: String,
 }
@@ -307,7 +308,7 @@ struct LabArgs {
     /// free loopback port with --gateway-listen]
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Also serve a fake RD Gateway (MS-TSGU, WebSocket transport, NTLM / Basic) on this address;
+    /// Also serve a fake RD Gateway (MS-TSGU, WebSocket and legacy HTTP transports, NTLM / Basic) on this address;
     /// its channels go to the lab server, or to --target. The scenario's [gateway] section sets its
     /// faults
     #[arg(long, value_name = "ADDR")]
