@@ -799,8 +799,54 @@ async fn enum_gateway_reports_tls_schemes_and_transports() {
             .clone()
     };
     assert_eq!(by("websocket").status, Some(401));
-    assert_eq!(by("rpc").status, Some(404));
-    assert_eq!(by("rpc").meaning, "not offered");
+    assert_eq!(by("websocket").offered, Some(true));
+    // The legacy HTTP transport answers (authentication first, as for WebSocket).
+    assert_eq!(by("http").status, Some(401));
+    assert_eq!(by("http").offered, Some(true));
+    for rpc in ["rpc_in", "rpc_out"] {
+        assert_eq!(by(rpc).status, Some(404));
+        assert_eq!(by(rpc).meaning, "not offered");
+        assert_eq!(by(rpc).offered, Some(false));
+    }
+    let text = rdprobe::gateway::survey::render(&s);
+    assert!(
+        text.contains("transports answering: websocket, http; not offered: rpc_in, rpc_out"),
+        "{text}"
+    );
+    // A gateway without the legacy transport: 501 before authentication, "not offered".
+    let sc = {
+        let mut s = rdprobe::scenario::builtin("gw-healthy").unwrap();
+        s.gateway.as_mut().unwrap().legacy_http = false;
+        s
+    };
+    let gw2 = spawn_gateway(
+        loopback0(),
+        GatewayConfig {
+            scenario: sc,
+            target: loopback0(),
+            limits: LabLimits::default(),
+        },
+    )
+    .unwrap();
+    let s2 = survey("127.0.0.1", gw2.addr.port(), Duration::from_secs(3))
+        .await
+        .expect("survey");
+    let http = s2
+        .transports
+        .iter()
+        .find(|a| a.transport == "http")
+        .unwrap();
+    assert_eq!(
+        (http.status, http.meaning.as_str()),
+        (Some(501), "not offered")
+    );
+    assert_eq!(http.offered, Some(false));
+    let ws = s2
+        .transports
+        .iter()
+        .find(|a| a.transport == "websocket")
+        .unwrap();
+    assert_eq!(ws.offered, Some(true));
     // A reverse proxy's login redirect shows with its Location on every transport.
     let (_lab, gw) = gateway_to_lab("gw-login-redirect");
     let s = survey("127.0.0.1", gw.addr.port(), Duration::from_secs(3))
