@@ -140,6 +140,7 @@ enum Cmd {
     ///   rdprobe fuzz 127.0.0.1:3390 --stage security      # a server in standard RDP security
     ///   rdprobe fuzz --lab healthy-tls --stage x224 --cases 100000 --rss-growth 64MiB
     ///   rdprobe fuzz 127.0.0.1:3389 --pid 4242 --stage mcs
+    ///   RDPROBE_PASSWORD=pass rdprobe fuzz 127.0.0.1:8443 --stage gw_channel --user user   # an RD Gateway
     ///   rdprobe fuzz --replay findings/0003/case.json --target 127.0.0.1:3389
     #[command(verbatim_doc_comment)]
     Fuzz(Box<FuzzArgs>),
@@ -1815,7 +1816,7 @@ async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     let addr = fuzz_addr(t, a.allow_remote).await?;
     let stage = FuzzStage::parse(&a.stage).ok_or_else(|| {
         usage(format!(
-            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels, security, licensing)",
+            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels, security, licensing, gw_http, gw_tunnel, gw_channel)",
             a.stage
         ))
     })?;

@@ -172,7 +172,7 @@ impl Mutate {
 /// # websocket = false              # answer the WebSocket upgrade 200 OK without upgrading
 /// # websocket_offered = false      # an older gateway: ignore Upgrade, answer with the legacy HTTP transport
 /// # legacy_http = false            # no legacy HTTP transport: RDG_OUT_DATA / RDG_IN_DATA answered 501
-/// # bug = "gw-chunk-overflow"      # a planted parser bug for the fuzzer (loopback only)
+/// # bug = "gw-long-resource-hang"  # a planted bug for the fuzzer's tests (loopback clients only)
 /// # reset_after_auth = true        # reset the connection right after the NTLM AUTHENTICATE
 /// # tunnel_error = "E_PROXY_INTERNALERROR"    # refuse the tunnel with this HRESULT
 /// # rap_deny = ["rdp01"]           # resource names refused with E_PROXY_RAP_ACCESSDENIED ("*": all)
@@ -195,7 +195,9 @@ pub struct Gateway {
     pub websocket_offered: bool,
     /// The legacy two-channel HTTP transport (RDG_OUT_DATA / RDG_IN_DATA) is served.
     pub legacy_http: bool,
-    /// A planted lab-gateway bug the fuzzer must find (test-only, loopback only).
+    /// A planted lab-gateway bug the fuzzer must find (for its tests; honoured for loopback clients
+    /// only, and set by no built-in scenario): `gw-long-resource-hang` (a CHANNEL_CREATE resource
+    /// name longer than 200 characters makes the connection hang without reading, for 10 s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bug: Option<String>,
     pub reset_after_auth: bool,

@@ -39,6 +39,13 @@ use crate::scenario::{Gateway, Scenario};
 
 /// Most HTTP requests one connection may make before the gateway closes it (authentication rounds).
 const MAX_REQUESTS: usize = 8;
+/// The planted bug `[gateway] bug = "gw-long-resource-hang"` (see `scenario::Gateway::bug`).
+pub const PLANTED_LONG_RESOURCE: &str = "gw-long-resource-hang";
+/// How long the planted hang lasts.
+const PLANTED_HANG: Duration = Duration::from_secs(10);
+/// How long a closing connection keeps reading what the client still sends (a lingering close:
+/// closing with unread bytes would reset the connection instead of closing it).
+const LINGER: Duration = Duration::from_millis(300);
 /// The server version the lab gateway announces in TUNNEL_RESPONSE.
 const SERVER_VERSION: u16 = 5;
 
@@ -174,7 +181,20 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                             result: String::new(),
                         };
                         let total = cfg.limits.connection_timeout;
+                        let resets = cfg.scenario.gateway.as_ref().is_some_and(|g| g.reset_after_auth);
+                        // A second handle on the socket for the lingering close (not when the
+                        // scenario wants the reset that dropping the socket gives).
+                        let linger = (!resets)
+                            .then(|| {
+                                use std::os::fd::AsFd as _;
+                                sock.as_fd().try_clone_to_owned().ok()
+                            })
+                            .flatten()
+                            .map(std::net::TcpStream::from);
                         let r = tokio::time::timeout(total, serve(sock, &cfg, &tls, &sh, &mut out)).await;
+                        if let Some(l) = linger {
+                            lingering_close(l).await;
+                        }
                         out.result = match r {
                             Err(_) => format!("connection timeout of {} ms", total.as_millis()),
                             Ok(s) => s,
@@ -581,6 +601,15 @@ async fn tunnel(
         other => return format!("expected CHANNEL_CREATE, got {}", other.name()),
     };
     out.resources = resources.clone();
+    if g.bug.as_deref() == Some(PLANTED_LONG_RESOURCE)
+        && out.peer.ip().is_loopback()
+        && resources.iter().any(|r| r.chars().count() > 200)
+    {
+        // Planted for the fuzzer's tests: a hang that ignores the client (no read, no answer).
+        tokio::time::sleep(PLANTED_HANG).await;
+        return "planted bug: a resource name longer than 200 characters hung the connection"
+            .into();
+    }
     if g.channel_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(g.channel_delay_ms)).await;
     }
@@ -743,4 +772,21 @@ async fn reset(s: BoxIo, why: &str) -> String {
 fn socket2_linger_zero(sock: &TcpStream) -> std::io::Result<()> {
     #[allow(deprecated)]
     sock.set_linger(Some(Duration::ZERO))
+}
+
+/// Half-closes the connection and reads what the client still sends, for at most [`LINGER`].
+async fn lingering_close(s: std::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    if s.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut s) = TcpStream::from_std(s) else {
+        return;
+    };
+    let mut b = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
