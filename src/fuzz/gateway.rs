@@ -197,9 +197,12 @@ fn apply_packet(mutations: &[PacketMutation], b: &mut Vec<u8>) {
     for m in mutations {
         let body = b.len().saturating_sub(tsgu::HEADER_LEN);
         match m {
-            PacketMutation::Type(v) => b[0..2].copy_from_slice(&v.to_le_bytes()),
-            PacketMutation::Reserved(v) => b[2..4].copy_from_slice(&v.to_le_bytes()),
-            PacketMutation::Length(v) => b[4..8].copy_from_slice(&v.to_le_bytes()),
+            // A havoc before may have truncated the header: header fields apply when present.
+            PacketMutation::Type(v) if b.len() >= 2 => b[0..2].copy_from_slice(&v.to_le_bytes()),
+            PacketMutation::Reserved(v) if b.len() >= 4 => {
+                b[2..4].copy_from_slice(&v.to_le_bytes())
+            }
+            PacketMutation::Length(v) if b.len() >= 8 => b[4..8].copy_from_slice(&v.to_le_bytes()),
             PacketMutation::Byte { at, value } if body > 0 => {
                 b[tsgu::HEADER_LEN + *at as usize % body] = *value;
             }
@@ -542,6 +545,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Header mutations after a truncation do not panic.
+        let short = encode_channel(&[
+            ChannelMutation::Packet(PacketMutation::Havoc(Havoc::Truncate { keep: 3 })),
+            ChannelMutation::Packet(PacketMutation::Length(9)),
+            ChannelMutation::Packet(PacketMutation::Type(1)),
+        ]);
+        assert_eq!(short.len(), 3);
         let long = encode_channel(&[ChannelMutation::ResourceName { len: 300, fill: 0 }]);
         match tsgu::decode(&long).unwrap() {
             Packet::ChannelCreate { resources, .. } => assert_eq!(resources[0].len(), 300),

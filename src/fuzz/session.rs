@@ -1444,27 +1444,6 @@ fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {
     }
 }
 
-#[cfg(test)]
-mod write_tests {
-    use super::*;
-
-    /// A target that never reads: the case's write ends at the target timeout, classed as a hang.
-    #[tokio::test]
-    async fn a_write_to_a_target_that_never_reads_is_silence() {
-        let (mut client, _server) = tokio::io::duplex(64);
-        let e = tokio::time::timeout(
-            Duration::from_secs(5),
-            write(&mut client, &[0u8; 4096], Duration::from_millis(200)),
-        )
-        .await
-        .expect("the write has a deadline")
-        .expect_err("the write cannot complete");
-        let (class, detail) = write_failed(&e);
-        assert_eq!(class, ResponseClass::Silence);
-        assert!(detail.contains("stopped reading"), "{detail}");
-    }
-}
-
 /// The gateway stages: TCP and TLS to the gateway, then the first HTTP request (`gw_http`), or the
 /// upgrade with Basic credentials and the tunnel packets before the mutated one (`gw_tunnel`,
 /// `gw_channel`). See [`super::gateway`].
@@ -1625,5 +1604,26 @@ fn judge_gw_packet(b: &[u8]) -> Judge {
             }
             Ok(Some((_, _, n))) => at += n,
         }
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    /// A target that never reads: the case's write ends at the target timeout, classed as a hang.
+    #[tokio::test]
+    async fn a_write_to_a_target_that_never_reads_is_silence() {
+        let (mut client, _server) = tokio::io::duplex(64);
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            write(&mut client, &[0u8; 4096], Duration::from_millis(200)),
+        )
+        .await
+        .expect("the write has a deadline")
+        .expect_err("the write cannot complete");
+        let (class, detail) = write_failed(&e);
+        assert_eq!(class, ResponseClass::Silence);
+        assert!(detail.contains("stopped reading"), "{detail}");
     }
 }
