@@ -681,6 +681,34 @@ fn cli_probe_through_the_gateway_json_exit_codes_and_secrets() {
     assert_eq!(v["stages"][0]["stage"], "gw_tcp");
     assert_eq!(v["stages"][5]["stage"], "gw_channel");
     assert_eq!(v["stages"][6]["stage"], "tcp");
+    assert_eq!(v["stages"][4]["facts"]["transport"], "websocket");
+    // The legacy transport from the command line.
+    let (code, out, err) = rdprobe_cli(
+        &[
+            "probe",
+            "rdp01",
+            "--gateway",
+            &g,
+            "--gateway-transport",
+            "http",
+            "--user",
+            "user",
+            "--json",
+            "--timeout",
+            "3s",
+        ],
+        &[
+            ("RDPROBE_PASSWORD", "pass"),
+            ("RDPROBE_GATEWAY_PASSWORD", "pass"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["last_stage"], "connected");
+    assert_eq!(v["stages"][4]["stage"], "gw_tunnel");
+    assert_eq!(v["stages"][4]["facts"]["transport"], "http");
+    assert_eq!(v["stages"][3]["facts"]["in_address"], g.as_str());
     // A wrong gateway password alone: the gateway refuses (exit 5, auth), the server is not reached.
     let (code, out, err) = rdprobe_cli(
         &[

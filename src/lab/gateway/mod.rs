@@ -68,6 +68,9 @@ pub struct GatewayOutcome {
     /// Resource names the client asked for.
     pub resources: Vec<String>,
     pub result: String,
+    /// The connection went on in another task (a legacy IN channel handed to its OUT channel).
+    #[serde(skip)]
+    pub handed_off: bool,
 }
 
 #[derive(Default)]
@@ -179,6 +182,7 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                             user: None,
                             resources: Vec::new(),
                             result: String::new(),
+                            handed_off: false,
                         };
                         let total = cfg.limits.connection_timeout;
                         let resets = cfg.scenario.gateway.as_ref().is_some_and(|g| g.reset_after_auth);
@@ -192,7 +196,8 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                             .flatten()
                             .map(std::net::TcpStream::from);
                         let r = tokio::time::timeout(total, serve(sock, &cfg, &tls, &sh, &mut out)).await;
-                        if let Some(l) = linger {
+                        // A handed-off IN channel is read by its OUT channel's task now.
+                        if let Some(l) = linger.filter(|_| !out.handed_off) {
                             lingering_close(l).await;
                         }
                         out.result = match r {
@@ -512,6 +517,7 @@ async fn legacy_channel(
     {
         return format!("IN channel {id}: the OUT channel ended");
     }
+    out.handed_off = true;
     format!("IN channel {id} joined its OUT channel (chunked: {chunked})")
 }
 
