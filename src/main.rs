@@ -1544,7 +1544,9 @@ struct FuzzArgs {
     target: Option<String>,
     /// Stage to mutate: x224, tls, credssp, mcs, channels; security, licensing (standard RDP
     /// security servers only). credssp with --user also mutates rounds 2 and 3 (AUTHENTICATE with
-    /// pubKeyAuth, authInfo)
+    /// pubKeyAuth, authInfo). gw_http, gw_tunnel, gw_channel: TARGET is an RD Gateway (the first
+    /// request; the tunnel packets and the channel create after a Basic-authenticated upgrade with
+    /// --user)
     #[arg(long, default_value = "x224")]
     stage: String,
     /// Most cases to run [default: 1000, or unlimited with --duration]
