@@ -41,19 +41,37 @@ fn main() {
     let g = format!("127.0.0.1:{}", gw.addr.port());
     let bin = env!("CARGO_BIN_EXE_rdprobe");
 
-    let mut probe_times = Vec::new();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let st = Command::new(bin)
-            .args(["probe", "xrdp01", "--gateway", &g, "--user", "user"])
-            .env("RDPROBE_PASSWORD", "pass")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run rdprobe");
-        probe_times.push(t.elapsed());
-        assert_eq!(st.code(), Some(0), "rdprobe did not reach connected");
-    }
+    let probe_runs = |transport: &str| -> Vec<Duration> {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let st = Command::new(bin)
+                .args([
+                    "probe",
+                    "xrdp01",
+                    "--gateway",
+                    &g,
+                    "--gateway-transport",
+                    transport,
+                    "--user",
+                    "user",
+                ])
+                .env("RDPROBE_PASSWORD", "pass")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run rdprobe");
+            times.push(t.elapsed());
+            assert_eq!(
+                st.code(),
+                Some(0),
+                "rdprobe ({transport}) did not reach connected"
+            );
+        }
+        times
+    };
+    let probe_times = probe_runs("websocket");
+    let probe_http_times = probe_runs("http");
     let xvfb = Xvfb::start().expect("start Xvfb");
     let gflag = format!("/g:{g}");
     let mut xf_times = Vec::new();
@@ -77,8 +95,31 @@ fn main() {
         assert_eq!(r.code, Some(0), "xfreerdp failed: {}", r.output);
         xf_times.push(r.elapsed);
     }
+    let mut xf_http_times = Vec::new();
+    for _ in 0..runs.min(5) {
+        let r = xfreerdp_on(
+            &xvfb,
+            &[
+                "/v:xrdp01:3389",
+                "/u:user",
+                "/p:pass",
+                &gflag,
+                "/gu:user",
+                "/gp:pass",
+                "/gt:http,no-websockets",
+                "/cert:ignore",
+                "+auth-only",
+            ],
+            Duration::from_secs(30),
+        )
+        .expect("run xfreerdp");
+        assert_eq!(r.code, Some(0), "xfreerdp (legacy) failed: {}", r.output);
+        xf_http_times.push(r.elapsed);
+    }
     let p = median(probe_times);
     let x = median(xf_times);
+    let ph = median(probe_http_times);
+    let xh = median(xf_http_times);
     println!(
         "rdprobe probe --gateway (to connected)  median {:>8.1} ms over {runs} runs",
         p.as_secs_f64() * 1e3
@@ -90,5 +131,11 @@ fn main() {
     println!(
         "ratio rdprobe / xfreerdp                {:.3} (goal <= 0.1)",
         p.as_secs_f64() / x.as_secs_f64()
+    );
+    println!(
+        "legacy HTTP transport: rdprobe --gateway-transport http median {:>8.1} ms, xfreerdp /gt:http,no-websockets median {:>8.1} ms, ratio {:.3}",
+        ph.as_secs_f64() * 1e3,
+        xh.as_secs_f64() * 1e3,
+        ph.as_secs_f64() / xh.as_secs_f64()
     );
 }

@@ -134,6 +134,7 @@ enum Cmd {
     ///   rdprobe fuzz 127.0.0.1:3390 --stage security      # a server in standard RDP security
     ///   rdprobe fuzz --lab healthy-tls --stage x224 --cases 100000 --rss-growth 64MiB
     ///   rdprobe fuzz 127.0.0.1:3389 --pid 4242 --stage mcs
+    ///   RDPROBE_PASSWORD=pass rdprobe fuzz 127.0.0.1:8443 --stage gw_channel --user user   # an RD Gateway
     ///   rdprobe fuzz --replay findings/0003/case.json --target 127.0.0.1:3389
     #[command(verbatim_doc_comment)]
     Fuzz(Box<cli::fuzz::FuzzArgs>),

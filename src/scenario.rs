@@ -170,6 +170,9 @@ impl Mutate {
 /// # location = "https://login.example.com/"   # Location of a redirect
 /// # offer = ["Negotiate"]          # WWW-Authenticate schemes of a forced 401
 /// # websocket = false              # answer the WebSocket upgrade 200 OK without upgrading
+/// # websocket_offered = false      # an older gateway: ignore Upgrade, answer with the legacy HTTP transport
+/// # legacy_http = false            # no legacy HTTP transport: RDG_OUT_DATA / RDG_IN_DATA answered 501
+/// # bug = "gw-long-resource-hang"  # a planted bug for the fuzzer's tests (loopback clients only)
 /// # reset_after_auth = true        # reset the connection right after the NTLM AUTHENTICATE
 /// # tunnel_error = "E_PROXY_INTERNALERROR"    # refuse the tunnel with this HRESULT
 /// # rap_deny = ["rdp01"]           # resource names refused with E_PROXY_RAP_ACCESSDENIED ("*": all)
@@ -187,6 +190,16 @@ pub struct Gateway {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offer: Option<Vec<String>>,
     pub websocket: bool,
+    /// False: the gateway predates the WebSocket transport and answers an upgrade request with the
+    /// legacy HTTP transport's `200 OK` (what Windows Server 2012 R2 does).
+    pub websocket_offered: bool,
+    /// The legacy two-channel HTTP transport (RDG_OUT_DATA / RDG_IN_DATA) is served.
+    pub legacy_http: bool,
+    /// A planted lab-gateway bug the fuzzer must find (for its tests; honoured for loopback clients
+    /// only, and set by no built-in scenario): `gw-long-resource-hang` (a CHANNEL_CREATE resource
+    /// name longer than 200 characters makes the connection hang without reading, for 10 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bug: Option<String>,
     pub reset_after_auth: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel_error: Option<String>,
@@ -205,6 +218,9 @@ impl Default for Gateway {
             location: None,
             offer: None,
             websocket: true,
+            websocket_offered: true,
+            legacy_http: true,
+            bug: None,
             reset_after_auth: false,
             tunnel_error: None,
             rap_deny: Vec::new(),
@@ -1317,6 +1333,11 @@ const BUILTINS: &[(&str, &str, &str)] = &[
         "gw-websocket-refused",
         "the WebSocket upgrade is answered 200 OK without upgrading (a proxy stripped the Upgrade header)",
         include_str!("../fixtures/scenarios/gw-websocket-refused.toml"),
+    ),
+    (
+        "gw-http-only",
+        "an older gateway: no WebSocket transport, the legacy two-channel HTTP transport only",
+        include_str!("../fixtures/scenarios/gw-http-only.toml"),
     ),
     (
         "gw-reset-after-ntlm",

@@ -1146,3 +1146,121 @@ async fn lab_answers_short_pubkeyauth_and_authinfo_with_a_logon_failure() {
     let run = fuzz::session::run_case(&t, &valid).await;
     assert_eq!(run.class, ResponseClass::ValidReply, "{}", run.detail);
 }
+
+// --- the RD Gateway stages (issue 15) ---
+
+/// The lab gateway (gw-healthy, with `bug` planted when given) in front of the lab server.
+fn lab_gateway(
+    bug: Option<&str>,
+) -> (
+    rdprobe::lab::LabHandle,
+    rdprobe::lab::gateway::GatewayHandle,
+) {
+    let lab = rdprobe::lab::spawn_lab(lo0(), scenario("healthy-nla")).expect("lab");
+    let mut sc = scenario("gw-healthy");
+    sc.gateway.as_mut().expect("gateway").bug = bug.map(str::to_owned);
+    let gw = rdprobe::lab::gateway::spawn_gateway(
+        lo0(),
+        rdprobe::lab::gateway::GatewayConfig {
+            scenario: sc,
+            target: lab.addr,
+            limits: rdprobe::lab::LabLimits::default(),
+        },
+    )
+    .expect("gateway");
+    (lab, gw)
+}
+
+fn gw_target(addr: SocketAddr) -> Target {
+    let mut t = lab_target(addr);
+    t.credentials = Some(Credentials {
+        user: "user".into(),
+        domain: None,
+        password: "pass".into(),
+    });
+    t
+}
+
+/// A planted lab-gateway bug (a CHANNEL_CREATE resource name longer than 200 characters hangs the
+/// connection) is found at gw_channel as a hang, shrunk to the name mutation alone at 201
+/// characters, written with a case file that replays (library and CLI, password from the
+/// environment, in no file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_gateway_long_resource_hang_is_found_shrunk_and_replayed() {
+    use rdprobe::fuzz::gateway::ChannelMutation;
+    let (_lab, gw) = lab_gateway(Some(rdprobe::lab::gateway::PLANTED_LONG_RESOURCE));
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = opts(gw_target(gw.addr), FuzzStage::GwChannel, 300, 7, out.path());
+    let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+    assert_eq!(summary.baseline, ResponseClass::ValidReply);
+    let sig = Signature::new(
+        FuzzStage::GwChannel,
+        ResponseClass::Silence,
+        Liveness::Alive,
+    );
+    let f = check_finding(&summary, sig, 300);
+    eprintln!(
+        "gw_channel long resource: found at case {}, shrink {:?}",
+        f.case_index, f.shrink
+    );
+    let Case::GwChannel(c) = &f.case else {
+        panic!("stage")
+    };
+    assert_eq!(c.mutations.len(), 1, "{:?}", c.mutations);
+    assert!(
+        matches!(
+            c.mutations[0],
+            ChannelMutation::ResourceName { len: 201, .. }
+        ),
+        "{:?}",
+        c.mutations
+    );
+    assert_eq!(summary.findings.len(), 1, "{:?}", summary.findings);
+    // The password is in no file of the finding.
+    let dir = f.dir.clone().expect("dir");
+    for file in ["case.json", "README.txt", "repro.pcapng"] {
+        let b = std::fs::read(dir.join(file)).expect("file");
+        let basic = rdprobe::gateway::http::b64(b"user:pass");
+        assert!(
+            !b.windows(basic.len()).any(|w| w == basic.as_bytes()),
+            "{file} holds the Basic token"
+        );
+    }
+    let (r, _) = fuzz::replay(&gw_target(gw.addr), &f, Duration::from_secs(5)).await;
+    assert!(r.reproduced, "{r:?}");
+    cli_replay(&f, &[("RDPROBE_PASSWORD", "pass")]);
+}
+
+/// The first HTTP request and the tunnel packets against the healthy lab gateway: every case is
+/// classified, the gateway stays alive, and a healthy gateway gives no finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_http_and_tunnel_stages_against_a_healthy_lab_gateway() {
+    let (_lab, gw) = lab_gateway(None);
+    for (stage, baseline) in [
+        (FuzzStage::GwHttp, ResponseClass::ValidReply),
+        (FuzzStage::GwTunnel, ResponseClass::ValidReply),
+    ] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut o = opts(gw_target(gw.addr), stage, 120, 3, out.path());
+        o.liveness_every = 20;
+        let summary = fuzz::run(&o, &mut fuzz::Quiet).await.expect("run");
+        assert_eq!(summary.baseline, baseline, "{stage}");
+        assert_eq!(summary.stats.cases, 120, "{stage}");
+        assert!(
+            summary.findings.is_empty(),
+            "{stage}: {:?}",
+            summary
+                .findings
+                .iter()
+                .map(|f| (f.signature.to_string(), f.case.summary(), f.detail.clone()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(summary.stats.liveness.get(&Liveness::Down), None, "{stage}");
+        // More than one kind of answer: the mutations reach the gateway's parser.
+        assert!(
+            summary.stats.classes.len() >= 2,
+            "{stage}: {:?}",
+            summary.stats.classes
+        );
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use rdprobe::diagnose::{diagnose, FaultClass};
-use rdprobe::gateway::client::{probe, GatewayOptions};
+use rdprobe::gateway::client::{probe, GatewayOptions, Transport};
 use rdprobe::lab::gateway::{spawn_gateway, GatewayConfig, GatewayHandle};
 use rdprobe::lab::{LabHandle, LabLimits};
 use rdprobe::probe::{Credentials, ProbeOptions};
@@ -191,10 +191,183 @@ async fn probe_through_the_lab_gateway_reaches_connected_on_xrdp() {
     );
 }
 
+// --- the legacy two-channel HTTP transport ---
+
+fn http_opts(gw: &GatewayHandle) -> GatewayOptions {
+    let mut g = gw_opts(gw, "pass");
+    g.transport = Transport::Http;
+    g
+}
+
+/// `--gateway-transport http` reaches connected through the lab gateway on the lab server and on
+/// xrdp; the report names the transport and the address of each channel, and the gateway saw an
+/// OUT channel that relayed and an IN channel that joined it.
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_over_the_legacy_http_transport_reaches_connected() {
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let r = probe(&opts("rdp01.corp.example"), &http_opts(&gw))
+        .await
+        .report;
+    assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(&r));
+    assert_eq!(r.last_stage, Stage::Connected);
+    let j = |s, k| r.fact(s, k).cloned();
+    assert_eq!(
+        j(Stage::GwHttp, "transport"),
+        Some(serde_json::json!("http"))
+    );
+    assert_eq!(
+        j(Stage::GwAuth, "transport"),
+        Some(serde_json::json!("http"))
+    );
+    assert_eq!(
+        j(Stage::GwTunnel, "transport"),
+        Some(serde_json::json!("http"))
+    );
+    assert_eq!(j(Stage::GwAuth, "scheme"), Some(serde_json::json!("NTLM")));
+    assert_eq!(j(Stage::GwAuth, "status"), Some(serde_json::json!(200)));
+    assert_eq!(j(Stage::GwAuth, "seed_bytes"), Some(serde_json::json!(10)));
+    assert_eq!(j(Stage::GwAuth, "in_status"), Some(serde_json::json!(200)));
+    let gw_addr = serde_json::json!(gw.addr.to_string());
+    assert_eq!(j(Stage::GwAuth, "out_address"), Some(gw_addr.clone()));
+    assert_eq!(j(Stage::GwAuth, "in_address"), Some(gw_addr));
+    assert_eq!(
+        r.fact(Stage::Credssp, "early_user_auth"),
+        Some(&serde_json::json!("success"))
+    );
+    let out = wait_outcomes(&gw, 2);
+    assert!(
+        out.iter()
+            .any(|o| o.step == "relay" && o.resources == ["rdp01.corp.example"]),
+        "{out:?}"
+    );
+    assert!(
+        out.iter()
+            .any(|o| o.step == "in_channel" && o.result.contains("joined")),
+        "{out:?}"
+    );
+    // xrdp behind the gateway, over the same transport.
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("xrdp (scripts/install-peers.sh)");
+    let gw2 = gateway_to("gw-healthy", xrdp.addr());
+    let r = probe(&opts("xrdp01"), &http_opts(&gw2)).await.report;
+    assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(&r));
+    assert_eq!(r.last_stage, Stage::Connected);
+    assert_eq!(
+        r.fact(Stage::GwTunnel, "transport"),
+        Some(&serde_json::json!("http"))
+    );
+}
+
+/// `auto` asks for WebSocket and takes the legacy transport from a gateway that answers the upgrade
+/// with the legacy OUT channel; `websocket` alone stops there with the 200 and its diagnosis.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_falls_back_to_http_on_a_gateway_without_websocket() {
+    let (_lab, gw) = gateway_to_lab("gw-http-only");
+    let mut g = gw_opts(&gw, "pass");
+    assert_eq!(g.transport, Transport::Auto);
+    let r = probe(&opts("rdp01"), &g).await.report;
+    assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(&r));
+    assert_eq!(
+        r.fact(Stage::GwHttp, "transport"),
+        Some(&serde_json::json!("websocket"))
+    );
+    assert_eq!(
+        r.fact(Stage::GwTunnel, "transport"),
+        Some(&serde_json::json!("http"))
+    );
+    g.transport = Transport::WebSocket;
+    let r = probe(&opts("rdp01"), &g).await.report;
+    assert_eq!(r.last_stage, Stage::GwAuth);
+    assert!(matches!(
+        r.verdict.failure(),
+        Some(FailureKind::HttpStatus { status: 200, .. })
+    ));
+    assert_eq!(diagnose(&r).causes[0].id, "gw_websocket_refused");
+    // A gateway without the legacy transport: `http` is refused with 501 before authentication.
+    let sc = {
+        let mut s = rdprobe::scenario::builtin("gw-healthy").unwrap();
+        s.gateway.as_mut().unwrap().legacy_http = false;
+        s
+    };
+    let gw3 = spawn_gateway(
+        loopback0(),
+        GatewayConfig {
+            scenario: sc,
+            target: _lab.addr,
+            limits: LabLimits::default(),
+        },
+    )
+    .unwrap();
+    let r = probe(&opts("rdp01"), &http_opts(&gw3)).await.report;
+    assert_eq!(r.last_stage, Stage::GwHttp);
+    assert!(matches!(
+        r.verdict.failure(),
+        Some(FailureKind::HttpStatus { status: 501, .. })
+    ));
+}
+
+/// The real client over the legacy transport: xfreerdp 2.11 `/gt:http,no-websockets` through the lab
+/// gateway reaches the same end as directly, on the lab server and on xrdp; and `/gt:http` (WebSocket
+/// first) falls back to the legacy transport on a gateway without WebSocket.
+#[test]
+fn xfreerdp_over_the_legacy_http_transport() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let (lab, gw) = gateway_to_lab("gw-healthy");
+    let direct = xfreerdp_auth_only(
+        lab.addr.port(),
+        "user",
+        "pass",
+        &[],
+        Duration::from_secs(30),
+    )
+    .expect("xfreerdp");
+    assert_eq!(direct.code, Some(0), "{}", direct.output);
+    let run = xfreerdp_via_gt(&gw, "pass", "/gt:http,no-websockets", &[]);
+    assert_eq!(run.code, direct.code, "{}", run.output);
+    let out = wait_outcomes(&gw, 2);
+    assert!(
+        out.iter()
+            .any(|o| o.step == "relay" && o.resources == ["rdp01"]),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| o.step == "in_channel"), "{out:?}");
+    let bad = xfreerdp_via_gt(&gw, "wrong", "/gt:http,no-websockets", &[]);
+    assert_ne!(bad.code, Some(0), "{}", bad.output);
+    // Falling back: WebSocket asked, the legacy transport answered.
+    let (_lab2, gw2) = gateway_to_lab("gw-http-only");
+    let run = xfreerdp_via(&gw2, "pass", &[]);
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert!(
+        wait_outcomes(&gw2, 2)
+            .iter()
+            .any(|o| o.step == "in_channel"),
+        "{:?}",
+        gw2.outcomes()
+    );
+    // xrdp behind the gateway.
+    let xrdp = Xrdp::start(XrdpOpts::negotiate()).expect("xrdp (scripts/install-peers.sh)");
+    let direct = xfreerdp_auth_only(xrdp.port(), "user", "pass", &[], Duration::from_secs(30))
+        .expect("xfreerdp");
+    let gw3 = gateway_to("gw-healthy", xrdp.addr());
+    let run = xfreerdp_via_gt(&gw3, "pass", "/gt:http,no-websockets", &[]);
+    assert_eq!(run.code, direct.code, "{}", run.output);
+    assert_eq!(run.code, Some(0), "{}", run.output);
+}
+
 /// Every gateway fault scenario: the stage it fails at, the verdict, the fault class and the first
 /// cause of the diagnosis.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_gateway_fault_scenario_is_diagnosed() {
+    every_fault_over(Transport::Auto).await;
+}
+
+/// The same faults over the legacy HTTP transport (the upgrade refusal does not apply to it).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_gateway_fault_scenario_is_diagnosed_over_http() {
+    every_fault_over(Transport::Http).await;
+}
+
+async fn every_fault_over(transport: Transport) {
     use FaultClass as F;
     type Check = fn(&FailureKind) -> bool;
     let table: &[(&str, &str, Stage, Check, FaultClass, &str)] = &[
@@ -291,9 +464,25 @@ async fn every_gateway_fault_scenario_is_diagnosed() {
         ),
     ];
     for (name, password, stage, check, class, cause) in table {
+        if transport == Transport::Http && *name == "gw-websocket-refused" {
+            continue;
+        }
         let (_lab, gw) = gateway_to_lab(name);
+        let mut g = gw_opts(&gw, password);
+        g.transport = transport;
         // `rdp01` is the NetBIOS form: gw-rap-denied lists it as denied.
-        let r = probe(&opts("rdp01"), &gw_opts(&gw, password)).await.report;
+        let r = probe(&opts("rdp01"), &g).await.report;
+        if *stage > Stage::GwAuth {
+            assert_eq!(
+                r.fact(Stage::GwTunnel, "transport"),
+                Some(&serde_json::json!(if transport == Transport::Http {
+                    "http"
+                } else {
+                    "websocket"
+                })),
+                "{name}"
+            );
+        }
         let text = rdprobe::report::render_text(&r);
         assert_eq!(r.last_stage, *stage, "{name}: {text}");
         let kind = r.verdict.failure().expect("a failure");
@@ -309,9 +498,9 @@ async fn every_gateway_fault_scenario_is_diagnosed() {
     }
     // The RAP compares names literally: the FQDN the policy lists passes where `rdp01` failed.
     let (_lab, gw) = gateway_to_lab("gw-rap-denied");
-    let r = probe(&opts("rdp01.corp.example"), &gw_opts(&gw, "pass"))
-        .await
-        .report;
+    let mut g = gw_opts(&gw, "pass");
+    g.transport = transport;
+    let r = probe(&opts("rdp01.corp.example"), &g).await.report;
     assert!(r.verdict.is_ok(), "{}", rdprobe::report::render_text(&r));
 }
 
@@ -334,6 +523,11 @@ async fn expired_gateway_certificate_is_reported_on_a_healthy_run() {
 // --- the real client: xfreerdp 2.11 through the lab gateway ---
 
 fn xfreerdp_via(gw: &GatewayHandle, gw_password: &str, extra: &[&str]) -> XfreerdpRun {
+    xfreerdp_via_gt(gw, gw_password, "/gt:http", extra)
+}
+
+/// xfreerdp through the gateway with this `/gt:` (`/gt:http,no-websockets`: the legacy transport).
+fn xfreerdp_via_gt(gw: &GatewayHandle, gw_password: &str, gt: &str, extra: &[&str]) -> XfreerdpRun {
     let g = format!("/g:127.0.0.1:{}", gw.addr.port());
     let gp = format!("/gp:{gw_password}");
     let mut args = vec![
@@ -343,7 +537,7 @@ fn xfreerdp_via(gw: &GatewayHandle, gw_password: &str, extra: &[&str]) -> Xfreer
         g.as_str(),
         "/gu:user",
         gp.as_str(),
-        "/gt:http",
+        gt,
         "/cert:ignore",
         "+auth-only",
     ];
@@ -487,6 +681,34 @@ fn cli_probe_through_the_gateway_json_exit_codes_and_secrets() {
     assert_eq!(v["stages"][0]["stage"], "gw_tcp");
     assert_eq!(v["stages"][5]["stage"], "gw_channel");
     assert_eq!(v["stages"][6]["stage"], "tcp");
+    assert_eq!(v["stages"][4]["facts"]["transport"], "websocket");
+    // The legacy transport from the command line.
+    let (code, out, err) = rdprobe_cli(
+        &[
+            "probe",
+            "rdp01",
+            "--gateway",
+            &g,
+            "--gateway-transport",
+            "http",
+            "--user",
+            "user",
+            "--json",
+            "--timeout",
+            "3s",
+        ],
+        &[
+            ("RDPROBE_PASSWORD", "pass"),
+            ("RDPROBE_GATEWAY_PASSWORD", "pass"),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["last_stage"], "connected");
+    assert_eq!(v["stages"][4]["stage"], "gw_tunnel");
+    assert_eq!(v["stages"][4]["facts"]["transport"], "http");
+    assert_eq!(v["stages"][3]["facts"]["in_address"], g.as_str());
     // A wrong gateway password alone: the gateway refuses (exit 5, auth), the server is not reached.
     let (code, out, err) = rdprobe_cli(
         &[
@@ -605,8 +827,54 @@ async fn enum_gateway_reports_tls_schemes_and_transports() {
             .clone()
     };
     assert_eq!(by("websocket").status, Some(401));
-    assert_eq!(by("rpc").status, Some(404));
-    assert_eq!(by("rpc").meaning, "not offered");
+    assert_eq!(by("websocket").offered, Some(true));
+    // The legacy HTTP transport answers (authentication first, as for WebSocket).
+    assert_eq!(by("http").status, Some(401));
+    assert_eq!(by("http").offered, Some(true));
+    for rpc in ["rpc_in", "rpc_out"] {
+        assert_eq!(by(rpc).status, Some(404));
+        assert_eq!(by(rpc).meaning, "not offered");
+        assert_eq!(by(rpc).offered, Some(false));
+    }
+    let text = rdprobe::gateway::survey::render(&s);
+    assert!(
+        text.contains("transports answering: websocket, http; not offered: rpc_in, rpc_out"),
+        "{text}"
+    );
+    // A gateway without the legacy transport: 501 before authentication, "not offered".
+    let sc = {
+        let mut s = rdprobe::scenario::builtin("gw-healthy").unwrap();
+        s.gateway.as_mut().unwrap().legacy_http = false;
+        s
+    };
+    let gw2 = spawn_gateway(
+        loopback0(),
+        GatewayConfig {
+            scenario: sc,
+            target: loopback0(),
+            limits: LabLimits::default(),
+        },
+    )
+    .unwrap();
+    let s2 = survey("127.0.0.1", gw2.addr.port(), Duration::from_secs(3))
+        .await
+        .expect("survey");
+    let http = s2
+        .transports
+        .iter()
+        .find(|a| a.transport == "http")
+        .unwrap();
+    assert_eq!(
+        (http.status, http.meaning.as_str()),
+        (Some(501), "not offered")
+    );
+    assert_eq!(http.offered, Some(false));
+    let ws = s2
+        .transports
+        .iter()
+        .find(|a| a.transport == "websocket")
+        .unwrap();
+    assert_eq!(ws.offered, Some(true));
     // A reverse proxy's login redirect shows with its Location on every transport.
     let (_lab, gw) = gateway_to_lab("gw-login-redirect");
     let s = survey("127.0.0.1", gw.addr.port(), Duration::from_secs(3))

@@ -502,6 +502,7 @@ fn every_builtin_scenario_has_a_test_here() {
         "gw-forbidden",
         "gw-login-redirect",
         "gw-websocket-refused",
+        "gw-http-only",
         "gw-reset-after-ntlm",
         "gw-tunnel-refused",
         "gw-rap-denied",

@@ -19,7 +19,9 @@ pub(crate) struct FuzzArgs {
     target: Option<String>,
     /// Stage to mutate: x224, tls, credssp, mcs, channels; security, licensing (standard RDP
     /// security servers only). credssp with --user also mutates rounds 2 and 3 (AUTHENTICATE with
-    /// pubKeyAuth, authInfo)
+    /// pubKeyAuth, authInfo). gw_http, gw_tunnel, gw_channel: TARGET is an RD Gateway (the first
+    /// request; the tunnel packets and the channel create after a Basic-authenticated upgrade with
+    /// --user)
     #[arg(long, default_value = "x224")]
     stage: String,
     /// Most cases to run [default: 1000, or unlimited with --duration]
@@ -291,7 +293,7 @@ pub(crate) async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     let addr = fuzz_addr(t, a.allow_remote).await?;
     let stage = FuzzStage::parse(&a.stage).ok_or_else(|| {
         usage(format!(
-            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels, security, licensing)",
+            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels, security, licensing, gw_http, gw_tunnel, gw_channel)",
             a.stage
         ))
     })?;

@@ -19,7 +19,7 @@ pub(crate) struct LabArgs {
     /// free loopback port with --gateway-listen]
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Also serve a fake RD Gateway (MS-TSGU, WebSocket transport, NTLM / Basic) on this address;
+    /// Also serve a fake RD Gateway (MS-TSGU, WebSocket and legacy HTTP transports, NTLM / Basic) on this address;
     /// its channels go to the lab server, or to --target. The scenario's [gateway] section sets its
     /// faults
     #[arg(long, value_name = "ADDR")]

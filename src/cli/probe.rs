@@ -76,7 +76,8 @@ pub(crate) struct ProbeArgs {
     /// TLS secrets embedded (--pcap holds the inner RDP of the channel)
     #[arg(long, value_name = "FILE", requires = "gateway")]
     gateway_pcap: Option<PathBuf>,
-    /// Gateway transport: websocket, http (legacy, not implemented yet) or auto (websocket)
+    /// Gateway transport: websocket, http (the legacy two-channel RDG_OUT_DATA / RDG_IN_DATA) or
+    /// auto (ask for WebSocket, take the legacy transport when an older gateway answers with it)
     #[arg(long, default_value = "auto", requires = "gateway")]
     gateway_transport: String,
 }

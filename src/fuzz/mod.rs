@@ -16,6 +16,7 @@
 pub mod channels;
 pub mod credssp;
 pub mod findings;
+pub mod gateway;
 pub mod havoc;
 pub mod ladder;
 pub mod licensing;
@@ -61,10 +62,19 @@ pub enum FuzzStage {
     Security,
     /// Standard RDP security only: the client's licensing PDU.
     Licensing,
+    /// RD Gateway: the first HTTP request (target: the gateway).
+    #[serde(rename = "gw_http")]
+    GwHttp,
+    /// RD Gateway: handshake, tunnel create or tunnel authorization packet.
+    #[serde(rename = "gw_tunnel")]
+    GwTunnel,
+    /// RD Gateway: the channel create packet.
+    #[serde(rename = "gw_channel")]
+    GwChannel,
 }
 
 impl FuzzStage {
-    pub const ALL: [FuzzStage; 7] = [
+    pub const ALL: [FuzzStage; 10] = [
         FuzzStage::X224,
         FuzzStage::Tls,
         FuzzStage::Credssp,
@@ -72,7 +82,18 @@ impl FuzzStage {
         FuzzStage::Channels,
         FuzzStage::Security,
         FuzzStage::Licensing,
+        FuzzStage::GwHttp,
+        FuzzStage::GwTunnel,
+        FuzzStage::GwChannel,
     ];
+
+    /// The RD Gateway stages (the target is a gateway, not an RDP server).
+    pub fn is_gateway(self) -> bool {
+        matches!(
+            self,
+            FuzzStage::GwHttp | FuzzStage::GwTunnel | FuzzStage::GwChannel
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         self.stage().as_str()
@@ -87,6 +108,9 @@ impl FuzzStage {
             FuzzStage::Channels => Stage::Channels,
             FuzzStage::Security => Stage::Security,
             FuzzStage::Licensing => Stage::Licensing,
+            FuzzStage::GwHttp => Stage::GwHttp,
+            FuzzStage::GwTunnel => Stage::GwTunnel,
+            FuzzStage::GwChannel => Stage::GwChannel,
         }
     }
 
@@ -140,6 +164,12 @@ pub enum Case {
     Channels(channels::ChannelsCase),
     Security(security::SecurityCase),
     Licensing(licensing::LicensingCase),
+    #[serde(rename = "gw_http")]
+    GwHttp(gateway::GwHttpCase),
+    #[serde(rename = "gw_tunnel")]
+    GwTunnel(gateway::GwTunnelCase),
+    #[serde(rename = "gw_channel")]
+    GwChannel(gateway::GwChannelCase),
 }
 
 impl Case {
@@ -152,6 +182,9 @@ impl Case {
             Case::Channels(_) => FuzzStage::Channels,
             Case::Security(_) => FuzzStage::Security,
             Case::Licensing(_) => FuzzStage::Licensing,
+            Case::GwHttp(_) => FuzzStage::GwHttp,
+            Case::GwTunnel(_) => FuzzStage::GwTunnel,
+            Case::GwChannel(_) => FuzzStage::GwChannel,
         }
     }
 
@@ -165,6 +198,9 @@ impl Case {
             FuzzStage::Channels => Case::Channels(Default::default()),
             FuzzStage::Security => Case::Security(Default::default()),
             FuzzStage::Licensing => Case::Licensing(Default::default()),
+            FuzzStage::GwHttp => Case::GwHttp(Default::default()),
+            FuzzStage::GwTunnel => Case::GwTunnel(Default::default()),
+            FuzzStage::GwChannel => Case::GwChannel(Default::default()),
         }
     }
 
@@ -189,6 +225,11 @@ impl Case {
             FuzzStage::Channels => channels::strategy().prop_map(Case::Channels).boxed(),
             FuzzStage::Security => security::strategy().prop_map(Case::Security).boxed(),
             FuzzStage::Licensing => licensing::strategy().prop_map(Case::Licensing).boxed(),
+            FuzzStage::GwHttp => gateway::http_strategy().prop_map(Case::GwHttp).boxed(),
+            FuzzStage::GwTunnel => gateway::tunnel_strategy().prop_map(Case::GwTunnel).boxed(),
+            FuzzStage::GwChannel => gateway::channel_strategy()
+                .prop_map(Case::GwChannel)
+                .boxed(),
         }
     }
 
@@ -202,6 +243,9 @@ impl Case {
             Case::Channels(c) => c.mutations.len(),
             Case::Security(c) => c.mutations.len(),
             Case::Licensing(c) => c.mutations.len(),
+            Case::GwHttp(c) => c.mutations.len(),
+            Case::GwTunnel(c) => c.mutations.len(),
+            Case::GwChannel(c) => c.mutations.len(),
         }
     }
 
@@ -222,6 +266,12 @@ impl Case {
             Case::Channels(c) => serde_json::to_string(&c.mutations),
             Case::Security(c) => serde_json::to_string(&c.mutations),
             Case::Licensing(c) => serde_json::to_string(&c.mutations),
+            Case::GwHttp(c) => serde_json::to_string(&c.mutations),
+            Case::GwTunnel(c) => serde_json::to_string(&c.mutations).map(|m| {
+                let p = serde_json::to_value(c.packet).unwrap_or_default();
+                format!("{}: {m}", p.as_str().unwrap_or("packet"))
+            }),
+            Case::GwChannel(c) => serde_json::to_string(&c.mutations),
         };
         v.unwrap_or_default()
     }
@@ -1077,6 +1127,9 @@ mod tests {
                     Case::Licensing(x) => {
                         licensing::encode(&x.mutations, &licensing::valid_client_answer()).1
                     }
+                    Case::GwHttp(x) => gateway::encode_http(&x.mutations, "gw"),
+                    Case::GwTunnel(x) => gateway::encode_tunnel(x),
+                    Case::GwChannel(x) => gateway::encode_channel(&x.mutations),
                 };
                 assert!(bytes.len() < 200_000, "{stage}: {}", bytes.len());
                 let j = serde_json::to_string(&c).expect("json");

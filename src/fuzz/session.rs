@@ -145,6 +145,9 @@ async fn drive(
     sent_at: &mut Option<Instant>,
 ) -> Result<(ResponseClass, String), PrefixFail> {
     let stage = case.stage();
+    if stage.is_gateway() {
+        return gateway_stages(target, case, shared, sent, sent_at).await;
+    }
     // --- tcp ---
     let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
         Err(_) => {
@@ -1438,6 +1441,169 @@ fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {
         Ok(Some((_, n))) => Ok(Some(n)),
         Ok(None) => Ok(None),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The gateway stages: TCP and TLS to the gateway, then the first HTTP request (`gw_http`), or the
+/// upgrade with Basic credentials and the tunnel packets before the mutated one (`gw_tunnel`,
+/// `gw_channel`). See [`super::gateway`].
+async fn gateway_stages(
+    target: &Target,
+    case: &Case,
+    shared: &SharedTrace,
+    sent: &mut Vec<u8>,
+    sent_at: &mut Option<Instant>,
+) -> Result<(ResponseClass, String), PrefixFail> {
+    use super::gateway as g;
+    let stage = case.stage();
+    let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
+        Err(_) => {
+            return Err(PrefixFail(
+                ResponseClass::Refused,
+                "tcp connect timed out".into(),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(PrefixFail(
+                ResponseClass::Refused,
+                format!("tcp connect failed: {e}"),
+            ))
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    if let Ok(local) = tcp.local_addr() {
+        shared.set_addrs(local, target.addr);
+    }
+    shared.push(EventKind::Connected);
+    let wire = Tap::new(tcp, shared.clone(), Layer::Wire);
+    // INVARIANT: the prefix may send Basic credentials: the TLS secrets go to a scratch trace, so
+    // a finding's capture cannot reveal them.
+    let scratch = SharedTrace::new(Trace::new(target.addr, target.addr));
+    let (config, _) =
+        crate::probe::tls::rustls_config(scratch, crate::probe::tls::TlsVersions::Both);
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.enable_sni = false;
+    let name = rustls::pki_types::ServerName::try_from("rd-gateway")
+        .map_err(|e| prefix(format!("tls: {e}")))?
+        .to_owned();
+    let mut io: Io = match tokio::time::timeout(
+        target.timeout,
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, wire),
+    )
+    .await
+    {
+        Err(_) => return Err(prefix("gw_tls: handshake timed out")),
+        Ok(Err(e)) => return Err(prefix(format!("gw_tls: {e}"))),
+        Ok(Ok(s)) => Box::new(s),
+    };
+    let host = target.addr.to_string();
+    if let Case::GwHttp(c) = case {
+        let bytes = g::encode_http(&c.mutations, &host);
+        note_sent(shared, stage, &bytes, sent, sent_at);
+        if let Err(e) = write(&mut io, &bytes, target.timeout).await {
+            return Ok(write_failed(&e));
+        }
+        return Ok(observe(&mut io, target, shared, judge_gw_http, false).await);
+    }
+    // The upgrade, authenticated.
+    let mut req = g::encode_http(&[], &host);
+    if let Some(c) = &target.credentials {
+        let auth = g::basic(&c.user, c.domain.as_deref(), &c.password);
+        req.truncate(req.len() - 2);
+        req.extend_from_slice(format!("Authorization: {auth}\r\n\r\n").as_bytes());
+    }
+    write(&mut io, &req, target.timeout)
+        .await
+        .map_err(|e| prefix(format!("gw_http: {e}")))?;
+    let mut buf = Vec::new();
+    let head = crate::gateway::http::read_head(&mut io, &mut buf, target.timeout, false)
+        .await
+        .map_err(|e| prefix(format!("gw_http: {e}")))?;
+    if head.status != 101 {
+        return Err(prefix(format!(
+            "gw_auth: the gateway answered {} {} to the upgrade{}",
+            head.status,
+            head.reason,
+            if target.credentials.is_none() {
+                " (no credentials given: --user and RDPROBE_PASSWORD for Basic)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let (before, mutated) = match case {
+        Case::GwTunnel(c) => (c.packet as usize, g::encode_tunnel(c)),
+        Case::GwChannel(c) => (3, g::encode_channel(&c.mutations)),
+        _ => return Err(prefix("not a gateway case")),
+    };
+    for p in g::tunnel_packets().iter().take(before) {
+        write(&mut io, &g::ws_frame(&p.encode()), target.timeout)
+            .await
+            .map_err(|e| prefix(format!("gw_tunnel: {e}")))?;
+        let answer = g::read_frame(&mut io, &mut buf, target.timeout)
+            .await
+            .map_err(|e| prefix(format!("gw_tunnel: {} answered: {e}", p.name())))?;
+        let (class, detail) = g::judge_packet(&answer);
+        if class != ResponseClass::ValidReply {
+            return Err(prefix(format!("gw_tunnel: {} answered {detail}", p.name())));
+        }
+    }
+    let frame = g::ws_frame(&mutated);
+    note_sent(shared, stage, &mutated, sent, sent_at);
+    if let Err(e) = write(&mut io, &frame, target.timeout).await {
+        return Ok(write_failed(&e));
+    }
+    let short = crate::gateway::tsgu::packet_len(&mutated)
+        .ok()
+        .flatten()
+        .is_some_and(|n| n > mutated.len());
+    Ok(observe_with(&mut io, target, shared, buf, judge_gw_packet, short).await)
+}
+
+fn judge_gw_http(b: &[u8]) -> Judge {
+    let Some(end) = b.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if b.len() >= 8 && !b[..8].iter().all(|x| x.is_ascii_graphic() || *x == b' ') {
+            return Judge::Reply(
+                ResponseClass::MalformedReply,
+                "an answer that is not HTTP".into(),
+            );
+        }
+        return Judge::NeedMore;
+    };
+    let mut hs = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Response::new(&mut hs);
+    match r.parse(&b[..end + 4]) {
+        Ok(httparse::Status::Complete(_)) => {
+            let (class, detail) = super::gateway::judge_http_status(r.code.unwrap_or(0));
+            Judge::Reply(class, detail)
+        }
+        _ => Judge::Reply(
+            ResponseClass::MalformedReply,
+            "a malformed HTTP head".into(),
+        ),
+    }
+}
+
+fn judge_gw_packet(b: &[u8]) -> Judge {
+    let mut at = 0;
+    loop {
+        match super::gateway::parse_frame(&b[at..]) {
+            Err(e) => return Judge::Reply(ResponseClass::MalformedReply, e),
+            Ok(None) => return Judge::NeedMore,
+            Ok(Some((0x2, payload, _))) => {
+                let (class, detail) = super::gateway::judge_packet(&payload);
+                return Judge::Reply(class, detail);
+            }
+            Ok(Some((0x8, _, _))) => {
+                return Judge::Reply(
+                    ResponseClass::Close,
+                    "websocket close without a reply".into(),
+                )
+            }
+            Ok(Some((_, _, n))) => at += n,
+        }
     }
 }
 

@@ -28,8 +28,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::http::{self, Head, HeadError};
+use super::legacy::HttpChannel;
+use super::transport::Tunnel;
 use super::tsgu::{self, Hresult, Packet};
 use super::ws::{PacketStream, RecvError};
+use super::BoxIo;
 use crate::probe::{Credentials, ProbeOptions, ProbeResult};
 use crate::report::{ConnectionReport, Facts, StageReport};
 use crate::stage::{FailureKind, Side, Stage, Verdict};
@@ -38,9 +41,10 @@ use crate::stage::{FailureKind, Side, Stage, Verdict};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
     WebSocket,
-    /// The legacy two-channel HTTP transport (RDG_OUT_DATA / RDG_IN_DATA): not implemented yet.
+    /// The legacy two-channel HTTP transport (RDG_OUT_DATA / RDG_IN_DATA, MS-TSGU 3.3.5.1).
     Http,
-    /// WebSocket (what current gateways and clients use first).
+    /// Ask for the WebSocket upgrade; a gateway that answers with the legacy OUT channel (200 OK and
+    /// its seed) gets the legacy transport (what mstsc and FreeRDP do).
     Auto,
 }
 
@@ -266,9 +270,6 @@ pub fn name_form(name: &str) -> &'static str {
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// Opens the gateway hop to `target:port`; on success returns the channel as a stream.
 pub async fn open(
     gw: &GatewayOptions,
@@ -421,25 +422,9 @@ pub async fn open(
     if stop_after == Some(Stage::GwTls) {
         return stopped(hop, Stage::GwTls);
     }
-    let mut s: Box<dyn Io> = Box::new(tls);
+    let mut s: BoxIo = Box::new(tls);
 
     // --- gw_http, gw_auth ---
-    if gw.transport == Transport::Http {
-        let mut rec = Rec::new(Stage::GwHttp, &n);
-        rec.fact("transport", json!("http"));
-        rec.end(
-            &mut hop,
-            &n,
-            Verdict::Failed {
-                kind: FailureKind::ProtocolError {
-                    what: "the legacy HTTP transport (RDG_OUT_DATA / RDG_IN_DATA) is not implemented yet: use --gateway-transport websocket".into(),
-                    offset: None,
-                },
-                by: Side::Client,
-            },
-        );
-        return (hop, None);
-    }
     let host_header = if gw.port == 443 {
         gw.host.clone()
     } else {
@@ -447,11 +432,17 @@ pub async fn open(
     };
     let conn_id = connection_id();
     let key = http::websocket_key();
+    // Auto asks for the upgrade; a gateway without WebSocket answers the legacy OUT channel's 200.
+    let out_req = if gw.transport == Transport::Http {
+        Req::OutData
+    } else {
+        Req::Upgrade(&key)
+    };
     let mut buf = Vec::new();
     let mut rec = Rec::new(Stage::GwHttp, &n);
-    rec.fact("transport", json!("websocket"));
+    rec.fact("transport", json!(out_req.transport()));
     rec.fact("method", json!("RDG_OUT_DATA"));
-    let first = match exchange(&mut s, &mut buf, &host_header, &conn_id, &key, None, t).await {
+    let first = match exchange(&mut s, &mut buf, out_req, &host_header, &conn_id, None, t).await {
         Ok(h) => h,
         Err(v) => {
             rec.end(&mut hop, &n, v);
@@ -459,13 +450,13 @@ pub async fn open(
         }
     };
     http_facts(&mut rec, &first);
+    let mut a;
     let upgraded = match first.status {
-        101 => {
+        101 | 200 => {
             rec.end(&mut hop, &n, Verdict::Ok);
-            let mut a = Rec::new(Stage::GwAuth, &n);
+            a = Rec::new(Stage::GwAuth, &n);
             a.fact("scheme", json!("none"));
-            a.fact("status", json!(101));
-            a.end(&mut hop, &n, Verdict::Ok);
+            a.fact("status", json!(first.status));
             first
         }
         401 => {
@@ -474,14 +465,14 @@ pub async fn open(
                 return stopped(hop, Stage::GwHttp);
             }
             let offered = http::schemes(&first);
-            let mut a = Rec::new(Stage::GwAuth, &n);
+            a = Rec::new(Stage::GwAuth, &n);
             a.fact("www_authenticate", json!(offered));
             match authenticate(
                 &mut s,
                 &mut buf,
+                out_req,
                 &host_header,
                 &conn_id,
-                &key,
                 gw,
                 &offered,
                 &mut a,
@@ -489,39 +480,105 @@ pub async fn open(
             )
             .await
             {
-                Ok(h) => {
-                    a.end(&mut hop, &n, Verdict::Ok);
-                    h
-                }
+                Ok(h) => h,
                 Err(v) => {
                     a.end(&mut hop, &n, v);
                     return (hop, None);
                 }
             }
         }
-        status => {
+        _ => {
             let v = http_status_verdict(&first);
             rec.end(&mut hop, &n, v);
-            let _ = status;
             return (hop, None);
         }
     };
-    let accept_ok = upgraded
-        .header("sec-websocket-accept")
-        .is_some_and(|a| a == http::websocket_accept(&key));
-    if !accept_ok {
-        hop.notes.push(
-            "the gateway's Sec-WebSocket-Accept does not match the key sent (RFC 6455 4.2.2)"
-                .into(),
-        );
-    }
-    if stop_after == Some(Stage::GwHttp) || stop_after == Some(Stage::GwAuth) {
-        return stopped(hop, stop_after.unwrap_or(Stage::GwAuth));
-    }
+    let tunnel = if upgraded.status == 101 {
+        let accept_ok = upgraded
+            .header("sec-websocket-accept")
+            .is_some_and(|a| a == http::websocket_accept(&key));
+        if !accept_ok {
+            hop.notes.push(
+                "the gateway's Sec-WebSocket-Accept does not match the key sent (RFC 6455 4.2.2)"
+                    .into(),
+            );
+        }
+        a.fact("transport", json!("websocket"));
+        a.end(&mut hop, &n, Verdict::Ok);
+        if stop_after == Some(Stage::GwHttp) || stop_after == Some(Stage::GwAuth) {
+            return stopped(hop, stop_after.unwrap_or(Stage::GwAuth));
+        }
+        Tunnel::WebSocket(Box::new(
+            PacketStream::new(s, std::mem::take(&mut buf), Role::Client).await,
+        ))
+    } else {
+        // 200 OK: the legacy OUT channel (its seed follows), or a refused upgrade.
+        let refused = fail(FailureKind::HttpStatus {
+            status: 200,
+            reason: upgraded.reason.clone(),
+            location: None,
+        });
+        if gw.transport == Transport::WebSocket {
+            a.end(&mut hop, &n, refused);
+            return (hop, None);
+        }
+        match read_seed(&mut s, &mut buf, t).await {
+            Ok(k) => a.fact("seed_bytes", json!(k)),
+            Err(e) => {
+                a.fact("seed", json!(e));
+                if gw.transport == Transport::Auto {
+                    hop.notes.push(format!(
+                        "the WebSocket upgrade was answered 200 OK without the legacy transport's seed ({e})"
+                    ));
+                    a.end(&mut hop, &n, refused);
+                } else {
+                    let v = if e.contains("closed") {
+                        fail(FailureKind::Closed {
+                            tls_close_notify: false,
+                        })
+                    } else {
+                        fail(FailureKind::ProtocolError {
+                            what: format!("the OUT channel's seed: {e}"),
+                            offset: None,
+                        })
+                    };
+                    a.end(&mut hop, &n, v);
+                }
+                return (hop, None);
+            }
+        }
+        a.fact("transport", json!("http"));
+        a.fact("out_address", json!(addr.to_string()));
+        // The IN channel goes to the address the OUT channel reached, so that both land on the same
+        // gateway of a farm (what FreeRDP does); a farm behind one address may still split them.
+        a.fact("in_address", json!(addr.to_string()));
+        if addrs.len() > 1 {
+            hop.notes.push(format!(
+                "{} has {} addresses: the IN channel was sent to the OUT channel's address {}",
+                gw.host,
+                addrs.len(),
+                addr.ip()
+            ));
+        }
+        let in_ch = match in_channel(addr, gw, &host_header, &conn_id, &n, &mut a, t).await {
+            Ok(v) => v,
+            Err(v) => {
+                a.fact("failed_channel", json!("in"));
+                a.end(&mut hop, &n, v);
+                return (hop, None);
+            }
+        };
+        a.end(&mut hop, &n, Verdict::Ok);
+        if stop_after == Some(Stage::GwHttp) || stop_after == Some(Stage::GwAuth) {
+            return stopped(hop, stop_after.unwrap_or(Stage::GwAuth));
+        }
+        Tunnel::Http(HttpChannel::client(s, std::mem::take(&mut buf), in_ch))
+    };
 
     // --- gw_tunnel ---
-    let mut ps = PacketStream::new(s, std::mem::take(&mut buf), Role::Client).await;
+    let mut ps = tunnel;
     let mut rec = Rec::new(Stage::GwTunnel, &n);
+    rec.fact("transport", json!(ps.name()));
     macro_rules! send {
         ($rec:expr, $p:expr) => {
             if let Err(e) = ps.send(&$p, t).await {
@@ -704,12 +761,7 @@ fn stopped(mut hop: Hop, at: Stage) -> (Hop, Option<Box<dyn crate::probe::Stream
 }
 
 /// Waits for a packet of type `ty`, skipping keepalives and service messages (noted).
-async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
-    ps: &mut PacketStream<S>,
-    ty: u16,
-    t: Duration,
-    hop: &mut Hop,
-) -> Result<Packet, Verdict> {
+async fn expect(ps: &mut Tunnel, ty: u16, t: Duration, hop: &mut Hop) -> Result<Packet, Verdict> {
     let start = Instant::now();
     for _ in 0..64 {
         let left = t.saturating_sub(start.elapsed());
@@ -811,34 +863,84 @@ fn connection_id() -> String {
     )
 }
 
-/// Sends one RDG_OUT_DATA upgrade request and reads the answer's head (and its body, bounded).
-async fn exchange(
-    s: &mut Box<dyn Io>,
-    buf: &mut Vec<u8>,
-    host: &str,
-    conn_id: &str,
-    key: &str,
-    authorization: Option<&str>,
-    t: Duration,
-) -> Result<Head, Verdict> {
-    let start = Instant::now();
-    let mut req = format!(
-        "RDG_OUT_DATA /remoteDesktopGateway/ HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\nCache-Control: no-cache\r\nPragma: no-cache\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\nRDG-Connection-Id: {conn_id}\r\nUser-Agent: rdprobe\r\n"
-    );
-    if let Some(a) = authorization {
-        req.push_str(&format!("Authorization: {a}\r\n"));
+/// Which request the probe sends.
+#[derive(Clone, Copy)]
+enum Req<'a> {
+    /// RDG_OUT_DATA with the WebSocket upgrade (this key).
+    Upgrade(&'a str),
+    /// RDG_OUT_DATA of the legacy transport.
+    OutData,
+    /// RDG_IN_DATA of the legacy transport (authorization, empty body).
+    InData,
+    /// RDG_IN_DATA again, with the chunked body that carries the client's packets.
+    InChunked,
+}
+
+impl Req<'_> {
+    fn transport(&self) -> &'static str {
+        match self {
+            Req::Upgrade(_) => "websocket",
+            _ => "http",
+        }
     }
-    req.push_str("\r\n");
+
+    fn head(&self, host: &str, conn_id: &str, authorization: Option<&str>) -> String {
+        let (method, transport) = match self {
+            Req::Upgrade(key) => (
+                "RDG_OUT_DATA",
+                format!("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"),
+            ),
+            Req::OutData => (
+                "RDG_OUT_DATA",
+                "Connection: Keep-Alive\r\nContent-Length: 0\r\n".to_owned(),
+            ),
+            Req::InData => (
+                "RDG_IN_DATA",
+                "Connection: Keep-Alive\r\nContent-Length: 0\r\n".to_owned(),
+            ),
+            Req::InChunked => (
+                "RDG_IN_DATA",
+                "Connection: Keep-Alive\r\nTransfer-Encoding: chunked\r\n".to_owned(),
+            ),
+        };
+        let mut req = format!(
+            "{method} /remoteDesktopGateway/ HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\nCache-Control: no-cache\r\nPragma: no-cache\r\n{transport}RDG-Connection-Id: {conn_id}\r\nUser-Agent: rdprobe\r\n"
+        );
+        if let Some(a) = authorization {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        req
+    }
+}
+
+/// Writes `b` within `t`.
+async fn send_all(s: &mut BoxIo, b: &[u8], t: Duration) -> Result<(), Verdict> {
+    let start = Instant::now();
     let w = tokio::time::timeout(t, async {
-        s.write_all(req.as_bytes()).await?;
+        s.write_all(b).await?;
         s.flush().await
     })
     .await;
     match w {
-        Err(_) => return Err(timed_out(t)),
-        Ok(Err(e)) => return Err(io_verdict(&e, start.elapsed())),
-        Ok(Ok(())) => {}
+        Err(_) => Err(timed_out(t)),
+        Ok(Err(e)) => Err(io_verdict(&e, start.elapsed())),
+        Ok(Ok(())) => Ok(()),
     }
+}
+
+/// Sends one request and reads the answer's head (and its body, bounded, when it has a length).
+async fn exchange(
+    s: &mut BoxIo,
+    buf: &mut Vec<u8>,
+    req: Req<'_>,
+    host: &str,
+    conn_id: &str,
+    authorization: Option<&str>,
+    t: Duration,
+) -> Result<Head, Verdict> {
+    let start = Instant::now();
+    send_all(s, req.head(host, conn_id, authorization).as_bytes(), t).await?;
     let head = http::read_head(s, buf, t, false)
         .await
         .map_err(|e| head_verdict(&e, start.elapsed()))?;
@@ -850,15 +952,133 @@ async fn exchange(
     Ok(head)
 }
 
-/// Authenticates with the best offered scheme the probe speaks (NTLM inside NTLM or Negotiate,
-/// else Basic); returns the 101 head.
-#[allow(clippy::too_many_arguments)]
-async fn authenticate(
-    s: &mut Box<dyn Io>,
-    buf: &mut Vec<u8>,
+/// Reads the legacy OUT channel's seed entity body ([`super::legacy::SEED`]'s length) within `t`;
+/// what follows stays in `buf`.
+async fn read_seed(s: &mut BoxIo, buf: &mut Vec<u8>, t: Duration) -> Result<usize, String> {
+    use tokio::io::AsyncReadExt as _;
+    let want = super::legacy::SEED.len();
+    let start = Instant::now();
+    while buf.len() < want {
+        let left = t.saturating_sub(start.elapsed());
+        let mut chunk = [0u8; 256];
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Err(_) => return Err(format!("no seed within {} ms", t.as_millis())),
+            Ok(Ok(0)) => return Err(format!("closed after {} seed bytes", buf.len())),
+            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+            Ok(Err(e)) => return Err(e.to_string()),
+        }
+    }
+    buf.drain(..want);
+    Ok(want)
+}
+
+/// Opens the legacy IN channel to `addr`: TCP, TLS, RDG_IN_DATA with the same authentication, then
+/// the chunked request head. Facts go to the gw_auth stage (`in_*`).
+async fn in_channel(
+    addr: SocketAddr,
+    gw: &GatewayOptions,
     host: &str,
     conn_id: &str,
-    key: &str,
+    n: &Counters,
+    rec: &mut Rec,
+    t: Duration,
+) -> Result<BoxIo, Verdict> {
+    let tcp = match tokio::time::timeout(t, TcpStream::connect(addr)).await {
+        Err(_) => return Err(timed_out(t)),
+        Ok(Err(e)) => {
+            return Err(match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => fail(FailureKind::Refused),
+                _ => fail(FailureKind::Unreachable {
+                    detail: e.to_string(),
+                }),
+            })
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    if let Ok(l) = tcp.local_addr() {
+        rec.fact("in_local", json!(l.to_string()));
+    }
+    let counted = Counted {
+        inner: tcp,
+        n: n.clone(),
+    };
+    // The capture holds the OUT channel's conversation; the IN channel's TLS keys are not kept.
+    let scratch = crate::probe::tap::SharedTrace::new(crate::trace::Trace::new(addr, addr));
+    let (config, _) =
+        crate::probe::tls::rustls_config(scratch, crate::probe::tls::TlsVersions::Both);
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
+    config.enable_sni = sni_ok;
+    let name = rustls::pki_types::ServerName::try_from(if sni_ok {
+        gw.host.clone()
+    } else {
+        "rd-gateway".to_owned()
+    })
+    .map_err(|e| {
+        fail(FailureKind::ProtocolError {
+            what: format!("gateway name: {e}"),
+            offset: None,
+        })
+    })?;
+    let tls = match tokio::time::timeout(
+        t,
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, counted),
+    )
+    .await
+    {
+        Err(_) => return Err(timed_out(t)),
+        Ok(Err(e)) => {
+            rec.fact("in_tls_error", json!(e.to_string()));
+            return Err(tls_error_verdict(&e));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let mut s: BoxIo = Box::new(tls);
+    let mut buf = Vec::new();
+    let first = exchange(&mut s, &mut buf, Req::InData, host, conn_id, None, t).await?;
+    rec.fact("in_first_status", json!(first.status));
+    let last = if first.status == 401 {
+        let offered = http::schemes(&first);
+        let mut scratch = Rec::new(Stage::GwAuth, n);
+        authenticate(
+            &mut s,
+            &mut buf,
+            Req::InData,
+            host,
+            conn_id,
+            gw,
+            &offered,
+            &mut scratch,
+            t,
+        )
+        .await?
+    } else {
+        first
+    };
+    rec.fact("in_status", json!(last.status));
+    if last.status != 200 {
+        return Err(http_status_verdict(&last));
+    }
+    send_all(
+        &mut s,
+        Req::InChunked.head(host, conn_id, None).as_bytes(),
+        t,
+    )
+    .await?;
+    Ok(s)
+}
+
+/// Authenticates with the best offered scheme the probe speaks (NTLM inside NTLM or Negotiate,
+/// else Basic); returns the head of the accepted request (101, or 200 for the legacy transport).
+#[allow(clippy::too_many_arguments)]
+async fn authenticate(
+    s: &mut BoxIo,
+    buf: &mut Vec<u8>,
+    req: Req<'_>,
+    host: &str,
+    conn_id: &str,
     gw: &GatewayOptions,
     offered: &[String],
     rec: &mut Rec,
@@ -909,9 +1129,9 @@ async fn authenticate(
         exchange(
             s,
             buf,
+            req,
             host,
             conn_id,
-            key,
             Some(&format!("Basic {token}")),
             t,
         )
@@ -934,9 +1154,9 @@ async fn authenticate(
         let h = exchange(
             s,
             buf,
+            req,
             host,
             conn_id,
-            key,
             Some(&format!("{scheme} {}", http::b64(&negotiate))),
             t,
         )
@@ -948,9 +1168,9 @@ async fn authenticate(
             .and_then(http::unb64);
         let Some(challenge) = challenge else {
             rec.fact("status", json!(h.status));
-            return Err(if h.status == 101 {
+            return Err(if h.status == 101 || h.status == 200 {
                 fail(FailureKind::ProtocolError {
-                    what: "upgraded after the NTLM NEGOTIATE alone".into(),
+                    what: "accepted after the NTLM NEGOTIATE alone".into(),
                     offset: None,
                 })
             } else {
@@ -969,9 +1189,9 @@ async fn authenticate(
         exchange(
             s,
             buf,
+            req,
             host,
             conn_id,
-            key,
             Some(&format!("{scheme} {}", http::b64(&authenticate))),
             t,
         )
@@ -981,7 +1201,7 @@ async fn authenticate(
     if let Some(sv) = last.header("server") {
         rec.fact("server_header", json!(sv));
     }
-    if last.status == 101 {
+    if last.status == 101 || last.status == 200 {
         Ok(last)
     } else {
         let sch = http::schemes(&last);

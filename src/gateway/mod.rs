@@ -13,6 +13,15 @@
 
 pub mod client;
 pub mod http;
+pub mod legacy;
 pub mod survey;
+pub mod transport;
 pub mod tsgu;
 pub mod ws;
+
+/// A byte stream the gateway hop runs on (TLS over TCP, or a test's pipe).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;

@@ -1,6 +1,7 @@
 //! `rdprobe enum GW --gateway`: what an RD Gateway offers before anyone logs on — TLS versions and
 //! the certificate, the authentication schemes it asks for, and how each transport's first request
-//! is answered (WebSocket upgrade, legacy HTTP `RDG_OUT_DATA`, RPC-over-HTTP `RPC_IN_DATA`). One
+//! is answered (WebSocket upgrade, legacy HTTP `RDG_OUT_DATA`, RPC-over-HTTP `RPC_IN_DATA` and
+//! `RPC_OUT_DATA` on `/rpc/rpcproxy.dll`: 404 / 405 / 501 say "not offered"). One
 //! connection per question, each with the deadline; no credentials are sent.
 
 use std::net::SocketAddr;
@@ -27,7 +28,7 @@ pub struct TlsAnswer {
 /// How one transport's first request was answered.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct TransportAnswer {
-    /// websocket, http, rpc
+    /// websocket, http, rpc_in, rpc_out
     pub transport: &'static str,
     /// The request line sent.
     pub request: String,
@@ -44,6 +45,20 @@ pub struct TransportAnswer {
     /// What the answer says: "upgraded", "authentication required", "answers", "not offered",
     /// "redirected", "forbidden", or the error.
     pub meaning: String,
+    /// Whether the transport answers: `true` for 101 / 200 / 401 (its endpoint is there, asking for
+    /// authentication at most), `false` for 404 / 405 / 501 (not offered), absent when the answer
+    /// says neither (a redirect, 403, an error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered: Option<bool>,
+}
+
+/// Whether a status says the transport is offered (see [`TransportAnswer::offered`]).
+pub fn offered(status: u16) -> Option<bool> {
+    match status {
+        101 | 200 | 401 => Some(true),
+        404 | 405 | 501 => Some(false),
+        _ => None,
+    }
 }
 
 /// Everything `enum --gateway` found.
@@ -123,8 +138,12 @@ async fn ask(
             "RDG_OUT_DATA /remoteDesktopGateway/ HTTP/1.1".to_owned(),
             "Connection: Keep-Alive\r\nContent-Length: 0\r\n".to_owned(),
         ),
-        _ => (
+        "rpc_in" => (
             "RPC_IN_DATA /rpc/rpcproxy.dll?localhost:3388 HTTP/1.1".to_owned(),
+            "Connection: Keep-Alive\r\nContent-Length: 0\r\n".to_owned(),
+        ),
+        _ => (
+            "RPC_OUT_DATA /rpc/rpcproxy.dll?localhost:3388 HTTP/1.1".to_owned(),
             "Connection: Keep-Alive\r\nContent-Length: 0\r\n".to_owned(),
         ),
     };
@@ -137,6 +156,7 @@ async fn ask(
         server_header: None,
         location: None,
         meaning: String::new(),
+        offered: None,
     };
     let (mut s, _) = match connect(addr, host, crate::probe::tls::TlsVersions::Both, t).await {
         Ok(v) => v,
@@ -168,6 +188,7 @@ async fn ask(
             a.schemes = http::schemes(&h);
             a.server_header = h.header("server").map(str::to_owned);
             a.location = h.header("location").map(str::to_owned);
+            a.offered = offered(h.status);
             a.meaning = match h.status {
                 101 => "upgraded (no authentication asked)".into(),
                 401 => "authentication required".into(),
@@ -231,7 +252,7 @@ pub async fn survey(host: &str, port: u16, t: Duration) -> Result<Survey, String
         }
     }
     let mut transports = Vec::new();
-    for tr in ["websocket", "http", "rpc"] {
+    for tr in ["websocket", "http", "rpc_in", "rpc_out"] {
         transports.push(ask(addr, host, port, tr, t).await);
     }
     let auth_schemes = transports
@@ -293,6 +314,23 @@ pub fn render(s: &Survey) -> String {
         } else {
             s.auth_schemes.join(", ")
         }
+    );
+    let names = |want: bool| -> Vec<&str> {
+        s.transports
+            .iter()
+            .filter(|a| a.offered == Some(want))
+            .map(|a| a.transport)
+            .collect()
+    };
+    let _ = writeln!(
+        o,
+        "transports answering: {}; not offered: {}",
+        Some(names(true).join(", "))
+            .filter(|x| !x.is_empty())
+            .unwrap_or_else(|| "none".into()),
+        Some(names(false).join(", "))
+            .filter(|x| !x.is_empty())
+            .unwrap_or_else(|| "none".into())
     );
     let _ = writeln!(o, "transports");
     for a in &s.transports {

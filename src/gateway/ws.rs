@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
@@ -118,72 +118,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// The stream under the WebSocket (to reset it, for a fault).
     pub fn get_mut(&mut self) -> &mut S {
         self.ws.get_mut()
-    }
-
-    /// Relays the channel: bytes from `local` go out as DATA packets, DATA packets come in to `local`,
-    /// until either side ends, a CLOSE_CHANNEL arrives (answered), or nothing moves for `idle`.
-    /// Returns how it ended, one sentence.
-    pub async fn relay<L: AsyncRead + AsyncWrite + Unpin>(
-        mut self,
-        mut local: L,
-        idle: Duration,
-        write_timeout: Duration,
-    ) -> String {
-        enum Ev {
-            Local(Result<std::io::Result<usize>, tokio::time::error::Elapsed>),
-            Remote(Result<Packet, RecvError>),
-        }
-        let mut chunk = vec![0u8; MAX_DATA_CHUNK];
-        loop {
-            // Both reads are cancel-safe: a read that loses the race has consumed nothing.
-            let ev = tokio::select! {
-                r = tokio::time::timeout(idle, local.read(&mut chunk)) => Ev::Local(r),
-                r = self.recv(idle) => Ev::Remote(r),
-            };
-            match ev {
-                Ev::Local(Err(_)) => {
-                    self.close(write_timeout).await;
-                    return format!("idle for {} ms", idle.as_millis());
-                }
-                Ev::Local(Ok(Ok(0))) | Ev::Local(Ok(Err(_))) => {
-                    let _ = self
-                        .send(&Packet::CloseChannel { status: 0 }, write_timeout)
-                        .await;
-                    self.close(write_timeout).await;
-                    return "the local end closed".into();
-                }
-                Ev::Local(Ok(Ok(n))) => {
-                    if let Err(e) = self
-                        .send(&Packet::Data(chunk[..n].to_vec()), write_timeout)
-                        .await
-                    {
-                        return format!("send failed: {e}");
-                    }
-                }
-                Ev::Remote(Ok(Packet::Data(d))) => {
-                    let w = tokio::time::timeout(write_timeout, local.write_all(&d)).await;
-                    if !matches!(w, Ok(Ok(()))) {
-                        return "the local end stopped reading".into();
-                    }
-                }
-                Ev::Remote(Ok(Packet::CloseChannel { status })) => {
-                    let _ = self
-                        .send(&Packet::CloseChannelResponse { status: 0 }, write_timeout)
-                        .await;
-                    let _ = tokio::time::timeout(write_timeout, local.shutdown()).await;
-                    return format!("the peer closed the channel (status 0x{status:08X})");
-                }
-                Ev::Remote(Ok(Packet::CloseChannelResponse { .. })) => {
-                    let _ = tokio::time::timeout(write_timeout, local.shutdown()).await;
-                    return "the peer confirmed the close".into();
-                }
-                Ev::Remote(Ok(_)) => {}
-                Ev::Remote(Err(e)) => {
-                    let _ = tokio::time::timeout(write_timeout, local.shutdown()).await;
-                    return e.to_string();
-                }
-            }
-        }
     }
 }
 

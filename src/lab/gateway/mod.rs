@@ -8,30 +8,44 @@
 //! connection lives at most `LabLimits::connection_timeout`; at most `max_connections` are served at
 //! once. Heads are bounded by `gateway::http::MAX_HEAD_LEN`, packets by `tsgu::MAX_PACKET_LEN`.
 //!
-//! Known limits: no legacy two-channel HTTP transport (RDG_OUT_DATA / RDG_IN_DATA without an
-//! upgrade is answered 501), no RPC-over-HTTP, no Negotiate/Kerberos (a `Negotiate` token that
+//! Both transports are served: WebSocket, and the legacy two-channel HTTP transport
+//! ([`crate::gateway::legacy`]): the OUT channel's connection waits (at most the read timeout) for the
+//! IN channel with the same `RDG-Connection-Id`, then runs the tunnel on both.
+//!
+//! Known limits: no RPC-over-HTTP (answered 404), no Negotiate/Kerberos (a `Negotiate` token that
 //! carries NTLM is accepted), no PAA cookies.
 
 mod ntlm;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::tls::TlsServer;
 use super::{LabError, LabLimits};
 use crate::gateway::http;
+use crate::gateway::legacy::{HttpChannel, SEED};
+use crate::gateway::transport::Tunnel;
 use crate::gateway::tsgu::{caps, Hresult, Packet};
 use crate::gateway::ws::PacketStream;
+use crate::gateway::BoxIo;
 use crate::scenario::{Gateway, Scenario};
 
 /// Most HTTP requests one connection may make before the gateway closes it (authentication rounds).
 const MAX_REQUESTS: usize = 8;
+/// The planted bug `[gateway] bug = "gw-long-resource-hang"` (see `scenario::Gateway::bug`).
+pub const PLANTED_LONG_RESOURCE: &str = "gw-long-resource-hang";
+/// How long the planted hang lasts.
+const PLANTED_HANG: Duration = Duration::from_secs(10);
+/// How long a closing connection keeps reading what the client still sends (a lingering close:
+/// closing with unread bytes would reset the connection instead of closing it).
+const LINGER: Duration = Duration::from_millis(300);
 /// The server version the lab gateway announces in TUNNEL_RESPONSE.
 const SERVER_VERSION: u16 = 5;
 
@@ -54,6 +68,9 @@ pub struct GatewayOutcome {
     /// Resource names the client asked for.
     pub resources: Vec<String>,
     pub result: String,
+    /// The connection went on in another task (a legacy IN channel handed to its OUT channel).
+    #[serde(skip)]
+    pub handed_off: bool,
 }
 
 #[derive(Default)]
@@ -61,6 +78,20 @@ struct Shared {
     accepted: AtomicU64,
     refused: AtomicU64,
     outcomes: Mutex<Vec<GatewayOutcome>>,
+    /// Legacy OUT channels waiting for their IN channel, by `RDG-Connection-Id`.
+    waiting_out: Mutex<HashMap<String, tokio::sync::oneshot::Sender<InChannel>>>,
+}
+
+/// Most legacy OUT channels waiting for their IN channel at once.
+const MAX_WAITING_OUT: usize = 64;
+
+/// A legacy IN channel handed to its OUT channel's connection.
+struct InChannel {
+    stream: BoxIo,
+    /// Body bytes read with the chunked head.
+    leftover: Vec<u8>,
+    chunked: bool,
+    peer: SocketAddr,
 }
 
 /// A running lab gateway; dropping it stops it.
@@ -151,9 +182,24 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                             user: None,
                             resources: Vec::new(),
                             result: String::new(),
+                            handed_off: false,
                         };
                         let total = cfg.limits.connection_timeout;
-                        let r = tokio::time::timeout(total, serve(sock, &cfg, &tls, &mut out)).await;
+                        let resets = cfg.scenario.gateway.as_ref().is_some_and(|g| g.reset_after_auth);
+                        // A second handle on the socket for the lingering close (not when the
+                        // scenario wants the reset that dropping the socket gives).
+                        let linger = (!resets)
+                            .then(|| {
+                                use std::os::fd::AsFd as _;
+                                sock.as_fd().try_clone_to_owned().ok()
+                            })
+                            .flatten()
+                            .map(std::net::TcpStream::from);
+                        let r = tokio::time::timeout(total, serve(sock, &cfg, &tls, &sh, &mut out)).await;
+                        // A handed-off IN channel is read by its OUT channel's task now.
+                        if let Some(l) = linger.filter(|_| !out.handed_off) {
+                            lingering_close(l).await;
+                        }
                         out.result = match r {
                             Err(_) => format!("connection timeout of {} ms", total.as_millis()),
                             Ok(s) => s,
@@ -178,14 +224,12 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
     })
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
 /// Serves one connection; returns how it ended.
 async fn serve(
     sock: TcpStream,
     cfg: &GatewayConfig,
     tls: &TlsServer,
+    shared: &Shared,
     out: &mut GatewayOutcome,
 ) -> String {
     let _ = sock.set_nodelay(true);
@@ -196,7 +240,7 @@ async fn serve(
         let _ = socket2_linger_zero(&sock);
     }
     // --- tls ---
-    let mut s: Box<dyn Io> = match tls {
+    let mut s: BoxIo = match tls {
         TlsServer::Rustls(acc) => match tokio::time::timeout(t, acc.accept(sock)).await {
             Ok(Ok(s)) => Box::new(s),
             Ok(Err(e)) => return format!("tls handshake failed: {e}"),
@@ -258,6 +302,26 @@ async fn serve(
         {
             let _ = respond(&mut s, 404, "Not Found", &[], "", true, t).await;
             return "RPC-over-HTTP is not served".into();
+        }
+        let upgrade = head
+            .header("upgrade")
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        let legacy = !upgrade || !g.websocket_offered;
+        if legacy && !g.legacy_http {
+            let _ = respond(
+                &mut s,
+                501,
+                "Not Implemented",
+                &[],
+                "the legacy HTTP transport is not served here",
+                true,
+                t,
+            )
+            .await;
+            return format!(
+                "{} without a WebSocket upgrade: legacy transport not served (scenario)",
+                head.method
+            );
         }
         // Authentication.
         let auth = head.header("authorization").map(str::to_owned);
@@ -340,24 +404,8 @@ async fn serve(
         out.user = user.clone();
         out.step = "http";
         // Transport.
-        let upgrade = head
-            .header("upgrade")
-            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
-        if !upgrade {
-            let _ = respond(
-                &mut s,
-                501,
-                "Not Implemented",
-                &[],
-                "the lab gateway speaks only the WebSocket transport",
-                true,
-                t,
-            )
-            .await;
-            return format!(
-                "{} without a WebSocket upgrade: legacy transport not served",
-                head.method
-            );
+        if legacy {
+            return legacy_channel(s, buf, &head, cfg, &g, shared, out, t).await;
         }
         if !g.websocket {
             let _ = respond(&mut s, 200, "OK", &[], "", true, t).await;
@@ -376,14 +424,106 @@ async fn serve(
         }
         let leftover = std::mem::take(&mut buf);
         let ps = PacketStream::new(s, leftover, Role::Server).await;
-        return tunnel(ps, cfg, &g, out, t).await;
+        return tunnel(Tunnel::WebSocket(Box::new(ps)), cfg, &g, out, t).await;
     }
     format!("more than {MAX_REQUESTS} requests without a tunnel")
 }
 
+/// One legacy HTTP transport channel after authentication: an OUT channel answers `200 OK` with the
+/// seed and waits for its IN channel, then runs the tunnel; an IN channel answers `200 OK`, reads the
+/// chunked request head and hands itself to the OUT channel with the same `RDG-Connection-Id`.
+#[allow(clippy::too_many_arguments)]
+async fn legacy_channel(
+    mut s: BoxIo,
+    mut buf: Vec<u8>,
+    head: &http::Head,
+    cfg: &GatewayConfig,
+    g: &Gateway,
+    shared: &Shared,
+    out: &mut GatewayOutcome,
+    t: Duration,
+) -> String {
+    let Some(id) = head.header("rdg-connection-id").map(str::to_owned) else {
+        let _ = respond(&mut s, 400, "Bad Request", &[], "", true, t).await;
+        return format!("{} without RDG-Connection-Id", head.method);
+    };
+    if head.method.eq_ignore_ascii_case("RDG_OUT_DATA") {
+        // HTTP/1.0 semantics: no length, the body (the seed, then the packets) ends with the
+        // connection (MS-TSGU 3.3.5.1).
+        let mut resp = b"HTTP/1.1 200 OK\r\nServer: Microsoft-HTTPAPI/2.0\r\n\r\n".to_vec();
+        resp.extend_from_slice(&SEED);
+        if write(&mut s, &resp, t).await.is_err() {
+            return "write failed".into();
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let Ok(mut w) = shared.waiting_out.lock() else {
+                return "internal: lock poisoned".into();
+            };
+            if w.len() >= MAX_WAITING_OUT {
+                return format!("more than {MAX_WAITING_OUT} OUT channels waiting");
+            }
+            w.insert(id.clone(), tx);
+        }
+        out.step = "out_channel";
+        let joined = tokio::time::timeout(t, rx).await;
+        if let Ok(mut w) = shared.waiting_out.lock() {
+            w.remove(&id);
+        }
+        let Ok(Ok(inc)) = joined else {
+            return format!(
+                "OUT channel {id}: no IN channel within {} ms",
+                t.as_millis()
+            );
+        };
+        tracing::debug!(peer = %inc.peer, id = %id, "legacy IN channel joined");
+        let ch = HttpChannel::server(inc.stream, inc.leftover, inc.chunked, s);
+        return tunnel(Tunnel::Http(ch), cfg, g, out, t).await;
+    }
+    if !head.method.eq_ignore_ascii_case("RDG_IN_DATA") {
+        let _ = respond(&mut s, 405, "Method Not Allowed", &[], "", true, t).await;
+        return format!("{}: not an RD Gateway method", head.method);
+    }
+    out.step = "in_channel";
+    if respond(&mut s, 200, "OK", &[], "", false, t).await.is_err() {
+        return "write failed".into();
+    }
+    // The client sends the head again, now with the body that carries its packets.
+    let data_head = match http::read_head(&mut s, &mut buf, t, true).await {
+        Ok(h) => h,
+        Err(e) => return format!("IN channel {id}: reading the data request: {e}"),
+    };
+    let chunked = data_head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let sender = shared
+        .waiting_out
+        .lock()
+        .ok()
+        .and_then(|mut w| w.remove(&id));
+    let Some(sender) = sender else {
+        let _ = respond(&mut s, 400, "Bad Request", &[], "", true, t).await;
+        return format!("IN channel {id}: no OUT channel with that id");
+    };
+    let peer = out.peer;
+    if sender
+        .send(InChannel {
+            stream: s,
+            leftover: buf,
+            chunked,
+            peer,
+        })
+        .is_err()
+    {
+        return format!("IN channel {id}: the OUT channel ended");
+    }
+    out.handed_off = true;
+    format!("IN channel {id} joined its OUT channel (chunked: {chunked})")
+}
+
 /// Handshake, tunnel, tunnel authorization, channel, then the relay.
 async fn tunnel(
-    mut ps: PacketStream<Box<dyn Io>>,
+    mut ps: Tunnel,
     cfg: &GatewayConfig,
     g: &Gateway,
     out: &mut GatewayOutcome,
@@ -467,6 +607,15 @@ async fn tunnel(
         other => return format!("expected CHANNEL_CREATE, got {}", other.name()),
     };
     out.resources = resources.clone();
+    if g.bug.as_deref() == Some(PLANTED_LONG_RESOURCE)
+        && out.peer.ip().is_loopback()
+        && resources.iter().any(|r| r.chars().count() > 200)
+    {
+        // Planted for the fuzzer's tests: a hang that ignores the client (no read, no answer).
+        tokio::time::sleep(PLANTED_HANG).await;
+        return "planted bug: a resource name longer than 200 characters hung the connection"
+            .into();
+    }
     if g.channel_delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(g.channel_delay_ms)).await;
     }
@@ -619,7 +768,7 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, b: &[u8], t: Duration) -> std::
 }
 
 /// Ends the connection with a TCP RST (SO_LINGER 0) under the TLS layer.
-async fn reset(s: Box<dyn Io>, why: &str) -> String {
+async fn reset(s: BoxIo, why: &str) -> String {
     // The TLS stream owns the socket; dropping it with linger 0 set beforehand sends the RST. The
     // socket's linger was set when the connection was accepted (see `serve`).
     drop(s);
@@ -629,4 +778,21 @@ async fn reset(s: Box<dyn Io>, why: &str) -> String {
 fn socket2_linger_zero(sock: &TcpStream) -> std::io::Result<()> {
     #[allow(deprecated)]
     sock.set_linger(Some(Duration::ZERO))
+}
+
+/// Half-closes the connection and reads what the client still sends, for at most [`LINGER`].
+async fn lingering_close(s: std::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    if s.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut s) = TcpStream::from_std(s) else {
+        return;
+    };
+    let mut b = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(s.read(&mut b).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
