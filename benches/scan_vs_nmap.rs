@@ -84,6 +84,7 @@ fn main() {
     let mut peaks = Vec::new();
     for c in [1usize, 50, 500] {
         let (d, rss, out) = run(Command::new(bin)
+            .env_remove("RDPROBE_STORE")
             .arg("scan")
             .arg(&hosts)
             .args(["--ports", &port.to_string(), "--json", "--timeout", "10s"])

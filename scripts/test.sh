@@ -23,6 +23,11 @@ for bin in xrdp freerdp-shadow-cli xfreerdp tshark Xvfb winpr-hash nmap; do
     missing=1
   fi
 done
+# PostgreSQL (the shared scan store's tests): Debian keeps initdb off $PATH.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  echo "test.sh: initdb (postgresql) not found" >&2
+  missing=1
+fi
 if ((missing)); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "test.sh: installing the real peers with scripts/install-peers.sh" >&2

@@ -16,7 +16,8 @@ use rdprobe::lab::{spawn_lab, LabHandle};
 
 fn rdprobe() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rdprobe"));
-    c.stdin(Stdio::null());
+    // A store in the caller's environment must not catch the test's scans.
+    c.stdin(Stdio::null()).env_remove("RDPROBE_STORE");
     c
 }
 

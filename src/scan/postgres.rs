@@ -278,16 +278,67 @@ impl PgConn {
         }
     }
 
-    /// Commits a batch of results in one transaction.
+    /// Commits a batch of results in one transaction: five statements whatever the batch size
+    /// (arrays unnested server-side), not one round trip per row.
     pub(crate) fn insert(&self, run: i64, rows: Vec<Row>) -> Result<(), ScanError> {
+        // One row per target (the last one wins, as with SQLite's INSERT OR REPLACE): a statement
+        // may not update the same row twice.
+        let mut by_key: std::collections::BTreeMap<String, Row> = std::collections::BTreeMap::new();
+        for r in rows {
+            by_key.insert(r.key.clone(), r);
+        }
+        let mut t = Columns::default();
+        for r in by_key.into_values() {
+            for (i, st) in r.stages.iter().enumerate() {
+                t.s_target.push(r.key.clone());
+                t.s_seq.push(i as i64);
+                t.s_stage.push(st.stage.to_owned());
+                t.s_verdict.push(st.verdict.to_owned());
+                t.s_start.push(st.start_us);
+                t.s_dur.push(st.duration_ms);
+                t.s_c2s.push(st.bytes_c2s);
+                t.s_s2c.push(st.bytes_s2c);
+            }
+            let mut facts: std::collections::BTreeMap<(&str, String), String> =
+                std::collections::BTreeMap::new();
+            for (stage, k, v) in r.facts {
+                facts.insert((stage, k), v);
+            }
+            for ((stage, k), v) in facts {
+                t.f_target.push(r.key.clone());
+                t.f_stage.push(stage.to_owned());
+                t.f_key.push(k);
+                t.f_value.push(v);
+            }
+            t.key.push(r.key);
+            t.host.push(r.host);
+            t.port.push(r.port);
+            t.last_stage.push(r.last_stage.to_owned());
+            t.verdict.push(r.verdict.to_owned());
+            t.failing.push(r.failing);
+            t.proto.push(r.selected_protocol);
+            t.tls.push(r.tls_version);
+            t.cert.push(r.cert_sha256);
+            t.elapsed.push(r.elapsed_ms);
+            t.finished.push(r.finished_us);
+            t.json.push(r.json);
+        }
         self.call(move |c| {
             let mut tx = c.transaction()?;
-            let del_st = tx.prepare("DELETE FROM stages WHERE run_id = $1 AND target = $2")?;
-            let del_ft = tx.prepare("DELETE FROM facts WHERE run_id = $1 AND target = $2")?;
-            let tg = tx.prepare(
+            tx.execute(
+                "DELETE FROM stages WHERE run_id = $1 AND target = ANY($2)",
+                &[&run, &t.key],
+            )?;
+            tx.execute(
+                "DELETE FROM facts WHERE run_id = $1 AND target = ANY($2)",
+                &[&run, &t.key],
+            )?;
+            tx.execute(
                 "INSERT INTO targets (run_id, target, host, port, last_stage, verdict, failing,
                  selected_protocol, tls_version, cert_sha256, elapsed_ms, finished_us, result)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[],
+                   $6::text[], $7::boolean[], $8::text[], $9::text[], $10::text[],
+                   $11::float8[], $12::bigint[], $13::text[])
                  ON CONFLICT (run_id, target) DO UPDATE SET host = EXCLUDED.host,
                  port = EXCLUDED.port, last_stage = EXCLUDED.last_stage,
                  verdict = EXCLUDED.verdict, failing = EXCLUDED.failing,
@@ -295,59 +346,76 @@ impl PgConn {
                  tls_version = EXCLUDED.tls_version, cert_sha256 = EXCLUDED.cert_sha256,
                  elapsed_ms = EXCLUDED.elapsed_ms, finished_us = EXCLUDED.finished_us,
                  result = EXCLUDED.result",
+                &[
+                    &run,
+                    &t.key,
+                    &t.host,
+                    &t.port,
+                    &t.last_stage,
+                    &t.verdict,
+                    &t.failing,
+                    &t.proto,
+                    &t.tls,
+                    &t.cert,
+                    &t.elapsed,
+                    &t.finished,
+                    &t.json,
+                ],
             )?;
-            let st = tx.prepare(
+            tx.execute(
                 "INSERT INTO stages (run_id, target, seq, stage, verdict, start_us, duration_ms,
-                 bytes_c2s, bytes_s2c) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 bytes_c2s, bytes_s2c)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[],
+                   $6::bigint[], $7::float8[], $8::bigint[], $9::bigint[])",
+                &[
+                    &run,
+                    &t.s_target,
+                    &t.s_seq,
+                    &t.s_stage,
+                    &t.s_verdict,
+                    &t.s_start,
+                    &t.s_dur,
+                    &t.s_c2s,
+                    &t.s_s2c,
+                ],
             )?;
-            let ft = tx.prepare(
-                "INSERT INTO facts (run_id, target, stage, key, value) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (run_id, target, stage, key) DO UPDATE SET value = EXCLUDED.value",
+            tx.execute(
+                "INSERT INTO facts (run_id, target, stage, key, value)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])",
+                &[&run, &t.f_target, &t.f_stage, &t.f_key, &t.f_value],
             )?;
-            for r in &rows {
-                tx.execute(&del_st, &[&run, &r.key])?;
-                tx.execute(&del_ft, &[&run, &r.key])?;
-                tx.execute(
-                    &tg,
-                    &[
-                        &run,
-                        &r.key,
-                        &r.host,
-                        &r.port,
-                        &r.last_stage,
-                        &r.verdict,
-                        &r.failing,
-                        &r.selected_protocol,
-                        &r.tls_version,
-                        &r.cert_sha256,
-                        &r.elapsed_ms,
-                        &r.finished_us,
-                        &r.json,
-                    ],
-                )?;
-                for (i, s) in r.stages.iter().enumerate() {
-                    tx.execute(
-                        &st,
-                        &[
-                            &run,
-                            &r.key,
-                            &(i as i64),
-                            &s.stage,
-                            &s.verdict,
-                            &s.start_us,
-                            &s.duration_ms,
-                            &s.bytes_c2s,
-                            &s.bytes_s2c,
-                        ],
-                    )?;
-                }
-                for (stage, k, v) in &r.facts {
-                    tx.execute(&ft, &[&run, &r.key, stage, k, v])?;
-                }
-            }
             tx.commit()
         })
     }
+}
+
+/// A batch as one array per column (for UNNEST).
+#[derive(Default)]
+struct Columns {
+    key: Vec<String>,
+    host: Vec<String>,
+    port: Vec<i64>,
+    last_stage: Vec<String>,
+    verdict: Vec<String>,
+    failing: Vec<bool>,
+    proto: Vec<Option<String>>,
+    tls: Vec<Option<String>>,
+    cert: Vec<Option<String>>,
+    elapsed: Vec<f64>,
+    finished: Vec<i64>,
+    json: Vec<String>,
+    s_target: Vec<String>,
+    s_seq: Vec<i64>,
+    s_stage: Vec<String>,
+    s_verdict: Vec<String>,
+    s_start: Vec<i64>,
+    s_dur: Vec<f64>,
+    s_c2s: Vec<i64>,
+    s_s2c: Vec<i64>,
+    f_target: Vec<String>,
+    f_stage: Vec<String>,
+    f_key: Vec<String>,
+    f_value: Vec<String>,
 }
 
 impl Drop for PgConn {
