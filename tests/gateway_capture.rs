@@ -359,3 +359,66 @@ fn a_real_clients_gateway_capture_without_secrets() {
         assert!(r.notes.iter().any(|n| n.contains("encrypted")), "{text}");
     }
 }
+
+/// `replay --as-server` of a gateway capture serves the recorded gateway's fault: the probe through
+/// the replayed gateway meets the same stage and verdict as through the original, for each fault
+/// (401 with Negotiate only, 403, 302, tunnel refused, RAP denied, target unreachable, reset).
+#[test]
+fn replayed_gateway_captures_fail_the_same_way() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "gw-negotiate-only",
+        "gw-forbidden",
+        "gw-login-redirect",
+        "gw-websocket-refused",
+        "gw-reset-after-ntlm",
+        "gw-tunnel-refused",
+        "gw-rap-denied",
+        "gw-target-unreachable",
+    ] {
+        let (live, hop) = rt.block_on(async {
+            let (_lab, gw) = gateway_to_lab(name);
+            let (res, hop) = probe_with_capture(&opts("rdp01", None), &gw_opts(&gw, "pass")).await;
+            (res.report, hop.expect("gateway capture"))
+        });
+        let pcap = dir.path().join(format!("{name}.pcapng"));
+        let f = std::fs::File::create(&pcap).unwrap();
+        rdprobe::capture::writer::write_pcapng(&hop, &[], std::io::BufWriter::new(f)).unwrap();
+        let port = free_port();
+        let mut child = ProcessGuard::spawn(
+            "rdprobe replay",
+            std::process::Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+                .arg("replay")
+                .arg(&pcap)
+                .args(["--as-server", "--listen", &format!("127.0.0.1:{port}")])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+        .expect("spawn rdprobe replay");
+        assert!(
+            wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                port_accepts(port).then_some(())
+            })
+            .is_some(),
+            "{name}: the replayed gateway listens"
+        );
+        let mut g = GatewayOptions::new("127.0.0.1", port);
+        g.credentials = Some(creds("pass"));
+        let replayed = rt
+            .block_on(probe_with_capture(&opts("rdp01", None), &g))
+            .0
+            .report;
+        assert_eq!(
+            (live.last_stage, verdict_key(&live.verdict)),
+            (replayed.last_stage, verdict_key(&replayed.verdict)),
+            "{name}: original\n{}\nreplayed\n{}",
+            rdprobe::report::render_text(&live),
+            rdprobe::report::render_text(&replayed)
+        );
+        // SIGTERM to this test's own child, by its PID.
+        unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) };
+        let _ = child.wait_timeout(Duration::from_secs(5));
+    }
+}
