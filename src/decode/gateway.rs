@@ -1422,3 +1422,174 @@ pub fn hop_report(
         tcp: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    /// A WebSocket binary frame (masked when from the client).
+    fn frame(payload: &[u8], masked: bool) -> Vec<u8> {
+        let mut f = vec![0x82];
+        let m = if masked { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            f.push(m | payload.len() as u8);
+        } else {
+            f.push(m | 126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        if masked {
+            let key = [1, 2, 3, 4];
+            f.extend_from_slice(&key);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            f.extend_from_slice(payload);
+        }
+        f
+    }
+
+    /// A gateway conversation whose TLS is already decrypted: wire records stand in for the
+    /// handshake, the inner layer holds HTTP, WebSocket and MS-TSGU; the channel answer is `code`.
+    fn conversation(code: u32) -> (Vec<u8>, Vec<u8>, Trace) {
+        let mut c = b"RDG_OUT_DATA /remoteDesktopGateway/ HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
+        let mut s = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".to_vec();
+        for p in [
+            Packet::HandshakeRequest {
+                major: 1,
+                minor: 0,
+                client_version: 0,
+                extended_auth: 0,
+            },
+            Packet::TunnelCreate {
+                caps: 2,
+                paa_cookie: None,
+            },
+            Packet::TunnelAuth {
+                client_name: "x".into(),
+            },
+            Packet::ChannelCreate {
+                resources: vec!["rdp01".into()],
+                alt_resources: vec![],
+                port: 3389,
+                protocol: 3,
+            },
+        ] {
+            c.extend(frame(&p.encode(), true));
+        }
+        for p in [
+            Packet::HandshakeResponse {
+                error_code: 0,
+                major: 1,
+                minor: 0,
+                server_version: 0,
+                extended_auth: 0,
+            },
+            Packet::TunnelResponse {
+                server_version: 5,
+                status_code: 0,
+                tunnel_id: Some(1),
+                caps: Some(2),
+                consent: None,
+            },
+            Packet::TunnelAuthResponse {
+                error_code: 0,
+                redir_flags: None,
+                idle_timeout_min: None,
+            },
+            Packet::ChannelResponse {
+                error_code: code,
+                channel_id: Some(1),
+            },
+        ] {
+            s.extend(frame(&p.encode(), false));
+        }
+        let a: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        let tr = Trace::new(a, b);
+        (c, s, tr)
+    }
+
+    fn trace_of(c: &[u8], s: &[u8], mut tr: Trace) -> Trace {
+        let hello = [0x16, 3, 1, 0, 4, 1, 0, 0, 0];
+        let app = [0x17, 3, 3, 0, 1, 0];
+        tr.push_at(1_000_000, None, EventKind::Connected);
+        let push = |tr: &mut Trace, dir, layer, b: &[u8]| {
+            let t = tr.events.last().map_or(0, |e| e.t_us) + 1000;
+            tr.push_at(
+                t,
+                None,
+                EventKind::Data {
+                    dir,
+                    layer,
+                    bytes: Bytes::copy_from_slice(b),
+                },
+            );
+        };
+        push(&mut tr, Dir::C2S, Layer::Wire, &hello);
+        push(&mut tr, Dir::S2C, Layer::Wire, &app);
+        push(&mut tr, Dir::C2S, Layer::Wire, &app);
+        // Interleave the inner streams in 40-byte steps (answers after requests).
+        let (mut i, mut j) = (0, 0);
+        while i < c.len() || j < s.len() {
+            if i < c.len() {
+                let n = (c.len() - i).min(40);
+                push(&mut tr, Dir::C2S, Layer::Inner, &c[i..i + n]);
+                i += n;
+            }
+            if j < s.len() {
+                let n = (s.len() - j).min(40);
+                push(&mut tr, Dir::S2C, Layer::Inner, &s[j..j + n]);
+                j += n;
+            }
+        }
+        tr.push_at(0, None, EventKind::Fin { dir: Dir::C2S });
+        tr
+    }
+
+    #[test]
+    fn the_hop_decodes_to_the_channel_hresult() {
+        let (c, s, tr) = conversation(0x8007_59DA);
+        let tr = trace_of(&c, &s, tr);
+        assert!(is_gateway(&tr));
+        let r = decode(&tr).report;
+        assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
+        assert!(matches!(
+            r.verdict.failure(),
+            Some(FailureKind::GatewayError { name, .. }) if name == "E_PROXY_RAP_ACCESSDENIED"
+        ));
+        assert_eq!(
+            r.fact(Stage::GwChannel, "name_form"),
+            Some(&json!("netbios"))
+        );
+        assert_eq!(r.fact(Stage::GwTunnel, "tunnel_id"), Some(&json!(1)));
+        // An open channel with no data and the client closing: the probe's --stop-after gw_channel.
+        let (c, s, tr) = conversation(0);
+        let r = decode(&trace_of(&c, &s, tr)).report;
+        assert_eq!(r.last_stage, Stage::GwChannel);
+        assert!(matches!(r.verdict.failure(), Some(FailureKind::Stopped)));
+    }
+
+    /// Hostile input: every truncation and a byte flip at every offset of the inner streams decode
+    /// without a panic and end at a gateway stage.
+    #[test]
+    fn truncated_and_flipped_conversations_never_panic() {
+        let (c, s, tr) = conversation(0x8007_59DD);
+        for n in 0..c.len() {
+            let _ = decode(&trace_of(&c[..n], &s, tr.clone()));
+        }
+        for n in 0..s.len() {
+            let _ = decode(&trace_of(&c, &s[..n], tr.clone()));
+        }
+        for i in 0..s.len() {
+            let mut s2 = s.clone();
+            s2[i] ^= 0xA5;
+            let r = decode(&trace_of(&c, &s2, tr.clone())).report;
+            assert!(r.last_stage.is_gateway(), "{i}: {}", r.summary);
+        }
+        for i in 0..c.len() {
+            let mut c2 = c.clone();
+            c2[i] = c2[i].wrapping_add(0x41);
+            let _ = decode(&trace_of(&c2, &s, tr.clone()));
+        }
+    }
+}
