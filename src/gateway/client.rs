@@ -9,8 +9,9 @@
 //!
 //! The verdicts of the gateway stages are decided here from what the gateway answered (HTTP status,
 //! HRESULT, reset, silence); the inner stages are decoded from the channel's bytes as for a direct
-//! probe. Capturing the client↔gateway conversation (and `analyze` of it) is not done yet: the
-//! written capture holds the inner RDP of the channel.
+//! probe. The client↔gateway conversation is recorded too (with both sessions' TLS secrets, the
+//! probe's own close and the inner stack's rejections), and `analyze` of it
+//! ([`crate::decode::gateway`]) gives the same stages and verdicts.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
