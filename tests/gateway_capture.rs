@@ -241,7 +241,12 @@ async fn every_gateway_scenario_analyzes_like_the_live_probe() {
 async fn stops_on_purpose_at_each_gateway_stage_analyze_as_stops() {
     // (A stop right after the 401 is, on the wire, a client that did not authenticate: analyze says
     // so at gw_auth; not compared here.)
-    for st in [Stage::GwAuth, Stage::GwTunnel, Stage::GwChannel] {
+    for st in [
+        Stage::GwTls,
+        Stage::GwAuth,
+        Stage::GwTunnel,
+        Stage::GwChannel,
+    ] {
         let (live, offline) = live_and_offline("gw-healthy", "rdp01", "pass", Some(st)).await;
         assert_eq!(live.last_stage, st);
         assert!(matches!(live.verdict.failure(), Some(FailureKind::Stopped)));
@@ -421,4 +426,57 @@ fn replayed_gateway_captures_fail_the_same_way() {
         unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) };
         let _ = child.wait_timeout(Duration::from_secs(5));
     }
+}
+
+/// After Basic authentication the capture keeps no TLS secret (they would reveal the password):
+/// analyze shows the gateway's TCP and TLS and says the rest is encrypted, and the password is in
+/// no byte of the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_basic_authentication_capture_is_encrypted_beyond_tls() {
+    let mut sc = rdprobe::scenario::builtin("gw-healthy").expect("built-in scenario");
+    let lab = rdprobe::lab::spawn_lab(loopback0(), sc.clone()).expect("lab");
+    sc.link.read_timeout_ms = 5_000;
+    if let Some(g) = sc.gateway.as_mut() {
+        g.schemes = vec!["Basic".into()];
+    }
+    let gw = spawn_gateway(
+        loopback0(),
+        GatewayConfig {
+            scenario: sc,
+            target: lab.addr,
+            limits: LabLimits::default(),
+        },
+    )
+    .expect("gateway");
+    let mut g = gw_opts(&gw, "Basic-canary-pw");
+    g.credentials = Some(creds("Basic-canary-pw"));
+    let (res, hop) = probe_with_capture(&opts("rdp01", Some(Stage::GwTunnel)), &g).await;
+    // The lab accepts only `pass`: the canary password is refused, at gw_auth.
+    assert_eq!(res.report.last_stage, Stage::GwAuth);
+    let hop = hop.expect("gateway capture");
+    assert!(hop.keylog.is_empty());
+    let mut pcap = Vec::new();
+    rdprobe::capture::writer::write_pcapng(&hop, &[], &mut pcap).expect("pcapng");
+    assert!(!pcap.windows(15).any(|w| w == b"Basic-canary-pw"));
+    let opts = ReaderOptions {
+        gateway_ports: vec![gw.addr.port()],
+        ..ReaderOptions::default()
+    };
+    let reports: Vec<ConnectionReport> = read_conversations(std::io::Cursor::new(pcap), opts)
+        .expect("capture")
+        .map(|t| rdprobe::decode::decode_report(&t.expect("conversation")))
+        .collect();
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(
+        r.last_stage,
+        Stage::GwTls,
+        "{}",
+        rdprobe::report::render_text(r)
+    );
+    assert_eq!(r.fact(Stage::GwTls, "encrypted"), Some(&json!(true)));
+    assert_eq!(
+        r.fact(Stage::GwTls, "version"),
+        res.report.fact(Stage::GwTls, "version")
+    );
 }

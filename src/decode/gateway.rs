@@ -489,6 +489,25 @@ impl<'a> Dec<'a> {
         };
         let c = Flow::of(tr, Dir::C2S, Layer::Inner);
         let s = Flow::of(tr, Dir::S2C, Layer::Inner);
+        if c.bytes.is_empty() && !tr.keylog.is_empty() {
+            // Secrets but no request: the client ended the hop after the handshake.
+            self.end(st, tls_end, Verdict::Ok);
+            match self.end_verdict(tls_end) {
+                (
+                    Verdict::Failed {
+                        kind: FailureKind::Stopped,
+                        ..
+                    },
+                    _,
+                ) => self.stop_last(tls_end),
+                (v, t) => {
+                    let mut h = St::new(Stage::GwHttp, tls_end);
+                    h.fact("waiting_for", json!("the client's request"));
+                    self.end(h, t, v);
+                }
+            }
+            return None;
+        }
         if c.bytes.is_empty() {
             // No cleartext: the rest of the hop is encrypted (no secrets for it in the capture).
             st.fact("encrypted", json!(true));

@@ -807,7 +807,10 @@ impl Conn {
             }
         }
         if first.is_empty() {
-            return opts.gateway_ports.contains(&self.server.port());
+            // No cleartext: a gateway port, or a session with secrets that carried no request
+            // (a client that stopped after the handshake).
+            return opts.gateway_ports.contains(&self.server.port())
+                || !self.keylog_lines.is_empty();
         }
         let line = first.split(|b| *b == b'\n').next().unwrap_or(&[]);
         let line = String::from_utf8_lossy(line);
