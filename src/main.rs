@@ -300,9 +300,9 @@ struct AnalyzeArgs {
     /// timeline, ladder diagram, diagnosis, facts
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
-    /// Server port of an RD Gateway (repeatable; default 443): HTTPS conversations to it are decoded
-    /// as the gateway hop (gw_tcp, gw_tls, and with TLS secrets gw_http … gw_channel and the inner
-    /// RDP). With secrets, a gateway is recognized on any port by its RDG_OUT_DATA request
+    /// Server port of an RD Gateway (repeatable, e.g. 443): HTTPS conversations to it are decoded as
+    /// the gateway hop even without TLS secrets (gw_tcp, gw_tls, the rest reported encrypted). With
+    /// secrets a gateway is recognized on any port by its RDG_OUT_DATA request, no option needed
     #[arg(long, value_name = "PORT")]
     gateway_port: Vec<u16>,
 }
@@ -777,13 +777,11 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
                 .with_context(|| format!("opening {}", a.file.display()))?,
         )
     };
-    let mut opts = ReaderOptions {
+    let opts = ReaderOptions {
         keylog,
+        gateway_ports: a.gateway_port.clone(),
         ..ReaderOptions::default()
     };
-    if !a.gateway_port.is_empty() {
-        opts.gateway_ports = a.gateway_port.clone();
-    }
     let mut conversations =
         read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
     let mut out = std::io::stdout().lock();

@@ -489,7 +489,7 @@ impl<'a> Dec<'a> {
         };
         let c = Flow::of(tr, Dir::C2S, Layer::Inner);
         let s = Flow::of(tr, Dir::S2C, Layer::Inner);
-        if c.bytes.is_empty() && !tr.keylog.is_empty() {
+        if c.bytes.is_empty() && self.has_secrets() {
             // Secrets but no request: the client ended the hop after the handshake.
             self.end(st, tls_end, Verdict::Ok);
             match self.end_verdict(tls_end) {
@@ -598,6 +598,17 @@ impl<'a> Dec<'a> {
             return None;
         }
         self.tunnel_and_channel(cw, sw)
+    }
+
+    /// Whether the key log holds this session's secrets (by the ClientHello's random).
+    fn has_secrets(&self) -> bool {
+        let c = &self.wire[0].bytes;
+        let Some(cr) = c.get(11..43).and_then(|r| <[u8; 32]>::try_from(r).ok()) else {
+            return false;
+        };
+        !KeyLog::parse(&self.trace.keylog.join("\n"))
+            .lines_for(&cr)
+            .is_empty()
     }
 
     /// The verdict when a request got no HTTP answer.

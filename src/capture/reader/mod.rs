@@ -115,8 +115,8 @@ pub struct ReaderOptions {
     pub keylog: Option<KeyLog>,
     /// Data bytes kept per direction and layer; beyond this, `Elided` events count them.
     pub max_retained_per_direction: usize,
-    /// Server ports of RD Gateways: an HTTPS conversation to one of them is kept (as a gateway hop)
-    /// even when the capture has no TLS secrets for it. With secrets, an HTTPS conversation is kept
+    /// Server ports of RD Gateways (none by default: most HTTPS on 443 is no gateway): an HTTPS
+    /// conversation to one of them is kept (as a gateway hop) even without TLS secrets for it. With secrets, an HTTPS conversation is kept
     /// when its first request is an RD Gateway one (`RDG_OUT_DATA`, `RDG_IN_DATA`, `RPC_IN_DATA`…).
     pub gateway_ports: Vec<u16>,
 }
@@ -126,7 +126,7 @@ impl Default for ReaderOptions {
         ReaderOptions {
             keylog: None,
             max_retained_per_direction: 1024 * 1024,
-            gateway_ports: vec![443],
+            gateway_ports: Vec::new(),
         }
     }
 }
