@@ -1416,6 +1416,11 @@ async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
         conn.report.summary
     );
     if a.as_client {
+        if replay::gateway::is_gateway(&conn.report) {
+            return Err(usage(
+                "--as-client of a connection through an RD Gateway is not supported (--as-server replays the gateway)",
+            ));
+        }
         return replay_as_client(&a, conn).await;
     }
     let users = match &a.user {

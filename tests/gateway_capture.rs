@@ -299,6 +299,27 @@ fn cli_probe_gateway_pcap_then_analyze() {
         .unwrap()
         .windows(4)
         .any(|w| w == b"pass"));
+    // The scenario a replay would serve: the RAP denies the name that was sent.
+    let toml = dir.path().join("replay.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+        .arg("replay")
+        .arg(&pcap)
+        .args(["--as-server", "--emit-scenario"])
+        .arg(&toml)
+        .output()
+        .expect("rdprobe replay");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let sc = rdprobe::scenario::Scenario::from_toml(&std::fs::read_to_string(&toml).unwrap())
+        .expect("the emitted scenario loads");
+    assert_eq!(sc.gateway.expect("[gateway]").rap_deny, ["rdp01"]);
+    // Driving the captured client again is for RDP servers, not for a gateway: a usage error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+        .arg("replay")
+        .arg(&pcap)
+        .args(["--as-client", "--target", "127.0.0.1:9"])
+        .output()
+        .expect("rdprobe replay");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 /// xfreerdp through the lab gateway, captured on loopback by dumpcap (no TLS secrets): analyze

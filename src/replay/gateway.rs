@@ -144,6 +144,10 @@ pub fn derive_gateway(
             "end: the hop passed and the inner RDP failed at {st} ({kind}): the replay is a healthy gateway in front of a healthy server"
         )),
     }
+    notes.push(
+        "timing: the gateway's think time is not replayed (the lab gateway answers at once, or holds a silence)"
+            .into(),
+    );
     sc.gateway = Some(g);
     // INVARIANT: the derived scenario validates like a hand-written one.
     Scenario::from_toml(&sc.to_toml())
