@@ -881,6 +881,55 @@ pub static GATEWAY_HRESULTS: &[Code] = &[
     c(0x8007_59FC, "E_PROXY_REAUTH_RAP_FAILED", Stage::GwChannel, "re-authorization by the resource authorization policy (RD RAP) failed", CMD_GATEWAY),
 ];
 
+/// Further HRESULTs RD Gateways answer with, named only (decode reports the name, `explain` has no
+/// text for them). `SEC_E_*` codes are named by the NTSTATUS tables.
+pub static GATEWAY_HRESULTS_NAMED: &[Code] = &[
+    g(0x0000_0000, "S_OK"),
+    g(0x8000_4005, "E_FAIL"),
+    g(0x8007_0005, "E_ACCESSDENIED"),
+    g(0x8007_04D4, "E_PROXY_CONNECTIONABORTED"),
+    g(0x8007_59EE, "E_PROXY_NOCERTAVAILABLE"),
+    g(0x8007_59FA, "E_PROXY_REAUTH_AUTHN_FAILED"),
+];
+
+const fn g(code: u32, name: &'static str) -> Code {
+    c(code, name, Stage::GwTunnel, "", CMD_GATEWAY)
+}
+
+/// The HRESULT form of a gateway result: Win32 codes (0x000059DA) are HRESULT_FROM_WIN32'd
+/// (0x800759DA), so both spellings share one row.
+fn gateway_hresult_form(code: u32) -> u32 {
+    if code & 0xFFFF_0000 == 0 && code != 0 {
+        0x8007_0000 | code
+    } else {
+        code
+    }
+}
+
+/// Name of an RD Gateway result code (MS-TSGU 2.2.3.1), e.g. 0x800759DA or 0x59DA ->
+/// "E_PROXY_RAP_ACCESSDENIED".
+pub fn gateway_hresult_name(code: u32) -> Option<&'static str> {
+    let v = gateway_hresult_form(code);
+    find(GATEWAY_HRESULTS, v)
+        .or_else(|| find(GATEWAY_HRESULTS_NAMED, v))
+        .map(|e| e.name)
+        .or_else(|| ntstatus_name(v).filter(|n| n.starts_with("SEC_E_")))
+}
+
+/// What an RD Gateway result code means, when `explain` has a text for it.
+pub fn gateway_hresult_meaning(code: u32) -> Option<&'static str> {
+    find(GATEWAY_HRESULTS, gateway_hresult_form(code)).map(|e| e.meaning)
+}
+
+/// The code of an RD Gateway result name, case-insensitive: the inverse of [`gateway_hresult_name`].
+pub fn gateway_hresult_code(name: &str) -> Option<u32> {
+    let name = name.trim();
+    find_name(GATEWAY_HRESULTS, name)
+        .or_else(|| find_name(GATEWAY_HRESULTS_NAMED, name))
+        .map(|e| e.code)
+        .or_else(|| ntstatus_code(name).filter(|_| name.to_ascii_uppercase().starts_with("SEC_E_")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,6 +944,8 @@ mod tests {
             NTSTATUS,
             NTSTATUS_NAMED,
             SET_ERROR_INFO,
+            GATEWAY_HRESULTS,
+            GATEWAY_HRESULTS_NAMED,
         ] {
             for (i, a) in table.iter().enumerate() {
                 for b in &table[i + 1..] {
@@ -939,6 +990,35 @@ mod tests {
         assert_eq!(neg_failure_name(5), Some("HYBRID_REQUIRED_BY_SERVER"));
         assert_eq!(neg_failure_code("ssl_required_by_server"), Some(1));
         assert_eq!(neg_failure_name(8), None);
+    }
+
+    #[test]
+    fn gateway_hresults_are_named_once_in_either_spelling() {
+        assert_eq!(
+            gateway_hresult_name(0x59DA),
+            Some("E_PROXY_RAP_ACCESSDENIED")
+        );
+        assert_eq!(
+            gateway_hresult_name(0x8007_04D4),
+            Some("E_PROXY_CONNECTIONABORTED")
+        );
+        assert_eq!(
+            gateway_hresult_name(0x8009_030C),
+            Some("SEC_E_LOGON_DENIED")
+        );
+        assert_eq!(
+            gateway_hresult_code("e_proxy_ts_connectfailed"),
+            Some(0x8007_59DD)
+        );
+        assert_eq!(
+            gateway_hresult_code("SEC_E_LOGON_DENIED"),
+            Some(0x8009_030C)
+        );
+        assert_eq!(gateway_hresult_code("STATUS_LOGON_FAILURE"), None);
+        assert!(gateway_hresult_meaning(0x59DD).is_some());
+        assert!(!GATEWAY_HRESULTS_NAMED
+            .iter()
+            .any(|e| find(GATEWAY_HRESULTS, e.code).is_some()));
     }
 
     #[test]

@@ -24,6 +24,10 @@ const KEYS: &[&str] = &[
     "encryption_level",
     "result",
     "license_error_code",
+    "status",
+    "scheme",
+    "hresult_name",
+    "name_form",
 ];
 
 fn verdict(v: &Verdict) -> String {

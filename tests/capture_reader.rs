@@ -364,6 +364,7 @@ fn read_all(bytes: &[u8], keylog: Option<KeyLog>) -> (Vec<Trace>, Option<Capture
     let opts = ReaderOptions {
         keylog,
         max_retained_per_direction: 1 << 20,
+        ..ReaderOptions::default()
     };
     read_with(bytes, opts)
 }
@@ -939,6 +940,7 @@ fn retention_limit_elides_counts() {
         ReaderOptions {
             keylog: None,
             max_retained_per_direction: 1000,
+            ..ReaderOptions::default()
         },
     );
     let tr = &t[0];

@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = ReaderOptions {
         keylog: Some(keylog()),
         max_retained_per_direction: 64 * 1024,
+        ..ReaderOptions::default()
     };
     let Ok(it) = read_conversations(data, opts) else { return };
     let mut errored = false;

@@ -176,6 +176,19 @@ impl KeyLog {
             .map(|(_, s)| s.as_slice())
     }
 
+    /// Every session's key log lines, at most `max` (for a Trace that carries several sessions).
+    pub fn all_lines(&self, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        for cr in self.entries.keys() {
+            if out.len() >= max {
+                break;
+            }
+            out.extend(self.lines_for(cr));
+        }
+        out.truncate(max);
+        out
+    }
+
     /// The key log lines of one session (for `Trace::keylog`).
     pub fn lines_for(&self, client_random: &[u8; 32]) -> Vec<String> {
         self.entries

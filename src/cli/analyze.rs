@@ -45,6 +45,11 @@ pub(crate) struct AnalyzeArgs {
     /// timeline, ladder diagram, diagnosis, facts
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Server port of an RD Gateway (repeatable, e.g. 443): HTTPS conversations to it are decoded as
+    /// the gateway hop even without TLS secrets (gw_tcp, gw_tls, the rest reported encrypted). With
+    /// secrets a gateway is recognized on any port by its RDG_OUT_DATA request, no option needed
+    #[arg(long, value_name = "PORT")]
+    gateway_port: Vec<u16>,
 }
 
 /// Analyzing a big capture frees and allocates the same ~1 MiB of conversation buffers thousands
@@ -73,6 +78,7 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     };
     let opts = ReaderOptions {
         keylog,
+        gateway_ports: a.gateway_port.clone(),
         ..ReaderOptions::default()
     };
     let mut conversations =

@@ -34,7 +34,8 @@ pub(crate) struct ProbeArgs {
     /// Deadline for the whole probe
     #[arg(long, default_value = "60s")]
     deadline: String,
-    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded)
+    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded; with
+    /// --gateway: the client-gateway conversation, which carries the inner RDP in its channel)
     #[arg(long)]
     pcap: Option<PathBuf>,
     /// Write the TLS secrets as an SSLKEYLOGFILE
@@ -72,8 +73,8 @@ pub(crate) struct ProbeArgs {
     /// Domain of the gateway user [default: --domain]
     #[arg(long, requires = "gateway")]
     gateway_domain: Option<String>,
-    /// Write the client-gateway conversation (HTTPS: HTTP, WebSocket, MS-TSGU) as pcapng with its
-    /// TLS secrets embedded (--pcap holds the inner RDP of the channel)
+    /// Same as --pcap with --gateway (kept for scripts): the client-gateway conversation (HTTPS:
+    /// HTTP, WebSocket, MS-TSGU and the inner RDP in the channel) with the TLS secrets of both
     #[arg(long, value_name = "FILE", requires = "gateway")]
     gateway_pcap: Option<PathBuf>,
     /// Gateway transport: websocket, http (the legacy two-channel RDG_OUT_DATA / RDG_IN_DATA) or
@@ -184,13 +185,16 @@ pub(crate) async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
             r = rdprobe::gateway::client::probe_with_capture(&opts, &g) => r,
             _ = interrupted() => return Ok(exit::INTERRUPTED),
         };
-        write_artifacts(&result, a.pcap.as_ref(), a.keylog.as_ref())?;
-        if let (Some(p), Some(t)) = (&a.gateway_pcap, gw_trace) {
-            let f = rdprobe::capture::writer::create_private(p)
-                .with_context(|| format!("creating {}", p.display()))?;
-            rdprobe::capture::writer::write_pcapng(&t, &[], std::io::BufWriter::new(f))
-                .with_context(|| format!("writing {}", p.display()))?;
-        }
+        // One capture holds everything: the client-gateway conversation carries the channel's RDP,
+        // and its key log decrypts both the gateway's TLS and the inner session's.
+        let hop = gw_trace.map(|trace| probe::ProbeResult {
+            trace,
+            report: result.report.clone(),
+            labels: Vec::new(),
+        });
+        let written = hop.as_ref().unwrap_or(&result);
+        write_artifacts(written, a.pcap.as_ref(), a.keylog.as_ref())?;
+        write_artifacts(written, a.gateway_pcap.as_ref(), None)?;
         print_report(&result.report, a.json, a.diagnose)?;
         return Ok(report::exit_code(&result.report));
     }

@@ -110,6 +110,11 @@ pub(crate) async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
         conn.report.summary
     );
     if a.as_client {
+        if replay::gateway::is_gateway(&conn.report) {
+            return Err(usage(
+                "--as-client of a connection through an RD Gateway is not supported (--as-server replays the gateway)",
+            ));
+        }
         return replay_as_client(&a, conn).await;
     }
     let users = match &a.user {
@@ -162,6 +167,12 @@ pub(crate) async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
         if a.listen.is_none() {
             return Ok(exit::SUCCESS);
         }
+    }
+    if derived.scenario.gateway.is_some() {
+        // A captured gateway: the lab gateway on the listen address, the lab server behind it.
+        let back = SocketAddr::from(([127, 0, 0, 1], 0));
+        return cli::lab_gateway::run(listen, Some(back), None, false, derived.scenario, limits)
+            .await;
     }
     let handle = rdprobe::lab::spawn_lab_with(listen, derived.scenario.clone(), limits)
         .with_context(|| format!("starting the replay server on {listen}"))?;

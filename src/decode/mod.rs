@@ -1,8 +1,10 @@
-//! decode: turns a Trace into stages and verdicts. Pure code, no I/O.
+//! decode: turns a Trace into stages and verdicts. Pure code, no I/O. An RD Gateway conversation
+//! (HTTPS from the first byte) goes to [`gateway`], which hands the channel's RDP to the machine.
 //!
 //! INVARIANT: the verdict of a live probe equals `decode` of the capture that probe wrote.
 
 pub mod credssp;
+pub mod gateway;
 pub mod mcs;
 pub mod tls;
 pub mod x224;
@@ -20,12 +22,18 @@ pub struct Decoded {
 
 /// Decodes one conversation.
 pub fn decode(trace: &Trace) -> Decoded {
+    if gateway::is_gateway(trace) {
+        return gateway::decode(trace);
+    }
     machine::run(trace, true)
 }
 
 /// Decodes one conversation without building capture labels (`Decoded::labels` is empty): the fast
 /// path for `analyze`.
 pub fn decode_report(trace: &Trace) -> ConnectionReport {
+    if gateway::is_gateway(trace) {
+        return gateway::decode(trace).report;
+    }
     machine::run(trace, false).report
 }
 

@@ -9,8 +9,9 @@
 //!
 //! The verdicts of the gateway stages are decided here from what the gateway answered (HTTP status,
 //! HRESULT, reset, silence); the inner stages are decoded from the channel's bytes as for a direct
-//! probe. Capturing the client↔gateway conversation (and `analyze` of it) is not done yet: the
-//! written capture holds the inner RDP of the channel.
+//! probe. The client↔gateway conversation is recorded too (with both sessions' TLS secrets, the
+//! probe's own close and the inner stack's rejections), and `analyze` of it
+//! ([`crate::decode::gateway`]) gives the same stages and verdicts.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,12 +93,6 @@ pub struct Hop {
     pub local: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     pub notes: Vec<String>,
-}
-
-impl Hop {
-    fn failed(&self) -> Option<&StageReport> {
-        self.stages.iter().find(|s| !s.verdict.is_ok())
-    }
 }
 
 /// Byte counters of the gateway connection.
@@ -1302,6 +1297,13 @@ pub async fn probe_with_capture(
         .any(|s| s.stage == Stage::GwAuth && s.facts.get("scheme") == Some(&json!("Basic")));
     let gw_shared = hop.trace.clone();
     let Some(stream) = stream else {
+        // The client closes the hop here: the capture shows it (a close right after an answer is a
+        // stop, a close after the stage deadline of silence a timeout, as `analyze` reads them).
+        if let Some(tr) = &gw_shared {
+            if !tr.fin_seen(crate::trace::Dir::C2S) {
+                tr.fin(crate::trace::Dir::C2S);
+            }
+        }
         let trace = crate::trace::Trace::new(local, gw_addr);
         let result = ProbeResult {
             trace,
@@ -1337,7 +1339,25 @@ pub async fn probe_with_capture(
     res.report.notes.extend(hop.notes);
     // Give the relay a moment to pass the close on, so the capture shows how the channel ended.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    (res, hop_capture(gw_shared, basic))
+    let mut capture = hop_capture(gw_shared, basic);
+    if let Some(tr) = &mut capture {
+        carry_inner(tr, &res.trace);
+    }
+    (res, capture)
+}
+
+/// The gateway capture carries what `analyze` needs for the inner RDP too: the inner TLS session's
+/// secrets (next to the gateway's) and what the probe's RDP stack rejected (packet comments).
+fn carry_inner(hop: &mut crate::trace::Trace, inner: &crate::trace::Trace) {
+    if !hop.keylog.is_empty() {
+        hop.keylog.extend(inner.keylog.iter().cloned());
+    }
+    for e in &inner.events {
+        if let crate::trace::EventKind::ClientRejected { .. } = e.kind {
+            let at = hop.events.partition_point(|x| x.t_us <= e.t_us);
+            hop.events.insert(at, e.clone());
+        }
+    }
 }
 
 /// The gateway conversation so far; without TLS secrets after Basic authentication.
@@ -1363,70 +1383,13 @@ fn hop_report(
     gw_addr: SocketAddr,
     local: SocketAddr,
 ) -> ConnectionReport {
-    let (last_stage, verdict) = match hop.failed() {
-        Some(s) => (s.stage, s.verdict.clone()),
-        None => match hop.stages.last() {
-            Some(s) => (
-                s.stage,
-                Verdict::Failed {
-                    kind: FailureKind::Stopped,
-                    by: Side::Client,
-                },
-            ),
-            None => (
-                Stage::GwTcp,
-                Verdict::Failed {
-                    kind: FailureKind::TimedOut {
-                        waiting_for: Side::Server,
-                        after_ms: opts.deadline.as_millis() as u64,
-                    },
-                    by: Side::Server,
-                },
-            ),
-        },
-    };
-    let mut stages = hop.stages;
-    // A stopped run: the last stage that passed carries the stop, like a direct probe's report.
-    if let (
-        Some(last),
-        Verdict::Failed {
-            kind: FailureKind::Stopped,
-            ..
-        },
-    ) = (stages.last_mut(), &verdict)
-    {
-        last.verdict = verdict.clone();
-    }
-    let ended_by = match &verdict {
-        Verdict::Failed {
-            kind: FailureKind::Stopped,
-            ..
-        } => Some(Side::Client),
-        Verdict::Failed { by, .. } => Some(*by),
-        Verdict::Ok => None,
-    };
-    let summary = match &verdict {
-        Verdict::Failed {
-            kind: FailureKind::Stopped,
-            ..
-        } => format!("stopped after {last_stage} by request: the gateway hop passed up to it"),
-        v => format!(
-            "the gateway hop failed at {last_stage}: {v} (gateway {}:{}, target {}:{})",
-            gw.host, gw.port, opts.host, opts.port
-        ),
-    };
-    ConnectionReport {
-        client: local.to_string(),
-        server: format!(
-            "{}:{} via gateway {}:{} ({gw_addr})",
-            opts.host, opts.port, gw.host, gw.port
-        ),
-        stages,
-        last_stage,
-        verdict,
-        ended_by,
-        summary,
-        notes: hop.notes,
-        tcp: None,
-    }
+    crate::decode::gateway::hop_report(
+        hop.stages,
+        hop.notes,
+        &local.to_string(),
+        &format!("{}:{}", opts.host, opts.port),
+        &format!("{}:{}", gw.host, gw.port),
+        &gw_addr.to_string(),
+        opts.deadline.as_millis() as u64,
+    )
 }

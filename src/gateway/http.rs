@@ -125,6 +125,19 @@ pub async fn read_body<S: AsyncRead + Unpin>(
     body
 }
 
+/// Parses one head at the start of `buf` without I/O (for `analyze` of a capture): `Ok(None)` while
+/// the head is incomplete, else the head and its length in bytes. Bounded like [`read_head`].
+pub fn parse_head(buf: &[u8], request: bool) -> Result<Option<(Head, usize)>, HeadError> {
+    match find_end(&buf[..buf.len().min(MAX_HEAD_LEN)]) {
+        Some(end) => Ok(Some((parse(&buf[..end], request)?, end))),
+        None if buf.len() >= MAX_HEAD_LEN => Err(HeadError::TooLarge),
+        None if buf.len() >= 8 && !buf[..8].iter().all(|b| b.is_ascii_graphic() || *b == b' ') => {
+            Err(HeadError::NotHttp(preview(buf)))
+        }
+        None => Ok(None),
+    }
+}
+
 fn find_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }

@@ -1,5 +1,6 @@
 //! MS-TSGU HTTP transport packets (MS-TSGU 2.2.10): typed, both directions, no I/O.
 //!
+//! The result codes' names live in [`crate::codes`] (one table for decode, diagnose and explain).
 //! Both ends of rdprobe's gateway hop use these: the probe's client ([`super::client`]) and the lab's
 //! fake RD Gateway ([`crate::lab::gateway`]). ironrdp-mstsgu 0.1.0 has the same packets but keeps them
 //! crate-private, so they are written here from the specification.
@@ -556,120 +557,15 @@ fn utf16z(s: &str) -> Vec<u8> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hresult(pub u32);
 
-/// Named HRESULTs of MS-TSGU 2.2.3.1 (HRESULT_FROM_WIN32 of the E_PROXY_* codes) and a few others
-/// gateways answer with.
-pub const HRESULTS: &[(u32, &str, &str)] = &[
-    (0x0000_0000, "S_OK", "success"),
-    (0x8000_4005, "E_FAIL", "unspecified failure"),
-    (0x8007_0005, "E_ACCESSDENIED", "access denied"),
-    (
-        0x8007_04D4,
-        "E_PROXY_CONNECTIONABORTED",
-        "the gateway aborted the connection",
-    ),
-    (
-        0x8007_59D8,
-        "E_PROXY_INTERNALERROR",
-        "internal error of the gateway",
-    ),
-    (
-        0x8007_59DA,
-        "E_PROXY_RAP_ACCESSDENIED",
-        "a resource authorization policy (RD RAP) denies this user access to this resource name",
-    ),
-    (
-        0x8007_59DB,
-        "E_PROXY_NAP_ACCESSDENIED",
-        "network access protection denied the client",
-    ),
-    (
-        0x8007_59DD,
-        "E_PROXY_TS_CONNECTFAILED",
-        "the gateway could not connect to the target server",
-    ),
-    (
-        0x8007_59DF,
-        "E_PROXY_ALREADYDISCONNECTED",
-        "the tunnel is already closed",
-    ),
-    (
-        0x8007_59E6,
-        "E_PROXY_MAXCONNECTIONSREACHED",
-        "the gateway reached its connection limit",
-    ),
-    (
-        0x8007_59E8,
-        "E_PROXY_NOTSUPPORTED",
-        "the gateway does not support this request",
-    ),
-    (
-        0x8007_59E9,
-        "E_PROXY_CAPABILITYMISMATCH",
-        "client and gateway capabilities do not match",
-    ),
-    (
-        0x8007_59ED,
-        "E_PROXY_QUARANTINE_ACCESSDENIED",
-        "quarantine (NAP) denied the client",
-    ),
-    (
-        0x8007_59EE,
-        "E_PROXY_NOCERTAVAILABLE",
-        "the gateway has no certificate",
-    ),
-    (
-        0x8007_59F6,
-        "E_PROXY_SESSIONTIMEOUT",
-        "the gateway session timed out",
-    ),
-    (
-        0x8007_59F8,
-        "E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED",
-        "the PAA cookie was refused",
-    ),
-    (
-        0x8007_59F9,
-        "E_PROXY_UNSUPPORTED_AUTHENTICATION_METHOD",
-        "the authentication method is not supported",
-    ),
-    (
-        0x8007_59FA,
-        "E_PROXY_REAUTH_AUTHN_FAILED",
-        "re-authentication failed",
-    ),
-    (
-        0x8007_59FB,
-        "E_PROXY_REAUTH_CAP_FAILED",
-        "re-authorization by the connection policy (CAP) failed",
-    ),
-    (
-        0x8007_59FC,
-        "E_PROXY_REAUTH_RAP_FAILED",
-        "re-authorization by the resource policy (RAP) failed",
-    ),
-    (0x8009_030C, "SEC_E_LOGON_DENIED", "the logon was denied"),
-];
-
 impl Hresult {
-    /// The code's name; Win32 codes (0x000059DA) and their HRESULT form (0x800759DA) share one.
+    /// The code's name (from [`crate::codes`]); Win32 codes (0x000059DA) and their HRESULT form
+    /// (0x800759DA) share one.
     pub fn name(self) -> Option<&'static str> {
-        let v = if self.0 & 0xFFFF_0000 == 0 && self.0 != 0 {
-            0x8007_0000 | self.0
-        } else {
-            self.0
-        };
-        HRESULTS
-            .iter()
-            .find(|(c, _, _)| *c == v)
-            .map(|(_, n, _)| *n)
+        crate::codes::gateway_hresult_name(self.0)
     }
 
     pub fn meaning(self) -> Option<&'static str> {
-        let n = self.name()?;
-        HRESULTS
-            .iter()
-            .find(|(_, m, _)| *m == n)
-            .map(|(_, _, t)| *t)
+        crate::codes::gateway_hresult_meaning(self.0)
     }
 
     /// The name, or the code in hex when it has none.
@@ -682,8 +578,8 @@ impl Hresult {
     /// A code by name (`E_PROXY_RAP_ACCESSDENIED`) or number (`0x800759DA`, decimal).
     pub fn parse(s: &str) -> Option<Hresult> {
         let t = s.trim();
-        if let Some((c, _, _)) = HRESULTS.iter().find(|(_, n, _)| n.eq_ignore_ascii_case(t)) {
-            return Some(Hresult(*c));
+        if let Some(c) = crate::codes::gateway_hresult_code(t) {
+            return Some(Hresult(c));
         }
         if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
             return u32::from_str_radix(h, 16).ok().map(Hresult);

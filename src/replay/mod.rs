@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod compare;
+pub mod gateway;
 pub mod server;
 pub mod timing;
 

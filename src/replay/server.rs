@@ -271,6 +271,9 @@ pub fn derive_server(
     report: &ConnectionReport,
     opts: &ServerOptions,
 ) -> Result<ServerReplay, ReplayError> {
+    if super::gateway::is_gateway(report) {
+        return super::gateway::derive_gateway(report, opts);
+    }
     let mut notes = Vec::new();
     let mut sc = crate::scenario::builtin("healthy-nla").ok_or_else(|| {
         ReplayError::Unreproducible("the built-in healthy-nla scenario is missing".to_owned())

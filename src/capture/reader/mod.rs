@@ -53,6 +53,8 @@ const END_EVENTS_SLACK: usize = 16;
 const MERGE_LOOKBACK: usize = 4;
 /// The well-known RDP port (used only for conversations whose start was not captured).
 const RDP_PORT: u16 = 3389;
+/// Key log lines a gateway conversation carries (its own and the inner RDP session's among them).
+const MAX_GATEWAY_KEYLOG_LINES: usize = 4096;
 
 /// What is wrong with a capture file, and where.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +115,10 @@ pub struct ReaderOptions {
     pub keylog: Option<KeyLog>,
     /// Data bytes kept per direction and layer; beyond this, `Elided` events count them.
     pub max_retained_per_direction: usize,
+    /// Server ports of RD Gateways (none by default: most HTTPS on 443 is no gateway): an HTTPS
+    /// conversation to one of them is kept (as a gateway hop) even without TLS secrets for it. With secrets, an HTTPS conversation is kept
+    /// when its first request is an RD Gateway one (`RDG_OUT_DATA`, `RDG_IN_DATA`, `RPC_IN_DATA`…).
+    pub gateway_ports: Vec<u16>,
 }
 
 impl Default for ReaderOptions {
@@ -120,6 +126,7 @@ impl Default for ReaderOptions {
         ReaderOptions {
             keylog: None,
             max_retained_per_direction: 1024 * 1024,
+            gateway_ports: Vec::new(),
         }
     }
 }
@@ -600,6 +607,8 @@ struct Conn {
     wire: [Wire; 2],
     tls: Option<Box<TlsDecryptor>>,
     keylog_lines: Vec<String>,
+    /// HTTPS from the first byte, kept as a possible RD Gateway hop (decided at the end).
+    https: bool,
     mid_start: bool,
     end_note: Option<String>,
     /// TCP / IP evidence (dropped once the conversation is known not to be RDP).
@@ -672,6 +681,7 @@ impl Conn {
             ],
             tls: None,
             keylog_lines: Vec::new(),
+            https: false,
             mid_start: false,
             end_note: None,
             tcp: Some(Box::default()),
@@ -760,6 +770,60 @@ impl Conn {
             return Class::Rdp;
         }
         Class::NotRdp
+    }
+
+    /// An HTTPS conversation worth decoding as an RD Gateway hop: the client (known from its SYN)
+    /// starts with a TLS ClientHello, and the capture has the secrets of that session or the server
+    /// port is a gateway port.
+    fn maybe_gateway(&self, keylog: &KeyLog, opts: &ReaderOptions) -> bool {
+        let c = &self.prefix[0];
+        if !self.client_known || c.len() < 43 || c[0] != 0x16 || c[1] != 3 || c[5] != 1 {
+            return false;
+        }
+        if opts.gateway_ports.contains(&self.server.port()) {
+            return true;
+        }
+        // ClientHello.random: after the record header (5), handshake header (4) and version (2).
+        let mut cr = [0u8; 32];
+        cr.copy_from_slice(&c[11..43]);
+        !keylog.lines_for(&cr).is_empty()
+    }
+
+    /// Whether a kept HTTPS conversation is an RD Gateway's: its first request is a gateway one, or
+    /// (no cleartext) it went to a gateway port.
+    fn is_gateway_hop(&self, opts: &ReaderOptions) -> bool {
+        let mut first = Vec::new();
+        for e in self.events.iter() {
+            if let EventKind::Data {
+                dir: Dir::C2S,
+                layer: Layer::Inner,
+                bytes,
+            } = &e.kind
+            {
+                first.extend_from_slice(&bytes[..bytes.len().min(256 - first.len())]);
+                if first.len() >= 256 {
+                    break;
+                }
+            }
+        }
+        if first.is_empty() {
+            // No cleartext: a gateway port, or a session with secrets that carried no request
+            // (a client that stopped after the handshake).
+            return opts.gateway_ports.contains(&self.server.port())
+                || !self.keylog_lines.is_empty();
+        }
+        let line = first.split(|b| *b == b'\n').next().unwrap_or(&[]);
+        let line = String::from_utf8_lossy(line);
+        [
+            "RDG_OUT_DATA ",
+            "RDG_IN_DATA ",
+            "RPC_IN_DATA ",
+            "RPC_OUT_DATA ",
+        ]
+        .iter()
+        .any(|m| line.starts_with(m))
+            || line.contains("/remoteDesktopGateway/")
+            || line.contains("/rpc/rpcproxy.dll")
     }
 
     /// Drops the client bytes before offset `at` and the server bytes sent before them.
@@ -853,7 +917,14 @@ impl Conn {
     }
 
     fn try_classify(&mut self, last: bool, keylog: &KeyLog, opts: &ReaderOptions) {
-        match self.classify(last) {
+        let class = match self.classify(last) {
+            Class::NotRdp if self.maybe_gateway(keylog, opts) => {
+                self.https = true;
+                Class::Rdp
+            }
+            c => c,
+        };
+        match class {
             Class::Pending => {}
             Class::NotRdp => {
                 self.class = Class::NotRdp;
@@ -1082,6 +1153,9 @@ impl Conn {
         if self.class != Class::Rdp {
             return None;
         }
+        if self.https && !self.is_gateway_hop(opts) {
+            return None;
+        }
         if let Some(note) = self.end_note.take() {
             self.events.push_end(t_us, None, EventKind::Note(note));
         }
@@ -1107,6 +1181,11 @@ impl Conn {
         let (events, truncated) = self.events.finish();
         trace.events = events;
         trace.keylog = self.keylog_lines;
+        if self.https {
+            // The channel's own TLS (the inner RDP) needs its secrets too: the decoder picks them
+            // by the inner ClientHello, so the hop carries the capture's whole key log (bounded).
+            trace.keylog = keylog.all_lines(MAX_GATEWAY_KEYLOG_LINES);
+        }
         trace.tcp = self.tcp.map(|t| Box::new(t.finish()));
         trace.connect_start_us = (self.syns > 0).then_some(self.first_syn_t);
         Some((trace, truncated))
