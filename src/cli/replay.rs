@@ -171,7 +171,7 @@ pub(crate) async fn cmd_replay(a: ReplayArgs) -> Result<i32> {
     if derived.scenario.gateway.is_some() {
         // A captured gateway: the lab gateway on the listen address, the lab server behind it.
         let back = SocketAddr::from(([127, 0, 0, 1], 0));
-        return cli::lab_gateway::run(listen, Some(back), None, false, derived.scenario, limits)
+        return super::lab_gateway::run(listen, Some(back), None, false, derived.scenario, limits)
             .await;
     }
     let handle = rdprobe::lab::spawn_lab_with(listen, derived.scenario.clone(), limits)
