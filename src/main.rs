@@ -262,6 +262,15 @@ struct ProbeArgs {
     /// Gateway transport: websocket, http (legacy, not implemented yet) or auto (websocket)
     #[arg(long, default_value = "auto", requires = "gateway")]
     gateway_transport: String,
+    /// Clamp the TCP maximum segment size to N bytes (TCP_MAXSEG before the connect): the SYN
+    /// announces N and no larger segment is sent or asked for. Without it, a stall after the first
+    /// full-size flight is retried with smaller sizes and the largest that passes is reported
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(88..))]
+    mss: Option<u16>,
+    /// Probe every address the name resolves to (IPv4 and IPv6), one report each; --pcap FILE
+    /// writes FILE-1, FILE-2, ... per address
+    #[arg(long)]
+    all_addresses: bool,
 }
 
 #[derive(clap::Args)]
@@ -599,6 +608,8 @@ fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     };
     o.cookie = a.cookie.clone();
     o.client_name = a.client_name.clone();
+    o.capture_wire = true;
+    o.mss = a.mss;
     if let Some(user) = &a.user {
         let password = read_password(user)?;
         o.credentials = Some(Credentials {
@@ -653,6 +664,9 @@ async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
         }
         print_report(&result.report, a.json, a.diagnose)?;
         return Ok(report::exit_code(&result.report));
+    }
+    if a.all_addresses {
+        return cli::probe_all::run(&a, opts).await;
     }
     let shared = probe::tap::SharedTrace::new(rdprobe::trace::Trace::new(
         SocketAddr::from(([0, 0, 0, 0], 0)),

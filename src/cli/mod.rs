@@ -5,3 +5,4 @@ pub mod analyze_view;
 pub mod check;
 pub mod lab_gateway;
 pub mod scan;
+pub mod probe_all;

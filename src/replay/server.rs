@@ -126,8 +126,9 @@ fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
     };
     let last = &pdus[i];
     match last.stage {
-        // A capture of a direct RDP conversation has no gateway stages.
-        Stage::GwTcp
+        // A capture of a direct RDP conversation has no gateway (or dns) stages.
+        Stage::Dns
+        | Stage::GwTcp
         | Stage::GwTls
         | Stage::GwHttp
         | Stage::GwAuth

@@ -1,0 +1,185 @@
+//! The probe's own wire as pcapng: the real packets the probe's packet socket captured (LINKTYPE_RAW,
+//! kernel timestamps), with the same stage comments and TLS secrets the synthetic writer gives.
+//!
+//! Each event's comments go to the packet that carried it: a data event's to the first packet of
+//! its direction whose sequence range holds the event's first byte (its first transmission, not a
+//! retransmission), `Connected` to the client's first SYN, `Fin` / `Rst` to the first FIN / RST of
+//! that direction; an event no packet carries (or whose packet the capture lost) comments the first
+//! packet at or after its time, else the last packet.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use super::{pcapng, plan_comments, WriteError};
+use crate::capture::reader::packet::{parse, Parsed};
+use crate::probe::wire::{WireCaptured, LINKTYPE_RAW};
+use crate::trace::{Dir, EventKind, Layer, Trace};
+
+/// What the writer needs of one captured TCP packet.
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    dir: Dir,
+    seq: u32,
+    len: u32,
+    syn: bool,
+    ack: bool,
+    fin: bool,
+    rst: bool,
+}
+
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+fn di(d: Dir) -> usize {
+    match d {
+        Dir::C2S => 0,
+        Dir::S2C => 1,
+    }
+}
+
+/// Writes the captured packets of `wire` with `trace`'s comments and secrets.
+pub(super) fn write_wire<W: Write>(
+    trace: &Trace,
+    wire: &WireCaptured,
+    labels: &[String],
+    mut out: W,
+) -> Result<(), WriteError> {
+    let plan = plan_comments(trace, labels);
+    let segs: Vec<Option<Seg>> = wire
+        .packets
+        .iter()
+        .map(|p| match parse(LINKTYPE_RAW, &p.data) {
+            Parsed::Tcp(s) => {
+                let dir = if same(s.src, trace.client) {
+                    Dir::C2S
+                } else {
+                    Dir::S2C
+                };
+                Some(Seg {
+                    dir,
+                    seq: s.seq,
+                    len: s.payload.len() as u32 + s.missing,
+                    syn: s.flags.syn,
+                    ack: s.flags.ack,
+                    fin: s.flags.fin,
+                    rst: s.flags.rst,
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    // Sequence number of each direction's first data byte (after its SYN; the first packet's own
+    // sequence number when the SYN was not captured).
+    let mut base: [Option<u32>; 2] = [None, None];
+    for s in segs.iter().flatten() {
+        let b = &mut base[di(s.dir)];
+        if s.syn {
+            *b = Some(s.seq.wrapping_add(1));
+        } else if b.is_none() {
+            *b = Some(s.seq);
+        }
+    }
+
+    let n = wire.packets.len();
+    let mut comments: Vec<Vec<String>> = vec![Vec::new(); n];
+    let at_or_after = |t_us: u64| {
+        wire.packets
+            .iter()
+            .position(|p| p.t_us >= t_us)
+            .or(n.checked_sub(1))
+    };
+    let mut offset = [0u64; 2];
+    for (ev, notes) in trace.events.iter().zip(&plan.events) {
+        let carrier = match &ev.kind {
+            EventKind::Data {
+                dir,
+                layer: Layer::Wire,
+                bytes,
+            } => {
+                let o = offset[di(*dir)];
+                offset[di(*dir)] += bytes.len() as u64;
+                let b = base[di(*dir)];
+                segs.iter().position(|s| {
+                    s.is_some_and(|s| {
+                        let rel = u64::from(s.seq.wrapping_sub(b.unwrap_or(s.seq)));
+                        s.dir == *dir && s.len > 0 && rel <= o && o < rel + u64::from(s.len)
+                    })
+                })
+            }
+            EventKind::Elided {
+                dir,
+                layer: Layer::Wire,
+                len,
+            } => {
+                offset[di(*dir)] += len;
+                None
+            }
+            EventKind::Connected => segs
+                .iter()
+                .position(|s| s.is_some_and(|s| s.dir == Dir::C2S && s.syn && !s.ack)),
+            EventKind::Fin { dir } => segs
+                .iter()
+                .position(|s| s.is_some_and(|s| s.dir == *dir && s.fin)),
+            EventKind::Rst { dir } => segs
+                .iter()
+                .position(|s| s.is_some_and(|s| s.dir == *dir && s.rst)),
+            _ => None,
+        };
+        if notes.first.is_empty() && notes.last.is_empty() {
+            continue;
+        }
+        if let Some(i) = carrier.or_else(|| at_or_after(ev.t_us)) {
+            comments[i].extend(notes.first.iter().cloned());
+        }
+        if let Some(last) = n.checked_sub(1) {
+            comments[last].extend(notes.last.iter().cloned());
+        }
+    }
+
+    let mut block = Vec::new();
+    let mut section = vec![format!(
+        "written by rdprobe {}: the probe's own packets as captured on the wire (packet socket, \
+         from before the SYN), connection between client {} and server {}",
+        env!("CARGO_PKG_VERSION"),
+        trace.client,
+        trace.server
+    )];
+    if wire.dropped > 0 {
+        section.push(format!(
+            "{} packets of the connection were not kept (capture bounds)",
+            wire.dropped
+        ));
+    }
+    section.extend(plan.section.iter().cloned());
+    if n == 0 {
+        // No packet to carry them: every comment goes to the section header.
+        for notes in &plan.events {
+            section.extend(notes.first.iter().cloned());
+            section.extend(notes.last.iter().cloned());
+        }
+    }
+    pcapng::shb(
+        &mut block,
+        &section,
+        concat!("rdprobe ", env!("CARGO_PKG_VERSION")),
+    )?;
+    out.write_all(&block)?;
+    pcapng::idb_linktype(&mut block, "rdprobe-wire", LINKTYPE_RAW as u16)?;
+    out.write_all(&block)?;
+    if !trace.keylog.is_empty() {
+        let mut secrets = Vec::new();
+        for line in &trace.keylog {
+            secrets.extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
+            secrets.push(b'\n');
+        }
+        pcapng::dsb_tls_keylog(&mut block, &secrets)?;
+        out.write_all(&block)?;
+    }
+    for (p, c) in wire.packets.iter().zip(&comments) {
+        pcapng::epb(&mut block, p.t_us, &p.data, c)?;
+        out.write_all(&block)?;
+    }
+    out.flush()?;
+    Ok(())
+}
