@@ -230,3 +230,99 @@ fn routed_faults_blame_the_right_party() {
         r.summary
     );
 }
+
+/// nftables rule set for `ns`'s `hook`: the ClientHello (TLS handshake record) to port 3389 gets
+/// `action`.
+fn client_hello_rule(hook: &str, action: &str) -> String {
+    format!(
+        "table inet rdw {{\n chain c {{\n  type filter hook {hook} priority 0;\n  tcp dport 3389 @ih,0,8 0x16 {action}\n }}\n}}\n"
+    )
+}
+
+/// The lab in the server namespace, listening on the routed address.
+fn start_lab(t: &mut Topo) {
+    t.lab = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &t.s, BIN, "lab", "--allow-remote"])
+            .args(["--listen", "10.78.2.2:3389"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lab"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// `rdprobe probe --json --pcap` in the client namespace; the JSON report and the capture's one
+/// conversation.
+fn probe_own_pcap(
+    t: &Topo,
+    pcap: &std::path::Path,
+    extra: &[&str],
+) -> (serde_json::Value, rdprobe::trace::Trace) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.c, BIN, "probe", "10.78.2.2", "--json"])
+        .args(extra)
+        .arg("--pcap")
+        .arg(pcap)
+        .stderr(Stdio::null())
+        .output()
+        .expect("probe");
+    let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let f = std::fs::File::open(pcap).expect("the probe wrote its capture");
+    let mut traces: Vec<_> =
+        read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
+            .expect("capture")
+            .filter_map(Result::ok)
+            .collect();
+    assert_eq!(traces.len(), 1, "one connection in the probe's capture");
+    (live, traces.remove(0))
+}
+
+/// The probe's own capture is the wire: the router's RST carries the router's TTL (no hop down)
+/// while the server's packets arrive one hop down, and the live verdict, read from those packets,
+/// blames the network.
+#[test]
+fn routed_probe_own_capture_shows_the_router_reset() {
+    use rdprobe::evidence::Provenance;
+    use rdprobe::trace::Dir;
+    let mut t = topo();
+    start_lab(&mut t);
+    let dir = tempfile::tempdir().unwrap();
+    nft(&t.r, &client_hello_rule("forward", "reject with tcp reset"));
+    let (live, trace) = probe_own_pcap(
+        &t,
+        &dir.path().join("own.pcapng"),
+        &["--stop-after", "tls", "--timeout", "8s"],
+    );
+    let tcp = live["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["facts"]["capture"], "wire", "{live}");
+    assert_eq!(live["verdict"]["kind"], "reset", "{live}");
+    assert_eq!(live["verdict"]["by"], "network", "{live}");
+    let ev = trace.tcp.as_deref().expect("TCP evidence from the wire");
+    // The server's SYN-ACK crossed the router: TTL 63, one hop.
+    assert_eq!(ev.s2c.ttl_min, Some(63), "{ev:?}");
+    let rst = ev
+        .first_rst(Dir::S2C)
+        .expect("the RST in the probe's capture");
+    assert_eq!(rst.ttl, 64, "the router's own TTL: {rst:?}");
+    assert_eq!(rst.provenance, Provenance::Injected, "{rst:?}");
+    // The same capture analyzed offline gives the live verdict.
+    let offline = rdprobe::decode::decode_report(&trace);
+    assert!(
+        matches!(
+            offline.verdict,
+            Verdict::Failed {
+                kind: FailureKind::Reset,
+                by: Side::Network
+            }
+        ),
+        "{}",
+        offline.summary
+    );
+}

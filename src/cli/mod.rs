@@ -4,5 +4,5 @@
 pub mod analyze_view;
 pub mod check;
 pub mod lab_gateway;
-pub mod scan;
 pub mod probe_all;
+pub mod scan;

@@ -172,7 +172,10 @@ pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
         if let Some(k) = &r.trace.kernel {
             for (key, v) in [
                 ("kernel_retransmits", serde_json::json!(k.total_retrans)),
-                ("kernel_rtt_ms", serde_json::json!(f64::from(k.rtt_us) / 1000.0)),
+                (
+                    "kernel_rtt_ms",
+                    serde_json::json!(f64::from(k.rtt_us) / 1000.0),
+                ),
                 (
                     "kernel_rttvar_ms",
                     serde_json::json!(f64::from(k.rttvar_us) / 1000.0),

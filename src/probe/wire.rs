@@ -468,45 +468,6 @@ pub fn set_mss(fd: std::os::fd::BorrowedFd<'_>, mss: u16) -> std::io::Result<()>
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bpf_jumps_land_on_accept_or_drop() {
-        let prog = bpf_program(3389);
-        assert_eq!(prog.len(), 22);
-        for (i, &(code, jt, jf, _)) in prog.iter().enumerate() {
-            if code == 0x15 {
-                assert!(i + 1 + (jt as usize) < prog.len());
-                assert!(i + 1 + (jf as usize) < prog.len());
-            }
-        }
-        // The IPv4 TCP branch compares the port.
-        assert_eq!(prog[8].3, 3389);
-        assert_eq!(prog[19].3, 3389);
-    }
-
-    #[test]
-    fn belongs_keeps_the_flow_and_drops_others() {
-        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let remote: SocketAddr = "127.0.0.1:3389".parse().unwrap();
-        let mk = |sp: u16, dp: u16| {
-            let b = etherparse::PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
-                .tcp(sp, dp, 1, 1000);
-            let mut v = Vec::new();
-            b.write(&mut v, &[]).unwrap();
-            v
-        };
-        assert!(belongs(&mk(40000, 3389), local, remote));
-        assert!(belongs(&mk(3389, 40000), local, remote));
-        assert!(!belongs(&mk(40001, 3389), local, remote));
-        assert!(!belongs(&mk(40000, 3390), local, remote));
-        let any: SocketAddr = "0.0.0.0:40000".parse().unwrap();
-        assert!(belongs(&mk(40000, 3389), any, remote));
-    }
-}
-
 /// The TCP evidence of the captured packets, read by the capture reader from a pcapng of them
 /// exactly as `analyze` reads the probe's capture (so the live evidence equals the offline one),
 /// and the time of the client's first SYN. None when nothing was captured.
@@ -547,4 +508,43 @@ pub fn evidence_of(
     })
     .and_then(|t| t.tcp);
     Some((tcp, first_syn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpf_jumps_land_on_accept_or_drop() {
+        let prog = bpf_program(3389);
+        assert_eq!(prog.len(), 22);
+        for (i, &(code, jt, jf, _)) in prog.iter().enumerate() {
+            if code == 0x15 {
+                assert!(i + 1 + (jt as usize) < prog.len());
+                assert!(i + 1 + (jf as usize) < prog.len());
+            }
+        }
+        // The IPv4 TCP branch compares the port.
+        assert_eq!(prog[8].3, 3389);
+        assert_eq!(prog[19].3, 3389);
+    }
+
+    #[test]
+    fn belongs_keeps_the_flow_and_drops_others() {
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let remote: SocketAddr = "127.0.0.1:3389".parse().unwrap();
+        let mk = |sp: u16, dp: u16| {
+            let b = etherparse::PacketBuilder::ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+                .tcp(sp, dp, 1, 1000);
+            let mut v = Vec::new();
+            b.write(&mut v, &[]).unwrap();
+            v
+        };
+        assert!(belongs(&mk(40000, 3389), local, remote));
+        assert!(belongs(&mk(3389, 40000), local, remote));
+        assert!(!belongs(&mk(40001, 3389), local, remote));
+        assert!(!belongs(&mk(40000, 3390), local, remote));
+        let any: SocketAddr = "0.0.0.0:40000".parse().unwrap();
+        assert!(belongs(&mk(40000, 3389), any, remote));
+    }
 }
