@@ -150,6 +150,8 @@ pub struct Trace {
     pub kernel: Option<crate::probe::wire::KernelTcpInfo>,
     /// The name resolution before the connect (live probe of a name).
     pub dns: Option<crate::net::DnsLookup>,
+    /// The path-MTU search after a stall (live probe).
+    pub mss_search: Option<crate::probe::wire::MssSearch>,
 }
 
 /// How a pcapng written by rdprobe carries [`EventKind::ClientRejected`]: a packet comment that
@@ -177,6 +179,7 @@ impl Trace {
             wire: None,
             kernel: None,
             dns: None,
+            mss_search: None,
         }
     }
 

@@ -326,3 +326,73 @@ fn routed_probe_own_capture_shows_the_router_reset() {
         offline.summary
     );
 }
+
+/// A path-MTU black hole live: the router's link toward the client is narrow (MTU 900) and the
+/// router's ICMP "fragmentation needed" is filtered, so the server's full-size TLS flight never
+/// arrives while small segments pass. The probe, seeing the stall after the server acknowledged
+/// everything it sent, retries with clamped MSS values and reports the largest that passes;
+/// `--mss` forces a size.
+#[test]
+fn routed_mtu_black_hole_live_finds_the_passing_mss() {
+    let mut t = topo();
+    start_lab(&mut t);
+    let dir = tempfile::tempdir().unwrap();
+    assert!(sh(&["ip", "-n", &t.r, "link", "set", "r0", "mtu", "900"]));
+    nft(
+        &t.r,
+        "table inet rdm {\n chain o {\n  type filter hook output priority 0;\n  icmp type destination-unreachable drop\n }\n}\n",
+    );
+    let tcp_facts = |r: &serde_json::Value| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "tcp")
+            .map(|s| s["facts"].clone())
+            .unwrap()
+    };
+    let (live, _) = probe_own_pcap(
+        &t,
+        &dir.path().join("mtu.pcapng"),
+        &["--stop-after", "tls", "--timeout", "3s"],
+    );
+    let f = tcp_facts(&live);
+    assert_eq!(f["mtu_black_hole"], true, "{live}");
+    // 900-byte packets carry MSS 860 (40 bytes of IP and TCP headers; the 12 of timestamps are
+    // inside the MSS).
+    let passing = f["mss_largest_passing"].as_u64().unwrap();
+    assert!((536..=860).contains(&passing), "{f}");
+    assert!(
+        f["mss_stalled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_u64().unwrap() > 860),
+        "{f}"
+    );
+    assert_eq!(live["verdict"]["status"], "ok", "{live}");
+    assert!(
+        live["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("path-MTU black hole")),
+        "{live}"
+    );
+
+    // Forced sizes: one that fits passes at once, one that does not stalls (no search when forced).
+    let (live, _) = probe_own_pcap(
+        &t,
+        &dir.path().join("mss600.pcapng"),
+        &["--stop-after", "tls", "--timeout", "3s", "--mss", "600"],
+    );
+    assert_eq!(live["verdict"]["status"], "ok", "{live}");
+    assert_eq!(tcp_facts(&live)["mss_clamped"], 600);
+    let (live, _) = probe_own_pcap(
+        &t,
+        &dir.path().join("mss1400.pcapng"),
+        &["--stop-after", "tls", "--timeout", "3s", "--mss", "1400"],
+    );
+    assert_eq!(live["verdict"]["status"], "failed", "{live}");
+    assert!(tcp_facts(&live).get("mtu_black_hole").is_none(), "{live}");
+}

@@ -169,6 +169,9 @@ pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
     if let Some(s) = r.report.stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
         let how = if captured { "wire" } else { "synthetic" };
         s.facts.insert("capture".into(), serde_json::json!(how));
+        if let Some(m) = opts.mss {
+            s.facts.insert("mss_clamped".into(), serde_json::json!(m));
+        }
         if let Some(k) = &r.trace.kernel {
             for (key, v) in [
                 ("kernel_retransmits", serde_json::json!(k.total_retrans)),
@@ -189,10 +192,56 @@ pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
             }
         }
     }
+    if let Some(m) = r.trace.mss_search.clone() {
+        mss_facts(&mut r.report, &m);
+    }
     if let Some(d) = r.trace.dns.clone() {
         dns_stage(&mut r.report, &d, opts.port);
     }
     r
+}
+
+/// The path-MTU search in the report: facts of the `tcp` stage and a note in words.
+fn mss_facts(report: &mut ConnectionReport, m: &wire::MssSearch) {
+    let first = m
+        .first_mss
+        .map_or_else(|| "its own".to_owned(), |v| v.to_string());
+    let note = match m.passed {
+        Some(p) => format!(
+            "path-MTU black hole: with MSS {first} the {} stage stalled after the server had              acknowledged everything the client sent; with the MSS clamped it passes: the largest              MSS that passes is {p}{}. A link on the path has a smaller MTU and its ICMP              'fragmentation needed' does not come back (lower the MTU or clamp the MSS on the path)",
+            m.stalled_stage,
+            if m.stalled.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (stalled at {})",
+                    m.stalled
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        None => format!(
+            "the {} stage stalled after the server had acknowledged everything the client sent,              and stalled again with the MSS clamped to {}: not a path-MTU black hole (the server              went silent)",
+            m.stalled_stage, MSS_FLOOR
+        ),
+    };
+    report.notes.push(note);
+    if let Some(s) = report.stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
+        s.facts
+            .insert("mtu_black_hole".into(), serde_json::json!(m.passed.is_some()));
+        if let Some(p) = m.passed {
+            s.facts
+                .insert("mss_largest_passing".into(), serde_json::json!(p));
+        }
+        s.facts
+            .insert("mss_stalled".into(), serde_json::json!(m.stalled));
+        if let Some(f) = m.first_mss {
+            s.facts.insert("mss_first".into(), serde_json::json!(f));
+        }
+    }
 }
 
 /// Puts the `dns` stage first in a live report; when the name did not resolve it is the failing
@@ -309,7 +358,13 @@ pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
 
 async fn run_outer(opts: &ProbeOptions, shared: &SharedTrace, deadline: Duration) {
     match tokio::time::timeout(deadline, run_inner(opts, shared, opts.tls_engine)).await {
-        Ok(Retry::No) => {}
+        Ok(Retry::No) => {
+            if opts.capture_wire && opts.mss.is_none() {
+                if let Some((stage, first_mss)) = stalled_after_acked(shared).await {
+                    mss_search(shared, opts, deadline, stage, first_mss).await;
+                }
+            }
+        }
         Ok(Retry::StandardRdp) => {
             // Like mstsc, accept the server's choice of standard RDP security: reconnect offering it.
             let mut rdp_opts = opts.clone();
@@ -344,6 +399,122 @@ async fn run_outer(opts: &ProbeOptions, shared: &SharedTrace, deadline: Duration
                 });
             }
         }
+    }
+}
+
+/// The smallest MSS the path-MTU search tries (RFC 879's default, what every IPv4 path carries).
+const MSS_FLOOR: u16 = 536;
+/// The search stops when the largest passing and the smallest stalling MSS are this close.
+const MSS_STEP: u16 = 64;
+
+/// When the connection timed out waiting for the server after the server had answered before and
+/// had acknowledged everything the client sent (the client's bytes arrived, the server's answer
+/// does not): the stage that stalled and the segment size the kernel used. The signature of a
+/// path-MTU black hole (the server's full-size segments are dropped on the way, small ACKs pass),
+/// or of a server that went silent; a retry with a clamped MSS tells them apart.
+async fn stalled_after_acked(shared: &SharedTrace) -> Option<(Stage, Option<u32>)> {
+    let t = shared.snapshot();
+    let timed_out = t.events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::Timeout {
+                waiting_for: Dir::S2C,
+                ..
+            }
+        )
+    });
+    let answered = t.events.iter().any(|e| {
+        matches!(&e.kind, EventKind::Data { dir: Dir::S2C, layer: Layer::Wire, bytes } if !bytes.is_empty())
+    });
+    if !timed_out || !answered {
+        return None;
+    }
+    // The last ACK (of the client's FIN) may still be on its way.
+    let mut info = shared.kernel_now()?;
+    for _ in 0..5 {
+        if info.unacked == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = shared.kernel_now()?;
+    }
+    if info.unacked != 0 {
+        return None;
+    }
+    let stage = crate::decode::decode(&t).report.last_stage;
+    (stage > Stage::Tcp).then_some((stage, Some(info.snd_mss)))
+}
+
+/// Retries the connection with clamped MSS values (`TCP_MAXSEG`): first [`MSS_FLOOR`]; when that
+/// passes the stage that stalled, a bisection between it and the stalled size finds the largest
+/// that passes (to within [`MSS_STEP`]). The connection at the largest passing size becomes the
+/// report's conversation; the search rides in `Trace::mss_search`.
+async fn mss_search(
+    shared: &SharedTrace,
+    opts: &ProbeOptions,
+    deadline: Duration,
+    stage: Stage,
+    first_mss: Option<u32>,
+) {
+    let started = Instant::now();
+    let mut search = wire::MssSearch {
+        stalled_stage: stage.to_string(),
+        first_mss,
+        passed: None,
+        stalled: Vec::new(),
+    };
+    // On a link with a large MTU (loopback) the kernel's MSS says nothing of the path: an Ethernet
+    // path's 1460 is the top.
+    let mut hi = first_mss.map_or(1460, |m| m.min(1460)) as u16;
+    let mut best: Option<Trace> = None;
+    let mut candidate = MSS_FLOOR;
+    while candidate < hi && started.elapsed() < deadline {
+        let mut o = opts.clone();
+        o.mss = Some(candidate);
+        let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
+        let _ = tokio::time::timeout(deadline, run_inner(&o, &fresh, opts.tls_engine)).await;
+        fresh.finish_wire(WIRE_LINGER);
+        let t = fresh.snapshot();
+        let passed = crate::decode::decode(&t)
+            .report
+            .stage(stage)
+            .is_some_and(|s| s.verdict.is_ok());
+        if passed {
+            search.passed = Some(candidate);
+            best = Some(t);
+        } else {
+            search.stalled.push(candidate);
+            hi = candidate;
+            if best.is_none() {
+                break;
+            }
+        }
+        let lo = search.passed.unwrap_or(MSS_FLOOR);
+        if hi.saturating_sub(lo) <= MSS_STEP {
+            break;
+        }
+        candidate = (lo + (hi - lo) / 2) & !7;
+    }
+    match best {
+        Some(mut t) => {
+            let note = format!(
+                "the first connection (client port {}) stalled at {stage} after the server had                  acknowledged everything the client sent; this report is of a connection with the                  MSS clamped to {}",
+                shared.snapshot().client.port(),
+                search.passed.unwrap_or_default()
+            );
+            let t_us = t.events.first().map_or_else(crate::trace::now_us, |e| e.t_us);
+            t.events.insert(
+                0,
+                crate::trace::Event {
+                    t_us,
+                    frame: None,
+                    kind: EventKind::Note(note),
+                },
+            );
+            t.mss_search = Some(search);
+            shared.replace(t);
+        }
+        None => shared.edit(|t| t.mss_search = Some(search)),
     }
 }
 
@@ -696,18 +867,21 @@ fn tcp_socket(
     if opts.capture_wire {
         socket.bind(unspecified_for(addr))?;
         let local = socket.local_addr()?;
-        match wire::WireCapture::start(local, addr) {
-            Ok(cap) => {
-                #[cfg(unix)]
-                let dup = std::os::fd::AsFd::as_fd(&socket).try_clone_to_owned().ok();
-                #[cfg(not(unix))]
-                let dup = None;
-                shared.set_wire(cap, dup);
+        let cap = match wire::WireCapture::start(local, addr) {
+            Ok(cap) => Some(cap),
+            Err(e) => {
+                shared.push(EventKind::Note(format!(
+                    "capture: synthetic (the wire could not be captured: {e})"
+                )));
+                None
             }
-            Err(e) => shared.push(EventKind::Note(format!(
-                "capture: synthetic (the wire could not be captured: {e})"
-            ))),
-        }
+        };
+        // A duplicate of the socket, for TCP_INFO after the probe dropped its stream.
+        #[cfg(unix)]
+        let dup = std::os::fd::AsFd::as_fd(&socket).try_clone_to_owned().ok();
+        #[cfg(not(unix))]
+        let dup = None;
+        shared.set_wire(cap, dup);
     }
     Ok(socket)
 }

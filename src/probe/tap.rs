@@ -29,7 +29,10 @@ struct TraceState {
     fin_seen: [bool; 2],
     /// The packet capture of this trace's connection and a duplicate of its socket (for
     /// `TCP_INFO` after the probe dropped its stream), until [`SharedTrace::finish_wire`].
-    wire: Option<(super::wire::WireCapture, Option<std::os::fd::OwnedFd>)>,
+    wire: Option<(
+        Option<super::wire::WireCapture>,
+        Option<std::os::fd::OwnedFd>,
+    )>,
 }
 
 fn slot(dir: Dir, layer: Layer) -> usize {
@@ -111,6 +114,11 @@ impl SharedTrace {
         self.lock().trace.connect_start_us = Some(t_us);
     }
 
+    /// Changes the recorded trace in place.
+    pub fn edit(&self, f: impl FnOnce(&mut Trace)) {
+        f(&mut self.lock().trace);
+    }
+
     /// Records the name resolution before the connect.
     pub fn set_dns(&self, dns: crate::net::DnsLookup) {
         self.lock().trace.dns = Some(dns);
@@ -124,21 +132,27 @@ impl SharedTrace {
 
     /// Keeps the running capture of this trace's connection (and a duplicate of its socket) until
     /// [`SharedTrace::finish_wire`].
-    pub fn set_wire(&self, cap: super::wire::WireCapture, sock: Option<std::os::fd::OwnedFd>) {
+    pub fn set_wire(
+        &self,
+        cap: Option<super::wire::WireCapture>,
+        sock: Option<std::os::fd::OwnedFd>,
+    ) {
         self.lock().wire = Some((cap, sock));
     }
 
     /// Names the connection's local address to the running capture.
     pub fn wire_local(&self, local: std::net::SocketAddr) {
-        if let Some((c, _)) = &self.lock().wire {
+        if let Some((Some(c), _)) = &self.lock().wire {
             c.set_local(local);
         }
     }
 
-    /// Whether a capture of the wire runs (or ran) for this trace.
-    pub fn has_wire(&self) -> bool {
+    /// The kernel's `TCP_INFO` of the connection's socket now (while [`SharedTrace::set_wire`]
+    /// keeps a duplicate of it).
+    pub fn kernel_now(&self) -> Option<super::wire::KernelTcpInfo> {
         let st = self.lock();
-        st.wire.is_some() || st.trace.wire.is_some()
+        let fd = st.wire.as_ref()?.1.as_ref()?;
+        super::wire::tcp_info(std::os::fd::AsFd::as_fd(fd))
     }
 
     /// Reads the socket's `TCP_INFO`, closes the duplicate, stops the capture after `linger` and
@@ -152,6 +166,10 @@ impl SharedTrace {
             .as_ref()
             .and_then(|fd| super::wire::tcp_info(std::os::fd::AsFd::as_fd(fd)));
         drop(sock);
+        let Some(cap) = cap else {
+            self.lock().trace.kernel = kernel;
+            return;
+        };
         let captured = cap.stop(linger);
         let evidence = super::wire::evidence_of(&self.snapshot(), &captured);
         let mut st = self.lock();

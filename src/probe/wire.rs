@@ -468,6 +468,20 @@ pub fn set_mss(fd: std::os::fd::BorrowedFd<'_>, mss: u16) -> std::io::Result<()>
     Ok(())
 }
 
+/// A path-MTU search of the live probe: the connection stalled waiting for the server after the
+/// server had acknowledged everything the client sent, and was retried with clamped MSS values.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MssSearch {
+    /// The stage that stalled at the connection's own segment size.
+    pub stalled_stage: String,
+    /// The segment size the kernel used on the stalled connection (`tcpi_snd_mss`).
+    pub first_mss: Option<u32>,
+    /// The largest clamped MSS that passed the stage that stalled.
+    pub passed: Option<u16>,
+    /// Clamped MSS values that stalled too.
+    pub stalled: Vec<u16>,
+}
+
 /// The TCP evidence of the captured packets, read by the capture reader from a pcapng of them
 /// exactly as `analyze` reads the probe's capture (so the live evidence equals the offline one),
 /// and the time of the client's first SYN. None when nothing was captured.

@@ -435,6 +435,11 @@ pub fn derive_server(
                 FailureKind::TimedOut { waiting_for, .. } if *waiting_for != Side::Client => {
                     end_at(&mut sc, FaultAction::Silence, &mut notes);
                 }
+                // The path dropped what the client sent: to the client the server went silent
+                // (a capture with the retransmissions, e.g. the probe's own wire).
+                FailureKind::Dropped { .. } => {
+                    end_at(&mut sc, FaultAction::Silence, &mut notes);
+                }
                 FailureKind::Reset if server_side => {
                     end_at(&mut sc, FaultAction::Reset, &mut notes);
                 }
