@@ -351,6 +351,15 @@ fn routed_mtu_black_hole_live_finds_the_passing_mss() {
             .map(|s| s["facts"].clone())
             .unwrap()
     };
+    let tls_status = |r: &serde_json::Value| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "tls")
+            .map(|s| s["verdict"]["status"].clone())
+            .unwrap_or_default()
+    };
     let (live, _) = probe_own_pcap(
         &t,
         &dir.path().join("mtu.pcapng"),
@@ -370,7 +379,8 @@ fn routed_mtu_black_hole_live_finds_the_passing_mss() {
             .all(|v| v.as_u64().unwrap() > 860),
         "{f}"
     );
-    assert_eq!(live["verdict"]["status"], "ok", "{live}");
+    assert_eq!(live["exit_code"], 0, "{live}");
+    assert_eq!(tls_status(&live), "ok", "{live}");
     assert!(
         live["notes"]
             .as_array()
@@ -386,13 +396,15 @@ fn routed_mtu_black_hole_live_finds_the_passing_mss() {
         &dir.path().join("mss600.pcapng"),
         &["--stop-after", "tls", "--timeout", "3s", "--mss", "600"],
     );
-    assert_eq!(live["verdict"]["status"], "ok", "{live}");
+    assert_eq!(live["exit_code"], 0, "{live}");
+    assert_eq!(tls_status(&live), "ok", "{live}");
     assert_eq!(tcp_facts(&live)["mss_clamped"], 600);
     let (live, _) = probe_own_pcap(
         &t,
         &dir.path().join("mss1400.pcapng"),
         &["--stop-after", "tls", "--timeout", "3s", "--mss", "1400"],
     );
-    assert_eq!(live["verdict"]["status"], "failed", "{live}");
+    assert_eq!(live["verdict"]["kind"], "timed_out", "{live}");
+    assert_eq!(live["last_stage"], "tls", "{live}");
     assert!(tcp_facts(&live).get("mtu_black_hole").is_none(), "{live}");
 }

@@ -208,7 +208,7 @@ fn mss_facts(report: &mut ConnectionReport, m: &wire::MssSearch) {
         .map_or_else(|| "its own".to_owned(), |v| v.to_string());
     let note = match m.passed {
         Some(p) => format!(
-            "path-MTU black hole: with MSS {first} the {} stage stalled after the server had              acknowledged everything the client sent; with the MSS clamped it passes: the largest              MSS that passes is {p}{}. A link on the path has a smaller MTU and its ICMP              'fragmentation needed' does not come back (lower the MTU or clamp the MSS on the path)",
+            "path-MTU black hole: with MSS {first} the {} stage stalled after the server had acknowledged everything the client sent; with the MSS clamped it passes: the largest MSS that passes is {p}{}. A link on the path has a smaller MTU and its ICMP 'fragmentation needed' does not come back (lower the MTU or clamp the MSS on the path)",
             m.stalled_stage,
             if m.stalled.is_empty() {
                 String::new()
@@ -224,14 +224,16 @@ fn mss_facts(report: &mut ConnectionReport, m: &wire::MssSearch) {
             }
         ),
         None => format!(
-            "the {} stage stalled after the server had acknowledged everything the client sent,              and stalled again with the MSS clamped to {}: not a path-MTU black hole (the server              went silent)",
+            "the {} stage stalled after the server had acknowledged everything the client sent, and stalled again with the MSS clamped to {}: not a path-MTU black hole (the server went silent)",
             m.stalled_stage, MSS_FLOOR
         ),
     };
     report.notes.push(note);
     if let Some(s) = report.stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
-        s.facts
-            .insert("mtu_black_hole".into(), serde_json::json!(m.passed.is_some()));
+        s.facts.insert(
+            "mtu_black_hole".into(),
+            serde_json::json!(m.passed.is_some()),
+        );
         if let Some(p) = m.passed {
             s.facts
                 .insert("mss_largest_passing".into(), serde_json::json!(p));
@@ -498,11 +500,14 @@ async fn mss_search(
     match best {
         Some(mut t) => {
             let note = format!(
-                "the first connection (client port {}) stalled at {stage} after the server had                  acknowledged everything the client sent; this report is of a connection with the                  MSS clamped to {}",
+                "the first connection (client port {}) stalled at {stage} after the server had acknowledged everything the client sent; this report is of a connection with the MSS clamped to {}",
                 shared.snapshot().client.port(),
                 search.passed.unwrap_or_default()
             );
-            let t_us = t.events.first().map_or_else(crate::trace::now_us, |e| e.t_us);
+            let t_us = t
+                .events
+                .first()
+                .map_or_else(crate::trace::now_us, |e| e.t_us);
             t.events.insert(
                 0,
                 crate::trace::Event {
