@@ -54,8 +54,12 @@ impl Drop for Topo {
     }
 }
 
+/// Topologies made by this test binary so far: tests run in parallel, each with its own namespaces.
+static TOPOS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 fn topo() -> Topo {
-    let id = std::process::id() % 100_000;
+    let n = TOPOS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
+    let id = (std::process::id() % 100_000) * 10 + n;
     let t = Topo {
         c: format!("rdpc{id}"),
         r: format!("rdpr{id}"),
@@ -367,6 +371,11 @@ fn routed_mtu_black_hole_live_finds_the_passing_mss() {
     );
     let f = tcp_facts(&live);
     assert_eq!(f["mtu_black_hole"], true, "{live}");
+    assert_eq!(live["diagnosis"]["fault_class"], "network", "{live}");
+    assert_eq!(
+        live["diagnosis"]["causes"][0]["id"], "mtu_black_hole",
+        "{live}"
+    );
     // 900-byte packets carry MSS 860 (40 bytes of IP and TCP headers; the 12 of timestamps are
     // inside the MSS).
     let passing = f["mss_largest_passing"].as_u64().unwrap();
