@@ -417,3 +417,37 @@ fn routed_mtu_black_hole_live_finds_the_passing_mss() {
     assert_eq!(live["last_stage"], "tls", "{live}");
     assert!(tcp_facts(&live).get("mtu_black_hole").is_none(), "{live}");
 }
+
+/// The `tcp` stage of the live probe measures the real connect: the router drops the first SYN, the
+/// kernel retries it a second later, and the probe's own capture and report show the retry and its
+/// time.
+#[test]
+fn routed_probe_measures_syn_retries() {
+    let mut t = topo();
+    start_lab(&mut t);
+    let dir = tempfile::tempdir().unwrap();
+    nft(
+        &t.r,
+        "table inet rds {\n chain f {\n  type filter hook forward priority 0;\n  tcp dport 3389 tcp flags & (syn|ack) == syn numgen inc mod 2 == 0 drop\n }\n}\n",
+    );
+    let (live, trace) = probe_own_pcap(
+        &t,
+        &dir.path().join("syn.pcapng"),
+        &["--stop-after", "x224", "--timeout", "5s"],
+    );
+    let tcp = live["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["facts"]["syn_retries"], 1, "{live}");
+    assert!(
+        tcp["facts"]["connect_ms"].as_f64().unwrap() >= 900.0,
+        "the connect took the SYN retry's second: {tcp}"
+    );
+    assert!(tcp["duration_ms"].as_f64().unwrap() >= 900.0, "{tcp}");
+    assert_eq!(live["exit_code"], 0, "{live}");
+    let ev = trace.tcp.as_deref().expect("evidence");
+    assert_eq!(ev.c2s.syn_retries, 1, "{ev:?}");
+}
