@@ -50,6 +50,9 @@ enum Cmd {
     ///   rdprobe probe 10.0.0.5:3390 --user alice --domain CORP
     ///   rdprobe probe host --pcap out.pcapng --keylog out.keys --json
     ///   rdprobe probe host --security hybrid,ssl --stop-after tls --timeout 5s
+    ///   sudo rdprobe probe host --pcap wire.pcapng     # the real packets (capture=wire)
+    ///   rdprobe probe host --mss 1200                  # clamp the TCP segment size
+    ///   rdprobe probe rdp.corp --all-addresses         # one report per address of the name
     #[command(verbatim_doc_comment)]
     Probe(Box<ProbeArgs>),
     /// Decode the RDP connections in a pcap/pcapng file with the same stage verdicts as `probe`.
@@ -217,7 +220,9 @@ struct ProbeArgs {
     /// Deadline for the whole probe
     #[arg(long, default_value = "60s")]
     deadline: String,
-    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded)
+    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded): with
+    /// CAP_NET_RAW (root) the real packets captured from the wire (fact capture=wire), else packets
+    /// rebuilt from the socket's bytes (capture=synthetic)
     #[arg(long)]
     pcap: Option<PathBuf>,
     /// Write the TLS secrets as an SSLKEYLOGFILE
