@@ -497,10 +497,6 @@ impl Machine<'_> {
                 if n.contains("close_notify") && n.contains("from server") {
                     self.close_notify_from_server = true;
                 } else if !self.notes.contains(n) {
-                    if n.starts_with("tls alert: warning close_notify from client") {
-                        // Decrypted (TLS 1.3): the client closed the TLS session.
-                        self.client_alert_last = true;
-                    }
                     self.notes.push(n.clone());
                 }
             }
@@ -687,14 +683,6 @@ impl Machine<'_> {
             return;
         }
         if self.connected || self.failure.is_some() || self.stopped.is_some() {
-            return;
-        }
-        if self.client_alert_last {
-            // The client had closed the TLS session (its close_notify was the last PDU) and the
-            // server's FIN answers it, possibly before the client's own FIN left (the probe's
-            // real wire shows that race): the client ended the connection.
-            self.stopped = Some(self.cur());
-            self.ended_by = Some(Side::Client);
             return;
         }
         {
