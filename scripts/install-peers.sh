@@ -33,6 +33,7 @@ PACKAGES=(
   iproute2             # ip netns / veth
   python3              # helper scripts
   procps               # ps, for diagnosing leftover peers
+  util-linux           # setpriv: the probe without CAP_NET_RAW (tests/probe_wire.rs)
   chromium             # renders the --html report headless (tests/html.rs)
   fonts-dejavu-core    # the font the --html report names, for stable screenshots
 )

@@ -44,6 +44,9 @@ enum Cmd {
     ///   rdprobe probe 10.0.0.5:3390 --user alice --domain CORP
     ///   rdprobe probe host --pcap out.pcapng --keylog out.keys --json
     ///   rdprobe probe host --security hybrid,ssl --stop-after tls --timeout 5s
+    ///   sudo rdprobe probe host --pcap wire.pcapng     # the real packets (capture=wire)
+    ///   rdprobe probe host --mss 1200                  # clamp the TCP segment size
+    ///   rdprobe probe rdp.corp --all-addresses         # one report per address of the name
     #[command(verbatim_doc_comment)]
     Probe(Box<cli::probe::ProbeArgs>),
     /// Decode the RDP connections in a pcap/pcapng file with the same stage verdicts as `probe`.

@@ -81,6 +81,7 @@ fn fact_str(v: &serde_json::Value) -> String {
 /// The facts worth a column in the table, per stage, in display order.
 fn shown_facts(stage: Stage) -> &'static [&'static str] {
     match stage {
+        Stage::Dns => &["name", "addresses", "tried"],
         Stage::GwTcp => &["gateway", "address"],
         Stage::GwTls => &[
             "version",
@@ -106,7 +107,7 @@ fn shown_facts(stage: Stage) -> &'static [&'static str] {
             "tunnel_policy",
         ],
         Stage::GwChannel => &["target", "port", "channel_id", "hresult_name"],
-        Stage::Tcp => &["server"],
+        Stage::Tcp => &["server", "capture", "syn_retries"],
         Stage::X224 => &[
             "requested_protocols",
             "cookie",

@@ -10,6 +10,9 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Name resolution of the target (live probe of a name): which addresses, how long, which one
+    /// was tried.
+    Dns,
     /// RD Gateway hop (MS-TSGU): TCP connect to the gateway.
     GwTcp,
     /// TLS handshake with the gateway (HTTPS).
@@ -71,11 +74,12 @@ impl Stage {
 
     /// Whether this is a stage of the gateway hop.
     pub fn is_gateway(self) -> bool {
-        self < Stage::Tcp
+        Stage::GwTcp <= self && self < Stage::Tcp
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Stage::Dns => "dns",
             Stage::GwTcp => "gw_tcp",
             Stage::GwTls => "gw_tls",
             Stage::GwHttp => "gw_http",

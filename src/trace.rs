@@ -143,6 +143,15 @@ pub struct Trace {
     /// When the first SYN left (live probe: just before `connect()`; capture: the first SYN), so the
     /// `tcp` stage measures the real connect, SYN retries included.
     pub connect_start_us: Option<u64>,
+    /// The probe's own packets as its packet socket captured them (live probe with capture
+    /// permission); the pcapng writer writes these instead of synthetic frames.
+    pub wire: Option<std::sync::Arc<crate::probe::wire::WireCaptured>>,
+    /// The kernel's `TCP_INFO` of the probe's socket, read when the probe ended (live only).
+    pub kernel: Option<crate::probe::wire::KernelTcpInfo>,
+    /// The name resolution before the connect (live probe of a name).
+    pub dns: Option<crate::net::DnsLookup>,
+    /// The path-MTU search after a stall (live probe).
+    pub mss_search: Option<crate::probe::wire::MssSearch>,
 }
 
 /// How a pcapng written by rdprobe carries [`EventKind::ClientRejected`]: a packet comment that
@@ -167,6 +176,10 @@ impl Trace {
             keylog: Vec::new(),
             tcp: None,
             connect_start_us: None,
+            wire: None,
+            kernel: None,
+            dns: None,
+            mss_search: None,
         }
     }
 

@@ -54,8 +54,12 @@ impl Drop for Topo {
     }
 }
 
+/// Topologies made by this test binary so far: tests run in parallel, each with its own namespaces.
+static TOPOS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 fn topo() -> Topo {
-    let id = std::process::id() % 100_000;
+    let n = TOPOS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 10;
+    let id = (std::process::id() % 100_000) * 10 + n;
     let t = Topo {
         c: format!("rdpc{id}"),
         r: format!("rdpr{id}"),
@@ -718,4 +722,221 @@ fn routed_both_ends_correlate() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(j["connections"][0]["views"][0]["vantage"], "client");
     assert_eq!(j["connections"][0]["views"][1]["vantage"], "server");
+}
+
+/// nftables rule set for `ns`'s `hook`: the ClientHello (TLS handshake record) to port 3389 gets
+/// `action`.
+fn client_hello_rule(hook: &str, action: &str) -> String {
+    format!(
+        "table inet rdw {{\n chain c {{\n  type filter hook {hook} priority 0;\n  tcp dport 3389 @ih,0,8 0x16 {action}\n }}\n}}\n"
+    )
+}
+
+/// The lab in the server namespace, listening on the routed address.
+fn start_lab(t: &mut Topo) {
+    t.lab = Some(
+        Command::new("ip")
+            .args(["netns", "exec", &t.s, BIN, "lab", "--allow-remote"])
+            .args(["--listen", "10.78.2.2:3389"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lab"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// `rdprobe probe --json --pcap` in the client namespace; the JSON report and the capture's one
+/// conversation.
+fn probe_own_pcap(
+    t: &Topo,
+    pcap: &std::path::Path,
+    extra: &[&str],
+) -> (serde_json::Value, rdprobe::trace::Trace) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.c, BIN, "probe", "10.78.2.2", "--json"])
+        .args(extra)
+        .arg("--pcap")
+        .arg(pcap)
+        .stderr(Stdio::null())
+        .output()
+        .expect("probe");
+    let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON report");
+    let f = std::fs::File::open(pcap).expect("the probe wrote its capture");
+    let mut traces: Vec<_> =
+        read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
+            .expect("capture")
+            .filter_map(Result::ok)
+            .collect();
+    assert_eq!(traces.len(), 1, "one connection in the probe's capture");
+    (live, traces.remove(0))
+}
+
+/// The probe's own capture is the wire: the router's RST carries the router's TTL (no hop down)
+/// while the server's packets arrive one hop down, and the live verdict, read from those packets,
+/// blames the network.
+#[test]
+fn routed_probe_own_capture_shows_the_router_reset() {
+    use rdprobe::evidence::Provenance;
+    use rdprobe::trace::Dir;
+    let mut t = topo();
+    start_lab(&mut t);
+    let dir = tempfile::tempdir().unwrap();
+    nft(&t.r, &client_hello_rule("forward", "reject with tcp reset"));
+    let (live, trace) = probe_own_pcap(
+        &t,
+        &dir.path().join("own.pcapng"),
+        &["--stop-after", "tls", "--timeout", "8s"],
+    );
+    let tcp = live["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["facts"]["capture"], "wire", "{live}");
+    assert_eq!(live["verdict"]["kind"], "reset", "{live}");
+    assert_eq!(live["verdict"]["by"], "network", "{live}");
+    let ev = trace.tcp.as_deref().expect("TCP evidence from the wire");
+    // The server's SYN-ACK crossed the router: TTL 63, one hop.
+    assert_eq!(ev.s2c.ttl_min, Some(63), "{ev:?}");
+    let rst = ev
+        .first_rst(Dir::S2C)
+        .expect("the RST in the probe's capture");
+    assert_eq!(rst.ttl, 64, "the router's own TTL: {rst:?}");
+    assert_eq!(rst.provenance, Provenance::Injected, "{rst:?}");
+    // The same capture analyzed offline gives the live verdict.
+    let offline = rdprobe::decode::decode_report(&trace);
+    assert!(
+        matches!(
+            offline.verdict,
+            Verdict::Failed {
+                kind: FailureKind::Reset,
+                by: Side::Network
+            }
+        ),
+        "{}",
+        offline.summary
+    );
+}
+
+/// A path-MTU black hole live: the router's link toward the client is narrow (MTU 900) and the
+/// router's ICMP "fragmentation needed" is filtered, so the server's full-size TLS flight never
+/// arrives while small segments pass. The probe, seeing the stall after the server acknowledged
+/// everything it sent, retries with clamped MSS values and reports the largest that passes;
+/// `--mss` forces a size.
+#[test]
+fn routed_mtu_black_hole_live_finds_the_passing_mss() {
+    let mut t = topo();
+    start_lab(&mut t);
+    let dir = tempfile::tempdir().unwrap();
+    assert!(sh(&["ip", "-n", &t.r, "link", "set", "r0", "mtu", "900"]));
+    nft(
+        &t.r,
+        "table inet rdm {\n chain o {\n  type filter hook output priority 0;\n  icmp type destination-unreachable drop\n }\n}\n",
+    );
+    let tcp_facts = |r: &serde_json::Value| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "tcp")
+            .map(|s| s["facts"].clone())
+            .unwrap()
+    };
+    let tls_status = |r: &serde_json::Value| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "tls")
+            .map(|s| s["verdict"]["status"].clone())
+            .unwrap_or_default()
+    };
+    let (live, _) = probe_own_pcap(
+        &t,
+        &dir.path().join("mtu.pcapng"),
+        &["--stop-after", "tls", "--timeout", "3s"],
+    );
+    let f = tcp_facts(&live);
+    assert_eq!(f["mtu_black_hole"], true, "{live}");
+    assert_eq!(live["diagnosis"]["fault_class"], "network", "{live}");
+    assert_eq!(
+        live["diagnosis"]["causes"][0]["id"], "mtu_black_hole",
+        "{live}"
+    );
+    // 900-byte packets carry MSS 860 (40 bytes of IP and TCP headers; the 12 of timestamps are
+    // inside the MSS).
+    let passing = f["mss_largest_passing"].as_u64().unwrap();
+    assert!((536..=860).contains(&passing), "{f}");
+    assert!(
+        f["mss_stalled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_u64().unwrap() > 860),
+        "{f}"
+    );
+    assert_eq!(live["exit_code"], 0, "{live}");
+    assert_eq!(tls_status(&live), "ok", "{live}");
+    assert!(
+        live["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("path-MTU black hole")),
+        "{live}"
+    );
+
+    // Forced sizes: one that fits passes at once, one that does not stalls (no search when forced).
+    let (live, _) = probe_own_pcap(
+        &t,
+        &dir.path().join("mss600.pcapng"),
+        &["--stop-after", "tls", "--timeout", "3s", "--mss", "600"],
+    );
+    assert_eq!(live["exit_code"], 0, "{live}");
+    assert_eq!(tls_status(&live), "ok", "{live}");
+    assert_eq!(tcp_facts(&live)["mss_clamped"], 600);
+    let (live, _) = probe_own_pcap(
+        &t,
+        &dir.path().join("mss1400.pcapng"),
+        &["--stop-after", "tls", "--timeout", "3s", "--mss", "1400"],
+    );
+    assert_eq!(live["verdict"]["kind"], "timed_out", "{live}");
+    assert_eq!(live["last_stage"], "tls", "{live}");
+    assert!(tcp_facts(&live).get("mtu_black_hole").is_none(), "{live}");
+}
+
+/// The `tcp` stage of the live probe measures the real connect: the router drops the first SYN, the
+/// kernel retries it a second later, and the probe's own capture and report show the retry and its
+/// time.
+#[test]
+fn routed_probe_measures_syn_retries() {
+    let mut t = topo();
+    start_lab(&mut t);
+    let dir = tempfile::tempdir().unwrap();
+    nft(
+        &t.r,
+        "table inet rds {\n chain f {\n  type filter hook forward priority 0;\n  tcp dport 3389 tcp flags & (syn|ack) == syn numgen inc mod 2 == 0 drop\n }\n}\n",
+    );
+    let (live, trace) = probe_own_pcap(
+        &t,
+        &dir.path().join("syn.pcapng"),
+        &["--stop-after", "x224", "--timeout", "5s"],
+    );
+    let tcp = live["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "tcp")
+        .unwrap();
+    assert_eq!(tcp["facts"]["syn_retries"], 1, "{live}");
+    assert!(
+        tcp["facts"]["connect_ms"].as_f64().unwrap() >= 900.0,
+        "the connect took the SYN retry's second: {tcp}"
+    );
+    assert!(tcp["duration_ms"].as_f64().unwrap() >= 900.0, "{tcp}");
+    assert_eq!(live["exit_code"], 0, "{live}");
+    let ev = trace.tcp.as_deref().expect("evidence");
+    assert_eq!(ev.c2s.syn_retries, 1, "{ev:?}");
 }

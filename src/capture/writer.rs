@@ -38,10 +38,14 @@
 //! by themselves, and `-d tcp.port==PORT,tpkt` shows the X.224 PDUs. pcapng has no way to carry a
 //! "decode as", so the capture cannot do better than that.
 //!
+//! A trace whose `wire` holds the probe's own captured packets is written from those instead
+//! (`wire.rs`: LINKTYPE_RAW, the same comments and secrets).
+//!
 //! INVARIANT: the writer never panics and never buffers more than one frame: it streams to `out`.
 
 mod packet;
 mod pcapng;
+mod wire;
 
 use std::io::Write;
 
@@ -81,6 +85,10 @@ pub fn write_pcapng<W: Write>(
     labels: &[String],
     mut out: W,
 ) -> Result<(), WriteError> {
+    if let Some(w) = trace.wire.as_deref().filter(|w| !w.packets.is_empty()) {
+        // The probe captured its own wire: those packets, not synthetic ones.
+        return wire::write_wire(trace, w, labels, out);
+    }
     let plan = plan_comments(trace, labels);
     let mut block = Vec::new();
 

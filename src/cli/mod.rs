@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod lab;
 pub mod lab_gateway;
 pub mod probe;
+pub mod probe_all;
 pub mod replay;
 pub mod sanitize;
 pub mod scan;

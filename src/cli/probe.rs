@@ -15,72 +15,83 @@ use super::*;
 #[derive(clap::Args)]
 pub(crate) struct ProbeArgs {
     /// Target: HOST, HOST:PORT, [IPv6]:PORT (default port 3389)
-    target: String,
+    pub(crate) target: String,
     /// User name for NLA / logon (the password comes from RDPROBE_PASSWORD or a prompt)
     #[arg(long)]
-    user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Domain for the user
     #[arg(long)]
-    domain: Option<String>,
+    pub(crate) domain: Option<String>,
     /// Security protocols to offer, comma separated: rdp, ssl, hybrid, hybrid_ex [default: ssl,hybrid,hybrid_ex]
     #[arg(long, value_delimiter = ',')]
-    security: Vec<String>,
+    pub(crate) security: Vec<String>,
     /// Stop after this stage (tcp, x224, tls, credssp, mcs, channels, security, licensing, capabilities)
     #[arg(long)]
-    stop_after: Option<String>,
+    pub(crate) stop_after: Option<String>,
     /// Deadline for each wait on the server (e.g. 5s, 500ms)
     #[arg(long, default_value = "10s")]
-    timeout: String,
+    pub(crate) timeout: String,
     /// Deadline for the whole probe
     #[arg(long, default_value = "60s")]
-    deadline: String,
-    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded; with
-    /// --gateway: the client-gateway conversation, which carries the inner RDP in its channel)
+    pub(crate) deadline: String,
+    /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded): with
+    /// CAP_NET_RAW (root) the real packets captured from the wire (fact capture=wire), else packets
+    /// rebuilt from the socket's bytes (capture=synthetic); with --gateway: the client-gateway
+    /// conversation, which carries the inner RDP in its channel
     #[arg(long)]
-    pcap: Option<PathBuf>,
+    pub(crate) pcap: Option<PathBuf>,
     /// Write the TLS secrets as an SSLKEYLOGFILE
     #[arg(long)]
-    keylog: Option<PathBuf>,
+    pub(crate) keylog: Option<PathBuf>,
     /// Print one JSON document instead of the table
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// TLS engine: auto (rustls, then OpenSSL for legacy-only servers), rustls, legacy
     #[arg(long, default_value = "auto")]
-    tls_engine: String,
+    pub(crate) tls_engine: String,
     /// Restrict rustls to one TLS version: 1.2 or 1.3
     #[arg(long)]
-    tls_version: Option<String>,
+    pub(crate) tls_version: Option<String>,
     /// X.224 cookie (mstshash=...) to send; defaults to the user name
     #[arg(long)]
-    cookie: Option<String>,
+    pub(crate) cookie: Option<String>,
     /// clientName to send in the MCS Client Core Data (up to 15 characters); default rdprobe
     #[arg(long)]
-    client_name: Option<String>,
+    pub(crate) client_name: Option<String>,
     /// Also print the diagnosis (fault class, likely causes, remedies)
     #[arg(long)]
-    diagnose: bool,
+    pub(crate) diagnose: bool,
     /// Write a self-contained HTML report (timeline, ladder diagram, diagnosis, facts)
     #[arg(long, value_name = "FILE")]
-    html: Option<PathBuf>,
+    pub(crate) html: Option<PathBuf>,
     /// Go through this RD Gateway: GW or GW:PORT (default port 443). Adds the stages gw_tcp, gw_tls,
     /// gw_http, gw_auth, gw_tunnel, gw_channel before x224
     #[arg(long, value_name = "GW[:PORT]")]
-    gateway: Option<String>,
+    pub(crate) gateway: Option<String>,
     /// User at the gateway [default: --user]; the password comes from RDPROBE_GATEWAY_PASSWORD,
     /// else RDPROBE_PASSWORD
     #[arg(long, requires = "gateway")]
-    gateway_user: Option<String>,
+    pub(crate) gateway_user: Option<String>,
     /// Domain of the gateway user [default: --domain]
     #[arg(long, requires = "gateway")]
-    gateway_domain: Option<String>,
+    pub(crate) gateway_domain: Option<String>,
     /// Same as --pcap with --gateway (kept for scripts): the client-gateway conversation (HTTPS:
     /// HTTP, WebSocket, MS-TSGU and the inner RDP in the channel) with the TLS secrets of both
     #[arg(long, value_name = "FILE", requires = "gateway")]
-    gateway_pcap: Option<PathBuf>,
+    pub(crate) gateway_pcap: Option<PathBuf>,
     /// Gateway transport: websocket, http (the legacy two-channel RDG_OUT_DATA / RDG_IN_DATA) or
     /// auto (ask for WebSocket, take the legacy transport when an older gateway answers with it)
     #[arg(long, default_value = "auto", requires = "gateway")]
-    gateway_transport: String,
+    pub(crate) gateway_transport: String,
+    /// Clamp the TCP maximum segment size to N bytes (TCP_MAXSEG before the connect): the SYN
+    /// announces N and no larger segment is sent or asked for. Without it, a stall after the first
+    /// full-size flight is retried with smaller sizes and the largest that passes is reported
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(88..))]
+    pub(crate) mss: Option<u16>,
+    /// Probe every address the name resolves to (IPv4 and IPv6), one report each; --pcap FILE
+    /// writes FILE-1, FILE-2, ... per address
+    #[arg(long)]
+    pub(crate) all_addresses: bool,
 }
 
 /// Environment variable of the gateway password (else RDPROBE_PASSWORD is used).
@@ -163,6 +174,8 @@ pub(crate) fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     };
     o.cookie = a.cookie.clone();
     o.client_name = a.client_name.clone();
+    o.capture_wire = true;
+    o.mss = a.mss;
     if let Some(user) = &a.user {
         let password = read_password(user)?;
         o.credentials = Some(Credentials {
@@ -197,6 +210,9 @@ pub(crate) async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
         write_artifacts(written, a.gateway_pcap.as_ref(), None)?;
         print_report(&result.report, a.json, a.diagnose)?;
         return Ok(report::exit_code(&result.report));
+    }
+    if a.all_addresses {
+        return super::probe_all::run(&a, opts).await;
     }
     let shared = probe::tap::SharedTrace::new(rdprobe::trace::Trace::new(
         SocketAddr::from(([0, 0, 0, 0], 0)),

@@ -734,6 +734,39 @@ impl Builder {
 
 /// The fault class, likely causes (most likely first) and evidence of one connection.
 pub fn diagnose(report: &ConnectionReport) -> Diagnosis {
+    let mut d = diagnose_verdict(report);
+    live_mtu_search(report, &mut d);
+    d
+}
+
+/// A live probe that found a path-MTU black hole by clamping its MSS reports the connection that
+/// passed: the black hole is still the network's fault, first.
+fn live_mtu_search(report: &ConnectionReport, d: &mut Diagnosis) {
+    let Some(tcp) = report.stage(Stage::Tcp) else {
+        return;
+    };
+    if tcp.facts.get("mtu_black_hole") != Some(&serde_json::Value::Bool(true)) {
+        return;
+    }
+    let passing = tcp
+        .facts
+        .get("mss_largest_passing")
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "?".into());
+    d.evidence.insert(
+        0,
+        format!(
+            "the first connection stalled after the server had acknowledged everything the client sent; with the MSS clamped to {passing} it passed: a path-MTU black hole"
+        ),
+    );
+    d.causes.retain(|c| c.id != "mtu_black_hole");
+    d.causes.insert(0, cause("mtu_black_hole"));
+    if matches!(d.fault_class, FaultClass::None) {
+        d.fault_class = FaultClass::Network;
+    }
+}
+
+fn diagnose_verdict(report: &ConnectionReport) -> Diagnosis {
     let (kind, by) = match &report.verdict {
         Verdict::Ok => return healthy(report),
         Verdict::Failed { kind, by } => (kind, *by),

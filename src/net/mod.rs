@@ -37,3 +37,53 @@ pub async fn resolve_all(
         }
     }
 }
+
+/// One name resolution as the probe's `dns` stage reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DnsLookup {
+    /// The name looked up.
+    pub name: String,
+    /// Every address it resolved to (at most 16), in the resolver's order.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// When the lookup started, microseconds since the Unix epoch.
+    pub start_us: u64,
+    /// How long the lookup took, microseconds.
+    pub took_us: u64,
+    /// Why the name did not resolve.
+    pub error: Option<String>,
+    /// The address the probe connected to.
+    pub tried: Option<std::net::IpAddr>,
+}
+
+/// Resolves `host` when it is a name (None for an address), timing the lookup, within `timeout`.
+pub async fn lookup(host: &str, port: u16, timeout: Duration) -> Option<DnsLookup> {
+    if host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+    {
+        return None;
+    }
+    let start_us = crate::trace::now_us();
+    let started = std::time::Instant::now();
+    let r = resolve_all(host, port, timeout).await;
+    let took_us = started.elapsed().as_micros() as u64;
+    Some(match r {
+        Ok((first, all)) => DnsLookup {
+            name: host.to_owned(),
+            addresses: all.iter().map(|a| a.ip()).collect(),
+            start_us,
+            took_us,
+            error: None,
+            tried: Some(first.ip()),
+        },
+        Err(e) => DnsLookup {
+            name: host.to_owned(),
+            addresses: Vec::new(),
+            start_us,
+            took_us,
+            error: Some(e),
+            tried: None,
+        },
+    })
+}

@@ -7,6 +7,7 @@
 
 pub mod tap;
 pub mod tls;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,7 +21,6 @@ use ironrdp_core::WriteBuf;
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::PduHint;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::report::ConnectionReport;
 use crate::stage::Stage;
@@ -80,6 +80,15 @@ pub struct ProbeOptions {
     pub cookie: Option<String>,
     /// clientName of the Client Core Data (up to 15 characters); defaults to "rdprobe".
     pub client_name: Option<String>,
+    /// Capture the connection's real packets with a packet socket (needs CAP_NET_RAW; without it
+    /// the capture is synthetic and the `tcp` stage says `capture: synthetic`).
+    pub capture_wire: bool,
+    /// Clamp the TCP maximum segment size (`TCP_MAXSEG` before the connect).
+    pub mss: Option<u16>,
+    /// Connect to this address instead of resolving `host` (each address of `--all-addresses`).
+    pub address: Option<std::net::IpAddr>,
+    /// The resolution of `host` that gave `address` (reported as the `dns` stage).
+    pub resolved: Option<crate::net::DnsLookup>,
 }
 
 impl ProbeOptions {
@@ -96,6 +105,10 @@ impl ProbeOptions {
             tls_versions: tls::TlsVersions::Both,
             cookie: None,
             client_name: None,
+            capture_wire: false,
+            mss: None,
+            address: None,
+            resolved: None,
         }
     }
 
@@ -132,9 +145,16 @@ pub async fn probe(opts: &ProbeOptions) -> ProbeResult {
     finish_for(&shared, opts)
 }
 
-/// [`finish`], and a report that names the target as given when its name never resolved (rather
-/// than an unspecified address).
+/// How long the capture goes on after the probe closed its socket (the peer's FIN/ACK and the
+/// last ACKs are on their way).
+const WIRE_LINGER: Duration = Duration::from_millis(200);
+
+/// [`finish`] for a direct live probe: stops the wire capture (if any), adds the `dns` stage and
+/// the live-only facts of the `tcp` stage (`capture`: wire or synthetic, the kernel's `TCP_INFO`),
+/// and names the target as given when its name never resolved (rather than an unspecified
+/// address).
 pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
+    shared.finish_wire(WIRE_LINGER);
     let mut r = finish(shared);
     if r.trace.server.port() == 0 {
         // The name never resolved: say which name rather than an unspecified address.
@@ -145,7 +165,153 @@ pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
                 .insert("server".into(), serde_json::json!(r.report.server));
         }
     }
+    let captured = r.trace.wire.as_ref().is_some_and(|w| !w.packets.is_empty());
+    if let Some(s) = r.report.stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
+        let how = if captured { "wire" } else { "synthetic" };
+        s.facts.insert("capture".into(), serde_json::json!(how));
+        if let Some(m) = opts.mss {
+            s.facts.insert("mss_clamped".into(), serde_json::json!(m));
+        }
+        if let Some(k) = &r.trace.kernel {
+            for (key, v) in [
+                ("kernel_retransmits", serde_json::json!(k.total_retrans)),
+                (
+                    "kernel_rtt_ms",
+                    serde_json::json!(f64::from(k.rtt_us) / 1000.0),
+                ),
+                (
+                    "kernel_rttvar_ms",
+                    serde_json::json!(f64::from(k.rttvar_us) / 1000.0),
+                ),
+                ("kernel_pmtu", serde_json::json!(k.pmtu)),
+                ("kernel_snd_mss", serde_json::json!(k.snd_mss)),
+                ("kernel_rcv_mss", serde_json::json!(k.rcv_mss)),
+                ("kernel_lost", serde_json::json!(k.lost)),
+            ] {
+                s.facts.insert(key.into(), v);
+            }
+        }
+    }
+    if let Some(m) = r.trace.mss_search.clone() {
+        mss_facts(&mut r.report, &m);
+    }
+    if let Some(d) = r.trace.dns.clone() {
+        dns_stage(&mut r.report, &d, opts.port);
+    }
     r
+}
+
+/// The path-MTU search in the report: facts of the `tcp` stage and a note in words.
+fn mss_facts(report: &mut ConnectionReport, m: &wire::MssSearch) {
+    let first = m
+        .first_mss
+        .map_or_else(|| "its own".to_owned(), |v| v.to_string());
+    let note = match m.passed {
+        Some(p) => format!(
+            "path-MTU black hole: with MSS {first} the {} stage stalled after the server had acknowledged everything the client sent; with the MSS clamped it passes: the largest MSS that passes is {p}{}. A link on the path has a smaller MTU and its ICMP 'fragmentation needed' does not come back (lower the MTU or clamp the MSS on the path)",
+            m.stalled_stage,
+            if m.stalled.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (stalled at {})",
+                    m.stalled
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        None => format!(
+            "the {} stage stalled after the server had acknowledged everything the client sent, and stalled again with the MSS clamped to {}: not a path-MTU black hole (the server went silent)",
+            m.stalled_stage, MSS_FLOOR
+        ),
+    };
+    report.notes.push(note);
+    if let Some(s) = report.stages.iter_mut().find(|s| s.stage == Stage::Tcp) {
+        s.facts.insert(
+            "mtu_black_hole".into(),
+            serde_json::json!(m.passed.is_some()),
+        );
+        if let Some(p) = m.passed {
+            s.facts
+                .insert("mss_largest_passing".into(), serde_json::json!(p));
+        }
+        s.facts
+            .insert("mss_stalled".into(), serde_json::json!(m.stalled));
+        if let Some(f) = m.first_mss {
+            s.facts.insert("mss_first".into(), serde_json::json!(f));
+        }
+    }
+}
+
+/// Puts the `dns` stage first in a live report; when the name did not resolve it is the failing
+/// stage and the only one.
+fn dns_stage(report: &mut ConnectionReport, d: &crate::net::DnsLookup, port: u16) {
+    use crate::stage::{FailureKind, Side, Verdict};
+    let mut facts = crate::report::Facts::new();
+    facts.insert("name".into(), serde_json::json!(d.name));
+    let list: Vec<String> = d.addresses.iter().map(|a| a.to_string()).collect();
+    facts.insert("addresses".into(), serde_json::json!(list));
+    facts.insert(
+        "resolve_ms".into(),
+        serde_json::json!(d.took_us as f64 / 1000.0),
+    );
+    if let Some(t) = d.tried {
+        facts.insert("tried".into(), serde_json::json!(t.to_string()));
+    }
+    let verdict = match &d.error {
+        None => Verdict::Ok,
+        Some(e) => {
+            facts.insert("error".into(), serde_json::json!(e));
+            Verdict::Failed {
+                kind: FailureKind::Unreachable {
+                    detail: format!("the name {} does not resolve: {e}", d.name),
+                },
+                by: Side::Network,
+            }
+        }
+    };
+    let stage = crate::report::StageReport {
+        stage: Stage::Dns,
+        verdict: verdict.clone(),
+        start_us: d.start_us,
+        duration_ms: d.took_us as f64 / 1000.0,
+        bytes_c2s: 0,
+        bytes_s2c: 0,
+        frames: Vec::new(),
+        facts,
+    };
+    if d.error.is_some() {
+        report.stages = vec![stage];
+        report.last_stage = Stage::Dns;
+        report.verdict = verdict;
+        report.ended_by = None;
+        report.server = format!("{}:{port}", d.name);
+        report.summary = format!(
+            "dns failed: the name {} does not resolve ({}); no connection was tried",
+            d.name,
+            d.error.as_deref().unwrap_or_default()
+        );
+        report.notes.clear();
+    } else {
+        report.stages.insert(0, stage);
+        report.notes.insert(
+            0,
+            format!(
+                "{} resolved to {} in {:.1} ms; connected to {}",
+                d.name,
+                d.addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                d.took_us as f64 / 1000.0,
+                d.tried.map(|t| t.to_string()).unwrap_or_default()
+            ),
+        );
+    }
 }
 
 /// Decodes whatever the shared trace holds now (also used after an interruption).
@@ -194,7 +360,13 @@ pub async fn run_into(opts: &ProbeOptions, shared: &SharedTrace) {
 
 async fn run_outer(opts: &ProbeOptions, shared: &SharedTrace, deadline: Duration) {
     match tokio::time::timeout(deadline, run_inner(opts, shared, opts.tls_engine)).await {
-        Ok(Retry::No) => {}
+        Ok(Retry::No) => {
+            if opts.capture_wire && opts.mss.is_none() {
+                if let Some((stage, first_mss)) = stalled_after_acked(shared).await {
+                    mss_search(shared, opts, deadline, stage, first_mss).await;
+                }
+            }
+        }
         Ok(Retry::StandardRdp) => {
             // Like mstsc, accept the server's choice of standard RDP security: reconnect offering it.
             let mut rdp_opts = opts.clone();
@@ -232,6 +404,125 @@ async fn run_outer(opts: &ProbeOptions, shared: &SharedTrace, deadline: Duration
     }
 }
 
+/// The smallest MSS the path-MTU search tries (RFC 879's default, what every IPv4 path carries).
+const MSS_FLOOR: u16 = 536;
+/// The search stops when the largest passing and the smallest stalling MSS are this close.
+const MSS_STEP: u16 = 64;
+
+/// When the connection timed out waiting for the server after the server had answered before and
+/// had acknowledged everything the client sent (the client's bytes arrived, the server's answer
+/// does not): the stage that stalled and the segment size the kernel used. The signature of a
+/// path-MTU black hole (the server's full-size segments are dropped on the way, small ACKs pass),
+/// or of a server that went silent; a retry with a clamped MSS tells them apart.
+async fn stalled_after_acked(shared: &SharedTrace) -> Option<(Stage, Option<u32>)> {
+    let t = shared.snapshot();
+    let timed_out = t.events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::Timeout {
+                waiting_for: Dir::S2C,
+                ..
+            }
+        )
+    });
+    let answered = t.events.iter().any(|e| {
+        matches!(&e.kind, EventKind::Data { dir: Dir::S2C, layer: Layer::Wire, bytes } if !bytes.is_empty())
+    });
+    if !timed_out || !answered {
+        return None;
+    }
+    // The last ACK (of the client's FIN) may still be on its way.
+    let mut info = shared.kernel_now()?;
+    for _ in 0..5 {
+        if info.unacked == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = shared.kernel_now()?;
+    }
+    if info.unacked != 0 {
+        return None;
+    }
+    let stage = crate::decode::decode(&t).report.last_stage;
+    (stage > Stage::Tcp).then_some((stage, Some(info.snd_mss)))
+}
+
+/// Retries the connection with clamped MSS values (`TCP_MAXSEG`): first [`MSS_FLOOR`]; when that
+/// passes the stage that stalled, a bisection between it and the stalled size finds the largest
+/// that passes (to within [`MSS_STEP`]). The connection at the largest passing size becomes the
+/// report's conversation; the search rides in `Trace::mss_search`.
+async fn mss_search(
+    shared: &SharedTrace,
+    opts: &ProbeOptions,
+    deadline: Duration,
+    stage: Stage,
+    first_mss: Option<u32>,
+) {
+    let started = Instant::now();
+    let mut search = wire::MssSearch {
+        stalled_stage: stage.to_string(),
+        first_mss,
+        passed: None,
+        stalled: Vec::new(),
+    };
+    // On a link with a large MTU (loopback) the kernel's MSS says nothing of the path: an Ethernet
+    // path's 1460 is the top.
+    let mut hi = first_mss.map_or(1460, |m| m.min(1460)) as u16;
+    let mut best: Option<Trace> = None;
+    let mut candidate = MSS_FLOOR;
+    while candidate < hi && started.elapsed() < deadline {
+        let mut o = opts.clone();
+        o.mss = Some(candidate);
+        let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
+        let _ = tokio::time::timeout(deadline, run_inner(&o, &fresh, opts.tls_engine)).await;
+        fresh.finish_wire(WIRE_LINGER);
+        let t = fresh.snapshot();
+        let passed = crate::decode::decode(&t)
+            .report
+            .stage(stage)
+            .is_some_and(|s| s.verdict.is_ok());
+        if passed {
+            search.passed = Some(candidate);
+            best = Some(t);
+        } else {
+            search.stalled.push(candidate);
+            hi = candidate;
+            if best.is_none() {
+                break;
+            }
+        }
+        let lo = search.passed.unwrap_or(MSS_FLOOR);
+        if hi.saturating_sub(lo) <= MSS_STEP {
+            break;
+        }
+        candidate = (lo + (hi - lo) / 2) & !7;
+    }
+    match best {
+        Some(mut t) => {
+            let note = format!(
+                "the first connection (client port {}) stalled at {stage} after the server had acknowledged everything the client sent; this report is of a connection with the MSS clamped to {}",
+                shared.snapshot().client.port(),
+                search.passed.unwrap_or_default()
+            );
+            let t_us = t
+                .events
+                .first()
+                .map_or_else(crate::trace::now_us, |e| e.t_us);
+            t.events.insert(
+                0,
+                crate::trace::Event {
+                    t_us,
+                    frame: None,
+                    kind: EventKind::Note(note),
+                },
+            );
+            t.mss_search = Some(search);
+            shared.replace(t);
+        }
+        None => shared.edit(|t| t.mss_search = Some(search)),
+    }
+}
+
 /// Runs a second connection and keeps it as the report's conversation; the first one is described in
 /// a note (`note` gets the first connection's client port).
 async fn reconnect(
@@ -244,6 +535,9 @@ async fn reconnect(
     let first_port = shared.snapshot().client.port();
     let fresh = SharedTrace::new(Trace::new(unspecified(), unspecified()));
     let _ = tokio::time::timeout(deadline, run_inner(opts, &fresh, engine)).await;
+    // The second connection's socket is closed: its capture ends here (the first one's is dropped
+    // with the trace it replaces).
+    fresh.finish_wire(WIRE_LINGER);
     let mut second = fresh.snapshot();
     let t_us = second
         .events
@@ -484,33 +778,53 @@ async fn close<S: AsyncWrite + Unpin>(s: &mut S) {
 }
 
 async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine) -> Retry {
-    // --- tcp ---
-    let t_dns = Instant::now();
-    let addr = match crate::net::resolve_all(&opts.host, opts.port, opts.stage_timeout).await {
-        Ok((a, all)) => {
-            if !all.is_empty() {
-                let list: Vec<String> = all.iter().map(|a| a.ip().to_string()).collect();
-                shared.push(EventKind::Note(format!(
-                    "{} resolved to {} in {} ms; connecting to {}",
-                    opts.host,
-                    list.join(", "),
-                    t_dns.elapsed().as_millis(),
-                    a.ip()
-                )));
+    // --- dns ---
+    let addr = match opts.address {
+        Some(ip) => {
+            if let Some(d) = &opts.resolved {
+                let mut d = d.clone();
+                d.tried = Some(ip);
+                shared.set_dns(d);
             }
-            a
+            SocketAddr::new(ip, opts.port)
         }
-        Err(detail) => {
+        None => match crate::net::lookup(&opts.host, opts.port, opts.stage_timeout).await {
+            Some(d) => {
+                let tried = d.tried;
+                shared.set_dns(d);
+                match tried {
+                    Some(ip) => SocketAddr::new(ip, opts.port),
+                    // The name did not resolve: the dns stage says so (no connect was tried).
+                    None => return Retry::No,
+                }
+            }
+            None => {
+                match crate::net::resolve_all(&opts.host, opts.port, opts.stage_timeout).await {
+                    Ok((a, _)) => a,
+                    Err(detail) => {
+                        shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable {
+                            detail,
+                        }));
+                        return Retry::No;
+                    }
+                }
+            }
+        },
+    };
+    // --- tcp ---
+    shared.set_addrs(unspecified_for(addr), addr);
+    let socket = match tcp_socket(opts, addr, shared) {
+        Ok(s) => s,
+        Err(e) => {
             shared.push(EventKind::ConnectFailed(ConnectFailure::Unreachable {
-                detail,
+                detail: format!("creating the socket: {e}"),
             }));
             return Retry::No;
         }
     };
-    shared.set_addrs(unspecified_for(addr), addr);
     shared.set_connect_start(crate::trace::now_us());
     let start = Instant::now();
-    let tcp = match tokio::time::timeout(opts.stage_timeout, TcpStream::connect(addr)).await {
+    let tcp = match tokio::time::timeout(opts.stage_timeout, socket.connect(addr)).await {
         Err(_) => {
             shared.push(EventKind::ConnectFailed(ConnectFailure::TimedOut {
                 after_ms: start.elapsed().as_millis() as u64,
@@ -532,8 +846,49 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or_else(|_| unspecified_for(addr));
     shared.set_addrs(local, addr);
+    shared.wire_local(local);
     shared.push(EventKind::Connected);
     run_on(opts, shared, engine, Box::new(tcp), local).await
+}
+
+/// The probe's socket: bound to a local port first (so the packet capture, filtered to it, runs
+/// before the SYN leaves), with `TCP_MAXSEG` when asked.
+fn tcp_socket(
+    opts: &ProbeOptions,
+    addr: SocketAddr,
+    shared: &SharedTrace,
+) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    if let Some(mss) = opts.mss {
+        wire::set_mss(std::os::fd::AsFd::as_fd(&socket), mss)?;
+        shared.push(EventKind::Note(format!(
+            "TCP maximum segment size clamped to {mss} bytes (TCP_MAXSEG)"
+        )));
+    }
+    if opts.capture_wire {
+        socket.bind(unspecified_for(addr))?;
+        let local = socket.local_addr()?;
+        let cap = match wire::WireCapture::start(local, addr) {
+            Ok(cap) => Some(cap),
+            Err(e) => {
+                shared.push(EventKind::Note(format!(
+                    "capture: synthetic (the wire could not be captured: {e})"
+                )));
+                None
+            }
+        };
+        // A duplicate of the socket, for TCP_INFO after the probe dropped its stream.
+        #[cfg(unix)]
+        let dup = std::os::fd::AsFd::as_fd(&socket).try_clone_to_owned().ok();
+        #[cfg(not(unix))]
+        let dup = None;
+        shared.set_wire(cap, dup);
+    }
+    Ok(socket)
 }
 
 /// Runs RDP over a stream that is already open (the channel of an RD Gateway): the Trace holds the

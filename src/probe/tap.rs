@@ -27,6 +27,12 @@ struct TraceState {
     trace: Trace,
     retained: [usize; 4],
     fin_seen: [bool; 2],
+    /// The packet capture of this trace's connection and a duplicate of its socket (for
+    /// `TCP_INFO` after the probe dropped its stream), until [`SharedTrace::finish_wire`].
+    wire: Option<(
+        Option<super::wire::WireCapture>,
+        Option<std::os::fd::OwnedFd>,
+    )>,
 }
 
 fn slot(dir: Dir, layer: Layer) -> usize {
@@ -46,6 +52,7 @@ impl SharedTrace {
                 trace,
                 retained: [0; 4],
                 fin_seen: [false; 2],
+                wire: None,
             })),
         }
     }
@@ -107,15 +114,79 @@ impl SharedTrace {
         self.lock().trace.connect_start_us = Some(t_us);
     }
 
+    /// Changes the recorded trace in place.
+    pub fn edit(&self, f: impl FnOnce(&mut Trace)) {
+        f(&mut self.lock().trace);
+    }
+
+    /// Records the name resolution before the connect.
+    pub fn set_dns(&self, dns: crate::net::DnsLookup) {
+        self.lock().trace.dns = Some(dns);
+    }
+
     pub fn set_addrs(&self, client: std::net::SocketAddr, server: std::net::SocketAddr) {
         let mut st = self.lock();
         st.trace.client = client;
         st.trace.server = server;
     }
 
+    /// Keeps the running capture of this trace's connection (and a duplicate of its socket) until
+    /// [`SharedTrace::finish_wire`].
+    pub fn set_wire(
+        &self,
+        cap: Option<super::wire::WireCapture>,
+        sock: Option<std::os::fd::OwnedFd>,
+    ) {
+        self.lock().wire = Some((cap, sock));
+    }
+
+    /// Names the connection's local address to the running capture.
+    pub fn wire_local(&self, local: std::net::SocketAddr) {
+        if let Some((Some(c), _)) = &self.lock().wire {
+            c.set_local(local);
+        }
+    }
+
+    /// The kernel's `TCP_INFO` of the connection's socket now (while [`SharedTrace::set_wire`]
+    /// keeps a duplicate of it).
+    pub fn kernel_now(&self) -> Option<super::wire::KernelTcpInfo> {
+        let st = self.lock();
+        let fd = st.wire.as_ref()?.1.as_ref()?;
+        super::wire::tcp_info(std::os::fd::AsFd::as_fd(fd))
+    }
+
+    /// Reads the socket's `TCP_INFO`, closes the duplicate, stops the capture after `linger` and
+    /// keeps its packets in the trace, with the TCP evidence read from them (as `analyze` of the
+    /// written capture reads it) and the first SYN as the connect start. No-op without a capture.
+    pub fn finish_wire(&self, linger: std::time::Duration) {
+        let Some((cap, sock)) = self.lock().wire.take() else {
+            return;
+        };
+        let kernel = sock
+            .as_ref()
+            .and_then(|fd| super::wire::tcp_info(std::os::fd::AsFd::as_fd(fd)));
+        drop(sock);
+        let Some(cap) = cap else {
+            self.lock().trace.kernel = kernel;
+            return;
+        };
+        let captured = cap.stop(linger);
+        let evidence = super::wire::evidence_of(&self.snapshot(), &captured);
+        let mut st = self.lock();
+        st.trace.kernel = kernel;
+        if let Some((tcp, first_syn)) = evidence {
+            st.trace.tcp = tcp;
+            if let Some(t) = first_syn {
+                st.trace.connect_start_us = Some(t);
+            }
+        }
+        st.trace.wire = Some(std::sync::Arc::new(captured));
+    }
+
     /// Replaces the recorded trace (used when a probe reconnects with another TLS engine).
     pub fn replace(&self, trace: Trace) {
         let mut st = self.lock();
+        st.wire = None;
         st.trace = trace;
         st.retained = [0; 4];
         st.fin_seen = [false; 2];

@@ -126,8 +126,9 @@ fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
     };
     let last = &pdus[i];
     match last.stage {
-        // A capture of a direct RDP conversation has no gateway stages.
-        Stage::GwTcp
+        // A capture of a direct RDP conversation has no gateway (or dns) stages.
+        Stage::Dns
+        | Stage::GwTcp
         | Stage::GwTls
         | Stage::GwHttp
         | Stage::GwAuth
@@ -435,6 +436,11 @@ pub fn derive_server(
                     notes.push(format!("x224: protocol mismatch, the server selected {selected}"));
                 }
                 FailureKind::TimedOut { waiting_for, .. } if *waiting_for != Side::Client => {
+                    end_at(&mut sc, FaultAction::Silence, &mut notes);
+                }
+                // The path dropped what the client sent: to the client the server went silent
+                // (a capture with the retransmissions, e.g. the probe's own wire).
+                FailureKind::Dropped { .. } => {
                     end_at(&mut sc, FaultAction::Silence, &mut notes);
                 }
                 FailureKind::Reset if server_side => {

@@ -113,8 +113,13 @@ pub fn shb(b: &mut Vec<u8>, comments: &[String], user_appl: &str) -> Result<(), 
 
 /// Interface Description Block: Ethernet, timestamps in microseconds (if_tsresol = 6).
 pub fn idb(b: &mut Vec<u8>, name: &str) -> Result<(), BlockTooLarge> {
+    idb_linktype(b, name, LINKTYPE_ETHERNET)
+}
+
+/// Interface Description Block of another link type (LINKTYPE_RAW for the probe's own wire).
+pub fn idb_linktype(b: &mut Vec<u8>, name: &str, linktype: u16) -> Result<(), BlockTooLarge> {
     begin_block(b, IDB_TYPE);
-    put_u16(b, LINKTYPE_ETHERNET);
+    put_u16(b, linktype);
     put_u16(b, 0); // reserved
     put_u32(b, SNAPLEN);
     put_option(b, IF_NAME, clip_utf8(name).as_bytes());
