@@ -270,3 +270,64 @@ fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (h, content, rest) = super::asn1::read_tlv(buf, super::asn1::TagForm::OneByte).ok()?;
     Some((h.tag, content, rest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn x509_chain(temporary: bool, chain: &[Vec<u8>]) -> Vec<u8> {
+        let ver = 2u32 | if temporary { 0x8000_0000 } else { 0 };
+        let mut c = ver.to_le_bytes().to_vec();
+        c.extend_from_slice(&(chain.len() as u32).to_le_bytes());
+        for d in chain {
+            c.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            c.extend_from_slice(d);
+        }
+        c
+    }
+
+    proptest! {
+        #[test]
+        fn x509_chains_round_trip(
+            temporary: bool,
+            chain in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 0..5),
+        ) {
+            let bytes = x509_chain(temporary, &chain);
+            let want: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+            prop_assert_eq!(
+                ServerCertificate::parse(&bytes).unwrap(),
+                ServerCertificate::X509 {
+                    temporary,
+                    declared: Some(chain.len() as u32),
+                    chain: want,
+                    end: ChainEnd::Complete,
+                }
+            );
+            // Cut anywhere inside an entry: the walk says where it stopped.
+            if let Some(last) = chain.last().filter(|l| !l.is_empty()) {
+                let cut = &bytes[..bytes.len() - 1];
+                let at = bytes.len() - last.len() - 4;
+                match ServerCertificate::parse(cut).unwrap() {
+                    ServerCertificate::X509 { end, chain: got, .. } => {
+                        prop_assert_eq!(end, ChainEnd::EntryOverrun { at });
+                        prop_assert_eq!(got.len(), chain.len() - 1);
+                    }
+                    other => prop_assert!(false, "{other:?}"),
+                }
+            }
+        }
+
+        #[test]
+        fn server_certificates_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            match ServerCertificate::parse(&data) {
+                Err(e) => prop_assert!(data.len() < 4 && e.is_truncated()),
+                Ok(ServerCertificate::X509 { chain, .. }) if !chain.is_empty() => {
+                    prop_assert!(chain.iter().map(|c| c.len() + 4).sum::<usize>() + 8 <= data.len());
+                }
+                Ok(_) => {}
+            }
+            let _ = server_public_key(&data);
+        }
+    }
+}
