@@ -22,6 +22,8 @@ use serde_json::json;
 use super::x224::protocol_names;
 use crate::report::Facts;
 use crate::wire::asn1;
+use crate::wire::gcc as wire_gcc;
+use crate::wire::servercert::{ChainEnd, ServerCertificate};
 
 // ---------------------------------------------------------------------------------------------
 // Small readers
@@ -44,18 +46,9 @@ pub(crate) fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     Some((buf.get(..h.tag_len)?, content, h.header_len + h.len))
 }
 
-/// An ALIGNED PER length determinant (X.691 10.9): one byte, or two with the top bits 10.
-/// Returns (length, bytes used). Fragmented lengths (11xxxxxx) are not used by RDP.
+/// An ALIGNED PER length determinant (X.691 10.9): (length, bytes used); see [`wire_gcc::per_length`].
 fn per_length(b: &[u8], at: usize) -> Option<(usize, usize)> {
-    let l0 = *b.get(at)?;
-    if l0 & 0x80 == 0 {
-        Some((usize::from(l0), 1))
-    } else if l0 & 0xc0 == 0x80 {
-        let l1 = *b.get(at + 1)?;
-        Some(((usize::from(l0 & 0x3f) << 8) | usize::from(l1), 2))
-    } else {
-        None
-    }
+    wire_gcc::per_length(b, at).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,41 +285,34 @@ fn connect_initial_user_data(ud: &[u8]) -> Result<&[u8], String> {
 /// The GCC user data blocks after the H.221 key ("Duca" client-to-server, "McDn" server-to-client)
 /// of a T.124 ConferenceCreateRequest/Response (MS-RDPBCGR 2.2.1.3.1 / 2.2.1.4.1).
 fn gcc_blocks_after_key<'a>(user_data: &'a [u8], key: &[u8; 4]) -> Result<&'a [u8], String> {
-    let at = user_data.windows(4).position(|w| w == key).ok_or_else(|| {
-        format!(
+    match wire_gcc::blocks_after_key(user_data, key) {
+        Ok((blocks, _)) => Ok(blocks),
+        Err(wire_gcc::UserDataError::NoKey) => Err(format!(
             "gcc: H.221 key {:?} not found",
             String::from_utf8_lossy(key)
-        )
-    })?;
-    let (len, n) = per_length(user_data, at + 4).ok_or("gcc: unreadable user data length")?;
-    let start = at + 4 + n;
-    let avail = user_data.len().saturating_sub(start);
-    // Some stacks get this length wrong; use what is there when it is shorter.
-    Ok(&user_data[start..start + len.min(avail)])
+        )),
+        Err(wire_gcc::UserDataError::Length(_)) => Err("gcc: unreadable user data length".into()),
+    }
 }
 
 /// Splits GCC user data into (block type, block body without its 4-byte header) (MS-RDPBCGR
 /// 2.2.1.3.1 TS_UD_HEADER). Stops at a malformed header, returning what came before it.
-fn gcc_blocks(mut b: &[u8]) -> (Vec<(u16, &[u8])>, Option<String>) {
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let (Some(ty), Some(len)) = (le16(b, 0), le16(b, 2)) else {
-            return (out, Some("gcc: truncated block header".into()));
-        };
-        let len = usize::from(len);
-        if len < 4 || len > b.len() {
-            return (
-                out,
-                Some(format!(
-                    "gcc: block 0x{ty:04x} length {len} invalid ({} bytes left)",
-                    b.len()
-                )),
-            );
+fn gcc_blocks(b: &[u8]) -> (Vec<(u16, &[u8])>, Option<String>) {
+    let (list, err) = wire_gcc::blocks(b, 0);
+    (
+        list.into_iter().map(|r| (r.ty, r.body)).collect(),
+        err.map(|e| block_error_text(&e)),
+    )
+}
+
+/// The decoder's words for a broken block walk (the "gcc_error" fact).
+fn block_error_text(e: &wire_gcc::BlockError) -> String {
+    match *e {
+        wire_gcc::BlockError::TruncatedHeader { .. } => "gcc: truncated block header".into(),
+        wire_gcc::BlockError::BadLength { ty, len, left, .. } => {
+            format!("gcc: block 0x{ty:04x} length {len} invalid ({left} bytes left)")
         }
-        out.push((ty, &b[4..len]));
-        b = &b[len..];
     }
-    (out, None)
 }
 
 /// The client GCC user data blocks of an MCS Connect Initial as (block type, offset of the block body
@@ -415,31 +401,25 @@ struct ServerBlocks {
 /// with a failure result and no user data gives only "result". When the GCC data cannot be read,
 /// "gcc_error" says why (the result is still reported).
 pub fn connect_response_facts(x224_user_data: &[u8]) -> Result<Facts, String> {
-    let (tag, body, _) =
-        ber_tlv(x224_user_data).ok_or("mcs connect response: unreadable BER header")?;
-    if tag != [0x7f, 0x66] {
-        return Err(format!("mcs connect response: unexpected tag {tag:02x?}"));
-    }
-    // result ENUMERATED, calledConnectId INTEGER, domainParameters, userData OCTET STRING
-    let (tag, result, n) = ber_tlv(body).ok_or("mcs connect response: result unreadable")?;
-    if tag != [0x0a] || result.len() != 1 {
-        return Err("mcs connect response: result is not a one-byte ENUMERATED".into());
-    }
-    let mut facts = Facts::new();
-    facts.insert("result".into(), json!(mcs_result_name(result[0])));
-    let mut rest = &body[n..];
-    let mut user_data = None;
-    for _ in 0..3 {
-        let Some((tag, content, n)) = ber_tlv(rest) else {
-            break;
-        };
-        if tag == [0x04] {
-            user_data = Some(content);
+    let cr = wire_gcc::connect_response(x224_user_data).map_err(|e| match e {
+        wire_gcc::ConnectResponseError::Header(_) => {
+            "mcs connect response: unreadable BER header".to_string()
         }
-        rest = &rest[n..];
-    }
+        wire_gcc::ConnectResponseError::Tag(tag) => {
+            format!("mcs connect response: unexpected tag {tag:02x?}")
+        }
+        wire_gcc::ConnectResponseError::ResultUnreadable(_) => {
+            "mcs connect response: result unreadable".into()
+        }
+        wire_gcc::ConnectResponseError::ResultNotEnumerated { .. } => {
+            "mcs connect response: result is not a one-byte ENUMERATED".into()
+        }
+    })?;
+    let mut facts = Facts::new();
+    facts.insert("result".into(), json!(mcs_result_name(cr.result)));
+    let user_data = cr.user_data.map(|(u, _)| u);
     let Some(user_data) = user_data else {
-        if result[0] == 0 {
+        if cr.result == 0 {
             facts.insert(
                 "gcc_error".into(),
                 json!("connect response without user data"),
@@ -501,53 +481,38 @@ fn encryption_level_u32(l: gcc::EncryptionLevel) -> u32 {
 /// The hand walk of the server GCC blocks (MS-RDPBCGR 2.2.1.4.2-2.2.1.4.5).
 fn walk_server_blocks(user_data: &[u8]) -> Result<ServerBlocks, String> {
     let blocks = gcc_blocks_after_key(user_data, b"McDn")?;
-    let (list, err) = gcc_blocks(blocks);
+    let (list, err) = wire_gcc::server_blocks(blocks, 0);
     if list.is_empty() {
-        return Err(err.unwrap_or_else(|| "gcc: no server data blocks".into()));
+        return Err(err
+            .map(|e| block_error_text(&e))
+            .unwrap_or_else(|| "gcc: no server data blocks".into()));
     }
     let mut s = ServerBlocks::default();
-    for (ty, body) in list {
-        match ty {
-            // SC_CORE
-            0x0c01 => {
-                s.version = le32(body, 0);
-                s.client_requested_protocols = le32(body, 4);
-                s.early_capability_flags = le32(body, 8);
+    for block in list {
+        match block {
+            wire_gcc::ServerBlock::Core(c) => {
+                s.version = c.version;
+                s.client_requested_protocols = c.client_requested_protocols;
+                s.early_capability_flags = c.early_capability_flags;
             }
-            // SC_SECURITY (2.2.1.4.3)
-            0x0c02 => {
-                let method = le32(body, 0);
-                let level = le32(body, 4);
-                s.encryption_method = method;
-                s.encryption_level = level;
-                if method == Some(0) && level == Some(0) {
+            wire_gcc::ServerBlock::Security(sec) => {
+                s.encryption_method = sec.encryption_method;
+                s.encryption_level = sec.encryption_level;
+                if sec.encryption_method == Some(0) && sec.encryption_level == Some(0) {
                     s.server_random_present = Some(false);
-                } else if let (Some(rl), Some(cl)) = (le32(body, 8), le32(body, 12)) {
-                    let rl = rl as usize;
-                    let cl = cl as usize;
-                    s.server_random_present = Some(rl > 0 && body.len() >= 16 + rl);
-                    let cert = 16usize
-                        .checked_add(rl)
-                        .and_then(|a| Some((a, a.checked_add(cl)?)))
-                        .and_then(|(a, b)| body.get(a..b));
-                    s.server_cert = cert.filter(|c| !c.is_empty()).map(<[u8]>::to_vec);
+                } else if let Some((rl, _)) = sec.lengths {
+                    s.server_random_present = Some(rl > 0 && sec.server_random.is_some());
+                    s.server_cert = sec
+                        .server_certificate
+                        .filter(|c| !c.is_empty())
+                        .map(<[u8]>::to_vec);
                 }
             }
-            // SC_NET (2.2.1.4.4)
-            0x0c03 => {
-                s.io_channel = le16(body, 0);
-                let count = usize::from(le16(body, 2).unwrap_or(0));
-                s.channel_ids = Some(
-                    body.get(4..)
-                        .unwrap_or(&[])
-                        .chunks_exact(2)
-                        .take(count)
-                        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                        .collect(),
-                );
+            wire_gcc::ServerBlock::Net(n) => {
+                s.io_channel = n.io_channel;
+                s.channel_ids = Some(n.channel_ids);
             }
-            // SC_MCS_MSGCHANNEL (2.2.1.4.5)
-            0x0c04 => s.message_channel = le16(body, 0),
+            wire_gcc::ServerBlock::MessageChannel(m) => s.message_channel = m,
             _ => {}
         }
     }
@@ -598,11 +563,6 @@ fn server_facts(s: &ServerBlocks, facts: &mut Facts) {
     }
 }
 
-/// Magic of an RSA_PUBLIC_KEY blob: "RSA1" (MS-RDPBCGR 2.2.1.4.3.1.1.1).
-const RSA1_MAGIC: u32 = 0x3141_5352;
-/// BB_RSA_KEY_BLOB (MS-RDPBCGR 2.2.1.4.3.1.1).
-const BB_RSA_KEY_BLOB: u16 = 0x0006;
-
 /// Facts of the serverCertificate of the server security data (MS-RDPBCGR 2.2.1.4.3.1):
 /// a proprietary certificate (dwVersion 1, 2.2.1.4.3.1.1: the RSA key's bit length) or an X.509
 /// chain (dwVersion 2, 2.2.1.4.3.1.2?; the server's certificate is the last of the chain). The top
@@ -619,31 +579,29 @@ pub fn server_certificate_facts(cert: &[u8]) -> Facts {
             json!(format!("unusable rsa key: {why}")),
         );
     }
-    let Some(ver) = le32(cert, 0) else {
+    let Ok(parsed) = ServerCertificate::parse(cert) else {
         f.insert(
             "server_certificate_error".into(),
             json!("certificate shorter than dwVersion"),
         );
         return f;
     };
-    f.insert(
-        "server_certificate_temporary".into(),
-        json!(ver & 0x8000_0000 != 0),
-    );
-    match ver & 0x7fff_ffff {
-        1 => {
+    let temporary = match &parsed {
+        ServerCertificate::Proprietary { temporary, .. }
+        | ServerCertificate::X509 { temporary, .. }
+        | ServerCertificate::Unknown { temporary, .. } => *temporary,
+    };
+    f.insert("server_certificate_temporary".into(), json!(temporary));
+    match parsed {
+        ServerCertificate::Proprietary { cert, .. } => {
             f.insert("server_certificate_type".into(), json!("proprietary"));
-            // dwSigAlgId(4) dwKeyAlgId(4) wPublicKeyBlobType(2) wPublicKeyBlobLen(2) PublicKeyBlob
-            let blob_type = le16(cert, 12);
-            let blob_len = le16(cert, 14).map(usize::from);
-            let blob = blob_len.and_then(|l| cert.get(16..16 + l));
-            match (blob_type, blob) {
-                (Some(BB_RSA_KEY_BLOB), Some(b)) if le32(b, 0) == Some(RSA1_MAGIC) => {
+            match cert.rsa1_blob() {
+                Some(b) => {
                     if let Some(bits) = le32(b, 8) {
                         f.insert("server_key_bits".into(), json!(bits));
                     }
                 }
-                _ => {
+                None => {
                     f.insert(
                         "server_certificate_error".into(),
                         json!("proprietary certificate without an RSA1 key blob"),
@@ -651,31 +609,16 @@ pub fn server_certificate_facts(cert: &[u8]) -> Facts {
                 }
             }
         }
-        2 => {
+        ServerCertificate::X509 { chain, end, .. } => {
             f.insert("server_certificate_type".into(), json!("x509"));
-            let count = le32(cert, 4).unwrap_or(0) as usize;
-            let mut pos = 8usize;
-            let mut certs: Vec<&[u8]> = Vec::new();
-            for _ in 0..count {
-                let Some(len) = le32(cert, pos).map(|l| l as usize) else {
-                    break;
-                };
-                let Some(c) = pos
-                    .checked_add(4)
-                    .zip(pos.checked_add(4 + len))
-                    .and_then(|(a, b)| cert.get(a..b))
-                else {
-                    f.insert(
-                        "server_certificate_error".into(),
-                        json!("x509 chain entry exceeds the certificate data"),
-                    );
-                    break;
-                };
-                certs.push(c);
-                pos += 4 + len;
+            if let ChainEnd::EntryOverrun { .. } = end {
+                f.insert(
+                    "server_certificate_error".into(),
+                    json!("x509 chain entry exceeds the certificate data"),
+                );
             }
-            f.insert("server_certificate_chain_len".into(), json!(certs.len()));
-            if let Some(leaf) = certs.last() {
+            f.insert("server_certificate_chain_len".into(), json!(chain.len()));
+            if let Some(leaf) = chain.last() {
                 match super::tls::cert_facts(leaf, 0) {
                     Ok(c) => {
                         f.insert("server_key_bits".into(), json!(c.key_bits));
@@ -687,10 +630,10 @@ pub fn server_certificate_facts(cert: &[u8]) -> Facts {
                 }
             }
         }
-        v => {
+        ServerCertificate::Unknown { version, .. } => {
             f.insert(
                 "server_certificate_type".into(),
-                json!(format!("unknown ({v})")),
+                json!(format!("unknown ({version})")),
             );
         }
     }

@@ -1,185 +1,12 @@
 //! The server's public key from the server security data (MS-RDPBCGR 2.2.1.4.3.1) and the RSA
 //! encryption of the client random (MS-RDPBCGR 5.3.4.1). Pure, never panics.
 
-use crate::wire::cursor::{le16, le32};
 use num_bigint::BigUint;
 
-/// Magic of an RSA_PUBLIC_KEY blob: "RSA1" (MS-RDPBCGR 2.2.1.4.3.1.1.1).
-const RSA1_MAGIC: u32 = 0x3141_5352;
-/// BB_RSA_KEY_BLOB (MS-RDPBCGR 2.2.1.4.3.1.1).
-const BB_RSA_KEY_BLOB: u16 = 0x0006;
-/// Largest modulus accepted, in bytes (16384-bit keys; real servers use 512-4096).
-pub const MAX_MODULUS_LEN: usize = 2048;
-/// Smallest modulus accepted, in bits: it must hold the 32-byte client random (real servers use 512
-/// and up). A smaller, even or zero modulus is a hostile or broken certificate, not a key.
-pub const MIN_MODULUS_BITS: u32 = 512;
-/// Certificates nested in an X.509 chain are at most this many (real chains have 2-3).
-const MAX_CHAIN: usize = 16;
-
-/// An RSA public key in host form.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RsaKey {
-    /// Big-endian modulus without leading zeros.
-    pub modulus: Vec<u8>,
-    pub exponent: u32,
-    /// Bits of the modulus.
-    pub bits: u32,
-    /// Where the key came from: "proprietary" or "x509".
-    pub source: &'static str,
-}
-
-impl RsaKey {
-    /// Length of the modulus in bytes.
-    pub fn modulus_len(&self) -> usize {
-        (self.bits as usize).div_ceil(8)
-    }
-}
-
-/// Why a server certificate gave no usable key.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CertError {
-    #[error("server certificate shorter than its {0}")]
-    Short(&'static str),
-    #[error("proprietary certificate has no RSA1 key blob")]
-    NoRsaBlob,
-    #[error("rsa modulus of {0} bytes out of range")]
-    ModulusLen(usize),
-    #[error("x509 chain is empty or unreadable")]
-    BadChain,
-    #[error("x509 certificate without an rsa key: {0}")]
-    NotRsa(String),
-    #[error("unknown server certificate version {0}")]
-    Version(u32),
-    #[error("unusable rsa key: {0}")]
-    Unusable(&'static str),
-}
-
-impl RsaKey {
-    /// A key from its big-endian modulus and exponent, refused when no RSA key could be like it:
-    /// a zero, even or short modulus (a zero modulus would divide by zero in the exponentiation),
-    /// an exponent below 3 or even.
-    fn checked(modulus: &[u8], exponent: u32, source: &'static str) -> Result<RsaKey, CertError> {
-        let modulus = BigUint::from_bytes_be(modulus);
-        if modulus.bits() == 0 {
-            return Err(CertError::Unusable("zero modulus"));
-        }
-        if modulus.bits() < u64::from(MIN_MODULUS_BITS) {
-            return Err(CertError::Unusable("modulus under 512 bits"));
-        }
-        if !modulus.bit(0) {
-            return Err(CertError::Unusable("even modulus"));
-        }
-        if exponent < 3 || exponent.is_multiple_of(2) {
-            return Err(CertError::Unusable("public exponent below 3 or even"));
-        }
-        let modulus = modulus.to_bytes_be();
-        Ok(RsaKey {
-            bits: bits_of(&modulus),
-            modulus,
-            exponent,
-            source,
-        })
-    }
-}
-
-/// Reads the RSA key of a server certificate: a proprietary certificate (dwVersion 1,
-/// 2.2.1.4.3.1.1: modulus and exponent little-endian in an RSA1 blob) or an X.509 chain
-/// (dwVersion 2: the last certificate of the chain is the server's).
-pub fn server_public_key(cert: &[u8]) -> Result<RsaKey, CertError> {
-    let ver = le32(cert, 0).ok_or(CertError::Short("dwVersion"))?;
-    match ver & 0x7fff_ffff {
-        1 => proprietary_key(cert),
-        2 => x509_chain_key(cert),
-        v => Err(CertError::Version(v)),
-    }
-}
-
-fn proprietary_key(cert: &[u8]) -> Result<RsaKey, CertError> {
-    // dwVersion dwSigAlgId dwKeyAlgId wPublicKeyBlobType wPublicKeyBlobLen PublicKeyBlob
-    let blob_type = le16(cert, 12).ok_or(CertError::Short("wPublicKeyBlobType"))?;
-    let blob_len = usize::from(le16(cert, 14).ok_or(CertError::Short("wPublicKeyBlobLen"))?);
-    let blob = cert
-        .get(16..16 + blob_len)
-        .ok_or(CertError::Short("public key blob"))?;
-    if blob_type != BB_RSA_KEY_BLOB || le32(blob, 0) != Some(RSA1_MAGIC) {
-        return Err(CertError::NoRsaBlob);
-    }
-    // magic keylen bitlen datalen pubExp modulus(keylen)
-    let keylen = le32(blob, 4).ok_or(CertError::Short("keylen"))? as usize;
-    let exponent = le32(blob, 16).ok_or(CertError::Short("pubExp"))?;
-    if keylen == 0 || keylen > MAX_MODULUS_LEN {
-        return Err(CertError::ModulusLen(keylen));
-    }
-    let modulus_le = blob
-        .get(20..20 + keylen)
-        .ok_or(CertError::Short("modulus"))?;
-    let modulus = BigUint::from_bytes_le(modulus_le).to_bytes_be();
-    RsaKey::checked(&modulus, exponent, "proprietary")
-}
-
-fn bits_of(be: &[u8]) -> u32 {
-    match be.iter().position(|&b| b != 0) {
-        None => 0,
-        Some(i) => ((be.len() - i - 1) * 8) as u32 + (8 - be[i].leading_zeros()),
-    }
-}
-
-fn x509_chain_key(cert: &[u8]) -> Result<RsaKey, CertError> {
-    let count = le32(cert, 4).ok_or(CertError::Short("NumCertBlobs"))? as usize;
-    if count == 0 || count > MAX_CHAIN {
-        return Err(CertError::BadChain);
-    }
-    let mut pos = 8usize;
-    let mut last = None;
-    for _ in 0..count {
-        let len = le32(cert, pos).ok_or(CertError::BadChain)? as usize;
-        let body = pos
-            .checked_add(4)
-            .zip(pos.checked_add(4).and_then(|a| a.checked_add(len)))
-            .and_then(|(a, b)| cert.get(a..b))
-            .ok_or(CertError::BadChain)?;
-        last = Some(body);
-        pos += 4 + len;
-    }
-    let leaf = last.ok_or(CertError::BadChain)?;
-    x509_rsa_key(leaf)
-}
-
-/// The RSA key of a DER X.509 certificate (any PKCS #1 algorithm OID: Microsoft's licensing
-/// certificates label their key md5WithRSAEncryption).
-pub fn x509_rsa_key(der: &[u8]) -> Result<RsaKey, CertError> {
-    use x509_cert::der::Decode;
-    let c = x509_cert::Certificate::from_der(der).map_err(|e| CertError::NotRsa(e.to_string()))?;
-    let spki = &c.tbs_certificate.subject_public_key_info;
-    if !spki
-        .algorithm
-        .oid
-        .to_string()
-        .starts_with("1.2.840.113549.1.1.")
-    {
-        return Err(CertError::NotRsa(spki.algorithm.oid.to_string()));
-    }
-    let pk = spki.subject_public_key.raw_bytes();
-    // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
-    let (tag, seq, _) = der_tlv(pk).ok_or(CertError::NotRsa("rsa key unreadable".into()))?;
-    let (t1, n, rest) = der_tlv(seq).ok_or(CertError::NotRsa("modulus unreadable".into()))?;
-    let (t2, e, _) = der_tlv(rest).ok_or(CertError::NotRsa("exponent unreadable".into()))?;
-    if tag != 0x30 || t1 != 0x02 || t2 != 0x02 || e.len() > 4 || e.is_empty() {
-        return Err(CertError::NotRsa("not an RSAPublicKey".into()));
-    }
-    let modulus = BigUint::from_bytes_be(n).to_bytes_be();
-    if modulus.len() > MAX_MODULUS_LEN {
-        return Err(CertError::ModulusLen(modulus.len()));
-    }
-    let exponent = e.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
-    RsaKey::checked(&modulus, exponent, "x509")
-}
-
-fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (h, content, rest) =
-        crate::wire::asn1::read_tlv(buf, crate::wire::asn1::TagForm::OneByte).ok()?;
-    Some((h.tag, content, rest))
-}
+// The certificate and key reader is the wire layer's (one parser for decode, rdpsec, enumerate).
+pub use crate::wire::servercert::{
+    server_public_key, x509_rsa_key, CertError, RsaKey, MAX_MODULUS_LEN, MIN_MODULUS_BITS,
+};
 
 /// Encrypts the client random for the Security Exchange PDU (MS-RDPBCGR 5.3.4.1): the random
 /// is read as a little-endian integer, raised to the public exponent modulo the modulus (no
@@ -208,6 +35,7 @@ pub fn encrypt_client_random(key: &RsaKey, client_random: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::servercert::{BB_RSA_KEY_BLOB, RSA1_MAGIC};
 
     /// A proprietary certificate with the given little-endian modulus and exponent.
     pub(crate) fn proprietary(modulus_le: &[u8], exp: u32) -> Vec<u8> {

@@ -5,8 +5,8 @@
 
 use ironrdp_pdu::gcc;
 
-// The BER and little-endian readers are the decoder's (src/decode/mcs.rs): one parser for both.
-use crate::decode::mcs::{ber_tlv, le16, le32};
+// The server data are read by the wire layer's GCC reader (one parser for decode and rdpsec).
+use crate::wire::gcc as wire_gcc;
 
 /// Where the client's encryption methods go in Client Security Data (MS-RDPBCGR 2.2.1.3.3).
 #[derive(Clone, Debug)]
@@ -146,30 +146,25 @@ pub fn parse_connect_response(pdu: &[u8]) -> Result<ServerData, String> {
         return Err("not a TPKT / X.224 data PDU".into());
     }
     let ud = &pdu[7..];
-    let (tag, body, _) = ber_tlv(ud).ok_or("mcs connect response: unreadable BER header")?;
-    if tag != [0x7f, 0x66] {
-        return Err(format!("not an mcs connect response (tag {tag:02x?})"));
-    }
-    let (tag, result, n) = ber_tlv(body).ok_or("mcs connect response: result unreadable")?;
-    if tag != [0x0a] || result.len() != 1 {
-        return Err("mcs connect response: result is not a one-byte ENUMERATED".into());
-    }
+    let cr = wire_gcc::connect_response(ud).map_err(|e| match e {
+        wire_gcc::ConnectResponseError::Header(_) => {
+            "mcs connect response: unreadable BER header".to_string()
+        }
+        wire_gcc::ConnectResponseError::Tag(tag) => {
+            format!("not an mcs connect response (tag {tag:02x?})")
+        }
+        wire_gcc::ConnectResponseError::ResultUnreadable(_) => {
+            "mcs connect response: result unreadable".into()
+        }
+        wire_gcc::ConnectResponseError::ResultNotEnumerated { .. } => {
+            "mcs connect response: result is not a one-byte ENUMERATED".into()
+        }
+    })?;
     let mut sd = ServerData {
-        result: result[0],
+        result: cr.result,
         ..ServerData::default()
     };
-    let mut rest = &body[n..];
-    let mut user_data = None;
-    for _ in 0..3 {
-        let Some((tag, content, n)) = ber_tlv(rest) else {
-            break;
-        };
-        if tag == [0x04] {
-            user_data = Some(content);
-        }
-        rest = &rest[n..];
-    }
-    let Some(user_data) = user_data else {
+    let Some((user_data, _)) = cr.user_data else {
         return if sd.result == 0 {
             Err("mcs connect response without user data".into())
         } else {
@@ -178,81 +173,57 @@ pub fn parse_connect_response(pdu: &[u8]) -> Result<ServerData, String> {
     };
     // GCC Conference Create Response (PER): the server data follow the H.221 key "McDn" and a PER
     // length determinant.
-    let at = user_data
-        .windows(4)
-        .position(|w| w == b"McDn")
-        .ok_or("gcc: no McDn key in the conference create response")?;
-    let mut pos = at + 4;
-    let l0 = *user_data.get(pos).ok_or("gcc: truncated length")?;
-    let len = if l0 & 0x80 == 0 {
-        pos += 1;
-        usize::from(l0)
-    } else {
-        let l1 = *user_data.get(pos + 1).ok_or("gcc: truncated length")?;
-        pos += 2;
-        (usize::from(l0 & 0x3f) << 8) | usize::from(l1)
-    };
-    let blocks = user_data
-        .get(pos..pos.saturating_add(len).min(user_data.len()))
-        .ok_or("gcc: blocks out of range")?;
-    let mut p = 0usize;
+    let (blocks, _) = wire_gcc::blocks_after_key(user_data, b"McDn").map_err(|e| match e {
+        wire_gcc::UserDataError::NoKey => "gcc: no McDn key in the conference create response",
+        wire_gcc::UserDataError::Length(_) => "gcc: truncated length",
+    })?;
+    let (list, err) = wire_gcc::server_blocks(blocks, 0);
     let mut saw_security = false;
-    while p + 4 <= blocks.len() {
-        let ty = le16(blocks, p).unwrap_or(0);
-        let blen = usize::from(le16(blocks, p + 2).unwrap_or(0));
-        if blen < 4 || p + blen > blocks.len() {
-            return Err(format!(
-                "gcc: block 0x{ty:04x} length {blen} exceeds the data"
-            ));
-        }
-        let b = &blocks[p + 4..p + blen];
-        match ty {
-            0x0c01 => {
-                sd.rdp_version = le32(b, 0);
-                sd.client_requested_protocols = le32(b, 4);
-                sd.early_capability_flags = le32(b, 8);
+    for block in list {
+        match block {
+            wire_gcc::ServerBlock::Core(c) => {
+                sd.rdp_version = c.version;
+                sd.client_requested_protocols = c.client_requested_protocols;
+                sd.early_capability_flags = c.early_capability_flags;
             }
-            0x0c02 => {
+            wire_gcc::ServerBlock::Security(sec) => {
                 saw_security = true;
-                sd.encryption_method = le32(b, 0).ok_or("gcc: security block too short")?;
-                sd.encryption_level = le32(b, 4).ok_or("gcc: security block too short")?;
-                if let (Some(rl), Some(cl)) = (le32(b, 8), le32(b, 12)) {
-                    let rl = rl as usize;
-                    let cl = cl as usize;
+                sd.encryption_method = sec
+                    .encryption_method
+                    .ok_or("gcc: security block too short")?;
+                sd.encryption_level = sec
+                    .encryption_level
+                    .ok_or("gcc: security block too short")?;
+                if let Some((rl, cl)) = sec.lengths {
                     if rl == 32 {
-                        if let Some(r) = b.get(16..48) {
+                        if let Some(r) = sec.server_random {
                             let mut a = [0u8; 32];
                             a.copy_from_slice(r);
                             sd.server_random = Some(a);
                         }
                     }
-                    if cl > MAX_SERVER_CERT {
+                    if cl as usize > MAX_SERVER_CERT {
                         return Err(format!("gcc: server certificate of {cl} bytes"));
                     }
-                    if let Some(c) = 16usize
-                        .checked_add(rl)
-                        .and_then(|a| Some((a, a.checked_add(cl)?)))
-                        .and_then(|(a, e)| b.get(a..e))
-                    {
+                    if let Some(c) = sec.server_certificate {
                         sd.server_certificate = c.to_vec();
                     }
                 }
             }
-            0x0c03 => {
-                sd.io_channel = le16(b, 0).unwrap_or(0);
-                let count = usize::from(le16(b, 2).unwrap_or(0));
-                sd.channel_ids = b
-                    .get(4..)
-                    .unwrap_or(&[])
-                    .chunks_exact(2)
-                    .take(count)
-                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                    .collect();
+            wire_gcc::ServerBlock::Net(n) => {
+                sd.io_channel = n.io_channel.unwrap_or(0);
+                sd.channel_ids = n.channel_ids;
             }
-            0x0c04 => sd.message_channel = le16(b, 0),
+            wire_gcc::ServerBlock::MessageChannel(m) => sd.message_channel = m,
             _ => {}
         }
-        p += blen;
+    }
+    // A bad block length is an error (after those of the blocks before it); a partial header
+    // after the last block is ignored.
+    if let Some(wire_gcc::BlockError::BadLength { ty, len, .. }) = err {
+        return Err(format!(
+            "gcc: block 0x{ty:04x} length {len} exceeds the data"
+        ));
     }
     if !saw_security {
         return Err("gcc: no server security data".into());

@@ -8,6 +8,8 @@
 
 pub mod asn1;
 pub mod cursor;
+pub mod gcc;
+pub mod servercert;
 
 pub use cursor::{Cursor, WireError, WireErrorKind};
 
@@ -50,6 +52,33 @@ pub fn exercise(data: &[u8]) {
             }
         }
     }
+    // The MCS Connect Response envelope, the GCC server data blocks (typed, and re-emitted: a
+    // block that emits must read back as itself) and the server certificate and its key.
+    let _ = gcc::connect_response(rest);
+    let _ = gcc::blocks_after_key(rest, b"McDn");
+    let (blocks, _) = gcc::server_blocks(rest, 1);
+    for b in &blocks {
+        let mut again = Vec::new();
+        if b.emit(&mut again).is_some() {
+            let (back, err) = gcc::server_blocks(&again, 0);
+            assert!(err.is_none(), "an emitted block does not walk");
+            assert_eq!(
+                back.len(),
+                1,
+                "an emitted block reads back as more than one"
+            );
+            // Only fields up to the first absent one are written: compare what was written.
+            let mut twice = Vec::new();
+            back[0].emit(&mut twice);
+            assert_eq!(again, twice, "an emitted block does not read back the same");
+        }
+    }
+    if let Ok(servercert::ServerCertificate::X509 { chain, .. }) =
+        servercert::ServerCertificate::parse(rest)
+    {
+        assert!(chain.iter().map(|c| c.len() + 4).sum::<usize>() <= rest.len());
+    }
+    let _ = servercert::server_public_key(rest);
 }
 
 #[cfg(test)]
