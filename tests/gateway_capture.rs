@@ -501,3 +501,67 @@ async fn a_basic_authentication_capture_is_encrypted_beyond_tls() {
         res.report.fact(Stage::GwTls, "version")
     );
 }
+
+/// The legacy HTTP transport's two channels are two TCP connections: the probe's capture holds both
+/// (distinct client ports, same gateway), and its one key log decrypts both TLS sessions: the OUT
+/// conversation opens with `RDG_OUT_DATA`, the IN one with `RDG_IN_DATA`, same `RDG-Connection-Id`,
+/// and the IN channel carries the client's packets as chunks.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_legacy_transport_capture_holds_both_channels_decryptable() {
+    use rdprobe::trace::{Dir, Layer};
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let mut g = gw_opts(&gw, "pass");
+    g.transport = rdprobe::gateway::client::Transport::Http;
+    let (res, captures) =
+        rdprobe::gateway::client::probe_with_captures(&opts("rdp01.corp.example", None), &g).await;
+    assert!(
+        res.report.verdict.is_ok(),
+        "{}",
+        rdprobe::report::render_text(&res.report)
+    );
+    assert_eq!(captures.len(), 2, "the OUT and the IN channel");
+    assert_ne!(captures[0].client.port(), captures[1].client.port());
+    assert_eq!(captures[0].server, captures[1].server);
+    assert!(
+        !captures[1].keylog.is_empty(),
+        "the IN channel's TLS secrets"
+    );
+    let all: Vec<(&rdprobe::trace::Trace, &[String])> =
+        captures.iter().map(|t| (t, &[][..])).collect();
+    let mut pcap = Vec::new();
+    rdprobe::capture::writer::write_pcapng_many(&all, &mut pcap).expect("pcapng");
+    let convs: Vec<rdprobe::trace::Trace> =
+        read_conversations(std::io::Cursor::new(pcap), ReaderOptions::default())
+            .expect("open capture")
+            .map(|t| t.expect("conversation"))
+            .collect();
+    assert_eq!(convs.len(), 2, "two TCP conversations in one capture");
+    let heads: Vec<String> = convs
+        .iter()
+        .map(|t| String::from_utf8_lossy(&t.stream(Dir::C2S, Layer::Inner)).into_owned())
+        .collect();
+    let out = heads
+        .iter()
+        .find(|h| h.starts_with("RDG_OUT_DATA"))
+        .expect("the OUT channel decrypted");
+    let in_ = heads
+        .iter()
+        .find(|h| h.starts_with("RDG_IN_DATA"))
+        .expect("the IN channel decrypted");
+    let conn_id = |h: &str| {
+        h.lines()
+            .find_map(|l| l.strip_prefix("RDG-Connection-Id: ").map(str::to_owned))
+            .expect("RDG-Connection-Id")
+    };
+    assert_eq!(conn_id(out), conn_id(in_), "one tunnel");
+    assert!(
+        in_.contains("Transfer-Encoding: chunked"),
+        "the IN channel's chunked request"
+    );
+    // Past the chunked head, the client's packets: more than the heads alone.
+    let chunked_at = in_.find("Transfer-Encoding: chunked").unwrap();
+    assert!(
+        in_.len() > chunked_at + 200,
+        "the IN channel carries the client's packets"
+    );
+}

@@ -128,6 +128,86 @@ pub fn write_pcapng<W: Write>(
     Ok(())
 }
 
+/// Writes several TCP conversations (e.g. the two channels of the legacy RD Gateway transport) into
+/// one pcapng: one section, one key log block with every conversation's secrets, and the frames of
+/// all conversations merged in time order. `traces[i].1` labels `traces[i].0`'s events as in
+/// [`write_pcapng`]. One conversation is written exactly as [`write_pcapng`] writes it.
+pub fn write_pcapng_many<W: Write>(
+    traces: &[(&Trace, &[String])],
+    mut out: W,
+) -> Result<(), WriteError> {
+    match traces {
+        [] => return Ok(()),
+        [(t, l)] => return write_pcapng(t, l, out),
+        _ => {}
+    }
+    let plans: Vec<Plan> = traces.iter().map(|(t, l)| plan_comments(t, l)).collect();
+    let mut block = Vec::new();
+    let conversations: Vec<String> = traces
+        .iter()
+        .map(|(t, _)| format!("{} - {}", t.client, t.server))
+        .collect();
+    let mut section = vec![format!(
+        "written by rdprobe {}: synthetic Ethernet/IP/TCP framing around the bytes of {} TCP \
+         conversations: {}",
+        env!("CARGO_PKG_VERSION"),
+        traces.len(),
+        conversations.join(", ")
+    )];
+    for p in &plans {
+        section.extend(p.section.iter().cloned());
+    }
+    pcapng::shb(
+        &mut block,
+        &section,
+        concat!("rdprobe ", env!("CARGO_PKG_VERSION")),
+    )?;
+    out.write_all(&block)?;
+    pcapng::idb(&mut block, "rdprobe")?;
+    out.write_all(&block)?;
+
+    let mut secrets = Vec::new();
+    for (t, _) in traces {
+        for line in &t.keylog {
+            secrets.extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
+            secrets.push(b'\n');
+        }
+    }
+    if !secrets.is_empty() {
+        pcapng::dsb_tls_keylog(&mut block, &secrets)?;
+        out.write_all(&block)?;
+    }
+
+    // Each conversation's frames are built into its own buffer, then copied out; the next event is
+    // always the earliest one left across the conversations.
+    let mut ems: Vec<Emitter<Vec<u8>>> = traces
+        .iter()
+        .map(|(t, _)| Emitter::new(t, Vec::new(), Vec::new()))
+        .collect();
+    let mut iters: Vec<_> = traces
+        .iter()
+        .zip(plans)
+        .map(|((t, _), p)| t.events.iter().zip(p.events).peekable())
+        .collect();
+    loop {
+        let next = iters
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, it)| it.peek().map(|(ev, _)| (ev.t_us, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        // INVARIANT: `i` was just peeked, so the iterator has an item.
+        let Some((ev, notes)) = iters[i].next() else {
+            break;
+        };
+        ems[i].event(ev.t_us, &ev.kind, notes)?;
+        out.write_all(&ems[i].out)?;
+        ems[i].out.clear();
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// Writes `trace.keylog` as an SSLKEYLOGFILE (NSS key log format: one secret per line).
 pub fn write_keylog<W: Write>(trace: &Trace, mut out: W) -> std::io::Result<()> {
     for line in &trace.keylog {

@@ -194,20 +194,26 @@ pub(crate) async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
     let opts = probe_options(&a)?;
     if let Some(gw) = &a.gateway {
         let g = gateway_options(&a, gw)?;
-        let (result, gw_trace) = tokio::select! {
-            r = rdprobe::gateway::client::probe_with_capture(&opts, &g) => r,
+        let (result, mut gw_traces) = tokio::select! {
+            r = rdprobe::gateway::client::probe_with_captures(&opts, &g) => r,
             _ = interrupted() => return Ok(exit::INTERRUPTED),
         };
         // One capture holds everything: the client-gateway conversation carries the channel's RDP,
-        // and its key log decrypts both the gateway's TLS and the inner session's.
-        let hop = gw_trace.map(|trace| probe::ProbeResult {
+        // and its key log decrypts both the gateway's TLS and the inner session's. The legacy
+        // transport's IN channel is a second conversation in the same capture.
+        let extra = if gw_traces.len() > 1 {
+            gw_traces.split_off(1)
+        } else {
+            Vec::new()
+        };
+        let hop = gw_traces.pop().map(|trace| probe::ProbeResult {
             trace,
             report: result.report.clone(),
             labels: Vec::new(),
         });
         let written = hop.as_ref().unwrap_or(&result);
-        write_artifacts(written, a.pcap.as_ref(), a.keylog.as_ref())?;
-        write_artifacts(written, a.gateway_pcap.as_ref(), None)?;
+        write_hop_artifacts(written, &extra, a.pcap.as_ref(), a.keylog.as_ref())?;
+        write_hop_artifacts(written, &extra, a.gateway_pcap.as_ref(), None)?;
         print_report(&result.report, a.json, a.diagnose)?;
         return Ok(report::exit_code(&result.report));
     }
@@ -241,6 +247,39 @@ pub(crate) async fn cmd_probe(a: ProbeArgs) -> Result<i32> {
         return Ok(exit::INTERRUPTED);
     }
     Ok(report::exit_code(&result.report))
+}
+
+/// [`write_artifacts`] for a probe through a gateway: `extra` are further conversations with the
+/// gateway (the legacy transport's IN channel), written into the same capture and key log.
+fn write_hop_artifacts(
+    result: &probe::ProbeResult,
+    extra: &[rdprobe::trace::Trace],
+    pcap: Option<&PathBuf>,
+    keylog: Option<&PathBuf>,
+) -> Result<()> {
+    if extra.is_empty() {
+        return write_artifacts(result, pcap, keylog);
+    }
+    if let Some(p) = pcap {
+        let f = rdprobe::capture::writer::create_private(p)
+            .with_context(|| format!("creating {}", p.display()))?;
+        let mut all: Vec<(&rdprobe::trace::Trace, &[String])> =
+            vec![(&result.trace, &result.labels[..])];
+        all.extend(extra.iter().map(|t| (t, &[][..])));
+        rdprobe::capture::writer::write_pcapng_many(&all, std::io::BufWriter::new(f))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(k) = keylog {
+        let mut merged = result.trace.clone();
+        for t in extra {
+            merged.keylog.extend(t.keylog.iter().cloned());
+        }
+        let f = rdprobe::capture::writer::create_private(k)
+            .with_context(|| format!("creating {}", k.display()))?;
+        rdprobe::capture::writer::write_keylog(&merged, std::io::BufWriter::new(f))
+            .with_context(|| format!("writing {}", k.display()))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn write_artifacts(

@@ -90,6 +90,8 @@ pub struct Hop {
     pub stages: Vec<StageReport>,
     /// The client↔gateway conversation (TLS records on the wire, TLS secrets in its key log).
     pub trace: Option<crate::probe::tap::SharedTrace>,
+    /// The legacy transport's IN channel conversation (its own TCP connection and TLS session).
+    pub in_trace: Option<crate::probe::tap::SharedTrace>,
     pub local: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     pub notes: Vec<String>,
@@ -555,14 +557,15 @@ pub async fn open(
                 addr.ip()
             ));
         }
-        let in_ch = match in_channel(addr, gw, &host_header, &conn_id, &n, &mut a, t).await {
-            Ok(v) => v,
-            Err(v) => {
-                a.fact("failed_channel", json!("in"));
-                a.end(&mut hop, &n, v);
-                return (hop, None);
-            }
-        };
+        let in_ch =
+            match in_channel(addr, gw, &host_header, &conn_id, &n, &mut a, &mut hop, t).await {
+                Ok(v) => v,
+                Err(v) => {
+                    a.fact("failed_channel", json!("in"));
+                    a.end(&mut hop, &n, v);
+                    return (hop, None);
+                }
+            };
         a.end(&mut hop, &n, Verdict::Ok);
         if stop_after == Some(Stage::GwHttp) || stop_after == Some(Stage::GwAuth) {
             return stopped(hop, stop_after.unwrap_or(Stage::GwAuth));
@@ -968,7 +971,9 @@ async fn read_seed(s: &mut BoxIo, buf: &mut Vec<u8>, t: Duration) -> Result<usiz
 }
 
 /// Opens the legacy IN channel to `addr`: TCP, TLS, RDG_IN_DATA with the same authentication, then
-/// the chunked request head. Facts go to the gw_auth stage (`in_*`).
+/// the chunked request head. Facts go to the gw_auth stage (`in_*`); the conversation (wire bytes
+/// and TLS secrets) to `hop.in_trace`, so the capture holds both channels.
+#[allow(clippy::too_many_arguments)]
 async fn in_channel(
     addr: SocketAddr,
     gw: &GatewayOptions,
@@ -976,8 +981,10 @@ async fn in_channel(
     conn_id: &str,
     n: &Counters,
     rec: &mut Rec,
+    hop: &mut Hop,
     t: Duration,
 ) -> Result<BoxIo, Verdict> {
+    let connect_start = crate::trace::now_us();
     let tcp = match tokio::time::timeout(t, TcpStream::connect(addr)).await {
         Err(_) => return Err(timed_out(t)),
         Ok(Err(e)) => {
@@ -991,17 +998,18 @@ async fn in_channel(
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
-    if let Ok(l) = tcp.local_addr() {
-        rec.fact("in_local", json!(l.to_string()));
-    }
+    let local = tcp.local_addr().unwrap_or(addr);
+    rec.fact("in_local", json!(local.to_string()));
+    let in_trace = crate::probe::tap::SharedTrace::new(crate::trace::Trace::new(local, addr));
+    in_trace.set_connect_start(connect_start);
+    in_trace.push(crate::trace::EventKind::Connected);
+    hop.in_trace = Some(in_trace.clone());
     let counted = Counted {
-        inner: tcp,
+        inner: crate::probe::tap::Tap::new(tcp, in_trace.clone(), crate::trace::Layer::Wire),
         n: n.clone(),
     };
-    // The capture holds the OUT channel's conversation; the IN channel's TLS keys are not kept.
-    let scratch = crate::probe::tap::SharedTrace::new(crate::trace::Trace::new(addr, addr));
     let (config, _) =
-        crate::probe::tls::rustls_config(scratch, crate::probe::tls::TlsVersions::Both);
+        crate::probe::tls::rustls_config(in_trace, crate::probe::tls::TlsVersions::Both);
     let mut config = (*config).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
@@ -1269,6 +1277,17 @@ pub async fn probe_with_capture(
     opts: &ProbeOptions,
     gw: &GatewayOptions,
 ) -> (ProbeResult, Option<crate::trace::Trace>) {
+    let (res, mut captures) = probe_with_captures(opts, gw).await;
+    let first = (!captures.is_empty()).then(|| captures.swap_remove(0));
+    (res, first)
+}
+
+/// [`probe_with_capture`] with every connection to the gateway: the OUT (or WebSocket) channel's
+/// conversation first, then the legacy transport's IN channel, each with its own TLS secrets.
+pub async fn probe_with_captures(
+    opts: &ProbeOptions,
+    gw: &GatewayOptions,
+) -> (ProbeResult, Vec<crate::trace::Trace>) {
     let t = opts.stage_timeout;
     let started = Instant::now();
     let (hop, stream) = match tokio::time::timeout(
@@ -1296,10 +1315,11 @@ pub async fn probe_with_capture(
         .iter()
         .any(|s| s.stage == Stage::GwAuth && s.facts.get("scheme") == Some(&json!("Basic")));
     let gw_shared = hop.trace.clone();
+    let in_shared = hop.in_trace.clone();
     let Some(stream) = stream else {
         // The client closes the hop here: the capture shows it (a close right after an answer is a
         // stop, a close after the stage deadline of silence a timeout, as `analyze` reads them).
-        if let Some(tr) = &gw_shared {
+        for tr in gw_shared.iter().chain(in_shared.iter()) {
             if !tr.fin_seen(crate::trace::Dir::C2S) {
                 tr.fin(crate::trace::Dir::C2S);
             }
@@ -1310,7 +1330,11 @@ pub async fn probe_with_capture(
             report: hop_report(opts, gw, hop, gw_addr, local),
             labels: Vec::new(),
         };
-        return (result, hop_capture(gw_shared, basic));
+        let captures = hop_capture(gw_shared, basic)
+            .into_iter()
+            .chain(hop_capture(in_shared, basic))
+            .collect();
+        return (result, captures);
     };
     let mut inner_opts = opts.clone();
     inner_opts.deadline = opts.deadline.saturating_sub(started.elapsed());
@@ -1343,7 +1367,11 @@ pub async fn probe_with_capture(
     if let Some(tr) = &mut capture {
         carry_inner(tr, &res.trace);
     }
-    (res, capture)
+    let captures = capture
+        .into_iter()
+        .chain(hop_capture(in_shared, basic))
+        .collect();
+    (res, captures)
 }
 
 /// The gateway capture carries what `analyze` needs for the inner RDP too: the inner TLS session's
