@@ -3,5 +3,6 @@
 
 pub mod analyze_view;
 pub mod check;
+pub mod lab_fork;
 pub mod lab_gateway;
 pub mod scan;
