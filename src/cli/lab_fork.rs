@@ -13,7 +13,12 @@ use rdprobe::report::exit;
 use rdprobe::scenario::Scenario;
 
 /// The listener: accepts on `listen` until Ctrl-C / SIGTERM.
-pub async fn run(listen: SocketAddr, sc: &Scenario, bugs: &[Bug], limits: LabLimits) -> Result<i32> {
+pub async fn run(
+    listen: SocketAddr,
+    sc: &Scenario,
+    bugs: &[Bug],
+    limits: LabLimits,
+) -> Result<i32> {
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("starting the lab on {listen}"))?;
     let addr = listener.local_addr()?;

@@ -25,8 +25,13 @@ use serde::{Deserialize, Serialize};
 /// How a descendant ended: the status `wait(2)` gives its parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChildEnd {
-    Exited { code: i32 },
-    Signaled { signal: i32, core_dumped: bool },
+    Exited {
+        code: i32,
+    },
+    Signaled {
+        signal: i32,
+        core_dumped: bool,
+    },
     /// Reaped before it could be read (the /proc fallback only).
     Unknown,
 }
@@ -136,8 +141,8 @@ pub fn parse_events(buf: &[u8], out: &mut Vec<Event>) {
 /// Field 52 (`exit_code`, the wait status) of a `/proc/PID/stat` line, as a zombie shows it.
 pub fn parse_exit_code(stat: &str) -> Option<u32> {
     // After the state (field 3), field 52 is the 50th word.
-    let words = stat[stat.rfind(')')? + 1..].split_whitespace();
-    words.skip(49).next()?.parse().ok()
+    let mut words = stat[stat.rfind(')')? + 1..].split_whitespace();
+    words.nth(49)?.parse().ok()
 }
 
 /// The process events connector, subscribed.
@@ -333,10 +338,12 @@ impl Descendants {
                 child_tgid,
             } => {
                 let ours = parent_tgid == self.root || self.live.contains_key(&parent_tgid);
-                if ours && child_pid == child_tgid && self.live.len() < MAX_TRACKED {
-                    if self.live.insert(child_tgid, 0).is_none() {
-                        self.seen += 1;
-                    }
+                if ours
+                    && child_pid == child_tgid
+                    && self.live.len() < MAX_TRACKED
+                    && self.live.insert(child_tgid, 0).is_none()
+                {
+                    self.seen += 1;
                 }
             }
             Event::Exit {

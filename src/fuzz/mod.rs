@@ -15,6 +15,7 @@
 
 pub mod channels;
 pub mod credssp;
+pub mod descendants;
 pub mod findings;
 pub mod havoc;
 pub mod ladder;
@@ -27,7 +28,6 @@ pub mod session;
 pub mod shrink;
 pub mod tls;
 pub mod trace_bytes;
-pub mod descendants;
 pub mod watch;
 pub mod x224;
 
@@ -796,10 +796,9 @@ pub async fn run_watched(
             let mut culprit_is_prev = false;
             if fate.is_dead() || fate.is_child_death() {
                 // A child's death leaves the process serving: ask it again as for a lab.
-                if let (Some(w), true) = (
-                    watch.as_deref_mut(),
-                    restartable || fate.is_child_death(),
-                ) {
+                if let (Some(w), true) =
+                    (watch.as_deref_mut(), restartable || fate.is_child_death())
+                {
                     if fate.is_dead() {
                         w.restart().await?;
                     }
@@ -824,8 +823,8 @@ pub async fn run_watched(
                     sig.class = run.class;
                 }
             }
-            let can_shrink = opts.shrink
-                && (!down || (fate.is_dead() && restartable) || fate.is_child_death());
+            let can_shrink =
+                opts.shrink && (!down || (fate.is_dead() && restartable) || fate.is_child_death());
             let (minimal, shrink_stats) = match watch.as_deref_mut() {
                 _ if !can_shrink => (case.clone(), None),
                 Some(w) if fate == ProcessFate::RssGrowth => {
@@ -888,10 +887,8 @@ pub async fn run_watched(
                         (true, Some(d)) => format!("a child of target process {}: {d}", w.pid_of()),
                         _ => format!("target process {fate}"),
                     };
-                    let detail = format!(
-                        "{who} after case {index}; the minimal case: {}",
-                        rec.detail
-                    );
+                    let detail =
+                        format!("{who} after case {index}; the minimal case: {}", rec.detail);
                     (again.process == fate, rec, detail)
                 }
                 _ => {
