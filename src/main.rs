@@ -295,6 +295,10 @@ struct AnalyzeArgs {
     /// One table row per connection and a summary per failure, whatever the count
     #[arg(long, conflicts_with_all = ["json", "stages"])]
     table: bool,
+    /// Threads that decode connections (0: one per core); the output is the same, in the same
+    /// order, whatever the count
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    jobs: usize,
     /// Write a self-contained HTML report of every connection (or of the --connection one):
     /// timeline, ladder diagram, diagnosis, facts
     #[arg(long, value_name = "FILE")]
@@ -766,8 +770,8 @@ fn load_secrets(
 fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     use rdprobe::capture::reader::{read_conversations, ReaderOptions};
     let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
-    let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+    let input: Box<dyn std::io::Read + Send> = if a.file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
         // The capture reader does its own large reads: no BufReader (it would copy every byte twice).
         Box::new(
@@ -779,7 +783,7 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         keylog,
         ..ReaderOptions::default()
     };
-    let mut conversations =
+    let conversations =
         read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
     let mut out = std::io::stdout().lock();
     let mut worst = exit::SUCCESS;
@@ -819,16 +823,21 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         _ => None,
     };
 
-    for conv in conversations.by_ref() {
-        let trace = match conv {
-            Ok(t) => t,
+    let mut decoded =
+        cli::analyze_par::decode_ordered(conversations, a.jobs, matches!(mode, AnalyzeView::Json));
+    for conv in decoded.by_ref() {
+        let cli::analyze_par::Decoded {
+            trace,
+            report,
+            json,
+        } = match conv {
+            Ok(d) => d,
             Err(e) => {
                 damaged = Some(e);
                 break;
             }
         };
         n += 1;
-        let report = rdprobe::decode::decode_report(&trace);
         let r = &report;
         if let Some(page) = html_page.as_mut() {
             page.connection(n, r, Some(&trace))
@@ -847,17 +856,10 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             worst = code;
         }
         match mode {
-            AnalyzeView::Json => {
-                let mut v = serde_json::to_value(r)?;
-                if let serde_json::Value::Object(m) = &mut v {
-                    m.insert("connection".into(), serde_json::json!(n));
-                    m.insert(
-                        "diagnosis".into(),
-                        serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
-                    );
-                }
-                writeln!(out, "{}", serde_json::to_string(&v)?)?;
-            }
+            AnalyzeView::Json => match json {
+                Some(line) => writeln!(out, "{line}")?,
+                None => writeln!(out, "{}", cli::analyze_par::json_line(n, r)?)?,
+            },
             AnalyzeView::Stages => {
                 writeln!(out, "connection #{n}")?;
                 write!(out, "{}", report::render_text(r))?;
@@ -915,7 +917,7 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             )));
         }
     }
-    let udp = conversations.udp_flows();
+    let udp = decoded.finish().map(|c| c.udp_flows()).unwrap_or_default();
     if !udp.is_empty() {
         // RDP's UDP transport is listed, not decoded: on stderr under --json so that standard output
         // stays one document per RDP/TCP connection.
