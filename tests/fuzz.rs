@@ -618,7 +618,7 @@ fn pid_watch_sees_a_forked_child_die_while_the_listener_lives() {
         "--timeout",
         "2s",
         "--max-findings",
-        "1",
+        "3",
         "--out",
         out.path().to_str().expect("path"),
         "--json",
@@ -631,7 +631,14 @@ fn pid_watch_sees_a_forked_child_die_while_the_listener_lives() {
         )
     });
     assert_eq!(o.status.code(), Some(10), "{v}");
-    let f = &v["findings"][0];
+    // On a loaded machine a slow handshake can be a finding of its own first: look for the death.
+    let f = v["findings"]
+        .as_array()
+        .and_then(|fs| {
+            fs.iter()
+                .find(|f| f["signature"]["process"]["kind"] == "child_signaled")
+        })
+        .unwrap_or_else(|| panic!("no child death among the findings: {v}"));
     assert_eq!(
         f["signature"]["process"],
         serde_json::json!({"kind": "child_signaled", "signal": 6}),
