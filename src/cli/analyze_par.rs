@@ -2,10 +2,10 @@
 //! diagnosis, the JSON line) by N threads and handed back in the reader's order, so the output is
 //! byte for byte what one thread prints.
 //!
-//! The reader runs on a thread of its own; at most [`IN_FLIGHT`] conversations are between the
-//! reader and the printer at any time (a token is returned when the printer takes a result), so
-//! memory stays bounded by the live conversations plus that many, however the decoding threads
-//! race.
+//! The reader runs on a thread of its own; at most [`IN_FLIGHT_PER_JOB`] conversations per thread are
+//! between the reader and the printer at any time (a token is returned when the printer takes a
+//! result), so memory stays bounded by the live conversations plus that many finished ones (each
+//! at most the reader's retention bound), however the decoding threads race.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -16,8 +16,8 @@ use rdprobe::capture::reader::CaptureError;
 use rdprobe::report::ConnectionReport;
 use rdprobe::trace::Trace;
 
-/// Most conversations read but not yet printed.
-pub const IN_FLIGHT: usize = 256;
+/// Most conversations read but not yet printed, per decoding thread.
+pub const IN_FLIGHT_PER_JOB: usize = 8;
 
 /// One decoded connection.
 pub struct Decoded {
@@ -90,16 +90,17 @@ where
             inner: Inner::Inline { conv, n: 0, json },
         };
     }
-    let (tok_tx, tok_rx) = sync_channel::<()>(IN_FLIGHT);
-    for _ in 0..IN_FLIGHT {
+    let in_flight = IN_FLIGHT_PER_JOB * jobs;
+    let (tok_tx, tok_rx) = sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
         let _ = tok_tx.send(());
     }
-    let (work_tx, work_rx) = sync_channel::<(usize, Result<Trace, CaptureError>)>(IN_FLIGHT);
-    let (res_tx, res_rx) = sync_channel::<(usize, Item)>(IN_FLIGHT);
+    let (work_tx, work_rx) = sync_channel::<(usize, Result<Trace, CaptureError>)>(in_flight);
+    let (res_tx, res_rx) = sync_channel::<(usize, Item)>(in_flight);
     let reader = std::thread::spawn(move || {
         let mut conv = conv;
         let mut seq = 0usize;
-        // Take a token per conversation: waits while IN_FLIGHT are unprinted.
+        // Take a token per conversation: waits while `in_flight` are unprinted.
         while tok_rx.recv().is_ok() {
             let Some(item) = conv.next() else {
                 break;
