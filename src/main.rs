@@ -266,8 +266,10 @@ struct ProbeArgs {
 
 #[derive(clap::Args)]
 struct AnalyzeArgs {
-    /// pcap or pcapng file ('-' for standard input)
-    file: PathBuf,
+    /// pcap or pcapng file ('-' for standard input); several files are read one after the other
+    /// and their connections numbered on
+    #[arg(required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
     /// SSLKEYLOGFILE with TLS secrets (secrets embedded in a pcapng are used automatically)
     #[arg(long)]
     keylog: Option<PathBuf>,
@@ -770,21 +772,33 @@ fn load_secrets(
 fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     use rdprobe::capture::reader::{read_conversations, ReaderOptions};
     let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
-    let input: Box<dyn std::io::Read + Send> = if a.file.as_os_str() == "-" {
+    let first = a.files[0].clone();
+    if a.files.len() > 1 && a.files.iter().any(|f| f.as_os_str() == "-") {
+        return Err(usage(
+            "'-' (standard input) is read alone, not with other files",
+        ));
+    }
+    let shown = a
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let input: Box<dyn std::io::Read + Send> = if first.as_os_str() == "-" {
         Box::new(std::io::stdin())
     } else {
         // The capture reader does its own large reads: no BufReader (it would copy every byte twice).
         Box::new(
-            std::fs::File::open(&a.file)
-                .with_context(|| format!("opening {}", a.file.display()))?,
+            std::fs::File::open(&first).with_context(|| format!("opening {}", first.display()))?,
         )
     };
     let opts = ReaderOptions {
         keylog,
         ..ReaderOptions::default()
     };
-    let conversations =
-        read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
+    let conversations = read_conversations(input, opts.clone())
+        .with_context(|| format!("reading {}", first.display()))?;
+    let conversations = cli::analyze_par::Files::new(conversations, a.files[1..].to_vec(), opts);
     let mut out = std::io::stdout().lock();
     let mut worst = exit::SUCCESS;
     let mut n = 0usize;
@@ -810,7 +824,7 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     let mut table = analyze_view::FailureSummary::default();
     let mut tabled = matches!(mode, AnalyzeView::Table);
     // --html: every connection streamed into one page, or the --connection one on its own.
-    let html_title = format!("rdprobe analyze {}", a.file.display());
+    let html_title = format!("rdprobe analyze {}", shown);
     let mut html_page = match (&a.html, mode) {
         (Some(path), m) if !matches!(m, AnalyzeView::One(_)) => {
             let f = std::fs::File::create(path)
@@ -906,18 +920,27 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         write!(out, "{}", table.render())?;
     }
     if let Some(page) = html_page.take() {
-        page.finish(&a.file.display().to_string())
+        page.finish(&shown.to_string())
             .context("writing the html report")?;
     }
     if let AnalyzeView::One(k) = mode {
         if k == 0 || k > n {
             return Err(usage(format!(
                 "--connection {k}: {} holds {n} RDP connection(s), numbered from 1",
-                a.file.display()
+                shown
             )));
         }
     }
-    let udp = decoded.finish().map(|c| c.udp_flows()).unwrap_or_default();
+    let (udp, skipped) = decoded
+        .finish()
+        .map(|c| (c.udp_flows(), c.skipped))
+        .unwrap_or_default();
+    for s in &skipped {
+        eprintln!("error: {s} (skipped)");
+    }
+    if !skipped.is_empty() && damaged.is_none() {
+        worst = exit::PROTOCOL;
+    }
     if !udp.is_empty() {
         // RDP's UDP transport is listed, not decoded: on stderr under --json so that standard output
         // stays one document per RDP/TCP connection.
@@ -938,11 +961,11 @@ fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     }
     if n == 0 && damaged.is_none() {
         if udp.is_empty() {
-            eprintln!("no RDP connection found in {}", a.file.display());
+            eprintln!("no RDP connection found in {}", shown);
         } else {
             eprintln!(
                 "no RDP/TCP connection found in {} (only RDP over UDP)",
-                a.file.display()
+                shown
             );
         }
     }

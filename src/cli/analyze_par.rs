@@ -200,3 +200,72 @@ impl<C> Ordered<C> {
         }
     }
 }
+
+/// The conversations of several captures, one file after the other (`analyze a.pcap b.pcap …`):
+/// each file is opened when the one before it ends, with its own reader (its own secrets blocks);
+/// a later file that cannot be opened or is not a capture is skipped and named in
+/// [`Files::skipped`].
+pub struct Files<R: std::io::Read> {
+    current: Option<rdprobe::capture::reader::Conversations<R>>,
+    rest: std::collections::VecDeque<std::path::PathBuf>,
+    opts: rdprobe::capture::reader::ReaderOptions,
+    udp: Vec<rdprobe::capture::reader::rdpeudp::UdpFlow>,
+    /// Later files skipped, with why.
+    pub skipped: Vec<String>,
+}
+
+impl Files<Box<dyn std::io::Read + Send>> {
+    /// `first` is the open reader of the first file; `rest` are opened in turn.
+    pub fn new(
+        first: rdprobe::capture::reader::Conversations<Box<dyn std::io::Read + Send>>,
+        rest: Vec<std::path::PathBuf>,
+        opts: rdprobe::capture::reader::ReaderOptions,
+    ) -> Self {
+        Files {
+            current: Some(first),
+            rest: rest.into(),
+            opts,
+            udp: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The RDP-UDP flows of every file read.
+    pub fn udp_flows(&self) -> Vec<rdprobe::capture::reader::rdpeudp::UdpFlow> {
+        let mut all = self.udp.clone();
+        if let Some(c) = &self.current {
+            all.extend(c.udp_flows());
+        }
+        all
+    }
+}
+
+impl Iterator for Files<Box<dyn std::io::Read + Send>> {
+    type Item = Result<Trace, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(c) = self.current.as_mut() {
+                match c.next() {
+                    Some(x) => return Some(x),
+                    None => {
+                        self.udp.extend(c.udp_flows());
+                        self.current = None;
+                    }
+                }
+            }
+            let path = self.rest.pop_front()?;
+            let opened = std::fs::File::open(&path)
+                .map_err(|e| format!("opening {}: {e}", path.display()))
+                .and_then(|f| {
+                    let input: Box<dyn std::io::Read + Send> = Box::new(f);
+                    rdprobe::capture::reader::read_conversations(input, self.opts.clone())
+                        .map_err(|e| format!("reading {}: {e}", path.display()))
+                });
+            match opened {
+                Ok(c) => self.current = Some(c),
+                Err(e) => self.skipped.push(e),
+            }
+        }
+    }
+}
