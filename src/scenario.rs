@@ -1464,7 +1464,10 @@ mod tests {
             assert_eq!(back, s, "{name} round trip");
         }
         assert_eq!(builtin_names().len(), BUILTINS.len());
-        assert!(builtin_names().len() >= 30, "the built-ins include gw-http-only");
+        assert!(
+            builtin_names().len() >= 30,
+            "the built-ins include gw-http-only"
+        );
     }
 
     #[test]

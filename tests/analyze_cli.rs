@@ -334,3 +334,92 @@ fn rdp_over_udp_only_is_listed_not_reported_as_nothing() {
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("rdp-udp flow"));
 }
+
+/// `--jobs N`: the conversations of a capture decoded on N threads are printed exactly as one
+/// thread prints them (same bytes, same order), on a capture of many connections (every fixture's
+/// section, ten times over, in one pcapng: some repeats are read as one conversation reusing its
+/// ports, which is fine here).
+#[test]
+fn jobs_print_the_same_bytes_in_the_same_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("many.pcapng");
+    let mut bytes = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(FIXTURES)
+        .expect("fixtures")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcapng"))
+        .collect();
+    names.sort();
+    for _ in 0..10 {
+        for n in &names {
+            bytes.extend(std::fs::read(n).expect("fixture"));
+        }
+    }
+    std::fs::write(&big, &bytes).expect("write");
+    let big = big.to_str().expect("path");
+    for view in ["--json", "--stages", "--table"] {
+        let one = analyze(&[view, "--jobs", "1", big], None);
+        let lines = text(&one.stdout).lines().count();
+        assert!(lines >= 40, "{view}: {lines} lines");
+        for jobs in ["2", "4", "0"] {
+            let many = analyze(&[view, "--jobs", jobs, big], None);
+            assert_eq!(
+                many.status.code(),
+                one.status.code(),
+                "{view} --jobs {jobs}"
+            );
+            assert!(
+                many.stdout == one.stdout,
+                "{view} --jobs {jobs} printed other bytes"
+            );
+        }
+    }
+}
+
+/// `analyze a b …`: the files' connections one file after the other, numbered on; a later file
+/// that is not a capture is skipped with an error and exit code 7.
+#[test]
+fn several_files_are_read_in_turn() {
+    let a = fixture("healthy-nla.pcapng");
+    let b = fixture("tls-reset-at-client-hello.pcapng");
+    let c = fixture("expired-certificate.pcapng");
+    let strip = |out: &Output| -> Vec<serde_json::Value> {
+        text(&out.stdout)
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                v.as_object_mut().expect("object").remove("connection");
+                v
+            })
+            .collect()
+    };
+    let all = analyze(&["--json", &a, &b, &c], None);
+    let mut each = Vec::new();
+    for f in [&a, &b, &c] {
+        each.extend(strip(&analyze(&["--json", f], None)));
+    }
+    assert_eq!(strip(&all), each);
+    let numbers: Vec<u64> = text(&all.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["connection"]
+                .as_u64()
+                .expect("connection")
+        })
+        .collect();
+    assert_eq!(numbers, (1..=each.len() as u64).collect::<Vec<_>>());
+    // A failing connection decides the exit code as for one file.
+    assert_ne!(all.status.code(), Some(0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.pcap");
+    std::fs::write(&junk, b"not a capture at all").expect("write");
+    let out = analyze(&["--json", &a, junk.to_str().expect("path")], None);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("junk.pcap"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(strip(&out), strip(&analyze(&["--json", &a], None)));
+}

@@ -574,6 +574,156 @@ fn lab_process(scenario: &str, bug: impl Into<Option<&'static str>>) -> (Process
     (guard, cmd.addr)
 }
 
+/// A forking server (`rdprobe lab --fork-per-connection`: a process per connection, as xrdp)
+/// whose connection process aborts on a Connect Initial with more than 30 channels, fuzzed with
+/// `--pid` of the listener: the child's SIGABRT is a finding with the case that killed it
+/// (shrunk to one mutation), while the listener lives on and serves (no death, no restart).
+#[test]
+fn pid_watch_sees_a_forked_child_die_while_the_listener_lives() {
+    let cmd = LabCommand::on_free_port(rdprobe_exe(), "healthy-tls", &[]).expect("port");
+    let mut c = Command::new(rdprobe_exe());
+    c.args([
+        "lab",
+        "--listen",
+        &cmd.addr.to_string(),
+        "--scenario",
+        "healthy-tls",
+        "--fork-per-connection",
+        "--plant",
+        "mcs-many-channels-abort",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut lab = ProcessGuard::spawn("rdprobe lab --fork-per-connection", &mut c).expect("spawn");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(cmd.addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "lab did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = rdprobe(&[
+        "fuzz",
+        &cmd.addr.to_string(),
+        "--pid",
+        &lab.pid().to_string(),
+        "--stage",
+        "mcs",
+        "--cases",
+        "150",
+        "--seed",
+        "7",
+        "--timeout",
+        "2s",
+        "--max-findings",
+        "3",
+        "--out",
+        out.path().to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fuzz json ({e}): {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    assert_eq!(o.status.code(), Some(10), "{v}");
+    // On a loaded machine a slow handshake can be a finding of its own first: look for the death.
+    let f = v["findings"]
+        .as_array()
+        .and_then(|fs| {
+            fs.iter()
+                .find(|f| f["signature"]["process"]["kind"] == "child_signaled")
+        })
+        .unwrap_or_else(|| panic!("no child death among the findings: {v}"));
+    assert_eq!(
+        f["signature"]["process"],
+        serde_json::json!({"kind": "child_signaled", "signal": 6}),
+        "{f}"
+    );
+    assert_eq!(f["reproduced"], true, "{f}");
+    assert!(
+        f["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("a child of target process") && d.contains("SIGABRT")),
+        "{f}"
+    );
+    // The minimal case still trips the bug (more than 30 channels) and is smaller than the case
+    // that first killed the child.
+    let sent = hex_decode(f["sent_hex"].as_str().expect("sent_hex"));
+    let n = fuzz::mcs::net_channel_count(&sent).expect("channel count");
+    assert!((31..64).contains(&n), "{n} channels: {f}");
+    assert_eq!(
+        f["case"]["mutations"].as_array().map(Vec::len),
+        Some(1),
+        "{f}"
+    );
+    let p = &v["process"];
+    assert_eq!(p["descendants"], "proc_connector", "{p}");
+    assert_eq!(p["deaths"], 0, "the listener died: {p}");
+    assert!(p["children_seen"].as_u64().is_some_and(|n| n >= 10), "{p}");
+    assert!(p["child_deaths"].as_u64().is_some_and(|n| n >= 1), "{p}");
+    // The listener still serves a valid handshake after its child died.
+    assert!(lab.try_wait().is_none(), "the listener exited");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    assert_eq!(
+        rt.block_on(fuzz::check_liveness(
+            &Target::new(cmd.addr),
+            FuzzStage::Mcs,
+            Duration::from_secs(5)
+        )),
+        Liveness::Alive
+    );
+}
+
+/// Real xrdp forking a child per connection (`fork=true`), fuzzed at x224 with `--pid` of the
+/// listener: the children serving the cases are seen and none of their ends is taken for a crash
+/// (their normal exit codes are learned from the valid handshakes).
+#[test]
+fn pid_watch_sees_the_children_real_xrdp_forks() {
+    let xrdp = Xrdp::start(XrdpOpts {
+        fork: true,
+        ..XrdpOpts::negotiate()
+    })
+    .expect("start xrdp (scripts/install-peers.sh)");
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = rdprobe(&[
+        "fuzz",
+        &xrdp.target(),
+        "--pid",
+        &xrdp.pid().to_string(),
+        "--stage",
+        "x224",
+        "--cases",
+        "40",
+        "--seed",
+        "7",
+        "--timeout",
+        "1s",
+        "--out",
+        out.path().to_str().expect("path"),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "fuzz json ({e}): {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let p = &v["process"];
+    eprintln!("xrdp fork: {p}");
+    assert_eq!(p["descendants"], "proc_connector", "{p}");
+    // One child per case at least (plus the baseline's and the liveness checks').
+    assert!(p["children_seen"].as_u64().is_some_and(|n| n >= 40), "{p}");
+    assert_eq!(p["deaths"], 0, "{p}");
+    assert_eq!(p["child_deaths"], 0, "{v}");
+    assert_eq!(v["stats"]["cases"], 40, "{v}");
+}
+
 /// The routing-token abort minimal case: a routing token of exactly 17 bytes.
 fn assert_minimal_routing_token(case: &Case) {
     let Case::X224(c) = case else { panic!("stage") };

@@ -12,8 +12,10 @@ use super::*;
 
 #[derive(clap::Args)]
 pub(crate) struct AnalyzeArgs {
-    /// pcap or pcapng file ('-' for standard input)
-    file: PathBuf,
+    /// pcap or pcapng file ('-' for standard input); several files are read one after the other
+    /// and their connections numbered on
+    #[arg(required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
     /// SSLKEYLOGFILE with TLS secrets (secrets embedded in a pcapng are used automatically)
     #[arg(long)]
     keylog: Option<PathBuf>,
@@ -41,6 +43,10 @@ pub(crate) struct AnalyzeArgs {
     /// One table row per connection and a summary per failure, whatever the count
     #[arg(long, conflicts_with_all = ["json", "stages"])]
     table: bool,
+    /// Threads that decode connections (0: one per core); the output is the same, in the same
+    /// order, whatever the count
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    jobs: usize,
     /// Write a self-contained HTML report of every connection (or of the --connection one):
     /// timeline, ladder diagram, diagnosis, facts
     #[arg(long, value_name = "FILE")]
@@ -67,13 +73,24 @@ pub(crate) fn keep_freed_memory() {
 pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     use rdprobe::capture::reader::{read_conversations, ReaderOptions};
     let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
-    let input: Box<dyn std::io::Read> = if a.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+    let first = a.files[0].clone();
+    if a.files.len() > 1 && a.files.iter().any(|f| f.as_os_str() == "-") {
+        return Err(usage(
+            "'-' (standard input) is read alone, not with other files",
+        ));
+    }
+    let shown = a
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let input: Box<dyn std::io::Read + Send> = if first.as_os_str() == "-" {
+        Box::new(std::io::stdin())
     } else {
         // The capture reader does its own large reads: no BufReader (it would copy every byte twice).
         Box::new(
-            std::fs::File::open(&a.file)
-                .with_context(|| format!("opening {}", a.file.display()))?,
+            std::fs::File::open(&first).with_context(|| format!("opening {}", first.display()))?,
         )
     };
     let opts = ReaderOptions {
@@ -81,8 +98,9 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         gateway_ports: a.gateway_port.clone(),
         ..ReaderOptions::default()
     };
-    let mut conversations =
-        read_conversations(input, opts).with_context(|| format!("reading {}", a.file.display()))?;
+    let conversations = read_conversations(input, opts.clone())
+        .with_context(|| format!("reading {}", first.display()))?;
+    let conversations = super::analyze_par::Files::new(conversations, a.files[1..].to_vec(), opts);
     let mut out = std::io::stdout().lock();
     let mut worst = exit::SUCCESS;
     let mut n = 0usize;
@@ -108,7 +126,7 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     let mut table = analyze_view::FailureSummary::default();
     let mut tabled = matches!(mode, AnalyzeView::Table);
     // --html: every connection streamed into one page, or the --connection one on its own.
-    let html_title = format!("rdprobe analyze {}", a.file.display());
+    let html_title = format!("rdprobe analyze {}", shown);
     let mut html_page = match (&a.html, mode) {
         (Some(path), m) if !matches!(m, AnalyzeView::One(_)) => {
             let f = std::fs::File::create(path)
@@ -121,16 +139,24 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         _ => None,
     };
 
-    for conv in conversations.by_ref() {
-        let trace = match conv {
-            Ok(t) => t,
+    let mut decoded = super::analyze_par::decode_ordered(
+        conversations,
+        a.jobs,
+        matches!(mode, AnalyzeView::Json),
+    );
+    for conv in decoded.by_ref() {
+        let super::analyze_par::Decoded {
+            trace,
+            report,
+            json,
+        } = match conv {
+            Ok(d) => d,
             Err(e) => {
                 damaged = Some(e);
                 break;
             }
         };
         n += 1;
-        let report = rdprobe::decode::decode_report(&trace);
         let r = &report;
         if let Some(page) = html_page.as_mut() {
             page.connection(n, r, Some(&trace))
@@ -149,17 +175,10 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             worst = code;
         }
         match mode {
-            AnalyzeView::Json => {
-                let mut v = serde_json::to_value(r)?;
-                if let serde_json::Value::Object(m) = &mut v {
-                    m.insert("connection".into(), serde_json::json!(n));
-                    m.insert(
-                        "diagnosis".into(),
-                        serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
-                    );
-                }
-                writeln!(out, "{}", serde_json::to_string(&v)?)?;
-            }
+            AnalyzeView::Json => match json {
+                Some(line) => writeln!(out, "{line}")?,
+                None => writeln!(out, "{}", super::analyze_par::json_line(n, r)?)?,
+            },
             AnalyzeView::Stages => {
                 writeln!(out, "connection #{n}")?;
                 write!(out, "{}", report::render_text(r))?;
@@ -206,18 +225,27 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         write!(out, "{}", table.render())?;
     }
     if let Some(page) = html_page.take() {
-        page.finish(&a.file.display().to_string())
+        page.finish(&shown.to_string())
             .context("writing the html report")?;
     }
     if let AnalyzeView::One(k) = mode {
         if k == 0 || k > n {
             return Err(usage(format!(
                 "--connection {k}: {} holds {n} RDP connection(s), numbered from 1",
-                a.file.display()
+                shown
             )));
         }
     }
-    let udp = conversations.udp_flows();
+    let (udp, skipped) = decoded
+        .finish()
+        .map(|c| (c.udp_flows(), c.skipped))
+        .unwrap_or_default();
+    for s in &skipped {
+        eprintln!("error: {s} (skipped)");
+    }
+    if !skipped.is_empty() && damaged.is_none() {
+        worst = exit::PROTOCOL;
+    }
     if !udp.is_empty() {
         // RDP's UDP transport is listed, not decoded: on stderr under --json so that standard output
         // stays one document per RDP/TCP connection.
@@ -238,11 +266,11 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     }
     if n == 0 && damaged.is_none() {
         if udp.is_empty() {
-            eprintln!("no RDP connection found in {}", a.file.display());
+            eprintln!("no RDP connection found in {}", shown);
         } else {
             eprintln!(
                 "no RDP/TCP connection found in {} (only RDP over UDP)",
-                a.file.display()
+                shown
             );
         }
     }

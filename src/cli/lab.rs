@@ -42,6 +42,13 @@ pub(crate) struct LabArgs {
     /// mcs, channels, licensing, capabilities, error. Connection N plays case N-1 unless --case
     #[arg(long, value_name = "STAGE")]
     mutate_server: Option<String>,
+    /// Serve each connection in a process of its own, as xrdp does (a crash ends only that
+    /// connection's process; the listener serves on)
+    #[arg(long, conflicts_with = "gateway_listen")]
+    fork_per_connection: bool,
+    /// Serve the connection on standard input and exit (the process --fork-per-connection starts)
+    #[arg(long, hide = true)]
+    connection_on_stdin: bool,
     /// Seed of --mutate-server's cases
     #[arg(long, default_value_t = 0, requires = "mutate_server")]
     seed: u64,
@@ -132,6 +139,12 @@ pub(crate) async fn cmd_lab(a: LabArgs) -> Result<i32> {
         .iter()
         .map(|b| Bug::parse(b).ok_or_else(|| usage(format!("unknown planted bug `{b}`"))))
         .collect::<Result<Vec<_>>>()?;
+    if a.connection_on_stdin {
+        return super::lab_fork::child(sc, bugs, limits).await;
+    }
+    if a.fork_per_connection {
+        return super::lab_fork::run(listen, &sc, &bugs, limits).await;
+    }
     let planted = spawn_planted_lab_with(listen, sc.clone(), &bugs, limits)
         .with_context(|| format!("starting the lab on {listen}"))?;
     let addr = planted.addr();

@@ -6,6 +6,7 @@
 //! and signals.
 
 pub mod analyze;
+pub mod analyze_par;
 pub mod analyze_view;
 pub mod check;
 pub mod common;
@@ -14,6 +15,7 @@ pub mod enumerate;
 pub mod explain;
 pub mod fuzz;
 pub mod lab;
+pub mod lab_fork;
 pub mod lab_gateway;
 pub mod probe;
 pub mod probe_all;

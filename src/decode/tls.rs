@@ -840,7 +840,50 @@ fn rsa_modulus_bits(pk: &[u8]) -> Option<u32> {
 /// certificate's own public key (OpenSSL); when the signature cannot be checked (an algorithm
 /// OpenSSL does not take, or a structure it rejects) equal names decide, and `self_signed_basis`
 /// says "names".
+///
+/// Connections to one server carry the same certificate: the facts that do not depend on
+/// `now_unix` are remembered per certificate (keyed by the whole DER; bounded like the signature
+/// cache), so a capture of thousands of connections parses, hashes and checks each certificate once.
 pub fn cert_facts(der_bytes: &[u8], now_unix: i64) -> Result<CertFacts, String> {
+    let cacheable = der_bytes.len() <= VERIFIED_CACHE_MAX_DER;
+    let cached = if cacheable {
+        FACTS
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().and_then(|m| m.get(der_bytes).cloned()))
+    } else {
+        None
+    };
+    let (mut facts, nb, na) = match cached {
+        Some(c) => c?,
+        None => {
+            let computed = cert_facts_at_any_time(der_bytes);
+            if cacheable {
+                if let Ok(mut g) = FACTS.lock() {
+                    let m = g.get_or_insert_with(FactsCache::default);
+                    if m.len() >= VERIFIED_CACHE_ENTRIES {
+                        m.clear();
+                    }
+                    m.insert(der_bytes.to_vec(), computed.clone());
+                }
+            }
+            computed?
+        }
+    };
+    facts.expired = now_unix > na;
+    facts.not_yet_valid = now_unix < nb;
+    facts.days_left = (na - now_unix).div_euclid(86_400);
+    Ok(facts)
+}
+
+/// The facts of a certificate with notBefore / notAfter (Unix seconds); the time-dependent fields
+/// are left for [`cert_facts`] to fill.
+type TimelessFacts = Result<(CertFacts, i64, i64), String>;
+type FactsCache = std::collections::HashMap<Vec<u8>, TimelessFacts, foldhash::fast::RandomState>;
+static FACTS: std::sync::Mutex<Option<FactsCache>> = std::sync::Mutex::new(None);
+
+fn cert_facts_at_any_time(der_bytes: &[u8]) -> TimelessFacts {
+    let now_unix = 0;
     let cert = Certificate::from_der(der_bytes).map_err(|e| format!("invalid certificate: {e}"))?;
     let tbs = &cert.tbs_certificate;
     let nb = tbs.validity.not_before.to_unix_duration().as_secs() as i64;
@@ -907,7 +950,14 @@ pub fn cert_facts(der_bytes: &[u8], now_unix: i64) -> Result<CertFacts, String> 
         days_left: (na - now_unix).div_euclid(86_400),
         sha256: hex::encode(sha2::Sha256::digest(der_bytes)),
         dns_names,
-    })
+    }
+    .with_validity(nb, na))
+}
+
+impl CertFacts {
+    fn with_validity(self, nb: i64, na: i64) -> (CertFacts, i64, i64) {
+        (self, nb, na)
+    }
 }
 
 /// Text of a directory string value by its DER tag (RFC 5280 DirectoryString and IA5String):
@@ -1614,6 +1664,20 @@ mod tests {
         // the same certificate seen in 2035 and in 2019
         let later = cert_facts(&der, T2024 + 11 * 365 * 86_400).unwrap();
         assert!(later.expired && later.days_left < 0);
+        // ...from the cache, which holds the time-independent facts.
+        assert!(FACTS
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|m| m.contains_key(&der)));
+        assert_eq!(
+            CertFacts {
+                expired: c.expired,
+                days_left: c.days_left,
+                ..later.clone()
+            },
+            c
+        );
         assert!(
             cert_facts(&der, T2024 - 5 * 365 * 86_400)
                 .unwrap()

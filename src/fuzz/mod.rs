@@ -15,6 +15,7 @@
 
 pub mod channels;
 pub mod credssp;
+pub mod descendants;
 pub mod findings;
 pub mod gateway;
 pub mod havoc;
@@ -594,18 +595,46 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 /// close or reset a moment before the process is reaped, so after an answer that is not a valid
 /// reply the fuzzer probes the listener (one TCP connect): a refused connect means the process
 /// is going, and it gets [`SETTLE`] to finish dying.
+///
+/// The watched process's descendants too: the fuzzer waits (up to [`CHILD_SETTLE`]) for the
+/// children serving connections to end, and a child that died of a signal or with an unexpected
+/// exit code is the fate ([`ProcessFate::ChildSignaled`], [`ProcessFate::ChildExited`]) unless the
+/// process itself died.
 pub async fn fate_after(w: &mut Watcher, target: &Target, class: ResponseClass) -> ProcessFate {
     let f = w.fate();
-    if f.is_dead() || class == ResponseClass::ValidReply {
+    if f.is_dead() {
         return f;
     }
+    let child = w.settle_children(CHILD_SETTLE).await;
+    if class == ResponseClass::ValidReply {
+        return child.unwrap_or(f);
+    }
     let probe = tokio::time::timeout(target.timeout, tokio::net::TcpStream::connect(target.addr));
-    match probe.await {
+    let f = match probe.await {
         Ok(Ok(s)) => {
             drop(s);
             w.fate()
         }
         _ => w.settle(SETTLE).await,
+    };
+    if f.is_dead() {
+        return f;
+    }
+    // The probe's own connection forked a child too: let it end.
+    let later = w.settle_children(CHILD_SETTLE).await;
+    child.or(later).unwrap_or(f)
+}
+
+/// How long the children serving a case's connections get to end after it.
+pub const CHILD_SETTLE: Duration = Duration::from_millis(300);
+
+/// The fate after a liveness check: the process's own death wins over a child's.
+fn fate_after_check(w: &mut Watcher, before: ProcessFate) -> ProcessFate {
+    let f = w.fate();
+    if f.is_dead() || !before.is_child_death() {
+        f
+    } else {
+        before
     }
 }
 
@@ -630,7 +659,7 @@ pub async fn run_signature_watched(
         Liveness::Down
     } else if with_liveness {
         let l = check_liveness_watched(target, case.stage(), recovery, Some(watch)).await;
-        fate = watch.fate();
+        fate = fate_after_check(watch, fate);
         l
     } else {
         Liveness::Unchecked
@@ -724,6 +753,7 @@ pub async fn run_watched(
     }
     if let Some(w) = watch.as_deref_mut() {
         w.sample_rss();
+        w.baseline_done();
     }
     let target = &adapted;
     let strategy = Case::strategy_for(stage, target);
@@ -763,7 +793,7 @@ pub async fn run_watched(
             let l =
                 check_liveness_watched(target, stage, opts.recovery, watch.as_deref_mut()).await;
             if let Some(w) = watch.as_deref_mut() {
-                fate = w.fate();
+                fate = fate_after_check(w, fate);
             }
             let l = if fate.is_dead() { Liveness::Down } else { l };
             *stats.liveness.entry(l).or_default() += 1;
@@ -773,7 +803,10 @@ pub async fn run_watched(
             Liveness::Unchecked
         };
         let mut rss_note = None;
-        if let Some(w) = watch.as_deref_mut().filter(|_| !fate.is_dead()) {
+        if let Some(w) = watch
+            .as_deref_mut()
+            .filter(|_| fate == ProcessFate::Running)
+        {
             let base = w.stats().rss_baseline_kib;
             if let Some(g) = w.sample_rss() {
                 fate = g;
@@ -793,7 +826,7 @@ pub async fn run_watched(
             ..Signature::new(stage, run.class, liveness.for_signature()).against(target.baseline)
         };
         // Deaths are deduplicated by how the process died, whatever the dying connection saw.
-        let key = if fate.is_dead() {
+        let key = if fate.is_dead() || fate.is_child_death() {
             Signature {
                 class: ResponseClass::Refused,
                 ..sig
@@ -811,9 +844,14 @@ pub async fn run_watched(
             // met a dying process. A lab is restarted and asked; a process of the user's cannot
             // be, so a connect that was refused points at the case before.
             let mut culprit_is_prev = false;
-            if fate.is_dead() {
-                if let (Some(w), true) = (watch.as_deref_mut(), restartable) {
-                    w.restart().await?;
+            if fate.is_dead() || fate.is_child_death() {
+                // A child's death leaves the process serving: ask it again as for a lab.
+                if let (Some(w), true) =
+                    (watch.as_deref_mut(), restartable || fate.is_child_death())
+                {
+                    if fate.is_dead() {
+                        w.restart().await?;
+                    }
                     if !kills(target, &case, fate, opts.recovery, w).await {
                         if let Some(p) = &prev {
                             culprit_is_prev = kills(target, &p.case, fate, opts.recovery, w).await;
@@ -835,7 +873,8 @@ pub async fn run_watched(
                     sig.class = run.class;
                 }
             }
-            let can_shrink = opts.shrink && (!down || (fate.is_dead() && restartable));
+            let can_shrink =
+                opts.shrink && (!down || (fate.is_dead() && restartable) || fate.is_child_death());
             let (minimal, shrink_stats) = match watch.as_deref_mut() {
                 _ if !can_shrink => (case.clone(), None),
                 Some(w) if fate == ProcessFate::RssGrowth => {
@@ -846,7 +885,7 @@ pub async fn run_watched(
                         .await;
                     (m, Some(s))
                 }
-                Some(w) if fate.is_dead() => {
+                Some(w) if fate.is_dead() || fate.is_child_death() => {
                     let (m, s) =
                         shrink::shrink(&mut *tree, opts.shrink_budget, async |c: &Case| {
                             kills(target, c, fate, opts.recovery, w).await
@@ -891,13 +930,15 @@ pub async fn run_watched(
                     );
                     (yes, rec, detail)
                 }
-                Some(w) if fate.is_dead() => {
+                Some(w) if fate.is_dead() || fate.is_child_death() => {
                     let (again, rec) =
                         run_signature_watched(&rt, &minimal, true, opts.recovery, w).await;
-                    let detail = format!(
-                        "target process {} after case {index}; the minimal case: {}",
-                        fate, rec.detail
-                    );
+                    let who = match (fate.is_child_death(), w.stats().last_child_death) {
+                        (true, Some(d)) => format!("a child of target process {}: {d}", w.pid_of()),
+                        _ => format!("target process {fate}"),
+                    };
+                    let detail =
+                        format!("{who} after case {index}; the minimal case: {}", rec.detail);
                     (again.process == fate, rec, detail)
                 }
                 _ => {

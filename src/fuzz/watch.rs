@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::descendants::{ChildEnd, Descendants};
+use std::collections::BTreeSet;
+
 /// What became of the watched process; part of a finding's [`super::Signature`].
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -34,6 +37,11 @@ pub enum ProcessFate {
     Vanished,
     /// Its resident memory grew past the run's limit.
     RssGrowth,
+    /// A descendant (a process forked per connection) was ended by this signal while the
+    /// watched process lives on.
+    ChildSignaled { signal: i32 },
+    /// A descendant exited with a code the valid handshakes never gave.
+    ChildExited { code: i32 },
 }
 
 impl ProcessFate {
@@ -42,6 +50,14 @@ impl ProcessFate {
         matches!(
             self,
             ProcessFate::Exited { .. } | ProcessFate::Signaled { .. } | ProcessFate::Vanished
+        )
+    }
+
+    /// Whether a descendant died (the watched process itself lives on).
+    pub fn is_child_death(self) -> bool {
+        matches!(
+            self,
+            ProcessFate::ChildSignaled { .. } | ProcessFate::ChildExited { .. }
         )
     }
 }
@@ -65,6 +81,11 @@ impl fmt::Display for ProcessFate {
             },
             ProcessFate::Vanished => f.write_str("vanished"),
             ProcessFate::RssGrowth => f.write_str("rss growth"),
+            ProcessFate::ChildSignaled { signal } => match signal_name(*signal) {
+                Some(n) => write!(f, "child exited with signal {signal} ({n})"),
+                None => write!(f, "child exited with signal {signal}"),
+            },
+            ProcessFate::ChildExited { code } => write!(f, "child exited with code {code}"),
         }
     }
 }
@@ -250,6 +271,18 @@ pub struct ProcessStats {
     /// Deaths seen over the run (each one restarted when the process is our lab).
     pub deaths: u64,
     pub restarts: u64,
+    /// How its descendants (processes forked per connection) are watched.
+    #[serde(default)]
+    pub descendants: Option<super::descendants::Source>,
+    /// Descendants seen over the run.
+    #[serde(default)]
+    pub children_seen: u64,
+    /// Descendants that died of a signal or with an unexpected exit code.
+    #[serde(default)]
+    pub child_deaths: u64,
+    /// The last such death: "pid 1234 exited with signal 6 (SIGABRT), core dumped".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_child_death: Option<String>,
 }
 
 /// Watches one process; see the module docs.
@@ -260,6 +293,11 @@ pub struct Watcher {
     pub rss_growth_limit_kib: Option<u64>,
     stats: ProcessStats,
     rss_flagged: bool,
+    descendants: Option<Descendants>,
+    /// Exit codes of descendants that are not findings: 0 and those the valid handshakes gave.
+    normal_codes: BTreeSet<i32>,
+    /// Live descendants when the target is idle (after the baseline).
+    idle_children: usize,
 }
 
 impl Watcher {
@@ -278,7 +316,11 @@ impl Watcher {
                 ..ProcessStats::default()
             },
             rss_flagged: false,
-        })
+            descendants: None,
+            normal_codes: BTreeSet::from([0]),
+            idle_children: 0,
+        }
+        .with_descendants())
     }
 
     /// Watches a child of ours (it is killed when the watcher drops).
@@ -302,6 +344,86 @@ impl Watcher {
                 ..ProcessStats::default()
             },
             rss_flagged: false,
+            descendants: None,
+            normal_codes: BTreeSet::from([0]),
+            idle_children: 0,
+        }
+        .with_descendants()
+    }
+
+    fn with_descendants(mut self) -> Watcher {
+        let d = Descendants::new(self.pid);
+        self.stats.descendants = Some(d.source());
+        self.descendants = Some(d);
+        self
+    }
+
+    /// Reads the descendants' forks and exits; returns the first death that is a finding (a
+    /// signal, or an exit code the valid handshakes never gave) since the last call.
+    pub fn child_fate(&mut self) -> Option<ProcessFate> {
+        let d = self.descendants.as_mut()?;
+        d.update();
+        self.stats.children_seen = d.seen;
+        let mut first = None;
+        for death in d.take_deaths() {
+            let (fate, core) = match death.end {
+                ChildEnd::Signaled {
+                    signal,
+                    core_dumped,
+                } => (ProcessFate::ChildSignaled { signal }, core_dumped),
+                ChildEnd::Exited { code } if !self.normal_codes.contains(&code) => {
+                    (ProcessFate::ChildExited { code }, false)
+                }
+                _ => continue,
+            };
+            self.stats.child_deaths += 1;
+            let inner = match fate {
+                ProcessFate::ChildSignaled { signal } => ProcessFate::Signaled { signal },
+                ProcessFate::ChildExited { code } => ProcessFate::Exited { code },
+                f => f,
+            };
+            self.stats.last_child_death = Some(format!(
+                "pid {} {inner}{}",
+                death.pid,
+                if core { ", core dumped" } else { "" }
+            ));
+            first.get_or_insert(fate);
+        }
+        first
+    }
+
+    /// After the baseline handshakes: the exit codes their children gave are normal, and the
+    /// descendants alive now are the idle ones (helpers, not connections).
+    pub fn baseline_done(&mut self) {
+        let Some(d) = self.descendants.as_mut() else {
+            return;
+        };
+        d.update();
+        self.stats.children_seen = d.seen;
+        for death in d.take_deaths() {
+            if let ChildEnd::Exited { code } = death.end {
+                self.normal_codes.insert(code);
+            }
+        }
+        self.idle_children = d.live();
+    }
+
+    /// Waits up to `within` for the descendants serving connections to end (a child handling the
+    /// case's connection exits when it closes, or dies of it); returns the first death that is a
+    /// finding.
+    pub async fn settle_children(&mut self, within: Duration) -> Option<ProcessFate> {
+        self.descendants.as_ref()?;
+        let deadline = Instant::now() + within;
+        let mut found = None;
+        loop {
+            if let Some(f) = self.child_fate() {
+                found.get_or_insert(f);
+            }
+            let live = self.descendants.as_ref().map_or(0, Descendants::live);
+            if live <= self.idle_children || Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -406,6 +528,9 @@ impl Watcher {
         *fate = None;
         self.pid = child.id();
         self.stats.pid = self.pid;
+        if let Some(d) = self.descendants.as_mut() {
+            d.reset(self.pid);
+        }
         self.stats.restarts += 1;
         // The new process has a baseline of its own.
         self.stats.rss_baseline_kib = None;

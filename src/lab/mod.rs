@@ -20,6 +20,7 @@
 
 mod credssp;
 mod driver;
+pub mod fork;
 pub mod gateway;
 mod io;
 pub mod mutate;
@@ -239,19 +240,7 @@ pub fn spawn_lab_with(
     scenario: Scenario,
     limits: LabLimits,
 ) -> Result<LabHandle, LabError> {
-    let (tls, public_key) = if scenario.security.supported.iter().any(|p| p.uses_tls())
-        || scenario.security.select.is_some_and(|p| p.uses_tls())
-    {
-        match tls::certificate(scenario.tls.certificate, &scenario.tls.subject)? {
-            Some(m) => (
-                Some(tls::TlsServer::build(&m, &scenario.tls.versions)?),
-                m.public_key.clone(),
-            ),
-            None => (None, Vec::new()),
-        }
-    } else {
-        (None, Vec::new())
-    };
+    let ctx = lab_ctx(scenario, limits)?;
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
     let local = listener
@@ -266,16 +255,10 @@ pub fn spawn_lab_with(
         .map_err(LabError::Runtime)?;
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let scenario_name = scenario.name.clone();
-    tracing::info!(addr = %local, scenario = %scenario.name, tls = tls.as_ref().map(|t| t.engine()),
+    let scenario_name = ctx.scenario.name.clone();
+    tracing::info!(addr = %local, scenario = %ctx.scenario.name, tls = ctx.tls.as_ref().map(|t| t.engine()),
         max_connections = limits.max_connections, connection_timeout_ms = limits.connection_timeout.as_millis() as u64,
         "lab listening");
-    let ctx = driver::LabCtx {
-        scenario,
-        tls,
-        public_key,
-        connection_timeout: limits.connection_timeout,
-    };
     let max_connections = limits.max_connections.max(1);
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
@@ -294,6 +277,29 @@ pub fn spawn_lab_with(
         scenario_name,
         server: ServerThread::new(stop_tx, thread),
         shared,
+    })
+}
+
+/// What every connection of a lab shares: the scenario, its certificate and TLS acceptor.
+fn lab_ctx(scenario: Scenario, limits: LabLimits) -> Result<driver::LabCtx, LabError> {
+    let (tls, public_key) = if scenario.security.supported.iter().any(|p| p.uses_tls())
+        || scenario.security.select.is_some_and(|p| p.uses_tls())
+    {
+        match tls::certificate(scenario.tls.certificate, &scenario.tls.subject)? {
+            Some(m) => (
+                Some(tls::TlsServer::build(&m, &scenario.tls.versions)?),
+                m.public_key.clone(),
+            ),
+            None => (None, Vec::new()),
+        }
+    } else {
+        (None, Vec::new())
+    };
+    Ok(driver::LabCtx {
+        scenario,
+        tls,
+        public_key,
+        connection_timeout: limits.connection_timeout,
     })
 }
 

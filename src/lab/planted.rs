@@ -46,10 +46,14 @@ pub enum Bug {
     /// (0x01) makes the lab process exit with code 3 (an "unreachable" branch that calls exit). Process-killing: arm it only in
     /// a lab process of its own (`rdprobe lab --plant x224-neg-type-exit`).
     X224NegTypeExit,
+    /// mcs: a Connect Initial whose CS_NET channelCount exceeds 30 makes the process serving the
+    /// connection abort (SIGABRT). Meant for `rdprobe lab --fork-per-connection`, where only that
+    /// connection's child dies and the listener serves on (as a crash in an xrdp child).
+    McsManyChannelsAbort,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::X224LongCookieHang,
         Bug::CredsspVersionZeroAbort,
         Bug::McsManyChannelsWedge,
@@ -58,6 +62,7 @@ impl Bug {
         Bug::CredsspShortPubKeyAuthAbort,
         Bug::SecurityLongUserNameAbort,
         Bug::X224NegTypeExit,
+        Bug::McsManyChannelsAbort,
     ];
 
     /// The name `rdprobe lab --plant` takes.
@@ -71,6 +76,7 @@ impl Bug {
             Bug::CredsspShortPubKeyAuthAbort => "credssp-short-pubkeyauth-abort",
             Bug::SecurityLongUserNameAbort => "security-long-user-name-abort",
             Bug::X224NegTypeExit => "x224-neg-type-exit",
+            Bug::McsManyChannelsAbort => "mcs-many-channels-abort",
         }
     }
 
@@ -169,7 +175,7 @@ pub fn spawn_planted_lab_with(
     })
 }
 
-fn arm(port: u16, bugs: &[Bug]) {
+pub(crate) fn arm(port: u16, bugs: &[Bug]) {
     let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
     armed.retain(|(p, _)| *p != port);
     armed.push((port, bugs.to_vec()));
@@ -245,6 +251,11 @@ pub(crate) async fn hook(raw: &TcpStream, at: At, frame: &[u8]) -> Result<(), St
                 // INVARIANT: SO_LINGER 0, then the driver drops every handle: a RST.
                 let _ = raw.set_zero_linger();
                 return Err("planted bug: aborted on TSRequest version 0".into());
+            }
+            (Bug::McsManyChannelsAbort, At::Acceptor("BasicSettingsWaitInitial"))
+                if crate::fuzz::mcs::net_channel_count(frame).is_some_and(|n| n > 30) =>
+            {
+                std::process::abort();
             }
             (Bug::McsManyChannelsWedge, At::Acceptor("BasicSettingsWaitInitial"))
                 if crate::fuzz::mcs::net_channel_count(frame).is_some_and(|n| n > 30) =>

@@ -56,6 +56,8 @@ pub struct XrdpOpts {
     pub ssl_protocols: Option<&'static str>,
     /// `tls_ciphers=`; `None` leaves OpenSSL's default list.
     pub tls_ciphers: Option<&'static str>,
+    /// `fork=`: serve each connection in a forked child (xrdp's default) instead of in-process.
+    pub fork: bool,
 }
 
 impl Default for XrdpOpts {
@@ -73,6 +75,7 @@ impl XrdpOpts {
             cert: CertKind::Valid,
             ssl_protocols: None,
             tls_ciphers: None,
+            fork: false,
         }
     }
 
@@ -304,7 +307,7 @@ fn render_ini(opts: &XrdpOpts, port: u16, cert: &Path, key: &Path, dir: &Path) -
         format!("read {SYSTEM_XRDP_INI}: run scripts/install-peers.sh (apt-get install xrdp)")
     })?;
     let mut globals = vec![
-        ("fork", "false".to_owned()),
+        ("fork", opts.fork.to_string()),
         ("port", format!("tcp://127.0.0.1:{port}")),
         ("use_vsock", "false".to_owned()),
         ("tcp_nodelay", "true".to_owned()),

@@ -1,0 +1,271 @@
+//! `analyze --jobs N`: the conversations a capture reader yields are decoded (stage verdicts,
+//! diagnosis, the JSON line) by N threads and handed back in the reader's order, so the output is
+//! byte for byte what one thread prints.
+//!
+//! The reader runs on a thread of its own; at most [`IN_FLIGHT_PER_JOB`] conversations per thread are
+//! between the reader and the printer at any time (a token is returned when the printer takes a
+//! result), so memory stays bounded by the live conversations plus that many finished ones (each
+//! at most the reader's retention bound), however the decoding threads race.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rdprobe::capture::reader::CaptureError;
+use rdprobe::report::ConnectionReport;
+use rdprobe::trace::Trace;
+
+/// Most conversations read but not yet printed, per decoding thread.
+pub const IN_FLIGHT_PER_JOB: usize = 8;
+
+/// One decoded connection.
+pub struct Decoded {
+    pub trace: Trace,
+    pub report: ConnectionReport,
+    /// The `--json` line (without its newline), when asked for.
+    pub json: Option<String>,
+}
+
+/// The `--json` line of connection `n`: the report, its number and its diagnosis.
+pub fn json_line(n: usize, r: &ConnectionReport) -> Result<String, serde_json::Error> {
+    let mut v = serde_json::to_value(r)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("connection".into(), serde_json::json!(n));
+        m.insert(
+            "diagnosis".into(),
+            serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
+        );
+    }
+    serde_json::to_string(&v)
+}
+
+fn decode(n: usize, trace: Trace, json: bool) -> Decoded {
+    let report = rdprobe::decode::decode_report(&trace);
+    let json = if json {
+        // A report always serializes (plain data); an error would be a bug, shown in the line.
+        Some(json_line(n, &report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+    } else {
+        None
+    };
+    Decoded {
+        trace,
+        report,
+        json,
+    }
+}
+
+type Item = Result<Decoded, CaptureError>;
+
+/// The decoded conversations, in order; [`Ordered::finish`] returns the reader afterwards.
+pub struct Ordered<C> {
+    inner: Inner<C>,
+}
+
+enum Inner<C> {
+    /// One thread: decode as the reader yields.
+    Inline { conv: C, n: usize, json: bool },
+    Threads {
+        results: Receiver<(usize, Item)>,
+        tokens: SyncSender<()>,
+        held: BTreeMap<usize, Item>,
+        next: usize,
+        reader: Option<JoinHandle<C>>,
+        workers: Vec<JoinHandle<()>>,
+    },
+}
+
+/// Decodes `conv`'s conversations with `jobs` threads (0: one per core; 1: this thread only).
+pub fn decode_ordered<C>(conv: C, jobs: usize, json: bool) -> Ordered<C>
+where
+    C: Iterator<Item = Result<Trace, CaptureError>> + Send + 'static,
+{
+    let jobs = if jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        jobs
+    };
+    if jobs <= 1 {
+        return Ordered {
+            inner: Inner::Inline { conv, n: 0, json },
+        };
+    }
+    let in_flight = IN_FLIGHT_PER_JOB * jobs;
+    let (tok_tx, tok_rx) = sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = tok_tx.send(());
+    }
+    let (work_tx, work_rx) = sync_channel::<(usize, Result<Trace, CaptureError>)>(in_flight);
+    let (res_tx, res_rx) = sync_channel::<(usize, Item)>(in_flight);
+    let reader = std::thread::spawn(move || {
+        let mut conv = conv;
+        let mut seq = 0usize;
+        // Take a token per conversation: waits while `in_flight` are unprinted.
+        while tok_rx.recv().is_ok() {
+            let Some(item) = conv.next() else {
+                break;
+            };
+            seq += 1;
+            let last = item.is_err();
+            if work_tx.send((seq, item)).is_err() || last {
+                break;
+            }
+        }
+        conv
+    });
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    // The reader has a core of its own when there are more than two.
+    let workers = (0..jobs.saturating_sub(1).max(1))
+        .map(|_| {
+            let rx = work_rx.clone();
+            let tx = res_tx.clone();
+            std::thread::spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(g) => g.recv(),
+                    Err(_) => return,
+                };
+                let Ok((seq, item)) = job else {
+                    return;
+                };
+                let out = item.map(|t| decode(seq, t, json));
+                if tx.send((seq, out)).is_err() {
+                    return;
+                }
+            })
+        })
+        .collect();
+    Ordered {
+        inner: Inner::Threads {
+            results: res_rx,
+            tokens: tok_tx,
+            held: BTreeMap::new(),
+            next: 1,
+            reader: Some(reader),
+            workers,
+        },
+    }
+}
+
+impl<C: Iterator<Item = Result<Trace, CaptureError>>> Iterator for Ordered<C> {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        match &mut self.inner {
+            Inner::Inline { conv, n, json } => {
+                let item = conv.next()?;
+                *n += 1;
+                Some(item.map(|t| decode(*n, t, *json)))
+            }
+            Inner::Threads {
+                results,
+                tokens,
+                held,
+                next,
+                ..
+            } => loop {
+                if let Some(item) = held.remove(next) {
+                    *next += 1;
+                    let _ = tokens.try_send(());
+                    return Some(item);
+                }
+                // Every sender gone and nothing held for `next`: the end.
+                let (seq, item) = results.recv().ok()?;
+                held.insert(seq, item);
+            },
+        }
+    }
+}
+
+impl<C> Ordered<C> {
+    /// Waits for the threads and returns the reader (for what it gathered besides conversations).
+    pub fn finish(self) -> Option<C> {
+        match self.inner {
+            Inner::Inline { conv, .. } => Some(conv),
+            Inner::Threads {
+                results,
+                tokens,
+                reader,
+                workers,
+                ..
+            } => {
+                // A reader waiting for a token or a free slot gives up when these go.
+                drop(tokens);
+                drop(results);
+                let conv = reader.and_then(|r| r.join().ok());
+                for w in workers {
+                    let _ = w.join();
+                }
+                conv
+            }
+        }
+    }
+}
+
+/// The conversations of several captures, one file after the other (`analyze a.pcap b.pcap …`):
+/// each file is opened when the one before it ends, with its own reader (its own secrets blocks);
+/// a later file that cannot be opened or is not a capture is skipped and named in
+/// [`Files::skipped`].
+pub struct Files<R: std::io::Read> {
+    current: Option<rdprobe::capture::reader::Conversations<R>>,
+    rest: std::collections::VecDeque<std::path::PathBuf>,
+    opts: rdprobe::capture::reader::ReaderOptions,
+    udp: Vec<rdprobe::capture::reader::rdpeudp::UdpFlow>,
+    /// Later files skipped, with why.
+    pub skipped: Vec<String>,
+}
+
+impl Files<Box<dyn std::io::Read + Send>> {
+    /// `first` is the open reader of the first file; `rest` are opened in turn.
+    pub fn new(
+        first: rdprobe::capture::reader::Conversations<Box<dyn std::io::Read + Send>>,
+        rest: Vec<std::path::PathBuf>,
+        opts: rdprobe::capture::reader::ReaderOptions,
+    ) -> Self {
+        Files {
+            current: Some(first),
+            rest: rest.into(),
+            opts,
+            udp: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The RDP-UDP flows of every file read.
+    pub fn udp_flows(&self) -> Vec<rdprobe::capture::reader::rdpeudp::UdpFlow> {
+        let mut all = self.udp.clone();
+        if let Some(c) = &self.current {
+            all.extend(c.udp_flows());
+        }
+        all
+    }
+}
+
+impl Iterator for Files<Box<dyn std::io::Read + Send>> {
+    type Item = Result<Trace, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(c) = self.current.as_mut() {
+                match c.next() {
+                    Some(x) => return Some(x),
+                    None => {
+                        self.udp.extend(c.udp_flows());
+                        self.current = None;
+                    }
+                }
+            }
+            let path = self.rest.pop_front()?;
+            let opened = std::fs::File::open(&path)
+                .map_err(|e| format!("opening {}: {e}", path.display()))
+                .and_then(|f| {
+                    let input: Box<dyn std::io::Read + Send> = Box::new(f);
+                    rdprobe::capture::reader::read_conversations(input, self.opts.clone())
+                        .map_err(|e| format!("reading {}: {e}", path.display()))
+                });
+            match opened {
+                Ok(c) => self.current = Some(c),
+                Err(e) => self.skipped.push(e),
+            }
+        }
+    }
+}
