@@ -159,6 +159,12 @@ pub struct Trace {
 /// event, so `analyze` of the probe's capture gives the live verdict.
 pub const CLIENT_REJECTED_COMMENT: &str = "rdprobe: the client rejected the server's data: ";
 
+/// How a pcapng written by rdprobe carries [`EventKind::StoppedAfter`]: a packet comment that
+/// starts with this, followed by the stage's name. The reader turns it back into the event, so a
+/// probe stopped on purpose reads as stopped from its capture too, whichever end's FIN the wire
+/// shows first (the real wire can show the server's close before the probe's own).
+pub const STOPPED_AFTER_COMMENT: &str = "rdprobe stopped on purpose after stage ";
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> u64 {
     SystemTime::now()

@@ -310,7 +310,9 @@ fn derived_comment(kind: &EventKind) -> Option<String> {
             s
         }
         EventKind::TlsError { message } => format!("tls error in rdprobe's tls stack: {message}"),
-        EventKind::StoppedAfter(stage) => format!("rdprobe stopped on purpose after stage {stage}"),
+        EventKind::StoppedAfter(stage) => {
+            format!("{}{stage}", crate::trace::STOPPED_AFTER_COMMENT)
+        }
         EventKind::Note(text) => format!("note: {text}"),
         EventKind::ClientRejected { what } => {
             format!("{}{what}", crate::trace::CLIENT_REJECTED_COMMENT)
@@ -724,6 +726,45 @@ mod tests {
         .unwrap();
         let back = crate::decode::decode(&convs.next().unwrap().unwrap()).report;
         assert_eq!(back.verdict, live.report.verdict);
+        assert_eq!(back.last_stage, live.report.last_stage);
+    }
+
+    /// A probe that stopped on purpose reads as stopped from its capture too, even when the wire
+    /// shows the server's FIN before the probe's own (as a real capture can): the comment carries
+    /// the stop back before that FIN.
+    #[test]
+    fn a_stop_on_purpose_survives_the_capture_before_the_servers_fin() {
+        const CR: &[u8] =
+            b"\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00";
+        const CC: &[u8] =
+            b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x00\x08\x00\x01\x00\x00\x00";
+        let t = trace(vec![
+            EventKind::Connected,
+            wire(Dir::C2S, CR),
+            wire(Dir::S2C, CC),
+            EventKind::StoppedAfter(Stage::X224),
+            EventKind::Fin { dir: Dir::S2C },
+            EventKind::Fin { dir: Dir::C2S },
+        ]);
+        let live = crate::decode::decode(&t);
+        assert_eq!(
+            live.report.verdict,
+            crate::stage::Verdict::Failed {
+                kind: crate::stage::FailureKind::Stopped,
+                by: crate::stage::Side::Client,
+            },
+            "{}",
+            live.report.summary
+        );
+        let mut out = Vec::new();
+        write_pcapng(&t, &live.labels, &mut out).unwrap();
+        let mut convs = crate::capture::reader::read_conversations(
+            &out[..],
+            crate::capture::reader::ReaderOptions::default(),
+        )
+        .unwrap();
+        let back = crate::decode::decode(&convs.next().unwrap().unwrap()).report;
+        assert_eq!(back.verdict, live.report.verdict, "{}", back.summary);
         assert_eq!(back.last_stage, live.report.last_stage);
     }
 

@@ -48,6 +48,9 @@ pub struct Packet<'a> {
     /// What rdprobe's client rejected, from a packet comment rdprobe wrote
     /// ([`crate::trace::CLIENT_REJECTED_COMMENT`]).
     pub client_rejected: Option<&'a [u8]>,
+    /// The stage after which rdprobe stopped on purpose, from a packet comment rdprobe wrote
+    /// ([`crate::trace::STOPPED_AFTER_COMMENT`]).
+    pub stopped_after: Option<&'a [u8]>,
 }
 
 /// What the reader found next.
@@ -420,6 +423,7 @@ impl<R: Read> RecordReader<R> {
                 data_len,
                 orig_len,
                 rejected,
+                stopped,
             } => Record::Packet(Packet {
                 frame: self.frame,
                 offset,
@@ -428,6 +432,7 @@ impl<R: Read> RecordReader<R> {
                 data: &self.src.cur()[data_at..data_at + data_len],
                 orig_len,
                 client_rejected: rejected.map(|(a, n)| &self.src.cur()[a..a + n]),
+                stopped_after: stopped.map(|(a, n)| &self.src.cur()[a..a + n]),
             }),
             RecKind::Secrets {
                 stype,
@@ -509,6 +514,7 @@ impl<R: Read> RecordReader<R> {
             data_len: incl as usize,
             orig_len: orig.max(incl),
             rejected: None,
+            stopped: None,
         }))
     }
 
@@ -617,12 +623,20 @@ impl<R: Read> RecordReader<R> {
                     self.frame = frame;
                     self.last_t_us = t_us;
                     let opts_at = hdr + (cap as usize).div_ceil(4) * 4;
-                    let rejected = if btype == BT_EPB && opts_at < body_len {
-                        client_rejected_comment(&self.src.cur()[opts_at..body_len], big_endian)
+                    let observer = |marker: &str| {
+                        if btype == BT_EPB && opts_at < body_len {
+                            marked_comment(
+                                &self.src.cur()[opts_at..body_len],
+                                big_endian,
+                                marker.as_bytes(),
+                            )
                             .map(|(a, n)| (opts_at + a, n))
-                    } else {
-                        None
+                        } else {
+                            None
+                        }
                     };
+                    let rejected = observer(crate::trace::CLIENT_REJECTED_COMMENT);
+                    let stopped = observer(crate::trace::STOPPED_AFTER_COMMENT);
                     return Ok(Some(RecKind::Packet {
                         offset: start,
                         t_us,
@@ -631,6 +645,7 @@ impl<R: Read> RecordReader<R> {
                         data_len: cap as usize,
                         orig_len: orig.max(cap),
                         rejected,
+                        stopped,
                     }));
                 }
                 BT_SPB => {
@@ -652,6 +667,7 @@ impl<R: Read> RecordReader<R> {
                         data_len: cap,
                         orig_len: orig.max(cap as u32),
                         rejected: None,
+                        stopped: None,
                     }));
                 }
                 BT_DSB => {
@@ -791,13 +807,13 @@ fn ts_to_us(ts: u64, iface: Interface) -> u64 {
     us.clamp(0, i128::from(u64::MAX)) as u64
 }
 
-/// Longest rejection text taken from a comment (bytes).
+/// Longest observer text taken from a comment (bytes).
 const MAX_REJECTED_LEN: usize = 1024;
 
-/// Finds rdprobe's client-rejected comment among a packet block's options (pcapng 4.2: code,
-/// length, value padded to 4 bytes; `opt_comment` is code 1) and returns where its text is.
-fn client_rejected_comment(opts: &[u8], big_endian: bool) -> Option<(usize, usize)> {
-    let marker = crate::trace::CLIENT_REJECTED_COMMENT.as_bytes();
+/// Finds the comment of rdprobe's observer that carries `marker` among a packet block's options
+/// (pcapng 4.2: code, length, value padded to 4 bytes; `opt_comment` is code 1) and returns where
+/// the text after the marker is.
+fn marked_comment(opts: &[u8], big_endian: bool, marker: &[u8]) -> Option<(usize, usize)> {
     let mut at = 0usize;
     while at + 4 <= opts.len() {
         let code = u16_at(opts, at, big_endian);
@@ -828,6 +844,8 @@ enum RecKind {
         orig_len: u32,
         /// Where the text of a client-rejected comment is in the block, if it has one.
         rejected: Option<(usize, usize)>,
+        /// Where the stage name of a stopped-on-purpose comment is, if it has one.
+        stopped: Option<(usize, usize)>,
     },
     Secrets {
         stype: u32,

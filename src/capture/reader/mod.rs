@@ -256,6 +256,10 @@ impl<R: Read> Conversations<R> {
                             // Before the packet's own events: the rejection came first.
                             e.client_rejected(&seg, what, p.frame, p.t_us);
                         }
+                        if let Some(stage) = p.stopped_after {
+                            // Before the packet's own events: the probe stopped, then this frame.
+                            e.stopped_after(&seg, stage, p.frame, p.t_us);
+                        }
                         e.segment(&seg, p.frame, p.t_us);
                     }
                     packet::Parsed::Fragment(f) => {
@@ -312,6 +316,22 @@ impl Engine {
         if let Some(c) = self.table.get_mut(&key) {
             let what = String::from_utf8_lossy(what).into_owned();
             c.event(t_us, Some(frame), EventKind::ClientRejected { what });
+        }
+    }
+
+    /// A capture written by rdprobe says its probe stopped on purpose after this stage here (an
+    /// unknown stage name is ignored: the comment is then only a comment).
+    fn stopped_after(&mut self, seg: &packet::Segment<'_>, stage: &[u8], frame: u64, t_us: u64) {
+        let name: String = String::from_utf8_lossy(stage)
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let Some(stage) = crate::stage::Stage::parse(&name) else {
+            return;
+        };
+        let key = ConnKey::of(seg.src, seg.dst);
+        if let Some(c) = self.table.get_mut(&key) {
+            c.event(t_us, Some(frame), EventKind::StoppedAfter(stage));
         }
     }
 
