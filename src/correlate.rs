@@ -1338,6 +1338,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_flight_of_one_mid_size_segment_is_mtu_too() {
+        // The whole flight in one 1147-byte segment (a small certificate), never delivered, while the
+        // 127-byte ServerHello passed.
+        let mut a = Cap::at_client();
+        let mut b = Cap::at_server();
+        for c in [&mut a, &mut b] {
+            c.handshake().pkt(5, Dir::C2S, "A", 40, &hello()).pkt(
+                6,
+                Dir::S2C,
+                "A",
+                19,
+                &[0x16u8; 127],
+            );
+        }
+        for ms in [7, 250, 700] {
+            b.pkt(ms, Dir::S2C, "A", 19 + 127, &[0x17u8; 1147]);
+        }
+        let c = correlate(&[a.done("c"), b.done("s")]);
+        let f = &one(&c).findings[0];
+        assert_eq!(
+            (f.kind, f.dir, f.packets),
+            (FindingKind::MtuBlackHole, Dir::S2C, 3)
+        );
+    }
+
+    #[test]
     fn small_segments_lost_are_not_mtu() {
         let mut a = Cap::at_client();
         a.handshake();

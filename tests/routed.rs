@@ -636,10 +636,23 @@ fn routed_both_ends_correlate() {
                     );
                 }
                 "loss" => {
-                    assert_eq!(
-                        kinds,
-                        vec![(FindingKind::Loss, Dir::C2S)],
-                        "one way only: {ctx}"
+                    // Client-to-server loss is the finding; the server's direction lost nothing on
+                    // the router (a FIN at the very end may still differ between the captures).
+                    let lost = |d: Dir| {
+                        k.findings
+                            .iter()
+                            .filter(|f| f.kind == FindingKind::Loss && f.dir == d)
+                            .map(|f| f.packets)
+                            .sum::<u64>()
+                    };
+                    assert_eq!(kinds.first(), Some(&(FindingKind::Loss, Dir::C2S)), "{ctx}");
+                    assert!(
+                        lost(Dir::C2S) > lost(Dir::S2C) && lost(Dir::S2C) <= 1,
+                        "{ctx}"
+                    );
+                    assert!(
+                        kinds.iter().all(|(kd, _)| *kd == FindingKind::Loss),
+                        "{ctx}"
                     );
                     assert!(k.findings[0].what.contains("client-to-server"), "{ctx}");
                     // Alone, the client's end shows the retransmissions (or SYN retries) it needed.
