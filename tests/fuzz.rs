@@ -579,12 +579,10 @@ fn lab_process(scenario: &str, bug: impl Into<Option<&'static str>>) -> (Process
 /// `--pid` of the listener: the child's SIGABRT is a finding with the case that killed it
 /// (shrunk to one mutation), while the listener lives on and serves (no death, no restart).
 ///
-/// Ignored in the default run: beside the other suites on two loaded cores, a child's death can be
-/// seen after the next shrink trial has started and is then counted for that trial (a shrink once
-/// kept 15 channels, which cannot trip the bug, and the recording did not reproduce). The attribution
-/// of a late child death to its case is open work; run it alone with `--ignored`.
+/// Each shrink trial and the recording wait for the children of earlier cases to end and count only
+/// the deaths of their own children, so a death seen late (two loaded cores) is not put down to the
+/// next trial's case.
 #[test]
-#[ignore = "a late child death can be attributed to the next shrink trial under load"]
 fn pid_watch_sees_a_forked_child_die_while_the_listener_lives() {
     let cmd = LabCommand::on_free_port(rdprobe_exe(), "healthy-tls", &[]).expect("port");
     let mut c = Command::new(rdprobe_exe());

@@ -58,6 +58,16 @@ impl ChildEnd {
 pub struct Death {
     pub pid: u32,
     pub end: ChildEnd,
+    /// The epoch the descendant was born in (see [`Descendants::set_epoch`]).
+    pub epoch: u64,
+}
+
+/// When a live descendant was born: its `/proc` start time (poll mode; 0 from the connector) and
+/// the epoch it was first seen in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Born {
+    start: u64,
+    epoch: u64,
 }
 
 /// What the kernel reported (`struct proc_event`, the parts used here).
@@ -260,8 +270,10 @@ pub const MAX_TRACKED: usize = 65_536;
 pub struct Descendants {
     root: u32,
     connector: Option<Connector>,
-    /// Live descendants (thread-group ids) → `/proc` start time (poll mode) or 0.
-    live: HashMap<u32, u64>,
+    /// Live descendants (thread-group ids) → when they were born.
+    live: HashMap<u32, Born>,
+    /// The epoch a descendant seen from now on is born in.
+    epoch: u64,
     deaths: Vec<Death>,
     events: Vec<Event>,
     /// Descendants seen over the watch.
@@ -287,6 +299,7 @@ impl Descendants {
             root,
             connector,
             live: HashMap::new(),
+            epoch: 0,
             deaths: Vec::new(),
             events: Vec::new(),
             seen: 0,
@@ -310,6 +323,19 @@ impl Descendants {
         self.live.clear();
         self.deaths.clear();
         self.update();
+    }
+
+    /// Descendants seen from now on are born in `epoch` (a fuzz case numbers its own, so that a
+    /// death is put down to the case whose connection the child served, however late it comes).
+    /// What happened before is read first, under the old epoch.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.update();
+        self.epoch = epoch;
+    }
+
+    /// Live descendants born in `epoch`.
+    pub fn live_in(&self, epoch: u64) -> usize {
+        self.live.values().filter(|b| b.epoch == epoch).count()
     }
 
     /// Reads what happened since the last call.
@@ -341,7 +367,16 @@ impl Descendants {
                 if ours
                     && child_pid == child_tgid
                     && self.live.len() < MAX_TRACKED
-                    && self.live.insert(child_tgid, 0).is_none()
+                    && self
+                        .live
+                        .insert(
+                            child_tgid,
+                            Born {
+                                start: 0,
+                                epoch: self.epoch,
+                            },
+                        )
+                        .is_none()
                 {
                     self.seen += 1;
                 }
@@ -351,11 +386,14 @@ impl Descendants {
                 tgid,
                 exit_code,
             } => {
-                if pid == tgid && self.live.remove(&tgid).is_some() {
-                    self.deaths.push(Death {
-                        pid,
-                        end: ChildEnd::from_wait_status(exit_code),
-                    });
+                if pid == tgid {
+                    if let Some(born) = self.live.remove(&tgid) {
+                        self.deaths.push(Death {
+                            pid,
+                            end: ChildEnd::from_wait_status(exit_code),
+                            epoch: born.epoch,
+                        });
+                    }
                 }
             }
         }
@@ -397,23 +435,35 @@ impl Descendants {
         }
         let connector = self.connector.is_some();
         for (c, status) in zombies {
-            if self.live.remove(&c).is_some() || !connector {
+            let born = self.live.remove(&c);
+            if born.is_some() || !connector {
                 if let Some(st) = status {
                     self.deaths.push(Death {
                         pid: c,
                         end: ChildEnd::from_wait_status(st),
+                        epoch: born.map_or(self.epoch, |b| b.epoch),
                     });
                 }
             }
         }
-        for (&c, &start) in &now {
-            match self.live.get(&c) {
-                Some(&s) if s == start || s == 0 => {}
-                _ => {
-                    self.seen += 1;
-                }
-            }
-        }
+        // The descendants in /proc now, each with the epoch it was first seen in (a pid whose
+        // start time changed is a new process).
+        let now: HashMap<u32, Born> = now
+            .into_iter()
+            .map(|(c, start)| {
+                let born = match self.live.get(&c) {
+                    Some(b) if b.start == start || b.start == 0 => Born { start, ..*b },
+                    _ => {
+                        self.seen += 1;
+                        Born {
+                            start,
+                            epoch: self.epoch,
+                        }
+                    }
+                };
+                (c, born)
+            })
+            .collect();
         if !connector {
             let gone: BTreeSet<u32> = self
                 .live
@@ -422,18 +472,19 @@ impl Descendants {
                 .copied()
                 .collect();
             for c in gone {
-                self.live.remove(&c);
+                let epoch = self.live.remove(&c).map_or(self.epoch, |b| b.epoch);
                 if !self.deaths.iter().any(|d| d.pid == c) {
                     self.deaths.push(Death {
                         pid: c,
                         end: ChildEnd::Unknown,
+                        epoch,
                     });
                 }
             }
             self.live = now;
         } else {
-            for (c, start) in now {
-                self.live.entry(c).or_insert(start);
+            for (c, born) in now {
+                self.live.entry(c).or_insert(born);
             }
         }
     }
@@ -462,6 +513,50 @@ impl Descendants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A death is put down to the epoch its descendant was born in, not the one it died in: a
+    /// child that serves case 1 and dies while case 2 runs is case 1's.
+    #[test]
+    fn a_death_carries_the_epoch_its_descendant_was_born_in() {
+        let root = u32::MAX;
+        let mut d = Descendants::with_connector(root, None);
+        d.epoch = 1;
+        d.apply(Event::Fork {
+            parent_tgid: root,
+            child_pid: 10,
+            child_tgid: 10,
+        });
+        d.epoch = 2;
+        d.apply(Event::Fork {
+            parent_tgid: root,
+            child_pid: 11,
+            child_tgid: 11,
+        });
+        // A thread of child 11 is not a descendant of its own.
+        d.apply(Event::Fork {
+            parent_tgid: 11,
+            child_pid: 12,
+            child_tgid: 11,
+        });
+        assert_eq!((d.live_in(1), d.live_in(2), d.live()), (1, 1, 2));
+        d.apply(Event::Exit {
+            pid: 10,
+            tgid: 10,
+            exit_code: 6,
+        });
+        assert_eq!(
+            d.take_deaths(),
+            vec![Death {
+                pid: 10,
+                end: ChildEnd::Signaled {
+                    signal: 6,
+                    core_dumped: false
+                },
+                epoch: 1
+            }]
+        );
+        assert_eq!((d.live_in(1), d.live_in(2)), (0, 1));
+    }
 
     fn nl(what: u32, data: &[u32]) -> Vec<u8> {
         let mut ev = Vec::new();

@@ -625,10 +625,6 @@ pub async fn fate_after(w: &mut Watcher, target: &Target, class: ResponseClass) 
     child.or(later).unwrap_or(f)
 }
 
-/// How many times the minimal case of a child's death is recorded before it counts as not
-/// reproduced.
-const REPRO_TRIES: usize = 3;
-
 /// How long the children serving a case's connections get to end after it.
 pub const CHILD_SETTLE: Duration = Duration::from_millis(300);
 
@@ -704,11 +700,21 @@ async fn kills(
     recovery: Duration,
     w: &mut Watcher,
 ) -> bool {
-    run_signature_watched(target, case, true, recovery, w)
-        .await
-        .0
-        .process
-        == fate
+    run_trial(target, case, recovery, w).await.0.process == fate
+}
+
+/// Runs `case` as a trial of its own ([`Watcher::begin_trial`]): the children serving earlier
+/// cases end first, and only the deaths of the children serving this case are its fate.
+async fn run_trial(
+    target: &Target,
+    case: &Case,
+    recovery: Duration,
+    w: &mut Watcher,
+) -> (Signature, CaseRun) {
+    w.begin_trial().await;
+    let r = run_signature_watched(target, case, true, recovery, w).await;
+    w.end_trial();
+    r
 }
 
 /// Whether `case` makes the watched process grow: RSS after [`LEAK_RUNS`] runs exceeds RSS
@@ -935,18 +941,9 @@ pub async fn run_watched(
                     (yes, rec, detail)
                 }
                 Some(w) if fate.is_dead() || fate.is_child_death() => {
-                    // A child's death is seen within CHILD_SETTLE of its case: on a loaded machine
-                    // one recording can miss it although shrinking reproduced it, so the recording
-                    // gets up to three tries (a process death shows on the first).
-                    let (mut again, mut rec) =
-                        run_signature_watched(&rt, &minimal, true, opts.recovery, w).await;
-                    for _ in 1..REPRO_TRIES {
-                        if again.process == fate || !fate.is_child_death() {
-                            break;
-                        }
-                        (again, rec) =
-                            run_signature_watched(&rt, &minimal, true, opts.recovery, w).await;
-                    }
+                    // A trial of its own: a child's death is put down to the case whose
+                    // connection the child served, however late it comes.
+                    let (again, rec) = run_trial(&rt, &minimal, opts.recovery, w).await;
                     let who = match (fate.is_child_death(), w.stats().last_child_death) {
                         (true, Some(d)) => format!("a child of target process {}: {d}", w.pid_of()),
                         _ => format!("target process {fate}"),

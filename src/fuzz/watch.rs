@@ -298,7 +298,18 @@ pub struct Watcher {
     normal_codes: BTreeSet<i32>,
     /// Live descendants when the target is idle (after the baseline).
     idle_children: usize,
+    /// The epoch descendants are born in now: 0 before the baseline ended, then one more for
+    /// every trial.
+    epoch: u64,
+    /// The epoch of the trial under way ([`Watcher::begin_trial`]): only the deaths of children
+    /// born in it are its own.
+    trial: Option<u64>,
 }
+
+/// The longest a trial (a shrink step or the recording of a minimal case) waits for the children
+/// of earlier cases to end before it starts, and for its own to end after it. Generous: a trial
+/// must not be told a death that is not its own, nor miss its own on a loaded machine.
+pub const TRIAL_SETTLE: Duration = Duration::from_secs(3);
 
 impl Watcher {
     /// Watches a process the user started.
@@ -319,6 +330,8 @@ impl Watcher {
             descendants: None,
             normal_codes: BTreeSet::from([0]),
             idle_children: 0,
+            epoch: 0,
+            trial: None,
         }
         .with_descendants())
     }
@@ -347,6 +360,8 @@ impl Watcher {
             descendants: None,
             normal_codes: BTreeSet::from([0]),
             idle_children: 0,
+            epoch: 0,
+            trial: None,
         }
         .with_descendants()
     }
@@ -366,6 +381,8 @@ impl Watcher {
         self.stats.children_seen = d.seen;
         let mut first = None;
         for death in d.take_deaths() {
+            // A death from before the trial is not the trial's: its case was another.
+            let earlier = self.trial.is_some_and(|t| death.epoch < t);
             let (fate, core) = match death.end {
                 ChildEnd::Signaled {
                     signal,
@@ -382,6 +399,9 @@ impl Watcher {
                 ProcessFate::ChildExited { code } => ProcessFate::Exited { code },
                 f => f,
             };
+            if earlier {
+                continue;
+            }
             self.stats.last_child_death = Some(format!(
                 "pid {} {inner}{}",
                 death.pid,
@@ -406,6 +426,42 @@ impl Watcher {
             }
         }
         self.idle_children = d.live();
+        self.epoch = 1;
+        d.set_epoch(self.epoch);
+    }
+
+    /// Starts a trial whose child deaths are its own (a shrink step, the recording of a minimal
+    /// case): waits up to [`TRIAL_SETTLE`] for the children serving earlier cases to end, forgets
+    /// their deaths, and until [`Watcher::end_trial`] counts only the children born from now on;
+    /// [`Watcher::settle_children`] then waits for those to end. Without it a child that died
+    /// late, under load, would be put down to the next trial's case.
+    pub async fn begin_trial(&mut self) {
+        self.end_trial();
+        if self.descendants.is_none() {
+            return;
+        }
+        let deadline = Instant::now() + TRIAL_SETTLE;
+        loop {
+            let d = self.descendants.as_mut().expect("checked");
+            d.update();
+            let busy = d.live() - d.live_in(0);
+            if busy == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Earlier deaths still count in the statistics; they are not this trial's fate.
+        self.trial = Some(self.epoch + 1);
+        let _ = self.child_fate();
+        self.epoch += 1;
+        if let Some(d) = self.descendants.as_mut() {
+            d.set_epoch(self.epoch);
+        }
+    }
+
+    /// Ends the trial [`Watcher::begin_trial`] started: deaths count whatever their epoch again.
+    pub fn end_trial(&mut self) {
+        self.trial = None;
     }
 
     /// Waits up to `within` for the descendants serving connections to end (a child handling the
@@ -413,14 +469,19 @@ impl Watcher {
     /// finding.
     pub async fn settle_children(&mut self, within: Duration) -> Option<ProcessFate> {
         self.descendants.as_ref()?;
-        let deadline = Instant::now() + within;
+        // In a trial its own children are waited for, and long enough for a loaded machine.
+        let deadline = Instant::now() + self.trial.map_or(within, |_| within.max(TRIAL_SETTLE));
         let mut found = None;
         loop {
             if let Some(f) = self.child_fate() {
                 found.get_or_insert(f);
             }
-            let live = self.descendants.as_ref().map_or(0, Descendants::live);
-            if live <= self.idle_children || Instant::now() >= deadline {
+            let d = self.descendants.as_ref()?;
+            let done = match self.trial {
+                Some(t) => d.live_in(t) == 0,
+                None => d.live() <= self.idle_children,
+            };
+            if done || Instant::now() >= deadline {
                 return found;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
