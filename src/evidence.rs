@@ -28,6 +28,16 @@ pub const MAX_ICMP: usize = 8;
 pub const DROPPED_MIN_RETRANSMISSIONS: u32 = 2;
 /// Payload size from which a segment counts as full-size for a path-MTU black hole.
 pub const FULL_SIZE_MIN: u32 = 1200;
+/// Holes in one direction's sequence space tracked at once.
+pub const MAX_HOLES: usize = 16;
+/// How long a hole must stay open after a packet of the sender showed it, while the conversation
+/// goes on, for its bytes to count as lost on the path. The bytes were sent before that packet, so
+/// by then the sender's retransmission timer had fired at least once (Linux's minimum RTO is
+/// 200 ms, Windows' 300 ms) and the retransmission did not arrive either.
+pub const MISSING_MIN_SPAN_US: u64 = 400_000;
+/// Size from which a hole that never filled, larger than every segment that arrived, reads as
+/// full-size segments lost (576: the IPv4 datagram every path must carry).
+pub const MISSING_MTU_MIN: u32 = 576;
 
 /// Header facts of one packet, as the tracker needs them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,6 +103,24 @@ pub struct DirEvidence {
     pub syn_retries: u32,
     /// Packets advertising a zero window (RST excluded).
     pub zero_windows: u32,
+    /// The receiver's view of loss: bytes of this sender's stream that never reached the observer
+    /// although later packets of the sender did, and that the receiver never acknowledged (a hole
+    /// in the sender's sequence space that stayed open). Bytes the receiver acknowledged were only
+    /// missed by the capture and are not counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing_bytes: u64,
+    /// Largest single hole among them.
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub missing_largest: u32,
+    /// The first such hole: the sender's last packet before it (its bytes were sent after), the
+    /// packet of the sender that showed it, and the last packet of the conversation (it was still
+    /// open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_since_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_seen_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_last_us: Option<u64>,
 }
 
 impl DirEvidence {
@@ -109,6 +137,35 @@ impl DirEvidence {
         }
     }
 
+    /// Seen from the receiving end: bytes of this sender never arrived although its later packets
+    /// did, and the hole stayed open longer than retransmission would take to fill it.
+    pub fn missing(&self) -> bool {
+        let open_since_seen = match (self.missing_seen_us, self.missing_last_us) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        self.missing_bytes > 0 && open_since_seen >= MISSING_MIN_SPAN_US
+    }
+
+    /// How long the receiver went without the missing bytes, at most (from the sender's last
+    /// packet before them to the end), in milliseconds.
+    pub fn missing_span_ms(&self) -> u64 {
+        match (self.missing_since_us, self.missing_last_us) {
+            (Some(a), Some(b)) => b.saturating_sub(a) / 1000,
+            _ => 0,
+        }
+    }
+
+    /// Seen from the receiving end: the bytes that never arrived form a hole larger than every
+    /// segment that did (and at least [`MISSING_MTU_MIN`]), all of which had DF: full-size
+    /// segments lost while small ones pass, a path-MTU black hole.
+    pub fn missing_looks_like_mtu(&self) -> bool {
+        self.missing()
+            && self.missing_largest >= MISSING_MTU_MIN
+            && self.missing_largest > self.max_segment
+            && self.df_packets == self.data_packets
+    }
+
     /// The dropped segments were full-size with DF while smaller ones got through: a path-MTU black
     /// hole rather than plain loss.
     pub fn mtu_black_hole(&self) -> bool {
@@ -118,6 +175,51 @@ impl DirEvidence {
                 .is_some_and(|m| m >= FULL_SIZE_MIN && m > self.max_acked_segment)
             && self.max_acked_segment > 0
             && self.df_packets == self.data_packets
+    }
+}
+
+impl DirState {
+    /// A packet of this direction's sender (not a SYN or RST): a sequence number past everything
+    /// seen opens a hole (the bytes between were sent and not seen: a pure ACK or FIN carries the
+    /// sender's next sequence number too); data at the edge of a hole fills it.
+    fn track_holes(&mut self, p: &PacketFacts, prev_t: u64) {
+        let Some(mut h) = self.high else {
+            return;
+        };
+        let end = p.seq.wrapping_add(p.payload_len);
+        if self.fin_seq == Some(h) {
+            h = h.wrapping_add(1);
+        }
+        if p.fin && self.fin_seq.is_none_or(|f| seq_after(end, f)) {
+            self.fin_seq = Some(end);
+        }
+        if p.payload_len > 0 {
+            self.holes.retain_mut(|hole| {
+                if !seq_after(p.seq, hole.from) && seq_after(end, hole.from) {
+                    hole.from = end;
+                } else if seq_after(hole.to, p.seq)
+                    && !seq_after(hole.to, end)
+                    && seq_after(p.seq, hole.from)
+                {
+                    hole.to = p.seq;
+                }
+                seq_after(hole.to, hole.from)
+            });
+        }
+        if seq_after(p.seq, h) {
+            if self.holes.len() >= MAX_HOLES {
+                self.holes.remove(0);
+            }
+            self.holes.push(Hole {
+                from: h,
+                to: p.seq,
+                after_t: prev_t,
+                t: p.t_us,
+            });
+            if p.payload_len == 0 {
+                self.high = Some(p.seq);
+            }
+        }
     }
 }
 
@@ -201,6 +303,10 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+fn is_zero32(v: &u32) -> bool {
+    *v == 0
+}
+
 impl TcpEvidence {
     pub fn dir(&self, dir: Dir) -> &DirEvidence {
         match dir {
@@ -271,8 +377,24 @@ struct Seg {
     last_retx_t: u64,
 }
 
+/// A hole in a sender's sequence space: bytes `from..to` not seen, first noticed at `t`.
+#[derive(Clone, Copy, Debug)]
+struct Hole {
+    from: u32,
+    to: u32,
+    /// The sender's last packet before the hole showed.
+    after_t: u64,
+    t: u64,
+}
+
 #[derive(Default, Debug)]
 struct DirState {
+    /// Holes not filled yet, oldest first (at most [`MAX_HOLES`]).
+    holes: Vec<Hole>,
+    /// Time of this sender's last packet.
+    last_t: u64,
+    /// Sequence number of this sender's FIN (it takes one number of its own).
+    fin_seq: Option<u32>,
     ev: DirEvidence,
     /// Next sequence number after the highest byte sent (`None` before the first packet).
     high: Option<u32>,
@@ -291,6 +413,8 @@ pub struct Tracker {
     icmp: Vec<IcmpFact>,
     notable: Vec<Notable>,
     notable_more: u64,
+    /// Time of the last packet.
+    last_t: u64,
 }
 
 fn di(dir: Dir) -> usize {
@@ -335,6 +459,11 @@ impl Tracker {
     /// One TCP packet travelling in `dir`.
     pub fn packet(&mut self, dir: Dir, p: &PacketFacts) {
         let who = dir.sender();
+        self.last_t = self.last_t.max(p.t_us);
+        let prev_t = {
+            let d = &mut self.dirs[di(dir)];
+            std::mem::replace(&mut d.last_t, p.t_us)
+        };
         {
             let d = &mut self.dirs[di(dir)];
             d.ev.packets += 1;
@@ -396,10 +525,11 @@ impl Tracker {
             }
             return;
         }
+        let d = &mut self.dirs[di(dir)];
+        d.track_holes(p, prev_t);
         if p.payload_len == 0 {
             return;
         }
-        let d = &mut self.dirs[di(dir)];
         d.ev.data_packets += 1;
         d.ev.df_packets += u64::from(p.df);
         d.ev.max_segment = d.ev.max_segment.max(p.payload_len);
@@ -495,6 +625,23 @@ impl Tracker {
             ev.unacked_bytes = unacked;
             if ev.unacked_retransmissions == 0 {
                 ev.unacked_last_us = None;
+            }
+            // Holes still open: the part the receiver never acknowledged never reached it.
+            for h in &d.holes {
+                let from = match d.acked {
+                    Some(a) if seq_after(a, h.from) => a,
+                    _ => h.from,
+                };
+                if seq_after(h.to, from) {
+                    let len = h.to.wrapping_sub(from);
+                    ev.missing_bytes += u64::from(len);
+                    ev.missing_largest = ev.missing_largest.max(len);
+                    ev.missing_since_us.get_or_insert(h.after_t);
+                    ev.missing_seen_us.get_or_insert(h.t);
+                }
+            }
+            if ev.missing_bytes > 0 {
+                ev.missing_last_us = Some(self.last_t);
             }
             match dir {
                 Dir::C2S => out.c2s = ev,
@@ -671,5 +818,86 @@ mod tests {
         let e = t.finish();
         assert!(e.s2c.mtu_black_hole(), "{e:?}");
         assert_eq!(e.s2c.max_acked_segment, 500);
+    }
+
+    /// The client's end of a path-MTU black hole: the server's small segments arrive, its large
+    /// one never does; the server's later ACK carries a sequence number past the hole, and the
+    /// client never acknowledges the bytes in it.
+    fn receiver_sees_a_hole(client_acks: u32, fill: bool) -> TcpEvidence {
+        let mut t = Tracker::new();
+        t.packet(Dir::C2S, &pkt(0, 1, Some(1), 200, 64));
+        t.packet(Dir::S2C, &pkt(10, 1, Some(201), 127, 63));
+        t.packet(Dir::S2C, &pkt(11, 128, Some(201), 6, 63));
+        t.packet(Dir::C2S, &pkt(20, 201, Some(134), 6, 64));
+        // The server's ACK of the client's 6 bytes: sequence 1281, 1,147 bytes past 134.
+        t.packet(Dir::S2C, &pkt(60, 1281, Some(207), 0, 63));
+        if fill {
+            t.packet(Dir::S2C, &pkt(300, 134, Some(207), 1147, 63));
+        }
+        t.packet(Dir::C2S, &pkt(4000, 207, Some(client_acks), 0, 64));
+        t.packet(Dir::S2C, &pkt(4040, 1281, Some(208), 0, 63));
+        t.finish()
+    }
+
+    #[test]
+    fn a_hole_the_receiver_never_acknowledged_is_missing_and_reads_as_mtu() {
+        let e = receiver_sees_a_hole(134, false);
+        assert_eq!(e.s2c.missing_bytes, 1147, "{e:?}");
+        assert_eq!(e.s2c.missing_largest, 1147);
+        assert_eq!(
+            e.s2c.missing_span_ms(),
+            4029,
+            "from the server's last packet before the hole"
+        );
+        assert!(e.s2c.missing() && e.s2c.missing_looks_like_mtu(), "{e:?}");
+        assert!(
+            !e.s2c.dropped(),
+            "the sender's retransmissions are not in view"
+        );
+        assert_eq!(e.c2s.missing_bytes, 0);
+    }
+
+    #[test]
+    fn a_hole_the_receiver_acknowledged_is_capture_loss_not_missing() {
+        let e = receiver_sees_a_hole(1281, false);
+        assert_eq!(e.s2c.missing_bytes, 0, "{e:?}");
+        assert!(!e.s2c.missing());
+    }
+
+    #[test]
+    fn a_hole_filled_by_a_retransmission_is_not_missing() {
+        let e = receiver_sees_a_hole(134, true);
+        assert_eq!(e.s2c.missing_bytes, 0, "{e:?}");
+    }
+
+    #[test]
+    fn a_fin_takes_a_sequence_number_and_opens_no_hole() {
+        let mut t = Tracker::new();
+        t.packet(Dir::C2S, &pkt(0, 1, Some(1), 100, 64));
+        t.packet(
+            Dir::C2S,
+            &PacketFacts {
+                fin: true,
+                ..pkt(10, 101, Some(1), 0, 64)
+            },
+        );
+        // The client's last ACK after its FIN carries 102.
+        t.packet(Dir::C2S, &pkt(2000, 102, Some(2), 0, 64));
+        t.packet(Dir::S2C, &pkt(2001, 1, Some(101), 0, 64));
+        assert_eq!(t.finish().c2s.missing_bytes, 0);
+    }
+
+    #[test]
+    fn a_short_lived_hole_is_not_yet_missing_and_small_holes_are_not_mtu() {
+        let mut t = Tracker::new();
+        t.packet(Dir::S2C, &pkt(0, 1, Some(1), 100, 63));
+        t.packet(Dir::S2C, &pkt(10, 401, Some(1), 100, 63));
+        t.packet(Dir::C2S, &pkt(200, 1, Some(101), 0, 64));
+        let e = t.finish();
+        assert_eq!(e.s2c.missing_bytes, 300, "{e:?}");
+        assert!(!e.s2c.missing(), "open for 190 ms after it showed only");
+        t.packet(Dir::C2S, &pkt(2000, 1, Some(101), 0, 64));
+        let e = t.finish();
+        assert!(e.s2c.missing() && !e.s2c.missing_looks_like_mtu(), "{e:?}");
     }
 }

@@ -207,13 +207,18 @@ pub enum FailureKind {
     CaptureEnded,
     /// TCP shows `what` sent and retransmitted `retransmissions` times over `over_ms`, never
     /// acknowledged: the path dropped it (always `by: network`). `mtu_black_hole`: the lost segments
-    /// were full-size with DF while smaller ones got through.
+    /// were full-size with DF while smaller ones got through. `never_arrived`: seen from the
+    /// receiving end instead (the sender's retransmissions are not in view): `what` never arrived
+    /// although the sender's later packets did, and the receiver never acknowledged it for
+    /// `over_ms`.
     Dropped {
         what: String,
         retransmissions: u32,
         over_ms: u64,
         #[serde(default)]
         mtu_black_hole: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        never_arrived: bool,
     },
 }
 
@@ -323,11 +328,25 @@ impl fmt::Display for FailureKind {
                 retransmissions,
                 over_ms,
                 mtu_black_hole,
+                never_arrived,
             } => {
+                let secs = *over_ms as f64 / 1000.0;
+                if *never_arrived {
+                    write!(
+                        f,
+                        "{what} never arrived in {secs:.1} s although later packets did, never acknowledged"
+                    )?;
+                    if *mtu_black_hole {
+                        return write!(
+                            f,
+                            " (larger than every segment that arrived: path-MTU black hole)"
+                        );
+                    }
+                    return Ok(());
+                }
                 write!(
                     f,
-                    "{what} retransmitted {retransmissions}\u{d7} over {:.1} s, never acknowledged",
-                    *over_ms as f64 / 1000.0
+                    "{what} retransmitted {retransmissions}\u{d7} over {secs:.1} s, never acknowledged"
                 )?;
                 if *mtu_black_hole {
                     write!(f, " (full-size segments with DF lost while smaller ones passed: path-MTU black hole)")

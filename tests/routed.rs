@@ -621,9 +621,25 @@ fn routed_both_ends_correlate() {
                     );
                     assert!(k.findings[0].what.contains("arrived only in part"), "{ctx}");
                     assert!(k.findings[0].packets >= 2, "{ctx}");
+                    // Alone, the client's end sees the hole in the server's stream: its small
+                    // segments arrived, a larger one never did (the server's later ACK carries a
+                    // sequence number past it) and the client never acknowledged it.
+                    assert!(
+                        matches!(
+                            &rc.verdict,
+                            Verdict::Failed {
+                                kind: FailureKind::Dropped {
+                                    never_arrived: true,
+                                    mtu_black_hole: true,
+                                    ..
+                                },
+                                by: Side::Network
+                            }
+                        ),
+                        "{ctx}"
+                    );
+                    assert!(rc.summary.contains("path-MTU black hole"), "{ctx}");
                     // Alone, the server's end sees its flight retransmitted and never acknowledged.
-                    // (The client's end alone sees only silence and is not judged here: only the
-                    // twin shows what went missing.)
                     assert!(
                         matches!(
                             rs.verdict,

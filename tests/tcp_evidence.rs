@@ -268,6 +268,7 @@ fn clienthello_retransmitted_never_acked_is_dropped_by_the_network() {
                 retransmissions,
                 over_ms,
                 mtu_black_hole,
+                ..
             },
         by,
     } = &r.verdict

@@ -428,10 +428,25 @@ impl Machine<'_> {
                 p.buf.clear();
             }
             EventKind::Gap { dir, len } => {
+                // The receiver never acknowledging the bytes says the path lost them; otherwise
+                // only the capture did.
+                let lost = self
+                    .trace
+                    .tcp
+                    .as_deref()
+                    .is_some_and(|e| e.dir(*dir).missing_bytes > 0);
                 self.notes.push(format!(
-                    "{} bytes missing from the {}'s stream (capture loss)",
+                    "{} bytes missing from the {}'s stream ({})",
                     len,
-                    dir.sender()
+                    dir.sender(),
+                    if lost {
+                        format!(
+                            "never acknowledged by the {}: lost on the path",
+                            dir.reverse().sender()
+                        )
+                    } else {
+                        "capture loss".to_owned()
+                    }
                 ));
                 let p = &mut self.wire[di(*dir)];
                 p.mode = Mode::Dead;
@@ -579,21 +594,36 @@ impl Machine<'_> {
         };
         for &d in candidates {
             let e = ev.dir(d);
-            if !e.dropped() {
-                continue;
-            }
             let who = d.sender();
-            let what = self
-                .last_pdu_of(who)
-                .map(|p| format!("the {who}'s {p}"))
-                .unwrap_or_else(|| format!("{} bytes from the {who}", e.unacked_bytes));
-            let kind = FailureKind::Dropped {
-                what,
-                retransmissions: e.unacked_retransmissions,
-                over_ms: e.unacked_span_ms(),
-                mtu_black_hole: e.mtu_black_hole(),
+            let kind = if e.dropped() {
+                let what = self
+                    .last_pdu_of(who)
+                    .map(|p| format!("the {who}'s {p}"))
+                    .unwrap_or_else(|| format!("{} bytes from the {who}", e.unacked_bytes));
+                self.fact("unacked_bytes", json!(e.unacked_bytes));
+                FailureKind::Dropped {
+                    what,
+                    retransmissions: e.unacked_retransmissions,
+                    over_ms: e.unacked_span_ms(),
+                    mtu_black_hole: e.mtu_black_hole(),
+                    never_arrived: false,
+                }
+            } else if e.missing() {
+                // The receiving end's view: the sender's retransmissions are not in the capture,
+                // the hole in its sequence space that the receiver never acknowledged is.
+                self.fact("missing_bytes", json!(e.missing_bytes));
+                self.fact("missing_largest", json!(e.missing_largest));
+                self.fact("largest_segment_arrived", json!(e.max_segment));
+                FailureKind::Dropped {
+                    what: format!("{} bytes from the {who}", e.missing_bytes),
+                    retransmissions: 0,
+                    over_ms: e.missing_span_ms(),
+                    mtu_black_hole: e.missing_looks_like_mtu(),
+                    never_arrived: true,
+                }
+            } else {
+                continue;
             };
-            self.fact("unacked_bytes", json!(e.unacked_bytes));
             self.fact(
                 "dropped_between",
                 json!(format!("{who} and {}", who.peer_name())),

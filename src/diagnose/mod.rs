@@ -1039,14 +1039,28 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
         FailureKind::HttpStatus { .. } | FailureKind::GatewayError { .. } => {
             gateway::classify(cx, kind, by, d);
         }
-        FailureKind::Dropped { mtu_black_hole, .. } => {
-            d.ev(format!(
-                "{kind}: dropped between the {} (TCP evidence, {} bytes never acknowledged)",
-                cx.fact(stage, "dropped_between")
-                    .unwrap_or_else(|| "client and the server".into()),
-                cx.fact(stage, "unacked_bytes")
-                    .unwrap_or_else(|| "?".into())
-            ));
+        FailureKind::Dropped {
+            mtu_black_hole,
+            never_arrived,
+            ..
+        } => {
+            let between = cx
+                .fact(stage, "dropped_between")
+                .unwrap_or_else(|| "client and the server".into());
+            if *never_arrived {
+                d.ev(format!(
+                    "{kind}: dropped between the {between} (TCP evidence at the receiving end: a hole of {} bytes in the sender's stream, the largest segment that arrived {} bytes)",
+                    cx.fact(stage, "missing_largest").unwrap_or_else(|| "?".into()),
+                    cx.fact(stage, "largest_segment_arrived")
+                        .unwrap_or_else(|| "?".into())
+                ));
+            } else {
+                d.ev(format!(
+                    "{kind}: dropped between the {between} (TCP evidence, {} bytes never acknowledged)",
+                    cx.fact(stage, "unacked_bytes")
+                        .unwrap_or_else(|| "?".into())
+                ));
+            }
             if *mtu_black_hole {
                 d.set(
                     F::Network,
