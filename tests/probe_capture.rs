@@ -170,6 +170,92 @@ fn assert_pcap_does_not_contain(pcap: &Path, needle: &[u8]) {
     );
 }
 
+/// Typed option values are refused by clap before anything runs: exit 2, the option named, and
+/// what it takes (durations, stages, protocols, engines, transports, rates, sizes) in every command.
+#[test]
+fn typed_option_values_are_refused_with_the_option_and_what_it_takes() {
+    for (args, expect) in [
+        (
+            vec!["probe", "127.0.0.1", "--stop-after", "nope"],
+            vec!["'--stop-after <STAGE>'", "gw_channel", "capabilities"],
+        ),
+        (
+            vec!["probe", "127.0.0.1", "--timeout", "soon"],
+            vec!["'--timeout <TIMEOUT>'", "500ms"],
+        ),
+        (
+            vec!["probe", "127.0.0.1", "--security", "ssl,nope"],
+            vec!["'--security <PROTOCOLS>'", "hybrid_ex"],
+        ),
+        (
+            vec!["probe", "127.0.0.1", "--tls-engine", "gnutls"],
+            vec!["'--tls-engine <TLS_ENGINE>'", "rustls", "legacy"],
+        ),
+        (
+            vec!["probe", "127.0.0.1", "--tls-version", "1.1"],
+            vec!["'--tls-version <TLS_VERSION>'", "1.2", "1.3"],
+        ),
+        (
+            vec![
+                "probe",
+                "127.0.0.1",
+                "--gateway",
+                "127.0.0.1",
+                "--gateway-transport",
+                "rpc",
+            ],
+            vec!["'--gateway-transport <GATEWAY_TRANSPORT>'", "websocket"],
+        ),
+        (
+            vec!["fuzz", "127.0.0.1:1", "--stage", "tcp"],
+            vec!["'--stage <STAGE>'", "gw_tunnel"],
+        ),
+        (
+            vec!["fuzz", "127.0.0.1:1", "--rss-growth", "12 parsecs"],
+            vec!["'--rss-growth <SIZE>'", "MiB"],
+        ),
+        (
+            vec!["scan", "127.0.0.1", "--rate", "fast"],
+            vec!["'--rate <RATE>'", "100/s"],
+        ),
+        (
+            vec!["enum", "127.0.0.1", "--timeout", "1 fortnight"],
+            vec!["'--timeout <TIMEOUT>'"],
+        ),
+        (
+            vec!["lab", "--connection-timeout", "forever"],
+            vec!["'--connection-timeout <DURATION>'"],
+        ),
+    ] {
+        let out = rdprobe().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for e in expect {
+            assert!(err.contains(e), "{args:?}: `{e}` not in {err}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // The aliases the hand-written parsers took still work.
+    let out = rdprobe()
+        .args([
+            "probe",
+            "127.0.0.1:1",
+            "--tls-engine",
+            "openssl",
+            "--security",
+            "tls,nla",
+        ])
+        .args(["--timeout", "1s", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn cli_usage_errors_and_exit_codes() {
     // --user without a password source and no terminal: usage error, never a prompt hang.

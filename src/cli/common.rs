@@ -47,9 +47,107 @@ pub(crate) fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// A duration given on the command line (see `rdprobe::parse::duration`).
-pub(crate) fn parse_duration(s: &str) -> Result<Duration> {
-    rdprobe::parse::duration(s).map_err(usage)
+// Typed values of options, for clap's `value_parser`: a bad value is refused by clap before the
+// command runs, with the option's name, these words and exit code 2.
+
+/// `--timeout 5s`, `--deadline 500ms`, `--duration 10m`.
+pub(crate) fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
+    rdprobe::parse::duration(s)
+}
+
+/// A stage name of a direct connection or of the gateway hop (`--stop-after`).
+pub(crate) fn stage_arg(s: &str) -> std::result::Result<rdprobe::stage::Stage, String> {
+    use rdprobe::stage::Stage;
+    Stage::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Stage::ALL
+            .iter()
+            .chain(Stage::GATEWAY.iter())
+            .map(|s| s.as_str())
+            .collect();
+        format!("unknown stage (one of {})", names.join(", "))
+    })
+}
+
+/// A security protocol (`--security rdp,ssl,hybrid,hybrid_ex`; also tls, nla, credssp).
+pub(crate) fn protocol_arg(s: &str) -> std::result::Result<rdprobe::probe::Protocol, String> {
+    rdprobe::probe::Protocol::parse(s)
+        .ok_or_else(|| "unknown security protocol (rdp, ssl, hybrid, hybrid_ex)".to_owned())
+}
+
+/// The stage a fuzz campaign mutates.
+pub(crate) fn fuzz_stage_arg(s: &str) -> std::result::Result<rdprobe::fuzz::FuzzStage, String> {
+    use rdprobe::fuzz::FuzzStage;
+    FuzzStage::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = FuzzStage::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown fuzz stage (one of {})", names.join(", "))
+    })
+}
+
+/// `--tls-engine`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TlsEngineArg {
+    /// rustls, then OpenSSL for servers that speak only legacy TLS
+    Auto,
+    /// rustls only (TLS 1.2 and 1.3)
+    Rustls,
+    /// OpenSSL (TLS 1.0 to 1.3)
+    #[value(alias = "openssl")]
+    Legacy,
+}
+
+impl From<TlsEngineArg> for rdprobe::probe::TlsEngine {
+    fn from(a: TlsEngineArg) -> Self {
+        use rdprobe::probe::TlsEngine;
+        match a {
+            TlsEngineArg::Auto => TlsEngine::Auto,
+            TlsEngineArg::Rustls => TlsEngine::Rustls,
+            TlsEngineArg::Legacy => TlsEngine::Legacy,
+        }
+    }
+}
+
+/// `--tls-version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TlsVersionArg {
+    #[value(name = "1.2")]
+    V12,
+    #[value(name = "1.3")]
+    V13,
+}
+
+impl TlsVersionArg {
+    /// The versions rustls may use: this one, or both without the option.
+    pub(crate) fn versions(a: Option<TlsVersionArg>) -> rdprobe::probe::tls::TlsVersions {
+        use rdprobe::probe::tls::TlsVersions;
+        match a {
+            None => TlsVersions::Both,
+            Some(TlsVersionArg::V12) => TlsVersions::Only12,
+            Some(TlsVersionArg::V13) => TlsVersions::Only13,
+        }
+    }
+}
+
+/// `--gateway-transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TransportArg {
+    /// HTTP upgraded to WebSocket (RDG_OUT_DATA with Upgrade: websocket)
+    #[value(alias = "ws")]
+    Websocket,
+    /// the legacy two-channel transport (RDG_OUT_DATA and RDG_IN_DATA)
+    Http,
+    /// ask for WebSocket, take the legacy transport when an older gateway answers with it
+    Auto,
+}
+
+impl From<TransportArg> for rdprobe::gateway::client::Transport {
+    fn from(a: TransportArg) -> Self {
+        use rdprobe::gateway::client::Transport;
+        match a {
+            TransportArg::Websocket => Transport::WebSocket,
+            TransportArg::Http => Transport::Http,
+            TransportArg::Auto => Transport::Auto,
+        }
+    }
 }
 
 /// A target given on the command line (see `rdprobe::parse::target`).

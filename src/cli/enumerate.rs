@@ -21,8 +21,8 @@ pub(crate) struct EnumArgs {
     #[arg(long)]
     domain: Option<String>,
     /// Deadline for each wait on the server (e.g. 3s, 500ms)
-    #[arg(long, default_value = "5s")]
-    timeout: String,
+    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    timeout: std::time::Duration,
     /// Connections being opened at the same time (TCP connect and X.224 exchange); also how many
     /// the cipher-suite elimination opens ahead
     #[arg(long, default_value_t = 3)]
@@ -53,7 +53,7 @@ pub(crate) async fn cmd_enum(a: EnumArgs) -> Result<i32> {
         });
         let (host, port) = parse_target(&a.target)?;
         let port = if explicit_port { port } else { 443 };
-        let s = rdprobe::gateway::survey::survey(&host, port, parse_duration(&a.timeout)?)
+        let s = rdprobe::gateway::survey::survey(&host, port, a.timeout)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         if a.json {
@@ -65,7 +65,7 @@ pub(crate) async fn cmd_enum(a: EnumArgs) -> Result<i32> {
     }
     let (host, port) = parse_target(&a.target)?;
     let mut o = rdprobe::enumerate::EnumOptions::new(host, port);
-    o.timeout = parse_duration(&a.timeout)?;
+    o.timeout = a.timeout;
     o.concurrency = a.concurrency.clamp(1, 64);
     o.cipher_limit = a.cipher_limit.max(1);
     o.skip_ciphers = a.no_ciphers;

@@ -22,8 +22,8 @@ pub(crate) struct FuzzArgs {
     /// pubKeyAuth, authInfo). gw_http, gw_tunnel, gw_channel: TARGET is an RD Gateway (the first
     /// request; the tunnel packets and the channel create after a Basic-authenticated upgrade with
     /// --user)
-    #[arg(long, default_value = "x224")]
-    stage: String,
+    #[arg(long, default_value = "x224", value_parser = fuzz_stage_arg)]
+    stage: rdprobe::fuzz::FuzzStage,
     /// Most cases to run [default: 1000, or unlimited with --duration]
     #[arg(long)]
     cases: Option<u64>,
@@ -34,8 +34,8 @@ pub(crate) struct FuzzArgs {
     #[arg(long, default_value = "findings")]
     out: PathBuf,
     /// Stop after this long (e.g. 10m), whatever --cases says
-    #[arg(long)]
-    duration: Option<String>,
+    #[arg(long, value_parser = duration_arg)]
+    duration: Option<std::time::Duration>,
     /// User for the valid CredSSP exchange before mcs/channels and credssp rounds 2-3 (password
     /// from RDPROBE_PASSWORD); the user name of the Client Info for security/licensing
     #[arg(long)]
@@ -44,17 +44,17 @@ pub(crate) struct FuzzArgs {
     #[arg(long)]
     domain: Option<String>,
     /// Deadline for each reply of the target
-    #[arg(long, default_value = "2s")]
-    timeout: String,
+    #[arg(long, default_value = "2s", value_parser = duration_arg)]
+    timeout: std::time::Duration,
     /// Check that the target still serves a valid handshake every N cases (and after suspicious answers)
     #[arg(long, default_value_t = 50)]
     liveness_every: u64,
     /// How long a target that failed a liveness check gets to recover before it counts as down
-    #[arg(long, default_value = "10s")]
-    recovery: String,
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    recovery: std::time::Duration,
     /// requestedProtocols of the valid X.224 request: rdp, ssl, hybrid, hybrid_ex [default: per stage]
-    #[arg(long, value_delimiter = ',')]
-    security: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_name = "PROTOCOLS", value_parser = protocol_arg)]
+    security: Vec<Protocol>,
     /// Do not shrink findings
     #[arg(long)]
     no_shrink: bool,
@@ -81,29 +81,27 @@ pub(crate) struct FuzzArgs {
     #[arg(long, value_name = "PID")]
     pid: Option<u32>,
     /// RSS growth of the watched process over its baseline that is a finding (e.g. 64MiB)
-    #[arg(long, default_value = "256MiB", value_name = "SIZE")]
-    rss_growth: String,
+    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = size_kib_arg)]
+    rss_growth: u64,
     /// Planted bugs for the --lab child (test-only)
     #[arg(long, value_name = "BUG", hide = true)]
     plant: Vec<String>,
 }
 
 /// A size: 123, 64KiB, 64MiB, 1GiB (also k/K/KB, m/M/MB, g/G/GB as powers of 1024): in KiB.
-pub(crate) fn parse_size_kib(s: &str) -> Result<u64> {
+pub(crate) fn size_kib_arg(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        usage(format!(
-            "invalid size `{s}` (examples: 64MiB, 512KiB, 1GiB)"
-        ))
-    })?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "invalid size (examples: 64MiB, 512KiB, 1GiB)".to_owned())?;
     let kib = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => n / 1024,
         "k" | "kb" | "kib" => n,
         "m" | "mb" | "mib" => n.saturating_mul(1024),
         "g" | "gb" | "gib" => n.saturating_mul(1024 * 1024),
-        _ => return Err(usage(format!("invalid size unit in `{s}` (KiB, MiB, GiB)"))),
+        _ => return Err("invalid size unit (KiB, MiB, GiB)".to_owned()),
     };
     Ok(kib)
 }
@@ -123,25 +121,9 @@ pub(crate) async fn fuzz_addr(t: &str, allow_remote: bool) -> Result<SocketAddr>
     Ok(addr)
 }
 
-pub(crate) fn fuzz_protocols(security: &[String]) -> Result<Option<u32>> {
-    if security.is_empty() {
-        return Ok(None);
-    }
-    let mut p = 0u32;
-    for s in security {
-        p |= match Protocol::parse(s) {
-            Some(Protocol::Rdp) => 0,
-            Some(Protocol::Ssl) => 0x1,
-            Some(Protocol::Hybrid) => 0x2,
-            Some(Protocol::HybridEx) => 0x8,
-            None => {
-                return Err(usage(format!(
-                    "unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)"
-                )))
-            }
-        };
-    }
-    Ok(Some(p))
+/// requestedProtocols of the valid X.224 request, or None for the stage's default.
+pub(crate) fn fuzz_protocols(security: &[Protocol]) -> Option<u32> {
+    (!security.is_empty()).then(|| security.iter().fold(0, |p, s| p | s.flag()))
 }
 
 /// The progress bar of `rdprobe fuzz`: cases/s, findings, target liveness.
@@ -184,9 +166,8 @@ impl rdprobe::fuzz::Progress for FuzzBar {
 }
 
 pub(crate) async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
-    use rdprobe::fuzz::{self, FuzzOptions, FuzzStage, Target};
-    let timeout = parse_duration(&a.timeout)?;
-    let recovery = parse_duration(&a.recovery)?;
+    use rdprobe::fuzz::{self, FuzzOptions, Target};
+    let (timeout, recovery) = (a.timeout, a.recovery);
     let credentials =
         |user: Option<&String>, domain: Option<&String>| -> Result<Option<Credentials>> {
             match user {
@@ -261,7 +242,7 @@ pub(crate) async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
         });
     }
 
-    let rss_growth = parse_size_kib(&a.rss_growth)?;
+    let rss_growth = a.rss_growth;
     if !a.plant.is_empty() && a.lab.is_none() {
         return Err(usage(
             "--plant arms bugs in the --lab child: it needs --lab",
@@ -291,21 +272,16 @@ pub(crate) async fn cmd_fuzz(a: FuzzArgs) -> Result<i32> {
     }
     let t = &t;
     let addr = fuzz_addr(t, a.allow_remote).await?;
-    let stage = FuzzStage::parse(&a.stage).ok_or_else(|| {
-        usage(format!(
-            "unknown fuzz stage `{}` (x224, tls, credssp, mcs, channels, security, licensing, gw_http, gw_tunnel, gw_channel)",
-            a.stage
-        ))
-    })?;
+    let stage = a.stage;
     let mut target = Target::new(addr);
     if !addr.ip().is_loopback() || parse_target(t)?.0.parse::<std::net::IpAddr>().is_err() {
         target.host = parse_target(t)?.0;
     }
     target.timeout = timeout;
-    target.protocols = fuzz_protocols(&a.security)?;
+    target.protocols = fuzz_protocols(&a.security);
     target.credentials = credentials(a.user.as_ref(), a.domain.as_ref())?;
     let mut opts = FuzzOptions::new(target, stage);
-    opts.duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    opts.duration = a.duration;
     opts.cases = match (a.cases, opts.duration) {
         (Some(n), _) => n,
         (None, Some(_)) => u64::MAX,

@@ -68,8 +68,8 @@ pub(crate) struct ServerLimitArgs {
     #[arg(long, value_name = "N", default_value_t = rdprobe::lab::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// Longest one connection lives, however slowly the client sends (e.g. 90s, 2m)
-    #[arg(long, value_name = "DURATION", default_value = "90s")]
-    connection_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = duration_arg)]
+    connection_timeout: std::time::Duration,
 }
 
 impl ServerLimitArgs {
@@ -86,7 +86,7 @@ impl ServerLimitArgs {
         }
         Ok(rdprobe::lab::LabLimits {
             max_connections: self.max_connections,
-            connection_timeout: parse_duration(&self.connection_timeout)?,
+            connection_timeout: self.connection_timeout,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
-use rdprobe::probe::{self, Credentials, ProbeOptions, Protocol, TlsEngine};
+use rdprobe::probe::{self, Credentials, ProbeOptions, Protocol};
 use rdprobe::report::{self, exit, ConnectionReport};
 use rdprobe::stage::Stage;
 
@@ -23,17 +23,18 @@ pub(crate) struct ProbeArgs {
     #[arg(long)]
     pub(crate) domain: Option<String>,
     /// Security protocols to offer, comma separated: rdp, ssl, hybrid, hybrid_ex [default: ssl,hybrid,hybrid_ex]
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) security: Vec<String>,
-    /// Stop after this stage (tcp, x224, tls, credssp, mcs, channels, security, licensing, capabilities)
-    #[arg(long)]
-    pub(crate) stop_after: Option<String>,
+    #[arg(long, value_delimiter = ',', value_name = "PROTOCOLS", value_parser = protocol_arg)]
+    pub(crate) security: Vec<Protocol>,
+    /// Stop after this stage (tcp, x224, tls, credssp, mcs, channels, security, licensing,
+    /// capabilities; with --gateway also gw_tcp, gw_tls, gw_http, gw_auth, gw_tunnel, gw_channel)
+    #[arg(long, value_name = "STAGE", value_parser = stage_arg)]
+    pub(crate) stop_after: Option<Stage>,
     /// Deadline for each wait on the server (e.g. 5s, 500ms)
-    #[arg(long, default_value = "10s")]
-    pub(crate) timeout: String,
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    pub(crate) timeout: std::time::Duration,
     /// Deadline for the whole probe
-    #[arg(long, default_value = "60s")]
-    pub(crate) deadline: String,
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    pub(crate) deadline: std::time::Duration,
     /// Write a stage-annotated pcapng of everything sent and received (TLS secrets embedded): with
     /// CAP_NET_RAW (root) the real packets captured from the wire (fact capture=wire), else packets
     /// rebuilt from the socket's bytes (capture=synthetic); with --gateway: the client-gateway
@@ -46,12 +47,12 @@ pub(crate) struct ProbeArgs {
     /// Print one JSON document instead of the table
     #[arg(long)]
     pub(crate) json: bool,
-    /// TLS engine: auto (rustls, then OpenSSL for legacy-only servers), rustls, legacy
-    #[arg(long, default_value = "auto")]
-    pub(crate) tls_engine: String,
-    /// Restrict rustls to one TLS version: 1.2 or 1.3
-    #[arg(long)]
-    pub(crate) tls_version: Option<String>,
+    /// TLS engine
+    #[arg(long, value_enum, default_value_t = TlsEngineArg::Auto)]
+    pub(crate) tls_engine: TlsEngineArg,
+    /// Restrict rustls to one TLS version
+    #[arg(long, value_enum)]
+    pub(crate) tls_version: Option<TlsVersionArg>,
     /// X.224 cookie (mstshash=...) to send; defaults to the user name
     #[arg(long)]
     pub(crate) cookie: Option<String>,
@@ -79,10 +80,9 @@ pub(crate) struct ProbeArgs {
     /// HTTP, WebSocket, MS-TSGU and the inner RDP in the channel) with the TLS secrets of both
     #[arg(long, value_name = "FILE", requires = "gateway")]
     pub(crate) gateway_pcap: Option<PathBuf>,
-    /// Gateway transport: websocket, http (the legacy two-channel RDG_OUT_DATA / RDG_IN_DATA) or
-    /// auto (ask for WebSocket, take the legacy transport when an older gateway answers with it)
-    #[arg(long, default_value = "auto", requires = "gateway")]
-    pub(crate) gateway_transport: String,
+    /// Gateway transport
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto, requires = "gateway")]
+    pub(crate) gateway_transport: TransportArg,
     /// Clamp the TCP maximum segment size to N bytes (TCP_MAXSEG before the connect): the SYN
     /// announces N and no larger segment is sent or asked for. Without it, a stall after the first
     /// full-size flight is retried with smaller sizes and the largest that passes is reported
@@ -101,18 +101,13 @@ pub(crate) fn gateway_options(
     a: &ProbeArgs,
     gw: &str,
 ) -> Result<rdprobe::gateway::client::GatewayOptions> {
-    use rdprobe::gateway::client::{GatewayOptions, Transport};
+    use rdprobe::gateway::client::GatewayOptions;
     let explicit_port = gw
         .rsplit_once(':')
         .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
     let (host, port) = parse_target(gw)?;
     let mut g = GatewayOptions::new(host, if explicit_port { port } else { 443 });
-    g.transport = Transport::parse(&a.gateway_transport).ok_or_else(|| {
-        usage(format!(
-            "unknown gateway transport `{}` (websocket, http, auto)",
-            a.gateway_transport
-        ))
-    })?;
+    g.transport = a.gateway_transport.into();
     if let Some(user) = a.gateway_user.as_ref().or(a.user.as_ref()) {
         let password = match std::env::var(GATEWAY_PASSWORD_ENV) {
             Ok(p) => p,
@@ -133,20 +128,13 @@ pub(crate) fn gateway_options(
 pub(crate) fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
     let (host, port) = parse_target(&a.target)?;
     let mut o = ProbeOptions::new(host, port);
-    for s in &a.security {
-        o.protocols.push(Protocol::parse(s).ok_or_else(|| {
-            usage(format!(
-                "unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)"
-            ))
-        })?);
-    }
+    o.protocols.extend(&a.security);
     if o.protocols.contains(&Protocol::Rdp) && o.protocols.len() > 1 {
         return Err(usage(
             "`rdp` (standard RDP security) is requested by offering no other protocol: use --security rdp alone",
         ));
     }
-    if let Some(s) = &a.stop_after {
-        let st = Stage::parse(s).ok_or_else(|| usage(format!("unknown stage `{s}`")))?;
+    if let Some(st) = a.stop_after {
         if st.is_gateway() && a.gateway.is_none() {
             return Err(usage(format!(
                 "--stop-after {st} is a stage of the RD Gateway hop: it needs --gateway"
@@ -154,24 +142,10 @@ pub(crate) fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
         }
         o.stop_after = Some(st);
     }
-    o.stage_timeout = parse_duration(&a.timeout)?;
-    o.deadline = parse_duration(&a.deadline)?;
-    o.tls_engine = match a.tls_engine.as_str() {
-        "auto" => TlsEngine::Auto,
-        "rustls" => TlsEngine::Rustls,
-        "legacy" | "openssl" => TlsEngine::Legacy,
-        other => {
-            return Err(usage(format!(
-                "unknown TLS engine `{other}` (auto, rustls, legacy)"
-            )))
-        }
-    };
-    o.tls_versions = match a.tls_version.as_deref() {
-        None => probe::tls::TlsVersions::Both,
-        Some("1.2") => probe::tls::TlsVersions::Only12,
-        Some("1.3") => probe::tls::TlsVersions::Only13,
-        Some(v) => return Err(usage(format!("--tls-version takes 1.2 or 1.3, not `{v}`"))),
-    };
+    o.stage_timeout = a.timeout;
+    o.deadline = a.deadline;
+    o.tls_engine = a.tls_engine.into();
+    o.tls_versions = TlsVersionArg::versions(a.tls_version);
     o.cookie = a.cookie.clone();
     o.client_name = a.client_name.clone();
     o.capture_wire = true;

@@ -62,11 +62,11 @@ pub(crate) struct ReplayArgs {
     #[arg(long)]
     no_delays: bool,
     /// --as-client: deadline for each wait on the server
-    #[arg(long, default_value = "10s")]
-    timeout: String,
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    timeout: std::time::Duration,
     /// --as-client: deadline for the whole run
-    #[arg(long, default_value = "60s")]
-    deadline: String,
+    #[arg(long, default_value = "60s", value_parser = duration_arg)]
+    deadline: std::time::Duration,
     /// --as-client: write the new conversation as pcapng
     #[arg(long)]
     pcap: Option<PathBuf>,
@@ -217,8 +217,8 @@ pub(crate) async fn replay_as_client(
         port,
         exact: a.exact,
         credentials,
-        stage_timeout: parse_duration(&a.timeout)?,
-        deadline: parse_duration(&a.deadline)?,
+        stage_timeout: a.timeout,
+        deadline: a.deadline,
     };
     let result = tokio::select! {
         r = client::run_client(&plan, &opts) => r,

@@ -28,17 +28,17 @@ pub struct ScanArgs {
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
     /// Most probes started per second over the whole scan (e.g. 100 or 100/s)
-    #[arg(long)]
-    rate: Option<String>,
+    #[arg(long, value_parser = rate_arg)]
+    rate: Option<f64>,
     /// Most probes in flight to one host
     #[arg(long, default_value_t = 1)]
     per_host: usize,
     /// Stop each probe after this stage (tcp, x224, tls, credssp, mcs, …)
-    #[arg(long)]
-    stop_after: Option<String>,
+    #[arg(long, value_name = "STAGE", value_parser = super::stage_arg)]
+    stop_after: Option<Stage>,
     /// Security protocols to offer, comma separated: rdp, ssl, hybrid, hybrid_ex [default: ssl,hybrid,hybrid_ex]
-    #[arg(long, value_delimiter = ',')]
-    security: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_name = "PROTOCOLS", value_parser = super::protocol_arg)]
+    security: Vec<Protocol>,
     /// User name for NLA / logon on every target (the password comes from RDPROBE_PASSWORD or a
     /// prompt); without it each probe goes as deep as it can without credentials
     #[arg(long)]
@@ -47,11 +47,11 @@ pub struct ScanArgs {
     #[arg(long, requires = "user")]
     domain: Option<String>,
     /// Deadline for each wait on a server
-    #[arg(long, default_value = "5s")]
-    timeout: String,
+    #[arg(long, default_value = "5s", value_parser = super::duration_arg)]
+    timeout: std::time::Duration,
     /// Deadline for one whole probe
-    #[arg(long, default_value = "30s")]
-    deadline: String,
+    #[arg(long, default_value = "30s", value_parser = super::duration_arg)]
+    deadline: std::time::Duration,
     /// Print one JSON object per target (JSON lines), as each ends
     #[arg(long)]
     json: bool,
@@ -103,36 +103,26 @@ fn store_location(s: &str) -> Result<store::Location> {
     Ok(loc)
 }
 
-fn parse_rate(s: &str) -> Result<f64> {
+/// `--rate 100` or `--rate 100/s`: probes started per second.
+fn rate_arg(s: &str) -> std::result::Result<f64, String> {
     let n = s.trim().trim_end_matches("/s").trim();
     match n.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        _ => Err(super::usage(format!(
-            "--rate takes probes per second (e.g. 100 or 100/s), not `{s}`"
-        ))),
+        _ => Err("takes probes per second (e.g. 100 or 100/s)".to_owned()),
     }
 }
 
 fn options(a: &ScanArgs) -> Result<ScanOptions> {
     let mut o = ProbeOptions::new("", 0);
-    for s in &a.security {
-        o.protocols.push(Protocol::parse(s).ok_or_else(|| {
-            super::usage(format!(
-                "unknown security protocol `{s}` (rdp, ssl, hybrid, hybrid_ex)"
-            ))
-        })?);
-    }
+    o.protocols.extend(&a.security);
     if o.protocols.contains(&Protocol::Rdp) && o.protocols.len() > 1 {
         return Err(super::usage(
             "`rdp` (standard RDP security) is requested by offering no other protocol: use --security rdp alone",
         ));
     }
-    if let Some(s) = &a.stop_after {
-        o.stop_after =
-            Some(Stage::parse(s).ok_or_else(|| super::usage(format!("unknown stage `{s}`")))?);
-    }
-    o.stage_timeout = super::parse_duration(&a.timeout)?;
-    o.deadline = super::parse_duration(&a.deadline)?;
+    o.stop_after = a.stop_after;
+    o.stage_timeout = a.timeout;
+    o.deadline = a.deadline;
     if let Some(user) = &a.user {
         o.credentials = Some(rdprobe::probe::Credentials {
             user: user.clone(),
@@ -159,7 +149,7 @@ fn options(a: &ScanArgs) -> Result<ScanOptions> {
         probe: o,
         enumerate,
         concurrency: a.concurrency,
-        rate: a.rate.as_deref().map(parse_rate).transpose()?,
+        rate: a.rate,
         per_host: a.per_host,
         shard,
     })
@@ -358,8 +348,8 @@ pub struct DiffArgs {
     #[arg(long, default_value_t = 2.0)]
     time_factor: f64,
     /// ...and at least this much more
-    #[arg(long, default_value = "100ms")]
-    time_floor: String,
+    #[arg(long, default_value = "100ms", value_parser = super::duration_arg)]
+    time_floor: std::time::Duration,
     /// Print one JSON object per changed target
     #[arg(long)]
     json: bool,
@@ -410,7 +400,7 @@ pub fn diff(a: DiffArgs) -> Result<i32> {
     }
     let tol = diff::Tolerance {
         factor: a.time_factor,
-        floor_ms: super::parse_duration(&a.time_floor)?.as_secs_f64() * 1000.0,
+        floor_ms: a.time_floor.as_secs_f64() * 1000.0,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write = |d: &diff::TargetDiff| -> std::io::Result<()> {
