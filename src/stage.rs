@@ -100,8 +100,9 @@ impl Stage {
     }
 
     pub fn parse(s: &str) -> Option<Stage> {
-        Stage::GATEWAY
+        [Stage::Dns]
             .iter()
+            .chain(Stage::GATEWAY.iter())
             .chain(Stage::ALL.iter())
             .copied()
             .find(|st| st.as_str() == s.to_ascii_lowercase())

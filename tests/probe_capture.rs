@@ -256,6 +256,37 @@ fn typed_option_values_are_refused_with_the_option_and_what_it_takes() {
     );
 }
 
+/// `--stop-after dns` resolves the name and stops: the report is the `dns` stage alone, exit 0,
+/// and no connection is tried (the port is closed: a connect would be refused, exit 3). An address
+/// has no name to resolve: usage error.
+#[test]
+fn stop_after_dns_resolves_and_connects_to_nothing() {
+    let out = rdprobe()
+        .args(["probe", "localhost:1", "--stop-after", "dns", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["last_stage"], "dns", "{v}");
+    assert_eq!(v["verdict"]["kind"], "stopped", "{v}");
+    let stages = v["stages"].as_array().expect("stages");
+    assert_eq!(stages.len(), 1, "{v}");
+    assert_eq!(stages[0]["facts"]["name"], "localhost", "{v}");
+    assert!(
+        stages[0]["facts"]["addresses"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{v}"
+    );
+    let out = rdprobe()
+        .args(["probe", "127.0.0.1:1", "--stop-after", "dns"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no name to resolve"));
+}
+
 #[test]
 fn cli_usage_errors_and_exit_codes() {
     // --user without a password source and no terminal: usage error, never a prompt hang.

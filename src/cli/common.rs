@@ -59,8 +59,9 @@ pub(crate) fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
 pub(crate) fn stage_arg(s: &str) -> std::result::Result<rdprobe::stage::Stage, String> {
     use rdprobe::stage::Stage;
     Stage::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Stage::ALL
+        let names: Vec<&str> = [Stage::Dns]
             .iter()
+            .chain(Stage::ALL.iter())
             .chain(Stage::GATEWAY.iter())
             .map(|s| s.as_str())
             .collect();

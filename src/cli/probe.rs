@@ -25,8 +25,9 @@ pub(crate) struct ProbeArgs {
     /// Security protocols to offer, comma separated: rdp, ssl, hybrid, hybrid_ex [default: ssl,hybrid,hybrid_ex]
     #[arg(long, value_delimiter = ',', value_name = "PROTOCOLS", value_parser = protocol_arg)]
     pub(crate) security: Vec<Protocol>,
-    /// Stop after this stage (tcp, x224, tls, credssp, mcs, channels, security, licensing,
-    /// capabilities; with --gateway also gw_tcp, gw_tls, gw_http, gw_auth, gw_tunnel, gw_channel)
+    /// Stop after this stage (dns: resolve the name only; tcp, x224, tls, credssp, mcs, channels,
+    /// security, licensing, capabilities; with --gateway also gw_tcp, gw_tls, gw_http, gw_auth,
+    /// gw_tunnel, gw_channel)
     #[arg(long, value_name = "STAGE", value_parser = stage_arg)]
     pub(crate) stop_after: Option<Stage>,
     /// Deadline for each wait on the server (e.g. 5s, 500ms)
@@ -139,6 +140,19 @@ pub(crate) fn probe_options(a: &ProbeArgs) -> Result<ProbeOptions> {
             return Err(usage(format!(
                 "--stop-after {st} is a stage of the RD Gateway hop: it needs --gateway"
             )));
+        }
+        if st == Stage::Dns {
+            if a.gateway.is_some() {
+                return Err(usage(
+                    "--stop-after dns resolves the target directly: not with --gateway (use --stop-after gw_tcp)",
+                ));
+            }
+            let h = o.host.trim_matches(|c| c == '[' || c == ']');
+            if h.parse::<std::net::IpAddr>().is_ok() {
+                return Err(usage(format!(
+                    "--stop-after dns: the target {h} is an address, there is no name to resolve"
+                )));
+            }
         }
         o.stop_after = Some(st);
     }

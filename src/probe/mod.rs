@@ -197,6 +197,9 @@ pub fn finish_for(shared: &SharedTrace, opts: &ProbeOptions) -> ProbeResult {
     }
     if let Some(d) = r.trace.dns.clone() {
         dns_stage(&mut r.report, &d, opts.port);
+        if opts.stop_after == Some(Stage::Dns) && d.error.is_none() {
+            stopped_after_dns(&mut r.report, &d);
+        }
     }
     r
 }
@@ -312,6 +315,31 @@ fn dns_stage(report: &mut ConnectionReport, d: &crate::net::DnsLookup, port: u16
             ),
         );
     }
+}
+
+/// `--stop-after dns`: the report is the `dns` stage alone, stopped on purpose.
+fn stopped_after_dns(report: &mut ConnectionReport, d: &crate::net::DnsLookup) {
+    use crate::stage::{FailureKind, Side, Verdict};
+    report.stages.retain(|s| s.stage == Stage::Dns);
+    report.last_stage = Stage::Dns;
+    report.verdict = Verdict::Failed {
+        kind: FailureKind::Stopped,
+        by: Side::Client,
+    };
+    report.ended_by = Some(Side::Client);
+    report.tcp = None;
+    report.client = "-".into();
+    report.summary = format!(
+        "stopped after dns by request: {} resolved to {} in {:.1} ms; no connection was tried",
+        d.name,
+        d.addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        d.took_us as f64 / 1000.0
+    );
+    report.notes.clear();
 }
 
 /// Decodes whatever the shared trace holds now (also used after an interruption).
@@ -811,6 +839,11 @@ async fn run_inner(opts: &ProbeOptions, shared: &SharedTrace, engine: TlsEngine)
             }
         },
     };
+    if opts.stop_after == Some(Stage::Dns) {
+        // Resolution only: no connection is tried (see `finish_for`).
+        shared.set_addrs(unspecified_for(addr), addr);
+        return Retry::No;
+    }
     // --- tcp ---
     shared.set_addrs(unspecified_for(addr), addr);
     let socket = match tcp_socket(opts, addr, shared) {
