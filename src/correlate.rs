@@ -311,7 +311,7 @@ pub enum Vantage {
 }
 
 impl Vantage {
-    fn words(self) -> &'static str {
+    pub fn words(self) -> &'static str {
         match self {
             Vantage::Client => "client side",
             Vantage::Server => "server side",
@@ -909,16 +909,31 @@ fn compare(uf: &Flow, df: &Flow, u: &View, d: &View, out: &mut Vec<Finding>) {
     }
 }
 
-/// One row of the side-by-side table: a packet seen at one or more views.
+/// One packet of a correlated connection, as each view saw it (the table's and the page's rows).
 #[derive(Clone, Debug)]
-struct Row {
-    t_us: i64,
-    dir: Dir,
-    kind: Kind,
-    len: u32,
-    rel: u32,
+pub struct Row {
+    /// Time in the first view's clock, microseconds.
+    pub t_us: i64,
+    pub dir: Dir,
+    pub kind: Kind,
+    pub len: u32,
+    /// Relative sequence number.
+    pub rel: u32,
     /// Per view (in view order): frame, or `None` (not seen there).
-    at: Vec<Option<u64>>,
+    pub at: Vec<Option<u64>>,
+}
+
+impl Row {
+    /// "SYN", "1147 B @153", "FIN @240", "RST".
+    pub fn what(&self) -> String {
+        match self.kind {
+            Kind::Syn => "SYN".to_string(),
+            Kind::SynAck => "SYN-ACK".to_string(),
+            Kind::Data => format!("{} B @{}", self.len, self.rel),
+            Kind::Fin => format!("FIN @{}", self.rel),
+            Kind::Rst => "RST".to_string(),
+        }
+    }
 }
 
 fn rows(caps: &[CaptureFlows], views: &[View]) -> Vec<Row> {
@@ -1031,13 +1046,7 @@ impl Correlation {
                     Dir::C2S => "C->S",
                     Dir::S2C => "S->C",
                 };
-                let what = match r.kind {
-                    Kind::Syn => "SYN".to_string(),
-                    Kind::SynAck => "SYN-ACK".to_string(),
-                    Kind::Data => format!("{} B @{}", r.len, r.rel),
-                    Kind::Fin => format!("FIN @{}", r.rel),
-                    Kind::Rst => "RST".to_string(),
-                };
+                let what = r.what();
                 let _ = write!(
                     s,
                     "  {:>10.1}  {:<28}",
@@ -1074,6 +1083,11 @@ impl Correlation {
 }
 
 impl Connection {
+    /// Every packet, in time order, with the frame each view saw it in.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
     /// Where this connection's view of capture `capture` is (index into `views`).
     pub fn view_of(&self, capture: usize) -> Option<&View> {
         self.views.iter().find(|v| v.capture == capture)
@@ -1335,6 +1349,36 @@ mod tests {
         assert_eq!(f.dir, Dir::S2C);
         assert_eq!((f.packets, f.bytes), (3, 1448));
         assert!(f.what.contains("arrived only in part"), "{}", f.what);
+    }
+
+    /// The page of the same twin: two lanes, the full-size segment crossed out between them (sent
+    /// three times: three crossed rows), the ServerHello tail drawn end to end; capture names from
+    /// the command line are escaped.
+    #[test]
+    fn the_page_crosses_out_what_never_reached_the_next_capture() {
+        let big = vec![0x16u8; 1448];
+        let tail = vec![0x16u8; 300];
+        let mut a = Cap::at_client();
+        a.handshake()
+            .pkt(5, Dir::C2S, "A", 40, &hello())
+            .pkt(8, Dir::S2C, "A", 19 + 1448, &tail);
+        let mut b = Cap::at_server();
+        b.handshake().pkt(5, Dir::C2S, "A", 40, &hello());
+        for ms in [7, 250, 700] {
+            b.pkt(ms, Dir::S2C, "A", 19, &big);
+        }
+        b.pkt(8, Dir::S2C, "A", 19 + 1448, &tail);
+        let c = correlate(&[a.done("<c>"), b.done("s")]);
+        let page = crate::html::correlate_page("t", &c);
+        assert_eq!(page.matches("class=\"lane\"").count(), 2, "{page}");
+        assert_eq!(page.matches("class=\"kpkt lost\"").count(), 3, "{page}");
+        assert_eq!(page.matches("class=\"cross\"").count(), 3);
+        assert!(
+            page.contains("[1] &lt;c&gt;") && !page.contains("<c>"),
+            "escaped"
+        );
+        assert!(page.contains("path-MTU black hole"));
+        assert!(page.contains("content=\"default-src 'none'"));
     }
 
     #[test]

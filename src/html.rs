@@ -1180,6 +1180,311 @@ pub fn enum_page(r: &EnumReport) -> String {
     out
 }
 
+// ---------------------------------------------------------------------------------------------
+// rdprobe correlate --html
+
+/// Packet rows drawn per correlated connection (runs seen at every capture are folded first).
+pub const MAX_CORRELATE_ROWS: usize = 200;
+
+/// Width of the correlate ladder.
+const KW: u32 = 960;
+
+/// `rdprobe correlate --html`: per connection, the captures as lanes between the client and the
+/// server (client's end first), one row per packet drawn from where it was first seen to where it
+/// was last seen. A packet that never reached the next capture ends in a red cross between the two
+/// (lost on that hop); one that appears between two captures starts with an orange dot there
+/// (forged on that hop, e.g. an injected reset). Then the findings, the verdict and what each
+/// capture alone says.
+pub fn correlate_page(title: &str, c: &crate::correlate::Correlation) -> String {
+    let mut out = String::new();
+    page_head(&mut out, title);
+    let lost = c.findings().count();
+    let _ = writeln!(
+        out,
+        "<header><h1>{}</h1><div class=\"sub\">{} · rdprobe {}</div></header>",
+        escape(title),
+        c.captures
+            .iter()
+            .map(|k| format!("{} ({} connection(s))", escape(&k.name), k.flows))
+            .collect::<Vec<_>>()
+            .join(" · "),
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(
+        out,
+        "<section id=\"index\"><h2>{} connection(s), {}</h2></section>",
+        c.connections.len(),
+        if lost == 0 {
+            "nothing lost or added between the captures".to_owned()
+        } else {
+            format!("{lost} finding(s) in the path")
+        }
+    );
+    for (i, k) in c.connections.iter().enumerate() {
+        correlated_section(&mut out, i + 1, k);
+    }
+    if c.connections.is_empty() {
+        out.push_str("<p>No TCP connection in the captures.</p>\n");
+    }
+    out.push_str(PAGE_END);
+    out
+}
+
+fn correlated_section(out: &mut String, n: usize, k: &crate::correlate::Connection) {
+    let bad = !k.findings.is_empty();
+    let v0 = &k.views[0];
+    let _ = writeln!(
+        out,
+        "<section class=\"conn\" id=\"c{n}\"><h2>Connection {n} <span class=\"badge {}\">{}</span></h2>\
+         <div class=\"sub\">{} → {}{}</div><p class=\"summary\">{}</p>",
+        if bad { "bad" } else { "ok" },
+        if bad { "network" } else { "nothing lost" },
+        escape(&v0.client),
+        escape(&v0.server),
+        if k.matched_by.is_empty() {
+            String::new()
+        } else {
+            format!(" · matched by {}", escape(&k.matched_by.join(", ")))
+        },
+        escape(&k.verdict)
+    );
+    if bad {
+        out.push_str("<div class=\"diag\"><ul class=\"evidence findings\">");
+        for f in &k.findings {
+            let _ = write!(
+                out,
+                "<li><b>{}</b> — {}</li>",
+                escape(&f.what),
+                escape(&f.hop)
+            );
+        }
+        out.push_str("</ul></div>\n");
+    }
+    out.push_str("<h3>Captures</h3>\n<table class=\"views\"><tr><th>#</th><th>capture</th><th>where</th><th>client hops</th><th>server hops</th><th>clock</th><th>packets C→S / S→C</th><th>alone</th></tr>\n");
+    for (i, v) in k.views.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<tr><td>[{}]</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:+.1} ms</td><td>{} / {}</td><td>{}</td></tr>",
+            i + 1,
+            escape(&v.name),
+            v.vantage.words(),
+            v.client_hops.map_or("?".into(), |h| h.to_string()),
+            v.server_hops.map_or("?".into(), |h| h.to_string()),
+            v.clock_offset_ms,
+            v.c2s_packets,
+            v.s2c_packets,
+            escape(v.alone.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</table>\n<h3>Packets at each capture</h3>\n");
+    correlate_svg(out, k);
+    out.push_str("</section>\n");
+}
+
+/// One drawn row: a packet, or a fold of packets seen at every capture.
+enum KRow<'a> {
+    Packet(&'a crate::correlate::Row),
+    Folded(u64),
+    More(usize),
+}
+
+fn correlate_svg(out: &mut String, k: &crate::correlate::Connection) {
+    let rows = k.rows();
+    let lanes = k.views.len();
+    // Folded like the table: runs seen at every capture, away from the ends, become one row.
+    let mut drawn: Vec<KRow<'_>> = Vec::new();
+    let mut run = 0u64;
+    for (i, r) in rows.iter().enumerate() {
+        let everywhere = r.at.iter().all(Option::is_some);
+        if everywhere && i >= 3 && i + 3 < rows.len() && lanes > 1 {
+            run += 1;
+            continue;
+        }
+        if run > 0 {
+            drawn.push(KRow::Folded(run));
+            run = 0;
+        }
+        if drawn.len() >= MAX_CORRELATE_ROWS {
+            drawn.push(KRow::More(rows.len() - i));
+            break;
+        }
+        drawn.push(KRow::Packet(r));
+    }
+    if run > 0 {
+        drawn.push(KRow::Folded(run));
+    }
+    let (cx, sx) = (110u32, KW - 40);
+    let lane_x = |i: usize| cx + (sx - cx) * (i as u32 + 1) / (lanes as u32 + 1);
+    let top = 64u32;
+    let step = 24u32;
+    let height = top + step * drawn.len() as u32 + 16;
+    let _ = write!(
+        out,
+        "<svg class=\"correlate\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {KW} {height}\" \
+         width=\"{KW}\" height=\"{height}\" role=\"img\" aria-label=\"packets at each capture\">\n\
+         <defs><marker id=\"kah\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M0,0L10,5L0,10z\" fill=\"#1d2330\"/></marker></defs>\n"
+    );
+    let _ = writeln!(
+        out,
+        "<text x=\"{cx}\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\" font-size=\"14\">client</text>\
+         <text x=\"{sx}\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\" font-size=\"14\">server</text>\
+         <line x1=\"{cx}\" y1=\"{top}\" x2=\"{cx}\" y2=\"{}\" stroke=\"#9aa1ad\" stroke-width=\"2\"/>\
+         <line x1=\"{sx}\" y1=\"{top}\" x2=\"{sx}\" y2=\"{}\" stroke=\"#9aa1ad\" stroke-width=\"2\"/>",
+        height - 8,
+        height - 8
+    );
+    for (i, v) in k.views.iter().enumerate() {
+        let x = lane_x(i);
+        let _ = writeln!(
+            out,
+            "<g class=\"lane\"><title>{}</title><text x=\"{x}\" y=\"18\" text-anchor=\"middle\" font-size=\"12\" font-weight=\"bold\">[{}] {}</text>\
+             <text x=\"{x}\" y=\"34\" text-anchor=\"middle\" font-size=\"11\" fill=\"#5b6372\">{}</text>\
+             <line x1=\"{x}\" y1=\"{top}\" x2=\"{x}\" y2=\"{}\" stroke=\"#5b6372\" stroke-width=\"1\" stroke-dasharray=\"4 3\"/></g>",
+            escape(&v.name),
+            i + 1,
+            escape(&truncate(&v.name, 28)),
+            v.vantage.words(),
+            height - 8
+        );
+    }
+    let t0 = rows.first().map_or(0, |r| r.t_us);
+    let mut y = top;
+    for d in &drawn {
+        y += step;
+        let r = match d {
+            KRow::Packet(r) => *r,
+            KRow::Folded(n) => {
+                let _ = writeln!(
+                    out,
+                    "<text class=\"folded\" x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"12\" fill=\"#5b6372\">… {n} packet(s) seen at every capture</text>",
+                    (cx + sx) / 2,
+                    y - 6
+                );
+                continue;
+            }
+            KRow::More(n) => {
+                let _ = writeln!(
+                    out,
+                    "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"12\" fill=\"#5b6372\">… {n} more packet(s) (see the table of rdprobe correlate)</text>",
+                    (cx + sx) / 2,
+                    y - 6
+                );
+                break;
+            }
+        };
+        let seen: Vec<usize> = (0..lanes).filter(|&i| r.at[i].is_some()).collect();
+        let (Some(&first), Some(&last)) = (seen.first(), seen.last()) else {
+            continue;
+        };
+        // Lanes in the packet's direction of travel: the sender's end first.
+        let order: Vec<usize> = match r.dir {
+            Dir::C2S => (0..lanes).collect(),
+            Dir::S2C => (0..lanes).rev().collect(),
+        };
+        let (from_end, to_end) = match r.dir {
+            Dir::C2S => (cx, sx),
+            Dir::S2C => (sx, cx),
+        };
+        let (head, tail) = match r.dir {
+            Dir::C2S => (first, last),
+            Dir::S2C => (last, first),
+        };
+        let pos = |lane: usize| order.iter().position(|&l| l == lane).unwrap_or(0);
+        let mid = |a: u32, b: u32| (a + b) / 2;
+        // Where it starts: the sender's end, or between the capture before its first sighting
+        // and that capture (it appeared there).
+        let appeared = pos(head) > 0;
+        let x1 = if appeared {
+            mid(lane_x(order[pos(head) - 1]), lane_x(head))
+        } else {
+            from_end
+        };
+        let lost = pos(tail) + 1 < lanes;
+        let x2 = if lost {
+            mid(lane_x(tail), lane_x(order[pos(tail) + 1]))
+        } else {
+            to_end
+        };
+        let missing_between = seen.len() < pos(tail) + 1 - pos(head);
+        let trouble = appeared || lost || missing_between;
+        let color = match (r.kind, trouble) {
+            (_, true) => "#c0262d",
+            (crate::correlate::Kind::Rst, _) => "#b85c00",
+            _ => "#1d2330",
+        };
+        let frames: Vec<String> =
+            r.at.iter()
+                .enumerate()
+                .map(|(i, f)| match f {
+                    Some(f) => format!("[{}] frame {f}", i + 1),
+                    None => format!("[{}] not seen", i + 1),
+                })
+                .collect();
+        let arrow = match r.dir {
+            Dir::C2S => "client → server",
+            Dir::S2C => "server → client",
+        };
+        let _ = write!(
+            out,
+            "<g class=\"kpkt{}{}\"><title>{arrow}: {} ({})</title>\
+             <text x=\"8\" y=\"{}\" font-size=\"11\" fill=\"#5b6372\">{:.1} ms</text>\
+             <line x1=\"{x1}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\"{}/>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\" fill=\"{color}\">{}</text>",
+            if lost { " lost" } else { "" },
+            if appeared { " appeared" } else { "" },
+            escape(&r.what()),
+            frames.join(", "),
+            y + 4,
+            (r.t_us - t0) as f64 / 1000.0,
+            if lost { "" } else { " marker-end=\"url(#kah)\"" },
+            mid(x1, x2),
+            y - 5,
+            escape(&r.what()),
+        );
+        for (i, f) in r.at.iter().enumerate() {
+            let x = lane_x(i);
+            let between = pos(i) >= pos(head) && pos(i) <= pos(tail);
+            match f {
+                Some(_) => {
+                    let _ = write!(
+                        out,
+                        "<circle cx=\"{x}\" cy=\"{y}\" r=\"4\" fill=\"{color}\"/>"
+                    );
+                }
+                None if between => {
+                    let _ = write!(
+                        out,
+                        "<circle class=\"unseen\" cx=\"{x}\" cy=\"{y}\" r=\"5\" fill=\"#fff\" stroke=\"#c0262d\" stroke-width=\"2\"/>"
+                    );
+                }
+                None => {}
+            }
+        }
+        if appeared {
+            let _ = write!(
+                out,
+                "<circle class=\"origin\" cx=\"{x1}\" cy=\"{y}\" r=\"6\" fill=\"#b85c00\"/>"
+            );
+        }
+        if lost {
+            let _ = write!(
+                out,
+                "<path class=\"cross\" d=\"M{},{}L{},{}M{},{}L{},{}\" stroke=\"#c0262d\" stroke-width=\"3\"/>",
+                x2 - 6,
+                y - 6,
+                x2 + 6,
+                y + 6,
+                x2 - 6,
+                y + 6,
+                x2 + 6,
+                y - 6
+            );
+        }
+        out.push_str("</g>\n");
+    }
+    out.push_str("</svg>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -700,6 +700,60 @@ fn routed_both_ends_correlate() {
         text.contains("alone: failed at tls: reset by peer"),
         "{text}"
     );
+    // The page: the captures as lanes, the lost flight crossed out between them, the router's
+    // reset starting between them; self-contained, rendered by a real browser.
+    for (twin, mark) in [
+        ("mtu-Probe", "kpkt lost"),
+        ("router_rst_both-Probe", "kpkt appeared"),
+    ] {
+        let page = dir.path().join(format!("{twin}.html"));
+        let out = Command::new(BIN)
+            .args(["correlate", "--html"])
+            .arg(&page)
+            .arg(dir.path().join(format!("{twin}-client.pcapng")))
+            .arg(dir.path().join(format!("{twin}-server.pcapng")))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{twin}");
+        let html = std::fs::read_to_string(&page).expect("page written");
+        common::browser::assert_self_contained(&html, twin);
+        let r = common::browser::render(&page, dir.path());
+        let svg = common::browser::svg_of(&r.dom, "correlate");
+        assert_eq!(
+            svg.matches("class=\"lane\"").count(),
+            2,
+            "{twin}: two lanes"
+        );
+        // (The probe's MSS search makes several connections: the mark is on one of them.)
+        assert!(r.dom.contains(mark), "{twin}: no `{mark}` row: {}", r.dom);
+        assert!(
+            r.dom.contains("client side") && r.dom.contains("server side"),
+            "{twin}"
+        );
+        assert!(r.dom.contains("alone"), "{twin}");
+        assert!(
+            r.urls
+                .iter()
+                .all(|u| u.starts_with("file:") || common::browser::browser_own(u)),
+            "{twin}: the page fetched {:?}",
+            r.urls
+        );
+        let (colours, inked) = common::browser::pixel_variety(&r.png);
+        assert!(
+            colours > 30 && inked > 0.02,
+            "{twin}: {colours} colours, {inked} ink"
+        );
+    }
+    let html = std::fs::read_to_string(dir.path().join("mtu-Probe.html")).unwrap();
+    assert!(
+        html.contains("path-MTU black hole"),
+        "the finding is on the page"
+    );
+    assert!(
+        html.contains("class=\"cross\""),
+        "the lost flight is crossed out"
+    );
+
     let out = Command::new(BIN)
         .args(["correlate", "--json"])
         .arg(dir.path().join("baseline-Xfreerdp-client.pcapng"))

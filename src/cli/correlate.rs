@@ -22,6 +22,12 @@ pub struct CorrelateArgs {
     /// to a count)
     #[arg(long, default_value_t = DEFAULT_TABLE_ROWS)]
     rows: usize,
+    /// Also write a self-contained HTML page: per connection, the captures as lanes between the
+    /// client and the server, each packet drawn from where it was first seen to where it was last
+    /// seen (a red cross where it was lost, an orange dot where it appeared), the findings and what
+    /// each capture alone says
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 /// Runs the command: exit code 0 when nothing was lost or added between the captures, 3 (network)
@@ -65,6 +71,17 @@ pub fn run(a: CorrelateArgs) -> Result<i32> {
                 conn.set_alone(ci, s.clone());
             }
         }
+    }
+    if let Some(path) = &a.html {
+        let title = format!(
+            "rdprobe correlate {}",
+            c.captures
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        super::write_file(path, rdprobe::html::correlate_page(&title, &c).as_bytes())?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c)?);

@@ -22,6 +22,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bad;
+pub mod browser;
 pub mod certs;
 pub mod clients;
 pub mod net;
