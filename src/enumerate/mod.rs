@@ -331,17 +331,17 @@ impl Ctx {
 
 /// An X.224 Connection Request with RDP_NEG_REQ offering `protocols` (MS-RDPBCGR 2.2.1.1).
 pub fn connection_request(protocols: u32) -> Vec<u8> {
-    let cookie = b"Cookie: mstshash=rdprobe\r\n";
-    let len = 4 + 7 + cookie.len() + 8;
-    let mut v = Vec::with_capacity(len);
-    v.extend_from_slice(&[3, 0]);
-    v.extend_from_slice(&(len as u16).to_be_bytes());
-    v.push((len - 5) as u8); // LI
-    v.extend_from_slice(&[0xe0, 0, 0, 0, 0, 0]);
-    v.extend_from_slice(cookie);
-    v.extend_from_slice(&[1, 0, 8, 0]);
-    v.extend_from_slice(&protocols.to_le_bytes());
-    v
+    use crate::wire::x224 as wx;
+    wx::Tpdu::ConnectionRequest(wx::ConnectionRequest {
+        token: Some(wx::RequestToken::Cookie(b"rdprobe")),
+        neg: Some(wx::NegReq {
+            flags: ironrdp_pdu::nego::RequestFlags::empty(),
+            protocols: ironrdp_pdu::nego::SecurityProtocol::from_bits_retain(protocols),
+        }),
+        correlation_info: &[],
+    })
+    .emit()
+    .unwrap_or_default()
 }
 
 /// Reads one TPKT PDU with a deadline (at most 64 KiB, the TPKT limit).
