@@ -144,6 +144,12 @@ pub enum FrameKind {
 /// `Ok(Some((kind, total length)))` when it is all there, `Ok(None)` when more bytes are needed,
 /// an error (at byte 0) when the header cannot start either.
 pub fn frame(buf: &[u8]) -> Result<Option<(FrameKind, usize)>, X224Error> {
+    Ok(frame_header(buf)?.filter(|&(_, len)| buf.len() >= len))
+}
+
+/// The framing and total length of the PDU at the start of `buf` once its header is there
+/// (`Ok(None)` before), whether or not the rest is.
+pub fn frame_header(buf: &[u8]) -> Result<Option<(FrameKind, usize)>, X224Error> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -176,7 +182,7 @@ pub fn frame(buf: &[u8]) -> Result<Option<(FrameKind, usize)>, X224Error> {
     } else {
         return Err(err(0, X224ErrorKind::NotAFrame { first }));
     };
-    Ok((buf.len() >= len).then_some((kind, len)))
+    Ok(Some((kind, len)))
 }
 
 /// The first line of a Connection Request's variable part (MS-RDPBCGR 2.2.1.1), without CR LF.
