@@ -65,6 +65,15 @@ pub struct Reader {
     pub exact: bool,
 }
 
+/// How long a read may wait.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// Until one deadline for the whole PDU.
+    Until(Instant),
+    /// This long for each read.
+    Idle(Duration),
+}
+
 impl Default for Reader {
     fn default() -> Self {
         Reader {
@@ -82,6 +91,38 @@ impl Reader {
         stream: &mut S,
         buf: &mut BytesMut,
         deadline: Instant,
+        frame: F,
+    ) -> Result<BytesMut, ReadError>
+    where
+        S: AsyncRead + Unpin + ?Sized,
+        F: FnMut(&[u8]) -> Result<Framing, String>,
+    {
+        self.read_waiting(stream, buf, Wait::Until(deadline), frame)
+            .await
+    }
+
+    /// [`Reader::read`] where each read waits at most `idle` (a peer that keeps sending, however
+    /// slowly, is bounded by the caller's overall deadline): the lab's rule for clients.
+    pub async fn read_idle<S, F>(
+        &self,
+        stream: &mut S,
+        buf: &mut BytesMut,
+        idle: Duration,
+        frame: F,
+    ) -> Result<BytesMut, ReadError>
+    where
+        S: AsyncRead + Unpin + ?Sized,
+        F: FnMut(&[u8]) -> Result<Framing, String>,
+    {
+        self.read_waiting(stream, buf, Wait::Idle(idle), frame)
+            .await
+    }
+
+    async fn read_waiting<S, F>(
+        &self,
+        stream: &mut S,
+        buf: &mut BytesMut,
+        wait: Wait,
         mut frame: F,
     ) -> Result<BytesMut, ReadError>
     where
@@ -105,6 +146,10 @@ impl Reader {
                     }
                     Framing::Pdu(n) | Framing::Skip(n) => n - buf.len(),
                 }
+            };
+            let deadline = match wait {
+                Wait::Until(d) => d,
+                Wait::Idle(idle) => Instant::now() + idle,
             };
             if Instant::now() >= deadline {
                 return Err(ReadError::Timeout);
@@ -267,5 +312,32 @@ mod tests {
         let mut rest = [0u8; 5];
         b.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"after");
+    }
+
+    /// A peer that sends a PDU a byte at a time, each within the idle time: an idle reader gets
+    /// the PDU, a deadline reader with the same time does not.
+    #[tokio::test]
+    async fn an_idle_wait_is_per_read_a_deadline_per_pdu() {
+        async fn dribble(mut a: tokio::io::DuplexStream) {
+            for b in tpkt(12) {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                if a.write_all(&[b]).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let r = Reader::default();
+        let wait = Duration::from_millis(200);
+        let (a, mut b) = tokio::io::duplex(64);
+        let w = tokio::spawn(dribble(a));
+        let pdu = r.read_idle(&mut b, &mut BytesMut::new(), wait, rdp).await;
+        assert_eq!(pdu.unwrap()[..], tpkt(12)[..]);
+        w.abort();
+        let (a, mut b) = tokio::io::duplex(64);
+        let w = tokio::spawn(dribble(a));
+        let e = r.read_within(&mut b, &mut BytesMut::new(), wait, rdp).await;
+        assert!(matches!(e, Err(ReadError::Timeout)), "{e:?}");
+        w.abort();
     }
 }
