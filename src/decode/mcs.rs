@@ -9,8 +9,8 @@
 //! Connect Response is always read by hand: ironrdp-pdu reads and drops it.
 //!
 //! The domain PDUs (erect domain, attach user, channel join, send data, disconnect provider
-//! ultimatum) are read by hand (ALIGNED PER, T.125 7): ironrdp-pdu's decoders need the TPKT/X.224
-//! framing, and a diagnostics tool wants the fields it could read even when the rest is malformed.
+//! ultimatum) and the Connect-Initial header are read by `wire::mcs` (`DomainPdu`); this module
+//! names them and turns their fields into facts.
 //!
 //! INVARIANT: every length read from the input is checked against the bytes present before it is
 //! used to slice or to allocate.
@@ -23,13 +23,14 @@ use super::x224::protocol_names;
 use crate::report::Facts;
 use crate::wire::asn1;
 use crate::wire::gcc as wire_gcc;
+use crate::wire::mcs::DomainPdu;
 use crate::wire::servercert::{ChainEnd, ServerCertificate};
 
 // ---------------------------------------------------------------------------------------------
 // Small readers
 
 use crate::wire::cursor::utf16z;
-pub(crate) use crate::wire::cursor::{be16, le16, le32};
+pub(crate) use crate::wire::cursor::{le16, le32};
 
 /// An 8-bit string up to the first NUL (channel names are ANSI).
 fn ansiz(b: &[u8]) -> String {
@@ -44,11 +45,6 @@ fn ansiz(b: &[u8]) -> String {
 pub(crate) fn ber_tlv(buf: &[u8]) -> Option<(&[u8], &[u8], usize)> {
     let (h, content, _) = asn1::read_tlv(buf, asn1::TagForm::UpToTwo).ok()?;
     Some((buf.get(..h.tag_len)?, content, h.header_len + h.len))
-}
-
-/// An ALIGNED PER length determinant (X.691 10.9): (length, bytes used); see [`wire_gcc::per_length`].
-fn per_length(b: &[u8], at: usize) -> Option<(usize, usize)> {
-    wire_gcc::per_length(b, at).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,22 +260,20 @@ fn client_blocks_from_ironrdp(g: &gcc::ClientGccBlocks) -> ClientBlocks {
 
 /// The userData OCTET STRING of a BER Connect-Initial (T.125 7, application tag 101).
 fn connect_initial_user_data(ud: &[u8]) -> Result<&[u8], String> {
-    let (tag, body, _) = ber_tlv(ud).ok_or("mcs connect initial: unreadable BER header")?;
-    if tag != [0x7f, 0x65] {
-        return Err(format!("mcs connect initial: unexpected tag {tag:02x?}"));
+    use crate::wire::mcs::{connect_initial, ConnectInitialError as E};
+    match connect_initial(ud) {
+        Ok(r) => Ok(ud.get(r).unwrap_or_default()),
+        Err(E::Header(_)) => Err("mcs connect initial: unreadable BER header".into()),
+        Err(E::Tag(tag, n)) => Err(format!(
+            "mcs connect initial: unexpected tag {:02x?}",
+            &tag[..n]
+        )),
+        Err(E::Field(field, _)) => Err(format!("mcs connect initial: field {field} unreadable")),
+        Err(E::UserData(_)) => Err("mcs connect initial: userData unreadable".into()),
+        Err(E::UserDataNotOctetString) => {
+            Err("mcs connect initial: userData is not an OCTET STRING".into())
+        }
     }
-    // callingDomainSelector, calledDomainSelector, upwardFlag, 3 x DomainParameters, userData
-    let mut rest = body;
-    for field in 0..6 {
-        let (_, _, n) = ber_tlv(rest)
-            .ok_or_else(|| format!("mcs connect initial: field {field} unreadable"))?;
-        rest = &rest[n..];
-    }
-    let (tag, user_data, _) = ber_tlv(rest).ok_or("mcs connect initial: userData unreadable")?;
-    if tag != [0x04] {
-        return Err("mcs connect initial: userData is not an OCTET STRING".into());
-    }
-    Ok(user_data)
 }
 
 /// The GCC user data blocks after the H.221 key ("Duca" client-to-server, "McDn" server-to-client)
@@ -643,18 +637,6 @@ pub fn server_certificate_facts(cert: &[u8]) -> Facts {
 // ---------------------------------------------------------------------------------------------
 // Domain PDUs
 
-/// DomainMCSPDU choices (T.125 7, the index is the top 6 bits of the first byte).
-const ERECT_DOMAIN_REQUEST: u8 = 1;
-const DISCONNECT_PROVIDER_ULTIMATUM: u8 = 8;
-const ATTACH_USER_REQUEST: u8 = 10;
-const ATTACH_USER_CONFIRM: u8 = 11;
-const CHANNEL_JOIN_REQUEST: u8 = 14;
-const CHANNEL_JOIN_CONFIRM: u8 = 15;
-const SEND_DATA_REQUEST: u8 = 25;
-const SEND_DATA_INDICATION: u8 = 26;
-/// UserIds are PER-encoded as offsets from 1001 (T.125 UserId ::= DynamicChannelId (1001..65535)).
-const USER_ID_BASE: u16 = 1001;
-
 /// Classifies an MCS domain PDU (T.125 DomainMCSPDU, PER) in X.224 data user data.
 /// Names (lowercase, used by the stage machine): "erect domain request", "attach user request",
 /// "attach user confirm", "channel join request", "channel join confirm", "send data request",
@@ -665,73 +647,67 @@ const USER_ID_BASE: u16 = 1001;
 /// Send data facts also carry "initiator", "payload_len" (the PER length) and "truncated": true when
 /// fewer bytes than announced are present (the payload then runs to the end of the input).
 pub fn classify_domain_pdu(x224_user_data: &[u8]) -> Option<(&'static str, Facts)> {
-    let b = x224_user_data;
-    let b0 = *b.first()?;
     let mut f = Facts::new();
-    let user = |at: usize| be16(b, at).map(|v| v.wrapping_add(USER_ID_BASE));
-    match b0 >> 2 {
-        ERECT_DOMAIN_REQUEST => Some(("erect domain request", f)),
-        DISCONNECT_PROVIDER_ULTIMATUM => {
-            let b1 = *b.get(1)?;
-            let reason = ((b0 & 0x03) << 1) | (b1 >> 7);
+    let name = match DomainPdu::parse(x224_user_data).ok()? {
+        DomainPdu::ErectDomainRequest => "erect domain request",
+        DomainPdu::DisconnectProviderUltimatum { reason } => {
             f.insert("reason".into(), json!(disconnect_reason_name(reason)));
-            Some(("disconnect provider ultimatum", f))
+            "disconnect provider ultimatum"
         }
-        ATTACH_USER_REQUEST => Some(("attach user request", f)),
-        ATTACH_USER_CONFIRM => {
-            let result = *b.get(1)?;
+        DomainPdu::AttachUserRequest => "attach user request",
+        DomainPdu::AttachUserConfirm { result, initiator } => {
             f.insert("result".into(), json!(mcs_result_name(result)));
-            // bit 1 of the choice byte: the optional initiator is present
-            if b0 & 0x02 != 0 {
-                if let Some(u) = user(2) {
-                    f.insert("initiator".into(), json!(u));
-                }
-            }
-            Some(("attach user confirm", f))
-        }
-        CHANNEL_JOIN_REQUEST => {
-            f.insert("initiator".into(), json!(user(1)?));
-            f.insert("channel_id".into(), json!(be16(b, 3)?));
-            Some(("channel join request", f))
-        }
-        CHANNEL_JOIN_CONFIRM => {
-            let result = *b.get(1)?;
-            f.insert("result".into(), json!(mcs_result_name(result)));
-            if let Some(u) = user(2) {
+            if let Some(u) = initiator {
                 f.insert("initiator".into(), json!(u));
             }
-            if let Some(r) = be16(b, 4) {
+            "attach user confirm"
+        }
+        DomainPdu::ChannelJoinRequest {
+            initiator,
+            channel_id,
+        } => {
+            f.insert("initiator".into(), json!(initiator));
+            f.insert("channel_id".into(), json!(channel_id));
+            "channel join request"
+        }
+        DomainPdu::ChannelJoinConfirm {
+            result,
+            initiator,
+            requested,
+            channel_id,
+        } => {
+            f.insert("result".into(), json!(mcs_result_name(result)));
+            if let Some(u) = initiator {
+                f.insert("initiator".into(), json!(u));
+            }
+            if let Some(r) = requested {
                 f.insert("requested_channel_id".into(), json!(r));
             }
-            // bit 1 of the choice byte: the optional channelId is present
-            let ch = if b0 & 0x02 != 0 { be16(b, 6) } else { None };
-            if let Some(c) = ch.or_else(|| be16(b, 4)) {
+            // Without the optional channelId, the requested one is the joined one.
+            if let Some(c) = channel_id.or(requested) {
                 f.insert("channel_id".into(), json!(c));
             }
-            Some(("channel join confirm", f))
+            "channel join confirm"
         }
-        t @ (SEND_DATA_REQUEST | SEND_DATA_INDICATION) => {
-            let initiator = user(1)?;
-            let channel = be16(b, 3)?;
-            // byte 5: dataPriority + segmentation
-            b.get(5)?;
-            let (len, n) = per_length(b, 6)?;
-            let off = 6 + n;
-            f.insert("initiator".into(), json!(initiator));
-            f.insert("channel_id".into(), json!(channel));
-            f.insert("payload_offset".into(), json!(off as u64));
-            f.insert("payload_len".into(), json!(len as u64));
-            if b.len().saturating_sub(off) < len {
-                f.insert("truncated".into(), json!(true));
-            }
-            let name = if t == SEND_DATA_REQUEST {
-                "send data request"
-            } else {
-                "send data indication"
-            };
-            Some((name, f))
+        DomainPdu::SendDataRequest(sd) => {
+            send_data_facts(&sd, &mut f);
+            "send data request"
         }
-        _ => None,
+        DomainPdu::SendDataIndication(sd) => {
+            send_data_facts(&sd, &mut f);
+            "send data indication"
+        }
+    };
+    Some((name, f))
+}
+
+fn send_data_facts(sd: &crate::wire::mcs::SendData, f: &mut Facts) {
+    f.insert("initiator".into(), json!(sd.initiator));
+    f.insert("channel_id".into(), json!(sd.channel_id));
+    f.insert("payload_offset".into(), json!(sd.payload.start as u64));
+    f.insert("payload_len".into(), json!(sd.announced_len as u64));
+    if sd.truncated() {
+        f.insert("truncated".into(), json!(true));
     }
 }
 

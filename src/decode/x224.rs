@@ -1,15 +1,17 @@
 //! TPKT (RFC 1006) framing, fast-path framing and X.224 connection PDUs with the RDP negotiation
 //! structures (MS-RDPBCGR 2.2.1.1 / 2.2.1.2). Pure, never panics.
 //!
-//! Written by hand rather than with ironrdp-pdu's decoders because a diagnostics tool needs the exact
-//! byte offset of what is wrong and the fields it could read before that point.
+//! The bytes are read by `wire::x224` (typed TPDUs, errors with byte offsets); this module turns
+//! them into the report's facts and names.
 
 use serde_json::json;
+
+use crate::wire::x224 as wx;
 
 use crate::report::Facts;
 
 /// TPKT header size: version (1), reserved (1), length (2).
-pub const TPKT_HEADER_LEN: usize = 4;
+pub const TPKT_HEADER_LEN: usize = wx::TPKT_HEADER_LEN;
 
 /// Security protocol flags (MS-RDPBCGR 2.2.1.1.1 requestedProtocols).
 pub const PROTOCOL_SSL: u32 = 0x1;
@@ -95,55 +97,19 @@ pub enum Frame {
 
 /// Frames the next TPKT (RFC 1006) or fast-path (MS-RDPBCGR 2.2.9.1.2) PDU at the start of `buf`.
 pub fn frame(buf: &[u8]) -> Frame {
-    let Some(&first) = buf.first() else {
-        return Frame::Incomplete;
-    };
-    if first == 0x03 {
-        if buf.len() < TPKT_HEADER_LEN {
-            return Frame::Incomplete;
-        }
-        let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-        if len < TPKT_HEADER_LEN + 3 {
-            return Frame::Invalid(format!(
-                "TPKT length {len} is shorter than a TPKT + X.224 header"
-            ));
-        }
-        if buf.len() < len {
-            return Frame::Incomplete;
-        }
-        return Frame::Tpkt(len);
+    match wx::frame(buf) {
+        Ok(None) => Frame::Incomplete,
+        Ok(Some((wx::FrameKind::Tpkt, len))) => Frame::Tpkt(len),
+        Ok(Some((wx::FrameKind::FastPath, len))) => Frame::FastPath(len),
+        Err(e) => Frame::Invalid(e.kind.to_string()),
     }
-    if first & 0x3 == 0 {
-        // Fast-path: action bits 0; length in 1 or 2 bytes (PER-like).
-        let Some(&b1) = buf.get(1) else {
-            return Frame::Incomplete;
-        };
-        let len = if b1 & 0x80 != 0 {
-            let Some(&b2) = buf.get(2) else {
-                return Frame::Incomplete;
-            };
-            (((b1 & 0x7f) as usize) << 8) | b2 as usize
-        } else {
-            b1 as usize
-        };
-        if len < 2 {
-            return Frame::Invalid(format!("fast-path length {len} too short"));
-        }
-        if buf.len() < len {
-            return Frame::Incomplete;
-        }
-        return Frame::FastPath(len);
-    }
-    Frame::Invalid(format!(
-        "byte 0x{first:02x} starts neither a TPKT nor a fast-path PDU"
-    ))
 }
 
 /// X.224 TPDU codes (ITU-T X.224 13.3; upper nibble).
-pub const X224_CR: u8 = 0xE0;
-pub const X224_CC: u8 = 0xD0;
-pub const X224_DR: u8 = 0x80;
-pub const X224_DATA: u8 = 0xF0;
+pub const X224_CR: u8 = wx::CODE_CR;
+pub const X224_CC: u8 = wx::CODE_CC;
+pub const X224_DR: u8 = wx::CODE_DR;
+pub const X224_DATA: u8 = wx::CODE_DATA;
 
 /// A decoded TPKT PDU.
 #[derive(Clone, Debug, PartialEq)]
@@ -170,173 +136,82 @@ pub enum X224 {
     },
 }
 
-fn malformed(what: impl Into<String>, offset: usize) -> X224 {
-    X224::Malformed {
-        what: what.into(),
-        offset,
-    }
-}
-
-/// Decodes a complete TPKT PDU (as framed by [`frame`]).
+/// Decodes a complete TPKT PDU (as framed by [`frame`]) with `wire::x224` and turns it into the
+/// facts the report shows.
 pub fn decode_tpkt(pdu: &[u8]) -> X224 {
-    if pdu.len() < TPKT_HEADER_LEN + 2 {
-        return malformed("TPKT PDU too short", 0);
-    }
-    let li = pdu[4] as usize;
-    let code = pdu[5] & 0xF0;
-    match code {
-        X224_DATA => {
-            // LI = 2: code + EOT
-            if li != 2 || pdu.len() < 7 {
-                return malformed(
-                    format!("X.224 data header length indicator {li}, expected 2"),
-                    4,
-                );
-            }
-            X224::Data {
-                user_data_offset: 7,
-            }
-        }
-        X224_CR | X224_CC => {
-            // LI counts the header after itself: code(1) dst-ref(2) src-ref(2) class(1) + variable part.
-            if li < 6 {
-                return malformed(
-                    format!("X.224 length indicator {li} shorter than the fixed header"),
-                    4,
-                );
-            }
-            if TPKT_HEADER_LEN + 1 + li != pdu.len() {
-                return malformed(
-                    format!(
-                        "X.224 length indicator {li} disagrees with the TPKT length {} (expected {})",
-                        pdu.len(),
-                        pdu.len().saturating_sub(TPKT_HEADER_LEN + 1)
-                    ),
-                    4,
-                );
-            }
-            let var = &pdu[11..];
-            if code == X224_CR {
-                decode_cr_variable(var, 11)
-            } else {
-                decode_cc_variable(var, 11)
-            }
-        }
-        X224_DR => X224::DisconnectRequest,
-        other => malformed(format!("unknown X.224 TPDU code 0x{other:02x}"), 5),
+    match wx::Tpdu::parse(pdu) {
+        Ok(wx::Tpdu::Data { user_data }) => X224::Data {
+            user_data_offset: user_data.start,
+        },
+        Ok(wx::Tpdu::DisconnectRequest) => X224::DisconnectRequest,
+        Ok(wx::Tpdu::ConnectionRequest(cr)) => X224::ConnectionRequest(request_facts(&cr)),
+        Ok(wx::Tpdu::ConnectionConfirm(cc)) => confirm(&cc),
+        Err(e) => X224::Malformed {
+            what: e.kind.to_string(),
+            offset: e.at,
+        },
     }
 }
 
-fn decode_cr_variable(var: &[u8], base: usize) -> X224 {
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn request_facts(cr: &wx::ConnectionRequest<'_>) -> Facts {
     let mut facts = Facts::new();
-    let mut pos = 0;
-    // Optional cookie or routing token, terminated by CR LF (MS-RDPBCGR 2.2.1.1).
-    if var.starts_with(b"Cookie: ") {
-        match find_crlf(var) {
-            Some(end) => {
-                let text = String::from_utf8_lossy(&var[8..end]).to_string();
-                if let Some(v) = text.strip_prefix("mstshash=") {
-                    facts.insert("cookie".into(), json!(v));
-                } else if let Some(v) = text.strip_prefix("msts=") {
-                    facts.insert("routing_token".into(), json!(format!("msts={v}")));
-                } else {
-                    facts.insert("cookie".into(), json!(text));
-                }
-                pos = end + 2;
-            }
-            None => return malformed("cookie not terminated by CR LF", base),
+    match cr.token {
+        Some(wx::RequestToken::Cookie(v) | wx::RequestToken::OtherCookie(v)) => {
+            facts.insert("cookie".into(), json!(lossy(v)));
         }
-    } else if !var.is_empty() && var[0] != 0x01 {
-        // Opaque routing token (load balancer): runs to CR LF.
-        match find_crlf(var) {
-            Some(end) => {
-                facts.insert(
-                    "routing_token".into(),
-                    json!(String::from_utf8_lossy(&var[..end]).to_string()),
-                );
-                pos = end + 2;
-            }
-            None => {
-                return malformed(
-                    format!(
-                        "unexpected byte 0x{:02x} where RDP_NEG_REQ or a cookie was expected",
-                        var[0]
-                    ),
-                    base,
-                )
-            }
+        Some(wx::RequestToken::RoutingToken(v)) => {
+            facts.insert("routing_token".into(), json!(format!("msts={}", lossy(v))));
         }
+        Some(wx::RequestToken::Opaque(v)) => {
+            facts.insert("routing_token".into(), json!(lossy(v)));
+        }
+        None => {}
     }
-    let rest = &var[pos..];
-    if rest.is_empty() {
+    let Some(neg) = cr.neg else {
         facts.insert("requested_protocols".into(), json!(protocol_names(0)));
         facts.insert("requested_protocols_value".into(), json!(0));
         facts.insert("neg_req".into(), json!(false));
-        return X224::ConnectionRequest(facts);
-    }
-    if rest.len() < 8 {
-        return malformed(
-            format!("RDP_NEG_REQ truncated: {} of 8 bytes", rest.len()),
-            base + pos,
-        );
-    }
-    if rest[0] != 0x01 {
-        return malformed(
-            format!("RDP_NEG_REQ type 0x{:02x}, expected 0x01", rest[0]),
-            base + pos,
-        );
-    }
-    let len = u16::from_le_bytes([rest[2], rest[3]]);
-    if len != 8 {
-        return malformed(
-            format!("RDP_NEG_REQ length {len}, expected 8"),
-            base + pos + 2,
-        );
-    }
-    let flags = rest[1];
-    let protocols = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        return facts;
+    };
+    let protocols = neg.protocols.bits();
     facts.insert(
         "requested_protocols".into(),
         json!(protocol_names(protocols)),
     );
     facts.insert("requested_protocols_value".into(), json!(protocols));
-    facts.insert("request_flags".into(), json!(request_flag_names(flags)));
+    facts.insert(
+        "request_flags".into(),
+        json!(request_flag_names(neg.flags.bits())),
+    );
     facts.insert("neg_req".into(), json!(true));
-    if rest.len() > 8 {
-        facts.insert("correlation_info_len".into(), json!(rest.len() - 8));
+    if !cr.correlation_info.is_empty() {
+        facts.insert(
+            "correlation_info_len".into(),
+            json!(cr.correlation_info.len()),
+        );
     }
-    X224::ConnectionRequest(facts)
+    facts
 }
 
-fn decode_cc_variable(var: &[u8], base: usize) -> X224 {
+fn confirm(cc: &wx::ConnectionConfirm) -> X224 {
     let mut facts = Facts::new();
-    if var.is_empty() {
-        // No RDP_NEG_RSP: a pre-RDP-5.2 server selecting standard RDP security.
-        facts.insert("selected_protocol".into(), json!("PROTOCOL_RDP"));
-        facts.insert("neg_rsp".into(), json!(false));
-        return X224::ConnectionConfirm {
-            selected: 0,
-            flags: 0,
-            facts,
-        };
-    }
-    if var.len() < 8 {
-        return malformed(
-            format!("negotiation response truncated: {} of 8 bytes", var.len()),
-            base,
-        );
-    }
-    let len = u16::from_le_bytes([var[2], var[3]]);
-    if len != 8 {
-        return malformed(
-            format!("negotiation response length {len}, expected 8"),
-            base + 2,
-        );
-    }
-    let value = u32::from_le_bytes([var[4], var[5], var[6], var[7]]);
-    match var[0] {
-        0x02 => {
-            let flags = var[1];
+    match cc.negotiation {
+        wx::Negotiation::None => {
+            // No RDP_NEG_RSP: a pre-RDP-5.2 server selecting standard RDP security.
+            facts.insert("selected_protocol".into(), json!("PROTOCOL_RDP"));
+            facts.insert("neg_rsp".into(), json!(false));
+            X224::ConnectionConfirm {
+                selected: 0,
+                flags: 0,
+                facts,
+            }
+        }
+        wx::Negotiation::Response { flags, selected } => {
+            let (flags, value) = (flags.bits(), selected.bits());
             let names = protocol_names(value);
             facts.insert(
                 "selected_protocol".into(),
@@ -351,16 +226,10 @@ fn decode_cc_variable(var: &[u8], base: usize) -> X224 {
                 facts,
             }
         }
-        0x03 => X224::NegotiationFailure { code: value },
-        t => malformed(
-            format!("negotiation response type 0x{t:02x}, expected 0x02 or 0x03"),
-            base,
-        ),
+        wx::Negotiation::Failure { code } => X224::NegotiationFailure {
+            code: u32::from(code),
+        },
     }
-}
-
-fn find_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -331,49 +331,52 @@ impl Ctx {
 
 /// An X.224 Connection Request with RDP_NEG_REQ offering `protocols` (MS-RDPBCGR 2.2.1.1).
 pub fn connection_request(protocols: u32) -> Vec<u8> {
-    let cookie = b"Cookie: mstshash=rdprobe\r\n";
-    let len = 4 + 7 + cookie.len() + 8;
-    let mut v = Vec::with_capacity(len);
-    v.extend_from_slice(&[3, 0]);
-    v.extend_from_slice(&(len as u16).to_be_bytes());
-    v.push((len - 5) as u8); // LI
-    v.extend_from_slice(&[0xe0, 0, 0, 0, 0, 0]);
-    v.extend_from_slice(cookie);
-    v.extend_from_slice(&[1, 0, 8, 0]);
-    v.extend_from_slice(&protocols.to_le_bytes());
-    v
+    use crate::wire::x224 as wx;
+    wx::Tpdu::ConnectionRequest(wx::ConnectionRequest {
+        token: Some(wx::RequestToken::Cookie(b"rdprobe")),
+        neg: Some(wx::NegReq {
+            flags: ironrdp_pdu::nego::RequestFlags::empty(),
+            protocols: ironrdp_pdu::nego::SecurityProtocol::from_bits_retain(protocols),
+        }),
+        correlation_info: &[],
+    })
+    .emit()
+    .unwrap_or_default()
 }
 
-/// Reads one TPKT PDU with a deadline (at most 64 KiB, the TPKT limit).
+/// Reads one TPKT PDU with a deadline (at most 64 KiB, the TPKT limit), and no byte past it: the
+/// connection may go on to a TLS handshake.
 async fn read_tpkt(s: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, String> {
-    let fut = async {
-        let mut h = [0u8; 4];
-        s.read_exact(&mut h).await?;
-        if h[0] != 3 {
-            return Err(std::io::Error::other(format!(
-                "not a TPKT header (first byte 0x{:02x})",
-                h[0]
-            )));
+    use crate::net::framed::{Framing, ReadError, Reader};
+    let frame = |b: &[u8]| {
+        let Some(len) = crate::wire::cursor::be16(b, 2) else {
+            return Ok(Framing::Need(4 - b.len()));
+        };
+        if b[0] != 3 {
+            return Err(format!("not a TPKT header (first byte 0x{:02x})", b[0]));
         }
-        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
         if len < 7 {
-            return Err(std::io::Error::other(format!("TPKT length {len}")));
+            return Err(format!("TPKT length {len}"));
         }
-        let mut v = vec![0u8; len];
-        v[..4].copy_from_slice(&h);
-        s.read_exact(&mut v[4..]).await?;
-        Ok(v)
+        Ok(Framing::Pdu(usize::from(len)))
     };
-    match tokio::time::timeout(timeout, fut).await {
-        Err(_) => Err(format!(
+    let reader = Reader {
+        max_len: 0xffff,
+        exact: true,
+    };
+    let r = reader
+        .read_within(s, &mut bytes::BytesMut::new(), timeout, frame)
+        .await;
+    match r {
+        Ok(v) => Ok(v.to_vec()),
+        Err(ReadError::Timeout) => Err(format!(
             "timed out after {} ms waiting for the server",
             timeout.as_millis()
         )),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err("the server closed the connection".into())
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(v)) => Ok(v),
+        Err(ReadError::Closed) => Err("the server closed the connection".into()),
+        Err(ReadError::Io(e)) => Err(e.to_string()),
+        Err(ReadError::Framing(what)) => Err(what),
+        Err(e) => Err(e.to_string()),
     }
 }
 

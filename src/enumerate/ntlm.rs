@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::decode::credssp::{self as dc, NtlmFacts, NtlmMessageType};
 
@@ -44,38 +44,34 @@ pub struct Challenge {
 
 /// Reads one DER TLV (the server's TSRequest) with a deadline, at most [`MAX_TS_REQUEST_LEN`].
 async fn read_der<S: AsyncRead + Unpin>(s: &mut S, timeout: Duration) -> Result<Vec<u8>, String> {
-    let fut = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(total) = dc::der_frame_len(&buf) {
-                if total > MAX_TS_REQUEST_LEN {
-                    return Err(format!(
-                        "server ts request of {total} bytes exceeds {MAX_TS_REQUEST_LEN}"
-                    ));
-                }
-                if buf.len() >= total {
-                    buf.truncate(total);
-                    return Ok(buf);
-                }
-            } else if buf.len() > 6 {
-                return Err("the server's answer is not a der ts request".into());
-            }
-            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("the server closed the connection".into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
+    use crate::net::framed::{Framing, ReadError, Reader};
+    let frame = |b: &[u8]| match dc::der_frame_len(b) {
+        Some(total) if total > MAX_TS_REQUEST_LEN => Err(format!(
+            "server ts request of {total} bytes exceeds {MAX_TS_REQUEST_LEN}"
+        )),
+        Some(total) => Ok(Framing::Pdu(total)),
+        None if b.len() > 6 => Err("the server's answer is not a der ts request".into()),
+        None => Ok(Framing::Need(1)),
     };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "timed out after {} ms waiting for the server's ts request",
-                timeout.as_millis()
-            ))
-        })
+    // Reads ahead in chunks (what follows the TSRequest is not used): room for one past the PDU.
+    let reader = Reader {
+        max_len: MAX_TS_REQUEST_LEN + 16 * 1024,
+        exact: false,
+    };
+    let r = reader
+        .read_within(s, &mut bytes::BytesMut::new(), timeout, frame)
+        .await;
+    match r {
+        Ok(v) => Ok(v.to_vec()),
+        Err(ReadError::Timeout) => Err(format!(
+            "timed out after {} ms waiting for the server's ts request",
+            timeout.as_millis()
+        )),
+        Err(ReadError::Closed) => Err("the server closed the connection".into()),
+        Err(ReadError::Io(e)) => Err(format!("read: {e}")),
+        Err(ReadError::Framing(what)) => Err(what),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Sends the NEGOTIATE and reads the CHALLENGE. Every wait is bounded by `timeout`.

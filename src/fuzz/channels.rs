@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
+use crate::wire::mcs::{self, DomainPdu};
 
 /// MCS user ids are sent as offsets from 1001 (T.125 UserId, MS-RDPBCGR 2.2.1.6).
-pub const USER_ID_BASE: u16 = 1001;
+pub use crate::wire::mcs::USER_ID_BASE;
 /// Most extra joins a case adds.
 pub const MAX_EXTRA_JOINS: u64 = 64;
 
@@ -221,22 +222,24 @@ pub fn domain_reply(pdu: &[u8]) -> Option<DomainReply> {
         return None;
     }
     let b = pdu.get(7..)?;
-    let b0 = *b.first()?;
-    let be16 = |at: usize| b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]]));
-    Some(match b0 >> 2 {
-        11 => DomainReply::AttachConfirm {
-            result: *b.get(1)?,
-            user: (b0 & 0x02 != 0)
-                .then(|| be16(2))
-                .flatten()
-                .map(|u| u.wrapping_add(USER_ID_BASE)),
+    let choice = *b.first()? >> 2;
+    Some(match DomainPdu::parse(b) {
+        Ok(DomainPdu::AttachUserConfirm { result, initiator }) => DomainReply::AttachConfirm {
+            result,
+            user: initiator,
         },
-        15 => DomainReply::JoinConfirm {
-            result: *b.get(1)?,
-            channel: (b0 & 0x02 != 0).then(|| be16(6)).flatten(),
+        Ok(DomainPdu::ChannelJoinConfirm {
+            result, channel_id, ..
+        }) => DomainReply::JoinConfirm {
+            result,
+            channel: channel_id,
         },
-        8 => DomainReply::Ultimatum,
-        n => DomainReply::Other(n),
+        // A confirm without its result byte is no reply.
+        _ if choice == mcs::ATTACH_USER_CONFIRM || choice == mcs::CHANNEL_JOIN_CONFIRM => {
+            return None
+        }
+        _ if choice == mcs::DISCONNECT_PROVIDER_ULTIMATUM => DomainReply::Ultimatum,
+        _ => DomainReply::Other(choice),
     })
 }
 

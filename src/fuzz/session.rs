@@ -850,44 +850,36 @@ fn write_failed(e: &std::io::Error) -> (ResponseClass, String) {
 async fn read_pdu<S: AsyncRead + Unpin + ?Sized>(
     s: &mut S,
     timeout: Duration,
-    mut buf: Vec<u8>,
+    buf: Vec<u8>,
     frame: impl Fn(&[u8]) -> Result<Option<usize>, String>,
 ) -> Result<(Vec<u8>, Vec<u8>), (ResponseClass, String)> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if !buf.is_empty() {
-            match frame(&buf) {
-                Ok(Some(n)) => {
-                    if n == 0 || n > MAX_REPLY {
-                        return Err((
-                            ResponseClass::MalformedReply,
-                            format!("reply length {n} out of range"),
-                        ));
-                    }
-                    if buf.len() >= n {
-                        let rest = buf.split_off(n);
-                        return Ok((buf, rest));
-                    }
-                }
-                Ok(None) => {}
-                Err(what) => return Err((ResponseClass::MalformedReply, what)),
-            }
+    use crate::net::framed::{Framing, ReadError, Reader};
+    let mut buf = bytes::BytesMut::from(&buf[..]);
+    let reader = Reader {
+        max_len: MAX_REPLY,
+        exact: false,
+    };
+    let r = reader
+        .read_within(s, &mut buf, timeout, |b| {
+            frame(b).map(|n| n.map_or(Framing::Need(1), Framing::Pdu))
+        })
+        .await;
+    match r {
+        Ok(pdu) => Ok((pdu.to_vec(), buf.to_vec())),
+        Err(ReadError::Timeout) => Err((
+            ResponseClass::Silence,
+            "no reply before the deadline".into(),
+        )),
+        Err(ReadError::Closed) => Err(eof_class(&buf)),
+        Err(ReadError::Io(e)) => Err(read_error_class(&e, &buf)),
+        Err(ReadError::Length { len }) => Err((
+            ResponseClass::MalformedReply,
+            format!("reply length {len} out of range"),
+        )),
+        Err(ReadError::Overflow { .. }) => {
+            Err((ResponseClass::MalformedReply, "reply too long".into()))
         }
-        if buf.len() > MAX_REPLY {
-            return Err((ResponseClass::MalformedReply, "reply too long".into()));
-        }
-        let mut chunk = [0u8; 8192];
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Err(_) => {
-                return Err((
-                    ResponseClass::Silence,
-                    "no reply before the deadline".into(),
-                ))
-            }
-            Ok(Ok(0)) => return Err(eof_class(&buf)),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Err(read_error_class(&e, &buf)),
-        }
+        Err(ReadError::Framing(what)) => Err((ResponseClass::MalformedReply, what)),
     }
 }
 

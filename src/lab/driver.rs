@@ -267,27 +267,46 @@ impl Conn<'_> {
     }
 
     /// Reads one PDU that `hint` frames; PDUs the hint does not match (e.g. fast-path input) are dropped.
+    /// Each read waits at most the read timeout (the connection's total deadline bounds the rest).
     async fn read_frame(&mut self, hint: &dyn PduHint, what: &'static str) -> Result<Vec<u8>, End> {
-        loop {
-            match hint.find_size(&self.rbuf) {
-                Ok(Some((matched, len))) => {
-                    if len == 0 || len > MAX_PDU_LEN {
-                        return Err(End::Protocol(format!(
-                            "{what}: implausible PDU length {len}"
-                        )));
-                    }
-                    if self.rbuf.len() >= len {
-                        let frame: Vec<u8> = self.rbuf.drain(..len).collect();
-                        if matched {
-                            return Ok(frame);
-                        }
-                        continue;
-                    }
+        use crate::net::framed::{self, ReadError, Reader};
+        let reader = Reader {
+            max_len: MAX_PDU_LEN,
+            exact: false,
+        };
+        let mut buf = bytes::BytesMut::from(&self.rbuf[..]);
+        let idle = self.read_timeout;
+        let io: &mut dyn AsyncIo = match &mut self.layer {
+            Layer::Plain(t) => t,
+            Layer::Upper(b) => b.as_mut(),
+            Layer::Gone => return Err(End::ClientGone("connection already closed".to_owned())),
+        };
+        let r = reader
+            .read_idle(io, &mut buf, idle, framed::hint(hint))
+            .await;
+        self.rbuf = buf.to_vec();
+        match r {
+            Ok(pdu) => Ok(pdu.to_vec()),
+            Err(ReadError::Length { len }) => Err(End::Protocol(format!(
+                "{what}: implausible PDU length {len}"
+            ))),
+            Err(ReadError::Framing(e)) => Err(End::Protocol(format!("{what}: {e}"))),
+            Err(ReadError::Overflow { .. }) => Err(End::Protocol(format!(
+                "{what} is longer than {MAX_PDU_LEN} bytes"
+            ))),
+            Err(ReadError::Timeout) => Err(End::Timeout(what)),
+            Err(ReadError::Closed) => Err(End::ClientGone(format!(
+                "closed while the lab waited for the {what}"
+            ))),
+            Err(ReadError::Io(e)) => {
+                if self.wire.borrow().truncated {
+                    Err(self.end_truncated().await)
+                } else {
+                    Err(End::ClientGone(format!(
+                        "{e} while the lab waited for the {what}"
+                    )))
                 }
-                Ok(None) => {}
-                Err(e) => return Err(End::Protocol(format!("{what}: {e}"))),
             }
-            self.read_more(what).await?;
         }
     }
 

@@ -1654,15 +1654,24 @@ pub fn channels_apply(c: &ChannelsCase, index: usize, pdu: &[u8]) -> Option<Vec<
 /// The Channel Join Confirm (rt-successful) answering `frame` when it is a Channel Join Request
 /// (T.125 PER, MS-RDPBCGR 2.2.1.8), else `None`.
 pub fn join_confirm_for(frame: &[u8]) -> Option<Vec<u8>> {
-    if frame.len() < 12 || frame[0] != 3 || frame[7] >> 2 != 14 {
+    use crate::wire::mcs::DomainPdu;
+    if frame.first() != Some(&3) {
         return None;
     }
-    let (initiator, channel) = (&frame[8..10], &frame[10..12]);
-    let mut body = vec![0x3e, 0x00];
-    body.extend_from_slice(initiator);
-    body.extend_from_slice(channel);
-    body.extend_from_slice(channel);
-    Some(tpkt_data(&body))
+    let DomainPdu::ChannelJoinRequest {
+        initiator,
+        channel_id,
+    } = DomainPdu::parse(frame.get(7..)?).ok()?
+    else {
+        return None;
+    };
+    let confirm = DomainPdu::ChannelJoinConfirm {
+        result: 0,
+        initiator: Some(initiator),
+        requested: Some(channel_id),
+        channel_id: Some(channel_id),
+    };
+    Some(tpkt_data(&confirm.emit(&[])?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2152,6 +2161,28 @@ pub fn error_pdus(c: &ErrorCase, template: Option<&[u8]>) -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
     use ironrdp_pdu::{gcc, mcs as imcs};
+
+    #[test]
+    fn a_join_request_gets_its_confirm() {
+        let req = ironrdp_core::encode_vec(&ironrdp_pdu::x224::X224(
+            imcs::McsMessage::ChannelJoinRequest(imcs::ChannelJoinRequest {
+                initiator_id: 1007,
+                channel_id: 1004,
+            }),
+        ))
+        .unwrap();
+        assert_eq!(
+            join_confirm_for(&req),
+            Some(vec![
+                3, 0, 0, 15, 2, 0xf0, 0x80, 0x3e, 0, 0, 6, 3, 0xec, 3, 0xec
+            ]),
+            "rt-successful, initiator, requested and joined channel"
+        );
+        assert_eq!(join_confirm_for(&req[..11]), None, "cut short");
+        let mut other = req.clone();
+        other[7] = 0x28;
+        assert_eq!(join_confirm_for(&other), None, "not a join request");
+    }
 
     fn lab_connect_response() -> Vec<u8> {
         let blocks = gcc::ServerGccBlocks {

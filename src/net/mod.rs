@@ -1,4 +1,7 @@
-//! Network helpers shared by the commands that connect (probe, enum).
+//! Network helpers shared by the commands that connect (probe, enum): name resolution with a
+//! deadline, and `framed`, the one deadline reader of framed PDUs.
+
+pub mod framed;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -20,7 +20,7 @@ use ironrdp_connector::{ClientConnector, ClientConnectorState, Sequence as _};
 use ironrdp_core::WriteBuf;
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::PduHint;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::report::ConnectionReport;
 use crate::stage::Stage;
@@ -28,7 +28,7 @@ use crate::trace::{ConnectFailure, Dir, EventKind, Layer, TlsSessionInfo, Trace}
 use tap::{SharedTrace, Tap};
 
 /// Largest PDU the probe accepts from a server, in bytes (TPKT caps at 65535; TSRequests are small).
-pub const MAX_PDU_LEN: usize = 1024 * 1024;
+pub use crate::net::framed::MAX_PDU_LEN;
 
 /// Security protocols the client may offer in RDP_NEG_REQ (MS-RDPBCGR 2.2.1.1.1): the one
 /// protocol type of [`crate::codes`].
@@ -607,45 +607,21 @@ async fn read_pdu<S: AsyncRead + Unpin>(
     hint: &dyn PduHint,
     timeout: Duration,
 ) -> Result<BytesMut, ReadFail> {
+    use crate::net::framed::{self, ReadError, Reader};
     let start = Instant::now();
-    loop {
-        match hint.find_size(buf) {
-            Ok(Some((matched, len))) => {
-                if len == 0 || len > MAX_PDU_LEN {
-                    return Err(ReadFail::Malformed(format!(
-                        "PDU length {len} out of range"
-                    )));
-                }
-                if buf.len() >= len {
-                    let pdu = buf.split_to(len);
-                    if matched {
-                        return Ok(pdu);
-                    }
-                    continue;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => return Err(ReadFail::Malformed(format!("{e}"))),
-        }
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return Err(ReadFail::Timeout(start.elapsed()));
-        }
-        let mut chunk = [0u8; 16 * 1024];
-        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
-            Err(_) => return Err(ReadFail::Timeout(start.elapsed())),
-            Ok(Ok(0)) => return Err(ReadFail::Closed),
-            Ok(Ok(n)) => {
-                if buf.len() + n > MAX_PDU_LEN {
-                    return Err(ReadFail::Malformed(format!(
-                        "server sent more than {MAX_PDU_LEN} bytes without a complete PDU"
-                    )));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            Ok(Err(e)) => return Err(ReadFail::Io(e)),
-        }
-    }
+    let r = Reader::default()
+        .read_within(stream, buf, timeout, framed::hint(hint))
+        .await;
+    r.map_err(|e| match e {
+        ReadError::Timeout => ReadFail::Timeout(start.elapsed()),
+        ReadError::Closed => ReadFail::Closed,
+        ReadError::Io(e) => ReadFail::Io(e),
+        ReadError::Length { len } => ReadFail::Malformed(format!("PDU length {len} out of range")),
+        ReadError::Overflow { .. } => ReadFail::Malformed(format!(
+            "server sent more than {MAX_PDU_LEN} bytes without a complete PDU"
+        )),
+        ReadError::Framing(what) => ReadFail::Malformed(what),
+    })
 }
 
 /// Maps IronRDP's connector state to rdprobe's stage.

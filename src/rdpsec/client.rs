@@ -18,7 +18,7 @@ use ironrdp_connector::{
 };
 use ironrdp_core::WriteBuf;
 use ironrdp_pdu::x224::X224;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::cert::{self, RsaKey};
 use super::crypt::SecurityContext;
@@ -87,31 +87,25 @@ struct Io<'a, S: ?Sized> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> Io<'_, S> {
     async fn read(&mut self) -> Result<Pdu, WalkError> {
+        use crate::net::framed::{self, ReadError, Reader};
         let start = Instant::now();
-        loop {
-            match frame(self.buf) {
-                Frame::Tpkt(n) => return Ok(Pdu::Tpkt(self.buf.split_to(n).to_vec())),
-                Frame::FastPath(n) => return Ok(Pdu::FastPath(self.buf.split_to(n).to_vec())),
-                Frame::Invalid(what) => return Err(WalkError::Malformed(what)),
-                Frame::Incomplete => {}
+        let r = Reader::default()
+            .read_within(self.stream, self.buf, self.timeout, framed::rdp)
+            .await;
+        match r {
+            Ok(pdu) if pdu.first() == Some(&crate::wire::x224::TPKT_VERSION) => {
+                Ok(Pdu::Tpkt(pdu.to_vec()))
             }
-            let left = self.timeout.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return Err(WalkError::Timeout(start.elapsed().as_millis() as u64));
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
-                Err(_) => return Err(WalkError::Timeout(start.elapsed().as_millis() as u64)),
-                Ok(Ok(0)) => return Err(WalkError::Closed),
-                Ok(Ok(n)) => {
-                    if self.buf.len() + n > MAX_PDU_LEN {
-                        return Err(WalkError::Malformed(format!(
-                            "more than {MAX_PDU_LEN} bytes without a complete pdu"
-                        )));
-                    }
-                    self.buf.extend_from_slice(&chunk[..n]);
-                }
-                Ok(Err(e)) => return Err(WalkError::Io(e)),
+            Ok(pdu) => Ok(Pdu::FastPath(pdu.to_vec())),
+            Err(ReadError::Timeout) => Err(WalkError::Timeout(start.elapsed().as_millis() as u64)),
+            Err(ReadError::Closed) => Err(WalkError::Closed),
+            Err(ReadError::Io(e)) => Err(WalkError::Io(e)),
+            Err(ReadError::Framing(what)) => Err(WalkError::Malformed(what)),
+            // TPKT and fast-path lengths stay below the bound: only the buffer can pass it.
+            Err(ReadError::Length { .. } | ReadError::Overflow { .. }) => {
+                Err(WalkError::Malformed(format!(
+                    "more than {MAX_PDU_LEN} bytes without a complete pdu"
+                )))
             }
         }
     }

@@ -213,10 +213,10 @@ pub(super) fn mask_cookies(region: &mut [u8]) -> usize {
 /// when the stream starts with one (TPKT, CR TPDU code); `Cookie: ` lines are left to
 /// [`mask_cookies`]. The printable run up to CR/LF becomes `x`.
 pub(super) fn mask_routing_token(stream: &mut [u8]) -> usize {
-    if stream.len() <= 11 || stream[0] != 3 || stream[5] & 0xf0 != 0xe0 {
+    let Some(line) = crate::wire::x224::request_variable_part(stream) else {
         return 0;
-    }
-    let var = &mut stream[11..];
+    };
+    let var = &mut stream[line];
     if var.starts_with(b"Cookie: ") {
         return 0;
     }

@@ -3,13 +3,17 @@
 //! Contract (as smoltcp's `wire`): nothing here panics on any input, every read is bounds-checked
 //! and reports the absolute byte offset where it failed ([`WireError`]), and nothing allocates from
 //! an untrusted length. `cursor` reads fixed-size integers and byte runs; `asn1` reads and writes
-//! BER/DER headers and TLVs. Property tests in each module and the `wire` cargo-fuzz target hold
-//! the contract.
+//! BER/DER headers and TLVs; `x224` frames TPKT / fast-path PDUs and reads and writes the X.224
+//! TPDUs with RDP_NEG_REQ / RSP / FAILURE; `mcs` the T.125 domain PDUs (`DomainPdu`) and the
+//! Connect-Initial header. Property tests in each module and the `wire`
+//! cargo-fuzz target hold the contract.
 
 pub mod asn1;
 pub mod cursor;
 pub mod gcc;
+pub mod mcs;
 pub mod servercert;
+pub mod x224;
 
 pub use cursor::{Cursor, WireError, WireErrorKind};
 
@@ -79,6 +83,10 @@ pub fn exercise(data: &[u8]) {
         assert!(chain.iter().map(|c| c.len() + 4).sum::<usize>() <= rest.len());
     }
     let _ = servercert::server_public_key(rest);
+    // TPKT / fast-path framing and the X.224 TPDUs, re-emitted and read back.
+    x224::exercise(rest);
+    // The MCS domain PDUs (re-emitted and read back) and the Connect-Initial header.
+    mcs::exercise(rest);
 }
 
 #[cfg(test)]
