@@ -202,7 +202,7 @@ fn typed_option_values_are_refused_with_the_option_and_what_it_takes() {
                 "--gateway",
                 "127.0.0.1",
                 "--gateway-transport",
-                "rpc",
+                "pigeon",
             ],
             vec!["'--gateway-transport <GATEWAY_TRANSPORT>'", "websocket"],
         ),
@@ -235,6 +235,18 @@ fn typed_option_values_are_refused_with_the_option_and_what_it_takes() {
         }
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // RPC over HTTP is named and explained, not tried.
+    let out = rdprobe()
+        .args(["probe", "127.0.0.1:1", "--gateway", "127.0.0.1:2"])
+        .args(["--gateway-transport", "rpc"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not tunnel RPC over HTTP") && err.contains("enum"),
+        "{err}"
+    );
     // The aliases the hand-written parsers took still work.
     let out = rdprobe()
         .args([

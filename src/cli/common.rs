@@ -138,16 +138,28 @@ pub(crate) enum TransportArg {
     Http,
     /// ask for WebSocket, take the legacy transport when an older gateway answers with it
     Auto,
+    /// RPC over HTTP (MS-RPCH): not tunnelled by rdprobe; `rdprobe enum GW --gateway` says
+    /// whether a gateway offers it
+    Rpc,
 }
 
-impl From<TransportArg> for rdprobe::gateway::client::Transport {
-    fn from(a: TransportArg) -> Self {
+impl TryFrom<TransportArg> for rdprobe::gateway::client::Transport {
+    type Error = anyhow::Error;
+
+    fn try_from(a: TransportArg) -> Result<Self> {
         use rdprobe::gateway::client::Transport;
-        match a {
+        Ok(match a {
             TransportArg::Websocket => Transport::WebSocket,
             TransportArg::Http => Transport::Http,
             TransportArg::Auto => Transport::Auto,
-        }
+            TransportArg::Rpc => {
+                return Err(usage(
+                    "--gateway-transport rpc: rdprobe does not tunnel RPC over HTTP (MS-RPCH); \
+                     `rdprobe enum GW --gateway` says whether the gateway offers it (rpc_in / rpc_out); \
+                     probe with websocket or http, which every gateway since Windows Server 2012 offers",
+                ))
+            }
+        })
     }
 }
 

@@ -108,7 +108,7 @@ pub(crate) fn gateway_options(
         .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
     let (host, port) = parse_target(gw)?;
     let mut g = GatewayOptions::new(host, if explicit_port { port } else { 443 });
-    g.transport = a.gateway_transport.into();
+    g.transport = a.gateway_transport.try_into()?;
     if let Some(user) = a.gateway_user.as_ref().or(a.user.as_ref()) {
         let password = match std::env::var(GATEWAY_PASSWORD_ENV) {
             Ok(p) => p,
