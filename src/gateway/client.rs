@@ -95,6 +95,8 @@ pub struct Hop {
     pub local: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     pub notes: Vec<String>,
+    /// The channel relay once the channel is open (it ends when the inner stream is dropped).
+    pub relay: Option<tokio::task::JoinHandle<String>>,
 }
 
 /// Byte counters of the gateway connection.
@@ -742,9 +744,9 @@ pub async fn open(
     }
     // The channel as a stream: a relay task moves bytes between the duplex pipe and DATA packets.
     let (near, far) = tokio::io::duplex(2 * super::ws::MAX_DATA_CHUNK);
-    tokio::spawn(async move {
-        ps.relay(far, Duration::from_secs(600), t).await;
-    });
+    hop.relay = Some(tokio::spawn(async move {
+        ps.relay(far, Duration::from_secs(600), t).await
+    }));
     (hop, Some(Box::new(near)))
 }
 
@@ -1290,7 +1292,7 @@ pub async fn probe_with_captures(
 ) -> (ProbeResult, Vec<crate::trace::Trace>) {
     let t = opts.stage_timeout;
     let started = Instant::now();
-    let (hop, stream) = match tokio::time::timeout(
+    let (mut hop, stream) = match tokio::time::timeout(
         opts.deadline,
         open(gw, &opts.host, opts.port, opts.stop_after, t),
     )
@@ -1316,6 +1318,7 @@ pub async fn probe_with_captures(
         .any(|s| s.stage == Stage::GwAuth && s.facts.get("scheme") == Some(&json!("Basic")));
     let gw_shared = hop.trace.clone();
     let in_shared = hop.in_trace.clone();
+    let relay = hop.relay.take();
     let Some(stream) = stream else {
         // The client closes the hop here: the capture shows it (a close right after an answer is a
         // stop, a close after the stage deadline of silence a timeout, as `analyze` reads them).
@@ -1361,8 +1364,12 @@ pub async fn probe_with_captures(
         opts.host, opts.port, gw.host, gw.port
     );
     res.report.notes.extend(hop.notes);
-    // Give the relay a moment to pass the close on, so the capture shows how the channel ended.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The inner stream is dropped: the relay passes the close on (CLOSE_CHANNEL, the transport's
+    // close), so the capture shows how the channel ended. Waited for, not slept on: a fixed sleep
+    // here was a third of a probe's wall time; the bound only covers a gateway that stops reading.
+    if let Some(relay) = relay {
+        let _ = tokio::time::timeout(Duration::from_millis(200), relay).await;
+    }
     let mut capture = hop_capture(gw_shared, basic);
     if let Some(tr) = &mut capture {
         carry_inner(tr, &res.trace);
