@@ -22,6 +22,10 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
+mod legacy;
+
+pub use legacy::{legacy_channel, LegacyPairs, LegacyRole};
+
 use super::Decoded;
 use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput};
 use crate::gateway::http::{self, Head, HeadError};
@@ -132,6 +136,8 @@ struct Channel {
 
 struct Dec<'a> {
     trace: &'a Trace,
+    /// The legacy transport's IN channel conversation, paired with this OUT channel's.
+    in_tr: Option<&'a Trace>,
     stages: Vec<StageReport>,
     notes: Vec<String>,
     wire: [Flow; 2],
@@ -210,7 +216,11 @@ struct Exchange {
 /// stream (after a 101), or why the answer was unreadable.
 struct Heads {
     ex: Vec<Exchange>,
+    /// Where the tunnel's bytes start in each inner stream: after a 101 (WebSocket), or after the
+    /// `200 OK` to `RDG_OUT_DATA` (the legacy OUT channel: its seed, then raw packets).
     ws_from: Option<(usize, usize)>,
+    /// Where the client's stream is after the last request head read.
+    c_end: usize,
     bad_answer: Option<(HeadError, u64)>,
 }
 
@@ -218,6 +228,7 @@ fn read_heads(c: &Flow, s: &Flow) -> Heads {
     let mut out = Heads {
         ex: Vec::new(),
         ws_from: None,
+        c_end: 0,
         bad_answer: None,
     };
     let (mut co, mut so) = (0usize, 0usize);
@@ -239,7 +250,11 @@ fn read_heads(c: &Flow, s: &Flow) -> Heads {
                 None
             }
         };
-        let upgraded = resp.as_ref().is_some_and(|(h, _)| h.status == 101);
+        // The legacy OUT channel's 200 has no length: its body is the rest of the stream.
+        let upgraded = resp.as_ref().is_some_and(|(h, _)| {
+            h.status == 101 || (h.status == 200 && req.method.eq_ignore_ascii_case("RDG_OUT_DATA"))
+        });
+        out.c_end = co;
         if let Some((h, _)) = &resp {
             if !upgraded {
                 let body = h.content_length().unwrap_or(0);
@@ -259,8 +274,10 @@ fn read_heads(c: &Flow, s: &Flow) -> Heads {
     out
 }
 
-/// MS-TSGU packets of one direction's WebSocket stream, and how that stream ended.
-struct WsPackets {
+/// MS-TSGU packets of one direction of the tunnel (WebSocket messages, the legacy IN channel's
+/// chunks or the legacy OUT channel's raw stream), and how that stream ended.
+#[derive(Default)]
+struct TunnelPackets {
     packets: Vec<(Packet, u64)>,
     /// A close frame (its status code) and when.
     close: Option<(Option<u16>, u64)>,
@@ -268,8 +285,8 @@ struct WsPackets {
     error: Option<(String, u64)>,
 }
 
-fn ws_packets(f: &Flow, from: usize) -> WsPackets {
-    let mut out = WsPackets {
+fn ws_packets(f: &Flow, from: usize) -> TunnelPackets {
+    let mut out = TunnelPackets {
         packets: Vec::new(),
         close: None,
         error: None,
@@ -309,24 +326,8 @@ fn ws_packets(f: &Flow, from: usize) -> WsPackets {
                     break;
                 }
                 buf.extend_from_slice(&payload);
-                loop {
-                    match tsgu::packet_len(&buf) {
-                        Err(e) => {
-                            out.error = Some((format!("malformed packet: {e}"), t));
-                            return out;
-                        }
-                        Ok(Some(n)) if buf.len() >= n => {
-                            match tsgu::decode(&buf[..n]) {
-                                Ok(p) => out.packets.push((p, t)),
-                                Err(e) => {
-                                    out.error = Some((format!("malformed packet: {e}"), t));
-                                    return out;
-                                }
-                            }
-                            buf.drain(..n);
-                        }
-                        _ => break,
-                    }
+                if !take_packets(&mut buf, t, &mut out) {
+                    return out;
                 }
             }
             OpCode::Control(Control::Close) => {
@@ -341,10 +342,87 @@ fn ws_packets(f: &Flow, from: usize) -> WsPackets {
     out
 }
 
+/// Moves the complete MS-TSGU packets at the front of `buf` to `out`, stamped `t`; false (with
+/// `out.error` set) at a malformed one.
+fn take_packets(buf: &mut Vec<u8>, t: u64, out: &mut TunnelPackets) -> bool {
+    loop {
+        match tsgu::packet_len(buf) {
+            Err(e) => {
+                out.error = Some((format!("malformed packet: {e}"), t));
+                return false;
+            }
+            Ok(Some(n)) if buf.len() >= n => {
+                match tsgu::decode(&buf[..n]) {
+                    Ok(p) => out.packets.push((p, t)),
+                    Err(e) => {
+                        out.error = Some((format!("malformed packet: {e}"), t));
+                        return false;
+                    }
+                }
+                buf.drain(..n);
+            }
+            _ => return true,
+        }
+    }
+}
+
+/// The legacy OUT channel's packets: raw, back to back from `from` (after the seed) on.
+fn raw_packets(f: &Flow, from: usize) -> TunnelPackets {
+    legacy_packets(f, from, None)
+}
+
+/// The legacy IN channel's packets: one per chunk of the chunked request body starting at `from`
+/// (decoded by the transport's own [`crate::gateway::legacy::Dechunker`]).
+fn chunked_packets(f: &Flow, from: usize) -> TunnelPackets {
+    legacy_packets(f, from, Some(crate::gateway::legacy::Dechunker::default()))
+}
+
+fn legacy_packets(
+    f: &Flow,
+    from: usize,
+    mut dechunk: Option<crate::gateway::legacy::Dechunker>,
+) -> TunnelPackets {
+    let mut out = TunnelPackets::default();
+    let (mut pending, mut buf) = (Vec::new(), Vec::new());
+    let mut start = from;
+    // Event by event, so that each packet carries the time of the bytes that completed it.
+    for &(end, t) in &f.marks {
+        if end <= start {
+            continue;
+        }
+        let bytes = &f.bytes[start..end];
+        start = end;
+        match dechunk.as_mut() {
+            Some(d) => {
+                pending.extend_from_slice(bytes);
+                if let Err(e) = d.feed(&mut pending, &mut buf) {
+                    out.error = Some((format!("chunked body: {e}"), t));
+                    break;
+                }
+            }
+            None => buf.extend_from_slice(bytes),
+        }
+        if buf.len() + pending.len() > MAX_WS_BUFFER {
+            out.error = Some(("too many bytes buffered".into(), t));
+            break;
+        }
+        if !take_packets(&mut buf, t, &mut out) {
+            break;
+        }
+        if dechunk.as_ref().is_some_and(|d| d.ended()) {
+            // The last chunk: the client ended its side of the tunnel.
+            out.close = Some((None, t));
+            break;
+        }
+    }
+    out
+}
+
 impl<'a> Dec<'a> {
     fn new(trace: &'a Trace) -> Self {
         Dec {
             trace,
+            in_tr: trace.legacy_in.as_deref(),
             stages: Vec::new(),
             notes: Vec::new(),
             wire: [
@@ -358,7 +436,7 @@ impl<'a> Dec<'a> {
     /// Wire bytes of each direction that arrived in `(from, to]`.
     fn bytes_between(&self, from: u64, to: u64) -> (u64, u64) {
         let mut n = [0u64; 2];
-        for e in &self.trace.events {
+        for e in self.events() {
             if let EventKind::Data {
                 dir,
                 layer: Layer::Wire,
@@ -389,12 +467,47 @@ impl<'a> Dec<'a> {
     }
 
     fn last_t(&self) -> u64 {
-        self.trace.events.last().map(|e| e.t_us).unwrap_or(0)
+        self.events().map(|e| e.t_us).max().unwrap_or(0)
+    }
+
+    /// The events of the conversation and, for the legacy transport, its IN channel's (each in
+    /// time order; not merged).
+    fn events(&self) -> impl Iterator<Item = &'a crate::trace::Event> {
+        let a: &'a Trace = self.trace;
+        let b: Option<&'a Trace> = self.in_tr;
+        a.events
+            .iter()
+            .chain(b.into_iter().flat_map(|t| t.events.iter()))
     }
 
     /// How a wait for the gateway that began at `since` ended (the event that ended it, and when).
     fn end_verdict(&self, since: u64) -> (Verdict, u64) {
-        for e in &self.trace.events {
+        let found = self.end_verdict_in(self.trace, since);
+        match (
+            found,
+            self.in_tr.and_then(|t| self.end_verdict_in(t, since)),
+        ) {
+            (Some(a), Some(b)) => {
+                if b.1 < a.1 {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => (
+                Verdict::Failed {
+                    kind: FailureKind::CaptureEnded,
+                    by: Side::Network,
+                },
+                self.last_t(),
+            ),
+        }
+    }
+
+    /// [`Self::end_verdict`] in one conversation's events.
+    fn end_verdict_in(&self, tr: &Trace, since: u64) -> Option<(Verdict, u64)> {
+        for e in &tr.events {
             if e.t_us < since {
                 continue;
             }
@@ -424,15 +537,9 @@ impl<'a> Dec<'a> {
                 },
                 _ => continue,
             };
-            return (v, e.t_us);
+            return Some((v, e.t_us));
         }
-        (
-            Verdict::Failed {
-                kind: FailureKind::CaptureEnded,
-                by: Side::Network,
-            },
-            self.last_t(),
-        )
+        None
     }
 
     /// The gateway stages; the open channel when they all passed and the client used it.
@@ -548,15 +655,14 @@ impl<'a> Dec<'a> {
             return None;
         };
         http_facts(&mut st, resp0);
-        let upgraded_at;
-        match resp0.status {
-            101 => {
+        let (mut a, upgraded_at) = match resp0.status {
+            // 101: the WebSocket; 200 to RDG_OUT_DATA: the legacy transport's OUT channel.
+            101 | 200 if heads.ws_from.is_some() => {
                 self.end(st, *t_resp0, Verdict::Ok);
                 let mut a = St::new(Stage::GwAuth, *t_resp0);
                 a.fact("scheme", json!("none"));
-                a.fact("status", json!(101));
-                self.end(a, *t_resp0, Verdict::Ok);
-                upgraded_at = *t_resp0;
+                a.fact("status", json!(resp0.status));
+                (a, *t_resp0)
             }
             401 => {
                 self.end(st, *t_resp0, Verdict::Ok);
@@ -564,10 +670,7 @@ impl<'a> Dec<'a> {
                 let mut a = St::new(Stage::GwAuth, *t_resp0);
                 a.fact("www_authenticate", json!(offered));
                 match self.auth(&heads, &mut a) {
-                    Ok(t) => {
-                        self.end(a, t, Verdict::Ok);
-                        upgraded_at = t;
-                    }
+                    Ok(t) => (a, t),
                     Err((v, t)) => {
                         self.end(a, t, v);
                         return None;
@@ -579,25 +682,133 @@ impl<'a> Dec<'a> {
                 self.end(st, *t_resp0, v);
                 return None;
             }
-        }
+        };
         let (Some((co, so)), Some(last)) = (heads.ws_from, heads.ex.last()) else {
+            self.end(a, upgraded_at, Verdict::Ok);
             return None;
         };
-        if let (Some(key), Some((h, _))) = (last.req.header("sec-websocket-key"), &last.resp) {
-            if h.header("sec-websocket-accept") != Some(http::websocket_accept(key).as_str()) {
-                self.notes.push(
-                    "the gateway's Sec-WebSocket-Accept does not match the key sent (RFC 6455 4.2.2)"
-                        .into(),
-                );
+        let legacy = last.resp.as_ref().filter(|(h, _)| h.status == 200);
+        let (cw, sw) = if let Some((h200, _)) = legacy {
+            match self.legacy(&s, so, &mut a, h200, upgraded_at) {
+                Ok((cw, sw, ready)) => {
+                    self.end(a, ready, Verdict::Ok);
+                    (cw, sw)
+                }
+                Err((v, t)) => {
+                    self.end(a, t, v);
+                    return None;
+                }
             }
-        }
-        let cw = ws_packets(&c, co);
-        let sw = ws_packets(&s, so);
+        } else {
+            if let (Some(key), Some((h, _))) = (last.req.header("sec-websocket-key"), &last.resp) {
+                if h.header("sec-websocket-accept") != Some(http::websocket_accept(key).as_str()) {
+                    self.notes.push(
+                        "the gateway's Sec-WebSocket-Accept does not match the key sent (RFC 6455 4.2.2)"
+                            .into(),
+                    );
+                }
+            }
+            a.fact("transport", json!("websocket"));
+            self.end(a, upgraded_at, Verdict::Ok);
+            (ws_packets(&c, co), ws_packets(&s, so))
+        };
         if cw.packets.is_empty() {
             self.stop_last(upgraded_at);
             return None;
         }
         self.tunnel_and_channel(cw, sw)
+    }
+
+    /// The legacy transport after the OUT channel's `200 OK` (`out` from `so` on: the seed, then the
+    /// gateway's raw packets): the IN channel as the live probe opens it (RDG_IN_DATA, its
+    /// authentication, then the chunked request whose chunks are the client's packets). Returns
+    /// both directions' packets and when the IN channel was ready, or gw_auth's failure as the live
+    /// probe judges it.
+    #[allow(clippy::type_complexity)]
+    fn legacy(
+        &mut self,
+        out: &Flow,
+        so: usize,
+        a: &mut St,
+        h200: &Head,
+        since: u64,
+    ) -> Result<(TunnelPackets, TunnelPackets, u64), (Verdict, u64)> {
+        let seed = crate::gateway::legacy::SEED.len();
+        let refused = || {
+            fail(FailureKind::HttpStatus {
+                status: 200,
+                reason: h200.reason.clone(),
+                location: None,
+            })
+        };
+        let body = out.bytes.len().saturating_sub(so);
+        if body < seed {
+            // No seed: a 200 to a WebSocket upgrade is a refused upgrade (live: the same verdict).
+            a.fact("seed", json!(format!("closed after {body} seed bytes")));
+            return Err((refused(), out.t_at(so)));
+        }
+        a.fact("seed_bytes", json!(seed));
+        let Some(in_tr) = self.in_tr else {
+            self.notes.push("the gateway answered RDG_OUT_DATA with the legacy transport's OUT channel, but the capture holds no IN channel (RDG_IN_DATA with the same RDG-Connection-Id, or from the same client address)".into());
+            return Err((refused(), since));
+        };
+        a.fact("transport", json!("http"));
+        a.fact("out_address", json!(self.trace.server.to_string()));
+        a.fact("in_address", json!(in_tr.server.to_string()));
+        a.fact("in_local", json!(in_tr.client.to_string()));
+        let ic = Flow::of(in_tr, Dir::C2S, Layer::Inner);
+        let is = Flow::of(in_tr, Dir::S2C, Layer::Inner);
+        if ic.bytes.is_empty() {
+            self.notes.push("the legacy transport's IN channel is encrypted and the capture has no TLS secrets for it: the client's packets (gw_tunnel on) are not visible".into());
+            return Err((
+                Verdict::Failed {
+                    kind: FailureKind::CaptureEnded,
+                    by: Side::Network,
+                },
+                since,
+            ));
+        }
+        let ih = read_heads(&ic, &is);
+        if let Some((h, _)) = ih.ex.first().and_then(|x| x.resp.as_ref()) {
+            a.fact("in_first_status", json!(h.status));
+        }
+        let chunked = ih.ex.iter().position(|x| {
+            x.req
+                .header("transfer-encoding")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        });
+        let accepted = |k: usize| {
+            k > 0
+                && ih.ex[k - 1]
+                    .resp
+                    .as_ref()
+                    .is_some_and(|(h, _)| h.status == 200)
+        };
+        if let Some(k) = chunked.filter(|k| accepted(*k)) {
+            a.fact("in_status", json!(200));
+            let ready = ih.ex[k].req_t;
+            let cw = chunked_packets(&ic, ih.c_end);
+            let sw = raw_packets(out, so + seed);
+            return Ok((cw, sw, ready));
+        }
+        a.fact("failed_channel", json!("in"));
+        // The IN channel's last answer, or how the wait for one ended.
+        match ih.ex.iter().rev().find_map(|x| x.resp.as_ref()) {
+            Some((h, t)) if h.status != 200 => {
+                a.fact("in_status", json!(h.status));
+                Err((http_status_verdict(h), *t))
+            }
+            _ => {
+                let from = ih.ex.last().map(|x| x.req_t).unwrap_or(since);
+                Err(self.end_verdict_in(in_tr, from).unwrap_or((
+                    Verdict::Failed {
+                        kind: FailureKind::CaptureEnded,
+                        by: Side::Network,
+                    },
+                    self.last_t(),
+                )))
+            }
+        }
     }
 
     /// Whether the key log holds this session's secrets (by the ClientHello's random).
@@ -892,7 +1103,9 @@ impl<'a> Dec<'a> {
         if let Some(sv) = h.header("server") {
             a.fact("server_header", json!(sv));
         }
-        if h.status == 101 {
+        if h.status == 101
+            || (h.status == 200 && last.req.method.eq_ignore_ascii_case("RDG_OUT_DATA"))
+        {
             return Ok(*t);
         }
         let sch = http::schemes(h);
@@ -906,7 +1119,7 @@ impl<'a> Dec<'a> {
     }
 
     /// gw_tunnel and gw_channel from the packets of both directions.
-    fn tunnel_and_channel(&mut self, cw: WsPackets, sw: WsPackets) -> Option<Channel> {
+    fn tunnel_and_channel(&mut self, cw: TunnelPackets, sw: TunnelPackets) -> Option<Channel> {
         let mut ci = 0usize;
         let mut si = 0usize;
         let start = cw.packets.first().map(|p| p.1).unwrap_or(0);
@@ -1100,7 +1313,7 @@ impl<'a> Dec<'a> {
     /// service messages; else how the wait that began at `since` ended.
     fn expect(
         &mut self,
-        sw: &WsPackets,
+        sw: &TunnelPackets,
         si: &mut usize,
         ty: u16,
         since: u64,
@@ -1205,12 +1418,12 @@ impl<'a> Dec<'a> {
         // Both directions' packets and the outer connection's ending events, in time order.
         let mut items: Vec<(u64, u8, Item)> = Vec::new();
         for (p, t) in ch.c2s {
-            items.push((t, 0, Item::Packet(Dir::C2S, p)));
+            items.push((t, 1, Item::Packet(Dir::C2S, p)));
         }
         for (p, t) in ch.s2c {
-            items.push((t, 1, Item::Packet(Dir::S2C, p)));
+            items.push((t, 2, Item::Packet(Dir::S2C, p)));
         }
-        for e in &tr.events {
+        for e in self.events() {
             if e.t_us < ch.opened_us {
                 continue;
             }
@@ -1224,7 +1437,13 @@ impl<'a> Dec<'a> {
                     | EventKind::CaptureEnd
             );
             if keep {
-                items.push((e.t_us, 2, Item::Event(e.kind.clone())));
+                // The probe's stop rides as a comment on the next frame: it came before that frame.
+                let o = if matches!(e.kind, EventKind::StoppedAfter(_)) {
+                    0
+                } else {
+                    3
+                };
+                items.push((e.t_us, o, Item::Event(e.kind.clone())));
             }
         }
         items.sort_by_key(|(t, o, _)| (*t, *o));
@@ -1255,6 +1474,15 @@ impl<'a> Dec<'a> {
                 }
                 Item::Packet(..) => {}
                 Item::Event(k) => match k {
+                    EventKind::StoppedAfter(_) => {
+                        // The probe stopped (or was done once connected) and closes the channel
+                        // from here: a server close that crosses it in the tunnel came second.
+                        inner.push_at(t, None, k);
+                        if !fin[0] {
+                            fin[0] = true;
+                            inner.push_at(t, None, EventKind::Fin { dir: Dir::C2S });
+                        }
+                    }
                     EventKind::Fin { dir } | EventKind::Rst { dir } => {
                         let i = usize::from(dir == Dir::S2C);
                         if !fin[i] {

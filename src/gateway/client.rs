@@ -1382,13 +1382,18 @@ pub async fn probe_with_captures(
 }
 
 /// The gateway capture carries what `analyze` needs for the inner RDP too: the inner TLS session's
-/// secrets (next to the gateway's) and what the probe's RDP stack rejected (packet comments).
+/// secrets (next to the gateway's), what the probe's RDP stack rejected and where it stopped on
+/// purpose (packet comments).
 fn carry_inner(hop: &mut crate::trace::Trace, inner: &crate::trace::Trace) {
     if !hop.keylog.is_empty() {
         hop.keylog.extend(inner.keylog.iter().cloned());
     }
     for e in &inner.events {
-        if let crate::trace::EventKind::ClientRejected { .. } = e.kind {
+        // The probe's own end too: it closes once connected (or stopped), and the server's close
+        // can cross it in the channel; the capture says who decided first.
+        if let crate::trace::EventKind::ClientRejected { .. }
+        | crate::trace::EventKind::StoppedAfter(_) = e.kind
+        {
             let at = hop.events.partition_point(|x| x.t_us <= e.t_us);
             hop.events.insert(at, e.clone());
         }
