@@ -433,6 +433,148 @@ fn a_real_clients_gateway_capture_without_secrets() {
     }
 }
 
+/// xfreerdp over the legacy HTTP transport (`/gt:http,no-websockets`) through the lab gateway (its
+/// own process, writing its TLS secrets to $SSLKEYLOGFILE), captured on loopback by dumpcap: with
+/// the key log, analyze pairs the OUT and IN conversations into one connection and decodes the
+/// tunnel from them (the OUT channel's 200 and seed, the IN channel's chunks) to the open channel
+/// and the inner RDP; without it, both conversations stay encrypted beyond gw_tls.
+#[test]
+fn a_real_clients_legacy_transport_capture_pairs_both_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("lab-keys.log");
+    let (gw_port, lab_port) = (free_port(), free_port());
+    let mut lab = ProcessGuard::spawn(
+        "rdprobe lab",
+        std::process::Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+            .args(["lab", "--scenario", "gw-healthy", "--listen"])
+            .arg(format!("127.0.0.1:{lab_port}"))
+            .arg("--gateway-listen")
+            .arg(format!("127.0.0.1:{gw_port}"))
+            .env("SSLKEYLOGFILE", &keys)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .expect("spawn rdprobe lab");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            port_accepts(gw_port).then_some(())
+        })
+        .is_some(),
+        "the lab gateway listens"
+    );
+    let pcap = dir.path().join("xfreerdp-legacy.pcapng");
+    let filter = format!("tcp port {gw_port}");
+    let mut cap = std::process::Command::new("dumpcap")
+        .args(["-q", "-i", "lo", "-f", &filter, "-w"])
+        .arg(&pcap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dumpcap (scripts/install-peers.sh installs tshark)");
+    std::thread::sleep(Duration::from_millis(1500));
+    let g = format!("/g:127.0.0.1:{gw_port}");
+    let run = xfreerdp(
+        &[
+            "/v:rdp01:3389",
+            "/u:user",
+            "/p:pass",
+            g.as_str(),
+            "/gu:user",
+            "/gp:pass",
+            "/gt:http,no-websockets",
+            "/cert:ignore",
+            "+auth-only",
+        ],
+        Duration::from_secs(30),
+    )
+    .expect("xfreerdp (scripts/install-peers.sh)");
+    std::thread::sleep(Duration::from_millis(800));
+    // dumpcap and the lab are this test's own children: stopped through their handles.
+    let _ = cap.kill();
+    let _ = cap.wait();
+    lab.kill();
+    assert_eq!(
+        run.code,
+        Some(0),
+        "xfreerdp through the lab gateway: {}",
+        run.output
+    );
+    let bytes = std::fs::read(&pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
+    let keylog = rdprobe::capture::tlsdecrypt::KeyLog::parse(
+        &std::fs::read_to_string(&keys).expect("the lab wrote its TLS secrets"),
+    );
+    // Without the key log: two encrypted conversations (nothing tells the channels apart).
+    let opts = ReaderOptions {
+        gateway_ports: vec![gw_port],
+        ..ReaderOptions::default()
+    };
+    let plain = analyze_with(&bytes, opts.clone());
+    assert_eq!(plain.len(), 2, "the OUT and the IN channel's conversations");
+    for r in &plain {
+        assert_eq!(r.fact(Stage::GwTls, "encrypted"), Some(&json!(true)));
+    }
+    // With it: one connection, the legacy transport's tunnel decoded from both channels.
+    let reports = analyze_with(
+        &bytes,
+        ReaderOptions {
+            keylog: Some(keylog),
+            ..opts
+        },
+    );
+    assert_eq!(
+        reports.len(),
+        1,
+        "the two channels paired into one connection"
+    );
+    let r = &reports[0];
+    let text = rdprobe::report::render_text(r);
+    for st in [
+        Stage::GwTcp,
+        Stage::GwTls,
+        Stage::GwHttp,
+        Stage::GwAuth,
+        Stage::GwTunnel,
+        Stage::GwChannel,
+    ] {
+        let s = r
+            .stage(st)
+            .unwrap_or_else(|| panic!("{st} missing:\n{text}"));
+        assert!(s.verdict.is_ok(), "{st}:\n{text}");
+    }
+    assert_eq!(
+        r.fact(Stage::GwHttp, "method"),
+        Some(&json!("RDG_OUT_DATA")),
+        "{text}"
+    );
+    assert_eq!(r.fact(Stage::GwAuth, "status"), Some(&json!(200)), "{text}");
+    assert_eq!(
+        r.fact(Stage::GwAuth, "transport"),
+        Some(&json!("http")),
+        "{text}"
+    );
+    assert_eq!(
+        r.fact(Stage::GwAuth, "in_status"),
+        Some(&json!(200)),
+        "{text}"
+    );
+    assert_eq!(
+        r.fact(Stage::GwChannel, "target"),
+        Some(&json!("rdp01")),
+        "{text}"
+    );
+    // The inner RDP came out of the tunnel (the lab's TLS secrets decrypt it too): NLA and the
+    // whole connection sequence (2.11's +auth-only runs it to the end).
+    for st in [Stage::X224, Stage::Tls, Stage::Credssp, Stage::Mcs] {
+        assert!(
+            r.stage(st).is_some_and(|s| s.verdict.is_ok()),
+            "{st}:\n{text}"
+        );
+    }
+    assert_eq!(r.last_stage, Stage::Connected, "{text}");
+    assert!(r.verdict.is_ok(), "{text}");
+}
+
 /// `replay --as-server` of a gateway capture serves the recorded gateway's fault: the probe through
 /// the replayed gateway meets the same stage and verdict as through the original, for each fault
 /// (401 with Negotiate only, 403, 302, tunnel refused, RAP denied, target unreachable, reset).

@@ -988,7 +988,11 @@ impl<'a> Dec<'a> {
     /// gw_auth after a 401: the scheme the client chose, the rounds, the outcome. Returns when the
     /// upgrade (101) came, or the failure.
     fn auth(&mut self, heads: &Heads, a: &mut St) -> Result<u64, (Verdict, u64)> {
-        let Some(second) = heads.ex.get(1) else {
+        // The request that starts authentication: the one after the first 401 (rdprobe, mstsc),
+        // or the first itself when it already carries the NTLM NEGOTIATE (FreeRDP), the 401 then
+        // being the CHALLENGE.
+        let k = usize::from(heads.ex[0].req.header("authorization").is_none());
+        let Some(second) = heads.ex.get(k) else {
             // The client did not try: no credentials, no scheme it speaks, or a stop on purpose.
             a.fact("scheme", json!("none"));
             let t0 = heads.ex[0].resp.as_ref().map(|r| r.1).unwrap_or(0);
@@ -1058,7 +1062,7 @@ impl<'a> Dec<'a> {
                     *t1,
                 ));
             };
-            let Some(third) = heads.ex.get(2) else {
+            let Some(third) = heads.ex.get(k + 1) else {
                 a.fact("scheme", json!(scheme_name));
                 let (v, t) = self.end_verdict(*t1);
                 return Err((
