@@ -1831,6 +1831,154 @@ mod tests {
         assert!(matches!(r.verdict.failure(), Some(FailureKind::Stopped)));
     }
 
+    /// The legacy transport's two conversations for one tunnel (`id` in both requests): the OUT
+    /// channel (200, seed, the gateway's packets raw) and the IN channel (authorized, then the
+    /// client's packets as chunks); the channel answer is `code`.
+    fn legacy_pair(code: u32, id: &str) -> (Trace, Trace) {
+        let (ws_c, ws_s, _) = conversation(code);
+        // No identifier: no header.
+        let id = if id.is_empty() {
+            String::new()
+        } else {
+            format!("RDG-Connection-Id: {id}\r\n")
+        };
+        // The packets out of the WebSocket conversation's frames.
+        let unframe = |b: &[u8], masked: bool| -> Vec<Vec<u8>> {
+            let at = b.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let (mut off, mut out) = (at, Vec::new());
+            while off < b.len() {
+                let len = usize::from(b[off + 1] & 0x7F);
+                let (len, hl) = if len == 126 {
+                    (usize::from(u16::from_be_bytes([b[off + 2], b[off + 3]])), 4)
+                } else {
+                    (len, 2)
+                };
+                let hl = hl + if masked { 4 } else { 0 };
+                let mut p = b[off + hl..off + hl + len].to_vec();
+                if masked {
+                    let key = &b[off + hl - 4..off + hl];
+                    for (i, x) in p.iter_mut().enumerate() {
+                        *x ^= key[i % 4];
+                    }
+                }
+                out.push(p);
+                off += hl + len;
+            }
+            out
+        };
+        let out_c = format!(
+            "RDG_OUT_DATA /remoteDesktopGateway/ HTTP/1.1\r\n{id}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes();
+        let mut out_s = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        out_s.extend_from_slice(&crate::gateway::legacy::SEED);
+        for p in unframe(&ws_s, false) {
+            out_s.extend(p);
+        }
+        let mut in_c = format!("RDG_IN_DATA /remoteDesktopGateway/ HTTP/1.1\r\n{id}Content-Length: 0\r\n\r\nRDG_IN_DATA /remoteDesktopGateway/ HTTP/1.1\r\n{id}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+        let in_s = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        for p in unframe(&ws_c, true) {
+            in_c.extend(crate::gateway::legacy::chunk(&p));
+        }
+        let gw: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        let out = trace_of(
+            &out_c,
+            &out_s,
+            Trace::new("127.0.0.1:50000".parse().unwrap(), gw),
+        );
+        let in_ = trace_of(
+            &in_c,
+            &in_s,
+            Trace::new("127.0.0.1:50001".parse().unwrap(), gw),
+        );
+        (out, in_)
+    }
+
+    #[test]
+    fn the_legacy_transports_two_channels_pair_and_decode_as_one_tunnel() {
+        let (out, in_) = legacy_pair(0x8007_59DA, "{A}");
+        assert_eq!(
+            legacy_channel(&out),
+            Some((LegacyRole::Out, Some("{a}".into())))
+        );
+        assert_eq!(
+            legacy_channel(&in_),
+            Some((LegacyRole::In, Some("{a}".into())))
+        );
+        // Alone, the OUT channel's 200 is not a tunnel: no IN channel in the capture.
+        let r = decode(&out).report;
+        assert_eq!(r.last_stage, Stage::GwAuth, "{}", r.summary);
+        // Paired (the IN channel first, an unrelated tunnel's IN channel between): one report,
+        // the channel's HRESULT read from the IN channel's chunks and the OUT channel's packets.
+        let (_, other_in) = legacy_pair(0, "{B}");
+        let convs: Vec<Result<Trace, ()>> = vec![Ok(in_), Ok(other_in), Ok(out)];
+        let paired: Vec<Trace> = LegacyPairs::new(convs.into_iter())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(paired.len(), 2, "the pair, then the unpaired channel");
+        assert!(paired[0].legacy_in.is_some());
+        let r = decode(&paired[0]).report;
+        assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
+        assert!(matches!(
+            r.verdict.failure(),
+            Some(FailureKind::GatewayError { name, .. }) if name == "E_PROXY_RAP_ACCESSDENIED"
+        ));
+        assert_eq!(r.fact(Stage::GwAuth, "transport"), Some(&json!("http")));
+        assert_eq!(r.fact(Stage::GwTunnel, "tunnel_id"), Some(&json!(1)));
+        assert!(paired[1].legacy_in.is_none());
+        // Without identifiers: the same client address and gateway, nearest in time.
+        let (out, in_) = legacy_pair(0x8007_59DA, "");
+        assert_eq!(legacy_channel(&in_), Some((LegacyRole::In, None)));
+        let convs: Vec<Result<Trace, ()>> = vec![Ok(out), Ok(in_)];
+        let paired: Vec<Trace> = LegacyPairs::new(convs.into_iter())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(paired.len(), 1);
+        let r = decode(&paired[0]).report;
+        assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
+    }
+
+    /// Hostile legacy channels: every truncation and byte flip of the IN channel's chunked stream
+    /// and of the OUT channel's raw packets decode without a panic and end at a gateway stage.
+    #[test]
+    fn truncated_and_flipped_legacy_channels_never_panic() {
+        let (out, in_) = legacy_pair(0x8007_59DD, "{C}");
+        let stream = |t: &Trace, dir| t.stream(dir, Layer::Inner);
+        let with = |t: &Trace, c: &[u8], s: &[u8], port: u16| {
+            trace_of(
+                c,
+                s,
+                Trace::new(SocketAddr::from(([127, 0, 0, 1], port)), t.server),
+            )
+        };
+        let (ic, is) = (stream(&in_, Dir::C2S), stream(&in_, Dir::S2C));
+        let (oc, os) = (stream(&out, Dir::C2S), stream(&out, Dir::S2C));
+        let run = |o: Trace, i: Trace| {
+            let mut o = o;
+            o.legacy_in = Some(Box::new(i));
+            let r = decode(&o).report;
+            assert!(r.last_stage.is_gateway(), "{}", r.summary);
+        };
+        for n in 0..ic.len() {
+            run(
+                with(&out, &oc, &os, 50000),
+                with(&in_, &ic[..n], &is, 50001),
+            );
+            let mut c2 = ic.clone();
+            c2[n] ^= 0xA5;
+            run(with(&out, &oc, &os, 50000), with(&in_, &c2, &is, 50001));
+        }
+        for n in 0..os.len() {
+            run(
+                with(&out, &oc, &os[..n], 50000),
+                with(&in_, &ic, &is, 50001),
+            );
+            let mut s2 = os.clone();
+            s2[n] ^= 0xA5;
+            run(with(&out, &oc, &s2, 50000), with(&in_, &ic, &is, 50001));
+        }
+    }
+
     /// Hostile input: every truncation and a byte flip at every offset of the inner streams decode
     /// without a panic and end at a gateway stage.
     #[test]
