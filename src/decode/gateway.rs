@@ -203,6 +203,84 @@ impl St {
     fn fact(&mut self, k: &str, v: serde_json::Value) {
         self.facts.insert(k.to_owned(), v);
     }
+
+    /// The facts of the gateway's answer; its failure when it carries an error HRESULT.
+    fn answer(&mut self, p: &Packet) -> Option<Verdict> {
+        let (facts, code) = answer_facts(p);
+        for (k, v) in facts {
+            self.fact(k, v);
+        }
+        (code != 0).then(|| hresult_verdict(code))
+    }
+}
+
+/// The facts an MS-TSGU answer gives its stage (`gw_tunnel`: handshake, tunnel, tunnel
+/// authorization; `gw_channel`: channel), live ([`crate::gateway::client`]) and offline alike, and
+/// its HRESULT (0: success; else `hresult`, `hresult_name` and the tunnel `step` are among the facts).
+pub fn answer_facts(p: &Packet) -> (Vec<(&'static str, serde_json::Value)>, u32) {
+    let mut f = Vec::new();
+    let (code, step) = match p {
+        Packet::HandshakeResponse {
+            error_code,
+            server_version,
+            ..
+        } => {
+            f.push(("handshake_server_version", json!(server_version)));
+            (*error_code, Some("handshake"))
+        }
+        Packet::TunnelResponse {
+            server_version,
+            status_code,
+            tunnel_id,
+            caps,
+            consent,
+        } => {
+            f.push(("server_version", json!(server_version)));
+            if let Some(id) = tunnel_id {
+                f.push(("tunnel_id", json!(id)));
+            }
+            if let Some(c) = caps {
+                f.push(("capabilities", json!(tsgu::caps_names(*c))));
+            }
+            if let Some(m) = consent {
+                f.push(("consent_message_bytes", json!(m.len())));
+            }
+            (*status_code, Some("tunnel_create"))
+        }
+        Packet::TunnelAuthResponse {
+            error_code,
+            redir_flags,
+            idle_timeout_min,
+        } => {
+            let mut policy = serde_json::Map::new();
+            if let Some(fl) = redir_flags {
+                policy.insert("redirection_flags".into(), json!(format!("0x{fl:08X}")));
+            }
+            if let Some(i) = idle_timeout_min {
+                policy.insert("idle_timeout_min".into(), json!(i));
+            }
+            f.push(("tunnel_policy", serde_json::Value::Object(policy)));
+            (*error_code, Some("tunnel_auth"))
+        }
+        Packet::ChannelResponse {
+            error_code,
+            channel_id,
+        } => {
+            if let Some(id) = channel_id {
+                f.push(("channel_id", json!(id)));
+            }
+            (*error_code, None)
+        }
+        _ => (0, None),
+    };
+    if code != 0 {
+        f.push(("hresult", json!(format!("0x{code:08X}"))));
+        f.push(("hresult_name", json!(Hresult(code).label())));
+        if let Some(s) = step {
+            f.push(("step", json!(s)));
+        }
+    }
+    (f, code)
 }
 
 /// An HTTP request and the answer to it (when one came), with their times.
@@ -1156,96 +1234,37 @@ impl<'a> Dec<'a> {
             self.stop_last(start);
             return None;
         };
-        if let (
-            Packet::HandshakeResponse {
-                error_code,
-                server_version,
-                ..
-            },
-            t,
-        ) = answer!(
+        let (p, t) = answer!(
             st,
             tsgu::ty::HANDSHAKE_RESPONSE,
             "HANDSHAKE_RESPONSE",
             t_req
-        ) {
-            st.fact("handshake_server_version", json!(server_version));
-            if error_code != 0 {
-                st.fact("hresult", json!(format!("0x{error_code:08X}")));
-                st.fact("hresult_name", json!(Hresult(error_code).label()));
-                st.fact("step", json!("handshake"));
-                self.end(st, t, hresult_verdict(error_code));
-                return None;
-            }
+        );
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t, v);
+            return None;
         }
         let Some((_, t_req)) = request!(Packet::TunnelCreate { .. }) else {
             return self.stop_mid(st);
         };
-        if let (
-            Packet::TunnelResponse {
-                server_version,
-                status_code,
-                tunnel_id,
-                caps,
-                consent,
-            },
-            t,
-        ) = answer!(st, tsgu::ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE", t_req)
-        {
-            st.fact("server_version", json!(server_version));
-            if let Some(id) = tunnel_id {
-                st.fact("tunnel_id", json!(id));
-            }
-            if let Some(c) = caps {
-                st.fact("capabilities", json!(tsgu::caps_names(c)));
-            }
-            if let Some(m) = consent {
-                st.fact("consent_message_bytes", json!(m.len()));
-            }
-            if status_code != 0 {
-                st.fact("hresult", json!(format!("0x{status_code:08X}")));
-                st.fact("hresult_name", json!(Hresult(status_code).label()));
-                st.fact("step", json!("tunnel_create"));
-                self.end(st, t, hresult_verdict(status_code));
-                return None;
-            }
+        let (p, t) = answer!(st, tsgu::ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE", t_req);
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t, v);
+            return None;
         }
         let Some((_, t_req)) = request!(Packet::TunnelAuth { .. }) else {
             return self.stop_mid(st);
         };
-        let t_tunnel = match answer!(
+        let (p, t_tunnel) = answer!(
             st,
             tsgu::ty::TUNNEL_AUTH_RESPONSE,
             "TUNNEL_AUTH_RESPONSE",
             t_req
-        ) {
-            (
-                Packet::TunnelAuthResponse {
-                    error_code,
-                    redir_flags,
-                    idle_timeout_min,
-                },
-                t,
-            ) => {
-                let mut policy = serde_json::Map::new();
-                if let Some(f) = redir_flags {
-                    policy.insert("redirection_flags".into(), json!(format!("0x{f:08X}")));
-                }
-                if let Some(i) = idle_timeout_min {
-                    policy.insert("idle_timeout_min".into(), json!(i));
-                }
-                st.fact("tunnel_policy", serde_json::Value::Object(policy));
-                if error_code != 0 {
-                    st.fact("hresult", json!(format!("0x{error_code:08X}")));
-                    st.fact("hresult_name", json!(Hresult(error_code).label()));
-                    st.fact("step", json!("tunnel_auth"));
-                    self.end(st, t, hresult_verdict(error_code));
-                    return None;
-                }
-                t
-            }
-            (_, t) => t,
-        };
+        );
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t_tunnel, v);
+            return None;
+        }
         self.end(st, t_tunnel, Verdict::Ok);
 
         // --- gw_channel ---
@@ -1269,20 +1288,9 @@ impl<'a> Dec<'a> {
             json!(crate::gateway::client::name_form(&target)),
         );
         let (p, t_open) = answer!(st, tsgu::ty::CHANNEL_RESPONSE, "CHANNEL_RESPONSE", t_req);
-        if let Packet::ChannelResponse {
-            error_code,
-            channel_id,
-        } = p
-        {
-            if let Some(id) = channel_id {
-                st.fact("channel_id", json!(id));
-            }
-            if error_code != 0 {
-                st.fact("hresult", json!(format!("0x{error_code:08X}")));
-                st.fact("hresult_name", json!(Hresult(error_code).label()));
-                self.end(st, t_open, hresult_verdict(error_code));
-                return None;
-            }
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t_open, v);
+            return None;
         }
         self.end(st, t_open, Verdict::Ok);
         let c2s: Vec<(Packet, u64)> = cw.packets[ci..].to_vec();

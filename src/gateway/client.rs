@@ -603,21 +603,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::HandshakeResponse {
-            error_code,
-            server_version,
-            ..
-        }) => {
-            rec.fact("handshake_server_version", json!(server_version));
-            if error_code != 0 {
-                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(error_code).label()));
-                rec.fact("step", json!("handshake"));
-                rec.end(&mut hop, &n, hresult_verdict(error_code));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
+            }
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     send!(
         rec,
@@ -632,32 +627,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::TunnelResponse {
-            server_version,
-            status_code,
-            tunnel_id,
-            caps,
-            consent,
-        }) => {
-            rec.fact("server_version", json!(server_version));
-            if let Some(id) = tunnel_id {
-                rec.fact("tunnel_id", json!(id));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
             }
-            if let Some(c) = caps {
-                rec.fact("capabilities", json!(tsgu::caps_names(c)));
-            }
-            if let Some(m) = consent {
-                rec.fact("consent_message_bytes", json!(m.len()));
-            }
-            if status_code != 0 {
-                rec.fact("hresult", json!(format!("0x{status_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(status_code).label()));
-                rec.fact("step", json!("tunnel_create"));
-                rec.end(&mut hop, &n, hresult_verdict(status_code));
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     send!(
         rec,
@@ -671,28 +650,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::TunnelAuthResponse {
-            error_code,
-            redir_flags,
-            idle_timeout_min,
-        }) => {
-            let mut policy = serde_json::Map::new();
-            if let Some(f) = redir_flags {
-                policy.insert("redirection_flags".into(), json!(format!("0x{f:08X}")));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
             }
-            if let Some(i) = idle_timeout_min {
-                policy.insert("idle_timeout_min".into(), json!(i));
-            }
-            rec.fact("tunnel_policy", serde_json::Value::Object(policy));
-            if error_code != 0 {
-                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(error_code).label()));
-                rec.fact("step", json!("tunnel_auth"));
-                rec.end(&mut hop, &n, hresult_verdict(error_code));
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwTunnel) {
@@ -720,21 +687,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::ChannelResponse {
-            error_code,
-            channel_id,
-        }) => {
-            if let Some(id) = channel_id {
-                rec.fact("channel_id", json!(id));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
             }
-            if error_code != 0 {
-                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(error_code).label()));
-                rec.end(&mut hop, &n, hresult_verdict(error_code));
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwChannel) {
@@ -748,11 +710,6 @@ pub async fn open(
         ps.relay(far, Duration::from_secs(600), t).await
     }));
     (hop, Some(Box::new(near)))
-}
-
-fn unreachable_packet() -> ! {
-    // INVARIANT: `expect` returns only packets of the asked type.
-    unreachable!("expect returned another packet type")
 }
 
 fn stopped(mut hop: Hop, at: Stage) -> (Hop, Option<Box<dyn crate::probe::Stream>>) {
