@@ -733,9 +733,15 @@ impl<'a> Dec<'a> {
             return None;
         };
         http_facts(&mut st, resp0);
+        // The legacy transport's IN channel without its OUT channel (a capture taken where only
+        // one of them passed, e.g. two gateway nodes): the gateway's answers are not here.
+        let in_alone = first.req.method.eq_ignore_ascii_case("RDG_IN_DATA");
+        if in_alone {
+            self.notes.push("this is the legacy transport's IN channel (RDG_IN_DATA) alone: its OUT channel (RDG_OUT_DATA, with the gateway's answers) is not in the capture; a gateway farm may have taken it on another node".into());
+        }
         let (mut a, upgraded_at) = match resp0.status {
             // 101: the WebSocket; 200 to RDG_OUT_DATA: the legacy transport's OUT channel.
-            101 | 200 if heads.ws_from.is_some() => {
+            101 | 200 if heads.ws_from.is_some() || in_alone => {
                 self.end(st, *t_resp0, Verdict::Ok);
                 let mut a = St::new(Stage::GwAuth, *t_resp0);
                 a.fact("scheme", json!("none"));
@@ -1186,7 +1192,9 @@ impl<'a> Dec<'a> {
             a.fact("server_header", json!(sv));
         }
         if h.status == 101
-            || (h.status == 200 && last.req.method.eq_ignore_ascii_case("RDG_OUT_DATA"))
+            || (h.status == 200
+                && (last.req.method.eq_ignore_ascii_case("RDG_OUT_DATA")
+                    || last.req.method.eq_ignore_ascii_case("RDG_IN_DATA")))
         {
             return Ok(*t);
         }
@@ -1934,6 +1942,19 @@ mod tests {
         assert_eq!(r.fact(Stage::GwAuth, "transport"), Some(&json!("http")));
         assert_eq!(r.fact(Stage::GwTunnel, "tunnel_id"), Some(&json!(1)));
         assert!(paired[1].legacy_in.is_none());
+        // The IN channel alone: accepted at gw_auth, and the report says its OUT channel is missing.
+        let r = decode(&paired[1]).report;
+        assert_eq!(r.last_stage, Stage::GwAuth, "{}", r.summary);
+        assert!(r
+            .stage(Stage::GwAuth)
+            .is_some_and(|s| s.facts.get("status") == Some(&json!(200))));
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("IN channel (RDG_IN_DATA) alone")),
+            "{:?}",
+            r.notes
+        );
         // Without identifiers: the same client address and gateway, nearest in time.
         let (out, in_) = legacy_pair(0x8007_59DA, "");
         assert_eq!(legacy_channel(&in_), Some((LegacyRole::In, None)));
