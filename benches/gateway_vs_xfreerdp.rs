@@ -72,6 +72,21 @@ fn main() {
     };
     let probe_times = probe_runs("websocket");
     let probe_http_times = probe_runs("http");
+    // The floor: the same probe straight to xrdp (no gateway): what xrdp's own answers cost.
+    let xrdp_target = xrdp.addr().to_string();
+    let mut direct_times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let st = Command::new(bin)
+            .args(["probe", xrdp_target.as_str(), "--user", "user"])
+            .env("RDPROBE_PASSWORD", "pass")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run rdprobe");
+        direct_times.push(t.elapsed());
+        assert_eq!(st.code(), Some(0), "rdprobe straight to xrdp");
+    }
     let xvfb = Xvfb::start().expect("start Xvfb");
     let gflag = format!("/g:{g}");
     let mut xf_times = Vec::new();
@@ -116,6 +131,7 @@ fn main() {
         assert_eq!(r.code, Some(0), "xfreerdp (legacy) failed: {}", r.output);
         xf_http_times.push(r.elapsed);
     }
+    let d = median(direct_times);
     let p = median(probe_times);
     let x = median(xf_times);
     let ph = median(probe_http_times);
@@ -131,6 +147,11 @@ fn main() {
     println!(
         "ratio rdprobe / xfreerdp                {:.3} (goal <= 0.1)",
         p.as_secs_f64() / x.as_secs_f64()
+    );
+    println!(
+        "floor: rdprobe probe straight to xrdp (no gateway) median {:>8.1} ms = {:.3} of xfreerdp's",
+        d.as_secs_f64() * 1e3,
+        d.as_secs_f64() / x.as_secs_f64()
     );
     println!(
         "legacy HTTP transport: rdprobe --gateway-transport http median {:>8.1} ms, xfreerdp /gt:http,no-websockets median {:>8.1} ms, ratio {:.3}",
