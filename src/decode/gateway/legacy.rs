@@ -18,8 +18,10 @@ use super::{read_heads, Flow};
 use crate::gateway::http;
 use crate::trace::{Dir, EventKind, Layer, Trace};
 
-/// Most unpaired channels held back at once.
-pub const MAX_HELD: usize = 64;
+/// Most unpaired channels held back at once. A tunnel's two channels end at about the same time, so
+/// few wait; the bound keeps a hostile capture of unpaired channels to this many Traces (each
+/// bounded by the reader's retention).
+pub const MAX_HELD: usize = 16;
 /// Bytes of each inner stream read to classify a conversation (the heads and NTLM rounds).
 const CLASSIFY_BYTES: usize = 4 * http::MAX_HEAD_LEN;
 
