@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 mod legacy;
 
-pub use legacy::{legacy_channel, LegacyPairs, LegacyRole};
+pub use legacy::{legacy_channel, LegacyPairs, LegacyRole, MAX_HELD};
 
 use super::Decoded;
 use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput};
@@ -1965,6 +1965,37 @@ mod tests {
         assert_eq!(paired.len(), 1);
         let r = decode(&paired[0]).report;
         assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
+    }
+
+    /// Unpaired channels are held back at most [`legacy::MAX_HELD`] at a time, none is lost, and
+    /// a capture error still ends the stream after them.
+    #[test]
+    fn unpaired_legacy_channels_are_bounded_and_kept() {
+        let n = legacy::MAX_HELD + 5;
+        let mut convs: Vec<Result<Trace, &str>> = (0..n)
+            .map(|i| Ok(legacy_pair(0, &format!("{{{i}}}")).1))
+            .collect();
+        convs.push(Err("damaged"));
+        let mut it = LegacyPairs::new(convs.into_iter());
+        let mut got = 0;
+        // Before the input ends, the channels beyond the bound went on.
+        for _ in 0..5 {
+            assert!(matches!(it.next(), Some(Ok(_))));
+            got += 1;
+        }
+        for x in it.by_ref() {
+            match x {
+                Ok(t) => {
+                    assert!(t.legacy_in.is_none());
+                    got += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e, "damaged");
+                    assert_eq!(got, n, "the error comes after every channel");
+                }
+            }
+        }
+        assert_eq!(got, n);
     }
 
     /// Hostile legacy channels: every truncation and byte flip of the IN channel's chunked stream
