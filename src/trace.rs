@@ -152,6 +152,9 @@ pub struct Trace {
     pub dns: Option<crate::net::DnsLookup>,
     /// The path-MTU search after a stall (live probe).
     pub mss_search: Option<crate::probe::wire::MssSearch>,
+    /// An RD Gateway's legacy HTTP transport runs on two TCP connections: on the OUT channel's
+    /// conversation, its IN channel's (paired by `decode::gateway::LegacyPairs`, decoded together).
+    pub legacy_in: Option<Box<Trace>>,
 }
 
 /// How a pcapng written by rdprobe carries [`EventKind::ClientRejected`]: a packet comment that
@@ -186,6 +189,7 @@ impl Trace {
             kernel: None,
             dns: None,
             mss_search: None,
+            legacy_in: None,
         }
     }
 

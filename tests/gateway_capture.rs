@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use rdprobe::capture::reader::{read_conversations, ReaderOptions};
-use rdprobe::gateway::client::{probe_with_capture, GatewayOptions};
+use rdprobe::gateway::client::{
+    probe_with_capture, probe_with_captures, GatewayOptions, Transport,
+};
 use rdprobe::lab::gateway::{spawn_gateway, GatewayConfig, GatewayHandle};
 use rdprobe::lab::{LabHandle, LabLimits};
 use rdprobe::probe::{Credentials, ProbeOptions};
@@ -143,33 +145,56 @@ fn key(r: &ConnectionReport) -> Value {
     })
 }
 
+/// What `rdprobe analyze` does: the capture's conversations, the legacy transport's two channels
+/// paired into one, each decoded.
 fn analyze_bytes(pcap: &[u8]) -> Vec<ConnectionReport> {
-    read_conversations(
-        std::io::Cursor::new(pcap.to_vec()),
-        ReaderOptions::default(),
-    )
-    .expect("open capture")
-    .map(|t| rdprobe::decode::decode_report(&t.expect("conversation")))
-    .collect()
+    analyze_with(pcap, ReaderOptions::default())
 }
 
-/// Probes through the lab gateway playing `name`, writes the gateway capture, analyzes it.
+fn analyze_with(pcap: &[u8], opts: ReaderOptions) -> Vec<ConnectionReport> {
+    let convs =
+        read_conversations(std::io::Cursor::new(pcap.to_vec()), opts).expect("open capture");
+    rdprobe::decode::gateway::LegacyPairs::new(convs)
+        .map(|t| rdprobe::decode::decode_report(&t.expect("conversation")))
+        .collect()
+}
+
+/// Probes through the lab gateway playing `name` (WebSocket asked for, as by default), writes the
+/// gateway capture, analyzes it.
 async fn live_and_offline(
     name: &str,
     target: &str,
     password: &str,
     stop_after: Option<Stage>,
 ) -> (ConnectionReport, ConnectionReport) {
+    live_and_offline_over(name, target, password, stop_after, Transport::Auto).await
+}
+
+/// [`live_and_offline`] over a chosen transport: the legacy one's capture holds the OUT and the IN
+/// channel as two TCP conversations (as `probe --gateway --pcap` writes them), which analyze pairs
+/// into one report.
+async fn live_and_offline_over(
+    name: &str,
+    target: &str,
+    password: &str,
+    stop_after: Option<Stage>,
+    transport: Transport,
+) -> (ConnectionReport, ConnectionReport) {
     let (_lab, gw) = gateway_to_lab(name);
-    let (res, hop) = probe_with_capture(&opts(target, stop_after), &gw_opts(&gw, password)).await;
-    let hop = hop.unwrap_or_else(|| panic!("{name}: no gateway capture"));
+    let mut g = gw_opts(&gw, password);
+    g.transport = transport;
+    let (res, captures) = probe_with_captures(&opts(target, stop_after), &g).await;
+    assert!(!captures.is_empty(), "{name}: no gateway capture");
+    let all: Vec<(&rdprobe::trace::Trace, &[String])> =
+        captures.iter().map(|t| (t, &[][..])).collect();
     let mut pcap = Vec::new();
-    rdprobe::capture::writer::write_pcapng(&hop, &[], &mut pcap).expect("pcapng");
+    rdprobe::capture::writer::write_pcapng_many(&all, &mut pcap).expect("pcapng");
     let mut offline = analyze_bytes(&pcap);
     assert_eq!(
         offline.len(),
         1,
-        "{name}: one gateway conversation in the capture"
+        "{name} ({transport:?}): one gateway connection in the capture ({} conversations)",
+        captures.len()
     );
     (res.report, offline.remove(0))
 }
@@ -193,22 +218,28 @@ async fn every_gateway_scenario_analyzes_like_the_live_probe() {
         .filter(|n| n.starts_with("gw-"))
         .collect();
     assert!(names.len() >= 12, "{names:?}");
-    // A gateway without WebSocket makes the probe fall back to the legacy two-channel transport:
-    // the capture then holds the OUT and IN channels as two conversations, which analyze does not
-    // pair yet (it reads the OUT channel's `200 OK` as a failed upgrade). Live = offline for that
-    // transport is still open work; every WebSocket scenario is compared here.
-    const LEGACY_ONLY: [&str; 1] = ["gw-http-only"];
-    assert!(
-        LEGACY_ONLY.iter().all(|n| names.contains(n)),
-        "the legacy-only list names built-in scenarios"
-    );
+    // Every scenario over both transports: WebSocket asked for (a gateway without it, as
+    // gw-http-only, answers with the legacy transport's OUT channel) and the legacy HTTP transport
+    // (its OUT and IN channels are two TCP conversations, paired by analyze).
     let mut failed_at = Vec::new();
-    for name in names.iter().filter(|n| !LEGACY_ONLY.contains(n)) {
-        // `rdp01` (NetBIOS form) is what gw-rap-denied denies.
-        let (live, offline) = live_and_offline(name, "rdp01", "pass", None).await;
-        assert_same(name, &live, &offline);
-        failed_at.push((name.to_string(), live.last_stage));
+    let mut legacy_connected = 0;
+    for transport in [Transport::Auto, Transport::Http] {
+        for name in &names {
+            // `rdp01` (NetBIOS form) is what gw-rap-denied denies.
+            let (live, offline) =
+                live_and_offline_over(name, "rdp01", "pass", None, transport).await;
+            assert_same(&format!("{name} ({transport:?})"), &live, &offline);
+            let http = live.fact(Stage::GwAuth, "transport") == Some(&json!("http"));
+            if http && live.verdict.is_ok() {
+                legacy_connected += 1;
+            }
+            failed_at.push((name.to_string(), live.last_stage));
+        }
     }
+    assert!(
+        legacy_connected >= 2,
+        "the legacy transport reached connected (gw-http-only, and --gateway-transport http)"
+    );
     // The runs covered every gateway stage's failure and a connected session.
     for st in [
         Stage::GwHttp,
@@ -250,16 +281,23 @@ async fn every_gateway_scenario_analyzes_like_the_live_probe() {
 async fn stops_on_purpose_at_each_gateway_stage_analyze_as_stops() {
     // (A stop right after the 401 is, on the wire, a client that did not authenticate: analyze says
     // so at gw_auth; not compared here.)
-    for st in [
-        Stage::GwTls,
-        Stage::GwAuth,
-        Stage::GwTunnel,
-        Stage::GwChannel,
-    ] {
-        let (live, offline) = live_and_offline("gw-healthy", "rdp01", "pass", Some(st)).await;
-        assert_eq!(live.last_stage, st);
-        assert!(matches!(live.verdict.failure(), Some(FailureKind::Stopped)));
-        assert_same(&format!("--stop-after {st}"), &live, &offline);
+    for transport in [Transport::Auto, Transport::Http] {
+        for st in [
+            Stage::GwTls,
+            Stage::GwAuth,
+            Stage::GwTunnel,
+            Stage::GwChannel,
+        ] {
+            let (live, offline) =
+                live_and_offline_over("gw-healthy", "rdp01", "pass", Some(st), transport).await;
+            assert_eq!(live.last_stage, st);
+            assert!(matches!(live.verdict.failure(), Some(FailureKind::Stopped)));
+            assert_same(
+                &format!("--stop-after {st} ({transport:?})"),
+                &live,
+                &offline,
+            );
+        }
     }
 }
 
@@ -393,6 +431,148 @@ fn a_real_clients_gateway_capture_without_secrets() {
         assert!(r.stage(Stage::GwHttp).is_none(), "{text}");
         assert!(r.notes.iter().any(|n| n.contains("encrypted")), "{text}");
     }
+}
+
+/// xfreerdp over the legacy HTTP transport (`/gt:http,no-websockets`) through the lab gateway (its
+/// own process, writing its TLS secrets to $SSLKEYLOGFILE), captured on loopback by dumpcap: with
+/// the key log, analyze pairs the OUT and IN conversations into one connection and decodes the
+/// tunnel from them (the OUT channel's 200 and seed, the IN channel's chunks) to the open channel
+/// and the inner RDP; without it, both conversations stay encrypted beyond gw_tls.
+#[test]
+fn a_real_clients_legacy_transport_capture_pairs_both_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("lab-keys.log");
+    let (gw_port, lab_port) = (free_port(), free_port());
+    let mut lab = ProcessGuard::spawn(
+        "rdprobe lab",
+        std::process::Command::new(env!("CARGO_BIN_EXE_rdprobe"))
+            .args(["lab", "--scenario", "gw-healthy", "--listen"])
+            .arg(format!("127.0.0.1:{lab_port}"))
+            .arg("--gateway-listen")
+            .arg(format!("127.0.0.1:{gw_port}"))
+            .env("SSLKEYLOGFILE", &keys)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .expect("spawn rdprobe lab");
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            port_accepts(gw_port).then_some(())
+        })
+        .is_some(),
+        "the lab gateway listens"
+    );
+    let pcap = dir.path().join("xfreerdp-legacy.pcapng");
+    let filter = format!("tcp port {gw_port}");
+    let mut cap = std::process::Command::new("dumpcap")
+        .args(["-q", "-i", "lo", "-f", &filter, "-w"])
+        .arg(&pcap)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dumpcap (scripts/install-peers.sh installs tshark)");
+    std::thread::sleep(Duration::from_millis(1500));
+    let g = format!("/g:127.0.0.1:{gw_port}");
+    let run = xfreerdp(
+        &[
+            "/v:rdp01:3389",
+            "/u:user",
+            "/p:pass",
+            g.as_str(),
+            "/gu:user",
+            "/gp:pass",
+            "/gt:http,no-websockets",
+            "/cert:ignore",
+            "+auth-only",
+        ],
+        Duration::from_secs(30),
+    )
+    .expect("xfreerdp (scripts/install-peers.sh)");
+    std::thread::sleep(Duration::from_millis(800));
+    // dumpcap and the lab are this test's own children: stopped through their handles.
+    let _ = cap.kill();
+    let _ = cap.wait();
+    lab.kill();
+    assert_eq!(
+        run.code,
+        Some(0),
+        "xfreerdp through the lab gateway: {}",
+        run.output
+    );
+    let bytes = std::fs::read(&pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
+    let keylog = rdprobe::capture::tlsdecrypt::KeyLog::parse(
+        &std::fs::read_to_string(&keys).expect("the lab wrote its TLS secrets"),
+    );
+    // Without the key log: two encrypted conversations (nothing tells the channels apart).
+    let opts = ReaderOptions {
+        gateway_ports: vec![gw_port],
+        ..ReaderOptions::default()
+    };
+    let plain = analyze_with(&bytes, opts.clone());
+    assert_eq!(plain.len(), 2, "the OUT and the IN channel's conversations");
+    for r in &plain {
+        assert_eq!(r.fact(Stage::GwTls, "encrypted"), Some(&json!(true)));
+    }
+    // With it: one connection, the legacy transport's tunnel decoded from both channels.
+    let reports = analyze_with(
+        &bytes,
+        ReaderOptions {
+            keylog: Some(keylog),
+            ..opts
+        },
+    );
+    assert_eq!(
+        reports.len(),
+        1,
+        "the two channels paired into one connection"
+    );
+    let r = &reports[0];
+    let text = rdprobe::report::render_text(r);
+    for st in [
+        Stage::GwTcp,
+        Stage::GwTls,
+        Stage::GwHttp,
+        Stage::GwAuth,
+        Stage::GwTunnel,
+        Stage::GwChannel,
+    ] {
+        let s = r
+            .stage(st)
+            .unwrap_or_else(|| panic!("{st} missing:\n{text}"));
+        assert!(s.verdict.is_ok(), "{st}:\n{text}");
+    }
+    assert_eq!(
+        r.fact(Stage::GwHttp, "method"),
+        Some(&json!("RDG_OUT_DATA")),
+        "{text}"
+    );
+    assert_eq!(r.fact(Stage::GwAuth, "status"), Some(&json!(200)), "{text}");
+    assert_eq!(
+        r.fact(Stage::GwAuth, "transport"),
+        Some(&json!("http")),
+        "{text}"
+    );
+    assert_eq!(
+        r.fact(Stage::GwAuth, "in_status"),
+        Some(&json!(200)),
+        "{text}"
+    );
+    assert_eq!(
+        r.fact(Stage::GwChannel, "target"),
+        Some(&json!("rdp01")),
+        "{text}"
+    );
+    // The inner RDP came out of the tunnel (the lab's TLS secrets decrypt it too): NLA and the
+    // whole connection sequence (2.11's +auth-only runs it to the end).
+    for st in [Stage::X224, Stage::Tls, Stage::Credssp, Stage::Mcs] {
+        assert!(
+            r.stage(st).is_some_and(|s| s.verdict.is_ok()),
+            "{st}:\n{text}"
+        );
+    }
+    assert_eq!(r.last_stage, Stage::Connected, "{text}");
+    assert!(r.verdict.is_ok(), "{text}");
 }
 
 /// `replay --as-server` of a gateway capture serves the recorded gateway's fault: the probe through

@@ -101,6 +101,8 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     let conversations = read_conversations(input, opts.clone())
         .with_context(|| format!("reading {}", first.display()))?;
     let conversations = super::analyze_par::Files::new(conversations, a.files[1..].to_vec(), opts);
+    // An RD Gateway's legacy transport is two conversations (OUT and IN channel): one report.
+    let conversations = rdprobe::decode::gateway::LegacyPairs::new(conversations);
     let mut out = std::io::stdout().lock();
     let mut worst = exit::SUCCESS;
     let mut n = 0usize;
@@ -238,7 +240,10 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     }
     let (udp, skipped) = decoded
         .finish()
-        .map(|c| (c.udp_flows(), c.skipped))
+        .map(|c| {
+            let c = c.into_inner();
+            (c.udp_flows(), c.skipped)
+        })
         .unwrap_or_default();
     for s in &skipped {
         eprintln!("error: {s} (skipped)");

@@ -22,6 +22,10 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
+mod legacy;
+
+pub use legacy::{legacy_channel, LegacyPairs, LegacyRole, MAX_HELD};
+
 use super::Decoded;
 use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput};
 use crate::gateway::http::{self, Head, HeadError};
@@ -132,6 +136,8 @@ struct Channel {
 
 struct Dec<'a> {
     trace: &'a Trace,
+    /// The legacy transport's IN channel conversation, paired with this OUT channel's.
+    in_tr: Option<&'a Trace>,
     stages: Vec<StageReport>,
     notes: Vec<String>,
     wire: [Flow; 2],
@@ -197,6 +203,84 @@ impl St {
     fn fact(&mut self, k: &str, v: serde_json::Value) {
         self.facts.insert(k.to_owned(), v);
     }
+
+    /// The facts of the gateway's answer; its failure when it carries an error HRESULT.
+    fn answer(&mut self, p: &Packet) -> Option<Verdict> {
+        let (facts, code) = answer_facts(p);
+        for (k, v) in facts {
+            self.fact(k, v);
+        }
+        (code != 0).then(|| hresult_verdict(code))
+    }
+}
+
+/// The facts an MS-TSGU answer gives its stage (`gw_tunnel`: handshake, tunnel, tunnel
+/// authorization; `gw_channel`: channel), live ([`crate::gateway::client`]) and offline alike, and
+/// its HRESULT (0: success; else `hresult`, `hresult_name` and the tunnel `step` are among the facts).
+pub fn answer_facts(p: &Packet) -> (Vec<(&'static str, serde_json::Value)>, u32) {
+    let mut f = Vec::new();
+    let (code, step) = match p {
+        Packet::HandshakeResponse {
+            error_code,
+            server_version,
+            ..
+        } => {
+            f.push(("handshake_server_version", json!(server_version)));
+            (*error_code, Some("handshake"))
+        }
+        Packet::TunnelResponse {
+            server_version,
+            status_code,
+            tunnel_id,
+            caps,
+            consent,
+        } => {
+            f.push(("server_version", json!(server_version)));
+            if let Some(id) = tunnel_id {
+                f.push(("tunnel_id", json!(id)));
+            }
+            if let Some(c) = caps {
+                f.push(("capabilities", json!(tsgu::caps_names(*c))));
+            }
+            if let Some(m) = consent {
+                f.push(("consent_message_bytes", json!(m.len())));
+            }
+            (*status_code, Some("tunnel_create"))
+        }
+        Packet::TunnelAuthResponse {
+            error_code,
+            redir_flags,
+            idle_timeout_min,
+        } => {
+            let mut policy = serde_json::Map::new();
+            if let Some(fl) = redir_flags {
+                policy.insert("redirection_flags".into(), json!(format!("0x{fl:08X}")));
+            }
+            if let Some(i) = idle_timeout_min {
+                policy.insert("idle_timeout_min".into(), json!(i));
+            }
+            f.push(("tunnel_policy", serde_json::Value::Object(policy)));
+            (*error_code, Some("tunnel_auth"))
+        }
+        Packet::ChannelResponse {
+            error_code,
+            channel_id,
+        } => {
+            if let Some(id) = channel_id {
+                f.push(("channel_id", json!(id)));
+            }
+            (*error_code, None)
+        }
+        _ => (0, None),
+    };
+    if code != 0 {
+        f.push(("hresult", json!(format!("0x{code:08X}"))));
+        f.push(("hresult_name", json!(Hresult(code).label())));
+        if let Some(s) = step {
+            f.push(("step", json!(s)));
+        }
+    }
+    (f, code)
 }
 
 /// An HTTP request and the answer to it (when one came), with their times.
@@ -210,7 +294,11 @@ struct Exchange {
 /// stream (after a 101), or why the answer was unreadable.
 struct Heads {
     ex: Vec<Exchange>,
+    /// Where the tunnel's bytes start in each inner stream: after a 101 (WebSocket), or after the
+    /// `200 OK` to `RDG_OUT_DATA` (the legacy OUT channel: its seed, then raw packets).
     ws_from: Option<(usize, usize)>,
+    /// Where the client's stream is after the last request head read.
+    c_end: usize,
     bad_answer: Option<(HeadError, u64)>,
 }
 
@@ -218,6 +306,7 @@ fn read_heads(c: &Flow, s: &Flow) -> Heads {
     let mut out = Heads {
         ex: Vec::new(),
         ws_from: None,
+        c_end: 0,
         bad_answer: None,
     };
     let (mut co, mut so) = (0usize, 0usize);
@@ -239,7 +328,11 @@ fn read_heads(c: &Flow, s: &Flow) -> Heads {
                 None
             }
         };
-        let upgraded = resp.as_ref().is_some_and(|(h, _)| h.status == 101);
+        // The legacy OUT channel's 200 has no length: its body is the rest of the stream.
+        let upgraded = resp.as_ref().is_some_and(|(h, _)| {
+            h.status == 101 || (h.status == 200 && req.method.eq_ignore_ascii_case("RDG_OUT_DATA"))
+        });
+        out.c_end = co;
         if let Some((h, _)) = &resp {
             if !upgraded {
                 let body = h.content_length().unwrap_or(0);
@@ -259,8 +352,10 @@ fn read_heads(c: &Flow, s: &Flow) -> Heads {
     out
 }
 
-/// MS-TSGU packets of one direction's WebSocket stream, and how that stream ended.
-struct WsPackets {
+/// MS-TSGU packets of one direction of the tunnel (WebSocket messages, the legacy IN channel's
+/// chunks or the legacy OUT channel's raw stream), and how that stream ended.
+#[derive(Default)]
+struct TunnelPackets {
     packets: Vec<(Packet, u64)>,
     /// A close frame (its status code) and when.
     close: Option<(Option<u16>, u64)>,
@@ -268,8 +363,8 @@ struct WsPackets {
     error: Option<(String, u64)>,
 }
 
-fn ws_packets(f: &Flow, from: usize) -> WsPackets {
-    let mut out = WsPackets {
+fn ws_packets(f: &Flow, from: usize) -> TunnelPackets {
+    let mut out = TunnelPackets {
         packets: Vec::new(),
         close: None,
         error: None,
@@ -309,24 +404,8 @@ fn ws_packets(f: &Flow, from: usize) -> WsPackets {
                     break;
                 }
                 buf.extend_from_slice(&payload);
-                loop {
-                    match tsgu::packet_len(&buf) {
-                        Err(e) => {
-                            out.error = Some((format!("malformed packet: {e}"), t));
-                            return out;
-                        }
-                        Ok(Some(n)) if buf.len() >= n => {
-                            match tsgu::decode(&buf[..n]) {
-                                Ok(p) => out.packets.push((p, t)),
-                                Err(e) => {
-                                    out.error = Some((format!("malformed packet: {e}"), t));
-                                    return out;
-                                }
-                            }
-                            buf.drain(..n);
-                        }
-                        _ => break,
-                    }
+                if !take_packets(&mut buf, t, &mut out) {
+                    return out;
                 }
             }
             OpCode::Control(Control::Close) => {
@@ -341,10 +420,87 @@ fn ws_packets(f: &Flow, from: usize) -> WsPackets {
     out
 }
 
+/// Moves the complete MS-TSGU packets at the front of `buf` to `out`, stamped `t`; false (with
+/// `out.error` set) at a malformed one.
+fn take_packets(buf: &mut Vec<u8>, t: u64, out: &mut TunnelPackets) -> bool {
+    loop {
+        match tsgu::packet_len(buf) {
+            Err(e) => {
+                out.error = Some((format!("malformed packet: {e}"), t));
+                return false;
+            }
+            Ok(Some(n)) if buf.len() >= n => {
+                match tsgu::decode(&buf[..n]) {
+                    Ok(p) => out.packets.push((p, t)),
+                    Err(e) => {
+                        out.error = Some((format!("malformed packet: {e}"), t));
+                        return false;
+                    }
+                }
+                buf.drain(..n);
+            }
+            _ => return true,
+        }
+    }
+}
+
+/// The legacy OUT channel's packets: raw, back to back from `from` (after the seed) on.
+fn raw_packets(f: &Flow, from: usize) -> TunnelPackets {
+    legacy_packets(f, from, None)
+}
+
+/// The legacy IN channel's packets: one per chunk of the chunked request body starting at `from`
+/// (decoded by the transport's own [`crate::gateway::legacy::Dechunker`]).
+fn chunked_packets(f: &Flow, from: usize) -> TunnelPackets {
+    legacy_packets(f, from, Some(crate::gateway::legacy::Dechunker::default()))
+}
+
+fn legacy_packets(
+    f: &Flow,
+    from: usize,
+    mut dechunk: Option<crate::gateway::legacy::Dechunker>,
+) -> TunnelPackets {
+    let mut out = TunnelPackets::default();
+    let (mut pending, mut buf) = (Vec::new(), Vec::new());
+    let mut start = from;
+    // Event by event, so that each packet carries the time of the bytes that completed it.
+    for &(end, t) in &f.marks {
+        if end <= start {
+            continue;
+        }
+        let bytes = &f.bytes[start..end];
+        start = end;
+        match dechunk.as_mut() {
+            Some(d) => {
+                pending.extend_from_slice(bytes);
+                if let Err(e) = d.feed(&mut pending, &mut buf) {
+                    out.error = Some((format!("chunked body: {e}"), t));
+                    break;
+                }
+            }
+            None => buf.extend_from_slice(bytes),
+        }
+        if buf.len() + pending.len() > MAX_WS_BUFFER {
+            out.error = Some(("too many bytes buffered".into(), t));
+            break;
+        }
+        if !take_packets(&mut buf, t, &mut out) {
+            break;
+        }
+        if dechunk.as_ref().is_some_and(|d| d.ended()) {
+            // The last chunk: the client ended its side of the tunnel.
+            out.close = Some((None, t));
+            break;
+        }
+    }
+    out
+}
+
 impl<'a> Dec<'a> {
     fn new(trace: &'a Trace) -> Self {
         Dec {
             trace,
+            in_tr: trace.legacy_in.as_deref(),
             stages: Vec::new(),
             notes: Vec::new(),
             wire: [
@@ -358,7 +514,7 @@ impl<'a> Dec<'a> {
     /// Wire bytes of each direction that arrived in `(from, to]`.
     fn bytes_between(&self, from: u64, to: u64) -> (u64, u64) {
         let mut n = [0u64; 2];
-        for e in &self.trace.events {
+        for e in self.events() {
             if let EventKind::Data {
                 dir,
                 layer: Layer::Wire,
@@ -389,12 +545,47 @@ impl<'a> Dec<'a> {
     }
 
     fn last_t(&self) -> u64 {
-        self.trace.events.last().map(|e| e.t_us).unwrap_or(0)
+        self.events().map(|e| e.t_us).max().unwrap_or(0)
+    }
+
+    /// The events of the conversation and, for the legacy transport, its IN channel's (each in
+    /// time order; not merged).
+    fn events(&self) -> impl Iterator<Item = &'a crate::trace::Event> {
+        let a: &'a Trace = self.trace;
+        let b: Option<&'a Trace> = self.in_tr;
+        a.events
+            .iter()
+            .chain(b.into_iter().flat_map(|t| t.events.iter()))
     }
 
     /// How a wait for the gateway that began at `since` ended (the event that ended it, and when).
     fn end_verdict(&self, since: u64) -> (Verdict, u64) {
-        for e in &self.trace.events {
+        let found = self.end_verdict_in(self.trace, since);
+        match (
+            found,
+            self.in_tr.and_then(|t| self.end_verdict_in(t, since)),
+        ) {
+            (Some(a), Some(b)) => {
+                if b.1 < a.1 {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => (
+                Verdict::Failed {
+                    kind: FailureKind::CaptureEnded,
+                    by: Side::Network,
+                },
+                self.last_t(),
+            ),
+        }
+    }
+
+    /// [`Self::end_verdict`] in one conversation's events.
+    fn end_verdict_in(&self, tr: &Trace, since: u64) -> Option<(Verdict, u64)> {
+        for e in &tr.events {
             if e.t_us < since {
                 continue;
             }
@@ -424,15 +615,9 @@ impl<'a> Dec<'a> {
                 },
                 _ => continue,
             };
-            return (v, e.t_us);
+            return Some((v, e.t_us));
         }
-        (
-            Verdict::Failed {
-                kind: FailureKind::CaptureEnded,
-                by: Side::Network,
-            },
-            self.last_t(),
-        )
+        None
     }
 
     /// The gateway stages; the open channel when they all passed and the client used it.
@@ -548,15 +733,20 @@ impl<'a> Dec<'a> {
             return None;
         };
         http_facts(&mut st, resp0);
-        let upgraded_at;
-        match resp0.status {
-            101 => {
+        // The legacy transport's IN channel without its OUT channel (a capture taken where only
+        // one of them passed, e.g. two gateway nodes): the gateway's answers are not here.
+        let in_alone = first.req.method.eq_ignore_ascii_case("RDG_IN_DATA");
+        if in_alone {
+            self.notes.push("this is the legacy transport's IN channel (RDG_IN_DATA) alone: its OUT channel (RDG_OUT_DATA, with the gateway's answers) is not in the capture; a gateway farm may have taken it on another node".into());
+        }
+        let (mut a, upgraded_at) = match resp0.status {
+            // 101: the WebSocket; 200 to RDG_OUT_DATA: the legacy transport's OUT channel.
+            101 | 200 if heads.ws_from.is_some() || in_alone => {
                 self.end(st, *t_resp0, Verdict::Ok);
                 let mut a = St::new(Stage::GwAuth, *t_resp0);
                 a.fact("scheme", json!("none"));
-                a.fact("status", json!(101));
-                self.end(a, *t_resp0, Verdict::Ok);
-                upgraded_at = *t_resp0;
+                a.fact("status", json!(resp0.status));
+                (a, *t_resp0)
             }
             401 => {
                 self.end(st, *t_resp0, Verdict::Ok);
@@ -564,10 +754,7 @@ impl<'a> Dec<'a> {
                 let mut a = St::new(Stage::GwAuth, *t_resp0);
                 a.fact("www_authenticate", json!(offered));
                 match self.auth(&heads, &mut a) {
-                    Ok(t) => {
-                        self.end(a, t, Verdict::Ok);
-                        upgraded_at = t;
-                    }
+                    Ok(t) => (a, t),
                     Err((v, t)) => {
                         self.end(a, t, v);
                         return None;
@@ -579,25 +766,133 @@ impl<'a> Dec<'a> {
                 self.end(st, *t_resp0, v);
                 return None;
             }
-        }
+        };
         let (Some((co, so)), Some(last)) = (heads.ws_from, heads.ex.last()) else {
+            self.end(a, upgraded_at, Verdict::Ok);
             return None;
         };
-        if let (Some(key), Some((h, _))) = (last.req.header("sec-websocket-key"), &last.resp) {
-            if h.header("sec-websocket-accept") != Some(http::websocket_accept(key).as_str()) {
-                self.notes.push(
-                    "the gateway's Sec-WebSocket-Accept does not match the key sent (RFC 6455 4.2.2)"
-                        .into(),
-                );
+        let legacy = last.resp.as_ref().filter(|(h, _)| h.status == 200);
+        let (cw, sw) = if let Some((h200, _)) = legacy {
+            match self.legacy(&s, so, &mut a, h200, upgraded_at) {
+                Ok((cw, sw, ready)) => {
+                    self.end(a, ready, Verdict::Ok);
+                    (cw, sw)
+                }
+                Err((v, t)) => {
+                    self.end(a, t, v);
+                    return None;
+                }
             }
-        }
-        let cw = ws_packets(&c, co);
-        let sw = ws_packets(&s, so);
+        } else {
+            if let (Some(key), Some((h, _))) = (last.req.header("sec-websocket-key"), &last.resp) {
+                if h.header("sec-websocket-accept") != Some(http::websocket_accept(key).as_str()) {
+                    self.notes.push(
+                        "the gateway's Sec-WebSocket-Accept does not match the key sent (RFC 6455 4.2.2)"
+                            .into(),
+                    );
+                }
+            }
+            a.fact("transport", json!("websocket"));
+            self.end(a, upgraded_at, Verdict::Ok);
+            (ws_packets(&c, co), ws_packets(&s, so))
+        };
         if cw.packets.is_empty() {
             self.stop_last(upgraded_at);
             return None;
         }
         self.tunnel_and_channel(cw, sw)
+    }
+
+    /// The legacy transport after the OUT channel's `200 OK` (`out` from `so` on: the seed, then the
+    /// gateway's raw packets): the IN channel as the live probe opens it (RDG_IN_DATA, its
+    /// authentication, then the chunked request whose chunks are the client's packets). Returns
+    /// both directions' packets and when the IN channel was ready, or gw_auth's failure as the live
+    /// probe judges it.
+    #[allow(clippy::type_complexity)]
+    fn legacy(
+        &mut self,
+        out: &Flow,
+        so: usize,
+        a: &mut St,
+        h200: &Head,
+        since: u64,
+    ) -> Result<(TunnelPackets, TunnelPackets, u64), (Verdict, u64)> {
+        let seed = crate::gateway::legacy::SEED.len();
+        let refused = || {
+            fail(FailureKind::HttpStatus {
+                status: 200,
+                reason: h200.reason.clone(),
+                location: None,
+            })
+        };
+        let body = out.bytes.len().saturating_sub(so);
+        if body < seed {
+            // No seed: a 200 to a WebSocket upgrade is a refused upgrade (live: the same verdict).
+            a.fact("seed", json!(format!("closed after {body} seed bytes")));
+            return Err((refused(), out.t_at(so)));
+        }
+        a.fact("seed_bytes", json!(seed));
+        let Some(in_tr) = self.in_tr else {
+            self.notes.push("the gateway answered RDG_OUT_DATA with the legacy transport's OUT channel, but the capture holds no IN channel (RDG_IN_DATA with the same RDG-Connection-Id, or from the same client address)".into());
+            return Err((refused(), since));
+        };
+        a.fact("transport", json!("http"));
+        a.fact("out_address", json!(self.trace.server.to_string()));
+        a.fact("in_address", json!(in_tr.server.to_string()));
+        a.fact("in_local", json!(in_tr.client.to_string()));
+        let ic = Flow::of(in_tr, Dir::C2S, Layer::Inner);
+        let is = Flow::of(in_tr, Dir::S2C, Layer::Inner);
+        if ic.bytes.is_empty() {
+            self.notes.push("the legacy transport's IN channel is encrypted and the capture has no TLS secrets for it: the client's packets (gw_tunnel on) are not visible".into());
+            return Err((
+                Verdict::Failed {
+                    kind: FailureKind::CaptureEnded,
+                    by: Side::Network,
+                },
+                since,
+            ));
+        }
+        let ih = read_heads(&ic, &is);
+        if let Some((h, _)) = ih.ex.first().and_then(|x| x.resp.as_ref()) {
+            a.fact("in_first_status", json!(h.status));
+        }
+        let chunked = ih.ex.iter().position(|x| {
+            x.req
+                .header("transfer-encoding")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        });
+        let accepted = |k: usize| {
+            k > 0
+                && ih.ex[k - 1]
+                    .resp
+                    .as_ref()
+                    .is_some_and(|(h, _)| h.status == 200)
+        };
+        if let Some(k) = chunked.filter(|k| accepted(*k)) {
+            a.fact("in_status", json!(200));
+            let ready = ih.ex[k].req_t;
+            let cw = chunked_packets(&ic, ih.c_end);
+            let sw = raw_packets(out, so + seed);
+            return Ok((cw, sw, ready));
+        }
+        a.fact("failed_channel", json!("in"));
+        // The IN channel's last answer, or how the wait for one ended.
+        match ih.ex.iter().rev().find_map(|x| x.resp.as_ref()) {
+            Some((h, t)) if h.status != 200 => {
+                a.fact("in_status", json!(h.status));
+                Err((http_status_verdict(h), *t))
+            }
+            _ => {
+                let from = ih.ex.last().map(|x| x.req_t).unwrap_or(since);
+                Err(self.end_verdict_in(in_tr, from).unwrap_or((
+                    Verdict::Failed {
+                        kind: FailureKind::CaptureEnded,
+                        by: Side::Network,
+                    },
+                    self.last_t(),
+                )))
+            }
+        }
     }
 
     /// Whether the key log holds this session's secrets (by the ClientHello's random).
@@ -777,7 +1072,11 @@ impl<'a> Dec<'a> {
     /// gw_auth after a 401: the scheme the client chose, the rounds, the outcome. Returns when the
     /// upgrade (101) came, or the failure.
     fn auth(&mut self, heads: &Heads, a: &mut St) -> Result<u64, (Verdict, u64)> {
-        let Some(second) = heads.ex.get(1) else {
+        // The request that starts authentication: the one after the first 401 (rdprobe, mstsc),
+        // or the first itself when it already carries the NTLM NEGOTIATE (FreeRDP), the 401 then
+        // being the CHALLENGE.
+        let k = usize::from(heads.ex[0].req.header("authorization").is_none());
+        let Some(second) = heads.ex.get(k) else {
             // The client did not try: no credentials, no scheme it speaks, or a stop on purpose.
             a.fact("scheme", json!("none"));
             let t0 = heads.ex[0].resp.as_ref().map(|r| r.1).unwrap_or(0);
@@ -847,7 +1146,7 @@ impl<'a> Dec<'a> {
                     *t1,
                 ));
             };
-            let Some(third) = heads.ex.get(2) else {
+            let Some(third) = heads.ex.get(k + 1) else {
                 a.fact("scheme", json!(scheme_name));
                 let (v, t) = self.end_verdict(*t1);
                 return Err((
@@ -892,7 +1191,11 @@ impl<'a> Dec<'a> {
         if let Some(sv) = h.header("server") {
             a.fact("server_header", json!(sv));
         }
-        if h.status == 101 {
+        if h.status == 101
+            || (h.status == 200
+                && (last.req.method.eq_ignore_ascii_case("RDG_OUT_DATA")
+                    || last.req.method.eq_ignore_ascii_case("RDG_IN_DATA")))
+        {
             return Ok(*t);
         }
         let sch = http::schemes(h);
@@ -906,7 +1209,7 @@ impl<'a> Dec<'a> {
     }
 
     /// gw_tunnel and gw_channel from the packets of both directions.
-    fn tunnel_and_channel(&mut self, cw: WsPackets, sw: WsPackets) -> Option<Channel> {
+    fn tunnel_and_channel(&mut self, cw: TunnelPackets, sw: TunnelPackets) -> Option<Channel> {
         let mut ci = 0usize;
         let mut si = 0usize;
         let start = cw.packets.first().map(|p| p.1).unwrap_or(0);
@@ -939,96 +1242,37 @@ impl<'a> Dec<'a> {
             self.stop_last(start);
             return None;
         };
-        if let (
-            Packet::HandshakeResponse {
-                error_code,
-                server_version,
-                ..
-            },
-            t,
-        ) = answer!(
+        let (p, t) = answer!(
             st,
             tsgu::ty::HANDSHAKE_RESPONSE,
             "HANDSHAKE_RESPONSE",
             t_req
-        ) {
-            st.fact("handshake_server_version", json!(server_version));
-            if error_code != 0 {
-                st.fact("hresult", json!(format!("0x{error_code:08X}")));
-                st.fact("hresult_name", json!(Hresult(error_code).label()));
-                st.fact("step", json!("handshake"));
-                self.end(st, t, hresult_verdict(error_code));
-                return None;
-            }
+        );
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t, v);
+            return None;
         }
         let Some((_, t_req)) = request!(Packet::TunnelCreate { .. }) else {
             return self.stop_mid(st);
         };
-        if let (
-            Packet::TunnelResponse {
-                server_version,
-                status_code,
-                tunnel_id,
-                caps,
-                consent,
-            },
-            t,
-        ) = answer!(st, tsgu::ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE", t_req)
-        {
-            st.fact("server_version", json!(server_version));
-            if let Some(id) = tunnel_id {
-                st.fact("tunnel_id", json!(id));
-            }
-            if let Some(c) = caps {
-                st.fact("capabilities", json!(tsgu::caps_names(c)));
-            }
-            if let Some(m) = consent {
-                st.fact("consent_message_bytes", json!(m.len()));
-            }
-            if status_code != 0 {
-                st.fact("hresult", json!(format!("0x{status_code:08X}")));
-                st.fact("hresult_name", json!(Hresult(status_code).label()));
-                st.fact("step", json!("tunnel_create"));
-                self.end(st, t, hresult_verdict(status_code));
-                return None;
-            }
+        let (p, t) = answer!(st, tsgu::ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE", t_req);
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t, v);
+            return None;
         }
         let Some((_, t_req)) = request!(Packet::TunnelAuth { .. }) else {
             return self.stop_mid(st);
         };
-        let t_tunnel = match answer!(
+        let (p, t_tunnel) = answer!(
             st,
             tsgu::ty::TUNNEL_AUTH_RESPONSE,
             "TUNNEL_AUTH_RESPONSE",
             t_req
-        ) {
-            (
-                Packet::TunnelAuthResponse {
-                    error_code,
-                    redir_flags,
-                    idle_timeout_min,
-                },
-                t,
-            ) => {
-                let mut policy = serde_json::Map::new();
-                if let Some(f) = redir_flags {
-                    policy.insert("redirection_flags".into(), json!(format!("0x{f:08X}")));
-                }
-                if let Some(i) = idle_timeout_min {
-                    policy.insert("idle_timeout_min".into(), json!(i));
-                }
-                st.fact("tunnel_policy", serde_json::Value::Object(policy));
-                if error_code != 0 {
-                    st.fact("hresult", json!(format!("0x{error_code:08X}")));
-                    st.fact("hresult_name", json!(Hresult(error_code).label()));
-                    st.fact("step", json!("tunnel_auth"));
-                    self.end(st, t, hresult_verdict(error_code));
-                    return None;
-                }
-                t
-            }
-            (_, t) => t,
-        };
+        );
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t_tunnel, v);
+            return None;
+        }
         self.end(st, t_tunnel, Verdict::Ok);
 
         // --- gw_channel ---
@@ -1052,20 +1296,9 @@ impl<'a> Dec<'a> {
             json!(crate::gateway::client::name_form(&target)),
         );
         let (p, t_open) = answer!(st, tsgu::ty::CHANNEL_RESPONSE, "CHANNEL_RESPONSE", t_req);
-        if let Packet::ChannelResponse {
-            error_code,
-            channel_id,
-        } = p
-        {
-            if let Some(id) = channel_id {
-                st.fact("channel_id", json!(id));
-            }
-            if error_code != 0 {
-                st.fact("hresult", json!(format!("0x{error_code:08X}")));
-                st.fact("hresult_name", json!(Hresult(error_code).label()));
-                self.end(st, t_open, hresult_verdict(error_code));
-                return None;
-            }
+        if let Some(v) = st.answer(&p) {
+            self.end(st, t_open, v);
+            return None;
         }
         self.end(st, t_open, Verdict::Ok);
         let c2s: Vec<(Packet, u64)> = cw.packets[ci..].to_vec();
@@ -1100,7 +1333,7 @@ impl<'a> Dec<'a> {
     /// service messages; else how the wait that began at `since` ended.
     fn expect(
         &mut self,
-        sw: &WsPackets,
+        sw: &TunnelPackets,
         si: &mut usize,
         ty: u16,
         since: u64,
@@ -1205,12 +1438,12 @@ impl<'a> Dec<'a> {
         // Both directions' packets and the outer connection's ending events, in time order.
         let mut items: Vec<(u64, u8, Item)> = Vec::new();
         for (p, t) in ch.c2s {
-            items.push((t, 0, Item::Packet(Dir::C2S, p)));
+            items.push((t, 1, Item::Packet(Dir::C2S, p)));
         }
         for (p, t) in ch.s2c {
-            items.push((t, 1, Item::Packet(Dir::S2C, p)));
+            items.push((t, 2, Item::Packet(Dir::S2C, p)));
         }
-        for e in &tr.events {
+        for e in self.events() {
             if e.t_us < ch.opened_us {
                 continue;
             }
@@ -1224,7 +1457,13 @@ impl<'a> Dec<'a> {
                     | EventKind::CaptureEnd
             );
             if keep {
-                items.push((e.t_us, 2, Item::Event(e.kind.clone())));
+                // The probe's stop rides as a comment on the next frame: it came before that frame.
+                let o = if matches!(e.kind, EventKind::StoppedAfter(_)) {
+                    0
+                } else {
+                    3
+                };
+                items.push((e.t_us, o, Item::Event(e.kind.clone())));
             }
         }
         items.sort_by_key(|(t, o, _)| (*t, *o));
@@ -1255,6 +1494,15 @@ impl<'a> Dec<'a> {
                 }
                 Item::Packet(..) => {}
                 Item::Event(k) => match k {
+                    EventKind::StoppedAfter(_) => {
+                        // The probe stopped (or was done once connected) and closes the channel
+                        // from here: a server close that crosses it in the tunnel came second.
+                        inner.push_at(t, None, k);
+                        if !fin[0] {
+                            fin[0] = true;
+                            inner.push_at(t, None, EventKind::Fin { dir: Dir::C2S });
+                        }
+                    }
                     EventKind::Fin { dir } | EventKind::Rst { dir } => {
                         let i = usize::from(dir == Dir::S2C);
                         if !fin[i] {
@@ -1597,6 +1845,198 @@ mod tests {
         let r = decode(&trace_of(&c, &s, tr)).report;
         assert_eq!(r.last_stage, Stage::GwChannel);
         assert!(matches!(r.verdict.failure(), Some(FailureKind::Stopped)));
+    }
+
+    /// The legacy transport's two conversations for one tunnel (`id` in both requests): the OUT
+    /// channel (200, seed, the gateway's packets raw) and the IN channel (authorized, then the
+    /// client's packets as chunks); the channel answer is `code`.
+    fn legacy_pair(code: u32, id: &str) -> (Trace, Trace) {
+        let (ws_c, ws_s, _) = conversation(code);
+        // No identifier: no header.
+        let id = if id.is_empty() {
+            String::new()
+        } else {
+            format!("RDG-Connection-Id: {id}\r\n")
+        };
+        // The packets out of the WebSocket conversation's frames.
+        let unframe = |b: &[u8], masked: bool| -> Vec<Vec<u8>> {
+            let at = b.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let (mut off, mut out) = (at, Vec::new());
+            while off < b.len() {
+                let len = usize::from(b[off + 1] & 0x7F);
+                let (len, hl) = if len == 126 {
+                    (usize::from(u16::from_be_bytes([b[off + 2], b[off + 3]])), 4)
+                } else {
+                    (len, 2)
+                };
+                let hl = hl + if masked { 4 } else { 0 };
+                let mut p = b[off + hl..off + hl + len].to_vec();
+                if masked {
+                    let key = &b[off + hl - 4..off + hl];
+                    for (i, x) in p.iter_mut().enumerate() {
+                        *x ^= key[i % 4];
+                    }
+                }
+                out.push(p);
+                off += hl + len;
+            }
+            out
+        };
+        let out_c = format!(
+            "RDG_OUT_DATA /remoteDesktopGateway/ HTTP/1.1\r\n{id}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes();
+        let mut out_s = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        out_s.extend_from_slice(&crate::gateway::legacy::SEED);
+        for p in unframe(&ws_s, false) {
+            out_s.extend(p);
+        }
+        let mut in_c = format!("RDG_IN_DATA /remoteDesktopGateway/ HTTP/1.1\r\n{id}Content-Length: 0\r\n\r\nRDG_IN_DATA /remoteDesktopGateway/ HTTP/1.1\r\n{id}Transfer-Encoding: chunked\r\n\r\n").into_bytes();
+        let in_s = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        for p in unframe(&ws_c, true) {
+            in_c.extend(crate::gateway::legacy::chunk(&p));
+        }
+        let gw: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        let out = trace_of(
+            &out_c,
+            &out_s,
+            Trace::new("127.0.0.1:50000".parse().unwrap(), gw),
+        );
+        let in_ = trace_of(
+            &in_c,
+            &in_s,
+            Trace::new("127.0.0.1:50001".parse().unwrap(), gw),
+        );
+        (out, in_)
+    }
+
+    #[test]
+    fn the_legacy_transports_two_channels_pair_and_decode_as_one_tunnel() {
+        let (out, in_) = legacy_pair(0x8007_59DA, "{A}");
+        assert_eq!(
+            legacy_channel(&out),
+            Some((LegacyRole::Out, Some("{a}".into())))
+        );
+        assert_eq!(
+            legacy_channel(&in_),
+            Some((LegacyRole::In, Some("{a}".into())))
+        );
+        // Alone, the OUT channel's 200 is not a tunnel: no IN channel in the capture.
+        let r = decode(&out).report;
+        assert_eq!(r.last_stage, Stage::GwAuth, "{}", r.summary);
+        // Paired (the IN channel first, an unrelated tunnel's IN channel between): one report,
+        // the channel's HRESULT read from the IN channel's chunks and the OUT channel's packets.
+        let (_, other_in) = legacy_pair(0, "{B}");
+        let convs: Vec<Result<Trace, ()>> = vec![Ok(in_), Ok(other_in), Ok(out)];
+        let paired: Vec<Trace> = LegacyPairs::new(convs.into_iter())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(paired.len(), 2, "the pair, then the unpaired channel");
+        assert!(paired[0].legacy_in.is_some());
+        let r = decode(&paired[0]).report;
+        assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
+        assert!(matches!(
+            r.verdict.failure(),
+            Some(FailureKind::GatewayError { name, .. }) if name == "E_PROXY_RAP_ACCESSDENIED"
+        ));
+        assert_eq!(r.fact(Stage::GwAuth, "transport"), Some(&json!("http")));
+        assert_eq!(r.fact(Stage::GwTunnel, "tunnel_id"), Some(&json!(1)));
+        assert!(paired[1].legacy_in.is_none());
+        // The IN channel alone: accepted at gw_auth, and the report says its OUT channel is missing.
+        let r = decode(&paired[1]).report;
+        assert_eq!(r.last_stage, Stage::GwAuth, "{}", r.summary);
+        assert!(r
+            .stage(Stage::GwAuth)
+            .is_some_and(|s| s.facts.get("status") == Some(&json!(200))));
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("IN channel (RDG_IN_DATA) alone")),
+            "{:?}",
+            r.notes
+        );
+        // Without identifiers: the same client address and gateway, nearest in time.
+        let (out, in_) = legacy_pair(0x8007_59DA, "");
+        assert_eq!(legacy_channel(&in_), Some((LegacyRole::In, None)));
+        let convs: Vec<Result<Trace, ()>> = vec![Ok(out), Ok(in_)];
+        let paired: Vec<Trace> = LegacyPairs::new(convs.into_iter())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(paired.len(), 1);
+        let r = decode(&paired[0]).report;
+        assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
+    }
+
+    /// Unpaired channels are held back at most [`legacy::MAX_HELD`] at a time, none is lost, and
+    /// a capture error still ends the stream after them.
+    #[test]
+    fn unpaired_legacy_channels_are_bounded_and_kept() {
+        let n = legacy::MAX_HELD + 5;
+        let mut convs: Vec<Result<Trace, &str>> = (0..n)
+            .map(|i| Ok(legacy_pair(0, &format!("{{{i}}}")).1))
+            .collect();
+        convs.push(Err("damaged"));
+        let mut it = LegacyPairs::new(convs.into_iter());
+        let mut got = 0;
+        // Before the input ends, the channels beyond the bound went on.
+        for _ in 0..5 {
+            assert!(matches!(it.next(), Some(Ok(_))));
+            got += 1;
+        }
+        for x in it.by_ref() {
+            match x {
+                Ok(t) => {
+                    assert!(t.legacy_in.is_none());
+                    got += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e, "damaged");
+                    assert_eq!(got, n, "the error comes after every channel");
+                }
+            }
+        }
+        assert_eq!(got, n);
+    }
+
+    /// Hostile legacy channels: every truncation and byte flip of the IN channel's chunked stream
+    /// and of the OUT channel's raw packets decode without a panic and end at a gateway stage.
+    #[test]
+    fn truncated_and_flipped_legacy_channels_never_panic() {
+        let (out, in_) = legacy_pair(0x8007_59DD, "{C}");
+        let stream = |t: &Trace, dir| t.stream(dir, Layer::Inner);
+        let with = |t: &Trace, c: &[u8], s: &[u8], port: u16| {
+            trace_of(
+                c,
+                s,
+                Trace::new(SocketAddr::from(([127, 0, 0, 1], port)), t.server),
+            )
+        };
+        let (ic, is) = (stream(&in_, Dir::C2S), stream(&in_, Dir::S2C));
+        let (oc, os) = (stream(&out, Dir::C2S), stream(&out, Dir::S2C));
+        let run = |o: Trace, i: Trace| {
+            let mut o = o;
+            o.legacy_in = Some(Box::new(i));
+            let r = decode(&o).report;
+            assert!(r.last_stage.is_gateway(), "{}", r.summary);
+        };
+        for n in 0..ic.len() {
+            run(
+                with(&out, &oc, &os, 50000),
+                with(&in_, &ic[..n], &is, 50001),
+            );
+            let mut c2 = ic.clone();
+            c2[n] ^= 0xA5;
+            run(with(&out, &oc, &os, 50000), with(&in_, &c2, &is, 50001));
+        }
+        for n in 0..os.len() {
+            run(
+                with(&out, &oc, &os[..n], 50000),
+                with(&in_, &ic, &is, 50001),
+            );
+            let mut s2 = os.clone();
+            s2[n] ^= 0xA5;
+            run(with(&out, &oc, &s2, 50000), with(&in_, &ic, &is, 50001));
+        }
     }
 
     /// Hostile input: every truncation and a byte flip at every offset of the inner streams decode

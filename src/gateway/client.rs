@@ -95,6 +95,8 @@ pub struct Hop {
     pub local: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     pub notes: Vec<String>,
+    /// The channel relay once the channel is open (it ends when the inner stream is dropped).
+    pub relay: Option<tokio::task::JoinHandle<String>>,
 }
 
 /// Byte counters of the gateway connection.
@@ -601,21 +603,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::HandshakeResponse {
-            error_code,
-            server_version,
-            ..
-        }) => {
-            rec.fact("handshake_server_version", json!(server_version));
-            if error_code != 0 {
-                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(error_code).label()));
-                rec.fact("step", json!("handshake"));
-                rec.end(&mut hop, &n, hresult_verdict(error_code));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
+            }
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     send!(
         rec,
@@ -630,32 +627,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::TunnelResponse {
-            server_version,
-            status_code,
-            tunnel_id,
-            caps,
-            consent,
-        }) => {
-            rec.fact("server_version", json!(server_version));
-            if let Some(id) = tunnel_id {
-                rec.fact("tunnel_id", json!(id));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
             }
-            if let Some(c) = caps {
-                rec.fact("capabilities", json!(tsgu::caps_names(c)));
-            }
-            if let Some(m) = consent {
-                rec.fact("consent_message_bytes", json!(m.len()));
-            }
-            if status_code != 0 {
-                rec.fact("hresult", json!(format!("0x{status_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(status_code).label()));
-                rec.fact("step", json!("tunnel_create"));
-                rec.end(&mut hop, &n, hresult_verdict(status_code));
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     send!(
         rec,
@@ -669,28 +650,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::TunnelAuthResponse {
-            error_code,
-            redir_flags,
-            idle_timeout_min,
-        }) => {
-            let mut policy = serde_json::Map::new();
-            if let Some(f) = redir_flags {
-                policy.insert("redirection_flags".into(), json!(format!("0x{f:08X}")));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
             }
-            if let Some(i) = idle_timeout_min {
-                policy.insert("idle_timeout_min".into(), json!(i));
-            }
-            rec.fact("tunnel_policy", serde_json::Value::Object(policy));
-            if error_code != 0 {
-                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(error_code).label()));
-                rec.fact("step", json!("tunnel_auth"));
-                rec.end(&mut hop, &n, hresult_verdict(error_code));
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwTunnel) {
@@ -718,21 +687,16 @@ pub async fn open(
             rec.end(&mut hop, &n, v);
             return (hop, None);
         }
-        Ok(Packet::ChannelResponse {
-            error_code,
-            channel_id,
-        }) => {
-            if let Some(id) = channel_id {
-                rec.fact("channel_id", json!(id));
+        Ok(p) => {
+            let (facts, code) = crate::decode::gateway::answer_facts(&p);
+            for (k, v) in facts {
+                rec.fact(k, v);
             }
-            if error_code != 0 {
-                rec.fact("hresult", json!(format!("0x{error_code:08X}")));
-                rec.fact("hresult_name", json!(Hresult(error_code).label()));
-                rec.end(&mut hop, &n, hresult_verdict(error_code));
+            if code != 0 {
+                rec.end(&mut hop, &n, hresult_verdict(code));
                 return (hop, None);
             }
         }
-        Ok(_) => unreachable_packet(),
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwChannel) {
@@ -742,15 +706,10 @@ pub async fn open(
     }
     // The channel as a stream: a relay task moves bytes between the duplex pipe and DATA packets.
     let (near, far) = tokio::io::duplex(2 * super::ws::MAX_DATA_CHUNK);
-    tokio::spawn(async move {
-        ps.relay(far, Duration::from_secs(600), t).await;
-    });
+    hop.relay = Some(tokio::spawn(async move {
+        ps.relay(far, Duration::from_secs(600), t).await
+    }));
     (hop, Some(Box::new(near)))
-}
-
-fn unreachable_packet() -> ! {
-    // INVARIANT: `expect` returns only packets of the asked type.
-    unreachable!("expect returned another packet type")
 }
 
 fn stopped(mut hop: Hop, at: Stage) -> (Hop, Option<Box<dyn crate::probe::Stream>>) {
@@ -1290,7 +1249,7 @@ pub async fn probe_with_captures(
 ) -> (ProbeResult, Vec<crate::trace::Trace>) {
     let t = opts.stage_timeout;
     let started = Instant::now();
-    let (hop, stream) = match tokio::time::timeout(
+    let (mut hop, stream) = match tokio::time::timeout(
         opts.deadline,
         open(gw, &opts.host, opts.port, opts.stop_after, t),
     )
@@ -1316,6 +1275,7 @@ pub async fn probe_with_captures(
         .any(|s| s.stage == Stage::GwAuth && s.facts.get("scheme") == Some(&json!("Basic")));
     let gw_shared = hop.trace.clone();
     let in_shared = hop.in_trace.clone();
+    let relay = hop.relay.take();
     let Some(stream) = stream else {
         // The client closes the hop here: the capture shows it (a close right after an answer is a
         // stop, a close after the stage deadline of silence a timeout, as `analyze` reads them).
@@ -1361,8 +1321,12 @@ pub async fn probe_with_captures(
         opts.host, opts.port, gw.host, gw.port
     );
     res.report.notes.extend(hop.notes);
-    // Give the relay a moment to pass the close on, so the capture shows how the channel ended.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The inner stream is dropped: the relay passes the close on (CLOSE_CHANNEL, the transport's
+    // close), so the capture shows how the channel ended. Waited for, not slept on: a fixed sleep
+    // here was a third of a probe's wall time; the bound only covers a gateway that stops reading.
+    if let Some(relay) = relay {
+        let _ = tokio::time::timeout(Duration::from_millis(200), relay).await;
+    }
     let mut capture = hop_capture(gw_shared, basic);
     if let Some(tr) = &mut capture {
         carry_inner(tr, &res.trace);
@@ -1375,13 +1339,18 @@ pub async fn probe_with_captures(
 }
 
 /// The gateway capture carries what `analyze` needs for the inner RDP too: the inner TLS session's
-/// secrets (next to the gateway's) and what the probe's RDP stack rejected (packet comments).
+/// secrets (next to the gateway's), what the probe's RDP stack rejected and where it stopped on
+/// purpose (packet comments).
 fn carry_inner(hop: &mut crate::trace::Trace, inner: &crate::trace::Trace) {
     if !hop.keylog.is_empty() {
         hop.keylog.extend(inner.keylog.iter().cloned());
     }
     for e in &inner.events {
-        if let crate::trace::EventKind::ClientRejected { .. } = e.kind {
+        // The probe's own end too: it closes once connected (or stopped), and the server's close
+        // can cross it in the channel; the capture says who decided first.
+        if let crate::trace::EventKind::ClientRejected { .. }
+        | crate::trace::EventKind::StoppedAfter(_) = e.kind
+        {
             let at = hop.events.partition_point(|x| x.t_us <= e.t_us);
             hop.events.insert(at, e.clone());
         }

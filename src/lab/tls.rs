@@ -204,7 +204,7 @@ impl TlsServer {
             vs.push(&rustls::version::TLS12);
         }
         let tls_err = |e: rustls::Error| LabError::Tls(e.to_string());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_protocol_versions(&vs)
@@ -215,6 +215,9 @@ impl TlsServer {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(material.key_pkcs8_der.clone())),
         )
         .map_err(tls_err)?;
+        // The lab's TLS secrets go to $SSLKEYLOGFILE when it is set (the usual convention), so a
+        // real client's capture through the lab (xfreerdp keeps no key log) can be decrypted.
+        config.key_log = Arc::new(rustls::KeyLogFile::new());
         Ok(TlsServer::Rustls(tokio_rustls::TlsAcceptor::from(
             Arc::new(config),
         )))

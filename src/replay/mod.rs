@@ -54,7 +54,8 @@ pub fn load_capture<R: Read>(
 ) -> Result<Vec<CapturedConnection>, ReplayError> {
     let convs = read_conversations(input, opts).map_err(|e| ReplayError::Capture(e.to_string()))?;
     let mut out = Vec::new();
-    for c in convs {
+    // A gateway's legacy transport (OUT and IN channel) is one connection, as `analyze` shows it.
+    for c in crate::decode::gateway::LegacyPairs::new(convs) {
         let Ok(trace) = c else { break };
         let report = crate::decode::decode(&trace).report;
         out.push(CapturedConnection {
