@@ -355,7 +355,10 @@ fn alone(path: &std::path::Path) -> ConnectionReport {
     let trace = read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
         .expect("capture")
         .filter_map(Result::ok)
-        .find(|t| t.connect_start_us.is_some())
+        .filter(|t| t.connect_start_us.is_some())
+        // Conversations come out as they end: the earliest SYN is the case's first connection
+        // (the probe's MSS search adds later ones that may end first).
+        .min_by_key(|t| t.connect_start_us)
         .unwrap_or_else(|| panic!("{}: no RDP connection from its SYN", path.display()));
     rdprobe::decode::decode_report(&trace)
 }

@@ -64,6 +64,40 @@ pub enum CaptureError {
 struct Shared {
     captured: WireCaptured,
     bytes: usize,
+    /// How far the flow's close has come (see [`Closing`]).
+    closing: Closing,
+}
+
+/// The end of the flow as the captured packets show it: a RST, or both FINs and an ACK after
+/// them, ends it (nothing more of the flow is coming).
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closing {
+    fin_from: [Option<SocketAddr>; 2],
+    pub done: bool,
+}
+
+impl Closing {
+    /// Takes one TCP segment of the flow.
+    pub fn segment(&mut self, src: SocketAddr, flags: crate::capture::reader::packet::Flags) {
+        if self.done {
+            return;
+        }
+        if flags.rst {
+            self.done = true;
+            return;
+        }
+        let both = self.fin_from[0].is_some() && self.fin_from[1].is_some();
+        if flags.fin {
+            match self.fin_from {
+                [None, _] => self.fin_from[0] = Some(src),
+                [Some(a), None] if a != src => self.fin_from[1] = Some(src),
+                _ => {}
+            }
+        } else if both && flags.ack {
+            // The ACK of the second FIN.
+            self.done = true;
+        }
+    }
 }
 
 /// A running capture of one flow; stopped (and its thread joined) by [`WireCapture::stop`] or on
@@ -106,10 +140,23 @@ impl WireCapture {
         self.flow.lock().unwrap_or_else(|e| e.into_inner()).0 = local;
     }
 
-    /// Stops after `linger` (the last FIN/ACKs of a close may still be on their way), joins the
+    /// Stops once the flow has ended on the wire (a RST, or both FINs acknowledged) or after
+    /// `linger` at the most (the last FIN/ACKs of a close may still be on their way), joins the
     /// thread and returns the packets in capture order.
     pub fn stop(mut self, linger: Duration) -> WireCaptured {
-        std::thread::sleep(linger);
+        let until = std::time::Instant::now() + linger;
+        while std::time::Instant::now() < until {
+            if self
+                .shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .closing
+                .done
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         self.halt();
         let mut sh = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut sh.captured)
@@ -146,6 +193,11 @@ fn capture_loop(
             continue;
         }
         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let crate::capture::reader::packet::Parsed::Tcp(s) =
+            crate::capture::reader::packet::parse(LINKTYPE_RAW, data)
+        {
+            sh.closing.segment(s.src, s.flags);
+        }
         if sh.captured.packets.len() >= MAX_PACKETS || sh.bytes + n > MAX_BYTES {
             sh.captured.dropped += 1;
             continue;
@@ -527,6 +579,35 @@ pub fn evidence_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The capture stops as soon as the close is complete: both FINs and the last ACK, or a RST;
+    /// a FIN from one side alone (or twice) is not the end.
+    #[test]
+    fn the_close_is_done_after_both_fins_and_the_last_ack_or_a_reset() {
+        use crate::capture::reader::packet::Flags;
+        let (c, s): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:3389".parse().unwrap(),
+        );
+        let f = |fin, ack, rst| Flags {
+            syn: false,
+            ack,
+            fin,
+            rst,
+        };
+        let mut k = Closing::default();
+        k.segment(c, f(true, true, false));
+        k.segment(c, f(true, true, false));
+        k.segment(s, f(false, true, false));
+        assert!(!k.done, "one FIN (sent twice) and its ACK");
+        k.segment(s, f(true, true, false));
+        assert!(!k.done, "the second FIN is not acknowledged yet");
+        k.segment(c, f(false, true, false));
+        assert!(k.done);
+        let mut k = Closing::default();
+        k.segment(s, f(false, false, true));
+        assert!(k.done, "a reset ends it");
+    }
 
     #[test]
     fn bpf_jumps_land_on_accept_or_drop() {
