@@ -37,7 +37,10 @@ pub fn json_line(n: usize, r: &ConnectionReport) -> Result<String, serde_json::E
             serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
         );
     }
-    serde_json::to_string(&v)
+    // Written into a buffer sized for a typical line (a few KiB) rather than grown from empty.
+    let mut out = Vec::with_capacity(8192);
+    serde_json::to_writer(&mut out, &v)?;
+    Ok(String::from_utf8(out).unwrap_or_default())
 }
 
 fn decode(n: usize, trace: Trace, json: bool) -> Decoded {

@@ -76,6 +76,9 @@ struct StreamParser {
     first_event: usize,
     /// Joins handshake messages that span TLS records.
     handshake: tls::HandshakeReassembler,
+    /// While `buf` holds only the header of an incomplete TLS application-data record (see
+    /// [`skippable_record`]): how many of its body bytes arrived, counted, not copied.
+    skip: Option<usize>,
 }
 
 impl StreamParser {
@@ -87,8 +90,35 @@ impl StreamParser {
             ccs_seen: false,
             first_event: 0,
             handshake: tls::HandshakeReassembler::new(),
+            skip: None,
         }
     }
+
+    /// Drops what is buffered (stored and counted).
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.skip = None;
+    }
+
+    /// Bytes of an incomplete PDU held: stored plus counted.
+    fn pending_len(&self) -> usize {
+        self.buf.len() + self.skip.unwrap_or(0)
+    }
+}
+
+/// Largest TLS record fragment accepted (2^14 plus the expansion TLS allows).
+const MAX_TLS_FRAGMENT: usize = (1 << 14) + 2048;
+
+/// The total length of the TLS application-data record whose valid header starts `buf`. The
+/// decoder reads only the type and length of such a record (never its body: ciphertext), so
+/// while one is incomplete only its header is buffered and the rest is counted — the body of a
+/// record that spans segments is not copied.
+fn skippable_record(buf: &[u8]) -> Option<usize> {
+    if buf.len() < tls::RECORD_HEADER_LEN || buf[0] != tls::CT_APPLICATION_DATA || buf[1] != 3 {
+        return None;
+    }
+    let flen = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+    (flen <= MAX_TLS_FRAGMENT).then_some(tls::RECORD_HEADER_LEN + flen)
 }
 
 #[derive(Default)]
@@ -167,53 +197,64 @@ fn di(dir: Dir) -> usize {
 }
 
 pub(super) fn run(trace: &Trace, want_labels: bool) -> Decoded {
-    let mut m = Machine {
-        trace,
-        want_labels,
-        labels: if want_labels {
-            vec![Vec::new(); trace.events.len()]
-        } else {
-            Vec::new()
-        },
-        stages: Vec::new(),
-        failure: None,
-        stopped: None,
-        ended_by: None,
-        notes: Vec::new(),
-        wire: [StreamParser::new(Mode::Rdp), StreamParser::new(Mode::Rdp)],
-        inner: [StreamParser::new(Mode::Rdp), StreamParser::new(Mode::Rdp)],
-        has_inner: trace.has_inner(),
-        requested: None,
-        selected: None,
-        pending_mismatch: None,
-        last_pdu: None,
-        authenticate_pending: false,
-        close_notify_from_server: false,
-        tls_done: false,
-        app_data_seen: false,
-        connected: false,
-        now: trace.start_us(),
-        event_idx: 0,
-        frame: None,
-        certificate_seen: false,
-        tls13: false,
-        client_finished: false,
-        server_fin: false,
-        server_fin_at: 0,
-        enc_after_licensing: (0, 0),
-        client_alert_last: false,
-        enc_server_bytes: 0,
-        aead_overhead: None,
-        enc_credssp_records: [0, 0],
-        after_euar: None,
-    };
+    let mut m = Machine::new(trace, want_labels);
     for (i, ev) in trace.events.iter().enumerate() {
-        m.event_idx = i;
-        m.now = ev.t_us;
-        m.frame = ev.frame;
-        m.event(&ev.kind);
+        m.step(i, ev);
     }
     m.finish()
+}
+
+impl<'a> Machine<'a> {
+    fn new(trace: &'a Trace, want_labels: bool) -> Self {
+        Machine {
+            trace,
+            want_labels,
+            labels: if want_labels {
+                vec![Vec::new(); trace.events.len()]
+            } else {
+                Vec::new()
+            },
+            stages: Vec::new(),
+            failure: None,
+            stopped: None,
+            ended_by: None,
+            notes: Vec::new(),
+            wire: [StreamParser::new(Mode::Rdp), StreamParser::new(Mode::Rdp)],
+            inner: [StreamParser::new(Mode::Rdp), StreamParser::new(Mode::Rdp)],
+            has_inner: trace.has_inner(),
+            requested: None,
+            selected: None,
+            pending_mismatch: None,
+            last_pdu: None,
+            authenticate_pending: false,
+            close_notify_from_server: false,
+            tls_done: false,
+            app_data_seen: false,
+            connected: false,
+            now: trace.start_us(),
+            event_idx: 0,
+            frame: None,
+            certificate_seen: false,
+            tls13: false,
+            client_finished: false,
+            server_fin: false,
+            server_fin_at: 0,
+            enc_after_licensing: (0, 0),
+            client_alert_last: false,
+            enc_server_bytes: 0,
+            aead_overhead: None,
+            enc_credssp_records: [0, 0],
+            after_euar: None,
+        }
+    }
+
+    /// Handles event `i` of the trace.
+    fn step(&mut self, i: usize, ev: &crate::trace::Event) {
+        self.event_idx = i;
+        self.now = ev.t_us;
+        self.frame = ev.frame;
+        self.event(&ev.kind);
+    }
 }
 
 impl Machine<'_> {
@@ -425,7 +466,7 @@ impl Machine<'_> {
                     Layer::Inner => &mut self.inner[di(*dir)],
                 };
                 p.mode = Mode::Dead;
-                p.buf.clear();
+                p.clear();
             }
             EventKind::Gap { dir, len } => {
                 // The receiver never acknowledging the bytes says the path lost them; otherwise
@@ -450,7 +491,7 @@ impl Machine<'_> {
                 ));
                 let p = &mut self.wire[di(*dir)];
                 p.mode = Mode::Dead;
-                p.buf.clear();
+                p.clear();
             }
             EventKind::Fin { dir } => self.fin(*dir),
             EventKind::Rst { dir } => {
@@ -798,13 +839,41 @@ impl Machine<'_> {
         if p.mode == Mode::Dead {
             return;
         }
+        let mut bytes = bytes;
+        if let Some(have) = p.skip {
+            // The body of an application-data record: count it; handle the record when complete.
+            let total = skippable_record(&p.buf).unwrap_or(tls::RECORD_HEADER_LEN);
+            let need = total.saturating_sub(tls::RECORD_HEADER_LEN + have);
+            if bytes.len() < need {
+                p.skip = Some(have + bytes.len());
+                return;
+            }
+            let first_event = p.first_event;
+            p.clear();
+            self.tls_record_body(dir, first_event, tls::CT_APPLICATION_DATA, total, &[]);
+            let p = self.parser(dir, layer);
+            p.base += total as u64;
+            p.first_event = idx;
+            if p.mode == Mode::Dead {
+                return;
+            }
+            bytes = &bytes[need..];
+        }
+        let p = self.parser(dir, layer);
         if p.buf.is_empty() {
             // Fast path: handle the complete PDUs straight from `bytes`; buffer only the tail.
             p.first_event = idx;
             let used = self.drain_slice(dir, layer, bytes);
             let p = self.parser(dir, layer);
             if p.mode != Mode::Dead {
-                p.buf.extend_from_slice(&bytes[used..]);
+                let tail = &bytes[used..];
+                match skippable_record(tail) {
+                    Some(total) if p.mode == Mode::Tls && tail.len() < total => {
+                        p.buf.extend_from_slice(&tail[..tls::RECORD_HEADER_LEN]);
+                        p.skip = Some(tail.len() - tls::RECORD_HEADER_LEN);
+                    }
+                    _ => p.buf.extend_from_slice(tail),
+                }
             }
         } else {
             p.buf.extend_from_slice(bytes);
@@ -814,10 +883,19 @@ impl Machine<'_> {
             Layer::Wire => &mut self.wire[di(dir)],
             Layer::Inner => &mut self.inner[di(dir)],
         };
+        if p.mode == Mode::Tls && p.skip.is_none() {
+            // A buffered application-data record header (split across segments): count the rest.
+            if let Some(total) = skippable_record(&p.buf) {
+                if p.buf.len() < total {
+                    p.skip = Some(p.buf.len() - tls::RECORD_HEADER_LEN);
+                    p.buf.truncate(tls::RECORD_HEADER_LEN);
+                }
+            }
+        }
         if p.buf.len() > MAX_PENDING {
             let base = p.base;
             p.mode = Mode::Dead;
-            p.buf.clear();
+            p.clear();
             self.malformed(dir, "more than 1 MiB without a complete PDU".into(), base);
         }
     }
@@ -911,7 +989,7 @@ impl Machine<'_> {
     fn kill(&mut self, dir: Dir, layer: Layer) {
         let p = self.parser(dir, layer);
         p.mode = Mode::Dead;
-        p.buf.clear();
+        p.clear();
     }
 
     /// One TPKT / fast-path PDU; returns its length when consumed.
@@ -1314,17 +1392,14 @@ impl Machine<'_> {
 
     /// One TLS record on the wire.
     fn tls_record(&mut self, dir: Dir, first_event: usize, buf: &[u8]) -> Option<usize> {
-        let (base, ccs) = {
-            let p = &self.wire[di(dir)];
-            (p.base, p.ccs_seen)
-        };
+        let base = self.wire[di(dir)].base;
         if buf.len() < tls::RECORD_HEADER_LEN {
             return None;
         }
         let ct = buf[0];
         let ver = u16::from_be_bytes([buf[1], buf[2]]);
         let flen = u16::from_be_bytes([buf[3], buf[4]]) as usize;
-        if !(20..=24).contains(&ct) || buf[1] != 3 || flen > (1 << 14) + 2048 {
+        if !(20..=24).contains(&ct) || buf[1] != 3 || flen > MAX_TLS_FRAGMENT {
             self.kill(dir, Layer::Wire);
             let what = if self.cur() <= Stage::X224 && dir == Dir::S2C {
                 format!(
@@ -1345,6 +1420,23 @@ impl Machine<'_> {
             return None;
         }
         let frag = &buf[tls::RECORD_HEADER_LEN..total];
+        self.tls_record_body(dir, first_event, ct, total, frag)
+    }
+
+    /// A complete TLS record of type `ct` and `total` bytes with its header; `frag` is its body
+    /// (empty for an application-data record: never read, see [`skippable_record`]).
+    fn tls_record_body(
+        &mut self,
+        dir: Dir,
+        first_event: usize,
+        ct: u8,
+        total: usize,
+        frag: &[u8],
+    ) -> Option<usize> {
+        let (base, ccs) = {
+            let p = &self.wire[di(dir)];
+            (p.base, p.ccs_seen)
+        };
         match ct {
             tls::CT_HANDSHAKE if !ccs => {
                 let (msgs, err) = self.wire[di(dir)].handshake.push(frag);
@@ -1917,7 +2009,7 @@ impl Machine<'_> {
         self.resolve_server_fin();
         // Leftover partial PDUs at the end.
         for (i, dir) in [(0, Dir::C2S), (1, Dir::S2C)] {
-            let left = self.wire[i].buf.len() + self.inner[i].buf.len();
+            let left = self.wire[i].pending_len() + self.inner[i].pending_len();
             if left > 0 && self.wire[i].mode != Mode::Dead {
                 self.notes.push(format!(
                     "{} incomplete bytes from the {} at the end",
@@ -1928,7 +2020,7 @@ impl Machine<'_> {
                     // A TPKT length the server never delivered: name it.
                     let what = format!(
                         "server sent {} bytes of a PDU it never completed",
-                        self.wire[i].buf.len().max(self.inner[i].buf.len())
+                        self.wire[i].pending_len().max(self.inner[i].pending_len())
                     );
                     self.notes.push(what);
                 }
@@ -1952,17 +2044,17 @@ impl Machine<'_> {
                 _ => Verdict::Ok,
             };
             let mut facts = acc.facts;
+            let listed = acc.pdus.len() as u64;
             if !acc.pdus.is_empty() {
-                facts.insert("pdus".into(), json!(acc.pdus));
+                // Moved into the value (json! would copy every name).
+                let names = acc.pdus.into_iter().map(serde_json::Value::String);
+                facts.insert("pdus".into(), serde_json::Value::Array(names.collect()));
             }
             if acc.pdus_more > 0 {
                 facts.insert("pdus_more".into(), json!(acc.pdus_more));
             }
             if facts.contains_key("encrypted") {
-                facts.insert(
-                    "encrypted_records".into(),
-                    json!(acc.pdus.len() as u64 + acc.pdus_more),
-                );
+                facts.insert("encrypted_records".into(), json!(listed + acc.pdus_more));
             }
             stages.push(StageReport {
                 stage,
@@ -2202,6 +2294,114 @@ mod tests {
         );
         t.push_at(t0 + end_ms * 1000, None, end);
         t
+    }
+
+    /// A TLS conversation without secrets: the X.224 exchange selecting TLS, then `server` as the
+    /// server's wire bytes cut into data events at `cuts` (stream offsets).
+    fn tls_trace(server: &[u8], cuts: &[usize]) -> Trace {
+        let a = "127.0.0.1:50000".parse().unwrap();
+        let b = "127.0.0.1:3389".parse().unwrap();
+        let mut t = Trace::new(a, b);
+        t.push_at(1_000_000_000, None, EventKind::Connected);
+        let mut now = 1_000_000_000;
+        let mut push = |t: &mut Trace, dir, bytes: &[u8]| {
+            now += 100;
+            let bytes = Bytes::copy_from_slice(bytes);
+            let kind = EventKind::Data {
+                dir,
+                layer: Layer::Wire,
+                bytes,
+            };
+            t.push_at(now, Some(now), kind);
+        };
+        push(&mut t, Dir::C2S, &connection_request());
+        // X.224 Connection Confirm with RDP_NEG_RSP selecting TLS (PROTOCOL_SSL).
+        let cc = [
+            3, 0, 0, 19, 14, 0xD0, 0, 0, 0x12, 0x34, 0, 2, 0, 8, 0, 1, 0, 0, 0,
+        ];
+        push(&mut t, Dir::S2C, &cc);
+        let mut at = 0;
+        for &c in cuts.iter().chain([server.len()].iter()) {
+            if c > at {
+                push(&mut t, Dir::S2C, &server[at..c]);
+                at = c;
+            }
+        }
+        t
+    }
+
+    fn record(ct: u8, len: usize) -> Vec<u8> {
+        let mut r = vec![ct, 3, 3, (len >> 8) as u8, len as u8];
+        r.extend((0..len).map(|i| i as u8));
+        r
+    }
+
+    /// The server's stream of the split tests: a handshake record, application-data records of
+    /// several sizes, an alert.
+    fn server_records() -> Vec<u8> {
+        let mut s = record(22, 40);
+        s.extend(record(20, 1));
+        s.extend(record(23, 900));
+        s.extend(record(23, 3));
+        s.extend(record(23, 2100));
+        s.extend(record(21, 2));
+        s
+    }
+
+    /// An application-data record split across segments is counted, not copied: while it is
+    /// incomplete the parser stores its 5-byte header only (it stored every byte so far).
+    #[test]
+    fn split_application_data_record_is_counted_not_copied() {
+        let mut server = record(23, 2000);
+        server.extend(record(23, 50));
+        let t = tls_trace(&server, &[700, 1400]);
+        let mut m = super::Machine::new(&t, false);
+        for (i, ev) in t.events.iter().enumerate() {
+            m.step(i, ev);
+            if i == t.events.len() - 2 {
+                // 1400 bytes of the first record arrived (700 + 700).
+                assert_eq!(
+                    m.wire[1].buf.len(),
+                    5,
+                    "stored bytes of the incomplete record"
+                );
+                assert_eq!(m.wire[1].pending_len(), 1400);
+            }
+        }
+        assert_eq!(m.wire[1].pending_len(), 0, "both records complete");
+        let r = m.finish().report;
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("application data (encrypted)"), "{json}");
+    }
+
+    /// Wherever the server's stream is cut (inside a header, a body, between records; one cut or
+    /// two), the report is the one of the uncut stream.
+    #[test]
+    fn split_records_decode_as_one_stream() {
+        let server = server_records();
+        let whole =
+            serde_json::to_string(&crate::decode::decode(&tls_trace(&server, &[])).report).unwrap();
+        // Frames and times differ with the cuts; compare the parts that do not depend on them.
+        let norm = |j: &str| -> serde_json::Value {
+            let mut v: serde_json::Value = serde_json::from_str(j).unwrap();
+            for s in v["stages"].as_array_mut().unwrap() {
+                let s = s.as_object_mut().unwrap();
+                for k in ["frames", "start_us", "duration_ms"] {
+                    s.remove(k);
+                }
+            }
+            v.as_object_mut().unwrap().remove("summary");
+            v
+        };
+        let want = norm(&whole);
+        assert!(whole.contains("application data (encrypted)"), "{whole}");
+        for c in 1..server.len() {
+            for cuts in [vec![c], vec![c, (c + 7).min(server.len())], vec![c, c + 1]] {
+                let t = tls_trace(&server, &cuts);
+                let got = serde_json::to_string(&crate::decode::decode(&t).report).unwrap();
+                assert_eq!(norm(&got), want, "cuts {cuts:?}");
+            }
+        }
     }
 
     /// A stage that failed lasts until the event that ended it: a timeout 2 s after the request

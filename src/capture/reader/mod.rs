@@ -153,6 +153,7 @@ pub fn read_conversations<R: Read>(
             stats: ReaderStats::default(),
             defrag: defrag::Defrag::new(),
             udp: rdpeudp::UdpFlows::default(),
+            outs: Vec::new(),
         },
         finished: false,
     })
@@ -207,6 +208,8 @@ struct Engine {
     stats: ReaderStats,
     defrag: defrag::Defrag,
     udp: rdpeudp::UdpFlows,
+    /// Reassembly outputs of the segment being handled (kept for its allocation).
+    outs: Vec<Output>,
 }
 
 impl<R: Read> Conversations<R> {
@@ -426,7 +429,8 @@ impl Engine {
                 },
             );
         }
-        let mut outs: Vec<Output> = Vec::new();
+        // Reused across segments (always drained by `outputs`): no allocation per segment.
+        let mut outs = std::mem::take(&mut self.outs);
         if f.syn {
             if dir == Dir::C2S && !f.ack {
                 c.syns += 1;
@@ -462,6 +466,7 @@ impl Engine {
             if let Some(c) = self.table.remove(&key) {
                 self.emit(c, End::Closed, t_us);
             }
+            self.outs = outs;
             return;
         }
         if f.ack {
@@ -479,7 +484,9 @@ impl Engine {
                 .segment(seq, seg.payload, seg.missing, f.fin, frame, t_us, &mut outs);
             c.outputs(dir, &mut outs, &self.keylog, &self.opts);
         }
-        if c.fin[0] && c.fin[1] {
+        let closed = c.fin[0] && c.fin[1];
+        self.outs = outs;
+        if closed {
             if let Some(c) = self.table.remove(&key) {
                 self.emit(c, End::Closed, t_us);
             }
@@ -1053,26 +1060,30 @@ impl Conn {
                 Wire::Plain => break,
             }
         }
+        // The TLS layer reads the bytes before they move into the timeline (its outputs come after
+        // the wire data event, as before): the segment's `Bytes` is moved, not cloned and dropped.
+        let mut out = Vec::new();
+        if let Some((head, from)) = &tls_input {
+            let tls = self
+                .tls
+                .get_or_insert_with(|| Box::new(TlsDecryptor::new()));
+            if !head.is_empty() {
+                tls.feed(dir, head, frame, t_us, keylog, &mut out);
+            }
+            if *from < bytes.len() {
+                tls.feed(dir, &bytes[*from..], frame, t_us, keylog, &mut out);
+            }
+        }
         self.events.data(
             &mut self.retained[di(dir) * 2],
             opts.max_retained_per_direction,
             dir,
             Layer::Wire,
-            &bytes,
+            bytes,
             frame,
             t_us,
         );
-        if let Some((head, from)) = tls_input {
-            let tls = self
-                .tls
-                .get_or_insert_with(|| Box::new(TlsDecryptor::new()));
-            let mut out = Vec::new();
-            if !head.is_empty() {
-                tls.feed(dir, &head, frame, t_us, keylog, &mut out);
-            }
-            if from < bytes.len() {
-                tls.feed(dir, &bytes[from..], frame, t_us, keylog, &mut out);
-            }
+        if !out.is_empty() {
             self.tls_outputs(out, opts);
         }
     }
@@ -1090,7 +1101,7 @@ impl Conn {
                     opts.max_retained_per_direction,
                     dir,
                     Layer::Inner,
-                    &Bytes::from(bytes),
+                    Bytes::from(bytes),
                     frame,
                     t_us,
                 ),
@@ -1334,25 +1345,24 @@ impl Timeline {
         limit: usize,
         dir: Dir,
         layer: Layer,
-        bytes: &Bytes,
+        bytes: Bytes,
         frame: u64,
         t_us: u64,
     ) {
         let room = limit.saturating_sub(*retained);
-        let keep = room.min(bytes.len());
+        let len = bytes.len();
+        let keep = room.min(len);
         if keep > 0 {
             *retained += keep;
-            self.push(
-                t_us,
-                Some(frame),
-                EventKind::Data {
-                    dir,
-                    layer,
-                    bytes: bytes.slice(..keep),
-                },
-            );
+            // Moved, not sliced, when kept whole: no reference count taken and dropped per segment.
+            let bytes = if keep == len {
+                bytes
+            } else {
+                bytes.slice(..keep)
+            };
+            self.push(t_us, Some(frame), EventKind::Data { dir, layer, bytes });
         }
-        let elided = (bytes.len() - keep) as u64;
+        let elided = (len - keep) as u64;
         if elided == 0 {
             return;
         }
