@@ -386,56 +386,20 @@ async fn drive(
     if let Err(e) = write(&mut io, &one, target.timeout).await {
         return Ok(write_failed(&e));
     }
-    let mut buf = rest;
     let (pdu, rest) =
-        match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len).await {
+        match read_domain_reply(&mut io, target, shared, rest, "the attach user confirm").await {
             Ok(v) => v,
-            Err((class, detail)) => {
-                if class == ResponseClass::Silence {
-                    {
-                        push_timeout(shared, target.quiet);
-                        return Ok(silence_then_fin(
-                            &mut io,
-                            target,
-                            shared,
-                            Vec::new(),
-                            judge_domain,
-                            true,
-                        )
-                        .await);
-                    }
-                }
-                return Ok((
-                    class,
-                    format!("waiting for the attach user confirm: {detail}"),
-                ));
-            }
+            Err(outcome) => return Ok(outcome),
         };
     match channels::domain_reply(&pdu) {
         Some(DomainReply::AttachConfirm {
             result: 0,
             user: Some(u),
         }) => ctx.user_channel = Some(u),
-        Some(DomainReply::AttachConfirm { result, .. }) => {
-            return Ok((
-                ResponseClass::ErrorReply,
-                format!(
-                    "attach user confirm {}",
-                    crate::decode::mcs::mcs_result_name(result)
-                ),
-            ))
-        }
-        Some(DomainReply::Ultimatum) => {
-            return Ok((
-                ResponseClass::ErrorReply,
-                "disconnect provider ultimatum".into(),
-            ))
-        }
         other => {
-            return Ok((
-                ResponseClass::MalformedReply,
-                format!("expected an attach user confirm, got {other:?}"),
-            ))
+            return Ok(refused_confirm(other, "an", "attach user confirm", |r| {
+                matches!(r, DomainReply::AttachConfirm { .. })
+            }))
         }
     }
     let joins = channels::encode_joins(&c.mutations, &ctx);
@@ -445,50 +409,26 @@ async fn drive(
         if let Err(e) = write(&mut io, join, target.timeout).await {
             return Ok(write_failed(&e));
         }
-        let (pdu, rest) =
-            match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len).await {
-                Ok(v) => v,
-                Err((class, detail)) => {
-                    if class == ResponseClass::Silence {
-                        {
-                            push_timeout(shared, target.quiet);
-                            return Ok(silence_then_fin(
-                                &mut io,
-                                target,
-                                shared,
-                                Vec::new(),
-                                judge_domain,
-                                true,
-                            )
-                            .await);
-                        }
-                    }
-                    return Ok((class, format!("waiting for join confirm {k}: {detail}")));
-                }
-            };
+        let waiting_for = format!("join confirm {k}");
+        let (pdu, rest) = match read_domain_reply(
+            &mut io,
+            target,
+            shared,
+            std::mem::take(&mut buf),
+            &waiting_for,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(outcome) => return Ok(outcome),
+        };
         buf = rest;
         match channels::domain_reply(&pdu) {
             Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
-            Some(DomainReply::JoinConfirm { result, .. }) => {
-                return Ok((
-                    ResponseClass::ErrorReply,
-                    format!(
-                        "channel join confirm {}",
-                        crate::decode::mcs::mcs_result_name(result)
-                    ),
-                ))
-            }
-            Some(DomainReply::Ultimatum) => {
-                return Ok((
-                    ResponseClass::ErrorReply,
-                    "disconnect provider ultimatum".into(),
-                ))
-            }
             other => {
-                return Ok((
-                    ResponseClass::MalformedReply,
-                    format!("expected a channel join confirm, got {other:?}"),
-                ))
+                return Ok(refused_confirm(other, "a", "channel join confirm", |r| {
+                    matches!(r, DomainReply::JoinConfirm { .. })
+                }))
             }
         }
     }
@@ -1055,6 +995,53 @@ async fn silence_then_fin<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             }
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
+    }
+}
+
+/// Reads the next MCS domain reply within the quiet window. `Err` is the case's outcome: on
+/// silence, what the target does after the client's FIN; otherwise the read failure, saying
+/// which reply was awaited.
+async fn read_domain_reply<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    io: &mut S,
+    target: &Target,
+    shared: &SharedTrace,
+    buf: Vec<u8>,
+    waiting_for: &str,
+) -> Result<(Vec<u8>, Vec<u8>), (ResponseClass, String)> {
+    match read_pdu(io, target.quiet, buf, tpkt_len).await {
+        Ok(v) => Ok(v),
+        Err((ResponseClass::Silence, _)) => {
+            push_timeout(shared, target.quiet);
+            Err(silence_then_fin(io, target, shared, Vec::new(), judge_domain, true).await)
+        }
+        Err((class, detail)) => Err((class, format!("waiting for {waiting_for}: {detail}"))),
+    }
+}
+
+/// The outcome when a domain reply is not the awaited confirm with a usable success: the
+/// confirm's own failure result (`is_awaited` tells its kind), an ultimatum, or anything else.
+fn refused_confirm(
+    reply: Option<DomainReply>,
+    article: &str,
+    name: &str,
+    is_awaited: fn(&DomainReply) -> bool,
+) -> (ResponseClass, String) {
+    match reply {
+        Some(
+            r @ (DomainReply::AttachConfirm { result, .. }
+            | DomainReply::JoinConfirm { result, .. }),
+        ) if is_awaited(&r) => (
+            ResponseClass::ErrorReply,
+            format!("{name} {}", crate::decode::mcs::mcs_result_name(result)),
+        ),
+        Some(DomainReply::Ultimatum) => (
+            ResponseClass::ErrorReply,
+            "disconnect provider ultimatum".into(),
+        ),
+        other => (
+            ResponseClass::MalformedReply,
+            format!("expected {article} {name}, got {other:?}"),
+        ),
     }
 }
 
