@@ -411,19 +411,26 @@ async fn negotiate(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) 
     r
 }
 
+impl Negotiation {
+    /// The offer of `offered` before (or without) an answer: response "error", nothing selected.
+    fn unanswered(offered: u32) -> Negotiation {
+        Negotiation {
+            offered: dx::protocol_names(offered),
+            offered_value: offered,
+            response: "error".into(),
+            accepted: false,
+            selected: None,
+            selected_value: None,
+            flags: Vec::new(),
+            failure_code: None,
+            failure_name: None,
+            error: None,
+        }
+    }
+}
+
 async fn negotiate_unbounded(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) {
-    let mut n = Negotiation {
-        offered: dx::protocol_names(offered),
-        offered_value: offered,
-        response: "error".into(),
-        accepted: false,
-        selected: None,
-        selected_value: None,
-        flags: Vec::new(),
-        failure_code: None,
-        failure_name: None,
-        error: None,
-    };
+    let mut n = Negotiation::unanswered(offered);
     let mut s = match ctx.connect().await {
         Ok(s) => s,
         Err(e) => {
@@ -764,18 +771,7 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
     let addr = match crate::net::resolve(&o.host, o.port, o.timeout).await {
         Ok(a) => a,
         Err(e) => {
-            let mut n = Negotiation {
-                offered: dx::protocol_names(all_value),
-                offered_value: all_value,
-                response: "error".into(),
-                accepted: false,
-                selected: None,
-                selected_value: None,
-                flags: Vec::new(),
-                failure_code: None,
-                failure_name: None,
-                error: None,
-            };
+            let mut n = Negotiation::unanswered(all_value);
             n.error = Some(e.clone());
             return EnumReport {
                 target,
