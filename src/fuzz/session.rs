@@ -660,14 +660,21 @@ fn clear_user_data(flags: u16, body: &[u8]) -> Vec<u8> {
 /// error alert other than STATUS_VALID_CLIENT (readable when in the clear) or a Disconnect
 /// Provider Ultimatum an error reply.
 fn judge_rdpsec_reply(b: &[u8]) -> Judge {
+    let fast_path = Judge::Reply(ResponseClass::ValidReply, "fast-path PDU".into());
+    judge_framed(b, fast_path, |pdu| {
+        let (class, what) = judge_rdpsec_pdu(pdu);
+        Judge::Reply(class, what)
+    })
+}
+
+/// Judges a reply framed as TPKT or fast-path: a whole TPKT PDU by `tpkt`, a fast-path PDU in its
+/// place as `fast_path`; an incomplete one needs more, an invalid frame is malformed.
+fn judge_framed(b: &[u8], fast_path: Judge, tpkt: impl FnOnce(&[u8]) -> Judge) -> Judge {
     match dx224::frame(b) {
         Frame::Incomplete => Judge::NeedMore,
         Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
-        Frame::FastPath(_) => Judge::Reply(ResponseClass::ValidReply, "fast-path PDU".into()),
-        Frame::Tpkt(n) => {
-            let (class, what) = judge_rdpsec_pdu(&b[..n]);
-            Judge::Reply(class, what)
-        }
+        Frame::FastPath(_) => fast_path,
+        Frame::Tpkt(n) => tpkt(&b[..n]),
     }
 }
 
@@ -1071,48 +1078,44 @@ fn judge_domain(b: &[u8]) -> Judge {
 
 /// X.224 Connection Confirm (MS-RDPBCGR 2.2.1.2) or a refusal.
 fn judge_x224(b: &[u8]) -> Judge {
-    match dx224::frame(b) {
-        Frame::Incomplete => Judge::NeedMore,
-        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
-        Frame::FastPath(_) => Judge::Reply(
-            ResponseClass::MalformedReply,
-            "fast-path PDU instead of a Connection Confirm".into(),
+    let fast_path = Judge::Reply(
+        ResponseClass::MalformedReply,
+        "fast-path PDU instead of a Connection Confirm".into(),
+    );
+    judge_framed(b, fast_path, |pdu| match dx224::decode_tpkt(pdu) {
+        X224::ConnectionConfirm { selected, .. } => Judge::Reply(
+            ResponseClass::ValidReply,
+            format!("connection confirm, selected protocol 0x{selected:x}"),
         ),
-        Frame::Tpkt(n) => match dx224::decode_tpkt(&b[..n]) {
-            X224::ConnectionConfirm { selected, .. } => Judge::Reply(
-                ResponseClass::ValidReply,
-                format!("connection confirm, selected protocol 0x{selected:x}"),
-            ),
-            X224::NegotiationFailure { code } => Judge::Reply(
-                ResponseClass::ErrorReply,
-                format!("RDP_NEG_FAILURE {}", dx224::failure_code_name(code)),
-            ),
-            X224::DisconnectRequest => {
-                Judge::Reply(ResponseClass::ErrorReply, "X.224 disconnect request".into())
+        X224::NegotiationFailure { code } => Judge::Reply(
+            ResponseClass::ErrorReply,
+            format!("RDP_NEG_FAILURE {}", dx224::failure_code_name(code)),
+        ),
+        X224::DisconnectRequest => {
+            Judge::Reply(ResponseClass::ErrorReply, "X.224 disconnect request".into())
+        }
+        // xrdp refuses a malformed request with an MCS Disconnect Provider Ultimatum.
+        X224::Data { user_data_offset } => {
+            match crate::decode::mcs::classify_domain_pdu(&pdu[user_data_offset.min(pdu.len())..]) {
+                Some(("disconnect provider ultimatum", _)) => Judge::Reply(
+                    ResponseClass::ErrorReply,
+                    "disconnect provider ultimatum".into(),
+                ),
+                _ => Judge::Reply(
+                    ResponseClass::MalformedReply,
+                    "X.224 data instead of a connection confirm".into(),
+                ),
             }
-            // xrdp refuses a malformed request with an MCS Disconnect Provider Ultimatum.
-            X224::Data { user_data_offset } => {
-                match crate::decode::mcs::classify_domain_pdu(&b[user_data_offset.min(n)..n]) {
-                    Some(("disconnect provider ultimatum", _)) => Judge::Reply(
-                        ResponseClass::ErrorReply,
-                        "disconnect provider ultimatum".into(),
-                    ),
-                    _ => Judge::Reply(
-                        ResponseClass::MalformedReply,
-                        "X.224 data instead of a connection confirm".into(),
-                    ),
-                }
-            }
-            X224::Malformed { what, offset } => Judge::Reply(
-                ResponseClass::MalformedReply,
-                format!("{what} at byte {offset}"),
-            ),
-            other => Judge::Reply(
-                ResponseClass::MalformedReply,
-                format!("unexpected X.224 PDU {other:?}"),
-            ),
-        },
-    }
+        }
+        X224::Malformed { what, offset } => Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("{what} at byte {offset}"),
+        ),
+        other => Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("unexpected X.224 PDU {other:?}"),
+        ),
+    })
 }
 
 /// ServerHello (RFC 8446 4.1.3) or an alert (RFC 8446 6).
@@ -1197,18 +1200,14 @@ fn judge_credssp(b: &[u8]) -> Judge {
 }
 
 fn judge_mcs(b: &[u8]) -> Judge {
-    match dx224::frame(b) {
-        Frame::Incomplete => Judge::NeedMore,
-        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
-        Frame::FastPath(_) => Judge::Reply(
-            ResponseClass::MalformedReply,
-            "fast-path PDU instead of an MCS Connect Response".into(),
-        ),
-        Frame::Tpkt(n) => {
-            let (class, what) = judge_mcs_pdu(&b[..n]);
-            Judge::Reply(class, what)
-        }
-    }
+    let fast_path = Judge::Reply(
+        ResponseClass::MalformedReply,
+        "fast-path PDU instead of an MCS Connect Response".into(),
+    );
+    judge_framed(b, fast_path, |pdu| {
+        let (class, what) = judge_mcs_pdu(pdu);
+        Judge::Reply(class, what)
+    })
 }
 
 /// MCS Connect Response (MS-RDPBCGR 2.2.1.4), a Disconnect Provider Ultimatum or an X.224 DR.
