@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::decode::x224::{self, Frame, X224};
 use crate::probe::tap::{SharedTrace, Tap};
 use crate::probe::tls::TlsVersions;
-use crate::probe::{self, Credentials, ProbeOptions, ProbeResult, Protocol, TlsEngine};
+use crate::probe::{self, finish, Credentials, ProbeOptions, ProbeResult, Protocol, TlsEngine};
 use crate::report::ConnectionReport;
 use crate::stage::{FailureKind, Side, Stage, Verdict};
 use crate::trace::{ConnectFailure, Dir, Event, EventKind, Layer, Trace};
@@ -351,16 +351,6 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-    }
-}
-
-fn finish(shared: &SharedTrace) -> ProbeResult {
-    let trace = shared.snapshot();
-    let decoded = crate::decode::decode(&trace);
-    ProbeResult {
-        trace,
-        report: decoded.report,
-        labels: decoded.labels,
     }
 }
 
