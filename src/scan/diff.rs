@@ -250,17 +250,7 @@ pub fn diff(
             None => {
                 sum.new += 1;
                 sum.changed += 1;
-                out(&TargetDiff {
-                    target: t,
-                    regression: false,
-                    changes: vec![Change {
-                        what: "new".into(),
-                        before: "-".into(),
-                        after: d.outcome(),
-                        regression: false,
-                    }],
-                })
-                .map_err(io)?;
+                out(&presence_diff(t, "new", "-".into(), d.outcome())).map_err(io)?;
             }
         }
     }
@@ -269,19 +259,23 @@ pub fn diff(
     for (t, d) in gone {
         sum.missing += 1;
         sum.changed += 1;
-        out(&TargetDiff {
-            target: t,
-            regression: false,
-            changes: vec![Change {
-                what: "missing".into(),
-                before: d.outcome(),
-                after: "-".into(),
-                regression: false,
-            }],
-        })
-        .map_err(io)?;
+        out(&presence_diff(t, "missing", d.outcome(), "-".into())).map_err(io)?;
     }
     Ok(sum)
+}
+
+/// The diff of a target only one run has: one change `what` ("new" or "missing"), no regression.
+fn presence_diff(target: String, what: &str, before: String, after: String) -> TargetDiff {
+    TargetDiff {
+        target,
+        regression: false,
+        changes: vec![Change {
+            what: what.into(),
+            before,
+            after,
+            regression: false,
+        }],
+    }
 }
 
 /// One line of text per changed target.
