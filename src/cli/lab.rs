@@ -158,14 +158,7 @@ pub(crate) async fn cmd_lab(a: LabArgs) -> Result<i32> {
             m.seed,
             m.case.map_or(String::new(), |k| format!(" case {k}"))
         )),
-        if bugs.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " [planted: {}]",
-                bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
-            )
-        }
+        planted_note(&bugs)
     );
     interrupted().await;
     if let Some(h) = planted.handle() {
@@ -244,4 +237,16 @@ pub(crate) fn cmd_scenarios() -> Result<i32> {
         println!("{name:<28} {desc}");
     }
     Ok(exit::SUCCESS)
+}
+
+/// The start-up line's note of the planted bugs (" [planted: a, b]"), empty when none are.
+pub(super) fn planted_note(bugs: &[rdprobe::lab::planted::Bug]) -> String {
+    if bugs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " [planted: {}]",
+            bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+        )
+    }
 }

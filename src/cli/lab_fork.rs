@@ -30,14 +30,7 @@ pub async fn run(
     eprintln!(
         "lab listening on {addr} with scenario `{}`, a process per connection{}\n(stop with Ctrl-C)",
         sc.name,
-        if bugs.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " [planted: {}]",
-                bugs.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
-            )
-        }
+        super::lab::planted_note(bugs)
     );
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();

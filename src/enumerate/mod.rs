@@ -347,7 +347,7 @@ pub fn connection_request(protocols: u32) -> Vec<u8> {
 /// Reads one TPKT PDU with a deadline (at most 64 KiB, the TPKT limit), and no byte past it: the
 /// connection may go on to a TLS handshake.
 async fn read_tpkt(s: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, String> {
-    use crate::net::framed::{Framing, ReadError, Reader};
+    use crate::net::framed::{Framing, Reader};
     let frame = |b: &[u8]| {
         let Some(len) = crate::wire::cursor::be16(b, 2) else {
             return Ok(Framing::Need(4 - b.len()));
@@ -367,16 +367,28 @@ async fn read_tpkt(s: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, Stri
     let r = reader
         .read_within(s, &mut bytes::BytesMut::new(), timeout, frame)
         .await;
-    match r {
-        Ok(v) => Ok(v.to_vec()),
-        Err(ReadError::Timeout) => Err(format!(
-            "timed out after {} ms waiting for the server",
+    r.map(|v| v.to_vec())
+        .map_err(|e| read_error_text(e, timeout, "the server", ""))
+}
+
+/// What a failed framed read of the server's answer says: the wait for `awaited` that timed out,
+/// a close, the read error (after `io_prefix`) or the framing's own words.
+pub(super) fn read_error_text(
+    e: crate::net::framed::ReadError,
+    timeout: Duration,
+    awaited: &str,
+    io_prefix: &str,
+) -> String {
+    use crate::net::framed::ReadError;
+    match e {
+        ReadError::Timeout => format!(
+            "timed out after {} ms waiting for {awaited}",
             timeout.as_millis()
-        )),
-        Err(ReadError::Closed) => Err("the server closed the connection".into()),
-        Err(ReadError::Io(e)) => Err(e.to_string()),
-        Err(ReadError::Framing(what)) => Err(what),
-        Err(e) => Err(e.to_string()),
+        ),
+        ReadError::Closed => "the server closed the connection".into(),
+        ReadError::Io(e) => format!("{io_prefix}{e}"),
+        ReadError::Framing(what) => what,
+        e => e.to_string(),
     }
 }
 
@@ -399,19 +411,26 @@ async fn negotiate(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) 
     r
 }
 
+impl Negotiation {
+    /// The offer of `offered` before (or without) an answer: response "error", nothing selected.
+    fn unanswered(offered: u32) -> Negotiation {
+        Negotiation {
+            offered: dx::protocol_names(offered),
+            offered_value: offered,
+            response: "error".into(),
+            accepted: false,
+            selected: None,
+            selected_value: None,
+            flags: Vec::new(),
+            failure_code: None,
+            failure_name: None,
+            error: None,
+        }
+    }
+}
+
 async fn negotiate_unbounded(ctx: &Ctx, offered: u32) -> (Negotiation, Option<TcpStream>) {
-    let mut n = Negotiation {
-        offered: dx::protocol_names(offered),
-        offered_value: offered,
-        response: "error".into(),
-        accepted: false,
-        selected: None,
-        selected_value: None,
-        flags: Vec::new(),
-        failure_code: None,
-        failure_name: None,
-        error: None,
-    };
+    let mut n = Negotiation::unanswered(offered);
     let mut s = match ctx.connect().await {
         Ok(s) => s,
         Err(e) => {
@@ -752,18 +771,7 @@ pub async fn enumerate(o: &EnumOptions) -> EnumReport {
     let addr = match crate::net::resolve(&o.host, o.port, o.timeout).await {
         Ok(a) => a,
         Err(e) => {
-            let mut n = Negotiation {
-                offered: dx::protocol_names(all_value),
-                offered_value: all_value,
-                response: "error".into(),
-                accepted: false,
-                selected: None,
-                selected_value: None,
-                flags: Vec::new(),
-                failure_code: None,
-                failure_name: None,
-                error: None,
-            };
+            let mut n = Negotiation::unanswered(all_value);
             n.error = Some(e.clone());
             return EnumReport {
                 target,

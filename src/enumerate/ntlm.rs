@@ -44,7 +44,7 @@ pub struct Challenge {
 
 /// Reads one DER TLV (the server's TSRequest) with a deadline, at most [`MAX_TS_REQUEST_LEN`].
 async fn read_der<S: AsyncRead + Unpin>(s: &mut S, timeout: Duration) -> Result<Vec<u8>, String> {
-    use crate::net::framed::{Framing, ReadError, Reader};
+    use crate::net::framed::{Framing, Reader};
     let frame = |b: &[u8]| match dc::der_frame_len(b) {
         Some(total) if total > MAX_TS_REQUEST_LEN => Err(format!(
             "server ts request of {total} bytes exceeds {MAX_TS_REQUEST_LEN}"
@@ -61,17 +61,8 @@ async fn read_der<S: AsyncRead + Unpin>(s: &mut S, timeout: Duration) -> Result<
     let r = reader
         .read_within(s, &mut bytes::BytesMut::new(), timeout, frame)
         .await;
-    match r {
-        Ok(v) => Ok(v.to_vec()),
-        Err(ReadError::Timeout) => Err(format!(
-            "timed out after {} ms waiting for the server's ts request",
-            timeout.as_millis()
-        )),
-        Err(ReadError::Closed) => Err("the server closed the connection".into()),
-        Err(ReadError::Io(e)) => Err(format!("read: {e}")),
-        Err(ReadError::Framing(what)) => Err(what),
-        Err(e) => Err(e.to_string()),
-    }
+    r.map(|v| v.to_vec())
+        .map_err(|e| super::read_error_text(e, timeout, "the server's ts request", "read: "))
 }
 
 /// Sends the NEGOTIATE and reads the CHALLENGE. Every wait is bounded by `timeout`.

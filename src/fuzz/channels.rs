@@ -73,8 +73,8 @@ pub struct ChannelsCase {
     pub mutations: Vec<ChannelsMutation>,
 }
 
-/// TPKT + X.224 Data header around an MCS PDU.
-fn wrap(mcs: &[u8], tpkt_length: Option<u16>) -> Vec<u8> {
+/// TPKT + X.224 Data header around an MCS PDU (`tpkt_length` overrides the real length).
+pub(super) fn wrap(mcs: &[u8], tpkt_length: Option<u16>) -> Vec<u8> {
     let total = 7 + mcs.len();
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&[0x03, 0x00]);

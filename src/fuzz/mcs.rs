@@ -376,16 +376,7 @@ pub fn encode(mutations: &[McsMutation], ctx: &EncodeCtx) -> Vec<u8> {
     ));
     ci.extend_from_slice(&body);
 
-    let total = 7 + ci.len();
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&[0x03, 0x00]);
-    out.extend_from_slice(
-        &tpkt_length
-            .unwrap_or(total.min(0xffff) as u16)
-            .to_be_bytes(),
-    );
-    out.extend_from_slice(&[0x02, 0xf0, 0x80]);
-    out.extend_from_slice(&ci);
+    let mut out = super::channels::wrap(&ci, tpkt_length);
     havoc::apply_all(&havocs, &mut out);
     out
 }

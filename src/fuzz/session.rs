@@ -386,56 +386,20 @@ async fn drive(
     if let Err(e) = write(&mut io, &one, target.timeout).await {
         return Ok(write_failed(&e));
     }
-    let mut buf = rest;
     let (pdu, rest) =
-        match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len).await {
+        match read_domain_reply(&mut io, target, shared, rest, "the attach user confirm").await {
             Ok(v) => v,
-            Err((class, detail)) => {
-                if class == ResponseClass::Silence {
-                    {
-                        push_timeout(shared, target.quiet);
-                        return Ok(silence_then_fin(
-                            &mut io,
-                            target,
-                            shared,
-                            Vec::new(),
-                            judge_domain,
-                            true,
-                        )
-                        .await);
-                    }
-                }
-                return Ok((
-                    class,
-                    format!("waiting for the attach user confirm: {detail}"),
-                ));
-            }
+            Err(outcome) => return Ok(outcome),
         };
     match channels::domain_reply(&pdu) {
         Some(DomainReply::AttachConfirm {
             result: 0,
             user: Some(u),
         }) => ctx.user_channel = Some(u),
-        Some(DomainReply::AttachConfirm { result, .. }) => {
-            return Ok((
-                ResponseClass::ErrorReply,
-                format!(
-                    "attach user confirm {}",
-                    crate::decode::mcs::mcs_result_name(result)
-                ),
-            ))
-        }
-        Some(DomainReply::Ultimatum) => {
-            return Ok((
-                ResponseClass::ErrorReply,
-                "disconnect provider ultimatum".into(),
-            ))
-        }
         other => {
-            return Ok((
-                ResponseClass::MalformedReply,
-                format!("expected an attach user confirm, got {other:?}"),
-            ))
+            return Ok(refused_confirm(other, "an", "attach user confirm", |r| {
+                matches!(r, DomainReply::AttachConfirm { .. })
+            }))
         }
     }
     let joins = channels::encode_joins(&c.mutations, &ctx);
@@ -445,50 +409,26 @@ async fn drive(
         if let Err(e) = write(&mut io, join, target.timeout).await {
             return Ok(write_failed(&e));
         }
-        let (pdu, rest) =
-            match read_pdu(&mut io, target.quiet, std::mem::take(&mut buf), tpkt_len).await {
-                Ok(v) => v,
-                Err((class, detail)) => {
-                    if class == ResponseClass::Silence {
-                        {
-                            push_timeout(shared, target.quiet);
-                            return Ok(silence_then_fin(
-                                &mut io,
-                                target,
-                                shared,
-                                Vec::new(),
-                                judge_domain,
-                                true,
-                            )
-                            .await);
-                        }
-                    }
-                    return Ok((class, format!("waiting for join confirm {k}: {detail}")));
-                }
-            };
+        let waiting_for = format!("join confirm {k}");
+        let (pdu, rest) = match read_domain_reply(
+            &mut io,
+            target,
+            shared,
+            std::mem::take(&mut buf),
+            &waiting_for,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(outcome) => return Ok(outcome),
+        };
         buf = rest;
         match channels::domain_reply(&pdu) {
             Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
-            Some(DomainReply::JoinConfirm { result, .. }) => {
-                return Ok((
-                    ResponseClass::ErrorReply,
-                    format!(
-                        "channel join confirm {}",
-                        crate::decode::mcs::mcs_result_name(result)
-                    ),
-                ))
-            }
-            Some(DomainReply::Ultimatum) => {
-                return Ok((
-                    ResponseClass::ErrorReply,
-                    "disconnect provider ultimatum".into(),
-                ))
-            }
             other => {
-                return Ok((
-                    ResponseClass::MalformedReply,
-                    format!("expected a channel join confirm, got {other:?}"),
-                ))
+                return Ok(refused_confirm(other, "a", "channel join confirm", |r| {
+                    matches!(r, DomainReply::JoinConfirm { .. })
+                }))
             }
         }
     }
@@ -720,14 +660,21 @@ fn clear_user_data(flags: u16, body: &[u8]) -> Vec<u8> {
 /// error alert other than STATUS_VALID_CLIENT (readable when in the clear) or a Disconnect
 /// Provider Ultimatum an error reply.
 fn judge_rdpsec_reply(b: &[u8]) -> Judge {
+    let fast_path = Judge::Reply(ResponseClass::ValidReply, "fast-path PDU".into());
+    judge_framed(b, fast_path, |pdu| {
+        let (class, what) = judge_rdpsec_pdu(pdu);
+        Judge::Reply(class, what)
+    })
+}
+
+/// Judges a reply framed as TPKT or fast-path: a whole TPKT PDU by `tpkt`, a fast-path PDU in its
+/// place as `fast_path`; an incomplete one needs more, an invalid frame is malformed.
+fn judge_framed(b: &[u8], fast_path: Judge, tpkt: impl FnOnce(&[u8]) -> Judge) -> Judge {
     match dx224::frame(b) {
         Frame::Incomplete => Judge::NeedMore,
         Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
-        Frame::FastPath(_) => Judge::Reply(ResponseClass::ValidReply, "fast-path PDU".into()),
-        Frame::Tpkt(n) => {
-            let (class, what) = judge_rdpsec_pdu(&b[..n]);
-            Judge::Reply(class, what)
-        }
+        Frame::FastPath(_) => fast_path,
+        Frame::Tpkt(n) => tpkt(&b[..n]),
     }
 }
 
@@ -1058,6 +1005,53 @@ async fn silence_then_fin<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     }
 }
 
+/// Reads the next MCS domain reply within the quiet window. `Err` is the case's outcome: on
+/// silence, what the target does after the client's FIN; otherwise the read failure, saying
+/// which reply was awaited.
+async fn read_domain_reply<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    io: &mut S,
+    target: &Target,
+    shared: &SharedTrace,
+    buf: Vec<u8>,
+    waiting_for: &str,
+) -> Result<(Vec<u8>, Vec<u8>), (ResponseClass, String)> {
+    match read_pdu(io, target.quiet, buf, tpkt_len).await {
+        Ok(v) => Ok(v),
+        Err((ResponseClass::Silence, _)) => {
+            push_timeout(shared, target.quiet);
+            Err(silence_then_fin(io, target, shared, Vec::new(), judge_domain, true).await)
+        }
+        Err((class, detail)) => Err((class, format!("waiting for {waiting_for}: {detail}"))),
+    }
+}
+
+/// The outcome when a domain reply is not the awaited confirm with a usable success: the
+/// confirm's own failure result (`is_awaited` tells its kind), an ultimatum, or anything else.
+fn refused_confirm(
+    reply: Option<DomainReply>,
+    article: &str,
+    name: &str,
+    is_awaited: fn(&DomainReply) -> bool,
+) -> (ResponseClass, String) {
+    match reply {
+        Some(
+            r @ (DomainReply::AttachConfirm { result, .. }
+            | DomainReply::JoinConfirm { result, .. }),
+        ) if is_awaited(&r) => (
+            ResponseClass::ErrorReply,
+            format!("{name} {}", crate::decode::mcs::mcs_result_name(result)),
+        ),
+        Some(DomainReply::Ultimatum) => (
+            ResponseClass::ErrorReply,
+            "disconnect provider ultimatum".into(),
+        ),
+        other => (
+            ResponseClass::MalformedReply,
+            format!("expected {article} {name}, got {other:?}"),
+        ),
+    }
+}
+
 /// A late reply of the channel connection (after the client's FIN).
 fn judge_domain(b: &[u8]) -> Judge {
     match tpkt_len(b) {
@@ -1084,48 +1078,44 @@ fn judge_domain(b: &[u8]) -> Judge {
 
 /// X.224 Connection Confirm (MS-RDPBCGR 2.2.1.2) or a refusal.
 fn judge_x224(b: &[u8]) -> Judge {
-    match dx224::frame(b) {
-        Frame::Incomplete => Judge::NeedMore,
-        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
-        Frame::FastPath(_) => Judge::Reply(
-            ResponseClass::MalformedReply,
-            "fast-path PDU instead of a Connection Confirm".into(),
+    let fast_path = Judge::Reply(
+        ResponseClass::MalformedReply,
+        "fast-path PDU instead of a Connection Confirm".into(),
+    );
+    judge_framed(b, fast_path, |pdu| match dx224::decode_tpkt(pdu) {
+        X224::ConnectionConfirm { selected, .. } => Judge::Reply(
+            ResponseClass::ValidReply,
+            format!("connection confirm, selected protocol 0x{selected:x}"),
         ),
-        Frame::Tpkt(n) => match dx224::decode_tpkt(&b[..n]) {
-            X224::ConnectionConfirm { selected, .. } => Judge::Reply(
-                ResponseClass::ValidReply,
-                format!("connection confirm, selected protocol 0x{selected:x}"),
-            ),
-            X224::NegotiationFailure { code } => Judge::Reply(
-                ResponseClass::ErrorReply,
-                format!("RDP_NEG_FAILURE {}", dx224::failure_code_name(code)),
-            ),
-            X224::DisconnectRequest => {
-                Judge::Reply(ResponseClass::ErrorReply, "X.224 disconnect request".into())
+        X224::NegotiationFailure { code } => Judge::Reply(
+            ResponseClass::ErrorReply,
+            format!("RDP_NEG_FAILURE {}", dx224::failure_code_name(code)),
+        ),
+        X224::DisconnectRequest => {
+            Judge::Reply(ResponseClass::ErrorReply, "X.224 disconnect request".into())
+        }
+        // xrdp refuses a malformed request with an MCS Disconnect Provider Ultimatum.
+        X224::Data { user_data_offset } => {
+            match crate::decode::mcs::classify_domain_pdu(&pdu[user_data_offset.min(pdu.len())..]) {
+                Some(("disconnect provider ultimatum", _)) => Judge::Reply(
+                    ResponseClass::ErrorReply,
+                    "disconnect provider ultimatum".into(),
+                ),
+                _ => Judge::Reply(
+                    ResponseClass::MalformedReply,
+                    "X.224 data instead of a connection confirm".into(),
+                ),
             }
-            // xrdp refuses a malformed request with an MCS Disconnect Provider Ultimatum.
-            X224::Data { user_data_offset } => {
-                match crate::decode::mcs::classify_domain_pdu(&b[user_data_offset.min(n)..n]) {
-                    Some(("disconnect provider ultimatum", _)) => Judge::Reply(
-                        ResponseClass::ErrorReply,
-                        "disconnect provider ultimatum".into(),
-                    ),
-                    _ => Judge::Reply(
-                        ResponseClass::MalformedReply,
-                        "X.224 data instead of a connection confirm".into(),
-                    ),
-                }
-            }
-            X224::Malformed { what, offset } => Judge::Reply(
-                ResponseClass::MalformedReply,
-                format!("{what} at byte {offset}"),
-            ),
-            other => Judge::Reply(
-                ResponseClass::MalformedReply,
-                format!("unexpected X.224 PDU {other:?}"),
-            ),
-        },
-    }
+        }
+        X224::Malformed { what, offset } => Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("{what} at byte {offset}"),
+        ),
+        other => Judge::Reply(
+            ResponseClass::MalformedReply,
+            format!("unexpected X.224 PDU {other:?}"),
+        ),
+    })
 }
 
 /// ServerHello (RFC 8446 4.1.3) or an alert (RFC 8446 6).
@@ -1210,18 +1200,14 @@ fn judge_credssp(b: &[u8]) -> Judge {
 }
 
 fn judge_mcs(b: &[u8]) -> Judge {
-    match dx224::frame(b) {
-        Frame::Incomplete => Judge::NeedMore,
-        Frame::Invalid(what) => Judge::Reply(ResponseClass::MalformedReply, what),
-        Frame::FastPath(_) => Judge::Reply(
-            ResponseClass::MalformedReply,
-            "fast-path PDU instead of an MCS Connect Response".into(),
-        ),
-        Frame::Tpkt(n) => {
-            let (class, what) = judge_mcs_pdu(&b[..n]);
-            Judge::Reply(class, what)
-        }
-    }
+    let fast_path = Judge::Reply(
+        ResponseClass::MalformedReply,
+        "fast-path PDU instead of an MCS Connect Response".into(),
+    );
+    judge_framed(b, fast_path, |pdu| {
+        let (class, what) = judge_mcs_pdu(pdu);
+        Judge::Reply(class, what)
+    })
 }
 
 /// MCS Connect Response (MS-RDPBCGR 2.2.1.4), a Disconnect Provider Ultimatum or an X.224 DR.

@@ -183,6 +183,37 @@ fn seeded_bytes(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A mutation of a stage whose havoc applies to the finished PDU, after every other mutation.
+trait FinalHavoc {
+    fn havoc(&self) -> Option<&Havoc>;
+}
+
+macro_rules! final_havoc {
+    ($($t:ty),*) => {$(
+        impl FinalHavoc for $t {
+            fn havoc(&self) -> Option<&Havoc> {
+                match self {
+                    Self::Havoc(h) => Some(h),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+final_havoc!(
+    CredsspMutation,
+    McsMutation,
+    LicensingMutation,
+    CapsMutation
+);
+
+/// Applies the havoc mutations among `mutations` to the finished PDU `out`, in their order.
+fn apply_havoc<M: FinalHavoc>(mutations: &[M], out: &mut Vec<u8>) {
+    for h in mutations.iter().filter_map(FinalHavoc::havoc) {
+        h.apply(out);
+    }
+}
+
 /// A TPKT + X.224 Data + MCS Send Data Indication around `payload`, with the initiator and
 /// channel of `template` (a PDU of the same kind the lab sent), or 1002 / 1003.
 pub fn send_data_indication(template: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
@@ -876,11 +907,7 @@ pub fn tsrequest_apply(c: &CredsspCase, round: u8, pdu: &[u8]) -> Option<Vec<u8>
         }
         Err(_) => pdu.to_vec(),
     };
-    for m in &c.mutations {
-        if let CredsspMutation::Havoc(h) = m {
-            h.apply(&mut out);
-        }
-    }
+    apply_havoc(&c.mutations, &mut out);
     Some(out)
 }
 
@@ -1403,11 +1430,7 @@ fn server_blocks(pdu: &[u8]) -> Option<(u8, Blocks)> {
 pub fn connect_response_apply(c: &McsCase, pdu: &[u8]) -> Vec<u8> {
     let Some((mut result, mut blocks)) = server_blocks(pdu) else {
         let mut out = pdu.to_vec();
-        for m in &c.mutations {
-            if let McsMutation::Havoc(h) = m {
-                h.apply(&mut out);
-            }
-        }
+        apply_havoc(&c.mutations, &mut out);
         return out;
     };
     let idx = |blocks: &Blocks, ty: u16| blocks.iter().position(|b| b.0 == ty);
@@ -1855,11 +1878,7 @@ pub fn licensing_apply(c: &LicensingCase, pdu: &[u8]) -> Vec<u8> {
         }
     }
     let mut out = send_data_indication(Some(pdu), &p);
-    for m in &c.mutations {
-        if let LicensingMutation::Havoc(h) = m {
-            h.apply(&mut out);
-        }
-    }
+    apply_havoc(&c.mutations, &mut out);
     out
 }
 
@@ -1936,11 +1955,7 @@ fn caps_strategy() -> BoxedStrategy<CapsCase> {
 pub fn demand_active_apply(c: &CapsCase, pdu: &[u8]) -> Vec<u8> {
     let havoc_only = |pdu: &[u8]| {
         let mut out = pdu.to_vec();
-        for m in &c.mutations {
-            if let CapsMutation::Havoc(h) = m {
-                h.apply(&mut out);
-            }
-        }
+        apply_havoc(&c.mutations, &mut out);
         out
     };
     let Some(sdi) = sdi_split(pdu) else {
@@ -2043,11 +2058,7 @@ pub fn demand_active_apply(c: &CapsCase, pdu: &[u8]) -> Vec<u8> {
         }
     }
     let mut pdu_out = send_data_indication(Some(pdu), &out);
-    for m in &c.mutations {
-        if let CapsMutation::Havoc(h) = m {
-            h.apply(&mut pdu_out);
-        }
-    }
+    apply_havoc(&c.mutations, &mut pdu_out);
     pdu_out
 }
 

@@ -742,14 +742,7 @@ async fn write_all<S: AsyncWrite + Unpin + ?Sized>(
             false
         }
         Err(_) => {
-            let after_ms = started.elapsed().as_millis() as u64;
-            shared.push(EventKind::Note(format!(
-                "write timed out after {after_ms} ms: the server stopped reading"
-            )));
-            shared.push(EventKind::Timeout {
-                waiting_for: Dir::S2C,
-                after_ms,
-            });
+            shared.write_timed_out(started);
             false
         }
     }

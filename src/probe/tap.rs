@@ -62,6 +62,19 @@ impl SharedTrace {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records that the server stopped reading: a write that began at `started` timed out, noted
+    /// and counted as a timeout waiting for the server.
+    pub fn write_timed_out(&self, started: std::time::Instant) {
+        let after_ms = started.elapsed().as_millis() as u64;
+        self.push(EventKind::Note(format!(
+            "write timed out after {after_ms} ms: the server stopped reading"
+        )));
+        self.push(EventKind::Timeout {
+            waiting_for: Dir::S2C,
+            after_ms,
+        });
+    }
+
     pub fn push(&self, kind: EventKind) {
         self.lock().trace.push_now(kind);
     }

@@ -110,6 +110,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + ?Sized> Io<'_, S> {
         }
     }
 
+    /// The next slow-path PDU, opened; `None` after skipping a fast-path PDU (its security
+    /// counters still advance). A slow-path PDU that is not a Send Data Indication ends the walk.
+    async fn read_opened(
+        &mut self,
+        ctx: &mut SecurityContext,
+        bad: &mut u32,
+    ) -> Result<Option<Opened>, WalkError> {
+        match self.read().await? {
+            Pdu::FastPath(p) => {
+                skip_fast_path(ctx, &p, bad);
+                Ok(None)
+            }
+            Pdu::Tpkt(p) => match open(ctx, &p, bad)? {
+                Some(o) => Ok(Some(o)),
+                None => Err(WalkError::Closed),
+            },
+        }
+    }
+
     async fn send(&mut self, bytes: &[u8]) -> Result<(), WalkError> {
         if bytes.is_empty() {
             return Ok(());
@@ -548,15 +567,8 @@ pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         if matches!(lic.state, LicenseExchangeState::LicenseExchanged) {
             break;
         }
-        let opened = match io.read().await? {
-            Pdu::FastPath(p) => {
-                skip_fast_path(&mut ctx, &p, &mut bad);
-                continue;
-            }
-            Pdu::Tpkt(p) => match open(&mut ctx, &p, &mut bad)? {
-                Some(o) => o,
-                None => return Err(WalkError::Closed),
-            },
+        let Some(opened) = io.read_opened(&mut ctx, &mut bad).await? else {
+            continue;
         };
         if opened.flags & SEC_LICENSE_PKT == 0 {
             // No licensing PDU: the server went straight to capabilities.
@@ -623,15 +635,9 @@ pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             Some(_) => {
                 let opened = match pending.take() {
                     Some(o) => o,
-                    None => match io.read().await? {
-                        Pdu::FastPath(p) => {
-                            skip_fast_path(&mut ctx, &p, &mut bad);
-                            continue;
-                        }
-                        Pdu::Tpkt(p) => match open(&mut ctx, &p, &mut bad)? {
-                            Some(o) => o,
-                            None => return Err(WalkError::Closed),
-                        },
+                    None => match io.read_opened(&mut ctx, &mut bad).await? {
+                        Some(o) => o,
+                        None => continue,
                     },
                 };
                 if opened.flags & SEC_LICENSE_PKT != 0 {

@@ -358,6 +358,24 @@ mod tests {
     use super::*;
     use crate::rdpsec::keys::{derive_fips, derive_rc4};
 
+    /// `sealed` (what `client` sealed of `msg`) opens on `server` with a good MAC, and `msg`
+    /// sealed by `server` opens on `client` the same way.
+    fn assert_opens_both_ways(
+        client: &mut SecurityContext,
+        server: &mut SecurityContext,
+        msg: &[u8],
+        sealed: &[u8],
+        what: &str,
+    ) {
+        let opened = server.decrypt(sealed, false).expect("decrypts");
+        assert!(opened.signature_ok, "mac of {what}");
+        assert_eq!(opened.plaintext, msg, "{what}");
+        let back = server.encrypt(msg);
+        let opened = client.decrypt(&back, false).expect("decrypts");
+        assert!(opened.signature_ok, "mac of the reply to {what}");
+        assert_eq!(opened.plaintext, msg, "reply to {what}");
+    }
+
     fn randoms() -> ([u8; 32], [u8; 32]) {
         let mut c = [0u8; 32];
         let mut s = [0u8; 32];
@@ -380,13 +398,8 @@ mod tests {
                 let msg = format!("packet {i} of {m:?}").into_bytes();
                 let sealed = client.encrypt(&msg);
                 assert_ne!(&sealed[SIGNATURE_LEN..], &msg[..], "ciphertext differs");
-                let opened = server.decrypt(&sealed, false).expect("decrypts");
-                assert!(opened.signature_ok, "mac of packet {i} ({m:?})");
-                assert_eq!(opened.plaintext, msg);
-                let back = server.encrypt(&msg);
-                let opened = client.decrypt(&back, false).expect("decrypts");
-                assert!(opened.signature_ok);
-                assert_eq!(opened.plaintext, msg);
+                let what = format!("packet {i} ({m:?})");
+                assert_opens_both_ways(&mut client, &mut server, &msg, &sealed, &what);
             }
         }
     }
@@ -447,13 +460,8 @@ mod tests {
             assert_eq!(&sealed[..3], &[0x10, 0x00, 0x01]);
             assert_eq!(usize::from(sealed[3]), (8 - len % 8) % 8);
             assert_eq!((sealed.len() - 12) % 8, 0);
-            let opened = server.decrypt(&sealed, false).expect("decrypts");
-            assert!(opened.signature_ok, "len {len}");
-            assert_eq!(opened.plaintext, msg);
-            let back = server.encrypt(&msg);
-            let opened = client.decrypt(&back, false).expect("decrypts");
-            assert!(opened.signature_ok);
-            assert_eq!(opened.plaintext, msg);
+            let what = format!("len {len}");
+            assert_opens_both_ways(&mut client, &mut server, &msg, &sealed, &what);
         }
     }
 

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::decode::x224::{self, Frame, X224};
 use crate::probe::tap::{SharedTrace, Tap};
 use crate::probe::tls::TlsVersions;
-use crate::probe::{self, Credentials, ProbeOptions, ProbeResult, Protocol, TlsEngine};
+use crate::probe::{self, finish, Credentials, ProbeOptions, ProbeResult, Protocol, TlsEngine};
 use crate::report::ConnectionReport;
 use crate::stage::{FailureKind, Side, Stage, Verdict};
 use crate::trace::{ConnectFailure, Dir, Event, EventKind, Layer, Trace};
@@ -354,16 +354,6 @@ fn unspecified_for(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn finish(shared: &SharedTrace) -> ProbeResult {
-    let trace = shared.snapshot();
-    let decoded = crate::decode::decode(&trace);
-    ProbeResult {
-        trace,
-        report: decoded.report,
-        labels: decoded.labels,
-    }
-}
-
 /// Sends `bytes` verbatim, then records whatever the server does until it ends the connection or
 /// stays silent for the stage timeout.
 async fn run_verbatim(bytes: &[u8], opts: &ClientRunOptions) -> ProbeResult {
@@ -380,7 +370,7 @@ async fn run_verbatim(bytes: &[u8], opts: &ClientRunOptions) -> ProbeResult {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return finish(&shared),
         Err(_) => {
-            write_timed_out(&shared, started);
+            shared.write_timed_out(started);
             // Unsent bytes are dropped with a RST rather than left to the kernel to retry.
             let _ = s.get_ref().set_zero_linger();
             return finish(&shared);
@@ -418,18 +408,6 @@ async fn run_verbatim(bytes: &[u8], opts: &ClientRunOptions) -> ProbeResult {
     }
     let _ = tokio::time::timeout(Duration::from_millis(500), s.shutdown()).await;
     finish(&shared)
-}
-
-/// Records that the server stopped reading: a timeout waiting for it.
-fn write_timed_out(shared: &SharedTrace, started: Instant) {
-    let after_ms = started.elapsed().as_millis() as u64;
-    shared.push(EventKind::Note(format!(
-        "write timed out after {after_ms} ms: the server stopped reading"
-    )));
-    shared.push(EventKind::Timeout {
-        waiting_for: Dir::S2C,
-        after_ms,
-    });
 }
 
 /// Runs the probe through a local relay that sends the captured cleartext PDUs in place of the
@@ -646,7 +624,7 @@ async fn relay_write<W: tokio::io::AsyncWrite + Unpin>(
         Ok(r) => r.is_ok(),
         Err(_) => {
             if let Some(wire) = wire {
-                write_timed_out(wire, started);
+                wire.write_timed_out(started);
             }
             false
         }

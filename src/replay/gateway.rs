@@ -52,18 +52,7 @@ pub fn derive_gateway(
     opts: &ServerOptions,
 ) -> Result<ServerReplay, ReplayError> {
     let mut notes = Vec::new();
-    let mut sc = crate::scenario::builtin("gw-healthy").ok_or_else(|| {
-        ReplayError::Unreproducible("the built-in gw-healthy scenario is missing".to_owned())
-    })?;
-    sc.name = opts.name.clone().unwrap_or_else(|| "replay".to_owned());
-    sc.description = format!(
-        "replayed from {}: {}",
-        opts.source.as_deref().unwrap_or("a capture"),
-        report.summary
-    );
-    if let Some(users) = &opts.users {
-        sc.identity.users = users.clone();
-    }
+    let mut sc = super::server::base_scenario("gw-healthy", report, opts)?;
     let mut g = Gateway::default();
     let offered = strings(report, Stage::GwHttp, "www_authenticate");
     if !offered.is_empty() {

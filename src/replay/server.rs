@@ -266,18 +266,15 @@ fn server_ending(trace: &Trace, pdus: &[Pdu]) -> EndKind {
     }
 }
 
-/// Derives the server scenario of one decoded connection.
-pub fn derive_server(
-    trace: &Trace,
+/// The built-in scenario `builtin` renamed and described for the replay of `report`, with the
+/// users of `opts` when given: where every derived scenario starts.
+pub(super) fn base_scenario(
+    builtin: &str,
     report: &ConnectionReport,
     opts: &ServerOptions,
-) -> Result<ServerReplay, ReplayError> {
-    if super::gateway::is_gateway(report) {
-        return super::gateway::derive_gateway(report, opts);
-    }
-    let mut notes = Vec::new();
-    let mut sc = crate::scenario::builtin("healthy-nla").ok_or_else(|| {
-        ReplayError::Unreproducible("the built-in healthy-nla scenario is missing".to_owned())
+) -> Result<Scenario, ReplayError> {
+    let mut sc = crate::scenario::builtin(builtin).ok_or_else(|| {
+        ReplayError::Unreproducible(format!("the built-in {builtin} scenario is missing"))
     })?;
     sc.name = opts.name.clone().unwrap_or_else(|| "replay".to_owned());
     sc.description = format!(
@@ -288,6 +285,20 @@ pub fn derive_server(
     if let Some(users) = &opts.users {
         sc.identity.users = users.clone();
     }
+    Ok(sc)
+}
+
+/// Derives the server scenario of one decoded connection.
+pub fn derive_server(
+    trace: &Trace,
+    report: &ConnectionReport,
+    opts: &ServerOptions,
+) -> Result<ServerReplay, ReplayError> {
+    if super::gateway::is_gateway(report) {
+        return super::gateway::derive_gateway(report, opts);
+    }
+    let mut notes = Vec::new();
+    let mut sc = base_scenario("healthy-nla", report, opts)?;
     let pdus = flatten_pdus(report);
     let timing = server_timing(trace);
 

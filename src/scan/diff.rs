@@ -132,6 +132,19 @@ fn opt(s: &Option<String>) -> String {
     s.clone().unwrap_or_else(|| "-".into())
 }
 
+/// A change of a ranked field that both digests have: (before, after, regression: the rank went
+/// down); `None` when it is the same or either digest lacks it.
+fn ranked_change(
+    a: &Option<String>,
+    b: &Option<String>,
+    rank: fn(&str) -> u8,
+) -> Option<(String, String, bool)> {
+    match (a, b) {
+        (Some(a), Some(b)) if a != b => Some((a.clone(), b.clone(), rank(b) < rank(a))),
+        _ => None,
+    }
+}
+
 /// Compares one target's two digests. Pure.
 pub fn compare(target: &str, a: &Digest, b: &Digest, tol: Tolerance) -> Option<TargetDiff> {
     let mut changes = Vec::new();
@@ -149,27 +162,15 @@ pub fn compare(target: &str, a: &Digest, b: &Digest, tol: Tolerance) -> Option<T
             (a.passing && !b.passing) || (a.passing == b.passing && b.last_stage < a.last_stage);
         push("outcome", a.outcome(), b.outcome(), regression);
     }
-    if a.selected_protocol != b.selected_protocol
-        && a.selected_protocol.is_some()
-        && b.selected_protocol.is_some()
+    if let Some((before, after, regression)) =
+        ranked_change(&a.selected_protocol, &b.selected_protocol, protocol_rank)
     {
-        let regression =
-            protocol_rank(&opt(&b.selected_protocol)) < protocol_rank(&opt(&a.selected_protocol));
-        push(
-            "selected_protocol",
-            opt(&a.selected_protocol),
-            opt(&b.selected_protocol),
-            regression,
-        );
+        push("selected_protocol", before, after, regression);
     }
-    if a.tls_version != b.tls_version && a.tls_version.is_some() && b.tls_version.is_some() {
-        let regression = tls_rank(&opt(&b.tls_version)) < tls_rank(&opt(&a.tls_version));
-        push(
-            "tls_version",
-            opt(&a.tls_version),
-            opt(&b.tls_version),
-            regression,
-        );
+    if let Some((before, after, regression)) =
+        ranked_change(&a.tls_version, &b.tls_version, tls_rank)
+    {
+        push("tls_version", before, after, regression);
     }
     if a.cert_sha256 != b.cert_sha256 && a.cert_sha256.is_some() && b.cert_sha256.is_some() {
         let short = |d: &Digest| {
@@ -249,17 +250,7 @@ pub fn diff(
             None => {
                 sum.new += 1;
                 sum.changed += 1;
-                out(&TargetDiff {
-                    target: t,
-                    regression: false,
-                    changes: vec![Change {
-                        what: "new".into(),
-                        before: "-".into(),
-                        after: d.outcome(),
-                        regression: false,
-                    }],
-                })
-                .map_err(io)?;
+                out(&presence_diff(t, "new", "-".into(), d.outcome())).map_err(io)?;
             }
         }
     }
@@ -268,19 +259,23 @@ pub fn diff(
     for (t, d) in gone {
         sum.missing += 1;
         sum.changed += 1;
-        out(&TargetDiff {
-            target: t,
-            regression: false,
-            changes: vec![Change {
-                what: "missing".into(),
-                before: d.outcome(),
-                after: "-".into(),
-                regression: false,
-            }],
-        })
-        .map_err(io)?;
+        out(&presence_diff(t, "missing", d.outcome(), "-".into())).map_err(io)?;
     }
     Ok(sum)
+}
+
+/// The diff of a target only one run has: one change `what` ("new" or "missing"), no regression.
+fn presence_diff(target: String, what: &str, before: String, after: String) -> TargetDiff {
+    TargetDiff {
+        target,
+        regression: false,
+        changes: vec![Change {
+            what: what.into(),
+            before,
+            after,
+            regression: false,
+        }],
+    }
 }
 
 /// One line of text per changed target.
