@@ -1327,8 +1327,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn full_size_flight_lost_is_an_mtu_black_hole() {
+    /// The client's end and the server's end of a flight whose full-size segment (sent three
+    /// times) never reached the client while its 300-byte tail did.
+    fn mtu_twin(client_capture: &str) -> Correlation {
         let big = vec![0x16u8; 1448];
         let tail = vec![0x16u8; 300];
         let mut a = Cap::at_client();
@@ -1341,7 +1342,12 @@ mod tests {
             b.pkt(ms, Dir::S2C, "A", 19, &big);
         }
         b.pkt(8, Dir::S2C, "A", 19 + 1448, &tail);
-        let c = correlate(&[a.done("c"), b.done("s")]);
+        correlate(&[a.done(client_capture), b.done("s")])
+    }
+
+    #[test]
+    fn full_size_flight_lost_is_an_mtu_black_hole() {
+        let c = mtu_twin("c");
         let k = one(&c);
         assert_eq!(k.findings.len(), 1, "{:?}", k.findings);
         let f = &k.findings[0];
@@ -1356,19 +1362,7 @@ mod tests {
     /// the command line are escaped.
     #[test]
     fn the_page_crosses_out_what_never_reached_the_next_capture() {
-        let big = vec![0x16u8; 1448];
-        let tail = vec![0x16u8; 300];
-        let mut a = Cap::at_client();
-        a.handshake()
-            .pkt(5, Dir::C2S, "A", 40, &hello())
-            .pkt(8, Dir::S2C, "A", 19 + 1448, &tail);
-        let mut b = Cap::at_server();
-        b.handshake().pkt(5, Dir::C2S, "A", 40, &hello());
-        for ms in [7, 250, 700] {
-            b.pkt(ms, Dir::S2C, "A", 19, &big);
-        }
-        b.pkt(8, Dir::S2C, "A", 19 + 1448, &tail);
-        let c = correlate(&[a.done("<c>"), b.done("s")]);
+        let c = mtu_twin("<c>");
         let page = crate::html::correlate_page("t", &c);
         assert_eq!(page.matches("class=\"lane\"").count(), 2, "{page}");
         assert_eq!(page.matches("class=\"kpkt lost\"").count(), 3, "{page}");

@@ -303,14 +303,8 @@ fn dns_stage(report: &mut ConnectionReport, d: &crate::net::DnsLookup, port: u16
         report.notes.insert(
             0,
             format!(
-                "{} resolved to {} in {:.1} ms; connected to {}",
-                d.name,
-                d.addresses
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                d.took_us as f64 / 1000.0,
+                "{}; connected to {}",
+                resolved_words(d),
                 d.tried.map(|t| t.to_string()).unwrap_or_default()
             ),
         );
@@ -330,16 +324,21 @@ fn stopped_after_dns(report: &mut ConnectionReport, d: &crate::net::DnsLookup) {
     report.tcp = None;
     report.client = "-".into();
     report.summary = format!(
-        "stopped after dns by request: {} resolved to {} in {:.1} ms; no connection was tried",
-        d.name,
-        d.addresses
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        d.took_us as f64 / 1000.0
+        "stopped after dns by request: {}; no connection was tried",
+        resolved_words(d)
     );
     report.notes.clear();
+}
+
+/// "NAME resolved to A, B in 1.8 ms".
+fn resolved_words(d: &crate::net::DnsLookup) -> String {
+    let list: Vec<String> = d.addresses.iter().map(|a| a.to_string()).collect();
+    format!(
+        "{} resolved to {} in {:.1} ms",
+        d.name,
+        list.join(", "),
+        d.took_us as f64 / 1000.0
+    )
 }
 
 /// Decodes whatever the shared trace holds now (also used after an interruption).
