@@ -131,29 +131,20 @@ impl DirEvidence {
 
     /// Retransmission span of the never-acknowledged bytes, in milliseconds.
     pub fn unacked_span_ms(&self) -> u64 {
-        match (self.unacked_since_us, self.unacked_last_us) {
-            (Some(a), Some(b)) => b.saturating_sub(a) / 1000,
-            _ => 0,
-        }
+        span_us(self.unacked_since_us, self.unacked_last_us) / 1000
     }
 
     /// Seen from the receiving end: bytes of this sender never arrived although its later packets
     /// did, and the hole stayed open longer than retransmission would take to fill it.
     pub fn missing(&self) -> bool {
-        let open_since_seen = match (self.missing_seen_us, self.missing_last_us) {
-            (Some(a), Some(b)) => b.saturating_sub(a),
-            _ => 0,
-        };
-        self.missing_bytes > 0 && open_since_seen >= MISSING_MIN_SPAN_US
+        self.missing_bytes > 0
+            && span_us(self.missing_seen_us, self.missing_last_us) >= MISSING_MIN_SPAN_US
     }
 
     /// How long the receiver went without the missing bytes, at most (from the sender's last
     /// packet before them to the end), in milliseconds.
     pub fn missing_span_ms(&self) -> u64 {
-        match (self.missing_since_us, self.missing_last_us) {
-            (Some(a), Some(b)) => b.saturating_sub(a) / 1000,
-            _ => 0,
-        }
+        span_us(self.missing_since_us, self.missing_last_us) / 1000
     }
 
     /// Seen from the receiving end: the bytes that never arrived form a hole larger than every
@@ -297,6 +288,14 @@ pub struct TcpEvidence {
     /// Notable packets not listed (beyond [`MAX_NOTABLE`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub notable_more: u64,
+}
+
+/// Microseconds from `from` to `to`, 0 unless both are known.
+fn span_us(from: Option<u64>, to: Option<u64>) -> u64 {
+    match (from, to) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => 0,
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
