@@ -296,10 +296,8 @@ pub struct Watcher {
     descendants: Option<Descendants>,
     /// Exit codes of descendants that are not findings: 0 and those the valid handshakes gave.
     normal_codes: BTreeSet<i32>,
-    /// Live descendants when the target is idle (after the baseline).
-    idle_children: usize,
-    /// The epoch descendants are born in now: 0 before the baseline ended, then one more for
-    /// every trial.
+    /// The epoch descendants are born in now: 0 before the baseline ended (those still alive then
+    /// are the idle ones: helpers, not connections), then one more for every trial.
     epoch: u64,
     /// The epoch of the trial under way ([`Watcher::begin_trial`]): only the deaths of children
     /// born in it are its own.
@@ -329,7 +327,6 @@ impl Watcher {
             rss_flagged: false,
             descendants: None,
             normal_codes: BTreeSet::from([0]),
-            idle_children: 0,
             epoch: 0,
             trial: None,
         }
@@ -359,7 +356,6 @@ impl Watcher {
             rss_flagged: false,
             descendants: None,
             normal_codes: BTreeSet::from([0]),
-            idle_children: 0,
             epoch: 0,
             trial: None,
         }
@@ -425,7 +421,6 @@ impl Watcher {
                 self.normal_codes.insert(code);
             }
         }
-        self.idle_children = d.live();
         self.epoch = 1;
         d.set_epoch(self.epoch);
     }
@@ -442,10 +437,10 @@ impl Watcher {
         }
         let deadline = Instant::now() + TRIAL_SETTLE;
         loop {
-            let d = self.descendants.as_mut().expect("checked");
-            d.update();
-            let busy = d.live() - d.live_in(0);
-            if busy == 0 || Instant::now() >= deadline {
+            if let Some(d) = self.descendants.as_mut() {
+                d.update();
+            }
+            if self.busy_children() == 0 || Instant::now() >= deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -456,6 +451,19 @@ impl Watcher {
         self.epoch += 1;
         if let Some(d) = self.descendants.as_mut() {
             d.set_epoch(self.epoch);
+        }
+    }
+
+    /// Live descendants serving connections: all of them during the baseline, afterwards those
+    /// born since (the ones alive when it ended are idle helpers).
+    fn busy_children(&self) -> usize {
+        let Some(d) = self.descendants.as_ref() else {
+            return 0;
+        };
+        if self.epoch == 0 {
+            d.live()
+        } else {
+            d.live() - d.live_in(0)
         }
     }
 
@@ -479,7 +487,7 @@ impl Watcher {
             let d = self.descendants.as_ref()?;
             let done = match self.trial {
                 Some(t) => d.live_in(t) == 0,
-                None => d.live() <= self.idle_children,
+                None => self.busy_children() == 0,
             };
             if done || Instant::now() >= deadline {
                 return found;
