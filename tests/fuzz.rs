@@ -55,6 +55,20 @@ fn rdprobe(args: &[&str]) -> std::process::Output {
         .expect("run rdprobe")
 }
 
+/// Runs rdprobe and reads its JSON output (a failure shows stdout and stderr).
+fn rdprobe_json(args: &[&str]) -> (std::process::Output, serde_json::Value) {
+    let o = rdprobe(args);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "rdprobe {} json ({e}): {} {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o, v)
+}
+
 /// `rdprobe analyze FILE --json`: the first connection's report.
 fn analyze(pcap: &Path) -> serde_json::Value {
     let out = rdprobe(&["analyze", pcap.to_str().expect("path"), "--json"]);
@@ -548,6 +562,15 @@ fn rdprobe_exe() -> &'static Path {
 /// A lab process of its own (`rdprobe lab --plant BUG`) on a free loopback port, killed by PID on
 /// drop; returns once it listens.
 fn lab_process(scenario: &str, bug: impl Into<Option<&'static str>>) -> (ProcessGuard, SocketAddr) {
+    lab_process_with(scenario, bug, &[])
+}
+
+/// [`lab_process`] with more `rdprobe lab` arguments (e.g. `--fork-per-connection`).
+fn lab_process_with(
+    scenario: &str,
+    bug: impl Into<Option<&'static str>>,
+    extra: &[&str],
+) -> (ProcessGuard, SocketAddr) {
     let cmd = LabCommand::on_free_port(rdprobe_exe(), scenario, &[]).expect("port");
     let mut c = Command::new(rdprobe_exe());
     c.args([
@@ -560,6 +583,7 @@ fn lab_process(scenario: &str, bug: impl Into<Option<&'static str>>) -> (Process
     if let Some(b) = bug.into() {
         c.args(["--plant", b]);
     }
+    c.args(extra);
     c.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let guard = ProcessGuard::spawn("rdprobe lab", &mut c).expect("spawn rdprobe lab");
@@ -584,33 +608,15 @@ fn lab_process(scenario: &str, bug: impl Into<Option<&'static str>>) -> (Process
 /// next trial's case.
 #[test]
 fn pid_watch_sees_a_forked_child_die_while_the_listener_lives() {
-    let cmd = LabCommand::on_free_port(rdprobe_exe(), "healthy-tls", &[]).expect("port");
-    let mut c = Command::new(rdprobe_exe());
-    c.args([
-        "lab",
-        "--listen",
-        &cmd.addr.to_string(),
-        "--scenario",
+    let (mut lab, addr) = lab_process_with(
         "healthy-tls",
-        "--fork-per-connection",
-        "--plant",
         "mcs-many-channels-abort",
-    ])
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
-    let mut lab = ProcessGuard::spawn("rdprobe lab --fork-per-connection", &mut c).expect("spawn");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(cmd.addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "lab did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        &["--fork-per-connection"],
+    );
     let out = tempfile::tempdir().expect("tempdir");
-    let o = rdprobe(&[
+    let (o, v) = rdprobe_json(&[
         "fuzz",
-        &cmd.addr.to_string(),
+        &addr.to_string(),
         "--pid",
         &lab.pid().to_string(),
         "--stage",
@@ -627,13 +633,6 @@ fn pid_watch_sees_a_forked_child_die_while_the_listener_lives() {
         out.path().to_str().expect("path"),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fuzz json ({e}): {} {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
     assert_eq!(o.status.code(), Some(10), "{v}");
     // On a loaded machine a slow handshake can be a finding of its own first: look for the death.
     let f = v["findings"]
@@ -675,7 +674,7 @@ fn pid_watch_sees_a_forked_child_die_while_the_listener_lives() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     assert_eq!(
         rt.block_on(fuzz::check_liveness(
-            &Target::new(cmd.addr),
+            &Target::new(addr),
             FuzzStage::Mcs,
             Duration::from_secs(5)
         )),
@@ -694,7 +693,7 @@ fn pid_watch_sees_the_children_real_xrdp_forks() {
     })
     .expect("start xrdp (scripts/install-peers.sh)");
     let out = tempfile::tempdir().expect("tempdir");
-    let o = rdprobe(&[
+    let (_, v) = rdprobe_json(&[
         "fuzz",
         &xrdp.target(),
         "--pid",
@@ -711,13 +710,6 @@ fn pid_watch_sees_the_children_real_xrdp_forks() {
         out.path().to_str().expect("path"),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fuzz json ({e}): {} {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
     let p = &v["process"];
     eprintln!("xrdp fork: {p}");
     assert_eq!(p["descendants"], "proc_connector", "{p}");
@@ -834,7 +826,7 @@ fn pid_watch_flags_rss_growth_of_a_leaking_lab_and_shrinks_to_the_leaking_flag()
     let out = tempfile::tempdir().expect("tempdir");
     let pid = lab.pid().to_string();
     let target = addr.to_string();
-    let o = rdprobe(&[
+    let (o, v) = rdprobe_json(&[
         "fuzz",
         &target,
         "--pid",
@@ -853,13 +845,6 @@ fn pid_watch_flags_rss_growth_of_a_leaking_lab_and_shrinks_to_the_leaking_flag()
         out.path().to_str().expect("path"),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fuzz json ({e}): {} {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
     assert_eq!(o.status.code(), Some(10), "{v}");
     let p = &v["process"];
     let base = p["rss_baseline_kib"].as_u64().expect("baseline");
@@ -926,7 +911,7 @@ fn pid_watch_reports_a_vanished_target_and_stops() {
     let out = tempfile::tempdir().expect("tempdir");
     let pid = lab.pid().to_string();
     let target = addr.to_string();
-    let o = rdprobe(&[
+    let (o, v) = rdprobe_json(&[
         "fuzz",
         &target,
         "--pid",
@@ -945,13 +930,6 @@ fn pid_watch_reports_a_vanished_target_and_stops() {
         out.path().to_str().expect("path"),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fuzz json ({e}): {} {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
     assert_eq!(o.status.code(), Some(10), "{v}");
     assert_eq!(v["stopped"], "target_down", "{v}");
     let f = &v["findings"][0];
@@ -970,7 +948,7 @@ fn pid_watch_reports_a_vanished_target_and_stops() {
 #[test]
 fn cli_lab_flag_fuzzes_a_watched_lab_child() {
     let out = tempfile::tempdir().expect("tempdir");
-    let o = rdprobe(&[
+    let (o, v) = rdprobe_json(&[
         "fuzz",
         "--lab",
         "healthy-tls",
@@ -988,13 +966,6 @@ fn cli_lab_flag_fuzzes_a_watched_lab_child() {
         out.path().to_str().expect("path"),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fuzz json ({e}): {} {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
     assert_eq!(o.status.code(), Some(10), "{v}");
     assert_eq!(v["stopped"], "cases", "{v}");
     let f = &v["findings"][0];
@@ -1009,7 +980,7 @@ fn cli_lab_flag_fuzzes_a_watched_lab_child() {
         "{v}"
     );
     // A lab that exits (code 3) instead of crashing: the signature carries the exit code.
-    let o = rdprobe(&[
+    let (o, v) = rdprobe_json(&[
         "fuzz",
         "--lab",
         "healthy-tls",
@@ -1027,13 +998,6 @@ fn cli_lab_flag_fuzzes_a_watched_lab_child() {
         out.path().join("exit").to_str().expect("path"),
         "--json",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "fuzz json ({e}): {} {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
     assert_eq!(o.status.code(), Some(10), "{v}");
     let f = &v["findings"][0];
     assert_eq!(
