@@ -25,6 +25,7 @@ pub mod report;
 pub mod sanitize;
 pub mod scan;
 pub mod scenario;
+pub mod sorted_json;
 pub mod stage;
 pub mod trace;
 pub mod wire;

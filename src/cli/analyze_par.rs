@@ -27,20 +27,21 @@ pub struct Decoded {
     pub json: Option<String>,
 }
 
-/// The `--json` line of connection `n`: the report, its number and its diagnosis.
-pub fn json_line(n: usize, r: &ConnectionReport) -> Result<String, serde_json::Error> {
-    let mut v = serde_json::to_value(r)?;
-    if let serde_json::Value::Object(m) = &mut v {
-        m.insert("connection".into(), serde_json::json!(n));
-        m.insert(
-            "diagnosis".into(),
-            serde_json::to_value(rdprobe::diagnose::diagnose(r))?,
-        );
+/// The `--json` line of connection `n`: the report, its number and its diagnosis, keys sorted
+/// (written directly, without a `serde_json::Value` tree: see [`rdprobe::sorted_json`]).
+pub fn json_line(n: usize, r: &ConnectionReport) -> Result<String, rdprobe::sorted_json::Error> {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(flatten)]
+        report: &'a ConnectionReport,
+        connection: usize,
+        diagnosis: rdprobe::diagnose::Diagnosis,
     }
-    // Written into a buffer sized for a typical line (a few KiB) rather than grown from empty.
-    let mut out = Vec::with_capacity(8192);
-    serde_json::to_writer(&mut out, &v)?;
-    Ok(String::from_utf8(out).unwrap_or_default())
+    rdprobe::sorted_json::to_string(&Line {
+        report: r,
+        connection: n,
+        diagnosis: rdprobe::diagnose::diagnose(r),
+    })
 }
 
 fn decode(n: usize, trace: Trace, json: bool) -> Decoded {
