@@ -9,6 +9,9 @@
 use serde_json::json;
 
 use super::credssp::{self, NtlmMessageType};
+use super::pdu::{
+    pdu_entry, DomainKind, HandshakeMsg, NegoToken, NtlmKind, PduKind, ShareKind, TsRequestParts,
+};
 use super::{mcs, tls, x224, Decoded};
 use crate::evidence::Provenance;
 use crate::report::{ConnectionReport, Facts, StageReport};
@@ -129,7 +132,8 @@ struct StageAcc {
     bytes_s2c: u64,
     frames: Vec<u64>,
     facts: Facts,
-    pdus: Vec<String>,
+    /// The PDUs listed in the `pdus` fact, by direction; named only when the report is made.
+    pdus: Vec<(Dir, PduKind)>,
     /// PDUs seen beyond `MAX_PDUS_LISTED`.
     pdus_more: u64,
 }
@@ -360,7 +364,7 @@ impl Machine<'_> {
         stage: Stage,
         dir: Dir,
         len: usize,
-        name: String,
+        kind: PduKind,
         label_idx: usize,
         inner: bool,
     ) {
@@ -378,15 +382,15 @@ impl Machine<'_> {
                 acc.frames.push(f);
             }
         }
-        let who = if dir == Dir::C2S { "client" } else { "server" };
         // Bounded: a long session lists its first PDUs and counts the rest.
+        let label = self.want_labels.then(|| format!("{}: {kind}", self.cur()));
+        let acc = self.acc();
         if acc.pdus.len() < MAX_PDUS_LISTED {
-            acc.pdus.push(format!("{who}: {name}"));
+            acc.pdus.push((dir, kind));
         } else {
             acc.pdus_more += 1;
         }
-        if self.want_labels {
-            let text = format!("{}: {name}", self.cur());
+        if let Some(text) = label {
             if inner {
                 self.inner_label(dir, label_idx, text);
             } else {
@@ -585,7 +589,7 @@ impl Machine<'_> {
                 }
             }
             EventKind::Note(n) => {
-                if n.contains("close_notify") && n.contains("from server") {
+                if crate::trace::is_server_close_notify_note(n) {
                     self.close_notify_from_server = true;
                 } else if !self.notes.contains(n) {
                     self.notes.push(n.clone());
@@ -678,16 +682,9 @@ impl Machine<'_> {
 
     /// The last PDU `side` sent in the current stage (or the one before), pretty.
     fn last_pdu_of(&self, side: Side) -> Option<String> {
-        let prefix = format!("{side}: ");
         for (_, acc) in self.stages.iter().rev().take(2) {
-            if let Some(p) = acc.pdus.iter().rev().find_map(|p| p.strip_prefix(&prefix)) {
-                return Some(match p {
-                    "client hello" => "ClientHello".to_owned(),
-                    "connection request" => "X.224 Connection Request".to_owned(),
-                    "connection confirm" => "X.224 Connection Confirm".to_owned(),
-                    w if w.starts_with("server hello") => format!("ServerHello flight ({w})"),
-                    w => w.to_owned(),
-                });
+            if let Some((_, k)) = acc.pdus.iter().rev().find(|(d, _)| d.sender() == side) {
+                return Some(k.pretty());
             }
         }
         None
@@ -1029,14 +1026,7 @@ impl Machine<'_> {
                 } else {
                     self.cur().max(Stage::Capabilities)
                 };
-                self.pdu(
-                    stage,
-                    dir,
-                    len,
-                    "fast-path update".into(),
-                    first_event,
-                    inner,
-                );
+                self.pdu(stage, dir, len, PduKind::FastPath, first_event, inner);
                 return Some(len);
             }
             x224::Frame::Tpkt(len) => len,
@@ -1052,7 +1042,7 @@ impl Machine<'_> {
                     Stage::X224,
                     dir,
                     len,
-                    "connection request".into(),
+                    PduKind::ConnectionRequest,
                     first_event,
                     inner,
                 );
@@ -1067,7 +1057,7 @@ impl Machine<'_> {
                     Stage::X224,
                     dir,
                     len,
-                    "connection confirm".into(),
+                    PduKind::ConnectionConfirm,
                     first_event,
                     inner,
                 );
@@ -1105,7 +1095,7 @@ impl Machine<'_> {
                     Stage::X224,
                     dir,
                     len,
-                    "negotiation failure".into(),
+                    PduKind::NegotiationFailure,
                     first_event,
                     inner,
                 );
@@ -1122,14 +1112,7 @@ impl Machine<'_> {
             }
             x224::X224::DisconnectRequest => {
                 let stage = self.cur();
-                self.pdu(
-                    stage,
-                    dir,
-                    len,
-                    "x.224 disconnect request".into(),
-                    first_event,
-                    inner,
-                );
+                self.pdu(stage, dir, len, PduKind::X224Disconnect, first_event, inner);
                 self.fail(
                     FailureKind::Denied {
                         detail: "X.224 disconnect request".into(),
@@ -1147,14 +1130,7 @@ impl Machine<'_> {
                 } else {
                     self.cur()
                 };
-                self.pdu(
-                    stage,
-                    dir,
-                    len,
-                    "malformed x.224".into(),
-                    first_event,
-                    inner,
-                );
+                self.pdu(stage, dir, len, PduKind::MalformedX224, first_event, inner);
                 self.kill(dir, if inner { Layer::Inner } else { Layer::Wire });
                 self.malformed(dir, what, base + offset as u64);
                 return None;
@@ -1171,7 +1147,7 @@ impl Machine<'_> {
                 Stage::Mcs,
                 dir,
                 len,
-                "mcs connect initial".into(),
+                PduKind::McsConnectInitial,
                 first_event,
                 inner,
             );
@@ -1190,7 +1166,7 @@ impl Machine<'_> {
                 Stage::Mcs,
                 dir,
                 len,
-                "mcs connect response".into(),
+                PduKind::McsConnectResponse,
                 first_event,
                 inner,
             );
@@ -1250,18 +1226,13 @@ impl Machine<'_> {
                 .and_then(|(_, a)| a.facts.get("encryption_method"))
                 .and_then(|v| v.as_str())
                 .is_some_and(|m| m != "none");
-        match mcs::classify_domain_pdu(ud) {
-            Some((name, facts)) => {
-                let stage = match name {
-                    "erect domain request"
-                    | "attach user request"
-                    | "attach user confirm"
-                    | "channel join request"
-                    | "channel join confirm" => Stage::Channels,
-                    "disconnect provider ultimatum" => self.cur(),
+        match mcs::domain_pdu(ud) {
+            Some((kind, facts)) => {
+                let stage = match kind {
+                    DomainKind::DisconnectProviderUltimatum => self.cur(),
                     _ => Stage::Channels,
                 };
-                if name.starts_with("send data") {
+                if kind.is_send_data() {
                     let payload = facts
                         .get("payload_offset")
                         .and_then(|v| v.as_u64())
@@ -1270,8 +1241,8 @@ impl Machine<'_> {
                     self.share_pdu(dir, len, payload, has_sec, first_event, inner);
                     return;
                 }
-                self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
-                if name == "disconnect provider ultimatum" {
+                self.pdu(stage, dir, len, PduKind::Domain(kind), first_event, inner);
+                if kind == DomainKind::DisconnectProviderUltimatum {
                     let reason = facts
                         .get("reason")
                         .map(|v| v.to_string().trim_matches('"').to_owned())
@@ -1285,12 +1256,12 @@ impl Machine<'_> {
                         dir.sender(),
                     );
                 }
-                if name == "attach user confirm" || name == "channel join confirm" {
-                    let key = if name == "attach user confirm" {
-                        "attach_user"
-                    } else {
-                        "channel_join"
-                    };
+                let key = match kind {
+                    DomainKind::AttachUserConfirm => Some("attach_user"),
+                    DomainKind::ChannelJoinConfirm => Some("channel_join"),
+                    _ => None,
+                };
+                if let Some(key) = key {
                     let mut entries = self
                         .acc()
                         .facts
@@ -1307,7 +1278,7 @@ impl Machine<'_> {
                     stage,
                     dir,
                     len,
-                    "unrecognized mcs pdu".into(),
+                    PduKind::UnrecognizedMcs,
                     first_event,
                     inner,
                 );
@@ -1324,8 +1295,10 @@ impl Machine<'_> {
         first_event: usize,
         inner: bool,
     ) {
-        match mcs::classify_share_pdu(payload, has_sec) {
-            Some(("encrypted pdu", _)) if !self.connected && self.cur() >= Stage::Licensing => {
+        match mcs::share_pdu(payload, has_sec) {
+            Some((ShareKind::Encrypted, _))
+                if !self.connected && self.cur() >= Stage::Licensing =>
+            {
                 // Standard RDP security encrypts the capability exchange and finalization; without
                 // the session keys the stages are inferred from the PDU order: the client sends
                 // confirm active, synchronize, 2 x control and font list (5), the server answers
@@ -1338,7 +1311,7 @@ impl Machine<'_> {
                     Stage::Capabilities,
                     dir,
                     len,
-                    "encrypted pdu".into(),
+                    PduKind::Share(ShareKind::Encrypted),
                     first_event,
                     inner,
                 );
@@ -1353,20 +1326,20 @@ impl Machine<'_> {
                     self.ended_by = None;
                 }
             }
-            Some((name, facts)) => {
-                let stage = share_stage(name, self.cur(), self.connected);
-                self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
-                if name.contains("set error info") {
+            Some((kind, facts)) => {
+                let stage = kind.stage(self.cur(), self.connected);
+                self.pdu(stage, dir, len, PduKind::Share(kind), first_event, inner);
+                if kind == ShareKind::SetErrorInfo {
                     if let Some(code) = facts.get("error_info") {
                         self.fact("set_error_info", code.clone());
                     }
                 }
-                if name.contains("license error") {
+                if kind == ShareKind::LicenseErrorAlert {
                     for (k, v) in &facts {
                         self.fact(&format!("license_{k}"), v.clone());
                     }
                 }
-                if name.contains("font map") && dir == Dir::S2C {
+                if kind == ShareKind::FontMap && dir == Dir::S2C {
                     self.enter(Stage::Connected);
                     self.connected = true;
                     self.ended_by = None;
@@ -1382,7 +1355,7 @@ impl Machine<'_> {
                     stage,
                     dir,
                     len,
-                    "unrecognized data pdu".into(),
+                    PduKind::UnrecognizedData,
                     first_event,
                     inner,
                 );
@@ -1440,14 +1413,15 @@ impl Machine<'_> {
         match ct {
             tls::CT_HANDSHAKE if !ccs => {
                 let (msgs, err) = self.wire[di(dir)].handshake.push(frag);
-                let mut names = Vec::new();
-                for m in &msgs {
-                    names.push(self.handshake_fact(m, dir));
-                }
-                if names.is_empty() {
-                    names.push("handshake".into());
-                }
-                self.pdu(Stage::Tls, dir, total, names.join(", "), first_event, false);
+                let kinds = msgs.iter().map(|m| self.handshake_fact(m)).collect();
+                self.pdu(
+                    Stage::Tls,
+                    dir,
+                    total,
+                    PduKind::TlsHandshake(kinds),
+                    first_event,
+                    false,
+                );
                 if let Some((off, what)) = err {
                     self.fact(
                         &format!(
@@ -1463,7 +1437,7 @@ impl Machine<'_> {
                     Stage::Tls,
                     dir,
                     total,
-                    "encrypted handshake (finished)".into(),
+                    PduKind::EncryptedHandshake { finished: true },
                     first_event,
                     false,
                 );
@@ -1474,7 +1448,7 @@ impl Machine<'_> {
                     Stage::Tls,
                     dir,
                     total,
-                    "change cipher spec".into(),
+                    PduKind::ChangeCipherSpec,
                     first_event,
                     false,
                 );
@@ -1488,7 +1462,10 @@ impl Machine<'_> {
                             stage,
                             dir,
                             total,
-                            format!("alert {level} {desc}"),
+                            PduKind::Alert {
+                                level: frag[0],
+                                description: code,
+                            },
                             first_event,
                             false,
                         );
@@ -1517,7 +1494,7 @@ impl Machine<'_> {
                             stage,
                             dir,
                             total,
-                            "encrypted alert".into(),
+                            PduKind::EncryptedAlert,
                             first_event,
                             false,
                         );
@@ -1538,12 +1515,10 @@ impl Machine<'_> {
                     self.client_finished = true;
                     self.tls_done = true;
                 }
-                let name = if dir == Dir::C2S {
-                    "encrypted handshake (finished)"
-                } else {
-                    "encrypted handshake"
+                let kind = PduKind::EncryptedHandshake {
+                    finished: dir == Dir::C2S,
                 };
-                self.pdu(Stage::Tls, dir, total, name.into(), first_event, false);
+                self.pdu(Stage::Tls, dir, total, kind, first_event, false);
             }
             tls::CT_APPLICATION_DATA => {
                 if !self.has_inner {
@@ -1569,7 +1544,7 @@ impl Machine<'_> {
                         stage,
                         dir,
                         total,
-                        "application data (encrypted)".into(),
+                        PduKind::ApplicationData,
                         first_event,
                         false,
                     );
@@ -1612,7 +1587,7 @@ impl Machine<'_> {
                     Stage::Tls,
                     dir,
                     total,
-                    format!("record type {ct}"),
+                    PduKind::TlsRecord(ct),
                     first_event,
                     false,
                 );
@@ -1628,10 +1603,15 @@ impl Machine<'_> {
             || self
                 .stages
                 .iter()
-                .any(|(s, a)| *s == Stage::Tls && a.pdus.iter().any(|p| p.contains("server hello")))
+                .filter(|(s, _)| *s == Stage::Tls)
+                .flat_map(|(_, a)| &a.pdus)
+                .any(|(_, k)| {
+                    k.has_handshake(HandshakeMsg::ServerHello)
+                        || k.has_handshake(HandshakeMsg::ServerHelloDone)
+                })
     }
 
-    fn handshake_fact(&mut self, m: &tls::Handshake, dir: Dir) -> String {
+    fn handshake_fact(&mut self, m: &tls::Handshake) -> HandshakeMsg {
         match m {
             tls::Handshake::ClientHello {
                 version,
@@ -1651,7 +1631,7 @@ impl Machine<'_> {
                 if let Some(s) = sni {
                     self.fact("sni", json!(s));
                 }
-                "client hello".into()
+                HandshakeMsg::ClientHello
             }
             tls::Handshake::ServerHello {
                 version,
@@ -1670,7 +1650,7 @@ impl Machine<'_> {
                 if legacy {
                     self.fact("legacy_only", json!(true));
                 }
-                "server hello".into()
+                HandshakeMsg::ServerHello
             }
             tls::Handshake::Certificate { chain } => {
                 if let Some(leaf) = chain.first() {
@@ -1678,20 +1658,12 @@ impl Machine<'_> {
                     let leaf = leaf.clone();
                     self.cert_facts(&leaf, n);
                 }
-                "certificate".into()
+                HandshakeMsg::Certificate
             }
-            tls::Handshake::ServerHelloDone => "server hello done".into(),
-            tls::Handshake::ClientKeyExchange => "client key exchange".into(),
-            tls::Handshake::Finished => "finished".into(),
-            tls::Handshake::Other { msg_type } => {
-                let _ = dir;
-                match msg_type {
-                    12 => "server key exchange".into(),
-                    13 => "certificate request".into(),
-                    4 => "new session ticket".into(),
-                    t => format!("handshake type {t}"),
-                }
-            }
+            tls::Handshake::ServerHelloDone => HandshakeMsg::ServerHelloDone,
+            tls::Handshake::ClientKeyExchange => HandshakeMsg::ClientKeyExchange,
+            tls::Handshake::Finished => HandshakeMsg::Finished,
+            tls::Handshake::Other { msg_type } => HandshakeMsg::from_type(*msg_type),
         }
     }
 
@@ -1786,10 +1758,7 @@ impl Machine<'_> {
                     Stage::Credssp,
                     dir,
                     4,
-                    format!(
-                        "early user authorization result {}",
-                        if v == 0 { "SUCCESS" } else { "ACCESS_DENIED" }
-                    ),
+                    PduKind::EarlyUserAuth { denied: v != 0 },
                     first_event,
                     true,
                 );
@@ -1841,35 +1810,22 @@ impl Machine<'_> {
         let msg = &buf[..len];
         match credssp::parse_ts_request(msg) {
             Ok(ts) => {
-                let mut parts = Vec::new();
                 let ntlm = ts.nego_token.as_deref().and_then(credssp::parse_ntlm);
-                if let Some(n) = &ntlm {
-                    match n.message_type {
-                        Some(NtlmMessageType::Negotiate) => parts.push("ntlm negotiate"),
-                        Some(NtlmMessageType::Challenge) => parts.push("ntlm challenge"),
-                        Some(NtlmMessageType::Authenticate) => parts.push("ntlm authenticate"),
-                        None => parts.push("negotiation token"),
-                    }
-                } else if ts.nego_token.is_some() {
-                    parts.push("negotiation token");
-                }
-                if ts.has_pub_key_auth {
-                    parts.push("pubKeyAuth");
-                }
-                if ts.has_auth_info {
-                    parts.push("authInfo (credentials)");
-                }
-                if ts.error_code.is_some() {
-                    parts.push("errorCode");
-                }
-                if parts.is_empty() {
-                    parts.push("ts request");
-                }
+                let token = match ntlm.as_ref().and_then(|n| n.message_type.as_ref()) {
+                    Some(t) => Some(NegoToken::Ntlm(NtlmKind::from(t))),
+                    None => ts.nego_token.as_ref().map(|_| NegoToken::Other),
+                };
+                let parts = TsRequestParts {
+                    token,
+                    pub_key_auth: ts.has_pub_key_auth,
+                    auth_info: ts.has_auth_info,
+                    error_code: ts.error_code.is_some(),
+                };
                 self.pdu(
                     Stage::Credssp,
                     dir,
                     len,
-                    parts.join(" + "),
+                    PduKind::TsRequest(parts),
                     first_event,
                     true,
                 );
@@ -1929,7 +1885,7 @@ impl Machine<'_> {
                     Stage::Credssp,
                     dir,
                     len,
-                    "malformed ts request".into(),
+                    PduKind::MalformedTsRequest,
                     first_event,
                     true,
                 );
@@ -2046,8 +2002,10 @@ impl Machine<'_> {
             let mut facts = acc.facts;
             let listed = acc.pdus.len() as u64;
             if !acc.pdus.is_empty() {
-                // Moved into the value (json! would copy every name).
-                let names = acc.pdus.into_iter().map(serde_json::Value::String);
+                let names = acc
+                    .pdus
+                    .iter()
+                    .map(|(d, k)| serde_json::Value::String(pdu_entry(d.sender(), k)));
                 facts.insert("pdus".into(), serde_json::Value::Array(names.collect()));
             }
             if acc.pdus_more > 0 {
@@ -2169,36 +2127,6 @@ fn not_rdp_what(buf: &[u8]) -> String {
         if head.len() == 1 { "" } else { "s" },
         hex.join(" ")
     )
-}
-
-/// The stage a share / security-layer PDU belongs to.
-fn share_stage(name: &str, cur: Stage, connected: bool) -> Stage {
-    if connected {
-        return Stage::Connected;
-    }
-    let n = name.to_ascii_lowercase();
-    if n.contains("security exchange") || n.contains("client info") {
-        Stage::Security
-    } else if n.contains("licens")
-        || n.contains("auto-detect")
-        || n.contains("autodetect")
-        || n.contains("multitransport")
-    {
-        Stage::Licensing
-    } else if n.contains("demand active")
-        || n.contains("confirm active")
-        || n.contains("synchronize")
-        || n.contains("control")
-        || n.contains("font")
-        || n.contains("monitor layout")
-        || n.contains("deactivate")
-    {
-        Stage::Capabilities
-    } else if n.contains("set error info") || n.contains("save session info") {
-        cur
-    } else {
-        cur.max(Stage::Security)
-    }
 }
 
 fn summarize(
