@@ -2195,6 +2195,9 @@ fn summarize(
 mod tests {
     use bytes::Bytes;
 
+    use crate::wire::mcs::{DomainPdu, SendData};
+    use crate::wire::x224 as wx;
+
     use crate::stage::{FailureKind, Side, Stage, Verdict};
     use crate::trace::{Dir, EventKind, Layer, Trace};
 
@@ -2371,6 +2374,367 @@ mod tests {
             (34.0..=35.1).contains(&x224.duration_ms),
             "{}",
             x224.duration_ms
+        );
+    }
+
+    // ---- the machine at its boundary: a small Trace in, stage rows and the verdict out ----
+
+    /// A conversation built PDU by PDU, 1 ms apart.
+    struct Conv {
+        t: Trace,
+        now: u64,
+    }
+
+    impl Conv {
+        /// Connected, then an X.224 exchange in which the client offers `requested` and the server
+        /// selects `selected` (MS-RDPBCGR 2.2.1.1 / 2.2.1.2).
+        fn new(requested: u8, selected: u8) -> Conv {
+            let a = "127.0.0.1:50000".parse().unwrap();
+            let b = "127.0.0.1:3389".parse().unwrap();
+            let mut c = Conv {
+                t: Trace::new(a, b),
+                now: 1_000_000_000,
+            };
+            c.ev(EventKind::Connected);
+            let mut cr = vec![3, 0, 0, 19, 14, 0xE0, 0, 0, 0, 0, 0];
+            cr.extend_from_slice(&[1, 0, 8, 0, requested, 0, 0, 0]);
+            c.send(Dir::C2S, &cr);
+            let cc = [
+                3, 0, 0, 19, 14, 0xD0, 0, 0, 0x12, 0x34, 0, 2, 0, 8, 0, selected, 0, 0, 0,
+            ];
+            c.send(Dir::S2C, &cc);
+            c
+        }
+
+        fn ev(&mut self, kind: EventKind) {
+            self.now += 1000;
+            self.t.push_at(self.now, Some(self.now), kind);
+        }
+
+        fn send(&mut self, dir: Dir, bytes: &[u8]) {
+            self.ev(EventKind::Data {
+                dir,
+                layer: Layer::Wire,
+                bytes: Bytes::copy_from_slice(bytes),
+            });
+        }
+
+        /// An MCS domain PDU in a TPKT.
+        fn domain(&mut self, dir: Dir, pdu: &DomainPdu, payload: &[u8]) {
+            let ud = pdu.emit(payload).expect("domain pdu");
+            let mut b = wx::data_header(ud.len()).expect("length").to_vec();
+            b.extend_from_slice(&ud);
+            self.send(dir, &b);
+        }
+
+        /// `payload` in a send data request (client) or indication (server) on the I/O channel.
+        fn share(&mut self, dir: Dir, payload: &[u8]) {
+            let sd = SendData {
+                initiator: 1007,
+                channel_id: 1003,
+                priority_segmentation: 0x70,
+                payload: 0..0,
+                announced_len: 0,
+            };
+            let pdu = match dir {
+                Dir::C2S => DomainPdu::SendDataRequest(sd),
+                Dir::S2C => DomainPdu::SendDataIndication(sd),
+            };
+            self.domain(dir, &pdu, payload);
+        }
+
+        fn report(&self) -> crate::report::ConnectionReport {
+            crate::decode::decode(&self.t).report
+        }
+    }
+
+    /// A share control PDU of `pdu_type` (MS-RDPBCGR 2.2.8.1.1.1.1) around `body`.
+    fn share_control(pdu_type: u16, body: &[u8]) -> Vec<u8> {
+        let total = (6 + body.len()) as u16;
+        let mut p = total.to_le_bytes().to_vec();
+        p.extend_from_slice(&(0x10 | pdu_type).to_le_bytes());
+        p.extend_from_slice(&1007u16.to_le_bytes());
+        p.extend_from_slice(body);
+        p
+    }
+
+    /// A data PDU (share data header, 2.2.8.1.1.1.2) of `pdu_type2` with `data`.
+    fn data_pdu(pdu_type2: u8, data: &[u8]) -> Vec<u8> {
+        let mut b = 0x0001_03eau32.to_le_bytes().to_vec(); // shareId
+        b.extend_from_slice(&[0, 1]); // pad1, streamId
+        b.extend_from_slice(&(data.len() as u16).to_le_bytes());
+        b.extend_from_slice(&[pdu_type2, 0, 0, 0]);
+        b.extend_from_slice(data);
+        share_control(7, &b)
+    }
+
+    /// Demand / confirm active with a source descriptor and no capability sets.
+    fn active(pdu_type: u16) -> Vec<u8> {
+        let mut b = 0x0001_03eau32.to_le_bytes().to_vec();
+        if pdu_type == 3 {
+            b.extend_from_slice(&1002u16.to_le_bytes()); // originatorId
+        }
+        b.extend_from_slice(&[4, 0, 0, 0]); // lengthSourceDescriptor, lengthCombinedCapabilities
+        b.extend_from_slice(b"RDP\0");
+        b.extend_from_slice(&[0, 0, 0, 0]); // numberCapabilities, pad
+        share_control(pdu_type, &b)
+    }
+
+    /// A licensing error message with STATUS_VALID_CLIENT / ST_NO_TRANSITION behind a basic
+    /// security header with SEC_LICENSE_PKT: how a server ends licensing.
+    fn license_valid_client() -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0xff, 3, 16, 0];
+        p.extend_from_slice(&7u32.to_le_bytes());
+        p.extend_from_slice(&2u32.to_le_bytes());
+        p.extend_from_slice(&[4, 0, 0, 0]);
+        p
+    }
+
+    fn pdus_of(r: &crate::report::ConnectionReport, stage: Stage) -> Vec<String> {
+        r.stage(stage)
+            .and_then(|s| s.facts.get("pdus"))
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    fn failure(r: &crate::report::ConnectionReport) -> (Stage, FailureKind, Side) {
+        match &r.verdict {
+            Verdict::Failed { kind, by } => (r.last_stage, kind.clone(), *by),
+            Verdict::Ok => panic!("no failure: {}", r.summary),
+        }
+    }
+
+    /// Standard RDP security at encryption level NONE, licensing to the first update: every share
+    /// PDU lands in its stage by its kind. Flow control (its marker, not a "control" PDU) is part of
+    /// the capability exchange, set error info stays in the stage it arrives in, the licensing error
+    /// alert is licensing, and only the server's font map (not the client's font list) connects.
+    #[test]
+    fn share_pdus_land_in_their_stages_and_the_font_map_connects() {
+        let mut c = Conv::new(0, 0);
+        c.share(Dir::S2C, &license_valid_client());
+        c.share(Dir::S2C, &active(1));
+        c.share(Dir::C2S, &[0x00, 0x80, 0x41, 0, 0, 0, 0xe9, 0x03]);
+        c.share(Dir::C2S, &active(3));
+        c.share(Dir::C2S, &data_pdu(0x1f, &[1, 0, 0xea, 0x03]));
+        c.share(Dir::C2S, &data_pdu(0x14, &[4, 0, 0, 0, 0, 0, 0, 0]));
+        c.share(Dir::S2C, &data_pdu(0x2f, &0x0000_0007u32.to_le_bytes()));
+        c.share(Dir::C2S, &data_pdu(0x27, &[0; 8]));
+        let before_map = c.report();
+        assert_eq!(before_map.last_stage, Stage::Capabilities);
+        assert!(before_map.stage(Stage::Connected).is_none());
+        c.share(Dir::S2C, &data_pdu(0x28, &[0; 8]));
+        c.share(Dir::S2C, &data_pdu(0x02, &[0; 4]));
+        c.ev(EventKind::Fin { dir: Dir::C2S });
+        let r = c.report();
+        let stages: Vec<Stage> = r.stages.iter().map(|s| s.stage).collect();
+        assert_eq!(
+            stages,
+            [
+                Stage::Tcp,
+                Stage::X224,
+                Stage::Licensing,
+                Stage::Capabilities,
+                Stage::Connected
+            ]
+        );
+        assert_eq!(r.verdict, Verdict::Ok, "{}", r.summary);
+        assert_eq!(
+            pdus_of(&r, Stage::X224),
+            ["client: connection request", "server: connection confirm"]
+        );
+        assert_eq!(
+            pdus_of(&r, Stage::Licensing),
+            ["server: license error alert"]
+        );
+        assert_eq!(
+            pdus_of(&r, Stage::Capabilities),
+            [
+                "server: demand active",
+                "client: flow control",
+                "client: confirm active",
+                "client: synchronize",
+                "client: control",
+                "server: set error info",
+                "client: font list",
+                "server: font map",
+            ]
+        );
+        assert_eq!(pdus_of(&r, Stage::Connected), ["server: update"]);
+        assert_eq!(
+            r.fact(Stage::Licensing, "license_valid_client"),
+            Some(&serde_json::json!(true))
+        );
+        assert_eq!(
+            r.fact(Stage::Capabilities, "set_error_info"),
+            Some(&serde_json::json!(
+                "ERRINFO_SERVER_DENIED_CONNECTION (0x00000007)"
+            ))
+        );
+    }
+
+    /// Set error info before any other share PDU stays in the channels stage (it is not a
+    /// capability-exchange PDU although its name has none of their words), and the ultimatum after
+    /// it is the server's denial there.
+    #[test]
+    fn ultimatum_after_set_error_info_is_a_denial_in_channels() {
+        let mut c = Conv::new(0, 0);
+        c.domain(Dir::C2S, &DomainPdu::ErectDomainRequest, &[]);
+        c.domain(Dir::C2S, &DomainPdu::AttachUserRequest, &[]);
+        let confirm = DomainPdu::AttachUserConfirm {
+            result: 0,
+            initiator: Some(1007),
+        };
+        c.domain(Dir::S2C, &confirm, &[]);
+        c.share(Dir::S2C, &data_pdu(0x2f, &0x0000_0009u32.to_le_bytes()));
+        c.domain(
+            Dir::S2C,
+            &DomainPdu::DisconnectProviderUltimatum { reason: 3 },
+            &[],
+        );
+        c.ev(EventKind::Fin { dir: Dir::S2C });
+        let r = c.report();
+        let (stage, kind, by) = failure(&r);
+        assert_eq!(stage, Stage::Channels);
+        assert_eq!(by, Side::Server);
+        assert_eq!(
+            kind,
+            FailureKind::Denied {
+                detail: "MCS disconnect provider ultimatum rn-user-requested".into()
+            }
+        );
+        assert_eq!(
+            pdus_of(&r, Stage::Channels),
+            [
+                "client: erect domain request",
+                "client: attach user request",
+                "server: attach user confirm",
+                "server: set error info",
+                "server: disconnect provider ultimatum",
+            ]
+        );
+        assert_eq!(
+            r.fact(Stage::Channels, "attach_user"),
+            Some(&serde_json::json!([{"initiator": 1007, "result": "rt-successful"}]))
+        );
+        assert!(r.fact(Stage::Channels, "set_error_info").is_some());
+        assert!(r.stage(Stage::Capabilities).is_none());
+    }
+
+    /// Without secrets, application data after the server's handshake flight is the next stage
+    /// (mcs under TLS). A record holding only ServerHelloDone completes the flight as one holding
+    /// ServerHello does; a record of another handshake message does not.
+    #[test]
+    fn server_hello_done_alone_ends_the_visible_handshake() {
+        let hs = |msg_type: u8| vec![22, 3, 3, 0, 4, msg_type, 0, 0, 0];
+        let mut done = hs(14);
+        done.extend(record(23, 30));
+        let r = crate::decode::decode(&tls_trace(&done, &[])).report;
+        assert_eq!(pdus_of(&r, Stage::Tls), ["server: server hello done"]);
+        assert_eq!(
+            pdus_of(&r, Stage::Mcs),
+            ["server: application data (encrypted)"]
+        );
+        assert_eq!(
+            r.fact(Stage::Mcs, "encrypted"),
+            Some(&serde_json::json!(true))
+        );
+        let mut other = hs(0);
+        other.extend(record(23, 30));
+        let r = crate::decode::decode(&tls_trace(&other, &[])).report;
+        assert_eq!(
+            pdus_of(&r, Stage::Tls),
+            [
+                "server: handshake type 0",
+                "server: application data (encrypted)"
+            ]
+        );
+        assert!(r.stage(Stage::Mcs).is_none());
+    }
+
+    /// A cleartext close_notify from the server, then its FIN: closed with close_notify (not a TLS
+    /// alert failure); a fatal alert is the failure itself, named with its code.
+    #[test]
+    fn alerts_by_description() {
+        let mut s = vec![21, 3, 3, 0, 2, 1, 0];
+        let mut t = tls_trace(&s, &[]);
+        t.push_at(1_000_100_000, None, EventKind::Fin { dir: Dir::S2C });
+        let r = crate::decode::decode(&t).report;
+        assert_eq!(
+            pdus_of(&r, Stage::Tls),
+            ["server: alert warning close_notify"]
+        );
+        let (stage, kind, by) = failure(&r);
+        assert_eq!(
+            (stage, kind, by),
+            (
+                Stage::Tls,
+                FailureKind::Closed {
+                    tls_close_notify: true
+                },
+                Side::Server
+            )
+        );
+        s[5..7].copy_from_slice(&[2, 40]);
+        let r = crate::decode::decode(&tls_trace(&s, &[])).report;
+        assert_eq!(
+            pdus_of(&r, Stage::Tls),
+            ["server: alert fatal handshake_failure"]
+        );
+        assert_eq!(
+            failure(&r).1,
+            FailureKind::TlsAlert {
+                level: "fatal".into(),
+                description: "handshake_failure".into(),
+                code: 40
+            }
+        );
+    }
+
+    /// The probe's note that the server sent close_notify (its TLS stack reports it as the end of
+    /// the stream) makes the server's FIN a close with close_notify; another note does not, and is
+    /// kept in the notes.
+    #[test]
+    fn server_close_notify_note() {
+        for (note, notify) in [
+            (crate::trace::SERVER_CLOSE_NOTIFY_NOTE, true),
+            ("tls alert from client: warning close_notify", false),
+        ] {
+            let mut c = Conv::new(1, 1);
+            c.ev(EventKind::Note(note.into()));
+            c.ev(EventKind::Fin { dir: Dir::S2C });
+            let r = c.report();
+            assert_eq!(
+                failure(&r).1,
+                FailureKind::Closed {
+                    tls_close_notify: notify
+                },
+                "{note}"
+            );
+            assert_eq!(r.notes.iter().any(|n| n == note), !notify, "{:?}", r.notes);
+        }
+    }
+
+    /// The client's labels on the capture name each PDU with its stage, as the pdus fact does.
+    #[test]
+    fn labels_name_the_pdus() {
+        let mut c = Conv::new(0, 0);
+        c.share(Dir::S2C, &active(1));
+        let d = crate::decode::decode(&c.t);
+        let labels: Vec<&str> = d
+            .labels
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "tcp: connected",
+                "x224: connection request",
+                "x224: connection confirm",
+                "capabilities: demand active"
+            ]
         );
     }
 }
