@@ -113,7 +113,7 @@ fn every_pdu_name_reads_back_as_its_kind() {
                     .get("pdus")
                     .and_then(|v| v.as_array())
                     .map_or(0, Vec::len);
-                let read = stage_pdus(s);
+                let read: Vec<_> = stage_pdus(s).collect();
                 assert_eq!(read.len(), listed, "{}: {}", f.display(), s.stage);
                 for p in read {
                     assert!(

@@ -432,9 +432,22 @@ impl HandshakeMsg {
     }
 }
 
-impl fmt::Display for HandshakeMsg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl HandshakeMsg {
+    const NAMED: [HandshakeMsg; 9] = [
+        HandshakeMsg::ClientHello,
+        HandshakeMsg::ServerHello,
+        HandshakeMsg::Certificate,
+        HandshakeMsg::ServerHelloDone,
+        HandshakeMsg::ClientKeyExchange,
+        HandshakeMsg::Finished,
+        HandshakeMsg::ServerKeyExchange,
+        HandshakeMsg::CertificateRequest,
+        HandshakeMsg::NewSessionTicket,
+    ];
+
+    /// The name of a message rdprobe names; `None` for [`HandshakeMsg::Type`].
+    fn static_name(self) -> Option<&'static str> {
+        Some(match self {
             HandshakeMsg::ClientHello => "client hello",
             HandshakeMsg::ServerHello => "server hello",
             HandshakeMsg::Certificate => "certificate",
@@ -444,8 +457,18 @@ impl fmt::Display for HandshakeMsg {
             HandshakeMsg::ServerKeyExchange => "server key exchange",
             HandshakeMsg::CertificateRequest => "certificate request",
             HandshakeMsg::NewSessionTicket => "new session ticket",
-            HandshakeMsg::Type(t) => return write!(f, "handshake type {t}"),
+            HandshakeMsg::Type(_) => return None,
         })
+    }
+}
+
+impl fmt::Display for HandshakeMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.static_name(), self) {
+            (Some(n), _) => f.write_str(n),
+            (None, HandshakeMsg::Type(t)) => write!(f, "handshake type {t}"),
+            (None, _) => Ok(()),
+        }
     }
 }
 
@@ -484,15 +507,32 @@ fn alert_level_name(level: u8) -> String {
     }
 }
 
-/// "close_notify", "unknown_N": an alert description's name.
-fn alert_description(code: u8) -> String {
-    super::tls::alert_description_name(code)
-        .map_or_else(|| format!("unknown_{code}"), str::to_owned)
-}
+impl PduKind {
+    /// The kinds whose name is fixed (no data in it), for reading names back.
+    const FIXED: [PduKind; 18] = [
+        PduKind::ConnectionRequest,
+        PduKind::ConnectionConfirm,
+        PduKind::NegotiationFailure,
+        PduKind::X224Disconnect,
+        PduKind::MalformedX224,
+        PduKind::FastPath,
+        PduKind::McsConnectInitial,
+        PduKind::McsConnectResponse,
+        PduKind::UnrecognizedMcs,
+        PduKind::UnrecognizedData,
+        PduKind::EncryptedHandshake { finished: true },
+        PduKind::EncryptedHandshake { finished: false },
+        PduKind::ChangeCipherSpec,
+        PduKind::EncryptedAlert,
+        PduKind::ApplicationData,
+        PduKind::EarlyUserAuth { denied: false },
+        PduKind::EarlyUserAuth { denied: true },
+        PduKind::MalformedTsRequest,
+    ];
 
-impl fmt::Display for PduKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
+    /// The name of a kind whose name carries no data.
+    fn static_name(&self) -> Option<&'static str> {
+        Some(match self {
             PduKind::ConnectionRequest => "connection request",
             PduKind::ConnectionConfirm => "connection confirm",
             PduKind::NegotiationFailure => "negotiation failure",
@@ -506,6 +546,31 @@ impl fmt::Display for PduKind {
             PduKind::Share(s) => s.name(),
             PduKind::UnrecognizedData => "unrecognized data pdu",
             PduKind::TlsHandshake(msgs) if msgs.is_empty() => "handshake",
+            PduKind::EncryptedHandshake { finished: true } => "encrypted handshake (finished)",
+            PduKind::EncryptedHandshake { finished: false } => "encrypted handshake",
+            PduKind::ChangeCipherSpec => "change cipher spec",
+            PduKind::EncryptedAlert => "encrypted alert",
+            PduKind::ApplicationData => "application data (encrypted)",
+            PduKind::EarlyUserAuth { denied: false } => "early user authorization result SUCCESS",
+            PduKind::EarlyUserAuth { denied: true } => {
+                "early user authorization result ACCESS_DENIED"
+            }
+            PduKind::MalformedTsRequest => "malformed ts request",
+            PduKind::TlsHandshake(_)
+            | PduKind::Alert { .. }
+            | PduKind::TlsRecord(_)
+            | PduKind::TsRequest(_)
+            | PduKind::Other(_) => return None,
+        })
+    }
+}
+
+impl fmt::Display for PduKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = self.static_name() {
+            return f.write_str(s);
+        }
+        match self {
             PduKind::TlsHandshake(msgs) => {
                 for (i, m) in msgs.iter().enumerate() {
                     if i > 0 {
@@ -513,31 +578,20 @@ impl fmt::Display for PduKind {
                     }
                     write!(f, "{m}")?;
                 }
-                return Ok(());
+                Ok(())
             }
-            PduKind::EncryptedHandshake { finished: true } => "encrypted handshake (finished)",
-            PduKind::EncryptedHandshake { finished: false } => "encrypted handshake",
-            PduKind::ChangeCipherSpec => "change cipher spec",
             PduKind::Alert { level, description } => {
-                return write!(
-                    f,
-                    "alert {} {}",
-                    alert_level_name(*level),
-                    alert_description(*description)
-                )
+                write!(f, "alert {} ", alert_level_name(*level))?;
+                match super::tls::alert_description_name(*description) {
+                    Some(d) => f.write_str(d),
+                    None => write!(f, "unknown_{description}"),
+                }
             }
-            PduKind::EncryptedAlert => "encrypted alert",
-            PduKind::ApplicationData => "application data (encrypted)",
-            PduKind::TlsRecord(ct) => return write!(f, "record type {ct}"),
-            PduKind::TsRequest(p) => return write!(f, "{p}"),
-            PduKind::EarlyUserAuth { denied: false } => "early user authorization result SUCCESS",
-            PduKind::EarlyUserAuth { denied: true } => {
-                "early user authorization result ACCESS_DENIED"
-            }
-            PduKind::MalformedTsRequest => "malformed ts request",
-            PduKind::Other(s) => s,
-        };
-        f.write_str(s)
+            PduKind::TlsRecord(ct) => write!(f, "record type {ct}"),
+            PduKind::TsRequest(p) => write!(f, "{p}"),
+            PduKind::Other(s) => f.write_str(s),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -600,37 +654,24 @@ impl PduKind {
         Self::parse_known(name).unwrap_or_else(|| PduKind::Other(name.to_owned()))
     }
 
+    // Compares against the static names (no allocation per name read: diagnose reads the last PDUs
+    // of every report analyze prints).
     fn parse_known(name: &str) -> Option<PduKind> {
-        let fixed = [
-            PduKind::ConnectionRequest,
-            PduKind::ConnectionConfirm,
-            PduKind::NegotiationFailure,
-            PduKind::X224Disconnect,
-            PduKind::MalformedX224,
-            PduKind::FastPath,
-            PduKind::McsConnectInitial,
-            PduKind::McsConnectResponse,
-            PduKind::UnrecognizedMcs,
-            PduKind::UnrecognizedData,
-            PduKind::EncryptedHandshake { finished: true },
-            PduKind::EncryptedHandshake { finished: false },
-            PduKind::ChangeCipherSpec,
-            PduKind::EncryptedAlert,
-            PduKind::ApplicationData,
-            PduKind::EarlyUserAuth { denied: false },
-            PduKind::EarlyUserAuth { denied: true },
-            PduKind::MalformedTsRequest,
-            PduKind::TlsHandshake(Vec::new()),
-        ];
-        let known = fixed
+        if name == "handshake" {
+            return Some(PduKind::TlsHandshake(Vec::new()));
+        }
+        if let Some(k) = Self::FIXED.iter().find(|k| k.static_name() == Some(name)) {
+            return Some(k.clone());
+        }
+        if let Some(d) = DomainKind::ALL.into_iter().find(|d| d.name() == name) {
+            return Some(PduKind::Domain(d));
+        }
+        if let Some(s) = ShareKind::ALL
             .into_iter()
-            .chain(DomainKind::ALL.into_iter().map(PduKind::Domain))
-            .chain(ShareKind::ALL.into_iter().map(PduKind::Share))
-            .chain([PduKind::Share(ShareKind::OtherData)]);
-        for k in known {
-            if k.to_string() == name {
-                return Some(k);
-            }
+            .chain([ShareKind::OtherData])
+            .find(|s| s.name() == name)
+        {
+            return Some(PduKind::Share(s));
         }
         if let Some(ct) = name.strip_prefix("record type ") {
             return ct.parse().ok().map(PduKind::TlsRecord);
@@ -642,7 +683,13 @@ impl PduKind {
                 "fatal" => 2,
                 l => l.strip_prefix("level_")?.parse().ok()?,
             };
-            let description = (0..=u8::MAX).find(|&c| alert_description(c) == desc)?;
+            // A named description ("unknown_ca" is one), else "unknown_N" for an unnamed code.
+            let description = (0..=u8::MAX)
+                .find(|&c| super::tls::alert_description_name(c) == Some(desc))
+                .or_else(|| {
+                    let c = desc.strip_prefix("unknown_")?.parse().ok()?;
+                    super::tls::alert_description_name(c).is_none().then_some(c)
+                })?;
             return Some(PduKind::Alert { level, description });
         }
         if let Some(msgs) = parse_handshakes(name) {
@@ -658,9 +705,9 @@ fn parse_handshakes(name: &str) -> Option<Vec<HandshakeMsg>> {
             if let Some(t) = m.strip_prefix("handshake type ") {
                 return t.parse().ok().map(HandshakeMsg::Type);
             }
-            (0..=u8::MAX)
-                .map(HandshakeMsg::from_type)
-                .find(|h| !matches!(h, HandshakeMsg::Type(_)) && h.to_string() == m)
+            HandshakeMsg::NAMED
+                .into_iter()
+                .find(|h| h.static_name() == Some(m))
         })
         .collect()
 }
@@ -704,30 +751,28 @@ pub fn pdu_entry(side: Side, kind: &PduKind) -> String {
     format!("{side}: {kind}")
 }
 
-/// The PDUs of a stage read back from its `pdus` fact ("client: connection request"): the one
-/// reader of those strings, for a report that exists only as JSON. Entries without a side are
-/// skipped.
-pub fn stage_pdus(s: &StageReport) -> Vec<StagePdu> {
-    let Some(list) = s.facts.get("pdus").and_then(|v| v.as_array()) else {
-        return Vec::new();
+/// The PDUs of a stage read back from its `pdus` fact ("client: connection request"), in order
+/// (read as they are taken: `.rev()` reads from the last): the one reader of those strings, for a
+/// report that exists only as JSON. Entries without a side are skipped.
+pub fn stage_pdus(s: &StageReport) -> impl DoubleEndedIterator<Item = StagePdu> + '_ {
+    let list = match s.facts.get("pdus") {
+        Some(serde_json::Value::Array(a)) => a.as_slice(),
+        _ => &[],
     };
-    list.iter()
-        .filter_map(|v| v.as_str())
-        .filter_map(|p| {
-            let (side, name) = if let Some(n) = p.strip_prefix("client: ") {
-                (Side::Client, n)
-            } else if let Some(n) = p.strip_prefix("server: ") {
-                (Side::Server, n)
-            } else {
-                return None;
-            };
-            Some(StagePdu {
-                stage: s.stage,
-                side,
-                kind: PduKind::parse(name),
-            })
+    list.iter().filter_map(|v| v.as_str()).filter_map(|p| {
+        let (side, name) = if let Some(n) = p.strip_prefix("client: ") {
+            (Side::Client, n)
+        } else if let Some(n) = p.strip_prefix("server: ") {
+            (Side::Server, n)
+        } else {
+            return None;
+        };
+        Some(StagePdu {
+            stage: s.stage,
+            side,
+            kind: PduKind::parse(name),
         })
-        .collect()
+    })
 }
 
 #[cfg(test)]

@@ -598,7 +598,6 @@ impl<'a> Ctx<'a> {
         for s in self.r.stages[..=idx].iter().rev().take(2) {
             // The alert or error that ended the stage is the failure itself, not what it answered.
             let last = stage_pdus(s)
-                .into_iter()
                 .rev()
                 .find(|p| !(p.kind.is_any_alert() || p.kind.has_error_code()));
             if let Some(p) = last {

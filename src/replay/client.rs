@@ -134,7 +134,7 @@ pub fn derive_client(trace: &Trace, report: &ConnectionReport) -> ClientPlan {
             let mut last = None;
             for s in &report.stages {
                 // A stage with a PDU other than encrypted data and alerts (TLS, licensing).
-                let active = stage_pdus(s).iter().any(|p| {
+                let active = stage_pdus(s).any(|p| {
                     !(p.kind.is_any_alert()
                         || matches!(
                             p.kind,
