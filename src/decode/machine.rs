@@ -2737,4 +2737,95 @@ mod tests {
             ]
         );
     }
+
+    /// NTLM message `ty` (MS-NLMP 2.2.1) in a TSRequest: the signature and type, zeros after.
+    fn ntlm(ty: u32) -> Vec<u8> {
+        let mut m = b"NTLMSSP\0".to_vec();
+        m.extend_from_slice(&ty.to_le_bytes());
+        m.extend_from_slice(&[0; 80]);
+        crate::decode::credssp::encode_ts_request_nego(6, &m)
+    }
+
+    impl Conv {
+        fn inner(&mut self, dir: Dir, bytes: &[u8]) {
+            self.ev(EventKind::Data {
+                dir,
+                layer: Layer::Inner,
+                bytes: Bytes::copy_from_slice(bytes),
+            });
+        }
+
+        /// CredSSP to the client's AUTHENTICATE (cleartext above TLS, as with the session's keys).
+        fn to_authenticate(selected: u8) -> Conv {
+            let mut c = Conv::new(0x0b, selected);
+            c.inner(Dir::C2S, &ntlm(1));
+            c.inner(Dir::S2C, &ntlm(2));
+            c.inner(Dir::C2S, &ntlm(3));
+            c
+        }
+    }
+
+    /// How the server answers the NTLM AUTHENTICATE decides the failure: a close without a
+    /// TSRequest errorCode is the credentials most likely rejected; an errorCode is named by its
+    /// NTSTATUS; HYBRID_EX's Early User Authorization Result ACCESS_DENIED is a denial.
+    #[test]
+    fn answers_to_the_ntlm_authenticate() {
+        let mut c = Conv::to_authenticate(2);
+        c.ev(EventKind::Fin { dir: Dir::S2C });
+        let r = c.report();
+        assert_eq!(
+            pdus_of(&r, Stage::Credssp),
+            [
+                "client: ntlm negotiate",
+                "server: ntlm challenge",
+                "client: ntlm authenticate"
+            ]
+        );
+        let (stage, kind, by) = failure(&r);
+        assert_eq!((stage, by), (Stage::Credssp, Side::Server));
+        assert!(
+            matches!(&kind, FailureKind::AuthFailure { ntstatus: None, detail, .. }
+                if detail.contains("right after the NTLM AUTHENTICATE")),
+            "{kind:?}"
+        );
+
+        let mut c = Conv::to_authenticate(2);
+        c.inner(
+            Dir::S2C,
+            &crate::decode::credssp::encode_ts_request_error(6, 0xC000_006D),
+        );
+        let r = c.report();
+        assert_eq!(
+            pdus_of(&r, Stage::Credssp).last().map(String::as_str),
+            Some("server: errorCode")
+        );
+        assert!(
+            matches!(
+                failure(&r).1,
+                FailureKind::AuthFailure {
+                    ntstatus: Some(0xC000_006D),
+                    ..
+                }
+            ),
+            "{:?}",
+            r.verdict
+        );
+
+        let mut c = Conv::to_authenticate(8);
+        c.inner(Dir::S2C, &[5, 0, 0, 0]);
+        let r = c.report();
+        assert_eq!(
+            pdus_of(&r, Stage::Credssp).last().map(String::as_str),
+            Some("server: early user authorization result ACCESS_DENIED")
+        );
+        assert!(
+            matches!(failure(&r).1, FailureKind::Denied { ref detail } if detail.contains("ACCESS_DENIED")),
+            "{:?}",
+            r.verdict
+        );
+        assert_eq!(
+            r.fact(Stage::Credssp, "early_user_auth"),
+            Some(&serde_json::json!("access_denied"))
+        );
+    }
 }
