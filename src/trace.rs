@@ -119,6 +119,16 @@ pub enum EventKind {
     CaptureEnd,
 }
 
+/// The note the probe records when the server ends the TLS session (close_notify) before TCP:
+/// its TLS stack reports the alert as an end of stream, not as bytes the Trace could hold.
+pub const SERVER_CLOSE_NOTIFY_NOTE: &str = "tls alert from server: warning close_notify";
+
+/// Whether a note says the server sent close_notify ([`SERVER_CLOSE_NOTIFY_NOTE`], also as written
+/// into captures by earlier versions: a note naming close_notify from the server).
+pub fn is_server_close_notify_note(note: &str) -> bool {
+    note.contains("close_notify") && note.contains("from server")
+}
+
 /// An event with its time and, for traces read from a capture, the frame number behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {

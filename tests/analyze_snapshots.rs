@@ -79,3 +79,69 @@ fn analyze_fixture_captures() {
     }
     expect_test::expect_file!["snapshots/analyze_fixtures.txt"].assert_eq(&out);
 }
+
+/// Every PDU name the decoder writes into a `pdus` fact of a fixture (or corpus) capture reads back as a
+/// typed kind (never kept as an unknown name) that prints the same name: replay and diagnose, which
+/// read reports back from JSON, see the kinds the machine matched.
+#[test]
+fn every_pdu_name_reads_back_as_its_kind() {
+    use rdprobe::decode::pdu::{stage_pdus, PduKind};
+    let root = env!("CARGO_MANIFEST_DIR");
+    // The fixtures, and the public corpus beside the checkout when it is there (read only).
+    let dirs = [
+        format!("{root}/fixtures/captures"),
+        format!("{root}/../shared/corpus"),
+        format!("{root}/../shared/corpus/more"),
+    ];
+    let files = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"));
+    let mut seen = std::collections::BTreeSet::new();
+    for f in files {
+        let r = std::io::BufReader::new(std::fs::File::open(&f).unwrap());
+        let Ok(conversations) = read_conversations(r, ReaderOptions::default()) else {
+            continue;
+        };
+        for t in conversations.flatten() {
+            let report = rdprobe::decode::decode(&t).report;
+            for s in &report.stages {
+                let listed = s
+                    .facts
+                    .get("pdus")
+                    .and_then(|v| v.as_array())
+                    .map_or(0, Vec::len);
+                let read: Vec<_> = stage_pdus(s).collect();
+                assert_eq!(read.len(), listed, "{}: {}", f.display(), s.stage);
+                for p in read {
+                    assert!(
+                        !matches!(p.kind, PduKind::Other(_)),
+                        "{}: {} {:?}",
+                        f.display(),
+                        s.stage,
+                        p.kind
+                    );
+                    seen.insert(p.kind.to_string());
+                }
+            }
+        }
+    }
+    // The fixtures cover every layer: X.224, TLS, CredSSP, MCS, share PDUs.
+    for name in [
+        "connection request",
+        "client hello",
+        "change cipher spec",
+        "mcs connect initial",
+        "attach user confirm",
+        "demand active",
+        "font map",
+    ] {
+        assert!(seen.contains(name), "{name} not seen in {seen:?}");
+    }
+    assert!(
+        seen.iter().any(|n| n.starts_with("ntlm challenge")),
+        "{seen:?}"
+    );
+}

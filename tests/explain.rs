@@ -1345,3 +1345,45 @@ fn reset_right_after_authenticate_lists_rejected_credentials() {
         d.evidence
     );
 }
+
+/// A protocol mismatch is judged on the protocol flags, not on words in their names: HYBRID_EX
+/// selected for a client that offered only TLS means NLA is required; HYBRID selected for a client
+/// that offered HYBRID_EX (NLA, but not the protocol the server chose) is the mismatch itself.
+#[test]
+fn protocol_mismatch_judged_on_flags() {
+    let mismatch = |requested: &str, selected: &str| {
+        report(
+            vec![tcp(), x224(selected)],
+            FailureKind::ProtocolMismatch {
+                requested: requested.into(),
+                selected: selected.into(),
+            },
+            Side::Server,
+        )
+    };
+    let d = check(
+        &mismatch("PROTOCOL_SSL", "PROTOCOL_HYBRID_EX"),
+        FaultClass::Policy,
+        "nla_required",
+    );
+    assert!(
+        d.evidence[0].contains("selected PROTOCOL_HYBRID_EX"),
+        "{d:?}"
+    );
+    check(
+        &mismatch("PROTOCOL_SSL|PROTOCOL_HYBRID_EX", "PROTOCOL_HYBRID"),
+        FaultClass::Policy,
+        "protocol_mismatch",
+    );
+    check(
+        &mismatch("PROTOCOL_HYBRID", "PROTOCOL_SSL"),
+        FaultClass::Policy,
+        "tls_required",
+    );
+    // Names that are no protocol: nothing but the mismatch.
+    check(
+        &mismatch("", "TLS"),
+        FaultClass::Policy,
+        "protocol_mismatch",
+    );
+}

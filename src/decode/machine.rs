@@ -9,6 +9,9 @@
 use serde_json::json;
 
 use super::credssp::{self, NtlmMessageType};
+use super::pdu::{
+    pdu_entry, DomainKind, HandshakeMsg, NegoToken, NtlmKind, PduKind, ShareKind, TsRequestParts,
+};
 use super::{mcs, tls, x224, Decoded};
 use crate::evidence::Provenance;
 use crate::report::{ConnectionReport, Facts, StageReport};
@@ -129,7 +132,8 @@ struct StageAcc {
     bytes_s2c: u64,
     frames: Vec<u64>,
     facts: Facts,
-    pdus: Vec<String>,
+    /// The PDUs listed in the `pdus` fact, by direction; named only when the report is made.
+    pdus: Vec<(Dir, PduKind)>,
     /// PDUs seen beyond `MAX_PDUS_LISTED`.
     pdus_more: u64,
 }
@@ -360,7 +364,7 @@ impl Machine<'_> {
         stage: Stage,
         dir: Dir,
         len: usize,
-        name: String,
+        kind: PduKind,
         label_idx: usize,
         inner: bool,
     ) {
@@ -378,15 +382,15 @@ impl Machine<'_> {
                 acc.frames.push(f);
             }
         }
-        let who = if dir == Dir::C2S { "client" } else { "server" };
         // Bounded: a long session lists its first PDUs and counts the rest.
+        let label = self.want_labels.then(|| format!("{}: {kind}", self.cur()));
+        let acc = self.acc();
         if acc.pdus.len() < MAX_PDUS_LISTED {
-            acc.pdus.push(format!("{who}: {name}"));
+            acc.pdus.push((dir, kind));
         } else {
             acc.pdus_more += 1;
         }
-        if self.want_labels {
-            let text = format!("{}: {name}", self.cur());
+        if let Some(text) = label {
             if inner {
                 self.inner_label(dir, label_idx, text);
             } else {
@@ -585,7 +589,7 @@ impl Machine<'_> {
                 }
             }
             EventKind::Note(n) => {
-                if n.contains("close_notify") && n.contains("from server") {
+                if crate::trace::is_server_close_notify_note(n) {
                     self.close_notify_from_server = true;
                 } else if !self.notes.contains(n) {
                     self.notes.push(n.clone());
@@ -678,16 +682,9 @@ impl Machine<'_> {
 
     /// The last PDU `side` sent in the current stage (or the one before), pretty.
     fn last_pdu_of(&self, side: Side) -> Option<String> {
-        let prefix = format!("{side}: ");
         for (_, acc) in self.stages.iter().rev().take(2) {
-            if let Some(p) = acc.pdus.iter().rev().find_map(|p| p.strip_prefix(&prefix)) {
-                return Some(match p {
-                    "client hello" => "ClientHello".to_owned(),
-                    "connection request" => "X.224 Connection Request".to_owned(),
-                    "connection confirm" => "X.224 Connection Confirm".to_owned(),
-                    w if w.starts_with("server hello") => format!("ServerHello flight ({w})"),
-                    w => w.to_owned(),
-                });
+            if let Some((_, k)) = acc.pdus.iter().rev().find(|(d, _)| d.sender() == side) {
+                return Some(k.pretty());
             }
         }
         None
@@ -1029,14 +1026,7 @@ impl Machine<'_> {
                 } else {
                     self.cur().max(Stage::Capabilities)
                 };
-                self.pdu(
-                    stage,
-                    dir,
-                    len,
-                    "fast-path update".into(),
-                    first_event,
-                    inner,
-                );
+                self.pdu(stage, dir, len, PduKind::FastPath, first_event, inner);
                 return Some(len);
             }
             x224::Frame::Tpkt(len) => len,
@@ -1052,7 +1042,7 @@ impl Machine<'_> {
                     Stage::X224,
                     dir,
                     len,
-                    "connection request".into(),
+                    PduKind::ConnectionRequest,
                     first_event,
                     inner,
                 );
@@ -1067,7 +1057,7 @@ impl Machine<'_> {
                     Stage::X224,
                     dir,
                     len,
-                    "connection confirm".into(),
+                    PduKind::ConnectionConfirm,
                     first_event,
                     inner,
                 );
@@ -1105,7 +1095,7 @@ impl Machine<'_> {
                     Stage::X224,
                     dir,
                     len,
-                    "negotiation failure".into(),
+                    PduKind::NegotiationFailure,
                     first_event,
                     inner,
                 );
@@ -1122,14 +1112,7 @@ impl Machine<'_> {
             }
             x224::X224::DisconnectRequest => {
                 let stage = self.cur();
-                self.pdu(
-                    stage,
-                    dir,
-                    len,
-                    "x.224 disconnect request".into(),
-                    first_event,
-                    inner,
-                );
+                self.pdu(stage, dir, len, PduKind::X224Disconnect, first_event, inner);
                 self.fail(
                     FailureKind::Denied {
                         detail: "X.224 disconnect request".into(),
@@ -1147,14 +1130,7 @@ impl Machine<'_> {
                 } else {
                     self.cur()
                 };
-                self.pdu(
-                    stage,
-                    dir,
-                    len,
-                    "malformed x.224".into(),
-                    first_event,
-                    inner,
-                );
+                self.pdu(stage, dir, len, PduKind::MalformedX224, first_event, inner);
                 self.kill(dir, if inner { Layer::Inner } else { Layer::Wire });
                 self.malformed(dir, what, base + offset as u64);
                 return None;
@@ -1171,7 +1147,7 @@ impl Machine<'_> {
                 Stage::Mcs,
                 dir,
                 len,
-                "mcs connect initial".into(),
+                PduKind::McsConnectInitial,
                 first_event,
                 inner,
             );
@@ -1190,7 +1166,7 @@ impl Machine<'_> {
                 Stage::Mcs,
                 dir,
                 len,
-                "mcs connect response".into(),
+                PduKind::McsConnectResponse,
                 first_event,
                 inner,
             );
@@ -1250,18 +1226,13 @@ impl Machine<'_> {
                 .and_then(|(_, a)| a.facts.get("encryption_method"))
                 .and_then(|v| v.as_str())
                 .is_some_and(|m| m != "none");
-        match mcs::classify_domain_pdu(ud) {
-            Some((name, facts)) => {
-                let stage = match name {
-                    "erect domain request"
-                    | "attach user request"
-                    | "attach user confirm"
-                    | "channel join request"
-                    | "channel join confirm" => Stage::Channels,
-                    "disconnect provider ultimatum" => self.cur(),
+        match mcs::domain_pdu(ud) {
+            Some((kind, facts)) => {
+                let stage = match kind {
+                    DomainKind::DisconnectProviderUltimatum => self.cur(),
                     _ => Stage::Channels,
                 };
-                if name.starts_with("send data") {
+                if kind.is_send_data() {
                     let payload = facts
                         .get("payload_offset")
                         .and_then(|v| v.as_u64())
@@ -1270,8 +1241,8 @@ impl Machine<'_> {
                     self.share_pdu(dir, len, payload, has_sec, first_event, inner);
                     return;
                 }
-                self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
-                if name == "disconnect provider ultimatum" {
+                self.pdu(stage, dir, len, PduKind::Domain(kind), first_event, inner);
+                if kind == DomainKind::DisconnectProviderUltimatum {
                     let reason = facts
                         .get("reason")
                         .map(|v| v.to_string().trim_matches('"').to_owned())
@@ -1285,12 +1256,12 @@ impl Machine<'_> {
                         dir.sender(),
                     );
                 }
-                if name == "attach user confirm" || name == "channel join confirm" {
-                    let key = if name == "attach user confirm" {
-                        "attach_user"
-                    } else {
-                        "channel_join"
-                    };
+                let key = match kind {
+                    DomainKind::AttachUserConfirm => Some("attach_user"),
+                    DomainKind::ChannelJoinConfirm => Some("channel_join"),
+                    _ => None,
+                };
+                if let Some(key) = key {
                     let mut entries = self
                         .acc()
                         .facts
@@ -1307,7 +1278,7 @@ impl Machine<'_> {
                     stage,
                     dir,
                     len,
-                    "unrecognized mcs pdu".into(),
+                    PduKind::UnrecognizedMcs,
                     first_event,
                     inner,
                 );
@@ -1324,8 +1295,10 @@ impl Machine<'_> {
         first_event: usize,
         inner: bool,
     ) {
-        match mcs::classify_share_pdu(payload, has_sec) {
-            Some(("encrypted pdu", _)) if !self.connected && self.cur() >= Stage::Licensing => {
+        match mcs::share_pdu(payload, has_sec) {
+            Some((ShareKind::Encrypted, _))
+                if !self.connected && self.cur() >= Stage::Licensing =>
+            {
                 // Standard RDP security encrypts the capability exchange and finalization; without
                 // the session keys the stages are inferred from the PDU order: the client sends
                 // confirm active, synchronize, 2 x control and font list (5), the server answers
@@ -1338,7 +1311,7 @@ impl Machine<'_> {
                     Stage::Capabilities,
                     dir,
                     len,
-                    "encrypted pdu".into(),
+                    PduKind::Share(ShareKind::Encrypted),
                     first_event,
                     inner,
                 );
@@ -1353,20 +1326,20 @@ impl Machine<'_> {
                     self.ended_by = None;
                 }
             }
-            Some((name, facts)) => {
-                let stage = share_stage(name, self.cur(), self.connected);
-                self.pdu(stage, dir, len, name.to_owned(), first_event, inner);
-                if name.contains("set error info") {
+            Some((kind, facts)) => {
+                let stage = kind.stage(self.cur(), self.connected);
+                self.pdu(stage, dir, len, PduKind::Share(kind), first_event, inner);
+                if kind == ShareKind::SetErrorInfo {
                     if let Some(code) = facts.get("error_info") {
                         self.fact("set_error_info", code.clone());
                     }
                 }
-                if name.contains("license error") {
+                if kind == ShareKind::LicenseErrorAlert {
                     for (k, v) in &facts {
                         self.fact(&format!("license_{k}"), v.clone());
                     }
                 }
-                if name.contains("font map") && dir == Dir::S2C {
+                if kind == ShareKind::FontMap && dir == Dir::S2C {
                     self.enter(Stage::Connected);
                     self.connected = true;
                     self.ended_by = None;
@@ -1382,7 +1355,7 @@ impl Machine<'_> {
                     stage,
                     dir,
                     len,
-                    "unrecognized data pdu".into(),
+                    PduKind::UnrecognizedData,
                     first_event,
                     inner,
                 );
@@ -1440,14 +1413,15 @@ impl Machine<'_> {
         match ct {
             tls::CT_HANDSHAKE if !ccs => {
                 let (msgs, err) = self.wire[di(dir)].handshake.push(frag);
-                let mut names = Vec::new();
-                for m in &msgs {
-                    names.push(self.handshake_fact(m, dir));
-                }
-                if names.is_empty() {
-                    names.push("handshake".into());
-                }
-                self.pdu(Stage::Tls, dir, total, names.join(", "), first_event, false);
+                let kinds = msgs.iter().map(|m| self.handshake_fact(m)).collect();
+                self.pdu(
+                    Stage::Tls,
+                    dir,
+                    total,
+                    PduKind::TlsHandshake(kinds),
+                    first_event,
+                    false,
+                );
                 if let Some((off, what)) = err {
                     self.fact(
                         &format!(
@@ -1463,7 +1437,7 @@ impl Machine<'_> {
                     Stage::Tls,
                     dir,
                     total,
-                    "encrypted handshake (finished)".into(),
+                    PduKind::EncryptedHandshake { finished: true },
                     first_event,
                     false,
                 );
@@ -1474,7 +1448,7 @@ impl Machine<'_> {
                     Stage::Tls,
                     dir,
                     total,
-                    "change cipher spec".into(),
+                    PduKind::ChangeCipherSpec,
                     first_event,
                     false,
                 );
@@ -1488,7 +1462,10 @@ impl Machine<'_> {
                             stage,
                             dir,
                             total,
-                            format!("alert {level} {desc}"),
+                            PduKind::Alert {
+                                level: frag[0],
+                                description: code,
+                            },
                             first_event,
                             false,
                         );
@@ -1517,7 +1494,7 @@ impl Machine<'_> {
                             stage,
                             dir,
                             total,
-                            "encrypted alert".into(),
+                            PduKind::EncryptedAlert,
                             first_event,
                             false,
                         );
@@ -1538,12 +1515,10 @@ impl Machine<'_> {
                     self.client_finished = true;
                     self.tls_done = true;
                 }
-                let name = if dir == Dir::C2S {
-                    "encrypted handshake (finished)"
-                } else {
-                    "encrypted handshake"
+                let kind = PduKind::EncryptedHandshake {
+                    finished: dir == Dir::C2S,
                 };
-                self.pdu(Stage::Tls, dir, total, name.into(), first_event, false);
+                self.pdu(Stage::Tls, dir, total, kind, first_event, false);
             }
             tls::CT_APPLICATION_DATA => {
                 if !self.has_inner {
@@ -1569,7 +1544,7 @@ impl Machine<'_> {
                         stage,
                         dir,
                         total,
-                        "application data (encrypted)".into(),
+                        PduKind::ApplicationData,
                         first_event,
                         false,
                     );
@@ -1612,7 +1587,7 @@ impl Machine<'_> {
                     Stage::Tls,
                     dir,
                     total,
-                    format!("record type {ct}"),
+                    PduKind::TlsRecord(ct),
                     first_event,
                     false,
                 );
@@ -1628,10 +1603,15 @@ impl Machine<'_> {
             || self
                 .stages
                 .iter()
-                .any(|(s, a)| *s == Stage::Tls && a.pdus.iter().any(|p| p.contains("server hello")))
+                .filter(|(s, _)| *s == Stage::Tls)
+                .flat_map(|(_, a)| &a.pdus)
+                .any(|(_, k)| {
+                    k.has_handshake(HandshakeMsg::ServerHello)
+                        || k.has_handshake(HandshakeMsg::ServerHelloDone)
+                })
     }
 
-    fn handshake_fact(&mut self, m: &tls::Handshake, dir: Dir) -> String {
+    fn handshake_fact(&mut self, m: &tls::Handshake) -> HandshakeMsg {
         match m {
             tls::Handshake::ClientHello {
                 version,
@@ -1651,7 +1631,7 @@ impl Machine<'_> {
                 if let Some(s) = sni {
                     self.fact("sni", json!(s));
                 }
-                "client hello".into()
+                HandshakeMsg::ClientHello
             }
             tls::Handshake::ServerHello {
                 version,
@@ -1670,7 +1650,7 @@ impl Machine<'_> {
                 if legacy {
                     self.fact("legacy_only", json!(true));
                 }
-                "server hello".into()
+                HandshakeMsg::ServerHello
             }
             tls::Handshake::Certificate { chain } => {
                 if let Some(leaf) = chain.first() {
@@ -1678,20 +1658,12 @@ impl Machine<'_> {
                     let leaf = leaf.clone();
                     self.cert_facts(&leaf, n);
                 }
-                "certificate".into()
+                HandshakeMsg::Certificate
             }
-            tls::Handshake::ServerHelloDone => "server hello done".into(),
-            tls::Handshake::ClientKeyExchange => "client key exchange".into(),
-            tls::Handshake::Finished => "finished".into(),
-            tls::Handshake::Other { msg_type } => {
-                let _ = dir;
-                match msg_type {
-                    12 => "server key exchange".into(),
-                    13 => "certificate request".into(),
-                    4 => "new session ticket".into(),
-                    t => format!("handshake type {t}"),
-                }
-            }
+            tls::Handshake::ServerHelloDone => HandshakeMsg::ServerHelloDone,
+            tls::Handshake::ClientKeyExchange => HandshakeMsg::ClientKeyExchange,
+            tls::Handshake::Finished => HandshakeMsg::Finished,
+            tls::Handshake::Other { msg_type } => HandshakeMsg::from_type(*msg_type),
         }
     }
 
@@ -1786,10 +1758,7 @@ impl Machine<'_> {
                     Stage::Credssp,
                     dir,
                     4,
-                    format!(
-                        "early user authorization result {}",
-                        if v == 0 { "SUCCESS" } else { "ACCESS_DENIED" }
-                    ),
+                    PduKind::EarlyUserAuth { denied: v != 0 },
                     first_event,
                     true,
                 );
@@ -1841,35 +1810,22 @@ impl Machine<'_> {
         let msg = &buf[..len];
         match credssp::parse_ts_request(msg) {
             Ok(ts) => {
-                let mut parts = Vec::new();
                 let ntlm = ts.nego_token.as_deref().and_then(credssp::parse_ntlm);
-                if let Some(n) = &ntlm {
-                    match n.message_type {
-                        Some(NtlmMessageType::Negotiate) => parts.push("ntlm negotiate"),
-                        Some(NtlmMessageType::Challenge) => parts.push("ntlm challenge"),
-                        Some(NtlmMessageType::Authenticate) => parts.push("ntlm authenticate"),
-                        None => parts.push("negotiation token"),
-                    }
-                } else if ts.nego_token.is_some() {
-                    parts.push("negotiation token");
-                }
-                if ts.has_pub_key_auth {
-                    parts.push("pubKeyAuth");
-                }
-                if ts.has_auth_info {
-                    parts.push("authInfo (credentials)");
-                }
-                if ts.error_code.is_some() {
-                    parts.push("errorCode");
-                }
-                if parts.is_empty() {
-                    parts.push("ts request");
-                }
+                let token = match ntlm.as_ref().and_then(|n| n.message_type.as_ref()) {
+                    Some(t) => Some(NegoToken::Ntlm(NtlmKind::from(t))),
+                    None => ts.nego_token.as_ref().map(|_| NegoToken::Other),
+                };
+                let parts = TsRequestParts {
+                    token,
+                    pub_key_auth: ts.has_pub_key_auth,
+                    auth_info: ts.has_auth_info,
+                    error_code: ts.error_code.is_some(),
+                };
                 self.pdu(
                     Stage::Credssp,
                     dir,
                     len,
-                    parts.join(" + "),
+                    PduKind::TsRequest(parts),
                     first_event,
                     true,
                 );
@@ -1929,7 +1885,7 @@ impl Machine<'_> {
                     Stage::Credssp,
                     dir,
                     len,
-                    "malformed ts request".into(),
+                    PduKind::MalformedTsRequest,
                     first_event,
                     true,
                 );
@@ -2046,8 +2002,10 @@ impl Machine<'_> {
             let mut facts = acc.facts;
             let listed = acc.pdus.len() as u64;
             if !acc.pdus.is_empty() {
-                // Moved into the value (json! would copy every name).
-                let names = acc.pdus.into_iter().map(serde_json::Value::String);
+                let names = acc
+                    .pdus
+                    .iter()
+                    .map(|(d, k)| serde_json::Value::String(pdu_entry(d.sender(), k)));
                 facts.insert("pdus".into(), serde_json::Value::Array(names.collect()));
             }
             if acc.pdus_more > 0 {
@@ -2171,36 +2129,6 @@ fn not_rdp_what(buf: &[u8]) -> String {
     )
 }
 
-/// The stage a share / security-layer PDU belongs to.
-fn share_stage(name: &str, cur: Stage, connected: bool) -> Stage {
-    if connected {
-        return Stage::Connected;
-    }
-    let n = name.to_ascii_lowercase();
-    if n.contains("security exchange") || n.contains("client info") {
-        Stage::Security
-    } else if n.contains("licens")
-        || n.contains("auto-detect")
-        || n.contains("autodetect")
-        || n.contains("multitransport")
-    {
-        Stage::Licensing
-    } else if n.contains("demand active")
-        || n.contains("confirm active")
-        || n.contains("synchronize")
-        || n.contains("control")
-        || n.contains("font")
-        || n.contains("monitor layout")
-        || n.contains("deactivate")
-    {
-        Stage::Capabilities
-    } else if n.contains("set error info") || n.contains("save session info") {
-        cur
-    } else {
-        cur.max(Stage::Security)
-    }
-}
-
 fn summarize(
     stages: &[StageReport],
     last: Stage,
@@ -2266,6 +2194,9 @@ fn summarize(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+
+    use crate::wire::mcs::{DomainPdu, SendData};
+    use crate::wire::x224 as wx;
 
     use crate::stage::{FailureKind, Side, Stage, Verdict};
     use crate::trace::{Dir, EventKind, Layer, Trace};
@@ -2443,6 +2374,458 @@ mod tests {
             (34.0..=35.1).contains(&x224.duration_ms),
             "{}",
             x224.duration_ms
+        );
+    }
+
+    // ---- the machine at its boundary: a small Trace in, stage rows and the verdict out ----
+
+    /// A conversation built PDU by PDU, 1 ms apart.
+    struct Conv {
+        t: Trace,
+        now: u64,
+    }
+
+    impl Conv {
+        /// Connected, then an X.224 exchange in which the client offers `requested` and the server
+        /// selects `selected` (MS-RDPBCGR 2.2.1.1 / 2.2.1.2).
+        fn new(requested: u8, selected: u8) -> Conv {
+            let a = "127.0.0.1:50000".parse().unwrap();
+            let b = "127.0.0.1:3389".parse().unwrap();
+            let mut c = Conv {
+                t: Trace::new(a, b),
+                now: 1_000_000_000,
+            };
+            c.ev(EventKind::Connected);
+            let mut cr = vec![3, 0, 0, 19, 14, 0xE0, 0, 0, 0, 0, 0];
+            cr.extend_from_slice(&[1, 0, 8, 0, requested, 0, 0, 0]);
+            c.send(Dir::C2S, &cr);
+            let cc = [
+                3, 0, 0, 19, 14, 0xD0, 0, 0, 0x12, 0x34, 0, 2, 0, 8, 0, selected, 0, 0, 0,
+            ];
+            c.send(Dir::S2C, &cc);
+            c
+        }
+
+        fn ev(&mut self, kind: EventKind) {
+            self.now += 1000;
+            self.t.push_at(self.now, Some(self.now), kind);
+        }
+
+        fn send(&mut self, dir: Dir, bytes: &[u8]) {
+            self.ev(EventKind::Data {
+                dir,
+                layer: Layer::Wire,
+                bytes: Bytes::copy_from_slice(bytes),
+            });
+        }
+
+        /// An MCS domain PDU in a TPKT.
+        fn domain(&mut self, dir: Dir, pdu: &DomainPdu, payload: &[u8]) {
+            let ud = pdu.emit(payload).expect("domain pdu");
+            let mut b = wx::data_header(ud.len()).expect("length").to_vec();
+            b.extend_from_slice(&ud);
+            self.send(dir, &b);
+        }
+
+        /// `payload` in a send data request (client) or indication (server) on the I/O channel.
+        fn share(&mut self, dir: Dir, payload: &[u8]) {
+            let sd = SendData {
+                initiator: 1007,
+                channel_id: 1003,
+                priority_segmentation: 0x70,
+                payload: 0..0,
+                announced_len: 0,
+            };
+            let pdu = match dir {
+                Dir::C2S => DomainPdu::SendDataRequest(sd),
+                Dir::S2C => DomainPdu::SendDataIndication(sd),
+            };
+            self.domain(dir, &pdu, payload);
+        }
+
+        fn report(&self) -> crate::report::ConnectionReport {
+            crate::decode::decode(&self.t).report
+        }
+    }
+
+    /// A share control PDU of `pdu_type` (MS-RDPBCGR 2.2.8.1.1.1.1) around `body`.
+    fn share_control(pdu_type: u16, body: &[u8]) -> Vec<u8> {
+        let total = (6 + body.len()) as u16;
+        let mut p = total.to_le_bytes().to_vec();
+        p.extend_from_slice(&(0x10 | pdu_type).to_le_bytes());
+        p.extend_from_slice(&1007u16.to_le_bytes());
+        p.extend_from_slice(body);
+        p
+    }
+
+    /// A data PDU (share data header, 2.2.8.1.1.1.2) of `pdu_type2` with `data`.
+    fn data_pdu(pdu_type2: u8, data: &[u8]) -> Vec<u8> {
+        let mut b = 0x0001_03eau32.to_le_bytes().to_vec(); // shareId
+        b.extend_from_slice(&[0, 1]); // pad1, streamId
+        b.extend_from_slice(&(data.len() as u16).to_le_bytes());
+        b.extend_from_slice(&[pdu_type2, 0, 0, 0]);
+        b.extend_from_slice(data);
+        share_control(7, &b)
+    }
+
+    /// Demand / confirm active with a source descriptor and no capability sets.
+    fn active(pdu_type: u16) -> Vec<u8> {
+        let mut b = 0x0001_03eau32.to_le_bytes().to_vec();
+        if pdu_type == 3 {
+            b.extend_from_slice(&1002u16.to_le_bytes()); // originatorId
+        }
+        b.extend_from_slice(&[4, 0, 0, 0]); // lengthSourceDescriptor, lengthCombinedCapabilities
+        b.extend_from_slice(b"RDP\0");
+        b.extend_from_slice(&[0, 0, 0, 0]); // numberCapabilities, pad
+        share_control(pdu_type, &b)
+    }
+
+    /// A licensing error message with STATUS_VALID_CLIENT / ST_NO_TRANSITION behind a basic
+    /// security header with SEC_LICENSE_PKT: how a server ends licensing.
+    fn license_valid_client() -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0xff, 3, 16, 0];
+        p.extend_from_slice(&7u32.to_le_bytes());
+        p.extend_from_slice(&2u32.to_le_bytes());
+        p.extend_from_slice(&[4, 0, 0, 0]);
+        p
+    }
+
+    fn pdus_of(r: &crate::report::ConnectionReport, stage: Stage) -> Vec<String> {
+        r.stage(stage)
+            .and_then(|s| s.facts.get("pdus"))
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    fn failure(r: &crate::report::ConnectionReport) -> (Stage, FailureKind, Side) {
+        match &r.verdict {
+            Verdict::Failed { kind, by } => (r.last_stage, kind.clone(), *by),
+            Verdict::Ok => panic!("no failure: {}", r.summary),
+        }
+    }
+
+    /// Standard RDP security at encryption level NONE, licensing to the first update: every share
+    /// PDU lands in its stage by its kind. Flow control (its marker, not a "control" PDU) is part of
+    /// the capability exchange, set error info stays in the stage it arrives in, the licensing error
+    /// alert is licensing, and only the server's font map (not the client's font list) connects.
+    #[test]
+    fn share_pdus_land_in_their_stages_and_the_font_map_connects() {
+        let mut c = Conv::new(0, 0);
+        c.share(Dir::S2C, &license_valid_client());
+        c.share(Dir::S2C, &active(1));
+        c.share(Dir::C2S, &[0x00, 0x80, 0x41, 0, 0, 0, 0xe9, 0x03]);
+        c.share(Dir::C2S, &active(3));
+        c.share(Dir::C2S, &data_pdu(0x1f, &[1, 0, 0xea, 0x03]));
+        c.share(Dir::C2S, &data_pdu(0x14, &[4, 0, 0, 0, 0, 0, 0, 0]));
+        c.share(Dir::S2C, &data_pdu(0x2f, &0x0000_0007u32.to_le_bytes()));
+        c.share(Dir::C2S, &data_pdu(0x27, &[0; 8]));
+        let before_map = c.report();
+        assert_eq!(before_map.last_stage, Stage::Capabilities);
+        assert!(before_map.stage(Stage::Connected).is_none());
+        c.share(Dir::S2C, &data_pdu(0x28, &[0; 8]));
+        c.share(Dir::S2C, &data_pdu(0x02, &[0; 4]));
+        c.ev(EventKind::Fin { dir: Dir::C2S });
+        let r = c.report();
+        let stages: Vec<Stage> = r.stages.iter().map(|s| s.stage).collect();
+        assert_eq!(
+            stages,
+            [
+                Stage::Tcp,
+                Stage::X224,
+                Stage::Licensing,
+                Stage::Capabilities,
+                Stage::Connected
+            ]
+        );
+        assert_eq!(r.verdict, Verdict::Ok, "{}", r.summary);
+        assert_eq!(
+            pdus_of(&r, Stage::X224),
+            ["client: connection request", "server: connection confirm"]
+        );
+        assert_eq!(
+            pdus_of(&r, Stage::Licensing),
+            ["server: license error alert"]
+        );
+        assert_eq!(
+            pdus_of(&r, Stage::Capabilities),
+            [
+                "server: demand active",
+                "client: flow control",
+                "client: confirm active",
+                "client: synchronize",
+                "client: control",
+                "server: set error info",
+                "client: font list",
+                "server: font map",
+            ]
+        );
+        assert_eq!(pdus_of(&r, Stage::Connected), ["server: update"]);
+        assert_eq!(
+            r.fact(Stage::Licensing, "license_valid_client"),
+            Some(&serde_json::json!(true))
+        );
+        assert_eq!(
+            r.fact(Stage::Capabilities, "set_error_info"),
+            Some(&serde_json::json!(
+                "ERRINFO_SERVER_DENIED_CONNECTION (0x00000007)"
+            ))
+        );
+    }
+
+    /// Set error info before any other share PDU stays in the channels stage (it is not a
+    /// capability-exchange PDU although its name has none of their words), and the ultimatum after
+    /// it is the server's denial there.
+    #[test]
+    fn ultimatum_after_set_error_info_is_a_denial_in_channels() {
+        let mut c = Conv::new(0, 0);
+        c.domain(Dir::C2S, &DomainPdu::ErectDomainRequest, &[]);
+        c.domain(Dir::C2S, &DomainPdu::AttachUserRequest, &[]);
+        let confirm = DomainPdu::AttachUserConfirm {
+            result: 0,
+            initiator: Some(1007),
+        };
+        c.domain(Dir::S2C, &confirm, &[]);
+        c.share(Dir::S2C, &data_pdu(0x2f, &0x0000_0009u32.to_le_bytes()));
+        c.domain(
+            Dir::S2C,
+            &DomainPdu::DisconnectProviderUltimatum { reason: 3 },
+            &[],
+        );
+        c.ev(EventKind::Fin { dir: Dir::S2C });
+        let r = c.report();
+        let (stage, kind, by) = failure(&r);
+        assert_eq!(stage, Stage::Channels);
+        assert_eq!(by, Side::Server);
+        assert_eq!(
+            kind,
+            FailureKind::Denied {
+                detail: "MCS disconnect provider ultimatum rn-user-requested".into()
+            }
+        );
+        assert_eq!(
+            pdus_of(&r, Stage::Channels),
+            [
+                "client: erect domain request",
+                "client: attach user request",
+                "server: attach user confirm",
+                "server: set error info",
+                "server: disconnect provider ultimatum",
+            ]
+        );
+        assert_eq!(
+            r.fact(Stage::Channels, "attach_user"),
+            Some(&serde_json::json!([{"initiator": 1007, "result": "rt-successful"}]))
+        );
+        assert!(r.fact(Stage::Channels, "set_error_info").is_some());
+        assert!(r.stage(Stage::Capabilities).is_none());
+    }
+
+    /// Without secrets, application data after the server's handshake flight is the next stage
+    /// (mcs under TLS). A record holding only ServerHelloDone completes the flight as one holding
+    /// ServerHello does; a record of another handshake message does not.
+    #[test]
+    fn server_hello_done_alone_ends_the_visible_handshake() {
+        let hs = |msg_type: u8| vec![22, 3, 3, 0, 4, msg_type, 0, 0, 0];
+        let mut done = hs(14);
+        done.extend(record(23, 30));
+        let r = crate::decode::decode(&tls_trace(&done, &[])).report;
+        assert_eq!(pdus_of(&r, Stage::Tls), ["server: server hello done"]);
+        assert_eq!(
+            pdus_of(&r, Stage::Mcs),
+            ["server: application data (encrypted)"]
+        );
+        assert_eq!(
+            r.fact(Stage::Mcs, "encrypted"),
+            Some(&serde_json::json!(true))
+        );
+        let mut other = hs(0);
+        other.extend(record(23, 30));
+        let r = crate::decode::decode(&tls_trace(&other, &[])).report;
+        assert_eq!(
+            pdus_of(&r, Stage::Tls),
+            [
+                "server: handshake type 0",
+                "server: application data (encrypted)"
+            ]
+        );
+        assert!(r.stage(Stage::Mcs).is_none());
+    }
+
+    /// A cleartext close_notify from the server, then its FIN: closed with close_notify (not a TLS
+    /// alert failure); a fatal alert is the failure itself, named with its code.
+    #[test]
+    fn alerts_by_description() {
+        let mut s = vec![21, 3, 3, 0, 2, 1, 0];
+        let mut t = tls_trace(&s, &[]);
+        t.push_at(1_000_100_000, None, EventKind::Fin { dir: Dir::S2C });
+        let r = crate::decode::decode(&t).report;
+        assert_eq!(
+            pdus_of(&r, Stage::Tls),
+            ["server: alert warning close_notify"]
+        );
+        let (stage, kind, by) = failure(&r);
+        assert_eq!(
+            (stage, kind, by),
+            (
+                Stage::Tls,
+                FailureKind::Closed {
+                    tls_close_notify: true
+                },
+                Side::Server
+            )
+        );
+        s[5..7].copy_from_slice(&[2, 40]);
+        let r = crate::decode::decode(&tls_trace(&s, &[])).report;
+        assert_eq!(
+            pdus_of(&r, Stage::Tls),
+            ["server: alert fatal handshake_failure"]
+        );
+        assert_eq!(
+            failure(&r).1,
+            FailureKind::TlsAlert {
+                level: "fatal".into(),
+                description: "handshake_failure".into(),
+                code: 40
+            }
+        );
+    }
+
+    /// The probe's note that the server sent close_notify (its TLS stack reports it as the end of
+    /// the stream) makes the server's FIN a close with close_notify; another note does not, and is
+    /// kept in the notes.
+    #[test]
+    fn server_close_notify_note() {
+        for (note, notify) in [
+            (crate::trace::SERVER_CLOSE_NOTIFY_NOTE, true),
+            ("tls alert from client: warning close_notify", false),
+        ] {
+            let mut c = Conv::new(1, 1);
+            c.ev(EventKind::Note(note.into()));
+            c.ev(EventKind::Fin { dir: Dir::S2C });
+            let r = c.report();
+            assert_eq!(
+                failure(&r).1,
+                FailureKind::Closed {
+                    tls_close_notify: notify
+                },
+                "{note}"
+            );
+            assert_eq!(r.notes.iter().any(|n| n == note), !notify, "{:?}", r.notes);
+        }
+    }
+
+    /// The client's labels on the capture name each PDU with its stage, as the pdus fact does.
+    #[test]
+    fn labels_name_the_pdus() {
+        let mut c = Conv::new(0, 0);
+        c.share(Dir::S2C, &active(1));
+        let d = crate::decode::decode(&c.t);
+        let labels: Vec<&str> = d
+            .labels
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "tcp: connected",
+                "x224: connection request",
+                "x224: connection confirm",
+                "capabilities: demand active"
+            ]
+        );
+    }
+
+    /// NTLM message `ty` (MS-NLMP 2.2.1) in a TSRequest: the signature and type, zeros after.
+    fn ntlm(ty: u32) -> Vec<u8> {
+        let mut m = b"NTLMSSP\0".to_vec();
+        m.extend_from_slice(&ty.to_le_bytes());
+        m.extend_from_slice(&[0; 80]);
+        crate::decode::credssp::encode_ts_request_nego(6, &m)
+    }
+
+    impl Conv {
+        fn inner(&mut self, dir: Dir, bytes: &[u8]) {
+            self.ev(EventKind::Data {
+                dir,
+                layer: Layer::Inner,
+                bytes: Bytes::copy_from_slice(bytes),
+            });
+        }
+
+        /// CredSSP to the client's AUTHENTICATE (cleartext above TLS, as with the session's keys).
+        fn to_authenticate(selected: u8) -> Conv {
+            let mut c = Conv::new(0x0b, selected);
+            c.inner(Dir::C2S, &ntlm(1));
+            c.inner(Dir::S2C, &ntlm(2));
+            c.inner(Dir::C2S, &ntlm(3));
+            c
+        }
+    }
+
+    /// How the server answers the NTLM AUTHENTICATE decides the failure: a close without a
+    /// TSRequest errorCode is the credentials most likely rejected; an errorCode is named by its
+    /// NTSTATUS; HYBRID_EX's Early User Authorization Result ACCESS_DENIED is a denial.
+    #[test]
+    fn answers_to_the_ntlm_authenticate() {
+        let mut c = Conv::to_authenticate(2);
+        c.ev(EventKind::Fin { dir: Dir::S2C });
+        let r = c.report();
+        assert_eq!(
+            pdus_of(&r, Stage::Credssp),
+            [
+                "client: ntlm negotiate",
+                "server: ntlm challenge",
+                "client: ntlm authenticate"
+            ]
+        );
+        let (stage, kind, by) = failure(&r);
+        assert_eq!((stage, by), (Stage::Credssp, Side::Server));
+        assert!(
+            matches!(&kind, FailureKind::AuthFailure { ntstatus: None, detail, .. }
+                if detail.contains("right after the NTLM AUTHENTICATE")),
+            "{kind:?}"
+        );
+
+        let mut c = Conv::to_authenticate(2);
+        c.inner(
+            Dir::S2C,
+            &crate::decode::credssp::encode_ts_request_error(6, 0xC000_006D),
+        );
+        let r = c.report();
+        assert_eq!(
+            pdus_of(&r, Stage::Credssp).last().map(String::as_str),
+            Some("server: errorCode")
+        );
+        assert!(
+            matches!(
+                failure(&r).1,
+                FailureKind::AuthFailure {
+                    ntstatus: Some(0xC000_006D),
+                    ..
+                }
+            ),
+            "{:?}",
+            r.verdict
+        );
+
+        let mut c = Conv::to_authenticate(8);
+        c.inner(Dir::S2C, &[5, 0, 0, 0]);
+        let r = c.report();
+        assert_eq!(
+            pdus_of(&r, Stage::Credssp).last().map(String::as_str),
+            Some("server: early user authorization result ACCESS_DENIED")
+        );
+        assert!(
+            matches!(failure(&r).1, FailureKind::Denied { ref detail } if detail.contains("ACCESS_DENIED")),
+            "{:?}",
+            r.verdict
+        );
+        assert_eq!(
+            r.fact(Stage::Credssp, "early_user_auth"),
+            Some(&serde_json::json!("access_denied"))
         );
     }
 }

@@ -19,6 +19,7 @@ use ironrdp_pdu::gcc;
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse};
 use serde_json::json;
 
+use super::pdu::{DomainKind, ShareKind};
 use super::x224::protocol_names;
 use crate::report::Facts;
 use crate::wire::asn1;
@@ -637,30 +638,33 @@ pub fn server_certificate_facts(cert: &[u8]) -> Facts {
 // ---------------------------------------------------------------------------------------------
 // Domain PDUs
 
-/// Classifies an MCS domain PDU (T.125 DomainMCSPDU, PER) in X.224 data user data.
-/// Names (lowercase, used by the stage machine): "erect domain request", "attach user request",
-/// "attach user confirm", "channel join request", "channel join confirm", "send data request",
-/// "send data indication", "disconnect provider ultimatum". For send data PDUs the facts MUST include
+/// [`domain_pdu`] with the PDU's display name ("attach user confirm"), for callers that print it.
+pub fn classify_domain_pdu(x224_user_data: &[u8]) -> Option<(&'static str, Facts)> {
+    domain_pdu(x224_user_data).map(|(k, f)| (k.name(), f))
+}
+
+/// Classifies an MCS domain PDU (T.125 DomainMCSPDU, PER) in X.224 data user data as its
+/// [`DomainKind`]. For send data PDUs the facts MUST include
 /// "payload_offset" (u64: offset of the user data within `x224_user_data`) and "channel_id"; for the
 /// ultimatum "reason"; for confirms "result" and "initiator" / "channel_id".
 ///
 /// Send data facts also carry "initiator", "payload_len" (the PER length) and "truncated": true when
 /// fewer bytes than announced are present (the payload then runs to the end of the input).
-pub fn classify_domain_pdu(x224_user_data: &[u8]) -> Option<(&'static str, Facts)> {
+pub fn domain_pdu(x224_user_data: &[u8]) -> Option<(DomainKind, Facts)> {
     let mut f = Facts::new();
     let name = match DomainPdu::parse(x224_user_data).ok()? {
-        DomainPdu::ErectDomainRequest => "erect domain request",
+        DomainPdu::ErectDomainRequest => DomainKind::ErectDomainRequest,
         DomainPdu::DisconnectProviderUltimatum { reason } => {
             f.insert("reason".into(), json!(disconnect_reason_name(reason)));
-            "disconnect provider ultimatum"
+            DomainKind::DisconnectProviderUltimatum
         }
-        DomainPdu::AttachUserRequest => "attach user request",
+        DomainPdu::AttachUserRequest => DomainKind::AttachUserRequest,
         DomainPdu::AttachUserConfirm { result, initiator } => {
             f.insert("result".into(), json!(mcs_result_name(result)));
             if let Some(u) = initiator {
                 f.insert("initiator".into(), json!(u));
             }
-            "attach user confirm"
+            DomainKind::AttachUserConfirm
         }
         DomainPdu::ChannelJoinRequest {
             initiator,
@@ -668,7 +672,7 @@ pub fn classify_domain_pdu(x224_user_data: &[u8]) -> Option<(&'static str, Facts
         } => {
             f.insert("initiator".into(), json!(initiator));
             f.insert("channel_id".into(), json!(channel_id));
-            "channel join request"
+            DomainKind::ChannelJoinRequest
         }
         DomainPdu::ChannelJoinConfirm {
             result,
@@ -687,15 +691,15 @@ pub fn classify_domain_pdu(x224_user_data: &[u8]) -> Option<(&'static str, Facts
             if let Some(c) = channel_id.or(requested) {
                 f.insert("channel_id".into(), json!(c));
             }
-            "channel join confirm"
+            DomainKind::ChannelJoinConfirm
         }
         DomainPdu::SendDataRequest(sd) => {
             send_data_facts(&sd, &mut f);
-            "send data request"
+            DomainKind::SendDataRequest
         }
         DomainPdu::SendDataIndication(sd) => {
             send_data_facts(&sd, &mut f);
-            "send data indication"
+            DomainKind::SendDataIndication
         }
     };
     Some((name, f))
@@ -804,14 +808,18 @@ fn is_share_control(p: &[u8]) -> bool {
         )
 }
 
-/// Classifies the payload of a send data request/indication. `has_security_header`: standard RDP
+/// [`share_pdu`] with the PDU's display name ("client info"), for callers that print it.
+pub fn classify_share_pdu(
+    payload: &[u8],
+    has_security_header: bool,
+) -> Option<(&'static str, Facts)> {
+    share_pdu(payload, has_security_header).map(|(k, f)| (k.name(), f))
+}
+
+/// Classifies the payload of a send data request/indication as its [`ShareKind`] (the stage
+/// machine places it by [`ShareKind::stage`]). `has_security_header`: standard RDP
 /// security (every PDU has a basic security header); otherwise only PDUs with SEC_EXCHANGE_PKT /
-/// SEC_INFO_PKT / SEC_LICENSE_PKT flags do (detect those by their flags). Names (lowercase) must contain
-/// the words the stage machine keys on: "security exchange", "client info", "license ..."
-/// (e.g. "license error alert", "server license request"), "auto-detect", "multitransport",
-/// "demand active", "confirm active", "deactivate all", "synchronize", "control", "font list",
-/// "font map", "monitor layout", "set error info" (facts: "error_info" code), "save session info",
-/// "encrypted pdu".
+/// SEC_INFO_PKT / SEC_LICENSE_PKT flags do (detect those by their flags).
 ///
 /// What is read, per MS-RDPBCGR:
 /// * Standard RDP security (`has_security_header`): every slow-path PDU starts with a security
@@ -837,10 +845,7 @@ fn is_share_control(p: &[u8]) -> bool {
 /// "source_descriptor", "capability_sets" for demand/confirm active; "action" for control;
 /// "info_type" for save session info; "monitor_count" for monitor layout; "user", "domain",
 /// "info_flags" for an unencrypted client info; "compressed" when the data PDU is compressed.
-pub fn classify_share_pdu(
-    payload: &[u8],
-    has_security_header: bool,
-) -> Option<(&'static str, Facts)> {
+pub fn share_pdu(payload: &[u8], has_security_header: bool) -> Option<(ShareKind, Facts)> {
     // A payload that is exactly one share control PDU (totalLength == its length, a valid pduType
     // with TS_PROTOCOL_VERSION) is read as one first in both modes: under standard security that is
     // encryption level NONE, and the alternative reading (totalLength as security flags) would have
@@ -850,7 +855,7 @@ pub fn classify_share_pdu(
 
 /// Reads a basic security header and what follows it. Under enhanced security (`!standard`) only
 /// the flags that carry a header there are accepted.
-fn with_security_header(p: &[u8], standard: bool) -> Option<(&'static str, Facts)> {
+fn with_security_header(p: &[u8], standard: bool) -> Option<(ShareKind, Facts)> {
     let flags = le16(p, 0)?;
     le16(p, 2)?;
     if !standard && flags & SEC_ENHANCED_HEADER_FLAGS == 0 {
@@ -865,32 +870,32 @@ fn with_security_header(p: &[u8], standard: bool) -> Option<(&'static str, Facts
         }
         let mut f = Facts::new();
         f.insert("encrypted_client_random_len".into(), json!(len));
-        ("security exchange", f)
+        (ShareKind::SecurityExchange, f)
     } else if flags & SEC_LICENSE_PKT != 0 && flags & SEC_ENCRYPT == 0 {
         license_pdu(body)?
     } else if flags & SEC_ENCRYPT != 0 {
         let f = Facts::new();
         if flags & SEC_INFO_PKT != 0 {
-            ("client info (encrypted)", f)
+            (ShareKind::ClientInfoEncrypted, f)
         } else if flags & SEC_LICENSE_PKT != 0 {
-            ("license pdu (encrypted)", f)
+            (ShareKind::LicensePduEncrypted, f)
         } else {
-            ("encrypted pdu", f)
+            (ShareKind::Encrypted, f)
         }
     } else if flags & SEC_INFO_PKT != 0 {
-        ("client info", client_info(body).unwrap_or_default())
+        (ShareKind::ClientInfo, client_info(body).unwrap_or_default())
     } else if flags & SEC_AUTODETECT_REQ != 0 {
-        ("auto-detect request", autodetect(body))
+        (ShareKind::AutoDetectRequest, autodetect(body))
     } else if flags & SEC_AUTODETECT_RSP != 0 {
-        ("auto-detect response", autodetect(body))
+        (ShareKind::AutoDetectResponse, autodetect(body))
     } else if flags & SEC_TRANSPORT_REQ != 0 {
-        ("multitransport request", Facts::new())
+        (ShareKind::MultitransportRequest, Facts::new())
     } else if flags & SEC_TRANSPORT_RSP != 0 {
-        ("multitransport response", Facts::new())
+        (ShareKind::MultitransportResponse, Facts::new())
     } else if flags & SEC_HEARTBEAT != 0 {
-        ("heartbeat", Facts::new())
+        (ShareKind::Heartbeat, Facts::new())
     } else if flags & SEC_REDIRECTION_PKT != 0 {
-        ("server redirection", Facts::new())
+        (ShareKind::ServerRedirection, Facts::new())
     } else if standard {
         // An unencrypted PDU behind a header (encryption level low, server to client).
         share_control(body)?
@@ -932,7 +937,7 @@ fn autodetect(b: &[u8]) -> Facts {
 
 /// Licensing PDU after its security header (MS-RDPBCGR 2.2.1.12.1.1 LICENSE_PREAMBLE,
 /// MS-RDPELE 2.2.2).
-fn license_pdu(b: &[u8]) -> Option<(&'static str, Facts)> {
+fn license_pdu(b: &[u8]) -> Option<(ShareKind, Facts)> {
     let msg_type = *b.first()?;
     b.get(1)?;
     let size = usize::from(le16(b, 2)?);
@@ -941,13 +946,13 @@ fn license_pdu(b: &[u8]) -> Option<(&'static str, Facts)> {
     }
     let mut f = Facts::new();
     let name = match msg_type {
-        0x01 => "server license request",
-        0x02 => "license platform challenge",
-        0x03 => "license new license",
-        0x04 => "license upgrade license",
-        0x12 => "client license info",
-        0x13 => "client new license request",
-        0x15 => "license platform challenge response",
+        0x01 => ShareKind::ServerLicenseRequest,
+        0x02 => ShareKind::LicensePlatformChallenge,
+        0x03 => ShareKind::LicenseNewLicense,
+        0x04 => ShareKind::LicenseUpgradeLicense,
+        0x12 => ShareKind::ClientLicenseInfo,
+        0x13 => ShareKind::ClientNewLicenseRequest,
+        0x15 => ShareKind::LicensePlatformChallengeResponse,
         0xff => {
             // LICENSE_ERROR_MESSAGE (2.2.1.12.1.3): dwErrorCode, dwStateTransition, bbErrorInfo
             let code = le32(b, 4)?;
@@ -956,7 +961,7 @@ fn license_pdu(b: &[u8]) -> Option<(&'static str, Facts)> {
             f.insert("state_transition".into(), json!(license_state_name(st)));
             // STATUS_VALID_CLIENT with ST_NO_TRANSITION is how a server says "licensing done".
             f.insert("valid_client".into(), json!(code == 0x07));
-            "license error alert"
+            ShareKind::LicenseErrorAlert
         }
         _ => return None,
     };
@@ -989,13 +994,13 @@ fn license_state_name(st: u32) -> String {
 }
 
 /// A share control PDU (MS-RDPBCGR 2.2.8.1.1.1.1) that covers exactly `p`.
-fn share_control(p: &[u8]) -> Option<(&'static str, Facts)> {
+fn share_control(p: &[u8]) -> Option<(ShareKind, Facts)> {
     if !is_share_control(p) {
         return None;
     }
     let mut f = Facts::new();
     if le16(p, 0)? == FLOW_CONTROL_MARKER {
-        return Some(("flow control", f));
+        return Some((ShareKind::FlowControl, f));
     }
     let ty = le16(p, 2)? & 0xf;
     let name = match ty {
@@ -1003,20 +1008,20 @@ fn share_control(p: &[u8]) -> Option<(&'static str, Facts)> {
             // shareId u32, lengthSourceDescriptor u16, lengthCombinedCapabilities u16, sourceDescriptor,
             // numberCapabilities u16 (2.2.1.13.1.1)
             active_facts(p, 6, &mut f);
-            "demand active"
+            ShareKind::DemandActive
         }
         PDUTYPE_CONFIRMACTIVEPDU => {
             // shareId u32, originatorId u16, then as demand active (2.2.1.13.2.1)
             active_facts(p, 8, &mut f);
-            "confirm active"
+            ShareKind::ConfirmActive
         }
         PDUTYPE_DEACTIVATEALLPDU => {
             if let Some(id) = le32(p, 6) {
                 f.insert("share_id".into(), json!(format!("0x{id:08x}")));
             }
-            "deactivate all"
+            ShareKind::DeactivateAll
         }
-        PDUTYPE_SERVER_REDIR_PKT => "server redirection",
+        PDUTYPE_SERVER_REDIR_PKT => ShareKind::ServerRedirection,
         PDUTYPE_DATAPDU => return data_pdu(p),
         _ => return None,
     };
@@ -1041,7 +1046,7 @@ fn active_facts(p: &[u8], sd_len_at: usize, f: &mut Facts) {
 }
 
 /// A data PDU (share data header, MS-RDPBCGR 2.2.8.1.1.1.2) by pduType2.
-fn data_pdu(p: &[u8]) -> Option<(&'static str, Facts)> {
+fn data_pdu(p: &[u8]) -> Option<(ShareKind, Facts)> {
     const PACKET_COMPRESSED: u8 = 0x20;
     let pdu_type2 = *p.get(14)?;
     let compressed_type = *p.get(15)?;
@@ -1056,7 +1061,7 @@ fn data_pdu(p: &[u8]) -> Option<(&'static str, Facts)> {
         p.get(SHARE_DATA_HEADER_END..).unwrap_or(&[])
     };
     let name = match pdu_type2 {
-        0x02 => "update",
+        0x02 => ShareKind::Update,
         0x14 => {
             // TS_CONTROL_PDU (2.2.1.15.1): action u16
             if let Some(a) = le16(d, 0) {
@@ -1069,16 +1074,16 @@ fn data_pdu(p: &[u8]) -> Option<(&'static str, Facts)> {
                 };
                 f.insert("action".into(), json!(action));
             }
-            "control"
+            ShareKind::Control
         }
-        0x1b => "pointer",
-        0x1c => "input",
-        0x1f => "synchronize",
-        0x21 => "refresh rect",
-        0x22 => "play sound",
-        0x23 => "suppress output",
-        0x24 => "shutdown request",
-        0x25 => "shutdown denied",
+        0x1b => ShareKind::Pointer,
+        0x1c => ShareKind::Input,
+        0x1f => ShareKind::Synchronize,
+        0x21 => ShareKind::RefreshRect,
+        0x22 => ShareKind::PlaySound,
+        0x23 => ShareKind::SuppressOutput,
+        0x24 => ShareKind::ShutdownRequest,
+        0x25 => ShareKind::ShutdownDenied,
         0x26 => {
             // TS_SAVE_SESSION_INFO_PDU_DATA (2.2.10.1.1): infoType u32
             if let Some(t) = le32(d, 0) {
@@ -1091,15 +1096,15 @@ fn data_pdu(p: &[u8]) -> Option<(&'static str, Facts)> {
                 };
                 f.insert("info_type".into(), json!(it));
             }
-            "save session info"
+            ShareKind::SaveSessionInfo
         }
-        0x27 => "font list",
-        0x28 => "font map",
-        0x29 => "set keyboard indicators",
-        0x2b => "bitmap cache persistent list",
-        0x2c => "bitmap cache error",
-        0x2d => "set keyboard ime status",
-        0x2e => "offscreen cache error",
+        0x27 => ShareKind::FontList,
+        0x28 => ShareKind::FontMap,
+        0x29 => ShareKind::SetKeyboardIndicators,
+        0x2b => ShareKind::BitmapCachePersistentList,
+        0x2c => ShareKind::BitmapCacheError,
+        0x2d => ShareKind::SetKeyboardImeStatus,
+        0x2e => ShareKind::OffscreenCacheError,
         0x2f => {
             // TS_SET_ERROR_INFO_PDU (2.2.5.1.1): errorInfo u32
             if let Some(code) = le32(d, 0) {
@@ -1107,23 +1112,23 @@ fn data_pdu(p: &[u8]) -> Option<(&'static str, Facts)> {
                 f.insert("error_info".into(), json!(format!("{name} (0x{code:08X})")));
                 f.insert("error_info_code".into(), json!(code));
             }
-            "set error info"
+            ShareKind::SetErrorInfo
         }
-        0x30 => "drawninegrid cache error",
-        0x31 => "gdi+ error",
-        0x32 => "auto-reconnect status",
-        0x36 => "status info",
+        0x30 => ShareKind::DrawNineGridCacheError,
+        0x31 => ShareKind::GdiPlusError,
+        0x32 => ShareKind::AutoReconnectStatus,
+        0x36 => ShareKind::StatusInfo,
         0x37 => {
             // TS_MONITOR_LAYOUT_PDU (2.2.12.1): monitorCount u32
             if let Some(n) = le32(d, 0) {
                 f.insert("monitor_count".into(), json!(n));
             }
-            "monitor layout"
+            ShareKind::MonitorLayout
         }
-        0x38 => "frame acknowledge",
+        0x38 => ShareKind::FrameAcknowledge,
         _ => {
             f.insert("pdu_type2".into(), json!(format!("0x{pdu_type2:02x}")));
-            "data pdu"
+            ShareKind::OtherData
         }
     };
     Some((name, f))

@@ -6,6 +6,7 @@
 pub mod credssp;
 pub mod gateway;
 pub mod mcs;
+pub mod pdu;
 pub mod tls;
 pub mod x224;
 

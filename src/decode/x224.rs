@@ -20,29 +20,53 @@ pub const PROTOCOL_RDSTLS: u32 = 0x4;
 pub const PROTOCOL_HYBRID_EX: u32 = 0x8;
 pub const PROTOCOL_RDSAAD: u32 = 0x10;
 
+/// The named protocol flags, in the order their names are listed.
+const PROTOCOL_FLAG_NAMES: [(u32, &str); 5] = [
+    (PROTOCOL_SSL, "PROTOCOL_SSL"),
+    (PROTOCOL_HYBRID, "PROTOCOL_HYBRID"),
+    (PROTOCOL_RDSTLS, "PROTOCOL_RDSTLS"),
+    (PROTOCOL_HYBRID_EX, "PROTOCOL_HYBRID_EX"),
+    (PROTOCOL_RDSAAD, "PROTOCOL_RDSAAD"),
+];
+
 /// Names of the set protocol flags ("PROTOCOL_RDP" for zero).
 pub fn protocol_names(p: u32) -> Vec<String> {
     if p == 0 {
         return vec!["PROTOCOL_RDP".into()];
     }
     let mut v = Vec::new();
-    for (bit, name) in [
-        (PROTOCOL_SSL, "PROTOCOL_SSL"),
-        (PROTOCOL_HYBRID, "PROTOCOL_HYBRID"),
-        (PROTOCOL_RDSTLS, "PROTOCOL_RDSTLS"),
-        (PROTOCOL_HYBRID_EX, "PROTOCOL_HYBRID_EX"),
-        (PROTOCOL_RDSAAD, "PROTOCOL_RDSAAD"),
-    ] {
+    let mut known = 0;
+    for (bit, name) in PROTOCOL_FLAG_NAMES {
+        known |= bit;
         if p & bit != 0 {
             v.push(name.to_owned());
         }
     }
-    let known =
-        PROTOCOL_SSL | PROTOCOL_HYBRID | PROTOCOL_RDSTLS | PROTOCOL_HYBRID_EX | PROTOCOL_RDSAAD;
     if p & !known != 0 {
         v.push(format!("0x{:x}", p & !known));
     }
     v
+}
+
+/// The protocol flags of a `protocol_names(..).join("|")` text ("PROTOCOL_SSL|PROTOCOL_HYBRID"),
+/// as IronRDP's type: the reader of the names a report carries (e.g. a protocol mismatch read back
+/// from JSON). `None` when a part is no such name.
+pub fn parse_protocol_names(s: &str) -> Option<ironrdp_pdu::nego::SecurityProtocol> {
+    let mut bits = 0u32;
+    for part in s.split('|').map(str::trim) {
+        let part = part.to_ascii_uppercase();
+        bits |= if part == "PROTOCOL_RDP" {
+            0
+        } else if let Some(hex) = part.strip_prefix("0X") {
+            u32::from_str_radix(hex, 16).ok()?
+        } else {
+            PROTOCOL_FLAG_NAMES
+                .iter()
+                .find(|(_, n)| *n == part)
+                .map(|(b, _)| *b)?
+        };
+    }
+    Some(ironrdp_pdu::nego::SecurityProtocol::from_bits_retain(bits))
 }
 
 /// Name of an RDP_NEG_FAILURE code (MS-RDPBCGR 2.2.1.2.2).
@@ -235,6 +259,20 @@ fn confirm(cc: &wx::ConnectionConfirm) -> X224 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocol_names_read_back() {
+        for p in [0u32, 1, 2, 3, 8, 0xb, 0x1f, 0x20, 0x23, u32::MAX] {
+            let text = protocol_names(p).join("|");
+            assert_eq!(
+                parse_protocol_names(&text).map(|s| s.bits()),
+                Some(p),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_protocol_names(""), None);
+        assert_eq!(parse_protocol_names("PROTOCOL_SSL|NLA"), None);
+    }
 
     #[test]
     fn decodes_request_with_cookie() {

@@ -14,8 +14,11 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use thiserror::Error;
 
+use crate::decode::pdu::{stage_pdus, NtlmKind, PduKind};
+use crate::decode::x224::parse_protocol_names;
 use crate::report::{ConnectionReport, StageReport};
 use crate::stage::{FailureKind, Side, Stage, Verdict};
+use ironrdp_pdu::nego::SecurityProtocol;
 
 use codes::Code;
 
@@ -590,22 +593,15 @@ impl<'a> Ctx<'a> {
     }
 
     /// The last PDU of the failing stage (or of the stage before it): (who, what).
-    fn last_pdu(&self) -> Option<(String, String)> {
+    fn last_pdu(&self) -> Option<(Side, PduKind)> {
         let idx = self.r.stages.iter().position(|s| s.stage == self.stage)?;
         for s in self.r.stages[..=idx].iter().rev().take(2) {
-            let Some(serde_json::Value::Array(pdus)) = s.facts.get("pdus") else {
-                continue;
-            };
             // The alert or error that ended the stage is the failure itself, not what it answered.
-            let last = pdus.iter().rev().filter_map(|p| p.as_str()).find(|p| {
-                let what = p.split_once(": ").map_or(*p, |(_, w)| w);
-                !(what.starts_with("alert")
-                    || what.starts_with("encrypted alert")
-                    || what.contains("errorCode"))
-            });
+            let last = stage_pdus(s)
+                .rev()
+                .find(|p| !(p.kind.is_any_alert() || p.kind.has_error_code()));
             if let Some(p) = last {
-                let (who, what) = p.split_once(": ").unwrap_or(("", p));
-                return Some((who.to_owned(), what.to_owned()));
+                return Some((p.side, p.kind));
             }
         }
         None
@@ -614,21 +610,16 @@ impl<'a> Ctx<'a> {
     /// "the client's ClientHello", from the last PDU.
     fn after_what(&self) -> Option<String> {
         let (who, what) = self.last_pdu()?;
-        let pretty = match what.as_str() {
-            "client hello" => "ClientHello".to_owned(),
-            "connection request" => "X.224 Connection Request".to_owned(),
-            "connection confirm" => "X.224 Connection Confirm".to_owned(),
-            w if w.starts_with("server hello") => format!("ServerHello flight ({w})"),
-            w if w.contains("ntlm authenticate") => format!("NTLM AUTHENTICATE ({w})"),
-            w if w.contains("ntlm negotiate") => format!("NTLM NEGOTIATE ({w})"),
-            w if w.contains("ntlm challenge") => format!("NTLM CHALLENGE ({w})"),
-            w => w.to_owned(),
+        let ntlm = [
+            (NtlmKind::Authenticate, "NTLM AUTHENTICATE"),
+            (NtlmKind::Negotiate, "NTLM NEGOTIATE"),
+            (NtlmKind::Challenge, "NTLM CHALLENGE"),
+        ];
+        let pretty = match ntlm.iter().find(|(k, _)| what.is_ntlm(*k)) {
+            Some((_, name)) => format!("{name} ({what})"),
+            None => what.pretty(),
         };
-        Some(if who.is_empty() {
-            pretty
-        } else {
-            format!("the {who}'s {pretty}")
-        })
+        Some(format!("the {who}'s {pretty}"))
     }
 
     /// Milliseconds from the last PDU to the end of the connection, when decode recorded it.
@@ -941,16 +932,22 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             d.ev(format!(
                 "the client requested {requested} and the server selected {selected}, which the client did not offer"
             ));
-            let sel = selected.to_ascii_uppercase();
-            let req = requested.to_ascii_uppercase();
-            if sel.contains("PROTOCOL_RDP") {
-                d.set(F::Policy, &["rdp_security_only", "protocol_mismatch"]);
-            } else if sel.contains("HYBRID") && !req.contains("HYBRID") {
-                d.set(F::Policy, &["nla_required", "protocol_mismatch"]);
-            } else if sel.contains("SSL") && !req.contains("SSL") {
-                d.set(F::Policy, &["tls_required", "protocol_mismatch"]);
-            } else {
-                d.set(F::Policy, &["protocol_mismatch"]);
+            // The failure carries the protocols by name (it is part of the JSON): read back once.
+            let sel = parse_protocol_names(selected);
+            let req = parse_protocol_names(requested);
+            let nla = SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX;
+            let offered = |p: SecurityProtocol| req.is_some_and(|r| r.intersects(p));
+            match sel {
+                Some(s) if s.is_empty() => {
+                    d.set(F::Policy, &["rdp_security_only", "protocol_mismatch"])
+                }
+                Some(s) if s.intersects(nla) && !offered(nla) => {
+                    d.set(F::Policy, &["nla_required", "protocol_mismatch"])
+                }
+                Some(s) if s.contains(SecurityProtocol::SSL) && !offered(SecurityProtocol::SSL) => {
+                    d.set(F::Policy, &["tls_required", "protocol_mismatch"])
+                }
+                _ => d.set(F::Policy, &["protocol_mismatch"]),
             }
         }
         FailureKind::TlsAlert {
@@ -1197,7 +1194,7 @@ fn reset(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
             }
             Stage::Credssp => {
                 let after_authenticate = cx.last_pdu().is_some_and(|(who, what)| {
-                    who == "client" && what.contains("ntlm authenticate")
+                    who == Side::Client && what.is_ntlm(NtlmKind::Authenticate)
                 });
                 let second = if after_authenticate {
                     "credentials_rejected_no_error_code"

@@ -276,7 +276,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
                         Layer::Inner => {
                             if !this.trace.fin_seen(Dir::S2C) {
                                 this.trace.push(EventKind::Note(
-                                    "tls alert from server: warning close_notify".into(),
+                                    crate::trace::SERVER_CLOSE_NOTIFY_NOTE.into(),
                                 ));
                             }
                         }

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::decode::pdu::{stage_pdus, PduKind, ShareKind};
 use crate::decode::x224::{self, Frame, X224};
 use crate::probe::tap::{SharedTrace, Tap};
 use crate::probe::tls::TlsVersions;
@@ -132,15 +133,14 @@ pub fn derive_client(trace: &Trace, report: &ConnectionReport) -> ClientPlan {
         } => {
             let mut last = None;
             for s in &report.stages {
-                let active = s
-                    .facts
-                    .get("pdus")
-                    .and_then(|v| v.as_array())
-                    .is_some_and(|a| {
-                        a.iter().filter_map(|v| v.as_str()).any(|p| {
-                            !p.contains("application data (encrypted)") && !p.contains("alert")
-                        })
-                    });
+                // A stage with a PDU other than encrypted data and alerts (TLS, licensing).
+                let active = stage_pdus(s).any(|p| {
+                    !(p.kind.is_any_alert()
+                        || matches!(
+                            p.kind,
+                            PduKind::ApplicationData | PduKind::Share(ShareKind::LicenseErrorAlert)
+                        ))
+                });
                 if active || s.stage == Stage::Tcp {
                     last = Some(s.stage);
                 }

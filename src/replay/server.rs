@@ -22,6 +22,9 @@
 
 use serde::Serialize;
 
+use crate::decode::pdu::{
+    stage_pdus, DomainKind, HandshakeMsg, NtlmKind, PduKind, ShareKind, StagePdu as Pdu,
+};
 use crate::report::ConnectionReport;
 use crate::scenario::{
     CertificateKind, EndKind, Fault, FaultAction, FaultPoint, NegFailureCode, NtStatus, Protocol,
@@ -59,55 +62,40 @@ pub struct ServerReplay {
     pub notes: Vec<String>,
 }
 
-/// One PDU of the flattened per-stage `pdus` facts.
-#[derive(Clone, Debug)]
-struct Pdu {
-    stage: Stage,
-    side: Side,
-    name: String,
-}
-
+/// The PDUs of every stage, in order, as typed kinds.
 fn flatten_pdus(report: &ConnectionReport) -> Vec<Pdu> {
-    let mut out = Vec::new();
-    for s in &report.stages {
-        let Some(list) = s.facts.get("pdus").and_then(|v| v.as_array()) else {
-            continue;
-        };
-        for p in list.iter().filter_map(|v| v.as_str()) {
-            let (side, name) = if let Some(n) = p.strip_prefix("client: ") {
-                (Side::Client, n)
-            } else if let Some(n) = p.strip_prefix("server: ") {
-                (Side::Server, n)
-            } else {
-                continue;
-            };
-            out.push(Pdu {
-                stage: s.stage,
-                side,
-                name: name.to_owned(),
-            });
-        }
-    }
-    out
+    report.stages.iter().flat_map(stage_pdus).collect()
 }
 
-/// Server PDUs that are themselves the refusal (the scenario produces them by other means).
-fn is_terminal_server_pdu(name: &str) -> bool {
-    [
-        "disconnect provider ultimatum",
-        "set error info",
-        "alert",
-        "errorCode",
-        "negotiation failure",
-    ]
-    .iter()
-    .any(|k| name.contains(k))
-        || name.contains("ACCESS_DENIED")
+/// Server PDUs that are themselves the refusal (the scenario produces them by other means): the
+/// ultimatum, set error info, RDP_NEG_FAILURE, a TSRequest errorCode, an Early User Authorization
+/// Result ACCESS_DENIED and alerts (TLS alerts, and the licensing error alert, which the lab's own
+/// licensing sends).
+fn is_terminal_server_pdu(kind: &PduKind) -> bool {
+    kind.is_any_alert()
+        || kind.has_error_code()
+        || matches!(
+            kind,
+            PduKind::Domain(DomainKind::DisconnectProviderUltimatum)
+                | PduKind::Share(ShareKind::SetErrorInfo | ShareKind::LicenseErrorAlert)
+                | PduKind::NegotiationFailure
+                | PduKind::EarlyUserAuth { denied: true }
+        )
 }
 
 /// Client PDUs that carry no request the server answers (close_notify and the like).
-fn is_passive_client_pdu(name: &str) -> bool {
-    name.contains("alert") || name.contains("application data (encrypted)")
+fn is_passive_client_pdu(kind: &PduKind) -> bool {
+    kind.is_any_alert()
+        || matches!(
+            kind,
+            PduKind::ApplicationData | PduKind::Share(ShareKind::LicenseErrorAlert)
+        )
+}
+
+/// The client's Finished: in a handshake record, or the encrypted one after its ChangeCipherSpec.
+fn is_finished(kind: &PduKind) -> bool {
+    kind.has_handshake(HandshakeMsg::Finished)
+        || *kind == PduKind::EncryptedHandshake { finished: true }
 }
 
 /// The lab's fault point where the server did what ended the connection: after the last server PDU
@@ -115,10 +103,10 @@ fn is_passive_client_pdu(name: &str) -> bool {
 fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
     let last_server = pdus
         .iter()
-        .rposition(|p| p.side == Side::Server && !is_terminal_server_pdu(&p.name));
+        .rposition(|p| p.side == Side::Server && !is_terminal_server_pdu(&p.kind));
     let pending: Vec<&Pdu> = pdus[last_server.map(|i| i + 1).unwrap_or(0)..]
         .iter()
-        .filter(|p| p.side == Side::Client && !is_passive_client_pdu(&p.name))
+        .filter(|p| p.side == Side::Client && !is_passive_client_pdu(&p.kind))
         .collect();
     let pending_in = |st: Stage| pending.iter().any(|p| p.stage == st);
     let Some(i) = last_server else {
@@ -151,7 +139,7 @@ fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
                 FaultPoint::McsConnectInitial
             } else {
                 if pending.iter().any(|p| p.stage == Stage::Tls)
-                    && !pending.iter().any(|p| p.name.contains("finished"))
+                    && !pending.iter().any(|p| is_finished(&p.kind))
                 {
                     notes.push(
                         "the server ended the connection in the middle of the TLS handshake; the lab can act only \
@@ -163,7 +151,7 @@ fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
             }
         }
         Stage::Credssp => {
-            if last.name.contains("challenge") {
+            if last.kind.is_ntlm(NtlmKind::Challenge) {
                 if pending_in(Stage::Credssp) {
                     FaultPoint::CredsspAuthenticate
                 } else {
@@ -174,7 +162,7 @@ fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
                     notes.push(format!(
                         "the server ended the connection after its CredSSP `{}`; the lab's nearest point is \
                          after the MCS Connect Initial",
-                        last.name
+                        last.kind
                     ));
                 }
                 FaultPoint::McsConnectInitial
@@ -184,7 +172,7 @@ fn failure_point(pdus: &[Pdu], notes: &mut Vec<String>) -> FaultPoint {
         Stage::Channels | Stage::Security => FaultPoint::Channels,
         Stage::Licensing => FaultPoint::Licensing,
         Stage::Capabilities => {
-            if last.name.contains("demand active") {
+            if last.kind == PduKind::Share(ShareKind::DemandActive) {
                 FaultPoint::Capabilities
             } else {
                 FaultPoint::Connected
@@ -245,6 +233,9 @@ fn common_name(subject: &str) -> Option<String> {
         .filter(|cn| !cn.is_empty() && cn.len() <= 64)
 }
 
+/// The close_notify alert's description code (RFC 8446 6.1).
+const CLOSE_NOTIFY: u8 = 0;
+
 /// How the server ended the conversation in the trace: RST, close_notify + FIN, FIN, or not at all.
 fn server_ending(trace: &Trace, pdus: &[Pdu]) -> EndKind {
     let mut fin = false;
@@ -257,7 +248,7 @@ fn server_ending(trace: &Trace, pdus: &[Pdu]) -> EndKind {
     }
     let close_notify = pdus.iter().any(|p| {
         p.side == Side::Server
-            && (p.name.contains("close_notify") || p.name.contains("encrypted alert"))
+            && (p.kind.is_alert(CLOSE_NOTIFY) || p.kind == PduKind::EncryptedAlert)
     });
     match (fin, close_notify) {
         (_, true) => EndKind::CloseNotify,
@@ -613,7 +604,7 @@ mod tests {
             .map(|(stage, side, name)| Pdu {
                 stage: *stage,
                 side: *side,
-                name: (*name).to_owned(),
+                kind: PduKind::parse(name),
             })
             .collect()
     }
@@ -656,6 +647,64 @@ mod tests {
         ]);
         assert_eq!(failure_point(&p, &mut n), FaultPoint::CredsspNegotiate);
         assert_eq!(failure_point(&[], &mut n), FaultPoint::X224Request);
+        // The server's demand active and nothing after it: the lab fails at capabilities; after
+        // its control / font map PDUs it is connected.
+        let p = pdus(&[
+            (Stage::Capabilities, S, "demand active"),
+            (Stage::Capabilities, C, "confirm active"),
+        ]);
+        assert_eq!(failure_point(&p, &mut n), FaultPoint::Capabilities);
+        let p = pdus(&[
+            (Stage::Capabilities, S, "demand active"),
+            (Stage::Capabilities, S, "control"),
+        ]);
+        assert_eq!(failure_point(&p, &mut n), FaultPoint::Connected);
+        // A refusal is not where the server stopped: its alert, errorCode, set error info or
+        // licensing error alert is skipped; the client's own alert is no pending request.
+        let p = pdus(&[
+            (Stage::Credssp, C, "ntlm negotiate"),
+            (Stage::Credssp, S, "ntlm challenge"),
+            (Stage::Credssp, C, "ntlm authenticate + pubKeyAuth"),
+            (Stage::Credssp, S, "errorCode"),
+            (Stage::Credssp, S, "alert warning close_notify"),
+        ]);
+        assert_eq!(failure_point(&p, &mut n), FaultPoint::CredsspAuthenticate);
+        let p = pdus(&[
+            (Stage::Licensing, S, "license error alert"),
+            (Stage::Capabilities, S, "set error info"),
+        ]);
+        assert_eq!(failure_point(&p, &mut n), FaultPoint::X224Request);
+        // Only the server's CHALLENGE is a challenge: a TSRequest with pubKeyAuth is not.
+        let p = pdus(&[
+            (Stage::Credssp, C, "ntlm authenticate + pubKeyAuth"),
+            (Stage::Credssp, S, "pubKeyAuth"),
+            (Stage::Mcs, C, "mcs connect initial"),
+        ]);
+        assert_eq!(failure_point(&p, &mut n), FaultPoint::McsConnectInitial);
+        // The client's Finished inside a handshake record ends the handshake: no note about a
+        // server that ended it midway.
+        let mut notes = Vec::new();
+        let p = pdus(&[
+            (
+                Stage::Tls,
+                S,
+                "server hello, certificate, server hello done",
+            ),
+            (Stage::Tls, C, "client key exchange"),
+            (Stage::Tls, C, "change cipher spec"),
+            (Stage::Tls, C, "encrypted handshake (finished)"),
+        ]);
+        assert_eq!(failure_point(&p, &mut notes), FaultPoint::TlsDone);
+        let p = pdus(&[
+            (
+                Stage::Tls,
+                S,
+                "server hello, certificate, server hello done",
+            ),
+            (Stage::Tls, C, "client key exchange"),
+        ]);
+        assert_eq!(failure_point(&p, &mut notes), FaultPoint::TlsDone);
+        assert_eq!(notes.len(), 1, "{notes:?}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //!   (a gap or garbage: whatever it is, it is not readable as a connection sequence PDU).
 
 use super::SanitizeStats;
+use crate::decode::pdu::ShareKind;
 use crate::decode::{mcs, x224};
 
 /// The share data PDU types (pduType2, 2.2.8.1.1.1.2) a client sends that carry no user data.
@@ -306,7 +307,7 @@ fn mask_payload(p: &mut [u8], channel: u64, from_client: bool, v: &View, st: &mu
         }
         return;
     }
-    let Some((name, facts)) = mcs::classify_share_pdu(p, true) else {
+    let Some((kind, facts)) = mcs::share_pdu(p, true) else {
         // Unreadable on the I/O channel: keep what could be a security header only.
         if zero_from(p, 4) {
             st.user_data_masked += 1;
@@ -320,12 +321,12 @@ fn mask_payload(p: &mut [u8], channel: u64, from_client: bool, v: &View, st: &mu
         0
     };
     let base = if header { 4 } else { 0 };
-    if name == "security exchange" {
+    if kind == ShareKind::SecurityExchange {
         // flags, flagsHi, length stay; the encrypted client random goes.
         if zero_from(p, 8) {
             st.security_exchange_masked += 1;
         }
-    } else if name.starts_with("client info") {
+    } else if matches!(kind, ShareKind::ClientInfo | ShareKind::ClientInfoEncrypted) {
         let keep = if flags & mcs::SEC_ENCRYPT != 0 {
             v.encrypted_keep()
         } else {
@@ -338,7 +339,7 @@ fn mask_payload(p: &mut [u8], channel: u64, from_client: bool, v: &View, st: &mu
         if zero_from(p, v.encrypted_keep()) {
             st.encrypted_pdus_masked += 1;
         }
-    } else if name == "server redirection" {
+    } else if kind == ShareKind::ServerRedirection {
         if zero_from(p, base + 4) {
             st.user_data_masked += 1;
         }
@@ -407,10 +408,10 @@ fn mask_direction(
             }
             continue;
         }
-        let Some((name, facts)) = mcs::classify_domain_pdu(ud) else {
+        let Some((kind, facts)) = mcs::domain_pdu(ud) else {
             continue;
         };
-        if !name.starts_with("send data") {
+        if !kind.is_send_data() {
             continue;
         }
         send_data = true;
