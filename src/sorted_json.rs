@@ -31,6 +31,7 @@ pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), 
         buf: std::mem::take(out),
         keys: Vec::new(),
         members: Vec::new(),
+        key_scratch: String::new(),
     };
     let r = value.serialize(&mut w);
     *out = w.buf;
@@ -61,6 +62,8 @@ pub struct Writer {
     keys: Vec<u8>,
     /// The members of the open objects, innermost last.
     members: Vec<Member>,
+    /// Reused for map keys.
+    key_scratch: String,
 }
 
 impl Writer {
@@ -102,20 +105,19 @@ pub struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    fn member<T: Serialize + ?Sized>(&mut self, key: &[u8], value: &T) -> Result<(), Error> {
+    fn member<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), Error> {
         let w = &mut *self.w;
         if let Some(prev) = w.members[self.first_member..].last() {
-            if w.keys[prev.key.0..prev.key.1] >= *key {
+            if w.keys[prev.key.0..prev.key.1] >= *key.as_bytes() {
                 self.in_order = false;
             }
             w.buf.push(b',');
         }
         let k0 = w.keys.len();
-        w.keys.extend_from_slice(key);
+        w.keys.extend_from_slice(key.as_bytes());
         let k1 = w.keys.len();
         let t0 = w.buf.len();
-        let k = std::str::from_utf8(key).map_err(|e| Error(e.to_string()))?;
-        w.json(k)?;
+        w.json(key)?;
         w.buf.push(b':');
         value.serialize(&mut *w)?;
         let t1 = w.buf.len();
@@ -185,7 +187,8 @@ impl<'a> Seq<'a> {
 /// A map being written: an object whose keys come one call before their values.
 pub struct MapWriter<'a> {
     object: Object<'a>,
-    key: Option<Vec<u8>>,
+    /// The key given by the last `serialize_key` (the writer's scratch, taken while a map is open).
+    key: Option<String>,
 }
 
 /// A variant with content, `{"Variant": content}`, around its sequence or object.
@@ -371,7 +374,7 @@ impl ser::SerializeStruct for Object<'_> {
         key: &'static str,
         v: &T,
     ) -> Result<(), Error> {
-        self.member(key.as_bytes(), v)
+        self.member(key, v)
     }
     fn end(self) -> Result<(), Error> {
         self.close().map(|_| ())
@@ -386,7 +389,7 @@ impl ser::SerializeStructVariant for Variant<Object<'_>> {
         key: &'static str,
         v: &T,
     ) -> Result<(), Error> {
-        self.inner.member(key.as_bytes(), v)
+        self.inner.member(key, v)
     }
     fn end(self) -> Result<(), Error> {
         self.inner.close()?.buf.push(b'}');
@@ -398,7 +401,14 @@ impl ser::SerializeMap for MapWriter<'_> {
     type Ok = ();
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        self.key = Some(key.serialize(KeyText)?);
+        // One scratch string for every key of every map: no allocation per key.
+        let mut text = self
+            .key
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.object.w.key_scratch));
+        text.clear();
+        key.serialize(KeyText(&mut text))?;
+        self.key = Some(text);
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
@@ -406,15 +416,18 @@ impl ser::SerializeMap for MapWriter<'_> {
             .key
             .take()
             .ok_or_else(|| Error("a map value without its key".into()))?;
-        self.object.member(&key, v)
+        let r = self.object.member(&key, v);
+        self.object.w.key_scratch = key;
+        r
     }
     fn end(self) -> Result<(), Error> {
         self.object.close().map(|_| ())
     }
 }
 
-/// A map key as text: strings as they are, numbers and bools as their JSON text.
-struct KeyText;
+/// A map key as text, written into the string it holds: strings as they are, numbers and bools as
+/// their JSON text.
+struct KeyText<'a>(&'a mut String);
 
 fn key_error() -> Error {
     Error("key must be a string".into())
@@ -422,30 +435,31 @@ fn key_error() -> Error {
 
 macro_rules! key_as_text {
     ($($f:ident: $t:ty),*) => {
-        $(fn $f(self, v: $t) -> Result<Vec<u8>, Error> {
-            Ok(v.to_string().into_bytes())
+        $(fn $f(self, v: $t) -> Result<(), Error> {
+            use std::fmt::Write;
+            write!(self.0, "{v}").map_err(|e| Error(e.to_string()))
         })*
     };
 }
 
 macro_rules! key_refused {
     ($($f:ident $(: $t:ty)?),*) => {
-        $(fn $f(self $(, _: $t)?) -> Result<Vec<u8>, Error> {
+        $(fn $f(self $(, _: $t)?) -> Result<(), Error> {
             Err(key_error())
         })*
     };
 }
 
-impl ser::Serializer for KeyText {
-    type Ok = Vec<u8>;
+impl ser::Serializer for KeyText<'_> {
+    type Ok = ();
     type Error = Error;
-    type SerializeSeq = Impossible<Vec<u8>, Error>;
-    type SerializeTuple = Impossible<Vec<u8>, Error>;
-    type SerializeTupleStruct = Impossible<Vec<u8>, Error>;
-    type SerializeTupleVariant = Impossible<Vec<u8>, Error>;
-    type SerializeMap = Impossible<Vec<u8>, Error>;
-    type SerializeStruct = Impossible<Vec<u8>, Error>;
-    type SerializeStructVariant = Impossible<Vec<u8>, Error>;
+    type SerializeSeq = Impossible<(), Error>;
+    type SerializeTuple = Impossible<(), Error>;
+    type SerializeTupleStruct = Impossible<(), Error>;
+    type SerializeTupleVariant = Impossible<(), Error>;
+    type SerializeMap = Impossible<(), Error>;
+    type SerializeStruct = Impossible<(), Error>;
+    type SerializeStructVariant = Impossible<(), Error>;
 
     key_as_text!(serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
         serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
@@ -453,13 +467,14 @@ impl ser::Serializer for KeyText {
     key_refused!(serialize_f32: f32, serialize_f64: f64, serialize_bytes: &[u8], serialize_none,
         serialize_unit);
 
-    fn serialize_str(self, v: &str) -> Result<Vec<u8>, Error> {
-        Ok(v.as_bytes().to_vec())
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        self.0.push_str(v);
+        Ok(())
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Vec<u8>, Error> {
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), Error> {
         Err(key_error())
     }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<Vec<u8>, Error> {
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
         Err(key_error())
     }
     fn serialize_unit_variant(
@@ -467,14 +482,15 @@ impl ser::Serializer for KeyText {
         _: &'static str,
         _: u32,
         name: &'static str,
-    ) -> Result<Vec<u8>, Error> {
-        Ok(name.as_bytes().to_vec())
+    ) -> Result<(), Error> {
+        self.0.push_str(name);
+        Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
         _: &'static str,
         v: &T,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<(), Error> {
         v.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -483,7 +499,7 @@ impl ser::Serializer for KeyText {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<Vec<u8>, Error> {
+    ) -> Result<(), Error> {
         Err(key_error())
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
