@@ -423,3 +423,62 @@ fn several_files_are_read_in_turn() {
     );
     assert_eq!(strip(&out), strip(&analyze(&["--json", &a], None)));
 }
+
+/// `analyze a b … --jobs N`: the files read at the same time (N - 1 ahead of the one being
+/// printed) give the bytes, the order, the skipped files and the exit code of reading them in turn,
+/// with a missing file and a foreign one among them and a damaged one last.
+#[test]
+fn several_files_read_at_once_print_as_in_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut names: Vec<_> = std::fs::read_dir(FIXTURES)
+        .expect("fixtures")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcapng"))
+        .collect();
+    names.sort();
+    let junk = dir.path().join("junk.pcap");
+    std::fs::write(&junk, b"not a capture at all").expect("write");
+    let cut = dir.path().join("cut.pcapng");
+    let whole = std::fs::read(&names[0]).expect("fixture");
+    std::fs::write(&cut, &whole[..whole.len() * 2 / 3]).expect("write");
+    let mut files: Vec<String> = names.iter().map(|p| p.display().to_string()).collect();
+    files.insert(3, junk.display().to_string());
+    files.insert(8, dir.path().join("missing.pcap").display().to_string());
+    // A damaged file ends the run where it is damaged (as for one file): last.
+    files.push(cut.display().to_string());
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    for view in ["--json", "--table"] {
+        let mut args = vec![view, "--jobs", "1"];
+        args.extend(&files);
+        let one = analyze(&args, None);
+        assert!(
+            text(&one.stdout).lines().count() >= names.len(),
+            "{view}: {}",
+            text(&one.stdout)
+        );
+        for skipped in ["junk.pcap", "missing.pcap", "cut short"] {
+            assert!(text(&one.stderr).contains(skipped), "{}", text(&one.stderr));
+        }
+        for jobs in ["2", "3", "8"] {
+            args[2] = jobs;
+            let many = analyze(&args, None);
+            assert_eq!(
+                many.status.code(),
+                one.status.code(),
+                "{view} --jobs {jobs}"
+            );
+            assert!(
+                many.stdout == one.stdout,
+                "{view} --jobs {jobs} printed other bytes:\n{}\n---\n{}",
+                text(&many.stdout),
+                text(&one.stdout)
+            );
+            assert_eq!(
+                text(&many.stderr),
+                text(&one.stderr),
+                "{view} --jobs {jobs}"
+            );
+        }
+    }
+}

@@ -43,8 +43,8 @@ pub(crate) struct AnalyzeArgs {
     /// One table row per connection and a summary per failure, whatever the count
     #[arg(long, conflicts_with_all = ["json", "stages"])]
     table: bool,
-    /// Threads that decode connections (0: one per core); the output is the same, in the same
-    /// order, whatever the count
+    /// Threads that decode connections (0: one per core); with several files, also how many are
+    /// read at once. The output is the same, in the same order, whatever the count
     #[arg(long, value_name = "N", default_value_t = 0)]
     jobs: usize,
     /// Write a self-contained HTML report of every connection (or of the --connection one):
@@ -100,7 +100,10 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     };
     let conversations = read_conversations(input, opts.clone())
         .with_context(|| format!("reading {}", first.display()))?;
-    let conversations = super::analyze_par::Files::new(conversations, a.files[1..].to_vec(), opts);
+    // With more than one thread, the next files are read while the one before is (jobs - 1 ahead).
+    let read_ahead = super::analyze_par::threads(a.jobs).saturating_sub(1);
+    let conversations =
+        super::analyze_par::Files::new(conversations, a.files[1..].to_vec(), opts, read_ahead);
     // An RD Gateway's legacy transport is two conversations (OUT and IN channel): one report.
     let conversations = rdprobe::decode::gateway::LegacyPairs::new(conversations);
     let mut out = std::io::stdout().lock();

@@ -79,16 +79,21 @@ enum Inner<C> {
     },
 }
 
+/// The threads `--jobs N` means: N, or one per core for 0.
+pub fn threads(jobs: usize) -> usize {
+    if jobs == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        jobs
+    }
+}
+
 /// Decodes `conv`'s conversations with `jobs` threads (0: one per core; 1: this thread only).
 pub fn decode_ordered<C>(conv: C, jobs: usize, json: bool) -> Ordered<C>
 where
     C: Iterator<Item = Result<Trace, CaptureError>> + Send + 'static,
 {
-    let jobs = if jobs == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        jobs
-    };
+    let jobs = threads(jobs);
     if jobs <= 1 {
         return Ordered {
             inner: Inner::Inline { conv, n: 0, json },
@@ -205,10 +210,15 @@ impl<C> Ordered<C> {
     }
 }
 
-/// The conversations of several captures, one file after the other (`analyze a.pcap b.pcap …`):
-/// each file is opened when the one before it ends, with its own reader (its own secrets blocks);
-/// a later file that cannot be opened or is not a capture is skipped and named in
-/// [`Files::skipped`].
+/// The conversations of several captures, one file after the other (`analyze a.pcap b.pcap …`),
+/// each file with its own reader (its own secrets blocks); a later file that cannot be opened or is
+/// not a capture is skipped and named in [`Files::skipped`].
+///
+/// The first file is read by whoever iterates. With `read_ahead` > 0 the next files are read at the
+/// same time, each on a thread of its own (at most `read_ahead` at once), into a channel holding at
+/// most [`IN_FLIGHT_PER_JOB`] conversations: they are handed on in file order when the files before
+/// them end, so the output is the same as reading the files in turn, and memory stays bounded by
+/// the readers running (each bounded) and their channels.
 pub struct Files<R: std::io::Read> {
     current: Option<rdprobe::capture::reader::Conversations<R>>,
     rest: std::collections::VecDeque<std::path::PathBuf>,
@@ -216,21 +226,91 @@ pub struct Files<R: std::io::Read> {
     udp: Vec<rdprobe::capture::reader::rdpeudp::UdpFlow>,
     /// Later files skipped, with why.
     pub skipped: Vec<String>,
+    /// Files being read ahead, in file order.
+    ahead: std::collections::VecDeque<Receiver<FileItem>>,
+    read_ahead: usize,
 }
 
-impl Files<Box<dyn std::io::Read + Send>> {
-    /// `first` is the open reader of the first file; `rest` are opened in turn.
+/// What a file read ahead hands on.
+enum FileItem {
+    Conversation(Result<Trace, CaptureError>),
+    /// The file ended; its RDP-UDP flows.
+    Done(Vec<rdprobe::capture::reader::rdpeudp::UdpFlow>),
+    /// The file could not be opened or is not a capture.
+    Skipped(String),
+}
+
+type Input = Box<dyn std::io::Read + Send>;
+
+/// Opens `path` as a capture.
+fn open_capture(
+    path: &std::path::Path,
+    opts: rdprobe::capture::reader::ReaderOptions,
+) -> Result<rdprobe::capture::reader::Conversations<Input>, String> {
+    std::fs::File::open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))
+        .and_then(|f| {
+            let input: Input = Box::new(f);
+            rdprobe::capture::reader::read_conversations(input, opts)
+                .map_err(|e| format!("reading {}: {e}", path.display()))
+        })
+}
+
+/// Reads `path` on a thread of its own into a bounded channel (the thread ends when the
+/// receiver is dropped).
+fn read_on_thread(
+    path: std::path::PathBuf,
+    opts: rdprobe::capture::reader::ReaderOptions,
+) -> Receiver<FileItem> {
+    let (tx, rx) = sync_channel(IN_FLIGHT_PER_JOB);
+    std::thread::spawn(move || {
+        let mut conv = match open_capture(&path, opts) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(FileItem::Skipped(e));
+                return;
+            }
+        };
+        for item in conv.by_ref() {
+            if tx.send(FileItem::Conversation(item)).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(FileItem::Done(conv.udp_flows()));
+    });
+    rx
+}
+
+impl Files<Input> {
+    /// `first` is the open reader of the first file; `rest` are read after it, up to
+    /// `read_ahead` of them at the same time as the ones before (0: each when the one before ends).
     pub fn new(
-        first: rdprobe::capture::reader::Conversations<Box<dyn std::io::Read + Send>>,
+        first: rdprobe::capture::reader::Conversations<Input>,
         rest: Vec<std::path::PathBuf>,
         opts: rdprobe::capture::reader::ReaderOptions,
+        read_ahead: usize,
     ) -> Self {
-        Files {
+        let mut files = Files {
             current: Some(first),
             rest: rest.into(),
             opts,
             udp: Vec::new(),
             skipped: Vec::new(),
+            ahead: std::collections::VecDeque::new(),
+            read_ahead,
+        };
+        files.start_ahead();
+        files
+    }
+
+    /// Starts reading the next files until `read_ahead` are being read ahead.
+    fn start_ahead(&mut self) {
+        while self.ahead.len() < self.read_ahead {
+            let Some(path) = self.rest.pop_front() else {
+                return;
+            };
+            self.ahead
+                .push_back(read_on_thread(path, self.opts.clone()));
         }
     }
 
@@ -244,7 +324,7 @@ impl Files<Box<dyn std::io::Read + Send>> {
     }
 }
 
-impl Iterator for Files<Box<dyn std::io::Read + Send>> {
+impl Iterator for Files<Input> {
     type Item = Result<Trace, CaptureError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -258,15 +338,23 @@ impl Iterator for Files<Box<dyn std::io::Read + Send>> {
                     }
                 }
             }
+            if let Some(rx) = self.ahead.front() {
+                match rx.recv() {
+                    Ok(FileItem::Conversation(x)) => return Some(x),
+                    Ok(FileItem::Done(udp)) => self.udp.extend(udp),
+                    Ok(FileItem::Skipped(e)) => self.skipped.push(e),
+                    // INVARIANT: a reader thread sends Done or Skipped last; it can only vanish
+                    // without one by panicking.
+                    Err(_) => self
+                        .skipped
+                        .push("a capture reader stopped unexpectedly".to_string()),
+                }
+                self.ahead.pop_front();
+                self.start_ahead();
+                continue;
+            }
             let path = self.rest.pop_front()?;
-            let opened = std::fs::File::open(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))
-                .and_then(|f| {
-                    let input: Box<dyn std::io::Read + Send> = Box::new(f);
-                    rdprobe::capture::reader::read_conversations(input, self.opts.clone())
-                        .map_err(|e| format!("reading {}: {e}", path.display()))
-                });
-            match opened {
+            match open_capture(&path, self.opts.clone()) {
                 Ok(c) => self.current = Some(c),
                 Err(e) => self.skipped.push(e),
             }
