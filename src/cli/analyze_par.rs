@@ -232,6 +232,9 @@ pub struct Files<R: std::io::Read> {
 }
 
 /// What a file read ahead hands on.
+// The large variant is the one almost every item is (a conversation): boxing it would allocate per
+// conversation to shrink the two that come once per file.
+#[allow(clippy::large_enum_variant)]
 enum FileItem {
     Conversation(Result<Trace, CaptureError>),
     /// The file ended; its RDP-UDP flows.
