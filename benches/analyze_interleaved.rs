@@ -11,6 +11,9 @@
 //! `--jobs 1` (one core) and once with the default (every core); the report gives wall time,
 //! throughput per wall second and per CPU second, the ratio to tshark, and each run's peak RSS.
 //!
+//! It also reads the capture as four files (`analyze f f f f`), in turn and on every core (the next
+//! files read ahead while one is decoded).
+//!
 //! Run: `cargo bench --bench analyze_interleaved` (BENCH_MB=200, BENCH_CONNS=3120, BENCH_RUNS=3;
 //! BENCH_KEEP=1 keeps the capture and prints its path).
 
@@ -22,18 +25,43 @@ use std::time::Instant;
 use bytes::Bytes;
 use rdprobe::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
 
-/// Runs `cmd` to its end: (wall s, CPU s, peak RSS KiB, standard output), from wait4's rusage.
+/// Runs `cmd` to its end: (wall s, CPU s, peak RSS KiB, standard output). CPU time comes from
+/// wait4's rusage; the peak RSS from the child's own VmHWM in /proc, read every 2 ms while it runs
+/// (rusage's ru_maxrss would include this process's memory: a child started by vfork + exec keeps
+/// the high-water mark of the memory it was started from).
 // The child is reaped by wait4 (which also gives its rusage), not by Child::wait.
 #[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (f64, f64, i64, Vec<u8>) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::Arc;
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let (done, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicI64::new(0)));
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            let status = format!("/proc/{pid}/status");
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(s) = std::fs::read_to_string(&status) {
+                    let hwm = s
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+                    if let Some(kib) = hwm {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
     let mut out = Vec::new();
     child
         .stdout
@@ -41,7 +69,6 @@ fn run_measured(cmd: &mut Command) -> (f64, f64, i64, Vec<u8>) {
         .expect("stdout")
         .read_to_end(&mut out)
         .expect("read stdout");
-    let pid = child.id() as libc::pid_t;
     // SAFETY: wait4 on our own child fills the zeroed status and rusage.
     let (status, ru) = unsafe {
         let mut status = 0;
@@ -50,10 +77,17 @@ fn run_measured(cmd: &mut Command) -> (f64, f64, i64, Vec<u8>) {
         (status, ru)
     };
     let wall = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
     let st = std::process::ExitStatus::from_raw(status);
     assert!(st.code().is_some(), "child died: {st:?}");
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (wall, tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss, out)
+    (
+        wall,
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+        peak.load(Ordering::Relaxed),
+        out,
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -411,6 +445,33 @@ fn main() {
         "--jobs 1 and --jobs 0 printed different output"
     );
 
+    // Several files (`analyze a b c d`): the same capture four times, read in turn (--jobs 1) and
+    // read ahead at the same time (every core); the output must be the same.
+    const FILES: usize = 4;
+    let mut several = Vec::new();
+    let mut several_out = Vec::new();
+    for jobs in ["1", "0"] {
+        let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0);
+        let mut out = Vec::new();
+        for _ in 0..runs {
+            let (w, c, r, o) = run_measured(
+                Command::new(bin)
+                    .args(["analyze", "--json", "--jobs", jobs])
+                    .args(std::iter::repeat_n(&path, FILES)),
+            );
+            wall.push(w);
+            cpu.push(c);
+            rss = rss.max(r);
+            out = o;
+        }
+        several.push((jobs, median(&mut wall), median(&mut cpu), rss));
+        several_out.push(out);
+    }
+    assert!(
+        several_out[0] == several_out[1],
+        "{FILES} files: --jobs 1 and --jobs 0 printed different output"
+    );
+
     let (mut ts_wall, mut ts_cpu, mut ts_rss) = (Vec::new(), Vec::new(), 0);
     let mut streams = 0;
     for _ in 0..runs {
@@ -464,5 +525,20 @@ fn main() {
         size_mb / tsh_cpu.max(1e-9),
         ts_rss / 1024
     );
+    for (jobs, wall, cpu, rss) in &several {
+        let label = if *jobs == "1" {
+            format!("{FILES} files, --jobs 1")
+        } else {
+            format!("{FILES} files, {cores} jobs")
+        };
+        println!(
+            "{label:<18}: {wall:>6.2} s  {:>6.0} MB/s  {:>6.0} MB/s per core (cpu {cpu:.2} s)  \
+             peak RSS {} MB  {:.1}x tshark on one file",
+            FILES as f64 * size_mb / wall,
+            FILES as f64 * size_mb / cpu.max(1e-9),
+            rss / 1024,
+            FILES as f64 * tsh / wall,
+        );
+    }
     println!("goal: >= 20x tshark, toward 1 GB/s per core, RSS < 100 MB");
 }
