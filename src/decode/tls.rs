@@ -1,5 +1,7 @@
-//! TLS record layer and handshake decoding (RFC 5246, RFC 8446) for the `tls` stage: pure, no I/O,
-//! never panics on any input.
+//! The `tls` stage's decoding and facts (RFC 5246, RFC 8446): pure, no I/O, never panics on any
+//! input. Records and handshake messages are framed and read by [`crate::wire::tls`] (re-exported
+//! here); this module names what they carry (versions, cipher suites, alerts) and makes the
+//! certificate facts.
 //!
 //! Only the cleartext part of the handshake is decoded: ClientHello, ServerHello, and for TLS <= 1.2
 //! the server's Certificate. With TLS 1.3 the certificate travels encrypted; when it is recovered
@@ -13,539 +15,15 @@ use sha2::Digest;
 use x509_cert::der::{self, Decode, Encode, Tagged};
 use x509_cert::Certificate;
 
-/// TLS record content types (RFC 8446 B.1).
-pub const CT_CHANGE_CIPHER_SPEC: u8 = 20;
-pub const CT_ALERT: u8 = 21;
-pub const CT_HANDSHAKE: u8 = 22;
-pub const CT_APPLICATION_DATA: u8 = 23;
-/// RFC 6520 heartbeat (still a valid record type on the wire).
-pub const CT_HEARTBEAT: u8 = 24;
-
-/// Size of a TLS record header: type (1) + version (2) + length (2).
-pub const RECORD_HEADER_LEN: usize = 5;
-
-/// Largest record fragment accepted: 2^14 plaintext + 2048 bytes of expansion (RFC 5246 6.2.3,
-/// the TLSCiphertext bound; RFC 8446 allows only 2^14 + 256, older stacks use the larger bound).
-pub const MAX_FRAGMENT_LEN: usize = (1 << 14) + 2048;
-
-/// Size of a handshake message header: msg_type (1) + length (3) (RFC 8446 4).
-pub const HANDSHAKE_HEADER_LEN: usize = 4;
-
-/// Largest handshake message [`HandshakeReassembler`] buffers (bytes of header + body). Certificate
-/// chains of real RDP servers are a few KiB; 256 KiB bounds memory on hostile input.
-pub const MAX_HANDSHAKE_MESSAGE_LEN: usize = 256 * 1024;
-
-/// Handshake message types (RFC 8446 B.3, RFC 5246 7.4).
-pub const HS_CLIENT_HELLO: u8 = 1;
-pub const HS_SERVER_HELLO: u8 = 2;
-pub const HS_NEW_SESSION_TICKET: u8 = 4;
-pub const HS_ENCRYPTED_EXTENSIONS: u8 = 8;
-pub const HS_CERTIFICATE: u8 = 11;
-pub const HS_SERVER_KEY_EXCHANGE: u8 = 12;
-pub const HS_CERTIFICATE_REQUEST: u8 = 13;
-pub const HS_SERVER_HELLO_DONE: u8 = 14;
-pub const HS_CERTIFICATE_VERIFY: u8 = 15;
-pub const HS_CLIENT_KEY_EXCHANGE: u8 = 16;
-pub const HS_FINISHED: u8 = 20;
-
-/// Extension numbers read here (RFC 6066 3, RFC 8446 4.2.1).
-const EXT_SERVER_NAME: u16 = 0;
-const EXT_SUPPORTED_VERSIONS: u16 = 43;
-
-/// One TLS record found in a byte stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub content_type: u8,
-    /// legacy_record_version
-    pub version: u16,
-    /// Byte offset of the record header in the stream.
-    pub offset: usize,
-    /// Length of the fragment (without the 5-byte header).
-    pub len: usize,
-}
-
-impl Record {
-    /// The fragment of this record within the stream it was split from.
-    pub fn fragment<'a>(&self, stream: &'a [u8]) -> &'a [u8] {
-        let start = self.offset.saturating_add(RECORD_HEADER_LEN);
-        let end = start.saturating_add(self.len);
-        stream.get(start..end).unwrap_or(&[])
-    }
-}
-
-/// Checks one record header (RFC 8446 5.1): content type 20..=24, major version 3, length at most
-/// [`MAX_FRAGMENT_LEN`]. Returns the fragment length, or what is wrong.
-pub fn check_record_header(h: &[u8; RECORD_HEADER_LEN]) -> Result<usize, String> {
-    let ct = h[0];
-    let version = u16::from_be_bytes([h[1], h[2]]);
-    let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-    if ct & 0x80 != 0 && h[2] == 0x01 {
-        return Err("SSLv2-format record (not TLS)".to_owned());
-    }
-    if !(CT_CHANGE_CIPHER_SPEC..=CT_HEARTBEAT).contains(&ct) {
-        return Err(format!("invalid TLS record content type {ct}"));
-    }
-    if h[1] != 3 || h[2] > 4 {
-        return Err(format!("invalid TLS record version 0x{version:04x}"));
-    }
-    if len > MAX_FRAGMENT_LEN {
-        return Err(format!(
-            "TLS record length {len} exceeds {MAX_FRAGMENT_LEN}"
-        ));
-    }
-    Ok(len)
-}
-
-/// Splits a stream into TLS records. Returns the complete records and, if the stream does not end
-/// on a record boundary or a header is invalid, the offset and a description of the problem.
-///
-/// A header error stops the split (what follows cannot be framed); a truncated last record is
-/// reported as "truncated" with the number of bytes missing, so a caller reading a live stream can
-/// tell "wait for more" from "garbage".
-pub fn split_records(stream: &[u8]) -> (Vec<Record>, Option<(usize, String)>) {
-    let mut records = Vec::new();
-    let mut off = 0usize;
-    while off < stream.len() {
-        let rest = &stream[off..];
-        let Some(h) = rest.first_chunk::<RECORD_HEADER_LEN>() else {
-            return (
-                records,
-                Some((
-                    off,
-                    format!("truncated TLS record header ({} of 5 bytes)", rest.len()),
-                )),
-            );
-        };
-        let len = match check_record_header(h) {
-            Ok(l) => l,
-            Err(e) => return (records, Some((off, e))),
-        };
-        let total = RECORD_HEADER_LEN + len;
-        if rest.len() < total {
-            return (
-                records,
-                Some((
-                    off,
-                    format!(
-                        "truncated TLS record: {} of {total} bytes present",
-                        rest.len()
-                    ),
-                )),
-            );
-        }
-        records.push(Record {
-            content_type: h[0],
-            version: u16::from_be_bytes([h[1], h[2]]),
-            offset: off,
-            len,
-        });
-        off += total;
-    }
-    (records, None)
-}
-
-/// A decoded handshake message (only what rdprobe reports).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Handshake {
-    ClientHello {
-        /// legacy_version
-        version: u16,
-        /// supported_versions extension, if present
-        supported_versions: Vec<u16>,
-        cipher_suites: Vec<u16>,
-        sni: Option<String>,
-    },
-    ServerHello {
-        version: u16,
-        /// supported_versions extension (TLS 1.3 selected version), if present
-        selected_version: Option<u16>,
-        cipher_suite: u16,
-    },
-    /// DER certificates, leaf first (TLS <= 1.2 only: in 1.3 it is encrypted).
-    Certificate {
-        chain: Vec<Vec<u8>>,
-    },
-    ServerHelloDone,
-    ClientKeyExchange,
-    Finished,
-    Other {
-        msg_type: u8,
-    },
-}
-
-/// A bounds-checked big-endian reader over a slice; every read returns None past the end.
-struct Rd<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Rd<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Rd { buf, pos: 0 }
-    }
-    fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
-    }
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.buf.get(self.pos..end)?;
-        self.pos = end;
-        Some(s)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|s| s[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|s| u16::from_be_bytes([s[0], s[1]]))
-    }
-    fn u24(&mut self) -> Option<usize> {
-        self.take(3)
-            .map(|s| (usize::from(s[0]) << 16) | (usize::from(s[1]) << 8) | usize::from(s[2]))
-    }
-    /// A vector with a 1-, 2- or 3-byte length prefix.
-    fn vec8(&mut self) -> Option<&'a [u8]> {
-        let n = self.u8()?;
-        self.take(usize::from(n))
-    }
-    fn vec16(&mut self) -> Option<&'a [u8]> {
-        let n = self.u16()?;
-        self.take(usize::from(n))
-    }
-    fn vec24(&mut self) -> Option<&'a [u8]> {
-        let n = self.u24()?;
-        self.take(n)
-    }
-}
-
-/// Decodes the handshake messages in the concatenated fragments of handshake records
-/// (messages may span records). Stops at the first malformed message and reports its offset.
-///
-/// A message whose header announces more bytes than `fragments` holds is reported as
-/// "truncated handshake message" at its offset: when decoding record by record, feed the records to a
-/// [`HandshakeReassembler`] instead, which carries such a message over to the next record.
-pub fn parse_handshakes(fragments: &[u8]) -> (Vec<Handshake>, Option<(usize, String)>) {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while off < fragments.len() {
-        let rest = &fragments[off..];
-        let Some(h) = rest.first_chunk::<HANDSHAKE_HEADER_LEN>() else {
-            return (
-                out,
-                Some((
-                    off,
-                    format!("truncated handshake header ({} of 4 bytes)", rest.len()),
-                )),
-            );
-        };
-        let msg_type = h[0];
-        let len = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
-        let total = HANDSHAKE_HEADER_LEN + len;
-        if rest.len() < total {
-            return (
-                out,
-                Some((
-                    off,
-                    format!(
-                        "truncated handshake message type {msg_type}: {} of {total} bytes present",
-                        rest.len()
-                    ),
-                )),
-            );
-        }
-        let body = &rest[HANDSHAKE_HEADER_LEN..total];
-        match parse_handshake_body(msg_type, body) {
-            Ok(m) => out.push(m),
-            Err((what, at)) => return (out, Some((off + HANDSHAKE_HEADER_LEN + at, what))),
-        }
-        off += total;
-    }
-    (out, None)
-}
-
-/// Reassembles handshake messages that span records (RFC 8446 5.1: a message may be split over
-/// several records and several messages may share one). Feed it the fragments of the plaintext
-/// handshake records of one direction, in order.
-///
-/// INVARIANT: the buffer never holds more than [`MAX_HANDSHAKE_MESSAGE_LEN`] plus one record fragment.
-#[derive(Clone, Debug, Default)]
-pub struct HandshakeReassembler {
-    buf: Vec<u8>,
-    /// Bytes consumed before `buf[0]` (offsets in errors are relative to all bytes pushed).
-    base: usize,
-    failed: bool,
-}
-
-impl HandshakeReassembler {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds one record fragment; returns the messages completed by it and, on a malformed message,
-    /// the offset (over all bytes pushed so far) and what is wrong. After an error it returns nothing.
-    pub fn push(&mut self, fragment: &[u8]) -> (Vec<Handshake>, Option<(usize, String)>) {
-        if self.failed {
-            return (Vec::new(), None);
-        }
-        self.buf.extend_from_slice(fragment);
-        let mut out = Vec::new();
-        let mut off = 0usize;
-        let err = loop {
-            let rest = &self.buf[off..];
-            let Some(h) = rest.first_chunk::<HANDSHAKE_HEADER_LEN>() else {
-                break None;
-            };
-            let len = (usize::from(h[1]) << 16) | (usize::from(h[2]) << 8) | usize::from(h[3]);
-            let total = HANDSHAKE_HEADER_LEN + len;
-            if total > MAX_HANDSHAKE_MESSAGE_LEN {
-                break Some((
-                    self.base + off,
-                    format!("handshake message length {len} exceeds {MAX_HANDSHAKE_MESSAGE_LEN}"),
-                ));
-            }
-            if rest.len() < total {
-                break None;
-            }
-            match parse_handshake_body(h[0], &rest[HANDSHAKE_HEADER_LEN..total]) {
-                Ok(m) => out.push(m),
-                Err((what, at)) => break Some((self.base + off + HANDSHAKE_HEADER_LEN + at, what)),
-            }
-            off += total;
-        };
-        if err.is_some() {
-            self.failed = true;
-            self.buf = Vec::new();
-        } else {
-            self.buf.drain(..off);
-            self.base += off;
-        }
-        (out, err)
-    }
-
-    /// Bytes of an incomplete message waiting for the next record.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
-    }
-}
-
-/// Decodes one handshake body. Errors carry an offset within `body`.
-fn parse_handshake_body(msg_type: u8, body: &[u8]) -> Result<Handshake, (String, usize)> {
-    match msg_type {
-        HS_CLIENT_HELLO => parse_client_hello(body),
-        HS_SERVER_HELLO => parse_server_hello(body),
-        HS_CERTIFICATE => parse_certificate(body).map(|chain| Handshake::Certificate { chain }),
-        HS_SERVER_HELLO_DONE => Ok(Handshake::ServerHelloDone),
-        HS_CLIENT_KEY_EXCHANGE => Ok(Handshake::ClientKeyExchange),
-        HS_FINISHED => Ok(Handshake::Finished),
-        t => Ok(Handshake::Other { msg_type: t }),
-    }
-}
-
-/// ClientHello (RFC 8446 4.1.2, RFC 5246 7.4.1.2; extensions are optional before TLS 1.2).
-fn parse_client_hello(body: &[u8]) -> Result<Handshake, (String, usize)> {
-    let mut r = Rd::new(body);
-    let short = |r: &Rd<'_>, what: &str| (format!("client hello truncated in {what}"), r.pos);
-    let version = r.u16().ok_or_else(|| short(&r, "legacy_version"))?;
-    r.take(32).ok_or_else(|| short(&r, "random"))?;
-    r.vec8().ok_or_else(|| short(&r, "legacy_session_id"))?;
-    let at = r.pos;
-    let suites = r.vec16().ok_or_else(|| short(&r, "cipher_suites"))?;
-    if suites.len() % 2 != 0 {
-        return Err(("client hello cipher_suites length is odd".to_owned(), at));
-    }
-    let cipher_suites = suites
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .collect();
-    r.vec8()
-        .ok_or_else(|| short(&r, "legacy_compression_methods"))?;
-    let mut supported_versions = Vec::new();
-    let mut sni = None;
-    if r.remaining() > 0 {
-        let ext_base = r.pos + 2;
-        let exts = r.vec16().ok_or_else(|| short(&r, "extensions"))?;
-        for (ty, data, data_off) in extensions(exts)
-            .map_err(|o| ("malformed client hello extension".to_owned(), ext_base + o))?
-        {
-            match ty {
-                EXT_SUPPORTED_VERSIONS => {
-                    let mut e = Rd::new(data);
-                    let list = e.vec8().filter(|l| l.len() % 2 == 0).ok_or_else(|| {
-                        (
-                            "malformed supported_versions extension".to_owned(),
-                            ext_base + data_off,
-                        )
-                    })?;
-                    supported_versions = list
-                        .chunks_exact(2)
-                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                        .collect();
-                }
-                EXT_SERVER_NAME => {
-                    sni = parse_sni(data);
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(Handshake::ClientHello {
-        version,
-        supported_versions,
-        cipher_suites,
-        sni,
-    })
-}
-
-/// The first host_name of a server_name extension (RFC 6066 3).
-fn parse_sni(data: &[u8]) -> Option<String> {
-    let mut e = Rd::new(data);
-    let list = e.vec16()?;
-    let mut l = Rd::new(list);
-    while l.remaining() > 0 {
-        let name_type = l.u8()?;
-        let name = l.vec16()?;
-        if name_type == 0 {
-            return Some(String::from_utf8_lossy(name).into_owned());
-        }
-    }
-    None
-}
-
-/// Splits an extensions block into (type, data, offset of data within the block).
-/// Error: offset of the malformed extension.
-#[allow(clippy::type_complexity)]
-fn extensions(block: &[u8]) -> Result<Vec<(u16, &[u8], usize)>, usize> {
-    let mut r = Rd::new(block);
-    let mut out = Vec::new();
-    while r.remaining() > 0 {
-        let at = r.pos;
-        let ty = r.u16().ok_or(at)?;
-        let data = r.vec16().ok_or(at)?;
-        out.push((ty, data, at + 4));
-    }
-    Ok(out)
-}
-
-/// ServerHello (RFC 8446 4.1.3; a HelloRetryRequest has the same layout and is reported as one).
-fn parse_server_hello(body: &[u8]) -> Result<Handshake, (String, usize)> {
-    let mut r = Rd::new(body);
-    let short = |r: &Rd<'_>, what: &str| (format!("server hello truncated in {what}"), r.pos);
-    let version = r.u16().ok_or_else(|| short(&r, "legacy_version"))?;
-    r.take(32).ok_or_else(|| short(&r, "random"))?;
-    r.vec8()
-        .ok_or_else(|| short(&r, "legacy_session_id_echo"))?;
-    let cipher_suite = r.u16().ok_or_else(|| short(&r, "cipher_suite"))?;
-    r.u8()
-        .ok_or_else(|| short(&r, "legacy_compression_method"))?;
-    let mut selected_version = None;
-    if r.remaining() > 0 {
-        let ext_base = r.pos + 2;
-        let exts = r.vec16().ok_or_else(|| short(&r, "extensions"))?;
-        for (ty, data, data_off) in extensions(exts)
-            .map_err(|o| ("malformed server hello extension".to_owned(), ext_base + o))?
-        {
-            if ty == EXT_SUPPORTED_VERSIONS {
-                let v = data
-                    .first_chunk::<2>()
-                    .filter(|_| data.len() == 2)
-                    .ok_or_else(|| {
-                        (
-                            "malformed supported_versions extension".to_owned(),
-                            ext_base + data_off,
-                        )
-                    })?;
-                selected_version = Some(u16::from_be_bytes(*v));
-            }
-        }
-    }
-    Ok(Handshake::ServerHello {
-        version,
-        selected_version,
-        cipher_suite,
-    })
-}
-
-/// Certificate, TLS <= 1.2 layout (RFC 5246 7.4.2): `opaque ASN.1Cert<1..2^24-1>; ASN.1Cert
-/// certificate_list<0..2^24-1>`. Falls back to the TLS 1.3 layout when the first byte is a
-/// plausible certificate_request_context length and the 1.2 reading fails.
-fn parse_certificate(body: &[u8]) -> Result<Vec<Vec<u8>>, (String, usize)> {
-    match parse_certificate_tls12(body) {
-        Ok(c) => Ok(c),
-        Err(e) => parse_certificate_tls13(body).map_err(|_| e),
-    }
-}
-
-fn parse_certificate_tls12(body: &[u8]) -> Result<Vec<Vec<u8>>, (String, usize)> {
-    let mut r = Rd::new(body);
-    let list = r
-        .vec24()
-        .ok_or_else(|| ("certificate list length exceeds the message".to_owned(), 0))?;
-    if r.remaining() != 0 {
-        return Err((
-            "trailing bytes after the certificate list".to_owned(),
-            r.pos,
-        ));
-    }
-    let mut l = Rd::new(list);
-    let mut chain = Vec::new();
-    while l.remaining() > 0 {
-        let at = 3 + l.pos;
-        let cert = l.vec24().ok_or_else(|| {
-            (
-                "certificate length exceeds the certificate list".to_owned(),
-                at,
-            )
-        })?;
-        chain.push(cert.to_vec());
-    }
-    Ok(chain)
-}
-
-/// Certificate, TLS 1.3 layout (RFC 8446 4.4.2): `opaque certificate_request_context<0..2^8-1>;
-/// CertificateEntry certificate_list<0..2^24-1>` where each entry is `opaque cert_data<1..2^24-1>;
-/// Extension extensions<0..2^16-1>`. Returns the DER certificates, leaf first. Errors carry an
-/// offset within `body` (the message body, without the 4-byte handshake header).
-pub fn parse_certificate_tls13(body: &[u8]) -> Result<Vec<Vec<u8>>, (String, usize)> {
-    let mut r = Rd::new(body);
-    r.vec8().ok_or_else(|| {
-        (
-            "certificate_request_context exceeds the message".to_owned(),
-            0,
-        )
-    })?;
-    let list_off = r.pos + 3;
-    let list = r.vec24().ok_or_else(|| {
-        (
-            "certificate list length exceeds the message".to_owned(),
-            r.pos,
-        )
-    })?;
-    if r.remaining() != 0 {
-        return Err((
-            "trailing bytes after the certificate list".to_owned(),
-            r.pos,
-        ));
-    }
-    let mut l = Rd::new(list);
-    let mut chain = Vec::new();
-    while l.remaining() > 0 {
-        let at = list_off + l.pos;
-        let cert = l.vec24().ok_or_else(|| {
-            (
-                "certificate length exceeds the certificate list".to_owned(),
-                at,
-            )
-        })?;
-        let at = list_off + l.pos;
-        l.vec16().ok_or_else(|| {
-            (
-                "certificate entry extensions exceed the certificate list".to_owned(),
-                at,
-            )
-        })?;
-        chain.push(cert.to_vec());
-    }
-    Ok(chain)
-}
+pub use crate::wire::tls::{
+    handshake_message, parse_certificate_tls13, parse_handshakes, split_records, Handshake,
+    HandshakeHeader, HandshakeReassembler, Record, RecordHeader, TlsError, TlsErrorKind, CT_ALERT,
+    CT_APPLICATION_DATA, CT_CHANGE_CIPHER_SPEC, CT_HANDSHAKE, CT_HEARTBEAT, EXT_SERVER_NAME,
+    EXT_SUPPORTED_VERSIONS, HANDSHAKE_HEADER_LEN, HS_CERTIFICATE, HS_CERTIFICATE_REQUEST,
+    HS_CERTIFICATE_VERIFY, HS_CLIENT_HELLO, HS_CLIENT_KEY_EXCHANGE, HS_ENCRYPTED_EXTENSIONS,
+    HS_FINISHED, HS_NEW_SESSION_TICKET, HS_SERVER_HELLO, HS_SERVER_HELLO_DONE,
+    HS_SERVER_KEY_EXCHANGE, MAX_FRAGMENT_LEN, MAX_HANDSHAKE_MESSAGE_LEN, RECORD_HEADER_LEN,
+};
 
 /// Name of an alert description (RFC 8446 6, including descriptions only older versions define:
 /// RFC 5246 7.2, RFC 6101 5.4.2).
@@ -1203,6 +681,11 @@ mod tests {
     use expect_test::expect;
     use proptest::prelude::*;
 
+    /// A TLS error as the offset and text the analyzer reports.
+    fn plain(e: Option<TlsError>) -> Option<(usize, String)> {
+        e.map(|e| (e.at, e.kind.to_string()))
+    }
+
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s.split_whitespace().collect::<String>()).unwrap()
     }
@@ -1352,23 +835,29 @@ mod tests {
         let (r, e) = split_records(&s);
         assert_eq!(r.len(), 1);
         assert_eq!(
-            e,
+            plain(e),
             Some((67, "truncated TLS record: 7 of 15 bytes present".to_owned()))
         );
         // a TPKT header where a record should start
         let (r, e) = split_records(&[0x03, 0x00, 0x00, 0x13, 0x0e]);
         assert!(r.is_empty());
-        assert_eq!(e, Some((0, "invalid TLS record content type 3".to_owned())));
+        assert_eq!(
+            plain(e),
+            Some((0, "invalid TLS record content type 3".to_owned()))
+        );
         let (_, e) = split_records(&[0x16, 0x02, 0x00, 0x00, 0x01, 0x00]);
-        assert_eq!(e, Some((0, "invalid TLS record version 0x0200".to_owned())));
+        assert_eq!(
+            plain(e),
+            Some((0, "invalid TLS record version 0x0200".to_owned()))
+        );
         let (_, e) = split_records(&[0x17, 0x03, 0x03, 0x50, 0x01]);
         assert_eq!(
-            e,
+            plain(e),
             Some((0, "TLS record length 20481 exceeds 18432".to_owned()))
         );
         let (_, e) = split_records(&[0x16, 0x03]);
         assert_eq!(
-            e,
+            plain(e),
             Some((0, "truncated TLS record header (2 of 5 bytes)".to_owned()))
         );
     }
@@ -1454,7 +943,7 @@ mod tests {
         ch[4 + 2 + 32 + 1 + 1] = 3;
         let (m, e) = parse_handshakes(&ch);
         assert!(m.is_empty());
-        let (off, what) = e.unwrap();
+        let (off, what) = plain(e).unwrap();
         assert!(what.contains("client hello"), "{what}");
         assert!(off >= 4, "{off}");
         // a truncated message after a complete one
@@ -1463,7 +952,7 @@ mod tests {
         let (m, e) = parse_handshakes(&frag);
         assert_eq!(m, vec![Handshake::ServerHelloDone]);
         assert_eq!(
-            e,
+            plain(e),
             Some((
                 4,
                 "truncated handshake message type 11: 6 of 9 bytes present".to_owned()
@@ -1472,7 +961,7 @@ mod tests {
         // a certificate list longer than the message
         let (_, e) = parse_handshakes(&handshake(HS_CERTIFICATE, &[0, 0, 9, 0, 0, 1, 0]));
         assert_eq!(
-            e,
+            plain(e),
             Some((4, "certificate list length exceeds the message".to_owned()))
         );
     }
@@ -1516,9 +1005,9 @@ mod tests {
         assert_eq!(m, vec![Handshake::Certificate { chain: vec![a, b] }]);
         assert_eq!(
             parse_certificate_tls13(&[0, 0, 0, 4, 0, 0, 9, 0]),
-            Err((
-                "certificate length exceeds the certificate list".to_owned(),
-                4
+            Err(TlsError::new(
+                4,
+                TlsErrorKind::Malformed("certificate length exceeds the certificate list")
             ))
         );
     }
@@ -1550,7 +1039,7 @@ mod tests {
         let (m, e) = HandshakeReassembler::new().push(&[11, 0xff, 0xff, 0xff]);
         assert!(m.is_empty());
         assert_eq!(
-            e.unwrap().1,
+            e.unwrap().kind.to_string(),
             "handshake message length 16777215 exceeds 262144"
         );
     }

@@ -5,7 +5,8 @@
 //! an untrusted length. `cursor` reads fixed-size integers and byte runs; `asn1` reads and writes
 //! BER/DER headers and TLVs; `x224` frames TPKT / fast-path PDUs and reads and writes the X.224
 //! TPDUs with RDP_NEG_REQ / RSP / FAILURE; `mcs` the T.125 domain PDUs (`DomainPdu`) and the
-//! Connect-Initial header. Property tests in each module and the `wire`
+//! Connect-Initial header; `tls` the TLS records and handshake messages (the one record rule).
+//! Property tests in each module and the `wire`
 //! cargo-fuzz target hold the contract.
 
 pub mod asn1;
@@ -13,6 +14,7 @@ pub mod cursor;
 pub mod gcc;
 pub mod mcs;
 pub mod servercert;
+pub mod tls;
 pub mod x224;
 
 pub use cursor::{Cursor, WireError, WireErrorKind};
@@ -87,6 +89,8 @@ pub fn exercise(data: &[u8]) {
     x224::exercise(rest);
     // The MCS domain PDUs (re-emitted and read back) and the Connect-Initial header.
     mcs::exercise(rest);
+    // TLS records and handshake messages (headers re-emitted, split and reassembled reads agree).
+    tls::exercise(rest);
 }
 
 #[cfg(test)]
