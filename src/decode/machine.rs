@@ -1678,7 +1678,7 @@ impl Machine<'_> {
                 self.fact("cert_days_left", json!(c.days_left));
                 self.fact("cert_sha256", json!(c.sha256));
             }
-            Err(e) => self.fact("cert_error", json!(e)),
+            Err(e) => self.fact("cert_error", json!(e.to_string())),
         }
     }
 
