@@ -1425,41 +1425,17 @@ fn dir_name(dir: Dir) -> &'static str {
     }
 }
 
-fn u24(b: &[u8], at: usize) -> Option<usize> {
-    let s = b.get(at..at + 3)?;
-    Some((usize::from(s[0]) << 16) | (usize::from(s[1]) << 8) | usize::from(s[2]))
-}
-
-/// Certificate message body (RFC 5246 7.4.2 / RFC 8446 4.4.2) → DER certificates, leaf first.
+/// Certificate message body (RFC 5246 7.4.2 / RFC 8446 4.4.2) → DER certificates, leaf first,
+/// read by `wire::tls`; a malformed message gives none, and at most 16 are kept.
 fn parse_certificates(body: &[u8], tls13: bool) -> Vec<Vec<u8>> {
-    let mut p = 0usize;
-    if tls13 {
-        let Some(&ctx) = body.first() else {
-            return Vec::new();
-        };
-        p = 1 + usize::from(ctx);
-    }
-    let Some(total) = u24(body, p) else {
-        return Vec::new();
+    let chain = if tls13 {
+        crate::wire::tls::parse_certificate_tls13(body)
+    } else {
+        crate::wire::tls::parse_certificate(body)
     };
-    p += 3;
-    let end = (p + total).min(body.len());
-    let mut certs = Vec::new();
-    while p + 3 <= end {
-        let Some(l) = u24(body, p) else { break };
-        p += 3;
-        let Some(der) = body.get(p..p + l) else { break };
-        certs.push(der.to_vec());
-        p += l;
-        if tls13 {
-            let Some(el) = body.get(p..p + 2) else { break };
-            p += 2 + usize::from(u16::from_be_bytes([el[0], el[1]]));
-        }
-        if certs.len() >= 16 {
-            break;
-        }
-    }
-    certs
+    let mut chain = chain.unwrap_or_default();
+    chain.truncate(16);
+    chain
 }
 
 #[cfg(test)]
@@ -1474,6 +1450,27 @@ mod tests {
         let seed = decode_hex("a0ba9f936cda311827a6f796ffd5198c").unwrap();
         let out = prf(Some(Hash::Sha256), &secret, b"test label", &seed, 100);
         assert_eq!(hex::encode(&out[..16]), "e3f229ba727be17b8d122620557cd453");
+    }
+
+    #[test]
+    fn certificate_messages_are_read_by_the_wire_layer() {
+        let list = [0, 0, 2, 0xaa, 0xbb, 0, 0, 1, 0xcc];
+        let mut body12 = vec![0, 0, list.len() as u8];
+        body12.extend(list);
+        assert_eq!(
+            parse_certificates(&body12, false),
+            vec![vec![0xaa, 0xbb], vec![0xcc]]
+        );
+        // a list that overruns the message is malformed: no partial chain
+        body12[2] += 1;
+        assert!(parse_certificates(&body12, false).is_empty());
+        let mut body13 = vec![0, 0, 0, 7, 0, 0, 2, 0xaa, 0xbb, 0, 0];
+        assert_eq!(parse_certificates(&body13, true), vec![vec![0xaa, 0xbb]]);
+        body13.push(9);
+        assert!(
+            parse_certificates(&body13, true).is_empty(),
+            "trailing byte"
+        );
     }
 
     #[test]

@@ -678,7 +678,7 @@ fn parse_server_hello(body: &[u8]) -> Result<Handshake, TlsError> {
 /// Certificate, TLS <= 1.2 layout (RFC 5246 7.4.2): `opaque ASN.1Cert<1..2^24-1>; ASN.1Cert
 /// certificate_list<0..2^24-1>`. Falls back to the TLS 1.3 layout when the first byte is a
 /// plausible certificate_request_context length and the 1.2 reading fails.
-fn parse_certificate(body: &[u8]) -> Result<Vec<Vec<u8>>, TlsError> {
+pub fn parse_certificate(body: &[u8]) -> Result<Vec<Vec<u8>>, TlsError> {
     match parse_certificate_tls12(body) {
         Ok(c) => Ok(c),
         Err(e) => parse_certificate_tls13(body).map_err(|_| e),
