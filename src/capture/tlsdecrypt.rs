@@ -26,20 +26,20 @@ use hmac::{Hmac, Mac};
 
 use crate::trace::{Dir, TlsSessionInfo};
 
-/// Largest TLS record fragment accepted (RFC 5246 6.2.3: 2^14 + 2048).
-pub const MAX_RECORD_LEN: usize = 16_384 + 2048;
-/// Largest handshake message buffered for parsing (certificate chains), bytes.
-const MAX_HANDSHAKE_BUF: usize = 256 * 1024;
+/// Largest TLS record fragment accepted (the record rule's bound, [`crate::wire::tls`]).
+pub const MAX_RECORD_LEN: usize = crate::wire::tls::MAX_FRAGMENT_LEN;
+/// Largest handshake bytes buffered for parsing (certificate chains), bytes.
+const MAX_HANDSHAKE_BUF: usize = MAX_HANDSHAKE_MESSAGE_LEN;
 /// The ServerHello random of a TLS 1.3 HelloRetryRequest (RFC 8446 4.1.3).
 const HRR_RANDOM: [u8; 32] = [
     0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
     0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
 ];
 
-const CT_CCS: u8 = 20;
-const CT_ALERT: u8 = 21;
-const CT_HANDSHAKE: u8 = 22;
-const CT_APPDATA: u8 = 23;
+use crate::wire::tls::{
+    HandshakeHeader, RecordHeader, CT_ALERT, CT_APPLICATION_DATA as CT_APPDATA,
+    CT_CHANGE_CIPHER_SPEC as CT_CCS, CT_HANDSHAKE, MAX_HANDSHAKE_MESSAGE_LEN,
+};
 
 // ------------------------------------------------------------------------------------------------
 // Key log
@@ -868,11 +868,8 @@ impl TlsDecryptor {
         t_us: u64,
         out: &mut Vec<TlsOutput>,
     ) -> Option<(u8, u16, usize)> {
-        let ctype = h[0];
-        let version = u16::from_be_bytes([h[1], h[2]]);
-        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-        if (CT_CCS..=CT_APPDATA).contains(&ctype) && h[1] == 3 && len <= MAX_RECORD_LEN {
-            return Some((ctype, version, len));
+        if let Ok(r) = RecordHeader::parse(h, 0) {
+            return Some((r.content_type, r.version, r.len));
         }
         let d = self.dir_mut(dir);
         d.not_tls = true;
@@ -1268,21 +1265,18 @@ impl TlsDecryptor {
         }
         loop {
             let d = self.dir_mut(dir);
-            if d.hs_buf.len() < 4 {
+            let Ok(h) = HandshakeHeader::parse(&d.hs_buf, 0) else {
                 return;
-            }
-            let mlen = (usize::from(d.hs_buf[1]) << 16)
-                | (usize::from(d.hs_buf[2]) << 8)
-                | usize::from(d.hs_buf[3]);
-            if mlen > MAX_HANDSHAKE_BUF {
+            };
+            if h.total_len() > MAX_HANDSHAKE_MESSAGE_LEN {
                 d.hs_dead = true;
                 d.hs_buf = Vec::new();
                 return;
             }
-            if d.hs_buf.len() < 4 + mlen {
+            if d.hs_buf.len() < h.total_len() {
                 return;
             }
-            let msg: Vec<u8> = d.hs_buf.drain(..4 + mlen).collect();
+            let msg: Vec<u8> = d.hs_buf.drain(..h.total_len()).collect();
             // Only an RSA key needs the transcript (RFC 7627's session hash).
             if !self.transcript_done && self.version != Some(0x0304) && !keylog.rsa_keys.is_empty()
             {
@@ -1431,41 +1425,17 @@ fn dir_name(dir: Dir) -> &'static str {
     }
 }
 
-fn u24(b: &[u8], at: usize) -> Option<usize> {
-    let s = b.get(at..at + 3)?;
-    Some((usize::from(s[0]) << 16) | (usize::from(s[1]) << 8) | usize::from(s[2]))
-}
-
-/// Certificate message body (RFC 5246 7.4.2 / RFC 8446 4.4.2) → DER certificates, leaf first.
+/// Certificate message body (RFC 5246 7.4.2 / RFC 8446 4.4.2) → DER certificates, leaf first,
+/// read by `wire::tls`; a malformed message gives none, and at most 16 are kept.
 fn parse_certificates(body: &[u8], tls13: bool) -> Vec<Vec<u8>> {
-    let mut p = 0usize;
-    if tls13 {
-        let Some(&ctx) = body.first() else {
-            return Vec::new();
-        };
-        p = 1 + usize::from(ctx);
-    }
-    let Some(total) = u24(body, p) else {
-        return Vec::new();
+    let chain = if tls13 {
+        crate::wire::tls::parse_certificate_tls13(body)
+    } else {
+        crate::wire::tls::parse_certificate(body)
     };
-    p += 3;
-    let end = (p + total).min(body.len());
-    let mut certs = Vec::new();
-    while p + 3 <= end {
-        let Some(l) = u24(body, p) else { break };
-        p += 3;
-        let Some(der) = body.get(p..p + l) else { break };
-        certs.push(der.to_vec());
-        p += l;
-        if tls13 {
-            let Some(el) = body.get(p..p + 2) else { break };
-            p += 2 + usize::from(u16::from_be_bytes([el[0], el[1]]));
-        }
-        if certs.len() >= 16 {
-            break;
-        }
-    }
-    certs
+    let mut chain = chain.unwrap_or_default();
+    chain.truncate(16);
+    chain
 }
 
 #[cfg(test)]
@@ -1480,6 +1450,44 @@ mod tests {
         let seed = decode_hex("a0ba9f936cda311827a6f796ffd5198c").unwrap();
         let out = prf(Some(Hash::Sha256), &secret, b"test label", &seed, 100);
         assert_eq!(hex::encode(&out[..16]), "e3f229ba727be17b8d122620557cd453");
+    }
+
+    #[test]
+    fn certificate_messages_are_read_by_the_wire_layer() {
+        let list = [0, 0, 2, 0xaa, 0xbb, 0, 0, 1, 0xcc];
+        let mut body12 = vec![0, 0, list.len() as u8];
+        body12.extend(list);
+        assert_eq!(
+            parse_certificates(&body12, false),
+            vec![vec![0xaa, 0xbb], vec![0xcc]]
+        );
+        // a list that overruns the message is malformed: no partial chain
+        body12[2] += 1;
+        assert!(parse_certificates(&body12, false).is_empty());
+        let mut body13 = vec![0, 0, 0, 7, 0, 0, 2, 0xaa, 0xbb, 0, 0];
+        assert_eq!(parse_certificates(&body13, true), vec![vec![0xaa, 0xbb]]);
+        body13.push(9);
+        assert!(
+            parse_certificates(&body13, true).is_empty(),
+            "trailing byte"
+        );
+    }
+
+    #[test]
+    fn heartbeat_records_frame_like_the_others() {
+        // The one record rule (wire::tls) frames RFC 6520 heartbeat records; a heartbeat must
+        // not end the direction as "not tls".
+        let mut d = TlsDecryptor::new();
+        let keylog = KeyLog::parse("");
+        let mut out = Vec::new();
+        let heartbeat = [24, 3, 3, 0, 3, 1, 0, 0];
+        d.feed(Dir::C2S, &heartbeat, 1, 0, &keylog, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(!d.c2s.not_tls);
+        // a record of content type 25 still does
+        d.feed(Dir::C2S, &[25, 3, 3, 0, 0], 2, 0, &keylog, &mut out);
+        assert!(d.c2s.not_tls);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

@@ -109,19 +109,15 @@ impl StreamParser {
     }
 }
 
-/// Largest TLS record fragment accepted (2^14 plus the expansion TLS allows).
-const MAX_TLS_FRAGMENT: usize = (1 << 14) + 2048;
-
 /// The total length of the TLS application-data record whose valid header starts `buf`. The
 /// decoder reads only the type and length of such a record (never its body: ciphertext), so
 /// while one is incomplete only its header is buffered and the rest is counted — the body of a
 /// record that spans segments is not copied.
 fn skippable_record(buf: &[u8]) -> Option<usize> {
-    if buf.len() < tls::RECORD_HEADER_LEN || buf[0] != tls::CT_APPLICATION_DATA || buf[1] != 3 {
-        return None;
-    }
-    let flen = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-    (flen <= MAX_TLS_FRAGMENT).then_some(tls::RECORD_HEADER_LEN + flen)
+    tls::RecordHeader::parse(buf, 0)
+        .ok()
+        .filter(|h| h.content_type == tls::CT_APPLICATION_DATA)
+        .map(|h| h.total_len())
 }
 
 #[derive(Default)]
@@ -1369,10 +1365,10 @@ impl Machine<'_> {
         if buf.len() < tls::RECORD_HEADER_LEN {
             return None;
         }
-        let ct = buf[0];
-        let ver = u16::from_be_bytes([buf[1], buf[2]]);
-        let flen = u16::from_be_bytes([buf[3], buf[4]]) as usize;
-        if !(20..=24).contains(&ct) || buf[1] != 3 || flen > MAX_TLS_FRAGMENT {
+        let Ok(h) = tls::RecordHeader::parse(buf, 0) else {
+            let ct = buf[0];
+            let ver = u16::from_be_bytes([buf[1], buf[2]]);
+            let flen = u16::from_be_bytes([buf[3], buf[4]]);
             self.kill(dir, Layer::Wire);
             let what = if self.cur() <= Stage::X224 && dir == Dir::S2C {
                 format!(
@@ -1387,13 +1383,10 @@ impl Machine<'_> {
             }
             self.malformed(dir, what, base);
             return None;
-        }
-        let total = tls::RECORD_HEADER_LEN + flen;
-        if buf.len() < total {
-            return None;
-        }
-        let frag = &buf[tls::RECORD_HEADER_LEN..total];
-        self.tls_record_body(dir, first_event, ct, total, frag)
+        };
+        let total = h.total_len();
+        let frag = buf.get(tls::RECORD_HEADER_LEN..total)?;
+        self.tls_record_body(dir, first_event, h.content_type, total, frag)
     }
 
     /// A complete TLS record of type `ct` and `total` bytes with its header; `frag` is its body
@@ -1422,13 +1415,13 @@ impl Machine<'_> {
                     first_event,
                     false,
                 );
-                if let Some((off, what)) = err {
+                if let Some(e) = err {
                     self.fact(
                         &format!(
                             "{}_handshake_error",
                             if dir == Dir::C2S { "client" } else { "server" }
                         ),
-                        json!(format!("{what} at byte {}", base + 5 + off as u64)),
+                        json!(format!("{} at byte {}", e.kind, base + 5 + e.at as u64)),
                     );
                 }
             }
@@ -1685,7 +1678,7 @@ impl Machine<'_> {
                 self.fact("cert_days_left", json!(c.days_left));
                 self.fact("cert_sha256", json!(c.sha256));
             }
-            Err(e) => self.fact("cert_error", json!(e)),
+            Err(e) => self.fact("cert_error", json!(e.to_string())),
         }
     }
 

@@ -620,7 +620,7 @@ pub fn server_certificate_facts(cert: &[u8]) -> Facts {
                         f.insert("server_certificate_subject".into(), json!(c.subject));
                     }
                     Err(e) => {
-                        f.insert("server_certificate_error".into(), json!(e));
+                        f.insert("server_certificate_error".into(), json!(e.to_string()));
                     }
                 }
             }

@@ -408,7 +408,7 @@ fn hello_bytes(ssl: openssl::ssl::Ssl) -> Vec<u8> {
 
 /// The cipher suites of the first ClientHello in a TLS byte stream, in order.
 fn client_hello_suites(stream: &[u8]) -> Vec<u16> {
-    use crate::decode::tls as dt;
+    use crate::wire::tls as dt;
     let (records, _) = dt::split_records(stream);
     let fragments: Vec<u8> = records
         .iter()

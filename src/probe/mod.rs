@@ -1304,15 +1304,7 @@ enum CredsspOutcome {
 }
 
 /// The subjectPublicKey bits of a certificate (what CredSSP binds to, not the whole SPKI).
-pub fn subject_public_key(der: &[u8]) -> Option<Vec<u8>> {
-    use x509_cert::der::Decode;
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    cert.tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .as_bytes()
-        .map(|b| b.to_vec())
-}
+pub use crate::wire::x509::subject_public_key;
 
 #[allow(clippy::too_many_arguments)]
 async fn credssp(

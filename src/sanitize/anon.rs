@@ -170,11 +170,8 @@ pub(super) fn mask_tls_names(stream: &mut [u8], at: usize, map_ip: &mut IpMap<'_
 fn mask_handshake_names(hs: &mut [u8], map_ip: &mut IpMap<'_>) -> usize {
     let mut n = 0;
     let mut off = 0usize;
-    while off + 4 <= hs.len() {
-        let len = (usize::from(hs[off + 1]) << 16)
-            | (usize::from(hs[off + 2]) << 8)
-            | usize::from(hs[off + 3]);
-        let end = off + 4 + len;
+    while let Ok(h) = tls::HandshakeHeader::parse(&hs[off..], off) {
+        let end = off + h.total_len();
         if end > hs.len() {
             break;
         }

@@ -5,7 +5,9 @@
 //! an untrusted length. `cursor` reads fixed-size integers and byte runs; `asn1` reads and writes
 //! BER/DER headers and TLVs; `x224` frames TPKT / fast-path PDUs and reads and writes the X.224
 //! TPDUs with RDP_NEG_REQ / RSP / FAILURE; `mcs` the T.125 domain PDUs (`DomainPdu`) and the
-//! Connect-Initial header. Property tests in each module and the `wire`
+//! Connect-Initial header; `tls` the TLS records and handshake messages (the one record rule);
+//! `x509` the certificate facts, RFC 4514 names and host name matching.
+//! Property tests in each module and the `wire`
 //! cargo-fuzz target hold the contract.
 
 pub mod asn1;
@@ -13,7 +15,9 @@ pub mod cursor;
 pub mod gcc;
 pub mod mcs;
 pub mod servercert;
+pub mod tls;
 pub mod x224;
+pub mod x509;
 
 pub use cursor::{Cursor, WireError, WireErrorKind};
 
@@ -87,6 +91,12 @@ pub fn exercise(data: &[u8]) {
     x224::exercise(rest);
     // The MCS domain PDUs (re-emitted and read back) and the Connect-Initial header.
     mcs::exercise(rest);
+    // TLS records and handshake messages (headers re-emitted, split and reassembled reads agree).
+    tls::exercise(rest);
+    // X.509 certificate facts and the name check (never panic; errors are values).
+    let _ = x509::cert_facts(rest, 0);
+    let _ = x509::check_name(rest, "x.example");
+    let _ = x509::subject_der(rest);
 }
 
 #[cfg(test)]

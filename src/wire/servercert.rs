@@ -81,7 +81,7 @@ impl RsaKey {
         }
         let modulus = modulus.to_bytes_be();
         Ok(RsaKey {
-            bits: bits_of(&modulus),
+            bits: super::x509::uint_bits(&modulus),
             modulus,
             exponent,
             source,
@@ -229,13 +229,6 @@ fn proprietary_key(cert: &ProprietaryCert<'_>) -> Result<RsaKey, CertError> {
     RsaKey::checked(&modulus, exponent, "proprietary")
 }
 
-fn bits_of(be: &[u8]) -> u32 {
-    match be.iter().position(|&b| b != 0) {
-        None => 0,
-        Some(i) => ((be.len() - i - 1) * 8) as u32 + (8 - be[i].leading_zeros()),
-    }
-}
-
 /// The RSA key of a DER X.509 certificate (any PKCS #1 algorithm OID: Microsoft's licensing
 /// certificates label their key md5WithRSAEncryption).
 pub fn x509_rsa_key(der: &[u8]) -> Result<RsaKey, CertError> {
@@ -252,9 +245,12 @@ pub fn x509_rsa_key(der: &[u8]) -> Result<RsaKey, CertError> {
     }
     let pk = spki.subject_public_key.raw_bytes();
     // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
-    let (tag, seq, _) = der_tlv(pk).ok_or(CertError::NotRsa("rsa key unreadable".into()))?;
-    let (t1, n, rest) = der_tlv(seq).ok_or(CertError::NotRsa("modulus unreadable".into()))?;
-    let (t2, e, _) = der_tlv(rest).ok_or(CertError::NotRsa("exponent unreadable".into()))?;
+    let (tag, seq, _) =
+        super::x509::der_tlv(pk).ok_or(CertError::NotRsa("rsa key unreadable".into()))?;
+    let (t1, n, rest) =
+        super::x509::der_tlv(seq).ok_or(CertError::NotRsa("modulus unreadable".into()))?;
+    let (t2, e, _) =
+        super::x509::der_tlv(rest).ok_or(CertError::NotRsa("exponent unreadable".into()))?;
     if tag != 0x30 || t1 != 0x02 || t2 != 0x02 || e.len() > 4 || e.is_empty() {
         return Err(CertError::NotRsa("not an RSAPublicKey".into()));
     }
@@ -264,11 +260,6 @@ pub fn x509_rsa_key(der: &[u8]) -> Result<RsaKey, CertError> {
     }
     let exponent = e.iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
     RsaKey::checked(&modulus, exponent, "x509")
-}
-
-fn der_tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (h, content, rest) = super::asn1::read_tlv(buf, super::asn1::TagForm::OneByte).ok()?;
-    Some((h.tag, content, rest))
 }
 
 #[cfg(test)]
