@@ -43,7 +43,10 @@ fn run_measured(cmd: &mut Command) -> (f64, f64, i64, Vec<u8>) {
         .spawn()
         .expect("spawn");
     let pid = child.id() as libc::pid_t;
-    let (done, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicI64::new(0)));
+    let (done, peak) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicI64::new(0)),
+    );
     let sampler = {
         let (done, peak) = (done.clone(), peak.clone());
         std::thread::spawn(move || {

@@ -8,6 +8,12 @@ use clap::{Parser, Subcommand};
 
 use rdprobe::report::exit;
 
+/// mimalloc instead of glibc malloc: analyze allocates and frees per packet and per connection
+/// (measured on a 293 MB capture: 13 % less CPU time; glibc also had to be told to keep freed
+/// memory, or every new conversation page-faulted its buffers in again).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 
 const LONG_ABOUT: &str = "\
@@ -229,10 +235,7 @@ fn main() -> ExitCode {
     let res = rt.block_on(async {
         match cli.cmd {
             Cmd::Probe(a) => cli::probe::cmd_probe(*a).await,
-            Cmd::Analyze(a) => {
-                cli::analyze::keep_freed_memory();
-                cli::analyze::cmd_analyze(a)
-            }
+            Cmd::Analyze(a) => cli::analyze::cmd_analyze(a),
             Cmd::Lab(a) => cli::lab::cmd_lab(a).await,
             Cmd::Replay(a) => cli::replay::cmd_replay(*a).await,
             Cmd::Demo(a) => cli::lab::cmd_demo(a).await,

@@ -58,18 +58,6 @@ pub(crate) struct AnalyzeArgs {
     gateway_port: Vec<u16>,
 }
 
-/// Analyzing a big capture frees and allocates the same ~1 MiB of conversation buffers thousands
-/// of times; glibc's default returns freed memory at the top of the heap to the kernel at 128 KiB,
-/// so every new conversation page-faults its buffers in again (measured: 190k faults and a third of
-/// the run time on a 1 GB capture). Keeping up to 64 MiB of freed heap removes that churn.
-pub(crate) fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a glibc tuning parameter; called before other threads allocate.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
-}
-
 pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     use rdprobe::capture::reader::{read_conversations, ReaderOptions};
     let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
