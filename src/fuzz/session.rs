@@ -1,8 +1,15 @@
-//! The fuzzer's connection driver: one TCP connection per case. It drives the valid stages before
-//! the fuzzed one (X.224 with rdprobe's own valid request, TLS with the probe's rustls
-//! configuration, CredSSP with IronRDP's `CredsspSequence`, a valid MCS Connect Initial), sends the
-//! mutated PDU and classifies the answer. Everything crosses the probe's taps, so the Trace of a
-//! case is a capture `rdprobe analyze` understands.
+//! The fuzzer's connection driver: one TCP connection per case. It steps IronRDP's
+//! `ClientConnector` as the probe does (`probe::step`: every read under a deadline) through the
+//! valid stages before the fuzzed one: the connector's X.224 Connection Request, TLS with the
+//! probe's rustls configuration, CredSSP with IronRDP's `CredsspSequence`, the connector's MCS
+//! Connect Initial. At the fuzzed stage the case's PDU (from the stage's encoder in `fuzz::*`) is
+//! sent in place of the connector's, and the answer is classified. Everything crosses the probe's
+//! taps, so the Trace of a case is a capture `rdprobe analyze` understands.
+//!
+//! Hand-written still, where the connector cannot do what a case needs: the `channels` stage (the
+//! case is all of the stage's PDUs, its joins built from the server's answers to the mutated
+//! ones), the standard-RDP-security stages `security` and `licensing` (IronRDP's connector does
+//! not encrypt: `rdpsec` drives them from the X.224 confirm) and the RD Gateway stages.
 //!
 //! INVARIANT: every wait has a deadline (`Target::timeout`, and the FIN grace after a silence), so
 //! a case ends in bounded time whatever the target does.
@@ -10,11 +17,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use ironrdp_connector::credssp::CredsspSequence;
-use ironrdp_connector::sspi::generator::GeneratorState;
+use ironrdp_connector::{ClientConnector, ClientConnectorState};
 use ironrdp_core::WriteBuf;
 use ironrdp_pdu::nego::SecurityProtocol;
-use ironrdp_pdu::PduHint;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,6 +29,8 @@ use super::channels::{self, DomainReply};
 use super::oracle::ResponseClass;
 use super::{Case, EncodeCtx, FuzzStage};
 use crate::decode::x224::{self as dx224, Frame, X224};
+use crate::net::framed::ReadError;
+use crate::probe::step::{self, StepError};
 use crate::probe::tap::{SharedTrace, Tap};
 use crate::probe::Credentials;
 use crate::trace::{Dir, EventKind, Layer, Trace};
@@ -178,9 +187,10 @@ async fn drive(
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
-    if let Ok(local) = tcp.local_addr() {
-        shared.set_addrs(local, target.addr);
-    }
+    let local = tcp
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    shared.set_addrs(local, target.addr);
     shared.push(EventKind::Connected);
     let mut wire = Tap::new(tcp, shared.clone(), Layer::Wire);
     let mut ctx = EncodeCtx {
@@ -188,7 +198,13 @@ async fn drive(
         ..EncodeCtx::default()
     };
 
-    // --- x224 ---
+    // --- x224: the connector's Connection Request, or the case's in its place ---
+    let requested = SecurityProtocol::from_bits_truncate(ctx.requested_protocols);
+    let mut connector = connector(target, requested, local);
+    let mut out = WriteBuf::new();
+    connector
+        .initiate_with_security_protocol(requested, &mut out)
+        .map_err(|e| prefix(format!("x224 request: {e}")))?;
     if let Case::X224(c) = case {
         let bytes = super::x224::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes, sent, sent_at);
@@ -197,23 +213,42 @@ async fn drive(
         }
         return Ok(observe(&mut wire, target, shared, judge_x224, short_tpkt(&bytes)).await);
     }
-    let request = super::x224::encode(&[], &ctx);
-    write(&mut wire, &request, target.timeout)
+    write(&mut wire, out.filled(), target.timeout)
         .await
         .map_err(|e| prefix(format!("x224 request: {e}")))?;
-    let (pdu, rest) = read_pdu(&mut wire, target.timeout, Vec::new(), tpkt_len)
-        .await
-        .map_err(|e| PrefixFail(e.0, format!("x224 confirm: {}", e.1)))?;
-    let selected = match dx224::decode_tpkt(&pdu) {
-        X224::ConnectionConfirm { selected, .. } => selected,
-        X224::NegotiationFailure { code } => {
-            return Err(prefix(format!(
-                "x224: the target answered RDP_NEG_FAILURE {} (0x{code:08x}) to requestedProtocols 0x{:x}",
-                dx224::failure_code_name(code),
-                ctx.requested_protocols
-            )))
+    let mut buf = BytesMut::new();
+    match step::step(&mut connector, &mut wire, &mut buf, &mut out, target.timeout).await {
+        Ok(_) => {}
+        Err(StepError::Read(e)) => {
+            let (class, detail) = read_outcome(e, &buf);
+            return Err(PrefixFail(class, format!("x224 confirm: {detail}")));
         }
-        other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
+        Err(StepError::Rejected { pdu, error }) => match dx224::decode_tpkt(&pdu) {
+            X224::NegotiationFailure { code } => {
+                return Err(prefix(format!(
+                    "x224: the target answered RDP_NEG_FAILURE {} (0x{code:08x}) to requestedProtocols 0x{:x}",
+                    dx224::failure_code_name(code),
+                    ctx.requested_protocols
+                )))
+            }
+            // A server that selects standard RDP security whatever was offered (IronRDP refuses
+            // a protocol it did not request): a connector for standard RDP security takes the
+            // same confirm, so the stages after it run as against any such server.
+            X224::ConnectionConfirm { selected: 0, .. } => {
+                connector = standard_rdp_connector(target, local, &pdu)
+                    .map_err(|e| prefix(format!("x224 confirm: {e}")))?;
+            }
+            X224::ConnectionConfirm { .. } => {
+                return Err(prefix(format!("x224 confirm: {error}")))
+            }
+            other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
+        },
+    }
+    let selected = match &connector.state {
+        ClientConnectorState::EnhancedSecurityUpgrade { selected_protocol } => {
+            selected_protocol.bits()
+        }
+        _ => 0,
     };
     ctx.selected_protocol = selected;
     if matches!(stage, FuzzStage::Security | FuzzStage::Licensing) {
@@ -223,12 +258,11 @@ async fn drive(
                  with standard RDP security only (PROTOCOL_RDP, --security rdp)"
             )));
         }
-        return rdpsec_stages(target, case, shared, sent, sent_at, wire, rest).await;
+        return rdpsec_stages(target, case, shared, sent, sent_at, wire, buf.to_vec()).await;
     }
     let uses_tls = selected & ALL_ENHANCED != 0;
-    let uses_credssp = selected & 0xa != 0;
 
-    // --- tls ---
+    // --- tls: the probe's rustls, or the case's ClientHello in its place ---
     if let Case::Tls(c) = case {
         if !uses_tls {
             return Err(prefix(format!(
@@ -242,50 +276,16 @@ async fn drive(
         }
         return Ok(observe(&mut wire, target, shared, judge_tls, short_tls(&bytes)).await);
     }
-    let mut buf = rest;
     let mut io: Io = if uses_tls {
         if !buf.is_empty() {
             return Err(prefix("tls: the target sent bytes after the X.224 confirm"));
         }
-        let (config, verifier) =
-            crate::probe::tls::rustls_config(shared.clone(), crate::probe::tls::TlsVersions::Both);
-        let conn = tokio_rustls::TlsConnector::from(config);
-        let name = rustls::pki_types::ServerName::try_from("rdp-server")
-            .map_err(|e| prefix(format!("tls: {e}")))?
-            .to_owned();
-        let tls = match tokio::time::timeout(target.timeout, conn.connect(name, wire)).await {
-            Err(_) => return Err(prefix("tls: handshake timed out")),
-            Ok(Err(e)) => {
-                shared.push(EventKind::TlsError {
-                    message: e.to_string(),
-                });
-                return Err(prefix(format!("tls: {e}")));
-            }
-            Ok(Ok(s)) => s,
-        };
-        let certificates = verifier
-            .chain
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (_, c) = tls.get_ref();
-        shared.push(EventKind::TlsSession(crate::trace::TlsSessionInfo {
-            version: c
-                .protocol_version()
-                .map(crate::probe::tls::rustls_version_name)
-                .unwrap_or_default(),
-            cipher_suite: c
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
-            certificates: certificates.clone(),
-            engine: "rustls".into(),
-        }));
-        let mut inner: Io = Box::new(Tap::new(tls, shared.clone(), Layer::Inner));
+        let (mut inner, certificates) = tls_upgrade(target, shared, wire).await?;
+        connector.mark_security_upgrade_as_done();
 
-        // --- credssp ---
+        // --- credssp: IronRDP's CredsspSequence, one round replaced by the case's ---
         if let Case::Credssp(c) = case {
-            if !uses_credssp {
+            if !connector.should_perform_credssp() {
                 return Err(prefix(format!(
                     "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
                 )));
@@ -319,7 +319,7 @@ async fn drive(
             }
             return Ok(observe(&mut inner, target, shared, judge_credssp, short_der(&bytes)).await);
         }
-        if uses_credssp {
+        if connector.should_perform_credssp() {
             let leaf = certificates
                 .first()
                 .cloned()
@@ -328,6 +328,7 @@ async fn drive(
                 CredsspEnd::Done(rest) => rest,
                 CredsspEnd::Observed(_, detail) => return Err(prefix(detail)),
             };
+            connector.mark_credssp_as_done();
         }
         inner
     } else {
@@ -336,30 +337,46 @@ async fn drive(
                 "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
             )));
         }
+        connector.mark_security_upgrade_as_done();
         Box::new(wire)
     };
 
-    // --- mcs ---
+    // --- mcs: the connector's Connect Initial, or the case's in its place ---
+    step::step(&mut connector, &mut io, &mut buf, &mut out, target.timeout)
+        .await
+        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
     if let Case::Mcs(c) = case {
         let bytes = super::mcs::encode(&c.mutations, &ctx);
         note_sent(shared, stage, &bytes, sent, sent_at);
         if let Err(e) = write(&mut io, &bytes, target.timeout).await {
             return Ok(write_failed(&e));
         }
+        let buf = buf.to_vec();
         return Ok(observe_with(&mut io, target, shared, buf, judge_mcs, short_tpkt(&bytes)).await);
     }
-    let ci = super::mcs::encode(&[], &ctx);
-    write(&mut io, &ci, target.timeout)
+    write(&mut io, out.filled(), target.timeout)
         .await
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
-    let (pdu, rest) = read_pdu(&mut io, target.timeout, buf, tpkt_len)
-        .await
-        .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
-    let (class, what) = judge_mcs_pdu(&pdu);
-    if class != ResponseClass::ValidReply {
-        return Err(prefix(format!("mcs: {what}")));
-    }
-    let facts = crate::decode::mcs::connect_response_facts(&pdu[7..])
+    let pdu = match step::step(&mut connector, &mut io, &mut buf, &mut out, target.timeout).await {
+        Ok((pdu, _)) => pdu.unwrap_or_default(),
+        Err(StepError::Read(e)) => {
+            let (class, detail) = read_outcome(e, &buf);
+            return Err(PrefixFail(class, format!("mcs connect response: {detail}")));
+        }
+        // IronRDP also refuses a valid response it cannot go on from (a server that wants
+        // standard RDP security encryption): the channel joins need only the channel ids.
+        Err(StepError::Rejected { pdu, error }) => match judge_mcs_pdu(&pdu) {
+            (ResponseClass::ValidReply, _) => {
+                shared.push(EventKind::Note(format!(
+                    "rdprobe fuzz: the client goes on without IronRDP after the connect response: {error}"
+                )));
+                pdu
+            }
+            (_, what) => return Err(prefix(format!("mcs: {what}"))),
+        },
+    };
+    let rest = buf.to_vec();
+    let facts = crate::decode::mcs::connect_response_facts(pdu.get(7..).unwrap_or_default())
         .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
     ctx.io_channel = facts
         .get("io_channel")
@@ -377,7 +394,9 @@ async fn drive(
         })
         .unwrap_or_default();
 
-    // --- channels ---
+    // --- channels: the case is every PDU of the stage (erect domain, attach user, the joins,
+    // mutated together, the joins built from the server's answers), so the connector's own
+    // channel connection is not stepped ---
     let Case::Channels(c) = case else {
         return Err(prefix(format!("stage {stage} is not fuzzable")));
     };
@@ -435,6 +454,112 @@ async fn drive(
     Ok((
         ResponseClass::ValidReply,
         format!("{} channel joins confirmed", joins.len()),
+    ))
+}
+
+/// The probe's IronRDP client for `requested`, offering the static channels of the fuzzer's valid
+/// Connect Initial ([`super::mcs::BASE_CHANNELS`]) so that the `channels` stage joins the same
+/// channels whichever Connect Initial came before. Its password stays empty: CredSSP takes the
+/// target's credentials itself, and nothing else the session sends may carry one.
+fn connector(target: &Target, requested: SecurityProtocol, local: SocketAddr) -> ClientConnector {
+    let user = target.credentials.as_ref().map(|c| Credentials {
+        user: c.user.clone(),
+        domain: c.domain.clone(),
+        password: String::new(),
+    });
+    let config = crate::probe::client_config(
+        user.as_ref(),
+        requested,
+        Some(super::x224::BASE_COOKIE.to_owned()),
+    );
+    let mut connector = ClientConnector::new(config, local);
+    for name in super::mcs::BASE_CHANNELS {
+        if let Some(name) = ironrdp_pdu::gcc::ChannelName::from_utf8(name) {
+            connector.attach_dynamic_static_channel(NamedChannel(name));
+        }
+    }
+    connector
+}
+
+/// A connector for standard RDP security that has taken `confirm` (PROTOCOL_RDP selected) in
+/// answer to a Connection Request like the one already sent.
+fn standard_rdp_connector(
+    target: &Target,
+    local: SocketAddr,
+    confirm: &[u8],
+) -> Result<ClientConnector, ironrdp_connector::ConnectorError> {
+    use ironrdp_connector::Sequence as _;
+    let none = SecurityProtocol::empty();
+    let mut c = connector(target, none, local);
+    let mut out = WriteBuf::new();
+    c.initiate_with_security_protocol(none, &mut out)?;
+    out.clear();
+    c.step(confirm, None, &mut out)?;
+    Ok(c)
+}
+
+/// A static virtual channel offered by name only: a session never gets as far as using it.
+#[derive(Debug)]
+struct NamedChannel(ironrdp_pdu::gcc::ChannelName);
+
+ironrdp_core::impl_as_any!(NamedChannel);
+
+impl ironrdp_svc::SvcProcessor for NamedChannel {
+    fn channel_name(&self) -> ironrdp_pdu::gcc::ChannelName {
+        self.0.clone()
+    }
+
+    fn process(&mut self, _payload: &[u8]) -> ironrdp_pdu::PduResult<Vec<ironrdp_svc::SvcMessage>> {
+        Ok(Vec::new())
+    }
+}
+
+impl ironrdp_svc::SvcClientProcessor for NamedChannel {}
+
+/// The TLS upgrade with the probe's rustls configuration (a recording verifier, the key log in the
+/// trace): the inner stream, tapped, and the server's certificate chain.
+async fn tls_upgrade(
+    target: &Target,
+    shared: &SharedTrace,
+    wire: Tap<TcpStream>,
+) -> Result<(Io, Vec<Vec<u8>>), PrefixFail> {
+    let (config, verifier) =
+        crate::probe::tls::rustls_config(shared.clone(), crate::probe::tls::TlsVersions::Both);
+    let conn = tokio_rustls::TlsConnector::from(config);
+    let name = rustls::pki_types::ServerName::try_from("rdp-server")
+        .map_err(|e| prefix(format!("tls: {e}")))?
+        .to_owned();
+    let tls = match tokio::time::timeout(target.timeout, conn.connect(name, wire)).await {
+        Err(_) => return Err(prefix("tls: handshake timed out")),
+        Ok(Err(e)) => {
+            shared.push(EventKind::TlsError {
+                message: e.to_string(),
+            });
+            return Err(prefix(format!("tls: {e}")));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let certificates = verifier
+        .chain
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (_, c) = tls.get_ref();
+    shared.push(EventKind::TlsSession(crate::trace::TlsSessionInfo {
+        version: c
+            .protocol_version()
+            .map(crate::probe::tls::rustls_version_name)
+            .unwrap_or_default(),
+        cipher_suite: c
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default(),
+        certificates: certificates.clone(),
+        engine: "rustls".into(),
+    }));
+    Ok((
+        Box::new(Tap::new(tls, shared.clone(), Layer::Inner)),
+        certificates,
     ))
 }
 
@@ -800,7 +925,7 @@ async fn read_pdu<S: AsyncRead + Unpin + ?Sized>(
     buf: Vec<u8>,
     frame: impl Fn(&[u8]) -> Result<Option<usize>, String>,
 ) -> Result<(Vec<u8>, Vec<u8>), (ResponseClass, String)> {
-    use crate::net::framed::{Framing, ReadError, Reader};
+    use crate::net::framed::{Framing, Reader};
     let mut buf = bytes::BytesMut::from(&buf[..]);
     let reader = Reader {
         max_len: MAX_REPLY,
@@ -813,20 +938,25 @@ async fn read_pdu<S: AsyncRead + Unpin + ?Sized>(
         .await;
     match r {
         Ok(pdu) => Ok((pdu.to_vec(), buf.to_vec())),
-        Err(ReadError::Timeout) => Err((
+        Err(e) => Err(read_outcome(e, &buf)),
+    }
+}
+
+/// The class of a read that got no PDU (`buf`: the bytes of an incomplete one).
+fn read_outcome(e: ReadError, buf: &[u8]) -> (ResponseClass, String) {
+    match e {
+        ReadError::Timeout => (
             ResponseClass::Silence,
             "no reply before the deadline".into(),
-        )),
-        Err(ReadError::Closed) => Err(eof_class(&buf)),
-        Err(ReadError::Io(e)) => Err(read_error_class(&e, &buf)),
-        Err(ReadError::Length { len }) => Err((
+        ),
+        ReadError::Closed => eof_class(buf),
+        ReadError::Io(e) => read_error_class(&e, buf),
+        ReadError::Length { len } => (
             ResponseClass::MalformedReply,
             format!("reply length {len} out of range"),
-        )),
-        Err(ReadError::Overflow { .. }) => {
-            Err((ResponseClass::MalformedReply, "reply too long".into()))
-        }
-        Err(ReadError::Framing(what)) => Err((ResponseClass::MalformedReply, what)),
+        ),
+        ReadError::Overflow { .. } => (ResponseClass::MalformedReply, "reply too long".into()),
+        ReadError::Framing(what) => (ResponseClass::MalformedReply, what),
     }
 }
 
@@ -1278,7 +1408,7 @@ struct Later<'a> {
 /// How a CredSSP exchange ended.
 enum CredsspEnd {
     /// Valid to the end; the bytes read past the last server message.
-    Done(Vec<u8>),
+    Done(BytesMut),
     /// A round was mutated: how the target answered it.
     Observed(ResponseClass, String),
 }
@@ -1315,21 +1445,13 @@ async fn credssp_exchange(
     )
     .map_err(|e| prefix(format!("credssp: {e}")))?;
     let mut out = WriteBuf::new();
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     let mut round = 0u8;
     // INVARIANT: NTLM takes three client messages (+ the final credentials); a server that keeps
     // asking is cut off.
     for _ in 0..8 {
-        let state = {
-            let mut generator = seq.process_ts_request(ts_request);
-            match generator.start() {
-                GeneratorState::Completed(r) => r,
-                GeneratorState::Suspended(_) => {
-                    return Err(prefix("credssp: network request (Kerberos) not supported"))
-                }
-            }
-        }
-        .map_err(|e| prefix(format!("credssp: {e}")))?;
+        let state = step::credssp_process(&mut seq, ts_request)
+            .map_err(|e| prefix(format!("credssp: {e}")))?;
         out.clear();
         let w = seq
             .handle_process_result(state, &mut out)
@@ -1361,7 +1483,8 @@ async fn credssp_exchange(
                     judge_credssp
                 };
                 let (class, detail) =
-                    observe_with(io, target, l.shared, buf, judge, short_der(&bytes)).await;
+                    observe_with(io, target, l.shared, buf.to_vec(), judge, short_der(&bytes))
+                        .await;
                 return Ok(CredsspEnd::Observed(
                     class,
                     format!("round {round}: {detail}"),
@@ -1371,19 +1494,15 @@ async fn credssp_exchange(
                 .await
                 .map_err(|e| prefix(format!("credssp: {e}")))?;
         }
-        let Some(hint) = seq.next_pdu_hint() else {
-            return Ok(CredsspEnd::Done(buf));
-        };
-        let (pdu, rest) = read_pdu(io, target.timeout, std::mem::take(&mut buf), |b| {
-            hint_size(hint, b)
-        })
-        .await
-        .map_err(|e| PrefixFail(ResponseClass::PrefixFailed, format!("credssp: {}", e.1)))?;
-        buf = rest;
-        match seq.decode_server_message(&pdu) {
+        match step::credssp_read(&mut seq, io, &mut buf, target.timeout).await {
             Ok(Some(next)) => ts_request = next,
             Ok(None) => return Ok(CredsspEnd::Done(buf)),
-            Err(e) => return Err(prefix(format!("credssp: {e}"))),
+            Err(StepError::Read(e)) => {
+                return Err(prefix(format!("credssp: {}", read_outcome(e, &buf).1)))
+            }
+            Err(StepError::Rejected { error, .. }) => {
+                return Err(prefix(format!("credssp: {error}")))
+            }
         }
     }
     Err(prefix("credssp: too many round trips"))
@@ -1411,14 +1530,6 @@ fn judge_after_credentials(b: &[u8]) -> Judge {
                 format!("0x{v:08x} instead of an early user authorization result"),
             ),
         },
-    }
-}
-
-fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {
-    match hint.find_size(b) {
-        Ok(Some((_, n))) => Ok(Some(n)),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e.to_string()),
     }
 }
 
