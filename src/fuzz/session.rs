@@ -354,7 +354,9 @@ async fn drive(
         let buf = buf.to_vec();
         return Ok(observe_with(&mut io, target, shared, buf, judge_mcs, short_tpkt(&bytes)).await);
     }
-    write(&mut io, out.filled(), target.timeout)
+    let ci =
+        joins_awaited(out.filled()).map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+    write(&mut io, &ci, target.timeout)
         .await
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
     let pdu = match step::step(&mut connector, &mut io, &mut buf, &mut out, target.timeout).await {
@@ -479,6 +481,35 @@ fn connector(target: &Target, requested: SecurityProtocol, local: SocketAddr) ->
         }
     }
     connector
+}
+
+/// The connector's Connect Initial without RNS_UD_CS_SUPPORT_SKIP_CHANNELJOIN (MS-RDPBCGR
+/// 2.2.1.3.2), which IronRDP always announces: a server that may skip the channel joins never
+/// awaits them, and the `channels` stage fuzzes the joins. The rest is the connector's, re-encoded
+/// by IronRDP.
+fn joins_awaited(connect_initial: &[u8]) -> Result<Vec<u8>, String> {
+    use ironrdp_pdu::gcc::ClientEarlyCapabilityFlags as F;
+    use ironrdp_pdu::mcs::ConnectInitial;
+    use ironrdp_pdu::x224::{X224Data, X224};
+    let data = ironrdp_core::decode::<X224<X224Data<'_>>>(connect_initial)
+        .map_err(|e| e.to_string())?
+        .0
+        .data;
+    let ci = ironrdp_core::decode::<ConnectInitial>(&data).map_err(|e| e.to_string())?;
+    let mut blocks = ci.conference_create_request.into_gcc_blocks();
+    if let Some(f) = blocks.core.optional_data.early_capability_flags.as_mut() {
+        f.remove(F::SUPPORT_SKIP_CHANNELJOIN);
+    }
+    let ci = ConnectInitial {
+        conference_create_request: ironrdp_pdu::gcc::ConferenceCreateRequest::new(blocks)
+            .map_err(|e| e.to_string())?,
+        ..ci
+    };
+    let data = ironrdp_core::encode_vec(&ci).map_err(|e| e.to_string())?;
+    ironrdp_core::encode_vec(&X224(X224Data {
+        data: std::borrow::Cow::Owned(data),
+    }))
+    .map_err(|e| e.to_string())
 }
 
 /// A connector for standard RDP security that has taken `confirm` (PROTOCOL_RDP selected) in
@@ -1716,3 +1747,6 @@ mod write_tests {
         assert!(detail.contains("stopped reading"), "{detail}");
     }
 }
+
+#[cfg(test)]
+mod tests;
