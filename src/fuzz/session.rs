@@ -113,11 +113,13 @@ type Io = Box<dyn IoStream>;
 trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
 
-/// Why a valid stage before the fuzzed one failed.
-struct PrefixFail(ResponseClass, String);
+/// How a case ended before the end of its last stage: with the answer to its PDU (or what
+/// happened instead), or in a valid stage before it (`PrefixFailed`, `Refused`, or the class of
+/// what ended it).
+struct Ended(ResponseClass, String);
 
-fn prefix(detail: impl Into<String>) -> PrefixFail {
-    PrefixFail(ResponseClass::PrefixFailed, detail.into())
+fn prefix(detail: impl Into<String>) -> Ended {
+    Ended(ResponseClass::PrefixFailed, detail.into())
 }
 
 /// Runs one case against the target, recording everything into a Trace.
@@ -129,7 +131,7 @@ pub async fn run_case(target: &Target, case: &Case) -> CaseRun {
     let mut sent_at = None;
     let (class, detail) = match drive(target, case, &shared, &mut sent, &mut sent_at).await {
         Ok(v) => v,
-        Err(PrefixFail(class, detail)) => (class, detail),
+        Err(Ended(class, detail)) => (class, detail),
     };
     let established = shared.has_event(|k| matches!(k, EventKind::Connected));
     let reset = shared.has_event(|k| matches!(k, EventKind::Rst { .. }));
@@ -152,34 +154,77 @@ async fn drive(
     shared: &SharedTrace,
     sent: &mut Vec<u8>,
     sent_at: &mut Option<Instant>,
-) -> Result<(ResponseClass, String), PrefixFail> {
+) -> Result<(ResponseClass, String), Ended> {
     let stage = case.stage();
     if stage.is_gateway() {
         return gateway_stages(target, case, shared, sent, sent_at).await;
     }
-    // --- tcp ---
+    let mut run = Run {
+        target,
+        case,
+        shared,
+        sent,
+        sent_at,
+        ctx: EncodeCtx {
+            requested_protocols: target.requested_protocols(stage),
+            ..EncodeCtx::default()
+        },
+    };
+    let (mut wire, local) = connect(target, shared).await?;
+    let requested = SecurityProtocol::from_bits_truncate(run.ctx.requested_protocols);
+    let mut connector = connector(target, requested, local);
+    let mut buf = BytesMut::new();
+    run.x224(&mut connector, &mut wire, local, &mut buf).await?;
+    if matches!(stage, FuzzStage::Security | FuzzStage::Licensing) {
+        let selected = run.ctx.selected_protocol;
+        if selected != 0 {
+            return Err(prefix(format!(
+                "{stage}: the target selected protocol 0x{selected:x}: the {stage} stage exists \
+                 with standard RDP security only (PROTOCOL_RDP, --security rdp)"
+            )));
+        }
+        return rdpsec_stages(
+            target,
+            case,
+            shared,
+            run.sent,
+            run.sent_at,
+            wire,
+            buf.to_vec(),
+        )
+        .await;
+    }
+    let mut io = run.security_upgrade(&mut connector, wire, &mut buf).await?;
+    run.mcs(&mut connector, &mut io, &mut buf).await?;
+    run.channels(&mut io, buf.to_vec()).await
+}
+
+/// TCP to the target, recorded in the trace: the tapped stream and its local address.
+async fn connect(
+    target: &Target,
+    shared: &SharedTrace,
+) -> Result<(Tap<TcpStream>, SocketAddr), Ended> {
+    use crate::trace::ConnectFailure;
     let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
         Err(_) => {
-            shared.push(EventKind::ConnectFailed(
-                crate::trace::ConnectFailure::TimedOut {
-                    after_ms: target.timeout.as_millis() as u64,
-                },
-            ));
-            return Err(PrefixFail(
+            shared.push(EventKind::ConnectFailed(ConnectFailure::TimedOut {
+                after_ms: target.timeout.as_millis() as u64,
+            }));
+            return Err(Ended(
                 ResponseClass::Refused,
                 "tcp connect timed out".into(),
             ));
         }
         Ok(Err(e)) => {
             let f = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                crate::trace::ConnectFailure::Refused
+                ConnectFailure::Refused
             } else {
-                crate::trace::ConnectFailure::Unreachable {
+                ConnectFailure::Unreachable {
                     detail: e.to_string(),
                 }
             };
             shared.push(EventKind::ConnectFailed(f));
-            return Err(PrefixFail(
+            return Err(Ended(
                 ResponseClass::Refused,
                 format!("tcp connect failed: {e}"),
             ));
@@ -192,271 +237,323 @@ async fn drive(
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     shared.set_addrs(local, target.addr);
     shared.push(EventKind::Connected);
-    let mut wire = Tap::new(tcp, shared.clone(), Layer::Wire);
-    let mut ctx = EncodeCtx {
-        requested_protocols: target.requested_protocols(stage),
-        ..EncodeCtx::default()
-    };
+    Ok((Tap::new(tcp, shared.clone(), Layer::Wire), local))
+}
 
-    // --- x224: the connector's Connection Request, or the case's in its place ---
-    let requested = SecurityProtocol::from_bits_truncate(ctx.requested_protocols);
-    let mut connector = connector(target, requested, local);
-    let mut out = WriteBuf::new();
-    connector
-        .initiate_with_security_protocol(requested, &mut out)
-        .map_err(|e| prefix(format!("x224 request: {e}")))?;
-    if let Case::X224(c) = case {
-        let bytes = super::x224::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut wire, &bytes, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        return Ok(observe(&mut wire, target, shared, judge_x224, short_tpkt(&bytes)).await);
-    }
-    write(&mut wire, out.filled(), target.timeout)
-        .await
-        .map_err(|e| prefix(format!("x224 request: {e}")))?;
-    let mut buf = BytesMut::new();
-    match step::step(&mut connector, &mut wire, &mut buf, &mut out, target.timeout).await {
-        Ok(_) => {}
-        Err(StepError::Read(e)) => {
-            let (class, detail) = read_outcome(e, &buf);
-            return Err(PrefixFail(class, format!("x224 confirm: {detail}")));
-        }
-        Err(StepError::Rejected { pdu, error }) => match dx224::decode_tpkt(&pdu) {
-            X224::NegotiationFailure { code } => {
-                return Err(prefix(format!(
-                    "x224: the target answered RDP_NEG_FAILURE {} (0x{code:08x}) to requestedProtocols 0x{:x}",
-                    dx224::failure_code_name(code),
-                    ctx.requested_protocols
-                )))
-            }
-            // A server that selects standard RDP security whatever was offered (IronRDP refuses
-            // a protocol it did not request): a connector for standard RDP security takes the
-            // same confirm, so the stages after it run as against any such server.
-            X224::ConnectionConfirm { selected: 0, .. } => {
-                connector = standard_rdp_connector(target, local, &pdu)
-                    .map_err(|e| prefix(format!("x224 confirm: {e}")))?;
-            }
-            X224::ConnectionConfirm { .. } => {
-                return Err(prefix(format!("x224 confirm: {error}")))
-            }
-            other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
-        },
-    }
-    let selected = match &connector.state {
-        ClientConnectorState::EnhancedSecurityUpgrade { selected_protocol } => {
-            selected_protocol.bits()
-        }
-        _ => 0,
-    };
-    ctx.selected_protocol = selected;
-    if matches!(stage, FuzzStage::Security | FuzzStage::Licensing) {
-        if selected != 0 {
-            return Err(prefix(format!(
-                "{stage}: the target selected protocol 0x{selected:x}: the {stage} stage exists \
-                 with standard RDP security only (PROTOCOL_RDP, --security rdp)"
-            )));
-        }
-        return rdpsec_stages(target, case, shared, sent, sent_at, wire, buf.to_vec()).await;
-    }
-    let uses_tls = selected & ALL_ENHANCED != 0;
+/// One case on its way through the stages: what its PDUs need to know, and where it records
+/// what it sent. Each stage either hands on to the next or ends the case (`Err`): with the
+/// answer to the case's PDU, or with the valid stage that failed.
+struct Run<'a> {
+    target: &'a Target,
+    case: &'a Case,
+    shared: &'a SharedTrace,
+    sent: &'a mut Vec<u8>,
+    sent_at: &'a mut Option<Instant>,
+    ctx: EncodeCtx,
+}
 
-    // --- tls: the probe's rustls, or the case's ClientHello in its place ---
-    if let Case::Tls(c) = case {
-        if !uses_tls {
-            return Err(prefix(format!(
-                "tls: the target selected protocol 0x{selected:x} (no TLS)"
-            )));
+impl Run<'_> {
+    /// Sends the case's PDU and judges the answer (`buf`: bytes already read past the last
+    /// valid reply).
+    async fn send_case<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        io: &mut S,
+        bytes: &[u8],
+        buf: Vec<u8>,
+        judge: fn(&[u8]) -> Judge,
+        short: bool,
+    ) -> Ended {
+        note_sent(
+            self.shared,
+            self.case.stage(),
+            bytes,
+            self.sent,
+            self.sent_at,
+        );
+        if let Err(e) = write(io, bytes, self.target.timeout).await {
+            let (class, detail) = write_failed(&e);
+            return Ended(class, detail);
         }
-        let bytes = super::tls::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut wire, &bytes, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        return Ok(observe(&mut wire, target, shared, judge_tls, short_tls(&bytes)).await);
+        let (class, detail) = observe_with(io, self.target, self.shared, buf, judge, short).await;
+        Ended(class, detail)
     }
-    let mut io: Io = if uses_tls {
+
+    /// The connector's Connection Request, or the case's in its place; then the confirm, stepped
+    /// by the connector (the selected protocol goes to `ctx`).
+    async fn x224(
+        &mut self,
+        connector: &mut ClientConnector,
+        wire: &mut Tap<TcpStream>,
+        local: SocketAddr,
+        buf: &mut BytesMut,
+    ) -> Result<(), Ended> {
+        let timeout = self.target.timeout;
+        let requested = SecurityProtocol::from_bits_truncate(self.ctx.requested_protocols);
+        let mut out = WriteBuf::new();
+        connector
+            .initiate_with_security_protocol(requested, &mut out)
+            .map_err(|e| prefix(format!("x224 request: {e}")))?;
+        if let Case::X224(c) = self.case {
+            let bytes = super::x224::encode(&c.mutations, &self.ctx);
+            let short = short_tpkt(&bytes);
+            return Err(self
+                .send_case(wire, &bytes, Vec::new(), judge_x224, short)
+                .await);
+        }
+        write(wire, out.filled(), timeout)
+            .await
+            .map_err(|e| prefix(format!("x224 request: {e}")))?;
+        match step::step(connector, wire, buf, &mut out, timeout).await {
+            Ok(_) => {}
+            Err(StepError::Read(e)) => {
+                let (class, detail) = read_outcome(e, buf);
+                return Err(Ended(class, format!("x224 confirm: {detail}")));
+            }
+            Err(StepError::Rejected { pdu, error }) => match dx224::decode_tpkt(&pdu) {
+                X224::NegotiationFailure { code } => {
+                    return Err(prefix(format!(
+                        "x224: the target answered RDP_NEG_FAILURE {} (0x{code:08x}) to requestedProtocols 0x{:x}",
+                        dx224::failure_code_name(code),
+                        self.ctx.requested_protocols
+                    )))
+                }
+                // A server that selects standard RDP security whatever was offered (IronRDP
+                // refuses a protocol it did not request): a connector for standard RDP security
+                // takes the same confirm, so the stages after it run as against any such server.
+                X224::ConnectionConfirm { selected: 0, .. } => {
+                    *connector = standard_rdp_connector(self.target, local, &pdu)
+                        .map_err(|e| prefix(format!("x224 confirm: {e}")))?;
+                }
+                X224::ConnectionConfirm { .. } => {
+                    return Err(prefix(format!("x224 confirm: {error}")))
+                }
+                other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
+            },
+        }
+        self.ctx.selected_protocol = match &connector.state {
+            ClientConnectorState::EnhancedSecurityUpgrade { selected_protocol } => {
+                selected_protocol.bits()
+            }
+            _ => 0,
+        };
+        Ok(())
+    }
+
+    /// TLS with the probe's rustls (or the case's ClientHello in its place), then CredSSP with
+    /// IronRDP's `CredsspSequence` (one round replaced by the case's) when the target selected
+    /// it: the stream the MCS stage runs on.
+    async fn security_upgrade(
+        &mut self,
+        connector: &mut ClientConnector,
+        mut wire: Tap<TcpStream>,
+        buf: &mut BytesMut,
+    ) -> Result<Io, Ended> {
+        let selected = self.ctx.selected_protocol;
+        if selected & ALL_ENHANCED == 0 {
+            match self.case {
+                Case::Tls(_) => {
+                    return Err(prefix(format!(
+                        "tls: the target selected protocol 0x{selected:x} (no TLS)"
+                    )))
+                }
+                Case::Credssp(_) => {
+                    return Err(prefix(format!(
+                        "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
+                    )))
+                }
+                _ => {}
+            }
+            connector.mark_security_upgrade_as_done();
+            return Ok(Box::new(wire));
+        }
+        if let Case::Tls(c) = self.case {
+            let bytes = super::tls::encode(&c.mutations, &self.ctx);
+            let short = short_tls(&bytes);
+            return Err(self
+                .send_case(&mut wire, &bytes, Vec::new(), judge_tls, short)
+                .await);
+        }
         if !buf.is_empty() {
             return Err(prefix("tls: the target sent bytes after the X.224 confirm"));
         }
-        let (mut inner, certificates) = tls_upgrade(target, shared, wire).await?;
+        let (mut inner, certificates) = tls_upgrade(self.target, self.shared, wire).await?;
         connector.mark_security_upgrade_as_done();
-
-        // --- credssp: IronRDP's CredsspSequence, one round replaced by the case's ---
-        if let Case::Credssp(c) = case {
-            if !connector.should_perform_credssp() {
+        if !connector.should_perform_credssp() {
+            if matches!(self.case, Case::Credssp(_)) {
                 return Err(prefix(format!(
                     "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
                 )));
             }
-            if c.round > 1 {
-                let leaf = certificates
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| prefix("tls: no server certificate"))?;
+            return Ok(inner);
+        }
+        let leaf = certificates.first().cloned();
+        let leaf = || {
+            leaf.clone()
+                .ok_or_else(|| prefix("tls: no server certificate"))
+        };
+        let target = self.target;
+        match self.case {
+            Case::Credssp(c) if c.round > 1 => {
                 let later = Later {
                     case: c,
-                    shared,
-                    sent,
-                    sent_at,
-                    ctx: &ctx,
+                    shared: self.shared,
+                    sent: self.sent,
+                    sent_at: self.sent_at,
+                    ctx: &self.ctx,
                 };
-                return match credssp_exchange(target, &mut inner, selected, &leaf, Some(later))
-                    .await?
-                {
-                    CredsspEnd::Observed(class, detail) => Ok((class, detail)),
-                    CredsspEnd::Done(_) => Err(prefix(format!(
+                let leaf = leaf()?;
+                let end = credssp_exchange(target, &mut inner, selected, &leaf, Some(later));
+                Err(match end.await? {
+                    CredsspEnd::Observed(class, detail) => Ended(class, detail),
+                    CredsspEnd::Done(_) => prefix(format!(
                         "credssp: the exchange ended before round {}",
                         c.round
-                    ))),
+                    )),
+                })
+            }
+            Case::Credssp(c) => {
+                let bytes = super::credssp::encode(&c.mutations, &self.ctx);
+                let short = short_der(&bytes);
+                Err(self
+                    .send_case(&mut inner, &bytes, Vec::new(), judge_credssp, short)
+                    .await)
+            }
+            _ => {
+                *buf = match credssp_exchange(target, &mut inner, selected, &leaf()?, None).await? {
+                    CredsspEnd::Done(rest) => rest,
+                    CredsspEnd::Observed(_, detail) => return Err(prefix(detail)),
                 };
+                connector.mark_credssp_as_done();
+                Ok(inner)
             }
-            let bytes = super::credssp::encode(&c.mutations, &ctx);
-            note_sent(shared, stage, &bytes, sent, sent_at);
-            if let Err(e) = write(&mut inner, &bytes, target.timeout).await {
-                return Ok(write_failed(&e));
-            }
-            return Ok(observe(&mut inner, target, shared, judge_credssp, short_der(&bytes)).await);
         }
-        if connector.should_perform_credssp() {
-            let leaf = certificates
-                .first()
-                .cloned()
-                .ok_or_else(|| prefix("tls: no server certificate"))?;
-            buf = match credssp_exchange(target, &mut inner, selected, &leaf, None).await? {
-                CredsspEnd::Done(rest) => rest,
-                CredsspEnd::Observed(_, detail) => return Err(prefix(detail)),
+    }
+
+    /// The connector's Connect Initial, or the case's in its place; then the Connect Response,
+    /// whose channel ids go to `ctx`.
+    async fn mcs(
+        &mut self,
+        connector: &mut ClientConnector,
+        io: &mut Io,
+        buf: &mut BytesMut,
+    ) -> Result<(), Ended> {
+        let timeout = self.target.timeout;
+        let mut out = WriteBuf::new();
+        step::step(connector, io, buf, &mut out, timeout)
+            .await
+            .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+        if let Case::Mcs(c) = self.case {
+            let bytes = super::mcs::encode(&c.mutations, &self.ctx);
+            let short = short_tpkt(&bytes);
+            return Err(self
+                .send_case(io, &bytes, buf.to_vec(), judge_mcs, short)
+                .await);
+        }
+        let ci =
+            joins_awaited(out.filled()).map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+        write(io, &ci, timeout)
+            .await
+            .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+        let pdu = match step::step(connector, io, buf, &mut out, timeout).await {
+            Ok((pdu, _)) => pdu.unwrap_or_default(),
+            Err(StepError::Read(e)) => {
+                let (class, detail) = read_outcome(e, buf);
+                return Err(Ended(class, format!("mcs connect response: {detail}")));
+            }
+            // IronRDP also refuses a valid response it cannot go on from (a server that wants
+            // standard RDP security encryption): the channel joins need only the channel ids.
+            Err(StepError::Rejected { pdu, error }) => match judge_mcs_pdu(&pdu) {
+                (ResponseClass::ValidReply, _) => {
+                    self.shared.push(EventKind::Note(format!(
+                        "rdprobe fuzz: the client goes on without IronRDP after the connect response: {error}"
+                    )));
+                    pdu
+                }
+                (_, what) => return Err(prefix(format!("mcs: {what}"))),
+            },
+        };
+        let facts = crate::decode::mcs::connect_response_facts(pdu.get(7..).unwrap_or_default())
+            .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
+        self.ctx.io_channel = facts
+            .get("io_channel")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u16::try_from(v).ok())
+            .ok_or_else(|| prefix("mcs connect response: no I/O channel"))?;
+        self.ctx.static_channels = facts
+            .get("channel_ids")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64().and_then(|v| u16::try_from(v).ok()))
+                    .filter(|v| *v != 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(())
+    }
+
+    /// The channels stage. The case is every PDU of the stage (erect domain, attach user, the
+    /// joins, mutated together, the joins built from the server's answers), so the connector's
+    /// own channel connection is not stepped.
+    async fn channels(
+        &mut self,
+        io: &mut Io,
+        rest: Vec<u8>,
+    ) -> Result<(ResponseClass, String), Ended> {
+        let (target, shared, stage) = (self.target, self.shared, self.case.stage());
+        let Case::Channels(c) = self.case else {
+            return Err(prefix(format!("stage {stage} is not fuzzable")));
+        };
+        let one = channels::encode_phase_one(&c.mutations);
+        note_sent(shared, stage, &one, self.sent, self.sent_at);
+        if let Err(e) = write(io, &one, target.timeout).await {
+            return Ok(write_failed(&e));
+        }
+        let (pdu, rest) =
+            match read_domain_reply(io, target, shared, rest, "the attach user confirm").await {
+                Ok(v) => v,
+                Err(outcome) => return Ok(outcome),
             };
-            connector.mark_credssp_as_done();
-        }
-        inner
-    } else {
-        if matches!(case, Case::Credssp(_)) {
-            return Err(prefix(format!(
-                "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
-            )));
-        }
-        connector.mark_security_upgrade_as_done();
-        Box::new(wire)
-    };
-
-    // --- mcs: the connector's Connect Initial, or the case's in its place ---
-    step::step(&mut connector, &mut io, &mut buf, &mut out, target.timeout)
-        .await
-        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
-    if let Case::Mcs(c) = case {
-        let bytes = super::mcs::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut io, &bytes, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        let buf = buf.to_vec();
-        return Ok(observe_with(&mut io, target, shared, buf, judge_mcs, short_tpkt(&bytes)).await);
-    }
-    let ci =
-        joins_awaited(out.filled()).map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
-    write(&mut io, &ci, target.timeout)
-        .await
-        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
-    let pdu = match step::step(&mut connector, &mut io, &mut buf, &mut out, target.timeout).await {
-        Ok((pdu, _)) => pdu.unwrap_or_default(),
-        Err(StepError::Read(e)) => {
-            let (class, detail) = read_outcome(e, &buf);
-            return Err(PrefixFail(class, format!("mcs connect response: {detail}")));
-        }
-        // IronRDP also refuses a valid response it cannot go on from (a server that wants
-        // standard RDP security encryption): the channel joins need only the channel ids.
-        Err(StepError::Rejected { pdu, error }) => match judge_mcs_pdu(&pdu) {
-            (ResponseClass::ValidReply, _) => {
-                shared.push(EventKind::Note(format!(
-                    "rdprobe fuzz: the client goes on without IronRDP after the connect response: {error}"
-                )));
-                pdu
-            }
-            (_, what) => return Err(prefix(format!("mcs: {what}"))),
-        },
-    };
-    let rest = buf.to_vec();
-    let facts = crate::decode::mcs::connect_response_facts(pdu.get(7..).unwrap_or_default())
-        .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
-    ctx.io_channel = facts
-        .get("io_channel")
-        .and_then(|v| v.as_u64())
-        .and_then(|v| u16::try_from(v).ok())
-        .ok_or_else(|| prefix("mcs connect response: no I/O channel"))?;
-    ctx.static_channels = facts
-        .get("channel_ids")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64().and_then(|v| u16::try_from(v).ok()))
-                .filter(|v| *v != 0)
-                .collect()
-        })
-        .unwrap_or_default();
-
-    // --- channels: the case is every PDU of the stage (erect domain, attach user, the joins,
-    // mutated together, the joins built from the server's answers), so the connector's own
-    // channel connection is not stepped ---
-    let Case::Channels(c) = case else {
-        return Err(prefix(format!("stage {stage} is not fuzzable")));
-    };
-    let one = channels::encode_phase_one(&c.mutations);
-    note_sent(shared, stage, &one, sent, sent_at);
-    if let Err(e) = write(&mut io, &one, target.timeout).await {
-        return Ok(write_failed(&e));
-    }
-    let (pdu, rest) =
-        match read_domain_reply(&mut io, target, shared, rest, "the attach user confirm").await {
-            Ok(v) => v,
-            Err(outcome) => return Ok(outcome),
-        };
-    match channels::domain_reply(&pdu) {
-        Some(DomainReply::AttachConfirm {
-            result: 0,
-            user: Some(u),
-        }) => ctx.user_channel = Some(u),
-        other => {
-            return Ok(refused_confirm(other, "an", "attach user confirm", |r| {
-                matches!(r, DomainReply::AttachConfirm { .. })
-            }))
-        }
-    }
-    let joins = channels::encode_joins(&c.mutations, &ctx);
-    let mut buf = rest;
-    for (k, join) in joins.iter().enumerate() {
-        sent.extend_from_slice(join);
-        if let Err(e) = write(&mut io, join, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        let waiting_for = format!("join confirm {k}");
-        let (pdu, rest) = match read_domain_reply(
-            &mut io,
-            target,
-            shared,
-            std::mem::take(&mut buf),
-            &waiting_for,
-        )
-        .await
-        {
-            Ok(v) => v,
-            Err(outcome) => return Ok(outcome),
-        };
-        buf = rest;
         match channels::domain_reply(&pdu) {
-            Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
+            Some(DomainReply::AttachConfirm {
+                result: 0,
+                user: Some(u),
+            }) => self.ctx.user_channel = Some(u),
             other => {
-                return Ok(refused_confirm(other, "a", "channel join confirm", |r| {
-                    matches!(r, DomainReply::JoinConfirm { .. })
+                return Ok(refused_confirm(other, "an", "attach user confirm", |r| {
+                    matches!(r, DomainReply::AttachConfirm { .. })
                 }))
             }
         }
+        let joins = channels::encode_joins(&c.mutations, &self.ctx);
+        let mut buf = rest;
+        for (k, join) in joins.iter().enumerate() {
+            self.sent.extend_from_slice(join);
+            if let Err(e) = write(io, join, target.timeout).await {
+                return Ok(write_failed(&e));
+            }
+            let waiting_for = format!("join confirm {k}");
+            let taken = std::mem::take(&mut buf);
+            let (pdu, rest) = match read_domain_reply(io, target, shared, taken, &waiting_for).await
+            {
+                Ok(v) => v,
+                Err(outcome) => return Ok(outcome),
+            };
+            buf = rest;
+            match channels::domain_reply(&pdu) {
+                Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
+                other => {
+                    return Ok(refused_confirm(other, "a", "channel join confirm", |r| {
+                        matches!(r, DomainReply::JoinConfirm { .. })
+                    }))
+                }
+            }
+        }
+        Ok((
+            ResponseClass::ValidReply,
+            format!("{} channel joins confirmed", joins.len()),
+        ))
     }
-    Ok((
-        ResponseClass::ValidReply,
-        format!("{} channel joins confirmed", joins.len()),
-    ))
 }
 
 /// The probe's IronRDP client for `requested`, offering the static channels of the fuzzer's valid
@@ -553,7 +650,7 @@ async fn tls_upgrade(
     target: &Target,
     shared: &SharedTrace,
     wire: Tap<TcpStream>,
-) -> Result<(Io, Vec<Vec<u8>>), PrefixFail> {
+) -> Result<(Io, Vec<Vec<u8>>), Ended> {
     let (config, verifier) =
         crate::probe::tls::rustls_config(shared.clone(), crate::probe::tls::TlsVersions::Both);
     let conn = tokio_rustls::TlsConnector::from(config);
@@ -611,7 +708,7 @@ async fn rdpsec_stages(
     sent_at: &mut Option<Instant>,
     mut wire: Tap<TcpStream>,
     rest: Vec<u8>,
-) -> Result<(ResponseClass, String), PrefixFail> {
+) -> Result<(ResponseClass, String), Ended> {
     use crate::rdpsec::client as rc;
     use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_ENCRYPT_CS, SEC_LICENSE_PKT};
     use crate::rdpsec::{cert, crypt::SecurityContext, gcc, keys, Method};
@@ -625,7 +722,7 @@ async fn rdpsec_stages(
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
     let (pdu, rest) = read_pdu(&mut wire, target.timeout, rest, tpkt_len)
         .await
-        .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
+        .map_err(|e| Ended(e.0, format!("mcs connect response: {}", e.1)))?;
     let server = gcc::parse_connect_response(&pdu)
         .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
     if server.result != 0 {
@@ -1455,7 +1552,7 @@ async fn credssp_exchange(
     selected: u32,
     leaf: &[u8],
     mut later: Option<Later<'_>>,
-) -> Result<CredsspEnd, PrefixFail> {
+) -> Result<CredsspEnd, Ended> {
     let Some(creds) = &target.credentials else {
         return Err(prefix(
             "credssp: the target selected NLA (CredSSP): fuzzing a later stage or round needs --user",
@@ -1573,18 +1670,18 @@ async fn gateway_stages(
     shared: &SharedTrace,
     sent: &mut Vec<u8>,
     sent_at: &mut Option<Instant>,
-) -> Result<(ResponseClass, String), PrefixFail> {
+) -> Result<(ResponseClass, String), Ended> {
     use super::gateway as g;
     let stage = case.stage();
     let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
         Err(_) => {
-            return Err(PrefixFail(
+            return Err(Ended(
                 ResponseClass::Refused,
                 "tcp connect timed out".into(),
             ))
         }
         Ok(Err(e)) => {
-            return Err(PrefixFail(
+            return Err(Ended(
                 ResponseClass::Refused,
                 format!("tcp connect failed: {e}"),
             ))
