@@ -667,24 +667,9 @@ async fn tls_upgrade(
         }
         Ok(Ok(s)) => s,
     };
-    let certificates = verifier
-        .chain
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let (_, c) = tls.get_ref();
-    shared.push(EventKind::TlsSession(crate::trace::TlsSessionInfo {
-        version: c
-            .protocol_version()
-            .map(crate::probe::tls::rustls_version_name)
-            .unwrap_or_default(),
-        cipher_suite: c
-            .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite()))
-            .unwrap_or_default(),
-        certificates: certificates.clone(),
-        engine: "rustls".into(),
-    }));
+    let info = crate::probe::tls::rustls_session_info(tls.get_ref().1, &verifier);
+    let certificates = info.certificates.clone();
+    shared.push(EventKind::TlsSession(info));
     Ok((
         Box::new(Tap::new(tls, shared.clone(), Layer::Inner)),
         certificates,

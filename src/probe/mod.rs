@@ -1042,23 +1042,7 @@ async fn run_on(
                         return Retry::No;
                     }
                     Ok(Ok(s)) => {
-                        let (_, conn) = s.get_ref();
-                        let info = TlsSessionInfo {
-                            version: conn
-                                .protocol_version()
-                                .map(tls::rustls_version_name)
-                                .unwrap_or_default(),
-                            cipher_suite: conn
-                                .negotiated_cipher_suite()
-                                .map(|c| format!("{:?}", c.suite()))
-                                .unwrap_or_default(),
-                            certificates: verifier
-                                .chain
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .clone(),
-                            engine: "rustls".into(),
-                        };
+                        let info = tls::rustls_session_info(s.get_ref().1, &verifier);
                         (Box::new(s) as Box<dyn Stream>, info)
                     }
                 }
