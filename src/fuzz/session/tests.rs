@@ -369,3 +369,26 @@ async fn deadlines_hold_against_a_silent_peer() {
         r.elapsed
     );
 }
+
+/// The x224 stage's valid case is the connector's Connection Request byte for byte, for every
+/// requestedProtocols the session uses: a case's mutations are of the PDU the connector sends.
+#[test]
+fn the_valid_x224_case_is_the_connectors_request() {
+    let t = Target::new(SocketAddr::from(([127, 0, 0, 1], 3389)));
+    for p in [0, 0x1, ALL_ENHANCED] {
+        let protocols = SecurityProtocol::from_bits_truncate(p);
+        let mut c = connector(&t, protocols, t.addr);
+        let mut out = WriteBuf::new();
+        c.initiate_with_security_protocol(protocols, &mut out)
+            .unwrap();
+        let ctx = EncodeCtx {
+            requested_protocols: p,
+            ..EncodeCtx::default()
+        };
+        assert_eq!(
+            out.filled(),
+            &crate::fuzz::x224::encode(&[], &ctx)[..],
+            "requestedProtocols 0x{p:x}"
+        );
+    }
+}
