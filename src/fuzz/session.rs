@@ -1,8 +1,15 @@
-//! The fuzzer's connection driver: one TCP connection per case. It drives the valid stages before
-//! the fuzzed one (X.224 with rdprobe's own valid request, TLS with the probe's rustls
-//! configuration, CredSSP with IronRDP's `CredsspSequence`, a valid MCS Connect Initial), sends the
-//! mutated PDU and classifies the answer. Everything crosses the probe's taps, so the Trace of a
-//! case is a capture `rdprobe analyze` understands.
+//! The fuzzer's connection driver: one TCP connection per case. It steps IronRDP's
+//! `ClientConnector` as the probe does (`probe::step`: every read under a deadline) through the
+//! valid stages before the fuzzed one: the connector's X.224 Connection Request, TLS with the
+//! probe's rustls configuration, CredSSP with IronRDP's `CredsspSequence`, the connector's MCS
+//! Connect Initial. At the fuzzed stage the case's PDU (from the stage's encoder in `fuzz::*`) is
+//! sent in place of the connector's, and the answer is classified. Everything crosses the probe's
+//! taps, so the Trace of a case is a capture `rdprobe analyze` understands.
+//!
+//! Hand-written still, where the connector cannot do what a case needs: the `channels` stage (the
+//! case is all of the stage's PDUs, its joins built from the server's answers to the mutated
+//! ones), the standard-RDP-security stages `security` and `licensing` (IronRDP's connector does
+//! not encrypt: `rdpsec` drives them from the X.224 confirm) and the RD Gateway stages.
 //!
 //! INVARIANT: every wait has a deadline (`Target::timeout`, and the FIN grace after a silence), so
 //! a case ends in bounded time whatever the target does.
@@ -10,11 +17,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use ironrdp_connector::credssp::CredsspSequence;
-use ironrdp_connector::sspi::generator::GeneratorState;
+use ironrdp_connector::{ClientConnector, ClientConnectorState};
 use ironrdp_core::WriteBuf;
 use ironrdp_pdu::nego::SecurityProtocol;
-use ironrdp_pdu::PduHint;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,6 +29,8 @@ use super::channels::{self, DomainReply};
 use super::oracle::ResponseClass;
 use super::{Case, EncodeCtx, FuzzStage};
 use crate::decode::x224::{self as dx224, Frame, X224};
+use crate::net::framed::ReadError;
+use crate::probe::step::{self, StepError};
 use crate::probe::tap::{SharedTrace, Tap};
 use crate::probe::Credentials;
 use crate::trace::{Dir, EventKind, Layer, Trace};
@@ -104,11 +113,13 @@ type Io = Box<dyn IoStream>;
 trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
 
-/// Why a valid stage before the fuzzed one failed.
-struct PrefixFail(ResponseClass, String);
+/// How a case ended before the end of its last stage: with the answer to its PDU (or what
+/// happened instead), or in a valid stage before it (`PrefixFailed`, `Refused`, or the class of
+/// what ended it).
+struct Ended(ResponseClass, String);
 
-fn prefix(detail: impl Into<String>) -> PrefixFail {
-    PrefixFail(ResponseClass::PrefixFailed, detail.into())
+fn prefix(detail: impl Into<String>) -> Ended {
+    Ended(ResponseClass::PrefixFailed, detail.into())
 }
 
 /// Runs one case against the target, recording everything into a Trace.
@@ -120,7 +131,7 @@ pub async fn run_case(target: &Target, case: &Case) -> CaseRun {
     let mut sent_at = None;
     let (class, detail) = match drive(target, case, &shared, &mut sent, &mut sent_at).await {
         Ok(v) => v,
-        Err(PrefixFail(class, detail)) => (class, detail),
+        Err(Ended(class, detail)) => (class, detail),
     };
     let established = shared.has_event(|k| matches!(k, EventKind::Connected));
     let reset = shared.has_event(|k| matches!(k, EventKind::Rst { .. }));
@@ -143,34 +154,77 @@ async fn drive(
     shared: &SharedTrace,
     sent: &mut Vec<u8>,
     sent_at: &mut Option<Instant>,
-) -> Result<(ResponseClass, String), PrefixFail> {
+) -> Result<(ResponseClass, String), Ended> {
     let stage = case.stage();
     if stage.is_gateway() {
         return gateway_stages(target, case, shared, sent, sent_at).await;
     }
-    // --- tcp ---
+    let mut run = Run {
+        target,
+        case,
+        shared,
+        sent,
+        sent_at,
+        ctx: EncodeCtx {
+            requested_protocols: target.requested_protocols(stage),
+            ..EncodeCtx::default()
+        },
+    };
+    let (mut wire, local) = connect(target, shared).await?;
+    let requested = SecurityProtocol::from_bits_truncate(run.ctx.requested_protocols);
+    let mut connector = connector(target, requested, local);
+    let mut buf = BytesMut::new();
+    run.x224(&mut connector, &mut wire, local, &mut buf).await?;
+    if matches!(stage, FuzzStage::Security | FuzzStage::Licensing) {
+        let selected = run.ctx.selected_protocol;
+        if selected != 0 {
+            return Err(prefix(format!(
+                "{stage}: the target selected protocol 0x{selected:x}: the {stage} stage exists \
+                 with standard RDP security only (PROTOCOL_RDP, --security rdp)"
+            )));
+        }
+        return rdpsec_stages(
+            target,
+            case,
+            shared,
+            run.sent,
+            run.sent_at,
+            wire,
+            buf.to_vec(),
+        )
+        .await;
+    }
+    let mut io = run.security_upgrade(&mut connector, wire, &mut buf).await?;
+    run.mcs(&mut connector, &mut io, &mut buf).await?;
+    run.channels(&mut io, buf.to_vec()).await
+}
+
+/// TCP to the target, recorded in the trace: the tapped stream and its local address.
+async fn connect(
+    target: &Target,
+    shared: &SharedTrace,
+) -> Result<(Tap<TcpStream>, SocketAddr), Ended> {
+    use crate::trace::ConnectFailure;
     let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
         Err(_) => {
-            shared.push(EventKind::ConnectFailed(
-                crate::trace::ConnectFailure::TimedOut {
-                    after_ms: target.timeout.as_millis() as u64,
-                },
-            ));
-            return Err(PrefixFail(
+            shared.push(EventKind::ConnectFailed(ConnectFailure::TimedOut {
+                after_ms: target.timeout.as_millis() as u64,
+            }));
+            return Err(Ended(
                 ResponseClass::Refused,
                 "tcp connect timed out".into(),
             ));
         }
         Ok(Err(e)) => {
             let f = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                crate::trace::ConnectFailure::Refused
+                ConnectFailure::Refused
             } else {
-                crate::trace::ConnectFailure::Unreachable {
+                ConnectFailure::Unreachable {
                     detail: e.to_string(),
                 }
             };
             shared.push(EventKind::ConnectFailed(f));
-            return Err(PrefixFail(
+            return Err(Ended(
                 ResponseClass::Refused,
                 format!("tcp connect failed: {e}"),
             ));
@@ -178,263 +232,447 @@ async fn drive(
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
-    if let Ok(local) = tcp.local_addr() {
-        shared.set_addrs(local, target.addr);
-    }
+    let local = tcp
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    shared.set_addrs(local, target.addr);
     shared.push(EventKind::Connected);
-    let mut wire = Tap::new(tcp, shared.clone(), Layer::Wire);
-    let mut ctx = EncodeCtx {
-        requested_protocols: target.requested_protocols(stage),
-        ..EncodeCtx::default()
-    };
+    Ok((Tap::new(tcp, shared.clone(), Layer::Wire), local))
+}
 
-    // --- x224 ---
-    if let Case::X224(c) = case {
-        let bytes = super::x224::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut wire, &bytes, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        return Ok(observe(&mut wire, target, shared, judge_x224, short_tpkt(&bytes)).await);
-    }
-    let request = super::x224::encode(&[], &ctx);
-    write(&mut wire, &request, target.timeout)
-        .await
-        .map_err(|e| prefix(format!("x224 request: {e}")))?;
-    let (pdu, rest) = read_pdu(&mut wire, target.timeout, Vec::new(), tpkt_len)
-        .await
-        .map_err(|e| PrefixFail(e.0, format!("x224 confirm: {}", e.1)))?;
-    let selected = match dx224::decode_tpkt(&pdu) {
-        X224::ConnectionConfirm { selected, .. } => selected,
-        X224::NegotiationFailure { code } => {
-            return Err(prefix(format!(
-                "x224: the target answered RDP_NEG_FAILURE {} (0x{code:08x}) to requestedProtocols 0x{:x}",
-                dx224::failure_code_name(code),
-                ctx.requested_protocols
-            )))
-        }
-        other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
-    };
-    ctx.selected_protocol = selected;
-    if matches!(stage, FuzzStage::Security | FuzzStage::Licensing) {
-        if selected != 0 {
-            return Err(prefix(format!(
-                "{stage}: the target selected protocol 0x{selected:x}: the {stage} stage exists \
-                 with standard RDP security only (PROTOCOL_RDP, --security rdp)"
-            )));
-        }
-        return rdpsec_stages(target, case, shared, sent, sent_at, wire, rest).await;
-    }
-    let uses_tls = selected & ALL_ENHANCED != 0;
-    let uses_credssp = selected & 0xa != 0;
+/// One case on its way through the stages: what its PDUs need to know, and where it records
+/// what it sent. Each stage either hands on to the next or ends the case (`Err`): with the
+/// answer to the case's PDU, or with the valid stage that failed.
+struct Run<'a> {
+    target: &'a Target,
+    case: &'a Case,
+    shared: &'a SharedTrace,
+    sent: &'a mut Vec<u8>,
+    sent_at: &'a mut Option<Instant>,
+    ctx: EncodeCtx,
+}
 
-    // --- tls ---
-    if let Case::Tls(c) = case {
-        if !uses_tls {
-            return Err(prefix(format!(
-                "tls: the target selected protocol 0x{selected:x} (no TLS)"
-            )));
+impl Run<'_> {
+    /// Sends the case's PDU and judges the answer (`buf`: bytes already read past the last
+    /// valid reply).
+    async fn send_case<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        io: &mut S,
+        bytes: &[u8],
+        buf: Vec<u8>,
+        judge: fn(&[u8]) -> Judge,
+        short: bool,
+    ) -> Ended {
+        note_sent(
+            self.shared,
+            self.case.stage(),
+            bytes,
+            self.sent,
+            self.sent_at,
+        );
+        if let Err(e) = write(io, bytes, self.target.timeout).await {
+            let (class, detail) = write_failed(&e);
+            return Ended(class, detail);
         }
-        let bytes = super::tls::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut wire, &bytes, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        return Ok(observe(&mut wire, target, shared, judge_tls, short_tls(&bytes)).await);
+        let (class, detail) = observe_with(io, self.target, self.shared, buf, judge, short).await;
+        Ended(class, detail)
     }
-    let mut buf = rest;
-    let mut io: Io = if uses_tls {
+
+    /// The connector's Connection Request, or the case's in its place; then the confirm, stepped
+    /// by the connector (the selected protocol goes to `ctx`).
+    async fn x224(
+        &mut self,
+        connector: &mut ClientConnector,
+        wire: &mut Tap<TcpStream>,
+        local: SocketAddr,
+        buf: &mut BytesMut,
+    ) -> Result<(), Ended> {
+        let timeout = self.target.timeout;
+        let requested = SecurityProtocol::from_bits_truncate(self.ctx.requested_protocols);
+        let mut out = WriteBuf::new();
+        connector
+            .initiate_with_security_protocol(requested, &mut out)
+            .map_err(|e| prefix(format!("x224 request: {e}")))?;
+        if let Case::X224(c) = self.case {
+            let bytes = super::x224::encode(&c.mutations, &self.ctx);
+            let short = short_tpkt(&bytes);
+            return Err(self
+                .send_case(wire, &bytes, Vec::new(), judge_x224, short)
+                .await);
+        }
+        write(wire, out.filled(), timeout)
+            .await
+            .map_err(|e| prefix(format!("x224 request: {e}")))?;
+        match step::step(connector, wire, buf, &mut out, timeout).await {
+            Ok(_) => {}
+            Err(StepError::Read(e)) => {
+                let (class, detail) = read_outcome(e, buf);
+                return Err(Ended(class, format!("x224 confirm: {detail}")));
+            }
+            Err(StepError::Rejected { pdu, error }) => match dx224::decode_tpkt(&pdu) {
+                X224::NegotiationFailure { code } => {
+                    return Err(prefix(format!(
+                        "x224: the target answered RDP_NEG_FAILURE {} (0x{code:08x}) to requestedProtocols 0x{:x}",
+                        dx224::failure_code_name(code),
+                        self.ctx.requested_protocols
+                    )))
+                }
+                // A server that selects standard RDP security whatever was offered (IronRDP
+                // refuses a protocol it did not request): a connector for standard RDP security
+                // takes the same confirm, so the stages after it run as against any such server.
+                X224::ConnectionConfirm { selected: 0, .. } => {
+                    *connector = standard_rdp_connector(self.target, local, &pdu)
+                        .map_err(|e| prefix(format!("x224 confirm: {e}")))?;
+                }
+                X224::ConnectionConfirm { .. } => {
+                    return Err(prefix(format!("x224 confirm: {error}")))
+                }
+                other => return Err(prefix(format!("x224: unexpected reply {other:?}"))),
+            },
+        }
+        self.ctx.selected_protocol = match &connector.state {
+            ClientConnectorState::EnhancedSecurityUpgrade { selected_protocol } => {
+                selected_protocol.bits()
+            }
+            _ => 0,
+        };
+        Ok(())
+    }
+
+    /// TLS with the probe's rustls (or the case's ClientHello in its place), then CredSSP with
+    /// IronRDP's `CredsspSequence` (one round replaced by the case's) when the target selected
+    /// it: the stream the MCS stage runs on.
+    async fn security_upgrade(
+        &mut self,
+        connector: &mut ClientConnector,
+        mut wire: Tap<TcpStream>,
+        buf: &mut BytesMut,
+    ) -> Result<Io, Ended> {
+        let selected = self.ctx.selected_protocol;
+        if selected & ALL_ENHANCED == 0 {
+            match self.case {
+                Case::Tls(_) => {
+                    return Err(prefix(format!(
+                        "tls: the target selected protocol 0x{selected:x} (no TLS)"
+                    )))
+                }
+                Case::Credssp(_) => {
+                    return Err(prefix(format!(
+                        "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
+                    )))
+                }
+                _ => {}
+            }
+            connector.mark_security_upgrade_as_done();
+            return Ok(Box::new(wire));
+        }
+        if let Case::Tls(c) = self.case {
+            let bytes = super::tls::encode(&c.mutations, &self.ctx);
+            let short = short_tls(&bytes);
+            return Err(self
+                .send_case(&mut wire, &bytes, Vec::new(), judge_tls, short)
+                .await);
+        }
         if !buf.is_empty() {
             return Err(prefix("tls: the target sent bytes after the X.224 confirm"));
         }
-        let (config, verifier) =
-            crate::probe::tls::rustls_config(shared.clone(), crate::probe::tls::TlsVersions::Both);
-        let conn = tokio_rustls::TlsConnector::from(config);
-        let name = rustls::pki_types::ServerName::try_from("rdp-server")
-            .map_err(|e| prefix(format!("tls: {e}")))?
-            .to_owned();
-        let tls = match tokio::time::timeout(target.timeout, conn.connect(name, wire)).await {
-            Err(_) => return Err(prefix("tls: handshake timed out")),
-            Ok(Err(e)) => {
-                shared.push(EventKind::TlsError {
-                    message: e.to_string(),
-                });
-                return Err(prefix(format!("tls: {e}")));
-            }
-            Ok(Ok(s)) => s,
-        };
-        let certificates = verifier
-            .chain
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (_, c) = tls.get_ref();
-        shared.push(EventKind::TlsSession(crate::trace::TlsSessionInfo {
-            version: c
-                .protocol_version()
-                .map(crate::probe::tls::rustls_version_name)
-                .unwrap_or_default(),
-            cipher_suite: c
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
-            certificates: certificates.clone(),
-            engine: "rustls".into(),
-        }));
-        let mut inner: Io = Box::new(Tap::new(tls, shared.clone(), Layer::Inner));
-
-        // --- credssp ---
-        if let Case::Credssp(c) = case {
-            if !uses_credssp {
+        let (mut inner, certificates) = tls_upgrade(self.target, self.shared, wire).await?;
+        connector.mark_security_upgrade_as_done();
+        if !connector.should_perform_credssp() {
+            if matches!(self.case, Case::Credssp(_)) {
                 return Err(prefix(format!(
                     "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
                 )));
             }
-            if c.round > 1 {
-                let leaf = certificates
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| prefix("tls: no server certificate"))?;
+            return Ok(inner);
+        }
+        let leaf = certificates.first().cloned();
+        let leaf = || {
+            leaf.clone()
+                .ok_or_else(|| prefix("tls: no server certificate"))
+        };
+        let target = self.target;
+        match self.case {
+            Case::Credssp(c) if c.round > 1 => {
                 let later = Later {
                     case: c,
-                    shared,
-                    sent,
-                    sent_at,
-                    ctx: &ctx,
+                    shared: self.shared,
+                    sent: self.sent,
+                    sent_at: self.sent_at,
+                    ctx: &self.ctx,
                 };
-                return match credssp_exchange(target, &mut inner, selected, &leaf, Some(later))
-                    .await?
-                {
-                    CredsspEnd::Observed(class, detail) => Ok((class, detail)),
-                    CredsspEnd::Done(_) => Err(prefix(format!(
+                let leaf = leaf()?;
+                let end = credssp_exchange(target, &mut inner, selected, &leaf, Some(later));
+                Err(match end.await? {
+                    CredsspEnd::Observed(class, detail) => Ended(class, detail),
+                    CredsspEnd::Done(_) => prefix(format!(
                         "credssp: the exchange ended before round {}",
                         c.round
-                    ))),
+                    )),
+                })
+            }
+            Case::Credssp(c) => {
+                let bytes = super::credssp::encode(&c.mutations, &self.ctx);
+                let short = short_der(&bytes);
+                Err(self
+                    .send_case(&mut inner, &bytes, Vec::new(), judge_credssp, short)
+                    .await)
+            }
+            _ => {
+                *buf = match credssp_exchange(target, &mut inner, selected, &leaf()?, None).await? {
+                    CredsspEnd::Done(rest) => rest,
+                    CredsspEnd::Observed(_, detail) => return Err(prefix(detail)),
                 };
+                connector.mark_credssp_as_done();
+                Ok(inner)
             }
-            let bytes = super::credssp::encode(&c.mutations, &ctx);
-            note_sent(shared, stage, &bytes, sent, sent_at);
-            if let Err(e) = write(&mut inner, &bytes, target.timeout).await {
-                return Ok(write_failed(&e));
-            }
-            return Ok(observe(&mut inner, target, shared, judge_credssp, short_der(&bytes)).await);
         }
-        if uses_credssp {
-            let leaf = certificates
-                .first()
-                .cloned()
-                .ok_or_else(|| prefix("tls: no server certificate"))?;
-            buf = match credssp_exchange(target, &mut inner, selected, &leaf, None).await? {
-                CredsspEnd::Done(rest) => rest,
-                CredsspEnd::Observed(_, detail) => return Err(prefix(detail)),
+    }
+
+    /// The connector's Connect Initial, or the case's in its place; then the Connect Response,
+    /// whose channel ids go to `ctx`.
+    async fn mcs(
+        &mut self,
+        connector: &mut ClientConnector,
+        io: &mut Io,
+        buf: &mut BytesMut,
+    ) -> Result<(), Ended> {
+        let timeout = self.target.timeout;
+        let mut out = WriteBuf::new();
+        step::step(connector, io, buf, &mut out, timeout)
+            .await
+            .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+        if let Case::Mcs(c) = self.case {
+            let bytes = super::mcs::encode(&c.mutations, &self.ctx);
+            let short = short_tpkt(&bytes);
+            return Err(self
+                .send_case(io, &bytes, buf.to_vec(), judge_mcs, short)
+                .await);
+        }
+        let ci =
+            joins_awaited(out.filled()).map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+        write(io, &ci, timeout)
+            .await
+            .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
+        let pdu = match step::step(connector, io, buf, &mut out, timeout).await {
+            Ok((pdu, _)) => pdu.unwrap_or_default(),
+            Err(StepError::Read(e)) => {
+                let (class, detail) = read_outcome(e, buf);
+                return Err(Ended(class, format!("mcs connect response: {detail}")));
+            }
+            // IronRDP also refuses a valid response it cannot go on from (a server that wants
+            // standard RDP security encryption): the channel joins need only the channel ids.
+            Err(StepError::Rejected { pdu, error }) => match judge_mcs_pdu(&pdu) {
+                (ResponseClass::ValidReply, _) => {
+                    self.shared.push(EventKind::Note(format!(
+                        "rdprobe fuzz: the client goes on without IronRDP after the connect response: {error}"
+                    )));
+                    pdu
+                }
+                (_, what) => return Err(prefix(format!("mcs: {what}"))),
+            },
+        };
+        let facts = crate::decode::mcs::connect_response_facts(pdu.get(7..).unwrap_or_default())
+            .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
+        self.ctx.io_channel = facts
+            .get("io_channel")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u16::try_from(v).ok())
+            .ok_or_else(|| prefix("mcs connect response: no I/O channel"))?;
+        self.ctx.static_channels = facts
+            .get("channel_ids")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64().and_then(|v| u16::try_from(v).ok()))
+                    .filter(|v| *v != 0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(())
+    }
+
+    /// The channels stage. The case is every PDU of the stage (erect domain, attach user, the
+    /// joins, mutated together, the joins built from the server's answers), so the connector's
+    /// own channel connection is not stepped.
+    async fn channels(
+        &mut self,
+        io: &mut Io,
+        rest: Vec<u8>,
+    ) -> Result<(ResponseClass, String), Ended> {
+        let (target, shared, stage) = (self.target, self.shared, self.case.stage());
+        let Case::Channels(c) = self.case else {
+            return Err(prefix(format!("stage {stage} is not fuzzable")));
+        };
+        let one = channels::encode_phase_one(&c.mutations);
+        note_sent(shared, stage, &one, self.sent, self.sent_at);
+        if let Err(e) = write(io, &one, target.timeout).await {
+            return Ok(write_failed(&e));
+        }
+        let (pdu, rest) =
+            match read_domain_reply(io, target, shared, rest, "the attach user confirm").await {
+                Ok(v) => v,
+                Err(outcome) => return Ok(outcome),
             };
-        }
-        inner
-    } else {
-        if matches!(case, Case::Credssp(_)) {
-            return Err(prefix(format!(
-                "credssp: the target selected protocol 0x{selected:x} (no CredSSP)"
-            )));
-        }
-        Box::new(wire)
-    };
-
-    // --- mcs ---
-    if let Case::Mcs(c) = case {
-        let bytes = super::mcs::encode(&c.mutations, &ctx);
-        note_sent(shared, stage, &bytes, sent, sent_at);
-        if let Err(e) = write(&mut io, &bytes, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        return Ok(observe_with(&mut io, target, shared, buf, judge_mcs, short_tpkt(&bytes)).await);
-    }
-    let ci = super::mcs::encode(&[], &ctx);
-    write(&mut io, &ci, target.timeout)
-        .await
-        .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
-    let (pdu, rest) = read_pdu(&mut io, target.timeout, buf, tpkt_len)
-        .await
-        .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
-    let (class, what) = judge_mcs_pdu(&pdu);
-    if class != ResponseClass::ValidReply {
-        return Err(prefix(format!("mcs: {what}")));
-    }
-    let facts = crate::decode::mcs::connect_response_facts(&pdu[7..])
-        .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
-    ctx.io_channel = facts
-        .get("io_channel")
-        .and_then(|v| v.as_u64())
-        .and_then(|v| u16::try_from(v).ok())
-        .ok_or_else(|| prefix("mcs connect response: no I/O channel"))?;
-    ctx.static_channels = facts
-        .get("channel_ids")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64().and_then(|v| u16::try_from(v).ok()))
-                .filter(|v| *v != 0)
-                .collect()
-        })
-        .unwrap_or_default();
-
-    // --- channels ---
-    let Case::Channels(c) = case else {
-        return Err(prefix(format!("stage {stage} is not fuzzable")));
-    };
-    let one = channels::encode_phase_one(&c.mutations);
-    note_sent(shared, stage, &one, sent, sent_at);
-    if let Err(e) = write(&mut io, &one, target.timeout).await {
-        return Ok(write_failed(&e));
-    }
-    let (pdu, rest) =
-        match read_domain_reply(&mut io, target, shared, rest, "the attach user confirm").await {
-            Ok(v) => v,
-            Err(outcome) => return Ok(outcome),
-        };
-    match channels::domain_reply(&pdu) {
-        Some(DomainReply::AttachConfirm {
-            result: 0,
-            user: Some(u),
-        }) => ctx.user_channel = Some(u),
-        other => {
-            return Ok(refused_confirm(other, "an", "attach user confirm", |r| {
-                matches!(r, DomainReply::AttachConfirm { .. })
-            }))
-        }
-    }
-    let joins = channels::encode_joins(&c.mutations, &ctx);
-    let mut buf = rest;
-    for (k, join) in joins.iter().enumerate() {
-        sent.extend_from_slice(join);
-        if let Err(e) = write(&mut io, join, target.timeout).await {
-            return Ok(write_failed(&e));
-        }
-        let waiting_for = format!("join confirm {k}");
-        let (pdu, rest) = match read_domain_reply(
-            &mut io,
-            target,
-            shared,
-            std::mem::take(&mut buf),
-            &waiting_for,
-        )
-        .await
-        {
-            Ok(v) => v,
-            Err(outcome) => return Ok(outcome),
-        };
-        buf = rest;
         match channels::domain_reply(&pdu) {
-            Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
+            Some(DomainReply::AttachConfirm {
+                result: 0,
+                user: Some(u),
+            }) => self.ctx.user_channel = Some(u),
             other => {
-                return Ok(refused_confirm(other, "a", "channel join confirm", |r| {
-                    matches!(r, DomainReply::JoinConfirm { .. })
+                return Ok(refused_confirm(other, "an", "attach user confirm", |r| {
+                    matches!(r, DomainReply::AttachConfirm { .. })
                 }))
             }
         }
+        let joins = channels::encode_joins(&c.mutations, &self.ctx);
+        let mut buf = rest;
+        for (k, join) in joins.iter().enumerate() {
+            self.sent.extend_from_slice(join);
+            if let Err(e) = write(io, join, target.timeout).await {
+                return Ok(write_failed(&e));
+            }
+            let waiting_for = format!("join confirm {k}");
+            let taken = std::mem::take(&mut buf);
+            let (pdu, rest) = match read_domain_reply(io, target, shared, taken, &waiting_for).await
+            {
+                Ok(v) => v,
+                Err(outcome) => return Ok(outcome),
+            };
+            buf = rest;
+            match channels::domain_reply(&pdu) {
+                Some(DomainReply::JoinConfirm { result: 0, .. }) => {}
+                other => {
+                    return Ok(refused_confirm(other, "a", "channel join confirm", |r| {
+                        matches!(r, DomainReply::JoinConfirm { .. })
+                    }))
+                }
+            }
+        }
+        Ok((
+            ResponseClass::ValidReply,
+            format!("{} channel joins confirmed", joins.len()),
+        ))
     }
+}
+
+/// The probe's IronRDP client for `requested`, offering the static channels of the fuzzer's valid
+/// Connect Initial ([`super::mcs::BASE_CHANNELS`]) so that the `channels` stage joins the same
+/// channels whichever Connect Initial came before. Its password stays empty: CredSSP takes the
+/// target's credentials itself, and nothing else the session sends may carry one.
+fn connector(target: &Target, requested: SecurityProtocol, local: SocketAddr) -> ClientConnector {
+    let user = target.credentials.as_ref().map(|c| Credentials {
+        user: c.user.clone(),
+        domain: c.domain.clone(),
+        password: String::new(),
+    });
+    let config = crate::probe::client_config(
+        user.as_ref(),
+        requested,
+        Some(super::x224::BASE_COOKIE.to_owned()),
+    );
+    let mut connector = ClientConnector::new(config, local);
+    for name in super::mcs::BASE_CHANNELS {
+        if let Some(name) = ironrdp_pdu::gcc::ChannelName::from_utf8(name) {
+            connector.attach_dynamic_static_channel(NamedChannel(name));
+        }
+    }
+    connector
+}
+
+/// The connector's Connect Initial without RNS_UD_CS_SUPPORT_SKIP_CHANNELJOIN (MS-RDPBCGR
+/// 2.2.1.3.2), which IronRDP always announces: a server that may skip the channel joins never
+/// awaits them, and the `channels` stage fuzzes the joins. The rest is the connector's, re-encoded
+/// by IronRDP.
+fn joins_awaited(connect_initial: &[u8]) -> Result<Vec<u8>, String> {
+    use ironrdp_pdu::gcc::ClientEarlyCapabilityFlags as F;
+    use ironrdp_pdu::mcs::ConnectInitial;
+    use ironrdp_pdu::x224::{X224Data, X224};
+    let data = ironrdp_core::decode::<X224<X224Data<'_>>>(connect_initial)
+        .map_err(|e| e.to_string())?
+        .0
+        .data;
+    let ci = ironrdp_core::decode::<ConnectInitial>(&data).map_err(|e| e.to_string())?;
+    let mut blocks = ci.conference_create_request.into_gcc_blocks();
+    if let Some(f) = blocks.core.optional_data.early_capability_flags.as_mut() {
+        f.remove(F::SUPPORT_SKIP_CHANNELJOIN);
+    }
+    let ci = ConnectInitial {
+        conference_create_request: ironrdp_pdu::gcc::ConferenceCreateRequest::new(blocks)
+            .map_err(|e| e.to_string())?,
+        ..ci
+    };
+    let data = ironrdp_core::encode_vec(&ci).map_err(|e| e.to_string())?;
+    ironrdp_core::encode_vec(&X224(X224Data {
+        data: std::borrow::Cow::Owned(data),
+    }))
+    .map_err(|e| e.to_string())
+}
+
+/// A connector for standard RDP security that has taken `confirm` (PROTOCOL_RDP selected) in
+/// answer to a Connection Request like the one already sent.
+fn standard_rdp_connector(
+    target: &Target,
+    local: SocketAddr,
+    confirm: &[u8],
+) -> Result<ClientConnector, ironrdp_connector::ConnectorError> {
+    use ironrdp_connector::Sequence as _;
+    let none = SecurityProtocol::empty();
+    let mut c = connector(target, none, local);
+    let mut out = WriteBuf::new();
+    c.initiate_with_security_protocol(none, &mut out)?;
+    out.clear();
+    c.step(confirm, None, &mut out)?;
+    Ok(c)
+}
+
+/// A static virtual channel offered by name only: a session never gets as far as using it.
+#[derive(Debug)]
+struct NamedChannel(ironrdp_pdu::gcc::ChannelName);
+
+ironrdp_core::impl_as_any!(NamedChannel);
+
+impl ironrdp_svc::SvcProcessor for NamedChannel {
+    fn channel_name(&self) -> ironrdp_pdu::gcc::ChannelName {
+        self.0.clone()
+    }
+
+    fn process(&mut self, _payload: &[u8]) -> ironrdp_pdu::PduResult<Vec<ironrdp_svc::SvcMessage>> {
+        Ok(Vec::new())
+    }
+}
+
+impl ironrdp_svc::SvcClientProcessor for NamedChannel {}
+
+/// The TLS upgrade with the probe's rustls configuration (a recording verifier, the key log in the
+/// trace): the inner stream, tapped, and the server's certificate chain.
+async fn tls_upgrade(
+    target: &Target,
+    shared: &SharedTrace,
+    wire: Tap<TcpStream>,
+) -> Result<(Io, Vec<Vec<u8>>), Ended> {
+    let (config, verifier) =
+        crate::probe::tls::rustls_config(shared.clone(), crate::probe::tls::TlsVersions::Both);
+    let conn = tokio_rustls::TlsConnector::from(config);
+    let name = rustls::pki_types::ServerName::try_from("rdp-server")
+        .map_err(|e| prefix(format!("tls: {e}")))?
+        .to_owned();
+    let tls = match tokio::time::timeout(target.timeout, conn.connect(name, wire)).await {
+        Err(_) => return Err(prefix("tls: handshake timed out")),
+        Ok(Err(e)) => {
+            shared.push(EventKind::TlsError {
+                message: e.to_string(),
+            });
+            return Err(prefix(format!("tls: {e}")));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let info = crate::probe::tls::rustls_session_info(tls.get_ref().1, &verifier);
+    let certificates = info.certificates.clone();
+    shared.push(EventKind::TlsSession(info));
     Ok((
-        ResponseClass::ValidReply,
-        format!("{} channel joins confirmed", joins.len()),
+        Box::new(Tap::new(tls, shared.clone(), Layer::Inner)),
+        certificates,
     ))
 }
 
@@ -455,7 +693,7 @@ async fn rdpsec_stages(
     sent_at: &mut Option<Instant>,
     mut wire: Tap<TcpStream>,
     rest: Vec<u8>,
-) -> Result<(ResponseClass, String), PrefixFail> {
+) -> Result<(ResponseClass, String), Ended> {
     use crate::rdpsec::client as rc;
     use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_ENCRYPT_CS, SEC_LICENSE_PKT};
     use crate::rdpsec::{cert, crypt::SecurityContext, gcc, keys, Method};
@@ -469,7 +707,7 @@ async fn rdpsec_stages(
         .map_err(|e| prefix(format!("mcs connect initial: {e}")))?;
     let (pdu, rest) = read_pdu(&mut wire, target.timeout, rest, tpkt_len)
         .await
-        .map_err(|e| PrefixFail(e.0, format!("mcs connect response: {}", e.1)))?;
+        .map_err(|e| Ended(e.0, format!("mcs connect response: {}", e.1)))?;
     let server = gcc::parse_connect_response(&pdu)
         .map_err(|e| prefix(format!("mcs connect response: {e}")))?;
     if server.result != 0 {
@@ -800,7 +1038,7 @@ async fn read_pdu<S: AsyncRead + Unpin + ?Sized>(
     buf: Vec<u8>,
     frame: impl Fn(&[u8]) -> Result<Option<usize>, String>,
 ) -> Result<(Vec<u8>, Vec<u8>), (ResponseClass, String)> {
-    use crate::net::framed::{Framing, ReadError, Reader};
+    use crate::net::framed::{Framing, Reader};
     let mut buf = bytes::BytesMut::from(&buf[..]);
     let reader = Reader {
         max_len: MAX_REPLY,
@@ -813,20 +1051,25 @@ async fn read_pdu<S: AsyncRead + Unpin + ?Sized>(
         .await;
     match r {
         Ok(pdu) => Ok((pdu.to_vec(), buf.to_vec())),
-        Err(ReadError::Timeout) => Err((
+        Err(e) => Err(read_outcome(e, &buf)),
+    }
+}
+
+/// The class of a read that got no PDU (`buf`: the bytes of an incomplete one).
+fn read_outcome(e: ReadError, buf: &[u8]) -> (ResponseClass, String) {
+    match e {
+        ReadError::Timeout => (
             ResponseClass::Silence,
             "no reply before the deadline".into(),
-        )),
-        Err(ReadError::Closed) => Err(eof_class(&buf)),
-        Err(ReadError::Io(e)) => Err(read_error_class(&e, &buf)),
-        Err(ReadError::Length { len }) => Err((
+        ),
+        ReadError::Closed => eof_class(buf),
+        ReadError::Io(e) => read_error_class(&e, buf),
+        ReadError::Length { len } => (
             ResponseClass::MalformedReply,
             format!("reply length {len} out of range"),
-        )),
-        Err(ReadError::Overflow { .. }) => {
-            Err((ResponseClass::MalformedReply, "reply too long".into()))
-        }
-        Err(ReadError::Framing(what)) => Err((ResponseClass::MalformedReply, what)),
+        ),
+        ReadError::Overflow { .. } => (ResponseClass::MalformedReply, "reply too long".into()),
+        ReadError::Framing(what) => (ResponseClass::MalformedReply, what),
     }
 }
 
@@ -1278,7 +1521,7 @@ struct Later<'a> {
 /// How a CredSSP exchange ended.
 enum CredsspEnd {
     /// Valid to the end; the bytes read past the last server message.
-    Done(Vec<u8>),
+    Done(BytesMut),
     /// A round was mutated: how the target answered it.
     Observed(ResponseClass, String),
 }
@@ -1294,7 +1537,7 @@ async fn credssp_exchange(
     selected: u32,
     leaf: &[u8],
     mut later: Option<Later<'_>>,
-) -> Result<CredsspEnd, PrefixFail> {
+) -> Result<CredsspEnd, Ended> {
     let Some(creds) = &target.credentials else {
         return Err(prefix(
             "credssp: the target selected NLA (CredSSP): fuzzing a later stage or round needs --user",
@@ -1315,21 +1558,13 @@ async fn credssp_exchange(
     )
     .map_err(|e| prefix(format!("credssp: {e}")))?;
     let mut out = WriteBuf::new();
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     let mut round = 0u8;
     // INVARIANT: NTLM takes three client messages (+ the final credentials); a server that keeps
     // asking is cut off.
     for _ in 0..8 {
-        let state = {
-            let mut generator = seq.process_ts_request(ts_request);
-            match generator.start() {
-                GeneratorState::Completed(r) => r,
-                GeneratorState::Suspended(_) => {
-                    return Err(prefix("credssp: network request (Kerberos) not supported"))
-                }
-            }
-        }
-        .map_err(|e| prefix(format!("credssp: {e}")))?;
+        let state = step::credssp_process(&mut seq, ts_request)
+            .map_err(|e| prefix(format!("credssp: {e}")))?;
         out.clear();
         let w = seq
             .handle_process_result(state, &mut out)
@@ -1361,7 +1596,8 @@ async fn credssp_exchange(
                     judge_credssp
                 };
                 let (class, detail) =
-                    observe_with(io, target, l.shared, buf, judge, short_der(&bytes)).await;
+                    observe_with(io, target, l.shared, buf.to_vec(), judge, short_der(&bytes))
+                        .await;
                 return Ok(CredsspEnd::Observed(
                     class,
                     format!("round {round}: {detail}"),
@@ -1371,19 +1607,15 @@ async fn credssp_exchange(
                 .await
                 .map_err(|e| prefix(format!("credssp: {e}")))?;
         }
-        let Some(hint) = seq.next_pdu_hint() else {
-            return Ok(CredsspEnd::Done(buf));
-        };
-        let (pdu, rest) = read_pdu(io, target.timeout, std::mem::take(&mut buf), |b| {
-            hint_size(hint, b)
-        })
-        .await
-        .map_err(|e| PrefixFail(ResponseClass::PrefixFailed, format!("credssp: {}", e.1)))?;
-        buf = rest;
-        match seq.decode_server_message(&pdu) {
+        match step::credssp_read(&mut seq, io, &mut buf, target.timeout).await {
             Ok(Some(next)) => ts_request = next,
             Ok(None) => return Ok(CredsspEnd::Done(buf)),
-            Err(e) => return Err(prefix(format!("credssp: {e}"))),
+            Err(StepError::Read(e)) => {
+                return Err(prefix(format!("credssp: {}", read_outcome(e, &buf).1)))
+            }
+            Err(StepError::Rejected { error, .. }) => {
+                return Err(prefix(format!("credssp: {error}")))
+            }
         }
     }
     Err(prefix("credssp: too many round trips"))
@@ -1414,14 +1646,6 @@ fn judge_after_credentials(b: &[u8]) -> Judge {
     }
 }
 
-fn hint_size(hint: &dyn PduHint, b: &[u8]) -> Result<Option<usize>, String> {
-    match hint.find_size(b) {
-        Ok(Some((_, n))) => Ok(Some(n)),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// The gateway stages: TCP and TLS to the gateway, then the first HTTP request (`gw_http`), or the
 /// upgrade with Basic credentials and the tunnel packets before the mutated one (`gw_tunnel`,
 /// `gw_channel`). See [`super::gateway`].
@@ -1431,18 +1655,18 @@ async fn gateway_stages(
     shared: &SharedTrace,
     sent: &mut Vec<u8>,
     sent_at: &mut Option<Instant>,
-) -> Result<(ResponseClass, String), PrefixFail> {
+) -> Result<(ResponseClass, String), Ended> {
     use super::gateway as g;
     let stage = case.stage();
     let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
         Err(_) => {
-            return Err(PrefixFail(
+            return Err(Ended(
                 ResponseClass::Refused,
                 "tcp connect timed out".into(),
             ))
         }
         Ok(Err(e)) => {
-            return Err(PrefixFail(
+            return Err(Ended(
                 ResponseClass::Refused,
                 format!("tcp connect failed: {e}"),
             ))
@@ -1605,3 +1829,6 @@ mod write_tests {
         assert!(detail.contains("stopped reading"), "{detail}");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@
 //! timeouts, its own TLS session facts) and `decode` judges. That is what keeps a live verdict equal
 //! to `analyze` of the capture the probe wrote.
 
+pub mod step;
 pub mod tap;
 pub mod tls;
 pub mod wire;
@@ -14,12 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ironrdp_connector::credssp::CredsspSequence;
-use ironrdp_connector::sspi::credssp::ClientState;
-use ironrdp_connector::sspi::generator::GeneratorState;
-use ironrdp_connector::{ClientConnector, ClientConnectorState, Sequence as _};
+use ironrdp_connector::{ClientConnector, ClientConnectorState};
 use ironrdp_core::WriteBuf;
 use ironrdp_pdu::nego::SecurityProtocol;
-use ironrdp_pdu::PduHint;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::report::ConnectionReport;
@@ -598,20 +596,10 @@ enum ReadFail {
     Malformed(String),
 }
 
-/// Reads one PDU the hint can size, with a deadline. Bytes the hint does not match are skipped
-/// (they are in the Trace through the tap, so nothing is hidden).
-async fn read_pdu<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-    hint: &dyn PduHint,
-    timeout: Duration,
-) -> Result<BytesMut, ReadFail> {
-    use crate::net::framed::{self, ReadError, Reader};
-    let start = Instant::now();
-    let r = Reader::default()
-        .read_within(stream, buf, timeout, framed::hint(hint))
-        .await;
-    r.map_err(|e| match e {
+/// What the probe records of a read that got no PDU (`start`: when the wait began).
+fn read_fail(e: crate::net::framed::ReadError, start: Instant) -> ReadFail {
+    use crate::net::framed::ReadError;
+    match e {
         ReadError::Timeout => ReadFail::Timeout(start.elapsed()),
         ReadError::Closed => ReadFail::Closed,
         ReadError::Io(e) => ReadFail::Io(e),
@@ -620,7 +608,7 @@ async fn read_pdu<S: AsyncRead + Unpin>(
             "server sent more than {MAX_PDU_LEN} bytes without a complete PDU"
         )),
         ReadError::Framing(what) => ReadFail::Malformed(what),
-    })
+    }
 }
 
 /// Maps IronRDP's connector state to rdprobe's stage.
@@ -949,33 +937,38 @@ async fn run_on(
         return Retry::No;
     }
     let mut buf = BytesMut::new();
-    let Some(hint) = connector.next_pdu_hint() else {
-        return Retry::No;
-    };
-    let pdu = match read_pdu(&mut wire, &mut buf, hint, opts.stage_timeout).await {
-        Ok(p) => p,
-        Err(f) => {
-            record_read_fail(shared, &f);
+    let start = Instant::now();
+    match step::step(
+        &mut connector,
+        &mut wire,
+        &mut buf,
+        &mut out,
+        opts.stage_timeout,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(step::StepError::Read(e)) => {
+            record_read_fail(shared, &read_fail(e, start));
             close(&mut wire).await;
             return Retry::No;
         }
-    };
-    out.clear();
-    if let Err(e) = connector.step(&pdu, None, &mut out) {
-        // A negotiation failure or a protocol the client did not offer: decode sees it in the
-        // bytes (and keeps that reason); anything else the connector refused is the server's.
-        shared.push(EventKind::ClientRejected {
-            what: format!("x224: {e}"),
-        });
-        close(&mut wire).await;
-        let downgraded = matches!(
-            crate::decode::x224::decode_tpkt(&pdu),
-            crate::decode::x224::X224::ConnectionConfirm { selected: 0, .. }
-        );
-        if downgraded && opts.protocols.is_empty() {
-            return Retry::StandardRdp;
+        Err(step::StepError::Rejected { pdu, error: e }) => {
+            // A negotiation failure or a protocol the client did not offer: decode sees it in the
+            // bytes (and keeps that reason); anything else the connector refused is the server's.
+            shared.push(EventKind::ClientRejected {
+                what: format!("x224: {e}"),
+            });
+            close(&mut wire).await;
+            let downgraded = matches!(
+                crate::decode::x224::decode_tpkt(&pdu),
+                crate::decode::x224::X224::ConnectionConfirm { selected: 0, .. }
+            );
+            if downgraded && opts.protocols.is_empty() {
+                return Retry::StandardRdp;
+            }
+            return Retry::No;
         }
-        return Retry::No;
     }
     let selected = match &connector.state {
         ClientConnectorState::EnhancedSecurityUpgrade { selected_protocol } => *selected_protocol,
@@ -1049,23 +1042,7 @@ async fn run_on(
                         return Retry::No;
                     }
                     Ok(Ok(s)) => {
-                        let (_, conn) = s.get_ref();
-                        let info = TlsSessionInfo {
-                            version: conn
-                                .protocol_version()
-                                .map(tls::rustls_version_name)
-                                .unwrap_or_default(),
-                            cipher_suite: conn
-                                .negotiated_cipher_suite()
-                                .map(|c| format!("{:?}", c.suite()))
-                                .unwrap_or_default(),
-                            certificates: verifier
-                                .chain
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .clone(),
-                            engine: "rustls".into(),
-                        };
+                        let info = tls::rustls_session_info(s.get_ref().1, &verifier);
                         (Box::new(s) as Box<dyn Stream>, info)
                     }
                 }
@@ -1158,27 +1135,29 @@ async fn run_on(
             close(&mut stream).await;
             return Retry::No;
         }
-        out.clear();
-        let res = match connector.next_pdu_hint() {
-            Some(hint) => match read_pdu(&mut stream, &mut buf, hint, opts.stage_timeout).await {
-                Ok(pdu) => connector.step(&pdu, None, &mut out),
-                Err(f) => {
-                    record_read_fail(shared, &f);
-                    close(&mut stream).await;
-                    return Retry::No;
-                }
-            },
-            None => connector.step_no_input(&mut out),
-        };
+        let start = Instant::now();
+        let res = step::step(
+            &mut connector,
+            &mut stream,
+            &mut buf,
+            &mut out,
+            opts.stage_timeout,
+        )
+        .await;
         match res {
-            Ok(w) => {
+            Ok((_, w)) => {
                 if w.size().is_some()
                     && !write_all(&mut stream, out.filled(), opts.stage_timeout, shared).await
                 {
                     return Retry::No;
                 }
             }
-            Err(e) => {
+            Err(step::StepError::Read(e)) => {
+                record_read_fail(shared, &read_fail(e, start));
+                close(&mut stream).await;
+                return Retry::No;
+            }
+            Err(step::StepError::Rejected { error: e, .. }) => {
                 let msg = e.to_string();
                 if msg.contains("can't satisfy server security settings") {
                     // --- rdpsec hook (issue 7): standard RDP security with encryption is walked by
@@ -1349,22 +1328,15 @@ async fn credssp(
     let mut out = WriteBuf::new();
     let mut rounds = 0u32;
     loop {
-        let state = {
-            let mut generator = seq.process_ts_request(ts_request);
-            match generator.start() {
-                GeneratorState::Completed(r) => r,
-                GeneratorState::Suspended(_) => {
-                    shared.push(EventKind::Note(
-                        "client stopped at credssp: network request (Kerberos) not supported"
-                            .into(),
-                    ));
-                    return CredsspOutcome::Stop;
-                }
-            }
-        };
-        let state: ClientState = match state {
+        let state = match step::credssp_process(&mut seq, ts_request) {
             Ok(s) => s,
-            Err(e) => {
+            Err(step::CredsspStepError::NetworkRequest) => {
+                shared.push(EventKind::Note(
+                    "client stopped at credssp: network request (Kerberos) not supported".into(),
+                ));
+                return CredsspOutcome::Stop;
+            }
+            Err(step::CredsspStepError::Rejected(e)) => {
                 shared.push(EventKind::ClientRejected {
                     what: format!("credssp: {e}"),
                 });
@@ -1393,27 +1365,22 @@ async fn credssp(
                 return CredsspOutcome::Stop;
             }
         }
-        let Some(hint) = seq.next_pdu_hint() else {
-            return CredsspOutcome::Done;
-        };
-        let pdu = match read_pdu(stream, buf, hint, opts.stage_timeout).await {
-            Ok(p) => p,
-            Err(f) => {
-                record_read_fail(shared, &f);
-                return CredsspOutcome::Stop;
-            }
-        };
-        rounds += 1;
-        match seq.decode_server_message(&pdu) {
+        let start = Instant::now();
+        match step::credssp_read(&mut seq, stream, buf, opts.stage_timeout).await {
             Ok(Some(next)) => ts_request = next,
             Ok(None) => return CredsspOutcome::Done,
-            Err(e) => {
+            Err(step::StepError::Read(e)) => {
+                record_read_fail(shared, &read_fail(e, start));
+                return CredsspOutcome::Stop;
+            }
+            Err(step::StepError::Rejected { error: e, .. }) => {
                 shared.push(EventKind::ClientRejected {
                     what: format!("credssp: {e}"),
                 });
                 return CredsspOutcome::Stop;
             }
         }
+        rounds += 1;
     }
 }
 

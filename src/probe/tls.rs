@@ -121,6 +121,30 @@ pub fn rustls_config(
     (Arc::new(config), verifier)
 }
 
+/// The facts of a rustls session once its handshake is done: version, cipher suite, and the
+/// chain `verifier` recorded. Shared by the probe and the fuzz session.
+pub fn rustls_session_info(
+    conn: &rustls::ClientConnection,
+    verifier: &RecordingVerifier,
+) -> crate::trace::TlsSessionInfo {
+    crate::trace::TlsSessionInfo {
+        version: conn
+            .protocol_version()
+            .map(rustls_version_name)
+            .unwrap_or_default(),
+        cipher_suite: conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default(),
+        certificates: verifier
+            .chain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        engine: "rustls".into(),
+    }
+}
+
 /// IANA-style name of a rustls protocol version.
 pub fn rustls_version_name(v: rustls::ProtocolVersion) -> String {
     match v {
