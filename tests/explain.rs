@@ -575,7 +575,11 @@ fn client_hello_only(extra: Vec<(&'static str, Value)>) -> S {
 fn check(r: &ConnectionReport, class: FaultClass, first: &str) -> diagnose::Diagnosis {
     let d = diagnose::diagnose(r);
     assert_eq!(d.fault_class, class, "{d:#?}");
-    assert_eq!(d.causes.first().map(|c| c.id), Some(first), "{d:#?}");
+    assert_eq!(
+        d.causes.first().map(|c| c.id.as_str()),
+        Some(first),
+        "{d:#?}"
+    );
     assert!(!d.evidence.is_empty(), "{d:#?}");
     d
 }
@@ -619,7 +623,10 @@ fn ok_report_is_no_fault() {
     });
     let d = diagnose::diagnose(&r);
     assert_eq!(d.fault_class, FaultClass::None);
-    assert_eq!(d.causes.first().map(|c| c.id), Some("tls_cert_expired"));
+    assert_eq!(
+        d.causes.first().map(|c| c.id.as_str()),
+        Some("tls_cert_expired")
+    );
     assert!(
         d.evidence
             .iter()
