@@ -561,9 +561,9 @@ pub fn evaluate(
         let want = neg_failure(n);
         let got = match &r.verdict {
             Verdict::Failed {
-                kind: FailureKind::NegotiationFailure { code, .. },
+                kind: FailureKind::NegotiationFailure(n),
                 ..
-            } => Some(*code),
+            } => Some(n.code),
             _ => None,
         };
         push(

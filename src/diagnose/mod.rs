@@ -16,9 +16,8 @@ use std::fmt::Write as _;
 use thiserror::Error;
 
 use crate::decode::pdu::{stage_pdus, NtlmKind, PduKind};
-use crate::decode::x224::parse_protocol_names;
 use crate::report::{ConnectionReport, StageReport};
-use crate::stage::{FailureKind, Side, Stage, Verdict};
+use crate::stage::{protocol_names, FailureKind, Side, Stage, Verdict};
 use ironrdp_pdu::nego::SecurityProtocol;
 
 pub use cause::{CauseId, UnknownCause};
@@ -855,7 +854,8 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             d.ev(cx.end_sentence(what, by));
             closed(cx, by, d);
         }
-        FailureKind::NegotiationFailure { code, name } => {
+        FailureKind::NegotiationFailure(n) => {
+            let (code, name) = (n.code, n.name());
             let requested = cx
                 .fact(Stage::X224, "requested_protocols")
                 .unwrap_or_else(|| "?".into());
@@ -882,11 +882,12 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             selected,
         } => {
             d.ev(format!(
-                "the client requested {requested} and the server selected {selected}, which the client did not offer"
+                "the client requested {} and the server selected {}, which the client did not offer",
+                protocol_names::text(*requested),
+                protocol_names::text(*selected)
             ));
-            // The failure carries the protocols by name (it is part of the JSON): read back once.
-            let sel = parse_protocol_names(selected);
-            let req = parse_protocol_names(requested);
+            let sel = Some(*selected);
+            let req = Some(*requested);
             let nla = SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX;
             let offered = |p: SecurityProtocol| req.is_some_and(|r| r.intersects(p));
             match sel {
@@ -902,18 +903,15 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
                 _ => d.set(F::Policy, &[C::ProtocolMismatch]),
             }
         }
-        FailureKind::TlsAlert {
-            level,
-            description,
-            code,
-        } => {
+        FailureKind::TlsAlert(alert) => {
+            let (level, description, code) = (alert.level_name(), alert.description(), alert.code);
             d.ev(format!(
                 "TLS alert {level} {description} ({code}) from {by}{}",
                 cx.after_what()
                     .map(|a| format!(" after {a}"))
                     .unwrap_or_default()
             ));
-            tls_alert(cx, by, *code, d);
+            tls_alert(cx, by, code, d);
         }
         FailureKind::TlsFailure { detail } => {
             d.ev(format!("TLS handshake failed without an alert: {detail}"));
