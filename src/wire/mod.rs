@@ -5,13 +5,15 @@
 //! an untrusted length. `cursor` reads fixed-size integers and byte runs; `asn1` reads and writes
 //! BER/DER headers and TLVs; `x224` frames TPKT / fast-path PDUs and reads and writes the X.224
 //! TPDUs with RDP_NEG_REQ / RSP / FAILURE; `mcs` the T.125 domain PDUs (`DomainPdu`) and the
-//! Connect-Initial header. Property tests in each module and the `wire`
+//! Connect-Initial header; `credssp` the CredSSP TSRequest; `ntlm` the NTLM message fields, VERSION and AV pairs. Property tests in each module and the `wire`
 //! cargo-fuzz target hold the contract.
 
 pub mod asn1;
+pub mod credssp;
 pub mod cursor;
 pub mod gcc;
 pub mod mcs;
+pub mod ntlm;
 pub mod servercert;
 pub mod x224;
 
@@ -87,6 +89,10 @@ pub fn exercise(data: &[u8]) {
     x224::exercise(rest);
     // The MCS domain PDUs (re-emitted and read back) and the Connect-Initial header.
     mcs::exercise(rest);
+    // The CredSSP TSRequest (re-emitted and read back).
+    credssp::exercise(rest);
+    // NTLM security buffers, VERSION and AV pairs (re-emitted and read back).
+    ntlm::exercise(rest);
 }
 
 #[cfg(test)]
