@@ -74,10 +74,7 @@ impl CredentialsProxy for LabCredentials {
 
 /// Which NTLM message a negoToken carries (MS-NLMP 2.2.1): 1 NEGOTIATE, 2 CHALLENGE, 3 AUTHENTICATE.
 pub(crate) fn ntlm_message_type(token: &[u8]) -> Option<u32> {
-    const SIG: &[u8] = b"NTLMSSP\0";
-    let at = token.windows(SIG.len()).position(|w| w == SIG)?;
-    let t = token.get(at + 8..at + 12)?;
-    Some(u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+    crate::wire::ntlm::message_type(crate::wire::ntlm::find(token)?).ok()
 }
 
 /// Length of an NTLM message signature (MS-NLMP 2.2.2.9), in bytes.
