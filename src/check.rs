@@ -118,6 +118,9 @@ pub struct Expect {
     pub gateway_error: Option<String>,
     /// The HTTP status an RD Gateway answers with instead of the protocol's (401, 403, 302…).
     pub http_status: Option<u16>,
+    /// The diagnosis's most likely cause, by its id (`nla_required`, `wrong_password`…; the list is
+    /// in the README). An unknown id refuses the file, listing the known ones.
+    pub cause: Option<crate::diagnose::CauseId>,
 }
 
 /// A target ready to run.
@@ -558,9 +561,9 @@ pub fn evaluate(
         let want = neg_failure(n);
         let got = match &r.verdict {
             Verdict::Failed {
-                kind: FailureKind::NegotiationFailure { code, .. },
+                kind: FailureKind::NegotiationFailure(n),
                 ..
-            } => Some(*code),
+            } => Some(n.code),
             _ => None,
         };
         push(
@@ -654,6 +657,18 @@ pub fn evaluate(
             match got {
                 Some((st, reason)) => format!("HTTP {st} {reason} at {}", r.last_stage),
                 None => format!("no HTTP status refusal: {reached}"),
+            },
+        );
+    }
+    if let Some(want) = e.cause {
+        let d = crate::diagnose::diagnose(r);
+        let got = d.causes.first().map(|c| c.id);
+        push(
+            format!("cause = {want}"),
+            got == Some(want),
+            match got {
+                Some(c) => format!("{c} ({} fault) at {}", d.fault_class.as_str(), r.last_stage),
+                None => format!("no cause: {reached}"),
             },
         );
     }

@@ -762,7 +762,7 @@ fn diagnosis_html(out: &mut String, r: &ConnectionReport, d: &Diagnosis) {
                 out,
                 "<li><span class=\"cause\">{}</span> <span class=\"sub\">[{}]</span><br><span class=\"remedy\">Remedy: {}</span></li>",
                 escape(&c.title),
-                escape(c.id),
+                escape(c.id.as_str()),
                 escape(&c.remedy)
             );
         }

@@ -3,7 +3,9 @@
 //! Every part of rdprobe (live probe, capture analyzer, replayer, fuzzer, diagnosis) speaks in these
 //! types; see DESIGN.md "Stages". Field names are part of the stable JSON schema (README).
 
+use ironrdp_pdu::nego::SecurityProtocol;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 /// One stage of the RDP connection sequence, in wire order.
@@ -170,16 +172,18 @@ pub enum FailureKind {
     Reset,
     /// The named side closed (FIN), without a protocol-level refusal.
     Closed { tls_close_notify: bool },
-    /// RDP_NEG_FAILURE (MS-RDPBCGR 2.2.1.2.2).
-    NegotiationFailure { code: u32, name: String },
-    /// The server selected a protocol the client did not offer or cannot use.
-    ProtocolMismatch { requested: String, selected: String },
-    /// A TLS alert was received or sent.
-    TlsAlert {
-        level: String,
-        description: String,
-        code: u8,
+    /// RDP_NEG_FAILURE (MS-RDPBCGR 2.2.1.2.2). JSON: `code` and its `name`.
+    NegotiationFailure(NegFailure),
+    /// The server selected a protocol the client did not offer or cannot use. JSON: the flags by
+    /// name, `PROTOCOL_SSL|PROTOCOL_HYBRID`.
+    ProtocolMismatch {
+        #[serde(with = "protocol_names")]
+        requested: SecurityProtocol,
+        #[serde(with = "protocol_names")]
+        selected: SecurityProtocol,
     },
+    /// A TLS alert was received or sent. JSON: `level` and `description` by name, `code`.
+    TlsAlert(TlsAlert),
     /// TLS handshake failure without an alert (e.g. no common version / cipher).
     TlsFailure { detail: String },
     /// Authentication rejected (CredSSP errorCode NTSTATUS, or a close right after the AUTHENTICATE).
@@ -269,8 +273,8 @@ impl fmt::Display for FailureKind {
             FailureKind::Closed {
                 tls_close_notify: false,
             } => write!(f, "closed by peer"),
-            FailureKind::NegotiationFailure { code, name } => {
-                write!(f, "negotiation failure {name} (0x{code:08x})")
+            FailureKind::NegotiationFailure(n) => {
+                write!(f, "negotiation failure {} (0x{:08x})", n.name(), n.code)
             }
             FailureKind::ProtocolMismatch {
                 requested,
@@ -278,15 +282,19 @@ impl fmt::Display for FailureKind {
             } => {
                 write!(
                     f,
-                    "protocol mismatch: requested {requested}, server selected {selected}"
+                    "protocol mismatch: requested {}, server selected {}",
+                    protocol_names::text(*requested),
+                    protocol_names::text(*selected)
                 )
             }
-            FailureKind::TlsAlert {
-                level,
-                description,
-                code,
-            } => {
-                write!(f, "TLS alert {level} {description} ({code})")
+            FailureKind::TlsAlert(a) => {
+                write!(
+                    f,
+                    "TLS alert {} {} ({})",
+                    a.level_name(),
+                    a.description(),
+                    a.code
+                )
             }
             FailureKind::TlsFailure { detail } => write!(f, "TLS failure: {detail}"),
             FailureKind::AuthFailure {
@@ -359,6 +367,149 @@ impl fmt::Display for FailureKind {
     }
 }
 
+/// An RDP_NEG_FAILURE code; its name comes from the one table in `codes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NegFailure {
+    pub code: u32,
+}
+
+impl NegFailure {
+    /// The MS-RDPBCGR name (`HYBRID_REQUIRED_BY_SERVER`), `UNKNOWN_FAILURE_CODE` for a code
+    /// outside the table.
+    pub fn name(self) -> &'static str {
+        crate::codes::neg_failure_name(self.code).unwrap_or("UNKNOWN_FAILURE_CODE")
+    }
+}
+
+impl Serialize for NegFailure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("NegFailure", 2)?;
+        st.serialize_field("code", &self.code)?;
+        st.serialize_field("name", self.name())?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for NegFailure {
+    /// Reads `code`; the `name` written beside it is derived, not trusted.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Repr {
+            code: u32,
+        }
+        Repr::deserialize(d).map(|r| NegFailure { code: r.code })
+    }
+}
+
+/// A TLS alert as it was on the wire (RFC 8446 6): level and description codes. The names are
+/// derived (the description table is `decode::tls`'s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsAlert {
+    /// 1 warning, 2 fatal.
+    pub level: u8,
+    /// The AlertDescription.
+    pub code: u8,
+}
+
+impl TlsAlert {
+    pub const WARNING: u8 = 1;
+    pub const FATAL: u8 = 2;
+
+    /// A fatal alert with this description.
+    pub fn fatal(code: u8) -> Self {
+        TlsAlert {
+            level: Self::FATAL,
+            code,
+        }
+    }
+
+    /// `warning`, `fatal`, or `level_N` for another value.
+    pub fn level_name(self) -> Cow<'static, str> {
+        match self.level {
+            Self::WARNING => "warning".into(),
+            Self::FATAL => "fatal".into(),
+            l => format!("level_{l}").into(),
+        }
+    }
+
+    /// Reads a name [`TlsAlert::level_name`] writes.
+    pub fn parse_level(name: &str) -> Option<u8> {
+        match name {
+            "warning" => Some(Self::WARNING),
+            "fatal" => Some(Self::FATAL),
+            l => l.strip_prefix("level_")?.parse().ok(),
+        }
+    }
+
+    /// `handshake_failure`, or `unknown_N` for a code without a name.
+    pub fn description(self) -> Cow<'static, str> {
+        match crate::decode::tls::alert_description_name(self.code) {
+            Some(d) => d.into(),
+            None => format!("unknown_{}", self.code).into(),
+        }
+    }
+
+    pub fn is_fatal(self) -> bool {
+        self.level == Self::FATAL
+    }
+}
+
+impl Serialize for TlsAlert {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("TlsAlert", 3)?;
+        st.serialize_field("level", &self.level_name())?;
+        st.serialize_field("description", &self.description())?;
+        st.serialize_field("code", &self.code)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TlsAlert {
+    /// Reads `level` (by name) and `code`; the `description` written beside it is derived.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Repr<'a> {
+            #[serde(borrow)]
+            level: Cow<'a, str>,
+            code: u8,
+        }
+        let r = Repr::deserialize(d)?;
+        let level = TlsAlert::parse_level(&r.level).ok_or_else(|| {
+            serde::de::Error::custom(format!("unknown TLS alert level `{}`", r.level))
+        })?;
+        Ok(TlsAlert {
+            level,
+            code: r.code,
+        })
+    }
+}
+
+/// RDP_NEG protocol flags as the JSON writes them: the flag names joined by `|` (`PROTOCOL_RDP`
+/// for none), read back to the flags.
+pub mod protocol_names {
+    use ironrdp_pdu::nego::SecurityProtocol;
+
+    /// `PROTOCOL_SSL|PROTOCOL_HYBRID`.
+    pub fn text(p: SecurityProtocol) -> String {
+        crate::decode::x224::protocol_names(p.bits()).join("|")
+    }
+
+    pub fn serialize<S: serde::Serializer>(p: &SecurityProtocol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(*p))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<SecurityProtocol, D::Error> {
+        let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        crate::decode::x224::parse_protocol_names(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("cannot read `{s}` as RDP_NEG protocol flags"))
+        })
+    }
+}
+
 /// The verdict a stage ends in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -390,6 +541,77 @@ impl fmt::Display for Verdict {
         match self {
             Verdict::Ok => f.write_str("ok"),
             Verdict::Failed { kind, by } => write!(f, "{kind} [{by}]"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(kind: FailureKind) -> String {
+        serde_json::to_string(&Verdict::Failed {
+            kind,
+            by: Side::Server,
+        })
+        .unwrap()
+    }
+
+    /// The typed kinds write the JSON the string-carrying ones wrote, and read it back.
+    #[test]
+    fn typed_kinds_keep_their_json() {
+        let cases = [
+            (
+                FailureKind::NegotiationFailure(NegFailure { code: 5 }),
+                r#"{"status":"failed","kind":"negotiation_failure","code":5,"name":"HYBRID_REQUIRED_BY_SERVER","by":"server"}"#,
+            ),
+            (
+                FailureKind::NegotiationFailure(NegFailure { code: 0x99 }),
+                r#"{"status":"failed","kind":"negotiation_failure","code":153,"name":"UNKNOWN_FAILURE_CODE","by":"server"}"#,
+            ),
+            (
+                FailureKind::ProtocolMismatch {
+                    requested: SecurityProtocol::SSL | SecurityProtocol::HYBRID,
+                    selected: SecurityProtocol::empty(),
+                },
+                r#"{"status":"failed","kind":"protocol_mismatch","requested":"PROTOCOL_SSL|PROTOCOL_HYBRID","selected":"PROTOCOL_RDP","by":"server"}"#,
+            ),
+            (
+                FailureKind::TlsAlert(TlsAlert::fatal(40)),
+                r#"{"status":"failed","kind":"tls_alert","level":"fatal","description":"handshake_failure","code":40,"by":"server"}"#,
+            ),
+            (
+                FailureKind::TlsAlert(TlsAlert {
+                    level: 7,
+                    code: 201,
+                }),
+                r#"{"status":"failed","kind":"tls_alert","level":"level_7","description":"unknown_201","code":201,"by":"server"}"#,
+            ),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(json(kind.clone()), want);
+            let back: Verdict = serde_json::from_str(want).unwrap();
+            assert_eq!(back.failure(), Some(&kind), "{want}");
+        }
+        assert_eq!(
+            FailureKind::TlsAlert(TlsAlert::fatal(48)).to_string(),
+            "TLS alert fatal unknown_ca (48)"
+        );
+        assert_eq!(
+            FailureKind::NegotiationFailure(NegFailure { code: 1 }).to_string(),
+            "negotiation failure SSL_REQUIRED_BY_SERVER (0x00000001)"
+        );
+    }
+
+    /// Names that do not read back as protocol values are refused, not guessed.
+    #[test]
+    fn unreadable_names_are_refused() {
+        for bad in [
+            r#"{"status":"failed","kind":"tls_alert","level":"loud","description":"x","code":1,"by":"server"}"#,
+            r#"{"status":"failed","kind":"protocol_mismatch","requested":"NLA","selected":"PROTOCOL_RDP","by":"server"}"#,
+            r#"{"status":"failed","kind":"negotiation_failure","name":"HYBRID_REQUIRED_BY_SERVER","by":"server"}"#,
+        ] {
+            assert!(serde_json::from_str::<Verdict>(bad).is_err(), "{bad}");
         }
     }
 }

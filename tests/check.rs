@@ -196,6 +196,13 @@ name = "tls connects fast"
 scenario = "healthy-tls"
 expect.stage = "connected"
 expect.stage_max_ms = { x224 = 2000, tls = 2000 }
+
+[[target]]
+name = "tls only is refused for nla"
+scenario = "nla-required"
+security = ["ssl"]
+expect.fails_at = "x224"
+expect.cause = "nla_required"
 "#,
     )
     .unwrap();
@@ -210,7 +217,12 @@ expect.stage_max_ms = { x224 = 2000, tls = 2000 }
         text(&out.stderr)
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("tests=\"2\" failures=\"0\""), "{xml}");
+    assert!(xml.contains("tests=\"3\" failures=\"0\""), "{xml}");
+    let lines = std::fs::read_to_string(&json).unwrap();
+    assert!(
+        lines.contains(r#""expectation":"cause = nla_required","held":true"#),
+        "{lines}"
+    );
 
     // A typo is an error before anything runs, naming the target and the value.
     std::fs::write(
@@ -224,6 +236,21 @@ expect.stage_max_ms = { x224 = 2000, tls = 2000 }
         text(&out.stderr).contains("target `t`: unknown stage `tsl`"),
         "{}",
         text(&out.stderr)
+    );
+    // A cause id that does not exist is refused, with the list of the known ones.
+    std::fs::write(
+        &file,
+        "[[target]]\nname = \"t\"\nscenario = \"healthy-tls\"\nexpect.cause = \"nla_requird\"\n",
+    )
+    .unwrap();
+    let out = check(&file, &junit, &json, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("unknown cause id `nla_requird`; known ids: ")
+            && err.contains("nla_required, ")
+            && err.contains("gw_tls_cert_expired"),
+        "{err}"
     );
     // A password variable that is not set.
     std::fs::write(

@@ -89,7 +89,11 @@ async fn every_fault_scenario_is_diagnosed() {
         let res = rdprobe::probe::probe(&o).await;
         lab.stop();
         let live = diagnose(&res.report);
-        let first = live.causes.first().map(|c| c.id).unwrap_or("<none>");
+        let first = live
+            .causes
+            .first()
+            .map(|c| c.id.as_str())
+            .unwrap_or("<none>");
         if live.fault_class != *class || first != *cause {
             wrong.push(format!(
                 "{name}: got {:?} / {first}, expected {class:?} / {cause}\n{}",
@@ -114,8 +118,8 @@ async fn every_fault_scenario_is_diagnosed() {
             "{name}: analyze diagnoses differently"
         );
         assert_eq!(
-            offline.causes.first().map(|c| c.id),
-            live.causes.first().map(|c| c.id),
+            offline.causes.first().map(|c| c.id.as_str()),
+            live.causes.first().map(|c| c.id.as_str()),
             "{name}: analyze names another first cause"
         );
     }

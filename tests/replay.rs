@@ -20,7 +20,7 @@ use rdprobe::lab::{spawn_lab, LabHandle};
 use rdprobe::probe::{self, Credentials, ProbeOptions, ProbeResult, Protocol};
 use rdprobe::replay::{self, client, compare, server, timing, CapturedConnection};
 use rdprobe::scenario::{builtin, Fault, FaultAction, FaultPoint, Scenario};
-use rdprobe::stage::{FailureKind, Side, Stage, Verdict};
+use rdprobe::stage::{FailureKind, NegFailure, Side, Stage, Verdict};
 
 /// Failure times of a capture and its replay agree within this many milliseconds...
 const TOLERANCE_MS: f64 = 250.0;
@@ -460,7 +460,7 @@ fn real_xrdp_failures_replayed_for_xfreerdp() {
         matches!(
             &cap.report.verdict,
             Verdict::Failed {
-                kind: FailureKind::NegotiationFailure { code: 1, .. },
+                kind: FailureKind::NegotiationFailure(NegFailure { code: 1 }),
                 by: Side::Server
             }
         ),
@@ -478,7 +478,7 @@ fn real_xrdp_failures_replayed_for_xfreerdp() {
         matches!(
             &cap.report.verdict,
             Verdict::Failed {
-                kind: FailureKind::NegotiationFailure { code: 3, .. },
+                kind: FailureKind::NegotiationFailure(NegFailure { code: 3 }),
                 ..
             }
         ),

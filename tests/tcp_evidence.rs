@@ -237,7 +237,10 @@ fn analyze(pcap: &[u8]) -> ConnectionReport {
 
 fn cause_ids(r: &ConnectionReport) -> (FaultClass, Vec<&'static str>) {
     let d = diagnose(r);
-    (d.fault_class, d.causes.iter().map(|c| c.id).collect())
+    (
+        d.fault_class,
+        d.causes.iter().map(|c| c.id.as_str()).collect(),
+    )
 }
 
 /// Client capture: X.224 done, then the ClientHello goes out `n` + 1 times, exponentially backed

@@ -1,12 +1,12 @@
-//! CredSSP TSRequest (MS-CSSP 2.2.1) and NTLM (MS-NLMP 2.2.1) decoding for the `credssp` stage:
-//! pure, no I/O, never panics. Written by hand because sspi's decoder rejects strictly-DER
-//! errorCode encodings and does not expose partial results on malformed input.
+//! CredSSP TSRequest (MS-CSSP 2.2.1) and NTLM (MS-NLMP 2.2.1) facts for the `credssp` stage:
+//! pure, no I/O, never panics. The TSRequest is read by `wire::credssp`; NTLM is read here by hand
+//! because sspi's decoder does not expose partial results on malformed input.
 //!
 //! INVARIANT: every length read from the input is checked against the bytes present before it is
 //! used to slice or to allocate.
 
-use crate::wire::asn1;
-use crate::wire::cursor::{le16, le32};
+use crate::wire::credssp as wire;
+use crate::wire::cursor::le32;
 use serde::{Deserialize, Serialize};
 
 /// What a TSRequest carried.
@@ -25,225 +25,34 @@ pub struct TsRequestFacts {
 
 /// Largest DER length accepted by [`der_frame_len`]: 4 length bytes (MS-CSSP messages are far
 /// smaller; the caller bounds what it buffers).
-pub const MAX_DER_LENGTH_BYTES: usize = asn1::MAX_LENGTH_BYTES;
-
-/// Parses a DER identifier + definite length at the start of `buf`: (tag, header length, content
-/// length). None when the header is incomplete or not a supported DER header (multi-byte tag,
-/// indefinite length, more than 4 length bytes).
-fn der_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
-    let h = asn1::read_header(buf, asn1::TagForm::LowOnly).ok()?;
-    Some((h.tag, h.header_len, h.len))
-}
+pub const MAX_DER_LENGTH_BYTES: usize = wire::MAX_DER_LENGTH_BYTES;
 
 /// Length of a complete DER TLV at the start of `buf` (header + content), or None if incomplete
-/// or not a valid DER header. Used to frame TSRequests in the inner stream.
-///
-/// Returns the total as soon as the header is readable, even when the content is not all there
-/// yet (compare with `buf.len()`). Definite lengths of up to 4 bytes are accepted; BER's
-/// non-minimal length encodings are accepted too (some stacks emit `0x82 0x00 0x7f`).
+/// or not a valid DER header: [`wire::frame_len`]. Frames TSRequests in the inner stream.
 pub fn der_frame_len(buf: &[u8]) -> Option<usize> {
-    let (_, h, len) = der_header(buf)?;
-    h.checked_add(len)
+    wire::frame_len(buf)
 }
 
-/// One TLV inside a parent, with absolute offsets for error reports.
-struct Tlv<'a> {
-    tag: u8,
-    /// Absolute offset of the tag byte.
-    offset: usize,
-    /// Absolute offset of the first content byte.
-    content_offset: usize,
-    content: &'a [u8],
-}
-
-/// Reads consecutive TLVs from `buf` (whose first byte is at absolute offset `base`).
-struct TlvIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: usize,
-}
-
-impl<'a> TlvIter<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        TlvIter { buf, pos: 0, base }
-    }
-
-    fn next_tlv(&mut self) -> Option<Result<Tlv<'a>, (String, usize)>> {
-        let rest = self.buf.get(self.pos..)?;
-        if rest.is_empty() {
-            return None;
-        }
-        let offset = self.base + self.pos;
-        let Some((tag, h, len)) = der_header(rest) else {
-            return Some(Err((
-                format!("invalid DER header (tag 0x{:02x})", rest[0]),
-                offset,
-            )));
-        };
-        let Some(content) = h.checked_add(len).and_then(|end| rest.get(h..end)) else {
-            return Some(Err((
-                format!(
-                    "DER length {len} of tag 0x{tag:02x} exceeds the {} bytes available",
-                    rest.len() - h.min(rest.len())
-                ),
-                offset,
-            )));
-        };
-        self.pos += h + len;
-        Some(Ok(Tlv {
-            tag,
-            offset,
-            content_offset: offset + h,
-            content,
-        }))
-    }
-}
-
-/// The single TLV inside an explicit context tag, checked to have tag `want`.
-fn inner<'a>(outer: &Tlv<'a>, want: u8, what: &str) -> Result<Tlv<'a>, (String, usize)> {
-    let mut it = TlvIter::new(outer.content, outer.content_offset);
-    match it.next_tlv() {
-        Some(Ok(t)) if t.tag == want => Ok(t),
-        Some(Ok(t)) => Err((
-            format!("{what}: expected tag 0x{want:02x}, got 0x{:02x}", t.tag),
-            t.offset,
-        )),
-        Some(Err(e)) => Err(e),
-        None => Err((format!("{what}: empty"), outer.content_offset)),
-    }
-}
-
-/// An unsigned 32-bit value from an INTEGER's content. Accepts the strictly-DER 5-byte encoding
-/// of values >= 2^31 (leading 0x00) and the 4-byte encoding Windows uses for NTSTATUS (which DER
-/// would read as negative): both give the same u32. Shorter negative encodings are sign-extended.
-fn integer_u32(content: &[u8], offset: usize, what: &str) -> Result<u32, (String, usize)> {
-    match content.len() {
-        0 => Err((format!("{what}: empty INTEGER"), offset)),
-        1..=4 => {
-            let neg = content[0] & 0x80 != 0;
-            let mut v: u32 = if neg { u32::MAX } else { 0 };
-            for &b in content {
-                v = (v << 8) | u32::from(b);
-            }
-            Ok(v)
-        }
-        5 if content[0] == 0 => Ok(u32::from_be_bytes([
-            content[1], content[2], content[3], content[4],
-        ])),
-        n => Err((
-            format!("{what}: INTEGER of {n} bytes does not fit 32 bits"),
-            offset,
-        )),
-    }
-}
-
-/// Decodes one TSRequest. On error: description and byte offset within `buf`.
-///
-/// MS-CSSP 2.2.1: `TSRequest ::= SEQUENCE { version [0] INTEGER, negoTokens [1] NegoData OPTIONAL,
-/// authInfo [2] OCTET STRING OPTIONAL, pubKeyAuth [3] OCTET STRING OPTIONAL, errorCode [4] INTEGER
-/// OPTIONAL, clientNonce [5] OCTET STRING OPTIONAL }`, `NegoData ::= SEQUENCE OF SEQUENCE {
-/// negoToken [0] OCTET STRING }`. Fields are accepted in any order; unknown context tags are
-/// skipped (forward compatibility). Bytes after the SEQUENCE are an error.
+/// Decodes one TSRequest ([`wire::TsRequest::parse`]) into the facts the stage machine reports.
+/// On error: description and byte offset within `buf`.
 pub fn parse_ts_request(buf: &[u8]) -> Result<TsRequestFacts, (String, usize)> {
-    let mut top = TlvIter::new(buf, 0);
-    let seq = match top.next_tlv() {
-        Some(Ok(t)) if t.tag == 0x30 => t,
-        Some(Ok(t)) => {
-            return Err((
-                format!("expected a TSRequest SEQUENCE (0x30), got 0x{:02x}", t.tag),
-                0,
-            ))
-        }
-        Some(Err(e)) => return Err(e),
-        None => return Err(("empty TSRequest".to_owned(), 0)),
-    };
-    if top.pos < buf.len() {
-        return Err((
-            format!("{} trailing bytes after the TSRequest", buf.len() - top.pos),
-            top.pos,
-        ));
-    }
-    let mut facts = TsRequestFacts::default();
-    let mut have_version = false;
-    let mut fields = TlvIter::new(seq.content, seq.content_offset);
-    while let Some(f) = fields.next_tlv() {
-        let f = f?;
-        match f.tag {
-            0xa0 => {
-                let i = inner(&f, 0x02, "version")?;
-                facts.version = integer_u32(i.content, i.offset, "version")?;
-                have_version = true;
-            }
-            0xa1 => {
-                let list = inner(&f, 0x30, "negoTokens")?;
-                let mut items = TlvIter::new(list.content, list.content_offset);
-                while let Some(item) = items.next_tlv() {
-                    let item = item?;
-                    if item.tag != 0x30 {
-                        return Err((
-                            format!("negoTokens: expected SEQUENCE, got 0x{:02x}", item.tag),
-                            item.offset,
-                        ));
-                    }
-                    let mut tok = TlvIter::new(item.content, item.content_offset);
-                    while let Some(t) = tok.next_tlv() {
-                        let t = t?;
-                        if t.tag == 0xa0 {
-                            let os = inner(&t, 0x04, "negoToken")?;
-                            if facts.nego_token.is_none() {
-                                facts.nego_token = Some(os.content.to_vec());
-                            }
-                        }
-                    }
-                }
-            }
-            0xa2 => {
-                inner(&f, 0x04, "authInfo")?;
-                facts.has_auth_info = true;
-            }
-            0xa3 => {
-                inner(&f, 0x04, "pubKeyAuth")?;
-                facts.has_pub_key_auth = true;
-            }
-            0xa4 => {
-                let i = inner(&f, 0x02, "errorCode")?;
-                facts.error_code = Some(integer_u32(i.content, i.offset, "errorCode")?);
-            }
-            0xa5 => {
-                inner(&f, 0x04, "clientNonce")?;
-                facts.has_client_nonce = true;
-            }
-            t if t & 0xe0 == 0xa0 => {}
-            t => return Err((format!("unexpected tag 0x{t:02x} in TSRequest"), f.offset)),
-        }
-    }
-    if !have_version {
-        return Err(("TSRequest without version".to_owned(), seq.content_offset));
-    }
-    Ok(facts)
+    let ts = wire::TsRequest::parse(buf).map_err(|e| (e.kind.to_string(), e.at))?;
+    Ok(TsRequestFacts {
+        version: ts.version,
+        nego_token: ts.nego_token().map(<[u8]>::to_vec),
+        has_auth_info: ts.auth_info.is_some(),
+        has_pub_key_auth: ts.pub_key_auth.is_some(),
+        error_code: ts.error_code.map(|(c, _)| c),
+        has_client_nonce: ts.client_nonce.is_some(),
+    })
 }
 
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    asn1::tlv(tag, content)
-}
-
-fn der_uint(v: u32) -> Vec<u8> {
-    asn1::uint_content(u64::from(v))
-}
-
-/// Encoding of the errorCode INTEGER.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorCodeEncoding {
-    /// What Windows and FreeRDP 3 send: the 4 bytes of the NTSTATUS (0xC000006D → `02 04 C0 00 00 6D`).
-    Windows4Byte,
-    /// Strict DER of the unsigned value (0xC000006D → `02 05 00 C0 00 00 6D`).
-    StrictDer,
-}
+pub use wire::ErrorCodeEncoding;
 
 /// A TSRequest carrying only version and errorCode (MS-CSSP 2.2.1, 3.1.5.2: what a server sends
 /// when authentication fails), with the errorCode INTEGER as Windows encodes it (4 bytes).
 pub fn encode_ts_request_error(version: u32, ntstatus: u32) -> Vec<u8> {
-    encode_ts_request_error_with(version, ntstatus, ErrorCodeEncoding::Windows4Byte)
+    wire::ts_request_error(version, ntstatus, ErrorCodeEncoding::Windows4Byte)
 }
 
 /// [`encode_ts_request_error`] with a chosen errorCode encoding.
@@ -252,21 +61,12 @@ pub fn encode_ts_request_error_with(
     ntstatus: u32,
     enc: ErrorCodeEncoding,
 ) -> Vec<u8> {
-    let code = match enc {
-        ErrorCodeEncoding::Windows4Byte => ntstatus.to_be_bytes().to_vec(),
-        ErrorCodeEncoding::StrictDer => der_uint(ntstatus),
-    };
-    let mut body = der_tlv(0xa0, &der_tlv(0x02, &der_uint(version)));
-    body.extend(der_tlv(0xa4, &der_tlv(0x02, &code)));
-    der_tlv(0x30, &body)
+    wire::ts_request_error(version, ntstatus, enc)
 }
 
 /// A TSRequest carrying version and one negoToken (MS-CSSP 2.2.1.1).
 pub fn encode_ts_request_nego(version: u32, token: &[u8]) -> Vec<u8> {
-    let item = der_tlv(0x30, &der_tlv(0xa0, &der_tlv(0x04, token)));
-    let mut body = der_tlv(0xa0, &der_tlv(0x02, &der_uint(version)));
-    body.extend(der_tlv(0xa1, &der_tlv(0x30, &item)));
-    der_tlv(0x30, &body)
+    wire::ts_request_nego(version, token)
 }
 
 /// NTLM message types (MS-NLMP 2.2.1).
@@ -309,21 +109,12 @@ pub struct NtlmFacts {
     pub error: Option<String>,
 }
 
-/// The NTLMSSP signature (MS-NLMP 2.2.1.1).
-pub const NTLMSSP_SIGNATURE: &[u8; 8] = b"NTLMSSP\0";
-/// NTLMSSP_NEGOTIATE_UNICODE (MS-NLMP 2.2.2.5 flag A).
-pub const NTLMSSP_NEGOTIATE_UNICODE: u32 = 0x0000_0001;
-/// NTLMSSP_NEGOTIATE_VERSION (flag T).
-pub const NTLMSSP_NEGOTIATE_VERSION: u32 = 0x0200_0000;
-
-/// AV pair ids (MS-NLMP 2.2.2.1).
-const MSV_AV_EOL: u16 = 0;
-const MSV_AV_NB_COMPUTER_NAME: u16 = 1;
-const MSV_AV_NB_DOMAIN_NAME: u16 = 2;
-const MSV_AV_DNS_COMPUTER_NAME: u16 = 3;
-const MSV_AV_DNS_DOMAIN_NAME: u16 = 4;
-const MSV_AV_DNS_TREE_NAME: u16 = 5;
-const MSV_AV_TIMESTAMP: u16 = 7;
+use crate::wire::ntlm::{self as wn, layout, AvError, SecurityBuffer, Version};
+/// The NTLMSSP signature and flags (MS-NLMP 2.2.1.1, 2.2.2.5), from `wire::ntlm`.
+pub use crate::wire::ntlm::{
+    NEGOTIATE_UNICODE as NTLMSSP_NEGOTIATE_UNICODE, NEGOTIATE_VERSION as NTLMSSP_NEGOTIATE_VERSION,
+    SIGNATURE as NTLMSSP_SIGNATURE,
+};
 
 /// Seconds between 1601-01-01 (FILETIME epoch) and 1970-01-01.
 const FILETIME_UNIX_OFFSET_SECS: i64 = 11_644_473_600;
@@ -341,46 +132,19 @@ fn oem(b: &[u8]) -> String {
     b.iter().map(|&c| char::from(c)).collect()
 }
 
-/// The payload a security-buffer field (len u16, maxlen u16, offset u32; MS-NLMP 2.2.1) points at.
-/// Err(()) when it points outside the message.
+/// The payload a security-buffer field points at ([`SecurityBuffer::payload`]); Err(()) when it
+/// points outside the message.
 fn field(msg: &[u8], at: usize) -> Result<Option<&[u8]>, ()> {
-    let (Some(len), Some(off)) = (le16(msg, at), le32(msg, at + 4)) else {
-        return Err(());
-    };
-    if len == 0 {
-        return Ok(None);
-    }
-    let start = usize::try_from(off).map_err(|_| ())?;
-    let end = start.checked_add(usize::from(len)).ok_or(())?;
-    msg.get(start..end).map(Some).ok_or(())
+    SecurityBuffer::payload(msg, at).map_err(|_| ())
 }
 
-/// "major.minor.build" from an 8-byte VERSION structure (MS-NLMP 2.2.2.10).
-fn version_string(msg: &[u8], at: usize) -> Option<String> {
-    let v = msg.get(at..at + 8)?;
-    if v.iter().all(|&b| b == 0) {
-        return None;
-    }
-    Some(format!(
-        "{}.{}.{}",
-        v[0],
-        v[1],
-        u16::from_le_bytes([v[2], v[3]])
-    ))
-}
-
-/// Whether the VERSION field at `at` exists: the flag is set and no payload starts before its end.
-fn has_version(msg: &[u8], flags: u32, at: usize, payload_fields: &[usize]) -> bool {
-    if flags & NTLMSSP_NEGOTIATE_VERSION == 0 || msg.len() < at + 8 {
-        return false;
-    }
-    payload_fields
-        .iter()
-        .all(|&f| match (le16(msg, f), le32(msg, f + 4)) {
-            (Some(0), _) => true,
-            (Some(_), Some(off)) => off as usize >= at + 8,
-            _ => false,
-        })
+/// "major.minor.build" of the VERSION at `at` when the flag says it is there and no payload
+/// overlaps it.
+fn version_string(msg: &[u8], flags: u32, at: usize, fields: &[usize]) -> Option<String> {
+    Version::present(msg, flags, at, fields)
+        .then(|| Version::read(msg, at))
+        .flatten()
+        .map(|v| v.to_string())
 }
 
 /// Finds and decodes the NTLM message inside a negoToken.
@@ -388,19 +152,16 @@ fn has_version(msg: &[u8], flags: u32, at: usize, payload_fields: &[usize]) -> b
 /// Returns None when the token holds no "NTLMSSP\0" signature (e.g. Kerberos). When the message is
 /// truncated or a field points outside it, returns what could be read with `error` set.
 pub fn parse_ntlm(token: &[u8]) -> Option<NtlmFacts> {
-    let start = token
-        .windows(NTLMSSP_SIGNATURE.len())
-        .position(|w| w == NTLMSSP_SIGNATURE)?;
-    let msg = &token[start..];
+    let msg = wn::find(token)?;
     let mut f = NtlmFacts::default();
-    let Some(ty) = le32(msg, 8) else {
+    let Ok(ty) = wn::message_type(msg) else {
         f.error = Some("ntlm message truncated before MessageType".to_owned());
         return Some(f);
     };
     match ty {
-        1 => parse_negotiate(msg, &mut f),
-        2 => parse_challenge(msg, &mut f),
-        3 => parse_authenticate(msg, &mut f),
+        wn::NEGOTIATE => parse_negotiate(msg, &mut f),
+        wn::CHALLENGE => parse_challenge(msg, &mut f),
+        wn::AUTHENTICATE => parse_authenticate(msg, &mut f),
         t => f.error = Some(format!("unknown ntlm MessageType {t}")),
     }
     Some(f)
@@ -409,26 +170,29 @@ pub fn parse_ntlm(token: &[u8]) -> Option<NtlmFacts> {
 /// NEGOTIATE_MESSAGE (MS-NLMP 2.2.1.1).
 fn parse_negotiate(msg: &[u8], f: &mut NtlmFacts) {
     f.message_type = Some(NtlmMessageType::Negotiate);
-    let Some(flags) = le32(msg, 12) else {
+    let Some(flags) = le32(msg, layout::NEGOTIATE_FLAGS) else {
         f.error = Some("ntlm negotiate truncated before NegotiateFlags".to_owned());
         return;
     };
     f.negotiate_flags = flags;
-    if has_version(msg, flags, 32, &[16, 24]) {
-        f.os_version = version_string(msg, 32);
-    }
+    f.os_version = version_string(
+        msg,
+        flags,
+        layout::NEGOTIATE_VERSION,
+        &layout::NEGOTIATE_FIELDS,
+    );
 }
 
 /// CHALLENGE_MESSAGE (MS-NLMP 2.2.1.2) with its target info AV pairs (2.2.2.1).
 fn parse_challenge(msg: &[u8], f: &mut NtlmFacts) {
     f.message_type = Some(NtlmMessageType::Challenge);
-    let Some(flags) = le32(msg, 20) else {
+    let Some(flags) = le32(msg, layout::CHALLENGE_FLAGS) else {
         f.error = Some("ntlm challenge truncated before NegotiateFlags".to_owned());
         return;
     };
     f.negotiate_flags = flags;
     let unicode = flags & NTLMSSP_NEGOTIATE_UNICODE != 0;
-    match field(msg, 12) {
+    match field(msg, layout::CHALLENGE_TARGET_NAME) {
         Ok(Some(t)) => f.target_name = Some(if unicode { utf16le(t) } else { oem(t) }),
         Ok(None) => {}
         Err(()) => {
@@ -439,10 +203,13 @@ fn parse_challenge(msg: &[u8], f: &mut NtlmFacts) {
         f.error = Some("ntlm challenge truncated before TargetInfoFields".to_owned());
         return;
     }
-    if has_version(msg, flags, 48, &[12, 40]) {
-        f.os_version = version_string(msg, 48);
-    }
-    let info = match field(msg, 40) {
+    f.os_version = version_string(
+        msg,
+        flags,
+        layout::CHALLENGE_VERSION,
+        &[layout::CHALLENGE_TARGET_NAME, layout::CHALLENGE_TARGET_INFO],
+    );
+    let info = match field(msg, layout::CHALLENGE_TARGET_INFO) {
         Ok(Some(i)) => i,
         Ok(None) => return,
         Err(()) => {
@@ -450,35 +217,34 @@ fn parse_challenge(msg: &[u8], f: &mut NtlmFacts) {
             return;
         }
     };
-    let mut pos = 0usize;
-    loop {
-        let (Some(id), Some(len)) = (le16(info, pos), le16(info, pos + 2)) else {
-            f.error = Some("ntlm target info truncated (no MsvAvEOL)".to_owned());
-            return;
+    for pair in wn::av_pairs(info) {
+        let pair = match pair {
+            Ok(p) => p,
+            Err(AvError::NoEol { .. }) => {
+                f.error = Some("ntlm target info truncated (no MsvAvEOL)".to_owned());
+                return;
+            }
+            Err(AvError::PairExceeds { id, .. }) => {
+                f.error = Some(format!(
+                    "ntlm target info AV pair {id} exceeds the target info"
+                ));
+                return;
+            }
         };
-        if id == MSV_AV_EOL {
-            return;
-        }
-        let Some(v) = info.get(pos + 4..pos + 4 + usize::from(len)) else {
-            f.error = Some(format!(
-                "ntlm target info AV pair {id} exceeds the target info"
-            ));
-            return;
-        };
-        match id {
-            MSV_AV_NB_COMPUTER_NAME => f.nb_computer_name = Some(utf16le(v)),
-            MSV_AV_NB_DOMAIN_NAME => f.nb_domain_name = Some(utf16le(v)),
-            MSV_AV_DNS_COMPUTER_NAME => f.dns_computer_name = Some(utf16le(v)),
-            MSV_AV_DNS_DOMAIN_NAME => f.dns_domain_name = Some(utf16le(v)),
-            MSV_AV_DNS_TREE_NAME => f.dns_tree_name = Some(utf16le(v)),
-            MSV_AV_TIMESTAMP => {
+        let v = pair.value;
+        match pair.id {
+            wn::AV_NB_COMPUTER_NAME => f.nb_computer_name = Some(utf16le(v)),
+            wn::AV_NB_DOMAIN_NAME => f.nb_domain_name = Some(utf16le(v)),
+            wn::AV_DNS_COMPUTER_NAME => f.dns_computer_name = Some(utf16le(v)),
+            wn::AV_DNS_DOMAIN_NAME => f.dns_domain_name = Some(utf16le(v)),
+            wn::AV_DNS_TREE_NAME => f.dns_tree_name = Some(utf16le(v)),
+            wn::AV_TIMESTAMP => {
                 if let Some(b) = v.first_chunk::<8>() {
                     f.server_time = Some(filetime_rfc3339(u64::from_le_bytes(*b)));
                 }
             }
             _ => {}
         }
-        pos += 4 + usize::from(len);
     }
 }
 
@@ -491,7 +257,7 @@ pub fn filetime_rfc3339(ft: u64) -> String {
 /// AUTHENTICATE_MESSAGE (MS-NLMP 2.2.1.3). The responses themselves are never reported.
 fn parse_authenticate(msg: &[u8], f: &mut NtlmFacts) {
     f.message_type = Some(NtlmMessageType::Authenticate);
-    let Some(flags) = le32(msg, 60) else {
+    let Some(flags) = le32(msg, layout::AUTHENTICATE_FLAGS) else {
         f.error = Some("ntlm authenticate truncated before NegotiateFlags".to_owned());
         return;
     };
@@ -499,27 +265,37 @@ fn parse_authenticate(msg: &[u8], f: &mut NtlmFacts) {
     let unicode = flags & NTLMSSP_NEGOTIATE_UNICODE != 0;
     let text = |b: &[u8]| if unicode { utf16le(b) } else { oem(b) };
     let mut bad = Vec::new();
-    match field(msg, 20) {
+    match field(msg, layout::AUTHENTICATE_NT) {
         // An NTLMv2 response is longer than the 24 bytes of an NTLMv1 one (MS-NLMP 2.2.2.8).
         Ok(Some(nt)) => f.has_nt_response = nt.len() > 24,
         Ok(None) => {}
         Err(()) => bad.push("NtChallengeResponse"),
     }
-    match field(msg, 28) {
+    match field(msg, layout::AUTHENTICATE_DOMAIN) {
         Ok(d) => f.domain = d.map(text),
         Err(()) => bad.push("DomainName"),
     }
-    match field(msg, 36) {
+    match field(msg, layout::AUTHENTICATE_USER) {
         Ok(u) => f.user = u.map(text),
         Err(()) => bad.push("UserName"),
     }
-    match field(msg, 44) {
+    match field(msg, layout::AUTHENTICATE_WORKSTATION) {
         Ok(w) => f.workstation = w.map(text),
         Err(()) => bad.push("Workstation"),
     }
-    if has_version(msg, flags, 64, &[12, 20, 28, 36, 44, 52]) {
-        f.os_version = version_string(msg, 64);
-    }
+    f.os_version = version_string(
+        msg,
+        flags,
+        layout::AUTHENTICATE_VERSION,
+        &[
+            layout::AUTHENTICATE_LM,
+            layout::AUTHENTICATE_NT,
+            layout::AUTHENTICATE_DOMAIN,
+            layout::AUTHENTICATE_USER,
+            layout::AUTHENTICATE_WORKSTATION,
+            layout::AUTHENTICATE_SESSION_KEY,
+        ],
+    );
     if !bad.is_empty() {
         f.error = Some(format!(
             "ntlm authenticate {} points outside the message",

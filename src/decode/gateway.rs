@@ -31,7 +31,7 @@ use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput};
 use crate::gateway::http::{self, Head, HeadError};
 use crate::gateway::tsgu::{self, Hresult, Packet};
 use crate::report::{ConnectionReport, Facts, StageReport};
-use crate::stage::{FailureKind, Side, Stage, Verdict};
+use crate::stage::{FailureKind, Side, Stage, TlsAlert, Verdict};
 use crate::trace::{Dir, EventKind, Layer, Trace};
 
 /// Most HTTP request/response pairs read (the probe sends three requests at most; mstsc four).
@@ -981,16 +981,9 @@ impl<'a> Dec<'a> {
                     }
                 }
                 21 if s_app.is_none() => {
-                    if let Some((_, description, code)) = parse_alert(r.fragment(&s.bytes)) {
+                    if let Some((_, _, code)) = parse_alert(r.fragment(&s.bytes)) {
                         let t = s.t_at(r.offset);
-                        return Err((
-                            fail(FailureKind::TlsAlert {
-                                level: "fatal".into(),
-                                description,
-                                code,
-                            }),
-                            t,
-                        ));
+                        return Err((fail(FailureKind::TlsAlert(TlsAlert::fatal(code))), t));
                     }
                 }
                 23 if s_app.is_none() => s_app = Some(s.t_at(r.offset + r.len + 4)),

@@ -15,8 +15,9 @@ use super::pdu::{
 use super::{mcs, tls, x224, Decoded};
 use crate::evidence::Provenance;
 use crate::report::{ConnectionReport, Facts, StageReport};
-use crate::stage::{FailureKind, Side, Stage, Verdict};
+use crate::stage::{FailureKind, NegFailure, Side, Stage, TlsAlert, Verdict};
 use crate::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
+use ironrdp_pdu::nego::SecurityProtocol;
 
 /// Bytes buffered per direction while waiting for a complete PDU before we call the stream malformed.
 const MAX_PENDING: usize = 1024 * 1024;
@@ -155,7 +156,7 @@ struct Machine<'a> {
     has_inner: bool,
     requested: Option<u32>,
     selected: Option<u32>,
-    pending_mismatch: Option<(String, String)>,
+    pending_mismatch: Option<(SecurityProtocol, SecurityProtocol)>,
     /// Time and direction of the last PDU seen (for "who was waiting").
     last_pdu: Option<(Dir, u64)>,
     /// The client sent an NTLM AUTHENTICATE that the server has not answered.
@@ -1068,10 +1069,11 @@ impl Machine<'_> {
                     selected & requested != 0
                 };
                 if !ok {
-                    let r = x224::protocol_names(requested).join("|");
-                    let s = x224::protocol_names(selected).join("|");
                     self.fact("mismatch", json!(true));
-                    self.pending_mismatch = Some((r, s));
+                    self.pending_mismatch = Some((
+                        SecurityProtocol::from_bits_retain(requested),
+                        SecurityProtocol::from_bits_retain(selected),
+                    ));
                 }
                 if selected != 0 && !inner {
                     // Everything after the confirm is TLS on the wire, both ways.
@@ -1099,10 +1101,7 @@ impl Machine<'_> {
                 self.fact("failure_code", json!(code));
                 self.fact("failure_name", json!(name));
                 self.fail(
-                    FailureKind::NegotiationFailure {
-                        code,
-                        name: name.to_owned(),
-                    },
+                    FailureKind::NegotiationFailure(NegFailure { code }),
                     Side::Server,
                 );
             }
@@ -1473,11 +1472,10 @@ impl Machine<'_> {
                             }
                         } else if level == "fatal" || self.cur() == Stage::Tls {
                             self.fail(
-                                FailureKind::TlsAlert {
-                                    level,
-                                    description: desc,
+                                FailureKind::TlsAlert(TlsAlert {
+                                    level: frag[0],
                                     code,
-                                },
+                                }),
                                 dir.sender(),
                             );
                         }
@@ -2676,11 +2674,7 @@ mod tests {
         );
         assert_eq!(
             failure(&r).1,
-            FailureKind::TlsAlert {
-                level: "fatal".into(),
-                description: "handshake_failure".into(),
-                code: 40
-            }
+            FailureKind::TlsAlert(crate::stage::TlsAlert::fatal(40))
         );
     }
 

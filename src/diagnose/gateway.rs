@@ -3,105 +3,84 @@
 //! WebSocket upgrade refused, a reset right after NTLM, CAP / RAP policy denials with the name form
 //! sent, the gateway unable to reach the server, TLS inspection in front of the gateway.
 
-use super::{cause, Builder, Ctx, FaultClass as F};
+use super::{cause, Builder, CauseId, CauseId as C, Ctx, FaultClass as F};
 use crate::stage::{FailureKind, Side, Stage};
 
-/// Every gateway cause id (each has its own catalog entry; tests hold it).
-pub const CAUSE_IDS: &[&str] = &[
-    "gw_not_listening",
-    "gw_unreachable",
-    "gw_tls_failed",
-    "gw_tls_inspection",
-    "gw_not_a_gateway",
-    "gw_login_redirect",
-    "gw_forbidden",
-    "gw_websocket_refused",
-    "gw_wrong_credentials",
-    "gw_auth_scheme_unsupported",
-    "gw_reset_after_auth",
-    "gw_tunnel_refused",
-    "gw_cap_denied",
-    "gw_rap_denied",
-    "gw_target_unreachable",
-    "gw_slow",
-    "gw_tls_cert_expired",
-];
-
 /// Title and remedy of a gateway cause id.
-pub(super) fn catalog(id: &str) -> Option<(&'static str, &'static str)> {
+pub(super) fn catalog(id: CauseId) -> Option<(&'static str, &'static str)> {
     Some(match id {
-        "gw_not_listening" => (
+        C::GwNotListening => (
             "nothing listens on the gateway's address and port (RD Gateway service stopped, wrong port, or a firewall rejects)",
             "Check the gateway name and port (443 by default) and that the Remote Desktop Gateway service (TSGateway) and IIS run on it.",
         ),
-        "gw_unreachable" => (
+        C::GwUnreachable => (
             "the gateway's address does not answer: DNS, routing or a firewall dropping the connection",
             "Resolve the gateway name and probe its IP (rdprobe probe ... --gateway 10.x.x.x); check the route and firewall to port 443.",
         ),
-        "gw_tls_failed" => (
+        C::GwTlsFailed => (
             "the TLS handshake with the gateway failed",
             "Check the gateway's certificate binding in IIS (Default Web Site, https) and the TLS versions and ciphers it allows.",
         ),
-        "gw_tls_inspection" => (
+        C::GwTlsInspection => (
             "a TLS-inspecting proxy or firewall sits in front of the gateway: the certificate is not the gateway's",
             "Exempt the gateway's name from TLS inspection on the proxy or firewall: MS-TSGU (long-lived WebSocket, NTLM bound to \
              the connection) does not survive re-encryption.",
         ),
-        "gw_not_a_gateway" => (
+        C::GwNotAGateway => (
             "what answers on the gateway's port is not an RD Gateway (another web server, or not HTTP at all)",
             "Check which host the name resolves to and what listens on the port; RD Gateway answers RDG_OUT_DATA / WebSocket upgrades on /remoteDesktopGateway/.",
         ),
-        "gw_login_redirect" => (
+        C::GwLoginRedirect => (
             "a reverse proxy in front of the gateway redirects to a login page (pre-authentication that RDP clients cannot follow)",
             "Publish /remoteDesktopGateway/ on the reverse proxy with pass-through (no pre-authentication), or use a client that \
              supports the proxy's method; FreeRDP shows this as 'websocket: bad handshake'.",
         ),
-        "gw_forbidden" => (
+        C::GwForbidden => (
             "the gateway (or a proxy in front of it) forbids the request (HTTP 403)",
             "Check the connection authorization policy (RD CAP) user groups and the IIS / proxy access rules for /remoteDesktopGateway/.",
         ),
-        "gw_websocket_refused" => (
+        C::GwWebsocketRefused => (
             "the WebSocket upgrade was refused: a proxy in front of the gateway strips the Upgrade header, or the gateway only speaks the legacy HTTP transport",
             "Allow WebSocket upgrades on the proxy for /remoteDesktopGateway/, or use --gateway-transport http where the gateway offers it.",
         ),
-        "gw_wrong_credentials" => (
+        C::GwWrongCredentials => (
             "the gateway rejected the credentials (HTTP 401 after the authentication was sent)",
             "Check the gateway user name, domain and password (they may differ from the server's: --gateway-user / --gateway-domain, \
              RDPROBE_GATEWAY_PASSWORD); check the account is not locked out or expired in the gateway's domain.",
         ),
-        "gw_auth_scheme_unsupported" => (
+        C::GwAuthSchemeUnsupported => (
             "the gateway offers no authentication scheme the client can use",
             "Enable NTLM (Negotiate) or Basic on the gateway's /remoteDesktopGateway/ IIS application, or use a client with the offered scheme (Kerberos needs a KDC, smart card needs the card).",
         ),
-        "gw_reset_after_auth" => (
+        C::GwResetAfterAuth => (
             "the connection was reset right after the NTLM authentication: a proxy that does not keep the authenticated connection, \
              channel binding (Extended Protection) broken by TLS inspection, or the gateway cancelling the request (Request_Cancelled in its log)",
             "Look in the gateway's Microsoft-Windows-TerminalServices-Gateway log and IIS log for the request; disable connection \
              reuse across clients on any proxy; exempt the gateway from TLS inspection.",
         ),
-        "gw_tunnel_refused" => (
+        C::GwTunnelRefused => (
             "the gateway refused to create the tunnel",
             "rdprobe explain the HRESULT; check the gateway's event log (TerminalServices-Gateway) for the reason.",
         ),
-        "gw_cap_denied" => (
+        C::GwCapDenied => (
             "a connection authorization policy (RD CAP) or network access protection denied the user at the gateway",
             "Add the user (or a group they are in) to an RD CAP on the gateway; check the CAP's device redirection and NAP requirements.",
         ),
-        "gw_rap_denied" => (
+        C::GwRapDenied => (
             "a resource authorization policy (RD RAP) does not allow this user to reach this resource name (E_PROXY_RAP_ACCESSDENIED)",
             "Add the server to the RAP's computer group under the name form the client sends (FQDN vs NetBIOS vs IP address: the \
              RAP compares names literally), or connect with the name form the RAP lists.",
         ),
-        "gw_target_unreachable" => (
+        C::GwTargetUnreachable => (
             "the gateway cannot reach the target server (E_PROXY_TS_CONNECTFAILED, or no answer to the channel request)",
             "From the gateway, check name resolution of the target and TCP to its RDP port (Test-NetConnection target -Port 3389); \
              check the firewall between gateway and server.",
         ),
-        "gw_slow" => (
+        C::GwSlow => (
             "the gateway went silent in the middle of its own protocol (overloaded, or waiting on its domain controller / NPS)",
             "Check the gateway's load, its reachability of the domain controllers and the NPS server used for CAPs.",
         ),
-        "gw_tls_cert_expired" => (
+        C::GwTlsCertExpired => (
             "the gateway's certificate has expired: mstsc and FreeRDP (without /cert:ignore) refuse the gateway",
             "Renew the gateway's certificate and bind it in RD Gateway Manager (Properties > SSL Certificate) and IIS.",
         ),
@@ -150,16 +129,16 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
         d.ev(format!(
             "the gateway's certificate was issued by {issuer}, a TLS-inspection product"
         ));
-        d.add(cause("gw_tls_inspection"));
+        d.add(cause(C::GwTlsInspection));
     }
     match kind {
         FailureKind::Refused => {
             d.ev(format!("TCP connection to {gw} refused"));
-            d.set(F::ServerConfiguration, &["gw_not_listening"]);
+            d.set(F::ServerConfiguration, &[C::GwNotListening]);
         }
         FailureKind::Unreachable { detail } => {
             d.ev(format!("{gw} unreachable: {detail}"));
-            d.set(F::Network, &["gw_unreachable"]);
+            d.set(F::Network, &[C::GwUnreachable]);
         }
         FailureKind::HttpStatus {
             status,
@@ -178,7 +157,7 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                     if let Some(l) = location {
                         d.ev(format!("the redirect goes to {l}"));
                     }
-                    d.set(F::ServerConfiguration, &["gw_login_redirect"]);
+                    d.set(F::ServerConfiguration, &[C::GwLoginRedirect]);
                 }
                 401 => {
                     let schemes = cx.fact(stage, "www_authenticate").unwrap_or_default();
@@ -188,7 +167,7 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                             "the gateway answered 401 again after the {} authentication of {user}",
                             cx.fact(Stage::GwAuth, "scheme").unwrap_or_default()
                         ));
-                        d.set(F::Credentials, &["gw_wrong_credentials"]);
+                        d.set(F::Credentials, &[C::GwWrongCredentials]);
                     } else {
                         d.ev(format!(
                             "schemes offered: {}",
@@ -205,18 +184,18 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                         }
                         d.set(
                             F::ClientConfiguration,
-                            &["gw_auth_scheme_unsupported", "gw_wrong_credentials"],
+                            &[C::GwAuthSchemeUnsupported, C::GwWrongCredentials],
                         );
                     }
                 }
-                403 => d.set(F::Policy, &["gw_forbidden", "gw_cap_denied"]),
+                403 => d.set(F::Policy, &[C::GwForbidden, C::GwCapDenied]),
                 200 | 400 | 404 | 405 | 426 => {
                     d.set(
                         F::ServerConfiguration,
-                        &["gw_websocket_refused", "gw_not_a_gateway"],
+                        &[C::GwWebsocketRefused, C::GwNotAGateway],
                     );
                 }
-                _ => d.set(F::ServerHealth, &["gw_not_a_gateway"]),
+                _ => d.set(F::ServerHealth, &[C::GwNotAGateway]),
             }
         }
         FailureKind::GatewayError { code, name } => {
@@ -237,19 +216,19 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                     d.ev(format!(
                         "the resource name sent was {target:?} ({form}); an RD RAP compares it literally with the names it lists: probe again with {other} of the server"
                     ));
-                    d.set(F::Policy, &["gw_rap_denied"]);
+                    d.set(F::Policy, &[C::GwRapDenied]);
                 }
                 (_, "E_PROXY_TS_CONNECTFAILED") => {
-                    d.set(F::Network, &["gw_target_unreachable"]);
+                    d.set(F::Network, &[C::GwTargetUnreachable]);
                 }
                 (_, "E_PROXY_NAP_ACCESSDENIED" | "E_PROXY_QUARANTINE_ACCESSDENIED")
                 | (Stage::GwTunnel, "E_ACCESSDENIED" | "E_PROXY_REAUTH_CAP_FAILED") => {
-                    d.set(F::Policy, &["gw_cap_denied"]);
+                    d.set(F::Policy, &[C::GwCapDenied]);
                 }
                 (_, "E_PROXY_MAXCONNECTIONSREACHED" | "E_PROXY_INTERNALERROR") => {
-                    d.set(F::ServerHealth, &["gw_tunnel_refused"]);
+                    d.set(F::ServerHealth, &[C::GwTunnelRefused]);
                 }
-                _ => d.set(F::ServerConfiguration, &["gw_tunnel_refused"]),
+                _ => d.set(F::ServerConfiguration, &[C::GwTunnelRefused]),
             }
         }
         FailureKind::Reset | FailureKind::Closed { .. } => {
@@ -262,41 +241,41 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                     d.ev("the end came right after the NTLM AUTHENTICATE".into());
                     d.set(
                         F::ServerConfiguration,
-                        &["gw_reset_after_auth", "gw_tls_inspection"],
+                        &[C::GwResetAfterAuth, C::GwTlsInspection],
                     );
                 }
-                Stage::GwChannel => d.set(F::Network, &["gw_target_unreachable"]),
+                Stage::GwChannel => d.set(F::Network, &[C::GwTargetUnreachable]),
                 Stage::GwTls => d.set(
                     F::ServerConfiguration,
-                    &["gw_tls_failed", "gw_tls_inspection"],
+                    &[C::GwTlsFailed, C::GwTlsInspection],
                 ),
                 _ => d.set(
                     F::ServerConfiguration,
-                    &["gw_not_a_gateway", "gw_tls_inspection"],
+                    &[C::GwNotAGateway, C::GwTlsInspection],
                 ),
             }
         }
         FailureKind::TimedOut { waiting_for, .. } => {
             if *waiting_for == Side::Client {
-                d.set(F::ClientConfiguration, &["client_stalled"]);
+                d.set(F::ClientConfiguration, &[C::ClientStalled]);
                 return;
             }
             match stage {
-                Stage::GwTcp => d.set(F::Network, &["gw_unreachable"]),
+                Stage::GwTcp => d.set(F::Network, &[C::GwUnreachable]),
                 Stage::GwChannel => {
                     d.ev(format!(
                         "{gw} accepted the tunnel but did not answer the channel request to {}: it is still trying to reach the server",
                         cx.fact(Stage::GwChannel, "target").unwrap_or_default()
                     ));
-                    d.set(F::Network, &["gw_target_unreachable"]);
+                    d.set(F::Network, &[C::GwTargetUnreachable]);
                 }
-                _ => d.set(F::ServerHealth, &["gw_slow"]),
+                _ => d.set(F::ServerHealth, &[C::GwSlow]),
             }
         }
         FailureKind::TlsAlert { .. } | FailureKind::TlsFailure { .. } => {
             d.set(
                 F::ServerConfiguration,
-                &["gw_tls_failed", "gw_tls_inspection"],
+                &[C::GwTlsFailed, C::GwTlsInspection],
             );
         }
         FailureKind::ProtocolError { what, .. } => {
@@ -305,19 +284,19 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
             ));
             d.set(
                 F::ServerConfiguration,
-                &["gw_not_a_gateway", "gw_tls_inspection"],
+                &[C::GwNotAGateway, C::GwTlsInspection],
             );
         }
         FailureKind::AuthFailure { detail, .. } => {
             d.ev(format!("gateway authentication failed: {detail}"));
-            d.set(F::Credentials, &["gw_wrong_credentials"]);
+            d.set(F::Credentials, &[C::GwWrongCredentials]);
         }
         FailureKind::Stopped => {
             d.ev(format!(
                 "stopped after the {stage} stage by request; every stage up to it passed"
             ));
         }
-        _ => d.set(F::ServerConfiguration, &["gw_tunnel_refused"]),
+        _ => d.set(F::ServerConfiguration, &[C::GwTunnelRefused]),
     }
     if d.class == F::None && !matches!(kind, FailureKind::Stopped) {
         d.class = F::ServerConfiguration;
@@ -389,23 +368,27 @@ mod tests {
             tcp: None,
         };
         let d = crate::diagnose::diagnose(&r);
-        let ids: Vec<&str> = d.causes.iter().map(|c| c.id).collect();
-        assert_eq!(ids[0], "gw_tls_inspection", "{ids:?}");
-        assert!(ids.contains(&"gw_reset_after_auth"), "{ids:?}");
+        let ids: Vec<CauseId> = d.causes.iter().map(|c| c.id).collect();
+        assert_eq!(ids[0], C::GwTlsInspection, "{ids:?}");
+        assert!(ids.contains(&C::GwResetAfterAuth), "{ids:?}");
         assert!(d.evidence.iter().any(|e| e.contains("Fortinet")), "{d:?}");
         // Without the inspecting issuer, the reset after NTLM comes first.
         let mut plain = r.clone();
         plain.stages[1].facts.clear();
         let d = crate::diagnose::diagnose(&plain);
-        assert_eq!(d.causes[0].id, "gw_reset_after_auth");
+        assert_eq!(d.causes[0].id, C::GwResetAfterAuth);
     }
 
     #[test]
     fn every_gateway_cause_has_its_own_text() {
         let mut titles = std::collections::HashSet::new();
-        for id in CAUSE_IDS {
+        for &id in CauseId::ALL.iter().filter(|c| c.is_gateway()) {
             let (t, _) = catalog(id).unwrap_or_else(|| panic!("no catalog entry for {id}"));
             assert!(titles.insert(t), "{id} shares its title");
         }
+        assert!(
+            catalog(C::NlaRequired).is_none(),
+            "the gateway catalog holds only gw_ ids"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! INVARIANT: every failing verdict yields at least one cause and one evidence sentence; `Verdict::Ok`
 //! yields [`FaultClass::None`] and no cause.
 
+pub mod cause;
 pub mod codes;
 pub mod gateway;
 
@@ -15,12 +16,13 @@ use std::fmt::Write as _;
 use thiserror::Error;
 
 use crate::decode::pdu::{stage_pdus, NtlmKind, PduKind};
-use crate::decode::x224::parse_protocol_names;
 use crate::report::{ConnectionReport, StageReport};
-use crate::stage::{FailureKind, Side, Stage, Verdict};
+use crate::stage::{protocol_names, FailureKind, Side, Stage, Verdict};
 use ironrdp_pdu::nego::SecurityProtocol;
 
+pub use cause::{CauseId, UnknownCause};
 use codes::Code;
+use CauseId as C;
 
 /// Whose problem it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -59,7 +61,7 @@ impl FaultClass {
 /// One likely cause with its remedy. `id` is stable (documented in the README).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Cause {
-    pub id: &'static str,
+    pub id: CauseId,
     pub title: String,
     pub remedy: String,
 }
@@ -107,55 +109,61 @@ pub const KIND_GATEWAY: &str = "rd gateway hresult";
 // Cause catalog
 // ---------------------------------------------------------------------------------------------
 
-/// Title and remedy of a cause id. Unknown ids get a generic text (never panics).
-fn catalog(id: &str) -> (&'static str, &'static str) {
+const UNCLASSIFIED: (&str, &str) = (
+    "unclassified failure",
+    "Probe again with --pcap and compare with rdprobe explain for the codes seen.",
+);
+
+/// Title and remedy of a cause id: an exhaustive match, so a new id cannot be left without text
+/// (the gateway's are in [`gateway::catalog`]; a test holds that each has its own).
+pub(crate) fn catalog(id: CauseId) -> (&'static str, &'static str) {
     match id {
-        "name_resolution_or_routing" => (
+        C::NameResolutionOrRouting => (
             "the name does not resolve, resolves to the wrong address, or there is no route to it",
             "Probe the IP address directly (rdprobe probe 10.x.x.x); if that works, fix the DNS record, the client's DNS \
              suffix or hosts file. If the IP fails too, check the route and the VPN (tracert / ip route get).",
         ),
-        "host_down" => (
+        C::HostDown => (
             "the host is down or the address belongs to no machine",
             "Check from the console or hypervisor that the server is up and has this address; ping / ARP it from its own subnet.",
         ),
-        "remote_desktop_disabled" => (
+        C::RemoteDesktopDisabled => (
             "Remote Desktop is disabled on the server or nothing listens on the port (TermService stopped, listener on another port)",
             "On the server: Settings > System > Remote Desktop on (or fDenyTSConnections=0 under \
              HKLM\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server), start the Remote Desktop Services service, and check the \
              listener port (PortNumber under ...\\WinStations\\RDP-Tcp; netstat -ano | findstr LISTEN).",
         ),
-        "firewall_rejects" => (
+        C::FirewallRejects => (
             "a firewall rejects the port (answers the SYN with a reset)",
             "Allow TCP 3389 from the client's address on every firewall in the path (host rule 'Remote Desktop - User Mode \
              (TCP-In)', network ACLs, security groups); a probe from the server's own subnet tells host from network firewall.",
         ),
-        "firewall_drops" => (
+        C::FirewallDrops => (
             "a firewall silently drops packets to the port (no answer to the SYN)",
             "Allow TCP 3389 inbound on the host firewall and on every hop (NSG / security group, perimeter firewall, VPN \
              split tunnel); probe from the server's subnet and from the client's to find the hop that drops.",
         ),
-        "wrong_port" => (
+        C::WrongPort => (
             "Remote Desktop listens on another port",
             "Check PortNumber under HKLM\\SYSTEM\\CurrentControlSet\\Control\\Terminal Server\\WinStations\\RDP-Tcp and probe HOST:PORT.",
         ),
-        "tls_cert_expired" => (
+        C::TlsCertExpired => (
             "the server's TLS certificate has expired",
             "On the server open certlm.msc > Remote Desktop > Certificates, delete the expired self-signed certificate and \
              restart the Remote Desktop Services service so a new one is created; renew a CA-issued certificate and bind it \
              again (Win32_TSGeneralSetting SSLCertificateSHA1Hash).",
         ),
-        "tls_cert_not_yet_valid" => (
+        C::TlsCertNotYetValid => (
             "the server's TLS certificate is not valid yet (a clock is wrong)",
             "Fix the server's or the client's clock and time synchronisation, or reissue the certificate.",
         ),
-        "tls_cert_unusable" => (
+        C::TlsCertUnusable => (
             "the server's certificate is unusable: missing, without a private key, wrong key usage, or its key unreadable",
             "In certlm.msc > Remote Desktop > Certificates check the certificate has a private key and the Server \
              Authentication usage, and that NETWORK SERVICE may read its key; or delete it and restart the Remote Desktop \
              Services service to regenerate it.",
         ),
-        "server_cannot_create_keys" => (
+        C::ServerCannotCreateKeys => (
             "the server cannot create or read its TLS keys (MachineKeys permissions broken, typically after cloning a VM or \
              hardening)",
             "On the server check the permissions of C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys against Microsoft's \
@@ -163,285 +171,301 @@ fn catalog(id: &str) -> (&'static str, &'static str) {
              the System log, then delete the Remote Desktop certificate in certlm.msc and restart the Remote Desktop Services \
              service so that certificate and key are created again.",
         ),
-        "nla_required" => (
+        C::NlaRequired => (
             "NLA mismatch: the server requires Network Level Authentication (CredSSP) and the client did not offer it",
             "Let the client offer CredSSP (mstsc does by default; remove 'enablecredsspsupport:i:0' from the .rdp file; \
              FreeRDP /sec:nla); or clear the server policy 'Require user authentication for remote connections by using \
              Network Level Authentication' (Computer Configuration > Administrative Templates > Windows Components > Remote \
              Desktop Services > Remote Desktop Session Host > Security).",
         ),
-        "tls_required" => (
+        C::TlsRequired => (
             "security-layer mismatch: the server requires TLS (Enhanced RDP Security) and the client offered standard RDP \
              security only (or CredSSP where the server does TLS only)",
             "Let the client offer TLS / CredSSP (FreeRDP /sec:tls or /sec:nla); or set the server policy 'Require use of \
              specific security layer for remote (RDP) connections' to Negotiate.",
         ),
-        "rdp_security_only" => (
+        C::RdpSecurityOnly => (
             "security-layer mismatch: the server is set to standard RDP security only (no TLS, no CredSSP)",
             "Set the server policy 'Require use of specific security layer for remote (RDP) connections' to Negotiate or SSL \
              (SecurityLayer 1 or 2 under ...\\WinStations\\RDP-Tcp), or let the client also offer standard RDP security.",
         ),
-        "protocol_mismatch" => (
+        C::ProtocolMismatch => (
             "security-layer mismatch: the server selected a security protocol the client did not offer",
             "Compare what the client offers with what the server accepts (rdprobe enum HOST) and align the server's \
              'Require use of specific security layer' and NLA policies with the client's settings.",
         ),
-        "client_cert_auth_required" => (
+        C::ClientCertAuthRequired => (
             "the server requires TLS with client certificate authentication",
             "Connect with a client that presents a certificate the server trusts, or relax the server's requirement.",
         ),
-        "inconsistent_flags" => (
+        C::InconsistentFlags => (
             "the client's requested protocols contradict the security protocol already in effect (reconnection or \
              redirection)",
             "Reconnect from scratch with one consistent set of security protocols; check the client's redirection handling.",
         ),
-        "entra_auth_required" => (
+        C::EntraAuthRequired => (
             "the server requires Microsoft Entra ID authentication",
             "Connect with a client that supports Entra ID (RDS AAD) authentication, or turn that requirement off.",
         ),
-        "endpoint_security_server" => (
+        C::EndpointSecurityServer => (
             "endpoint security on the server (antivirus / EDR / host IPS) kills the socket at the encrypted handshake",
             "Look in the server's security product log for blocked RDP or 'network attack' events (Bitdefender, Kaspersky, \
              ...); add an exception for the Remote Desktop Services / port 3389 or turn off its encrypted-traffic scanning, \
              then probe again with --pcap.",
         ),
-        "endpoint_security_client" => (
+        C::EndpointSecurityClient => (
             "endpoint security on the client (SSL / encrypted connection scanning, web protection) kills the socket",
             "Turn off the client security product's encrypted-connection scanning for mstsc.exe / port 3389 (or add an \
              exception) and retry; a probe from another machine confirms it.",
         ),
-        "middlebox_reset" => (
+        C::MiddleboxReset => (
             "a middlebox (IPS, next-generation firewall, TLS-inspecting proxy) resets the connection; it can forge the reset in \
              the server's name",
             "Probe from the server's own subnet and from the client's network: if only the remote probe is reset, check the \
              IPS / firewall logs for RDP or TLS signatures and exempt port 3389 from TLS inspection.",
         ),
-        "middlebox_drops" => (
+        C::MiddleboxDrops => (
             "a firewall or IPS in the path drops the RDP / TLS packets after letting the TCP handshake through",
             "Probe from the server's own subnet and from the client's network; check IPS / application-aware firewall rules \
              for RDP; a --pcap shows the client's retransmissions going unanswered.",
         ),
-        "packet_loss" => (
+        C::PacketLoss => (
             "packet loss or a bandwidth drop stalled the connection before the handshake completed (VPN, Wi-Fi, congested link)",
             "Probe several times and from another network; measure loss (mtr / ping over a minute); a probe with --pcap shows \
              retransmissions; fix the link or the VPN before looking at the server.",
         ),
-        "mtu_black_hole" => (
+        C::MtuBlackHole => (
             "an MTU black hole: full-size packets (the server's certificate flight) are lost while small ones pass",
             "Test with ping -f -l 1400 (Windows) / ping -M do -s 1400 (Linux) down to the size that passes; lower the MTU / \
              MSS clamp on the VPN or tunnel, or let ICMP 'fragmentation needed' through.",
         ),
-        "server_hung" => (
+        C::ServerHung => (
             "the server accepts TCP but its Remote Desktop service does not answer (TermService hung, server overloaded, or \
              another service on the port)",
             "Restart the Remote Desktop Services service; check CPU / memory and the TerminalServices-RemoteConnectionManager \
              event log; confirm the port belongs to TermService (netstat -abno).",
         ),
-        "server_slow_auth" => (
+        C::ServerSlowAuth => (
             "the server is slow to check the credentials (it cannot reach a domain controller quickly)",
             "Check the server's DNS and its connectivity to a domain controller (nltest /sc_query:DOMAIN); retry with a local \
              account to compare.",
         ),
-        "not_rdp_service" => (
+        C::NotRdpService => (
             "the port is served by something that is not an RDP server (web server, proxy, another protocol)",
             "Check what listens on the port on the server (netstat -abno) and any port forwarding in front of it.",
         ),
-        "server_denied_connection" => (
+        C::ServerDeniedConnection => (
             "the server denied the connection (connection limit reached, connections disabled on the listener, drain mode, \
              or a policy)",
             "Check the server's TerminalServices-RemoteConnectionManager and -LocalSessionManager event logs, the connection \
              limit ('Limit number of connections' policy, MaxInstanceCount), and whether the session host drains new logons \
              (change logon /query).",
         ),
-        "user_not_authorized" => (
+        C::UserNotAuthorized => (
             "the user is not allowed to log on remotely",
             "Add the user to the Remote Desktop Users group and check the user rights 'Allow log on through Remote Desktop \
              Services' / 'Deny log on through Remote Desktop Services' (secpol.msc > Local Policies > User Rights Assignment).",
         ),
-        "fresh_credentials_required" => (
+        C::FreshCredentialsRequired => (
             "the server does not accept saved credentials ('Always prompt for password upon connection')",
             "Type the password at connection time, or clear that policy on the server.",
         ),
-        "licensing_failed" => (
+        C::LicensingFailed => (
             "Remote Desktop licensing failed (no license server, no client access licenses, or a bad stored license)",
             "Check the licensing mode and license server on the session host (Licensing Diagnoser, lsdiag.msc); on the client \
              delete HKLM\\SOFTWARE\\Microsoft\\MSLicensing to drop a corrupt stored license.",
         ),
-        "broker_failed" => (
+        C::BrokerFailed => (
             "the Connection Broker could not place the connection",
             "Check the broker's event logs, the collection's hosts and their drain state, and the load-balance info in the \
              .rdp file.",
         ),
-        "session_time_limit" => (
+        C::SessionTimeLimit => (
             "a session time limit ended the session (idle or active session limit)",
             "Adjust the session time limits policy (Remote Desktop Session Host > Session Time Limits) if this is unwanted.",
         ),
-        "admin_disconnect" => (
+        C::AdminDisconnect => (
             "an administrator, another session or the user ended the session",
             "Nothing to fix in the connection itself; ask who ended the session (TerminalServices-LocalSessionManager log).",
         ),
-        "session_taken_over" => (
+        C::SessionTakenOver => (
             "another connection took over the session",
             "Check who else connects with the same account; allow several sessions per user if needed \
              ('Restrict Remote Desktop Services users to a single Remote Desktop Services session').",
         ),
-        "server_session_failure" => (
+        C::ServerSessionFailure => (
             "a component of the server's session failed (display driver, DWM, Winlogon, CSRSS) or the server is shutting down",
             "Check the server's Application and System event logs around the time; update the graphics driver; retry after \
              the restart.",
         ),
-        "protocol_incompatibility" => (
+        C::ProtocolIncompatibility => (
             "the server rejected what the client sent (capabilities, channels, monitor layout or a malformed PDU)",
             "Update the client; reduce what it asks for (monitors, channels, graphics mode) and retry; a --pcap shows the PDU \
              the server objected to.",
         ),
-        "tls_version_mismatch" => (
+        C::TlsVersionMismatch => (
             "no common TLS version: the server speaks only old TLS (1.0 / 1.1) or the client refuses what it offers",
             "Enable TLS 1.2 on the server (Windows 2008 R2 / 2012: install the TLS 1.2 update for RDP and set \
              SCHANNEL\\Protocols\\TLS 1.2\\Server Enabled=1), or allow the old version on the client for this host; \
              rdprobe enum HOST lists the versions the server accepts.",
         ),
-        "tls_cipher_mismatch" => (
+        C::TlsCipherMismatch => (
             "no common TLS cipher suite",
             "Compare the server's cipher suite order (policy 'SSL Cipher Suite Order', IIS Crypto) with the client's; \
              rdprobe enum HOST lists the suites the server accepts.",
         ),
-        "tls_alert_other" => (
+        C::TlsAlertOther => (
             "the TLS handshake failed with an alert",
             "Read the alert in the evidence; rdprobe enum HOST shows the server's TLS versions, suites and certificate.",
         ),
-        "client_rejects_cert" => (
+        C::ClientRejectsCert => (
             "the client rejected the server's certificate (untrusted issuer, name mismatch, expired)",
             "Trust the issuing CA on the client, connect with the name the certificate carries, or give the server a \
              certificate from a trusted CA (Remote Desktop certificate template via Group Policy).",
         ),
-        "client_aborted" => (
+        C::ClientAborted => (
             "the client gave up on the connection itself",
             "Check the client's own log or message (a certificate prompt answered 'no', a local policy, a client bug).",
         ),
-        "client_stalled" => (
+        C::ClientStalled => (
             "the client stopped sending (waiting for the user, or stuck)",
             "Check whether the client was waiting for input (certificate or credential prompt) when the capture was taken.",
         ),
-        "credssp_server_failure" => (
+        C::CredsspServerFailure => (
             "the server's CredSSP / NLA layer failed (CredSSP version or 'encryption oracle remediation' mismatch, NTLM \
              restricted, server unable to reach its domain controller)",
             "Patch both ends to current CredSSP versions (policy 'Encryption Oracle Remediation'), check 'Network security: \
              Restrict NTLM' policies and the server's domain connectivity; compare with a local account.",
         ),
-        "credentials_rejected_no_error_code" => (
+        C::CredentialsRejectedNoErrorCode => (
             "the credentials were most likely rejected: the server closed right after the NTLM AUTHENTICATE without a \
              TSRequest errorCode",
             "Check user name (DOMAIN\\user, user@domain, .\\user for a local account) and password. This server sends no \
              errorCode (FreeRDP 2, Windows up to 2012 do so), so rdprobe cannot tell a wrong password from a locked or \
              disabled account: the server's Security log (event 4625, Sub Status) says which.",
         ),
-        "wrong_password_or_user" => (
+        C::WrongPasswordOrUser => (
             "wrong user name or password (STATUS_LOGON_FAILURE)",
             "Check the user name format (DOMAIN\\user or user@domain; .\\user or HOST\\user for a local account), the keyboard \
              layout and caps lock; repeated failures may lock the account.",
         ),
-        "wrong_password" => (
+        C::WrongPassword => (
             "wrong password (STATUS_WRONG_PASSWORD)",
             "Retype the password (keyboard layout, caps lock); repeated failures may lock the account.",
         ),
-        "no_such_user" => (
+        C::NoSuchUser => (
             "the user does not exist where the server looks (STATUS_NO_SUCH_USER)",
             "Check the user name and the domain part; use .\\user or HOST\\user for a local account.",
         ),
-        "password_expired" => (
+        C::PasswordExpired => (
             "the password has expired (STATUS_PASSWORD_EXPIRED)",
             "Change the password (another session, Ctrl+Alt+End, or self-service); NLA cannot prompt for a change, so reset it \
              or allow a non-NLA logon once.",
         ),
-        "password_must_change" => (
+        C::PasswordMustChange => (
             "the password must be changed before the first logon (STATUS_PASSWORD_MUST_CHANGE)",
             "Set a new password for the account (NLA cannot prompt for the change), or clear 'User must change password at \
              next logon'.",
         ),
-        "account_disabled" => ("the account is disabled (STATUS_ACCOUNT_DISABLED)", "Enable the account in Active Directory / Local Users."),
-        "account_locked_out" => (
+        C::AccountDisabled => ("the account is disabled (STATUS_ACCOUNT_DISABLED)", "Enable the account in Active Directory / Local Users."),
+        C::AccountLockedOut => (
             "the account is locked out (STATUS_ACCOUNT_LOCKED_OUT)",
             "Unlock the account and find the source of the bad passwords (event 4740 on the domain controller) — often a saved \
              credential on another device.",
         ),
-        "account_expired" => ("the account has expired (STATUS_ACCOUNT_EXPIRED)", "Extend the account's expiry date."),
-        "account_restriction" => (
+        C::AccountExpired => ("the account has expired (STATUS_ACCOUNT_EXPIRED)", "Extend the account's expiry date."),
+        C::AccountRestriction => (
             "an account restriction prevents the logon (STATUS_ACCOUNT_RESTRICTION), e.g. a blank password",
             "Give the account a password (Windows allows blank-password logons only at the console) or lift the restriction.",
         ),
-        "logon_hours" => (
+        C::LogonHours => (
             "the account may not log on at this time (STATUS_INVALID_LOGON_HOURS)",
             "Adjust the account's logon hours.",
         ),
-        "workstation_restriction" => (
+        C::WorkstationRestriction => (
             "the account may not log on from this computer (STATUS_INVALID_WORKSTATION)",
             "Add the server to the account's 'Log On To' list.",
         ),
-        "logon_type_not_granted" => (
+        C::LogonTypeNotGranted => (
             "the user lacks the remote logon right (STATUS_LOGON_TYPE_NOT_GRANTED)",
             "Add the user to Remote Desktop Users and check 'Allow / Deny log on through Remote Desktop Services' \
              (secpol.msc > User Rights Assignment).",
         ),
-        "access_denied" => (
+        C::AccessDenied => (
             "access denied to the user (STATUS_ACCESS_DENIED)",
             "Check the user's rights on the server (Remote Desktop Users, RDP-Tcp listener permissions).",
         ),
-        "no_logon_servers" => (
+        C::NoLogonServers => (
             "the server cannot reach a domain controller to check the credentials",
             "Check the server's DNS and secure channel (nltest /sc_verify:DOMAIN); a local account works meanwhile.",
         ),
-        "time_skew" => (
+        C::TimeSkew => (
             "the clocks of the server and the domain controller differ too much",
             "Fix time synchronisation (w32tm /resync) on the server.",
         ),
-        "trust_broken" => (
+        C::TrustBroken => (
             "the server's trust relationship with the domain is broken",
             "Reset the computer account / rejoin the domain (Test-ComputerSecureChannel -Repair).",
         ),
-        "auth_firewall" => (
+        C::AuthFirewall => (
             "selective authentication does not allow this user on this server",
             "Grant 'Allowed to authenticate' on the server's computer object to the user across the trust.",
         ),
-        "wrong_pin" => ("the smart card PIN is wrong", "Retype the PIN; check the card is not blocked."),
-        "wrong_principal" => (
+        C::WrongPin => ("the smart card PIN is wrong", "Retype the PIN; check the card is not blocked."),
+        C::WrongPrincipal => (
             "Kerberos target name mismatch (SEC_E_WRONG_PRINCIPAL)",
             "Connect by the server's real name; check its SPNs (setspn -L HOST) for duplicates.",
         ),
-        "credssp_oracle" => (
+        C::CredsspOracle => (
             "CredSSP 'encryption oracle remediation' mismatch between an updated and an unpatched peer",
             "Install the CredSSP update (CVE-2018-0886) on both ends; meanwhile set 'Encryption Oracle Remediation' to \
              Mitigated on the updated side.",
         ),
-        "auth_failure_other" => (
+        C::AuthFailureOther => (
             "authentication failed",
             "Look up the errorCode in the evidence (rdprobe explain CODE) and the server's Security log (event 4625).",
         ),
-        "rdp_encryption_level" => (
+        C::RdpEncryptionLevel => (
             "the server enforces a standard RDP security encryption level or method the client does not support",
             "Let the client support the server's level (High = 128-bit, FIPS) or set the server's 'Set client connection \
              encryption level' policy to one the client speaks; rdprobe enum HOST lists the methods.",
         ),
-        "malformed_server_data" => (
+        C::MalformedServerData => (
             "the server (or something in front of it) sent data that is not valid RDP",
             "Check for a proxy or load balancer in the path and what listens on the port; the --pcap shows the bytes.",
         ),
-        "malformed_client_data" => (
+        C::MalformedClientData => (
             "the client sent data that is not valid RDP",
             "Update the client; the --pcap shows the bytes.",
         ),
-        "capture_incomplete" => (
+        C::CaptureIncomplete => (
             "the capture ended before the connection did: nothing failed in what was captured",
             "Capture longer, or on the other end of the path.",
         ),
-        other => gateway::catalog(other).unwrap_or((
-            "unclassified failure",
-            "Probe again with --pcap and compare with rdprobe explain for the codes seen.",
-        )),
+        C::GwNotListening
+        | C::GwUnreachable
+        | C::GwTlsFailed
+        | C::GwTlsInspection
+        | C::GwNotAGateway
+        | C::GwLoginRedirect
+        | C::GwForbidden
+        | C::GwWebsocketRefused
+        | C::GwWrongCredentials
+        | C::GwAuthSchemeUnsupported
+        | C::GwResetAfterAuth
+        | C::GwTunnelRefused
+        | C::GwCapDenied
+        | C::GwRapDenied
+        | C::GwTargetUnreachable
+        | C::GwSlow
+        | C::GwTlsCertExpired => {
+            gateway::catalog(id).unwrap_or(UNCLASSIFIED)
+        }
+        C::Unclassified => UNCLASSIFIED,
     }
 }
 
-fn cause(id: &'static str) -> Cause {
+fn cause(id: CauseId) -> Cause {
     let (title, remedy) = catalog(id);
     Cause {
         id,
@@ -450,81 +474,8 @@ fn cause(id: &'static str) -> Cause {
     }
 }
 
-/// Every cause id diagnose can produce (tests check each has its own catalog entry).
-pub const CAUSE_IDS: &[&str] = &[
-    "name_resolution_or_routing",
-    "host_down",
-    "remote_desktop_disabled",
-    "firewall_rejects",
-    "firewall_drops",
-    "wrong_port",
-    "tls_cert_expired",
-    "tls_cert_not_yet_valid",
-    "tls_cert_unusable",
-    "server_cannot_create_keys",
-    "nla_required",
-    "tls_required",
-    "rdp_security_only",
-    "protocol_mismatch",
-    "client_cert_auth_required",
-    "inconsistent_flags",
-    "entra_auth_required",
-    "endpoint_security_server",
-    "endpoint_security_client",
-    "middlebox_reset",
-    "middlebox_drops",
-    "packet_loss",
-    "mtu_black_hole",
-    "server_hung",
-    "server_slow_auth",
-    "not_rdp_service",
-    "server_denied_connection",
-    "user_not_authorized",
-    "fresh_credentials_required",
-    "licensing_failed",
-    "broker_failed",
-    "session_time_limit",
-    "admin_disconnect",
-    "session_taken_over",
-    "server_session_failure",
-    "protocol_incompatibility",
-    "tls_version_mismatch",
-    "tls_cipher_mismatch",
-    "tls_alert_other",
-    "client_rejects_cert",
-    "client_aborted",
-    "client_stalled",
-    "credssp_server_failure",
-    "credentials_rejected_no_error_code",
-    "wrong_password_or_user",
-    "wrong_password",
-    "no_such_user",
-    "password_expired",
-    "password_must_change",
-    "account_disabled",
-    "account_locked_out",
-    "account_expired",
-    "account_restriction",
-    "logon_hours",
-    "workstation_restriction",
-    "logon_type_not_granted",
-    "access_denied",
-    "no_logon_servers",
-    "time_skew",
-    "trust_broken",
-    "auth_firewall",
-    "wrong_pin",
-    "wrong_principal",
-    "credssp_oracle",
-    "auth_failure_other",
-    "rdp_encryption_level",
-    "malformed_server_data",
-    "malformed_client_data",
-    "capture_incomplete",
-];
-
 /// Title and remedy text of a cause id, for documentation and tests.
-pub fn cause_text(id: &str) -> (&'static str, &'static str) {
+pub fn cause_text(id: CauseId) -> (&'static str, &'static str) {
     catalog(id)
 }
 
@@ -697,9 +648,9 @@ impl Builder {
         }
     }
 
-    fn set(&mut self, class: FaultClass, ids: &[&'static str]) {
+    fn set(&mut self, class: FaultClass, ids: &[CauseId]) {
         self.class = class;
-        for id in ids {
+        for &id in ids {
             self.add(cause(id));
         }
     }
@@ -750,8 +701,8 @@ fn live_mtu_search(report: &ConnectionReport, d: &mut Diagnosis) {
             "the first connection stalled after the server had acknowledged everything the client sent; with the MSS clamped to {passing} it passed: a path-MTU black hole"
         ),
     );
-    d.causes.retain(|c| c.id != "mtu_black_hole");
-    d.causes.insert(0, cause("mtu_black_hole"));
+    d.causes.retain(|c| c.id != C::MtuBlackHole);
+    d.causes.insert(0, cause(C::MtuBlackHole));
     if matches!(d.fault_class, FaultClass::None) {
         d.fault_class = FaultClass::Network;
     }
@@ -772,7 +723,7 @@ fn diagnose_verdict(report: &ConnectionReport) -> Diagnosis {
     }
     // INVARIANT: a failure always comes with a cause (the module invariant); a stop by request is none.
     if d.causes.is_empty() && !matches!(kind, FailureKind::Stopped) {
-        d.add(cause("unclassified"));
+        d.add(cause(C::Unclassified));
     }
     Diagnosis {
         fault_class: d.class,
@@ -796,7 +747,7 @@ fn healthy(r: &ConnectionReport) -> Diagnosis {
         d.ev(format!(
             "the gateway's certificate was issued by {issuer}, a TLS-inspection product: clients that bind NTLM to the channel fail"
         ));
-        d.add(cause("gw_tls_inspection"));
+        d.add(cause(C::GwTlsInspection));
     }
     if cx.flag(Stage::GwTls, "cert_expired") {
         let when = cx
@@ -805,7 +756,7 @@ fn healthy(r: &ConnectionReport) -> Diagnosis {
         d.ev(format!(
             "the gateway's certificate expired on {when}: rdprobe does not verify certificates, clients that do fail at gw_tls"
         ));
-        d.add(cause("gw_tls_cert_expired"));
+        d.add(cause(C::GwTlsCertExpired));
     }
     if cx.flag(Stage::Tls, "cert_expired") {
         let when = cx
@@ -815,11 +766,11 @@ fn healthy(r: &ConnectionReport) -> Diagnosis {
             "the server's certificate expired on {when}: rdprobe does not verify certificates, clients that do \
              (mstsc set to 'Do not connect', FreeRDP without /cert:ignore) fail at the tls stage"
         ));
-        d.add(cause("tls_cert_expired"));
+        d.add(cause(C::TlsCertExpired));
     }
     if cx.flag(Stage::Tls, "cert_not_yet_valid") {
         d.ev("the server's certificate is not valid yet: clients that verify certificates fail at the tls stage".into());
-        d.add(cause("tls_cert_not_yet_valid"));
+        d.add(cause(C::TlsCertNotYetValid));
     }
     if cx.flag(Stage::Tls, "legacy_only") {
         let v = cx
@@ -828,7 +779,7 @@ fn healthy(r: &ConnectionReport) -> Diagnosis {
         d.ev(format!(
             "the server negotiated only {v}: clients with TLS 1.0 / 1.1 disabled cannot connect"
         ));
-        d.add(cause("tls_version_mismatch"));
+        d.add(cause(C::TlsVersionMismatch));
     }
     Diagnosis {
         fault_class: FaultClass::None,
@@ -849,18 +800,18 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             if by == Side::Network {
                 d.set(
                     F::Network,
-                    &["firewall_rejects", "remote_desktop_disabled", "wrong_port"],
+                    &[C::FirewallRejects, C::RemoteDesktopDisabled, C::WrongPort],
                 );
             } else {
                 d.set(
                     F::ServerConfiguration,
-                    &["remote_desktop_disabled", "firewall_rejects", "wrong_port"],
+                    &[C::RemoteDesktopDisabled, C::FirewallRejects, C::WrongPort],
                 );
             }
         }
         FailureKind::Unreachable { detail } => {
             d.ev(format!("{} unreachable: {detail}", cx.r.server));
-            d.set(F::Network, &["name_resolution_or_routing", "host_down"]);
+            d.set(F::Network, &[C::NameResolutionOrRouting, C::HostDown]);
         }
         FailureKind::TimedOut {
             waiting_for,
@@ -885,12 +836,12 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             match cx.fact(stage, "reset_provenance").as_deref() {
                 Some("injected") => {
                     d.class = F::Network;
-                    d.first(cause("middlebox_reset"));
+                    d.first(cause(C::MiddleboxReset));
                     d.causes.retain(|c| {
-                        c.id != "endpoint_security_server" && c.id != "endpoint_security_client"
+                        c.id != C::EndpointSecurityServer && c.id != C::EndpointSecurityClient
                     });
                 }
-                Some("host") => d.causes.retain(|c| c.id != "middlebox_reset"),
+                Some("host") => d.causes.retain(|c| c.id != C::MiddleboxReset),
                 _ => {}
             }
         }
@@ -903,25 +854,26 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             d.ev(cx.end_sentence(what, by));
             closed(cx, by, d);
         }
-        FailureKind::NegotiationFailure { code, name } => {
+        FailureKind::NegotiationFailure(n) => {
+            let (code, name) = (n.code, n.name());
             let requested = cx
                 .fact(Stage::X224, "requested_protocols")
                 .unwrap_or_else(|| "?".into());
             d.ev(format!(
                 "the server answered the X.224 Connection Request for {requested} with RDP_NEG_FAILURE {name} (0x{code:08X})"
             ));
-            let (class, ids): (F, &[&'static str]) = match code {
-                0x1 => (F::Policy, &["tls_required", "protocol_mismatch"]),
-                0x2 => (F::Policy, &["rdp_security_only", "protocol_mismatch"]),
+            let (class, ids): (F, &[CauseId]) = match code {
+                0x1 => (F::Policy, &[C::TlsRequired, C::ProtocolMismatch]),
+                0x2 => (F::Policy, &[C::RdpSecurityOnly, C::ProtocolMismatch]),
                 0x3 => (
                     F::ServerConfiguration,
-                    &["server_cannot_create_keys", "tls_cert_unusable"],
+                    &[C::ServerCannotCreateKeys, C::TlsCertUnusable],
                 ),
-                0x4 => (F::ClientConfiguration, &["inconsistent_flags"]),
-                0x5 => (F::Policy, &["nla_required", "protocol_mismatch"]),
-                0x6 => (F::Policy, &["client_cert_auth_required"]),
-                0x7 => (F::Policy, &["entra_auth_required"]),
-                _ => (F::Policy, &["protocol_mismatch"]),
+                0x4 => (F::ClientConfiguration, &[C::InconsistentFlags]),
+                0x5 => (F::Policy, &[C::NlaRequired, C::ProtocolMismatch]),
+                0x6 => (F::Policy, &[C::ClientCertAuthRequired]),
+                0x7 => (F::Policy, &[C::EntraAuthRequired]),
+                _ => (F::Policy, &[C::ProtocolMismatch]),
             };
             d.set(class, ids);
         }
@@ -930,38 +882,36 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             selected,
         } => {
             d.ev(format!(
-                "the client requested {requested} and the server selected {selected}, which the client did not offer"
+                "the client requested {} and the server selected {}, which the client did not offer",
+                protocol_names::text(*requested),
+                protocol_names::text(*selected)
             ));
-            // The failure carries the protocols by name (it is part of the JSON): read back once.
-            let sel = parse_protocol_names(selected);
-            let req = parse_protocol_names(requested);
+            let sel = Some(*selected);
+            let req = Some(*requested);
             let nla = SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX;
             let offered = |p: SecurityProtocol| req.is_some_and(|r| r.intersects(p));
             match sel {
                 Some(s) if s.is_empty() => {
-                    d.set(F::Policy, &["rdp_security_only", "protocol_mismatch"])
+                    d.set(F::Policy, &[C::RdpSecurityOnly, C::ProtocolMismatch])
                 }
                 Some(s) if s.intersects(nla) && !offered(nla) => {
-                    d.set(F::Policy, &["nla_required", "protocol_mismatch"])
+                    d.set(F::Policy, &[C::NlaRequired, C::ProtocolMismatch])
                 }
                 Some(s) if s.contains(SecurityProtocol::SSL) && !offered(SecurityProtocol::SSL) => {
-                    d.set(F::Policy, &["tls_required", "protocol_mismatch"])
+                    d.set(F::Policy, &[C::TlsRequired, C::ProtocolMismatch])
                 }
-                _ => d.set(F::Policy, &["protocol_mismatch"]),
+                _ => d.set(F::Policy, &[C::ProtocolMismatch]),
             }
         }
-        FailureKind::TlsAlert {
-            level,
-            description,
-            code,
-        } => {
+        FailureKind::TlsAlert(alert) => {
+            let (level, description, code) = (alert.level_name(), alert.description(), alert.code);
             d.ev(format!(
                 "TLS alert {level} {description} ({code}) from {by}{}",
                 cx.after_what()
                     .map(|a| format!(" after {a}"))
                     .unwrap_or_default()
             ));
-            tls_alert(cx, by, *code, d);
+            tls_alert(cx, by, code, d);
         }
         FailureKind::TlsFailure { detail } => {
             d.ev(format!("TLS handshake failed without an alert: {detail}"));
@@ -969,25 +919,25 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             if cx.flag(Stage::Tls, "cert_expired") {
                 d.set(
                     F::ServerConfiguration,
-                    &["tls_cert_expired", "client_rejects_cert"],
+                    &[C::TlsCertExpired, C::ClientRejectsCert],
                 );
             } else if l.contains("cipher") || l.contains("suite") {
                 d.set(
                     F::ServerConfiguration,
-                    &["tls_cipher_mismatch", "tls_version_mismatch"],
+                    &[C::TlsCipherMismatch, C::TlsVersionMismatch],
                 );
             } else if l.contains("certificate") {
                 d.set(
                     F::ClientConfiguration,
-                    &["client_rejects_cert", "tls_cert_unusable"],
+                    &[C::ClientRejectsCert, C::TlsCertUnusable],
                 );
             } else {
                 d.set(
                     F::ServerConfiguration,
                     &[
-                        "tls_version_mismatch",
-                        "tls_cipher_mismatch",
-                        "server_cannot_create_keys",
+                        C::TlsVersionMismatch,
+                        C::TlsCipherMismatch,
+                        C::ServerCannotCreateKeys,
                     ],
                 );
             }
@@ -1006,11 +956,11 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
                     .unwrap_or_default()
             ));
             if by == Side::Client {
-                d.set(F::ClientConfiguration, &["malformed_client_data"]);
+                d.set(F::ClientConfiguration, &[C::MalformedClientData]);
             } else if stage <= Stage::X224 {
                 d.set(
                     F::ServerConfiguration,
-                    &["not_rdp_service", "malformed_server_data"],
+                    &[C::NotRdpService, C::MalformedServerData],
                 );
             } else if (Stage::Mcs..=Stage::Security).contains(&stage)
                 && (cx.fact(Stage::Mcs, "encryption_level").is_some()
@@ -1018,12 +968,12 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             {
                 d.set(
                     F::ClientConfiguration,
-                    &["rdp_encryption_level", "malformed_server_data"],
+                    &[C::RdpEncryptionLevel, C::MalformedServerData],
                 );
             } else {
                 d.set(
                     F::ServerConfiguration,
-                    &["malformed_server_data", "middlebox_reset"],
+                    &[C::MalformedServerData, C::MiddleboxReset],
                 );
             }
         }
@@ -1061,12 +1011,12 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
             if *mtu_black_hole {
                 d.set(
                     F::Network,
-                    &["mtu_black_hole", "middlebox_drops", "packet_loss"],
+                    &[C::MtuBlackHole, C::MiddleboxDrops, C::PacketLoss],
                 );
             } else {
                 d.set(
                     F::Network,
-                    &["middlebox_drops", "packet_loss", "mtu_black_hole"],
+                    &[C::MiddleboxDrops, C::PacketLoss, C::MtuBlackHole],
                 );
             }
         }
@@ -1075,7 +1025,7 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
                 "the capture ends during the {stage} stage ({}) without a failure",
                 cx.bytes_clause()
             ));
-            d.set(F::None, &["capture_incomplete"]);
+            d.set(F::None, &[C::CaptureIncomplete]);
         }
     }
 }
@@ -1084,13 +1034,13 @@ fn timed_out(cx: &Ctx<'_>, waiting_for: Side, d: &mut Builder) {
     use FaultClass as F;
     let stage = cx.stage;
     if waiting_for == Side::Client {
-        d.set(F::ClientConfiguration, &["client_stalled"]);
+        d.set(F::ClientConfiguration, &[C::ClientStalled]);
         return;
     }
     if stage == Stage::Tcp {
         d.set(
             F::Network,
-            &["firewall_drops", "host_down", "name_resolution_or_routing"],
+            &[C::FirewallDrops, C::HostDown, C::NameResolutionOrRouting],
         );
         return;
     }
@@ -1105,14 +1055,14 @@ fn timed_out(cx: &Ctx<'_>, waiting_for: Side, d: &mut Builder) {
             d.set(
                 F::Network,
                 &[
-                    "packet_loss",
-                    "mtu_black_hole",
-                    "middlebox_drops",
-                    "server_hung",
+                    C::PacketLoss,
+                    C::MtuBlackHole,
+                    C::MiddleboxDrops,
+                    C::ServerHung,
                 ],
             );
         } else {
-            d.set(F::Network, &["packet_loss", "server_hung"]);
+            d.set(F::Network, &[C::PacketLoss, C::ServerHung]);
         }
         return;
     }
@@ -1120,26 +1070,26 @@ fn timed_out(cx: &Ctx<'_>, waiting_for: Side, d: &mut Builder) {
         Stage::X224 => d.set(
             F::ServerHealth,
             &[
-                "server_hung",
-                "not_rdp_service",
-                "middlebox_drops",
-                "packet_loss",
+                C::ServerHung,
+                C::NotRdpService,
+                C::MiddleboxDrops,
+                C::PacketLoss,
             ],
         ),
         Stage::Tls => d.set(
             F::Network,
             &[
-                "middlebox_drops",
-                "packet_loss",
-                "server_hung",
-                "server_cannot_create_keys",
+                C::MiddleboxDrops,
+                C::PacketLoss,
+                C::ServerHung,
+                C::ServerCannotCreateKeys,
             ],
         ),
         Stage::Credssp => d.set(
             F::ServerHealth,
-            &["server_slow_auth", "packet_loss", "server_hung"],
+            &[C::ServerSlowAuth, C::PacketLoss, C::ServerHung],
         ),
-        _ => d.set(F::ServerHealth, &["server_hung", "packet_loss"]),
+        _ => d.set(F::ServerHealth, &[C::ServerHung, C::PacketLoss]),
     }
 }
 
@@ -1155,23 +1105,23 @@ fn reset(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
             if stage == Stage::Tls && cx.flag(Stage::Tls, "cert_expired") {
                 d.set(
                     F::ServerConfiguration,
-                    &["tls_cert_expired", "client_rejects_cert"],
+                    &[C::TlsCertExpired, C::ClientRejectsCert],
                 );
             } else {
                 d.set(
                     F::ClientConfiguration,
-                    &["endpoint_security_client", "client_aborted"],
+                    &[C::EndpointSecurityClient, C::ClientAborted],
                 );
             }
         }
-        Side::Network => d.set(F::Network, &["middlebox_reset", "endpoint_security_server"]),
+        Side::Network => d.set(F::Network, &[C::MiddleboxReset, C::EndpointSecurityServer]),
         Side::Server => match stage {
             Stage::Tcp | Stage::X224 => d.set(
                 F::ServerConfiguration,
                 &[
-                    "server_denied_connection",
-                    "middlebox_reset",
-                    "endpoint_security_server",
+                    C::ServerDeniedConnection,
+                    C::MiddleboxReset,
+                    C::EndpointSecurityServer,
                 ],
             ),
             Stage::Tls => {
@@ -1186,9 +1136,9 @@ fn reset(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
                 d.set(
                     F::ServerConfiguration,
                     &[
-                        "endpoint_security_server",
-                        "middlebox_reset",
-                        "server_cannot_create_keys",
+                        C::EndpointSecurityServer,
+                        C::MiddleboxReset,
+                        C::ServerCannotCreateKeys,
                     ],
                 );
             }
@@ -1197,25 +1147,25 @@ fn reset(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
                     who == Side::Client && what.is_ntlm(NtlmKind::Authenticate)
                 });
                 let second = if after_authenticate {
-                    "credentials_rejected_no_error_code"
+                    C::CredentialsRejectedNoErrorCode
                 } else {
-                    "server_denied_connection"
+                    C::ServerDeniedConnection
                 };
                 d.set(
                     F::ServerConfiguration,
-                    &["credssp_server_failure", second, "endpoint_security_server"],
+                    &[C::CredsspServerFailure, second, C::EndpointSecurityServer],
                 );
             }
             Stage::Licensing => d.set(
                 F::ServerConfiguration,
-                &["licensing_failed", "server_denied_connection"],
+                &[C::LicensingFailed, C::ServerDeniedConnection],
             ),
             _ => d.set(
                 F::ServerConfiguration,
                 &[
-                    "server_denied_connection",
-                    "endpoint_security_server",
-                    "server_hung",
+                    C::ServerDeniedConnection,
+                    C::EndpointSecurityServer,
+                    C::ServerHung,
                 ],
             ),
         },
@@ -1230,27 +1180,27 @@ fn closed(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
             if stage == Stage::Tls && cx.flag(Stage::Tls, "cert_expired") {
                 d.set(
                     F::ServerConfiguration,
-                    &["tls_cert_expired", "client_rejects_cert"],
+                    &[C::TlsCertExpired, C::ClientRejectsCert],
                 );
             } else if stage == Stage::Tls {
                 d.set(
                     F::ClientConfiguration,
-                    &["client_rejects_cert", "client_aborted"],
+                    &[C::ClientRejectsCert, C::ClientAborted],
                 );
             } else {
-                d.set(F::ClientConfiguration, &["client_aborted"]);
+                d.set(F::ClientConfiguration, &[C::ClientAborted]);
             }
         }
-        Side::Network => d.set(F::Network, &["middlebox_reset"]),
+        Side::Network => d.set(F::Network, &[C::MiddleboxReset]),
         Side::Server => match stage {
             Stage::Tcp | Stage::X224 => {
                 d.ev("the server closed without an RDP_NEG_FAILURE: it refused the connection without saying why".into());
                 d.set(
                     F::ServerConfiguration,
                     &[
-                        "server_denied_connection",
-                        "protocol_mismatch",
-                        "not_rdp_service",
+                        C::ServerDeniedConnection,
+                        C::ProtocolMismatch,
+                        C::NotRdpService,
                     ],
                 );
             }
@@ -1260,19 +1210,19 @@ fn closed(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
                     d.set(
                         F::ServerConfiguration,
                         &[
-                            "server_cannot_create_keys",
-                            "endpoint_security_server",
-                            "tls_version_mismatch",
+                            C::ServerCannotCreateKeys,
+                            C::EndpointSecurityServer,
+                            C::TlsVersionMismatch,
                         ],
                     );
                 } else {
                     d.set(
                         F::ServerConfiguration,
                         &[
-                            "tls_version_mismatch",
-                            "tls_cipher_mismatch",
-                            "tls_cert_unusable",
-                            "server_cannot_create_keys",
+                            C::TlsVersionMismatch,
+                            C::TlsCipherMismatch,
+                            C::TlsCertUnusable,
+                            C::ServerCannotCreateKeys,
                         ],
                     );
                 }
@@ -1280,29 +1230,29 @@ fn closed(cx: &Ctx<'_>, by: Side, d: &mut Builder) {
             Stage::Credssp => d.set(
                 F::ServerConfiguration,
                 &[
-                    "credssp_server_failure",
-                    "user_not_authorized",
-                    "endpoint_security_server",
+                    C::CredsspServerFailure,
+                    C::UserNotAuthorized,
+                    C::EndpointSecurityServer,
                 ],
             ),
             Stage::Licensing => d.set(
                 F::ServerConfiguration,
-                &["licensing_failed", "server_denied_connection"],
+                &[C::LicensingFailed, C::ServerDeniedConnection],
             ),
             Stage::Mcs | Stage::Channels | Stage::Security => d.set(
                 F::ServerConfiguration,
                 &[
-                    "server_denied_connection",
-                    "rdp_encryption_level",
-                    "user_not_authorized",
+                    C::ServerDeniedConnection,
+                    C::RdpEncryptionLevel,
+                    C::UserNotAuthorized,
                 ],
             ),
             _ => d.set(
                 F::ServerConfiguration,
                 &[
-                    "server_denied_connection",
-                    "protocol_incompatibility",
-                    "server_session_failure",
+                    C::ServerDeniedConnection,
+                    C::ProtocolIncompatibility,
+                    C::ServerSessionFailure,
                 ],
             ),
         },
@@ -1315,28 +1265,28 @@ fn tls_alert(cx: &Ctx<'_>, by: Side, code: u8, d: &mut Builder) {
         if cx.flag(Stage::Tls, "cert_expired") {
             d.set(
                 F::ServerConfiguration,
-                &["tls_cert_expired", "client_rejects_cert"],
+                &[C::TlsCertExpired, C::ClientRejectsCert],
             );
         } else if cx.flag(Stage::Tls, "cert_not_yet_valid") {
             d.set(
                 F::ServerConfiguration,
-                &["tls_cert_not_yet_valid", "client_rejects_cert"],
+                &[C::TlsCertNotYetValid, C::ClientRejectsCert],
             );
         } else {
             match code {
                 // bad_certificate .. certificate_unknown, unknown_ca, access_denied
                 42..=46 | 48 | 49 => d.set(
                     F::ClientConfiguration,
-                    &["client_rejects_cert", "tls_cert_unusable"],
+                    &[C::ClientRejectsCert, C::TlsCertUnusable],
                 ),
-                70 => d.set(F::ServerConfiguration, &["tls_version_mismatch"]),
+                70 => d.set(F::ServerConfiguration, &[C::TlsVersionMismatch]),
                 40 | 71 => d.set(
                     F::ServerConfiguration,
-                    &["tls_cipher_mismatch", "tls_version_mismatch"],
+                    &[C::TlsCipherMismatch, C::TlsVersionMismatch],
                 ),
                 _ => d.set(
                     F::ClientConfiguration,
-                    &["tls_alert_other", "client_aborted"],
+                    &[C::TlsAlertOther, C::ClientAborted],
                 ),
             }
         }
@@ -1347,55 +1297,55 @@ fn tls_alert(cx: &Ctx<'_>, by: Side, code: u8, d: &mut Builder) {
         40 => d.set(
             F::ServerConfiguration,
             &[
-                "server_cannot_create_keys",
-                "tls_cipher_mismatch",
-                "tls_version_mismatch",
+                C::ServerCannotCreateKeys,
+                C::TlsCipherMismatch,
+                C::TlsVersionMismatch,
             ],
         ),
         70 => d.set(
             F::ServerConfiguration,
-            &["tls_version_mismatch", "tls_cipher_mismatch"],
+            &[C::TlsVersionMismatch, C::TlsCipherMismatch],
         ),
         71 => d.set(
             F::ServerConfiguration,
-            &["tls_cipher_mismatch", "tls_version_mismatch"],
+            &[C::TlsCipherMismatch, C::TlsVersionMismatch],
         ),
         80 => d.set(
             F::ServerConfiguration,
-            &["server_cannot_create_keys", "tls_cert_unusable"],
+            &[C::ServerCannotCreateKeys, C::TlsCertUnusable],
         ),
         _ => d.set(
             F::ServerConfiguration,
-            &["tls_alert_other", "tls_version_mismatch"],
+            &[C::TlsAlertOther, C::TlsVersionMismatch],
         ),
     }
 }
 
 /// Cause and class for a CredSSP errorCode.
-fn ntstatus_cause(code: u32) -> (FaultClass, &'static str) {
+fn ntstatus_cause(code: u32) -> (FaultClass, CauseId) {
     use FaultClass as F;
     match code {
-        0xC000006D | 0x8009030C => (F::Credentials, "wrong_password_or_user"),
-        0xC000006A => (F::Credentials, "wrong_password"),
-        0xC0000064 => (F::Credentials, "no_such_user"),
-        0xC000006E => (F::Credentials, "account_restriction"),
-        0xC000006F => (F::Policy, "logon_hours"),
-        0xC0000070 => (F::Policy, "workstation_restriction"),
-        0xC0000071 => (F::Credentials, "password_expired"),
-        0xC0000072 => (F::Credentials, "account_disabled"),
-        0xC0000193 => (F::Credentials, "account_expired"),
-        0xC0000224 => (F::Credentials, "password_must_change"),
-        0xC0000234 => (F::Credentials, "account_locked_out"),
-        0xC000015B => (F::Policy, "logon_type_not_granted"),
-        0xC0000022 => (F::Policy, "access_denied"),
-        0xC000005E | 0x80090311 => (F::ServerHealth, "no_logon_servers"),
-        0xC0000133 => (F::ServerConfiguration, "time_skew"),
-        0xC000018B => (F::ServerConfiguration, "trust_broken"),
-        0xC0000413 => (F::Policy, "auth_firewall"),
-        0xC0000380 => (F::Credentials, "wrong_pin"),
-        0x80090322 => (F::ClientConfiguration, "wrong_principal"),
-        0x80090302 => (F::Policy, "credssp_oracle"),
-        _ => (F::Credentials, "auth_failure_other"),
+        0xC000006D | 0x8009030C => (F::Credentials, C::WrongPasswordOrUser),
+        0xC000006A => (F::Credentials, C::WrongPassword),
+        0xC0000064 => (F::Credentials, C::NoSuchUser),
+        0xC000006E => (F::Credentials, C::AccountRestriction),
+        0xC000006F => (F::Policy, C::LogonHours),
+        0xC0000070 => (F::Policy, C::WorkstationRestriction),
+        0xC0000071 => (F::Credentials, C::PasswordExpired),
+        0xC0000072 => (F::Credentials, C::AccountDisabled),
+        0xC0000193 => (F::Credentials, C::AccountExpired),
+        0xC0000224 => (F::Credentials, C::PasswordMustChange),
+        0xC0000234 => (F::Credentials, C::AccountLockedOut),
+        0xC000015B => (F::Policy, C::LogonTypeNotGranted),
+        0xC0000022 => (F::Policy, C::AccessDenied),
+        0xC000005E | 0x80090311 => (F::ServerHealth, C::NoLogonServers),
+        0xC0000133 => (F::ServerConfiguration, C::TimeSkew),
+        0xC000018B => (F::ServerConfiguration, C::TrustBroken),
+        0xC0000413 => (F::Policy, C::AuthFirewall),
+        0xC0000380 => (F::Credentials, C::WrongPin),
+        0x80090322 => (F::ClientConfiguration, C::WrongPrincipal),
+        0x80090302 => (F::Policy, C::CredsspOracle),
+        _ => (F::Credentials, C::AuthFailureOther),
     }
 }
 
@@ -1422,8 +1372,8 @@ fn auth_failure(
             ));
             let (class, id) = ntstatus_cause(code);
             d.set(class, &[id]);
-            if id == "wrong_password_or_user" {
-                d.add(cause("no_such_user"));
+            if id == C::WrongPasswordOrUser {
+                d.add(cause(C::NoSuchUser));
             }
         }
         None => {
@@ -1444,30 +1394,30 @@ fn auth_failure(
             d.set(
                 F::Credentials,
                 &[
-                    "credentials_rejected_no_error_code",
-                    "user_not_authorized",
-                    "credssp_server_failure",
+                    C::CredentialsRejectedNoErrorCode,
+                    C::UserNotAuthorized,
+                    C::CredsspServerFailure,
                 ],
             );
         }
     }
 }
 
-fn set_error_info_cause(code: u32) -> (FaultClass, &'static str) {
+fn set_error_info_cause(code: u32) -> (FaultClass, CauseId) {
     use FaultClass as F;
     match code {
-        0x7 => (F::ServerConfiguration, "server_denied_connection"),
-        0x9 => (F::Policy, "user_not_authorized"),
-        0xA => (F::Policy, "fresh_credentials_required"),
-        0x3 | 0x4 => (F::Policy, "session_time_limit"),
-        0x5 => (F::Policy, "session_taken_over"),
-        0x1 | 0x2 | 0xB | 0xC => (F::Policy, "admin_disconnect"),
-        0x6 | 0xF..=0x1A => (F::ServerHealth, "server_session_failure"),
-        0x100..=0x10A => (F::ServerConfiguration, "licensing_failed"),
-        0x400..=0x412 => (F::ServerConfiguration, "broker_failed"),
-        0x1191..=0x1195 => (F::ClientConfiguration, "rdp_encryption_level"),
-        0x10C9..=0x1190 => (F::ClientConfiguration, "protocol_incompatibility"),
-        _ => (F::ServerConfiguration, "server_denied_connection"),
+        0x7 => (F::ServerConfiguration, C::ServerDeniedConnection),
+        0x9 => (F::Policy, C::UserNotAuthorized),
+        0xA => (F::Policy, C::FreshCredentialsRequired),
+        0x3 | 0x4 => (F::Policy, C::SessionTimeLimit),
+        0x5 => (F::Policy, C::SessionTakenOver),
+        0x1 | 0x2 | 0xB | 0xC => (F::Policy, C::AdminDisconnect),
+        0x6 | 0xF..=0x1A => (F::ServerHealth, C::ServerSessionFailure),
+        0x100..=0x10A => (F::ServerConfiguration, C::LicensingFailed),
+        0x400..=0x412 => (F::ServerConfiguration, C::BrokerFailed),
+        0x1191..=0x1195 => (F::ClientConfiguration, C::RdpEncryptionLevel),
+        0x10C9..=0x1190 => (F::ClientConfiguration, C::ProtocolIncompatibility),
+        _ => (F::ServerConfiguration, C::ServerDeniedConnection),
     }
 }
 
@@ -1489,29 +1439,29 @@ fn denied(cx: &Ctx<'_>, by: Side, detail: &str, d: &mut Builder) {
         c.title = format!("{} (Set Error Info {name})", c.title);
         d.class = class;
         d.first(c);
-        if id == "server_denied_connection" {
-            d.add(cause("user_not_authorized"));
+        if id == C::ServerDeniedConnection {
+            d.add(cause(C::UserNotAuthorized));
         }
         return;
     }
     if detail.contains("Early User Authorization")
         || detail.to_ascii_lowercase().contains("access denied")
     {
-        d.set(F::Policy, &["user_not_authorized", "account_disabled"]);
+        d.set(F::Policy, &[C::UserNotAuthorized, C::AccountDisabled]);
     } else if cx.stage == Stage::Licensing
         || cx.fact(Stage::Licensing, "license_error_code").is_some()
     {
         d.set(
             F::ServerConfiguration,
-            &["licensing_failed", "server_denied_connection"],
+            &[C::LicensingFailed, C::ServerDeniedConnection],
         );
     } else {
         d.set(
             F::ServerConfiguration,
             &[
-                "server_denied_connection",
-                "user_not_authorized",
-                "licensing_failed",
+                C::ServerDeniedConnection,
+                C::UserNotAuthorized,
+                C::LicensingFailed,
             ],
         );
     }
@@ -1525,8 +1475,8 @@ fn context_evidence(cx: &Ctx<'_>, d: &mut Builder) {
             .unwrap_or_else(|| "?".into());
         d.ev(format!("the server's certificate expired on {when}"));
         // An expired certificate is worth a look whenever the connection died at or after TLS.
-        if cx.stage >= Stage::Tls && !d.causes.iter().any(|c| c.id == "tls_cert_expired") {
-            d.add(cause("tls_cert_expired"));
+        if cx.stage >= Stage::Tls && !d.causes.iter().any(|c| c.id == C::TlsCertExpired) {
+            d.add(cause(C::TlsCertExpired));
         }
     }
     if cx.flag(Stage::Tls, "cert_not_yet_valid") {
@@ -1817,9 +1767,11 @@ mod tests {
 
     #[test]
     fn every_cause_id_has_its_own_text() {
-        let generic = catalog("no such id");
-        for id in CAUSE_IDS {
-            assert_ne!(catalog(id), generic, "{id} has no catalog entry");
+        let generic = catalog(C::Unclassified);
+        for &id in CauseId::ALL {
+            if id != C::Unclassified {
+                assert_ne!(catalog(id), generic, "{id} has no catalog entry");
+            }
         }
     }
 

@@ -1,13 +1,14 @@
 //! The CredSSP question without credentials: on a TLS stream after the server selected HYBRID or
 //! HYBRID_EX, send a TSRequest carrying an NTLM NEGOTIATE (MS-CSSP 2.2.1, MS-NLMP 2.2.1.1) and read
 //! the server's TSRequest with the CHALLENGE, whose target info names the server (MS-NLMP 2.2.2.1).
-//! The decoding is `decode::credssp`'s.
+//! The TSRequest is read and written by `wire::credssp`, the NTLM message by `decode::credssp`.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::decode::credssp::{self as dc, NtlmFacts, NtlmMessageType};
+use crate::wire::credssp::{self as wc, TsRequest};
 
 /// The TSRequest version sent (what sspi 0.23, and so `rdprobe probe`, sends).
 pub const CLIENT_TS_REQUEST_VERSION: u32 = 6;
@@ -21,17 +22,16 @@ pub const MAX_TS_REQUEST_LEN: usize = 64 * 1024;
 
 /// An NTLM NEGOTIATE_MESSAGE without domain or workstation (MS-NLMP 2.2.1.1), with a VERSION.
 pub fn negotiate_message() -> Vec<u8> {
-    let mut m = dc::NTLMSSP_SIGNATURE.to_vec();
-    m.extend_from_slice(&1u32.to_le_bytes()); // MessageType: NEGOTIATE
-    m.extend_from_slice(&NEGOTIATE_FLAGS.to_le_bytes());
-    // DomainNameFields and WorkstationFields: empty, pointing at the end of the fixed part.
-    for _ in 0..2 {
-        m.extend_from_slice(&[0, 0, 0, 0]);
-        m.extend_from_slice(&40u32.to_le_bytes());
-    }
     // VERSION: 10.0 build 19041, NTLMSSP_REVISION_W2K3 (MS-NLMP 2.2.2.10).
-    m.extend_from_slice(&[10, 0, 0x61, 0x4a, 0, 0, 0, 0x0f]);
-    m
+    crate::wire::ntlm::negotiate(
+        NEGOTIATE_FLAGS,
+        crate::wire::ntlm::Version {
+            major: 10,
+            minor: 0,
+            build: 19041,
+            revision: 0x0f,
+        },
+    )
 }
 
 /// What the server answered to the NEGOTIATE.
@@ -45,7 +45,7 @@ pub struct Challenge {
 /// Reads one DER TLV (the server's TSRequest) with a deadline, at most [`MAX_TS_REQUEST_LEN`].
 async fn read_der<S: AsyncRead + Unpin>(s: &mut S, timeout: Duration) -> Result<Vec<u8>, String> {
     use crate::net::framed::{Framing, Reader};
-    let frame = |b: &[u8]| match dc::der_frame_len(b) {
+    let frame = |b: &[u8]| match wc::frame_len(b) {
         Some(total) if total > MAX_TS_REQUEST_LEN => Err(format!(
             "server ts request of {total} bytes exceeds {MAX_TS_REQUEST_LEN}"
         )),
@@ -70,7 +70,7 @@ pub async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     timeout: Duration,
 ) -> Result<Challenge, String> {
-    let req = dc::encode_ts_request_nego(CLIENT_TS_REQUEST_VERSION, &negotiate_message());
+    let req = wc::ts_request_nego(CLIENT_TS_REQUEST_VERSION, &negotiate_message());
     match tokio::time::timeout(timeout, async {
         s.write_all(&req).await?;
         s.flush().await
@@ -92,9 +92,9 @@ pub async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The server's TSRequest → its version and the CHALLENGE's facts.
 pub fn interpret(der: &[u8]) -> Result<Challenge, String> {
-    let ts = dc::parse_ts_request(der)
-        .map_err(|(what, at)| format!("malformed ts request at byte {at}: {what}"))?;
-    if let Some(code) = ts.error_code {
+    let ts = TsRequest::parse(der)
+        .map_err(|e| format!("malformed ts request at byte {}: {}", e.at, e.kind))?;
+    if let Some((code, _)) = ts.error_code {
         let name = dc::ntstatus_name(code)
             .map(|n| format!("{n} "))
             .unwrap_or_default();
@@ -103,8 +103,7 @@ pub fn interpret(der: &[u8]) -> Result<Challenge, String> {
         ));
     }
     let token = ts
-        .nego_token
-        .as_deref()
+        .nego_token()
         .ok_or("the server's ts request carries no negoToken")?;
     let ntlm = dc::parse_ntlm(token).ok_or("the server's negoToken holds no ntlm message")?;
     if ntlm.message_type != Some(NtlmMessageType::Challenge) {

@@ -767,13 +767,7 @@ fn tls_error_verdict(e: &std::io::Error) -> Verdict {
     if let Some(re) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         if let rustls::Error::AlertReceived(a) = re {
             let code = u8::from(*a);
-            return fail(FailureKind::TlsAlert {
-                level: "fatal".into(),
-                description: crate::decode::tls::alert_description_name(code)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{a:?}")),
-                code,
-            });
+            return fail(FailureKind::TlsAlert(crate::stage::TlsAlert::fatal(code)));
         }
         return fail(FailureKind::TlsFailure {
             detail: re.to_string(),

@@ -74,10 +74,7 @@ impl CredentialsProxy for LabCredentials {
 
 /// Which NTLM message a negoToken carries (MS-NLMP 2.2.1): 1 NEGOTIATE, 2 CHALLENGE, 3 AUTHENTICATE.
 pub(crate) fn ntlm_message_type(token: &[u8]) -> Option<u32> {
-    const SIG: &[u8] = b"NTLMSSP\0";
-    let at = token.windows(SIG.len()).position(|w| w == SIG)?;
-    let t = token.get(at + 8..at + 12)?;
-    Some(u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
+    crate::wire::ntlm::message_type(crate::wire::ntlm::find(token)?).ok()
 }
 
 /// Length of an NTLM message signature (MS-NLMP 2.2.2.9), in bytes.
@@ -135,26 +132,13 @@ pub(crate) fn encode_error_ts_request(
     status: NtStatus,
     encoding: ErrorCodeEncoding,
 ) -> Option<Vec<u8>> {
-    let code: Vec<u8> = match encoding {
+    use crate::wire::credssp::{ts_request_error, ErrorCodeEncoding as Wire};
+    let enc = match encoding {
         ErrorCodeEncoding::None => return None,
-        ErrorCodeEncoding::Int4 => status.0.to_be_bytes().to_vec(),
-        ErrorCodeEncoding::Der => der_unsigned(status.0),
+        ErrorCodeEncoding::Int4 => Wire::Windows4Byte,
+        ErrorCodeEncoding::Der => Wire::StrictDer,
     };
-    let ver = der_unsigned(version);
-    // [0] { INTEGER version }, [4] { INTEGER errorCode }; all lengths are < 128.
-    let mut body = Vec::with_capacity(16);
-    body.extend_from_slice(&[0xa0, (ver.len() + 2) as u8, 0x02, ver.len() as u8]);
-    body.extend_from_slice(&ver);
-    body.extend_from_slice(&[0xa4, (code.len() + 2) as u8, 0x02, code.len() as u8]);
-    body.extend_from_slice(&code);
-    let mut out = vec![0x30, body.len() as u8];
-    out.extend_from_slice(&body);
-    Some(out)
-}
-
-/// Minimal DER INTEGER contents of a non-negative value.
-fn der_unsigned(v: u32) -> Vec<u8> {
-    crate::wire::asn1::uint_content(u64::from(v))
+    Some(ts_request_error(version, status.0, enc))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::report::ConnectionReport;
-use crate::stage::{FailureKind, Stage, Verdict};
+use crate::stage::{protocol_names, FailureKind, Stage, Verdict};
 
 /// Facts that must agree, by stage and key.
 const SIGNIFICANT_FACTS: &[(Stage, &str)] = &[
@@ -40,14 +40,18 @@ pub fn verdict_key(v: &Verdict) -> String {
                 FailureKind::TimedOut { waiting_for, .. } => {
                     format!("timed_out waiting for the {waiting_for}")
                 }
-                FailureKind::NegotiationFailure { name, .. } => {
-                    format!("negotiation_failure {name}")
+                FailureKind::NegotiationFailure(n) => {
+                    format!("negotiation_failure {}", n.name())
                 }
                 FailureKind::ProtocolMismatch {
                     requested,
                     selected,
-                } => format!("protocol_mismatch requested {requested} selected {selected}"),
-                FailureKind::TlsAlert { description, .. } => format!("tls_alert {description}"),
+                } => format!(
+                    "protocol_mismatch requested {} selected {}",
+                    protocol_names::text(*requested),
+                    protocol_names::text(*selected)
+                ),
+                FailureKind::TlsAlert(a) => format!("tls_alert {}", a.description()),
                 FailureKind::AuthFailure { ntstatus, .. } => match ntstatus {
                     Some(c) => format!("auth_failure 0x{c:08X}"),
                     None => "auth_failure without errorCode".to_owned(),

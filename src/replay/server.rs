@@ -433,9 +433,12 @@ pub fn derive_server(
                         "the connection failed at TCP ({kind}): there is no server behaviour to replay"
                     )))
                 }
-                FailureKind::NegotiationFailure { .. } => {}
+                FailureKind::NegotiationFailure(_) => {}
                 FailureKind::ProtocolMismatch { selected, .. } => {
-                    notes.push(format!("x224: protocol mismatch, the server selected {selected}"));
+                    notes.push(format!(
+                        "x224: protocol mismatch, the server selected {}",
+                        crate::stage::protocol_names::text(*selected)
+                    ));
                 }
                 FailureKind::TimedOut { waiting_for, .. } if *waiting_for != Side::Client => {
                     end_at(&mut sc, FaultAction::Silence, &mut notes);
@@ -456,7 +459,8 @@ pub fn derive_server(
                     };
                     end_at(&mut sc, action, &mut notes);
                 }
-                FailureKind::TlsAlert { description, .. } if server_side => {
+                FailureKind::TlsAlert(alert) if server_side => {
+                    let description = alert.description();
                     sc.tls.certificate = CertificateKind::None;
                     if description == "protocol_version" {
                         notes.push(

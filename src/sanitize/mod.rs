@@ -146,27 +146,28 @@ fn sanitize_inner(trace: &mut Trace) -> (SanitizeStats, TlsStarts) {
 /// AUTHENTICATE message (MS-NLMP 2.2.1.3) in `bytes` (e.g. a CredSSP TSRequest), keeping every
 /// length: what remains names the user but gives nothing to crack. How many messages were masked.
 pub fn mask_ntlm_responses(bytes: &mut [u8]) -> usize {
-    const SIGNATURE: &[u8] = b"NTLMSSP\0";
+    use crate::wire::ntlm::{layout, SecurityBuffer, AUTHENTICATE, SIGNATURE};
     let mut n = 0;
     let mut from = 0usize;
     while let Some(i) = rdp::find(&bytes[from..], SIGNATURE) {
         let start = from + i;
         from = start + SIGNATURE.len();
         let msg = &mut bytes[start..];
-        if crate::decode::mcs::le32(msg, 8) != Some(3) {
+        if crate::wire::ntlm::message_type(msg) != Ok(AUTHENTICATE) {
             continue;
         }
-        // LmChallengeResponseFields, NtChallengeResponseFields, EncryptedRandomSessionKeyFields:
-        // (len u16, maxlen u16, offset u32) each.
-        for at in [12usize, 20, 52] {
-            let (Some(len), Some(off)) = (
-                crate::decode::mcs::le16(msg, at),
-                crate::decode::mcs::le32(msg, at + 4),
-            ) else {
+        // LmChallengeResponse, NtChallengeResponse, EncryptedRandomSessionKey; a field that runs
+        // past the message is masked up to its end.
+        for at in [
+            layout::AUTHENTICATE_LM,
+            layout::AUTHENTICATE_NT,
+            layout::AUTHENTICATE_SESSION_KEY,
+        ] {
+            let Ok(b) = SecurityBuffer::read(msg, at) else {
                 continue;
             };
-            let off = off as usize;
-            let end = off.saturating_add(usize::from(len)).min(msg.len());
+            let off = b.offset as usize;
+            let end = off.saturating_add(usize::from(b.len)).min(msg.len());
             if off < end {
                 msg[off..end].fill(0);
             }

@@ -6,14 +6,17 @@
 //! BER/DER headers and TLVs; `x224` frames TPKT / fast-path PDUs and reads and writes the X.224
 //! TPDUs with RDP_NEG_REQ / RSP / FAILURE; `mcs` the T.125 domain PDUs (`DomainPdu`) and the
 //! Connect-Initial header; `tls` the TLS records and handshake messages (the one record rule);
-//! `x509` the certificate facts, RFC 4514 names and host name matching.
-//! Property tests in each module and the `wire`
+//! `x509` the certificate facts, RFC 4514 names and host name matching; `credssp` the CredSSP
+//! TSRequest; `ntlm` the NTLM message fields, VERSION and AV pairs. Property tests in each module
+//! and the `wire`
 //! cargo-fuzz target hold the contract.
 
 pub mod asn1;
+pub mod credssp;
 pub mod cursor;
 pub mod gcc;
 pub mod mcs;
+pub mod ntlm;
 pub mod servercert;
 pub mod tls;
 pub mod x224;
@@ -97,6 +100,10 @@ pub fn exercise(data: &[u8]) {
     let _ = x509::cert_facts(rest, 0);
     let _ = x509::check_name(rest, "x.example");
     let _ = x509::subject_der(rest);
+    // The CredSSP TSRequest (re-emitted and read back).
+    credssp::exercise(rest);
+    // NTLM security buffers, VERSION and AV pairs (re-emitted and read back).
+    ntlm::exercise(rest);
 }
 
 #[cfg(test)]
