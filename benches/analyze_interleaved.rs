@@ -93,6 +93,21 @@ fn run_measured(cmd: &mut Command) -> (f64, f64, i64, Vec<u8>) {
     )
 }
 
+/// `runs` runs of the command `make` builds: median wall and CPU seconds, the highest peak RSS and
+/// the last run's standard output.
+fn median_run(runs: usize, make: impl Fn() -> Command) -> (f64, f64, i64, Vec<u8>) {
+    let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0);
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let (w, c, r, o) = run_measured(&mut make());
+        wall.push(w);
+        cpu.push(c);
+        rss = rss.max(r);
+        out = o;
+    }
+    (median(&mut wall), median(&mut cpu), rss, out)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -426,21 +441,13 @@ fn main() {
     let mut results = Vec::new();
     let mut outputs = Vec::new();
     for jobs in ["1", "0"] {
-        let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0);
-        let mut out = Vec::new();
-        for _ in 0..runs {
-            let (w, c, r, o) = run_measured(
-                Command::new(bin)
-                    .args(["analyze", "--json", "--jobs", jobs])
-                    .arg(&path),
-            );
-            wall.push(w);
-            cpu.push(c);
-            rss = rss.max(r);
-            out = o;
-        }
+        let (wall, cpu, rss, out) = median_run(runs, || {
+            let mut c = Command::new(bin);
+            c.args(["analyze", "--json", "--jobs", jobs]).arg(&path);
+            c
+        });
         let found = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
-        results.push((jobs, median(&mut wall), median(&mut cpu), rss, found));
+        results.push((jobs, wall, cpu, rss, found));
         outputs.push(out);
     }
     assert!(
@@ -454,20 +461,13 @@ fn main() {
     let mut several = Vec::new();
     let mut several_out = Vec::new();
     for jobs in ["1", "0"] {
-        let (mut wall, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0);
-        let mut out = Vec::new();
-        for _ in 0..runs {
-            let (w, c, r, o) = run_measured(
-                Command::new(bin)
-                    .args(["analyze", "--json", "--jobs", jobs])
-                    .args(std::iter::repeat_n(&path, FILES)),
-            );
-            wall.push(w);
-            cpu.push(c);
-            rss = rss.max(r);
-            out = o;
-        }
-        several.push((jobs, median(&mut wall), median(&mut cpu), rss));
+        let (wall, cpu, rss, out) = median_run(runs, || {
+            let mut c = Command::new(bin);
+            c.args(["analyze", "--json", "--jobs", jobs])
+                .args(std::iter::repeat_n(&path, FILES));
+            c
+        });
+        several.push((jobs, wall, cpu, rss));
         several_out.push(out);
     }
     assert!(
@@ -475,10 +475,9 @@ fn main() {
         "{FILES} files: --jobs 1 and --jobs 0 printed different output"
     );
 
-    let (mut ts_wall, mut ts_cpu, mut ts_rss) = (Vec::new(), Vec::new(), 0);
-    let mut streams = 0;
-    for _ in 0..runs {
-        let (w, c, r, o) = run_measured(Command::new("tshark").arg("-r").arg(&path).args([
+    let (tsh, tsh_cpu, ts_rss, o) = median_run(runs, || {
+        let mut c = Command::new("tshark");
+        c.arg("-r").arg(&path).args([
             "-n",
             "-Y",
             "rdp || cotp",
@@ -486,17 +485,13 @@ fn main() {
             "fields",
             "-e",
             "tcp.stream",
-        ]));
-        ts_wall.push(w);
-        ts_cpu.push(c);
-        ts_rss = ts_rss.max(r);
-        let mut s: Vec<&[u8]> = o.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        s.sort();
-        s.dedup();
-        streams = s.len();
-    }
-    let tsh = median(&mut ts_wall);
-    let tsh_cpu = median(&mut ts_cpu);
+        ]);
+        c
+    });
+    let mut s: Vec<&[u8]> = o.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    s.sort();
+    s.dedup();
+    let streams = s.len();
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("capture kept at {}", path.display());
     } else {

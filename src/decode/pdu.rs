@@ -124,31 +124,37 @@ pub struct TsRequestParts {
     pub error_code: bool,
 }
 
-/// T.125 domain PDUs (the ones rdprobe names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DomainKind {
-    ErectDomainRequest,
-    DisconnectProviderUltimatum,
-    AttachUserRequest,
-    AttachUserConfirm,
-    ChannelJoinRequest,
-    ChannelJoinConfirm,
-    SendDataRequest,
-    SendDataIndication,
+/// A field-less enum and `ALL`, its variants in declaration order (the one list of them).
+macro_rules! unit_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+        }
+    };
+}
+
+unit_enum! {
+    /// T.125 domain PDUs (the ones rdprobe names).
+    pub enum DomainKind {
+        ErectDomainRequest,
+        DisconnectProviderUltimatum,
+        AttachUserRequest,
+        AttachUserConfirm,
+        ChannelJoinRequest,
+        ChannelJoinConfirm,
+        SendDataRequest,
+        SendDataIndication,
+    }
 }
 
 impl DomainKind {
-    const ALL: [DomainKind; 8] = [
-        DomainKind::ErectDomainRequest,
-        DomainKind::DisconnectProviderUltimatum,
-        DomainKind::AttachUserRequest,
-        DomainKind::AttachUserConfirm,
-        DomainKind::ChannelJoinRequest,
-        DomainKind::ChannelJoinConfirm,
-        DomainKind::SendDataRequest,
-        DomainKind::SendDataIndication,
-    ];
-
     /// The display name (lowercase).
     pub fn name(self) -> &'static str {
         match self {
@@ -171,65 +177,66 @@ impl DomainKind {
     }
 }
 
-/// Share and security-layer PDUs (MS-RDPBCGR 2.2.8.1.1, 2.2.1.10-12, 2.2.14, 2.2.15) and the
-/// data PDUs by pduType2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShareKind {
-    // Security header PDUs.
-    SecurityExchange,
-    ClientInfo,
-    ClientInfoEncrypted,
-    LicensePduEncrypted,
-    /// A PDU encrypted with standard RDP security (unreadable without the keys).
-    Encrypted,
-    AutoDetectRequest,
-    AutoDetectResponse,
-    MultitransportRequest,
-    MultitransportResponse,
-    Heartbeat,
-    ServerRedirection,
-    // Licensing (MS-RDPELE 2.2.2).
-    ServerLicenseRequest,
-    LicensePlatformChallenge,
-    LicenseNewLicense,
-    LicenseUpgradeLicense,
-    ClientLicenseInfo,
-    ClientNewLicenseRequest,
-    LicensePlatformChallengeResponse,
-    LicenseErrorAlert,
-    // Share control PDUs.
-    FlowControl,
-    DemandActive,
-    ConfirmActive,
-    DeactivateAll,
-    // Data PDUs by pduType2.
-    Update,
-    Control,
-    Pointer,
-    Input,
-    Synchronize,
-    RefreshRect,
-    PlaySound,
-    SuppressOutput,
-    ShutdownRequest,
-    ShutdownDenied,
-    SaveSessionInfo,
-    FontList,
-    FontMap,
-    SetKeyboardIndicators,
-    BitmapCachePersistentList,
-    BitmapCacheError,
-    SetKeyboardImeStatus,
-    OffscreenCacheError,
-    SetErrorInfo,
-    DrawNineGridCacheError,
-    GdiPlusError,
-    AutoReconnectStatus,
-    StatusInfo,
-    MonitorLayout,
-    FrameAcknowledge,
-    /// A data PDU of another pduType2 (the `pdu_type2` fact says which).
-    OtherData,
+unit_enum! {
+    /// Share and security-layer PDUs (MS-RDPBCGR 2.2.8.1.1, 2.2.1.10-12, 2.2.14, 2.2.15) and the
+    /// data PDUs by pduType2.
+    pub enum ShareKind {
+        // Security header PDUs.
+        SecurityExchange,
+        ClientInfo,
+        ClientInfoEncrypted,
+        LicensePduEncrypted,
+        /// A PDU encrypted with standard RDP security (unreadable without the keys).
+        Encrypted,
+        AutoDetectRequest,
+        AutoDetectResponse,
+        MultitransportRequest,
+        MultitransportResponse,
+        Heartbeat,
+        ServerRedirection,
+        // Licensing (MS-RDPELE 2.2.2).
+        ServerLicenseRequest,
+        LicensePlatformChallenge,
+        LicenseNewLicense,
+        LicenseUpgradeLicense,
+        ClientLicenseInfo,
+        ClientNewLicenseRequest,
+        LicensePlatformChallengeResponse,
+        LicenseErrorAlert,
+        // Share control PDUs.
+        FlowControl,
+        DemandActive,
+        ConfirmActive,
+        DeactivateAll,
+        // Data PDUs by pduType2.
+        Update,
+        Control,
+        Pointer,
+        Input,
+        Synchronize,
+        RefreshRect,
+        PlaySound,
+        SuppressOutput,
+        ShutdownRequest,
+        ShutdownDenied,
+        SaveSessionInfo,
+        FontList,
+        FontMap,
+        SetKeyboardIndicators,
+        BitmapCachePersistentList,
+        BitmapCacheError,
+        SetKeyboardImeStatus,
+        OffscreenCacheError,
+        SetErrorInfo,
+        DrawNineGridCacheError,
+        GdiPlusError,
+        AutoReconnectStatus,
+        StatusInfo,
+        MonitorLayout,
+        FrameAcknowledge,
+        /// A data PDU of another pduType2 (the `pdu_type2` fact says which).
+        OtherData,
+    }
 }
 
 /// Where a share PDU puts the connection, before it is connected.
@@ -244,60 +251,6 @@ enum ShareStage {
 }
 
 impl ShareKind {
-    const ALL: [ShareKind; 48] = {
-        use ShareKind::*;
-        [
-            SecurityExchange,
-            ClientInfo,
-            ClientInfoEncrypted,
-            LicensePduEncrypted,
-            Encrypted,
-            AutoDetectRequest,
-            AutoDetectResponse,
-            MultitransportRequest,
-            MultitransportResponse,
-            Heartbeat,
-            ServerRedirection,
-            ServerLicenseRequest,
-            LicensePlatformChallenge,
-            LicenseNewLicense,
-            LicenseUpgradeLicense,
-            ClientLicenseInfo,
-            ClientNewLicenseRequest,
-            LicensePlatformChallengeResponse,
-            LicenseErrorAlert,
-            FlowControl,
-            DemandActive,
-            ConfirmActive,
-            DeactivateAll,
-            Update,
-            Control,
-            Pointer,
-            Input,
-            Synchronize,
-            RefreshRect,
-            PlaySound,
-            SuppressOutput,
-            ShutdownRequest,
-            ShutdownDenied,
-            SaveSessionInfo,
-            FontList,
-            FontMap,
-            SetKeyboardIndicators,
-            BitmapCachePersistentList,
-            BitmapCacheError,
-            SetKeyboardImeStatus,
-            OffscreenCacheError,
-            SetErrorInfo,
-            DrawNineGridCacheError,
-            GdiPlusError,
-            AutoReconnectStatus,
-            StatusInfo,
-            MonitorLayout,
-            FrameAcknowledge,
-        ]
-    };
-
     /// The display name (lowercase).
     pub fn name(self) -> &'static str {
         use ShareKind::*;
@@ -663,14 +616,10 @@ impl PduKind {
         if let Some(k) = Self::FIXED.iter().find(|k| k.static_name() == Some(name)) {
             return Some(k.clone());
         }
-        if let Some(d) = DomainKind::ALL.into_iter().find(|d| d.name() == name) {
+        if let Some(&d) = DomainKind::ALL.iter().find(|d| d.name() == name) {
             return Some(PduKind::Domain(d));
         }
-        if let Some(s) = ShareKind::ALL
-            .into_iter()
-            .chain([ShareKind::OtherData])
-            .find(|s| s.name() == name)
-        {
+        if let Some(&s) = ShareKind::ALL.iter().find(|s| s.name() == name) {
             return Some(PduKind::Share(s));
         }
         if let Some(ct) = name.strip_prefix("record type ") {
@@ -802,9 +751,8 @@ mod tests {
             PduKind::EarlyUserAuth { denied: true },
             PduKind::MalformedTsRequest,
         ];
-        v.extend(DomainKind::ALL.map(PduKind::Domain));
-        v.extend(ShareKind::ALL.map(PduKind::Share));
-        v.push(PduKind::Share(ShareKind::OtherData));
+        v.extend(DomainKind::ALL.iter().copied().map(PduKind::Domain));
+        v.extend(ShareKind::ALL.iter().copied().map(PduKind::Share));
         v.extend((0..=u8::MAX).map(PduKind::TlsRecord));
         for level in [1, 2, 0, 7] {
             v.extend((0..=u8::MAX).map(|description| PduKind::Alert { level, description }));
