@@ -451,15 +451,6 @@ impl fmt::Display for TsRequestParts {
     }
 }
 
-/// "warning", "fatal", "level_N": an alert level's name.
-fn alert_level_name(level: u8) -> String {
-    match level {
-        1 => "warning".to_owned(),
-        2 => "fatal".to_owned(),
-        l => format!("level_{l}"),
-    }
-}
-
 impl PduKind {
     /// The kinds whose name is fixed (no data in it), for reading names back.
     const FIXED: [PduKind; 18] = [
@@ -534,11 +525,11 @@ impl fmt::Display for PduKind {
                 Ok(())
             }
             PduKind::Alert { level, description } => {
-                write!(f, "alert {} ", alert_level_name(*level))?;
-                match super::tls::alert_description_name(*description) {
-                    Some(d) => f.write_str(d),
-                    None => write!(f, "unknown_{description}"),
-                }
+                let alert = crate::stage::TlsAlert {
+                    level: *level,
+                    code: *description,
+                };
+                write!(f, "alert {} {}", alert.level_name(), alert.description())
             }
             PduKind::TlsRecord(ct) => write!(f, "record type {ct}"),
             PduKind::TsRequest(p) => write!(f, "{p}"),
@@ -627,11 +618,7 @@ impl PduKind {
         }
         if let Some(rest) = name.strip_prefix("alert ") {
             let (level, desc) = rest.split_once(' ')?;
-            let level = match level {
-                "warning" => 1,
-                "fatal" => 2,
-                l => l.strip_prefix("level_")?.parse().ok()?,
-            };
+            let level = crate::stage::TlsAlert::parse_level(level)?;
             // A named description ("unknown_ca" is one), else "unknown_N" for an unnamed code.
             let description = (0..=u8::MAX)
                 .find(|&c| super::tls::alert_description_name(c) == Some(desc))

@@ -666,12 +666,9 @@ fn looks_tpkt(b: &[u8]) -> bool {
     b.len() >= 5 && b[0] == 3 && b[1] == 0 && u16::from_be_bytes([b[2], b[3]]) >= 7
 }
 
+/// Whether `b` starts with a TLS record header, by the one record rule ([`crate::wire::tls`]).
 fn looks_tls(b: &[u8]) -> bool {
-    b.len() >= 5
-        && (20..=23).contains(&b[0])
-        && b[1] == 3
-        && b[2] <= 4
-        && u16::from_be_bytes([b[3], b[4]]) as usize <= crate::capture::tlsdecrypt::MAX_RECORD_LEN
+    crate::wire::tls::RecordHeader::parse(b, 0).is_ok()
 }
 
 impl Conn {
