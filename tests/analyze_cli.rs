@@ -335,6 +335,18 @@ fn rdp_over_udp_only_is_listed_not_reported_as_nothing() {
     assert!(text(&out.stderr).contains("rdp-udp flow"));
 }
 
+/// The fixture captures, sorted by name.
+fn fixture_captures() -> Vec<std::path::PathBuf> {
+    let mut names: Vec<_> = std::fs::read_dir(FIXTURES)
+        .expect("fixtures")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcapng"))
+        .collect();
+    names.sort();
+    names
+}
+
 /// `--jobs N`: the conversations of a capture decoded on N threads are printed exactly as one
 /// thread prints them (same bytes, same order), on a capture of many connections (every fixture's
 /// section, ten times over, in one pcapng: some repeats are read as one conversation reusing its
@@ -344,13 +356,7 @@ fn jobs_print_the_same_bytes_in_the_same_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("many.pcapng");
     let mut bytes = Vec::new();
-    let mut names: Vec<_> = std::fs::read_dir(FIXTURES)
-        .expect("fixtures")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pcapng"))
-        .collect();
-    names.sort();
+    let names = fixture_captures();
     for _ in 0..10 {
         for n in &names {
             bytes.extend(std::fs::read(n).expect("fixture"));
@@ -430,13 +436,7 @@ fn several_files_are_read_in_turn() {
 #[test]
 fn several_files_read_at_once_print_as_in_turn() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut names: Vec<_> = std::fs::read_dir(FIXTURES)
-        .expect("fixtures")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pcapng"))
-        .collect();
-    names.sort();
+    let names = fixture_captures();
     let junk = dir.path().join("junk.pcap");
     std::fs::write(&junk, b"not a capture at all").expect("write");
     let cut = dir.path().join("cut.pcapng");
