@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
-use crate::wire::asn1;
+use crate::wire::{asn1, ntlm};
 
 /// Deepest extra SEQUENCE nesting a case asks for.
 pub const MAX_NESTING: u64 = 512;
@@ -225,17 +225,27 @@ fn ntlm_negotiate(mutations: &[CredsspMutation]) -> Vec<u8> {
             _ => {}
         }
     }
-    let mut m = b"NTLMSSP".to_vec();
+    // The signature's last byte is a mutation's (NUL when valid).
+    let mut m = ntlm::SIGNATURE[..7].to_vec();
     m.push(last_sig);
     m.extend_from_slice(&ty.to_le_bytes());
     m.extend_from_slice(&flags.to_le_bytes());
-    for (len, max, off) in [domain, ws] {
-        m.extend_from_slice(&len.to_le_bytes());
-        m.extend_from_slice(&max.to_le_bytes());
-        m.extend_from_slice(&off.to_le_bytes());
+    for (len, max_len, offset) in [domain, ws] {
+        ntlm::SecurityBuffer {
+            len,
+            max_len,
+            offset,
+        }
+        .emit(&mut m);
     }
     // Version: 10.0 build 19041, NTLMSSP_REVISION_W2K3 (MS-NLMP 2.2.2.10).
-    m.extend_from_slice(&[10, 0, 0x61, 0x4a, 0, 0, 0, 0x0f]);
+    ntlm::Version {
+        major: 10,
+        minor: 0,
+        build: 19041,
+        revision: 0x0f,
+    }
+    .emit(&mut m);
     m.extend_from_slice(&payload);
     if let Some(k) = truncate {
         m.truncate(k);
