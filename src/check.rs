@@ -629,14 +629,14 @@ pub fn evaluate(
         let want = crate::gateway::tsgu::Hresult::parse(h).map(|h| h.0);
         let got = match &r.verdict {
             Verdict::Failed {
-                kind: FailureKind::GatewayError { code, name },
+                kind: FailureKind::GatewayError(h),
                 ..
-            } => Some((*code, name.as_str())),
+            } => Some((h.code, h.name())),
             _ => None,
         };
         push(
             format!("gateway_error = {h}"),
-            want.is_some() && got.map(|g| g.0) == want,
+            want.is_some() && got.as_ref().map(|g| g.0) == want,
             match got {
                 Some((c, n)) => format!("{n} (0x{c:08X}) at {}", r.last_stage),
                 None => format!("no gateway error: {reached}"),

@@ -205,7 +205,7 @@ pub enum FailureKind {
         location: Option<String>,
     },
     /// An RD Gateway refused a step with an HRESULT (MS-TSGU 2.2.10.x statusCode, MS-TSGU 2.2.3.1 names).
-    GatewayError { code: u32, name: String },
+    GatewayError(GatewayHresult),
     /// The probe stopped by request (`--stop-after`), not a failure of the peer.
     Stopped,
     /// The capture ended before the connection did (analyze only).
@@ -327,8 +327,8 @@ impl fmt::Display for FailureKind {
                 }
                 Ok(())
             }
-            FailureKind::GatewayError { code, name } => {
-                write!(f, "gateway error {name} (0x{code:08X})")
+            FailureKind::GatewayError(h) => {
+                write!(f, "gateway error {} (0x{:08X})", h.name(), h.code)
             }
             FailureKind::Stopped => write!(f, "stopped by the client"),
             FailureKind::CaptureEnded => write!(f, "capture ended"),
@@ -399,6 +399,43 @@ impl<'de> Deserialize<'de> for NegFailure {
             code: u32,
         }
         Repr::deserialize(d).map(|r| NegFailure { code: r.code })
+    }
+}
+
+/// An RD Gateway's HRESULT (MS-TSGU 2.2.3.1); its name comes from the one table in `codes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayHresult {
+    pub code: u32,
+}
+
+impl GatewayHresult {
+    /// The MS-TSGU name (`E_PROXY_RAP_ACCESSDENIED`), or the code in hex when it has none.
+    pub fn name(self) -> Cow<'static, str> {
+        match crate::codes::gateway_hresult_name(self.code) {
+            Some(n) => n.into(),
+            None => format!("0x{:08X}", self.code).into(),
+        }
+    }
+}
+
+impl Serialize for GatewayHresult {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("GatewayHresult", 2)?;
+        st.serialize_field("code", &self.code)?;
+        st.serialize_field("name", &self.name())?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for GatewayHresult {
+    /// Reads `code`; the `name` written beside it is derived, not trusted.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Repr {
+            code: u32,
+        }
+        Repr::deserialize(d).map(|r| GatewayHresult { code: r.code })
     }
 }
 
@@ -586,6 +623,14 @@ mod tests {
                     code: 201,
                 }),
                 r#"{"status":"failed","kind":"tls_alert","level":"level_7","description":"unknown_201","code":201,"by":"server"}"#,
+            ),
+            (
+                FailureKind::GatewayError(GatewayHresult { code: 0x8007_59DA }),
+                r#"{"status":"failed","kind":"gateway_error","code":2147965402,"name":"E_PROXY_RAP_ACCESSDENIED","by":"server"}"#,
+            ),
+            (
+                FailureKind::GatewayError(GatewayHresult { code: 0x8000_1234 }),
+                r#"{"status":"failed","kind":"gateway_error","code":2147488308,"name":"0x80001234","by":"server"}"#,
             ),
         ];
         for (kind, want) in cases {

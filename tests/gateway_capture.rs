@@ -113,7 +113,7 @@ fn verdict_key(v: &Verdict) -> Value {
                 FailureKind::HttpStatus {
                     status, location, ..
                 } => json!({ "status": status, "location": location }),
-                FailureKind::GatewayError { code, name } => json!({ "code": code, "name": name }),
+                FailureKind::GatewayError(h) => json!({ "code": h.code, "name": h.name() }),
                 FailureKind::TimedOut { waiting_for, .. } => json!({ "waiting_for": waiting_for }),
                 FailureKind::AuthFailure { ntstatus, .. } => json!({ "ntstatus": ntstatus }),
                 _ => Value::Null,

@@ -152,10 +152,9 @@ fn fail(kind: FailureKind) -> Verdict {
 }
 
 fn hresult_verdict(code: u32) -> Verdict {
-    fail(FailureKind::GatewayError {
+    fail(FailureKind::GatewayError(crate::stage::GatewayHresult {
         code,
-        name: Hresult(code).label(),
-    })
+    }))
 }
 
 fn http_status_verdict(h: &Head) -> Verdict {
@@ -1826,7 +1825,7 @@ mod tests {
         assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
         assert!(matches!(
             r.verdict.failure(),
-            Some(FailureKind::GatewayError { name, .. }) if name == "E_PROXY_RAP_ACCESSDENIED"
+            Some(FailureKind::GatewayError(h)) if h.name() == "E_PROXY_RAP_ACCESSDENIED"
         ));
         assert_eq!(
             r.fact(Stage::GwChannel, "name_form"),
@@ -1930,7 +1929,7 @@ mod tests {
         assert_eq!(r.last_stage, Stage::GwChannel, "{}", r.summary);
         assert!(matches!(
             r.verdict.failure(),
-            Some(FailureKind::GatewayError { name, .. }) if name == "E_PROXY_RAP_ACCESSDENIED"
+            Some(FailureKind::GatewayError(h)) if h.name() == "E_PROXY_RAP_ACCESSDENIED"
         ));
         assert_eq!(r.fact(Stage::GwAuth, "transport"), Some(&json!("http")));
         assert_eq!(r.fact(Stage::GwTunnel, "tunnel_id"), Some(&json!(1)));

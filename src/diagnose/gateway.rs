@@ -198,9 +198,10 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                 _ => d.set(F::ServerHealth, &[C::GwNotAGateway]),
             }
         }
-        FailureKind::GatewayError { code, name } => {
+        FailureKind::GatewayError(h) => {
+            let (code, name) = (h.code, h.name());
             d.ev(format!("{gw} answered {name} (0x{code:08X}) at {stage}"));
-            match (stage, name.as_str()) {
+            match (stage, name.as_ref()) {
                 (_, "E_PROXY_RAP_ACCESSDENIED") => {
                     let target = cx
                         .fact(Stage::GwChannel, "target")

@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::http::{self, Head, HeadError};
 use super::legacy::HttpChannel;
 use super::transport::Tunnel;
-use super::tsgu::{self, Hresult, Packet};
+use super::tsgu::{self, Packet};
 use super::ws::{PacketStream, RecvError};
 use super::BoxIo;
 use crate::probe::{Credentials, ProbeOptions, ProbeResult};
@@ -247,10 +247,9 @@ fn recv_verdict(e: &RecvError, after: Duration) -> Verdict {
 }
 
 fn hresult_verdict(code: u32) -> Verdict {
-    fail(FailureKind::GatewayError {
+    fail(FailureKind::GatewayError(crate::stage::GatewayHresult {
         code,
-        name: Hresult(code).label(),
-    })
+    }))
 }
 
 /// How a resource name is written: an IP address, a fully qualified name, or a single label

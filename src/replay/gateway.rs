@@ -102,16 +102,18 @@ pub fn derive_gateway(
             g.reset_after_auth = true;
             notes.push("gw_auth: the gateway ended the connection after the credentials: the replay resets there".into());
         }
-        (Stage::GwTunnel, Verdict::Failed { kind: FailureKind::GatewayError { name, .. }, .. }) => {
-            g.tunnel_error = Some(name.clone());
+        (Stage::GwTunnel, Verdict::Failed { kind: FailureKind::GatewayError(h), .. }) => {
+            let name = h.name();
+            g.tunnel_error = Some(name.to_string());
             notes.push(format!("gw_tunnel: the gateway refused the tunnel with {name}: so does the replay"));
         }
         (Stage::GwTunnel, Verdict::Failed { kind: FailureKind::TimedOut { .. }, .. }) => {
             g.tunnel_delay_ms = SILENCE_MS;
             notes.push("gw_tunnel: the gateway never answered: the replay holds the tunnel answer".into());
         }
-        (Stage::GwChannel, Verdict::Failed { kind: FailureKind::GatewayError { code, name }, .. }) => {
-            if *code == 0x8007_59DA {
+        (Stage::GwChannel, Verdict::Failed { kind: FailureKind::GatewayError(h), .. }) => {
+            let name = h.name();
+            if h.code == 0x8007_59DA {
                 let target = fact_str(Stage::GwChannel, "target").unwrap_or_default();
                 g.rap_deny = vec![target.clone()];
                 notes.push(format!("gw_channel: {name} for the resource `{target}`: the replay denies that name"));
