@@ -596,22 +596,18 @@ pub async fn open(
             extended_auth: 0,
         }
     );
-    match expect(&mut ps, tsgu::ty::HANDSHAKE_RESPONSE, t, &mut hop).await {
-        Err(v) => {
-            rec.fact("waiting_for", json!("HANDSHAKE_RESPONSE"));
-            rec.end(&mut hop, &n, v);
-            return (hop, None);
-        }
-        Ok(p) => {
-            let (facts, code) = crate::decode::gateway::answer_facts(&p);
-            for (k, v) in facts {
-                rec.fact(k, v);
-            }
-            if code != 0 {
-                rec.end(&mut hop, &n, hresult_verdict(code));
-                return (hop, None);
-            }
-        }
+    if let Err(v) = answered(
+        &mut ps,
+        tsgu::ty::HANDSHAKE_RESPONSE,
+        "HANDSHAKE_RESPONSE",
+        t,
+        &mut hop,
+        &mut rec,
+    )
+    .await
+    {
+        rec.end(&mut hop, &n, v);
+        return (hop, None);
     }
     send!(
         rec,
@@ -620,22 +616,18 @@ pub async fn open(
             paa_cookie: None,
         }
     );
-    match expect(&mut ps, tsgu::ty::TUNNEL_RESPONSE, t, &mut hop).await {
-        Err(v) => {
-            rec.fact("waiting_for", json!("TUNNEL_RESPONSE"));
-            rec.end(&mut hop, &n, v);
-            return (hop, None);
-        }
-        Ok(p) => {
-            let (facts, code) = crate::decode::gateway::answer_facts(&p);
-            for (k, v) in facts {
-                rec.fact(k, v);
-            }
-            if code != 0 {
-                rec.end(&mut hop, &n, hresult_verdict(code));
-                return (hop, None);
-            }
-        }
+    if let Err(v) = answered(
+        &mut ps,
+        tsgu::ty::TUNNEL_RESPONSE,
+        "TUNNEL_RESPONSE",
+        t,
+        &mut hop,
+        &mut rec,
+    )
+    .await
+    {
+        rec.end(&mut hop, &n, v);
+        return (hop, None);
     }
     send!(
         rec,
@@ -643,22 +635,18 @@ pub async fn open(
             client_name: gw.client_name.clone(),
         }
     );
-    match expect(&mut ps, tsgu::ty::TUNNEL_AUTH_RESPONSE, t, &mut hop).await {
-        Err(v) => {
-            rec.fact("waiting_for", json!("TUNNEL_AUTH_RESPONSE"));
-            rec.end(&mut hop, &n, v);
-            return (hop, None);
-        }
-        Ok(p) => {
-            let (facts, code) = crate::decode::gateway::answer_facts(&p);
-            for (k, v) in facts {
-                rec.fact(k, v);
-            }
-            if code != 0 {
-                rec.end(&mut hop, &n, hresult_verdict(code));
-                return (hop, None);
-            }
-        }
+    if let Err(v) = answered(
+        &mut ps,
+        tsgu::ty::TUNNEL_AUTH_RESPONSE,
+        "TUNNEL_AUTH_RESPONSE",
+        t,
+        &mut hop,
+        &mut rec,
+    )
+    .await
+    {
+        rec.end(&mut hop, &n, v);
+        return (hop, None);
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwTunnel) {
@@ -680,22 +668,18 @@ pub async fn open(
             protocol: 3,
         }
     );
-    match expect(&mut ps, tsgu::ty::CHANNEL_RESPONSE, t, &mut hop).await {
-        Err(v) => {
-            rec.fact("waiting_for", json!("CHANNEL_RESPONSE"));
-            rec.end(&mut hop, &n, v);
-            return (hop, None);
-        }
-        Ok(p) => {
-            let (facts, code) = crate::decode::gateway::answer_facts(&p);
-            for (k, v) in facts {
-                rec.fact(k, v);
-            }
-            if code != 0 {
-                rec.end(&mut hop, &n, hresult_verdict(code));
-                return (hop, None);
-            }
-        }
+    if let Err(v) = answered(
+        &mut ps,
+        tsgu::ty::CHANNEL_RESPONSE,
+        "CHANNEL_RESPONSE",
+        t,
+        &mut hop,
+        &mut rec,
+    )
+    .await
+    {
+        rec.end(&mut hop, &n, v);
+        return (hop, None);
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwChannel) {
@@ -714,6 +698,33 @@ pub async fn open(
 fn stopped(mut hop: Hop, at: Stage) -> (Hop, Option<Box<dyn crate::probe::Stream>>) {
     hop.notes.push(format!("stopped after {at} by request"));
     (hop, None)
+}
+
+/// Waits for the answer `name` (of type `ty`) and records its facts in `rec`: the verdict that ends
+/// the stage when none came (noted as `waiting_for`) or it carries an error HRESULT.
+async fn answered(
+    ps: &mut Tunnel,
+    ty: u16,
+    name: &str,
+    t: Duration,
+    hop: &mut Hop,
+    rec: &mut Rec,
+) -> Result<(), Verdict> {
+    let p = match expect(ps, ty, t, hop).await {
+        Ok(p) => p,
+        Err(v) => {
+            rec.fact("waiting_for", json!(name));
+            return Err(v);
+        }
+    };
+    let (facts, code) = crate::decode::gateway::answer_facts(&p);
+    for (k, v) in facts {
+        rec.fact(k, v);
+    }
+    if code != 0 {
+        return Err(hresult_verdict(code));
+    }
+    Ok(())
 }
 
 /// Waits for a packet of type `ty`, skipping keepalives and service messages (noted).
