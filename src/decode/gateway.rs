@@ -87,6 +87,11 @@ struct Flow {
 
 impl Flow {
     fn of(trace: &Trace, dir: Dir, layer: Layer) -> Flow {
+        Flow::first(trace, dir, layer, usize::MAX)
+    }
+
+    /// The first `limit` bytes of one direction and layer.
+    fn first(trace: &Trace, dir: Dir, layer: Layer, limit: usize) -> Flow {
         let mut f = Flow {
             bytes: Vec::new(),
             marks: Vec::new(),
@@ -99,8 +104,12 @@ impl Flow {
             } = &e.kind
             {
                 if *d == dir && *l == layer {
-                    f.bytes.extend_from_slice(bytes);
+                    let take = bytes.len().min(limit - f.bytes.len());
+                    f.bytes.extend_from_slice(&bytes[..take]);
                     f.marks.push((f.bytes.len(), e.t_us));
+                    if f.bytes.len() >= limit {
+                        break;
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use super::{read_heads, Flow};
 use crate::gateway::http;
-use crate::trace::{Dir, EventKind, Layer, Trace};
+use crate::trace::{Dir, Layer, Trace};
 
 /// Most unpaired channels held back at once. A tunnel's two channels end at about the same time, so
 /// few wait; the bound keeps a hostile capture of unpaired channels to this many Traces (each
@@ -34,39 +34,13 @@ pub enum LegacyRole {
     In,
 }
 
-/// The first bytes of one direction of the inner (decrypted) stream, as a [`Flow`].
-fn prefix(trace: &Trace, dir: Dir) -> Flow {
-    let mut f = Flow {
-        bytes: Vec::new(),
-        marks: Vec::new(),
-    };
-    for e in &trace.events {
-        if let EventKind::Data {
-            dir: d,
-            layer: Layer::Inner,
-            bytes,
-        } = &e.kind
-        {
-            if *d == dir {
-                let take = bytes.len().min(CLASSIFY_BYTES - f.bytes.len());
-                f.bytes.extend_from_slice(&bytes[..take]);
-                f.marks.push((f.bytes.len(), e.t_us));
-                if f.bytes.len() >= CLASSIFY_BYTES {
-                    break;
-                }
-            }
-        }
-    }
-    f
-}
-
 /// The legacy transport's channel a gateway conversation is, with its `RDG-Connection-Id`; `None`
 /// for anything else (a WebSocket tunnel, RDP, a conversation without cleartext).
 pub fn legacy_channel(trace: &Trace) -> Option<(LegacyRole, Option<String>)> {
     if !super::is_gateway(trace) {
         return None;
     }
-    let c = prefix(trace, Dir::C2S);
+    let c = Flow::first(trace, Dir::C2S, Layer::Inner, CLASSIFY_BYTES);
     let (req, _) = http::parse_head(&c.bytes, true).ok().flatten()?;
     let id = req
         .header("rdg-connection-id")
@@ -77,7 +51,7 @@ pub fn legacy_channel(trace: &Trace) -> Option<(LegacyRole, Option<String>)> {
     if !req.method.eq_ignore_ascii_case("RDG_OUT_DATA") {
         return None;
     }
-    let s = prefix(trace, Dir::S2C);
+    let s = Flow::first(trace, Dir::S2C, Layer::Inner, CLASSIFY_BYTES);
     let heads = read_heads(&c, &s);
     let out = heads.ex.iter().any(|x| {
         x.req.method.eq_ignore_ascii_case("RDG_OUT_DATA")
