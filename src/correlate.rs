@@ -1173,6 +1173,7 @@ mod tests {
                     rst: flags.contains('R'),
                 },
                 payload,
+                backing: None,
                 missing: 0,
                 hdr: HeaderFacts {
                     ttl: ttl.unwrap_or(t),
@@ -1539,6 +1540,7 @@ mod tests {
                     ..Flags::default()
                 },
                 payload: &[],
+                backing: None,
                 missing: 0,
                 hdr: HeaderFacts::default(),
             };

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod check;
 pub mod codes;
 pub mod correlate;
+pub mod cpu;
 pub mod decode;
 pub mod diagnose;
 pub mod enumerate;

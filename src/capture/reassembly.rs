@@ -26,6 +26,47 @@ const MAX_ACK_JUMP: u64 = 1 << 30;
 const ARENA_FIRST: usize = 4 * 1024;
 const ARENA_MAX: usize = 64 * 1024;
 
+/// A segment's captured payload, with the buffer it is a slice of when that buffer may be shared
+/// (a mapped capture file): then delivered data is a slice of it, not a copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Payload<'a> {
+    pub bytes: &'a [u8],
+    pub backing: Option<&'a Bytes>,
+}
+
+impl<'a> Payload<'a> {
+    fn skip(self, n: usize) -> Payload<'a> {
+        Payload {
+            bytes: &self.bytes[n..],
+            backing: self.backing,
+        }
+    }
+
+    /// `bytes` as a slice of the backing buffer, when it lies inside it.
+    fn shared(&self) -> Option<Bytes> {
+        let backing = self.backing?;
+        let base = backing.as_ptr() as usize;
+        let at = self.bytes.as_ptr() as usize;
+        let inside = at >= base && at + self.bytes.len() <= base + backing.len();
+        inside.then(|| backing.slice_ref(self.bytes))
+    }
+}
+
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Payload {
+            bytes,
+            backing: None,
+        }
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Payload<'a> {
+    fn from(bytes: &'a [u8; N]) -> Self {
+        Payload::from(&bytes[..])
+    }
+}
+
 /// What the reassembler delivers, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
@@ -101,8 +142,12 @@ impl Reassembler {
         self.fin_delivered
     }
 
-    /// Copies `b` out of the capture buffer into the arena.
-    fn copy(&mut self, b: &[u8]) -> Bytes {
+    /// `b` as owned bytes: a slice of its backing buffer when it has one, else a copy in the arena.
+    fn copy(&mut self, p: Payload<'_>) -> Bytes {
+        if let Some(shared) = p.shared() {
+            return shared;
+        }
+        let b = p.bytes;
         if self.arena.capacity() < b.len() {
             self.arena_chunk = (self.arena_chunk * 2).clamp(ARENA_FIRST, ARENA_MAX);
             self.arena = BytesMut::with_capacity(self.arena_chunk.max(b.len()));
@@ -131,7 +176,7 @@ impl Reassembler {
     pub fn segment(
         &mut self,
         seq: u32,
-        payload: &[u8],
+        payload: Payload<'_>,
         missing: u32,
         fin: bool,
         frame: u64,
@@ -139,7 +184,7 @@ impl Reassembler {
         out: &mut Vec<Output>,
     ) {
         if self.base.is_none() {
-            if payload.is_empty() && missing == 0 && !fin {
+            if payload.bytes.is_empty() && missing == 0 && !fin {
                 return;
             }
             self.base = Some(seq);
@@ -147,14 +192,14 @@ impl Reassembler {
         let Some(start) = self.offset_of(seq) else {
             return;
         };
-        let data_end = start + payload.len() as i64;
+        let data_end = start + payload.bytes.len() as i64;
         let claimed_end = data_end + i64::from(missing);
         let next = self.next as i64;
         // Fast path: in order with nothing pending.
         if self.pending.is_empty() && start <= next {
             if data_end > next {
                 let skip = (next - start) as usize;
-                let bytes = self.copy(&payload[skip..]);
+                let bytes = self.copy(payload.skip(skip));
                 self.next += bytes.len() as u64;
                 out.push(Output::Data { bytes, frame, t_us });
             }
@@ -170,7 +215,7 @@ impl Reassembler {
             }
             return;
         }
-        if !payload.is_empty() {
+        if !payload.bytes.is_empty() {
             let copy = self.copy(payload);
             self.insert(start, PieceKind::Data(copy), frame, t_us);
         }
@@ -362,11 +407,11 @@ mod tests {
         let mut r = Reassembler::new();
         let mut out = Vec::new();
         r.set_isn(999);
-        r.segment(1000, b"abcd", 0, false, 1, 1, &mut out);
-        r.segment(1008, b"ijkl", 0, false, 2, 2, &mut out); // out of order
-        r.segment(1002, b"cdefgh", 0, false, 3, 3, &mut out); // overlaps both sides
-        r.segment(1000, b"abcd", 0, false, 4, 4, &mut out); // retransmission
-        r.segment(1016, b"qr", 0, true, 5, 5, &mut out); // hole 1012..1016, FIN after
+        r.segment(1000, b"abcd".into(), 0, false, 1, 1, &mut out);
+        r.segment(1008, b"ijkl".into(), 0, false, 2, 2, &mut out); // out of order
+        r.segment(1002, b"cdefgh".into(), 0, false, 3, 3, &mut out); // overlaps both sides
+        r.segment(1000, b"abcd".into(), 0, false, 4, 4, &mut out); // retransmission
+        r.segment(1016, b"qr".into(), 0, true, 5, 5, &mut out); // hole 1012..1016, FIN after
         assert_eq!(data(&out), b"abcdefghijkl");
         r.peer_ack(1019, 6, 6, &mut out);
         assert!(
@@ -385,8 +430,8 @@ mod tests {
     fn truncated_segment_is_exact_gap() {
         let mut r = Reassembler::new();
         let mut out = Vec::new();
-        r.segment(u32::MAX - 1, b"ab", 5, false, 1, 1, &mut out); // wraps the sequence space
-        r.segment(5, b"xy", 0, false, 2, 2, &mut out);
+        r.segment(u32::MAX - 1, b"ab".into(), 5, false, 1, 1, &mut out); // wraps the sequence space
+        r.segment(5, b"xy".into(), 0, false, 2, 2, &mut out);
         assert_eq!(
             out,
             vec![

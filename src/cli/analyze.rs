@@ -59,7 +59,7 @@ pub(crate) struct AnalyzeArgs {
 }
 
 pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
-    use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+    use rdprobe::capture::reader::{read_capture_file, read_conversations, ReaderOptions};
     let keylog = load_secrets(a.keylog.as_deref(), &a.rsa_key)?;
     let first = a.files[0].clone();
     if a.files.len() > 1 && a.files.iter().any(|f| f.as_os_str() == "-") {
@@ -73,21 +73,22 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         .map(|f| f.display().to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    let input: Box<dyn std::io::Read + Send> = if first.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        // The capture reader does its own large reads: no BufReader (it would copy every byte twice).
-        Box::new(
-            std::fs::File::open(&first).with_context(|| format!("opening {}", first.display()))?,
-        )
-    };
     let opts = ReaderOptions {
         keylog,
         gateway_ports: a.gateway_port.clone(),
         ..ReaderOptions::default()
     };
-    let conversations = read_conversations(input, opts.clone())
-        .with_context(|| format!("reading {}", first.display()))?;
+    // The capture reader does its own large reads (or maps the file): no BufReader (it would copy
+    // every byte twice).
+    let conversations = if first.as_os_str() == "-" {
+        let input: Box<dyn std::io::Read + Send> = Box::new(std::io::stdin());
+        read_conversations(input, opts.clone())
+    } else {
+        let file =
+            std::fs::File::open(&first).with_context(|| format!("opening {}", first.display()))?;
+        read_capture_file(file, opts.clone())
+    }
+    .with_context(|| format!("reading {}", first.display()))?;
     // With more than one thread, the next files are read while the one before is (jobs - 1 ahead).
     let read_ahead = super::analyze_par::threads(a.jobs).saturating_sub(1);
     let conversations =

@@ -253,8 +253,7 @@ fn open_capture(
     std::fs::File::open(path)
         .map_err(|e| format!("opening {}: {e}", path.display()))
         .and_then(|f| {
-            let input: Input = Box::new(f);
-            rdprobe::capture::reader::read_conversations(input, opts)
+            rdprobe::capture::reader::read_capture_file(f, opts)
                 .map_err(|e| format!("reading {}: {e}", path.display()))
         })
 }

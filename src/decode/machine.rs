@@ -199,7 +199,13 @@ fn di(dir: Dir) -> usize {
 
 pub(super) fn run(trace: &Trace, want_labels: bool) -> Decoded {
     let mut m = Machine::new(trace, want_labels);
-    for (i, ev) in trace.events.iter().enumerate() {
+    let events = &trace.events;
+    for (i, ev) in events.iter().enumerate() {
+        // A conversation's bytes lie scattered over the capture they were read from (conversations
+        // interleave, and segments are not copied together): ask for the next ones ahead.
+        if let Some(EventKind::Data { bytes, .. }) = events.get(i + 2).map(|e| &e.kind) {
+            crate::cpu::prefetch(bytes.as_ptr());
+        }
         m.step(i, ev);
     }
     m.finish()

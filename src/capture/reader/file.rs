@@ -10,7 +10,11 @@
 
 use std::io::{self, Read};
 
+use bytes::Bytes;
+
+use super::map::Mapped;
 use super::CaptureError;
+use crate::cpu::{prefetch, CACHE_LINE};
 
 /// Largest packet record accepted (captured bytes), as Wireshark's `WTAP_MAX_PACKET_SIZE_STANDARD`.
 pub const MAX_FRAME_LEN: u32 = 262_144;
@@ -51,6 +55,9 @@ pub struct Packet<'a> {
     /// The stage after which rdprobe stopped on purpose, from a packet comment rdprobe wrote
     /// ([`crate::trace::STOPPED_AFTER_COMMENT`]).
     pub stopped_after: Option<&'a [u8]>,
+    /// The mapped file `data` is a slice of, when the file is read through a map: slices of `data`
+    /// can be kept without a copy ([`Bytes::slice_ref`]).
+    pub backing: Option<&'a Bytes>,
 }
 
 /// What the reader found next.
@@ -134,6 +141,27 @@ struct Window<R: Read> {
     end: usize,
     /// The bytes handed out by the last `take`.
     cur: (usize, usize),
+    /// While set, the bytes come from this map of the file, and `start` / `cur` are offsets into it
+    /// (`buf` is unused); at its end the window goes on with `read` (the file may have grown).
+    map: Option<Mapped>,
+    /// Offset in the map up to which the bytes were prefetched.
+    prefetched: usize,
+}
+
+/// Pages of a mapped file this far behind the reader are released (bytes; see
+/// [`Mapped::release_before`]): far enough that conversations still open rarely read them back,
+/// near enough to keep the resident set small.
+const MAP_RELEASE_LAG: usize = 32 * 1024 * 1024;
+/// How often (bytes read) released pages are given back.
+const MAP_RELEASE_STEP: usize = 8 * 1024 * 1024;
+/// How far ahead of the reader the map's bytes are prefetched into the CPU cache (bytes): a few
+/// records, so that the next ones are in cache when they are parsed. Reading a map touches each
+/// record's headers for the first time from memory; without this, those cache misses cost as much
+/// as the copy the map avoids.
+const MAP_PREFETCH: usize = 4096;
+
+fn shrank() -> io::Error {
+    io::Error::other("the file shrank while it was being read")
 }
 
 impl<R: Read> Window<R> {
@@ -144,13 +172,65 @@ impl<R: Read> Window<R> {
             start: 0,
             end: 0,
             cur: (0, 0),
+            map: None,
+            prefetched: 0,
         }
+    }
+
+    /// Takes `n` bytes from the map, or leaves map mode when the map ends within them.
+    fn take_mapped(&mut self, n: usize) -> io::Result<Option<usize>> {
+        let Some(m) = &mut self.map else {
+            return Ok(None);
+        };
+        let len = m.bytes.len();
+        if len - self.start >= n {
+            // Touching the last byte taken makes a file that shrank under the map show here, at the
+            // record it cut, rather than later in whoever reads the record (see `map`).
+            if n > 0 {
+                std::hint::black_box(m.bytes[self.start + n - 1]);
+            }
+            if m.shrunk() {
+                return Err(shrank());
+            }
+            self.cur = (self.start, self.start + n);
+            self.start += n;
+            let ahead = (self.start + MAP_PREFETCH).min(len);
+            let base = m.bytes.as_ptr();
+            let mut at = self.prefetched.max(self.start) & !(CACHE_LINE - 1);
+            while at < ahead {
+                prefetch(base.wrapping_add(at));
+                at += CACHE_LINE;
+            }
+            self.prefetched = at;
+            if self.start > MAP_RELEASE_LAG + MAP_RELEASE_STEP {
+                let below = self.start - MAP_RELEASE_LAG;
+                if below >= m.released() + MAP_RELEASE_STEP {
+                    m.release_before(below);
+                }
+            }
+            return Ok(Some(n));
+        }
+        // The map ends within this take: its unread tail moves to the buffer, and `read` goes on
+        // from where the map ends (the input was positioned there when the map was made).
+        self.buf = m.bytes[self.start..].to_vec();
+        self.end = self.buf.len();
+        self.start = 0;
+        self.map = None;
+        Ok(None)
+    }
+
+    /// The mapped file the bytes of the last `take` are a slice of, if any.
+    fn backing(&self) -> Option<&Bytes> {
+        self.map.as_ref().map(|m| &m.bytes)
     }
 
     /// Consumes up to `n` bytes (fewer only at the end of the input); returns how many. They are
     /// available through [`Window::cur`] until the next `take`.
     fn take(&mut self, n: u64) -> io::Result<usize> {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(got) = self.take_mapped(n)? {
+            return Ok(got);
+        }
         while self.end - self.start < n {
             if self.end == self.buf.len() {
                 if self.start > 0 {
@@ -181,7 +261,10 @@ impl<R: Read> Window<R> {
 
     /// The bytes of the last `take`.
     fn cur(&self) -> &[u8] {
-        &self.buf[self.cur.0..self.cur.1]
+        match &self.map {
+            Some(m) => &m.bytes[self.cur.0..self.cur.1],
+            None => &self.buf[self.cur.0..self.cur.1],
+        }
     }
 }
 
@@ -205,7 +288,20 @@ fn describe_magic(m: &[u8]) -> String {
 impl<R: Read> RecordReader<R> {
     /// Reads the file header (pcap global header or the first pcapng Section Header Block).
     pub fn new(input: R) -> Result<Self, CaptureError> {
+        Self::with_window(Window::new(input))
+    }
+
+    /// Like [`RecordReader::new`], with the file's first bytes read from `map` (see
+    /// [`super::map::map_file`]; `input` is positioned at the map's end): records are then slices
+    /// of the map and carry [`Packet::backing`].
+    pub fn with_map(input: R, map: Option<Mapped>) -> Result<Self, CaptureError> {
         let mut src = Window::new(input);
+        src.map = map;
+        Self::with_window(src)
+    }
+
+    /// Reads the file header from `src`.
+    fn with_window(mut src: Window<R>) -> Result<Self, CaptureError> {
         let got = src.take(4).map_err(|e| CaptureError::Io {
             offset: 0,
             source: e,
@@ -433,6 +529,7 @@ impl<R: Read> RecordReader<R> {
                 orig_len,
                 client_rejected: rejected.map(|(a, n)| &self.src.cur()[a..a + n]),
                 stopped_after: stopped.map(|(a, n)| &self.src.cur()[a..a + n]),
+                backing: self.src.backing(),
             }),
             RecKind::Secrets {
                 stype,

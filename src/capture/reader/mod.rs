@@ -15,6 +15,7 @@
 
 pub mod defrag;
 pub mod file;
+pub mod map;
 pub mod packet;
 pub mod rdpeudp;
 
@@ -139,24 +140,43 @@ pub fn read_conversations<R: Read>(
     input: R,
     opts: ReaderOptions,
 ) -> Result<Conversations<R>, CaptureError> {
-    let reader = RecordReader::new(input)?;
-    Ok(Conversations {
-        reader,
-        engine: Engine {
-            keylog: opts.keylog.clone().unwrap_or_default(),
-            opts,
-            table: HashMap::default(),
-            queue: VecDeque::new(),
-            next_id: 0,
-            last_t_us: 0,
-            last_frame: 0,
-            stats: ReaderStats::default(),
-            defrag: defrag::Defrag::new(),
-            udp: rdpeudp::UdpFlows::default(),
-            outs: Vec::new(),
-        },
-        finished: false,
-    })
+    Ok(Conversations::with_reader(RecordReader::new(input)?, opts))
+}
+
+/// Like [`read_conversations`], for a file: a regular file is read through a memory map when it
+/// can be (see [`map`]), which spares copying its bytes; anything else is read as usual.
+pub fn read_capture_file(
+    mut file: std::fs::File,
+    opts: ReaderOptions,
+) -> Result<Conversations<Box<dyn Read + Send>>, CaptureError> {
+    let map = map::map_file(&mut file);
+    let input: Box<dyn Read + Send> = Box::new(file);
+    Ok(Conversations::with_reader(
+        RecordReader::with_map(input, map)?,
+        opts,
+    ))
+}
+
+impl<R: Read> Conversations<R> {
+    fn with_reader(reader: RecordReader<R>, opts: ReaderOptions) -> Self {
+        Conversations {
+            reader,
+            engine: Engine {
+                keylog: opts.keylog.clone().unwrap_or_default(),
+                opts,
+                table: HashMap::default(),
+                queue: VecDeque::new(),
+                next_id: 0,
+                last_t_us: 0,
+                last_frame: 0,
+                stats: ReaderStats::default(),
+                defrag: defrag::Defrag::new(),
+                udp: rdpeudp::UdpFlows::default(),
+                outs: Vec::new(),
+            },
+            finished: false,
+        }
+    }
 }
 
 /// Counters about what was read.
@@ -253,7 +273,8 @@ impl<R: Read> Conversations<R> {
                 e.last_frame = p.frame;
                 e.last_t_us = e.last_t_us.max(p.t_us);
                 match packet::parse(p.linktype, p.data) {
-                    packet::Parsed::Tcp(seg) => {
+                    packet::Parsed::Tcp(mut seg) => {
+                        seg.backing = p.backing;
                         e.stats.tcp_segments += 1;
                         if let Some(what) = p.client_rejected {
                             // Before the packet's own events: the rejection came first.
@@ -480,8 +501,15 @@ impl Engine {
             } else {
                 seg.seq
             };
-            c.reasm(dir)
-                .segment(seq, seg.payload, seg.missing, f.fin, frame, t_us, &mut outs);
+            c.reasm(dir).segment(
+                seq,
+                seg.payload(),
+                seg.missing,
+                f.fin,
+                frame,
+                t_us,
+                &mut outs,
+            );
             c.outputs(dir, &mut outs, &self.keylog, &self.opts);
         }
         let closed = c.fin[0] && c.fin[1];

@@ -27,10 +27,23 @@ pub struct Segment<'a> {
     pub flags: Flags,
     /// Captured payload bytes.
     pub payload: &'a [u8],
+    /// The mapped capture file `payload` is a slice of, when there is one (see
+    /// [`crate::capture::reassembly::Payload`]).
+    pub backing: Option<&'a bytes::Bytes>,
     /// Payload bytes the IP header claims beyond what was captured (snaplen truncation).
     pub missing: u32,
     /// IP and TCP header facts (TTL / hop limit, IP ID, DF, window) for the TCP evidence.
     pub hdr: HeaderFacts,
+}
+
+impl<'a> Segment<'a> {
+    /// The payload for reassembly.
+    pub fn payload(&self) -> crate::capture::reassembly::Payload<'a> {
+        crate::capture::reassembly::Payload {
+            bytes: self.payload,
+            backing: self.backing,
+        }
+    }
 }
 
 /// Header facts of one packet that say who sent it and how the path treats it.
@@ -348,6 +361,7 @@ fn tcp_at(
             rst: tcp.rst(),
         },
         payload: body,
+        backing: None,
         missing,
         hdr,
     })
