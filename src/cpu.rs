@@ -15,3 +15,14 @@ pub fn prefetch(p: *const u8) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// Most bytes of one buffer [`prefetch_bytes`] asks for.
+const PREFETCH_MAX: usize = 4096;
+
+/// Prefetches the first [`PREFETCH_MAX`] bytes of `b`, a cache line at a time.
+#[inline]
+pub fn prefetch_bytes(b: &[u8]) {
+    for at in (0..b.len().min(PREFETCH_MAX)).step_by(CACHE_LINE) {
+        prefetch(b[at..].as_ptr());
+    }
+}

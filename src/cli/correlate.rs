@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+use rdprobe::capture::reader::{read_capture_file, ReaderOptions};
 use rdprobe::correlate::{correlate, read_flows, CaptureFlows, DEFAULT_TABLE_ROWS};
 use rdprobe::report::exit;
 
@@ -51,7 +51,7 @@ pub fn run(a: CorrelateArgs) -> Result<i32> {
         // What analyze says of each RDP connection of this capture alone, by its addresses.
         let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
         let mut by_addr = Vec::new();
-        if let Ok(conv) = read_conversations(f, ReaderOptions::default()) {
+        if let Ok(conv) = read_capture_file(f, ReaderOptions::default()) {
             for t in conv.flatten() {
                 let r = rdprobe::decode::decode_report(&t);
                 by_addr.push((t.client.to_string(), t.server.to_string(), r.summary));

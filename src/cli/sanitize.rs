@@ -30,7 +30,7 @@ pub(crate) fn cmd_sanitize(
     output: &std::path::Path,
     anonymize: bool,
 ) -> Result<i32> {
-    use rdprobe::capture::reader::{read_conversations, ReaderOptions};
+    use rdprobe::capture::reader::{read_capture_file, ReaderOptions};
     if same_file(input, output) {
         return Err(usage(format!(
             "the output {} is the input: write the sanitized capture to another file",
@@ -38,7 +38,7 @@ pub(crate) fn cmd_sanitize(
         )));
     }
     let f = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let convs = read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
+    let convs = read_capture_file(f, ReaderOptions::default())
         .with_context(|| format!("reading {}", input.display()))?;
     // Written to a temporary file next to the output and renamed at the end: a failure never
     // leaves a half-written (or half-sanitized) capture under the output's name.

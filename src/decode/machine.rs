@@ -197,14 +197,19 @@ fn di(dir: Dir) -> usize {
     }
 }
 
+/// How many events ahead of the one decoded the data is prefetched.
+const PREFETCH_EVENTS: usize = 3;
+
 pub(super) fn run(trace: &Trace, want_labels: bool) -> Decoded {
     let mut m = Machine::new(trace, want_labels);
     let events = &trace.events;
     for (i, ev) in events.iter().enumerate() {
         // A conversation's bytes lie scattered over the capture they were read from (conversations
         // interleave, and segments are not copied together): ask for the next ones ahead.
-        if let Some(EventKind::Data { bytes, .. }) = events.get(i + 2).map(|e| &e.kind) {
-            crate::cpu::prefetch(bytes.as_ptr());
+        if let Some(EventKind::Data { bytes, .. }) =
+            events.get(i + PREFETCH_EVENTS).map(|e| &e.kind)
+        {
+            crate::cpu::prefetch_bytes(bytes);
         }
         m.step(i, ev);
     }

@@ -151,14 +151,14 @@ struct Window<R: Read> {
 /// Pages of a mapped file this far behind the reader are released (bytes; see
 /// [`Mapped::release_before`]): far enough that conversations still open rarely read them back,
 /// near enough to keep the resident set small.
-const MAP_RELEASE_LAG: usize = 32 * 1024 * 1024;
+const MAP_RELEASE_LAG: usize = 16 * 1024 * 1024;
 /// How often (bytes read) released pages are given back.
-const MAP_RELEASE_STEP: usize = 8 * 1024 * 1024;
+const MAP_RELEASE_STEP: usize = 4 * 1024 * 1024;
 /// How far ahead of the reader the map's bytes are prefetched into the CPU cache (bytes): a few
 /// records, so that the next ones are in cache when they are parsed. Reading a map touches each
 /// record's headers for the first time from memory; without this, those cache misses cost as much
 /// as the copy the map avoids.
-const MAP_PREFETCH: usize = 4096;
+const MAP_PREFETCH: usize = 16 * 1024;
 
 fn shrank() -> io::Error {
     io::Error::other("the file shrank while it was being read")
