@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
-use crate::wire::{asn1, ntlm};
+use crate::wire::{credssp, ntlm};
 
 /// Deepest extra SEQUENCE nesting a case asks for.
 pub const MAX_NESTING: u64 = 512;
@@ -169,31 +169,6 @@ impl BaseTsRequest {
 /// ALWAYS_SIGN, EXTENDED_SESSIONSECURITY, VERSION, 128, KEY_EXCH, 56.
 pub const BASE_NTLM_FLAGS: u32 = 0xe208_8297;
 
-/// DER length octets: minimal, or long form with `long` length bytes.
-fn der_len(len: usize, long: Option<u8>) -> Vec<u8> {
-    match long {
-        Some(n) => asn1::len_bytes_long(len, n),
-        None => asn1::len_bytes(len),
-    }
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    tlv_with(tag, content, None, None)
-}
-
-fn tlv_with(tag: u8, content: &[u8], length: Option<u32>, long: Option<u8>) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = length.map(|l| l as usize).unwrap_or(content.len());
-    out.extend(der_len(len, long));
-    out.extend_from_slice(content);
-    out
-}
-
-/// Minimal two's-complement DER INTEGER content of a non-negative value.
-fn der_uint(v: u64) -> Vec<u8> {
-    asn1::uint_content(v)
-}
-
 /// The NTLM NEGOTIATE message (MS-NLMP 2.2.1.1) with mutations.
 fn ntlm_negotiate(mutations: &[CredsspMutation]) -> Vec<u8> {
     let mut last_sig = 0u8;
@@ -330,18 +305,15 @@ fn ntlm_authenticate_mutate(m: &mut Vec<u8>, mutations: &[CredsspMutation]) {
 }
 
 /// Encodes a TSRequest from `base` with `mutations` (the DER structure and the fields; the NTLM
-/// token is taken from `base` as it is).
+/// token is taken from `base` as it is), through the project's writer
+/// ([`credssp::TsRequest::emit_as`]) with the mutations' deviations as its [`credssp::Layout`].
 fn encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
-    let mut version = der_uint(u64::from(base.version));
-    let mut outer_tag = 0x30u8;
-    let mut outer_len = None;
-    let mut outer_long = None;
-    let mut tags: [u8; 6] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5];
-    let mut lengths: [Option<u32>; 6] = [None; 6];
+    let mut layout = credssp::Layout {
+        nego_token_repeat: Some(1),
+        ..credssp::Layout::default()
+    };
+    let mut version = base.version;
     let mut nego = base.nego_token.is_some();
-    let mut nego_count = 1u8;
-    let mut token_len = None;
-    let mut nesting = 0u16;
     let mut token = base.nego_token.clone().unwrap_or_default();
     let mut auth_info = base.auth_info.clone();
     let mut pub_key_auth = base.pub_key_auth.clone();
@@ -355,19 +327,26 @@ fn encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
     };
     for m in mutations {
         match m {
-            CredsspMutation::Version(v) => version = der_uint(u64::from(*v)),
-            CredsspMutation::VersionRaw { len, fill } => version = vec![*fill; usize::from(*len)],
-            CredsspMutation::OuterTag(t) => outer_tag = *t,
-            CredsspMutation::OuterLength(l) => outer_len = Some(*l),
-            CredsspMutation::OuterLongForm(n) => outer_long = Some(*n),
-            CredsspMutation::FieldTag { field, tag } => tags[usize::from(*field) % 6] = *tag,
+            CredsspMutation::Version(v) => {
+                version = *v;
+                layout.version_content = None;
+            }
+            CredsspMutation::VersionRaw { len, fill } => {
+                layout.version_content = Some(vec![*fill; usize::from(*len)])
+            }
+            CredsspMutation::OuterTag(t) => layout.outer_tag = *t,
+            CredsspMutation::OuterLength(l) => layout.outer_len = Some(*l),
+            CredsspMutation::OuterLongForm(n) => layout.outer_long_form = Some(*n),
+            CredsspMutation::FieldTag { field, tag } => {
+                layout.field_tags[usize::from(*field) % 6] = *tag
+            }
             CredsspMutation::FieldLength { field, length } => {
-                lengths[usize::from(*field) % 6] = Some(*length)
+                layout.field_lens[usize::from(*field) % 6] = Some(*length)
             }
             CredsspMutation::NoNegoTokens => nego = false,
-            CredsspMutation::NegoTokenCount(n) => nego_count = *n,
-            CredsspMutation::NegoTokenLength(l) => token_len = Some(*l),
-            CredsspMutation::Nesting(d) => nesting = *d,
+            CredsspMutation::NegoTokenCount(n) => layout.nego_token_repeat = Some(*n),
+            CredsspMutation::NegoTokenLength(l) => layout.nego_token_len = Some(*l),
+            CredsspMutation::Nesting(d) => layout.nego_nesting = *d,
             CredsspMutation::AuthInfo { len } => auth_info = Some(blob(*len, 0x21)),
             CredsspMutation::PubKeyAuth { len } => pub_key_auth = Some(blob(*len, 0x42)),
             CredsspMutation::ErrorCode(c) => error_code = Some(*c),
@@ -401,35 +380,25 @@ fn encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
             _ => {}
         }
     }
-    let field = |i: usize, inner: Vec<u8>| tlv_with(tags[i], &inner, lengths[i], None);
-    let mut body = field(0, tlv(0x02, &version));
-    if nego {
-        let octets = tlv_with(0x04, &token, token_len, None);
-        let item = tlv(0x30, &tlv(0xa0, &octets));
-        let mut items = Vec::new();
-        for _ in 0..nego_count {
-            items.extend_from_slice(&item);
-        }
-        let mut nego_data = tlv(0x30, &items);
-        // INVARIANT: nesting is bounded (MAX_NESTING) so a replayed case cannot blow the stack or memory.
-        for _ in 0..u64::from(nesting).min(MAX_NESTING) {
-            nego_data = tlv(0x30, &nego_data);
-        }
-        body.extend(field(1, nego_data));
+    fn field(b: &Option<Vec<u8>>) -> Option<credssp::Field<'_>> {
+        b.as_deref().map(|bytes| credssp::Field { at: 0, bytes })
     }
-    if let Some(v) = &auth_info {
-        body.extend(field(2, tlv(0x04, v)));
-    }
-    if let Some(v) = &pub_key_auth {
-        body.extend(field(3, tlv(0x04, v)));
-    }
-    if let Some(code) = error_code {
-        body.extend(field(4, tlv(0x02, &der_uint(u64::from(code)))));
-    }
-    if let Some(v) = &client_nonce {
-        body.extend(field(5, tlv(0x04, v)));
-    }
-    let mut out = tlv_with(outer_tag, &body, outer_len, outer_long);
+    let request = credssp::TsRequest {
+        version,
+        nego_tokens: if nego {
+            vec![credssp::Field {
+                at: 0,
+                bytes: &token,
+            }]
+        } else {
+            Vec::new()
+        },
+        auth_info: field(&auth_info),
+        pub_key_auth: field(&pub_key_auth),
+        error_code: error_code.map(|c| (c, 0)),
+        client_nonce: field(&client_nonce),
+    };
+    let mut out = request.emit_as(&layout);
     havoc::apply_all(&havocs, &mut out);
     out
 }
@@ -563,6 +532,223 @@ pub fn ts_request_version(b: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::asn1;
+
+    /// DER length octets: minimal, or long form with `long` length bytes.
+    fn der_len(len: usize, long: Option<u8>) -> Vec<u8> {
+        match long {
+            Some(n) => asn1::len_bytes_long(len, n),
+            None => asn1::len_bytes(len),
+        }
+    }
+
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        tlv_with(tag, content, None, None)
+    }
+
+    fn tlv_with(tag: u8, content: &[u8], length: Option<u32>, long: Option<u8>) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = length.map(|l| l as usize).unwrap_or(content.len());
+        out.extend(der_len(len, long));
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// Minimal two's-complement DER INTEGER content of a non-negative value.
+    fn der_uint(v: u64) -> Vec<u8> {
+        asn1::uint_content(v)
+    }
+
+    /// The fuzzer's own TSRequest writer before it wrote through `wire::credssp`, kept to show
+    /// the bytes did not change.
+    /// Encodes a TSRequest from `base` with `mutations` (the DER structure and the fields; the NTLM
+    /// token is taken from `base` as it is).
+    fn old_encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
+        let mut version = der_uint(u64::from(base.version));
+        let mut outer_tag = 0x30u8;
+        let mut outer_len = None;
+        let mut outer_long = None;
+        let mut tags: [u8; 6] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5];
+        let mut lengths: [Option<u32>; 6] = [None; 6];
+        let mut nego = base.nego_token.is_some();
+        let mut nego_count = 1u8;
+        let mut token_len = None;
+        let mut nesting = 0u16;
+        let mut token = base.nego_token.clone().unwrap_or_default();
+        let mut auth_info = base.auth_info.clone();
+        let mut pub_key_auth = base.pub_key_auth.clone();
+        let mut error_code = base.error_code;
+        let mut client_nonce = base.client_nonce.clone();
+        let mut havocs = Vec::new();
+        let blob = |len: u16, seed: u8| -> Vec<u8> {
+            (0..usize::from(len).min(havoc::MAX_INSERT as usize))
+                .map(|i| (i as u8).wrapping_add(seed))
+                .collect()
+        };
+        for m in mutations {
+            match m {
+                CredsspMutation::Version(v) => version = der_uint(u64::from(*v)),
+                CredsspMutation::VersionRaw { len, fill } => {
+                    version = vec![*fill; usize::from(*len)]
+                }
+                CredsspMutation::OuterTag(t) => outer_tag = *t,
+                CredsspMutation::OuterLength(l) => outer_len = Some(*l),
+                CredsspMutation::OuterLongForm(n) => outer_long = Some(*n),
+                CredsspMutation::FieldTag { field, tag } => tags[usize::from(*field) % 6] = *tag,
+                CredsspMutation::FieldLength { field, length } => {
+                    lengths[usize::from(*field) % 6] = Some(*length)
+                }
+                CredsspMutation::NoNegoTokens => nego = false,
+                CredsspMutation::NegoTokenCount(n) => nego_count = *n,
+                CredsspMutation::NegoTokenLength(l) => token_len = Some(*l),
+                CredsspMutation::Nesting(d) => nesting = *d,
+                CredsspMutation::AuthInfo { len } => auth_info = Some(blob(*len, 0x21)),
+                CredsspMutation::PubKeyAuth { len } => pub_key_auth = Some(blob(*len, 0x42)),
+                CredsspMutation::ErrorCode(c) => error_code = Some(*c),
+                CredsspMutation::ClientNonce { len } => client_nonce = Some(blob(*len, 0x63)),
+                CredsspMutation::FieldTruncate { field, len } => {
+                    if let Some(f) = octets(
+                        *field,
+                        &mut token,
+                        &mut auth_info,
+                        &mut pub_key_auth,
+                        &mut client_nonce,
+                    ) {
+                        f.truncate(usize::from(*len));
+                    }
+                }
+                CredsspMutation::FieldFlip { field, at, xor } => {
+                    if let Some(f) = octets(
+                        *field,
+                        &mut token,
+                        &mut auth_info,
+                        &mut pub_key_auth,
+                        &mut client_nonce,
+                    ) {
+                        if !f.is_empty() {
+                            let i = usize::from(*at) % f.len();
+                            f[i] ^= *xor;
+                        }
+                    }
+                }
+                CredsspMutation::Havoc(h) => havocs.push(h.clone()),
+                _ => {}
+            }
+        }
+        let field = |i: usize, inner: Vec<u8>| tlv_with(tags[i], &inner, lengths[i], None);
+        let mut body = field(0, tlv(0x02, &version));
+        if nego {
+            let octets = tlv_with(0x04, &token, token_len, None);
+            let item = tlv(0x30, &tlv(0xa0, &octets));
+            let mut items = Vec::new();
+            for _ in 0..nego_count {
+                items.extend_from_slice(&item);
+            }
+            let mut nego_data = tlv(0x30, &items);
+            // INVARIANT: nesting is bounded (MAX_NESTING) so a replayed case cannot blow the stack or memory.
+            for _ in 0..u64::from(nesting).min(MAX_NESTING) {
+                nego_data = tlv(0x30, &nego_data);
+            }
+            body.extend(field(1, nego_data));
+        }
+        if let Some(v) = &auth_info {
+            body.extend(field(2, tlv(0x04, v)));
+        }
+        if let Some(v) = &pub_key_auth {
+            body.extend(field(3, tlv(0x04, v)));
+        }
+        if let Some(code) = error_code {
+            body.extend(field(4, tlv(0x02, &der_uint(u64::from(code)))));
+        }
+        if let Some(v) = &client_nonce {
+            body.extend(field(5, tlv(0x04, v)));
+        }
+        let mut out = tlv_with(outer_tag, &body, outer_len, outer_long);
+        havoc::apply_all(&havocs, &mut out);
+        out
+    }
+
+    /// A round-2 TSRequest as a client sends it: AUTHENTICATE token, pubKeyAuth, clientNonce.
+    fn valid_round_two() -> Vec<u8> {
+        let mut auth = b"NTLMSSP\0".to_vec();
+        auth.extend_from_slice(&3u32.to_le_bytes());
+        auth.resize(88, 0x11);
+        let valid = sspi::credssp::TsRequest {
+            version: 6,
+            nego_tokens: Some(auth),
+            pub_key_auth: Some(vec![7; 48]),
+            client_nonce: Some([9; 32]),
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        valid.encode_ts_request(&mut bytes).expect("encode");
+        bytes
+    }
+
+    /// The bytes of the first `n` cases of every round drawn from a fixed seed: round 1 from
+    /// [`encode`], later rounds from [`encode_round`] over [`valid_round_two`].
+    fn fixed_seed_cases(n: usize) -> Vec<(CredsspCase, Vec<u8>)> {
+        use proptest::strategy::{Strategy, ValueTree};
+        let strategy = strategy_all_rounds();
+        let mut runner = crate::fuzz::runner_for(0x00C0_FFEE);
+        let valid = valid_round_two();
+        (0..n)
+            .map(|_| {
+                let case = strategy.new_tree(&mut runner).expect("tree").current();
+                let bytes = if case.round == 1 {
+                    encode(&case.mutations, &EncodeCtx::default())
+                } else {
+                    encode_round(&valid, &case.mutations)
+                };
+                (case, bytes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_wire_writer_gives_the_old_writers_bytes() {
+        let valid = valid_round_two();
+        let cases = fixed_seed_cases(4000);
+        let mut rounds = [0usize; 4];
+        for (case, bytes) in &cases {
+            rounds[usize::from(case.round)] += 1;
+            let old = if case.round == 1 {
+                let base = BaseTsRequest {
+                    version: 6,
+                    nego_token: Some(ntlm_negotiate(&case.mutations)),
+                    ..BaseTsRequest::default()
+                };
+                old_encode_from(&base, &case.mutations)
+            } else {
+                let mut base = BaseTsRequest::parse(&valid).expect("valid");
+                if let Some(token) = &mut base.nego_token {
+                    ntlm_authenticate_mutate(token, &case.mutations);
+                }
+                old_encode_from(&base, &case.mutations)
+            };
+            assert_eq!(bytes, &old, "{case:?}");
+        }
+        assert!(
+            rounds[1] > 500 && rounds[2] > 500 && rounds[3] > 500,
+            "{rounds:?}"
+        );
+    }
+
+    /// The bytes of the fixed seed's cases, as the fuzzer's own writer wrote them before it wrote
+    /// through `wire::credssp`: a SHA-256 over each case's length and bytes.
+    #[test]
+    fn fixed_seed_cases_keep_their_bytes() {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (_, bytes) in fixed_seed_cases(4000) {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        assert_eq!(
+            hex::encode(h.finalize()),
+            "8b0b30c16420205ddde161926ea91b0f9121db9c5dafa6f4a57c31c3c56ff8d4"
+        );
+    }
 
     #[test]
     fn base_ts_request_parses_with_ntlm_negotiate() {

@@ -124,6 +124,25 @@ pub fn len_bytes_long(len: usize, octets: u8) -> Vec<u8> {
     out
 }
 
+/// Length octets of `len`: minimal, or long form with `long` length bytes ([`len_bytes_long`]).
+pub fn len_octets(len: usize, long: Option<u8>) -> Vec<u8> {
+    match long {
+        Some(n) => len_bytes_long(len, n),
+        None => len_bytes(len),
+    }
+}
+
+/// A one-byte-tag TLV whose length octets say `len` (None: the content's real length), in long
+/// form with `long` length bytes when asked: the deliberately wrong encodings a fuzzer sends.
+/// With `None, None` it is [`tlv`].
+pub fn tlv_with(tag: u8, content: &[u8], len: Option<usize>, long: Option<u8>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(content.len() + 10);
+    v.push(tag);
+    v.extend(len_octets(len.unwrap_or(content.len()), long));
+    v.extend_from_slice(content);
+    v
+}
+
 /// A one-byte-tag TLV with a minimal length.
 pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(content.len() + 10);
