@@ -18,7 +18,7 @@ use super::EncodeCtx;
 use crate::wire::{credssp, ntlm};
 
 /// Deepest extra SEQUENCE nesting a case asks for.
-pub const MAX_NESTING: u64 = 512;
+pub const MAX_NESTING: u64 = credssp::MAX_NESTING as u64;
 
 /// One structured mutation of the TSRequest; later ones override earlier ones.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -532,141 +532,6 @@ pub fn ts_request_version(b: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::asn1;
-
-    /// DER length octets: minimal, or long form with `long` length bytes.
-    fn der_len(len: usize, long: Option<u8>) -> Vec<u8> {
-        match long {
-            Some(n) => asn1::len_bytes_long(len, n),
-            None => asn1::len_bytes(len),
-        }
-    }
-
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        tlv_with(tag, content, None, None)
-    }
-
-    fn tlv_with(tag: u8, content: &[u8], length: Option<u32>, long: Option<u8>) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = length.map(|l| l as usize).unwrap_or(content.len());
-        out.extend(der_len(len, long));
-        out.extend_from_slice(content);
-        out
-    }
-
-    /// Minimal two's-complement DER INTEGER content of a non-negative value.
-    fn der_uint(v: u64) -> Vec<u8> {
-        asn1::uint_content(v)
-    }
-
-    /// The fuzzer's own TSRequest writer before it wrote through `wire::credssp`, kept to show
-    /// the bytes did not change.
-    /// Encodes a TSRequest from `base` with `mutations` (the DER structure and the fields; the NTLM
-    /// token is taken from `base` as it is).
-    fn old_encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
-        let mut version = der_uint(u64::from(base.version));
-        let mut outer_tag = 0x30u8;
-        let mut outer_len = None;
-        let mut outer_long = None;
-        let mut tags: [u8; 6] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5];
-        let mut lengths: [Option<u32>; 6] = [None; 6];
-        let mut nego = base.nego_token.is_some();
-        let mut nego_count = 1u8;
-        let mut token_len = None;
-        let mut nesting = 0u16;
-        let mut token = base.nego_token.clone().unwrap_or_default();
-        let mut auth_info = base.auth_info.clone();
-        let mut pub_key_auth = base.pub_key_auth.clone();
-        let mut error_code = base.error_code;
-        let mut client_nonce = base.client_nonce.clone();
-        let mut havocs = Vec::new();
-        let blob = |len: u16, seed: u8| -> Vec<u8> {
-            (0..usize::from(len).min(havoc::MAX_INSERT as usize))
-                .map(|i| (i as u8).wrapping_add(seed))
-                .collect()
-        };
-        for m in mutations {
-            match m {
-                CredsspMutation::Version(v) => version = der_uint(u64::from(*v)),
-                CredsspMutation::VersionRaw { len, fill } => {
-                    version = vec![*fill; usize::from(*len)]
-                }
-                CredsspMutation::OuterTag(t) => outer_tag = *t,
-                CredsspMutation::OuterLength(l) => outer_len = Some(*l),
-                CredsspMutation::OuterLongForm(n) => outer_long = Some(*n),
-                CredsspMutation::FieldTag { field, tag } => tags[usize::from(*field) % 6] = *tag,
-                CredsspMutation::FieldLength { field, length } => {
-                    lengths[usize::from(*field) % 6] = Some(*length)
-                }
-                CredsspMutation::NoNegoTokens => nego = false,
-                CredsspMutation::NegoTokenCount(n) => nego_count = *n,
-                CredsspMutation::NegoTokenLength(l) => token_len = Some(*l),
-                CredsspMutation::Nesting(d) => nesting = *d,
-                CredsspMutation::AuthInfo { len } => auth_info = Some(blob(*len, 0x21)),
-                CredsspMutation::PubKeyAuth { len } => pub_key_auth = Some(blob(*len, 0x42)),
-                CredsspMutation::ErrorCode(c) => error_code = Some(*c),
-                CredsspMutation::ClientNonce { len } => client_nonce = Some(blob(*len, 0x63)),
-                CredsspMutation::FieldTruncate { field, len } => {
-                    if let Some(f) = octets(
-                        *field,
-                        &mut token,
-                        &mut auth_info,
-                        &mut pub_key_auth,
-                        &mut client_nonce,
-                    ) {
-                        f.truncate(usize::from(*len));
-                    }
-                }
-                CredsspMutation::FieldFlip { field, at, xor } => {
-                    if let Some(f) = octets(
-                        *field,
-                        &mut token,
-                        &mut auth_info,
-                        &mut pub_key_auth,
-                        &mut client_nonce,
-                    ) {
-                        if !f.is_empty() {
-                            let i = usize::from(*at) % f.len();
-                            f[i] ^= *xor;
-                        }
-                    }
-                }
-                CredsspMutation::Havoc(h) => havocs.push(h.clone()),
-                _ => {}
-            }
-        }
-        let field = |i: usize, inner: Vec<u8>| tlv_with(tags[i], &inner, lengths[i], None);
-        let mut body = field(0, tlv(0x02, &version));
-        if nego {
-            let octets = tlv_with(0x04, &token, token_len, None);
-            let item = tlv(0x30, &tlv(0xa0, &octets));
-            let mut items = Vec::new();
-            for _ in 0..nego_count {
-                items.extend_from_slice(&item);
-            }
-            let mut nego_data = tlv(0x30, &items);
-            // INVARIANT: nesting is bounded (MAX_NESTING) so a replayed case cannot blow the stack or memory.
-            for _ in 0..u64::from(nesting).min(MAX_NESTING) {
-                nego_data = tlv(0x30, &nego_data);
-            }
-            body.extend(field(1, nego_data));
-        }
-        if let Some(v) = &auth_info {
-            body.extend(field(2, tlv(0x04, v)));
-        }
-        if let Some(v) = &pub_key_auth {
-            body.extend(field(3, tlv(0x04, v)));
-        }
-        if let Some(code) = error_code {
-            body.extend(field(4, tlv(0x02, &der_uint(u64::from(code)))));
-        }
-        if let Some(v) = &client_nonce {
-            body.extend(field(5, tlv(0x04, v)));
-        }
-        let mut out = tlv_with(outer_tag, &body, outer_len, outer_long);
-        havoc::apply_all(&havocs, &mut out);
-        out
-    }
 
     /// A round-2 TSRequest as a client sends it: AUTHENTICATE token, pubKeyAuth, clientNonce.
     fn valid_round_two() -> Vec<u8> {
@@ -703,35 +568,6 @@ mod tests {
                 (case, bytes)
             })
             .collect()
-    }
-
-    #[test]
-    fn the_wire_writer_gives_the_old_writers_bytes() {
-        let valid = valid_round_two();
-        let cases = fixed_seed_cases(4000);
-        let mut rounds = [0usize; 4];
-        for (case, bytes) in &cases {
-            rounds[usize::from(case.round)] += 1;
-            let old = if case.round == 1 {
-                let base = BaseTsRequest {
-                    version: 6,
-                    nego_token: Some(ntlm_negotiate(&case.mutations)),
-                    ..BaseTsRequest::default()
-                };
-                old_encode_from(&base, &case.mutations)
-            } else {
-                let mut base = BaseTsRequest::parse(&valid).expect("valid");
-                if let Some(token) = &mut base.nego_token {
-                    ntlm_authenticate_mutate(token, &case.mutations);
-                }
-                old_encode_from(&base, &case.mutations)
-            };
-            assert_eq!(bytes, &old, "{case:?}");
-        }
-        assert!(
-            rounds[1] > 500 && rounds[2] > 500 && rounds[3] > 500,
-            "{rounds:?}"
-        );
     }
 
     /// The bytes of the fixed seed's cases, as the fuzzer's own writer wrote them before it wrote
@@ -832,17 +668,5 @@ mod tests {
         assert_eq!(&tok[20..28], &[0xff, 0xff, 0xff, 0xff, 0, 0x10, 0, 0]);
         // Unreadable input is sent as is.
         assert_eq!(encode_round(b"junk", &[]), b"junk");
-    }
-
-    #[test]
-    fn der_lengths() {
-        assert_eq!(der_len(5, None), vec![5]);
-        assert_eq!(der_len(0x80, None), vec![0x81, 0x80]);
-        assert_eq!(der_len(0x1234, None), vec![0x82, 0x12, 0x34]);
-        assert_eq!(der_len(5, Some(3)), vec![0x83, 0, 0, 5]);
-        assert_eq!(der_len(5, Some(10)).len(), 11);
-        assert_eq!(der_uint(0), vec![0]);
-        assert_eq!(der_uint(0x80), vec![0, 0x80]);
-        assert_eq!(der_uint(0xffff_ffff), vec![0, 0xff, 0xff, 0xff, 0xff]);
     }
 }

@@ -214,6 +214,14 @@ mod tests {
         assert_eq!(len_bytes(0x7f), [0x7f]);
         assert_eq!(len_bytes(0x80), [0x81, 0x80]);
         assert_eq!(len_bytes(0x1234), [0x82, 0x12, 0x34]);
+        assert_eq!(len_octets(5, None), [5]);
+        assert_eq!(len_octets(0x80, None), [0x81, 0x80]);
+        assert_eq!(len_octets(5, Some(3)), [0x83, 0, 0, 5]);
+        assert_eq!(len_octets(5, Some(10)).len(), 11);
+        assert_eq!(tlv_with(0x04, &[1, 2], None, None), tlv(0x04, &[1, 2]));
+        assert_eq!(tlv_with(0x04, &[1, 2], Some(9), None), [0x04, 9, 1, 2]);
+        assert_eq!(tlv_with(0x30, &[1], None, Some(2)), [0x30, 0x82, 0, 1, 1]);
+        assert_eq!(uint_content(0xffff_ffff), [0, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(uint_content(0), [0]);
         assert_eq!(uint_content(0x80), [0, 0x80]);
         assert_eq!(uint_content(0xC000_006D), [0, 0xC0, 0, 0, 0x6D]);
