@@ -495,37 +495,21 @@ pub fn strategy_all_rounds() -> BoxedStrategy<CredsspCase> {
 /// TSRequest.version of a DER TSRequest, if the first field is a readable INTEGER (any length up to
 /// 8 bytes, so non-minimal encodings count too).
 pub fn ts_request_version(b: &[u8]) -> Option<u64> {
-    fn header(b: &[u8]) -> Option<(u8, usize, usize)> {
-        let tag = *b.first()?;
-        let l0 = *b.get(1)?;
-        if l0 < 0x80 {
-            return Some((tag, 2, usize::from(l0)));
-        }
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 8 {
+    use crate::wire::asn1::{read_header_long, TagForm};
+    // The SEQUENCE, then the [0] tag: only their headers; then the INTEGER.
+    let mut b = b;
+    for tag in [0x30, 0xa0] {
+        let h = read_header_long(b, TagForm::OneByte).ok()?;
+        if h.tag != tag {
             return None;
         }
-        let len = b
-            .get(2..2 + n)?
-            .iter()
-            .fold(0u64, |a, &x| (a << 8) | u64::from(x));
-        Some((tag, 2 + n, usize::try_from(len).ok()?))
+        b = b.get(h.header_len..)?;
     }
-    let (tag, h, _) = header(b)?;
-    if tag != 0x30 {
+    let h = read_header_long(b, TagForm::OneByte).ok()?;
+    if h.tag != 0x02 || h.len == 0 || h.len > 8 {
         return None;
     }
-    let b = b.get(h..)?;
-    let (tag, h, _) = header(b)?;
-    if tag != 0xa0 {
-        return None;
-    }
-    let b = b.get(h..)?;
-    let (tag, h, len) = header(b)?;
-    if tag != 0x02 || len == 0 || len > 8 {
-        return None;
-    }
-    let v = b.get(h..h + len)?;
+    let v = b.get(h.header_len..h.header_len + h.len)?;
     Some(v.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
 }
 
@@ -616,6 +600,10 @@ mod tests {
         let b = encode(&[CredsspMutation::OuterLongForm(4)], &ctx);
         assert_eq!(b[1], 0x84);
         assert_eq!(ts_request_version(&b), Some(6));
+        let b = encode(&[CredsspMutation::OuterLongForm(8)], &ctx);
+        assert_eq!(ts_request_version(&b), Some(6), "eight length bytes");
+        let b = encode(&[CredsspMutation::OuterLongForm(9)], &ctx);
+        assert_eq!(ts_request_version(&b), None);
         let b = encode(&[CredsspMutation::Nesting(3)], &ctx);
         assert!(crate::decode::credssp::der_frame_len(&b) == Some(b.len()));
     }
