@@ -243,6 +243,23 @@ struct Run<'a> {
     ctx: EncodeCtx,
 }
 
+/// What a hand-driven stage sequence takes of a [`Run`]: the target, the case, the trace and what
+/// was sent when.
+type RunParts<'a> = (
+    &'a Target,
+    &'a Case,
+    &'a SharedTrace,
+    &'a mut Vec<u8>,
+    &'a mut Option<Instant>,
+);
+
+impl<'a> Run<'a> {
+    /// The run's target, case, trace and record of what was sent (for the hand-driven stages).
+    fn parts(self) -> RunParts<'a> {
+        (self.target, self.case, self.shared, self.sent, self.sent_at)
+    }
+}
+
 impl Run<'_> {
     /// Sends the case's PDU and judges the answer (`buf`: bytes already read past the last
     /// valid reply).
@@ -681,14 +698,7 @@ async fn rdpsec_stages(
     mut wire: Tap<TcpStream>,
     rest: Vec<u8>,
 ) -> Result<(ResponseClass, String), Ended> {
-    let Run {
-        target,
-        case,
-        shared,
-        sent,
-        sent_at,
-        ..
-    } = run;
+    let (target, case, shared, sent, sent_at) = run.parts();
     use crate::rdpsec::client as rc;
     use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_ENCRYPT_CS, SEC_LICENSE_PKT};
     use crate::rdpsec::{cert, crypt::SecurityContext, gcc, keys, Method};
@@ -1645,14 +1655,7 @@ fn judge_after_credentials(b: &[u8]) -> Judge {
 /// upgrade with Basic credentials and the tunnel packets before the mutated one (`gw_tunnel`,
 /// `gw_channel`). See [`super::gateway`].
 async fn gateway_stages(run: Run<'_>) -> Result<(ResponseClass, String), Ended> {
-    let Run {
-        target,
-        case,
-        shared,
-        sent,
-        sent_at,
-        ..
-    } = run;
+    let (target, case, shared, sent, sent_at) = run.parts();
     use super::gateway as g;
     let stage = case.stage();
     let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {
