@@ -540,9 +540,9 @@ pub fn evaluate(
         let want = ntstatus(n);
         let got = match &r.verdict {
             Verdict::Failed {
-                kind: FailureKind::AuthFailure { ntstatus, .. },
+                kind: FailureKind::AuthFailure(a),
                 ..
-            } => *ntstatus,
+            } => a.ntstatus,
             _ => None,
         };
         push(

@@ -1199,6 +1199,10 @@ mod tests {
                     &[3, 0, 0, 19, 14, 0xd0, 0, 0, 0, 0, 0, 2, 0, 8, 0, 1, 0, 0, 0],
                 )
         }
+        /// The handshake, then the client's TLS ClientHello at 5 ms.
+        fn hello(&mut self) -> &mut Self {
+            self.handshake().pkt(5, Dir::C2S, "A", 40, &hello())
+        }
         fn done(self, name: &str) -> CaptureFlows {
             CaptureFlows {
                 name: name.into(),
@@ -1227,13 +1231,8 @@ mod tests {
         let mut a = Cap::at_client();
         let mut b = Cap::at_server();
         for c in [&mut a, &mut b] {
-            c.handshake().pkt(5, Dir::C2S, "A", 40, &hello()).pkt(
-                7,
-                Dir::S2C,
-                "A",
-                19,
-                &[0x16, 3, 3, 0, 60, 2, 9, 9],
-            );
+            c.hello()
+                .pkt(7, Dir::S2C, "A", 19, &[0x16, 3, 3, 0, 60, 2, 9, 9]);
         }
         // The server's capture given first: still ordered client end first.
         let c = correlate(&[b.done("server.pcapng"), a.done("client.pcapng")]);
@@ -1276,7 +1275,7 @@ mod tests {
     #[test]
     fn reset_injected_toward_the_client() {
         let mut a = Cap::at_client();
-        a.handshake().pkt(5, Dir::C2S, "A", 40, &hello());
+        a.hello();
         // The router's reset arrives with the router's TTL (one hop nearer than the server).
         a.pkt_ttl(6, Dir::S2C, "R", 19, &[], Some(64));
         let mut b = Cap::at_server();
@@ -1297,9 +1296,9 @@ mod tests {
     #[test]
     fn reset_injected_toward_the_server() {
         let mut a = Cap::at_client();
-        a.handshake().pkt(5, Dir::C2S, "A", 40, &hello());
+        a.hello();
         let mut b = Cap::at_server();
-        b.handshake().pkt(5, Dir::C2S, "A", 40, &hello());
+        b.hello();
         b.pkt_ttl(6, Dir::C2S, "R", 243, &[], Some(64));
         let c = correlate(&[a.done("c"), b.done("s")]);
         let k = one(&c);
@@ -1314,9 +1313,7 @@ mod tests {
         let mut a = Cap::at_client();
         let mut b = Cap::at_server();
         for c in [&mut a, &mut b] {
-            c.handshake()
-                .pkt(5, Dir::C2S, "A", 40, &hello())
-                .pkt(6, Dir::S2C, "R", 19, &[]);
+            c.hello().pkt(6, Dir::S2C, "R", 19, &[]);
         }
         let c = correlate(&[a.done("c"), b.done("s")]);
         let k = one(&c);
@@ -1334,11 +1331,9 @@ mod tests {
         let big = vec![0x16u8; 1448];
         let tail = vec![0x16u8; 300];
         let mut a = Cap::at_client();
-        a.handshake()
-            .pkt(5, Dir::C2S, "A", 40, &hello())
-            .pkt(8, Dir::S2C, "A", 19 + 1448, &tail);
+        a.hello().pkt(8, Dir::S2C, "A", 19 + 1448, &tail);
         let mut b = Cap::at_server();
-        b.handshake().pkt(5, Dir::C2S, "A", 40, &hello());
+        b.hello();
         for ms in [7, 250, 700] {
             b.pkt(ms, Dir::S2C, "A", 19, &big);
         }
@@ -1383,13 +1378,7 @@ mod tests {
         let mut a = Cap::at_client();
         let mut b = Cap::at_server();
         for c in [&mut a, &mut b] {
-            c.handshake().pkt(5, Dir::C2S, "A", 40, &hello()).pkt(
-                6,
-                Dir::S2C,
-                "A",
-                19,
-                &[0x16u8; 127],
-            );
+            c.hello().pkt(6, Dir::S2C, "A", 19, &[0x16u8; 127]);
         }
         for ms in [7, 250, 700] {
             b.pkt(ms, Dir::S2C, "A", 19 + 127, &[0x17u8; 1147]);
@@ -1454,7 +1443,7 @@ mod tests {
         let mut b = Cap::new("192.0.2.7:61000", (60, 64), 5000);
         b.isn = (777, 888);
         for c in [&mut a, &mut b] {
-            c.handshake().pkt(5, Dir::C2S, "A", 40, &hello());
+            c.hello();
         }
         let c = correlate(&[a.done("c"), b.done("s")]);
         let k = one(&c);

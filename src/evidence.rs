@@ -773,17 +773,20 @@ mod tests {
 
     #[test]
     fn rst_ttl_tells_host_from_injected() {
-        let mut t = Tracker::new();
-        t.packet(Dir::S2C, &pkt(1, 500, Some(140), 19, 63));
-        t.packet(
-            Dir::S2C,
-            &PacketFacts {
-                rst: true,
-                ..pkt(2, 519, None, 0, 64)
-            },
-        );
-        let e = t.finish();
-        let r = e.first_rst(Dir::S2C).unwrap();
+        // The server's data at TTL 63, then a RST at `ttl`.
+        let rst_at = |ttl: u8| {
+            let mut t = Tracker::new();
+            t.packet(Dir::S2C, &pkt(1, 500, Some(140), 19, 63));
+            t.packet(
+                Dir::S2C,
+                &PacketFacts {
+                    rst: true,
+                    ..pkt(2, 519, None, 0, ttl)
+                },
+            );
+            t.finish().first_rst(Dir::S2C).unwrap().clone()
+        };
+        let r = rst_at(64);
         assert_eq!(r.provenance, Provenance::Injected);
         assert_eq!(r.hops, 0);
         assert!(
@@ -791,19 +794,7 @@ mod tests {
             "{}",
             r.evidence
         );
-        let mut t = Tracker::new();
-        t.packet(Dir::S2C, &pkt(1, 500, Some(140), 19, 63));
-        t.packet(
-            Dir::S2C,
-            &PacketFacts {
-                rst: true,
-                ..pkt(2, 519, None, 0, 63)
-            },
-        );
-        assert_eq!(
-            t.finish().first_rst(Dir::S2C).unwrap().provenance,
-            Provenance::Host
-        );
+        assert_eq!(rst_at(63).provenance, Provenance::Host);
     }
 
     #[test]

@@ -187,11 +187,8 @@ pub enum FailureKind {
     /// TLS handshake failure without an alert (e.g. no common version / cipher).
     TlsFailure { detail: String },
     /// Authentication rejected (CredSSP errorCode NTSTATUS, or a close right after the AUTHENTICATE).
-    AuthFailure {
-        ntstatus: Option<u32>,
-        name: Option<String>,
-        detail: String,
-    },
+    /// JSON: `ntstatus`, its `name` and `detail`.
+    AuthFailure(AuthFailure),
     /// The server denied the connection (MCS disconnect provider ultimatum, access denied, set error info).
     Denied { detail: String },
     /// Malformed data: what was wrong and at which byte offset of that side's stream.
@@ -297,16 +294,18 @@ impl fmt::Display for FailureKind {
                 )
             }
             FailureKind::TlsFailure { detail } => write!(f, "TLS failure: {detail}"),
-            FailureKind::AuthFailure {
-                ntstatus,
-                name,
-                detail,
-            } => match (ntstatus, name) {
+            FailureKind::AuthFailure(a) => match (a.ntstatus, a.name()) {
                 (Some(code), Some(name)) => {
-                    write!(f, "authentication failure {name} (0x{code:08X}): {detail}")
+                    write!(
+                        f,
+                        "authentication failure {name} (0x{code:08X}): {}",
+                        a.detail
+                    )
                 }
-                (Some(code), None) => write!(f, "authentication failure 0x{code:08X}: {detail}"),
-                _ => write!(f, "authentication failure: {detail}"),
+                (Some(code), None) => {
+                    write!(f, "authentication failure 0x{code:08X}: {}", a.detail)
+                }
+                _ => write!(f, "authentication failure: {}", a.detail),
             },
             FailureKind::Denied { detail } => write!(f, "denied: {detail}"),
             FailureKind::ProtocolError {
@@ -399,6 +398,56 @@ impl<'de> Deserialize<'de> for NegFailure {
             code: u32,
         }
         Repr::deserialize(d).map(|r| NegFailure { code: r.code })
+    }
+}
+
+/// A rejected authentication: the NTSTATUS the server answered with (CredSSP errorCode), if any,
+/// and what happened. The code's name comes from the one table in `codes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthFailure {
+    pub ntstatus: Option<u32>,
+    pub detail: String,
+}
+
+impl AuthFailure {
+    /// A failure without an NTSTATUS (a close, an NTLM step that failed).
+    pub fn without_status(detail: impl Into<String>) -> AuthFailure {
+        AuthFailure {
+            ntstatus: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// The NTSTATUS name (`STATUS_LOGON_FAILURE`), None without a code or for a code outside the
+    /// table.
+    pub fn name(&self) -> Option<&'static str> {
+        self.ntstatus.and_then(crate::codes::ntstatus_name)
+    }
+}
+
+impl Serialize for AuthFailure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("AuthFailure", 3)?;
+        st.serialize_field("ntstatus", &self.ntstatus)?;
+        st.serialize_field("name", &self.name())?;
+        st.serialize_field("detail", &self.detail)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthFailure {
+    /// Reads `ntstatus` and `detail`; the `name` written beside them is derived, not trusted.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Repr {
+            ntstatus: Option<u32>,
+            detail: String,
+        }
+        Repr::deserialize(d).map(|r| AuthFailure {
+            ntstatus: r.ntstatus,
+            detail: r.detail,
+        })
     }
 }
 
@@ -632,6 +681,24 @@ mod tests {
                 FailureKind::GatewayError(GatewayHresult { code: 0x8000_1234 }),
                 r#"{"status":"failed","kind":"gateway_error","code":2147488308,"name":"0x80001234","by":"server"}"#,
             ),
+            (
+                FailureKind::AuthFailure(AuthFailure {
+                    ntstatus: Some(0xC000_006D),
+                    detail: "server answered with a TSRequest errorCode".into(),
+                }),
+                r#"{"status":"failed","kind":"auth_failure","ntstatus":3221225581,"name":"STATUS_LOGON_FAILURE","detail":"server answered with a TSRequest errorCode","by":"server"}"#,
+            ),
+            (
+                FailureKind::AuthFailure(AuthFailure {
+                    ntstatus: Some(0xC0DE_0001),
+                    detail: "d".into(),
+                }),
+                r#"{"status":"failed","kind":"auth_failure","ntstatus":3235774465,"name":null,"detail":"d","by":"server"}"#,
+            ),
+            (
+                FailureKind::AuthFailure(AuthFailure::without_status("closed")),
+                r#"{"status":"failed","kind":"auth_failure","ntstatus":null,"name":null,"detail":"closed","by":"server"}"#,
+            ),
         ];
         for (kind, want) in cases {
             assert_eq!(json(kind.clone()), want);
@@ -641,6 +708,15 @@ mod tests {
         assert_eq!(
             FailureKind::TlsAlert(TlsAlert::fatal(48)).to_string(),
             "TLS alert fatal unknown_ca (48)"
+        );
+        // A name written beside a code is rebuilt from the code, not trusted.
+        let lying: Verdict = serde_json::from_str(
+            r#"{"status":"failed","kind":"auth_failure","ntstatus":3221225581,"name":"STATUS_SUCCESS","detail":"d","by":"server"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            lying.to_string(),
+            "authentication failure STATUS_LOGON_FAILURE (0xC000006D): d [server]"
         );
         assert_eq!(
             FailureKind::NegotiationFailure(NegFailure { code: 1 }).to_string(),

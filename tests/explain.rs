@@ -11,7 +11,7 @@ use rdprobe::diagnose::{
     self, explain, explain_str, render_diagnosis, render_explanations, FaultClass,
 };
 use rdprobe::report::{ConnectionReport, StageReport};
-use rdprobe::stage::{FailureKind, NegFailure, Side, Stage, TlsAlert, Verdict};
+use rdprobe::stage::{AuthFailure, FailureKind, NegFailure, Side, Stage, TlsAlert, Verdict};
 
 // ------------------------------------------------------------------------------------------------
 // explain: snapshots
@@ -1154,11 +1154,10 @@ fn each_ntstatus_is_its_own_cause() {
                 S(Stage::Tls, 600, 1800, vec![]),
                 cred,
             ],
-            FailureKind::AuthFailure {
+            FailureKind::AuthFailure(AuthFailure {
                 ntstatus: Some(*code),
-                name: None,
                 detail: "server answered with a TSRequest errorCode".into(),
-            },
+            }),
             Side::Server,
         );
         let d = check(&r, *class, first);
@@ -1202,13 +1201,12 @@ fn freerdp2_bare_close_after_authenticate() {
             S(Stage::Tls, 600, 1800, vec![]),
             cred,
         ],
-        FailureKind::AuthFailure {
+        FailureKind::AuthFailure(AuthFailure {
             ntstatus: None,
-            name: None,
             detail:
                 "server closed the connection (TLS close_notify) right after the NTLM AUTHENTICATE"
                     .into(),
-        },
+        }),
         Side::Server,
     );
     let d = check(
@@ -1259,11 +1257,10 @@ fn diagnose_is_total() {
         FailureKind::TlsFailure {
             detail: String::new(),
         },
-        FailureKind::AuthFailure {
+        FailureKind::AuthFailure(AuthFailure {
             ntstatus: None,
-            name: None,
             detail: String::new(),
-        },
+        }),
         FailureKind::Denied {
             detail: String::new(),
         },

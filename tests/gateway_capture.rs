@@ -115,7 +115,7 @@ fn verdict_key(v: &Verdict) -> Value {
                 } => json!({ "status": status, "location": location }),
                 FailureKind::GatewayError(h) => json!({ "code": h.code, "name": h.name() }),
                 FailureKind::TimedOut { waiting_for, .. } => json!({ "waiting_for": waiting_for }),
-                FailureKind::AuthFailure { ntstatus, .. } => json!({ "ntstatus": ntstatus }),
+                FailureKind::AuthFailure(a) => json!({ "ntstatus": a.ntstatus }),
                 _ => Value::Null,
             };
             json!({ "kind": kind.name(), "by": by, "detail": detail })

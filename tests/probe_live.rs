@@ -262,11 +262,10 @@ async fn freerdp_shadow_nla_right_and_wrong_password() {
     );
     assert_eq!(by, Side::Server);
     match kind {
-        FailureKind::AuthFailure {
+        FailureKind::AuthFailure(rdprobe::stage::AuthFailure {
             ntstatus: None,
             detail,
-            ..
-        } => {
+        }) => {
             assert!(detail.contains("without a TSRequest errorCode"), "{detail}");
             assert!(detail.contains("close_notify"), "{detail}");
         }
@@ -314,7 +313,7 @@ async fn credssp_error_code_is_named() {
     let (kind, by) = failure(&r);
     assert_eq!(by, Side::Server);
     assert!(
-        matches!(kind, FailureKind::AuthFailure { ntstatus: Some(0xC000_006D), name: Some(n), .. } if n == "STATUS_LOGON_FAILURE"),
+        matches!(kind, FailureKind::AuthFailure(a) if a.ntstatus == Some(0xC000_006D) && a.name() == Some("STATUS_LOGON_FAILURE")),
         "{kind:?}"
     );
     assert_eq!(

@@ -461,6 +461,19 @@ struct Keys {
     seq: u64,
 }
 
+/// What TLS up to 1.2 authenticates besides a record's content: sequence number, content type,
+/// version and content length; the MAC input's prefix (RFC 5246 6.2.3.1) and an AEAD record's
+/// additional data (6.2.3.3).
+fn auth_header(seq: &[u8; 8], ctype: u8, version: u16, plen: u16) -> Vec<u8> {
+    [
+        &seq[..],
+        &[ctype],
+        &version.to_be_bytes(),
+        &plen.to_be_bytes(),
+    ]
+    .concat()
+}
+
 fn aead_open(bulk: Bulk, key: &[u8], nonce: &[u8; 12], aad: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
     let payload = Payload { msg: ct, aad };
     match bulk {
@@ -544,13 +557,7 @@ impl Keys {
                 nonce[..4].copy_from_slice(&self.iv[..4]);
                 nonce[4..].copy_from_slice(&frag[..8]);
                 let plen = (frag.len() - 24) as u16;
-                let aad = [
-                    &seq[..],
-                    &[ctype],
-                    &version.to_be_bytes(),
-                    &plen.to_be_bytes(),
-                ]
-                .concat();
+                let aad = auth_header(&seq, ctype, version, plen);
                 aead_open(self.bulk, &self.key, &nonce, &aad, &frag[8..]).ok_or(OpenError::Auth)?
             }
             Bulk::ChaCha => {
@@ -561,27 +568,13 @@ impl Keys {
                 }
                 let nonce = self.nonce_xor();
                 let plen = (frag.len() - 16) as u16;
-                let aad = [
-                    &seq[..],
-                    &[ctype],
-                    &version.to_be_bytes(),
-                    &plen.to_be_bytes(),
-                ]
-                .concat();
+                let aad = auth_header(&seq, ctype, version, plen);
                 aead_open(self.bulk, &self.key, &nonce, &aad, frag).ok_or(OpenError::Auth)?
             }
             Bulk::Aes128Cbc(mac) | Bulk::Aes256Cbc(mac) => {
                 let mac_len = mac.len();
                 let explicit_iv = version >= 0x0302;
-                let mac_hdr = |len: usize| {
-                    [
-                        &seq[..],
-                        &[ctype],
-                        &version.to_be_bytes(),
-                        &(len as u16).to_be_bytes(),
-                    ]
-                    .concat()
-                };
+                let mac_hdr = |len: usize| auth_header(&seq, ctype, version, len as u16);
                 let (ct, tag) = if etm {
                     if frag.len() < mac_len {
                         return Err(OpenError::Malformed("record too short for its mac"));

@@ -100,24 +100,7 @@ pub fn write_pcapng<W: Write>(
         trace.server
     )];
     section.extend(plan.section);
-    pcapng::shb(
-        &mut block,
-        &section,
-        concat!("rdprobe ", env!("CARGO_PKG_VERSION")),
-    )?;
-    out.write_all(&block)?;
-    pcapng::idb(&mut block, "rdprobe")?;
-    out.write_all(&block)?;
-
-    if !trace.keylog.is_empty() {
-        let mut secrets = Vec::new();
-        for line in &trace.keylog {
-            secrets.extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
-            secrets.push(b'\n');
-        }
-        pcapng::dsb_tls_keylog(&mut block, &secrets)?;
-        out.write_all(&block)?;
-    }
+    write_head(&mut out, &mut block, &section, SYNTHETIC, &trace.keylog)?;
 
     let mut em = Emitter::new(trace, out, block);
     // INVARIANT: plan.events is indexed like trace.events (one entry per event).
@@ -125,6 +108,39 @@ pub fn write_pcapng<W: Write>(
         em.event(ev.t_us, &ev.kind, notes)?;
     }
     em.out.flush()?;
+    Ok(())
+}
+
+/// The interface of the synthetic framing: its name and link type.
+const SYNTHETIC: (&str, u16) = ("rdprobe", pcapng::LINKTYPE_ETHERNET);
+
+/// The blocks before the first packet, whichever the framing: the Section Header Block with
+/// `section`'s comments, the one Interface Description Block (`interface`: name and link type),
+/// and a Decryption Secrets Block with the key log's lines when there are any.
+fn write_head<'a, W: Write>(
+    out: &mut W,
+    block: &mut Vec<u8>,
+    section: &[String],
+    interface: (&str, u16),
+    keylog: impl IntoIterator<Item = &'a String>,
+) -> Result<(), WriteError> {
+    pcapng::shb(
+        block,
+        section,
+        concat!("rdprobe ", env!("CARGO_PKG_VERSION")),
+    )?;
+    out.write_all(block)?;
+    pcapng::idb_linktype(block, interface.0, interface.1)?;
+    out.write_all(block)?;
+    let mut secrets = Vec::new();
+    for line in keylog {
+        secrets.extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
+        secrets.push(b'\n');
+    }
+    if !secrets.is_empty() {
+        pcapng::dsb_tls_keylog(block, &secrets)?;
+        out.write_all(block)?;
+    }
     Ok(())
 }
 
@@ -157,26 +173,8 @@ pub fn write_pcapng_many<W: Write>(
     for p in &plans {
         section.extend(p.section.iter().cloned());
     }
-    pcapng::shb(
-        &mut block,
-        &section,
-        concat!("rdprobe ", env!("CARGO_PKG_VERSION")),
-    )?;
-    out.write_all(&block)?;
-    pcapng::idb(&mut block, "rdprobe")?;
-    out.write_all(&block)?;
-
-    let mut secrets = Vec::new();
-    for (t, _) in traces {
-        for line in &t.keylog {
-            secrets.extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
-            secrets.push(b'\n');
-        }
-    }
-    if !secrets.is_empty() {
-        pcapng::dsb_tls_keylog(&mut block, &secrets)?;
-        out.write_all(&block)?;
-    }
+    let keylog: Vec<&String> = traces.iter().flat_map(|(t, _)| &t.keylog).collect();
+    write_head(&mut out, &mut block, &section, SYNTHETIC, keylog)?;
 
     // Each conversation's frames are built into its own buffer, then copied out; the next event is
     // always the earliest one left across the conversations.
@@ -686,6 +684,24 @@ mod tests {
         }
     }
 
+    /// An X.224 Connection Request and its Confirm (PROTOCOL_SSL).
+    const CR: &[u8] =
+        b"\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00";
+    const CC: &[u8] =
+        b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x00\x08\x00\x01\x00\x00\x00";
+
+    /// The report `analyze` gives of the pcapng written of `t` with `labels`.
+    fn written_and_read_back(t: &Trace, labels: &[String]) -> crate::report::ConnectionReport {
+        let mut out = Vec::new();
+        write_pcapng(t, labels, &mut out).unwrap();
+        let mut convs = crate::capture::reader::read_conversations(
+            &out[..],
+            crate::capture::reader::ReaderOptions::default(),
+        )
+        .unwrap();
+        crate::decode::decode(&convs.next().unwrap().unwrap()).report
+    }
+
     fn l(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
     }
@@ -694,10 +710,6 @@ mod tests {
     /// of the capture the probe wrote (the comment carries it back).
     #[test]
     fn a_client_rejection_survives_the_capture() {
-        const CR: &[u8] =
-            b"\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00";
-        const CC: &[u8] =
-            b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x00\x08\x00\x01\x00\x00\x00";
         let t = trace(vec![
             EventKind::Connected,
             wire(Dir::C2S, CR),
@@ -717,14 +729,7 @@ mod tests {
                 if what == "the client rejected the server's data: x224: [decode error] <odd> (fuzzed)"),
             "{kind:?}"
         );
-        let mut out = Vec::new();
-        write_pcapng(&t, &live.labels, &mut out).unwrap();
-        let mut convs = crate::capture::reader::read_conversations(
-            &out[..],
-            crate::capture::reader::ReaderOptions::default(),
-        )
-        .unwrap();
-        let back = crate::decode::decode(&convs.next().unwrap().unwrap()).report;
+        let back = written_and_read_back(&t, &live.labels);
         assert_eq!(back.verdict, live.report.verdict);
         assert_eq!(back.last_stage, live.report.last_stage);
     }
@@ -734,10 +739,6 @@ mod tests {
     /// the stop back before that FIN.
     #[test]
     fn a_stop_on_purpose_survives_the_capture_before_the_servers_fin() {
-        const CR: &[u8] =
-            b"\x03\x00\x00\x13\x0e\xe0\x00\x00\x00\x00\x00\x01\x00\x08\x00\x03\x00\x00\x00";
-        const CC: &[u8] =
-            b"\x03\x00\x00\x13\x0e\xd0\x00\x00\x12\x34\x00\x02\x00\x08\x00\x01\x00\x00\x00";
         let t = trace(vec![
             EventKind::Connected,
             wire(Dir::C2S, CR),
@@ -756,14 +757,7 @@ mod tests {
             "{}",
             live.report.summary
         );
-        let mut out = Vec::new();
-        write_pcapng(&t, &live.labels, &mut out).unwrap();
-        let mut convs = crate::capture::reader::read_conversations(
-            &out[..],
-            crate::capture::reader::ReaderOptions::default(),
-        )
-        .unwrap();
-        let back = crate::decode::decode(&convs.next().unwrap().unwrap()).report;
+        let back = written_and_read_back(&t, &live.labels);
         assert_eq!(back.verdict, live.report.verdict, "{}", back.summary);
         assert_eq!(back.last_stage, live.report.last_stage);
     }

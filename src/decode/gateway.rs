@@ -1155,12 +1155,11 @@ impl<'a> Dec<'a> {
                         Verdict::Failed {
                             kind: FailureKind::Stopped,
                             ..
-                        } => fail(FailureKind::AuthFailure {
+                        } => fail(FailureKind::AuthFailure(crate::stage::AuthFailure {
                             ntstatus: None,
-                            name: None,
                             detail: "ntlm: the client did not answer the gateway's CHALLENGE"
                                 .into(),
-                        }),
+                        })),
                         v => v,
                     },
                     t,

@@ -15,7 +15,7 @@ use super::pdu::{
 use super::{mcs, tls, x224, Decoded};
 use crate::evidence::Provenance;
 use crate::report::{ConnectionReport, Facts, StageReport};
-use crate::stage::{FailureKind, NegFailure, Side, Stage, TlsAlert, Verdict};
+use crate::stage::{AuthFailure, FailureKind, NegFailure, Side, Stage, TlsAlert, Verdict};
 use crate::trace::{ConnectFailure, Dir, EventKind, Layer, Trace};
 use ironrdp_pdu::nego::SecurityProtocol;
 
@@ -805,9 +805,8 @@ impl Machine<'_> {
             {
                 if self.cur() == Stage::Credssp && self.authenticate_pending {
                     self.fail_at(
-                        FailureKind::AuthFailure {
+                        FailureKind::AuthFailure(AuthFailure {
                             ntstatus: None,
-                            name: None,
                             detail: format!(
                                 "server closed the connection{} right after the NTLM AUTHENTICATE without a \
                                  TSRequest errorCode: the credentials were most likely rejected (servers that send \
@@ -818,7 +817,7 @@ impl Machine<'_> {
                                     ""
                                 }
                             ),
-                        },
+                        }),
                         Side::Server,
                         self.server_fin_at,
                     );
@@ -1867,17 +1866,15 @@ impl Machine<'_> {
                     self.authenticate_pending = true;
                 }
                 if let Some(code) = ts.error_code {
-                    let name = credssp::ntstatus_name(code).map(str::to_owned);
                     self.fact("error_code", json!(format!("0x{code:08X}")));
-                    if let Some(n) = &name {
+                    if let Some(n) = credssp::ntstatus_name(code) {
                         self.fact("error_name", json!(n));
                     }
                     self.fail(
-                        FailureKind::AuthFailure {
+                        FailureKind::AuthFailure(AuthFailure {
                             ntstatus: Some(code),
-                            name,
                             detail: "server answered with a TSRequest errorCode".into(),
-                        },
+                        }),
                         dir.sender(),
                     );
                 }
@@ -2200,7 +2197,7 @@ mod tests {
     use crate::wire::mcs::{DomainPdu, SendData};
     use crate::wire::x224 as wx;
 
-    use crate::stage::{FailureKind, Side, Stage, Verdict};
+    use crate::stage::{AuthFailure, FailureKind, Side, Stage, Verdict};
     use crate::trace::{Dir, EventKind, Layer, Trace};
 
     /// An X.224 Connection Request (TPKT + CR TPDU + RDP_NEG_REQ offering TLS and CredSSP).
@@ -2782,7 +2779,7 @@ mod tests {
         let (stage, kind, by) = failure(&r);
         assert_eq!((stage, by), (Stage::Credssp, Side::Server));
         assert!(
-            matches!(&kind, FailureKind::AuthFailure { ntstatus: None, detail, .. }
+            matches!(&kind, FailureKind::AuthFailure(AuthFailure { ntstatus: None, detail })
                 if detail.contains("right after the NTLM AUTHENTICATE")),
             "{kind:?}"
         );
@@ -2800,10 +2797,10 @@ mod tests {
         assert!(
             matches!(
                 failure(&r).1,
-                FailureKind::AuthFailure {
+                FailureKind::AuthFailure(AuthFailure {
                     ntstatus: Some(0xC000_006D),
                     ..
-                }
+                })
             ),
             "{:?}",
             r.verdict

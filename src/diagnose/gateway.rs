@@ -288,8 +288,8 @@ pub(super) fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Build
                 &[C::GwNotAGateway, C::GwTlsInspection],
             );
         }
-        FailureKind::AuthFailure { detail, .. } => {
-            d.ev(format!("gateway authentication failed: {detail}"));
+        FailureKind::AuthFailure(a) => {
+            d.ev(format!("gateway authentication failed: {}", a.detail));
             d.set(F::Credentials, &[C::GwWrongCredentials]);
         }
         FailureKind::Stopped => {

@@ -942,11 +942,7 @@ fn classify(cx: &Ctx<'_>, kind: &FailureKind, by: Side, d: &mut Builder) {
                 );
             }
         }
-        FailureKind::AuthFailure {
-            ntstatus,
-            name,
-            detail,
-        } => auth_failure(cx, *ntstatus, name.as_deref(), detail, d),
+        FailureKind::AuthFailure(a) => auth_failure(cx, a, d),
         FailureKind::Denied { detail } => denied(cx, by, detail, d),
         FailureKind::ProtocolError { what, offset } => {
             d.ev(format!(
@@ -1349,24 +1345,16 @@ fn ntstatus_cause(code: u32) -> (FaultClass, CauseId) {
     }
 }
 
-fn auth_failure(
-    cx: &Ctx<'_>,
-    ntstatus: Option<u32>,
-    name: Option<&str>,
-    detail: &str,
-    d: &mut Builder,
-) {
+fn auth_failure(cx: &Ctx<'_>, a: &crate::stage::AuthFailure, d: &mut Builder) {
+    let detail = &a.detail;
     use FaultClass as F;
     let user = cx
         .fact(Stage::Credssp, "ntlm_user")
         .map(|u| format!(" for user {u:?}"))
         .unwrap_or_default();
-    match ntstatus {
+    match a.ntstatus {
         Some(code) => {
-            let name = name
-                .map(str::to_owned)
-                .or_else(|| codes::ntstatus_name(code).map(str::to_owned))
-                .unwrap_or_else(|| "unknown NTSTATUS".into());
+            let name = a.name().unwrap_or("unknown NTSTATUS");
             d.ev(format!(
                 "the server answered the NTLM AUTHENTICATE{user} with TSRequest errorCode 0x{code:08X} ({name})"
             ));

@@ -733,7 +733,7 @@ async fn check_credentials(
             } | Verdict::Ok
         );
     let ntstatus = match r.verdict.failure() {
-        Some(FailureKind::AuthFailure { ntstatus, name, .. }) => match (ntstatus, name) {
+        Some(FailureKind::AuthFailure(a)) => match (a.ntstatus, a.name()) {
             (Some(c), Some(n)) => Some(format!("{n} (0x{c:08X})")),
             (Some(c), None) => Some(format!("0x{c:08X}")),
             _ => None,

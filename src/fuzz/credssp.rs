@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
 use super::EncodeCtx;
-use crate::wire::{asn1, ntlm};
+use crate::wire::{credssp, ntlm};
 
 /// Deepest extra SEQUENCE nesting a case asks for.
-pub const MAX_NESTING: u64 = 512;
+pub const MAX_NESTING: u64 = credssp::MAX_NESTING as u64;
 
 /// One structured mutation of the TSRequest; later ones override earlier ones.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,31 +169,6 @@ impl BaseTsRequest {
 /// ALWAYS_SIGN, EXTENDED_SESSIONSECURITY, VERSION, 128, KEY_EXCH, 56.
 pub const BASE_NTLM_FLAGS: u32 = 0xe208_8297;
 
-/// DER length octets: minimal, or long form with `long` length bytes.
-fn der_len(len: usize, long: Option<u8>) -> Vec<u8> {
-    match long {
-        Some(n) => asn1::len_bytes_long(len, n),
-        None => asn1::len_bytes(len),
-    }
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    tlv_with(tag, content, None, None)
-}
-
-fn tlv_with(tag: u8, content: &[u8], length: Option<u32>, long: Option<u8>) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = length.map(|l| l as usize).unwrap_or(content.len());
-    out.extend(der_len(len, long));
-    out.extend_from_slice(content);
-    out
-}
-
-/// Minimal two's-complement DER INTEGER content of a non-negative value.
-fn der_uint(v: u64) -> Vec<u8> {
-    asn1::uint_content(v)
-}
-
 /// The NTLM NEGOTIATE message (MS-NLMP 2.2.1.1) with mutations.
 fn ntlm_negotiate(mutations: &[CredsspMutation]) -> Vec<u8> {
     let mut last_sig = 0u8;
@@ -330,18 +305,15 @@ fn ntlm_authenticate_mutate(m: &mut Vec<u8>, mutations: &[CredsspMutation]) {
 }
 
 /// Encodes a TSRequest from `base` with `mutations` (the DER structure and the fields; the NTLM
-/// token is taken from `base` as it is).
+/// token is taken from `base` as it is), through the project's writer
+/// ([`credssp::TsRequest::emit_as`]) with the mutations' deviations as its [`credssp::Layout`].
 fn encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
-    let mut version = der_uint(u64::from(base.version));
-    let mut outer_tag = 0x30u8;
-    let mut outer_len = None;
-    let mut outer_long = None;
-    let mut tags: [u8; 6] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5];
-    let mut lengths: [Option<u32>; 6] = [None; 6];
+    let mut layout = credssp::Layout {
+        nego_token_repeat: Some(1),
+        ..credssp::Layout::default()
+    };
+    let mut version = base.version;
     let mut nego = base.nego_token.is_some();
-    let mut nego_count = 1u8;
-    let mut token_len = None;
-    let mut nesting = 0u16;
     let mut token = base.nego_token.clone().unwrap_or_default();
     let mut auth_info = base.auth_info.clone();
     let mut pub_key_auth = base.pub_key_auth.clone();
@@ -355,19 +327,26 @@ fn encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
     };
     for m in mutations {
         match m {
-            CredsspMutation::Version(v) => version = der_uint(u64::from(*v)),
-            CredsspMutation::VersionRaw { len, fill } => version = vec![*fill; usize::from(*len)],
-            CredsspMutation::OuterTag(t) => outer_tag = *t,
-            CredsspMutation::OuterLength(l) => outer_len = Some(*l),
-            CredsspMutation::OuterLongForm(n) => outer_long = Some(*n),
-            CredsspMutation::FieldTag { field, tag } => tags[usize::from(*field) % 6] = *tag,
+            CredsspMutation::Version(v) => {
+                version = *v;
+                layout.version_content = None;
+            }
+            CredsspMutation::VersionRaw { len, fill } => {
+                layout.version_content = Some(vec![*fill; usize::from(*len)])
+            }
+            CredsspMutation::OuterTag(t) => layout.outer_tag = *t,
+            CredsspMutation::OuterLength(l) => layout.outer_len = Some(*l),
+            CredsspMutation::OuterLongForm(n) => layout.outer_long_form = Some(*n),
+            CredsspMutation::FieldTag { field, tag } => {
+                layout.field_tags[usize::from(*field) % 6] = *tag
+            }
             CredsspMutation::FieldLength { field, length } => {
-                lengths[usize::from(*field) % 6] = Some(*length)
+                layout.field_lens[usize::from(*field) % 6] = Some(*length)
             }
             CredsspMutation::NoNegoTokens => nego = false,
-            CredsspMutation::NegoTokenCount(n) => nego_count = *n,
-            CredsspMutation::NegoTokenLength(l) => token_len = Some(*l),
-            CredsspMutation::Nesting(d) => nesting = *d,
+            CredsspMutation::NegoTokenCount(n) => layout.nego_token_repeat = Some(*n),
+            CredsspMutation::NegoTokenLength(l) => layout.nego_token_len = Some(*l),
+            CredsspMutation::Nesting(d) => layout.nego_nesting = *d,
             CredsspMutation::AuthInfo { len } => auth_info = Some(blob(*len, 0x21)),
             CredsspMutation::PubKeyAuth { len } => pub_key_auth = Some(blob(*len, 0x42)),
             CredsspMutation::ErrorCode(c) => error_code = Some(*c),
@@ -401,35 +380,25 @@ fn encode_from(base: &BaseTsRequest, mutations: &[CredsspMutation]) -> Vec<u8> {
             _ => {}
         }
     }
-    let field = |i: usize, inner: Vec<u8>| tlv_with(tags[i], &inner, lengths[i], None);
-    let mut body = field(0, tlv(0x02, &version));
-    if nego {
-        let octets = tlv_with(0x04, &token, token_len, None);
-        let item = tlv(0x30, &tlv(0xa0, &octets));
-        let mut items = Vec::new();
-        for _ in 0..nego_count {
-            items.extend_from_slice(&item);
-        }
-        let mut nego_data = tlv(0x30, &items);
-        // INVARIANT: nesting is bounded (MAX_NESTING) so a replayed case cannot blow the stack or memory.
-        for _ in 0..u64::from(nesting).min(MAX_NESTING) {
-            nego_data = tlv(0x30, &nego_data);
-        }
-        body.extend(field(1, nego_data));
+    fn field(b: &Option<Vec<u8>>) -> Option<credssp::Field<'_>> {
+        b.as_deref().map(|bytes| credssp::Field { at: 0, bytes })
     }
-    if let Some(v) = &auth_info {
-        body.extend(field(2, tlv(0x04, v)));
-    }
-    if let Some(v) = &pub_key_auth {
-        body.extend(field(3, tlv(0x04, v)));
-    }
-    if let Some(code) = error_code {
-        body.extend(field(4, tlv(0x02, &der_uint(u64::from(code)))));
-    }
-    if let Some(v) = &client_nonce {
-        body.extend(field(5, tlv(0x04, v)));
-    }
-    let mut out = tlv_with(outer_tag, &body, outer_len, outer_long);
+    let request = credssp::TsRequest {
+        version,
+        nego_tokens: if nego {
+            vec![credssp::Field {
+                at: 0,
+                bytes: &token,
+            }]
+        } else {
+            Vec::new()
+        },
+        auth_info: field(&auth_info),
+        pub_key_auth: field(&pub_key_auth),
+        error_code: error_code.map(|c| (c, 0)),
+        client_nonce: field(&client_nonce),
+    };
+    let mut out = request.emit_as(&layout);
     havoc::apply_all(&havocs, &mut out);
     out
 }
@@ -526,43 +495,80 @@ pub fn strategy_all_rounds() -> BoxedStrategy<CredsspCase> {
 /// TSRequest.version of a DER TSRequest, if the first field is a readable INTEGER (any length up to
 /// 8 bytes, so non-minimal encodings count too).
 pub fn ts_request_version(b: &[u8]) -> Option<u64> {
-    fn header(b: &[u8]) -> Option<(u8, usize, usize)> {
-        let tag = *b.first()?;
-        let l0 = *b.get(1)?;
-        if l0 < 0x80 {
-            return Some((tag, 2, usize::from(l0)));
-        }
-        let n = usize::from(l0 & 0x7f);
-        if n == 0 || n > 8 {
+    use crate::wire::asn1::{read_header_long, TagForm};
+    // The SEQUENCE, then the [0] tag: only their headers; then the INTEGER.
+    let mut b = b;
+    for tag in [0x30, 0xa0] {
+        let h = read_header_long(b, TagForm::OneByte).ok()?;
+        if h.tag != tag {
             return None;
         }
-        let len = b
-            .get(2..2 + n)?
-            .iter()
-            .fold(0u64, |a, &x| (a << 8) | u64::from(x));
-        Some((tag, 2 + n, usize::try_from(len).ok()?))
+        b = b.get(h.header_len..)?;
     }
-    let (tag, h, _) = header(b)?;
-    if tag != 0x30 {
+    let h = read_header_long(b, TagForm::OneByte).ok()?;
+    if h.tag != 0x02 || h.len == 0 || h.len > 8 {
         return None;
     }
-    let b = b.get(h..)?;
-    let (tag, h, _) = header(b)?;
-    if tag != 0xa0 {
-        return None;
-    }
-    let b = b.get(h..)?;
-    let (tag, h, len) = header(b)?;
-    if tag != 0x02 || len == 0 || len > 8 {
-        return None;
-    }
-    let v = b.get(h..h + len)?;
+    let v = b.get(h.header_len..h.header_len + h.len)?;
     Some(v.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A round-2 TSRequest as a client sends it: AUTHENTICATE token, pubKeyAuth, clientNonce.
+    fn valid_round_two() -> Vec<u8> {
+        let mut auth = b"NTLMSSP\0".to_vec();
+        auth.extend_from_slice(&3u32.to_le_bytes());
+        auth.resize(88, 0x11);
+        let valid = sspi::credssp::TsRequest {
+            version: 6,
+            nego_tokens: Some(auth),
+            pub_key_auth: Some(vec![7; 48]),
+            client_nonce: Some([9; 32]),
+            ..Default::default()
+        };
+        let mut bytes = Vec::new();
+        valid.encode_ts_request(&mut bytes).expect("encode");
+        bytes
+    }
+
+    /// The bytes of the first `n` cases of every round drawn from a fixed seed: round 1 from
+    /// [`encode`], later rounds from [`encode_round`] over [`valid_round_two`].
+    fn fixed_seed_cases(n: usize) -> Vec<(CredsspCase, Vec<u8>)> {
+        use proptest::strategy::{Strategy, ValueTree};
+        let strategy = strategy_all_rounds();
+        let mut runner = crate::fuzz::runner_for(0x00C0_FFEE);
+        let valid = valid_round_two();
+        (0..n)
+            .map(|_| {
+                let case = strategy.new_tree(&mut runner).expect("tree").current();
+                let bytes = if case.round == 1 {
+                    encode(&case.mutations, &EncodeCtx::default())
+                } else {
+                    encode_round(&valid, &case.mutations)
+                };
+                (case, bytes)
+            })
+            .collect()
+    }
+
+    /// The bytes of the fixed seed's cases, as the fuzzer's own writer wrote them before it wrote
+    /// through `wire::credssp`: a SHA-256 over each case's length and bytes.
+    #[test]
+    fn fixed_seed_cases_keep_their_bytes() {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (_, bytes) in fixed_seed_cases(4000) {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+        assert_eq!(
+            hex::encode(h.finalize()),
+            "8b0b30c16420205ddde161926ea91b0f9121db9c5dafa6f4a57c31c3c56ff8d4"
+        );
+    }
 
     #[test]
     fn base_ts_request_parses_with_ntlm_negotiate() {
@@ -594,6 +600,10 @@ mod tests {
         let b = encode(&[CredsspMutation::OuterLongForm(4)], &ctx);
         assert_eq!(b[1], 0x84);
         assert_eq!(ts_request_version(&b), Some(6));
+        let b = encode(&[CredsspMutation::OuterLongForm(8)], &ctx);
+        assert_eq!(ts_request_version(&b), Some(6), "eight length bytes");
+        let b = encode(&[CredsspMutation::OuterLongForm(9)], &ctx);
+        assert_eq!(ts_request_version(&b), None);
         let b = encode(&[CredsspMutation::Nesting(3)], &ctx);
         assert!(crate::decode::credssp::der_frame_len(&b) == Some(b.len()));
     }
@@ -646,17 +656,5 @@ mod tests {
         assert_eq!(&tok[20..28], &[0xff, 0xff, 0xff, 0xff, 0, 0x10, 0, 0]);
         // Unreadable input is sent as is.
         assert_eq!(encode_round(b"junk", &[]), b"junk");
-    }
-
-    #[test]
-    fn der_lengths() {
-        assert_eq!(der_len(5, None), vec![5]);
-        assert_eq!(der_len(0x80, None), vec![0x81, 0x80]);
-        assert_eq!(der_len(0x1234, None), vec![0x82, 0x12, 0x34]);
-        assert_eq!(der_len(5, Some(3)), vec![0x83, 0, 0, 5]);
-        assert_eq!(der_len(5, Some(10)).len(), 11);
-        assert_eq!(der_uint(0), vec![0]);
-        assert_eq!(der_uint(0x80), vec![0, 0x80]);
-        assert_eq!(der_uint(0xffff_ffff), vec![0, 0xff, 0xff, 0xff, 0xff]);
     }
 }

@@ -156,9 +156,6 @@ async fn drive(
     sent_at: &mut Option<Instant>,
 ) -> Result<(ResponseClass, String), Ended> {
     let stage = case.stage();
-    if stage.is_gateway() {
-        return gateway_stages(target, case, shared, sent, sent_at).await;
-    }
     let mut run = Run {
         target,
         case,
@@ -170,6 +167,9 @@ async fn drive(
             ..EncodeCtx::default()
         },
     };
+    if stage.is_gateway() {
+        return gateway_stages(run).await;
+    }
     let (mut wire, local) = connect(target, shared).await?;
     let requested = SecurityProtocol::from_bits_truncate(run.ctx.requested_protocols);
     let mut connector = connector(target, requested, local);
@@ -183,16 +183,7 @@ async fn drive(
                  with standard RDP security only (PROTOCOL_RDP, --security rdp)"
             )));
         }
-        return rdpsec_stages(
-            target,
-            case,
-            shared,
-            run.sent,
-            run.sent_at,
-            wire,
-            buf.to_vec(),
-        )
-        .await;
+        return rdpsec_stages(run, wire, buf.to_vec()).await;
     }
     let mut io = run.security_upgrade(&mut connector, wire, &mut buf).await?;
     run.mcs(&mut connector, &mut io, &mut buf).await?;
@@ -250,6 +241,23 @@ struct Run<'a> {
     sent: &'a mut Vec<u8>,
     sent_at: &'a mut Option<Instant>,
     ctx: EncodeCtx,
+}
+
+/// What a hand-driven stage sequence takes of a [`Run`]: the target, the case, the trace and what
+/// was sent when.
+type RunParts<'a> = (
+    &'a Target,
+    &'a Case,
+    &'a SharedTrace,
+    &'a mut Vec<u8>,
+    &'a mut Option<Instant>,
+);
+
+impl<'a> Run<'a> {
+    /// The run's target, case, trace and record of what was sent (for the hand-driven stages).
+    fn parts(self) -> RunParts<'a> {
+        (self.target, self.case, self.shared, self.sent, self.sent_at)
+    }
 }
 
 impl Run<'_> {
@@ -686,14 +694,11 @@ const RDP_METHODS: u32 = 0x01 | 0x02 | 0x08 | 0x10;
 /// sent, and for `licensing` the server's first licensing PDU and the client's answer, mutated.
 /// The crypto is `rdpsec`'s, the probe's own.
 async fn rdpsec_stages(
-    target: &Target,
-    case: &Case,
-    shared: &SharedTrace,
-    sent: &mut Vec<u8>,
-    sent_at: &mut Option<Instant>,
+    run: Run<'_>,
     mut wire: Tap<TcpStream>,
     rest: Vec<u8>,
 ) -> Result<(ResponseClass, String), Ended> {
+    let (target, case, shared, sent, sent_at) = run.parts();
     use crate::rdpsec::client as rc;
     use crate::rdpsec::flags::{SEC_ENCRYPT, SEC_LICENSE_ENCRYPT_CS, SEC_LICENSE_PKT};
     use crate::rdpsec::{cert, crypt::SecurityContext, gcc, keys, Method};
@@ -1649,13 +1654,8 @@ fn judge_after_credentials(b: &[u8]) -> Judge {
 /// The gateway stages: TCP and TLS to the gateway, then the first HTTP request (`gw_http`), or the
 /// upgrade with Basic credentials and the tunnel packets before the mutated one (`gw_tunnel`,
 /// `gw_channel`). See [`super::gateway`].
-async fn gateway_stages(
-    target: &Target,
-    case: &Case,
-    shared: &SharedTrace,
-    sent: &mut Vec<u8>,
-    sent_at: &mut Option<Instant>,
-) -> Result<(ResponseClass, String), Ended> {
+async fn gateway_stages(run: Run<'_>) -> Result<(ResponseClass, String), Ended> {
+    let (target, case, shared, sent, sent_at) = run.parts();
     use super::gateway as g;
     let stage = case.stage();
     let tcp = match tokio::time::timeout(target.timeout, TcpStream::connect(target.addr)).await {

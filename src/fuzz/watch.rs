@@ -316,21 +316,7 @@ impl Watcher {
         if start.is_none() && rss_kib(pid).is_none() {
             return Err(WatchError::NoProcess(pid));
         }
-        Ok(Watcher {
-            kind: Kind::Pid { start, gone: false },
-            pid,
-            rss_growth_limit_kib: None,
-            stats: ProcessStats {
-                pid,
-                ..ProcessStats::default()
-            },
-            rss_flagged: false,
-            descendants: None,
-            normal_codes: BTreeSet::from([0]),
-            epoch: 0,
-            trial: None,
-        }
-        .with_descendants())
+        Ok(Watcher::new(Kind::Pid { start, gone: false }, pid, false))
     }
 
     /// Watches a child of ours (it is killed when the watcher drops).
@@ -340,17 +326,24 @@ impl Watcher {
 
     fn child_with(child: Child, lab: Option<LabCommand>) -> Watcher {
         let pid = child.id();
+        let kind = Kind::Child {
+            child,
+            lab,
+            fate: None,
+        };
+        Watcher::new(kind, pid, true)
+    }
+
+    /// A watcher of `pid` (`child`: one of ours) before its first sample, with its descendants
+    /// watched.
+    fn new(kind: Kind, pid: u32, child: bool) -> Watcher {
         Watcher {
-            kind: Kind::Child {
-                child,
-                lab,
-                fate: None,
-            },
+            kind,
             pid,
             rss_growth_limit_kib: None,
             stats: ProcessStats {
                 pid,
-                child: true,
+                child,
                 ..ProcessStats::default()
             },
             rss_flagged: false,

@@ -1104,18 +1104,16 @@ async fn authenticate(
         .await?
     } else {
         let mut ntlm = NtlmClient::new(creds).map_err(|e| {
-            fail(FailureKind::AuthFailure {
+            fail(FailureKind::AuthFailure(crate::stage::AuthFailure {
                 ntstatus: None,
-                name: None,
                 detail: format!("ntlm setup: {e}"),
-            })
+            }))
         })?;
         let negotiate = ntlm.step(None).map_err(|e| {
-            fail(FailureKind::AuthFailure {
+            fail(FailureKind::AuthFailure(crate::stage::AuthFailure {
                 ntstatus: None,
-                name: None,
                 detail: format!("ntlm: {e}"),
-            })
+            }))
         })?;
         let h = exchange(
             s,
@@ -1144,11 +1142,10 @@ async fn authenticate(
             });
         };
         let authenticate = ntlm.step(Some(challenge)).map_err(|e| {
-            fail(FailureKind::AuthFailure {
+            fail(FailureKind::AuthFailure(crate::stage::AuthFailure {
                 ntstatus: None,
-                name: None,
                 detail: format!("ntlm: cannot answer the gateway's CHALLENGE: {e}"),
-            })
+            }))
         })?;
         rec.fact("authenticate_sent", json!(true));
         rec.fact("credentials_sent", json!(true));

@@ -361,11 +361,12 @@ pub fn x224_apply(c: &X224Case, pdu: &[u8]) -> Vec<u8> {
 // tls: the server's records (RFC 5246 / 8446 5.1, Certificate 7.4.2)
 
 /// Which record of the server's TLS output a case edits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TlsTarget {
     /// The record that carries the Certificate handshake message (TLS 1.2 and older; under TLS
     /// 1.3 it is encrypted and nothing matches).
+    #[default]
     Certificate,
     /// The `n`-th record the server writes (0 = the one with the ServerHello).
     Record(u8),
@@ -421,19 +422,10 @@ pub enum TlsMutation {
     Havoc(Havoc),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsCase {
     pub target: TlsTarget,
     pub mutations: Vec<TlsMutation>,
-}
-
-impl Default for TlsCase {
-    fn default() -> Self {
-        TlsCase {
-            target: TlsTarget::Certificate,
-            mutations: Vec::new(),
-        }
-    }
 }
 
 fn tls_strategy() -> BoxedStrategy<TlsCase> {
@@ -963,6 +955,26 @@ pub struct Proprietary {
     pub seed: u64,
 }
 
+impl Proprietary {
+    /// A certificate whose fields other than the key agree with it: keylen, bitlen and datalen
+    /// from the modulus, the RSA1 magic, BB_RSA_KEY_BLOB, a 72-byte signature.
+    fn consistent(modulus: Modulus, modulus_len: u16, exponent: u32, seed: u64) -> Proprietary {
+        Proprietary {
+            modulus,
+            modulus_len,
+            exponent,
+            keylen: None,
+            bitlen: None,
+            datalen: None,
+            magic: 0x3141_5352,
+            blob_type: 6,
+            blob_len: None,
+            signature_len: 72,
+            seed,
+        }
+    }
+}
+
 /// One certificate of an X.509 chain (dwVersion 2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1081,19 +1093,12 @@ fn cert_strategy() -> BoxedStrategy<CertSpec> {
         any::<u64>(),
     )
         .prop_map(|(modulus, modulus_len, exponent, seed)| {
-            CertSpec::Proprietary(Proprietary {
+            CertSpec::Proprietary(Proprietary::consistent(
                 modulus,
                 modulus_len,
                 exponent,
-                keylen: None,
-                bitlen: None,
-                datalen: None,
-                magic: 0x3141_5352,
-                blob_type: 6,
-                blob_len: None,
-                signature_len: 72,
                 seed,
-            })
+            ))
         });
     prop_oneof![
         5 => clean,
@@ -1701,10 +1706,11 @@ pub fn join_confirm_for(frame: &[u8]) -> Option<Vec<u8>> {
 // licensing (MS-RDPELE 2.2.2, MS-RDPBCGR 2.2.1.12)
 
 /// The licensing message to send.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
 pub enum LicensingMessage {
     /// The lab's own (a license error alert STATUS_VALID_CLIENT).
+    #[default]
     Original,
     /// LICENSE_ERROR_MESSAGE with these codes and a blob of `blob_len` bytes.
     ErrorAlert {
@@ -1740,19 +1746,10 @@ pub enum LicensingMutation {
     Havoc(Havoc),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicensingCase {
     pub message: LicensingMessage,
     pub mutations: Vec<LicensingMutation>,
-}
-
-impl Default for LicensingCase {
-    fn default() -> Self {
-        LicensingCase {
-            message: LicensingMessage::Original,
-            mutations: Vec::new(),
-        }
-    }
 }
 
 fn licensing_strategy() -> BoxedStrategy<LicensingCase> {
@@ -2250,19 +2247,7 @@ mod tests {
                 method: 2,
                 level: 2,
                 random_len: 32,
-                cert: CertSpec::Proprietary(Proprietary {
-                    modulus: Modulus::Zero,
-                    modulus_len: 72,
-                    exponent: 0x10001,
-                    keylen: None,
-                    bitlen: None,
-                    datalen: None,
-                    magic: 0x3141_5352,
-                    blob_type: 6,
-                    blob_len: None,
-                    signature_len: 72,
-                    seed: 1,
-                }),
+                cert: CertSpec::Proprietary(Proprietary::consistent(Modulus::Zero, 72, 0x10001, 1)),
                 random_len_field: None,
                 cert_len_field: None,
             }],

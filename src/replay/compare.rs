@@ -52,7 +52,7 @@ pub fn verdict_key(v: &Verdict) -> String {
                     protocol_names::text(*selected)
                 ),
                 FailureKind::TlsAlert(a) => format!("tls_alert {}", a.description()),
-                FailureKind::AuthFailure { ntstatus, .. } => match ntstatus {
+                FailureKind::AuthFailure(a) => match a.ntstatus {
                     Some(c) => format!("auth_failure 0x{c:08X}"),
                     None => "auth_failure without errorCode".to_owned(),
                 },

@@ -479,7 +479,8 @@ pub fn derive_server(
                             .to_owned(),
                     );
                 }
-                FailureKind::AuthFailure { ntstatus, .. } if server_side => {
+                FailureKind::AuthFailure(a) if server_side => {
+                    let ntstatus = a.ntstatus;
                     sc.credssp.reject = Some(NtStatus(ntstatus.unwrap_or(NtStatus::LOGON_FAILURE.0)));
                     sc.credssp.error_code = if ntstatus.is_some() {
                         crate::scenario::ErrorCodeEncoding::Int4

@@ -198,12 +198,18 @@ mod tests {
 
     #[test]
     fn masks_cookie_keeping_lengths() {
-        let mut pdu = vec![0x03, 0, 0, 0, 0, 0xE0, 0, 0, 0, 0, 0];
-        pdu.extend_from_slice(b"Cookie: mstshash=alice\r\n");
-        pdu.extend_from_slice(&[0x01, 0x00, 0x08, 0x00, 0x03, 0, 0, 0]);
-        let l = pdu.len();
-        pdu[2..4].copy_from_slice(&(l as u16).to_be_bytes());
-        pdu[4] = (l - 5) as u8;
+        use crate::wire::x224 as wx;
+        use ironrdp_pdu::nego::{RequestFlags, SecurityProtocol};
+        let pdu = wx::Tpdu::ConnectionRequest(wx::ConnectionRequest {
+            token: Some(wx::RequestToken::Cookie(b"alice")),
+            neg: Some(wx::NegReq {
+                flags: RequestFlags::empty(),
+                protocols: SecurityProtocol::SSL | SecurityProtocol::HYBRID,
+            }),
+            correlation_info: &[],
+        })
+        .emit()
+        .expect("fits a TPKT");
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut t = Trace::new(a, a);
         // Split across two segments to exercise the per-segment mapping.

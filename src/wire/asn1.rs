@@ -49,6 +49,21 @@ impl Header {
 /// an invalid one (high tag where not allowed, indefinite length, more than
 /// [`MAX_LENGTH_BYTES`] length bytes) that no more bytes will.
 pub fn read_header(buf: &[u8], form: TagForm) -> Result<Header, WireError> {
+    header(buf, form, MAX_LENGTH_BYTES, "length of more than 4 bytes")
+}
+
+/// [`read_header`] accepting up to 8 length bytes, as many as a `u64` holds: for a fuzzer's own
+/// long-form encodings (`0x88` and eight length bytes), which no peer needs.
+pub fn read_header_long(buf: &[u8], form: TagForm) -> Result<Header, WireError> {
+    header(buf, form, 8, "length of more than 8 bytes")
+}
+
+fn header(
+    buf: &[u8],
+    form: TagForm,
+    max_length_bytes: usize,
+    too_long: &'static str,
+) -> Result<Header, WireError> {
     let mut c = Cursor::new(buf);
     let tag = c.read_u8()?;
     if tag & 0x1f == 0x1f {
@@ -67,8 +82,8 @@ pub fn read_header(buf: &[u8], form: TagForm) -> Result<Header, WireError> {
         if n == 0 {
             return Err(WireError::invalid(tag_len, "indefinite length"));
         }
-        if n > MAX_LENGTH_BYTES {
-            return Err(WireError::invalid(tag_len, "length of more than 4 bytes"));
+        if n > max_length_bytes {
+            return Err(WireError::invalid(tag_len, too_long));
         }
         let bytes = c.read_bytes(n)?;
         let v = bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
@@ -122,6 +137,25 @@ pub fn len_bytes_long(len: usize, octets: u8) -> Vec<u8> {
         out.push(if n - i > 8 { 0 } else { bytes[8 - (n - i)] });
     }
     out
+}
+
+/// Length octets of `len`: minimal, or long form with `long` length bytes ([`len_bytes_long`]).
+pub fn len_octets(len: usize, long: Option<u8>) -> Vec<u8> {
+    match long {
+        Some(n) => len_bytes_long(len, n),
+        None => len_bytes(len),
+    }
+}
+
+/// A one-byte-tag TLV whose length octets say `len` (None: the content's real length), in long
+/// form with `long` length bytes when asked: the deliberately wrong encodings a fuzzer sends.
+/// With `None, None` it is [`tlv`].
+pub fn tlv_with(tag: u8, content: &[u8], len: Option<usize>, long: Option<u8>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(content.len() + 10);
+    v.push(tag);
+    v.extend(len_octets(len.unwrap_or(content.len()), long));
+    v.extend_from_slice(content);
+    v
 }
 
 /// A one-byte-tag TLV with a minimal length.
@@ -191,10 +225,28 @@ mod tests {
         assert!(read_header(&[0x30, 0x85, 1, 2, 3, 4, 5], TagForm::OneByte)
             .is_err_and(|e| !e.is_truncated()));
         assert!(read_header(&[0x30, 0x82, 0x01], TagForm::OneByte).is_err_and(|e| e.is_truncated()));
+        let eight = [0x30, 0x88, 0, 0, 0, 0, 0, 0, 0, 5];
+        assert!(read_header(&eight, TagForm::OneByte).is_err_and(|e| !e.is_truncated()));
+        assert_eq!(
+            read_header_long(&eight, TagForm::OneByte).map(|h| (h.header_len, h.len)),
+            Ok((10, 5))
+        );
+        assert!(
+            read_header_long(&[0x30, 0x89, 0, 0, 0, 0, 0, 0, 0, 0, 5], TagForm::OneByte)
+                .is_err_and(|e| !e.is_truncated())
+        );
         assert!(read_header(&[], TagForm::OneByte).is_err_and(|e| e.is_truncated()));
         assert_eq!(len_bytes(0x7f), [0x7f]);
         assert_eq!(len_bytes(0x80), [0x81, 0x80]);
         assert_eq!(len_bytes(0x1234), [0x82, 0x12, 0x34]);
+        assert_eq!(len_octets(5, None), [5]);
+        assert_eq!(len_octets(0x80, None), [0x81, 0x80]);
+        assert_eq!(len_octets(5, Some(3)), [0x83, 0, 0, 5]);
+        assert_eq!(len_octets(5, Some(10)).len(), 11);
+        assert_eq!(tlv_with(0x04, &[1, 2], None, None), tlv(0x04, &[1, 2]));
+        assert_eq!(tlv_with(0x04, &[1, 2], Some(9), None), [0x04, 9, 1, 2]);
+        assert_eq!(tlv_with(0x30, &[1], None, Some(2)), [0x30, 0x82, 0, 1, 1]);
+        assert_eq!(uint_content(0xffff_ffff), [0, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(uint_content(0), [0]);
         assert_eq!(uint_content(0x80), [0, 0x80]);
         assert_eq!(uint_content(0xC000_006D), [0, 0xC0, 0, 0, 0x6D]);

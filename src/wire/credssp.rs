@@ -327,26 +327,109 @@ impl<'a> TsRequest<'a> {
     /// Writes the TSRequest in DER (errorCode in strict DER; [`ts_request_error`] writes it as
     /// Windows does), fields in the order of the ASN.1 definition.
     pub fn emit(&self) -> Vec<u8> {
-        let mut body = asn1::tlv(0xa0, &asn1::tlv(0x02, &uint(self.version)));
+        self.emit_as(&Layout::default())
+    }
+
+    /// Writes the TSRequest with `layout`'s deviations from DER (tags, lengths, repetitions and
+    /// nesting a fuzzer asks for); [`Layout::default`] writes what [`TsRequest::emit`] writes.
+    pub fn emit_as(&self, layout: &Layout) -> Vec<u8> {
+        let field = |i: usize, inner: Vec<u8>| {
+            asn1::tlv_with(
+                layout.field_tags[i],
+                &inner,
+                layout.field_lens[i].map(|l| l as usize),
+                None,
+            )
+        };
+        let version = match &layout.version_content {
+            Some(raw) => raw.clone(),
+            None => uint(self.version),
+        };
+        let mut body = field(0, asn1::tlv(0x02, &version));
         if !self.nego_tokens.is_empty() {
+            let token = |t: &Field<'_>| {
+                let len = layout.nego_token_len.map(|l| l as usize);
+                let octets = asn1::tlv_with(0x04, t.bytes, len, None);
+                asn1::tlv(0x30, &asn1::tlv(0xa0, &octets))
+            };
             let mut items = Vec::new();
-            for t in &self.nego_tokens {
-                items.extend(asn1::tlv(0x30, &asn1::tlv(0xa0, &asn1::tlv(0x04, t.bytes))));
+            match layout.nego_token_repeat {
+                Some(n) => {
+                    let item = token(&self.nego_tokens[0]);
+                    for _ in 0..n {
+                        items.extend_from_slice(&item);
+                    }
+                }
+                None => self.nego_tokens.iter().for_each(|t| items.extend(token(t))),
             }
-            body.extend(asn1::tlv(0xa1, &asn1::tlv(0x30, &items)));
+            let mut nego_data = asn1::tlv(0x30, &items);
+            // INVARIANT: at most MAX_NESTING extra SEQUENCEs, whatever the layout asks.
+            for _ in 0..layout.nego_nesting.min(MAX_NESTING) {
+                nego_data = asn1::tlv(0x30, &nego_data);
+            }
+            body.extend(field(1, nego_data));
         }
-        for (tag, f) in [(0xa2, self.auth_info), (0xa3, self.pub_key_auth)] {
+        for (i, f) in [(2, self.auth_info), (3, self.pub_key_auth)] {
             if let Some(f) = f {
-                body.extend(asn1::tlv(tag, &asn1::tlv(0x04, f.bytes)));
+                body.extend(field(i, asn1::tlv(0x04, f.bytes)));
             }
         }
         if let Some((code, _)) = self.error_code {
-            body.extend(asn1::tlv(0xa4, &asn1::tlv(0x02, &uint(code))));
+            body.extend(field(4, asn1::tlv(0x02, &uint(code))));
         }
         if let Some(f) = self.client_nonce {
-            body.extend(asn1::tlv(0xa5, &asn1::tlv(0x04, f.bytes)));
+            body.extend(field(5, asn1::tlv(0x04, f.bytes)));
         }
-        asn1::tlv(0x30, &body)
+        asn1::tlv_with(
+            layout.outer_tag,
+            &body,
+            layout.outer_len.map(|l| l as usize),
+            layout.outer_long_form,
+        )
+    }
+}
+
+/// Most extra SEQUENCEs [`Layout::nego_nesting`] wraps around NegoData.
+pub const MAX_NESTING: u16 = 512;
+
+/// How [`TsRequest::emit_as`] lays a TSRequest out. The default is the DER of the ASN.1
+/// definition; every other value is a deliberate deviation, for fuzzing a peer's reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The outer SEQUENCE tag (0x30).
+    pub outer_tag: u8,
+    /// The outer length written instead of the real one.
+    pub outer_len: Option<u32>,
+    /// The outer length in long form with this many length bytes (non-minimal BER).
+    pub outer_long_form: Option<u8>,
+    /// The explicit context tags of fields 0 (version) to 5 (clientNonce): 0xA0 + field.
+    pub field_tags: [u8; 6],
+    /// Each field's explicit-tag length written instead of the real one.
+    pub field_lens: [Option<u32>; 6],
+    /// The version INTEGER's content instead of the minimal encoding of `version`.
+    pub version_content: Option<Vec<u8>>,
+    /// The length every negoToken OCTET STRING says instead of its real one.
+    pub nego_token_len: Option<u32>,
+    /// The first negoToken written this many times instead of every token once (`Some(0)`: an
+    /// empty NegoData).
+    pub nego_token_repeat: Option<u8>,
+    /// Extra SEQUENCEs wrapped around NegoData (at most [`MAX_NESTING`]).
+    pub nego_nesting: u16,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            outer_tag: 0x30,
+            outer_len: None,
+            outer_long_form: None,
+            field_tags: [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5],
+            field_lens: [None; 6],
+            version_content: None,
+            nego_token_len: None,
+            nego_token_repeat: None,
+            nego_nesting: 0,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub const SECRETS_TYPE_TLS_KEYLOG: u32 = 0x544C_534B;
 
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 /// LINKTYPE_ETHERNET.
-const LINKTYPE_ETHERNET: u16 = 1;
+pub const LINKTYPE_ETHERNET: u16 = 1;
 /// Snap length announced in the IDB (bytes): larger than any frame the writer builds.
 const SNAPLEN: u32 = 262_144;
 
@@ -111,12 +111,8 @@ pub fn shb(b: &mut Vec<u8>, comments: &[String], user_appl: &str) -> Result<(), 
     end_block(b)
 }
 
-/// Interface Description Block: Ethernet, timestamps in microseconds (if_tsresol = 6).
-pub fn idb(b: &mut Vec<u8>, name: &str) -> Result<(), BlockTooLarge> {
-    idb_linktype(b, name, LINKTYPE_ETHERNET)
-}
-
-/// Interface Description Block of another link type (LINKTYPE_RAW for the probe's own wire).
+/// Interface Description Block of link type `linktype` (LINKTYPE_ETHERNET for the synthetic
+/// framing, LINKTYPE_RAW for the probe's own wire), timestamps in microseconds (if_tsresol = 6).
 pub fn idb_linktype(b: &mut Vec<u8>, name: &str, linktype: u16) -> Result<(), BlockTooLarge> {
     begin_block(b, IDB_TYPE);
     put_u16(b, linktype);

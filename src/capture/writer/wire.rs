@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 
-use super::{pcapng, plan_comments, WriteError};
+use super::{pcapng, plan_comments, write_head, WriteError};
 use crate::capture::reader::packet::{parse, Parsed};
 use crate::probe::wire::{WireCaptured, LINKTYPE_RAW};
 use crate::trace::{Dir, EventKind, Layer, Trace};
@@ -188,23 +188,8 @@ fn write_blocks<W: Write>(
             section.extend(notes.last.iter().cloned());
         }
     }
-    pcapng::shb(
-        &mut block,
-        &section,
-        concat!("rdprobe ", env!("CARGO_PKG_VERSION")),
-    )?;
-    out.write_all(&block)?;
-    pcapng::idb_linktype(&mut block, "rdprobe-wire", LINKTYPE_RAW as u16)?;
-    out.write_all(&block)?;
-    if !trace.keylog.is_empty() {
-        let mut secrets = Vec::new();
-        for line in &trace.keylog {
-            secrets.extend_from_slice(line.trim_end_matches(['\r', '\n']).as_bytes());
-            secrets.push(b'\n');
-        }
-        pcapng::dsb_tls_keylog(&mut block, &secrets)?;
-        out.write_all(&block)?;
-    }
+    let interface = ("rdprobe-wire", LINKTYPE_RAW as u16);
+    write_head(out, &mut block, &section, interface, &trace.keylog)?;
     for (p, c) in wire.packets.iter().zip(comments) {
         pcapng::epb(&mut block, p.t_us, &p.data, c)?;
         out.write_all(&block)?;
