@@ -773,7 +773,7 @@ async fn rdpsec_stages(
     let (flags, encrypt) = super::security::info_header(muts, ctx.is_some());
     let ud = match ctx.as_mut() {
         Some(c) if encrypt => rc::seal(c, flags, &info),
-        _ => clear_user_data(flags, &info),
+        _ => crate::wire::share::secured(flags, &info),
     };
     let pdu =
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("client info", e))?;
@@ -831,9 +831,7 @@ async fn rdpsec_stages(
                 [0; 4],
                 std::sync::Arc::new(rc::NoLicenseCache),
             );
-            let mut hdr = (opened.flags & !SEC_ENCRYPT).to_le_bytes().to_vec();
-            hdr.extend_from_slice(&0u16.to_le_bytes());
-            hdr.extend_from_slice(&opened.payload);
+            let hdr = crate::wire::share::secured(opened.flags & !SEC_ENCRYPT, &opened.payload);
             let input = rc::indication(opened.initiator, opened.channel, hdr)
                 .map_err(|e| walk("licensing", e))?;
             let mut out = WriteBuf::new();
@@ -870,7 +868,7 @@ async fn rdpsec_stages(
     let ud = if encrypt_license {
         rc::seal(&mut cipher, flags, &msg)
     } else {
-        clear_user_data(flags, &msg)
+        crate::wire::share::secured(flags, &msg)
     };
     let pdu =
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("licensing", e))?;
@@ -882,15 +880,6 @@ async fn rdpsec_stages(
     let (class, detail) =
         observe_with(&mut wire, target, shared, buf, judge_rdpsec_reply, false).await;
     Ok((class, format!("{flow}: {detail}")))
-}
-
-/// A basic security header (flags, flagsHi 0) and a body in the clear.
-fn clear_user_data(flags: u16, body: &[u8]) -> Vec<u8> {
-    let mut ud = Vec::with_capacity(4 + body.len());
-    ud.extend_from_slice(&flags.to_le_bytes());
-    ud.extend_from_slice(&0u16.to_le_bytes());
-    ud.extend_from_slice(body);
-    ud
 }
 
 /// What a server in standard RDP security sends after the Client Info or a client licensing
