@@ -990,6 +990,7 @@ mod tests {
     };
     use ironrdp_pdu::rdp::headers as ih;
     use ironrdp_pdu::rdp::server_license::{LicensePdu, LicensingErrorMessage};
+    use proptest::prelude::*;
 
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s.split_whitespace().collect::<String>()).unwrap()
@@ -1370,5 +1371,111 @@ mod tests {
         assert!(Payload::parse(&clear, 0, false).is_err());
         // virtual channel data (CHANNEL_PDU_HEADER) is none of these
         assert!(Payload::parse(&[5, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3, 4, 5], 0, false).is_err());
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..max)
+    }
+
+    proptest! {
+        /// Arbitrary bytes: no panic in either mode, every range within the input, and a
+        /// reading that fails reports an offset within (or just past) the input.
+        #[test]
+        fn payloads_never_panic(p in bytes(200), base in 0usize..1000) {
+            for standard in [false, true] {
+                match Payload::parse(&p, base, standard) {
+                    Ok(r) => check_ranges(&r, base + p.len()),
+                    Err(e) => prop_assert!(e.at >= base && e.at <= base + p.len(), "{e}"),
+                }
+            }
+            super::exercise(&p);
+        }
+
+        /// Real PDUs with bytes flipped and cut: no panic.
+        #[test]
+        fn mutated_pdus_never_panic(
+            which in 0usize..4,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+        ) {
+            let mut p = match which {
+                0 => ShareDataHeader::new(0x0001_03ea, PDUTYPE2_CONTROL, 8).emit_pdu(1002, &[4, 0, 0, 0, 0, 0, 0, 0]),
+                1 => secured(SEC_LICENSE_PKT, &LicenseErrorMessage { error_code: 6, state_transition: 1, error_info: None }.emit(3, BB_ERROR_BLOB, b"x")),
+                2 => ironrdp_share(ih::ShareControlPdu::ServerDemandActive(ServerDemandActive {
+                    pdu: DemandActive { source_descriptor: "RDP".into(), capability_sets: vec![] },
+                })),
+                _ => deactivate_all(1002, 7, b"RDP\0"),
+            };
+            for (i, x) in flips {
+                let n = p.len();
+                p[i % n] ^= x;
+            }
+            p.truncate(cut % (p.len() + 1));
+            for standard in [false, true] {
+                if let Ok(r) = Payload::parse(&p, 3, standard) {
+                    check_ranges(&r, 3 + p.len());
+                }
+            }
+        }
+
+        /// A written share data PDU reads back as what was written.
+        #[test]
+        fn share_data_round_trips(share_id: u32, pdu_type2: u8, source: u16, data in bytes(300)) {
+            let h = ShareDataHeader::new(share_id, pdu_type2, data.len());
+            let p = h.emit_pdu(source, &data);
+            let s = ShareControlPdu::parse(&p, 0).expect("reads back");
+            prop_assert_eq!(s.header, ShareControlHeader { total_length: p.len() as u16, pdu_type: 0x17, pdu_source: source });
+            let ShareControlBody::Data(d) = s.body else { panic!("not data") };
+            prop_assert_eq!(
+                (d.share_id, d.stream_id, d.uncompressed_length, d.pdu_type2, d.compressed_type, d.compressed_length),
+                (share_id, STREAM_LOW, h.uncompressed_length, pdu_type2, 0, Some(0))
+            );
+            prop_assert_eq!(&p[d.data], &data[..]);
+            // without a security header it is the payload, with one it is under standard security
+            prop_assert!(matches!(Payload::parse(&p, 0, false), Ok(Payload::ShareControl(_))));
+            let sec = secured(0, &p);
+            let standard = matches!(
+                Payload::parse(&sec, 0, true),
+                Ok(Payload::Secured { body: SecuredBody::ShareControl(_), .. }) | Ok(Payload::ShareControl(_))
+            );
+            prop_assert!(standard);
+        }
+
+        /// Deactivate All, the Security Exchange and the security header read back.
+        #[test]
+        fn small_writers_round_trip(share_id: u32, source: u16, descriptor in bytes(40), flags: u16, flags_hi: u16, random in bytes(300)) {
+            let p = deactivate_all(source, share_id, &descriptor);
+            prop_assert_eq!(
+                ShareControlPdu::parse(&p, 0).map(|s| s.body),
+                Ok(ShareControlBody::DeactivateAll { share_id: Some(share_id) })
+            );
+            let mut x = Vec::new();
+            SecurityHeader { flags, flags_hi }.emit(&mut x);
+            SecurityExchange::emit_body(random.len() as u32, &random, &mut x);
+            prop_assert_eq!(SecurityHeader::parse(&x, 9), Ok(SecurityHeader { flags, flags_hi }));
+            let e = SecurityExchange::parse(&x[4..], 13).expect("reads back");
+            prop_assert_eq!(e.length as usize, random.len());
+            prop_assert_eq!(&x[e.random.start - 9..e.random.end - 9], &random[..]);
+        }
+
+        /// Licensing messages of every type read back with their preamble; an error message
+        /// with its codes and blob.
+        #[test]
+        fn licensing_round_trips(ty in proptest::sample::select(vec![LICENSE_REQUEST, PLATFORM_CHALLENGE, NEW_LICENSE, UPGRADE_LICENSE, LICENSE_INFO, NEW_LICENSE_REQUEST, PLATFORM_CHALLENGE_RESPONSE]),
+                                 flags: u8, body in bytes(300), code: u32, st: u32, blob_type: u16) {
+            let m = license_message(ty, flags, &body);
+            let l = LicensingPdu::parse(&m, 0).expect("reads back");
+            prop_assert_eq!(l.preamble, LicensePreamble { msg_type: ty, flags, msg_size: m.len() as u16 });
+            let alert = LicenseErrorMessage { error_code: code, state_transition: st, error_info: None };
+            let m = secured(SEC_LICENSE_PKT, &alert.emit(flags, blob_type, &body));
+            let Ok(Payload::Secured { body: SecuredBody::Licensing(l), .. }) = Payload::parse(&m, 0, false) else {
+                panic!("not licensing");
+            };
+            let LicensingMessage::ErrorAlert(e) = l.message else { panic!("not an alert") };
+            prop_assert_eq!((e.error_code, e.state_transition), (code, st));
+            let b = e.error_info.expect("blob");
+            prop_assert_eq!((b.ty, usize::from(b.len)), (blob_type, body.len()));
+            prop_assert_eq!(&m[b.data], &body[..]);
+        }
     }
 }
