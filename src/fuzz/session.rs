@@ -818,11 +818,11 @@ async fn rdpsec_stages(
         )));
     }
     let flow = match opened.payload.first() {
-        Some(0x01) => "after the server's license request",
+        Some(&crate::wire::share::LICENSE_REQUEST) => "after the server's license request",
         _ => "after the server's STATUS_VALID_CLIENT",
     };
     let (valid, encrypt_license) = match opened.payload.first() {
-        Some(0x01) => {
+        Some(&crate::wire::share::LICENSE_REQUEST) => {
             // Server License Request: IronRDP's sequence answers with a New License Request.
             let mut lic = ironrdp_connector::LicenseExchangeSequence::new(
                 server.io_channel,
@@ -916,11 +916,12 @@ fn judge_rdpsec_pdu(pdu: &[u8]) -> (ResponseClass, String) {
             );
         };
         let flags = u16::from_le_bytes([h[0], h[1]]);
-        if flags & SEC_LICENSE_PKT != 0 && flags & SEC_ENCRYPT == 0 && ud.get(4) == Some(&0xff) {
-            let code = ud
-                .get(8..12)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .unwrap_or(0);
+        // A license error message in the clear: security header, preamble, dwErrorCode.
+        if flags & SEC_LICENSE_PKT != 0
+            && flags & SEC_ENCRYPT == 0
+            && ud.get(4) == Some(&crate::wire::share::ERROR_ALERT)
+        {
+            let code = crate::wire::cursor::le32(ud, 8).unwrap_or(0);
             return if code == super::licensing::STATUS_VALID_CLIENT {
                 (
                     ResponseClass::ValidReply,

@@ -30,6 +30,7 @@ use crate::probe::tap::SharedTrace;
 use crate::probe::{Credentials, ProbeOptions, MAX_PDU_LEN};
 use crate::stage::Stage;
 use crate::trace::{Dir, EventKind, Layer};
+use crate::wire::share::{ERROR_ALERT, LICENSE_REQUEST, NEW_LICENSE, STATUS_VALID_CLIENT};
 
 /// What the walk reached and learned (also summarized in a trace Note).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -571,21 +572,22 @@ pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             break;
         }
         let encrypt_license = opened.flags & SEC_LICENSE_ENCRYPT_CS != 0;
-        if opened.payload.first() == Some(&0xff) {
-            licensing = match opened.payload.get(4..8) {
-                Some([7, 0, 0, 0]) => {
-                    "valid client (license error alert STATUS_VALID_CLIENT)".into()
+        // bMsgType of the preamble; dwErrorCode of an error message after it.
+        match opened.payload.first().copied() {
+            Some(ERROR_ALERT) => {
+                licensing = match crate::wire::cursor::le32(&opened.payload, 4) {
+                    Some(STATUS_VALID_CLIENT) => {
+                        "valid client (license error alert STATUS_VALID_CLIENT)".into()
+                    }
+                    Some(c) => format!("license error alert 0x{c:08x}"),
+                    None => "license error alert".into(),
                 }
-                Some(c) => format!(
-                    "license error alert 0x{:08x}",
-                    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
-                ),
-                None => "license error alert".into(),
-            };
-        } else if opened.payload.first() == Some(&0x03) {
-            licensing = "new license issued".into();
-        } else if opened.payload.first() == Some(&0x01) && !licensing.contains("valid") {
-            licensing = "server license request".into();
+            }
+            Some(NEW_LICENSE) => licensing = "new license issued".into(),
+            Some(LICENSE_REQUEST) if !licensing.contains("valid") => {
+                licensing = "server license request".into()
+            }
+            _ => {}
         }
         // IronRDP's sequence reads the PDU with its header, in the clear.
         let hdr = crate::wire::share::secured(opened.flags & !SEC_ENCRYPT, &opened.payload);
