@@ -885,12 +885,11 @@ fn share_control(p: &[u8], s: &ShareControlPdu) -> (ShareKind, Facts) {
     let kind = match &s.body {
         ShareControlBody::FlowControl { .. } => ShareKind::FlowControl,
         ShareControlBody::DemandActive(a) => {
-            // lengthSourceDescriptor at offset 6: the old reading, kept byte for byte here
-            active_facts(p, a, 6, &mut f);
+            active_facts(p, a, &mut f);
             ShareKind::DemandActive
         }
         ShareControlBody::ConfirmActive(a) => {
-            active_facts(p, a, 8, &mut f);
+            active_facts(p, a, &mut f);
             ShareKind::ConfirmActive
         }
         ShareControlBody::DeactivateAll { share_id } => {
@@ -905,21 +904,17 @@ fn share_control(p: &[u8], s: &ShareControlPdu) -> (ShareKind, Facts) {
     (kind, f)
 }
 
-/// Demand/confirm active facts; `sd_len_at` is where the old reading took lengthSourceDescriptor
-/// from (4 bytes early: see the next commit).
-fn active_facts(p: &[u8], a: &ActivePdu, sd_len_at: usize, f: &mut Facts) {
+/// Demand/confirm active facts: the shareId, the sourceDescriptor (up to its NUL) and
+/// numberCapabilities, each when the PDU holds it.
+fn active_facts(p: &[u8], a: &ActivePdu, f: &mut Facts) {
     if let Some(id) = a.share_id {
         f.insert("share_id".into(), json!(format!("0x{id:08x}")));
     }
-    let (Some(sd_len), Some(_caps_len)) = (le16(p, sd_len_at), le16(p, sd_len_at + 2)) else {
-        return;
-    };
-    let sd_at = sd_len_at + 4;
-    if let Some(sd) = p.get(sd_at..sd_at + usize::from(sd_len)) {
+    if let Some(sd) = a.source_descriptor.clone().and_then(|r| p.get(r)) {
         f.insert("source_descriptor".into(), json!(ansiz(sd)));
-        if let Some(n) = le16(p, sd_at + usize::from(sd_len)) {
-            f.insert("capability_sets".into(), json!(n));
-        }
+    }
+    if let Some(n) = a.number_capabilities {
+        f.insert("capability_sets".into(), json!(n));
     }
 }
 
@@ -1010,7 +1005,9 @@ mod tests {
     use super::*;
     use expect_test::expect;
     use ironrdp_pdu::mcs::{self as imcs, McsMessage};
-    use ironrdp_pdu::rdp::capability_sets::{DemandActive, ServerDemandActive};
+    use ironrdp_pdu::rdp::capability_sets::{
+        ClientConfirmActive, DemandActive, ServerDemandActive,
+    };
     use ironrdp_pdu::rdp::client_info::CompressionType;
     use ironrdp_pdu::rdp::finalization_messages::{
         ControlAction, ControlPdu, FontPdu, SequenceFlags, SynchronizePdu,
@@ -1423,6 +1420,13 @@ mod tests {
                     capability_sets: vec![],
                 },
             })),
+            share(ShareControlPdu::ClientConfirmActive(ClientConfirmActive {
+                originator_id: 0x03ea,
+                pdu: DemandActive {
+                    source_descriptor: "MSTSC".into(),
+                    capability_sets: vec![],
+                },
+            })),
             share(ShareControlPdu::ServerDeactivateAll(ServerDeactivateAll)),
             data(ShareDataPdu::Synchronize(SynchronizePdu {
                 target_user_id: 1002,
@@ -1463,7 +1467,8 @@ mod tests {
             out.push('\n');
         }
         expect![[r#"
-            demand active: share_id="0x000103ea" 
+            demand active: capability_sets=0 share_id="0x000103ea" source_descriptor="RDP" 
+            confirm active: capability_sets=0 share_id="0x000103ea" source_descriptor="MSTSC" 
             deactivate all: share_id="0x000103ea" 
             synchronize: 
             control: action="cooperate" 
