@@ -716,97 +716,19 @@ fn send_data_facts(sd: &crate::wire::mcs::SendData, f: &mut Facts) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Share PDUs, security header, licensing
+// Share PDUs, security header, licensing (read by `wire::share`, named here)
 
+use crate::wire::share::{
+    self as wshare, ActivePdu, LicensingMessage, Payload, SecuredBody, ShareControlBody,
+    ShareControlPdu,
+};
 /// Security header flags (MS-RDPBCGR 2.2.8.1.1.2.1 TS_SECURITY_HEADER).
-pub const SEC_EXCHANGE_PKT: u16 = 0x0001;
-pub const SEC_TRANSPORT_REQ: u16 = 0x0002;
-pub const SEC_TRANSPORT_RSP: u16 = 0x0004;
-pub const SEC_ENCRYPT: u16 = 0x0008;
-pub const SEC_RESET_SEQNO: u16 = 0x0010;
-pub const SEC_IGNORE_SEQNO: u16 = 0x0020;
-pub const SEC_INFO_PKT: u16 = 0x0040;
-pub const SEC_LICENSE_PKT: u16 = 0x0080;
-pub const SEC_LICENSE_ENCRYPT: u16 = 0x0200;
-pub const SEC_REDIRECTION_PKT: u16 = 0x0400;
-pub const SEC_SECURE_CHECKSUM: u16 = 0x0800;
-pub const SEC_AUTODETECT_REQ: u16 = 0x1000;
-pub const SEC_AUTODETECT_RSP: u16 = 0x2000;
-pub const SEC_HEARTBEAT: u16 = 0x4000;
-pub const SEC_FLAGSHI_VALID: u16 = 0x8000;
-
-/// Flags that say "this PDU carries a security header even under Enhanced RDP Security (TLS/NLA)".
-const SEC_ENHANCED_HEADER_FLAGS: u16 = SEC_EXCHANGE_PKT
-    | SEC_TRANSPORT_REQ
-    | SEC_TRANSPORT_RSP
-    | SEC_INFO_PKT
-    | SEC_LICENSE_PKT
-    | SEC_REDIRECTION_PKT
-    | SEC_AUTODETECT_REQ
-    | SEC_AUTODETECT_RSP
-    | SEC_HEARTBEAT;
-
-fn security_flag_names(flags: u16) -> Vec<&'static str> {
-    [
-        (SEC_EXCHANGE_PKT, "SEC_EXCHANGE_PKT"),
-        (SEC_TRANSPORT_REQ, "SEC_TRANSPORT_REQ"),
-        (SEC_TRANSPORT_RSP, "SEC_TRANSPORT_RSP"),
-        (SEC_ENCRYPT, "SEC_ENCRYPT"),
-        (SEC_RESET_SEQNO, "SEC_RESET_SEQNO"),
-        (SEC_IGNORE_SEQNO, "SEC_IGNORE_SEQNO"),
-        (SEC_INFO_PKT, "SEC_INFO_PKT"),
-        (SEC_LICENSE_PKT, "SEC_LICENSE_PKT"),
-        (SEC_LICENSE_ENCRYPT, "SEC_LICENSE_ENCRYPT"),
-        (SEC_REDIRECTION_PKT, "SEC_REDIRECTION_PKT"),
-        (SEC_SECURE_CHECKSUM, "SEC_SECURE_CHECKSUM"),
-        (SEC_AUTODETECT_REQ, "SEC_AUTODETECT_REQ"),
-        (SEC_AUTODETECT_RSP, "SEC_AUTODETECT_RSP"),
-        (SEC_HEARTBEAT, "SEC_HEARTBEAT"),
-        (SEC_FLAGSHI_VALID, "SEC_FLAGSHI_VALID"),
-    ]
-    .into_iter()
-    .filter(|(b, _)| flags & b != 0)
-    .map(|(_, n)| n)
-    .collect()
-}
-
-/// Share control PDU types (MS-RDPBCGR 2.2.8.1.1.1.1), low 4 bits of pduType.
-const PDUTYPE_DEMANDACTIVEPDU: u16 = 0x1;
-const PDUTYPE_CONFIRMACTIVEPDU: u16 = 0x3;
-const PDUTYPE_DEACTIVATEALLPDU: u16 = 0x6;
-const PDUTYPE_DATAPDU: u16 = 0x7;
-const PDUTYPE_SERVER_REDIR_PKT: u16 = 0xa;
-/// TS_PROTOCOL_VERSION in the high 12 bits of pduType.
-const TS_PROTOCOL_VERSION: u16 = 0x1;
-/// totalLength of a flow control PDU (2.2.8.1.1.1.1 "0x8000").
-const FLOW_CONTROL_MARKER: u16 = 0x8000;
-/// Size of a share control header (totalLength, pduType, pduSource).
-const SHARE_CONTROL_HEADER_LEN: usize = 6;
-/// Size of share control header + share data header (2.2.8.1.1.1.2).
-const SHARE_DATA_HEADER_END: usize = 18;
-
-/// Whether `p` starts with a plausible share control header covering exactly `p`.
-fn is_share_control(p: &[u8]) -> bool {
-    let (Some(total), Some(ty)) = (le16(p, 0), le16(p, 2)) else {
-        return false;
-    };
-    if total == FLOW_CONTROL_MARKER {
-        // flow control PDU (2.2.8.1.1.1.1 note): pduTypeFlow FLOW_TEST / FLOW_RESPONSE / FLOW_STOP
-        return p.len() >= 8 && (0x41..=0x43).contains(&p[2]);
-    }
-    let kind = ty & 0xf;
-    usize::from(total) == p.len()
-        && p.len() >= SHARE_CONTROL_HEADER_LEN
-        && ty >> 4 == TS_PROTOCOL_VERSION
-        && matches!(
-            kind,
-            PDUTYPE_DEMANDACTIVEPDU
-                | PDUTYPE_CONFIRMACTIVEPDU
-                | PDUTYPE_DEACTIVATEALLPDU
-                | PDUTYPE_DATAPDU
-                | PDUTYPE_SERVER_REDIR_PKT
-        )
-}
+pub use crate::wire::share::{
+    SEC_AUTODETECT_REQ, SEC_AUTODETECT_RSP, SEC_ENCRYPT, SEC_EXCHANGE_PKT, SEC_FLAGSHI_VALID,
+    SEC_HEARTBEAT, SEC_IGNORE_SEQNO, SEC_INFO_PKT, SEC_LICENSE_ENCRYPT, SEC_LICENSE_PKT,
+    SEC_REDIRECTION_PKT, SEC_RESET_SEQNO, SEC_SECURE_CHECKSUM, SEC_TRANSPORT_REQ,
+    SEC_TRANSPORT_RSP,
+};
 
 /// [`share_pdu`] with the PDU's display name ("client info"), for callers that print it.
 pub fn classify_share_pdu(
@@ -821,7 +743,7 @@ pub fn classify_share_pdu(
 /// security (every PDU has a basic security header); otherwise only PDUs with SEC_EXCHANGE_PKT /
 /// SEC_INFO_PKT / SEC_LICENSE_PKT flags do (detect those by their flags).
 ///
-/// What is read, per MS-RDPBCGR:
+/// What is read, per MS-RDPBCGR (the reading itself is [`Payload::parse`]):
 /// * Standard RDP security (`has_security_header`): every slow-path PDU starts with a security
 ///   header (2.2.8.1.1.2) when an encryption level other than NONE was negotiated; its SEC_ENCRYPT
 ///   PDUs are "encrypted pdu" (nothing more is readable without the session keys). With level NONE
@@ -846,126 +768,90 @@ pub fn classify_share_pdu(
 /// "info_type" for save session info; "monitor_count" for monitor layout; "user", "domain",
 /// "info_flags" for an unencrypted client info; "compressed" when the data PDU is compressed.
 pub fn share_pdu(payload: &[u8], has_security_header: bool) -> Option<(ShareKind, Facts)> {
-    // A payload that is exactly one share control PDU (totalLength == its length, a valid pduType
-    // with TS_PROTOCOL_VERSION) is read as one first in both modes: under standard security that is
-    // encryption level NONE, and the alternative reading (totalLength as security flags) would have
-    // to be a header whose flagsHi happens to look like a pduType.
-    share_control(payload).or_else(|| with_security_header(payload, has_security_header))
+    match Payload::parse(payload, 0, has_security_header).ok()? {
+        Payload::ShareControl(s) => Some(share_control(payload, &s)),
+        Payload::Secured { header, body } => {
+            let (kind, mut f) = secured(payload, &header, body);
+            f.insert("security_flags".into(), json!(header.names()));
+            Some((kind, f))
+        }
+    }
 }
 
-/// Reads a basic security header and what follows it. Under enhanced security (`!standard`) only
-/// the flags that carry a header there are accepted.
-fn with_security_header(p: &[u8], standard: bool) -> Option<(ShareKind, Facts)> {
-    let flags = le16(p, 0)?;
-    le16(p, 2)?;
-    if !standard && flags & SEC_ENHANCED_HEADER_FLAGS == 0 {
-        return None;
-    }
-    let body = &p[4..];
-    let (name, mut f) = if flags & SEC_EXCHANGE_PKT != 0 {
-        // TS_SECURITY_PACKET (2.2.1.10.1): length u32, encryptedClientRandom (length bytes)
-        let len = le32(body, 0)? as usize;
-        if body.len() != 4usize.checked_add(len)? {
-            return None;
+/// What follows a basic security header.
+fn secured(p: &[u8], h: &wshare::SecurityHeader, body: SecuredBody) -> (ShareKind, Facts) {
+    let mut f = Facts::new();
+    let kind = match body {
+        SecuredBody::SecurityExchange(x) => {
+            f.insert("encrypted_client_random_len".into(), json!(x.random.len()));
+            ShareKind::SecurityExchange
         }
-        let mut f = Facts::new();
-        f.insert("encrypted_client_random_len".into(), json!(len));
-        (ShareKind::SecurityExchange, f)
-    } else if flags & SEC_LICENSE_PKT != 0 && flags & SEC_ENCRYPT == 0 {
-        license_pdu(body)?
-    } else if flags & SEC_ENCRYPT != 0 {
-        let f = Facts::new();
-        if flags & SEC_INFO_PKT != 0 {
-            (ShareKind::ClientInfoEncrypted, f)
-        } else if flags & SEC_LICENSE_PKT != 0 {
-            (ShareKind::LicensePduEncrypted, f)
-        } else {
-            (ShareKind::Encrypted, f)
+        SecuredBody::Licensing(l) => return license_pdu(l.message),
+        SecuredBody::Encrypted if h.has(SEC_INFO_PKT) => ShareKind::ClientInfoEncrypted,
+        SecuredBody::Encrypted if h.has(SEC_LICENSE_PKT) => ShareKind::LicensePduEncrypted,
+        SecuredBody::Encrypted => ShareKind::Encrypted,
+        SecuredBody::ClientInfo(info) => {
+            if let Some(c) = info {
+                let text = |r: std::ops::Range<usize>| {
+                    let s = p.get(r).unwrap_or_default();
+                    if c.unicode() {
+                        utf16z(s)
+                    } else {
+                        ansiz(s)
+                    }
+                };
+                f.insert("info_flags".into(), json!(format!("0x{:08x}", c.flags)));
+                f.insert("user".into(), json!(text(c.user_name.clone())));
+                f.insert("domain".into(), json!(text(c.domain.clone())));
+            }
+            ShareKind::ClientInfo
         }
-    } else if flags & SEC_INFO_PKT != 0 {
-        (ShareKind::ClientInfo, client_info(body).unwrap_or_default())
-    } else if flags & SEC_AUTODETECT_REQ != 0 {
-        (ShareKind::AutoDetectRequest, autodetect(body))
-    } else if flags & SEC_AUTODETECT_RSP != 0 {
-        (ShareKind::AutoDetectResponse, autodetect(body))
-    } else if flags & SEC_TRANSPORT_REQ != 0 {
-        (ShareKind::MultitransportRequest, Facts::new())
-    } else if flags & SEC_TRANSPORT_RSP != 0 {
-        (ShareKind::MultitransportResponse, Facts::new())
-    } else if flags & SEC_HEARTBEAT != 0 {
-        (ShareKind::Heartbeat, Facts::new())
-    } else if flags & SEC_REDIRECTION_PKT != 0 {
-        (ShareKind::ServerRedirection, Facts::new())
-    } else if standard {
+        SecuredBody::AutoDetect(ad) => {
+            if let Some(ad) = ad {
+                f.insert("type".into(), json!(format!("0x{:04x}", ad.request_type)));
+            }
+            if h.has(SEC_AUTODETECT_REQ) {
+                ShareKind::AutoDetectRequest
+            } else {
+                ShareKind::AutoDetectResponse
+            }
+        }
+        SecuredBody::MultitransportRequest => ShareKind::MultitransportRequest,
+        SecuredBody::MultitransportResponse => ShareKind::MultitransportResponse,
+        SecuredBody::Heartbeat => ShareKind::Heartbeat,
+        SecuredBody::ServerRedirection => ShareKind::ServerRedirection,
         // An unencrypted PDU behind a header (encryption level low, server to client).
-        share_control(body)?
-    } else {
-        return None;
+        SecuredBody::ShareControl(s) => {
+            return share_control(p.get(wshare::SECURITY_HEADER_LEN..).unwrap_or_default(), &s)
+        }
     };
-    f.insert("security_flags".into(), json!(security_flag_names(flags)));
-    Some((name, f))
-}
-
-/// TS_INFO_PACKET (MS-RDPBCGR 2.2.1.11.1.1): user and domain (never the password).
-fn client_info(b: &[u8]) -> Option<Facts> {
-    const INFO_UNICODE: u32 = 0x0000_0010;
-    let flags = le32(b, 4)?;
-    let cb_domain = usize::from(le16(b, 8)?);
-    let cb_user = usize::from(le16(b, 10)?);
-    let unicode = flags & INFO_UNICODE != 0;
-    let nul = if unicode { 2 } else { 1 };
-    let text = |s: &[u8]| if unicode { utf16z(s) } else { ansiz(s) };
-    let domain = b.get(18..18 + cb_domain)?;
-    let user_at = 18 + cb_domain + nul;
-    let user = b.get(user_at..user_at + cb_user)?;
-    let mut f = Facts::new();
-    f.insert("info_flags".into(), json!(format!("0x{flags:08x}")));
-    f.insert("user".into(), json!(text(user)));
-    f.insert("domain".into(), json!(text(domain)));
-    Some(f)
-}
-
-/// Auto-detect request/response header (MS-RDPBCGR 2.2.14.1): headerLength, headerTypeId,
-/// sequenceNumber, requestType / responseType.
-fn autodetect(b: &[u8]) -> Facts {
-    let mut f = Facts::new();
-    if let Some(t) = le16(b, 4) {
-        f.insert("type".into(), json!(format!("0x{t:04x}")));
-    }
-    f
+    (kind, f)
 }
 
 /// Licensing PDU after its security header (MS-RDPBCGR 2.2.1.12.1.1 LICENSE_PREAMBLE,
 /// MS-RDPELE 2.2.2).
-fn license_pdu(b: &[u8]) -> Option<(ShareKind, Facts)> {
-    let msg_type = *b.first()?;
-    b.get(1)?;
-    let size = usize::from(le16(b, 2)?);
-    if size < 4 || size > b.len() {
-        return None;
-    }
+fn license_pdu(m: LicensingMessage) -> (ShareKind, Facts) {
     let mut f = Facts::new();
-    let name = match msg_type {
-        0x01 => ShareKind::ServerLicenseRequest,
-        0x02 => ShareKind::LicensePlatformChallenge,
-        0x03 => ShareKind::LicenseNewLicense,
-        0x04 => ShareKind::LicenseUpgradeLicense,
-        0x12 => ShareKind::ClientLicenseInfo,
-        0x13 => ShareKind::ClientNewLicenseRequest,
-        0x15 => ShareKind::LicensePlatformChallengeResponse,
-        0xff => {
-            // LICENSE_ERROR_MESSAGE (2.2.1.12.1.3): dwErrorCode, dwStateTransition, bbErrorInfo
-            let code = le32(b, 4)?;
-            let st = le32(b, 8)?;
-            f.insert("error_code".into(), json!(license_error_name(code)));
-            f.insert("state_transition".into(), json!(license_state_name(st)));
+    let kind = match m {
+        LicensingMessage::LicenseRequest => ShareKind::ServerLicenseRequest,
+        LicensingMessage::PlatformChallenge => ShareKind::LicensePlatformChallenge,
+        LicensingMessage::NewLicense => ShareKind::LicenseNewLicense,
+        LicensingMessage::UpgradeLicense => ShareKind::LicenseUpgradeLicense,
+        LicensingMessage::LicenseInfo => ShareKind::ClientLicenseInfo,
+        LicensingMessage::NewLicenseRequest => ShareKind::ClientNewLicenseRequest,
+        LicensingMessage::PlatformChallengeResponse => ShareKind::LicensePlatformChallengeResponse,
+        LicensingMessage::ErrorAlert(e) => {
+            f.insert("error_code".into(), json!(license_error_name(e.error_code)));
+            f.insert(
+                "state_transition".into(),
+                json!(license_state_name(e.state_transition)),
+            );
             // STATUS_VALID_CLIENT with ST_NO_TRANSITION is how a server says "licensing done".
-            f.insert("valid_client".into(), json!(code == 0x07));
+            f.insert("valid_client".into(), json!(e.is_valid_client()));
             ShareKind::LicenseErrorAlert
         }
-        _ => return None,
     };
-    Some((name, f))
+    (kind, f)
 }
 
 fn license_error_name(code: u32) -> String {
@@ -994,144 +880,118 @@ fn license_state_name(st: u32) -> String {
 }
 
 /// A share control PDU (MS-RDPBCGR 2.2.8.1.1.1.1) that covers exactly `p`.
-fn share_control(p: &[u8]) -> Option<(ShareKind, Facts)> {
-    if !is_share_control(p) {
-        return None;
-    }
+fn share_control(p: &[u8], s: &ShareControlPdu) -> (ShareKind, Facts) {
     let mut f = Facts::new();
-    if le16(p, 0)? == FLOW_CONTROL_MARKER {
-        return Some((ShareKind::FlowControl, f));
-    }
-    let ty = le16(p, 2)? & 0xf;
-    let name = match ty {
-        PDUTYPE_DEMANDACTIVEPDU => {
-            // shareId u32, lengthSourceDescriptor u16, lengthCombinedCapabilities u16, sourceDescriptor,
-            // numberCapabilities u16 (2.2.1.13.1.1)
-            active_facts(p, 6, &mut f);
+    let kind = match &s.body {
+        ShareControlBody::FlowControl { .. } => ShareKind::FlowControl,
+        ShareControlBody::DemandActive(a) => {
+            active_facts(p, a, &mut f);
             ShareKind::DemandActive
         }
-        PDUTYPE_CONFIRMACTIVEPDU => {
-            // shareId u32, originatorId u16, then as demand active (2.2.1.13.2.1)
-            active_facts(p, 8, &mut f);
+        ShareControlBody::ConfirmActive(a) => {
+            active_facts(p, a, &mut f);
             ShareKind::ConfirmActive
         }
-        PDUTYPE_DEACTIVATEALLPDU => {
-            if let Some(id) = le32(p, 6) {
+        ShareControlBody::DeactivateAll { share_id } => {
+            if let Some(id) = share_id {
                 f.insert("share_id".into(), json!(format!("0x{id:08x}")));
             }
             ShareKind::DeactivateAll
         }
-        PDUTYPE_SERVER_REDIR_PKT => ShareKind::ServerRedirection,
-        PDUTYPE_DATAPDU => return data_pdu(p),
-        _ => return None,
+        ShareControlBody::ServerRedirection => ShareKind::ServerRedirection,
+        ShareControlBody::Data(d) => return data_pdu(d),
     };
-    Some((name, f))
+    (kind, f)
 }
 
-/// Demand/confirm active facts; `sd_len_at` is the offset of lengthSourceDescriptor.
-fn active_facts(p: &[u8], sd_len_at: usize, f: &mut Facts) {
-    if let Some(id) = le32(p, 6) {
+/// Demand/confirm active facts: the shareId, the sourceDescriptor (up to its NUL) and
+/// numberCapabilities, each when the PDU holds it.
+fn active_facts(p: &[u8], a: &ActivePdu, f: &mut Facts) {
+    if let Some(id) = a.share_id {
         f.insert("share_id".into(), json!(format!("0x{id:08x}")));
     }
-    let (Some(sd_len), Some(_caps_len)) = (le16(p, sd_len_at), le16(p, sd_len_at + 2)) else {
-        return;
-    };
-    let sd_at = sd_len_at + 4;
-    if let Some(sd) = p.get(sd_at..sd_at + usize::from(sd_len)) {
+    if let Some(sd) = a.source_descriptor.clone().and_then(|r| p.get(r)) {
         f.insert("source_descriptor".into(), json!(ansiz(sd)));
-        if let Some(n) = le16(p, sd_at + usize::from(sd_len)) {
-            f.insert("capability_sets".into(), json!(n));
-        }
+    }
+    if let Some(n) = a.number_capabilities {
+        f.insert("capability_sets".into(), json!(n));
     }
 }
 
 /// A data PDU (share data header, MS-RDPBCGR 2.2.8.1.1.1.2) by pduType2.
-fn data_pdu(p: &[u8]) -> Option<(ShareKind, Facts)> {
-    const PACKET_COMPRESSED: u8 = 0x20;
-    let pdu_type2 = *p.get(14)?;
-    let compressed_type = *p.get(15)?;
+fn data_pdu(d: &wshare::ShareData) -> (ShareKind, Facts) {
+    use crate::wire::share::*;
     let mut f = Facts::new();
-    let compressed = compressed_type & PACKET_COMPRESSED != 0;
-    if compressed {
+    if d.compressed() {
         f.insert("compressed".into(), json!(true));
     }
-    let d = if compressed {
-        &[][..]
-    } else {
-        p.get(SHARE_DATA_HEADER_END..).unwrap_or(&[])
-    };
-    let name = match pdu_type2 {
-        0x02 => ShareKind::Update,
-        0x14 => {
-            // TS_CONTROL_PDU (2.2.1.15.1): action u16
-            if let Some(a) = le16(d, 0) {
-                let action = match a {
-                    1 => "request control".to_owned(),
-                    2 => "granted control".to_owned(),
-                    3 => "detach".to_owned(),
-                    4 => "cooperate".to_owned(),
-                    a => format!("0x{a:04x}"),
-                };
-                f.insert("action".into(), json!(action));
-            }
-            ShareKind::Control
+    match d.body {
+        DataBody::Control { action: Some(a) } => {
+            let action = match a {
+                1 => "request control".to_owned(),
+                2 => "granted control".to_owned(),
+                3 => "detach".to_owned(),
+                4 => "cooperate".to_owned(),
+                a => format!("0x{a:04x}"),
+            };
+            f.insert("action".into(), json!(action));
         }
-        0x1b => ShareKind::Pointer,
-        0x1c => ShareKind::Input,
-        0x1f => ShareKind::Synchronize,
-        0x21 => ShareKind::RefreshRect,
-        0x22 => ShareKind::PlaySound,
-        0x23 => ShareKind::SuppressOutput,
-        0x24 => ShareKind::ShutdownRequest,
-        0x25 => ShareKind::ShutdownDenied,
-        0x26 => {
-            // TS_SAVE_SESSION_INFO_PDU_DATA (2.2.10.1.1): infoType u32
-            if let Some(t) = le32(d, 0) {
-                let it = match t {
-                    0 => "INFOTYPE_LOGON".to_owned(),
-                    1 => "INFOTYPE_LOGON_LONG".to_owned(),
-                    2 => "INFOTYPE_LOGON_PLAINNOTIFY".to_owned(),
-                    3 => "INFOTYPE_LOGON_EXTENDED_INFO".to_owned(),
-                    t => format!("0x{t:08x}"),
-                };
-                f.insert("info_type".into(), json!(it));
-            }
-            ShareKind::SaveSessionInfo
+        DataBody::SaveSessionInfo { info_type: Some(t) } => {
+            let it = match t {
+                0 => "INFOTYPE_LOGON".to_owned(),
+                1 => "INFOTYPE_LOGON_LONG".to_owned(),
+                2 => "INFOTYPE_LOGON_PLAINNOTIFY".to_owned(),
+                3 => "INFOTYPE_LOGON_EXTENDED_INFO".to_owned(),
+                t => format!("0x{t:08x}"),
+            };
+            f.insert("info_type".into(), json!(it));
         }
-        0x27 => ShareKind::FontList,
-        0x28 => ShareKind::FontMap,
-        0x29 => ShareKind::SetKeyboardIndicators,
-        0x2b => ShareKind::BitmapCachePersistentList,
-        0x2c => ShareKind::BitmapCacheError,
-        0x2d => ShareKind::SetKeyboardImeStatus,
-        0x2e => ShareKind::OffscreenCacheError,
-        0x2f => {
-            // TS_SET_ERROR_INFO_PDU (2.2.5.1.1): errorInfo u32
-            if let Some(code) = le32(d, 0) {
-                let name = error_info_name(code).unwrap_or("ERRINFO");
-                f.insert("error_info".into(), json!(format!("{name} (0x{code:08X})")));
-                f.insert("error_info_code".into(), json!(code));
-            }
-            ShareKind::SetErrorInfo
+        DataBody::SetErrorInfo {
+            error_info: Some(code),
+        } => {
+            let name = error_info_name(code).unwrap_or("ERRINFO");
+            f.insert("error_info".into(), json!(format!("{name} (0x{code:08X})")));
+            f.insert("error_info_code".into(), json!(code));
         }
-        0x30 => ShareKind::DrawNineGridCacheError,
-        0x31 => ShareKind::GdiPlusError,
-        0x32 => ShareKind::AutoReconnectStatus,
-        0x36 => ShareKind::StatusInfo,
-        0x37 => {
-            // TS_MONITOR_LAYOUT_PDU (2.2.12.1): monitorCount u32
-            if let Some(n) = le32(d, 0) {
-                f.insert("monitor_count".into(), json!(n));
-            }
-            ShareKind::MonitorLayout
+        DataBody::MonitorLayout {
+            monitor_count: Some(n),
+        } => {
+            f.insert("monitor_count".into(), json!(n));
         }
-        0x38 => ShareKind::FrameAcknowledge,
-        _ => {
-            f.insert("pdu_type2".into(), json!(format!("0x{pdu_type2:02x}")));
+        _ => {}
+    }
+    let kind = match d.pdu_type2 {
+        PDUTYPE2_UPDATE => ShareKind::Update,
+        PDUTYPE2_CONTROL => ShareKind::Control,
+        PDUTYPE2_POINTER => ShareKind::Pointer,
+        PDUTYPE2_INPUT => ShareKind::Input,
+        PDUTYPE2_SYNCHRONIZE => ShareKind::Synchronize,
+        PDUTYPE2_REFRESH_RECT => ShareKind::RefreshRect,
+        PDUTYPE2_PLAY_SOUND => ShareKind::PlaySound,
+        PDUTYPE2_SUPPRESS_OUTPUT => ShareKind::SuppressOutput,
+        PDUTYPE2_SHUTDOWN_REQUEST => ShareKind::ShutdownRequest,
+        PDUTYPE2_SHUTDOWN_DENIED => ShareKind::ShutdownDenied,
+        PDUTYPE2_SAVE_SESSION_INFO => ShareKind::SaveSessionInfo,
+        PDUTYPE2_FONTLIST => ShareKind::FontList,
+        PDUTYPE2_FONTMAP => ShareKind::FontMap,
+        PDUTYPE2_SET_KEYBOARD_INDICATORS => ShareKind::SetKeyboardIndicators,
+        PDUTYPE2_BITMAPCACHE_PERSISTENT_LIST => ShareKind::BitmapCachePersistentList,
+        PDUTYPE2_BITMAPCACHE_ERROR_PDU => ShareKind::BitmapCacheError,
+        PDUTYPE2_SET_KEYBOARD_IME_STATUS => ShareKind::SetKeyboardImeStatus,
+        PDUTYPE2_OFFSCRCACHE_ERROR_PDU => ShareKind::OffscreenCacheError,
+        PDUTYPE2_SET_ERROR_INFO_PDU => ShareKind::SetErrorInfo,
+        PDUTYPE2_DRAWNINEGRID_ERROR_PDU => ShareKind::DrawNineGridCacheError,
+        PDUTYPE2_DRAWGDIPLUS_ERROR_PDU => ShareKind::GdiPlusError,
+        PDUTYPE2_ARC_STATUS_PDU => ShareKind::AutoReconnectStatus,
+        PDUTYPE2_STATUS_INFO_PDU => ShareKind::StatusInfo,
+        PDUTYPE2_MONITOR_LAYOUT_PDU => ShareKind::MonitorLayout,
+        PDUTYPE2_FRAME_ACKNOWLEDGE_PDU => ShareKind::FrameAcknowledge,
+        t => {
+            f.insert("pdu_type2".into(), json!(format!("0x{t:02x}")));
             ShareKind::OtherData
         }
     };
-    Some((name, f))
+    (kind, f)
 }
 
 /// Serializes facts for snapshots: one "key=value" per line, sorted.
@@ -1145,7 +1005,9 @@ mod tests {
     use super::*;
     use expect_test::expect;
     use ironrdp_pdu::mcs::{self as imcs, McsMessage};
-    use ironrdp_pdu::rdp::capability_sets::{DemandActive, ServerDemandActive};
+    use ironrdp_pdu::rdp::capability_sets::{
+        ClientConfirmActive, DemandActive, ServerDemandActive,
+    };
     use ironrdp_pdu::rdp::client_info::CompressionType;
     use ironrdp_pdu::rdp::finalization_messages::{
         ControlAction, ControlPdu, FontPdu, SequenceFlags, SynchronizePdu,
@@ -1558,6 +1420,13 @@ mod tests {
                     capability_sets: vec![],
                 },
             })),
+            share(ShareControlPdu::ClientConfirmActive(ClientConfirmActive {
+                originator_id: 0x03ea,
+                pdu: DemandActive {
+                    source_descriptor: "MSTSC".into(),
+                    capability_sets: vec![],
+                },
+            })),
             share(ShareControlPdu::ServerDeactivateAll(ServerDeactivateAll)),
             data(ShareDataPdu::Synchronize(SynchronizePdu {
                 target_user_id: 1002,
@@ -1598,7 +1467,8 @@ mod tests {
             out.push('\n');
         }
         expect![[r#"
-            demand active: share_id="0x000103ea" 
+            demand active: capability_sets=0 share_id="0x000103ea" source_descriptor="RDP" 
+            confirm active: capability_sets=0 share_id="0x000103ea" source_descriptor="MSTSC" 
             deactivate all: share_id="0x000103ea" 
             synchronize: 
             control: action="cooperate" 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u8s, upto};
-use crate::rdpsec::flags::SEC_LICENSE_PKT;
+use crate::wire::share::{self, LicenseErrorMessage, SEC_LICENSE_PKT};
 
 /// Most blobs a case addresses in one message.
 pub const MAX_BLOBS: usize = 8;
@@ -58,24 +58,24 @@ pub struct LicensingCase {
     pub mutations: Vec<LicensingMutation>,
 }
 
-/// bMsgType of a client LICENSE_ERROR_MESSAGE.
-pub const ERROR_ALERT: u8 = 0xff;
-/// bMsgType of a Client New License Request.
-pub const NEW_LICENSE_REQUEST: u8 = 0x13;
+/// bMsgType of a client LICENSE_ERROR_MESSAGE and of a Client New License Request, and
 /// STATUS_VALID_CLIENT (MS-RDPBCGR 2.2.1.12.1.3).
-pub const STATUS_VALID_CLIENT: u32 = 7;
+pub use crate::wire::share::{ERROR_ALERT, NEW_LICENSE_REQUEST, STATUS_VALID_CLIENT};
 
-/// A client LICENSE_ERROR_MESSAGE answering STATUS_VALID_CLIENT: preamble, dwErrorCode,
-/// dwStateTransition ST_NO_TRANSITION (2), bbErrorInfo as an empty BB_ERROR_BLOB (4).
+/// A client LICENSE_ERROR_MESSAGE answering STATUS_VALID_CLIENT: preamble (version 3 with
+/// EXTENDED_ERROR_MSG_SUPPORTED), dwErrorCode, dwStateTransition ST_NO_TRANSITION, bbErrorInfo
+/// as an empty BB_ERROR_BLOB.
 pub fn valid_client_answer() -> Vec<u8> {
-    let mut m = vec![ERROR_ALERT, 0x83, 0, 0];
-    m.extend_from_slice(&STATUS_VALID_CLIENT.to_le_bytes());
-    m.extend_from_slice(&2u32.to_le_bytes());
-    m.extend_from_slice(&4u16.to_le_bytes());
-    m.extend_from_slice(&0u16.to_le_bytes());
-    let n = m.len() as u16;
-    m[2..4].copy_from_slice(&n.to_le_bytes());
-    m
+    LicenseErrorMessage {
+        error_code: STATUS_VALID_CLIENT,
+        state_transition: share::ST_NO_TRANSITION,
+        error_info: None,
+    }
+    .emit(
+        share::PREAMBLE_VERSION_3_0 | share::EXTENDED_ERROR_MSG_SUPPORTED,
+        share::BB_ERROR_BLOB,
+        &[],
+    )
 }
 
 /// Offsets of the blobs (wBlobType, wBlobLen, data) of a licensing message, by message type:

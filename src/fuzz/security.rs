@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
 use crate::probe::Credentials;
-use crate::rdpsec::flags::{SEC_EXCHANGE_PKT, SEC_INFO_PKT};
+use crate::wire::share::{SecurityExchange, SecurityHeader, SEC_EXCHANGE_PKT, SEC_INFO_PKT};
 
 /// Longest string a case puts in a TS_INFO_PACKET field, in characters.
 pub const MAX_STRING: u64 = 2048;
@@ -91,10 +91,8 @@ pub fn exchange_user_data(mutations: &[SecurityMutation], encrypted: &[u8]) -> O
         }
     }
     let mut ud = Vec::with_capacity(8 + random.len());
-    ud.extend_from_slice(&flags.to_le_bytes());
-    ud.extend_from_slice(&flags_hi.to_le_bytes());
-    ud.extend_from_slice(&length.unwrap_or(random.len() as u32).to_le_bytes());
-    ud.extend_from_slice(&random);
+    SecurityHeader { flags, flags_hi }.emit(&mut ud);
+    SecurityExchange::emit_body(length.unwrap_or(random.len() as u32), &random, &mut ud);
     Some(ud)
 }
 

@@ -778,7 +778,7 @@ async fn rdpsec_stages(
     let (flags, encrypt) = super::security::info_header(muts, ctx.is_some());
     let ud = match ctx.as_mut() {
         Some(c) if encrypt => rc::seal(c, flags, &info),
-        _ => clear_user_data(flags, &info),
+        _ => crate::wire::share::secured(flags, &info),
     };
     let pdu =
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("client info", e))?;
@@ -823,11 +823,11 @@ async fn rdpsec_stages(
         )));
     }
     let flow = match opened.payload.first() {
-        Some(0x01) => "after the server's license request",
+        Some(&crate::wire::share::LICENSE_REQUEST) => "after the server's license request",
         _ => "after the server's STATUS_VALID_CLIENT",
     };
     let (valid, encrypt_license) = match opened.payload.first() {
-        Some(0x01) => {
+        Some(&crate::wire::share::LICENSE_REQUEST) => {
             // Server License Request: IronRDP's sequence answers with a New License Request.
             let mut lic = ironrdp_connector::LicenseExchangeSequence::new(
                 server.io_channel,
@@ -836,9 +836,7 @@ async fn rdpsec_stages(
                 [0; 4],
                 std::sync::Arc::new(rc::NoLicenseCache),
             );
-            let mut hdr = (opened.flags & !SEC_ENCRYPT).to_le_bytes().to_vec();
-            hdr.extend_from_slice(&0u16.to_le_bytes());
-            hdr.extend_from_slice(&opened.payload);
+            let hdr = crate::wire::share::secured(opened.flags & !SEC_ENCRYPT, &opened.payload);
             let input = rc::indication(opened.initiator, opened.channel, hdr)
                 .map_err(|e| walk("licensing", e))?;
             let mut out = WriteBuf::new();
@@ -875,7 +873,7 @@ async fn rdpsec_stages(
     let ud = if encrypt_license {
         rc::seal(&mut cipher, flags, &msg)
     } else {
-        clear_user_data(flags, &msg)
+        crate::wire::share::secured(flags, &msg)
     };
     let pdu =
         rc::send_data_request(user, server.io_channel, ud).map_err(|e| walk("licensing", e))?;
@@ -887,15 +885,6 @@ async fn rdpsec_stages(
     let (class, detail) =
         observe_with(&mut wire, target, shared, buf, judge_rdpsec_reply, false).await;
     Ok((class, format!("{flow}: {detail}")))
-}
-
-/// A basic security header (flags, flagsHi 0) and a body in the clear.
-fn clear_user_data(flags: u16, body: &[u8]) -> Vec<u8> {
-    let mut ud = Vec::with_capacity(4 + body.len());
-    ud.extend_from_slice(&flags.to_le_bytes());
-    ud.extend_from_slice(&0u16.to_le_bytes());
-    ud.extend_from_slice(body);
-    ud
 }
 
 /// What a server in standard RDP security sends after the Client Info or a client licensing
@@ -932,11 +921,12 @@ fn judge_rdpsec_pdu(pdu: &[u8]) -> (ResponseClass, String) {
             );
         };
         let flags = u16::from_le_bytes([h[0], h[1]]);
-        if flags & SEC_LICENSE_PKT != 0 && flags & SEC_ENCRYPT == 0 && ud.get(4) == Some(&0xff) {
-            let code = ud
-                .get(8..12)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .unwrap_or(0);
+        // A license error message in the clear: security header, preamble, dwErrorCode.
+        if flags & SEC_LICENSE_PKT != 0
+            && flags & SEC_ENCRYPT == 0
+            && ud.get(4) == Some(&crate::wire::share::ERROR_ALERT)
+        {
+            let code = crate::wire::cursor::le32(ud, 8).unwrap_or(0);
             return if code == super::licensing::STATUS_VALID_CLIENT {
                 (
                     ResponseClass::ValidReply,

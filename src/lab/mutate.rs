@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::fuzz::havoc::{self, Havoc};
 use crate::fuzz::ladder::{u16s, u32s, u8s, upto};
 use crate::scenario::MutateStage;
+use crate::wire::share;
 
 /// Largest certificate, blob or filler a case writes (bytes).
 pub const MAX_FILL: u64 = 8192;
@@ -1801,9 +1802,8 @@ fn licensing_strategy() -> BoxedStrategy<LicensingCase> {
 }
 
 fn blob(ty: u16, data: &[u8]) -> Vec<u8> {
-    let mut b = ty.to_le_bytes().to_vec();
-    b.extend_from_slice(&u16::try_from(data.len()).unwrap_or(u16::MAX).to_le_bytes());
-    b.extend_from_slice(data);
+    let mut b = Vec::with_capacity(4 + data.len());
+    share::LicenseBlob::emit(ty, data, &mut b);
     b
 }
 
@@ -1861,10 +1861,10 @@ pub fn licensing_apply(c: &LicensingCase, pdu: &[u8]) -> Vec<u8> {
         }
     };
     // Basic security header (SEC_LICENSE_PKT), licensing preamble (PREAMBLE_VERSION_3_0).
-    let mut p = vec![0x80, 0x00, 0x00, 0x00, msg_type, 0x03, 0, 0];
-    p.extend_from_slice(&body);
-    let size = u16::try_from(p.len() - 4).unwrap_or(u16::MAX);
-    set_le16(&mut p, 6, size);
+    let mut p = share::secured(
+        share::SEC_LICENSE_PKT,
+        &share::license_message(msg_type, share::PREAMBLE_VERSION_3_0, &body),
+    );
     for m in &c.mutations {
         match *m {
             LicensingMutation::SecurityFlags(v) => set_le16(&mut p, 0, v),
@@ -2109,26 +2109,13 @@ fn error_strategy() -> BoxedStrategy<ErrorCase> {
         .boxed()
 }
 
+/// The lab's pduSource and shareId in the share PDUs it writes.
+const LAB_PDU_SOURCE: u16 = 1002;
+const LAB_SHARE_ID: u32 = 0x0001_03ea;
+
 /// Share Data PDU payload (Share Control Header + Share Data Header + data).
 fn share_data(pdu_type2: u8, data: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    let total = u16::try_from(18 + data.len()).unwrap_or(u16::MAX);
-    p.extend_from_slice(&total.to_le_bytes());
-    p.extend_from_slice(&0x0017u16.to_le_bytes()); // PDUTYPE_DATAPDU | TS_PROTOCOL_VERSION
-    p.extend_from_slice(&1002u16.to_le_bytes());
-    p.extend_from_slice(&0x0001_03eau32.to_le_bytes()); // shareId
-    p.push(0);
-    p.push(1); // STREAM_LOW
-    p.extend_from_slice(
-        &u16::try_from(data.len() + 4)
-            .unwrap_or(u16::MAX)
-            .to_le_bytes(),
-    );
-    p.push(pdu_type2);
-    p.push(0);
-    p.extend_from_slice(&0u16.to_le_bytes());
-    p.extend_from_slice(data);
-    p
+    share::ShareDataHeader::new(LAB_SHARE_ID, pdu_type2, data.len()).emit_pdu(LAB_PDU_SOURCE, data)
 }
 
 /// The PDUs an error case sends; `template` is a Send Data Indication the lab sent (for the
@@ -2143,15 +2130,8 @@ pub fn error_pdus(c: &ErrorCase, template: Option<&[u8]>) -> Vec<Vec<u8>> {
             }
             ErrorPdu::Ultimatum { reason_byte } => tpkt_data(&[0x21, reason_byte]),
             ErrorPdu::DeactivateAll { source_len } => {
-                let mut p = Vec::new();
-                let n = usize::from(source_len);
-                let total = u16::try_from(12 + n).unwrap_or(u16::MAX);
-                p.extend_from_slice(&total.to_le_bytes());
-                p.extend_from_slice(&0x0016u16.to_le_bytes());
-                p.extend_from_slice(&1002u16.to_le_bytes());
-                p.extend_from_slice(&0x0001_03eau32.to_le_bytes());
-                p.extend_from_slice(&source_len.to_le_bytes());
-                p.extend(std::iter::repeat_n(0u8, n));
+                let descriptor = vec![0u8; usize::from(source_len)];
+                let p = share::deactivate_all(LAB_PDU_SOURCE, LAB_SHARE_ID, &descriptor);
                 send_data_indication(template, &p)
             }
             ErrorPdu::ShareData { pdu_type2, len } => {

@@ -30,6 +30,7 @@ use crate::probe::tap::SharedTrace;
 use crate::probe::{Credentials, ProbeOptions, MAX_PDU_LEN};
 use crate::stage::Stage;
 use crate::trace::{Dir, EventKind, Layer};
+use crate::wire::share::{ERROR_ALERT, LICENSE_REQUEST, NEW_LICENSE, STATUS_VALID_CLIENT};
 
 /// What the walk reached and learned (also summarized in a trace Note).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,12 +322,7 @@ pub fn send_data_request(
 
 /// The security header plus sealed data of an encrypted PDU.
 pub fn seal(ctx: &mut SecurityContext, flags: u16, plain: &[u8]) -> Vec<u8> {
-    let sealed = ctx.encrypt(plain);
-    let mut out = Vec::with_capacity(4 + sealed.len());
-    out.extend_from_slice(&(flags | SEC_ENCRYPT).to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&sealed);
-    out
+    crate::wire::share::secured(flags | SEC_ENCRYPT, &ctx.encrypt(plain))
 }
 
 /// A server PDU after the security layer: its flags and cleartext payload (header removed).
@@ -348,13 +344,13 @@ pub fn open(
         return Ok(None);
     };
     let ud = ind.user_data;
-    if ud.len() < 4 {
+    let Ok(header) = crate::wire::share::SecurityHeader::parse(ud, 0) else {
         return Err(WalkError::Malformed(format!(
             "security header of {} bytes",
             ud.len()
         )));
-    }
-    let flags = u16::from_le_bytes([ud[0], ud[1]]);
+    };
+    let flags = header.flags;
     let payload = if flags & SEC_ENCRYPT != 0 {
         let d = ctx
             .decrypt(&ud[4..], flags & SEC_SECURE_CHECKSUM != 0)
@@ -435,9 +431,11 @@ pub fn seal_output(
         let ud = req.user_data.as_ref();
         let user_data = if activation {
             seal(ctx, 0, ud)
-        } else if encrypt_license && ud.len() >= 4 {
-            let flags = u16::from_le_bytes([ud[0], ud[1]]);
-            seal(ctx, flags, &ud[4..])
+        } else if let (true, Ok(h)) = (
+            encrypt_license,
+            crate::wire::share::SecurityHeader::parse(ud, 0),
+        ) {
+            seal(ctx, h.flags, ud.get(4..).unwrap_or_default())
         } else {
             ud.to_vec()
         };
@@ -523,10 +521,8 @@ pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     let client_random = random32();
     let encrypted = cert::encrypt_client_random(&key, &client_random);
     let mut ud = Vec::with_capacity(8 + encrypted.len());
-    ud.extend_from_slice(&SEC_EXCHANGE_PKT.to_le_bytes());
-    ud.extend_from_slice(&0u16.to_le_bytes());
-    ud.extend_from_slice(&(encrypted.len() as u32).to_le_bytes());
-    ud.extend_from_slice(&encrypted);
+    crate::wire::share::SecurityHeader::new(SEC_EXCHANGE_PKT).emit(&mut ud);
+    crate::wire::share::SecurityExchange::emit_body(encrypted.len() as u32, &encrypted, &mut ud);
     io.send(&send_data_request(user_channel, server.io_channel, ud)?)
         .await?;
     let mut ctx = match method {
@@ -576,25 +572,25 @@ pub async fn walk<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             break;
         }
         let encrypt_license = opened.flags & SEC_LICENSE_ENCRYPT_CS != 0;
-        let mut hdr = (opened.flags & !SEC_ENCRYPT).to_le_bytes().to_vec();
-        hdr.extend_from_slice(&0u16.to_le_bytes());
-        if opened.payload.first() == Some(&0xff) {
-            licensing = match opened.payload.get(4..8) {
-                Some([7, 0, 0, 0]) => {
-                    "valid client (license error alert STATUS_VALID_CLIENT)".into()
+        // bMsgType of the preamble; dwErrorCode of an error message after it.
+        match opened.payload.first().copied() {
+            Some(ERROR_ALERT) => {
+                licensing = match crate::wire::cursor::le32(&opened.payload, 4) {
+                    Some(STATUS_VALID_CLIENT) => {
+                        "valid client (license error alert STATUS_VALID_CLIENT)".into()
+                    }
+                    Some(c) => format!("license error alert 0x{c:08x}"),
+                    None => "license error alert".into(),
                 }
-                Some(c) => format!(
-                    "license error alert 0x{:08x}",
-                    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
-                ),
-                None => "license error alert".into(),
-            };
-        } else if opened.payload.first() == Some(&0x03) {
-            licensing = "new license issued".into();
-        } else if opened.payload.first() == Some(&0x01) && !licensing.contains("valid") {
-            licensing = "server license request".into();
+            }
+            Some(NEW_LICENSE) => licensing = "new license issued".into(),
+            Some(LICENSE_REQUEST) if !licensing.contains("valid") => {
+                licensing = "server license request".into()
+            }
+            _ => {}
         }
-        hdr.extend_from_slice(&opened.payload);
+        // IronRDP's sequence reads the PDU with its header, in the clear.
+        let hdr = crate::wire::share::secured(opened.flags & !SEC_ENCRYPT, &opened.payload);
         let input = indication(opened.initiator, opened.channel, hdr)?;
         out.clear();
         lic.step(&input, None, &mut out)

@@ -18,19 +18,13 @@ pub mod keys;
 
 pub use keys::Method;
 
-/// Basic security header flags (MS-RDPBCGR 2.2.8.1.1.2.1).
+/// Basic security header flags (MS-RDPBCGR 2.2.8.1.1.2.1), defined once in `wire::share`.
 pub mod flags {
-    pub const SEC_EXCHANGE_PKT: u16 = 0x0001;
-    pub const SEC_TRANSPORT_REQ: u16 = 0x0002;
-    pub const SEC_ENCRYPT: u16 = 0x0008;
-    pub const SEC_RESET_SEQNO: u16 = 0x0010;
-    pub const SEC_IGNORE_SEQNO: u16 = 0x0020;
-    pub const SEC_INFO_PKT: u16 = 0x0040;
-    pub const SEC_LICENSE_PKT: u16 = 0x0080;
-    pub const SEC_LICENSE_ENCRYPT_CS: u16 = 0x0200;
-    pub const SEC_REDIRECTION_PKT: u16 = 0x0400;
-    pub const SEC_SECURE_CHECKSUM: u16 = 0x0800;
-    pub const SEC_AUTODETECT_REQ: u16 = 0x1000;
-    pub const SEC_HEARTBEAT: u16 = 0x4000;
-    pub const SEC_FLAGSHI_VALID: u16 = 0x8000;
+    pub use crate::wire::share::{
+        SEC_AUTODETECT_REQ, SEC_ENCRYPT, SEC_EXCHANGE_PKT, SEC_FLAGSHI_VALID, SEC_HEARTBEAT,
+        SEC_IGNORE_SEQNO, SEC_INFO_PKT, SEC_LICENSE_PKT, SEC_REDIRECTION_PKT, SEC_RESET_SEQNO,
+        SEC_SECURE_CHECKSUM, SEC_TRANSPORT_REQ,
+    };
+    /// SEC_LICENSE_ENCRYPT_CS: the client encrypts its licensing PDUs.
+    pub const SEC_LICENSE_ENCRYPT_CS: u16 = crate::wire::share::SEC_LICENSE_ENCRYPT;
 }

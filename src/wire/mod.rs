@@ -7,7 +7,8 @@
 //! TPDUs with RDP_NEG_REQ / RSP / FAILURE; `mcs` the T.125 domain PDUs (`DomainPdu`) and the
 //! Connect-Initial header; `tls` the TLS records and handshake messages (the one record rule);
 //! `x509` the certificate facts, RFC 4514 names and host name matching; `credssp` the CredSSP
-//! TSRequest; `ntlm` the NTLM message fields, VERSION and AV pairs. Property tests in each module
+//! TSRequest; `ntlm` the NTLM message fields, VERSION and AV pairs; `share` the basic security
+//! header, licensing and the share control / data PDUs. Property tests in each module
 //! and the `wire`
 //! cargo-fuzz target hold the contract.
 
@@ -18,6 +19,7 @@ pub mod gcc;
 pub mod mcs;
 pub mod ntlm;
 pub mod servercert;
+pub mod share;
 pub mod tls;
 pub mod x224;
 pub mod x509;
@@ -104,6 +106,8 @@ pub fn exercise(data: &[u8]) {
     credssp::exercise(rest);
     // NTLM security buffers, VERSION and AV pairs (re-emitted and read back).
     ntlm::exercise(rest);
+    // Security header, licensing, share control / data PDUs (written ones read back).
+    share::exercise(rest);
 }
 
 #[cfg(test)]
