@@ -45,6 +45,7 @@
 
 mod packet;
 mod pcapng;
+pub use pcapng::{DSB_TYPE, SECRETS_TYPE_TLS_KEYLOG};
 mod wire;
 
 use std::io::Write;

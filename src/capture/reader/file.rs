@@ -24,15 +24,18 @@ pub const MAX_BLOCK_LEN: u32 = 16 * 1024 * 1024;
 /// Most interfaces accepted in one pcapng section.
 pub const MAX_INTERFACES: usize = 4096;
 
-/// pcapng block types (pcapng draft section 10.1).
-const BT_SHB: u32 = 0x0A0D_0D0A;
-const BT_IDB: u32 = 0x0000_0001;
-const BT_OPB: u32 = 0x0000_0002;
-const BT_SPB: u32 = 0x0000_0003;
-const BT_EPB: u32 = 0x0000_0006;
-const BT_DSB: u32 = 0x0000_000A;
+// pcapng block types (pcapng draft section 10.1): pcap-file's, and the Decryption Secrets Block's
+// (which pcap-file does not know) from the writer. pcap-file's parser is not used for the records
+// themselves: its errors carry no byte offset or frame number (`InvalidField("...")`), it knows no
+// Decryption Secrets Block, and it does not read classic pcap and pcapng through one window or map
+// that this reader hands out slices of.
+use crate::capture::writer::{DSB_TYPE as BT_DSB, SECRETS_TYPE_TLS_KEYLOG};
+use pcap_file::pcapng::blocks::{
+    ENHANCED_PACKET_BLOCK as BT_EPB, INTERFACE_DESCRIPTION_BLOCK as BT_IDB, PACKET_BLOCK as BT_OPB,
+    SECTION_HEADER_BLOCK as BT_SHB, SIMPLE_PACKET_BLOCK as BT_SPB,
+};
 /// Decryption Secrets Block secrets type "TLSK": an SSLKEYLOGFILE text.
-pub const SECRETS_TLS_KEYLOG: u32 = 0x544c_534b;
+pub const SECRETS_TLS_KEYLOG: u32 = SECRETS_TYPE_TLS_KEYLOG;
 
 /// One packet record.
 #[derive(Debug)]

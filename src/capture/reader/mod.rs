@@ -1442,32 +1442,34 @@ impl Timeline {
 /// the first gap, so one gap holding the sum says the same as consecutive ones.
 fn merge_gap(events: &mut [Event], dir: Dir, len: u64) -> bool {
     let n = events.len();
-    for e in events[n.saturating_sub(MERGE_LOOKBACK)..].iter_mut().rev() {
-        match &mut e.kind {
-            EventKind::Gap { dir: d, len: l } if *d == dir => {
-                *l = l.saturating_add(len);
-                return true;
-            }
-            EventKind::Gap { .. } | EventKind::Note(_) => {}
-            _ => return false,
-        }
-    }
-    false
+    let recent = events[n.saturating_sub(MERGE_LOOKBACK)..].iter_mut();
+    merge_gap_into(recent.rev().map(|e| Some(&mut e.kind)), dir, len)
 }
 
 /// Like [`merge_gap`], for the items of a conversation not yet recognized.
 fn merge_pending_gap(items: &mut [PendingItem], dir: Dir, len: u64) -> bool {
     let n = items.len();
-    for item in items[n.saturating_sub(MERGE_LOOKBACK)..].iter_mut().rev() {
-        let PendingItem::Event(e) = item else {
-            return false;
-        };
-        match &mut e.kind {
-            EventKind::Gap { dir: d, len: l } if *d == dir => {
+    let recent = items[n.saturating_sub(MERGE_LOOKBACK)..].iter_mut();
+    let kinds = recent.rev().map(|item| match item {
+        PendingItem::Event(e) => Some(&mut e.kind),
+        _ => None,
+    });
+    merge_gap_into(kinds, dir, len)
+}
+
+/// The walk of [`merge_gap`] over the most recent items first (`None`: an item that is not an event).
+fn merge_gap_into<'a>(
+    recent: impl Iterator<Item = Option<&'a mut EventKind>>,
+    dir: Dir,
+    len: u64,
+) -> bool {
+    for kind in recent {
+        match kind {
+            Some(EventKind::Gap { dir: d, len: l }) if *d == dir => {
                 *l = l.saturating_add(len);
                 return true;
             }
-            EventKind::Gap { .. } | EventKind::Note(_) => {}
+            Some(EventKind::Gap { .. } | EventKind::Note(_)) => {}
             _ => return false,
         }
     }

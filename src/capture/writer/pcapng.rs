@@ -4,12 +4,12 @@
 //! Every block is `type (u32) | total length (u32) | body | total length (u32)`, little-endian
 //! (the byte-order magic says so), with the body padded to a multiple of 4 bytes.
 
-/// Section Header Block type.
-pub const SHB_TYPE: u32 = 0x0A0D_0D0A;
-/// Interface Description Block type.
-pub const IDB_TYPE: u32 = 0x0000_0001;
-/// Enhanced Packet Block type.
-pub const EPB_TYPE: u32 = 0x0000_0006;
+/// Section Header, Interface Description and Enhanced Packet Block types: pcap-file's. Its writer
+/// is not used: it has no Decryption Secrets Block, which carries the key log in the capture.
+pub use pcap_file::pcapng::blocks::{
+    ENHANCED_PACKET_BLOCK as EPB_TYPE, INTERFACE_DESCRIPTION_BLOCK as IDB_TYPE,
+    SECTION_HEADER_BLOCK as SHB_TYPE,
+};
 /// Decryption Secrets Block type (pcapng section 4.7).
 pub const DSB_TYPE: u32 = 0x0000_000A;
 /// DSB secrets type "TLSK": NSS key log (SSLKEYLOGFILE) lines.
