@@ -383,6 +383,38 @@ fn jobs_print_the_same_bytes_in_the_same_order() {
     }
 }
 
+/// A capture file is read through a memory map, its segments kept as slices of the map; standard
+/// input is read and copied. Both print the same bytes for every fixture capture, and for all of
+/// them in one file (conversations interleaving over many pages).
+#[test]
+fn a_mapped_file_and_standard_input_print_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut all = Vec::new();
+    let mut checked = 0;
+    for n in fixture_captures() {
+        let bytes = std::fs::read(&n).expect("fixture");
+        all.extend(&bytes);
+        let path = n.to_str().expect("path");
+        for view in ["--json", "--stages"] {
+            let mapped = analyze(&[view, path], None);
+            let piped = analyze(&[view, "-"], Some(&bytes));
+            assert_eq!(mapped.status.code(), piped.status.code(), "{path} {view}");
+            assert!(mapped.stdout == piped.stdout, "{path} {view}: other bytes");
+            assert!(!mapped.stdout.is_empty(), "{path} {view}: nothing printed");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} fixture captures");
+    let big = dir.path().join("all.pcapng");
+    std::fs::write(&big, &all).expect("write");
+    let mapped = analyze(&["--json", big.to_str().expect("path")], None);
+    let piped = analyze(&["--json", "-"], Some(&all));
+    assert!(
+        mapped.stdout == piped.stdout,
+        "all fixtures in one file: other bytes"
+    );
+}
+
 /// `analyze a b …`: the files' connections one file after the other, numbered on; a later file
 /// that is not a capture is skipped with an error and exit code 7.
 #[test]
