@@ -252,23 +252,9 @@ pub struct GwTunnelCase {
     pub mutations: Vec<PacketMutation>,
 }
 
-/// The valid packets of the tunnel, in order.
+/// The valid packets of the tunnel, in order (the probe's, as `rdprobe-fuzz`).
 pub fn tunnel_packets() -> [Packet; 3] {
-    [
-        Packet::HandshakeRequest {
-            major: 1,
-            minor: 0,
-            client_version: 0,
-            extended_auth: 0,
-        },
-        Packet::TunnelCreate {
-            caps: tsgu::caps::IDLE_TIMEOUT | tsgu::caps::MESSAGING_SERVICE_MSG,
-            paa_cookie: None,
-        },
-        Packet::TunnelAuth {
-            client_name: "rdprobe-fuzz".into(),
-        },
-    ]
+    tsgu::tunnel_requests("rdprobe-fuzz")
 }
 
 pub fn encode_tunnel(c: &GwTunnelCase) -> Vec<u8> {

@@ -578,75 +578,11 @@ pub async fn open(
     let mut ps = tunnel;
     let mut rec = Rec::new(Stage::GwTunnel, &n);
     rec.fact("transport", json!(ps.name()));
-    macro_rules! send {
-        ($rec:expr, $p:expr) => {
-            if let Err(e) = ps.send(&$p, t).await {
-                let v = io_verdict(&e, $rec.start.elapsed());
-                $rec.end(&mut hop, &n, v);
-                return (hop, None);
-            }
-        };
-    }
-    send!(
-        rec,
-        Packet::HandshakeRequest {
-            major: 1,
-            minor: 0,
-            client_version: 0,
-            extended_auth: 0,
+    for req in tsgu::tunnel_requests(&gw.client_name) {
+        if let Err(v) = ask(&mut ps, &req, t, &mut hop, &mut rec).await {
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
         }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::HANDSHAKE_RESPONSE,
-        "HANDSHAKE_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
-        rec.end(&mut hop, &n, v);
-        return (hop, None);
-    }
-    send!(
-        rec,
-        Packet::TunnelCreate {
-            caps: tsgu::caps::IDLE_TIMEOUT | tsgu::caps::MESSAGING_SERVICE_MSG,
-            paa_cookie: None,
-        }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::TUNNEL_RESPONSE,
-        "TUNNEL_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
-        rec.end(&mut hop, &n, v);
-        return (hop, None);
-    }
-    send!(
-        rec,
-        Packet::TunnelAuth {
-            client_name: gw.client_name.clone(),
-        }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::TUNNEL_AUTH_RESPONSE,
-        "TUNNEL_AUTH_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
-        rec.end(&mut hop, &n, v);
-        return (hop, None);
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwTunnel) {
@@ -659,25 +595,13 @@ pub async fn open(
     rec.fact("target", json!(target));
     rec.fact("port", json!(port));
     rec.fact("name_form", json!(name_form(target)));
-    send!(
-        rec,
-        Packet::ChannelCreate {
-            resources: vec![target.to_owned()],
-            alt_resources: Vec::new(),
-            port,
-            protocol: 3,
-        }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::CHANNEL_RESPONSE,
-        "CHANNEL_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
+    let req = Packet::ChannelCreate {
+        resources: vec![target.to_owned()],
+        alt_resources: Vec::new(),
+        port,
+        protocol: 3,
+    };
+    if let Err(v) = ask(&mut ps, &req, t, &mut hop, &mut rec).await {
         rec.end(&mut hop, &n, v);
         return (hop, None);
     }
@@ -700,16 +624,22 @@ fn stopped(mut hop: Hop, at: Stage) -> (Hop, Option<Box<dyn crate::probe::Stream
     (hop, None)
 }
 
-/// Waits for the answer `name` (of type `ty`) and records its facts in `rec`: the verdict that ends
-/// the stage when none came (noted as `waiting_for`) or it carries an error HRESULT.
-async fn answered(
+/// Sends the request `req` and waits for its answer, whose facts go to `rec`: the verdict that ends
+/// the stage when the request could not be sent, no answer came (noted as `waiting_for`) or the
+/// answer carries an error HRESULT.
+async fn ask(
     ps: &mut Tunnel,
-    ty: u16,
-    name: &str,
+    req: &Packet,
     t: Duration,
     hop: &mut Hop,
     rec: &mut Rec,
 ) -> Result<(), Verdict> {
+    if let Err(e) = ps.send(req, t).await {
+        return Err(io_verdict(&e, rec.start.elapsed()));
+    }
+    let Some((ty, name)) = req.answer() else {
+        return Ok(());
+    };
     let p = match expect(ps, ty, t, hop).await {
         Ok(p) => p,
         Err(v) => {

@@ -168,6 +168,18 @@ impl Packet {
         }
     }
 
+    /// The answer a client's request waits for: its packet type and MS-TSGU name (`None` for a
+    /// packet that is not such a request).
+    pub fn answer(&self) -> Option<(u16, &'static str)> {
+        match self {
+            Packet::HandshakeRequest { .. } => Some((ty::HANDSHAKE_RESPONSE, "HANDSHAKE_RESPONSE")),
+            Packet::TunnelCreate { .. } => Some((ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE")),
+            Packet::TunnelAuth { .. } => Some((ty::TUNNEL_AUTH_RESPONSE, "TUNNEL_AUTH_RESPONSE")),
+            Packet::ChannelCreate { .. } => Some((ty::CHANNEL_RESPONSE, "CHANNEL_RESPONSE")),
+            _ => None,
+        }
+    }
+
     /// Encodes the packet with its header.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(32);
@@ -320,6 +332,27 @@ impl Packet {
         out.extend_from_slice(&b);
         out
     }
+}
+
+/// The requests that open a tunnel, in order (MS-TSGU 3.3.5.1): the handshake (version 1.0, no
+/// extended authentication), the tunnel asking for the idle timeout and service messages, and the
+/// tunnel authorization as `client_name`. The probe sends them, the fuzzer mutates them.
+pub fn tunnel_requests(client_name: &str) -> [Packet; 3] {
+    [
+        Packet::HandshakeRequest {
+            major: 1,
+            minor: 0,
+            client_version: 0,
+            extended_auth: 0,
+        },
+        Packet::TunnelCreate {
+            caps: caps::IDLE_TIMEOUT | caps::MESSAGING_SERVICE_MSG,
+            paa_cookie: None,
+        },
+        Packet::TunnelAuth {
+            client_name: client_name.to_owned(),
+        },
+    ]
 }
 
 /// The total length of the packet starting at `buf`, once its header is there: `Ok(None)` while
