@@ -153,20 +153,27 @@ struct Dec<'a> {
     target: Option<String>,
 }
 
-fn fail(kind: FailureKind) -> Verdict {
+// The rules the live client ([`crate::gateway::client`]) judges the gateway's answers by, shared
+// so that live and offline agree: the verdicts of a failing answer and the facts of an HTTP answer
+// and of an MS-TSGU answer ([`answer_facts`]).
+
+/// A failure the gateway caused.
+pub(crate) fn fail(kind: FailureKind) -> Verdict {
     Verdict::Failed {
         kind,
         by: Side::Server,
     }
 }
 
-fn hresult_verdict(code: u32) -> Verdict {
+/// The failure an MS-TSGU answer's error HRESULT `code` gives its stage.
+pub(crate) fn hresult_verdict(code: u32) -> Verdict {
     fail(FailureKind::GatewayError(crate::stage::GatewayHresult {
         code,
     }))
 }
 
-fn http_status_verdict(h: &Head) -> Verdict {
+/// The failure an HTTP answer with an unwanted status gives its stage (with its `Location`).
+pub(crate) fn http_status_verdict(h: &Head) -> Verdict {
     fail(FailureKind::HttpStatus {
         status: h.status,
         reason: h.reason.clone(),
@@ -181,23 +188,24 @@ fn stopped() -> Verdict {
     }
 }
 
-/// The facts of an HTTP answer, as the live probe records them on `gw_http`.
-fn http_facts(st: &mut St, h: &Head) {
-    st.fact("status", json!(h.status));
-    st.fact("reason", json!(h.reason));
+/// The facts of an HTTP answer on `gw_http`: status, reason, the `Server` header, a redirect's
+/// `Location`, the authentication schemes offered and the content type.
+pub(crate) fn http_facts(h: &Head) -> Vec<(&'static str, serde_json::Value)> {
+    let mut f = vec![("status", json!(h.status)), ("reason", json!(h.reason))];
     if let Some(s) = h.header("server") {
-        st.fact("server_header", json!(s));
+        f.push(("server_header", json!(s)));
     }
     if let Some(l) = h.header("location") {
-        st.fact("location", json!(l));
+        f.push(("location", json!(l)));
     }
     let sch = http::schemes(h);
     if !sch.is_empty() {
-        st.fact("www_authenticate", json!(sch));
+        f.push(("www_authenticate", json!(sch)));
     }
     if let Some(c) = h.header("content-type") {
-        st.fact("content_type", json!(c));
+        f.push(("content_type", json!(c)));
     }
+    f
 }
 
 impl St {
@@ -212,12 +220,16 @@ impl St {
         self.facts.insert(k.to_owned(), v);
     }
 
+    fn facts(&mut self, f: Vec<(&'static str, serde_json::Value)>) {
+        for (k, v) in f {
+            self.fact(k, v);
+        }
+    }
+
     /// The facts of the gateway's answer; its failure when it carries an error HRESULT.
     fn answer(&mut self, p: &Packet) -> Option<Verdict> {
         let (facts, code) = answer_facts(p);
-        for (k, v) in facts {
-            self.fact(k, v);
-        }
+        self.facts(facts);
         (code != 0).then(|| hresult_verdict(code))
     }
 }
@@ -740,7 +752,7 @@ impl<'a> Dec<'a> {
             self.end(st, t, v);
             return None;
         };
-        http_facts(&mut st, resp0);
+        st.facts(http_facts(resp0));
         // The legacy transport's IN channel without its OUT channel (a capture taken where only
         // one of them passed, e.g. two gateway nodes): the gateway's answers are not here.
         let in_alone = first.req.method.eq_ignore_ascii_case("RDG_IN_DATA");

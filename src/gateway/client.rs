@@ -34,6 +34,9 @@ use super::transport::Tunnel;
 use super::tsgu::{self, Packet};
 use super::ws::{PacketStream, RecvError};
 use super::BoxIo;
+use crate::decode::gateway::{
+    answer_facts, fail, hresult_verdict, http_facts, http_status_verdict,
+};
 use crate::probe::{Credentials, ProbeOptions, ProbeResult};
 use crate::report::{ConnectionReport, Facts, StageReport};
 use crate::stage::{FailureKind, Side, Stage, Verdict};
@@ -175,6 +178,11 @@ impl Rec {
     fn fact(&mut self, k: &str, v: serde_json::Value) {
         self.facts.insert(k.to_owned(), v);
     }
+    fn facts(&mut self, f: Vec<(&'static str, serde_json::Value)>) {
+        for (k, v) in f {
+            self.fact(k, v);
+        }
+    }
     fn end(self, hop: &mut Hop, n: &Counters, verdict: Verdict) {
         hop.stages.push(StageReport {
             stage: self.stage,
@@ -186,13 +194,6 @@ impl Rec {
             frames: Vec::new(),
             facts: self.facts,
         });
-    }
-}
-
-fn fail(kind: FailureKind) -> Verdict {
-    Verdict::Failed {
-        kind,
-        by: Side::Server,
     }
 }
 
@@ -244,12 +245,6 @@ fn recv_verdict(e: &RecvError, after: Duration) -> Verdict {
             offset: None,
         }),
     }
-}
-
-fn hresult_verdict(code: u32) -> Verdict {
-    fail(FailureKind::GatewayError(crate::stage::GatewayHresult {
-        code,
-    }))
 }
 
 /// How a resource name is written: an IP address, a fully qualified name, or a single label
@@ -447,7 +442,7 @@ pub async fn open(
             return (hop, None);
         }
     };
-    http_facts(&mut rec, &first);
+    rec.facts(http_facts(&first));
     let mut a;
     let upgraded = match first.status {
         101 | 200 => {
@@ -647,10 +642,8 @@ async fn ask(
             return Err(v);
         }
     };
-    let (facts, code) = crate::decode::gateway::answer_facts(&p);
-    for (k, v) in facts {
-        rec.fact(k, v);
-    }
+    let (facts, code) = answer_facts(&p);
+    rec.facts(facts);
     if code != 0 {
         return Err(hresult_verdict(code));
     }
@@ -714,32 +707,6 @@ fn tls_error_verdict(e: &std::io::Error) -> Verdict {
         });
     }
     io_verdict(e, Duration::ZERO)
-}
-
-fn http_facts(rec: &mut Rec, h: &Head) {
-    rec.fact("status", json!(h.status));
-    rec.fact("reason", json!(h.reason));
-    if let Some(s) = h.header("server") {
-        rec.fact("server_header", json!(s));
-    }
-    if let Some(l) = h.header("location") {
-        rec.fact("location", json!(l));
-    }
-    let sch = http::schemes(h);
-    if !sch.is_empty() {
-        rec.fact("www_authenticate", json!(sch));
-    }
-    if let Some(c) = h.header("content-type") {
-        rec.fact("content_type", json!(c));
-    }
-}
-
-fn http_status_verdict(h: &Head) -> Verdict {
-    fail(FailureKind::HttpStatus {
-        status: h.status,
-        reason: h.reason.clone(),
-        location: h.header("location").map(str::to_owned),
-    })
 }
 
 fn connection_id() -> String {
