@@ -19,7 +19,6 @@ mod ntlm;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,9 +74,7 @@ pub struct GatewayOutcome {
 
 #[derive(Default)]
 struct Shared {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    outcomes: Mutex<Vec<GatewayOutcome>>,
+    tally: super::Tally<GatewayOutcome>,
     /// Legacy OUT channels waiting for their IN channel, by `RDG-Connection-Id`.
     waiting_out: Mutex<HashMap<String, tokio::sync::oneshot::Sender<InChannel>>>,
 }
@@ -107,16 +104,12 @@ impl GatewayHandle {
     }
 
     pub fn connections_served(&self) -> u64 {
-        self.shared.accepted.load(Ordering::SeqCst)
+        self.shared.tally.accepted()
     }
 
     /// Outcomes of the connections that ended, in order.
     pub fn outcomes(&self) -> Vec<GatewayOutcome> {
-        self.shared
-            .outcomes
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default()
+        self.shared.tally.outcomes()
     }
 }
 
@@ -133,18 +126,7 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                 ))
             }
         };
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| LabError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| LabError::Bind { addr, source })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(LabError::Runtime)?;
+    let (listener, local, runtime) = super::bind(addr)?;
     let shared = Arc::new(Shared::default());
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(addr = %local, scenario = %cfg.scenario.name, target = %cfg.target, "lab gateway listening");
@@ -167,11 +149,11 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                         },
                     };
                     let Ok(permit) = sem.clone().try_acquire_owned() else {
-                        sh.refused.fetch_add(1, Ordering::SeqCst);
+                        sh.tally.refuse();
                         drop(sock);
                         continue;
                     };
-                    sh.accepted.fetch_add(1, Ordering::SeqCst);
+                    sh.tally.accept();
                     let cfg = cfg.clone();
                     let tls = tls.clone();
                     let sh = sh.clone();
@@ -205,12 +187,7 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                             Ok(s) => s,
                         };
                         tracing::debug!(peer = %peer, step = out.step, result = %out.result, "gateway connection ended");
-                        if let Ok(mut o) = sh.outcomes.lock() {
-                            if o.len() >= 10_000 {
-                                o.remove(0);
-                            }
-                            o.push(out);
-                        }
+                        sh.tally.record(out);
                         drop(permit);
                     });
                 }
