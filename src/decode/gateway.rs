@@ -47,19 +47,12 @@ const MAX_WS_BUFFER: usize = tsgu::MAX_PACKET_LEN + crate::gateway::ws::MAX_MESS
 pub fn is_gateway(trace: &Trace) -> bool {
     let mut head = [0u8; 6];
     let mut n = 0;
-    for e in &trace.events {
-        if let EventKind::Data {
-            dir: Dir::C2S,
-            layer: Layer::Wire,
-            bytes,
-        } = &e.kind
-        {
-            let take = (head.len() - n).min(bytes.len());
-            head[n..n + take].copy_from_slice(&bytes[..take]);
-            n += take;
-            if n == head.len() {
-                break;
-            }
+    for (_, bytes) in trace.data(Dir::C2S, Layer::Wire) {
+        let take = (head.len() - n).min(bytes.len());
+        head[n..n + take].copy_from_slice(&bytes[..take]);
+        n += take;
+        if n == head.len() {
+            break;
         }
     }
     n == head.len() && head[0] == 0x16 && head[1] == 3 && head[5] == 1
@@ -96,21 +89,12 @@ impl Flow {
             bytes: Vec::new(),
             marks: Vec::new(),
         };
-        for e in &trace.events {
-            if let EventKind::Data {
-                dir: d,
-                layer: l,
-                bytes,
-            } = &e.kind
-            {
-                if *d == dir && *l == layer {
-                    let take = bytes.len().min(limit - f.bytes.len());
-                    f.bytes.extend_from_slice(&bytes[..take]);
-                    f.marks.push((f.bytes.len(), e.t_us));
-                    if f.bytes.len() >= limit {
-                        break;
-                    }
-                }
+        for (t_us, bytes) in trace.data(dir, layer) {
+            let take = bytes.len().min(limit - f.bytes.len());
+            f.bytes.extend_from_slice(&bytes[..take]);
+            f.marks.push((f.bytes.len(), t_us));
+            if f.bytes.len() >= limit {
+                break;
             }
         }
         f
