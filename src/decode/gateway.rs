@@ -27,7 +27,7 @@ mod legacy;
 pub use legacy::{legacy_channel, LegacyPairs, LegacyRole, MAX_HELD};
 
 use super::Decoded;
-use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput};
+use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput, TlsStart};
 use crate::gateway::http::{self, Head, HeadError};
 use crate::gateway::tsgu::{self, Hresult, Packet};
 use crate::report::{ConnectionReport, Facts, StageReport};
@@ -1537,96 +1537,45 @@ enum Item {
 }
 
 /// Where the inner RDP's TLS starts in each direction (after the X.224 TPKT), and its decryption.
-#[derive(Default)]
 struct TlsState {
-    /// Per direction: bytes of the first TPKT still to skip (None: header not read yet).
-    pre: [Pre; 2],
+    start: [TlsStart; 2],
     dec: TlsDecryptor,
     keylog: Vec<String>,
 }
 
-#[derive(Default)]
-enum Pre {
-    #[default]
-    Start,
-    Tpkt {
-        hdr: Vec<u8>,
-        left: usize,
-    },
-    After,
-    Tls,
-    Plain,
+impl Default for TlsState {
+    fn default() -> Self {
+        TlsState {
+            start: [TlsStart::after_tpkt(), TlsStart::after_tpkt()],
+            dec: TlsDecryptor::default(),
+            keylog: Vec::new(),
+        }
+    }
 }
 
 impl TlsState {
     fn feed(&mut self, inner: &mut Trace, dir: Dir, bytes: &[u8], t: u64, keylog: &KeyLog) {
-        let i = usize::from(dir == Dir::S2C);
-        let mut rest = bytes;
-        loop {
-            match &mut self.pre[i] {
-                Pre::Start => {
-                    self.pre[i] = Pre::Tpkt {
-                        hdr: Vec::new(),
-                        left: 0,
-                    }
+        let Some((_, from)) = self.start[usize::from(dir == Dir::S2C)].feed(bytes) else {
+            return;
+        };
+        let mut out = Vec::new();
+        self.dec.feed(dir, &bytes[from..], 0, t, keylog, &mut out);
+        for o in out {
+            match o {
+                TlsOutput::Inner { dir, bytes, .. } => inner.push_at(
+                    t,
+                    None,
+                    EventKind::Data {
+                        dir,
+                        layer: Layer::Inner,
+                        bytes: Bytes::from(bytes),
+                    },
+                ),
+                TlsOutput::Session { info, .. } => {
+                    inner.push_at(t, None, EventKind::TlsSession(info))
                 }
-                Pre::Tpkt { hdr, left } => {
-                    if hdr.len() < 4 {
-                        let take = (4 - hdr.len()).min(rest.len());
-                        hdr.extend_from_slice(&rest[..take]);
-                        rest = &rest[take..];
-                        if hdr.len() < 4 {
-                            return;
-                        }
-                        if hdr[0] != 3 {
-                            self.pre[i] = Pre::Plain;
-                            return;
-                        }
-                        *left = usize::from(u16::from_be_bytes([hdr[2], hdr[3]])).saturating_sub(4);
-                    }
-                    let take = (*left).min(rest.len());
-                    *left -= take;
-                    rest = &rest[take..];
-                    if *left > 0 {
-                        return;
-                    }
-                    let Some(&b0) = rest.first() else {
-                        // After the first TPKT the next byte decides: TLS (0x16) or more RDP.
-                        self.pre[i] = Pre::After;
-                        return;
-                    };
-                    self.pre[i] = if b0 == 0x16 { Pre::Tls } else { Pre::Plain };
-                }
-                Pre::After => {
-                    let Some(&b0) = rest.first() else { return };
-                    self.pre[i] = if b0 == 0x16 { Pre::Tls } else { Pre::Plain };
-                }
-                Pre::Tls => {
-                    let mut out = Vec::new();
-                    self.dec.feed(dir, rest, 0, t, keylog, &mut out);
-                    for o in out {
-                        match o {
-                            TlsOutput::Inner { dir, bytes, .. } => inner.push_at(
-                                t,
-                                None,
-                                EventKind::Data {
-                                    dir,
-                                    layer: Layer::Inner,
-                                    bytes: Bytes::from(bytes),
-                                },
-                            ),
-                            TlsOutput::Session { info, .. } => {
-                                inner.push_at(t, None, EventKind::TlsSession(info))
-                            }
-                            TlsOutput::Note { text, .. } => {
-                                inner.push_at(t, None, EventKind::Note(text))
-                            }
-                            TlsOutput::Keylog(lines) => self.keylog = lines,
-                        }
-                    }
-                    return;
-                }
-                Pre::Plain => return,
+                TlsOutput::Note { text, .. } => inner.push_at(t, None, EventKind::Note(text)),
+                TlsOutput::Keylog(lines) => self.keylog = lines,
             }
         }
     }
