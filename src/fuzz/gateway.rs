@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
@@ -476,30 +476,6 @@ pub fn judge_packet(payload: &[u8]) -> (super::ResponseClass, String) {
                 None => (R::ValidReply, p.name().to_owned()),
             }
         }
-    }
-}
-
-/// Writes `b` within `t`.
-pub async fn write_all<S: AsyncWrite + Unpin + ?Sized>(
-    s: &mut S,
-    b: &[u8],
-    t: Duration,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    match tokio::time::timeout(t, async {
-        s.write_all(b).await?;
-        s.flush().await
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "write timed out after {} ms: the target stopped reading",
-                t.as_millis()
-            ),
-        )),
     }
 }
 

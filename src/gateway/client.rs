@@ -24,7 +24,7 @@ use sspi::{
     builders::AcquireCredentialsHandle, AuthIdentity, BufferType, ClientRequestFlags,
     CredentialUse, DataRepresentation, Ntlm, SecurityBuffer, Sspi as _, SspiImpl as _, Username,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -775,16 +775,12 @@ impl Req<'_> {
 /// Writes `b` within `t`.
 async fn send_all(s: &mut BoxIo, b: &[u8], t: Duration) -> Result<(), Verdict> {
     let start = Instant::now();
-    let w = tokio::time::timeout(t, async {
-        s.write_all(b).await?;
-        s.flush().await
-    })
-    .await;
-    match w {
-        Err(_) => Err(timed_out(t)),
-        Ok(Err(e)) => Err(io_verdict(&e, start.elapsed())),
-        Ok(Ok(())) => Ok(()),
-    }
+    crate::net::write_all(s, b, t)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => timed_out(t),
+            _ => io_verdict(&e, start.elapsed()),
+        })
 }
 
 /// Sends one request and reads the answer's head (and its body, bounded, when it has a length).

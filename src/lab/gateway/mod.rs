@@ -34,6 +34,7 @@ use crate::gateway::transport::Tunnel;
 use crate::gateway::tsgu::{caps, Hresult, Packet};
 use crate::gateway::ws::PacketStream;
 use crate::gateway::BoxIo;
+use crate::net::write_all;
 use crate::scenario::{Gateway, Scenario};
 
 /// Most HTTP requests one connection may make before the gateway closes it (authentication rounds).
@@ -396,7 +397,7 @@ async fn serve(
         let resp = format!(
             "HTTP/1.1 101 Switching Protocols\r\nServer: Microsoft-HTTPAPI/2.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         );
-        if write(&mut s, resp.as_bytes(), t).await.is_err() {
+        if write_all(&mut s, resp.as_bytes(), t).await.is_err() {
             return "write failed".into();
         }
         let leftover = std::mem::take(&mut buf);
@@ -429,7 +430,7 @@ async fn legacy_channel(
         // connection (MS-TSGU 3.3.5.1).
         let mut resp = b"HTTP/1.1 200 OK\r\nServer: Microsoft-HTTPAPI/2.0\r\n\r\n".to_vec();
         resp.extend_from_slice(&SEED);
-        if write(&mut s, &resp, t).await.is_err() {
+        if write_all(&mut s, &resp, t).await.is_err() {
             return "write failed".into();
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -722,26 +723,11 @@ async fn respond<S: AsyncWrite + Unpin>(
     }
     r.push_str("\r\n");
     r.push_str(body);
-    write(s, r.as_bytes(), t).await?;
+    write_all(s, r.as_bytes(), t).await?;
     if close {
         let _ = tokio::time::timeout(t, s.shutdown()).await;
     }
     Ok(())
-}
-
-async fn write<S: AsyncWrite + Unpin>(s: &mut S, b: &[u8], t: Duration) -> std::io::Result<()> {
-    match tokio::time::timeout(t, async {
-        s.write_all(b).await?;
-        s.flush().await
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "write timed out",
-        )),
-    }
 }
 
 /// Ends the connection with a TCP RST (SO_LINGER 0) under the TLS layer.
