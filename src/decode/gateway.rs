@@ -172,6 +172,41 @@ fn stopped() -> Verdict {
     }
 }
 
+/// What a packet is to a side waiting for the gateway's answer of type `ty`.
+pub(crate) enum Awaited {
+    /// The answer.
+    Answer,
+    /// Passed over while waiting: a keepalive, or a service message (with its note).
+    Skip(Option<String>),
+    /// The wait ends here: a CLOSE_CHANNEL (with its HRESULT) or a packet the gateway should not send.
+    Fails(Verdict),
+}
+
+/// Whether `p` is the answer of type `ty` a side waits for ([`Awaited`]).
+pub(crate) fn awaited(p: &Packet, ty: u16) -> Awaited {
+    match (p, ty) {
+        (Packet::HandshakeResponse { .. }, tsgu::ty::HANDSHAKE_RESPONSE)
+        | (Packet::TunnelResponse { .. }, tsgu::ty::TUNNEL_RESPONSE)
+        | (Packet::TunnelAuthResponse { .. }, tsgu::ty::TUNNEL_AUTH_RESPONSE)
+        | (Packet::ChannelResponse { .. }, tsgu::ty::CHANNEL_RESPONSE) => Awaited::Answer,
+        (Packet::Keepalive, _) => Awaited::Skip(None),
+        (Packet::Other { ty: other, .. }, _) => Awaited::Skip(Some(format!(
+            "the gateway sent a packet of type 0x{other:02X}"
+        ))),
+        (Packet::CloseChannel { status }, _) => Awaited::Fails(if *status != 0 {
+            hresult_verdict(*status)
+        } else {
+            fail(FailureKind::Closed {
+                tls_close_notify: false,
+            })
+        }),
+        (other, _) => Awaited::Fails(fail(FailureKind::ProtocolError {
+            what: format!("unexpected {} packet", other.name()),
+            offset: None,
+        })),
+    }
+}
+
 /// The facts of an HTTP answer on `gw_http`: status, reason, the `Server` header, a redirect's
 /// `Location`, the authentication schemes offered and the content type.
 pub(crate) fn http_facts(h: &Head) -> Vec<(&'static str, serde_json::Value)> {
@@ -1337,41 +1372,10 @@ impl<'a> Dec<'a> {
     ) -> Result<(Packet, u64), (Verdict, u64)> {
         while let Some((p, t)) = sw.packets.get(*si) {
             *si += 1;
-            let matches = match (p, ty) {
-                (Packet::HandshakeResponse { .. }, tsgu::ty::HANDSHAKE_RESPONSE)
-                | (Packet::TunnelResponse { .. }, tsgu::ty::TUNNEL_RESPONSE)
-                | (Packet::TunnelAuthResponse { .. }, tsgu::ty::TUNNEL_AUTH_RESPONSE)
-                | (Packet::ChannelResponse { .. }, tsgu::ty::CHANNEL_RESPONSE) => true,
-                (Packet::Keepalive, _) => false,
-                (Packet::Other { ty: other, .. }, _) => {
-                    self.notes
-                        .push(format!("the gateway sent a packet of type 0x{other:02X}"));
-                    false
-                }
-                (Packet::CloseChannel { status }, _) => {
-                    return Err((
-                        if *status != 0 {
-                            hresult_verdict(*status)
-                        } else {
-                            fail(FailureKind::Closed {
-                                tls_close_notify: false,
-                            })
-                        },
-                        *t,
-                    ));
-                }
-                (other, _) => {
-                    return Err((
-                        fail(FailureKind::ProtocolError {
-                            what: format!("unexpected {} packet", other.name()),
-                            offset: None,
-                        }),
-                        *t,
-                    ))
-                }
-            };
-            if matches {
-                return Ok((p.clone(), *t));
+            match awaited(p, ty) {
+                Awaited::Answer => return Ok((p.clone(), *t)),
+                Awaited::Skip(note) => self.notes.extend(note),
+                Awaited::Fails(v) => return Err((v, *t)),
             }
         }
         if let Some((e, t)) = &sw.error {
@@ -1768,6 +1772,54 @@ mod tests {
         }
         tr.push_at(0, None, EventKind::Fin { dir: Dir::C2S });
         tr
+    }
+
+    #[test]
+    fn what_a_waiting_side_makes_of_each_packet() {
+        let answer = Packet::TunnelAuthResponse {
+            error_code: 0,
+            redir_flags: None,
+            idle_timeout_min: None,
+        };
+        assert!(matches!(
+            awaited(&answer, tsgu::ty::TUNNEL_AUTH_RESPONSE),
+            Awaited::Answer
+        ));
+        // The right answer to another request ends the wait.
+        assert!(matches!(
+            awaited(&answer, tsgu::ty::CHANNEL_RESPONSE),
+            Awaited::Fails(Verdict::Failed {
+                kind: FailureKind::ProtocolError { .. },
+                by: Side::Server
+            })
+        ));
+        assert!(matches!(
+            awaited(&Packet::Keepalive, tsgu::ty::CHANNEL_RESPONSE),
+            Awaited::Skip(None)
+        ));
+        let service = Packet::Other {
+            ty: tsgu::ty::SERVICE_MESSAGE,
+            body: vec![],
+        };
+        assert!(matches!(
+            awaited(&service, tsgu::ty::CHANNEL_RESPONSE),
+            Awaited::Skip(Some(n)) if n == "the gateway sent a packet of type 0x0B"
+        ));
+        let close = |status| awaited(&Packet::CloseChannel { status }, tsgu::ty::CHANNEL_RESPONSE);
+        assert!(matches!(
+            close(0),
+            Awaited::Fails(Verdict::Failed {
+                kind: FailureKind::Closed { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            close(0x8007_59DA),
+            Awaited::Fails(Verdict::Failed {
+                kind: FailureKind::GatewayError(crate::stage::GatewayHresult { code: 0x8007_59DA }),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use super::tsgu::{self, Packet};
 use super::ws::{PacketStream, RecvError};
 use super::BoxIo;
 use crate::decode::gateway::{
-    answer_facts, fail, hresult_verdict, http_facts, http_status_verdict,
+    answer_facts, awaited, fail, hresult_verdict, http_facts, http_status_verdict, Awaited,
 };
 use crate::probe::{Credentials, ProbeOptions, ProbeResult};
 use crate::report::{ConnectionReport, Facts, StageReport};
@@ -659,35 +659,10 @@ async fn expect(ps: &mut Tunnel, ty: u16, t: Duration, hop: &mut Hop) -> Result<
             .recv(left)
             .await
             .map_err(|e| recv_verdict(&e, start.elapsed()))?;
-        let matches = match (&p, ty) {
-            (Packet::HandshakeResponse { .. }, tsgu::ty::HANDSHAKE_RESPONSE)
-            | (Packet::TunnelResponse { .. }, tsgu::ty::TUNNEL_RESPONSE)
-            | (Packet::TunnelAuthResponse { .. }, tsgu::ty::TUNNEL_AUTH_RESPONSE)
-            | (Packet::ChannelResponse { .. }, tsgu::ty::CHANNEL_RESPONSE) => true,
-            (Packet::Keepalive, _) => false,
-            (Packet::Other { ty: other, .. }, _) => {
-                hop.notes
-                    .push(format!("the gateway sent a packet of type 0x{other:02X}"));
-                false
-            }
-            (Packet::CloseChannel { status }, _) => {
-                return Err(if *status != 0 {
-                    hresult_verdict(*status)
-                } else {
-                    fail(FailureKind::Closed {
-                        tls_close_notify: false,
-                    })
-                });
-            }
-            (other, _) => {
-                return Err(fail(FailureKind::ProtocolError {
-                    what: format!("unexpected {} packet", other.name()),
-                    offset: None,
-                }))
-            }
-        };
-        if matches {
-            return Ok(p);
+        match awaited(&p, ty) {
+            Awaited::Answer => return Ok(p),
+            Awaited::Skip(note) => hop.notes.extend(note),
+            Awaited::Fails(v) => return Err(v),
         }
     }
     Err(fail(FailureKind::ProtocolError {
