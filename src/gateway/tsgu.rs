@@ -233,12 +233,8 @@ impl Packet {
                     | (u16::from(consent.is_some()) << 4);
                 put16(&mut b, fields);
                 put16(&mut b, 0);
-                if let Some(id) = tunnel_id {
-                    put32(&mut b, *id);
-                }
-                if let Some(c) = caps {
-                    put32(&mut b, *c);
-                }
+                put32_opt(&mut b, *tunnel_id);
+                put32_opt(&mut b, *caps);
                 if let Some(m) = consent {
                     put_blob16(&mut b, m);
                 }
@@ -259,12 +255,8 @@ impl Packet {
                     u16::from(redir_flags.is_some()) | (u16::from(idle_timeout_min.is_some()) << 1);
                 put16(&mut b, fields);
                 put16(&mut b, 0);
-                if let Some(f) = redir_flags {
-                    put32(&mut b, *f);
-                }
-                if let Some(t) = idle_timeout_min {
-                    put32(&mut b, *t);
-                }
+                put32_opt(&mut b, *redir_flags);
+                put32_opt(&mut b, *idle_timeout_min);
                 ty::TUNNEL_AUTH_RESPONSE
             }
             Packet::ChannelCreate {
@@ -293,9 +285,7 @@ impl Packet {
                 put32(&mut b, *error_code);
                 put16(&mut b, u16::from(channel_id.is_some()));
                 put16(&mut b, 0);
-                if let Some(id) = channel_id {
-                    put32(&mut b, *id);
-                }
+                put32_opt(&mut b, *channel_id);
                 ty::CHANNEL_RESPONSE
             }
             Packet::Data(d) => {
@@ -548,6 +538,12 @@ fn put16(b: &mut Vec<u8>, v: u16) {
 }
 fn put32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_le_bytes());
+}
+/// An optional u32 field (written when there; its `fieldsPresent` flag says so).
+fn put32_opt(b: &mut Vec<u8>, v: Option<u32>) {
+    if let Some(v) = v {
+        put32(b, v);
+    }
 }
 /// `v` after its u16 length, cut to 65535 bytes.
 fn put_blob16(b: &mut Vec<u8>, v: &[u8]) {
