@@ -207,24 +207,35 @@ pub(crate) fn awaited(p: &Packet, ty: u16) -> Awaited {
     }
 }
 
-/// The facts of an HTTP answer on `gw_http`: status, reason, the `Server` header, a redirect's
-/// `Location`, the authentication schemes offered and the content type.
-pub(crate) fn http_facts(h: &Head) -> Vec<(&'static str, serde_json::Value)> {
-    let mut f = vec![("status", json!(h.status)), ("reason", json!(h.reason))];
+/// Records the facts of an HTTP answer on `gw_http` in `to`: status, reason, the `Server` header,
+/// a redirect's `Location`, the authentication schemes offered and the content type.
+pub(crate) fn http_facts(h: &Head, to: &mut Facts) {
+    let mut fact = |k: &str, v| {
+        to.insert(k.to_owned(), v);
+    };
+    fact("status", json!(h.status));
+    fact("reason", json!(h.reason));
     if let Some(s) = h.header("server") {
-        f.push(("server_header", json!(s)));
+        fact("server_header", json!(s));
     }
     if let Some(l) = h.header("location") {
-        f.push(("location", json!(l)));
+        fact("location", json!(l));
     }
     let sch = http::schemes(h);
     if !sch.is_empty() {
-        f.push(("www_authenticate", json!(sch)));
+        fact("www_authenticate", json!(sch));
     }
     if let Some(c) = h.header("content-type") {
-        f.push(("content_type", json!(c)));
+        fact("content_type", json!(c));
     }
-    f
+}
+
+/// Records the facts of the gateway's MS-TSGU answer `p` in `to` ([`answer_facts`]); its failure
+/// when it carries an error HRESULT.
+pub(crate) fn record_answer(p: &Packet, to: &mut Facts) -> Option<Verdict> {
+    let (facts, code) = answer_facts(p);
+    to.extend(facts.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    (code != 0).then(|| hresult_verdict(code))
 }
 
 impl St {
@@ -237,19 +248,6 @@ impl St {
     }
     fn fact(&mut self, k: &str, v: serde_json::Value) {
         self.facts.insert(k.to_owned(), v);
-    }
-
-    fn facts(&mut self, f: Vec<(&'static str, serde_json::Value)>) {
-        for (k, v) in f {
-            self.fact(k, v);
-        }
-    }
-
-    /// The facts of the gateway's answer; its failure when it carries an error HRESULT.
-    fn answer(&mut self, p: &Packet) -> Option<Verdict> {
-        let (facts, code) = answer_facts(p);
-        self.facts(facts);
-        (code != 0).then(|| hresult_verdict(code))
     }
 }
 
@@ -771,7 +769,7 @@ impl<'a> Dec<'a> {
             self.end(st, t, v);
             return None;
         };
-        st.facts(http_facts(resp0));
+        http_facts(resp0, &mut st.facts);
         // The legacy transport's IN channel without its OUT channel (a capture taken where only
         // one of them passed, e.g. two gateway nodes): the gateway's answers are not here.
         let in_alone = first.req.method.eq_ignore_ascii_case("RDG_IN_DATA");
@@ -1280,7 +1278,7 @@ impl<'a> Dec<'a> {
             "HANDSHAKE_RESPONSE",
             t_req
         );
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t, v);
             return None;
         }
@@ -1288,7 +1286,7 @@ impl<'a> Dec<'a> {
             return self.stop_mid(st);
         };
         let (p, t) = answer!(st, tsgu::ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE", t_req);
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t, v);
             return None;
         }
@@ -1301,7 +1299,7 @@ impl<'a> Dec<'a> {
             "TUNNEL_AUTH_RESPONSE",
             t_req
         );
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t_tunnel, v);
             return None;
         }
@@ -1328,7 +1326,7 @@ impl<'a> Dec<'a> {
             json!(crate::gateway::client::name_form(&target)),
         );
         let (p, t_open) = answer!(st, tsgu::ty::CHANNEL_RESPONSE, "CHANNEL_RESPONSE", t_req);
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t_open, v);
             return None;
         }

@@ -35,7 +35,7 @@ use super::tsgu::{self, Packet};
 use super::ws::{PacketStream, RecvError};
 use super::BoxIo;
 use crate::decode::gateway::{
-    answer_facts, awaited, fail, hresult_verdict, http_facts, http_status_verdict, Awaited,
+    awaited, fail, http_facts, http_status_verdict, record_answer, Awaited,
 };
 use crate::probe::{Credentials, ProbeOptions, ProbeResult};
 use crate::report::{ConnectionReport, Facts, StageReport};
@@ -177,11 +177,6 @@ impl Rec {
     }
     fn fact(&mut self, k: &str, v: serde_json::Value) {
         self.facts.insert(k.to_owned(), v);
-    }
-    fn facts(&mut self, f: Vec<(&'static str, serde_json::Value)>) {
-        for (k, v) in f {
-            self.fact(k, v);
-        }
     }
     fn end(self, hop: &mut Hop, n: &Counters, verdict: Verdict) {
         hop.stages.push(StageReport {
@@ -442,7 +437,7 @@ pub async fn open(
             return (hop, None);
         }
     };
-    rec.facts(http_facts(&first));
+    http_facts(&first, &mut rec.facts);
     let mut a;
     let upgraded = match first.status {
         101 | 200 => {
@@ -642,12 +637,7 @@ async fn ask(
             return Err(v);
         }
     };
-    let (facts, code) = answer_facts(&p);
-    rec.facts(facts);
-    if code != 0 {
-        return Err(hresult_verdict(code));
-    }
-    Ok(())
+    record_answer(&p, &mut rec.facts).map_or(Ok(()), Err)
 }
 
 /// Waits for a packet of type `ty`, skipping keepalives and service messages (noted).
