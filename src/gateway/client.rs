@@ -347,22 +347,15 @@ pub async fn open(
 
     // --- gw_tls ---
     let mut rec = Rec::new(Stage::GwTls, &n);
-    let (config, verifier) =
-        crate::probe::tls::rustls_config(gw_trace.clone(), crate::probe::tls::TlsVersions::Both);
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
-    config.enable_sni = sni_ok;
-    let name = rustls::pki_types::ServerName::try_from(if sni_ok {
-        gw.host.clone()
-    } else {
-        "rd-gateway".to_owned()
-    })
-    .unwrap_or_else(|_| {
+    let (conn, verifier, name) = super::tls_client(
+        gw_trace.clone(),
+        &gw.host,
+        crate::probe::tls::TlsVersions::Both,
+    );
+    let name = name.unwrap_or_else(|_| {
         rustls::pki_types::ServerName::try_from("rd-gateway".to_owned())
             .expect("static name is valid")
     });
-    let conn = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tls = match tokio::time::timeout(t, conn.connect(name, counted)).await {
         Err(_) => {
             rec.end(&mut hop, &n, timed_out(t));
@@ -398,7 +391,7 @@ pub async fn open(
                 rec.fact("cert_expired", json!(f.expired));
                 rec.fact("cert_self_signed", json!(f.self_signed));
             }
-            if sni_ok {
+            if super::sends_sni(&gw.host) {
                 rec.fact(
                     "cert_name_matches",
                     json!(crate::decode::tls::check_name(leaf, &gw.host)),
@@ -829,29 +822,15 @@ async fn in_channel(
         inner: crate::probe::tap::Tap::new(tcp, in_trace.clone(), crate::trace::Layer::Wire),
         n: n.clone(),
     };
-    let (config, _) =
-        crate::probe::tls::rustls_config(in_trace, crate::probe::tls::TlsVersions::Both);
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
-    config.enable_sni = sni_ok;
-    let name = rustls::pki_types::ServerName::try_from(if sni_ok {
-        gw.host.clone()
-    } else {
-        "rd-gateway".to_owned()
-    })
-    .map_err(|e| {
+    let (conn, _, name) =
+        super::tls_client(in_trace, &gw.host, crate::probe::tls::TlsVersions::Both);
+    let name = name.map_err(|e| {
         fail(FailureKind::ProtocolError {
             what: format!("gateway name: {e}"),
             offset: None,
         })
     })?;
-    let tls = match tokio::time::timeout(
-        t,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, counted),
-    )
-    .await
-    {
+    let tls = match tokio::time::timeout(t, conn.connect(name, counted)).await {
         Err(_) => return Err(timed_out(t)),
         Ok(Err(e)) => {
             rec.fact("in_tls_error", json!(e.to_string()));
