@@ -59,22 +59,21 @@ fn main() {
     let xrdp_pid = xrdp.pid();
     let bin = env!("CARGO_BIN_EXE_rdprobe");
 
-    let probe_runs = |transport: &str| -> Vec<Duration> {
+    // `runs` timed runs of `rdprobe probe TARGET --gateway GATEWAY [--gateway-transport T]`, each
+    // from a settled xrdp when it is the target.
+    let probe_runs = |target: &str, gateway: &str, transport: Option<&str>| -> Vec<Duration> {
         let mut times = Vec::new();
         for _ in 0..runs {
-            settle(xrdp_pid);
+            if target == "xrdp01" {
+                settle(xrdp_pid);
+            }
+            let mut cmd = Command::new(bin);
+            cmd.args(["probe", target, "--gateway", gateway, "--user", "user"]);
+            if let Some(t) = transport {
+                cmd.args(["--gateway-transport", t]);
+            }
             let t = Instant::now();
-            let st = Command::new(bin)
-                .args([
-                    "probe",
-                    "xrdp01",
-                    "--gateway",
-                    &g,
-                    "--gateway-transport",
-                    transport,
-                    "--user",
-                    "user",
-                ])
+            let st = cmd
                 .env("RDPROBE_PASSWORD", "pass")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -84,13 +83,13 @@ fn main() {
             assert_eq!(
                 st.code(),
                 Some(0),
-                "rdprobe ({transport}) did not reach connected"
+                "rdprobe to {target} via {gateway} ({transport:?}) did not reach connected"
             );
         }
         times
     };
-    let probe_times = probe_runs("websocket");
-    let probe_http_times = probe_runs("http");
+    let probe_times = probe_runs("xrdp01", &g, Some("websocket"));
+    let probe_http_times = probe_runs("xrdp01", &g, Some("http"));
     // What bounds the ratio: the same probe through a lab gateway in front of the in-process lab
     // server instead of xrdp is the probe's own cost (process, TLS, NTLM, the tunnel, the inner
     // stages); the rest of its time above is xrdp answering.
@@ -107,76 +106,38 @@ fn main() {
     )
     .expect("lab gateway to the lab server");
     let g_lab = format!("127.0.0.1:{}", gw_lab.addr.port());
-    let mut own_times = Vec::new();
-    for _ in 0..runs {
-        let t = Instant::now();
-        let st = Command::new(bin)
-            .args([
-                "probe",
-                "rdp01",
-                "--gateway",
-                g_lab.as_str(),
-                "--user",
-                "user",
-            ])
-            .env("RDPROBE_PASSWORD", "pass")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run rdprobe");
-        own_times.push(t.elapsed());
-        assert_eq!(
-            st.code(),
-            Some(0),
-            "rdprobe through the gateway to the lab server"
-        );
-    }
+    let own_times = probe_runs("rdp01", &g_lab, None);
     let xvfb = Xvfb::start().expect("start Xvfb");
     let gflag = format!("/g:{g}");
-    let mut xf_times = Vec::new();
-    for _ in 0..runs.min(5) {
-        settle(xrdp_pid);
-        let r = xfreerdp_on(
-            &xvfb,
-            &[
-                "/v:xrdp01:3389",
-                "/u:user",
-                "/p:pass",
-                &gflag,
-                "/gu:user",
-                "/gp:pass",
-                "/gt:http",
-                "/cert:ignore",
-                "+auth-only",
-            ],
-            Duration::from_secs(30),
-        )
-        .expect("run xfreerdp");
-        assert_eq!(r.code, Some(0), "xfreerdp failed: {}", r.output);
-        xf_times.push(r.elapsed);
-    }
-    let mut xf_http_times = Vec::new();
-    for _ in 0..runs.min(5) {
-        settle(xrdp_pid);
-        let r = xfreerdp_on(
-            &xvfb,
-            &[
-                "/v:xrdp01:3389",
-                "/u:user",
-                "/p:pass",
-                &gflag,
-                "/gu:user",
-                "/gp:pass",
-                "/gt:http,no-websockets",
-                "/cert:ignore",
-                "+auth-only",
-            ],
-            Duration::from_secs(30),
-        )
-        .expect("run xfreerdp");
-        assert_eq!(r.code, Some(0), "xfreerdp (legacy) failed: {}", r.output);
-        xf_http_times.push(r.elapsed);
-    }
+    // At most 5 timed runs of `xfreerdp /g: /gt:GT +auth-only`, each from a settled xrdp.
+    let xfreerdp_runs = |gt: &str| -> Vec<Duration> {
+        let gt = format!("/gt:{gt}");
+        let mut times = Vec::new();
+        for _ in 0..runs.min(5) {
+            settle(xrdp_pid);
+            let r = xfreerdp_on(
+                &xvfb,
+                &[
+                    "/v:xrdp01:3389",
+                    "/u:user",
+                    "/p:pass",
+                    &gflag,
+                    "/gu:user",
+                    "/gp:pass",
+                    &gt,
+                    "/cert:ignore",
+                    "+auth-only",
+                ],
+                Duration::from_secs(30),
+            )
+            .expect("run xfreerdp");
+            assert_eq!(r.code, Some(0), "xfreerdp ({gt}) failed: {}", r.output);
+            times.push(r.elapsed);
+        }
+        times
+    };
+    let xf_times = xfreerdp_runs("http");
+    let xf_http_times = xfreerdp_runs("http,no-websockets");
     let d = median(own_times);
     let p = median(probe_times);
     let x = median(xf_times);

@@ -225,19 +225,22 @@ impl Trace {
     /// Bytes in one direction and layer (concatenated stream; gaps are not filled).
     pub fn stream(&self, dir: Dir, layer: Layer) -> Vec<u8> {
         let mut out = Vec::new();
-        for e in &self.events {
-            if let EventKind::Data {
+        for (_, bytes) in self.data(dir, layer) {
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    /// The data events of one direction and layer, in order: when each came and its bytes.
+    pub fn data(&self, dir: Dir, layer: Layer) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        self.events.iter().filter_map(move |e| match &e.kind {
+            EventKind::Data {
                 dir: d,
                 layer: l,
                 bytes,
-            } = &e.kind
-            {
-                if *d == dir && *l == layer {
-                    out.extend_from_slice(bytes);
-                }
-            }
-        }
-        out
+            } if *d == dir && *l == layer => Some((e.t_us, &bytes[..])),
+            _ => None,
+        })
     }
 
     pub fn start_us(&self) -> u64 {

@@ -369,26 +369,27 @@ fn cli_probe_gateway_pcap_then_analyze() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
-/// xfreerdp through the lab gateway, captured on loopback by dumpcap (no TLS secrets): analyze
-/// reports the gateway's TCP and TLS and says the rest is encrypted, without panicking.
-#[test]
-fn a_real_clients_gateway_capture_without_secrets() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let _guard = rt.enter();
-    let (_lab, gw) = gateway_to_lab("gw-healthy");
-    let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("xfreerdp-gateway.pcapng");
-    let port = gw.addr.port();
-    let filter = format!("tcp port {port}");
-    let mut cap = std::process::Command::new("dumpcap")
-        .args(["-q", "-i", "lo", "-f", &filter, "-w"])
-        .arg(&pcap)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("dumpcap (scripts/install-peers.sh installs tshark)");
+/// xfreerdp (`+auth-only`, to `rdp01`) through the gateway on `gw_port` with `/gt:{transport}`,
+/// captured on loopback by dumpcap into `pcap`: the run and the capture's bytes. dumpcap is this
+/// test's own child, stopped through its guard (also when the run fails).
+fn xfreerdp_captured(
+    gw_port: u16,
+    transport: &str,
+    pcap: &std::path::Path,
+) -> (XfreerdpRun, Vec<u8>) {
+    let filter = format!("tcp port {gw_port}");
+    let mut cap = ProcessGuard::spawn(
+        "dumpcap",
+        std::process::Command::new("dumpcap")
+            .args(["-q", "-i", "lo", "-f", &filter, "-w"])
+            .arg(pcap)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    )
+    .expect("dumpcap (scripts/install-peers.sh installs tshark)");
     std::thread::sleep(Duration::from_millis(1500));
-    let g = format!("/g:127.0.0.1:{port}");
+    let g = format!("/g:127.0.0.1:{gw_port}");
+    let gt = format!("/gt:{transport}");
     let run = xfreerdp(
         &[
             "/v:rdp01:3389",
@@ -397,7 +398,7 @@ fn a_real_clients_gateway_capture_without_secrets() {
             g.as_str(),
             "/gu:user",
             "/gp:pass",
-            "/gt:http",
+            gt.as_str(),
             "/cert:ignore",
             "+auth-only",
         ],
@@ -405,10 +406,21 @@ fn a_real_clients_gateway_capture_without_secrets() {
     )
     .expect("xfreerdp (scripts/install-peers.sh)");
     std::thread::sleep(Duration::from_millis(800));
-    // dumpcap is this test's own child: stopped through its handle.
-    let _ = cap.kill();
-    let _ = cap.wait();
-    let bytes = std::fs::read(&pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
+    cap.kill();
+    let bytes = std::fs::read(pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
+    (run, bytes)
+}
+
+/// xfreerdp through the lab gateway, captured on loopback by dumpcap (no TLS secrets): analyze
+/// reports the gateway's TCP and TLS and says the rest is encrypted, without panicking.
+#[test]
+fn a_real_clients_gateway_capture_without_secrets() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let (_lab, gw) = gateway_to_lab("gw-healthy");
+    let dir = tempfile::tempdir().unwrap();
+    let port = gw.addr.port();
+    let (run, bytes) = xfreerdp_captured(port, "http", &dir.path().join("xfreerdp-gateway.pcapng"));
     // Without secrets, the lab's port is no gateway port unless named: not decoded by default.
     assert!(analyze_bytes(&bytes).is_empty());
     let opts = ReaderOptions {
@@ -463,36 +475,12 @@ fn a_real_clients_legacy_transport_capture_pairs_both_channels() {
         .is_some(),
         "the lab gateway listens"
     );
-    let pcap = dir.path().join("xfreerdp-legacy.pcapng");
-    let filter = format!("tcp port {gw_port}");
-    let mut cap = std::process::Command::new("dumpcap")
-        .args(["-q", "-i", "lo", "-f", &filter, "-w"])
-        .arg(&pcap)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("dumpcap (scripts/install-peers.sh installs tshark)");
-    std::thread::sleep(Duration::from_millis(1500));
-    let g = format!("/g:127.0.0.1:{gw_port}");
-    let run = xfreerdp(
-        &[
-            "/v:rdp01:3389",
-            "/u:user",
-            "/p:pass",
-            g.as_str(),
-            "/gu:user",
-            "/gp:pass",
-            "/gt:http,no-websockets",
-            "/cert:ignore",
-            "+auth-only",
-        ],
-        Duration::from_secs(30),
-    )
-    .expect("xfreerdp (scripts/install-peers.sh)");
-    std::thread::sleep(Duration::from_millis(800));
-    // dumpcap and the lab are this test's own children: stopped through their handles.
-    let _ = cap.kill();
-    let _ = cap.wait();
+    let (run, bytes) = xfreerdp_captured(
+        gw_port,
+        "http,no-websockets",
+        &dir.path().join("xfreerdp-legacy.pcapng"),
+    );
+    // The lab is this test's own child: stopped through its handle.
     lab.kill();
     assert_eq!(
         run.code,
@@ -500,7 +488,6 @@ fn a_real_clients_legacy_transport_capture_pairs_both_channels() {
         "xfreerdp through the lab gateway: {}",
         run.output
     );
-    let bytes = std::fs::read(&pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
     let keylog = rdprobe::capture::tlsdecrypt::KeyLog::parse(
         &std::fs::read_to_string(&keys).expect("the lab wrote its TLS secrets"),
     );

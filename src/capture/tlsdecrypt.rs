@@ -1431,9 +1431,151 @@ fn parse_certificates(body: &[u8], tls13: bool) -> Vec<Vec<u8>> {
     chain
 }
 
+/// Where the TLS of an RDP conversation starts in one direction: after the first TPKT (the X.224
+/// Connection Request or Confirm) when the next byte opens a handshake record (0x16); otherwise the
+/// direction is cleartext RDP. The capture reader looks for it in each RDP conversation, the gateway
+/// decoder in the RDP a gateway channel carries.
+#[derive(Debug)]
+pub struct TlsStart {
+    state: Start,
+    /// First bytes that are no TPKT but a TLS record header are TLS at once.
+    at_once: bool,
+}
+
+#[derive(Debug)]
+enum Start {
+    /// Reading the first TPKT: header bytes so far, then bytes left in it.
+    Tpkt {
+        hdr: Vec<u8>,
+        left: usize,
+    },
+    /// Just after the first TPKT: the next byte tells TLS (0x16) from cleartext RDP.
+    After,
+    Tls,
+    Plain,
+}
+
+impl TlsStart {
+    /// TLS only after the first TPKT.
+    pub fn after_tpkt() -> TlsStart {
+        TlsStart {
+            state: Start::Tpkt {
+                hdr: Vec::new(),
+                left: 0,
+            },
+            at_once: false,
+        }
+    }
+
+    /// Also TLS from the first byte when the direction starts with a TLS record header instead of
+    /// a TPKT (a capture that starts inside TLS).
+    pub fn after_tpkt_or_at_once() -> TlsStart {
+        TlsStart {
+            at_once: true,
+            ..TlsStart::after_tpkt()
+        }
+    }
+
+    /// Reads the direction's next bytes. `Some((held, from))` when TLS has started: the TLS bytes
+    /// are `held` (header bytes kept from earlier segments, when TLS starts at once) then
+    /// `bytes[from..]`; `None` when none of these bytes is TLS.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let mut rest = bytes;
+        loop {
+            match &mut self.state {
+                Start::Tpkt { hdr, left } => {
+                    if hdr.len() < 4 {
+                        let take = (4 - hdr.len()).min(rest.len());
+                        hdr.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                        if hdr.len() < 4 {
+                            return None;
+                        }
+                        if hdr[0] != 3 {
+                            let h = std::mem::take(hdr);
+                            let mut probe = h.clone();
+                            probe.extend_from_slice(&rest[..rest.len().min(1)]);
+                            if self.at_once && RecordHeader::parse(&probe, 0).is_ok() {
+                                self.state = Start::Tls;
+                                return Some((h, bytes.len() - rest.len()));
+                            }
+                            self.state = Start::Plain;
+                            return None;
+                        }
+                        *left = usize::from(u16::from_be_bytes([hdr[2], hdr[3]])).saturating_sub(4);
+                    }
+                    let take = (*left).min(rest.len());
+                    *left -= take;
+                    rest = &rest[take..];
+                    if *left > 0 {
+                        return None;
+                    }
+                    self.state = Start::After;
+                }
+                Start::After => {
+                    let &b0 = rest.first()?;
+                    self.state = if b0 == 0x16 { Start::Tls } else { Start::Plain };
+                }
+                Start::Tls => return Some((Vec::new(), bytes.len() - rest.len())),
+                Start::Plain => return None,
+            }
+        }
+    }
+
+    /// Whether TLS has started.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.state, Start::Tls)
+    }
+
+    /// Stops looking: the rest of the direction is cleartext (a gap before TLS was found).
+    pub fn give_up(&mut self) {
+        self.state = Start::Plain;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_starts_after_the_first_tpkt_in_any_cut() {
+        // An X.224 Connection Confirm (TPKT of 11 bytes), then a handshake record.
+        let mut b = vec![3, 0, 0, 11, 6, 0xD0, 0, 0, 0x12, 0x34, 0];
+        b.extend_from_slice(&[0x16, 3, 3, 0, 1, 2]);
+        for cut in 0..=b.len() {
+            let mut s = TlsStart::after_tpkt();
+            let mut tls = Vec::new();
+            for part in [&b[..cut], &b[cut..]] {
+                if let Some((held, from)) = s.feed(part) {
+                    tls.extend(held);
+                    tls.extend_from_slice(&part[from..]);
+                }
+            }
+            assert_eq!(tls, b[11..], "cut {cut}");
+            assert!(s.is_tls());
+        }
+        // Cleartext RDP after the TPKT: never TLS, whatever follows.
+        let mut s = TlsStart::after_tpkt();
+        assert_eq!(s.feed(&[3, 0, 0, 4, 3, 0, 0, 4]), None);
+        assert_eq!(s.feed(&[0x16, 3, 3, 0, 1]), None);
+        assert!(!s.is_tls());
+        // A gap before TLS was seen: given up.
+        let mut s = TlsStart::after_tpkt();
+        assert_eq!(s.feed(&[3, 0]), None);
+        s.give_up();
+        assert_eq!(s.feed(&[0, 4, 0x16]), None);
+    }
+
+    #[test]
+    fn tls_at_once_only_when_asked() {
+        let rec = [0x16, 3, 3, 0, 1, 1];
+        let mut s = TlsStart::after_tpkt_or_at_once();
+        assert_eq!(s.feed(&rec[..2]), None);
+        assert_eq!(s.feed(&rec[2..]), Some((vec![0x16, 3, 3, 0], 2)));
+        let mut s = TlsStart::after_tpkt();
+        assert_eq!(s.feed(&rec), None);
+        assert!(!s.is_tls());
+    }
 
     #[test]
     fn tls12_prf_vector() {

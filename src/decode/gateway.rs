@@ -27,7 +27,7 @@ mod legacy;
 pub use legacy::{legacy_channel, LegacyPairs, LegacyRole, MAX_HELD};
 
 use super::Decoded;
-use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput};
+use crate::capture::tlsdecrypt::{KeyLog, TlsDecryptor, TlsOutput, TlsStart};
 use crate::gateway::http::{self, Head, HeadError};
 use crate::gateway::tsgu::{self, Hresult, Packet};
 use crate::report::{ConnectionReport, Facts, StageReport};
@@ -47,19 +47,12 @@ const MAX_WS_BUFFER: usize = tsgu::MAX_PACKET_LEN + crate::gateway::ws::MAX_MESS
 pub fn is_gateway(trace: &Trace) -> bool {
     let mut head = [0u8; 6];
     let mut n = 0;
-    for e in &trace.events {
-        if let EventKind::Data {
-            dir: Dir::C2S,
-            layer: Layer::Wire,
-            bytes,
-        } = &e.kind
-        {
-            let take = (head.len() - n).min(bytes.len());
-            head[n..n + take].copy_from_slice(&bytes[..take]);
-            n += take;
-            if n == head.len() {
-                break;
-            }
+    for (_, bytes) in trace.data(Dir::C2S, Layer::Wire) {
+        let take = (head.len() - n).min(bytes.len());
+        head[n..n + take].copy_from_slice(&bytes[..take]);
+        n += take;
+        if n == head.len() {
+            break;
         }
     }
     n == head.len() && head[0] == 0x16 && head[1] == 3 && head[5] == 1
@@ -96,21 +89,12 @@ impl Flow {
             bytes: Vec::new(),
             marks: Vec::new(),
         };
-        for e in &trace.events {
-            if let EventKind::Data {
-                dir: d,
-                layer: l,
-                bytes,
-            } = &e.kind
-            {
-                if *d == dir && *l == layer {
-                    let take = bytes.len().min(limit - f.bytes.len());
-                    f.bytes.extend_from_slice(&bytes[..take]);
-                    f.marks.push((f.bytes.len(), e.t_us));
-                    if f.bytes.len() >= limit {
-                        break;
-                    }
-                }
+        for (t_us, bytes) in trace.data(dir, layer) {
+            let take = bytes.len().min(limit - f.bytes.len());
+            f.bytes.extend_from_slice(&bytes[..take]);
+            f.marks.push((f.bytes.len(), t_us));
+            if f.bytes.len() >= limit {
+                break;
             }
         }
         f
@@ -153,20 +137,27 @@ struct Dec<'a> {
     target: Option<String>,
 }
 
-fn fail(kind: FailureKind) -> Verdict {
+// The rules the live client ([`crate::gateway::client`]) judges the gateway's answers by, shared
+// so that live and offline agree: the verdicts of a failing answer and the facts of an HTTP answer
+// and of an MS-TSGU answer ([`answer_facts`]).
+
+/// A failure the gateway caused.
+pub(crate) fn fail(kind: FailureKind) -> Verdict {
     Verdict::Failed {
         kind,
         by: Side::Server,
     }
 }
 
-fn hresult_verdict(code: u32) -> Verdict {
+/// The failure an MS-TSGU answer's error HRESULT `code` gives its stage.
+pub(crate) fn hresult_verdict(code: u32) -> Verdict {
     fail(FailureKind::GatewayError(crate::stage::GatewayHresult {
         code,
     }))
 }
 
-fn http_status_verdict(h: &Head) -> Verdict {
+/// The failure an HTTP answer with an unwanted status gives its stage (with its `Location`).
+pub(crate) fn http_status_verdict(h: &Head) -> Verdict {
     fail(FailureKind::HttpStatus {
         status: h.status,
         reason: h.reason.clone(),
@@ -181,23 +172,70 @@ fn stopped() -> Verdict {
     }
 }
 
-/// The facts of an HTTP answer, as the live probe records them on `gw_http`.
-fn http_facts(st: &mut St, h: &Head) {
-    st.fact("status", json!(h.status));
-    st.fact("reason", json!(h.reason));
+/// What a packet is to a side waiting for the gateway's answer of type `ty`.
+pub(crate) enum Awaited {
+    /// The answer.
+    Answer,
+    /// Passed over while waiting: a keepalive, or a service message (with its note).
+    Skip(Option<String>),
+    /// The wait ends here: a CLOSE_CHANNEL (with its HRESULT) or a packet the gateway should not send.
+    Fails(Verdict),
+}
+
+/// Whether `p` is the answer of type `ty` a side waits for ([`Awaited`]).
+pub(crate) fn awaited(p: &Packet, ty: u16) -> Awaited {
+    match (p, ty) {
+        (Packet::HandshakeResponse { .. }, tsgu::ty::HANDSHAKE_RESPONSE)
+        | (Packet::TunnelResponse { .. }, tsgu::ty::TUNNEL_RESPONSE)
+        | (Packet::TunnelAuthResponse { .. }, tsgu::ty::TUNNEL_AUTH_RESPONSE)
+        | (Packet::ChannelResponse { .. }, tsgu::ty::CHANNEL_RESPONSE) => Awaited::Answer,
+        (Packet::Keepalive, _) => Awaited::Skip(None),
+        (Packet::Other { ty: other, .. }, _) => Awaited::Skip(Some(format!(
+            "the gateway sent a packet of type 0x{other:02X}"
+        ))),
+        (Packet::CloseChannel { status }, _) => Awaited::Fails(if *status != 0 {
+            hresult_verdict(*status)
+        } else {
+            fail(FailureKind::Closed {
+                tls_close_notify: false,
+            })
+        }),
+        (other, _) => Awaited::Fails(fail(FailureKind::ProtocolError {
+            what: format!("unexpected {} packet", other.name()),
+            offset: None,
+        })),
+    }
+}
+
+/// Records the facts of an HTTP answer on `gw_http` in `to`: status, reason, the `Server` header,
+/// a redirect's `Location`, the authentication schemes offered and the content type.
+pub(crate) fn http_facts(h: &Head, to: &mut Facts) {
+    let mut fact = |k: &str, v| {
+        to.insert(k.to_owned(), v);
+    };
+    fact("status", json!(h.status));
+    fact("reason", json!(h.reason));
     if let Some(s) = h.header("server") {
-        st.fact("server_header", json!(s));
+        fact("server_header", json!(s));
     }
     if let Some(l) = h.header("location") {
-        st.fact("location", json!(l));
+        fact("location", json!(l));
     }
     let sch = http::schemes(h);
     if !sch.is_empty() {
-        st.fact("www_authenticate", json!(sch));
+        fact("www_authenticate", json!(sch));
     }
     if let Some(c) = h.header("content-type") {
-        st.fact("content_type", json!(c));
+        fact("content_type", json!(c));
     }
+}
+
+/// Records the facts of the gateway's MS-TSGU answer `p` in `to` ([`answer_facts`]); its failure
+/// when it carries an error HRESULT.
+pub(crate) fn record_answer(p: &Packet, to: &mut Facts) -> Option<Verdict> {
+    let (facts, code) = answer_facts(p);
+    to.extend(facts.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    (code != 0).then(|| hresult_verdict(code))
 }
 
 impl St {
@@ -210,15 +248,6 @@ impl St {
     }
     fn fact(&mut self, k: &str, v: serde_json::Value) {
         self.facts.insert(k.to_owned(), v);
-    }
-
-    /// The facts of the gateway's answer; its failure when it carries an error HRESULT.
-    fn answer(&mut self, p: &Packet) -> Option<Verdict> {
-        let (facts, code) = answer_facts(p);
-        for (k, v) in facts {
-            self.fact(k, v);
-        }
-        (code != 0).then(|| hresult_verdict(code))
     }
 }
 
@@ -740,7 +769,7 @@ impl<'a> Dec<'a> {
             self.end(st, t, v);
             return None;
         };
-        http_facts(&mut st, resp0);
+        http_facts(resp0, &mut st.facts);
         // The legacy transport's IN channel without its OUT channel (a capture taken where only
         // one of them passed, e.g. two gateway nodes): the gateway's answers are not here.
         let in_alone = first.req.method.eq_ignore_ascii_case("RDG_IN_DATA");
@@ -1248,7 +1277,7 @@ impl<'a> Dec<'a> {
             "HANDSHAKE_RESPONSE",
             t_req
         );
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t, v);
             return None;
         }
@@ -1256,7 +1285,7 @@ impl<'a> Dec<'a> {
             return self.stop_mid(st);
         };
         let (p, t) = answer!(st, tsgu::ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE", t_req);
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t, v);
             return None;
         }
@@ -1269,7 +1298,7 @@ impl<'a> Dec<'a> {
             "TUNNEL_AUTH_RESPONSE",
             t_req
         );
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t_tunnel, v);
             return None;
         }
@@ -1296,7 +1325,7 @@ impl<'a> Dec<'a> {
             json!(crate::gateway::client::name_form(&target)),
         );
         let (p, t_open) = answer!(st, tsgu::ty::CHANNEL_RESPONSE, "CHANNEL_RESPONSE", t_req);
-        if let Some(v) = st.answer(&p) {
+        if let Some(v) = record_answer(&p, &mut st.facts) {
             self.end(st, t_open, v);
             return None;
         }
@@ -1340,41 +1369,10 @@ impl<'a> Dec<'a> {
     ) -> Result<(Packet, u64), (Verdict, u64)> {
         while let Some((p, t)) = sw.packets.get(*si) {
             *si += 1;
-            let matches = match (p, ty) {
-                (Packet::HandshakeResponse { .. }, tsgu::ty::HANDSHAKE_RESPONSE)
-                | (Packet::TunnelResponse { .. }, tsgu::ty::TUNNEL_RESPONSE)
-                | (Packet::TunnelAuthResponse { .. }, tsgu::ty::TUNNEL_AUTH_RESPONSE)
-                | (Packet::ChannelResponse { .. }, tsgu::ty::CHANNEL_RESPONSE) => true,
-                (Packet::Keepalive, _) => false,
-                (Packet::Other { ty: other, .. }, _) => {
-                    self.notes
-                        .push(format!("the gateway sent a packet of type 0x{other:02X}"));
-                    false
-                }
-                (Packet::CloseChannel { status }, _) => {
-                    return Err((
-                        if *status != 0 {
-                            hresult_verdict(*status)
-                        } else {
-                            fail(FailureKind::Closed {
-                                tls_close_notify: false,
-                            })
-                        },
-                        *t,
-                    ));
-                }
-                (other, _) => {
-                    return Err((
-                        fail(FailureKind::ProtocolError {
-                            what: format!("unexpected {} packet", other.name()),
-                            offset: None,
-                        }),
-                        *t,
-                    ))
-                }
-            };
-            if matches {
-                return Ok((p.clone(), *t));
+            match awaited(p, ty) {
+                Awaited::Answer => return Ok((p.clone(), *t)),
+                Awaited::Skip(note) => self.notes.extend(note),
+                Awaited::Fails(v) => return Err((v, *t)),
             }
         }
         if let Some((e, t)) = &sw.error {
@@ -1540,96 +1538,45 @@ enum Item {
 }
 
 /// Where the inner RDP's TLS starts in each direction (after the X.224 TPKT), and its decryption.
-#[derive(Default)]
 struct TlsState {
-    /// Per direction: bytes of the first TPKT still to skip (None: header not read yet).
-    pre: [Pre; 2],
+    start: [TlsStart; 2],
     dec: TlsDecryptor,
     keylog: Vec<String>,
 }
 
-#[derive(Default)]
-enum Pre {
-    #[default]
-    Start,
-    Tpkt {
-        hdr: Vec<u8>,
-        left: usize,
-    },
-    After,
-    Tls,
-    Plain,
+impl Default for TlsState {
+    fn default() -> Self {
+        TlsState {
+            start: [TlsStart::after_tpkt(), TlsStart::after_tpkt()],
+            dec: TlsDecryptor::default(),
+            keylog: Vec::new(),
+        }
+    }
 }
 
 impl TlsState {
     fn feed(&mut self, inner: &mut Trace, dir: Dir, bytes: &[u8], t: u64, keylog: &KeyLog) {
-        let i = usize::from(dir == Dir::S2C);
-        let mut rest = bytes;
-        loop {
-            match &mut self.pre[i] {
-                Pre::Start => {
-                    self.pre[i] = Pre::Tpkt {
-                        hdr: Vec::new(),
-                        left: 0,
-                    }
+        let Some((_, from)) = self.start[usize::from(dir == Dir::S2C)].feed(bytes) else {
+            return;
+        };
+        let mut out = Vec::new();
+        self.dec.feed(dir, &bytes[from..], 0, t, keylog, &mut out);
+        for o in out {
+            match o {
+                TlsOutput::Inner { dir, bytes, .. } => inner.push_at(
+                    t,
+                    None,
+                    EventKind::Data {
+                        dir,
+                        layer: Layer::Inner,
+                        bytes: Bytes::from(bytes),
+                    },
+                ),
+                TlsOutput::Session { info, .. } => {
+                    inner.push_at(t, None, EventKind::TlsSession(info))
                 }
-                Pre::Tpkt { hdr, left } => {
-                    if hdr.len() < 4 {
-                        let take = (4 - hdr.len()).min(rest.len());
-                        hdr.extend_from_slice(&rest[..take]);
-                        rest = &rest[take..];
-                        if hdr.len() < 4 {
-                            return;
-                        }
-                        if hdr[0] != 3 {
-                            self.pre[i] = Pre::Plain;
-                            return;
-                        }
-                        *left = usize::from(u16::from_be_bytes([hdr[2], hdr[3]])).saturating_sub(4);
-                    }
-                    let take = (*left).min(rest.len());
-                    *left -= take;
-                    rest = &rest[take..];
-                    if *left > 0 {
-                        return;
-                    }
-                    let Some(&b0) = rest.first() else {
-                        // After the first TPKT the next byte decides: TLS (0x16) or more RDP.
-                        self.pre[i] = Pre::After;
-                        return;
-                    };
-                    self.pre[i] = if b0 == 0x16 { Pre::Tls } else { Pre::Plain };
-                }
-                Pre::After => {
-                    let Some(&b0) = rest.first() else { return };
-                    self.pre[i] = if b0 == 0x16 { Pre::Tls } else { Pre::Plain };
-                }
-                Pre::Tls => {
-                    let mut out = Vec::new();
-                    self.dec.feed(dir, rest, 0, t, keylog, &mut out);
-                    for o in out {
-                        match o {
-                            TlsOutput::Inner { dir, bytes, .. } => inner.push_at(
-                                t,
-                                None,
-                                EventKind::Data {
-                                    dir,
-                                    layer: Layer::Inner,
-                                    bytes: Bytes::from(bytes),
-                                },
-                            ),
-                            TlsOutput::Session { info, .. } => {
-                                inner.push_at(t, None, EventKind::TlsSession(info))
-                            }
-                            TlsOutput::Note { text, .. } => {
-                                inner.push_at(t, None, EventKind::Note(text))
-                            }
-                            TlsOutput::Keylog(lines) => self.keylog = lines,
-                        }
-                    }
-                    return;
-                }
-                Pre::Plain => return,
+                TlsOutput::Note { text, .. } => inner.push_at(t, None, EventKind::Note(text)),
+                TlsOutput::Keylog(lines) => self.keylog = lines,
             }
         }
     }
@@ -1822,6 +1769,54 @@ mod tests {
         }
         tr.push_at(0, None, EventKind::Fin { dir: Dir::C2S });
         tr
+    }
+
+    #[test]
+    fn what_a_waiting_side_makes_of_each_packet() {
+        let answer = Packet::TunnelAuthResponse {
+            error_code: 0,
+            redir_flags: None,
+            idle_timeout_min: None,
+        };
+        assert!(matches!(
+            awaited(&answer, tsgu::ty::TUNNEL_AUTH_RESPONSE),
+            Awaited::Answer
+        ));
+        // The right answer to another request ends the wait.
+        assert!(matches!(
+            awaited(&answer, tsgu::ty::CHANNEL_RESPONSE),
+            Awaited::Fails(Verdict::Failed {
+                kind: FailureKind::ProtocolError { .. },
+                by: Side::Server
+            })
+        ));
+        assert!(matches!(
+            awaited(&Packet::Keepalive, tsgu::ty::CHANNEL_RESPONSE),
+            Awaited::Skip(None)
+        ));
+        let service = Packet::Other {
+            ty: tsgu::ty::SERVICE_MESSAGE,
+            body: vec![],
+        };
+        assert!(matches!(
+            awaited(&service, tsgu::ty::CHANNEL_RESPONSE),
+            Awaited::Skip(Some(n)) if n == "the gateway sent a packet of type 0x0B"
+        ));
+        let close = |status| awaited(&Packet::CloseChannel { status }, tsgu::ty::CHANNEL_RESPONSE);
+        assert!(matches!(
+            close(0),
+            Awaited::Fails(Verdict::Failed {
+                kind: FailureKind::Closed { .. },
+                ..
+            })
+        ));
+        assert!(matches!(
+            close(0x8007_59DA),
+            Awaited::Fails(Verdict::Failed {
+                kind: FailureKind::GatewayError(crate::stage::GatewayHresult { code: 0x8007_59DA }),
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::havoc::{self, Havoc};
 use super::ladder::{u16s, u32s, u8s, upto};
@@ -252,23 +252,9 @@ pub struct GwTunnelCase {
     pub mutations: Vec<PacketMutation>,
 }
 
-/// The valid packets of the tunnel, in order.
+/// The valid packets of the tunnel, in order (the probe's, as `rdprobe-fuzz`).
 pub fn tunnel_packets() -> [Packet; 3] {
-    [
-        Packet::HandshakeRequest {
-            major: 1,
-            minor: 0,
-            client_version: 0,
-            extended_auth: 0,
-        },
-        Packet::TunnelCreate {
-            caps: tsgu::caps::IDLE_TIMEOUT | tsgu::caps::MESSAGING_SERVICE_MSG,
-            paa_cookie: None,
-        },
-        Packet::TunnelAuth {
-            client_name: "rdprobe-fuzz".into(),
-        },
-    ]
+    tsgu::tunnel_requests("rdprobe-fuzz")
 }
 
 pub fn encode_tunnel(c: &GwTunnelCase) -> Vec<u8> {
@@ -490,30 +476,6 @@ pub fn judge_packet(payload: &[u8]) -> (super::ResponseClass, String) {
                 None => (R::ValidReply, p.name().to_owned()),
             }
         }
-    }
-}
-
-/// Writes `b` within `t`.
-pub async fn write_all<S: AsyncWrite + Unpin + ?Sized>(
-    s: &mut S,
-    b: &[u8],
-    t: Duration,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    match tokio::time::timeout(t, async {
-        s.write_all(b).await?;
-        s.flush().await
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "write timed out after {} ms: the target stopped reading",
-                t.as_millis()
-            ),
-        )),
     }
 }
 

@@ -24,7 +24,7 @@ use sspi::{
     builders::AcquireCredentialsHandle, AuthIdentity, BufferType, ClientRequestFlags,
     CredentialUse, DataRepresentation, Ntlm, SecurityBuffer, Sspi as _, SspiImpl as _, Username,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -34,6 +34,9 @@ use super::transport::Tunnel;
 use super::tsgu::{self, Packet};
 use super::ws::{PacketStream, RecvError};
 use super::BoxIo;
+use crate::decode::gateway::{
+    awaited, fail, http_facts, http_status_verdict, record_answer, Awaited,
+};
 use crate::probe::{Credentials, ProbeOptions, ProbeResult};
 use crate::report::{ConnectionReport, Facts, StageReport};
 use crate::stage::{FailureKind, Side, Stage, Verdict};
@@ -189,13 +192,6 @@ impl Rec {
     }
 }
 
-fn fail(kind: FailureKind) -> Verdict {
-    Verdict::Failed {
-        kind,
-        by: Side::Server,
-    }
-}
-
 fn timed_out(after: Duration) -> Verdict {
     fail(FailureKind::TimedOut {
         waiting_for: Side::Server,
@@ -244,12 +240,6 @@ fn recv_verdict(e: &RecvError, after: Duration) -> Verdict {
             offset: None,
         }),
     }
-}
-
-fn hresult_verdict(code: u32) -> Verdict {
-    fail(FailureKind::GatewayError(crate::stage::GatewayHresult {
-        code,
-    }))
 }
 
 /// How a resource name is written: an IP address, a fully qualified name, or a single label
@@ -357,22 +347,15 @@ pub async fn open(
 
     // --- gw_tls ---
     let mut rec = Rec::new(Stage::GwTls, &n);
-    let (config, verifier) =
-        crate::probe::tls::rustls_config(gw_trace.clone(), crate::probe::tls::TlsVersions::Both);
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
-    config.enable_sni = sni_ok;
-    let name = rustls::pki_types::ServerName::try_from(if sni_ok {
-        gw.host.clone()
-    } else {
-        "rd-gateway".to_owned()
-    })
-    .unwrap_or_else(|_| {
+    let (conn, verifier, name) = super::tls_client(
+        gw_trace.clone(),
+        &gw.host,
+        crate::probe::tls::TlsVersions::Both,
+    );
+    let name = name.unwrap_or_else(|_| {
         rustls::pki_types::ServerName::try_from("rd-gateway".to_owned())
             .expect("static name is valid")
     });
-    let conn = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tls = match tokio::time::timeout(t, conn.connect(name, counted)).await {
         Err(_) => {
             rec.end(&mut hop, &n, timed_out(t));
@@ -408,7 +391,7 @@ pub async fn open(
                 rec.fact("cert_expired", json!(f.expired));
                 rec.fact("cert_self_signed", json!(f.self_signed));
             }
-            if sni_ok {
+            if super::sends_sni(&gw.host) {
                 rec.fact(
                     "cert_name_matches",
                     json!(crate::decode::tls::check_name(leaf, &gw.host)),
@@ -447,7 +430,7 @@ pub async fn open(
             return (hop, None);
         }
     };
-    http_facts(&mut rec, &first);
+    http_facts(&first, &mut rec.facts);
     let mut a;
     let upgraded = match first.status {
         101 | 200 => {
@@ -578,75 +561,11 @@ pub async fn open(
     let mut ps = tunnel;
     let mut rec = Rec::new(Stage::GwTunnel, &n);
     rec.fact("transport", json!(ps.name()));
-    macro_rules! send {
-        ($rec:expr, $p:expr) => {
-            if let Err(e) = ps.send(&$p, t).await {
-                let v = io_verdict(&e, $rec.start.elapsed());
-                $rec.end(&mut hop, &n, v);
-                return (hop, None);
-            }
-        };
-    }
-    send!(
-        rec,
-        Packet::HandshakeRequest {
-            major: 1,
-            minor: 0,
-            client_version: 0,
-            extended_auth: 0,
+    for req in tsgu::tunnel_requests(&gw.client_name) {
+        if let Err(v) = ask(&mut ps, &req, t, &mut hop, &mut rec).await {
+            rec.end(&mut hop, &n, v);
+            return (hop, None);
         }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::HANDSHAKE_RESPONSE,
-        "HANDSHAKE_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
-        rec.end(&mut hop, &n, v);
-        return (hop, None);
-    }
-    send!(
-        rec,
-        Packet::TunnelCreate {
-            caps: tsgu::caps::IDLE_TIMEOUT | tsgu::caps::MESSAGING_SERVICE_MSG,
-            paa_cookie: None,
-        }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::TUNNEL_RESPONSE,
-        "TUNNEL_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
-        rec.end(&mut hop, &n, v);
-        return (hop, None);
-    }
-    send!(
-        rec,
-        Packet::TunnelAuth {
-            client_name: gw.client_name.clone(),
-        }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::TUNNEL_AUTH_RESPONSE,
-        "TUNNEL_AUTH_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
-        rec.end(&mut hop, &n, v);
-        return (hop, None);
     }
     rec.end(&mut hop, &n, Verdict::Ok);
     if stop_after == Some(Stage::GwTunnel) {
@@ -659,25 +578,13 @@ pub async fn open(
     rec.fact("target", json!(target));
     rec.fact("port", json!(port));
     rec.fact("name_form", json!(name_form(target)));
-    send!(
-        rec,
-        Packet::ChannelCreate {
-            resources: vec![target.to_owned()],
-            alt_resources: Vec::new(),
-            port,
-            protocol: 3,
-        }
-    );
-    if let Err(v) = answered(
-        &mut ps,
-        tsgu::ty::CHANNEL_RESPONSE,
-        "CHANNEL_RESPONSE",
-        t,
-        &mut hop,
-        &mut rec,
-    )
-    .await
-    {
+    let req = Packet::ChannelCreate {
+        resources: vec![target.to_owned()],
+        alt_resources: Vec::new(),
+        port,
+        protocol: 3,
+    };
+    if let Err(v) = ask(&mut ps, &req, t, &mut hop, &mut rec).await {
         rec.end(&mut hop, &n, v);
         return (hop, None);
     }
@@ -700,16 +607,22 @@ fn stopped(mut hop: Hop, at: Stage) -> (Hop, Option<Box<dyn crate::probe::Stream
     (hop, None)
 }
 
-/// Waits for the answer `name` (of type `ty`) and records its facts in `rec`: the verdict that ends
-/// the stage when none came (noted as `waiting_for`) or it carries an error HRESULT.
-async fn answered(
+/// Sends the request `req` and waits for its answer, whose facts go to `rec`: the verdict that ends
+/// the stage when the request could not be sent, no answer came (noted as `waiting_for`) or the
+/// answer carries an error HRESULT.
+async fn ask(
     ps: &mut Tunnel,
-    ty: u16,
-    name: &str,
+    req: &Packet,
     t: Duration,
     hop: &mut Hop,
     rec: &mut Rec,
 ) -> Result<(), Verdict> {
+    if let Err(e) = ps.send(req, t).await {
+        return Err(io_verdict(&e, rec.start.elapsed()));
+    }
+    let Some((ty, name)) = req.answer() else {
+        return Ok(());
+    };
     let p = match expect(ps, ty, t, hop).await {
         Ok(p) => p,
         Err(v) => {
@@ -717,14 +630,7 @@ async fn answered(
             return Err(v);
         }
     };
-    let (facts, code) = crate::decode::gateway::answer_facts(&p);
-    for (k, v) in facts {
-        rec.fact(k, v);
-    }
-    if code != 0 {
-        return Err(hresult_verdict(code));
-    }
-    Ok(())
+    record_answer(&p, &mut rec.facts).map_or(Ok(()), Err)
 }
 
 /// Waits for a packet of type `ty`, skipping keepalives and service messages (noted).
@@ -736,35 +642,10 @@ async fn expect(ps: &mut Tunnel, ty: u16, t: Duration, hop: &mut Hop) -> Result<
             .recv(left)
             .await
             .map_err(|e| recv_verdict(&e, start.elapsed()))?;
-        let matches = match (&p, ty) {
-            (Packet::HandshakeResponse { .. }, tsgu::ty::HANDSHAKE_RESPONSE)
-            | (Packet::TunnelResponse { .. }, tsgu::ty::TUNNEL_RESPONSE)
-            | (Packet::TunnelAuthResponse { .. }, tsgu::ty::TUNNEL_AUTH_RESPONSE)
-            | (Packet::ChannelResponse { .. }, tsgu::ty::CHANNEL_RESPONSE) => true,
-            (Packet::Keepalive, _) => false,
-            (Packet::Other { ty: other, .. }, _) => {
-                hop.notes
-                    .push(format!("the gateway sent a packet of type 0x{other:02X}"));
-                false
-            }
-            (Packet::CloseChannel { status }, _) => {
-                return Err(if *status != 0 {
-                    hresult_verdict(*status)
-                } else {
-                    fail(FailureKind::Closed {
-                        tls_close_notify: false,
-                    })
-                });
-            }
-            (other, _) => {
-                return Err(fail(FailureKind::ProtocolError {
-                    what: format!("unexpected {} packet", other.name()),
-                    offset: None,
-                }))
-            }
-        };
-        if matches {
-            return Ok(p);
+        match awaited(&p, ty) {
+            Awaited::Answer => return Ok(p),
+            Awaited::Skip(note) => hop.notes.extend(note),
+            Awaited::Fails(v) => return Err(v),
         }
     }
     Err(fail(FailureKind::ProtocolError {
@@ -784,32 +665,6 @@ fn tls_error_verdict(e: &std::io::Error) -> Verdict {
         });
     }
     io_verdict(e, Duration::ZERO)
-}
-
-fn http_facts(rec: &mut Rec, h: &Head) {
-    rec.fact("status", json!(h.status));
-    rec.fact("reason", json!(h.reason));
-    if let Some(s) = h.header("server") {
-        rec.fact("server_header", json!(s));
-    }
-    if let Some(l) = h.header("location") {
-        rec.fact("location", json!(l));
-    }
-    let sch = http::schemes(h);
-    if !sch.is_empty() {
-        rec.fact("www_authenticate", json!(sch));
-    }
-    if let Some(c) = h.header("content-type") {
-        rec.fact("content_type", json!(c));
-    }
-}
-
-fn http_status_verdict(h: &Head) -> Verdict {
-    fail(FailureKind::HttpStatus {
-        status: h.status,
-        reason: h.reason.clone(),
-        location: h.header("location").map(str::to_owned),
-    })
 }
 
 fn connection_id() -> String {
@@ -878,16 +733,12 @@ impl Req<'_> {
 /// Writes `b` within `t`.
 async fn send_all(s: &mut BoxIo, b: &[u8], t: Duration) -> Result<(), Verdict> {
     let start = Instant::now();
-    let w = tokio::time::timeout(t, async {
-        s.write_all(b).await?;
-        s.flush().await
-    })
-    .await;
-    match w {
-        Err(_) => Err(timed_out(t)),
-        Ok(Err(e)) => Err(io_verdict(&e, start.elapsed())),
-        Ok(Ok(())) => Ok(()),
-    }
+    crate::net::write_all(s, b, t)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => timed_out(t),
+            _ => io_verdict(&e, start.elapsed()),
+        })
 }
 
 /// Sends one request and reads the answer's head (and its body, bounded, when it has a length).
@@ -971,29 +822,15 @@ async fn in_channel(
         inner: crate::probe::tap::Tap::new(tcp, in_trace.clone(), crate::trace::Layer::Wire),
         n: n.clone(),
     };
-    let (config, _) =
-        crate::probe::tls::rustls_config(in_trace, crate::probe::tls::TlsVersions::Both);
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let sni_ok = gw.host.parse::<std::net::IpAddr>().is_err();
-    config.enable_sni = sni_ok;
-    let name = rustls::pki_types::ServerName::try_from(if sni_ok {
-        gw.host.clone()
-    } else {
-        "rd-gateway".to_owned()
-    })
-    .map_err(|e| {
+    let (conn, _, name) =
+        super::tls_client(in_trace, &gw.host, crate::probe::tls::TlsVersions::Both);
+    let name = name.map_err(|e| {
         fail(FailureKind::ProtocolError {
             what: format!("gateway name: {e}"),
             offset: None,
         })
     })?;
-    let tls = match tokio::time::timeout(
-        t,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, counted),
-    )
-    .await
-    {
+    let tls = match tokio::time::timeout(t, conn.connect(name, counted)).await {
         Err(_) => return Err(timed_out(t)),
         Ok(Err(e)) => {
             rec.fact("in_tls_error", json!(e.to_string()));

@@ -198,19 +198,7 @@ impl HttpChannel {
     /// Sends bytes as one packet within `timeout`.
     pub async fn send_raw(&mut self, b: Vec<u8>, timeout: Duration) -> std::io::Result<()> {
         let wire = if self.chunk_tx { chunk(&b) } else { b };
-        let tx = &mut self.tx;
-        match tokio::time::timeout(timeout, async {
-            tx.write_all(&wire).await?;
-            tx.flush().await
-        })
-        .await
-        {
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write timed out: the peer stopped reading",
-            )),
-            Ok(r) => r,
-        }
+        crate::net::write_all(&mut self.tx, &wire, timeout).await
     }
 
     /// Receives one packet within `timeout`. Cancel-safe: bytes are kept in the buffers between calls.

@@ -5,7 +5,6 @@
 //! connection per question, each with the deadline; no credentials are sent.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -88,24 +87,12 @@ async fn connect(
         .map_err(|_| format!("tcp connect timed out after {} ms", t.as_millis()))?
         .map_err(|e| e.to_string())?;
     let scratch = crate::probe::tap::SharedTrace::new(crate::trace::Trace::new(addr, addr));
-    let (config, verifier) = crate::probe::tls::rustls_config(scratch, versions);
-    let mut config = (*config).clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let sni = host.parse::<std::net::IpAddr>().is_err();
-    config.enable_sni = sni;
-    let name = rustls::pki_types::ServerName::try_from(if sni {
-        host.to_owned()
-    } else {
-        "rd-gateway".to_owned()
-    })
-    .map_err(|e| e.to_string())?;
-    let s = tokio::time::timeout(
-        t,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| format!("tls handshake timed out after {} ms", t.as_millis()))?
-    .map_err(|e| e.to_string())?;
+    let (conn, verifier, name) = super::tls_client(scratch, host, versions);
+    let name = name.map_err(|e| e.to_string())?;
+    let s = tokio::time::timeout(t, conn.connect(name, tcp))
+        .await
+        .map_err(|_| format!("tls handshake timed out after {} ms", t.as_millis()))?
+        .map_err(|e| e.to_string())?;
     let chain = verifier
         .chain
         .lock()

@@ -168,6 +168,18 @@ impl Packet {
         }
     }
 
+    /// The answer a client's request waits for: its packet type and MS-TSGU name (`None` for a
+    /// packet that is not such a request).
+    pub fn answer(&self) -> Option<(u16, &'static str)> {
+        match self {
+            Packet::HandshakeRequest { .. } => Some((ty::HANDSHAKE_RESPONSE, "HANDSHAKE_RESPONSE")),
+            Packet::TunnelCreate { .. } => Some((ty::TUNNEL_RESPONSE, "TUNNEL_RESPONSE")),
+            Packet::TunnelAuth { .. } => Some((ty::TUNNEL_AUTH_RESPONSE, "TUNNEL_AUTH_RESPONSE")),
+            Packet::ChannelCreate { .. } => Some((ty::CHANNEL_RESPONSE, "CHANNEL_RESPONSE")),
+            _ => None,
+        }
+    }
+
     /// Encodes the packet with its header.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(32);
@@ -203,8 +215,7 @@ impl Packet {
                 put16(&mut b, u16::from(paa_cookie.is_some()));
                 put16(&mut b, 0);
                 if let Some(c) = paa_cookie {
-                    put16(&mut b, c.len().min(u16::MAX as usize) as u16);
-                    b.extend_from_slice(&c[..c.len().min(u16::MAX as usize)]);
+                    put_blob16(&mut b, c);
                 }
                 ty::TUNNEL_CREATE
             }
@@ -222,24 +233,16 @@ impl Packet {
                     | (u16::from(consent.is_some()) << 4);
                 put16(&mut b, fields);
                 put16(&mut b, 0);
-                if let Some(id) = tunnel_id {
-                    put32(&mut b, *id);
-                }
-                if let Some(c) = caps {
-                    put32(&mut b, *c);
-                }
+                put32_opt(&mut b, *tunnel_id);
+                put32_opt(&mut b, *caps);
                 if let Some(m) = consent {
-                    let m = &m[..m.len().min(u16::MAX as usize)];
-                    put16(&mut b, m.len() as u16);
-                    b.extend_from_slice(m);
+                    put_blob16(&mut b, m);
                 }
                 ty::TUNNEL_RESPONSE
             }
             Packet::TunnelAuth { client_name } => {
-                let name = utf16z(client_name);
                 put16(&mut b, 0);
-                put16(&mut b, name.len() as u16);
-                b.extend_from_slice(&name);
+                put_blob16(&mut b, &utf16z(client_name));
                 ty::TUNNEL_AUTH
             }
             Packet::TunnelAuthResponse {
@@ -252,12 +255,8 @@ impl Packet {
                     u16::from(redir_flags.is_some()) | (u16::from(idle_timeout_min.is_some()) << 1);
                 put16(&mut b, fields);
                 put16(&mut b, 0);
-                if let Some(f) = redir_flags {
-                    put32(&mut b, *f);
-                }
-                if let Some(t) = idle_timeout_min {
-                    put32(&mut b, *t);
-                }
+                put32_opt(&mut b, *redir_flags);
+                put32_opt(&mut b, *idle_timeout_min);
                 ty::TUNNEL_AUTH_RESPONSE
             }
             Packet::ChannelCreate {
@@ -275,9 +274,7 @@ impl Packet {
                     .take(255)
                     .chain(alt_resources.iter().take(255))
                 {
-                    let s = utf16z(r);
-                    put16(&mut b, s.len() as u16);
-                    b.extend_from_slice(&s);
+                    put_blob16(&mut b, &utf16z(r));
                 }
                 ty::CHANNEL_CREATE
             }
@@ -288,15 +285,11 @@ impl Packet {
                 put32(&mut b, *error_code);
                 put16(&mut b, u16::from(channel_id.is_some()));
                 put16(&mut b, 0);
-                if let Some(id) = channel_id {
-                    put32(&mut b, *id);
-                }
+                put32_opt(&mut b, *channel_id);
                 ty::CHANNEL_RESPONSE
             }
             Packet::Data(d) => {
-                let d = &d[..d.len().min(u16::MAX as usize)];
-                put16(&mut b, d.len() as u16);
-                b.extend_from_slice(d);
+                put_blob16(&mut b, d);
                 ty::DATA
             }
             Packet::Keepalive => ty::KEEPALIVE,
@@ -320,6 +313,27 @@ impl Packet {
         out.extend_from_slice(&b);
         out
     }
+}
+
+/// The requests that open a tunnel, in order (MS-TSGU 3.3.5.1): the handshake (version 1.0, no
+/// extended authentication), the tunnel asking for the idle timeout and service messages, and the
+/// tunnel authorization as `client_name`. The probe sends them, the fuzzer mutates them.
+pub fn tunnel_requests(client_name: &str) -> [Packet; 3] {
+    [
+        Packet::HandshakeRequest {
+            major: 1,
+            minor: 0,
+            client_version: 0,
+            extended_auth: 0,
+        },
+        Packet::TunnelCreate {
+            caps: caps::IDLE_TIMEOUT | caps::MESSAGING_SERVICE_MSG,
+            paa_cookie: None,
+        },
+        Packet::TunnelAuth {
+            client_name: client_name.to_owned(),
+        },
+    ]
 }
 
 /// The total length of the packet starting at `buf`, once its header is there: `Ok(None)` while
@@ -372,12 +386,9 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
             let caps = r.u32("TUNNEL_CREATE")?;
             let fields = r.u16("TUNNEL_CREATE")?;
             r.u16("TUNNEL_CREATE")?;
-            let paa_cookie = if fields & 1 != 0 {
-                let n = r.u16("PAA cookie")? as usize;
-                Some(r.bytes("PAA cookie", n)?.to_vec())
-            } else {
-                None
-            };
+            let paa_cookie = r
+                .blob16_if(fields & 1 != 0, "PAA cookie")?
+                .map(<[u8]>::to_vec);
             Packet::TunnelCreate { caps, paa_cookie }
         }
         ty::TUNNEL_RESPONSE => {
@@ -385,27 +396,15 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
             let status_code = r.u32("TUNNEL_RESPONSE")?;
             let fields = r.u16("TUNNEL_RESPONSE")?;
             r.u16("TUNNEL_RESPONSE")?;
-            let tunnel_id = if fields & 0x1 != 0 {
-                Some(r.u32("tunnel id")?)
-            } else {
-                None
-            };
-            let caps = if fields & 0x2 != 0 {
-                Some(r.u32("caps")?)
-            } else {
-                None
-            };
+            let tunnel_id = r.u32_if(fields & 0x1 != 0, "tunnel id")?;
+            let caps = r.u32_if(fields & 0x2 != 0, "caps")?;
             if fields & 0x4 != 0 {
                 r.u16("nonce")?;
-                let n = r.u16("server certificate")? as usize;
-                r.bytes("server certificate", n)?;
+                r.blob16("server certificate")?;
             }
-            let consent = if fields & 0x10 != 0 {
-                let n = r.u16("consent message")? as usize;
-                Some(r.bytes("consent message", n)?.to_vec())
-            } else {
-                None
-            };
+            let consent = r
+                .blob16_if(fields & 0x10 != 0, "consent message")?
+                .map(<[u8]>::to_vec);
             Packet::TunnelResponse {
                 server_version,
                 status_code,
@@ -418,26 +417,15 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
             let fields = r.u16("TUNNEL_AUTH")?;
             let n = r.u16("TUNNEL_AUTH")? as usize;
             let name = crate::wire::cursor::utf16z(r.bytes("client name", n)?);
-            if fields & 1 != 0 {
-                let n = r.u16("statement of health")? as usize;
-                r.bytes("statement of health", n)?;
-            }
+            r.blob16_if(fields & 1 != 0, "statement of health")?;
             Packet::TunnelAuth { client_name: name }
         }
         ty::TUNNEL_AUTH_RESPONSE => {
             let error_code = r.u32("TUNNEL_AUTH_RESPONSE")?;
             let fields = r.u16("TUNNEL_AUTH_RESPONSE")?;
             r.u16("TUNNEL_AUTH_RESPONSE")?;
-            let redir_flags = if fields & 1 != 0 {
-                Some(r.u32("redirection flags")?)
-            } else {
-                None
-            };
-            let idle_timeout_min = if fields & 2 != 0 {
-                Some(r.u32("idle timeout")?)
-            } else {
-                None
-            };
+            let redir_flags = r.u32_if(fields & 1 != 0, "redirection flags")?;
+            let idle_timeout_min = r.u32_if(fields & 2 != 0, "idle timeout")?;
             Packet::TunnelAuthResponse {
                 error_code,
                 redir_flags,
@@ -452,8 +440,7 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
             let mut resources = Vec::with_capacity(n);
             let mut alt_resources = Vec::with_capacity(n_alt);
             for i in 0..n + n_alt {
-                let len = r.u16("resource name")? as usize;
-                let s = crate::wire::cursor::utf16z(r.bytes("resource name", len)?);
+                let s = crate::wire::cursor::utf16z(r.blob16("resource name")?);
                 if i < n {
                     resources.push(s);
                 } else {
@@ -471,20 +458,14 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
             let error_code = r.u32("CHANNEL_RESPONSE")?;
             let fields = r.u16("CHANNEL_RESPONSE")?;
             r.u16("CHANNEL_RESPONSE")?;
-            let channel_id = if fields & 1 != 0 && r.left() >= 4 {
-                Some(r.u32("channel id")?)
-            } else {
-                None
-            };
+            // Lenient: a channel id flagged but not there is read as absent.
+            let channel_id = r.u32_if(fields & 1 != 0 && r.left() >= 4, "channel id")?;
             Packet::ChannelResponse {
                 error_code,
                 channel_id,
             }
         }
-        ty::DATA => {
-            let n = r.u16("DATA")? as usize;
-            Packet::Data(r.bytes("DATA", n)?.to_vec())
-        }
+        ty::DATA => Packet::Data(r.blob16("DATA")?.to_vec()),
         ty::KEEPALIVE => Packet::Keepalive,
         ty::CLOSE_CHANNEL => Packet::CloseChannel {
             status: r.u32("CLOSE_CHANNEL")?,
@@ -533,6 +514,23 @@ impl<'a> Reader<'a> {
         let b = self.bytes(what, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
+    /// An optional u32 field, there when its `fieldsPresent` flag is set.
+    fn u32_if(&mut self, present: bool, what: &'static str) -> Result<Option<u32>, PduError> {
+        present.then(|| self.u32(what)).transpose()
+    }
+    /// Bytes after their u16 length (a blob or an HTTP_UNICODE_STRING).
+    fn blob16(&mut self, what: &'static str) -> Result<&'a [u8], PduError> {
+        let n = self.u16(what)? as usize;
+        self.bytes(what, n)
+    }
+    /// An optional [`Reader::blob16`], there when its `fieldsPresent` flag is set.
+    fn blob16_if(
+        &mut self,
+        present: bool,
+        what: &'static str,
+    ) -> Result<Option<&'a [u8]>, PduError> {
+        present.then(|| self.blob16(what)).transpose()
+    }
 }
 
 fn put16(b: &mut Vec<u8>, v: u16) {
@@ -540,6 +538,18 @@ fn put16(b: &mut Vec<u8>, v: u16) {
 }
 fn put32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_le_bytes());
+}
+/// An optional u32 field (written when there; its `fieldsPresent` flag says so).
+fn put32_opt(b: &mut Vec<u8>, v: Option<u32>) {
+    if let Some(v) = v {
+        put32(b, v);
+    }
+}
+/// `v` after its u16 length, cut to 65535 bytes.
+fn put_blob16(b: &mut Vec<u8>, v: &[u8]) {
+    let v = &v[..v.len().min(u16::MAX as usize)];
+    put16(b, v.len() as u16);
+    b.extend_from_slice(v);
 }
 
 /// UTF-16LE with a terminating NUL, at most 32767 code units.
@@ -636,6 +646,27 @@ mod tests {
             },
             Packet::Data(vec![3, 0, 0, 11]),
             Packet::CloseChannel { status: 0 },
+            // Every optional field present.
+            Packet::TunnelCreate {
+                caps: caps::IDLE_TIMEOUT,
+                paa_cookie: Some(b"cookie".to_vec()),
+            },
+            Packet::TunnelResponse {
+                server_version: 5,
+                status_code: 0x8007_59D8,
+                tunnel_id: Some(9),
+                caps: Some(caps::IDLE_TIMEOUT | caps::REAUTH),
+                consent: Some(vec![0x41, 0, 0, 0]),
+            },
+            Packet::TunnelAuthResponse {
+                error_code: 0,
+                redir_flags: Some(0x8000_0000),
+                idle_timeout_min: Some(30),
+            },
+            Packet::ChannelResponse {
+                error_code: 0,
+                channel_id: Some(3),
+            },
         ];
         for p in pkts {
             let b = p.encode();
@@ -655,6 +686,37 @@ mod tests {
         let mut d = Packet::Data(vec![1, 2, 3]).encode();
         d[8] = 200;
         assert!(decode(&d).is_err());
+        // An optional field flagged but cut short: an error naming the field.
+        let mut b = Packet::TunnelAuthResponse {
+            error_code: 0,
+            redir_flags: Some(1),
+            idle_timeout_min: Some(2),
+        }
+        .encode();
+        b.truncate(b.len() - 2);
+        b[4] = b.len() as u8;
+        assert!(matches!(
+            decode(&b),
+            Err(PduError::Short {
+                what: "idle timeout",
+                ..
+            })
+        ));
+        let mut b = Packet::TunnelCreate {
+            caps: 0,
+            paa_cookie: Some(vec![7; 10]),
+        }
+        .encode();
+        b.truncate(b.len() - 1);
+        b[4] = b.len() as u8;
+        assert!(matches!(
+            decode(&b),
+            Err(PduError::Short {
+                what: "PAA cookie",
+                need: 10,
+                have: 9
+            })
+        ));
         for n in 0..64u8 {
             let mut b = vec![n % 0x12, 0, 0, 0, 12, 0, 0, 0, n, n, n, n];
             b.truncate(8 + (n as usize % 5));

@@ -64,10 +64,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// Sends bytes as one binary message within `timeout` (the fuzzer and faults send raw bytes).
     pub async fn send_raw(&mut self, b: Vec<u8>, timeout: Duration) -> std::io::Result<()> {
         match tokio::time::timeout(timeout, self.ws.send(Message::Binary(b.into()))).await {
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "write timed out: the peer stopped reading",
-            )),
+            Err(_) => Err(crate::net::write_timed_out(timeout)),
             Ok(r) => r.map_err(std::io::Error::other),
         }
     }

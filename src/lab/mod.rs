@@ -28,6 +28,7 @@ pub mod planted;
 pub mod tls;
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,16 +143,86 @@ pub struct ConnectionOutcome {
     pub duration_ms: u64,
 }
 
-#[derive(Default)]
-struct Shared {
+/// What a server (the lab, the lab gateway) counts and keeps of its connections, shared between its
+/// handle and its thread.
+pub(crate) struct Tally<T> {
     accepted: AtomicU64,
     /// Connections closed at once because `max_connections` were being served.
     refused: AtomicU64,
-    outcomes: Mutex<Vec<ConnectionOutcome>>,
+    /// Outcomes of the connections that have ended, in the order they ended (at most
+    /// [`MAX_OUTCOMES`]).
+    outcomes: Mutex<VecDeque<T>>,
 }
 
-/// Most outcomes a lab keeps (the oldest are dropped first).
+impl<T> Default for Tally<T> {
+    fn default() -> Self {
+        Tally {
+            accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            outcomes: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl<T: Clone> Tally<T> {
+    /// Counts a connection accepted; its number (from 1).
+    pub(crate) fn accept(&self) -> u64 {
+        self.accepted.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Counts a connection refused; how many so far.
+    pub(crate) fn refuse(&self) -> u64 {
+        self.refused.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Keeps the outcome of a connection that ended (dropping the oldest beyond [`MAX_OUTCOMES`]).
+    pub(crate) fn record(&self, outcome: T) {
+        if let Ok(mut o) = self.outcomes.lock() {
+            if o.len() >= MAX_OUTCOMES {
+                o.pop_front();
+            }
+            o.push_back(outcome);
+        }
+    }
+
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn outcomes(&self) -> Vec<T> {
+        self.outcomes
+            .lock()
+            .map(|o| o.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Most outcomes a server keeps (the oldest are dropped first).
 const MAX_OUTCOMES: usize = 10_000;
+
+/// Binds `addr` for a server that runs in a thread of its own: the listener (non-blocking, for
+/// tokio), the address it got (the real port when port 0 was asked) and a current-thread runtime.
+pub(crate) fn bind(
+    addr: SocketAddr,
+) -> Result<(std::net::TcpListener, SocketAddr, tokio::runtime::Runtime), LabError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| LabError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| LabError::Bind { addr, source })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(LabError::Runtime)?;
+    Ok((listener, local, runtime))
+}
 
 /// A server's own thread and the signal that stops it: stopping (or dropping) it signals the
 /// accept loop and joins the thread. The lab and the lab gateway each run in one.
@@ -190,7 +261,7 @@ pub struct LabHandle {
     pub addr: SocketAddr,
     scenario_name: String,
     server: ServerThread,
-    shared: Arc<Shared>,
+    shared: Arc<Tally<ConnectionOutcome>>,
 }
 
 impl LabHandle {
@@ -201,21 +272,17 @@ impl LabHandle {
 
     /// Connections accepted so far (each is served, whatever the scenario does with it).
     pub fn connections_served(&self) -> u64 {
-        self.shared.accepted.load(Ordering::SeqCst)
+        self.shared.accepted()
     }
 
     /// Connections closed at once, unserved, because the lab was serving its `max_connections`.
     pub fn connections_refused(&self) -> u64 {
-        self.shared.refused.load(Ordering::SeqCst)
+        self.shared.refused()
     }
 
     /// Outcomes of the connections that have ended, in the order they ended.
     pub fn outcomes(&self) -> Vec<ConnectionOutcome> {
-        self.shared
-            .outcomes
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default()
+        self.shared.outcomes()
     }
 
     /// Name of the scenario being served.
@@ -241,19 +308,8 @@ pub fn spawn_lab_with(
     limits: LabLimits,
 ) -> Result<LabHandle, LabError> {
     let ctx = lab_ctx(scenario, limits)?;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| LabError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| LabError::Bind { addr, source })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(LabError::Runtime)?;
-    let shared = Arc::new(Shared::default());
+    let (listener, local, runtime) = bind(addr)?;
+    let shared = Arc::new(Tally::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let scenario_name = ctx.scenario.name.clone();
     tracing::info!(addr = %local, scenario = %ctx.scenario.name, tls = ctx.tls.as_ref().map(|t| t.engine()),
@@ -322,7 +378,7 @@ impl Drop for Slot {
 async fn accept_loop(
     listener: std::net::TcpListener,
     ctx: Rc<driver::LabCtx>,
-    shared: Arc<Shared>,
+    shared: Arc<Tally<ConnectionOutcome>>,
     max_connections: usize,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -342,7 +398,7 @@ async fn accept_loop(
                     if active.get() >= max_connections {
                         // Over the limit: closed at once, unserved (a FIN, or a RST if the
                         // client's bytes are already waiting).
-                        let refused = shared.refused.fetch_add(1, Ordering::SeqCst) + 1;
+                        let refused = shared.refuse();
                         // A flood logs at warn level only at powers of two.
                         if refused.is_power_of_two() {
                             tracing::warn!(%peer, max_connections, refused, "lab connection limit reached: connection closed");
@@ -353,18 +409,12 @@ async fn accept_loop(
                         continue;
                     }
                     let slot = Slot::take(&active);
-                    let n = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                    let n = shared.accept();
                     let ctx = ctx.clone();
                     let shared = shared.clone();
                     tokio::task::spawn_local(async move {
                         let _slot = slot;
-                        let outcome = driver::serve(tcp, peer, ctx, n).await;
-                        if let Ok(mut o) = shared.outcomes.lock() {
-                            if o.len() >= MAX_OUTCOMES {
-                                o.remove(0);
-                            }
-                            o.push(outcome);
-                        }
+                        shared.record(driver::serve(tcp, peer, ctx, n).await);
                     });
                 }
                 Err(e) => {
@@ -432,6 +482,19 @@ pub fn demo_credentials(scenario: &Scenario) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_counts_and_keeps_the_newest_outcomes() {
+        let t = Tally::<usize>::default();
+        assert_eq!((t.accept(), t.accept(), t.refuse()), (1, 2, 1));
+        assert_eq!((t.accepted(), t.refused()), (2, 1));
+        for i in 0..MAX_OUTCOMES + 5 {
+            t.record(i);
+        }
+        let o = t.outcomes();
+        assert_eq!(o.len(), MAX_OUTCOMES);
+        assert_eq!((o[0], o[MAX_OUTCOMES - 1]), (5, MAX_OUTCOMES + 4));
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().expect("socket address")

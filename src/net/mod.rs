@@ -1,10 +1,39 @@
 //! Network helpers shared by the commands that connect (probe, enum): name resolution with a
-//! deadline, and `framed`, the one deadline reader of framed PDUs.
+//! deadline, `framed`, the one deadline reader of framed PDUs, and `write_all`, the deadline write
+//! (gateway client, lab gateway, legacy transport).
 
 pub mod framed;
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Writes and flushes `b` within `t`. A peer that stops reading (its receive window stays shut)
+/// ends the write with [`write_timed_out`].
+pub async fn write_all<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    b: &[u8],
+    t: Duration,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let w = async {
+        s.write_all(b).await?;
+        s.flush().await
+    };
+    tokio::time::timeout(t, w)
+        .await
+        .unwrap_or_else(|_| Err(write_timed_out(t)))
+}
+
+/// The error of a write that did not end within `t` (kind `TimedOut`).
+pub fn write_timed_out(t: Duration) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "write timed out after {} ms: the peer stopped reading",
+            t.as_millis()
+        ),
+    )
+}
 
 /// Most addresses kept from one name resolution.
 const MAX_ADDRESSES: usize = 16;
@@ -89,4 +118,30 @@ pub async fn lookup(host: &str, port: u16, timeout: Duration) -> Option<DnsLooku
             tried: None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_the_peer_does_not_read_times_out() {
+        use tokio::io::AsyncReadExt as _;
+        let (mut near, mut far) = tokio::io::duplex(8);
+        write_all(&mut near, b"12345678", Duration::from_millis(200))
+            .await
+            .expect("fits the pipe");
+        let t = Duration::from_millis(100);
+        let e = write_all(&mut near, b"more than fits", t)
+            .await
+            .expect_err("the peer does not read");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            e.to_string(),
+            "write timed out after 100 ms: the peer stopped reading"
+        );
+        let mut b = [0u8; 8];
+        far.read_exact(&mut b).await.expect("read");
+        assert_eq!(&b, b"12345678");
+    }
 }

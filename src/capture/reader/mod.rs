@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use crate::capture::reassembly::{Output, Reassembler};
 pub use crate::capture::tlsdecrypt::KeyLog;
-use crate::capture::tlsdecrypt::{TlsDecryptor, TlsOutput};
+use crate::capture::tlsdecrypt::{TlsDecryptor, TlsOutput, TlsStart};
 use crate::evidence::{IcmpFact, PacketFacts, Tracker};
 use crate::trace::{ConnectFailure, Dir, Event, EventKind, Layer, Trace};
 use file::{Record, RecordReader, SECRETS_TLS_KEYLOG};
@@ -608,20 +608,6 @@ enum Class {
     NotRdp,
 }
 
-/// Byte-level state of one direction's wire stream, for finding where TLS starts.
-#[derive(Debug)]
-enum Wire {
-    /// Reading the first TPKT (X.224 CR / CC): header bytes so far, then bytes left in it.
-    Tpkt {
-        hdr: Vec<u8>,
-        left: usize,
-    },
-    /// Just after the first TPKT: the next byte tells TLS (0x16) from cleartext RDP.
-    After,
-    Tls,
-    Plain,
-}
-
 enum PendingItem {
     Data {
         dir: Dir,
@@ -659,7 +645,8 @@ struct Conn {
     prefix: [Vec<u8>; 2],
     events: Timeline,
     retained: [usize; 4],
-    wire: [Wire; 2],
+    /// Per direction, where TLS starts in the wire stream.
+    wire: [TlsStart; 2],
     tls: Option<Box<TlsDecryptor>>,
     keylog_lines: Vec<String>,
     /// HTTPS from the first byte, kept as a possible RD Gateway hop (decided at the end).
@@ -722,14 +709,8 @@ impl Conn {
             events: Timeline::default(),
             retained: [0; 4],
             wire: [
-                Wire::Tpkt {
-                    hdr: Vec::new(),
-                    left: 0,
-                },
-                Wire::Tpkt {
-                    hdr: Vec::new(),
-                    left: 0,
-                },
+                TlsStart::after_tpkt_or_at_once(),
+                TlsStart::after_tpkt_or_at_once(),
             ],
             tls: None,
             keylog_lines: Vec::new(),
@@ -1039,52 +1020,7 @@ impl Conn {
     ) {
         // Find where TLS starts in this direction (after the first TPKT, or at once when the capture
         // starts inside TLS).
-        let mut rest: &[u8] = &bytes;
-        let mut tls_input: Option<(Vec<u8>, usize)> = None;
-        loop {
-            match &mut self.wire[di(dir)] {
-                Wire::Tpkt { hdr, left } => {
-                    if hdr.len() < 4 {
-                        let take = (4 - hdr.len()).min(rest.len());
-                        hdr.extend_from_slice(&rest[..take]);
-                        rest = &rest[take..];
-                        if hdr.len() < 4 {
-                            break;
-                        }
-                        if hdr[0] != 3 {
-                            let h = std::mem::take(hdr);
-                            let mut probe = h.clone();
-                            probe.extend_from_slice(&rest[..rest.len().min(1)]);
-                            if looks_tls(&probe) {
-                                self.wire[di(dir)] = Wire::Tls;
-                                tls_input = Some((h, bytes.len() - rest.len()));
-                            } else {
-                                self.wire[di(dir)] = Wire::Plain;
-                            }
-                            break;
-                        }
-                        *left = usize::from(u16::from_be_bytes([hdr[2], hdr[3]])).saturating_sub(4);
-                    }
-                    let take = (*left).min(rest.len());
-                    *left -= take;
-                    rest = &rest[take..];
-                    if *left == 0 {
-                        self.wire[di(dir)] = Wire::After;
-                        continue;
-                    }
-                    break;
-                }
-                Wire::After => {
-                    let Some(&b0) = rest.first() else { break };
-                    self.wire[di(dir)] = if b0 == 0x16 { Wire::Tls } else { Wire::Plain };
-                }
-                Wire::Tls => {
-                    tls_input = Some((Vec::new(), bytes.len() - rest.len()));
-                    break;
-                }
-                Wire::Plain => break,
-            }
-        }
+        let tls_input = self.wire[di(dir)].feed(&bytes);
         // The TLS layer reads the bytes before they move into the timeline (its outputs come after
         // the wire data event, as before): the segment's `Bytes` is moved, not cloned and dropped.
         let mut out = Vec::new();
@@ -1144,18 +1080,17 @@ impl Conn {
 
     /// A gap in `dir`: stream parsing above TCP stops there (never guessed over).
     fn wire_gap(&mut self, dir: Dir, frame: Option<u64>, t_us: u64) {
-        match &self.wire[di(dir)] {
-            Wire::Tls => {
-                if self.tls.as_mut().is_some_and(|t| t.gap(dir)) {
-                    let side = dir.sender();
-                    self.events.push(
-                        t_us,
-                        frame,
-                        EventKind::Note(format!("tls decryption of the {side}'s records stopped at a gap in the capture")),
-                    );
-                }
-            }
-            _ => self.wire[di(dir)] = Wire::Plain,
+        if !self.wire[di(dir)].is_tls() {
+            self.wire[di(dir)].give_up();
+        } else if self.tls.as_mut().is_some_and(|t| t.gap(dir)) {
+            let side = dir.sender();
+            self.events.push(
+                t_us,
+                frame,
+                EventKind::Note(format!(
+                    "tls decryption of the {side}'s records stopped at a gap in the capture"
+                )),
+            );
         }
     }
 

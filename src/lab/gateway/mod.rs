@@ -19,7 +19,6 @@ mod ntlm;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,7 @@ use crate::gateway::transport::Tunnel;
 use crate::gateway::tsgu::{caps, Hresult, Packet};
 use crate::gateway::ws::PacketStream;
 use crate::gateway::BoxIo;
+use crate::net::write_all;
 use crate::scenario::{Gateway, Scenario};
 
 /// Most HTTP requests one connection may make before the gateway closes it (authentication rounds).
@@ -75,9 +75,7 @@ pub struct GatewayOutcome {
 
 #[derive(Default)]
 struct Shared {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    outcomes: Mutex<Vec<GatewayOutcome>>,
+    tally: super::Tally<GatewayOutcome>,
     /// Legacy OUT channels waiting for their IN channel, by `RDG-Connection-Id`.
     waiting_out: Mutex<HashMap<String, tokio::sync::oneshot::Sender<InChannel>>>,
 }
@@ -107,16 +105,12 @@ impl GatewayHandle {
     }
 
     pub fn connections_served(&self) -> u64 {
-        self.shared.accepted.load(Ordering::SeqCst)
+        self.shared.tally.accepted()
     }
 
     /// Outcomes of the connections that ended, in order.
     pub fn outcomes(&self) -> Vec<GatewayOutcome> {
-        self.shared
-            .outcomes
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default()
+        self.shared.tally.outcomes()
     }
 }
 
@@ -133,18 +127,7 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                 ))
             }
         };
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| LabError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| LabError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| LabError::Bind { addr, source })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(LabError::Runtime)?;
+    let (listener, local, runtime) = super::bind(addr)?;
     let shared = Arc::new(Shared::default());
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     tracing::info!(addr = %local, scenario = %cfg.scenario.name, target = %cfg.target, "lab gateway listening");
@@ -167,11 +150,11 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                         },
                     };
                     let Ok(permit) = sem.clone().try_acquire_owned() else {
-                        sh.refused.fetch_add(1, Ordering::SeqCst);
+                        sh.tally.refuse();
                         drop(sock);
                         continue;
                     };
-                    sh.accepted.fetch_add(1, Ordering::SeqCst);
+                    sh.tally.accept();
                     let cfg = cfg.clone();
                     let tls = tls.clone();
                     let sh = sh.clone();
@@ -205,12 +188,7 @@ pub fn spawn_gateway(addr: SocketAddr, cfg: GatewayConfig) -> Result<GatewayHand
                             Ok(s) => s,
                         };
                         tracing::debug!(peer = %peer, step = out.step, result = %out.result, "gateway connection ended");
-                        if let Ok(mut o) = sh.outcomes.lock() {
-                            if o.len() >= 10_000 {
-                                o.remove(0);
-                            }
-                            o.push(out);
-                        }
+                        sh.tally.record(out);
                         drop(permit);
                     });
                 }
@@ -419,7 +397,7 @@ async fn serve(
         let resp = format!(
             "HTTP/1.1 101 Switching Protocols\r\nServer: Microsoft-HTTPAPI/2.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         );
-        if write(&mut s, resp.as_bytes(), t).await.is_err() {
+        if write_all(&mut s, resp.as_bytes(), t).await.is_err() {
             return "write failed".into();
         }
         let leftover = std::mem::take(&mut buf);
@@ -452,7 +430,7 @@ async fn legacy_channel(
         // connection (MS-TSGU 3.3.5.1).
         let mut resp = b"HTTP/1.1 200 OK\r\nServer: Microsoft-HTTPAPI/2.0\r\n\r\n".to_vec();
         resp.extend_from_slice(&SEED);
-        if write(&mut s, &resp, t).await.is_err() {
+        if write_all(&mut s, &resp, t).await.is_err() {
             return "write failed".into();
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -745,26 +723,11 @@ async fn respond<S: AsyncWrite + Unpin>(
     }
     r.push_str("\r\n");
     r.push_str(body);
-    write(s, r.as_bytes(), t).await?;
+    write_all(s, r.as_bytes(), t).await?;
     if close {
         let _ = tokio::time::timeout(t, s.shutdown()).await;
     }
     Ok(())
-}
-
-async fn write<S: AsyncWrite + Unpin>(s: &mut S, b: &[u8], t: Duration) -> std::io::Result<()> {
-    match tokio::time::timeout(t, async {
-        s.write_all(b).await?;
-        s.flush().await
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "write timed out",
-        )),
-    }
 }
 
 /// Ends the connection with a TCP RST (SO_LINGER 0) under the TLS layer.

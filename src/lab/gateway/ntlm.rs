@@ -36,25 +36,10 @@ impl NtlmServer {
     /// parsers check lengths; its `expect`s only guard states this code never enters).
     pub(crate) fn round(&mut self, token: &[u8]) -> Round {
         match crate::lab::credssp::ntlm_message_type(token) {
-            Some(1) => {
-                let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
-                let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
-                let mut creds: Option<AuthIdentityBuffers> = None;
-                let r = self
-                    .ntlm
-                    .accept_security_context()
-                    .with_credentials_handle(&mut creds)
-                    .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
-                    .with_target_data_representation(DataRepresentation::Native)
-                    .with_input(&mut input)
-                    .with_output(&mut output)
-                    .execute(&mut self.ntlm)
-                    .and_then(|mut g| g.resolve_to_result());
-                match r {
-                    Ok(_) => Round::Challenge(output.swap_remove(0).buffer),
-                    Err(e) => Round::Rejected(format!("bad NEGOTIATE: {e}")),
-                }
-            }
+            Some(1) => match self.accept(token, &mut None) {
+                Ok(challenge) => Round::Challenge(challenge),
+                Err(e) => Round::Rejected(format!("bad NEGOTIATE: {e}")),
+            },
             Some(3) => {
                 let (name, domain) = authenticate_user(token).unwrap_or_default();
                 let Some(user) = self.users.iter().find(|u| {
@@ -77,19 +62,8 @@ impl NtlmServer {
                     username,
                     password: password.into(),
                 };
-                let mut creds: Option<AuthIdentityBuffers> = Some(identity.into());
-                let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
-                let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
                 let r = self
-                    .ntlm
-                    .accept_security_context()
-                    .with_credentials_handle(&mut creds)
-                    .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
-                    .with_target_data_representation(DataRepresentation::Native)
-                    .with_input(&mut input)
-                    .with_output(&mut output)
-                    .execute(&mut self.ntlm)
-                    .and_then(|mut g| g.resolve_to_result())
+                    .accept(token, &mut Some(identity.into()))
                     .and_then(|_| self.ntlm.complete_auth_token(&mut []));
                 match r {
                     Ok(_) => Round::Accepted(name),
@@ -98,6 +72,27 @@ impl NtlmServer {
             }
             _ => Round::Rejected("not an NTLM NEGOTIATE or AUTHENTICATE".into()),
         }
+    }
+
+    /// One step of sspi's NTLM acceptor on the client's `token` (with the account's credentials
+    /// for an AUTHENTICATE): the token to answer with.
+    fn accept(
+        &mut self,
+        token: &[u8],
+        creds: &mut Option<AuthIdentityBuffers>,
+    ) -> sspi::Result<Vec<u8>> {
+        let mut input = vec![SecurityBuffer::new(token.to_vec(), BufferType::Token)];
+        let mut output = vec![SecurityBuffer::new(Vec::new(), BufferType::Token)];
+        self.ntlm
+            .accept_security_context()
+            .with_credentials_handle(creds)
+            .with_context_requirements(ServerRequestFlags::ALLOCATE_MEMORY)
+            .with_target_data_representation(DataRepresentation::Native)
+            .with_input(&mut input)
+            .with_output(&mut output)
+            .execute(&mut self.ntlm)
+            .and_then(|mut g| g.resolve_to_result())?;
+        Ok(output.swap_remove(0).buffer)
     }
 }
 
