@@ -930,6 +930,137 @@ pub fn gateway_hresult_code(name: &str) -> Option<u32> {
         .or_else(|| ntstatus_code(name).filter(|_| name.to_ascii_uppercase().starts_with("SEC_E_")))
 }
 
+// ---------------------------------------------------------------------------------------------
+// RDP core data, T.125 MCS and licensing names (read by `decode::mcs`)
+
+/// "RDP 10.7" for a client/server core data version (MS-RDPBCGR 2.2.1.3.2), hex when unknown.
+pub fn rdp_version_name(v: u32) -> String {
+    match v {
+        0x0008_0001 => "RDP 4.0".to_owned(),
+        0x0008_0004 => "RDP 5.0+".to_owned(),
+        0x0008_0005..=0x0008_0011 => format!("RDP 10.{}", v - 0x0008_0005),
+        _ => format!("0x{v:08x}"),
+    }
+}
+
+/// Names of encryption method bits (MS-RDPBCGR 2.2.1.3.3): "40bit", "56bit", "128bit", "fips".
+/// Zero is "none"; unknown bits are listed in hex.
+pub fn encryption_method_names(m: u32) -> Vec<String> {
+    if m == 0 {
+        return vec!["none".to_owned()];
+    }
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (0x1, "40bit"),
+        (0x8, "56bit"),
+        (0x2, "128bit"),
+        (0x10, "fips"),
+    ] {
+        if m & bit != 0 {
+            v.push(name.to_owned());
+        }
+    }
+    if m & !0x1b != 0 {
+        v.push(format!("0x{:x}", m & !0x1b));
+    }
+    v
+}
+
+/// Name of the server's encryption level (MS-RDPBCGR 2.2.1.4.3).
+pub fn encryption_level_name(l: u32) -> String {
+    match l {
+        0 => "none".to_owned(),
+        1 => "low".to_owned(),
+        2 => "client_compatible".to_owned(),
+        3 => "high".to_owned(),
+        4 => "fips".to_owned(),
+        l => format!("0x{l:x}"),
+    }
+}
+
+/// T.125 Result (MCS connect response, attach user confirm, channel join confirm).
+pub fn mcs_result_name(r: u8) -> String {
+    const NAMES: [&str; 16] = [
+        "rt-successful",
+        "rt-domain-merging",
+        "rt-domain-not-hierarchical",
+        "rt-no-such-channel",
+        "rt-no-such-domain",
+        "rt-no-such-user",
+        "rt-not-admitted",
+        "rt-other-user-id",
+        "rt-parameters-unacceptable",
+        "rt-token-not-available",
+        "rt-token-not-possessed",
+        "rt-too-many-channels",
+        "rt-too-many-tokens",
+        "rt-too-many-users",
+        "rt-unspecified-failure",
+        "rt-user-rejected",
+    ];
+    NAMES
+        .get(usize::from(r))
+        .map_or_else(|| format!("rt-{r}"), |s| (*s).to_owned())
+}
+
+/// T.125 Reason of a disconnect provider ultimatum.
+pub fn disconnect_reason_name(r: u8) -> String {
+    match r {
+        0 => "rn-domain-disconnected".to_owned(),
+        1 => "rn-provider-initiated".to_owned(),
+        2 => "rn-token-purged".to_owned(),
+        3 => "rn-user-requested".to_owned(),
+        4 => "rn-channel-purged".to_owned(),
+        r => format!("rn-{r}"),
+    }
+}
+
+/// Server early capability flags (MS-RDPBCGR 2.2.1.4.2).
+pub fn server_early_caps_names(f: u32) -> Vec<String> {
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (0x1, "RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V1"),
+        (0x2, "RNS_UD_SC_DYNAMIC_DST_SUPPORTED"),
+        (0x4, "RNS_UD_SC_EDGE_ACTIONS_SUPPORTED_V2"),
+        (0x8, "RNS_UD_SC_SKIP_CHANNELJOIN_SUPPORTED"),
+    ] {
+        if f & bit != 0 {
+            v.push(name.to_owned());
+        }
+    }
+    if f & !0xf != 0 {
+        v.push(format!("0x{:x}", f & !0xf));
+    }
+    v
+}
+
+/// Licensing error code of a license error message (MS-RDPELE 2.2.2.7.1 / MS-RDPBCGR 2.2.1.12.1.3).
+pub fn license_error_name(code: u32) -> String {
+    match code {
+        0x01 => "ERR_INVALID_SERVER_CERTIFICATE".to_owned(),
+        0x02 => "ERR_NO_LICENSE".to_owned(),
+        0x03 => "ERR_INVALID_MAC".to_owned(),
+        0x04 => "ERR_INVALID_SCOPE".to_owned(),
+        0x06 => "ERR_NO_LICENSE_SERVER".to_owned(),
+        0x07 => "STATUS_VALID_CLIENT".to_owned(),
+        0x08 => "ERR_INVALID_CLIENT".to_owned(),
+        0x0b => "ERR_INVALID_PRODUCTID".to_owned(),
+        0x0c => "ERR_INVALID_MESSAGE_LEN".to_owned(),
+        c => format!("0x{c:08x}"),
+    }
+}
+
+/// State transition of a license error message (MS-RDPBCGR 2.2.1.12.1.3).
+pub fn license_state_name(st: u32) -> String {
+    match st {
+        1 => "ST_TOTAL_ABORT".to_owned(),
+        2 => "ST_NO_TRANSITION".to_owned(),
+        3 => "ST_RESET_PHASE_TO_START".to_owned(),
+        4 => "ST_RESEND_LAST_MESSAGE".to_owned(),
+        s => format!("0x{s:08x}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

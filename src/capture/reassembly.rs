@@ -67,6 +67,16 @@ impl<'a, const N: usize> From<&'a [u8; N]> for Payload<'a> {
     }
 }
 
+/// Replaces `b` by a copy of its bytes when it is a slice of the address range `at`.
+pub fn own_if_in(b: &mut Bytes, at: &std::ops::Range<usize>) -> bool {
+    let p = b.as_ptr() as usize;
+    let inside = !b.is_empty() && at.contains(&p);
+    if inside {
+        *b = Bytes::copy_from_slice(b);
+    }
+    inside
+}
+
 /// What the reassembler delivers, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
@@ -119,6 +129,16 @@ pub struct Reassembler {
 impl Reassembler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Copies the out-of-order pieces that are slices of the address range `at` (see
+    /// [`crate::capture::reader::file::RecordReader::map_release_due`]).
+    pub fn own_bytes_in(&mut self, at: &std::ops::Range<usize>) {
+        for p in self.pending.values_mut() {
+            if let PieceKind::Data(b) = &mut p.kind {
+                own_if_in(b, at);
+            }
+        }
     }
 
     /// The stream starts after this initial sequence number (from a SYN / SYN-ACK).

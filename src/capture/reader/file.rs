@@ -163,6 +163,20 @@ const MAP_RELEASE_STEP: usize = 4 * 1024 * 1024;
 /// as the copy the map avoids.
 const MAP_PREFETCH: usize = 16 * 1024;
 
+/// Pages of a mapped capture about to be released: their addresses, and where the map ends.
+#[derive(Clone, Debug)]
+pub struct MapRelease {
+    pub due: std::ops::Range<usize>,
+    pub map_end: usize,
+}
+
+impl MapRelease {
+    /// Whether `b` is a slice of the map beyond the pages due (kept as it is).
+    pub fn after(&self, b: &[u8]) -> bool {
+        (self.due.end..self.map_end).contains(&(b.as_ptr() as usize))
+    }
+}
+
 fn shrank() -> io::Error {
     io::Error::other("the file shrank while it was being read")
 }
@@ -205,12 +219,6 @@ impl<R: Read> Window<R> {
                 at += CACHE_LINE;
             }
             self.prefetched = at;
-            if self.start > MAP_RELEASE_LAG + MAP_RELEASE_STEP {
-                let below = self.start - MAP_RELEASE_LAG;
-                if below >= m.released() + MAP_RELEASE_STEP {
-                    m.release_before(below);
-                }
-            }
             return Ok(Some(n));
         }
         // The map ends within this take: its unread tail moves to the buffer, and `read` goes on
@@ -220,6 +228,28 @@ impl<R: Read> Window<R> {
         self.start = 0;
         self.map = None;
         Ok(None)
+    }
+
+    /// The addresses of the map's pages due to be released (see [`MAP_RELEASE_LAG`]), if any.
+    fn release_due(&self) -> Option<MapRelease> {
+        let m = self.map.as_ref()?;
+        let below = self.start.checked_sub(MAP_RELEASE_LAG)?;
+        if below < m.released() + MAP_RELEASE_STEP {
+            return None;
+        }
+        let base = m.bytes.as_ptr() as usize;
+        Some(MapRelease {
+            due: base + m.released()..base + below,
+            map_end: base + m.bytes.len(),
+        })
+    }
+
+    /// Releases what [`Window::release_due`] named.
+    fn release(&mut self) {
+        let below = self.start.saturating_sub(MAP_RELEASE_LAG);
+        if let Some(m) = &mut self.map {
+            m.release_before(below);
+        }
     }
 
     /// The mapped file the bytes of the last `take` are a slice of, if any.
@@ -375,6 +405,18 @@ impl<R: Read> RecordReader<R> {
     /// Byte offset of the next unread byte.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// When the file is mapped: the addresses of pages the reader left far behind and will release
+    /// at [`RecordReader::release_map`]. Slices of them still held should be copied first
+    /// (touching released pages maps them again, as much as a whole large page-cache folio each).
+    pub fn map_release_due(&self) -> Option<MapRelease> {
+        self.src.release_due()
+    }
+
+    /// Releases the pages [`RecordReader::map_release_due`] named.
+    pub fn release_map(&mut self) {
+        self.src.release();
     }
 
     /// Frames read so far.

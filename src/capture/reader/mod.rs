@@ -259,6 +259,12 @@ impl<R: Read> Conversations<R> {
     }
 
     fn step(&mut self) {
+        if let Some(at) = self.reader.map_release_due() {
+            for c in self.engine.table.values_mut() {
+                c.own_bytes_in(&at);
+            }
+            self.reader.release_map();
+        }
         match self.reader.next_record() {
             Ok(Some(Record::Secrets(stype, data))) => {
                 if stype == SECRETS_TLS_KEYLOG {
@@ -718,6 +724,37 @@ impl Conn {
             mid_start: false,
             end_note: None,
             tcp: Some(Box::default()),
+        }
+    }
+
+    /// Copies the bytes this conversation holds that are slices of the address range `at` (pages
+    /// of a mapped capture about to be released). Timeline data is appended in file order, so
+    /// the walk resumes where the last one stopped and stops at the first slice beyond `at`.
+    fn own_bytes_in(&mut self, release: &file::MapRelease) {
+        use crate::capture::reassembly::own_if_in;
+        let at = &release.due;
+        self.c2s.own_bytes_in(at);
+        self.s2c.own_bytes_in(at);
+        for item in &mut self.pending {
+            match item {
+                PendingItem::Data { bytes, .. }
+                | PendingItem::Event(Event {
+                    kind: EventKind::Data { bytes, .. },
+                    ..
+                }) => {
+                    own_if_in(bytes, at);
+                }
+                PendingItem::Event(_) => {}
+            }
+        }
+        let events = &mut self.events.events;
+        while let Some(e) = events.get_mut(self.events.owned_upto) {
+            if let EventKind::Data { bytes, .. } = &mut e.kind {
+                if !own_if_in(bytes, at) && release.after(bytes) {
+                    break;
+                }
+            }
+            self.events.owned_upto += 1;
         }
     }
 
@@ -1204,6 +1241,8 @@ struct Timeline {
     not_stored: u64,
     /// Where the counts after the cap go: Elided (wire, inner) and Gap, for each direction.
     overflow: [Option<usize>; 6],
+    /// Events before this index hold no slice of a mapped capture's released pages.
+    owned_upto: usize,
 }
 
 impl Timeline {
