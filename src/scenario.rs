@@ -392,7 +392,7 @@ impl From<NegFailureCode> for CodeRepr {
 impl TryFrom<CodeRepr> for NtStatus {
     type Error = String;
     fn try_from(r: CodeRepr) -> Result<Self, String> {
-        code_from_repr(r, codes::NTSTATUS, "NTSTATUS").map(NtStatus)
+        code_from_repr(r, crate::diagnose::codes::NTSTATUS, "NTSTATUS").map(NtStatus)
     }
 }
 
