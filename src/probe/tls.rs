@@ -145,15 +145,10 @@ pub fn rustls_session_info(
     }
 }
 
-/// IANA-style name of a rustls protocol version.
+/// IANA-style name of a rustls protocol version: the decode's name of its number
+/// ([`crate::decode::tls::version_name`]), so live and offline name a version alike.
 pub fn rustls_version_name(v: rustls::ProtocolVersion) -> String {
-    match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
-        rustls::ProtocolVersion::TLSv1_1 => "TLSv1.1".into(),
-        rustls::ProtocolVersion::TLSv1_0 => "TLSv1.0".into(),
-        other => format!("{other:?}"),
-    }
+    crate::decode::tls::version_name(u16::from(v))
 }
 
 /// An OpenSSL connector for servers that speak only legacy TLS (1.0/1.1, CBC, RSA key exchange).
