@@ -32,12 +32,7 @@ use futures_util::future::join_all;
 
 /// TLS version numbers and OpenSSL versions, oldest first (indexes are used below); their names
 /// are decode's ([`version_name`]).
-pub const TLS_VERSIONS: [(u16, SslVersion); 4] = [
-    (0x0301, SslVersion::TLS1),
-    (0x0302, SslVersion::TLS1_1),
-    (0x0303, SslVersion::TLS1_2),
-    (0x0304, SslVersion::TLS1_3),
-];
+pub const TLS_VERSIONS: [(u16, SslVersion); 4] = crate::probe::tls::OPENSSL_VERSIONS;
 
 /// The name of [`TLS_VERSIONS`]`[i]` ("TLSv1.2").
 fn version_at(i: usize) -> String {

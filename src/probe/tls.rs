@@ -151,6 +151,25 @@ pub fn rustls_version_name(v: rustls::ProtocolVersion) -> String {
     crate::decode::tls::version_name(u16::from(v))
 }
 
+/// TLS version numbers and OpenSSL's versions, oldest first: the probe's legacy path and `enum`
+/// name OpenSSL's versions through it, with [`crate::decode::tls::version_name`].
+pub const OPENSSL_VERSIONS: [(u16, openssl::ssl::SslVersion); 4] = [
+    (0x0301, openssl::ssl::SslVersion::TLS1),
+    (0x0302, openssl::ssl::SslVersion::TLS1_1),
+    (0x0303, openssl::ssl::SslVersion::TLS1_2),
+    (0x0304, openssl::ssl::SslVersion::TLS1_3),
+];
+
+/// The name of the version an OpenSSL session negotiated ("TLSv1.0"), as decode names it;
+/// OpenSSL's own name for a version outside [`OPENSSL_VERSIONS`].
+pub fn openssl_version_name(ssl: &openssl::ssl::SslRef) -> String {
+    let v = ssl.version2();
+    match OPENSSL_VERSIONS.iter().find(|(_, o)| Some(*o) == v) {
+        Some((n, _)) => crate::decode::tls::version_name(*n),
+        None => ssl.version_str().to_owned(),
+    }
+}
+
 /// An OpenSSL connector for servers that speak only legacy TLS (1.0/1.1, CBC, RSA key exchange).
 pub fn openssl_legacy(trace: SharedTrace) -> Result<openssl::ssl::Ssl, openssl::error::ErrorStack> {
     use openssl::ssl::{SslContext, SslMethod, SslVerifyMode, SslVersion};
