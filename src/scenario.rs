@@ -348,7 +348,14 @@ enum CodeRepr {
     Name(String),
 }
 
-fn code_from_repr(r: CodeRepr, table: &'static [Code], what: &str) -> Result<u32, String> {
+/// A code by number or by one of `names` (upper case; `STATUS_` may be left out). An unknown name
+/// is refused with the names of `listed` (the ones `explain` knows) as examples.
+fn code_from_repr(
+    r: CodeRepr,
+    names: impl IntoIterator<Item = (u32, &'static str)>,
+    listed: &'static [Code],
+    what: &str,
+) -> Result<u32, String> {
     match r {
         CodeRepr::Num(n) => {
             u32::try_from(n).map_err(|_| format!("{what} {n} does not fit in 32 bits"))
@@ -358,12 +365,12 @@ fn code_from_repr(r: CodeRepr, table: &'static [Code], what: &str) -> Result<u32
                 return Ok(n);
             }
             let up = s.trim().to_ascii_uppercase();
-            table
-                .iter()
-                .find(|e| e.name == up || e.name.strip_prefix("STATUS_") == Some(up.as_str()))
-                .map(|e| e.code)
+            names
+                .into_iter()
+                .find(|(_, n)| *n == up || n.strip_prefix("STATUS_") == Some(up.as_str()))
+                .map(|(c, _)| c)
                 .ok_or_else(|| {
-                    let names: Vec<&str> = table.iter().map(|e| e.name).collect();
+                    let names: Vec<&str> = listed.iter().map(|e| e.name).collect();
                     format!(
                         "unknown {what} `{s}`, expected a number or one of {}",
                         names.join(", ")
@@ -376,7 +383,13 @@ fn code_from_repr(r: CodeRepr, table: &'static [Code], what: &str) -> Result<u32
 impl TryFrom<CodeRepr> for NegFailureCode {
     type Error = String;
     fn try_from(r: CodeRepr) -> Result<Self, String> {
-        code_from_repr(r, codes::NEG_FAILURES, "negotiation failure code").map(NegFailureCode)
+        code_from_repr(
+            r,
+            codes::NEG_FAILURES.iter().map(|e| (e.code, e.name)),
+            codes::NEG_FAILURES,
+            "negotiation failure code",
+        )
+        .map(NegFailureCode)
     }
 }
 
@@ -392,7 +405,14 @@ impl From<NegFailureCode> for CodeRepr {
 impl TryFrom<CodeRepr> for NtStatus {
     type Error = String;
     fn try_from(r: CodeRepr) -> Result<Self, String> {
-        code_from_repr(r, codes::NTSTATUS, "NTSTATUS").map(NtStatus)
+        // Every name decode reports is read back (a scenario derived from a capture writes it).
+        code_from_repr(
+            r,
+            codes::NTSTATUS_NAMES.iter().copied(),
+            crate::diagnose::codes::NTSTATUS,
+            "NTSTATUS",
+        )
+        .map(NtStatus)
     }
 }
 
@@ -1588,6 +1608,16 @@ mod tests {
         let s = Scenario::from_toml("name = \"x\"\n[credssp]\nreject = \"LOGON_FAILURE\"\n")
             .expect("parse");
         assert_eq!(s.credssp.reject, Some(NtStatus::LOGON_FAILURE));
+        // A code named but not explained is written by its name and read back.
+        let mut s = Scenario::from_toml("name = \"x\"\n").expect("parse");
+        s.credssp.reject = Some(NtStatus(0xC000_0203));
+        let text = s.to_toml();
+        assert!(text.contains("STATUS_USER_SESSION_DELETED"), "{text}");
+        let back = Scenario::from_toml(&text).expect("read back");
+        assert_eq!(back.credssp.reject, Some(NtStatus(0xC000_0203)));
+        let e = Scenario::from_toml("name = \"x\"\n[credssp]\nreject = \"STATUS_NOPE\"\n")
+            .expect_err("unknown name");
+        assert!(e.to_string().contains("STATUS_LOGON_FAILURE"), "{e}");
     }
 
     #[test]

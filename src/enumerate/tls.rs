@@ -27,15 +27,17 @@ use tokio_openssl::SslStream;
 
 use super::pool::Pool;
 use super::{close, CredsspEnum, TlsEnum, TlsVersionResult};
+use crate::decode::tls::version_name;
 use futures_util::future::join_all;
 
-/// TLS version names and OpenSSL versions, oldest first (indexes are used below).
-pub const TLS_VERSIONS: [(&str, SslVersion); 4] = [
-    ("TLSv1.0", SslVersion::TLS1),
-    ("TLSv1.1", SslVersion::TLS1_1),
-    ("TLSv1.2", SslVersion::TLS1_2),
-    ("TLSv1.3", SslVersion::TLS1_3),
-];
+/// TLS version numbers and OpenSSL versions, oldest first (indexes are used below); their names
+/// are decode's ([`version_name`]).
+pub const TLS_VERSIONS: [(u16, SslVersion); 4] = crate::probe::tls::OPENSSL_VERSIONS;
+
+/// The name of [`TLS_VERSIONS`]`[i]` ("TLSv1.2").
+fn version_at(i: usize) -> String {
+    version_name(TLS_VERSIONS[i].0)
+}
 
 /// Index of TLS 1.3 in [`TLS_VERSIONS`].
 const TLS13: usize = 3;
@@ -156,7 +158,8 @@ pub fn version_answers(ranges: &[Option<RangeAnswer>; 4]) -> [VersionAnswer; 4] 
             Ok(chosen) if *chosen == v => VersionAnswer::Accepted { by },
             Ok(chosen) if *chosen < v => VersionAnswer::Refused(format!(
                 "the server chose {} when offered up to {}",
-                TLS_VERSIONS[*chosen].0, TLS_VERSIONS[by].0
+                version_at(*chosen),
+                version_at(by)
             )),
             // Only the hello up to v + 1 can choose above v: it does not tell about v.
             Ok(_) => VersionAnswer::Ask,
@@ -471,8 +474,8 @@ async fn handshake_on(s: TcpStream, o: &Offer, timeout: Duration, keep: bool) ->
     }
     tracing::debug!(
         ms = t0.elapsed().as_millis() as u64,
-        min = TLS_VERSIONS[o.min].0,
-        max = TLS_VERSIONS[o.max].0,
+        min = %version_at(o.min),
+        max = %version_at(o.max),
         ciphers = %o.ciphers,
         suites13 = %o.suites13,
         suite = h.suite.as_ref().map(|s| s.1.as_str()).unwrap_or("-"),
@@ -760,8 +763,8 @@ pub(super) async fn enumerate_tls(
     let mut versions: Vec<TlsVersionResult> = TLS_VERSIONS
         .iter()
         .zip(answers.iter())
-        .map(|((name, _), a)| TlsVersionResult {
-            version: (*name).to_owned(),
+        .map(|((v, _), a)| TlsVersionResult {
+            version: version_name(*v),
             accepted: false,
             cipher_suites: Vec::new(),
             preference: Preference::Unknown,

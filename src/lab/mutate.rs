@@ -208,11 +208,13 @@ final_havoc!(
     CapsMutation
 );
 
-/// Applies the havoc mutations among `mutations` to the finished PDU `out`, in their order.
-fn apply_havoc<M: FinalHavoc>(mutations: &[M], out: &mut Vec<u8>) {
+/// The finished PDU `out` with the havoc mutations among `mutations` applied, in their order: the
+/// last step of every stage's mutation.
+fn havocked<M: FinalHavoc>(mutations: &[M], mut out: Vec<u8>) -> Vec<u8> {
     for h in mutations.iter().filter_map(FinalHavoc::havoc) {
-        h.apply(out);
+        h.apply(&mut out);
     }
+    out
 }
 
 /// A TPKT + X.224 Data + MCS Send Data Indication around `payload`, with the initiator and
@@ -870,7 +872,7 @@ pub fn tsrequest_apply(c: &CredsspCase, round: u8, pdu: &[u8]) -> Option<Vec<u8>
     if c.round != round {
         return None;
     }
-    let mut out = match sspi::credssp::TsRequest::from_buffer(pdu) {
+    let out = match sspi::credssp::TsRequest::from_buffer(pdu) {
         Ok(mut ts) => {
             if let Some(tok) = ts.nego_tokens.as_mut() {
                 ntlm_apply(c, tok);
@@ -900,8 +902,7 @@ pub fn tsrequest_apply(c: &CredsspCase, round: u8, pdu: &[u8]) -> Option<Vec<u8>
         }
         Err(_) => pdu.to_vec(),
     };
-    apply_havoc(&c.mutations, &mut out);
-    Some(out)
+    Some(havocked(&c.mutations, out))
 }
 
 /// Applies a round-2 credssp case to the Early User Authorization Result (4 bytes).
@@ -1435,9 +1436,7 @@ fn server_blocks(pdu: &[u8]) -> Option<(u8, Blocks)> {
 /// Applies an mcs case to the Connect Response the lab would send.
 pub fn connect_response_apply(c: &McsCase, pdu: &[u8]) -> Vec<u8> {
     let Some((mut result, mut blocks)) = server_blocks(pdu) else {
-        let mut out = pdu.to_vec();
-        apply_havoc(&c.mutations, &mut out);
-        return out;
+        return havocked(&c.mutations, pdu.to_vec());
     };
     let idx = |blocks: &Blocks, ty: u16| blocks.iter().position(|b| b.0 == ty);
     for m in &c.mutations {
@@ -1874,9 +1873,7 @@ pub fn licensing_apply(c: &LicensingCase, pdu: &[u8]) -> Vec<u8> {
             _ => {}
         }
     }
-    let mut out = send_data_indication(Some(pdu), &p);
-    apply_havoc(&c.mutations, &mut out);
-    out
+    havocked(&c.mutations, send_data_indication(Some(pdu), &p))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1950,11 +1947,7 @@ fn caps_strategy() -> BoxedStrategy<CapsCase> {
 
 /// Applies a capabilities case to the Demand Active the lab would send.
 pub fn demand_active_apply(c: &CapsCase, pdu: &[u8]) -> Vec<u8> {
-    let havoc_only = |pdu: &[u8]| {
-        let mut out = pdu.to_vec();
-        apply_havoc(&c.mutations, &mut out);
-        out
-    };
+    let havoc_only = |pdu: &[u8]| havocked(&c.mutations, pdu.to_vec());
     let Some(sdi) = sdi_split(pdu) else {
         return havoc_only(pdu);
     };
@@ -2054,9 +2047,7 @@ pub fn demand_active_apply(c: &CapsCase, pdu: &[u8]) -> Vec<u8> {
             _ => {}
         }
     }
-    let mut pdu_out = send_data_indication(Some(pdu), &out);
-    apply_havoc(&c.mutations, &mut pdu_out);
-    pdu_out
+    havocked(&c.mutations, send_data_indication(Some(pdu), &out))
 }
 
 // ---------------------------------------------------------------------------------------------

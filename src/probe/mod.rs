@@ -1261,10 +1261,7 @@ async fn legacy_handshake(
                 .map(|c| c.iter().filter_map(|x| x.to_der().ok()).collect())
                 .unwrap_or_default();
             let info = TlsSessionInfo {
-                version: ssl
-                    .version_str()
-                    .replace("TLSv1", "TLSv1.0")
-                    .replace("TLSv1.0.", "TLSv1."),
+                version: tls::openssl_version_name(ssl),
                 cipher_suite: ssl
                     .current_cipher()
                     .map(|c| c.standard_name().unwrap_or(c.name()).to_owned())

@@ -145,14 +145,28 @@ pub fn rustls_session_info(
     }
 }
 
-/// IANA-style name of a rustls protocol version.
+/// IANA-style name of a rustls protocol version: the decode's name of its number
+/// ([`crate::decode::tls::version_name`]), so live and offline name a version alike.
 pub fn rustls_version_name(v: rustls::ProtocolVersion) -> String {
-    match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
-        rustls::ProtocolVersion::TLSv1_1 => "TLSv1.1".into(),
-        rustls::ProtocolVersion::TLSv1_0 => "TLSv1.0".into(),
-        other => format!("{other:?}"),
+    crate::decode::tls::version_name(u16::from(v))
+}
+
+/// TLS version numbers and OpenSSL's versions, oldest first: the probe's legacy path and `enum`
+/// name OpenSSL's versions through it, with [`crate::decode::tls::version_name`].
+pub const OPENSSL_VERSIONS: [(u16, openssl::ssl::SslVersion); 4] = [
+    (0x0301, openssl::ssl::SslVersion::TLS1),
+    (0x0302, openssl::ssl::SslVersion::TLS1_1),
+    (0x0303, openssl::ssl::SslVersion::TLS1_2),
+    (0x0304, openssl::ssl::SslVersion::TLS1_3),
+];
+
+/// The name of the version an OpenSSL session negotiated ("TLSv1.0"), as decode names it;
+/// OpenSSL's own name for a version outside [`OPENSSL_VERSIONS`].
+pub fn openssl_version_name(ssl: &openssl::ssl::SslRef) -> String {
+    let v = ssl.version2();
+    match OPENSSL_VERSIONS.iter().find(|(_, o)| Some(*o) == v) {
+        Some((n, _)) => crate::decode::tls::version_name(*n),
+        None => ssl.version_str().to_owned(),
     }
 }
 
