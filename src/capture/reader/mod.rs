@@ -1458,3 +1458,72 @@ fn push_event(events: &mut Vec<Event>, t_us: u64, frame: Option<u64>, kind: Even
         kind,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(bytes: Bytes) -> EventKind {
+        EventKind::Data {
+            dir: Dir::C2S,
+            layer: Layer::Wire,
+            bytes,
+        }
+    }
+
+    /// Before a mapped capture's pages are released, an open conversation copies the slices it
+    /// holds of them, and only those: the walk stops at the first slice beyond, and resumes there.
+    #[test]
+    fn slices_of_released_pages_are_copied_and_the_rest_kept() {
+        let file = Bytes::from((0..=255u8).cycle().take(4096).collect::<Vec<u8>>());
+        let base = file.as_ptr() as usize;
+        let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:3389".parse().unwrap();
+        let mut c = Conn::new(0, a, b, true);
+        let slices = [0..100, 100..1000, 1000..2000, 3000..4000];
+        for (i, r) in slices.iter().enumerate() {
+            c.events
+                .push(i as u64, Some(i as u64), data(file.slice(r.clone())));
+        }
+        let held = |c: &Conn| -> Vec<(usize, Vec<u8>)> {
+            c.events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Data { bytes, .. } => {
+                        Some((bytes.as_ptr() as usize, bytes.to_vec()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let before = held(&c);
+        c.own_bytes_in(&file::MapRelease {
+            due: base..base + 1000,
+            map_end: base + 4096,
+        });
+        let after = held(&c);
+        assert_eq!(
+            before.iter().map(|x| &x.1).collect::<Vec<_>>(),
+            after.iter().map(|x| &x.1).collect::<Vec<_>>(),
+            "same bytes"
+        );
+        assert_ne!(after[0].0, before[0].0, "the first slice is copied");
+        assert_ne!(after[1].0, before[1].0, "the second slice is copied");
+        assert_eq!(after[2].0, before[2].0, "a slice beyond stays a slice");
+        assert_eq!(
+            c.events.owned_upto, 2,
+            "the walk stopped at the first slice beyond"
+        );
+        c.own_bytes_in(&file::MapRelease {
+            due: base + 1000..base + 3500,
+            map_end: base + 4096,
+        });
+        let last = held(&c);
+        assert_ne!(last[2].0, before[2].0);
+        assert_ne!(
+            last[3].0, before[3].0,
+            "a slice that starts in the range is copied"
+        );
+        assert_eq!(last[1].0, after[1].0, "copies are not copied again");
+    }
+}
