@@ -16,8 +16,9 @@ pub fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// Most bytes of one buffer [`prefetch_bytes`] asks for.
-const PREFETCH_MAX: usize = 4096;
+/// Most bytes of one buffer [`prefetch_bytes`] asks for: a few lines, not all (more outstanding
+/// prefetches than the CPU has fill buffers stall it).
+const PREFETCH_MAX: usize = 2 * CACHE_LINE;
 
 /// Prefetches the first [`PREFETCH_MAX`] bytes of `b`, a cache line at a time.
 #[inline]
