@@ -911,20 +911,12 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     if digits.len() / 2 > MAX_MALFORMED_LEN {
         return Err(format!("hex is longer than {MAX_MALFORMED_LEN} bytes"));
     }
-    let val = |b: u8| -> Result<u8, String> {
-        (b as char)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-            .ok_or_else(|| format!("hex `{s}` has a non-hex character `{}`", b as char))
-    };
-    digits
-        .chunks(2)
-        .map(|p| Ok(val(p[0])? << 4 | val(p[1])?))
-        .collect()
-}
-
-fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::decode(&digits).map_err(|e| match e {
+        hex::FromHexError::InvalidHexCharacter { c, .. } => {
+            format!("hex `{s}` has a non-hex character `{c}`")
+        }
+        e => format!("hex `{s}`: {e}"),
+    })
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -1025,7 +1017,7 @@ impl From<Fault> for RawFault {
                 r.then = Some(then);
             }
             FaultAction::Malformed { bytes, then } => {
-                r.hex = Some(to_hex(&bytes));
+                r.hex = Some(hex::encode(&bytes));
                 r.then = Some(then);
             }
             _ => {}

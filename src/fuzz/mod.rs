@@ -1125,9 +1125,9 @@ pub async fn replay_watched(
     )
 }
 
-/// Lowercase hex.
+/// Lowercase hex (the `hex` crate's).
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 #[cfg(test)]
