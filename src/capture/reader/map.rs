@@ -87,8 +87,11 @@ impl Mapped {
                 .compare_exchange(0, usize::MAX, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         })?;
-        // SAFETY: the map is read-only and private. The one way its contents can change under us,
-        // the file shrinking, is turned from SIGBUS into zero pages plus the shrunk flag (above).
+        // SAFETY: the map is read-only. Its bytes change under us only if another process rewrites
+        // or shrinks the file while it is read: a rewrite shows its new bytes (as a later read
+        // would), and shrinking is turned from SIGBUS into zero pages plus the shrunk flag (above).
+        // Captures are not rewritten in place by the tools that write them; they grow or are
+        // replaced (a new file, which the map does not see).
         let map = match unsafe { memmap2::MmapOptions::new().len(len).map(file) } {
             Ok(m) => m,
             Err(_) => {
@@ -127,7 +130,7 @@ impl Mapped {
         }
         let start = self.released;
         // SAFETY: the range lies inside the map (page aligned, below its length); MADV_DONTNEED on
-        // a private read-only file map only drops page-table entries: the contents are unchanged.
+        // a read-only file map only drops page-table entries: the contents are unchanged.
         unsafe {
             libc::madvise(
                 self.bytes.as_ptr().add(start) as *mut libc::c_void,
