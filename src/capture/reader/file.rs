@@ -14,7 +14,6 @@ use bytes::Bytes;
 
 use super::map::Mapped;
 use super::CaptureError;
-use crate::cpu::{prefetch, CACHE_LINE};
 
 /// Largest packet record accepted (captured bytes), as Wireshark's `WTAP_MAX_PACKET_SIZE_STANDARD`.
 pub const MAX_FRAME_LEN: u32 = 262_144;
@@ -147,8 +146,6 @@ struct Window<R: Read> {
     /// While set, the bytes come from this map of the file, and `start` / `cur` are offsets into it
     /// (`buf` is unused); at its end the window goes on with `read` (the file may have grown).
     map: Option<Mapped>,
-    /// Offset in the map up to which the bytes were prefetched.
-    prefetched: usize,
 }
 
 /// Pages of a mapped file this far behind the reader are released (bytes; see
@@ -157,10 +154,6 @@ struct Window<R: Read> {
 const MAP_RELEASE_LAG: usize = 16 * 1024 * 1024;
 /// How often (bytes read) released pages are given back.
 const MAP_RELEASE_STEP: usize = 4 * 1024 * 1024;
-/// How far ahead of the reader the map's bytes are prefetched into the CPU cache (bytes): the next
-/// record's block and packet headers. Reading a map touches each record's headers for the first
-/// time from memory; without this, those cache misses cost much of what the copy cost.
-const MAP_PREFETCH: usize = 2 * CACHE_LINE;
 /// A page of memory (bytes), at least.
 const PAGE: usize = 4096;
 
@@ -191,7 +184,6 @@ impl<R: Read> Window<R> {
             end: 0,
             cur: (0, 0),
             map: None,
-            prefetched: 0,
         }
     }
 
@@ -215,17 +207,10 @@ impl<R: Read> Window<R> {
             }
             self.cur = (self.start, last);
             self.start = last;
-            // The next record's headers: asked for now, they are in cache when it is parsed.
-            // (Prefetching everything ahead costs the memory bandwidth the map saves: most
-            // payload bytes are never read.)
-            let base = m.bytes.as_ptr();
-            let ahead = (last + MAP_PREFETCH).min(len);
-            let mut at = self.prefetched.max(last) & !(CACHE_LINE - 1);
-            while at < ahead {
-                prefetch(base.wrapping_add(at));
-                at += CACHE_LINE;
-            }
-            self.prefetched = at;
+            // The next record's block and packet headers: asked for now, they are in cache when
+            // it is parsed (a map meets each record's headers cold). Only its first lines: most
+            // payload bytes are never read, and prefetching them spends the bandwidth the map saves.
+            crate::cpu::prefetch_bytes(&m.bytes[last..]);
             return Ok(Some(n));
         }
         // The map ends within this take: its unread tail moves to the buffer, and `read` goes on
