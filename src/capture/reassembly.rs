@@ -132,7 +132,7 @@ impl Reassembler {
     }
 
     /// Copies the out-of-order pieces that are slices of the address range `at` (see
-    /// [`crate::capture::reader::file::RecordReader::map_release_due`]).
+    /// [`crate::capture::reader::file::RecordReader::release_map`]).
     pub fn own_bytes_in(&mut self, at: &std::ops::Range<usize>) {
         for p in self.pending.values_mut() {
             if let PieceKind::Data(b) = &mut p.kind {

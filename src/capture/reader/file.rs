@@ -236,11 +236,15 @@ impl<R: Read> Window<R> {
         })
     }
 
-    /// Releases what [`Window::release_due`] named.
-    fn release(&mut self) {
-        let below = self.start.saturating_sub(MAP_RELEASE_LAG);
+    /// When pages are due (see [`Window::release_due`]): lets `before` copy the slices it holds of
+    /// them, then releases them.
+    fn release(&mut self, before: impl FnOnce(&MapRelease)) {
+        let Some(r) = self.release_due() else {
+            return;
+        };
+        before(&r);
         if let Some(m) = &mut self.map {
-            m.release_before(below);
+            m.release_before(r.due.end - m.bytes.as_ptr() as usize);
         }
     }
 
@@ -399,16 +403,11 @@ impl<R: Read> RecordReader<R> {
         self.offset
     }
 
-    /// When the file is mapped: the addresses of pages the reader left far behind and will release
-    /// at [`RecordReader::release_map`]. Slices of them still held should be copied first
-    /// (touching released pages maps them again, as much as a whole large page-cache folio each).
-    pub fn map_release_due(&self) -> Option<MapRelease> {
-        self.src.release_due()
-    }
-
-    /// Releases the pages [`RecordReader::map_release_due`] named.
-    pub fn release_map(&mut self) {
-        self.src.release();
+    /// When the file is mapped and the reader left pages far behind: hands their addresses to
+    /// `before`, which copies the slices of them still held (touching released pages maps them
+    /// again, as much as a whole large page-cache folio each), then releases them.
+    pub fn release_map(&mut self, before: impl FnOnce(&MapRelease)) {
+        self.src.release(before);
     }
 
     /// Frames read so far.

@@ -259,12 +259,12 @@ impl<R: Read> Conversations<R> {
     }
 
     fn step(&mut self) {
-        if let Some(at) = self.reader.map_release_due() {
-            for c in self.engine.table.values_mut() {
-                c.own_bytes_in(&at);
+        let table = &mut self.engine.table;
+        self.reader.release_map(|at| {
+            for c in table.values_mut() {
+                c.own_bytes_in(at);
             }
-            self.reader.release_map();
-        }
+        });
         match self.reader.next_record() {
             Ok(Some(Record::Secrets(stype, data))) => {
                 if stype == SECRETS_TLS_KEYLOG {
