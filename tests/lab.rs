@@ -6,11 +6,12 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::shadow::Xvfb;
 
 use rdprobe::lab::{spawn_lab, LabHandle};
 use rdprobe::scenario::{builtin, builtin_names, Scenario};
@@ -1125,18 +1126,6 @@ async fn openssl_handshake(tcp: TcpStream) -> Result<Vec<u8>, String> {
 // The real xfreerdp client
 // ---------------------------------------------------------------------------------------------
 
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn which(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -1145,38 +1134,10 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A virtual display from the shared harness: Xvfb picks a free display itself (`-displayfd`) and
+/// its log is in the error when it cannot start.
 fn start_xvfb() -> Xvfb {
-    let bin = which("Xvfb").expect("Xvfb is missing: apt-get install xvfb");
-    for n in 93..140 {
-        if PathBuf::from(format!("/tmp/.X11-unix/X{n}")).exists()
-            || PathBuf::from(format!("/tmp/.X{n}-lock")).exists()
-        {
-            continue;
-        }
-        let child = Command::new(&bin)
-            .arg(format!(":{n}"))
-            .args(["-nolisten", "tcp", "-screen", "0", "1024x768x24"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn Xvfb");
-        let mut x = Xvfb {
-            child,
-            display: format!(":{n}"),
-        };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if PathBuf::from(format!("/tmp/.X11-unix/X{n}")).exists() {
-                return x;
-            }
-            if let Ok(Some(_)) = x.child.try_wait() {
-                break; // display taken meanwhile: try the next one
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = x.child.kill();
-    }
-    panic!("could not start Xvfb on any display :93..:139");
+    Xvfb::start().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Runs `xfreerdp` (wrapped in `timeout`) against `addr`; returns its exit code and output.
@@ -1195,7 +1156,7 @@ fn xfreerdp(x: &Xvfb, addr: SocketAddr, extra: &[&str], password: &str) -> (i32,
             "+auth-only",
         ])
         .args(extra)
-        .env("DISPLAY", &x.display)
+        .env("DISPLAY", x.display())
         .env("HOME", home.path())
         .stdin(Stdio::null())
         .output()
