@@ -19,6 +19,7 @@ pub mod map;
 pub mod packet;
 pub mod rdpeudp;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -166,6 +167,9 @@ impl<R: Read> Conversations<R> {
                 opts,
                 table: HashMap::default(),
                 queue: VecDeque::new(),
+                closing: Vec::new(),
+                closing_note: None,
+                closing_err: None,
                 next_id: 0,
                 last_t_us: 0,
                 last_frame: 0,
@@ -219,9 +223,16 @@ struct Engine {
     opts: ReaderOptions,
     keylog: KeyLog,
     /// foldhash: the per-segment lookup with SipHash was a tenth of the reader's time; foldhash is
-    /// seeded per process, so a crafted capture cannot aim collisions at it.
-    table: HashMap<ConnKey, Conn, foldhash::fast::RandomState>,
+    /// seeded per process, so a crafted capture cannot aim collisions at it. Boxed: growing the
+    /// table moves and re-allocates pointers, not every live conversation's state.
+    table: HashMap<ConnKey, Box<Conn>, foldhash::fast::RandomState>,
     queue: VecDeque<Result<Trace, CaptureError>>,
+    /// At the end of input: the conversations still to flush, last id first, then the error.
+    /// Flushed one per `next` so that a capture ending with thousands live holds one finished
+    /// trace at a time, not all of them.
+    closing: Vec<Box<Conn>>,
+    closing_note: Option<String>,
+    closing_err: Option<CaptureError>,
     next_id: u64,
     last_t_us: u64,
     last_frame: u64,
@@ -332,7 +343,10 @@ impl<R: Read> Iterator for Conversations<R> {
                 return Some(x);
             }
             if self.finished {
-                return None;
+                match self.engine.close_next()? {
+                    Ok(()) => continue,
+                    Err(e) => return Some(Err(e)),
+                }
             }
             self.step();
         }
@@ -383,35 +397,25 @@ impl Engine {
                 }
             }
         }
-        if !self.table.contains_key(&key) {
-            let has_payload = !seg.payload.is_empty() || seg.missing > 0;
-            let (client, server, known) = if f.syn && !f.ack {
-                (seg.src, seg.dst, true)
-            } else if f.syn && f.ack {
-                (seg.dst, seg.src, true)
-            } else if has_payload && !f.rst {
-                // Mid-connection: guess from ports until the content says otherwise.
-                if seg.dst.port() == RDP_PORT
-                    || (seg.src.port() != RDP_PORT && seg.dst.port() < seg.src.port())
-                {
-                    (seg.src, seg.dst, false)
-                } else {
-                    (seg.dst, seg.src, false)
-                }
-            } else {
-                return;
-            };
-            if self.table.len() >= MAX_CONVERSATIONS {
-                self.evict(t_us);
-            }
-            let mut c = Conn::new(self.next_id, client, server, known);
-            c.mid_start = !f.syn;
-            self.next_id += 1;
-            self.stats.conversations_seen += 1;
-            self.table.insert(key, c);
+        if self.table.len() >= MAX_CONVERSATIONS
+            && sides_of_new(seg).is_some()
+            && !self.table.contains_key(&key)
+        {
+            self.evict(t_us);
         }
-        let Some(c) = self.table.get_mut(&key) else {
-            return;
+        // One lookup for a segment of a conversation already followed (nearly all of them).
+        let c = match self.table.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let Some((client, server, known)) = sides_of_new(seg) else {
+                    return;
+                };
+                let mut c = Conn::new(self.next_id, client, server, known);
+                c.mid_start = !f.syn;
+                self.next_id += 1;
+                self.stats.conversations_seen += 1;
+                v.insert(Box::new(c))
+            }
         };
         c.last_t = t_us;
         c.last_frame = frame;
@@ -566,7 +570,7 @@ impl Engine {
         }
     }
 
-    fn emit(&mut self, c: Conn, end: End, t_us: u64) {
+    fn emit(&mut self, c: Box<Conn>, end: End, t_us: u64) {
         if let Some((t, truncated)) = c.finalize(end, t_us, &self.keylog, &self.opts) {
             self.stats.rdp_conversations += 1;
             self.stats.truncated_conversations += u64::from(truncated);
@@ -574,22 +578,53 @@ impl Engine {
         }
     }
 
-    /// End of input (clean or damaged): flush every live conversation, then the error.
+    /// End of input (clean or damaged): every live conversation is to be flushed, then the error
+    /// (see [`Engine::close_next`]).
     fn finish(&mut self, err: Option<CaptureError>) {
-        let mut conns: Vec<Conn> = self.table.drain().map(|(_, c)| c).collect();
-        conns.sort_by_key(|c| c.id);
-        let end_t = self.last_t_us;
-        let note = err.as_ref().map(|e| match e {
+        self.closing = self.table.drain().map(|(_, c)| c).collect();
+        self.closing
+            .sort_unstable_by_key(|c| std::cmp::Reverse(c.id));
+        self.closing_note = err.as_ref().map(|e| match e {
             CaptureError::Truncated { .. } => format!("capture cut short: {e}"),
             _ => format!("capture damaged: {e}"),
         });
-        for mut c in conns {
-            c.end_note = note.clone();
-            self.emit(c, End::Eof, end_t);
+        self.closing_err = err;
+    }
+
+    /// After [`Engine::finish`]: flushes the next live conversation, in the order they started
+    /// (`Ok`, its trace queued if it was RDP), or hands over the error once none is left (`Err`);
+    /// `None` when both are done.
+    fn close_next(&mut self) -> Option<Result<(), CaptureError>> {
+        if let Some(mut c) = self.closing.pop() {
+            c.end_note = self.closing_note.clone();
+            self.emit(c, End::Eof, self.last_t_us);
+            return Some(Ok(()));
         }
-        if let Some(e) = err {
-            self.queue.push_back(Err(e));
+        self.closing_err.take().map(Err)
+    }
+}
+
+/// Who is the client and who the server of a conversation `seg` would start, and whether that is
+/// known (a SYN or SYN-ACK) or guessed; `None` when `seg` starts none (no SYN, no payload, or a
+/// RST).
+fn sides_of_new(seg: &packet::Segment<'_>) -> Option<(SocketAddr, SocketAddr, bool)> {
+    let f = seg.flags;
+    let has_payload = !seg.payload.is_empty() || seg.missing > 0;
+    if f.syn && !f.ack {
+        Some((seg.src, seg.dst, true))
+    } else if f.syn && f.ack {
+        Some((seg.dst, seg.src, true))
+    } else if has_payload && !f.rst {
+        // Mid-connection: guess from ports until the content says otherwise.
+        if seg.dst.port() == RDP_PORT
+            || (seg.src.port() != RDP_PORT && seg.dst.port() < seg.src.port())
+        {
+            Some((seg.src, seg.dst, false))
+        } else {
+            Some((seg.dst, seg.src, false))
         }
+    } else {
+        None
     }
 }
 
