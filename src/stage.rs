@@ -139,15 +139,20 @@ impl Side {
 
 impl fmt::Display for Side {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Server => "server",
-            Side::Network => "network",
-        })
+        f.write_str(self.as_str())
     }
 }
 
 impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+            Side::Network => "network",
+        }
+    }
+
+
     /// The other end ("server" for the client and the reverse; "network" stays).
     pub fn peer_name(self) -> &'static str {
         match self {

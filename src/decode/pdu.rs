@@ -684,7 +684,12 @@ pub struct StagePdu {
 
 /// The `pdus` fact entry of a PDU: "client: connection request".
 pub fn pdu_entry(side: Side, kind: &PduKind) -> String {
-    format!("{side}: {kind}")
+    match kind.static_name() {
+        // Most PDUs have a fixed name: joined without the formatting machinery (this runs for
+        // every PDU listed in every report).
+        Some(name) => [side.as_str(), ": ", name].concat(),
+        None => format!("{side}: {kind}"),
+    }
 }
 
 /// The PDUs of a stage read back from its `pdus` fact ("client: connection request"), in order
