@@ -222,6 +222,23 @@ impl<R: Read> Window<R> {
         Ok(None)
     }
 
+    /// A hint for pcapng: asks for the end of the block that follows the last take (its trailer,
+    /// which shares a line with the header of the block after it). Reading a block's trailer is
+    /// the first touch of that line; asked for a record ahead, it is in cache by then. The length
+    /// is read from the following block's header, which the last take's prefetch brought in.
+    fn prefetch_following_block_end(&self, big_endian: bool) {
+        let Some(m) = &self.map else {
+            return;
+        };
+        let Some(len) = m.bytes.get(self.start + 4..self.start + 8) else {
+            return;
+        };
+        let end = self.start + u32_at(len, 0, big_endian) as usize;
+        if let Some(tail) = end.checked_sub(4).and_then(|at| m.bytes.get(at..)) {
+            crate::cpu::prefetch_bytes(tail);
+        }
+    }
+
     /// The addresses of the map's pages due to be released (see [`MAP_RELEASE_LAG`]), if any.
     fn release_due(&self) -> Option<MapRelease> {
         let m = self.map.as_ref()?;
@@ -707,6 +724,7 @@ impl<R: Read> RecordReader<R> {
                     have: 8 + got as u64,
                 });
             }
+            self.src.prefetch_following_block_end(big_endian);
             let body_len = rest as usize - 4;
             let trailer = u32_at(self.src.cur(), body_len, big_endian);
             if trailer != total {
