@@ -152,7 +152,6 @@ impl Side {
         }
     }
 
-
     /// The other end ("server" for the client and the reverse; "network" stays).
     pub fn peer_name(self) -> &'static str {
         match self {

@@ -163,6 +163,53 @@ pub fn tcp_in(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Option<Segment<'_>> {
 
 /// `None`: nothing rdprobe reads (or headers that do not parse).
 fn classify(linktype: u32, data: &[u8]) -> Option<Parsed<'_>> {
+    if linktype == 1 {
+        if let Some(seg) = ethernet_ipv4_tcp(data) {
+            return Some(Parsed::Tcp(seg));
+        }
+    }
+    classify_lax(linktype, data)
+}
+
+/// The common frame, whole: Ethernet II, IPv4 (not a fragment, its length within the frame), TCP.
+/// Read with etherparse's header slices, which is much cheaper per packet than the lax slicer's
+/// general walk; any other frame is `None` and goes to [`classify_lax`], which reads this one the
+/// same way (a property test compares the two).
+fn ethernet_ipv4_tcp(data: &[u8]) -> Option<Segment<'_>> {
+    let eth = etherparse::Ethernet2HeaderSlice::from_slice(data).ok()?;
+    if eth.ether_type() != EtherType::IPV4 {
+        return None;
+    }
+    let ip = &data[eth.slice().len()..];
+    let h = etherparse::Ipv4HeaderSlice::from_slice(ip).ok()?;
+    let (hlen, total) = (h.slice().len(), usize::from(h.total_len()));
+    if h.protocol() != etherparse::IpNumber::TCP
+        || h.more_fragments()
+        || h.fragments_offset().value() != 0
+        || total < hlen
+        || total > ip.len()
+    {
+        return None;
+    }
+    let hdr = HeaderFacts {
+        ttl: h.ttl(),
+        ip_id: Some(h.identification()),
+        df: h.dont_fragment(),
+        window: 0,
+    };
+    let payload = &ip[hlen..total];
+    tcp_at(
+        IpAddr::V4(h.source_addr()),
+        IpAddr::V4(h.destination_addr()),
+        payload,
+        payload.len(),
+        hdr,
+    )
+}
+
+/// Any frame rdprobe reads, through etherparse's lax slicer (snaplen-cut payloads, VLAN tags,
+/// IPv6 extension headers, fragments, ICMP errors, UDP).
+fn classify_lax(linktype: u32, data: &[u8]) -> Option<Parsed<'_>> {
     let sliced = match linktype {
         // LINKTYPE_NULL / LINKTYPE_LOOP: 4-byte address family (host / network order), then IP.
         0 | 108 => LaxSlicedPacket::from_ip(data.get(4..)?).ok()?,
@@ -395,5 +442,55 @@ mod tests {
             .unwrap();
         let s = tcp_segment(101, &v[..40 + 20 + 10]).expect("segment");
         assert_eq!((s.payload.len(), s.missing), (10, 490));
+    }
+    /// A frame the fast path reads is read the same by the lax slicer: any byte of an Ethernet /
+    /// IPv4 / TCP frame changed (lengths, flags, fragment fields, protocol, options), and any cut.
+    fn same_as_lax(frame: &[u8]) -> Result<bool, proptest::test_runner::TestCaseError> {
+        let Some(fast) = ethernet_ipv4_tcp(frame) else {
+            return Ok(false);
+        };
+        let lax = match classify_lax(1, frame) {
+            Some(Parsed::Tcp(s)) => s,
+            other => {
+                return Err(proptest::test_runner::TestCaseError::fail(format!(
+                    "fast {fast:?}, lax {other:?}"
+                )))
+            }
+        };
+        proptest::prop_assert_eq!(format!("{fast:?}"), format!("{lax:?}"));
+        Ok(true)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_reads_what_the_lax_slicer_reads(
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            edits in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 0..4),
+            cut in 0usize..200,
+            options in proptest::prelude::any::<bool>(),
+        ) {
+            let mut v = Vec::new();
+            etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(1000, 3389, 5, 100)
+                .write(&mut v, &payload)
+                .unwrap();
+            if options {
+                // IHL 6: four bytes of IPv4 options (NOPs) after the fixed header.
+                v[14] = 0x46;
+                v.splice(34..34, [1u8, 1, 1, 1]);
+                let total = u16::from_be_bytes([v[16], v[17]]) + 4;
+                v[16..18].copy_from_slice(&total.to_be_bytes());
+            }
+            proptest::prop_assert!(same_as_lax(&v)?, "an untouched frame takes the fast path");
+            for (at, b) in edits {
+                if let Some(x) = v.get_mut(at) {
+                    *x = b;
+                }
+            }
+            same_as_lax(&v)?;
+            v.truncate(cut);
+            same_as_lax(&v)?;
+        }
     }
 }
