@@ -230,7 +230,7 @@ struct Engine {
     /// At the end of input: the conversations still to flush, last id first, then the error.
     /// Flushed one per `next` so that a capture ending with thousands live holds one finished
     /// trace at a time, not all of them.
-    closing: Vec<Box<Conn>>,
+    closing: Vec<Conn>,
     closing_note: Option<String>,
     closing_err: Option<CaptureError>,
     next_id: u64,
@@ -393,7 +393,7 @@ impl Engine {
                     c.end_note = Some(format!(
                         "a new syn at frame {frame} reused this conversation's ports"
                     ));
-                    self.emit(c, End::Evicted, t_us);
+                    self.emit(*c, End::Evicted, t_us);
                 }
             }
         }
@@ -495,7 +495,7 @@ impl Engine {
                 c.event(t_us, Some(frame), EventKind::Rst { dir });
             }
             if let Some(c) = self.table.remove(&key) {
-                self.emit(c, End::Closed, t_us);
+                self.emit(*c, End::Closed, t_us);
             }
             self.outs = outs;
             return;
@@ -526,7 +526,7 @@ impl Engine {
         self.outs = outs;
         if closed {
             if let Some(c) = self.table.remove(&key) {
-                self.emit(c, End::Closed, t_us);
+                self.emit(*c, End::Closed, t_us);
             }
         }
     }
@@ -565,12 +565,12 @@ impl Engine {
                 c.end_note = Some(format!(
                     "stopped following this conversation: more than {MAX_CONVERSATIONS} live conversations"
                 ));
-                self.emit(c, End::Evicted, t_us);
+                self.emit(*c, End::Evicted, t_us);
             }
         }
     }
 
-    fn emit(&mut self, c: Box<Conn>, end: End, t_us: u64) {
+    fn emit(&mut self, c: Conn, end: End, t_us: u64) {
         if let Some((t, truncated)) = c.finalize(end, t_us, &self.keylog, &self.opts) {
             self.stats.rdp_conversations += 1;
             self.stats.truncated_conversations += u64::from(truncated);
@@ -581,7 +581,7 @@ impl Engine {
     /// End of input (clean or damaged): every live conversation is to be flushed, then the error
     /// (see [`Engine::close_next`]).
     fn finish(&mut self, err: Option<CaptureError>) {
-        self.closing = self.table.drain().map(|(_, c)| c).collect();
+        self.closing = self.table.drain().map(|(_, c)| *c).collect();
         self.closing
             .sort_unstable_by_key(|c| std::cmp::Reverse(c.id));
         self.closing_note = err.as_ref().map(|e| match e {
