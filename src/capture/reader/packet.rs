@@ -2,7 +2,8 @@
 //!
 //! Link types (<https://www.tcpdump.org/linktypes.html>): NULL/LOOP (0, 108), Ethernet (1, with
 //! 802.1Q / 802.1ad tags), raw IP (12, 14, 101), Linux cooked SLL (113) and SLL2 (276), IPv4 (228),
-//! IPv6 (229). Header parsing is etherparse's lax slicer, which tolerates snaplen-cut payloads.
+//! IPv6 (229). Header parsing is etherparse's: a whole Ethernet / IPv4 / TCP frame through its header
+//! slices, every other frame through its lax slicer, which tolerates snaplen-cut payloads.
 
 use std::net::{IpAddr, SocketAddr};
 
