@@ -399,7 +399,9 @@ pub fn decode(buf: &[u8]) -> Result<Packet, PduError> {
             let tunnel_id = r.u32_if(fields & 0x1 != 0, "tunnel id")?;
             let caps = r.u32_if(fields & 0x2 != 0, "caps")?;
             if fields & 0x4 != 0 {
-                r.u16("nonce")?;
+                // HTTP_TUNNEL_RESPONSE_FIELD_SOH_REQ (MS-TSGU 2.2.10.20): a 16-byte GUID nonce,
+                // then the server certificate as an HTTP_UNICODE_STRING.
+                r.bytes("nonce", 16)?;
                 r.blob16("server certificate")?;
             }
             let consent = r
@@ -673,6 +675,36 @@ mod tests {
             assert_eq!(packet_len(&b).unwrap(), Some(b.len()));
             assert_eq!(decode(&b).unwrap(), p);
         }
+    }
+
+    /// A TUNNEL_RESPONSE asking for a statement of health (SOH_REQ) carries a 16-byte nonce and
+    /// the server certificate before the consent message, which must still be read.
+    #[test]
+    fn tunnel_response_with_soh_request_reads_the_fields_after_it() {
+        let mut body = Vec::new();
+        put16(&mut body, 5);
+        put32(&mut body, 0);
+        put16(&mut body, 0x1 | 0x4 | 0x10);
+        put16(&mut body, 0);
+        put32(&mut body, 9);
+        body.extend_from_slice(&[0xAB; 16]);
+        put_blob16(&mut body, &[0x43, 0, 0x4E, 0]);
+        put_blob16(&mut body, &[0x41, 0, 0, 0]);
+        let mut b = Vec::new();
+        put16(&mut b, ty::TUNNEL_RESPONSE);
+        put16(&mut b, 0);
+        put32(&mut b, (8 + body.len()) as u32);
+        b.extend_from_slice(&body);
+        assert_eq!(
+            decode(&b).unwrap(),
+            Packet::TunnelResponse {
+                server_version: 5,
+                status_code: 0,
+                tunnel_id: Some(9),
+                caps: None,
+                consent: Some(vec![0x41, 0, 0, 0]),
+            }
+        );
     }
 
     #[test]
