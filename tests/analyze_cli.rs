@@ -492,6 +492,9 @@ fn several_files_read_at_once_print_as_in_turn() {
         for skipped in ["junk.pcap", "missing.pcap", "cut short"] {
             assert!(text(&one.stderr).contains(skipped), "{}", text(&one.stderr));
         }
+        // The damaged one of several files is named.
+        let named = format!("cut short in {}:", cut.display());
+        assert!(text(&one.stderr).contains(&named), "{}", text(&one.stderr));
         for jobs in ["2", "3", "8"] {
             args[2] = jobs;
             let many = analyze(&args, None);

@@ -91,8 +91,13 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
     .with_context(|| format!("reading {}", first.display()))?;
     // With more than one thread, the next files are read while the one before is (jobs - 1 ahead).
     let read_ahead = super::analyze_par::threads(a.jobs).saturating_sub(1);
-    let conversations =
-        super::analyze_par::Files::new(conversations, a.files[1..].to_vec(), opts, read_ahead);
+    let conversations = super::analyze_par::Files::new(
+        conversations,
+        first,
+        a.files[1..].to_vec(),
+        opts,
+        read_ahead,
+    );
     // An RD Gateway's legacy transport is two conversations (OUT and IN channel): one report.
     let conversations = rdprobe::decode::gateway::LegacyPairs::new(conversations);
     let mut out = std::io::stdout().lock();
@@ -230,13 +235,18 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
             )));
         }
     }
-    let (udp, skipped) = decoded
+    let (udp, skipped, damaged_file) = decoded
         .finish()
         .map(|c| {
             let c = c.into_inner();
-            (c.udp_flows(), c.skipped)
+            (c.udp_flows(), c.skipped, c.damaged_file)
         })
         .unwrap_or_default();
+    // With several files, say which one the damage is in.
+    let damaged_in = match damaged_file {
+        Some(f) if a.files.len() > 1 => format!(" in {}", f.display()),
+        _ => String::new(),
+    };
     for s in &skipped {
         eprintln!("error: {s} (skipped)");
     }
@@ -275,11 +285,11 @@ pub(crate) fn cmd_analyze(a: AnalyzeArgs) -> Result<i32> {
         // The file ends inside a record, as when a capture is stopped abruptly: everything before
         // it was read, so the verdicts stand (Wireshark reads such files with a warning too).
         Some(e @ rdprobe::capture::reader::CaptureError::Truncated { .. }) => {
-            eprintln!("warning: the capture was cut short: {e} (the {n} connection(s) in it are reported above; the last record is lost)");
+            eprintln!("warning: the capture was cut short{damaged_in}: {e} (the {n} connection(s) in it are reported above; the last record is lost)");
             Ok(worst)
         }
         Some(e) => {
-            eprintln!("error: {e} (the {n} connection(s) before the damage are reported above)");
+            eprintln!("error{damaged_in}: {e} (the {n} connection(s) before the damage are reported above)");
             Ok(exit::PROTOCOL)
         }
         None => Ok(worst),

@@ -221,13 +221,17 @@ impl<C> Ordered<C> {
 /// the readers running (each bounded) and their channels.
 pub struct Files<R: std::io::Read> {
     current: Option<rdprobe::capture::reader::Conversations<R>>,
+    /// The file `current` reads.
+    current_path: std::path::PathBuf,
+    /// The file whose damage ended the conversations (the error was the last item).
+    pub damaged_file: Option<std::path::PathBuf>,
     rest: std::collections::VecDeque<std::path::PathBuf>,
     opts: rdprobe::capture::reader::ReaderOptions,
     udp: Vec<rdprobe::capture::reader::rdpeudp::UdpFlow>,
     /// Later files skipped, with why.
     pub skipped: Vec<String>,
     /// Files being read ahead, in file order.
-    ahead: std::collections::VecDeque<Receiver<FileItem>>,
+    ahead: std::collections::VecDeque<(std::path::PathBuf, Receiver<FileItem>)>,
     read_ahead: usize,
 }
 
@@ -284,16 +288,19 @@ fn read_on_thread(
 }
 
 impl Files<Input> {
-    /// `first` is the open reader of the first file; `rest` are read after it, up to
+    /// `first` is the open reader of the first file (`first_path`); `rest` are read after it, up to
     /// `read_ahead` of them at the same time as the ones before (0: each when the one before ends).
     pub fn new(
         first: rdprobe::capture::reader::Conversations<Input>,
+        first_path: std::path::PathBuf,
         rest: Vec<std::path::PathBuf>,
         opts: rdprobe::capture::reader::ReaderOptions,
         read_ahead: usize,
     ) -> Self {
         let mut files = Files {
             current: Some(first),
+            current_path: first_path,
+            damaged_file: None,
             rest: rest.into(),
             opts,
             udp: Vec::new(),
@@ -311,8 +318,8 @@ impl Files<Input> {
             let Some(path) = self.rest.pop_front() else {
                 return;
             };
-            self.ahead
-                .push_back(read_on_thread(path, self.opts.clone()));
+            let rx = read_on_thread(path.clone(), self.opts.clone());
+            self.ahead.push_back((path, rx));
         }
     }
 
@@ -333,16 +340,26 @@ impl Iterator for Files<Input> {
         loop {
             if let Some(c) = self.current.as_mut() {
                 match c.next() {
-                    Some(x) => return Some(x),
+                    Some(x) => {
+                        if x.is_err() {
+                            self.damaged_file = Some(self.current_path.clone());
+                        }
+                        return Some(x);
+                    }
                     None => {
                         self.udp.extend(c.udp_flows());
                         self.current = None;
                     }
                 }
             }
-            if let Some(rx) = self.ahead.front() {
+            if let Some((path, rx)) = self.ahead.front() {
                 match rx.recv() {
-                    Ok(FileItem::Conversation(x)) => return Some(x),
+                    Ok(FileItem::Conversation(x)) => {
+                        if x.is_err() {
+                            self.damaged_file = Some(path.clone());
+                        }
+                        return Some(x);
+                    }
                     Ok(FileItem::Done(udp)) => self.udp.extend(udp),
                     Ok(FileItem::Skipped(e)) => self.skipped.push(e),
                     // INVARIANT: a reader thread sends Done or Skipped last; it can only vanish
@@ -357,7 +374,10 @@ impl Iterator for Files<Input> {
             }
             let path = self.rest.pop_front()?;
             match open_capture(&path, self.opts.clone()) {
-                Ok(c) => self.current = Some(c),
+                Ok(c) => {
+                    self.current = Some(c);
+                    self.current_path = path;
+                }
                 Err(e) => self.skipped.push(e),
             }
         }
