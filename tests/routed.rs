@@ -125,8 +125,7 @@ fn probe_and_analyze(t: &Topo, dir: &std::path::Path, name: &str) -> ConnectionR
         .stderr(Stdio::null())
         .status();
     std::thread::sleep(Duration::from_millis(800));
-    let _ = cap.kill();
-    let _ = cap.wait();
+    stop_capture(&mut cap);
     let f = std::fs::File::open(&pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
     let mut traces: Vec<_> =
         read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
@@ -272,6 +271,22 @@ struct Twin {
     server: std::path::PathBuf,
 }
 
+/// Stops a dumpcap this test started, by its PID: SIGTERM first, so that it writes out the packets
+/// it still holds (SIGKILL can lose the end of the capture), SIGKILL after 5 s.
+fn stop_capture(c: &mut Child) {
+    // SAFETY: kill(2) on the PID of this test's own child, which has not been reaped yet.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        if c.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 fn dumpcap(ns: &str, dev: &str, out: &std::path::Path) -> Child {
     Command::new("ip")
         .args(["netns", "exec", ns, "dumpcap", "-q", "-i", dev, "-w"])
@@ -342,8 +357,7 @@ fn connect_captured(
     }
     std::thread::sleep(Duration::from_millis(800));
     for c in &mut caps {
-        let _ = c.kill();
-        let _ = c.wait();
+        stop_capture(c);
     }
     tw
 }
