@@ -110,13 +110,7 @@ fn topo() -> Topo {
 /// Captures at the client while the probe runs (to TLS), then analyzes the capture.
 fn probe_and_analyze(t: &Topo, dir: &std::path::Path, name: &str) -> ConnectionReport {
     let pcap = dir.join(format!("{name}.pcapng"));
-    let mut cap = Command::new("ip")
-        .args(["netns", "exec", &t.c, "dumpcap", "-q", "-i", "c0", "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dumpcap (apt-get install tshark)");
+    let mut cap = dumpcap(&t.c, "c0", &pcap);
     std::thread::sleep(Duration::from_millis(1500));
     let _ = Command::new("ip")
         .args(["netns", "exec", &t.c, BIN, "probe", "10.78.2.2"])
@@ -125,7 +119,7 @@ fn probe_and_analyze(t: &Topo, dir: &std::path::Path, name: &str) -> ConnectionR
         .stderr(Stdio::null())
         .status();
     std::thread::sleep(Duration::from_millis(800));
-    stop_capture(&mut cap);
+    cap.kill();
     let f = std::fs::File::open(&pcap).expect("dumpcap wrote no capture (apt-get install tshark)");
     let mut traces: Vec<_> =
         read_conversations(std::io::BufReader::new(f), ReaderOptions::default())
@@ -271,30 +265,19 @@ struct Twin {
     server: std::path::PathBuf,
 }
 
-/// Stops a dumpcap this test started, by its PID: SIGTERM first, so that it writes out the packets
-/// it still holds (SIGKILL can lose the end of the capture), SIGKILL after 5 s.
-fn stop_capture(c: &mut Child) {
-    // SAFETY: kill(2) on the PID of this test's own child, which has not been reaped yet.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < until {
-        if c.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-}
-
-fn dumpcap(ns: &str, dev: &str, out: &std::path::Path) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "dumpcap", "-q", "-i", dev, "-w"])
-        .arg(out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dumpcap (apt-get install tshark)")
+/// dumpcap in namespace `ns` on `dev`, writing `out`. Stopped with `kill()` (or on drop): SIGTERM
+/// first, so that it writes out the packets it still holds (SIGKILL can lose the end of the
+/// capture), SIGKILL after a grace period.
+fn dumpcap(ns: &str, dev: &str, out: &std::path::Path) -> common::ProcessGuard {
+    common::ProcessGuard::spawn(
+        "dumpcap",
+        Command::new("ip")
+            .args(["netns", "exec", ns, "dumpcap", "-q", "-i", dev, "-w"])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .expect("dumpcap (apt-get install tshark)")
 }
 
 /// Captures at both ends while `client` connects once through the router.
@@ -357,7 +340,7 @@ fn connect_captured(
     }
     std::thread::sleep(Duration::from_millis(800));
     for c in &mut caps {
-        stop_capture(c);
+        c.kill();
     }
     tw
 }
